@@ -1,0 +1,739 @@
+"""The `loop` dialect: buffers and loop nests with affine index maps.
+
+A `loop.nest` is the output domain of one or more stores. Its body computes the
+value of one point of the domain: scalar `arith`/`math` ops, `loop.load`s through
+affine maps of the induction variables, `loop.reduce` regions for windows and
+reductions, and `loop.store`s. Every nest dimension is parallel; windows and
+reductions live in `loop.reduce`.
+
+Bounds are a mix of static integers and `index` SSA values (dynamic extents such
+as the batch). Kernels are `func.func`s with memref arguments marked `bs.kernel`;
+the graph function calls them through `loop.launch` on tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import (
+    AffineMapAttr,
+    ArrayAttr,
+    DenseArrayBase,
+    FloatAttr,
+    IndexType,
+    IntegerAttr,
+    MemRefType,
+    StringAttr,
+    SymbolRefAttr,
+    TensorType,
+    f32,
+    i1,
+    i64,
+)
+from xdsl.ir import Attribute, Block, Dialect, Operation, Region, SSAValue
+from xdsl.ir.affine import AffineMap
+from xdsl.irdl import (
+    AttrSizedOperandSegments,
+    IRDLOperation,
+    ParsePropInAttrDict,
+    irdl_op_definition,
+    lazy_traits_def,
+    operand_def,
+    opt_prop_def,
+    prop_def,
+    region_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+    var_result_def,
+)
+from xdsl.parser import Parser, UnresolvedOperand
+from xdsl.printer import Printer
+from xdsl.traits import (
+    HasParent,
+    IsTerminator,
+    NoTerminator,
+    Pure,
+    RecursiveMemoryEffect,
+    SingleBlockImplicitTerminator,
+)
+from xdsl.utils.exceptions import VerifyException
+
+DYNAMIC = -(2**63)
+"""Marks a bound that is given by an SSA operand instead of a constant."""
+
+Bound = int | SSAValue
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def split_bounds(bounds: Sequence[Bound]) -> tuple[DenseArrayBase, list[SSAValue]]:
+    """Static array (DYNAMIC where an SSA value is given) and the SSA values."""
+    static = [b if isinstance(b, int) else DYNAMIC for b in bounds]
+    dynamic = [b for b in bounds if not isinstance(b, int)]
+    return DenseArrayBase.from_list(i64, static), dynamic
+
+
+def merge_bounds(static: DenseArrayBase, dynamic: Sequence[SSAValue]) -> list[Bound]:
+    it = iter(dynamic)
+    return [next(it) if s == DYNAMIC else s for s in static.get_values()]
+
+
+def print_bound(printer: Printer, b: Bound) -> None:
+    if isinstance(b, int):
+        printer.print_string(str(b))
+    else:
+        printer.print_ssa_value(b)
+
+
+def parse_bound(parser: Parser) -> int | UnresolvedOperand:
+    if (v := parser.parse_optional_integer(allow_boolean=False)) is not None:
+        return v
+    return parser.parse_unresolved_operand()
+
+
+def resolve_bounds(parser: Parser, raw: Sequence[int | UnresolvedOperand]) -> list[Bound]:
+    return [
+        b if isinstance(b, int) else parser.resolve_operand(b, IndexType()) for b in raw
+    ]
+
+
+def print_domain(printer: Printer, ivs: Sequence[SSAValue], lower, upper) -> None:
+    """`(%i, %j) = (0, 0) to (%n, 13)`"""
+    printer.print_string("(")
+    printer.print_list(ivs, printer.print_ssa_value)
+    printer.print_string(") = (")
+    printer.print_list(lower, lambda b: print_bound(printer, b))
+    printer.print_string(") to (")
+    printer.print_list(upper, lambda b: print_bound(printer, b))
+    printer.print_string(")")
+
+
+def parse_domain(parser: Parser):
+    """Parse `(%i, %j) = (lb, lb) to (ub, ub)`; returns unresolved ivs and bounds."""
+    args = parser.parse_comma_separated_list(
+        Parser.Delimiter.PAREN, lambda: parser.parse_argument(expect_type=False)
+    )
+    parser.parse_punctuation("=")
+    lower = parser.parse_comma_separated_list(Parser.Delimiter.PAREN, lambda: parse_bound(parser))
+    parser.parse_keyword("to")
+    upper = parser.parse_comma_separated_list(Parser.Delimiter.PAREN, lambda: parse_bound(parser))
+    if not len(args) == len(lower) == len(upper):
+        parser.raise_error("domain needs as many lower and upper bounds as induction variables")
+    ivs = [a.resolve(IndexType()) for a in args]
+    return ivs, resolve_bounds(parser, lower), resolve_bounds(parser, upper)
+
+
+def print_access(printer: Printer, base: SSAValue, indices, amap: AffineMap | None) -> None:
+    """`%buf[%i, %j]` and, when the map is not the identity, `map affine_map<...>`."""
+    printer.print_ssa_value(base)
+    printer.print_string("[")
+    printer.print_list(indices, printer.print_ssa_value)
+    printer.print_string("]")
+    if amap is not None and amap != AffineMap.identity(len(indices)):
+        printer.print_string(" map ")
+        printer.print_attribute(AffineMapAttr(amap))
+
+
+def parse_access(parser: Parser):
+    base = parser.parse_unresolved_operand()
+    idx = parser.parse_comma_separated_list(
+        Parser.Delimiter.SQUARE, parser.parse_unresolved_operand
+    )
+    amap = None
+    if parser.parse_optional_keyword("map"):
+        attr = parser.parse_attribute()
+        if not isinstance(attr, AffineMapAttr):
+            parser.raise_error("expected an affine_map after 'map'")
+        amap = attr.data
+    return base, [parser.resolve_operand(i, IndexType()) for i in idx], amap
+
+
+def access_map(op: LoadOp | StoreOp | InBoundsOp) -> AffineMap:
+    return op.map.data
+
+
+def verify_access(op: Operation, shape_rank: int, indices, amap: AffineMap) -> None:
+    if amap.num_dims != len(indices):
+        raise VerifyException(
+            f"{op.name}: map has {amap.num_dims} dims but {len(indices)} indices are given"
+        )
+    if amap.num_symbols != 0:
+        raise VerifyException(f"{op.name}: maps may not have symbols")
+    if len(amap.results) != shape_rank:
+        raise VerifyException(
+            f"{op.name}: map has {len(amap.results)} results but the buffer has rank {shape_rank}"
+        )
+
+
+def _verify_domain(op: Operation, ivs, lower, upper) -> None:
+    if not (len(ivs) == len(lower) == len(upper)):
+        raise VerifyException(f"{op.name}: {len(ivs)} ivs but {len(lower)}/{len(upper)} bounds")
+    for a in ivs:
+        if not isinstance(a.type, IndexType):
+            raise VerifyException(f"{op.name}: induction variables must be index")
+    for lb, ub in zip(lower, upper, strict=True):
+        if isinstance(lb, int) and isinstance(ub, int) and lb > ub:
+            raise VerifyException(f"{op.name}: empty or negative range {lb} to {ub}")
+
+
+# --------------------------------------------------------------------------- ops
+
+
+@irdl_op_definition
+class YieldOp(IRDLOperation):
+    """Terminator of `loop.nest`, `loop.tile` (no values) and `loop.reduce` (one value)."""
+
+    name = "loop.yield"
+    values = var_operand_def()
+    assembly_format = "($values^ `:` type($values))? attr-dict"
+    traits = lazy_traits_def(
+        lambda: (IsTerminator(), Pure(), HasParent(NestOp, TileOp, ReduceOp, *_simd_parents()))
+    )
+
+    def __init__(self, *values: SSAValue | Operation):
+        super().__init__(operands=[values])
+
+
+class _DomainOp(IRDLOperation):
+    """Shared accessors of ops with an iteration domain."""
+
+    lower = prop_def(DenseArrayBase)
+    upper = prop_def(DenseArrayBase)
+
+    @property
+    def ivs(self) -> tuple[SSAValue, ...]:
+        return tuple(self.body.block.args)
+
+    def lower_bounds(self) -> list[Bound]:
+        return merge_bounds(self.lower, self.dyn_lower)
+
+    def upper_bounds(self) -> list[Bound]:
+        return merge_bounds(self.upper, self.dyn_upper)
+
+    def verify_(self) -> None:
+        _verify_domain(self, self.ivs, self.lower_bounds(), self.upper_bounds())
+
+
+@irdl_op_definition
+class NestOp(_DomainOp):
+    """A perfect nest of parallel loops over a box domain.
+
+    `parallel` (set by bs-parallelize) is how many outer dimensions are split
+    across threads (x86) or the grid (CUDA).
+    """
+
+    name = "loop.nest"
+    dyn_lower = var_operand_def(IndexType)
+    dyn_upper = var_operand_def(IndexType)
+    parallel = opt_prop_def(IntegerAttr)
+    body = region_def("single_block")
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+    traits = lazy_traits_def(
+        lambda: (SingleBlockImplicitTerminator(YieldOp), RecursiveMemoryEffect())
+    )
+
+    def __init__(
+        self,
+        lower: Sequence[Bound],
+        upper: Sequence[Bound],
+        body: Region | None = None,
+        parallel: int | None = None,
+    ):
+        ls, ld = split_bounds(lower)
+        us, ud = split_bounds(upper)
+        if body is None:
+            body = Region(Block(arg_types=[IndexType()] * len(lower)))
+        props: dict[str, Attribute] = {"lower": ls, "upper": us}
+        if parallel is not None:
+            props["parallel"] = IntegerAttr(parallel, i64)
+        super().__init__(operands=[ld, ud], regions=[body], properties=props)
+
+    @property
+    def num_parallel(self) -> int:
+        return 0 if self.parallel is None else self.parallel.value.data
+
+    def print(self, printer: Printer) -> None:
+        if self.num_parallel:
+            printer.print_string(f" parallel {self.num_parallel}")
+        printer.print_string(" ")
+        print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
+        printer.print_op_attributes(self.attributes, print_keyword=True)
+        printer.print_string(" ")
+        printer.print_region(self.body, print_entry_block_args=False, print_block_terminators=False)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> NestOp:
+        parallel = None
+        if parser.parse_optional_keyword("parallel"):
+            parallel = parser.parse_integer(allow_boolean=False)
+        ivs, lower, upper = parse_domain(parser)
+        attrs = parser.parse_optional_attr_dict_with_keyword()
+        body = parser.parse_region(ivs)
+        op = cls(lower, upper, body, parallel)
+        if attrs is not None:
+            op.attributes |= attrs.data
+        for t in op.get_traits_of_type(SingleBlockImplicitTerminator):
+            from xdsl.traits import ensure_terminator
+
+            ensure_terminator(op, t)
+        return op
+
+    def verify_(self) -> None:
+        super().verify_()
+        if self.num_parallel < 0 or self.num_parallel > len(self.ivs):
+            raise VerifyException(
+                f"loop.nest: parallel {self.num_parallel} out of range for {len(self.ivs)} dims"
+            )
+
+
+@irdl_op_definition
+class TileOp(_DomainOp):
+    """Depth-first tile loop: each tile runs every op of the body on its block.
+
+    `step` gives the tile size per dimension; the body's nests are bounded by the
+    tile ivs. Scratch buffers for intermediate results are `memref.alloca`s in
+    the body, sized for one tile.
+    """
+
+    name = "loop.tile"
+    dyn_lower = var_operand_def(IndexType)
+    dyn_upper = var_operand_def(IndexType)
+    step = prop_def(DenseArrayBase)
+    parallel = opt_prop_def(IntegerAttr)
+    body = region_def("single_block")
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+    traits = lazy_traits_def(
+        lambda: (SingleBlockImplicitTerminator(YieldOp), RecursiveMemoryEffect())
+    )
+
+    def __init__(
+        self,
+        lower: Sequence[Bound],
+        upper: Sequence[Bound],
+        step: Sequence[int],
+        body: Region | None = None,
+        parallel: int | None = None,
+    ):
+        ls, ld = split_bounds(lower)
+        us, ud = split_bounds(upper)
+        if body is None:
+            body = Region(Block(arg_types=[IndexType()] * len(lower)))
+        props: dict[str, Attribute] = {
+            "lower": ls,
+            "upper": us,
+            "step": DenseArrayBase.from_list(i64, list(step)),
+        }
+        if parallel is not None:
+            props["parallel"] = IntegerAttr(parallel, i64)
+        super().__init__(operands=[ld, ud], regions=[body], properties=props)
+
+    @property
+    def num_parallel(self) -> int:
+        return 0 if self.parallel is None else self.parallel.value.data
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        return self.step.get_values()
+
+    def print(self, printer: Printer) -> None:
+        if self.num_parallel:
+            printer.print_string(f" parallel {self.num_parallel}")
+        printer.print_string(" ")
+        print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
+        printer.print_string(" step (")
+        printer.print_list(self.steps, lambda s: printer.print_string(str(s)))
+        printer.print_string(")")
+        printer.print_op_attributes(self.attributes, print_keyword=True)
+        printer.print_string(" ")
+        printer.print_region(self.body, print_entry_block_args=False, print_block_terminators=False)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> TileOp:
+        parallel = None
+        if parser.parse_optional_keyword("parallel"):
+            parallel = parser.parse_integer(allow_boolean=False)
+        ivs, lower, upper = parse_domain(parser)
+        parser.parse_keyword("step")
+        step = parser.parse_comma_separated_list(
+            Parser.Delimiter.PAREN, lambda: parser.parse_integer(allow_boolean=False)
+        )
+        attrs = parser.parse_optional_attr_dict_with_keyword()
+        body = parser.parse_region(ivs)
+        op = cls(lower, upper, step, body, parallel)
+        if attrs is not None:
+            op.attributes |= attrs.data
+        from xdsl.traits import ensure_terminator
+
+        for t in op.get_traits_of_type(SingleBlockImplicitTerminator):
+            ensure_terminator(op, t)
+        return op
+
+    def verify_(self) -> None:
+        super().verify_()
+        if len(self.steps) != len(self.ivs) or any(s < 1 for s in self.steps):
+            raise VerifyException("loop.tile: needs one positive step per dimension")
+
+
+REDUCE_KINDS = ("add", "max")
+
+
+@irdl_op_definition
+class ReduceOp(_DomainOp):
+    """Combines the values its body yields over a box of window/reduction ivs.
+
+    `max` follows the frameworks' NaN rule: a NaN anywhere in the window wins.
+    The result is f32, or a `!simd.vec<f32>` after vectorization.
+    """
+
+    name = "loop.reduce"
+    dyn_lower = var_operand_def(IndexType)
+    dyn_upper = var_operand_def(IndexType)
+    kind = prop_def(StringAttr)
+    init = prop_def(FloatAttr)
+    result = result_def()
+    body = region_def("single_block")
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+    traits = traits_def(RecursiveMemoryEffect())
+
+    def __init__(
+        self,
+        kind: str,
+        init: float,
+        lower: Sequence[Bound],
+        upper: Sequence[Bound],
+        body: Region | None = None,
+        result_type: Attribute = f32,
+    ):
+        ls, ld = split_bounds(lower)
+        us, ud = split_bounds(upper)
+        if body is None:
+            body = Region(Block(arg_types=[IndexType()] * len(lower)))
+        super().__init__(
+            operands=[ld, ud],
+            regions=[body],
+            result_types=[result_type],
+            properties={
+                "lower": ls,
+                "upper": us,
+                "kind": StringAttr(kind),
+                "init": FloatAttr(init, f32),
+            },
+        )
+
+    @property
+    def kind_name(self) -> str:
+        return self.kind.data
+
+    @property
+    def init_value(self) -> float:
+        return self.init.value.data
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(f" {self.kind_name} ")
+        print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
+        printer.print_string(" init ")
+        printer.print_attribute(self.init)
+        printer.print_string(" -> ")
+        printer.print_attribute(self.result.type)
+        printer.print_op_attributes(self.attributes, print_keyword=True)
+        printer.print_string(" ")
+        printer.print_region(self.body, print_entry_block_args=False)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ReduceOp:
+        kind = parser.parse_identifier()
+        ivs, lower, upper = parse_domain(parser)
+        parser.parse_keyword("init")
+        init = parser.parse_attribute()
+        if not isinstance(init, FloatAttr):
+            parser.raise_error("expected a float attribute after 'init'")
+        parser.parse_punctuation("->")
+        rtype = parser.parse_type()
+        attrs = parser.parse_optional_attr_dict_with_keyword()
+        body = parser.parse_region(ivs)
+        op = cls(kind, init.value.data, lower, upper, body, rtype)
+        if attrs is not None:
+            op.attributes |= attrs.data
+        return op
+
+    def verify_(self) -> None:
+        super().verify_()
+        if self.kind_name not in REDUCE_KINDS:
+            raise VerifyException(
+                f"loop.reduce: unknown kind '{self.kind_name}', expected one of {REDUCE_KINDS}"
+            )
+        term = self.body.block.last_op
+        if not isinstance(term, YieldOp) or len(term.values) != 1:
+            raise VerifyException("loop.reduce: body must end in loop.yield of one value")
+        if term.values[0].type != self.result.type:
+            raise VerifyException(
+                f"loop.reduce: body yields {term.values[0].type} but the result is "
+                f"{self.result.type}"
+            )
+
+
+class _AccessOp(IRDLOperation):
+    """Shared verification of buffer accesses through an affine map."""
+
+    def _buffer_type(self) -> MemRefType:
+        return self.buffer.type  # type: ignore[attr-defined]
+
+    def verify_(self) -> None:
+        bt = self._buffer_type()
+        verify_access(self, bt.get_num_dims(), self.indices, self.map.data)
+
+
+def _default_map(amap: AffineMap | None, n: int) -> AffineMapAttr:
+    return AffineMapAttr(amap if amap is not None else AffineMap.identity(n))
+
+
+@irdl_op_definition
+class LoadOp(_AccessOp):
+    """`buffer[map(indices)]`; with `pad`, an out-of-bounds access yields `pad`."""
+
+    name = "loop.load"
+    buffer = operand_def(MemRefType)
+    indices = var_operand_def(IndexType)
+    map = prop_def(AffineMapAttr)
+    pad = opt_prop_def(FloatAttr)
+    result = result_def()
+
+    def __init__(
+        self,
+        buffer: SSAValue,
+        indices: Sequence[SSAValue],
+        amap: AffineMap | None = None,
+        pad: float | None = None,
+    ):
+        props: dict[str, Attribute] = {"map": _default_map(amap, len(indices))}
+        if pad is not None:
+            props["pad"] = FloatAttr(pad, f32)
+        elem = buffer.type.element_type  # type: ignore[attr-defined]
+        super().__init__(operands=[buffer, indices], result_types=[elem], properties=props)
+
+    @property
+    def pad_value(self) -> float | None:
+        return None if self.pad is None else self.pad.value.data
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        print_access(printer, self.buffer, self.indices, self.map.data)
+        if self.pad is not None:
+            printer.print_string(" pad ")
+            printer.print_attribute(self.pad)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.buffer.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> LoadOp:
+        base, idx, amap = parse_access(parser)
+        pad = None
+        if parser.parse_optional_keyword("pad"):
+            pa = parser.parse_attribute()
+            if not isinstance(pa, FloatAttr):
+                parser.raise_error("expected a float attribute after 'pad'")
+            pad = pa.value.data
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        bt = parser.parse_type()
+        op = cls(parser.resolve_operand(base, bt), idx, amap, pad)
+        op.attributes |= attrs
+        return op
+
+
+@irdl_op_definition
+class StoreOp(_AccessOp):
+    """`buffer[map(indices)] = value`."""
+
+    name = "loop.store"
+    value = operand_def()
+    buffer = operand_def(MemRefType)
+    indices = var_operand_def(IndexType)
+    map = prop_def(AffineMapAttr)
+
+    def __init__(
+        self,
+        value: SSAValue,
+        buffer: SSAValue,
+        indices: Sequence[SSAValue],
+        amap: AffineMap | None = None,
+    ):
+        super().__init__(
+            operands=[value, buffer, indices],
+            properties={"map": _default_map(amap, len(indices))},
+        )
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_ssa_value(self.value)
+        printer.print_string(", ")
+        print_access(printer, self.buffer, self.indices, self.map.data)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.value.type)
+        printer.print_string(", ")
+        printer.print_attribute(self.buffer.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> StoreOp:
+        val = parser.parse_unresolved_operand()
+        parser.parse_punctuation(",")
+        base, idx, amap = parse_access(parser)
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        vt = parser.parse_type()
+        parser.parse_punctuation(",")
+        bt = parser.parse_type()
+        op = cls(parser.resolve_operand(val, vt), parser.resolve_operand(base, bt), idx, amap)
+        op.attributes |= attrs
+        return op
+
+
+@irdl_op_definition
+class InBoundsOp(IRDLOperation):
+    """True when `map(indices)` lies inside a box of the given extents.
+
+    It keeps the padding rule of a windowed load after its producer was inlined
+    (the intermediate buffer is gone, its extents remain).
+    """
+
+    name = "loop.in_bounds"
+    dyn_extents = var_operand_def(IndexType)
+    indices = var_operand_def(IndexType)
+    extents = prop_def(DenseArrayBase)
+    map = prop_def(AffineMapAttr)
+    result = result_def(i1)
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+    traits = traits_def(Pure())
+
+    def __init__(self, extents: Sequence[Bound], indices: Sequence[SSAValue], amap: AffineMap):
+        es, ed = split_bounds(extents)
+        super().__init__(
+            operands=[ed, indices],
+            result_types=[i1],
+            properties={"extents": es, "map": AffineMapAttr(amap)},
+        )
+
+    def extent_bounds(self) -> list[Bound]:
+        return merge_bounds(self.extents, self.dyn_extents)
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" [")
+        printer.print_list(self.indices, printer.print_ssa_value)
+        printer.print_string("] map ")
+        printer.print_attribute(self.map)
+        printer.print_string(" within (")
+        printer.print_list(self.extent_bounds(), lambda b: print_bound(printer, b))
+        printer.print_string(")")
+        printer.print_op_attributes(self.attributes)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> InBoundsOp:
+        idx = parser.parse_comma_separated_list(
+            Parser.Delimiter.SQUARE, parser.parse_unresolved_operand
+        )
+        parser.parse_keyword("map")
+        amap = parser.parse_attribute()
+        if not isinstance(amap, AffineMapAttr):
+            parser.raise_error("expected an affine_map")
+        parser.parse_keyword("within")
+        ext = parser.parse_comma_separated_list(
+            Parser.Delimiter.PAREN, lambda: parse_bound(parser)
+        )
+        attrs = parser.parse_optional_attr_dict()
+        op = cls(
+            resolve_bounds(parser, ext),
+            [parser.resolve_operand(i, IndexType()) for i in idx],
+            amap.data,
+        )
+        op.attributes |= attrs
+        return op
+
+    def verify_(self) -> None:
+        verify_access(self, len(self.extents.get_values()), self.indices, self.map.data)
+
+
+@irdl_op_definition
+class LaunchOp(IRDLOperation):
+    """Runs kernel `callee` on tensors: its memref arguments are the operands
+    followed by one fresh buffer per result (destination passing)."""
+
+    name = "loop.launch"
+    callee = prop_def(SymbolRefAttr)
+    args = var_operand_def(TensorType)
+    outputs = var_result_def(TensorType)
+    irdl_options = (ParsePropInAttrDict(),)
+    traits = traits_def(Pure())
+    assembly_format = "$callee `(` $args `)` attr-dict `:` functional-type($args, $outputs)"
+
+    def __init__(
+        self,
+        callee: str,
+        args: Sequence[SSAValue],
+        result_types: Sequence[Attribute],
+        attributes: dict[str, Attribute] | None = None,
+    ):
+        super().__init__(
+            operands=[args],
+            result_types=[result_types],
+            properties={"callee": SymbolRefAttr(callee)},
+            attributes=attributes or {},
+        )
+
+    @property
+    def callee_name(self) -> str:
+        return self.callee.root_reference.data
+
+
+@irdl_op_definition
+class KernelInfoOp(IRDLOperation):
+    """Left by bs-lower-to-llvm for the runtime: how to call kernel `kernel`.
+
+    `phases` are the entry points to call in order; `buffers` the memref type of
+    every ABI argument (kernel arguments, then scratch); `work` the number of
+    points of each phase per batch item (a threading hint).
+    """
+
+    name = "loop.kernel_info"
+    kernel = prop_def(StringAttr)
+    phases = prop_def(ArrayAttr)
+    buffers = prop_def(ArrayAttr)
+    work = prop_def(DenseArrayBase)
+    target = prop_def(StringAttr)
+    irdl_options = (ParsePropInAttrDict(),)
+    traits = traits_def(NoTerminator())
+    assembly_format = "attr-dict"
+
+    def __init__(
+        self,
+        kernel: str,
+        phases: Sequence[str],
+        buffers: Sequence[Attribute],
+        work: Sequence[int],
+        target: str,
+    ):
+        super().__init__(
+            properties={
+                "kernel": StringAttr(kernel),
+                "phases": ArrayAttr([StringAttr(p) for p in phases]),
+                "buffers": ArrayAttr(list(buffers)),
+                "work": DenseArrayBase.from_list(i64, list(work)),
+                "target": StringAttr(target),
+            }
+        )
+
+
+def _simd_parents() -> tuple[type[Operation], ...]:
+    from brainslug.dialects.simd import LoopOp
+
+    return (LoopOp,)
+
+
+Loop = Dialect(
+    "loop",
+    [NestOp, TileOp, ReduceOp, LoadOp, StoreOp, InBoundsOp, YieldOp, LaunchOp, KernelInfoOp],
+    [],
+)

@@ -1,0 +1,688 @@
+"""The `simd` dialect: a generic SIMD processor with W lanes.
+
+W is not part of the IR: it is a target parameter bound by the backend
+(16 or 8 lanes of AVX-512/AVX2 on x86, the threads of a block on CUDA).
+`simd.loop` runs its body over a range in chunks of W lanes; the last chunk is
+masked. Inside it, `!simd.vec<T>` values hold one element per lane, and every
+memory access of lane l sees the loop's induction variable as `iv + l`.
+Uniform (lane-invariant) values stay scalar and are broadcast by `simd.splat`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from xdsl.dialects.arith import CMPF_COMPARISON_OPERATIONS, CMPI_COMPARISON_OPERATIONS
+from xdsl.dialects.builtin import (
+    AffineMapAttr,
+    FloatAttr,
+    IndexType,
+    IntegerType,
+    MemRefType,
+    StringAttr,
+    f32,
+    i1,
+)
+from xdsl.ir import (
+    Attribute,
+    Block,
+    Dialect,
+    Operation,
+    ParametrizedAttribute,
+    Region,
+    SSAValue,
+    TypeAttribute,
+)
+from xdsl.ir.affine import AffineMap
+from xdsl.irdl import (
+    AttrSizedOperandSegments,
+    IRDLOperation,
+    irdl_attr_definition,
+    irdl_op_definition,
+    lazy_traits_def,
+    operand_def,
+    opt_prop_def,
+    prop_def,
+    region_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+)
+from xdsl.parser import AttrParser, Parser
+from xdsl.printer import Printer
+from xdsl.traits import Pure, RecursiveMemoryEffect, SingleBlockImplicitTerminator
+from xdsl.utils.exceptions import VerifyException
+
+from brainslug.dialects import loop
+
+
+@irdl_attr_definition
+class VecType(ParametrizedAttribute, TypeAttribute):
+    """`!simd.vec<T>`: one T per lane."""
+
+    name = "simd.vec"
+    element_type: Attribute
+
+    def print_parameters(self, printer: Printer) -> None:
+        with printer.in_angle_brackets():
+            printer.print_attribute(self.element_type)
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute]:
+        with parser.in_angle_brackets():
+            return (parser.parse_type(),)
+
+
+def vec(t: Attribute) -> VecType:
+    return VecType(t)
+
+
+def lane_type(t: Attribute) -> Attribute:
+    """Element type of a vector, or the type itself for a scalar."""
+    return t.element_type if isinstance(t, VecType) else t
+
+
+# --------------------------------------------------------------------------- the lane loop
+
+
+@irdl_op_definition
+class LoopOp(loop._DomainOp):
+    """Runs the body for every value of one dimension, W lanes at a time."""
+
+    name = "simd.loop"
+    dyn_lower = var_operand_def(IndexType)
+    dyn_upper = var_operand_def(IndexType)
+    body = region_def("single_block")
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+    traits = lazy_traits_def(
+        lambda: (SingleBlockImplicitTerminator(loop.YieldOp), RecursiveMemoryEffect())
+    )
+
+    def __init__(self, lower: loop.Bound, upper: loop.Bound, body: Region | None = None):
+        ls, ld = loop.split_bounds([lower])
+        us, ud = loop.split_bounds([upper])
+        if body is None:
+            body = Region(Block(arg_types=[IndexType()]))
+        super().__init__(operands=[ld, ud], regions=[body], properties={"lower": ls, "upper": us})
+
+    @property
+    def iv(self) -> SSAValue:
+        return self.body.block.args[0]
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        loop.print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
+        printer.print_op_attributes(self.attributes, print_keyword=True)
+        printer.print_string(" ")
+        printer.print_region(self.body, print_entry_block_args=False, print_block_terminators=False)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> LoopOp:
+        ivs, lower, upper = loop.parse_domain(parser)
+        if len(ivs) != 1:
+            parser.raise_error("simd.loop has exactly one induction variable")
+        attrs = parser.parse_optional_attr_dict_with_keyword()
+        body = parser.parse_region(ivs)
+        op = cls(lower[0], upper[0], body)
+        if attrs is not None:
+            op.attributes |= attrs.data
+        from xdsl.traits import ensure_terminator
+
+        for t in op.get_traits_of_type(SingleBlockImplicitTerminator):
+            ensure_terminator(op, t)
+        return op
+
+
+def enclosing_loop(op: Operation) -> LoopOp | None:
+    p = op.parent_op()
+    while p is not None and not isinstance(p, LoopOp):
+        p = p.parent_op()
+    return p
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _verify_in_lane_loop(op: Operation) -> LoopOp:
+    lp = enclosing_loop(op)
+    if lp is None:
+        raise VerifyException(f"{op.name} must be inside a simd.loop")
+    return lp
+
+
+@irdl_op_definition
+class LoadOp(IRDLOperation):
+    """Lane l loads `buffer[map(indices)]` with the lane loop's iv replaced by iv + l.
+
+    Lanes past the loop's upper bound are inactive. With `pad`, out-of-bounds
+    lanes yield `pad`.
+    """
+
+    name = "simd.load"
+    buffer = operand_def(MemRefType)
+    indices = var_operand_def(IndexType)
+    map = prop_def(AffineMapAttr)
+    pad = opt_prop_def(FloatAttr)
+    result = result_def(VecType)
+
+    def __init__(
+        self,
+        buffer: SSAValue,
+        indices: Sequence[SSAValue],
+        amap: AffineMap | None = None,
+        pad: float | None = None,
+    ):
+        props: dict[str, Attribute] = {
+            "map": AffineMapAttr(amap if amap is not None else AffineMap.identity(len(indices)))
+        }
+        if pad is not None:
+            props["pad"] = FloatAttr(pad, f32)
+        elem = buffer.type.element_type  # type: ignore[attr-defined]
+        super().__init__(operands=[buffer, indices], result_types=[vec(elem)], properties=props)
+
+    @property
+    def pad_value(self) -> float | None:
+        return None if self.pad is None else self.pad.value.data
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        loop.print_access(printer, self.buffer, self.indices, self.map.data)
+        if self.pad is not None:
+            printer.print_string(" pad ")
+            printer.print_attribute(self.pad)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.buffer.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> LoadOp:
+        base, idx, amap = loop.parse_access(parser)
+        pad = None
+        if parser.parse_optional_keyword("pad"):
+            pa = parser.parse_attribute()
+            if not isinstance(pa, FloatAttr):
+                parser.raise_error("expected a float attribute after 'pad'")
+            pad = pa.value.data
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        bt = parser.parse_type()
+        op = cls(parser.resolve_operand(base, bt), idx, amap, pad)
+        op.attributes |= attrs
+        return op
+
+    def verify_(self) -> None:
+        _verify_in_lane_loop(self)
+        loop.verify_access(self, self.buffer.type.get_num_dims(), self.indices, self.map.data)
+
+
+@irdl_op_definition
+class StoreOp(IRDLOperation):
+    """Lane l stores its element to `buffer[map(indices)]` with iv replaced by iv + l."""
+
+    name = "simd.store"
+    value = operand_def(VecType)
+    buffer = operand_def(MemRefType)
+    indices = var_operand_def(IndexType)
+    map = prop_def(AffineMapAttr)
+
+    def __init__(
+        self,
+        value: SSAValue,
+        buffer: SSAValue,
+        indices: Sequence[SSAValue],
+        amap: AffineMap | None = None,
+    ):
+        super().__init__(
+            operands=[value, buffer, indices],
+            properties={
+                "map": AffineMapAttr(
+                    amap if amap is not None else AffineMap.identity(len(indices))
+                )
+            },
+        )
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_ssa_value(self.value)
+        printer.print_string(", ")
+        loop.print_access(printer, self.buffer, self.indices, self.map.data)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.buffer.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> StoreOp:
+        val = parser.parse_unresolved_operand()
+        parser.parse_punctuation(",")
+        base, idx, amap = loop.parse_access(parser)
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        bt = parser.parse_type()
+        elem = bt.element_type if isinstance(bt, MemRefType) else f32
+        op = cls(parser.resolve_operand(val, vec(elem)), parser.resolve_operand(base, bt), idx, amap)
+        op.attributes |= attrs
+        return op
+
+    def verify_(self) -> None:
+        lp = _verify_in_lane_loop(self)
+        loop.verify_access(self, self.buffer.type.get_num_dims(), self.indices, self.map.data)
+        if lp.iv not in self.indices:
+            raise VerifyException(
+                "simd.store: the lane loop's iv must be one of the indices (lanes would collide)"
+            )
+
+
+@irdl_op_definition
+class InBoundsOp(IRDLOperation):
+    """Per-lane `loop.in_bounds`: lane l checks the point with iv replaced by iv + l."""
+
+    name = "simd.in_bounds"
+    dyn_extents = var_operand_def(IndexType)
+    indices = var_operand_def(IndexType)
+    extents = prop_def(loop.DenseArrayBase)
+    map = prop_def(AffineMapAttr)
+    result = result_def(VecType)
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+    traits = traits_def(Pure())
+
+    def __init__(self, extents: Sequence[loop.Bound], indices: Sequence[SSAValue], amap: AffineMap):
+        es, ed = loop.split_bounds(extents)
+        super().__init__(
+            operands=[ed, indices],
+            result_types=[vec(i1)],
+            properties={"extents": es, "map": AffineMapAttr(amap)},
+        )
+
+    def extent_bounds(self) -> list[loop.Bound]:
+        return loop.merge_bounds(self.extents, self.dyn_extents)
+
+    print = loop.InBoundsOp.print
+    parse = classmethod(loop.InBoundsOp.parse.__func__)  # type: ignore[attr-defined]
+
+    def verify_(self) -> None:
+        _verify_in_lane_loop(self)
+        loop.verify_access(self, len(self.extents.get_values()), self.indices, self.map.data)
+
+
+# --------------------------------------------------------------------------- lane values
+
+
+@irdl_op_definition
+class SplatOp(IRDLOperation):
+    """Broadcasts a scalar to every lane."""
+
+    name = "simd.splat"
+    input = operand_def()
+    result = result_def(VecType)
+    traits = traits_def(Pure())
+
+    def __init__(self, value: SSAValue):
+        super().__init__(operands=[value], result_types=[vec(value.type)])
+
+    @classmethod
+    def parse(cls, parser: Parser) -> SplatOp:
+        v = parser.parse_unresolved_operand()
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        t = parser.parse_type()
+        op = cls(parser.resolve_operand(v, t))
+        op.attributes |= attrs
+        return op
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_ssa_value(self.input)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.input.type)
+
+
+
+
+
+@irdl_op_definition
+class IotaOp(IRDLOperation):
+    """Lane l holds `base + l` (the per-lane value of the lane loop's iv)."""
+
+    name = "simd.iota"
+    base = operand_def(IndexType)
+    result = result_def(VecType)
+    assembly_format = "$base attr-dict `:` type($result)"
+    traits = traits_def(Pure())
+
+    def __init__(self, base: SSAValue):
+        super().__init__(operands=[base], result_types=[vec(IndexType())])
+
+
+def _lane_elem(v: SSAValue) -> Attribute:
+    return lane_type(v.type)
+
+
+class _ElementwiseOp(IRDLOperation):
+    """Lane-wise op: all operands and the result are `!simd.vec` of one element type."""
+
+    def _check_float(self) -> bool:
+        return True
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_list(self.operands, printer.print_ssa_value)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser: Parser):
+        ops = parser.parse_comma_separated_list(
+            Parser.Delimiter.NONE, parser.parse_unresolved_operand
+        )
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        t = parser.parse_type()
+        op = cls(*[parser.resolve_operand(o, t) for o in ops])
+        op.attributes |= attrs
+        return op
+
+    def verify_(self) -> None:
+        for o in self.operands:
+            if o.type != self.result.type:
+                raise VerifyException(
+                    f"{self.name}: operand type {o.type} differs from result type {self.result.type}"
+                )
+
+
+def _is_float_vec(t: Attribute) -> bool:
+    return isinstance(t, VecType) and t.element_type == f32
+
+
+def _is_int_vec(t: Attribute) -> bool:
+    return isinstance(t, VecType) and isinstance(t.element_type, IndexType | IntegerType)
+
+
+def _binary(op_name: str, cls_name: str, is_float: bool, doc: str) -> type[IRDLOperation]:
+    class _Bin(_ElementwiseOp):
+        name = op_name
+        lhs = operand_def(VecType)
+        rhs = operand_def(VecType)
+        result = result_def(VecType)
+        traits = traits_def(Pure())
+
+        def __init__(self, lhs: SSAValue, rhs: SSAValue):
+            super().__init__(operands=[lhs, rhs], result_types=[lhs.type])
+
+        def verify_(self) -> None:
+            super().verify_()
+            ok = _is_float_vec if is_float else _is_int_vec
+            if not ok(self.result.type):
+                kind = "f32" if is_float else "integer/index"
+                raise VerifyException(f"{self.name}: expects vectors of {kind}")
+
+    _Bin.__name__ = _Bin.__qualname__ = cls_name
+    _Bin.__doc__ = doc
+    return irdl_op_definition(_Bin)
+
+
+AddfOp = _binary("simd.addf", "AddfOp", True, "Lane-wise float addition.")
+SubfOp = _binary("simd.subf", "SubfOp", True, "Lane-wise float subtraction.")
+MulfOp = _binary("simd.mulf", "MulfOp", True, "Lane-wise float multiplication.")
+DivfOp = _binary("simd.divf", "DivfOp", True, "Lane-wise float division.")
+AddiOp = _binary("simd.addi", "AddiOp", False, "Lane-wise integer addition.")
+SubiOp = _binary("simd.subi", "SubiOp", False, "Lane-wise integer subtraction.")
+MuliOp = _binary("simd.muli", "MuliOp", False, "Lane-wise integer multiplication.")
+DivsiOp = _binary("simd.divsi", "DivsiOp", False, "Lane-wise signed division (toward 0).")
+FloordivsiOp = _binary("simd.floordivsi", "FloordivsiOp", False, "Lane-wise floor division.")
+RemsiOp = _binary("simd.remsi", "RemsiOp", False, "Lane-wise signed remainder.")
+MinsiOp = _binary("simd.minsi", "MinsiOp", False, "Lane-wise signed minimum.")
+MaxsiOp = _binary("simd.maxsi", "MaxsiOp", False, "Lane-wise signed maximum.")
+AndiOp = _binary("simd.andi", "AndiOp", False, "Lane-wise and (masks are vectors of i1).")
+OriOp = _binary("simd.ori", "OriOp", False, "Lane-wise or.")
+
+
+@irdl_op_definition
+class NegfOp(_ElementwiseOp):
+    """Lane-wise float negation."""
+
+    name = "simd.negf"
+    input = operand_def(VecType)
+    result = result_def(VecType)
+    traits = traits_def(Pure())
+
+    def __init__(self, value: SSAValue):
+        super().__init__(operands=[value], result_types=[value.type])
+
+
+MATH_FUNCTIONS = ("exp", "log", "tanh", "erf", "sqrt")
+
+
+@irdl_op_definition
+class MathOp(IRDLOperation):
+    """Lane-wise elementary function (`exp`, `log`, `tanh`, `erf`, `sqrt`)."""
+
+    name = "simd.math"
+    fn = prop_def(StringAttr)
+    input = operand_def(VecType)
+    result = result_def(VecType)
+    traits = traits_def(Pure())
+
+    def __init__(self, fn: str, value: SSAValue):
+        super().__init__(
+            operands=[value], result_types=[value.type], properties={"fn": StringAttr(fn)}
+        )
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(f' "{self.fn.data}" ')
+        printer.print_ssa_value(self.input)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> MathOp:
+        fn = parser.parse_str_literal()
+        v = parser.parse_unresolved_operand()
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        t = parser.parse_type()
+        op = cls(fn, parser.resolve_operand(v, t))
+        op.attributes |= attrs
+        return op
+
+    def verify_(self) -> None:
+        if self.fn.data not in MATH_FUNCTIONS:
+            raise VerifyException(f"simd.math: unknown function '{self.fn.data}'")
+        if not _is_float_vec(self.result.type):
+            raise VerifyException("simd.math: expects vectors of f32")
+
+
+class _CmpOp(IRDLOperation):
+    PREDICATES: ClassVar[tuple[str, ...]] = ()
+    predicate = prop_def(StringAttr)
+    lhs = operand_def(VecType)
+    rhs = operand_def(VecType)
+    result = result_def(VecType)
+    traits = traits_def(Pure())
+
+    def __init__(self, predicate: str, lhs: SSAValue, rhs: SSAValue):
+        super().__init__(
+            operands=[lhs, rhs],
+            result_types=[vec(i1)],
+            properties={"predicate": StringAttr(predicate)},
+        )
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(f' "{self.predicate.data}" ')
+        printer.print_list((self.lhs, self.rhs), printer.print_ssa_value)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.lhs.type)
+
+    @classmethod
+    def parse(cls, parser: Parser):
+        pred = parser.parse_str_literal()
+        a = parser.parse_unresolved_operand()
+        parser.parse_punctuation(",")
+        b = parser.parse_unresolved_operand()
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        t = parser.parse_type()
+        op = cls(pred, parser.resolve_operand(a, t), parser.resolve_operand(b, t))
+        op.attributes |= attrs
+        return op
+
+    def verify_(self) -> None:
+        if self.predicate.data not in self.PREDICATES:
+            raise VerifyException(f"{self.name}: unknown predicate '{self.predicate.data}'")
+        if self.lhs.type != self.rhs.type:
+            raise VerifyException(f"{self.name}: operands differ in type")
+
+
+@irdl_op_definition
+class CmpfOp(_CmpOp):
+    """Lane-wise float comparison (arith.cmpf predicates) giving a mask."""
+
+    name = "simd.cmpf"
+    PREDICATES: ClassVar[tuple[str, ...]] = tuple(CMPF_COMPARISON_OPERATIONS)
+
+
+@irdl_op_definition
+class CmpiOp(_CmpOp):
+    """Lane-wise integer comparison (arith.cmpi predicates) giving a mask."""
+
+    name = "simd.cmpi"
+    PREDICATES: ClassVar[tuple[str, ...]] = tuple(CMPI_COMPARISON_OPERATIONS)
+
+
+@irdl_op_definition
+class SelectOp(IRDLOperation):
+    """Lane-wise `cond ? lhs : rhs`."""
+
+    name = "simd.select"
+    cond = operand_def(VecType)
+    lhs = operand_def(VecType)
+    rhs = operand_def(VecType)
+    result = result_def(VecType)
+    traits = traits_def(Pure())
+
+    def __init__(self, cond: SSAValue, lhs: SSAValue, rhs: SSAValue):
+        super().__init__(operands=[cond, lhs, rhs], result_types=[lhs.type])
+
+    print = _ElementwiseOp.print
+
+    @classmethod
+    def parse(cls, parser: Parser) -> SelectOp:
+        c = parser.parse_unresolved_operand()
+        parser.parse_punctuation(",")
+        a = parser.parse_unresolved_operand()
+        parser.parse_punctuation(",")
+        b = parser.parse_unresolved_operand()
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        t = parser.parse_type()
+        op = cls(
+            parser.resolve_operand(c, vec(i1)),
+            parser.resolve_operand(a, t),
+            parser.resolve_operand(b, t),
+        )
+        op.attributes |= attrs
+        return op
+
+    def verify_(self) -> None:
+        if self.cond.type != vec(i1):
+            raise VerifyException("simd.select: condition must be !simd.vec<i1>")
+        if self.lhs.type != self.rhs.type or self.lhs.type != self.result.type:
+            raise VerifyException("simd.select: both values must have the result type")
+
+
+@irdl_op_definition
+class SIToFPOp(IRDLOperation):
+    """Lane-wise signed integer (or index) to f32."""
+
+    name = "simd.sitofp"
+    input = operand_def(VecType)
+    result = result_def(VecType)
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($input) `->` type($result)"
+
+    def __init__(self, value: SSAValue):
+        super().__init__(operands=[value], result_types=[vec(f32)])
+
+
+REDUCTIONS = ("add", "max")
+
+
+@irdl_op_definition
+class ReduceOp(IRDLOperation):
+    """Combines the active lanes of a vector into one scalar (`add` or `max`)."""
+
+    name = "simd.reduce"
+    kind = prop_def(StringAttr)
+    input = operand_def(VecType)
+    result = result_def()
+    traits = traits_def(Pure())
+
+    def __init__(self, kind: str, value: SSAValue):
+        super().__init__(
+            operands=[value],
+            result_types=[lane_type(value.type)],
+            properties={"kind": StringAttr(kind)},
+        )
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(f' "{self.kind.data}" ')
+        printer.print_ssa_value(self.input)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.input.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ReduceOp:
+        kind = parser.parse_str_literal()
+        v = parser.parse_unresolved_operand()
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        t = parser.parse_type()
+        op = cls(kind, parser.resolve_operand(v, t))
+        op.attributes |= attrs
+        return op
+
+    def verify_(self) -> None:
+        if self.kind.data not in REDUCTIONS:
+            raise VerifyException(f"simd.reduce: unknown kind '{self.kind.data}'")
+
+
+BINARY_FLOAT = {"addf": AddfOp, "subf": SubfOp, "mulf": MulfOp, "divf": DivfOp}
+BINARY_INT = {
+    "addi": AddiOp,
+    "subi": SubiOp,
+    "muli": MuliOp,
+    "divsi": DivsiOp,
+    "floordivsi": FloordivsiOp,
+    "remsi": RemsiOp,
+    "minsi": MinsiOp,
+    "maxsi": MaxsiOp,
+    "andi": AndiOp,
+    "ori": OriOp,
+}
+
+SIMD = Dialect(
+    "simd",
+    [
+        LoopOp,
+        LoadOp,
+        StoreOp,
+        InBoundsOp,
+        SplatOp,
+        IotaOp,
+        NegfOp,
+        MathOp,
+        CmpfOp,
+        CmpiOp,
+        SelectOp,
+        SIToFPOp,
+        ReduceOp,
+        *BINARY_FLOAT.values(),
+        *BINARY_INT.values(),
+    ],
+    [VecType],
+)

@@ -1,0 +1,190 @@
+"""The x86-64 backend: lane width, TargetMachine, helpers and code emission.
+
+`cpu="host"` reads the host CPU's name and features from LLVM and uses 16
+lanes with AVX-512F, 8 with AVX2, 4 otherwise; a named CPU (skylake-avx512,
+znver3, haswell, ...) takes its lane width from a table. Phase functions get
+"target-cpu"/"target-features" attributes, and with 16 lanes also
+"min-legal-vector-width"/"prefer-vector-width"="512" so that LLVM keeps
+`<16 x float>` in zmm registers instead of splitting it into ymm halves.
+
+No fast-math flags are used and LLVM does not contract fmul+fadd into fma
+without them, so the code computes what a plain scalar C loop computes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+from dataclasses import dataclass
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+from xdsl.backend.llvm.convert import convert_module
+from xdsl.dialects import llvm as xllvm
+from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
+
+from brainslug.lowering.llvm_helpers import define_helpers, per_lane
+from brainslug.lowering.to_llvm import TargetParams
+
+TARGET = "x86-64"
+
+AVX512_CPUS = frozenset(
+    "skylake-avx512 skx cascadelake cooperlake cannonlake icelake-client icelake-server "
+    "tigerlake rocketlake sapphirerapids emeraldrapids graniterapids graniterapids-d "
+    "diamondrapids znver4 znver5 knl knm x86-64-v4".split()
+)
+AVX2_CPUS = frozenset(
+    "haswell broadwell skylake alderlake raptorlake meteorlake arrowlake arrowlake-s "
+    "lunarlake pantherlake gracemont sierraforest grandridge clearwaterforest znver1 znver2 "
+    "znver3 bdver4 x86-64-v3".split()
+)
+
+LIBM_FUNCTIONS = ("expf", "logf", "sqrtf", "tanhf", "erff")
+"""Scalar libm functions the generated code may call (made known to the JIT)."""
+
+LANE_FUNCTIONS = {"tanh": per_lane("tanhf"), "erf": per_lane("erff")}
+"""`bs.<fn>.vNf32` helpers: libm per lane (exp/log/sqrt use LLVM intrinsics)."""
+
+
+@functools.cache
+def _init_llvm() -> None:
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    name = ctypes.util.find_library("m")
+    libm = ctypes.CDLL(name) if name else ctypes.CDLL(None)
+    for fn in LIBM_FUNCTIONS:
+        llvm.add_symbol(fn, ctypes.cast(getattr(libm, fn), ctypes.c_void_p).value)
+
+
+def lanes_for(cpu: str, features: str = "") -> int:
+    """SIMD width in f32 lanes for a CPU name or an LLVM feature string."""
+    feats = set(features.split(","))
+    if "+avx512f" in feats or cpu in AVX512_CPUS:
+        return 16
+    if "+avx2" in feats or cpu in AVX2_CPUS:
+        return 8
+    return 4
+
+
+class _Attributes(ir.values.FunctionAttributes):
+    """llvmlite's function attributes plus `"key"="value"` string attributes."""
+
+    def __init__(self, strings: dict[str, str], flags: set[str] = frozenset()):
+        super().__init__(["nounwind", *flags])
+        self.strings = strings
+
+    def _to_list(self, ret_type: ir.Type) -> list[str]:
+        return [*super()._to_list(ret_type), *(f'"{k}"="{v}"' for k, v in self.strings.items())]
+
+
+@dataclass
+class X86Backend:
+    """Compiles the `llvm` dialect output of bs-lower-to-llvm for x86-64."""
+
+    cpu: str = "host"
+    name = TARGET
+
+    def __post_init__(self) -> None:
+        _init_llvm()
+        self.features = ""
+        if self.cpu == "host":
+            self.cpu = llvm.get_host_cpu_name()
+            self.features = llvm.get_host_cpu_features().flatten()
+        self.lanes = lanes_for(self.cpu, self.features)
+
+    def func_attributes(self) -> dict[str, str]:
+        attrs = {"target-cpu": self.cpu}
+        if self.features:
+            attrs["target-features"] = self.features
+        if self.lanes == 16:
+            attrs["min-legal-vector-width"] = "512"
+            attrs["prefer-vector-width"] = "512"
+        return attrs
+
+    def params(self) -> TargetParams:
+        """What the generic lowering needs: the lane count and function properties."""
+        passthrough = [
+            ArrayAttr([StringAttr(k), StringAttr(v)])
+            for k, v in self.func_attributes().items()
+            if k.endswith("vector-width")
+        ]
+        props: list[tuple[str, ArrayAttr | StringAttr]] = [("target_cpu", StringAttr(self.cpu))]
+        if passthrough:
+            props.append(("passthrough", ArrayAttr(passthrough)))
+        return TargetParams(TARGET, self.lanes, tuple(props))
+
+    def target_machine(self, jit: bool = False) -> llvm.TargetMachine:
+        """A fresh TargetMachine (MCJIT takes ownership of the one it is given)."""
+        return llvm.Target.from_default_triple().create_target_machine(
+            cpu=self.cpu, features=self.features, opt=3, jit=jit
+        )
+
+    # ------------------------------------------------------------------ IR
+
+    def to_llvmlite(self, module: ModuleOp, data_layout: str = "") -> ir.Module:
+        """The module's `llvm.func`s (other ops are ignored) with helpers defined."""
+        funcs = [op for op in module.ops if isinstance(op, xllvm.FuncOp)]
+        # convert_module reads `ops` and `attributes`; hand it the llvm.funcs only
+        ir_mod = convert_module(
+            _OpsView(module, funcs),  # type: ignore[arg-type]
+            fallback_target_triple=llvm.get_default_triple(),
+            data_layout=data_layout,
+        )
+        define_helpers(ir_mod, LANE_FUNCTIONS)
+        attrs = self.func_attributes()
+        for fn in ir_mod.functions:
+            if fn.blocks:
+                fn.attributes = _Attributes(attrs, fn.attributes)
+        return ir_mod
+
+    def build(
+        self, module: ModuleOp, opt: int = 3, tm: llvm.TargetMachine | None = None
+    ) -> llvm.ModuleRef:
+        """Parsed, verified and optimized (new pass manager at level `opt`) LLVM module."""
+        tm = tm or self.target_machine()
+        mod = llvm.parse_assembly(str(self.to_llvmlite(module, str(tm.target_data))))
+        mod.verify()
+        if opt > 0:
+            pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+            pb = llvm.create_pass_builder(tm, pto)
+            pb.getModulePassManager().run(mod, pb)
+        return mod
+
+    def emit_llvm_ir(self, module: ModuleOp, opt: int = 3) -> str:
+        return str(self.build(module, opt))
+
+    def emit_asm(self, module: ModuleOp, opt: int = 3) -> str:
+        tm = self.target_machine()
+        return tm.emit_assembly(self.build(module, opt, tm))
+
+
+class _OpsView:
+    """Duck-typed stand-in for a ModuleOp exposing only some of its ops."""
+
+    def __init__(self, module: ModuleOp, ops: list[xllvm.FuncOp]):
+        self.attributes = module.attributes
+        self.ops = ops
+
+
+def backend_for(module: ModuleOp, cpu: str = "host") -> X86Backend:
+    """The backend for a lowered module: `cpu`, or with "host" the CPU its phases
+    were lowered for (their `target_cpu`)."""
+    _init_llvm()
+    if cpu == "host":
+        for op in module.ops:
+            if isinstance(op, xllvm.FuncOp) and op.target_cpu is not None:
+                if op.target_cpu.data != llvm.get_host_cpu_name():
+                    cpu = op.target_cpu.data
+                break
+    return X86Backend(cpu)
+
+
+def emit_llvm_ir(module: ModuleOp, cpu: str = "host", opt: int = 3) -> str:
+    """LLVM IR of all kernel phases of a lowered module (unoptimized with opt=0)."""
+    return backend_for(module, cpu).emit_llvm_ir(module, opt)
+
+
+def emit_asm(module: ModuleOp, cpu: str = "host") -> str:
+    """x86-64 assembly of all kernel phases of a lowered module."""
+    return backend_for(module, cpu).emit_asm(module)

@@ -1,0 +1,313 @@
+"""Lowering of scalar `arith`/`math`/`memref` ops and the `loop` dialect's ops
+inside a phase (used by `to_llvm.PhaseEmitter`).
+
+Index arithmetic is folded while its operands are known constants. A padded
+scalar load clamps its address to element 0 when the point is out of bounds and
+selects the pad value, so it never reads outside the buffer. `loop.reduce max`
+propagates NaN like PyTorch: `acc = (v > acc || isnan(v)) ? v : acc`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from xdsl.dialects import arith, func, llvm, memref
+from xdsl.dialects import math as xmath
+from xdsl.dialects.builtin import (
+    FloatAttr,
+    IndexType,
+    IntegerAttr,
+    MemRefType,
+    VectorType,
+    f32,
+    i1,
+    i64,
+)
+from xdsl.ir import Attribute, Operation, SSAValue
+
+from brainslug.dialects import loop
+from brainslug.lowering.llvm_builder import IVal
+from brainslug.lowering.to_llvm import PhaseEmitter
+
+
+def _trunc_div(a: int, b: int) -> int:
+    q = abs(a) // abs(b)
+    return q if (a < 0) == (b < 0) else -q
+
+
+_FLOAT_BIN: dict[type[Operation], type[llvm.AbstractFloatArithOp]] = {
+    arith.AddfOp: llvm.FAddOp,
+    arith.SubfOp: llvm.FSubOp,
+    arith.MulfOp: llvm.FMulOp,
+    arith.DivfOp: llvm.FDivOp,
+}
+_INT_BIN: dict[type[Operation], type[Operation]] = {
+    arith.AddiOp: llvm.AddOp,
+    arith.SubiOp: llvm.SubOp,
+    arith.MuliOp: llvm.MulOp,
+    arith.DivSIOp: llvm.SDivOp,
+    arith.RemSIOp: llvm.SRemOp,
+    arith.AndIOp: llvm.AndOp,
+    arith.OrIOp: llvm.OrOp,
+    arith.XOrIOp: llvm.XOrOp,
+}
+_INT_FOLD: dict[type[Operation], Callable[[int, int], int]] = {
+    arith.DivSIOp: _trunc_div,
+    arith.RemSIOp: lambda a, b: a - b * _trunc_div(a, b),
+}
+_MATH_INTR = {
+    xmath.ExpOp: "llvm.exp",
+    xmath.LogOp: "llvm.log",
+    xmath.SqrtOp: "llvm.sqrt",
+    xmath.AbsFOp: "llvm.fabs",
+}
+"""Called by mangled name: xDSL translates llvm.intr.exp & co. without a type
+suffix, so scalar and vector uses in one module would clash."""
+_MATH_LIBM = {xmath.TanhOp: "tanhf", xmath.ErfOp: "erff"}
+
+
+def _constant(em: PhaseEmitter, op: arith.ConstantOp) -> None:
+    v, t = op.value, op.result.type
+    if isinstance(t, IndexType) and isinstance(v, IntegerAttr):
+        em.values[op.result] = v.value.data
+    elif isinstance(v, IntegerAttr | FloatAttr):
+        em.values[op.result] = em.b.const(v.value.data, t)
+    else:
+        raise NotImplementedError(f"bs-lower-to-llvm: constant {v}")
+
+
+def _float_bin(em: PhaseEmitter, op: Operation) -> None:
+    cls = _FLOAT_BIN[type(op)]
+    em.values[op.results[0]] = em.b.add(cls(em.value(op.operands[0]), em.value(op.operands[1])))
+
+
+def _int_bin(em: PhaseEmitter, op: Operation) -> None:
+    b = em.b
+    lhs, rhs = em.ival(op.operands[0]), em.ival(op.operands[1])
+    res = op.results[0]
+    if isinstance(res.type, IndexType):
+        t = type(op)
+        if isinstance(lhs, int) and isinstance(rhs, int) and t in _INT_FOLD:
+            em.values[res] = _INT_FOLD[t](lhs, rhs)
+            return
+        fold = {
+            arith.AddiOp: b.iadd,
+            arith.SubiOp: b.isub,
+            arith.MuliOp: b.imul,
+            arith.FloorDivSIOp: b.idiv_floor,
+            arith.MinSIOp: b.imin,
+            arith.MaxSIOp: b.imax,
+        }.get(t)
+        if fold is not None:
+            em.values[res] = fold(lhs, rhs)
+            return
+    lv, rv = b.ssa(lhs), b.ssa(rhs)
+    match op:
+        case arith.FloorDivSIOp():
+            em.values[res] = b.idiv_floor(lv, rv)
+        case arith.MinSIOp():
+            em.values[res] = b.intrinsic("llvm.smin", [lv, rv])
+        case arith.MaxSIOp():
+            em.values[res] = b.intrinsic("llvm.smax", [lv, rv])
+        case _:
+            em.values[res] = b.add(_INT_BIN[type(op)](lv, rv))
+
+
+_MINMAXF = {
+    arith.MaximumfOp: "llvm.maximum",
+    arith.MinimumfOp: "llvm.minimum",
+    arith.MaxnumfOp: "llvm.maxnum",
+    arith.MinnumfOp: "llvm.minnum",
+}
+
+
+def _minmaxf(em: PhaseEmitter, op: Operation) -> None:
+    em.values[op.results[0]] = em.b.intrinsic(
+        _MINMAXF[type(op)], [em.value(op.operands[0]), em.value(op.operands[1])]
+    )
+
+
+def _negf(em: PhaseEmitter, op: arith.NegfOp) -> None:
+    em.values[op.result] = em.b.add(llvm.FNegOp(em.value(op.operand)))
+
+
+def _cmpf(em: PhaseEmitter, op: arith.CmpfOp) -> None:
+    pred = op.predicate.value.data
+    em.values[op.result] = em.b.add(
+        llvm.FCmpOp(em.value(op.lhs), em.value(op.rhs), IntegerAttr(pred, i64))
+    )
+
+
+def _cmpi(em: PhaseEmitter, op: arith.CmpiOp) -> None:
+    pred = arith.CMPI_COMPARISON_OPERATIONS[op.predicate.value.data]
+    em.values[op.result] = em.b.icmp(pred, em.ival(op.lhs), em.ival(op.rhs))
+
+
+def _select(em: PhaseEmitter, op: arith.SelectOp) -> None:
+    em.values[op.result] = em.b.add(
+        llvm.SelectOp(em.value(op.cond), em.value(op.lhs), em.value(op.rhs))
+    )
+
+
+def _int_width(t: Attribute) -> int:
+    return 64 if isinstance(t, IndexType) else t.width.data  # type: ignore[attr-defined]
+
+
+def _index_cast(em: PhaseEmitter, op: arith.IndexCastOp) -> None:
+    src, dst = _int_width(op.input.type), _int_width(op.result.type)
+    if src == dst:
+        em.values[op.result] = em.ival(op.input)
+        return
+    v, t = em.value(op.input), em.llvm_type(op.result.type)
+    em.values[op.result] = em.b.add(llvm.TruncOp(v, t) if src > dst else llvm.SExtOp(v, t))
+
+
+def _sitofp(em: PhaseEmitter, op: arith.SIToFPOp) -> None:
+    em.values[op.result] = em.b.add(llvm.SIToFPOp(em.value(op.input), op.result.type))
+
+
+def _math(em: PhaseEmitter, op: Operation) -> None:
+    x = em.value(op.operands[0])
+    if (name := _MATH_INTR.get(type(op))) is not None:
+        em.values[op.results[0]] = em.b.intrinsic(name, [x])
+    else:
+        em.values[op.results[0]] = em.b.call(_MATH_LIBM[type(op)], [x], f32)
+
+
+def _dim(em: PhaseEmitter, op: memref.DimOp) -> None:
+    d = em.ival(op.index)
+    if not isinstance(d, int):
+        raise NotImplementedError("bs-lower-to-llvm: memref.dim needs a constant index")
+    em.values[op.result] = em.buffer(op.source).dims[d]
+
+
+def _alloca(em: PhaseEmitter, op: memref.AllocaOp) -> None:
+    t = op.memref.type
+    assert isinstance(t, MemRefType)
+    b = em.b
+    # allocas go to the entry block, so their sizes must be known there
+    top = em.k.kernel.body.block
+    for x in op.dynamic_sizes:
+        if not isinstance(em.values.get(x), int) and x.owner.parent_block() is not top:  # type: ignore[union-attr]
+            raise NotImplementedError(
+                "bs-lower-to-llvm: memref.alloca sizes must be constants or defined "
+                "at the kernel's top level"
+            )
+    saved, b.block = b.block, b.entry
+    sizes = iter(op.dynamic_sizes)
+    dims: list[IVal] = [em.ival(next(sizes)) if s < 0 else s for s in t.get_shape()]
+    count = b.ssa(math.prod(d for d in dims if isinstance(d, int)))
+    for d in dims:
+        if not isinstance(d, int):
+            count = b.ssa(b.imul(count, d))
+    ptr = b.add(llvm.AllocaOp(count, t.element_type, alignment=64))
+    em.bufs[op.memref] = em._describe(ptr, dims, t.element_type)
+    b.block = saved
+
+
+def _skip(em: PhaseEmitter, op: Operation) -> None:
+    pass
+
+
+def _nested(em: PhaseEmitter, op: loop.NestOp | loop.TileOp) -> None:
+    """A nest or tile inside a phase: plain sequential loops."""
+    lbs, ubs = em.domain(op)
+    steps = list(op.steps) if isinstance(op, loop.TileOp) else [1] * len(lbs)
+
+    def body(ivs: list[IVal], carried: list[SSAValue]) -> list[SSAValue]:
+        for x, v in zip(op.ivs, ivs, strict=True):
+            em.values[x] = v
+        em.emit_block(op.body.block)
+        return carried
+
+    em.loops(lbs, ubs, steps, body)
+
+
+def reduce_step(em: PhaseEmitter, kind: str, acc: SSAValue, v: SSAValue) -> SSAValue:
+    """One step of a `loop.reduce`; `max` propagates NaN like PyTorch."""
+    b = em.b
+    if kind == "add":
+        return b.add(llvm.FAddOp(acc, v))
+    if isinstance(acc.type, VectorType):
+        return b.call(f"bs.fmax.v{em.lanes}f32", [acc, v], acc.type)
+    take = b.add(
+        llvm.OrOp(
+            b.add(llvm.FCmpOp(v, acc, "ogt")),
+            b.add(llvm.FCmpOp(v, v, "uno")),
+        )
+    )
+    return b.add(llvm.SelectOp(take, v, acc))
+
+
+def _reduce(em: PhaseEmitter, op: loop.ReduceOp) -> None:
+    lbs, ubs = em.domain(op)
+    t = em.llvm_type(op.result.type)
+    init = em.b.const(op.init_value, t)
+    kind = op.kind_name
+
+    def body(ivs: list[IVal], carried: list[SSAValue]) -> list[SSAValue]:
+        for x, v in zip(op.ivs, ivs, strict=True):
+            em.values[x] = v
+        (v,) = em.emit_block(op.body.block)
+        return [reduce_step(em, kind, carried[0], v)]
+
+    (em.values[op.result],) = em.loops(lbs, ubs, [1] * len(lbs), body, [init])
+
+
+def _load(em: PhaseEmitter, op: loop.LoadOp) -> None:
+    b = em.b
+    buf, idx = em.scalar_access(op)
+    t = em.llvm_type(op.result.type)
+    off = em.offset(buf, idx)
+    if op.pad is None:
+        em.values[op.result] = b.load(b.gep(buf.ptr, off, buf.elem), t)
+        return
+    pad = b.const(op.pad_value, t)  # type: ignore[arg-type]
+    inb = em.in_bounds(idx, buf.dims)
+    if inb is False:
+        em.values[op.result] = pad
+    elif inb is True:
+        em.values[op.result] = b.load(b.gep(buf.ptr, off, buf.elem), t)
+    else:
+        # clamp the address so that an out-of-bounds point reads element 0
+        safe = b.add(llvm.SelectOp(inb, b.ssa(off), b.const(0)))
+        v = b.load(b.gep(buf.ptr, safe, buf.elem), t)
+        em.values[op.result] = b.add(llvm.SelectOp(inb, v, pad))
+
+
+def _store(em: PhaseEmitter, op: loop.StoreOp) -> None:
+    buf, idx = em.scalar_access(op)
+    em.b.store(em.value(op.value), em.b.gep(buf.ptr, em.offset(buf, idx), buf.elem))
+
+
+def _in_bounds(em: PhaseEmitter, op: loop.InBoundsOp) -> None:
+    dims = [em.ival(x) for x in op.indices]
+    idx = [em.affine(e, dims) for e in op.map.data.results]
+    inb = em.in_bounds(idx, [em.ival(x) for x in op.extent_bounds()])
+    em.values[op.result] = em.b.const(int(inb), i1) if isinstance(inb, bool) else inb
+
+
+LOOP_LOWERINGS: dict[type[Operation], Callable[[PhaseEmitter, Operation], None]] = {
+    arith.ConstantOp: _constant,
+    **{t: _float_bin for t in _FLOAT_BIN},
+    **{t: _int_bin for t in (*_INT_BIN, arith.FloorDivSIOp, arith.MinSIOp, arith.MaxSIOp)},
+    **{t: _minmaxf for t in _MINMAXF},
+    arith.NegfOp: _negf,
+    arith.CmpfOp: _cmpf,
+    arith.CmpiOp: _cmpi,
+    arith.SelectOp: _select,
+    arith.IndexCastOp: _index_cast,
+    arith.SIToFPOp: _sitofp,
+    **{t: _math for t in (*_MATH_INTR, *_MATH_LIBM)},
+    memref.DimOp: _dim,
+    memref.AllocaOp: _alloca,
+    memref.AllocOp: _skip,
+    func.ReturnOp: _skip,
+    loop.NestOp: _nested,
+    loop.TileOp: _nested,
+    loop.ReduceOp: _reduce,
+    loop.LoadOp: _load,
+    loop.StoreOp: _store,
+    loop.InBoundsOp: _in_bounds,
+}  # type: ignore[dict-item]

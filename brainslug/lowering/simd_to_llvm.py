@@ -1,0 +1,361 @@
+"""Lowering of the `simd` dialect (used by `to_llvm.PhaseEmitter`).
+
+A `simd.loop` runs its body on full chunks of W lanes without masks, then once
+more on the last partial chunk with an active-lane mask. Memory accesses are
+classified from their affine maps: when the lane iv appears only in the last
+result with coefficient 1 the access is a contiguous vector load/store (masked
+where needed); otherwise it is a gather/scatter with per-lane offsets. A padded
+load masks out the lanes whose point lies outside the buffer, so those lanes
+never touch memory and read the pad value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from xdsl.dialects import llvm
+from xdsl.dialects.builtin import IntegerAttr, VectorType, f32, i1, i32, i64
+from xdsl.ir import Operation, SSAValue
+from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr, AffineMap
+from xdsl.ir.affine.affine_expr import AffineDimExpr
+
+from brainslug.dialects import simd
+from brainslug.lowering.llvm_builder import ICMP, IVal, type_suffix
+from brainslug.lowering.to_llvm import Buffer, LaneState, PhaseEmitter
+
+
+@dataclass(frozen=True)
+class Lin:
+    """`scalar + coef * lane`: an index that is affine in the lane number."""
+
+    scalar: IVal
+    coef: int
+
+
+LaneIndex = Lin | SSAValue
+"""A per-lane index: affine in the lane, or a vector of i64."""
+
+
+# ---------------------------------------------------------------------------- simd.loop
+
+
+def _loop(em: PhaseEmitter, op: simd.LoopOp) -> None:
+    b, w_lanes = em.b, em.lanes
+    (lb,), (ub,) = em.domain(op)
+    saved = em.lane
+
+    def chunk(w: IVal, mask: SSAValue | None) -> list[SSAValue]:
+        em.lane = LaneState(op.iv, w, mask)
+        em.values[op.iv] = w
+        em.emit_block(op.body.block)
+        return []
+
+    def tail(w: IVal) -> None:
+        left = b.isub(ub, w)
+        if isinstance(left, int):
+            mask = b.const_vector(
+                [lane < left for lane in range(w_lanes)], VectorType(i1, [w_lanes])
+            )
+        else:
+            mask = b.add(
+                llvm.ICmpOp(b.iota(w_lanes), b.splat(left, w_lanes), IntegerAttr(ICMP["slt"], i64))
+            )
+        chunk(w, mask)
+
+    static = isinstance(lb, int) and isinstance(ub, int)
+    if static and ub - lb < w_lanes:
+        if ub > lb:
+            tail(lb)
+    else:
+        last, _ = b.loop(lb, b.isub(ub, w_lanes), w_lanes, lambda w, c: chunk(w, None), pred="sle")
+        if not (static and (ub - lb) % w_lanes == 0):
+            b.if_then(b.icmp("slt", last, ub), lambda: tail(last))
+    em.lane = saved
+
+
+# ---------------------------------------------------------------------------- lanes
+
+
+def _lane(em: PhaseEmitter) -> LaneState:
+    if em.lane is None:
+        raise ValueError("simd op outside a simd.loop")
+    return em.lane
+
+
+def vec_index(em: PhaseEmitter, x: LaneIndex) -> SSAValue:
+    """The lanes of an index as a vector of i64."""
+    if isinstance(x, SSAValue):
+        return x
+    b = em.b
+    base = b.splat(b.ssa(x.scalar), em.lanes)
+    if x.coef == 0:
+        return base
+    return b.add(llvm.AddOp(base, b.iota(em.lanes, x.coef)))
+
+
+def lane_affine(
+    em: PhaseEmitter, e: AffineExpr, dims: Sequence[IVal], lane_dims: set[int]
+) -> LaneIndex:
+    """Evaluates `e` where the dims in `lane_dims` are the lane iv (w + l in lane l)."""
+    if not any(isinstance(x, AffineDimExpr) and x.position in lane_dims for x in e.dfs()):
+        return Lin(em.affine(e, dims), 0)
+    if isinstance(e, AffineDimExpr):
+        return Lin(dims[e.position], 1)
+    assert isinstance(e, AffineBinaryOpExpr), f"unsupported affine expression {e}"
+    b = em.b
+    lhs = lane_affine(em, e.lhs, dims, lane_dims)
+    rhs = lane_affine(em, e.rhs, dims, lane_dims)
+    if e.kind == AffineBinaryOpKind.Add and isinstance(lhs, Lin) and isinstance(rhs, Lin):
+        return Lin(b.iadd(lhs.scalar, rhs.scalar), lhs.coef + rhs.coef)
+    if e.kind == AffineBinaryOpKind.Mul and isinstance(lhs, Lin) and isinstance(rhs, Lin):
+        if rhs.coef == 0 and isinstance(rhs.scalar, int):
+            return Lin(b.imul(lhs.scalar, rhs.scalar), lhs.coef * rhs.scalar)
+        if lhs.coef == 0 and isinstance(lhs.scalar, int):
+            return Lin(b.imul(lhs.scalar, rhs.scalar), rhs.coef * lhs.scalar)
+    lv, rv = vec_index(em, lhs), vec_index(em, rhs)
+    match e.kind:
+        case AffineBinaryOpKind.Add:
+            return b.add(llvm.AddOp(lv, rv))
+        case AffineBinaryOpKind.Mul:
+            return b.add(llvm.MulOp(lv, rv))
+        case AffineBinaryOpKind.FloorDiv:
+            return b.idiv_floor(lv, rv)  # type: ignore[return-value]
+        case AffineBinaryOpKind.CeilDiv:
+            zero = b.const(0, lv.type)
+            q = b.idiv_floor(b.add(llvm.SubOp(zero, lv)), rv)
+            return b.add(llvm.SubOp(zero, q))  # type: ignore[arg-type]
+        case AffineBinaryOpKind.Mod:
+            return b.imod_floor(lv, rv)  # type: ignore[return-value]
+
+
+def lane_indices(em: PhaseEmitter, indices: Sequence[SSAValue], amap: AffineMap) -> list[LaneIndex]:
+    lane = _lane(em)
+    lane_dims = {i for i, x in enumerate(indices) if x is lane.iv}
+    dims = [em.ival(x) for x in indices]
+    return [lane_affine(em, e, dims, lane_dims) for e in amap.results]
+
+
+def lane_bounds(em: PhaseEmitter, idx: Sequence[LaneIndex], extents: Sequence[IVal]) -> SSAValue:
+    """Per-lane `0 <= idx < extent` for all indices, as a vector of i1."""
+    b = em.b
+    uniform = em.in_bounds(
+        [x.scalar for x in idx if isinstance(x, Lin) and x.coef == 0],
+        [e for x, e in zip(idx, extents, strict=True) if isinstance(x, Lin) and x.coef == 0],
+    )
+    vt = VectorType(i1, [em.lanes])
+    if uniform is False:
+        return b.const(0, vt)
+    cond: SSAValue | None = None
+    for x, e in zip(idx, extents, strict=True):
+        if isinstance(x, Lin) and x.coef == 0:
+            continue
+        ext = b.splat(b.ssa(e), em.lanes)
+        cond = b.and_(
+            cond, b.add(llvm.ICmpOp(vec_index(em, x), ext, IntegerAttr(ICMP["ult"], i64)))
+        )
+    if uniform is not True:
+        cond = b.and_(cond, b.splat(uniform, em.lanes))
+    return b.const(1, vt) if cond is None else cond
+
+
+@dataclass
+class Access:
+    """Where the lanes of a simd.load/simd.store go."""
+
+    buf: Buffer
+    idx: list[LaneIndex]
+    contiguous: IVal | None
+    """Offset of lane 0 when the lanes are consecutive elements."""
+
+    def offsets(self, em: PhaseEmitter) -> SSAValue:
+        b = em.b
+        if all(isinstance(x, Lin) for x in self.idx):
+            base: IVal = 0
+            coef: IVal = 0
+            for x, s in zip(self.idx, self.buf.strides, strict=True):
+                assert isinstance(x, Lin)
+                base = b.iadd(base, b.imul(x.scalar, s))
+                coef = b.iadd(coef, b.imul(x.coef, s))
+            if isinstance(coef, int):
+                return vec_index(em, Lin(base, coef))
+            step = b.add(llvm.MulOp(b.iota(em.lanes), b.splat(coef, em.lanes)))
+            return b.add(llvm.AddOp(b.splat(b.ssa(base), em.lanes), step))
+        off: SSAValue | None = None
+        for x, s in zip(self.idx, self.buf.strides, strict=True):
+            term = b.add(llvm.MulOp(vec_index(em, x), b.splat(b.ssa(s), em.lanes)))
+            off = term if off is None else b.add(llvm.AddOp(off, term))
+        assert off is not None
+        return off
+
+
+def access(em: PhaseEmitter, op: simd.LoadOp | simd.StoreOp) -> Access:
+    buf = em.buffer(op.buffer)
+    idx = lane_indices(em, op.indices, op.map.data)
+    contiguous = None
+    if all(isinstance(x, Lin) for x in idx) and all(x.coef == 0 for x in idx[:-1]):  # type: ignore[union-attr]
+        last = idx[-1]
+        assert isinstance(last, Lin)
+        if last.coef == 1:
+            contiguous = em.offset(buf, [x.scalar for x in idx])  # type: ignore[union-attr]
+    return Access(buf, idx, contiguous)
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+def _load(em: PhaseEmitter, op: simd.LoadOp) -> None:
+    b, lane = em.b, _lane(em)
+    acc = access(em, op)
+    vt = em.llvm_type(op.result.type)
+    assert isinstance(vt, VectorType)
+    mask = lane.mask
+    if op.pad is not None:
+        mask = b.and_(mask, lane_bounds(em, acc.idx, acc.buf.dims))
+        passthru = b.const(op.pad_value, vt)  # type: ignore[arg-type]
+    else:
+        passthru = b.add_undef(vt)
+    if acc.contiguous is not None:
+        # no `inbounds`: a padded access may point outside the buffer (masked off)
+        ptr = b.gep(acc.buf.ptr, acc.contiguous, acc.buf.elem, inbounds=op.pad is None)
+        if mask is None:
+            em.values[op.result] = b.load(ptr, vt)
+        else:
+            em.values[op.result] = b.intrinsic(
+                f"llvm.masked.load.{type_suffix(vt)}.p0",
+                [ptr, b.const(4, i32), mask, passthru],
+                vt,
+                mangle=False,
+            )
+        return
+    mask = mask if mask is not None else b.const(1, VectorType(i1, [em.lanes]))
+    em.values[op.result] = b.call(
+        f"bs.gather.{type_suffix(vt)}", [acc.buf.ptr, acc.offsets(em), mask, passthru], vt
+    )
+
+
+def _store(em: PhaseEmitter, op: simd.StoreOp) -> None:
+    b, lane = em.b, _lane(em)
+    acc = access(em, op)
+    v = em.value(op.value)
+    if acc.contiguous is not None:
+        ptr = b.gep(acc.buf.ptr, acc.contiguous, acc.buf.elem)
+        if lane.mask is None:
+            b.store(v, ptr)
+        else:
+            b.add(llvm.MaskedStoreOp(v, ptr, lane.mask, alignment=4))
+        return
+    mask = lane.mask if lane.mask is not None else b.const(1, VectorType(i1, [em.lanes]))
+    b.call(f"bs.scatter.{type_suffix(v.type)}", [v, acc.buf.ptr, acc.offsets(em), mask], None)
+
+
+def _in_bounds(em: PhaseEmitter, op: simd.InBoundsOp) -> None:
+    idx = lane_indices(em, op.indices, op.map.data)
+    em.values[op.result] = lane_bounds(em, idx, [em.ival(x) for x in op.extent_bounds()])
+
+
+# ---------------------------------------------------------------------------- lane values
+
+
+def _splat(em: PhaseEmitter, op: simd.SplatOp) -> None:
+    em.values[op.result] = em.b.splat(em.value(op.input), em.lanes)
+
+
+def _iota(em: PhaseEmitter, op: simd.IotaOp) -> None:
+    em.values[op.result] = vec_index(em, Lin(em.ival(op.base), 1))
+
+
+_FLOAT = {
+    simd.AddfOp: llvm.FAddOp,
+    simd.SubfOp: llvm.FSubOp,
+    simd.MulfOp: llvm.FMulOp,
+    simd.DivfOp: llvm.FDivOp,
+}
+_INT = {
+    simd.AddiOp: llvm.AddOp,
+    simd.SubiOp: llvm.SubOp,
+    simd.MuliOp: llvm.MulOp,
+    simd.DivsiOp: llvm.SDivOp,
+    simd.RemsiOp: llvm.SRemOp,
+    simd.AndiOp: llvm.AndOp,
+    simd.OriOp: llvm.OrOp,
+}
+
+
+def _binary(em: PhaseEmitter, op: Operation) -> None:
+    b = em.b
+    lhs, rhs = em.value(op.operands[0]), em.value(op.operands[1])
+    t = type(op)
+    if (cls := _FLOAT.get(t) or _INT.get(t)) is not None:
+        em.values[op.results[0]] = b.add(cls(lhs, rhs))
+    elif t is simd.FloordivsiOp:
+        em.values[op.results[0]] = b.idiv_floor(lhs, rhs)  # type: ignore[assignment]
+    else:
+        name = "llvm.smin" if t is simd.MinsiOp else "llvm.smax"
+        em.values[op.results[0]] = b.intrinsic(name, [lhs, rhs])
+
+
+def _negf(em: PhaseEmitter, op: simd.NegfOp) -> None:
+    em.values[op.result] = em.b.add(llvm.FNegOp(em.value(op.input)))
+
+
+_MATH_INTRINSICS = ("exp", "log", "sqrt")
+
+
+def _math(em: PhaseEmitter, op: simd.MathOp) -> None:
+    x = em.value(op.input)
+    fn = op.fn.data
+    if fn in _MATH_INTRINSICS:
+        em.values[op.result] = em.b.intrinsic(f"llvm.{fn}", [x])
+    else:
+        em.values[op.result] = em.b.call(f"bs.{fn}.{type_suffix(x.type)}", [x], x.type)
+
+
+def _cmpf(em: PhaseEmitter, op: simd.CmpfOp) -> None:
+    lhs, rhs = em.value(op.lhs), em.value(op.rhs)
+    em.values[op.result] = em.b.call(
+        f"bs.fcmp.{op.predicate.data}.{type_suffix(lhs.type)}",
+        [lhs, rhs],
+        VectorType(i1, [em.lanes]),
+    )
+
+
+def _cmpi(em: PhaseEmitter, op: simd.CmpiOp) -> None:
+    lhs, rhs = em.value(op.lhs), em.value(op.rhs)
+    em.values[op.result] = em.b.icmp(op.predicate.data, lhs, rhs)
+
+
+def _select(em: PhaseEmitter, op: simd.SelectOp) -> None:
+    c, lhs, rhs = em.value(op.cond), em.value(op.lhs), em.value(op.rhs)
+    em.values[op.result] = em.b.call(f"bs.select.{type_suffix(lhs.type)}", [c, lhs, rhs], lhs.type)
+
+
+def _sitofp(em: PhaseEmitter, op: simd.SIToFPOp) -> None:
+    vt = VectorType(f32, [em.lanes])
+    em.values[op.result] = em.b.add(llvm.SIToFPOp(em.value(op.input), vt))
+
+
+def _reduce(em: PhaseEmitter, op: simd.ReduceOp) -> None:
+    b, lane = em.b, _lane(em)
+    v = em.value(op.input)
+    mask = lane.mask if lane.mask is not None else b.const(1, VectorType(i1, [em.lanes]))
+    em.values[op.result] = b.call(f"bs.reduce.{op.kind.data}.{type_suffix(v.type)}", [v, mask], f32)
+
+
+SIMD_LOWERINGS: dict[type[Operation], Callable[[PhaseEmitter, Operation], None]] = {
+    simd.LoopOp: _loop,
+    simd.LoadOp: _load,
+    simd.StoreOp: _store,
+    simd.InBoundsOp: _in_bounds,
+    simd.SplatOp: _splat,
+    simd.IotaOp: _iota,
+    **{t: _binary for t in (*_FLOAT, *_INT, simd.FloordivsiOp, simd.MinsiOp, simd.MaxsiOp)},
+    simd.NegfOp: _negf,
+    simd.MathOp: _math,
+    simd.CmpfOp: _cmpf,
+    simd.CmpiOp: _cmpi,
+    simd.SelectOp: _select,
+    simd.SIToFPOp: _sitofp,
+    simd.ReduceOp: _reduce,
+}  # type: ignore[dict-item]
+"""Lowering of each simd op."""

@@ -1,0 +1,235 @@
+"""bs-form-stacks: group memory-bound layers into `nn.stack` regions.
+
+A stack is a maximal connected group of optimizable layers (elementwise ops,
+batch-norm, pooling, add, mul, cat, flatten, reshape, mean, softmax). Groups
+stay convex: two layers never share a stack when a path between them leaves
+the group (through a convolution, say), since the stack would then depend on
+itself. Dropout and identity are removed first. Everything outside a stack is a
+library call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, TensorType, f32
+from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import Rewriter
+from xdsl.traits import IsTerminator
+
+from brainslug.dialects import nn
+
+VIEW_OPS = (nn.FlattenOp, nn.ReshapeOp)
+
+
+COMPUTE_OPS = (nn.Conv2dOp, nn.LinearOp)
+
+
+def stackable(op: Operation, include_compute: bool = False) -> str | None:
+    """None if `op` may join a stack, else why not."""
+    compute = include_compute and isinstance(op, COMPUTE_OPS)
+    if not compute and (not nn.is_optimizable(op) or nn.is_removable(op)):
+        return "not a memory-bound layer"
+    if isinstance(op, nn.FlattenOp) and op.normalized_dims[0] == 0:
+        return "flattening the batch dimension"
+    if isinstance(op, nn.ReshapeOp):
+        a, b = op.operands[0].type.get_shape(), op.results[0].type.get_shape()
+        if not a or not b or a[0] != b[0]:
+            return "the reshape changes the batch dimension"
+    for v in (*op.operands, *op.results):
+        t = v.type
+        if not isinstance(t, TensorType) or t.element_type != f32:
+            return f"{v.type} is not a float32 tensor"
+        if any(d < 0 for d in t.get_shape()[1:]):
+            return "only the batch (dim 0) may be dynamic"
+    return None
+
+
+@dataclass
+class _Groups:
+    """Union-find over group ids with the set of groups each one reaches
+    through a path that leaves the group."""
+
+    parent: list[int] = field(default_factory=list)
+    indirect: list[set[int]] = field(default_factory=list)
+
+    def new(self, indirect: Iterable[int]) -> int:
+        self.parent.append(len(self.parent))
+        self.indirect.append(set(indirect))
+        return len(self.parent) - 1
+
+    def find(self, g: int) -> int:
+        while self.parent[g] != g:
+            self.parent[g] = self.parent[self.parent[g]]
+            g = self.parent[g]
+        return g
+
+    def canon(self, gs: Iterable[int]) -> set[int]:
+        return {self.find(g) for g in gs}
+
+    def can_merge(self, a: int, b: int) -> bool:
+        a, b = self.find(a), self.find(b)
+        return a not in self.canon(self.indirect[b]) and b not in self.canon(self.indirect[a])
+
+    def union(self, a: int, b: int) -> int:
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return a
+        self.parent[b] = a
+        self.indirect[a] |= self.indirect[b]
+        return a
+
+
+def remove_identities(block: Block) -> None:
+    for op in list(block.ops):
+        if nn.is_removable(op):
+            op.results[0].replace_all_uses_with(op.operands[0])
+            Rewriter.erase_op(op)
+
+
+def group_layers(block: Block, include_compute: bool = False) -> dict[Operation, int]:
+    """Assign each stackable op of `block` to a convex group."""
+    groups = _Groups()
+    group_of: dict[Operation, int] = {}
+    indirect_of: dict[SSAValue, set[int]] = {}
+
+    def reach(v: SSAValue) -> set[int]:
+        """Groups that value `v` depends on, directly or not."""
+        out = set(indirect_of.get(v, ()))
+        if isinstance(v.owner, Operation) and v.owner in group_of:
+            out.add(group_of[v.owner])
+        return groups.canon(out)
+
+    for op in block.ops:
+        if stackable(op, include_compute) is not None:
+            deps: set[int] = set()
+            for v in op.operands:
+                deps |= reach(v)
+            for r in op.results:
+                indirect_of[r] = deps
+            continue
+        indirect: set[int] = set()
+        direct: list[int] = []
+        for v in op.operands:
+            indirect |= groups.canon(indirect_of.get(v, ()))
+            if isinstance(v.owner, Operation) and v.owner in group_of:
+                direct.append(groups.find(group_of[v.owner]))
+        g = groups.new(indirect)
+        for d in direct:
+            if d not in groups.canon(indirect) and groups.can_merge(g, d):
+                g = groups.union(d, g)
+        group_of[op] = g
+        for r in op.results:
+            indirect_of[r] = indirect
+    return {op: groups.find(g) for op, g in group_of.items()}
+
+
+def _topological_sort(block: Block) -> None:
+    """Stable topological order of the block's ops (stacks may move past users)."""
+    ops = list(block.ops)
+    terminator = ops.pop() if ops and ops[-1].has_trait(IsTerminator) else None
+    position = {op: i for i, op in enumerate(ops)}
+    placed: set[Operation] = set()
+    order: list[Operation] = []
+
+    def deps(op: Operation) -> list[Operation]:
+        out = []
+        for v in op.operands:
+            o = v.owner
+            if isinstance(o, Operation) and o in position and o not in placed:
+                out.append(o)
+        return out
+
+    for op in ops:
+        stack = [op]
+        while stack:
+            top = stack[-1]
+            if top in placed:
+                stack.pop()
+                continue
+            pending = sorted(deps(top), key=position.__getitem__)
+            if pending:
+                stack.extend(reversed(pending))
+                continue
+            placed.add(top)
+            order.append(top)
+            stack.pop()
+    for op in ops:
+        op.detach()
+    for op in order:
+        block.add_op(op)
+    if terminator is not None:
+        terminator.detach()
+        block.add_op(terminator)
+
+
+def build_stack(name: str, members: list[Operation]) -> nn.StackOp:
+    """Move `members` (in block order) into a new nn.stack inserted before the last one."""
+    member_set = set(members)
+    inputs: list[SSAValue] = []
+    for op in members:
+        for v in op.operands:
+            if (v.owner not in member_set) and v not in inputs:
+                inputs.append(v)
+    outputs: list[SSAValue] = [
+        r
+        for op in members
+        for r in op.results
+        if any(u.operation not in member_set for u in r.uses)
+    ]
+    body = Block(arg_types=[v.type for v in inputs])
+    mapping: dict[SSAValue, SSAValue] = dict(zip(inputs, body.args, strict=True))
+    for op in members:
+        new = op.clone(value_mapper=mapping)
+        body.add_op(new)
+        for a, b in zip(op.results, new.results, strict=True):
+            mapping[a] = b
+    body.add_op(nn.YieldOp(*[mapping[o] for o in outputs]))
+    stack = nn.StackOp(name, inputs, [o.type for o in outputs], Region(body))
+    last = members[-1]
+    last.parent_block().insert_op_before(stack, last)
+    for old, new in zip(outputs, stack.results, strict=True):
+        old.replace_all_uses_with(new)
+    for op in reversed(members):
+        Rewriter.erase_op(op)
+    return stack
+
+
+def form_stacks(fn: func.FuncOp, first_index: int = 0, include_compute: bool = False) -> int:
+    """Form the stacks of one graph function; returns the next free stack index."""
+    block = fn.body.block
+    remove_identities(block)
+    group_of = group_layers(block, include_compute)
+    members: dict[int, list[Operation]] = {}
+    for op in block.ops:
+        if op in group_of:
+            members.setdefault(group_of[op], []).append(op)
+    index = first_index
+    for ops in members.values():
+        if all(isinstance(o, VIEW_OPS) for o in ops):
+            continue  # a pure view is free in the framework
+        build_stack(f"stack{index}", ops)
+        index += 1
+    _topological_sort(block)
+    return index
+
+
+@dataclass(frozen=True)
+class FormStacksPass(ModulePass):
+    """Group the optimizable layers of every graph function into nn.stack ops.
+
+    With `include-compute=true`, convolutions and linear layers join stacks too
+    and are lowered to loop nests (slow, but no framework is needed)."""
+
+    name = "bs-form-stacks"
+    include_compute: bool = False
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        index = 0
+        for fn in op.ops:
+            if isinstance(fn, func.FuncOp) and "bs.kernel" not in fn.attributes and fn.body.blocks:
+                index = form_stacks(fn, index, self.include_compute)

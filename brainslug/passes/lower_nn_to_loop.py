@@ -1,0 +1,60 @@
+"""bs-lower-nn-to-loop: every `nn.stack` becomes a kernel of loop nests.
+
+The stack is replaced by a `loop.launch` of a new `func.func` marked `bs.kernel`
+whose memref arguments are the stack's inputs followed by its outputs. A stack
+with a layer that has no loop lowering stays an `nn.stack` and is reported with
+the reason in a `bs.fallback` attribute; the runtime then runs its layers in the
+framework.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.passes import ModulePass
+from xdsl.pattern_rewriter import (
+    PatternRewriter,
+    PatternRewriteWalker,
+    RewritePattern,
+    op_type_rewrite_pattern,
+)
+from xdsl.rewriter import InsertPoint
+
+from brainslug.dialects import loop, nn
+from brainslug.lowering.nn_to_loop import UnsupportedLayer, lower_stack
+
+
+class LowerStack(RewritePattern):
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: nn.StackOp, rewriter: PatternRewriter, /):
+        if "bs.fallback" in op.attributes:
+            return
+        name = op.stack_name_value
+        try:
+            kernel = lower_stack(op, name)
+        except UnsupportedLayer as e:
+            op.attributes["bs.fallback"] = StringAttr(str(e))
+            rewriter.notify_op_modified(op)
+            return
+        module = op.get_toplevel_object()
+        assert isinstance(module, ModuleOp)
+        fn = op.parent_op()
+        while fn is not None and not isinstance(fn, func.FuncOp):
+            fn = fn.parent_op()
+        assert fn is not None
+        rewriter.insert(kernel, InsertPoint.after(fn))
+        launch = loop.LaunchOp(name, list(op.inputs), [r.type for r in op.outputs])
+        rewriter.replace(op, launch)
+
+
+@dataclass(frozen=True)
+class LowerNNToLoopPass(ModulePass):
+    """Lower each nn.stack to a bs.kernel function called by loop.launch."""
+
+    name = "bs-lower-nn-to-loop"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        PatternRewriteWalker(LowerStack(), apply_recursively=False).rewrite_module(op)

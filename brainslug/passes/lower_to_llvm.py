@@ -1,0 +1,34 @@
+"""`bs-lower-to-llvm`: kernels in `loop`/`simd` to `llvm` dialect phase functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+
+from brainslug.lowering.to_llvm import lower_kernels
+
+
+def make_backend(target: str = "x86-64", cpu: str = "host"):
+    """The backend object for a target name (it gives the lowering its parameters)."""
+    if target in ("x86-64", "x86_64", "x86"):
+        from brainslug.lowering.backends.x86 import X86Backend
+
+        return X86Backend(cpu)
+    raise ValueError(f"bs-lower-to-llvm: unknown target '{target}' (known: x86-64)")
+
+
+@dataclass(frozen=True)
+class LowerToLLVMPass(ModulePass):
+    """Replaces each `bs.kernel` function by one `llvm.func` per phase and a
+    `loop.kernel_info`; graph functions are left as they are."""
+
+    name = "bs-lower-to-llvm"
+
+    target: str = "x86-64"
+    cpu: str = "host"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        lower_kernels(op, make_backend(self.target, self.cpu).params())

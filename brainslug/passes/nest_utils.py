@@ -1,0 +1,155 @@
+"""Analyses shared by the loop-level passes: who writes and reads each buffer,
+store maps that can be inverted, and affine map substitution."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from xdsl.dialects import arith, func, math, memref
+from xdsl.ir import Operation, SSAValue
+from xdsl.ir.affine import (
+    AffineBinaryOpExpr,
+    AffineBinaryOpKind,
+    AffineConstantExpr,
+    AffineDimExpr,
+    AffineExpr,
+    AffineMap,
+)
+
+from brainslug.dialects import loop
+
+PURE_SCALAR = (arith.ConstantOp, loop.LoadOp, loop.InBoundsOp, loop.ReduceOp)
+
+
+def kernel_of(op: Operation) -> func.FuncOp | None:
+    p = op
+    while p is not None and not (isinstance(p, func.FuncOp) and "bs.kernel" in p.attributes):
+        p = p.parent_op()
+    return p
+
+
+def top_nest(op: Operation) -> loop.NestOp | None:
+    """The outermost loop.nest containing `op` (a phase of its kernel)."""
+    found = None
+    p = op.parent_op()
+    while p is not None and not isinstance(p, func.FuncOp):
+        if isinstance(p, loop.NestOp):
+            found = p
+        p = p.parent_op()
+    return found
+
+
+def stores_to(buffer: SSAValue) -> list[loop.StoreOp]:
+    return [u.operation for u in buffer.uses if isinstance(u.operation, loop.StoreOp)
+            and u.operation.buffer is buffer]
+
+
+def loads_of(buffer: SSAValue) -> list[loop.LoadOp]:
+    return [u.operation for u in buffer.uses if isinstance(u.operation, loop.LoadOp)]
+
+
+def is_alloc(buffer: SSAValue) -> bool:
+    return isinstance(buffer.owner, memref.AllocOp | memref.AllocaOp)
+
+
+def nest_stores(nest: loop.NestOp) -> Iterator[loop.StoreOp]:
+    for op in nest.body.block.ops:
+        if isinstance(op, loop.StoreOp):
+            yield op
+
+
+def dim_plus_const(e: AffineExpr) -> tuple[int, int] | None:
+    """(k, c) when `e` is `d_k + c` (or `d_k`)."""
+    if isinstance(e, AffineDimExpr):
+        return e.position, 0
+    if isinstance(e, AffineBinaryOpExpr) and e.kind == AffineBinaryOpKind.Add:
+        lhs, rhs = e.lhs, e.rhs
+        if isinstance(lhs, AffineDimExpr) and isinstance(rhs, AffineConstantExpr):
+            return lhs.position, rhs.value
+        if isinstance(rhs, AffineDimExpr) and isinstance(lhs, AffineConstantExpr):
+            return rhs.position, lhs.value
+    return None
+
+
+@dataclass
+class SimpleStore:
+    """A store `B[..., iv_k + c, ...]` that names every iv of its nest once."""
+
+    store: loop.StoreOp
+    nest: loop.NestOp
+    # per buffer dim: (nest iv position, constant offset)
+    dims: list[tuple[int, int]]
+
+    def region(self) -> list[tuple[loop.Bound, loop.Bound, int]]:
+        """Per buffer dim: the nest's (lower, upper) bounds and the offset."""
+        lo, hi = self.nest.lower_bounds(), self.nest.upper_bounds()
+        return [(lo[k], hi[k], c) for k, c in self.dims]
+
+
+def simple_store(store: loop.StoreOp) -> SimpleStore | None:
+    nest = store.parent_op()
+    if not isinstance(nest, loop.NestOp) or nest.parent_op() is None:
+        return None
+    if not isinstance(nest.parent_op(), func.FuncOp):
+        return None
+    ivs = nest.ivs
+    dims: list[tuple[int, int]] = []
+    for r in store.map.data.results:
+        kc = dim_plus_const(r)
+        if kc is None:
+            return None
+        idx = store.indices[kc[0]]
+        if idx not in ivs:
+            return None
+        dims.append((ivs.index(idx), kc[1]))
+    if sorted(k for k, _ in dims) != list(range(len(ivs))):
+        return None
+    return SimpleStore(store, nest, dims)
+
+
+def substitute(amap: AffineMap, exprs: Sequence[AffineExpr], num_dims: int) -> AffineMap:
+    """`amap` with its dims replaced by `exprs` (over `num_dims` new dims)."""
+    return AffineMap(
+        num_dims, 0, tuple(r.replace_dims_and_symbols(list(exprs), []) for r in amap.results)
+    )
+
+
+def same_bound(a: loop.Bound, b: loop.Bound) -> bool:
+    return a == b if isinstance(a, int) or isinstance(b, int) else a is b
+
+
+def is_pure(op: Operation) -> bool:
+    if isinstance(op, loop.StoreOp | loop.YieldOp):
+        return False
+    if isinstance(op, loop.ReduceOp):
+        return all(is_pure(o) for o in op.body.block.ops if not isinstance(o, loop.YieldOp))
+    return op.dialect_name() in ("arith", "math") or isinstance(
+        op, loop.LoadOp | loop.InBoundsOp
+    ) or isinstance(op, math.ExpOp)
+
+
+def erase_dead(block_owner: Operation) -> bool:
+    """Remove pure ops whose results are unused; returns whether any was removed."""
+    changed = False
+    for region in block_owner.regions:
+        for block in region.blocks:
+            for op in reversed(list(block.ops)):
+                if op.results and all(not r.uses for r in op.results) and is_pure(op):
+                    op.detach()
+                    op.erase()
+                    changed = True
+    return changed
+
+
+def body_size(nest: loop.NestOp) -> int:
+    return sum(1 for _ in nest.walk()) - 1
+
+
+def rebound(nest: loop.NestOp, lower: Sequence[loop.Bound], upper: Sequence[loop.Bound]):
+    """A copy of `nest` (body cloned) with new bounds."""
+    copy = nest.clone()
+    region = copy.detach_region(copy.body)
+    new = loop.NestOp(lower, upper, region, nest.num_parallel or None)
+    new.attributes |= nest.attributes
+    return new

@@ -1,0 +1,50 @@
+"""The default pipeline: every BrainSlug pass in order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+
+
+def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True) -> list[ModulePass]:
+    """The passes of the default pipeline; `lower=False` stops before LLVM."""
+    from brainslug.passes.form_stacks import FormStacksPass
+    from brainslug.passes.fuse import FusePass
+    from brainslug.passes.lower_nn_to_loop import LowerNNToLoopPass
+    from brainslug.passes.parallelize import ParallelizePass
+    from brainslug.passes.reorder import ReorderPass
+    from brainslug.passes.tile_depth_first import TileDepthFirstPass
+    from brainslug.passes.vectorize import VectorizePass
+
+    passes: list[ModulePass] = [
+        FormStacksPass(),
+        LowerNNToLoopPass(),
+        FusePass(),
+        ReorderPass(),
+        TileDepthFirstPass(),
+        VectorizePass(),
+        ParallelizePass(),
+    ]
+    if lower:
+        from brainslug.passes.lower_to_llvm import LowerToLLVMPass
+
+        passes.append(LowerToLLVMPass(target=target, cpu=cpu))
+    return passes
+
+
+@dataclass(frozen=True)
+class DefaultPipelinePass(ModulePass):
+    """bs-form-stacks, bs-lower-nn-to-loop, bs-fuse, bs-reorder, bs-tile-depth-first,
+    bs-vectorize, bs-parallelize and bs-lower-to-llvm, in that order."""
+
+    name = "default"
+    target: str = "x86-64"
+    cpu: str = "host"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        for p in default_passes(self.target, self.cpu):
+            p.apply(ctx, op)
+            op.verify()

@@ -1,0 +1,212 @@
+"""JIT compilation of lowered kernels and a runner per kernel.
+
+`compile_kernels` turns the `llvm.func` phases of a module that went through
+bs-lower-to-llvm into machine code (llvmlite MCJIT, one engine per call) and
+maps every `loop.kernel_info` to a `KernelRunner`. A runner takes numpy arrays
+or torch CPU tensors (by data pointer, never copied), packs the i64 slot array
+of the kernel ABI and calls the phases in order, splitting a phase over the
+thread pool when it has enough work.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import llvmlite.binding as llvm
+import numpy as np
+from xdsl.dialects.builtin import IntegerAttr, MemRefType, ModuleOp
+
+from brainslug.dialects import loop
+from brainslug.lowering.to_llvm import NUM_ARGS_ATTR, PARALLEL_ATTR, SCRATCH_DIMS_ATTR
+from brainslug.runtime.threads import NativePool, ThreadPool, default_pool
+
+PARALLEL_THRESHOLD = 32 * 1024
+"""A phase runs on all threads of a native pool when work * batch exceeds this
+many points (dispatch costs a few microseconds)."""
+PYTHON_POOL_THRESHOLD = 256 * 1024
+"""The same for the Python thread pool, whose dispatch costs 50-80 microseconds."""
+
+PhaseFn = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
+
+
+def _shape(t: MemRefType) -> tuple[int, ...]:
+    return tuple(t.get_shape())
+
+
+class KernelRunner:
+    """Calls one compiled kernel on buffers in ABI order (arguments, then scratch)."""
+
+    def __init__(
+        self,
+        info: loop.KernelInfoOp,
+        phases: Sequence[Any],
+        owner: CompiledKernels,
+        pool: ThreadPool | NativePool | None = None,
+    ):
+        self.name = info.kernel.data
+        self.phases = list(phases)
+        self.phase_addrs = [ctypes.cast(f, ctypes.c_void_p).value for f in self.phases]
+        self.phase_names = [p.data for p in info.phases]
+        self.work = list(info.work.get_values())
+        self.shapes = [_shape(t) for t in info.buffers]  # type: ignore[arg-type]
+        n_args = info.attributes.get(NUM_ARGS_ATTR)
+        self.num_args = n_args.value.data if isinstance(n_args, IntegerAttr) else len(self.shapes)
+        par = info.attributes.get(PARALLEL_ATTR)
+        self.parallel = (
+            list(par.get_values()) if par is not None else [1] * len(self.phases)  # type: ignore[attr-defined]
+        )
+        sd = info.attributes.get(SCRATCH_DIMS_ATTR)
+        pairs = list(sd.get_values()) if sd is not None else []  # type: ignore[attr-defined]
+        self.scratch_dims = list(zip(pairs[::2], pairs[1::2], strict=True))
+        self.pool = pool
+        self._owner = owner  # keeps the execution engine alive
+        # slot layout: pointer, then each dynamic dim, per buffer
+        self.layout: list[tuple[int, list[tuple[int, int]]]] = []
+        slot = 0
+        for shape in self.shapes:
+            dyn = [(d, slot + 1 + i) for i, d in enumerate(d for d, s in enumerate(shape) if s < 0)]
+            self.layout.append((slot, dyn))
+            slot += 1 + len(dyn)
+        self.slots = np.zeros(max(slot, 1), np.int64)
+        self._slots_ptr = self.slots.ctypes.data
+        self._slots_lock = threading.Lock()
+        self._scratch: dict[tuple[tuple[int, ...], ...], list[np.ndarray]] = {}
+
+    def __repr__(self) -> str:
+        return f"KernelRunner({self.name}, phases={self.phase_names}, buffers={self.shapes})"
+
+    # ------------------------------------------------------------------ scratch
+
+    def scratch_shapes(
+        self, args: Sequence[Any] | None = None, batch: int = 1
+    ) -> list[tuple[int, ...]]:
+        """Shapes of the scratch buffers; dynamic dims come from the arguments
+        they were sized by, or else are the batch."""
+        pairs = iter(self.scratch_dims)
+        out = []
+        for shape in self.shapes[self.num_args :]:
+            dims = []
+            for s in shape:
+                if s >= 0:
+                    dims.append(s)
+                    continue
+                arg, dim = next(pairs, (-1, -1))
+                dims.append(int(args[arg].shape[dim]) if args is not None and arg >= 0 else batch)
+            out.append(tuple(dims))
+        return out
+
+    def _scratch_for(self, args: Sequence[Any], batch: int, cached: bool) -> list[np.ndarray]:
+        shapes = self.scratch_shapes(args, batch)
+        key = tuple(shapes)
+        if not cached:
+            return [np.empty(s, np.float32) for s in shapes]
+        if (bufs := self._scratch.get(key)) is None:
+            bufs = self._scratch[key] = [np.empty(s, np.float32) for s in shapes]
+        return bufs
+
+    # ------------------------------------------------------------------ calls
+
+    def _check(self, i: int, buf: Any) -> tuple[int, tuple[int, ...]]:
+        """(data pointer, shape) of a C-contiguous float32 array or CPU tensor."""
+        expected = self.shapes[i]
+        if isinstance(buf, np.ndarray):
+            ok = buf.dtype == np.float32 and buf.flags.c_contiguous
+            ptr, shape = buf.__array_interface__["data"][0], buf.shape
+        elif type(buf).__module__.startswith("torch"):
+            import torch
+
+            ok = buf.dtype == torch.float32 and buf.device.type == "cpu" and buf.is_contiguous()
+            ptr, shape = buf.data_ptr(), tuple(buf.shape)
+        else:
+            raise ValueError(f"{self.name}: buffer {i} is a {type(buf).__name__}, not an array")
+        if (
+            not ok
+            or len(shape) != len(expected)
+            or any(s >= 0 and s != d for s, d in zip(expected, shape, strict=True))
+        ):
+            want = "x".join("?" if s < 0 else str(s) for s in expected)
+            raise ValueError(
+                f"{self.name}: buffer {i} must be a C-contiguous float32 CPU array of shape "
+                f"{want}, got {getattr(buf, 'dtype', '?')} {tuple(shape)}"
+            )
+        return ptr, shape
+
+    def __call__(self, buffers: Sequence[Any], batch_hint: int | None = None) -> None:
+        """Runs the kernel. `buffers` are the arguments, optionally followed by the
+        scratch buffers (allocated and cached here when left out)."""
+        n = len(buffers)
+        if n not in (self.num_args, len(self.shapes)):
+            raise ValueError(
+                f"{self.name}: expected {self.num_args} arguments "
+                f"(or {len(self.shapes)} with scratch), got {n}"
+            )
+        batch = batch_hint
+        if batch is None:
+            batch = 1
+            if self.shapes:
+                shape0 = buffers[0].shape
+                batch = math.prod(
+                    int(d) for d, s in zip(shape0, self.shapes[0], strict=False) if s < 0
+                )
+        # a concurrent call gets its own slots and scratch
+        locked = self._slots_lock.acquire(blocking=False)
+        slots = self.slots if locked else np.zeros_like(self.slots)
+        try:
+            if n == self.num_args and self.num_args < len(self.shapes):
+                buffers = [*buffers, *self._scratch_for(buffers, batch, locked)]
+            for i, buf in enumerate(buffers):
+                ptr, shape = self._check(i, buf)
+                slot, dyn = self.layout[i]
+                slots[slot] = ptr
+                for d, s in dyn:
+                    slots[s] = shape[d]
+            args = self._slots_ptr if locked else slots.ctypes.data
+            pool = self.pool or default_pool()
+            threshold = PARALLEL_THRESHOLD if pool.native else PYTHON_POOL_THRESHOLD
+            for i, fn in enumerate(self.phases):
+                if self.parallel[i] and pool.size > 1 and self.work[i] * batch > threshold:
+                    pool.run(self.phase_addrs[i] if pool.native else fn, pool.size, args)
+                else:
+                    fn(0, 1, args)
+        finally:
+            if locked:
+                self._slots_lock.release()
+
+
+class CompiledKernels:
+    """Machine code of a module's kernels; `kernels[name]` is a `KernelRunner`."""
+
+    def __init__(
+        self, module: ModuleOp, backend: Any = None, pool: ThreadPool | NativePool | None = None
+    ):
+        if backend is None:
+            from brainslug.lowering.backends.x86 import backend_for
+
+            backend = backend_for(module)
+        self.backend = backend
+        tm = backend.target_machine(jit=True)
+        self.llvm_module = backend.build(module, 3, tm)
+        self.engine = llvm.create_mcjit_compiler(self.llvm_module, tm)  # owns tm
+        self.engine.finalize_object()
+        self.kernels: dict[str, KernelRunner] = {}
+        for op in module.ops:
+            if isinstance(op, loop.KernelInfoOp):
+                fns = [PhaseFn(self.engine.get_function_address(p.data)) for p in op.phases]
+                self.kernels[op.kernel.data] = KernelRunner(op, fns, self, pool)
+
+    def __getitem__(self, name: str) -> KernelRunner:
+        return self.kernels[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.kernels
+
+
+def compile_kernels(
+    module: ModuleOp, backend: Any = None, pool: ThreadPool | NativePool | None = None
+) -> CompiledKernels:
+    """JIT-compiles every kernel of a module lowered by bs-lower-to-llvm."""
+    return CompiledKernels(module, backend, pool)

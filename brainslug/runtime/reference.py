@@ -1,0 +1,141 @@
+"""Reference execution of single `nn` layers with PyTorch's functional ops.
+
+The executor uses it for the layers that stay library calls when no framework
+frontend supplies its own (bs-opt inputs, tests) and for stacks that fell
+back. Arrays come and go as numpy arrays or torch tensors, whichever came in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from xdsl.ir import Operation
+
+from brainslug.dialects import nn
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - torch is a test dependency
+        raise RuntimeError(
+            "running library layers without a framework frontend needs torch "
+            "(pip install 'brainslug[torch]')"
+        ) from e
+    return torch
+
+
+def _nchw(t, layout: str):
+    return t.permute(0, 3, 1, 2) if layout == "NHWC" and t.dim() == 4 else t
+
+
+def _back(t, layout: str):
+    t = t.permute(0, 2, 3, 1) if layout == "NHWC" and t.dim() == 4 else t
+    return t.contiguous()
+
+
+def _pad_input(F, x, padding):
+    top, left, bottom, right = padding
+    if top == bottom and left == right:
+        return x, (top, left)
+    return F.pad(x, (left, right, top, bottom)), (0, 0)
+
+
+def eval_layer(op: Operation, args: list[Any]) -> Any:
+    """The layer's result as a torch tensor (inputs are torch tensors)."""
+    torch = _torch()
+    F = torch.nn.functional
+    x = args[0] if args else None
+    if isinstance(op, nn.Conv2dOp):
+        lay = op.layout_value
+        w = args[1] if lay == "NCHW" else args[1].permute(3, 2, 0, 1)
+        b = args[2] if op.bias is not None else None
+        xi, pad = _pad_input(F, _nchw(x, lay), op.padding_values)
+        y = F.conv2d(xi, w, b, op.strides_values, pad, op.dilation_values, op.groups_value)
+        return _back(y, lay)
+    if isinstance(op, nn.LinearOp):
+        return F.linear(x, args[1], args[2] if op.bias is not None else None)
+    if isinstance(op, nn.BatchNormOp):
+        lay = op.layout_value
+        named = dict(zip(("input", "weight", "bias", "running_mean", "running_var"),
+                         (op.input, op.weight, op.bias, op.running_mean, op.running_var),
+                         strict=True))
+        vals = {k: args[list(op.operands).index(v)] if v is not None else None
+                for k, v in named.items()}
+        y = F.batch_norm(_nchw(x, lay), vals["running_mean"], vals["running_var"],
+                         vals["weight"], vals["bias"], False, 0.0, op.eps_value)
+        return _back(y, lay)
+    if isinstance(op, nn.MaxPool2dOp):
+        lay = op.layout_value
+        xi, pad = _pad_input(lambda *a: F.pad(*a, value=float("-inf")), _nchw(x, lay),
+                             op.padding_values) if False else (_nchw(x, lay), None)
+        t, l_, b_, r = op.padding_values
+        if (t, l_) != (b_, r):
+            xi = F.pad(xi, (l_, r, t, b_), value=float("-inf"))
+            pad = (0, 0)
+        else:
+            pad = (t, l_)
+        y = F.max_pool2d(xi, op.kernel_values, op.strides_values, pad, op.dilation_values,
+                         op.ceil_mode_value)
+        return _back(y, lay)
+    if isinstance(op, nn.AvgPool2dOp):
+        lay = op.layout_value
+        t, l_, b_, r = op.padding_values
+        if (t, l_) != (b_, r):
+            raise NotImplementedError("asymmetric avg_pool2d padding in the reference")
+        y = F.avg_pool2d(_nchw(x, lay), op.kernel_values, op.strides_values, (t, l_),
+                         op.ceil_mode_value, op.count_include_pad_value,
+                         op.divisor_override_value)
+        return _back(y, lay)
+    if isinstance(op, nn.AdaptiveAvgPool2dOp):
+        lay = op.layout_value
+        return _back(F.adaptive_avg_pool2d(_nchw(x, lay), op.output_size_values), lay)
+    unary = {
+        nn.ReluOp: F.relu, nn.SigmoidOp: torch.sigmoid, nn.TanhOp: torch.tanh,
+        nn.SiluOp: F.silu, nn.HardswishOp: F.hardswish, nn.HardsigmoidOp: F.hardsigmoid,
+        nn.IdentityOp: lambda v: v, nn.DropoutOp: lambda v: v,
+    }
+    if type(op) in unary:
+        return unary[type(op)](x)
+    if isinstance(op, nn.GeluOp):
+        return F.gelu(x, approximate=op.approximate_value)
+    if isinstance(op, nn.ClampOp):
+        return torch.clamp(x, op.min_value, op.max_value)
+    if isinstance(op, nn.LeakyReluOp):
+        return F.leaky_relu(x, op.negative_slope_value)
+    if isinstance(op, nn.AddOp):
+        return args[0] + args[1]
+    if isinstance(op, nn.MulOp):
+        return args[0] * args[1]
+    if isinstance(op, nn.CatOp):
+        return torch.cat(args, op.axis_value)
+    if isinstance(op, nn.FlattenOp):
+        return torch.flatten(x, *op.normalized_dims)
+    if isinstance(op, nn.ReshapeOp):
+        shape = list(op.results[0].type.get_shape())
+        if shape and shape[0] < 0:
+            shape[0] = x.shape[0]
+        return x.reshape(shape)
+    if isinstance(op, nn.MeanOp):
+        return x.mean(list(op.dims_values), keepdim=op.keepdim_value)
+    if isinstance(op, nn.SoftmaxOp):
+        return torch.softmax(x, op.axis_value)
+    if isinstance(op, nn.StackOp):
+        env = dict(zip(op.body.block.args, args, strict=True))
+        for inner in op.body.block.ops:
+            if isinstance(inner, nn.YieldOp):
+                return tuple(env[v] for v in inner.values)
+            env[inner.results[0]] = eval_layer(inner, [env[v] for v in inner.operands])
+    raise NotImplementedError(f"no reference for {op.name}")
+
+
+def run_layer(op: Operation, args: list[Any]) -> list[Any]:
+    """Library callback of the executor: numpy in, numpy out; torch in, torch out."""
+    torch = _torch()
+    as_numpy = any(isinstance(a, np.ndarray) for a in args)
+    targs = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in args]
+    with torch.no_grad():
+        out = eval_layer(op, targs)
+    outs = list(out) if isinstance(out, tuple) else [out]
+    return [o.numpy() if as_numpy else o for o in outs]

@@ -1,0 +1,364 @@
+"""Persistent thread pools for the parallel phases of kernels.
+
+A pool has N-1 worker threads plus the calling thread (N = `os.cpu_count()`,
+or the environment variable `BRAINSLUG_NUM_THREADS`). `run(fn, n, *args)` calls
+`fn(tid, n, *args)` for tid in 0..n-1, tid 0 on the calling thread, and waits.
+
+- `ThreadPool`: Python threads. Compiled kernels are called through ctypes,
+  which releases the GIL, so the calls really run in parallel. Dispatch is one
+  lock hand-off per worker and one for completion, which costs tens of
+  microseconds (two thread wake-ups through the GIL).
+- `NativePool` (Linux x86-64): native threads, JIT-compiled from a little LLVM
+  IR. Workers spin briefly on a generation counter, then sleep on a futex; a
+  phase is a native function pointer called as `fn(tid, n, args)`. Dispatch
+  costs a few microseconds and never touches the GIL.
+
+`default_pool()` is a NativePool where possible (BRAINSLUG_POOL=python forces
+the Python one).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import platform
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+WORKER_STACK_SIZE = 64 << 20
+"""Stack of each worker (per-tile scratch lives on the stack)."""
+
+
+def default_num_threads() -> int:
+    env = os.environ.get("BRAINSLUG_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    return os.cpu_count() or 1
+
+
+class ThreadPool:
+    """Runs a function on `size` threads at once; reused across calls."""
+
+    native = False
+
+    def __init__(self, num_threads: int | None = None):
+        self.size = num_threads or default_num_threads()
+        self._go: list[threading.Lock] = []
+        self._threads: list[threading.Thread] = []
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._count_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+        self._pending = 0
+        self._task: tuple[Callable[..., Any], int, tuple[Any, ...]] | None = None
+        self._error: BaseException | None = None
+
+    def _start(self) -> None:
+        old = threading.stack_size()
+        try:
+            threading.stack_size(WORKER_STACK_SIZE)
+            for tid in range(1, self.size):
+                go = threading.Lock()
+                go.acquire()
+                self._go.append(go)
+                t = threading.Thread(
+                    target=self._worker, args=(tid, go), name=f"brainslug-{tid}", daemon=True
+                )
+                t.start()
+                self._threads.append(t)
+        finally:
+            threading.stack_size(old)
+
+    def _worker(self, tid: int, go: threading.Lock) -> None:
+        while True:
+            go.acquire()
+            task = self._task
+            if task is None:
+                return
+            fn, n, args = task
+            if tid < n:
+                try:
+                    fn(tid, n, *args)
+                except BaseException as e:  # reported by run()
+                    self._error = e
+            with self._count_lock:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._done.release()
+
+    def run(self, fn: Callable[..., Any], n: int | None = None, *args: Any) -> None:
+        """Calls `fn(tid, n, *args)` on n threads (at most `size`) and waits for all."""
+        n = self.size if n is None else max(1, min(n, self.size))
+        # one parallel run at a time; a concurrent or nested caller runs serially
+        if n == 1 or not self._run_lock.acquire(blocking=False):
+            fn(0, 1, *args)
+            return
+        try:
+            if not self._threads:
+                self._start()
+            self._task = (fn, n, args)
+            self._error = None
+            self._pending = self.size - 1
+            for go in self._go:
+                go.release()
+            try:
+                fn(0, n, *args)
+            finally:
+                self._done.acquire()
+                self._task = None
+            if self._error is not None:
+                raise self._error
+        finally:
+            self._run_lock.release()
+
+    def shutdown(self) -> None:
+        """Stops the workers (the pool restarts them on the next run)."""
+        with self._run_lock:
+            self._task = None
+            for go in self._go:
+                go.release()
+            for t in self._threads:
+                t.join()
+            self._go.clear()
+            self._threads.clear()
+
+
+_NATIVE_IR = r"""
+@gen = internal global i32 0, align 64
+@done = internal global i32 0, align 64
+@sleepers = internal global i32 0, align 64
+@stop = internal global i32 0, align 4
+@fn = internal global ptr null, align 8
+@args = internal global ptr null, align 8
+@n = internal global i64 0, align 8
+
+declare i64 @syscall(i64, ...)
+declare void @llvm.x86.sse2.pause()
+
+define internal void @futex_wait(ptr %addr, i32 %val) {
+  %v = zext i32 %val to i64
+  %r = call i64 (i64, ...) @syscall(i64 202, ptr %addr, i64 128, i64 %v, ptr null)
+  ret void
+}
+
+define internal void @futex_wake(ptr %addr) {
+  %r = call i64 (i64, ...) @syscall(i64 202, ptr %addr, i64 129, i64 2147483647)
+  ret void
+}
+
+; spins, then sleeps, until *addr != val; returns the new value
+define internal i32 @wait_ne(ptr %addr, i32 %val, i1 %count_sleep) {
+entry:
+  br label %spin
+spin:
+  %i = phi i32 [ 0, %entry ], [ %i1, %pause ]
+  %cur = load atomic i32, ptr %addr seq_cst, align 4
+  %ne = icmp ne i32 %cur, %val
+  br i1 %ne, label %out, label %pause
+pause:
+  call void @llvm.x86.sse2.pause()
+  %i1 = add i32 %i, 1
+  %more = icmp ult i32 %i1, SPIN
+  br i1 %more, label %spin, label %sleep
+sleep:
+  br i1 %count_sleep, label %inc, label %wait
+inc:
+  %s0 = atomicrmw add ptr @sleepers, i32 1 seq_cst
+  br label %wait
+wait:
+  call void @futex_wait(ptr %addr, i32 %val)
+  %cur2 = load atomic i32, ptr %addr seq_cst, align 4
+  %ne2 = icmp ne i32 %cur2, %val
+  br i1 %ne2, label %woke, label %wait
+woke:
+  br i1 %count_sleep, label %dec, label %out2
+dec:
+  %s1 = atomicrmw sub ptr @sleepers, i32 1 seq_cst
+  br label %out2
+out:
+  ret i32 %cur
+out2:
+  ret i32 %cur2
+}
+
+define ptr @bs_pool_worker(ptr %arg) {
+entry:
+  %tid = ptrtoint ptr %arg to i64
+  br label %loop
+loop:
+  %my = phi i32 [ 0, %entry ], [ %g, %cont ]
+  %g = call i32 @wait_ne(ptr @gen, i32 %my, i1 true)
+  %st = load atomic i32, ptr @stop seq_cst, align 4
+  %isstop = icmp ne i32 %st, 0
+  br i1 %isstop, label %exit, label %work
+work:
+  %n = load i64, ptr @n, align 8
+  %f = load ptr, ptr @fn, align 8
+  %a = load ptr, ptr @args, align 8
+  %mine = icmp slt i64 %tid, %n
+  br i1 %mine, label %call, label %next
+call:
+  call void %f(i64 %tid, i64 %n, ptr %a)
+  br label %next
+next:
+  %r = atomicrmw sub ptr @done, i32 1 seq_cst
+  %last = icmp eq i32 %r, 1
+  br i1 %last, label %wake, label %cont
+wake:
+  call void @futex_wake(ptr @done)
+  br label %cont
+cont:
+  br label %loop
+exit:
+  ret ptr null
+}
+
+define void @bs_pool_run(ptr %f, i64 %n, ptr %a, i32 %workers) {
+entry:
+  store ptr %f, ptr @fn, align 8
+  store ptr %a, ptr @args, align 8
+  store i64 %n, ptr @n, align 8
+  store atomic i32 %workers, ptr @done seq_cst, align 4
+  %old = atomicrmw add ptr @gen, i32 1 seq_cst
+  %sl = load atomic i32, ptr @sleepers seq_cst, align 4
+  %any = icmp ne i32 %sl, 0
+  br i1 %any, label %wake, label %mine
+wake:
+  call void @futex_wake(ptr @gen)
+  br label %mine
+mine:
+  %run = icmp sgt i64 %n, 0
+  br i1 %run, label %call, label %wait
+call:
+  call void %f(i64 0, i64 %n, ptr %a)
+  br label %wait
+wait:
+  %d = load atomic i32, ptr @done seq_cst, align 4
+  %finished = icmp eq i32 %d, 0
+  br i1 %finished, label %out, label %sleep
+sleep:
+  %d2 = call i32 @wait_ne(ptr @done, i32 %d, i1 false)
+  br label %wait
+out:
+  ret void
+}
+
+define void @bs_pool_reset() {
+  store atomic i32 0, ptr @stop seq_cst, align 4
+  store atomic i32 0, ptr @sleepers seq_cst, align 4
+  store atomic i32 0, ptr @done seq_cst, align 4
+  store atomic i32 0, ptr @gen seq_cst, align 4
+  ret void
+}
+
+define void @bs_pool_stop() {
+  store atomic i32 1, ptr @stop seq_cst, align 4
+  %old = atomicrmw add ptr @gen, i32 1 seq_cst
+  call void @futex_wake(ptr @gen)
+  ret void
+}
+"""
+
+_ENGINES: list[Any] = []
+
+SPIN_ITERATIONS = 4096
+"""`pause` iterations a native worker spins before it sleeps (tens of microseconds)."""
+
+
+class NativePool:
+    """Native worker threads driven by JIT-compiled code (Linux x86-64 only)."""
+
+    native = True
+
+    def __init__(self, num_threads: int | None = None):
+        import llvmlite.binding as llvm
+
+        self.size = num_threads or default_num_threads()
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        mod = llvm.parse_assembly(_NATIVE_IR.replace("SPIN", str(SPIN_ITERATIONS)))
+        mod.verify()
+        tm = llvm.Target.from_default_triple().create_target_machine(opt=2, jit=True)
+        self._engine = llvm.create_mcjit_compiler(mod, tm)
+        self._engine.finalize_object()
+        # sleeping workers run this code: never free it, stop them at exit
+        _ENGINES.append(self._engine)
+        atexit.register(self.shutdown)
+        addr = self._engine.get_function_address
+        self._run = ctypes.CFUNCTYPE(
+            None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int32
+        )(addr("bs_pool_run"))
+        self._stop = ctypes.CFUNCTYPE(None)(addr("bs_pool_stop"))
+        self._reset = ctypes.CFUNCTYPE(None)(addr("bs_pool_reset"))
+        self._worker = addr("bs_pool_worker")
+        self._lock = threading.Lock()
+        self._threads: list[ctypes.c_ulong] = []
+        self._pid = -1
+
+    def _start(self) -> None:
+        self._reset()  # workers start waiting for generation 0 to change
+        libc = ctypes.CDLL(None)
+        attr = ctypes.create_string_buffer(64)
+        libc.pthread_attr_init(attr)
+        libc.pthread_attr_setstacksize(attr, ctypes.c_size_t(WORKER_STACK_SIZE))
+        for tid in range(1, self.size):
+            handle = ctypes.c_ulong()
+            err = libc.pthread_create(
+                ctypes.byref(handle), attr, ctypes.c_void_p(self._worker), ctypes.c_void_p(tid)
+            )
+            if err:
+                raise OSError(err, "pthread_create failed")
+            self._threads.append(handle)
+        libc.pthread_attr_destroy(attr)
+        self._pid = os.getpid()
+
+    def _address(self, fn: Any) -> int:
+        return fn if isinstance(fn, int) else ctypes.cast(fn, ctypes.c_void_p).value  # type: ignore[return-value]
+
+    def run(self, fn: Any, n: int | None = None, args: Any = None) -> None:
+        """Calls the native `fn(tid, n, args)` (an address or ctypes function) on n threads."""
+        n = self.size if n is None else max(1, min(n, self.size))
+        if n == 1 or not self._lock.acquire(blocking=False):
+            if not callable(fn):
+                fn = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)(fn)
+            fn(0, 1, args)
+            return
+        try:
+            if self._pid != os.getpid():  # not started yet, or forked
+                self._threads.clear()
+                self._start()
+            self._run(self._address(fn), n, args, len(self._threads))
+        finally:
+            self._lock.release()
+
+    def shutdown(self) -> None:
+        """Stops and joins the workers (they restart on the next run)."""
+        with self._lock:
+            if self._threads and self._pid == os.getpid():
+                self._stop()
+                libc = ctypes.CDLL(None)
+                for h in self._threads:
+                    libc.pthread_join(h, None)
+            self._threads.clear()
+            self._pid = -1
+
+
+def native_pool_supported() -> bool:
+    return sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
+
+
+_default: ThreadPool | NativePool | None = None
+
+
+def default_pool() -> ThreadPool | NativePool:
+    """The process-wide pool: native where supported, unless BRAINSLUG_POOL=python."""
+    global _default
+    if _default is None:
+        if native_pool_supported() and os.environ.get("BRAINSLUG_POOL", "native") != "python":
+            _default = NativePool()
+        else:
+            _default = ThreadPool()
+    return _default

@@ -1,0 +1,334 @@
+// RUN: bs-opt %s --split-input-file --verify-diagnostics | filecheck %s
+// RUN: bs-opt %s --split-input-file --verify-diagnostics | not filecheck %s --check-prefix=BUG
+
+// One invalid loop op per split. Each CHECK pair matches the split separator
+// that bs-opt prints and, on the next line, the verifier's message.
+//
+// The splits after "KNOWN VERIFIER GAPS" are invalid IR that the verifier
+// accepts today. Their BUG lines state the expected behaviour (an error from
+// that op's verifier), each anchored on the name of the split before it; the
+// second RUN line is an expected failure for just
+// those splits, like XFAIL but without masking the CHECKs above. When the
+// gaps are fixed it starts failing: then turn the BUG lines into CHECK lines
+// (with the real messages) and drop the second RUN line.
+
+// an empty range in a static bound pair
+func.func @f() {
+  loop.nest (%i, %j) = (0, 5) to (37, 3) {
+  }
+  func.return
+}
+
+// CHECK: loop.nest: empty or negative range 5 to 3
+
+// -----
+
+// `parallel` counts outer dims; it may not exceed the nest's rank
+func.func @f() {
+  loop.nest parallel 2 (%i) = (0) to (37) {
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.nest: parallel 2 out of range for 1 dims
+
+// -----
+
+// generic form: one induction variable per bound
+func.func @f() {
+  "loop.nest"() <{lower = array<i64: 0>, upper = array<i64: 37>, operandSegmentSizes = array<i32: 0, 0>}> ({
+  ^bb0(%i: index, %j: index):
+    "loop.yield"() : () -> ()
+  }) : () -> ()
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.nest: 2 ivs but 1/1 bounds
+
+// -----
+
+// induction variables are index
+func.func @f() {
+  "loop.nest"() <{lower = array<i64: 0>, upper = array<i64: 37>, operandSegmentSizes = array<i32: 0, 0>}> ({
+  ^bb0(%i: i64):
+    "loop.yield"() : () -> ()
+  }) : () -> ()
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.nest: induction variables must be index
+
+// -----
+
+// tile steps are positive
+func.func @f() {
+  loop.tile (%t, %u) = (0, 0) to (37, 13) step (8, 0) {
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.tile: needs one positive step per dimension
+
+// -----
+
+// one step per tile dimension
+func.func @f() {
+  loop.tile (%t, %u) = (0, 0) to (37, 13) step (8) {
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.tile: needs one positive step per dimension
+
+// -----
+
+// a reduce kind the backends don't know
+func.func @f() {
+  loop.nest (%i) = (0) to (37) {
+    %m = loop.reduce min (%k) = (0) to (3) init 0.0 : f32 -> f32 {
+      %z = arith.constant 0.0 : f32
+      loop.yield %z : f32
+    }
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.reduce: unknown kind 'min', expected one of ('add', 'max')
+
+// -----
+
+// the reduce body yields the result type
+func.func @f() {
+  loop.nest (%i) = (0) to (37) {
+    %m = loop.reduce add (%k) = (0) to (3) init 0.0 : f32 -> f32 {
+      %z = arith.constant 0.0 : f64
+      loop.yield %z : f64
+    }
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.reduce: body yields f64 but the result is f32
+
+// -----
+
+// the reduce body yields exactly one value
+func.func @f() {
+  loop.nest (%i) = (0) to (37) {
+    %m = loop.reduce add (%k) = (0) to (3) init 0.0 : f32 -> f32 {
+      loop.yield
+    }
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.reduce: body must end in loop.yield of one value
+
+// -----
+
+// an empty reduction range
+func.func @f() {
+  loop.nest (%i) = (0) to (37) {
+    %m = loop.reduce max (%k) = (7) to (3) init 0.0 : f32 -> f32 {
+      %z = arith.constant 0.0 : f32
+      loop.yield %z : f32
+    }
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.reduce: empty or negative range 7 to 3
+
+// -----
+
+// the map's dims are the given indices
+func.func @f(%b: memref<37x13xf32>) {
+  loop.nest (%i) = (0) to (37) {
+    %v = loop.load %b[%i] map affine_map<(d0, d1) -> (d0, d1)> : memref<37x13xf32>
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.load: map has 2 dims but 1 indices are given
+
+// -----
+
+// the map's results index every buffer dim
+func.func @f(%b: memref<37x13xf32>) {
+  loop.nest (%i) = (0) to (37) {
+    %v = loop.load %b[%i] map affine_map<(d0) -> (d0)> : memref<37x13xf32>
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.load: map has 1 results but the buffer has rank 2
+
+// -----
+
+// maps have no symbols (dynamic values are indices)
+func.func @f(%b: memref<37xf32>) {
+  loop.nest (%i) = (0) to (37) {
+    %v = loop.load %b[%i] map affine_map<(d0)[s0] -> (d0 + s0)> : memref<37xf32>
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.load: maps may not have symbols
+
+// -----
+
+// store: map results vs buffer rank
+func.func @f(%b: memref<37x13xf32>) {
+  loop.nest (%i, %j) = (0, 0) to (37, 13) {
+    %z = arith.constant 0.0 : f32
+    loop.store %z, %b[%i, %j] map affine_map<(d0, d1) -> (d1)> : f32, memref<37x13xf32>
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.store: map has 1 results but the buffer has rank 2
+
+// -----
+
+// store: map dims vs indices
+func.func @f(%b: memref<37x13xf32>) {
+  loop.nest (%i, %j) = (0, 0) to (37, 13) {
+    %z = arith.constant 0.0 : f32
+    loop.store %z, %b[%i, %j] map affine_map<(d0, d1, d2) -> (d0, d1)> : f32, memref<37x13xf32>
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.store: map has 3 dims but 2 indices are given
+
+// -----
+
+// in_bounds: map results vs the number of extents
+func.func @f() {
+  loop.nest (%i, %j) = (0, 0) to (37, 13) {
+    %ok = loop.in_bounds [%i, %j] map affine_map<(d0, d1) -> (d0 - 1, d1 - 1)> within (37, 13, 5)
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.in_bounds: map has 2 results but the buffer has rank 3
+
+// -----
+
+// loop.yield only terminates loop regions
+func.func @f() {
+  loop.yield
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: 'loop.yield' expects parent op to be one of 'loop.nest', 'loop.tile', 'loop.reduce', 'simd.loop'
+
+// -----
+
+// launch runs on tensors (the graph level), not memrefs
+func.func @f(%b: memref<37xf32>) {
+  %r = loop.launch @k(%b) : (memref<37xf32>) -> tensor<37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: memref<37xf32> should be of base attribute tensor
+
+// -----
+
+// kernel_info needs every property
+loop.kernel_info {kernel = "k", phases = ["k_p0"], buffers = [memref<37xf32>], work = array<i64: 37>}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: property 'target' expected in operation 'loop.kernel_info'
+
+// -----
+
+// ===================== KNOWN VERIFIER GAPS (keep these splits last) =====================
+
+// loop.tile: `parallel` may not exceed the tile's rank (loop.nest checks this)
+func.func @gap_tile_parallel() {
+  loop.tile parallel 3 (%t, %u) = (0, 0) to (37, 13) step (8, 5) {
+  }
+  func.return
+}
+
+// BUG: property 'target' expected in operation 'loop.kernel_info'
+// BUG: {{// -+}}
+// BUG-NEXT: loop.tile: {{.*}}parallel
+
+// -----
+
+// loop.store: the stored value has the buffer's element type
+func.func @gap_store_type(%b: memref<37xf32>) {
+  loop.nest (%i) = (0) to (37) {
+    %z = arith.constant 0.0 : f64
+    loop.store %z, %b[%i] : f64, memref<37xf32>
+  }
+  func.return
+}
+
+// BUG: gap_tile_parallel
+// BUG: {{// -+}}
+// BUG-NEXT: loop.store: {{.*}}f64
+
+// -----
+
+// loop.load: the result has the buffer's element type
+func.func @gap_load_type(%b: memref<37xf32>) {
+  loop.nest (%i) = (0) to (37) {
+    %v = "loop.load"(%b, %i) <{map = affine_map<(d0) -> (d0)>}> : (memref<37xf32>, index) -> i32
+  }
+  func.return
+}
+
+// BUG: gap_store_type
+// BUG: {{// -+}}
+// BUG-NEXT: loop.load: {{.*}}i32
+
+// -----
+
+// loop.nest and loop.tile yield no values (only loop.reduce does)
+func.func @gap_nest_yield() {
+  loop.nest (%i) = (0) to (37) {
+    %z = arith.constant 0.0 : f32
+    loop.yield %z : f32
+  }
+  func.return
+}
+
+// BUG: gap_load_type
+// BUG: {{// -+}}
+// BUG-NEXT: {{.*}}loop.{{(nest|yield)}}
+
+// -----
+
+// loop.reduce: the result is f32 (or !simd.vec<f32> after vectorization)
+func.func @gap_reduce_type() {
+  loop.nest (%i) = (0) to (37) {
+    %m = loop.reduce add (%k) = (0) to (3) init 0.0 : f32 -> i32 {
+      %z = arith.constant 0 : i32
+      loop.yield %z : i32
+    }
+  }
+  func.return
+}
+
+// BUG: gap_nest_yield
+// BUG: {{// -+}}
+// BUG-NEXT: loop.reduce: {{.*}}i32

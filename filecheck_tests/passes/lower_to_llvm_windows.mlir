@@ -1,0 +1,49 @@
+// RUN: bs-opt %s -p 'bs-lower-to-llvm{target=x86-64 cpu=skylake-avx512}' | filecheck %s
+// RUN: bs-opt %s -p 'bs-lower-to-llvm{target=x86-64 cpu=haswell}' | filecheck %s --check-prefix=AVX2
+
+// A 3x3 stride-2 padded max pool: the lane iv has coefficient 2, so the
+// window loads are masked gathers; pad lanes are masked off and read -inf.
+// CHECK-LABEL: llvm.func @maxpool_p0
+// CHECK:         llvm.icmp "ult" %{{.*}}, %{{.*}} : vector<16xi64>
+// CHECK:         llvm.call @bs.gather.v16f32(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}) : (!llvm.ptr, vector<16xi64>, vector<16xi1>, vector<16xf32>) -> vector<16xf32>
+// The NaN-propagating max step of loop.reduce.
+// CHECK:         llvm.call @bs.fmax.v16f32
+// CHECK:       loop.kernel_info
+// CHECK-SAME:    work = array<i64: 126>
+// AVX2-LABEL:  llvm.func @maxpool_p0
+// AVX2-SAME:     target_cpu = "haswell"
+// AVX2-NOT:      passthrough
+// AVX2:          llvm.call @bs.gather.v8f32
+func.func @maxpool(%x: memref<?x3x11x13xf32>, %y: memref<?x3x6x7xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %n = memref.dim %x, %c0 : memref<?x3x11x13xf32>
+  loop.nest parallel 1 (%i, %c, %h) = (0, 0, 0) to (%n, 3, 6) {
+    simd.loop (%w) = (0) to (7) {
+      %r = loop.reduce max (%kh, %kw) = (0, 0) to (3, 3) init 0xFF800000 : f32 -> !simd.vec<f32> {
+        %v = simd.load %x[%i, %c, %h, %w, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1, d2 * 2 + d4 - 1, d3 * 2 + d5 - 1)> pad 0xFF800000 : f32 : memref<?x3x11x13xf32>
+        loop.yield %v : !simd.vec<f32>
+      }
+      simd.store %r, %y[%i, %c, %h, %w] : memref<?x3x6x7xf32>
+    }
+  }
+  func.return
+}
+
+// A scalar padded window load clamps the address and selects the pad value.
+// CHECK-LABEL: llvm.func @spool_p0
+// CHECK:         %[[SAFE:.*]] = llvm.select %[[IN:.*]], %{{.*}}, %{{.*}} : i1, i64
+// CHECK-NEXT:    %[[P:.*]] = llvm.getelementptr inbounds %{{.*}}[%[[SAFE]]]
+// CHECK-NEXT:    %[[V:.*]] = llvm.load %[[P]]
+// CHECK-NEXT:    llvm.select %[[IN]], %[[V]], %{{.*}} : i1, f32
+// CHECK:         llvm.fcmp "ogt"
+// CHECK:         llvm.fcmp "uno"
+func.func @spool(%x: memref<1x9x10xf32>, %y: memref<1x5x5xf32>) attributes {bs.kernel} {
+  loop.nest parallel 1 (%c, %h, %w) = (0, 0, 0) to (1, 5, 5) {
+    %r = loop.reduce max (%kh, %kw) = (0, 0) to (3, 3) init 0xFF800000 : f32 -> f32 {
+      %v = loop.load %x[%c, %h, %w, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4) -> (d0, d1 * 2 + d3 - 1, d2 * 2 + d4 - 1)> pad 0xFF800000 : f32 : memref<1x9x10xf32>
+      loop.yield %v : f32
+    }
+    loop.store %r, %y[%c, %h, %w] : f32, memref<1x5x5xf32>
+  }
+  func.return
+}
