@@ -1793,6 +1793,28 @@ class YieldOp(IRDLOperation):
 
 
 @irdl_op_definition
+class LibraryOp(IRDLOperation):
+    """A layer BrainSlug does not optimize: the framework runs it (`callee` names
+    it, e.g. `torch.transpose`). Stack formation sees it as a barrier."""
+
+    name = "nn.library"
+    callee = prop_def(StringAttr)
+    inputs = var_operand_def(TensorType)
+    outputs = var_result_def(TensorType)
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$callee `(` $inputs `)` attr-dict `:` functional-type($inputs, $outputs)"
+
+    def __init__(
+        self, callee: str, inputs: Sequence[Operand], result_types: Sequence[Attribute]
+    ):
+        super().__init__(
+            operands=[list(inputs)],
+            result_types=[list(result_types)],
+            properties={"callee": StringAttr(callee)},
+        )
+
+
+@irdl_op_definition
 class StackOp(IRDLOperation):
     """A BrainSlug stack: a group of memory-bound layers with explicit inputs
     and outputs.
@@ -1902,6 +1924,7 @@ NN = Dialect(
         ReshapeOp,
         MeanOp,
         SoftmaxOp,
+        LibraryOp,
         StackOp,
         YieldOp,
     ],

@@ -68,8 +68,7 @@ def eval_layer(op: Operation, args: list[Any]) -> Any:
         return _back(y, lay)
     if isinstance(op, nn.MaxPool2dOp):
         lay = op.layout_value
-        xi, pad = _pad_input(lambda *a: F.pad(*a, value=float("-inf")), _nchw(x, lay),
-                             op.padding_values) if False else (_nchw(x, lay), None)
+        xi = _nchw(x, lay)
         t, l_, b_, r = op.padding_values
         if (t, l_) != (b_, r):
             xi = F.pad(xi, (l_, r, t, b_), value=float("-inf"))

@@ -1,0 +1,54 @@
+"""`StackKernel`: the torch.nn.Module that runs one compiled stack in the plan."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.fx as fx
+from xdsl.dialects.builtin import TensorType
+
+
+class StackKernel(torch.nn.Module):
+    """Calls a compiled stack kernel on tensors by pointer.
+
+    Bound tensors (parameters, running statistics) are the model's own, so later
+    updates to them are seen; activations come in as call arguments. Outputs
+    are allocated per call with the batch size of the first dynamic input.
+    """
+
+    def __init__(self, name: str, runner: Any, inputs: Sequence[fx.Node | torch.Tensor],
+                 output_types: Sequence[TensorType]):
+        super().__init__()
+        self.stack_name = name
+        self.runner = runner
+        self._bound: list[torch.Tensor | None] = [
+            None if isinstance(x, fx.Node) else x for x in inputs
+        ]
+        self._slots = [i for i, x in enumerate(self._bound) if x is None]
+        self._out_shapes = [tuple(t.get_shape()) for t in output_types]
+        self._batch_input = next(
+            (k for k, i in enumerate(self._slots)
+             if isinstance(inputs[i], fx.Node) and _is_dynamic(inputs[i])), None)
+
+    def extra_repr(self) -> str:
+        return f"{self.stack_name}, {len(self._bound)} inputs, {len(self._out_shapes)} outputs"
+
+    def forward(self, *activations: torch.Tensor) -> Any:
+        bufs: list[Any] = list(self._bound)
+        for slot, a in zip(self._slots, activations, strict=True):
+            bufs[slot] = a if a.is_contiguous() else a.contiguous()
+        batch = 1
+        if self._batch_input is not None:
+            batch = activations[self._batch_input].shape[0]
+        outs = [
+            torch.empty(tuple(batch if d < 0 else d for d in s), dtype=torch.float32)
+            for s in self._out_shapes
+        ]
+        self.runner([t.detach() if t.requires_grad else t for t in bufs] + outs, batch)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def _is_dynamic(n: fx.Node) -> bool:
+    return True

@@ -1,0 +1,76 @@
+"""`BrainSlugModule`: what optimize() returns.
+
+In eval mode it runs the optimized plan (inference only, no autograd); in
+training mode it runs the original model unchanged. `.train()`/`.eval()`
+switch between the two as on any module.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from brainslug.frontend_torch.optimize import PlanInfo
+
+
+class BrainSlugModule(torch.nn.Module):
+    """The original model plus its BrainSlug plan."""
+
+    def __init__(self, original: torch.nn.Module, plan: fx.GraphModule | None,
+                 shape: list[int], info: PlanInfo):
+        super().__init__()
+        self.original = original
+        self.plan = plan
+        self.input_shape = list(shape)
+        self.info = info
+        self._warned_train = False
+        self._warned_grad = False
+        self.train(original.training)
+
+    def extra_repr(self) -> str:
+        n = sum(1 for s in self.info.stacks if s.compiled)
+        return f"shape={self.input_shape}, stacks={n}"
+
+    def check_input(self, x: Any) -> None:
+        """ValueError naming what was expected when `x` does not fit the plan."""
+        want = "x".join("N" if d == 0 else str(d) for d in self.input_shape)
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"expected a torch.Tensor of shape {want}, got {type(x).__name__}")
+        if x.dtype != torch.float32:
+            raise ValueError(f"expected dtype torch.float32, got {x.dtype}")
+        if x.device.type != "cpu":
+            raise ValueError(f"expected a CPU tensor (the plan was compiled for x86-64), "
+                             f"got device {x.device}")
+        if x.dim() != len(self.input_shape):
+            raise ValueError(f"expected a {len(self.input_shape)}-d input of shape {want}, "
+                             f"got {x.dim()}-d {tuple(x.shape)}")
+        for k, (d, e) in enumerate(zip(x.shape, self.input_shape, strict=True)):
+            if e and d != e:
+                raise ValueError(f"expected input shape {want}, got {tuple(x.shape)} "
+                                 f"(dim {k} is {d}, expected {e})")
+            if not e and d == 0:
+                raise ValueError(f"dim {k} of the input is empty")
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.training or self.plan is None:
+            if self.training and not self._warned_train:
+                warnings.warn("BrainSlug accelerates inference: in training mode the original "
+                              "model runs unchanged (call .eval() for the optimized path)",
+                              stacklevel=2)
+                self._warned_train = True
+            return self.original(*args, **kwargs)
+        if kwargs or len(args) != 1:
+            raise ValueError("the optimized model takes exactly one input tensor")
+        x = args[0]
+        self.check_input(x)
+        if torch.is_grad_enabled() and not self._warned_grad and (
+            x.requires_grad or any(p.requires_grad for p in self.original.parameters())
+        ):
+            warnings.warn("BrainSlug's optimized path is inference only: its outputs are not "
+                          "differentiable (use torch.no_grad() or .train())", stacklevel=2)
+            self._warned_grad = True
+        with torch.no_grad():
+            return self.plan(x.contiguous())

@@ -1,0 +1,312 @@
+"""`optimize(model, shape)`: trace, form stacks, compile kernels, rewrite the graph.
+
+The plan is the model's own fx graph with every compiled stack replaced by one
+`StackKernel` call; convolutions, linear layers and everything BrainSlug does
+not map stay the original PyTorch calls, in a stable topological order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.ir import SSAValue
+
+from brainslug.dialects import loop, nn
+from brainslug.frontend_torch.capture import NODE_ATTR, Capture, capture, trace
+from brainslug.frontend_torch.kernel_module import StackKernel
+
+
+def check_shape(shape: Any) -> list[int]:
+    """The input shape as a list of ints; 0 means any extent (the batch)."""
+    if isinstance(shape, torch.Size):
+        shape = list(shape)
+    if not isinstance(shape, list | tuple) or not shape:
+        raise ValueError(f"shape must be a non-empty list of ints such as [0, 3, 224, 224], "
+                         f"got {shape!r}")
+    out = []
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise ValueError(f"shape entries must be ints >= 0 (0 = any size), got {shape!r}")
+        out.append(int(d))
+    return out
+
+
+@dataclass
+class StackInfo:
+    """One stack as the report shows it."""
+
+    name: str
+    layers: list[str]            # "node: nn.op"
+    inputs: list[str]
+    outputs: list[str]
+    layout: str
+    bytes_unfused: int           # per batch item: every layer reads its inputs, writes its output
+    bytes_fused: int             # per batch item: the stack reads its inputs, writes its outputs
+    compiled: bool = True
+    reason: str = ""
+
+
+@dataclass
+class PlanInfo:
+    """What optimize() did, for report()."""
+
+    stacks: list[StackInfo] = field(default_factory=list)
+    library: list[tuple[str, str]] = field(default_factory=list)   # (node, callee)
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)  # (node, reason)
+    capture: str = "torch.fx"
+    compile_seconds: float = 0.0
+    target: str = "x86-64"
+    notes: list[str] = field(default_factory=list)
+
+
+def _bytes(v: SSAValue) -> int:
+    n = 4
+    for d in v.type.get_shape():
+        n *= 1 if d < 0 else d
+    return n
+
+
+def _layout_of(ops) -> str:
+    for o in ops:
+        lay = getattr(o, "layout_value", None)
+        if lay:
+            return lay
+    return "NCHW"
+
+
+def _fx_name(v: SSAValue) -> str | None:
+    owner = v.owner
+    if isinstance(owner, nn.StackOp):
+        inner = owner.yield_op.values[v.index]
+        return _fx_name(inner)
+    if hasattr(owner, "attributes") and NODE_ATTR in owner.attributes:
+        return owner.attributes[NODE_ATTR].data
+    return None
+
+
+def describe_stacks(fn: func.FuncOp, cap: Capture) -> list[StackInfo]:
+    infos = []
+    args = list(fn.body.block.args)
+    for op in fn.body.block.ops:
+        if not isinstance(op, nn.StackOp):
+            continue
+        members = [o for o in op.body.block.ops if not isinstance(o, nn.YieldOp)]
+        unfused = sum(
+            sum(_bytes(x) for x in o.operands) + sum(_bytes(r) for r in o.results)
+            for o in members
+        )
+        fused = sum(_bytes(x) for x in op.inputs) + sum(_bytes(r) for r in op.outputs)
+        names = []
+        for v in op.inputs:
+            if v in args:
+                src = cap.arg_sources[args.index(v)]
+                names.append(src.name if isinstance(src, fx.Node) else (v.name_hint or "param"))
+            else:
+                names.append(_fx_name(v) or "?")
+        infos.append(StackInfo(
+            op.stack_name_value,
+            [f"{o.attributes[NODE_ATTR].data}: {o.name}" for o in members],
+            names,
+            [_fx_name(v) or "?" for v in op.yield_op.values],
+            _layout_of(members),
+            unfused,
+            fused,
+        ))
+    return infos
+
+
+@dataclass
+class _StackBinding:
+    name: str
+    members: set[str]
+    inputs: list[fx.Node | torch.Tensor]     # in kernel argument order
+    outputs: list[str]                       # fx node names, in kernel output order
+    output_types: list[Any]
+
+
+def _bindings(fn: func.FuncOp, cap: Capture, nodes: dict[str, fx.Node]) -> list[_StackBinding]:
+    args = list(fn.body.block.args)
+    out = []
+    for op in fn.body.block.ops:
+        if not isinstance(op, nn.StackOp):
+            continue
+        members = {o.attributes[NODE_ATTR].data for o in op.body.block.ops
+                   if NODE_ATTR in o.attributes}
+        inputs: list[fx.Node | torch.Tensor] = []
+        for v in op.inputs:
+            if v in args:
+                inputs.append(cap.arg_sources[args.index(v)])
+            else:
+                inputs.append(nodes[_fx_name(v)])
+        outs = [_fx_name(v) for v in op.yield_op.values]
+        out.append(_StackBinding(op.stack_name_value, members, inputs, outs,
+                                 [r.type for r in op.outputs]))
+    return out
+
+
+def removed_aliases(fn: func.FuncOp) -> dict[str, str]:
+    """fx nodes of dropout/identity layers (bs-form-stacks removes them) -> their input."""
+    out = {}
+    for op in fn.body.block.ops:
+        if nn.is_removable(op) and NODE_ATTR in op.attributes:
+            src = _fx_name(op.operands[0])
+            if src is not None:
+                out[op.attributes[NODE_ATTR].data] = src
+    return out
+
+
+def rewrite_graph(gm: fx.GraphModule, bindings: list[_StackBinding],
+                  kernels: dict[str, StackKernel],
+                  aliases: dict[str, str] | None = None) -> fx.GraphModule:
+    """A new GraphModule: stacks replaced by kernel calls, stable topological order."""
+    old_nodes = list(gm.graph.nodes)
+    position = {n: i for i, n in enumerate(old_nodes)}
+    member_of: dict[str, _StackBinding] = {}
+    for b in bindings:
+        if b.name in kernels:
+            for m in b.members:
+                member_of[m] = b
+    graph = fx.Graph()
+    env: dict[str, fx.Node] = {}
+    placed_stacks: set[str] = set()
+    root = torch.nn.Module()
+    for name, mod in gm.named_children():
+        root.add_module(name, mod)
+
+    def arg_of(n: fx.Node) -> fx.Node:
+        place(n)
+        return env[n.name]
+
+    def place_stack(b: _StackBinding) -> None:
+        if b.name in placed_stacks:
+            return
+        placed_stacks.add(b.name)
+        node_inputs = [x for x in b.inputs if isinstance(x, fx.Node)]
+        for x in sorted(node_inputs, key=position.__getitem__):
+            place(x)
+        attr = f"bs_{b.name}"
+        root.add_module(attr, kernels[b.name])
+        call = graph.call_module(attr, tuple(env[x.name] for x in node_inputs))
+        if len(b.outputs) == 1:
+            env[b.outputs[0]] = call
+        else:
+            for k, o in enumerate(b.outputs):
+                if o not in env:
+                    env[o] = graph.call_function(_getitem, (call, k))
+
+    aliases = aliases or {}
+    by_name = {n.name: n for n in old_nodes}
+
+    def place(n: fx.Node) -> None:
+        if n.name in env:
+            return
+        if n.name in aliases:
+            env[n.name] = arg_of(by_name[aliases[n.name]])
+            return
+        if n.name in member_of:
+            place_stack(member_of[n.name])
+            if n.name not in env:
+                raise KeyError(f"{n.name} is used outside its stack but is not an output")
+            return
+        for x in sorted(n.all_input_nodes, key=position.__getitem__):
+            place(x)
+        env[n.name] = graph.node_copy(n, lambda x: env[x.name])
+
+    for n in old_nodes:
+        if n.name in member_of or n.name in aliases:
+            continue  # placed when something outside needs them
+        place(n)
+    for n in gm.graph.nodes:
+        if n.op == "get_attr" and not hasattr(root, str(n.target).split(".")[0]):
+            setattr(root, str(n.target).split(".")[0], getattr(gm, str(n.target).split(".")[0]))
+    new = fx.GraphModule(root, graph, class_name=f"{type(gm).__name__}BrainSlug")
+    new.graph.eliminate_dead_code()
+    new.recompile()
+    return new
+
+
+def _getitem(t: Sequence[torch.Tensor], k: int) -> torch.Tensor:
+    return t[k]
+
+
+def compile_plan(
+    gm: fx.GraphModule,
+    shape: list[int],
+    *,
+    cpu: str = "host",
+) -> tuple[fx.GraphModule, PlanInfo, ModuleOp]:
+    """Capture, run the default pipeline, compile, rewrite: the optimized graph."""
+    from brainslug.ir.context import make_context
+    from brainslug.lowering.backends.x86 import X86Backend
+    from brainslug.passes.form_stacks import FormStacksPass
+    from brainslug.passes.pipeline import default_passes
+    from brainslug.runtime.jit import compile_kernels
+
+    t0 = time.perf_counter()
+    cap = capture(gm, [shape])
+    ctx = make_context()
+    module = cap.module
+    fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
+    aliases = removed_aliases(fn)
+    FormStacksPass().apply(ctx, module)
+    nodes = {n.name: n for n in gm.graph.nodes}
+    infos = describe_stacks(fn, cap)
+    bindings = _bindings(fn, cap, nodes)
+    for p in default_passes("x86-64", cpu)[1:]:
+        p.apply(ctx, module)
+    compiled: dict[str, Any] = {}
+    launches = {op.callee_name for op in fn.body.block.ops if isinstance(op, loop.LaunchOp)}
+    fallback_stacks = {
+        op.stack_name_value: op.attributes.get("bs.fallback", StringAttr("")).data
+        for op in fn.body.block.ops if isinstance(op, nn.StackOp)
+    }
+    runners = compile_kernels(module, X86Backend(cpu)) if launches else {}
+    kernels: dict[str, StackKernel] = {}
+    for b in bindings:
+        if b.name in launches:
+            kernels[b.name] = StackKernel(b.name, runners[b.name], b.inputs, b.output_types)
+            compiled[b.name] = True
+    info = PlanInfo(stacks=infos)
+    for s in info.stacks:
+        if s.name in fallback_stacks:
+            s.compiled, s.reason = False, fallback_stacks[s.name] or "no loop lowering"
+            info.fallbacks.append((s.name, s.reason))
+    for op in fn.body.block.ops:
+        if isinstance(op, nn.LibraryOp) and op.results:
+            name = op.attributes[NODE_ATTR].data
+            info.library.append((name, op.callee.data))
+            if name in cap.library_reasons:
+                info.fallbacks.append((name, cap.library_reasons[name]))
+        elif isinstance(op, nn.Conv2dOp | nn.LinearOp):
+            info.library.append((op.attributes[NODE_ATTR].data, op.name))
+    new_gm = rewrite_graph(gm, bindings, kernels, aliases)
+    info.compile_seconds = time.perf_counter() - t0
+    return new_gm, info, module
+
+
+def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
+    """The BrainSlug-accelerated module for inputs of `shape` (0 = any size)."""
+    from brainslug.frontend_torch.module import BrainSlugModule
+
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"optimize() expects a torch.nn.Module, got {type(model).__name__}")
+    spec = check_shape(list(shape) if isinstance(shape, tuple) else shape)
+    unknown = set(options) - {"cpu"}
+    if unknown:
+        raise ValueError(f"unknown optimize() options: {sorted(unknown)}")
+    cpu = options.get("cpu", "host")
+    try:
+        gm = trace(model)
+    except Exception as e:  # fx can't trace it: run the model as it is
+        info = PlanInfo(capture="none")
+        info.fallbacks.append(("<model>", f"torch.fx could not trace it: {type(e).__name__}: {e}"))
+        return BrainSlugModule(model, None, spec, info)
+    new_gm, info, _ = compile_plan(gm, spec, cpu=cpu)
+    return BrainSlugModule(model, new_gm, spec, info)
