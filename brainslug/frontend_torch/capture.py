@@ -353,6 +353,14 @@ def _map_function(b: _Builder, n: fx.Node) -> Operation:
         return _adaptive_avg_pool(b.value(args[0]), *args[1:], **kwargs)
     if f is torch.mean:
         return _mean(b, n, args, kwargs)
+    if f is F.batch_norm:
+        return _functional_batch_norm(b, args, kwargs)
+    if f in (torch.conv2d, F.conv2d):
+        return _functional_conv(b, args, kwargs)
+    if f is F.linear:
+        x, w = b.value(args[0]), b.value(args[1])
+        bias = args[2] if len(args) > 2 else kwargs.get("bias")
+        return nn.LinearOp(x, w, b.value(bias) if bias is not None else None)
     if f is F.softmax or f is torch.softmax:
         x = b.value(args[0])
         dim = args[1] if len(args) > 1 else kwargs.get("dim")
@@ -360,6 +368,33 @@ def _map_function(b: _Builder, n: fx.Node) -> Operation:
             raise Unmapped("softmax without an explicit dim")
         return nn.SoftmaxOp(x, dim % _rank(x))
     raise Unmapped(f"function {getattr(f, '__name__', f)}")
+
+
+def _functional_batch_norm(b: _Builder, args, kwargs) -> Operation:
+    names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum",
+             "eps")
+    a = dict(zip(names, args, strict=False)) | kwargs
+    if a.get("training", False) or a.get("running_mean") is None:
+        raise Unmapped("batch norm with batch statistics")
+    w, bias = a.get("weight"), a.get("bias")
+    return nn.BatchNormOp(
+        b.value(a["input"]), b.value(w) if w is not None else None,
+        b.value(bias) if bias is not None else None, b.value(a["running_mean"]),
+        b.value(a["running_var"]), eps=float(a.get("eps", 1e-5)), layout="NCHW")
+
+
+def _functional_conv(b: _Builder, args, kwargs) -> Operation:
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    a = dict(zip(names, args, strict=False)) | kwargs
+    if isinstance(a.get("padding", 0), str):
+        raise Unmapped(f"padding {a['padding']!r}")
+    ph, pw = _pair(a.get("padding", 0))
+    bias = a.get("bias")
+    return nn.Conv2dOp(b.value(a["input"]), b.value(a["weight"]),
+                       b.value(bias) if bias is not None else None,
+                       strides=_pair(a.get("stride", 1)), padding=(ph, pw, ph, pw),
+                       dilation=_pair(a.get("dilation", 1)), groups=int(a.get("groups", 1)),
+                       layout="NCHW")
 
 
 def _mean(b: _Builder, n: fx.Node, args, kwargs) -> Operation:

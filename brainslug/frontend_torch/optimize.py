@@ -238,11 +238,15 @@ def _getitem(t: Sequence[torch.Tensor], k: int) -> torch.Tensor:
 
 def compile_plan(
     gm: fx.GraphModule,
-    shape: list[int],
+    shape: list[int] | None = None,
     *,
+    metas: dict[str, Any] | None = None,
     cpu: str = "host",
 ) -> tuple[fx.GraphModule, PlanInfo, ModuleOp]:
-    """Capture, run the default pipeline, compile, rewrite: the optimized graph."""
+    """Capture, run the default pipeline, compile, rewrite: the optimized graph.
+
+    Shapes come from running `gm` on inputs of `shape` (0 = the batch) unless
+    `metas` (node name -> (shape, dtype)) are given."""
     from brainslug.ir.context import make_context
     from brainslug.lowering.backends.x86 import X86Backend
     from brainslug.passes.form_stacks import FormStacksPass
@@ -250,7 +254,7 @@ def compile_plan(
     from brainslug.runtime.jit import compile_kernels
 
     t0 = time.perf_counter()
-    cap = capture(gm, [shape])
+    cap = capture(gm, [shape] if shape is not None else [], metas)
     ctx = make_context()
     module = cap.module
     fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
@@ -262,7 +266,12 @@ def compile_plan(
     for p in default_passes("x86-64", cpu)[1:]:
         p.apply(ctx, module)
     compiled: dict[str, Any] = {}
-    launches = {op.callee_name for op in fn.body.block.ops if isinstance(op, loop.LaunchOp)}
+    # stack name -> the kernel it runs (identical stacks share one)
+    launch_of = {
+        op.attributes["bs.stack"].data: op.callee_name
+        for op in fn.body.block.ops if isinstance(op, loop.LaunchOp)
+    }
+    launches = set(launch_of)
     fallback_stacks = {
         op.stack_name_value: op.attributes.get("bs.fallback", StringAttr("")).data
         for op in fn.body.block.ops if isinstance(op, nn.StackOp)
@@ -271,7 +280,8 @@ def compile_plan(
     kernels: dict[str, StackKernel] = {}
     for b in bindings:
         if b.name in launches:
-            kernels[b.name] = StackKernel(b.name, runners[b.name], b.inputs, b.output_types)
+            kernels[b.name] = StackKernel(b.name, runners[launch_of[b.name]], b.inputs,
+                                          b.output_types)
             compiled[b.name] = True
     info = PlanInfo(stacks=infos)
     for s in info.stacks:

@@ -49,6 +49,12 @@ def _parallelize():
     return ParallelizePass
 
 
+def _dedup():
+    from brainslug.passes.dedup_kernels import DedupKernelsPass
+
+    return DedupKernelsPass
+
+
 def _lower_to_llvm():
     from brainslug.passes.lower_to_llvm import LowerToLLVMPass
 
@@ -69,6 +75,7 @@ ALL_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "bs-tile-depth-first": _tile,
     "bs-vectorize": _vectorize,
     "bs-parallelize": _parallelize,
+    "bs-dedup-kernels": _dedup,
     "bs-lower-to-llvm": _lower_to_llvm,
     "default": _default,
 }
@@ -81,6 +88,7 @@ PASS_SUMMARIES: dict[str, str] = {
     "bs-tile-depth-first": "tile chains of nests so each tile's intermediates stay in cache",
     "bs-vectorize": "turn the innermost dim into a simd.loop of W lanes with a masked tail",
     "bs-parallelize": "mark the outer parallel dims of each top-level nest for threads/grid",
+    "bs-dedup-kernels": "let stacks with identical kernels share one compiled kernel",
     "bs-lower-to-llvm": "lower kernels to the llvm dialect {target=x86-64|nvptx cpu=host|sm_90}",
     "default": "the whole pipeline, in the order above {target=x86-64 cpu=host}",
 }

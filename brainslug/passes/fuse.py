@@ -128,8 +128,11 @@ class SplitCatConsumer(RewritePattern):
         for load in op.walk():
             if not isinstance(load, loop.LoadOp):
                 continue
-            writers = [nu.simple_store(s) for s in nu.stores_to(load.buffer)]
-            if len(writers) < 2 or any(w is None or w.nest is op for w in writers):
+            stores = nu.stores_to(load.buffer)
+            if len(stores) < 2:
+                continue
+            writers = [nu.simple_store(s) for s in stores]
+            if any(w is None or w.nest is op for w in writers):
                 continue
             cut = self._cut(op, load, writers)  # type: ignore[arg-type]
             if cut is None:
@@ -152,9 +155,10 @@ class SplitCatConsumer(RewritePattern):
         """(nest iv position, slab boundaries) when the load indexes the slab axis
         with a plain nest iv of static bounds."""
         ndims = len(writers[0].dims)
+        regions = [w.region() for w in writers]
         axes = [
             j for j in range(ndims)
-            if len({(w.region()[j][0], w.region()[j][2]) for w in writers}) > 1
+            if len({(r[j][0], r[j][2]) for r in regions}) > 1
         ]
         if len(axes) != 1:
             return None
@@ -171,8 +175,8 @@ class SplitCatConsumer(RewritePattern):
         ):
             return None
         points = []
-        for w in writers:
-            lo, _, c = w.region()[axis]
+        for reg in regions:
+            lo, _, c = reg[axis]
             if not isinstance(lo, int):
                 return None
             points.append(lo + c)

@@ -46,7 +46,8 @@ class LowerStack(RewritePattern):
             fn = fn.parent_op()
         assert fn is not None
         rewriter.insert(kernel, InsertPoint.after(fn))
-        launch = loop.LaunchOp(name, list(op.inputs), [r.type for r in op.outputs])
+        launch = loop.LaunchOp(name, list(op.inputs), [r.type for r in op.outputs],
+                               {"bs.stack": StringAttr(name)})
         rewriter.replace(op, launch)
 
 

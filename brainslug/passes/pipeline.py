@@ -11,6 +11,7 @@ from xdsl.passes import ModulePass
 
 def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True) -> list[ModulePass]:
     """The passes of the default pipeline; `lower=False` stops before LLVM."""
+    from brainslug.passes.dedup_kernels import DedupKernelsPass
     from brainslug.passes.form_stacks import FormStacksPass
     from brainslug.passes.fuse import FusePass
     from brainslug.passes.lower_nn_to_loop import LowerNNToLoopPass
@@ -27,6 +28,7 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
         TileDepthFirstPass(),
         VectorizePass(),
         ParallelizePass(),
+        DedupKernelsPass(),
     ]
     if lower:
         from brainslug.passes.lower_to_llvm import LowerToLLVMPass
@@ -38,7 +40,7 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
 @dataclass(frozen=True)
 class DefaultPipelinePass(ModulePass):
     """bs-form-stacks, bs-lower-nn-to-loop, bs-fuse, bs-reorder, bs-tile-depth-first,
-    bs-vectorize, bs-parallelize and bs-lower-to-llvm, in that order."""
+    bs-vectorize, bs-parallelize, bs-dedup-kernels and bs-lower-to-llvm, in that order."""
 
     name = "default"
     target: str = "x86-64"

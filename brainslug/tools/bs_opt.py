@@ -82,6 +82,10 @@ class PTXTarget(Target):
         output.write(nvptx.emit_ptx(module, cpu=self.cpu))
 
 
+def _factory(target: type[Target]):
+    return lambda: target
+
+
 def _epilog() -> str:
     width = max(map(len, PASS_SUMMARIES))
     lines = ["BrainSlug passes (-p NAME{option=value ...}, comma separated):"]
@@ -107,7 +111,7 @@ class BSOptMain(xDSLOptMain):
         super().register_all_targets()
         for t in (LLVMIRTarget, AsmTarget, PTXTarget):
             # a zero-argument factory (xDSL treats factories with parameters as legacy)
-            self.available_targets[t.name] = (lambda t: lambda: t)(t)
+            self.available_targets[t.name] = _factory(t)
 
     def register_all_arguments(self, arg_parser: argparse.ArgumentParser) -> None:
         super().register_all_arguments(arg_parser)

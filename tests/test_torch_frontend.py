@@ -1,0 +1,213 @@
+"""brainslug.pytorch: optimize(), the plan, train/eval, bad input, report,
+torch.compile and the IR printer, against PyTorch eager."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import brainslug.pytorch as brainslug
+
+
+def max_rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return (out - ref).abs().max().item() / max(1.0, ref.abs().max().item())
+
+
+class Small(nn.Module):
+    """Conv, BN, ReLU, pooling, a residual add, cat, and an unmapped op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 13, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(13)
+        self.conv2 = nn.Conv2d(13, 13, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(13)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.head = nn.Linear(26 * 3 * 3, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        z = self.bn2(self.conv2(y)) + y
+        z = torch.cat([z, torch.transpose(z, 2, 3)], 1)  # transpose stays in PyTorch
+        z = nn.functional.adaptive_avg_pool2d(self.pool(torch.relu(z)), 3)
+        return self.head(torch.flatten(z, 1))
+
+
+def randomize_bn(model: nn.Module) -> None:
+    """Non-trivial running statistics and affine parameters."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None:
+            c = m.num_features
+            m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            if m.weight is not None:
+                m.weight.data.copy_(1 + 0.1 * torch.randn(c, generator=g))
+                m.bias.data.copy_(0.1 * torch.randn(c, generator=g))
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    model = Small().eval()
+    randomize_bn(model)
+    return model, brainslug.optimize(model, [0, 3, 17, 17])
+
+
+@pytest.mark.parametrize("batch", [1, 3, 5])
+def test_small_model_matches_eager(small, batch: int) -> None:
+    model, opt = small
+    x = torch.randn(batch, 3, 17, 17)
+    with torch.no_grad():
+        assert max_rel_err(opt(x), model(x)) <= 1e-5
+
+
+def test_plan_runs_stacks_and_library_calls(small) -> None:
+    _, opt = small
+    code = opt.plan.code
+    assert "bs_stack" in code  # stacks are kernel calls
+    assert "conv1" in code and "transpose" in code  # library calls stay PyTorch's
+    assert "bn1" not in code  # batch norm was compiled into a stack
+
+
+def test_report(small) -> None:
+    _, opt = small
+    rep = brainslug.report(opt)
+    assert "stack0" in rep and "nn.batch_norm" in rep and "NCHW" in rep
+    assert "Library calls" in rep and "conv1" in rep
+    assert "transpose" in rep  # the fallback names the layer and the reason
+    with pytest.raises(ValueError):
+        brainslug.report(nn.Linear(2, 2))
+
+
+def test_bad_input_raises_value_error(small) -> None:
+    _, opt = small
+    bad = [
+        torch.randn(2, 3, 16, 17),                    # wrong extent
+        torch.randn(2, 3, 17, 17, dtype=torch.float64),  # wrong dtype
+        torch.randn(3, 17, 17),                       # wrong rank
+        torch.randn(0, 3, 17, 17),                    # empty batch
+    ]
+    for x in bad:
+        with pytest.raises(ValueError) as e, torch.no_grad():
+            opt(x)
+        assert "expected" in str(e.value) or "empty" in str(e.value)
+    with torch.no_grad():  # still usable after errors
+        opt(torch.randn(2, 3, 17, 17))
+
+
+@pytest.mark.parametrize("shape", [[], [0, 3, -1, 17], "0,3,17,17", [0, 3.0, 17, 17], None,
+                                   [True, 3, 17, 17]])
+def test_malformed_shape(shape) -> None:
+    with pytest.raises(ValueError):
+        brainslug.optimize(Small(), shape)
+
+
+def test_training_mode_runs_the_original_and_switches() -> None:
+    torch.manual_seed(1)
+    model = Small()  # training mode, as in the seed example
+    twin = Small()
+    twin.load_state_dict(model.state_dict())
+    opt = brainslug.optimize(model, [0, 3, 17, 17])
+    assert opt.training
+    x = torch.randn(4, 3, 17, 17)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = opt(x)
+        opt(x)
+    assert sum("inference" in str(m.message) for m in w) == 1  # warned once
+    ref = twin(x)
+    twin(x)
+    assert max_rel_err(out, ref) <= 1e-5  # batch statistics, like the original
+    # BN running statistics were updated in place: the plan sees them in eval mode
+    opt.eval()
+    twin.eval()
+    with torch.no_grad():
+        assert max_rel_err(opt(x), twin(x)) <= 1e-5
+    opt.train()
+    assert opt.original.training
+
+
+def test_grad_warning(small) -> None:
+    model, _ = small
+    opt = brainslug.optimize(model, [0, 3, 17, 17])
+    x = torch.randn(2, 3, 17, 17)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = opt(x)
+        opt(x)
+    assert sum("not differentiable" in str(m.message) for m in w) == 1
+    assert not out.requires_grad
+
+
+def test_torch_compile_backend() -> None:
+    torch.manual_seed(2)
+    model = Small().eval()
+    randomize_bn(model)
+    x = torch.randn(2, 3, 17, 17)
+    with torch.no_grad():
+        ref = model(x)
+        out = torch.compile(model, backend="brainslug")(x)
+    assert max_rel_err(out, ref) <= 1e-5
+
+
+def test_ir_printer_cli(tmp_path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "brainslug.frontend_torch", "--model", "torchvision:resnet18",
+         "--shape", "1,3,64,64"], capture_output=True, text=True, check=True)
+    assert "nn.conv2d" in r.stdout and "nn.batch_norm" in r.stdout
+    (tmp_path / "r.mlir").write_text(r.stdout)
+    r2 = subprocess.run([sys.executable, "-m", "brainslug.tools.bs_opt", str(tmp_path / "r.mlir"),
+                         "-p", "bs-form-stacks"], capture_output=True, text=True, check=True)
+    assert "nn.stack" in r2.stdout
+    bad = subprocess.run([sys.executable, "-m", "brainslug.frontend_torch", "--model", "nope",
+                          "--shape", "1,3"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+REPRESENTATIVE = {
+    "resnet18": 224,
+    "densenet121": 224,
+    "mobilenet_v2": 224,
+    "squeezenet1_1": 224,
+    "shufflenet_v2_x1_0": 224,
+    "efficientnet_b0": 224,
+    "inception_v3": 299,
+    "vgg11_bn": 224,
+}
+
+
+def check_torchvision(name: str, hw: int) -> None:
+    torch.manual_seed(0)
+    kw = {"init_weights": True} if name in ("inception_v3", "googlenet") else {}
+    model = torchvision.models.get_model(name, weights=None, **kw).eval()
+    randomize_bn(model)
+    opt = brainslug.optimize(model, [0, 3, hw, hw])
+    assert isinstance(opt, nn.Module)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, hw, hw)
+        with torch.no_grad():
+            err = max_rel_err(opt(x), model(x))
+        assert err <= 1e-4, f"{name} batch {batch}: {err:.2e}"
+    assert any(s.compiled for s in opt.info.stacks)
+
+
+@pytest.mark.parametrize("name", sorted(REPRESENTATIVE))
+def test_representative_torchvision_models(name: str) -> None:
+    check_torchvision(name, REPRESENTATIVE[name])
+
+
+def _all_classifiers() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _all_classifiers())
+def test_every_torchvision_classifier(name: str) -> None:
+    check_torchvision(name, 299 if name == "inception_v3" else 224)
