@@ -488,13 +488,16 @@ def test_parallel_nest_two_threads(pool2):
     np.testing.assert_array_equal(y, x * 2)
     # the static partition: thread 0 of 2 does the first half of the (n, c, h) rows
     y[:] = 0
-    slots = np.array([x.ctypes.data, 2, y.ctypes.data, 2], np.int64)
-    k.phases[0](0, 2, slots.ctypes.data)
+    # the buffer slots, then the phase's constant parameter block
+    slots = k.slots.copy()
+    slots[:4] = [x.ctypes.data, 2, y.ctypes.data, 2]
+    args = slots.ctypes.data + 8 * k.phase_offsets[0]
+    k.phases[0](0, 2, args)
     rows = y.reshape(2 * 64 * 40, 40)
     half = 2 * 64 * 40 // 2
     np.testing.assert_array_equal(rows[:half], x.reshape(-1, 40)[:half] * 2)
     assert not rows[half:].any()
-    k.phases[0](1, 2, slots.ctypes.data)
+    k.phases[0](1, 2, args)
     np.testing.assert_array_equal(y, x * 2)
 
 

@@ -211,3 +211,18 @@ def _all_classifiers() -> list[str]:
 @pytest.mark.parametrize("name", _all_classifiers())
 def test_every_torchvision_classifier(name: str) -> None:
     check_torchvision(name, 299 if name == "inception_v3" else 224)
+
+
+def test_buffer_plan_reuses_slots_and_outputs_survive(small) -> None:
+    model, opt = small
+    kernels = [m for m in opt.plan.modules() if getattr(m, "is_stack_kernel", False)]
+    slots = [s for k in kernels for s in k._out_slots if s is not None]
+    assert slots and len(set(slots)) < len(slots) + 1  # planned outputs exist
+    x1, x2 = torch.randn(2, 3, 17, 17), torch.randn(2, 3, 17, 17)
+    with torch.no_grad():
+        out1 = opt(x1)
+        out2 = opt(x2)  # reuses the arena: out1 must not change
+        assert max_rel_err(out1, model(x1)) <= 1e-5
+        assert max_rel_err(out2, model(x2)) <= 1e-5
+        out3 = opt(torch.randn(7, 3, 17, 17))  # another batch size gets its own storage
+        assert out3.shape[0] == 7

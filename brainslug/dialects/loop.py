@@ -196,6 +196,12 @@ class YieldOp(IRDLOperation):
         super().__init__(operands=[values])
 
 
+def _verify_no_values(op: Operation) -> None:
+    term = op.regions[0].block.last_op
+    if isinstance(term, YieldOp) and term.values:
+        raise VerifyException(f"{op.name}: its loop.yield takes no values")
+
+
 class _DomainOp(IRDLOperation):
     """Shared accessors of ops with an iteration domain."""
 
@@ -286,6 +292,7 @@ class NestOp(_DomainOp):
             raise VerifyException(
                 f"loop.nest: parallel {self.num_parallel} out of range for {len(self.ivs)} dims"
             )
+        _verify_no_values(self)
 
 
 @irdl_op_definition
@@ -374,6 +381,11 @@ class TileOp(_DomainOp):
         super().verify_()
         if len(self.steps) != len(self.ivs) or any(s < 1 for s in self.steps):
             raise VerifyException("loop.tile: needs one positive step per dimension")
+        if self.num_parallel < 0 or self.num_parallel > len(self.ivs):
+            raise VerifyException(
+                f"loop.tile: parallel {self.num_parallel} out of range for {len(self.ivs)} dims"
+            )
+        _verify_no_values(self)
 
 
 REDUCE_KINDS = ("add", "max")
@@ -464,6 +476,10 @@ class ReduceOp(_DomainOp):
             raise VerifyException(
                 f"loop.reduce: unknown kind '{self.kind_name}', expected one of {REDUCE_KINDS}"
             )
+        rt = self.result.type
+        elem = getattr(rt, "element_type", rt)
+        if elem != f32:
+            raise VerifyException(f"loop.reduce: reduces f32 values, got {rt}")
         term = self.body.block.last_op
         if not isinstance(term, YieldOp) or len(term.values) != 1:
             raise VerifyException("loop.reduce: body must end in loop.yield of one value")
@@ -483,6 +499,13 @@ class _AccessOp(IRDLOperation):
     def verify_(self) -> None:
         bt = self._buffer_type()
         verify_access(self, bt.get_num_dims(), self.indices, self.map.data)
+        value = self.result if isinstance(self, LoadOp) else self.value  # type: ignore[attr-defined]
+        if value.type != bt.element_type:
+            what = "result" if isinstance(self, LoadOp) else "value"
+            raise VerifyException(
+                f"{self.name}: {what} type {value.type} differs from the buffer's "
+                f"{bt.element_type}"
+            )
 
 
 def _default_map(amap: AffineMap | None, n: int) -> AffineMapAttr:
@@ -692,9 +715,13 @@ class LaunchOp(IRDLOperation):
 class KernelInfoOp(IRDLOperation):
     """Left by bs-lower-to-llvm for the runtime: how to call kernel `kernel`.
 
-    `phases` are the entry points to call in order; `buffers` the memref type of
-    every ABI argument (kernel arguments, then scratch); `work` the number of
-    points of each phase per batch item (a threading hint).
+    `phases` are the entry points to call in order (kernels may share them);
+    `buffers` the memref type of every ABI argument (kernel arguments, then
+    scratch); `work` the number of points of each phase per batch item (a
+    threading hint). `slots` is the initial content of the kernel's i64 slot
+    array: the buffer slots (filled per call), then each phase's parameter
+    block; phase i is called with `args` pointing at slot `phase_args[i]`.
+    Without them the array is just the buffer slots and every phase gets slot 0.
     """
 
     name = "loop.kernel_info"
@@ -703,6 +730,8 @@ class KernelInfoOp(IRDLOperation):
     buffers = prop_def(ArrayAttr)
     work = prop_def(DenseArrayBase)
     target = prop_def(StringAttr)
+    phase_args = opt_prop_def(DenseArrayBase)
+    slots = opt_prop_def(DenseArrayBase)
     irdl_options = (ParsePropInAttrDict(),)
     traits = traits_def(NoTerminator())
     assembly_format = "attr-dict"
@@ -714,16 +743,37 @@ class KernelInfoOp(IRDLOperation):
         buffers: Sequence[Attribute],
         work: Sequence[int],
         target: str,
+        phase_args: Sequence[int] | None = None,
+        slots: Sequence[int] | None = None,
     ):
-        super().__init__(
-            properties={
-                "kernel": StringAttr(kernel),
-                "phases": ArrayAttr([StringAttr(p) for p in phases]),
-                "buffers": ArrayAttr(list(buffers)),
-                "work": DenseArrayBase.from_list(i64, list(work)),
-                "target": StringAttr(target),
-            }
-        )
+        props: dict[str, Attribute] = {
+            "kernel": StringAttr(kernel),
+            "phases": ArrayAttr([StringAttr(p) for p in phases]),
+            "buffers": ArrayAttr(list(buffers)),
+            "work": DenseArrayBase.from_list(i64, list(work)),
+        }
+        if phase_args is not None:
+            props["phase_args"] = DenseArrayBase.from_list(i64, list(phase_args))
+        if slots is not None:
+            props["slots"] = DenseArrayBase.from_list(i64, list(slots))
+        props["target"] = StringAttr(target)
+        super().__init__(properties=props)
+
+    def verify_(self) -> None:
+        n = len(self.phases)
+        if len(self.work.get_values()) != n:
+            raise VerifyException(
+                f"loop.kernel_info: {n} phases but {len(self.work.get_values())} work hints"
+            )
+        if self.phase_args is not None:
+            offs = self.phase_args.get_values()
+            size = len(self.slots.get_values()) if self.slots is not None else None
+            if len(offs) != n:
+                raise VerifyException(
+                    f"loop.kernel_info: {n} phases but {len(offs)} phase_args"
+                )
+            if size is not None and any(not 0 <= o < max(size, 1) for o in offs):
+                raise VerifyException("loop.kernel_info: a phase_args offset is outside the slots")
 
 
 def _simd_parents() -> tuple[type[Operation], ...]:

@@ -110,6 +110,13 @@ class LoopOp(loop._DomainOp):
     def iv(self) -> SSAValue:
         return self.body.block.args[0]
 
+    def verify_(self) -> None:
+        super().verify_()
+        if len(self.ivs) != 1:
+            raise VerifyException(
+                f"simd.loop: has exactly one induction variable, got {len(self.ivs)}"
+            )
+
     def print(self, printer: Printer) -> None:
         printer.print_string(" ")
         loop.print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
@@ -214,6 +221,16 @@ class LoadOp(IRDLOperation):
     def verify_(self) -> None:
         _verify_in_lane_loop(self)
         loop.verify_access(self, self.buffer.type.get_num_dims(), self.indices, self.map.data)
+        if self.result.type != vec(self.buffer.type.element_type):
+            raise VerifyException(
+                f"simd.load: result {self.result.type} does not hold the buffer's "
+                f"{self.buffer.type.element_type} elements"
+            )
+
+
+def _uses_lane(op: IRDLOperation, lane: SSAValue) -> bool:
+    used = op.map.data.used_dims()
+    return any(k in used for k, i in enumerate(op.indices) if i is lane)
 
 
 @irdl_op_definition
@@ -267,9 +284,14 @@ class StoreOp(IRDLOperation):
     def verify_(self) -> None:
         lp = _verify_in_lane_loop(self)
         loop.verify_access(self, self.buffer.type.get_num_dims(), self.indices, self.map.data)
-        if lp.iv not in self.indices:
+        if not _uses_lane(self, lp.iv):
             raise VerifyException(
-                "simd.store: the lane loop's iv must be one of the indices (lanes would collide)"
+                "simd.store: the map must use the lane loop's iv (lanes would collide)"
+            )
+        if self.value.type != vec(self.buffer.type.element_type):
+            raise VerifyException(
+                f"simd.store: value {self.value.type} does not hold the buffer's "
+                f"{self.buffer.type.element_type} elements"
             )
 
 
@@ -337,6 +359,12 @@ class SplatOp(IRDLOperation):
         printer.print_string(" : ")
         printer.print_attribute(self.input.type)
 
+    def verify_(self) -> None:
+        if isinstance(self.input.type, VecType):
+            raise VerifyException("simd.splat: broadcasts a scalar, got a vector")
+        if self.result.type != vec(self.input.type):
+            raise VerifyException(f"simd.splat: result must be {vec(self.input.type)}")
+
 
 
 
@@ -353,6 +381,10 @@ class IotaOp(IRDLOperation):
 
     def __init__(self, base: SSAValue):
         super().__init__(operands=[base], result_types=[vec(IndexType())])
+
+    def verify_(self) -> None:
+        if self.result.type != vec(IndexType()):
+            raise VerifyException("simd.iota: lanes are index values, the result is !simd.vec<index>")
 
 
 def _lane_elem(v: SSAValue) -> Attribute:
@@ -450,6 +482,11 @@ class NegfOp(_ElementwiseOp):
 
     def __init__(self, value: SSAValue):
         super().__init__(operands=[value], result_types=[value.type])
+
+    def verify_(self) -> None:
+        super().verify_()
+        if not _is_float_vec(self.result.type):
+            raise VerifyException(f"simd.negf: expects vectors of f32, got {self.result.type}")
 
 
 MATH_FUNCTIONS = ("exp", "log", "tanh", "erf", "sqrt")
@@ -607,6 +644,14 @@ class SIToFPOp(IRDLOperation):
     def __init__(self, value: SSAValue):
         super().__init__(operands=[value], result_types=[vec(f32)])
 
+    def verify_(self) -> None:
+        if not _is_int_vec(self.input.type):
+            raise VerifyException(
+                f"simd.sitofp: converts integer or index lanes, got {self.input.type}"
+            )
+        if not _is_float_vec(self.result.type):
+            raise VerifyException("simd.sitofp: the result is !simd.vec<f32>")
+
 
 REDUCTIONS = ("add", "max")
 
@@ -649,6 +694,10 @@ class ReduceOp(IRDLOperation):
     def verify_(self) -> None:
         if self.kind.data not in REDUCTIONS:
             raise VerifyException(f"simd.reduce: unknown kind '{self.kind.data}'")
+        if self.result.type != lane_type(self.input.type):
+            raise VerifyException(
+                f"simd.reduce: result must be the lane type {lane_type(self.input.type)}"
+            )
 
 
 BINARY_FLOAT = {"addf": AddfOp, "subf": SubfOp, "mulf": MulfOp, "divf": DivfOp}

@@ -11,11 +11,14 @@ from xdsl.dialects.builtin import TensorType
 
 
 class StackKernel(torch.nn.Module):
+    is_stack_kernel = True
+
     """Calls a compiled stack kernel on tensors by pointer.
 
     Bound tensors (parameters, running statistics) are the model's own, so later
     updates to them are seen; activations come in as call arguments. Outputs
-    are allocated per call with the batch size of the first dynamic input.
+    come from the plan's arena (`use_arena`), or are allocated per call when
+    they leave the graph.
     """
 
     def __init__(self, name: str, runner: Any, inputs: Sequence[fx.Node | torch.Tensor],
@@ -28,9 +31,18 @@ class StackKernel(torch.nn.Module):
         ]
         self._slots = [i for i, x in enumerate(self._bound) if x is None]
         self._out_shapes = [tuple(t.get_shape()) for t in output_types]
+        self._arena: Any = None
+        self._out_slots: list[int | None] = [None] * len(self._out_shapes)
         self._batch_input = next(
             (k for k, i in enumerate(self._slots)
              if isinstance(inputs[i], fx.Node) and _is_dynamic(inputs[i])), None)
+
+    def output_sizes(self) -> list[tuple[tuple[int, ...], bool]]:
+        """(shape without the batch, whether it has one) of each output."""
+        return [(tuple(d for d in s if d >= 0), any(d < 0 for d in s)) for s in self._out_shapes]
+
+    def use_arena(self, arena: Any, slots: list[int | None]) -> None:
+        self._arena, self._out_slots = arena, list(slots)
 
     def extra_repr(self) -> str:
         return f"{self.stack_name}, {len(self._bound)} inputs, {len(self._out_shapes)} outputs"
@@ -42,10 +54,13 @@ class StackKernel(torch.nn.Module):
         batch = 1
         if self._batch_input is not None:
             batch = activations[self._batch_input].shape[0]
-        outs = [
-            torch.empty(tuple(batch if d < 0 else d for d in s), dtype=torch.float32)
-            for s in self._out_shapes
-        ]
+        outs = []
+        for shape, slot in zip(self._out_shapes, self._out_slots, strict=True):
+            dims = tuple(batch if d < 0 else d for d in shape)
+            if slot is None:
+                outs.append(torch.empty(dims, dtype=torch.float32))
+            else:
+                outs.append(self._arena.tensor(slot, dims, batch))
         self.runner([t.detach() if t.requires_grad else t for t in bufs] + outs, batch)
         return outs[0] if len(outs) == 1 else tuple(outs)
 

@@ -229,7 +229,22 @@ def rewrite_graph(gm: fx.GraphModule, bindings: list[_StackBinding],
     new = fx.GraphModule(root, graph, class_name=f"{type(gm).__name__}BrainSlug")
     new.graph.eliminate_dead_code()
     new.recompile()
+    attach_arena(new)
     return new
+
+
+def attach_arena(gm: fx.GraphModule) -> None:
+    """Give the stack kernels of `gm` their slots of a static buffer plan."""
+    from brainslug.frontend_torch.buffers import Arena, plan_buffers
+
+    calls = {
+        n.name: gm.get_submodule(str(n.target)) for n in gm.graph.nodes
+        if n.op == "call_module" and isinstance(gm.get_submodule(str(n.target)), StackKernel)
+    }
+    plan = plan_buffers(gm, {name: k.output_sizes() for name, k in calls.items()})
+    arena = Arena(plan)
+    for name, k in calls.items():
+        k.use_arena(arena, [plan.assignment.get((name, i)) for i in range(len(k.output_sizes()))])
 
 
 def _getitem(t: Sequence[torch.Tensor], k: int) -> torch.Tensor:

@@ -260,6 +260,14 @@ class LLVMBuilder:
             llvm.GEPOp(ptr, [llvm.GEP_USE_SSA_VAL], elem, [self.ssa(offset)], inbounds=inbounds)
         )
 
+    def gep_entry(self, ptr: SSAValue, offset: IVal, elem: Attribute = i64) -> SSAValue:
+        """`ptr + offset` elements, computed in the entry block."""
+        if isinstance(offset, int) and offset == 0:
+            return ptr
+        return self.add_entry(
+            llvm.GEPOp(ptr, [llvm.GEP_USE_SSA_VAL], elem, [self.ssa(offset)], inbounds=True)
+        )
+
     def load(self, ptr: SSAValue, typ: Attribute, align: int = 4) -> SSAValue:
         return self.add(llvm.LoadOp(ptr, typ, alignment=align))
 

@@ -27,7 +27,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from brainslug.dialects import loop
-from brainslug.lowering.llvm_builder import IVal
+from brainslug.lowering.llvm_builder import PTR, IVal
 from brainslug.lowering.to_llvm import PhaseEmitter
 
 
@@ -202,6 +202,9 @@ def _alloca(em: PhaseEmitter, op: memref.AllocaOp) -> None:
         if not isinstance(d, int):
             count = b.ssa(b.imul(count, d))
     ptr = b.add(llvm.AllocaOp(count, t.element_type, alignment=64))
+    # llvmlite types the alloca (float*) and then rejects vector stores through
+    # it; a no-op cast makes it an opaque `ptr` like every other buffer's
+    ptr = b.add(llvm.BitcastOp(ptr, PTR))
     em.bufs[op.memref] = em._describe(ptr, dims, t.element_type)
     b.block = saved
 
@@ -283,8 +286,8 @@ def _store(em: PhaseEmitter, op: loop.StoreOp) -> None:
 
 def _in_bounds(em: PhaseEmitter, op: loop.InBoundsOp) -> None:
     dims = [em.ival(x) for x in op.indices]
-    idx = [em.affine(e, dims) for e in op.map.data.results]
-    inb = em.in_bounds(idx, [em.ival(x) for x in op.extent_bounds()])
+    idx = [em.affine(e, dims) for e in em.map_results(op)]
+    inb = em.in_bounds(idx, em.extents(op))
     em.values[op.result] = em.b.const(int(inb), i1) if isinstance(inb, bool) else inb
 
 

@@ -679,6 +679,9 @@ def lower_layer(kb: KernelBuilder, op: Operation, buf: dict[SSAValue, SSAValue],
 def lower_stack(stack: nn.StackOp, name: str) -> func.FuncOp:
     """The kernel of `stack`: memref arguments for its inputs, then its outputs."""
     yielded = list(stack.yield_op.values)
+    for v in (*stack.inputs, *yielded):
+        if any(e < 0 for e in v.type.get_shape()[1:]):
+            raise UnsupportedLayer("only the batch (dim 0) may be dynamic")
     kb = KernelBuilder(name, [v.type for v in stack.inputs], [v.type for v in yielded])
     buf: dict[SSAValue, SSAValue] = dict(zip(stack.body.block.args, kb.inputs, strict=True))
     for outer, a, arg in zip(stack.inputs, stack.body.block.args, kb.inputs, strict=True):

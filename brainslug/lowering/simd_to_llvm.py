@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from xdsl.dialects import llvm
 from xdsl.dialects.builtin import IntegerAttr, VectorType, f32, i1, i32, i64
 from xdsl.ir import Operation, SSAValue
-from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr, AffineMap
+from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
 from xdsl.ir.affine.affine_expr import AffineDimExpr
 
 from brainslug.dialects import simd
@@ -129,11 +129,14 @@ def lane_affine(
             return b.imod_floor(lv, rv)  # type: ignore[return-value]
 
 
-def lane_indices(em: PhaseEmitter, indices: Sequence[SSAValue], amap: AffineMap) -> list[LaneIndex]:
+def lane_indices(
+    em: PhaseEmitter, indices: Sequence[SSAValue], results: Sequence[AffineExpr]
+) -> list[LaneIndex]:
+    """The per-lane indices of an access whose map has these results."""
     lane = _lane(em)
     lane_dims = {i for i, x in enumerate(indices) if x is lane.iv}
     dims = [em.ival(x) for x in indices]
-    return [lane_affine(em, e, dims, lane_dims) for e in amap.results]
+    return [lane_affine(em, e, dims, lane_dims) for e in results]
 
 
 def lane_bounds(em: PhaseEmitter, idx: Sequence[LaneIndex], extents: Sequence[IVal]) -> SSAValue:
@@ -191,7 +194,7 @@ class Access:
 
 def access(em: PhaseEmitter, op: simd.LoadOp | simd.StoreOp) -> Access:
     buf = em.buffer(op.buffer)
-    idx = lane_indices(em, op.indices, op.map.data)
+    idx = lane_indices(em, op.indices, em.map_results(op))
     contiguous = None
     if all(isinstance(x, Lin) for x in idx) and all(x.coef == 0 for x in idx[:-1]):  # type: ignore[union-attr]
         last = idx[-1]
@@ -250,8 +253,8 @@ def _store(em: PhaseEmitter, op: simd.StoreOp) -> None:
 
 
 def _in_bounds(em: PhaseEmitter, op: simd.InBoundsOp) -> None:
-    idx = lane_indices(em, op.indices, op.map.data)
-    em.values[op.result] = lane_bounds(em, idx, [em.ival(x) for x in op.extent_bounds()])
+    idx = lane_indices(em, op.indices, em.map_results(op))
+    em.values[op.result] = lane_bounds(em, idx, em.extents(op))
 
 
 # ---------------------------------------------------------------------------- lane values

@@ -3,11 +3,29 @@
 Each kernel `func.func @K(...) attributes {bs.kernel}` becomes one `llvm.func`
 per top-level `loop.nest`/`loop.tile` (a *phase*), named `K_p0`, `K_p1`, ...,
 with the signature `void (i64 tid, i64 nthreads, ptr args)`, plus a
-`loop.kernel_info` op for the runtime. `args` points to i64 slots: for each ABI
-buffer (the kernel's memref arguments, then its top-level `memref.alloc`s) the
-data pointer, then one slot per dynamic dim. Thread `tid` of `nthreads` runs the
-flat range `[total*tid/nthreads, total*(tid+1)/nthreads)` of the phase's
-collapsed parallel dims; a phase without parallel dims runs on thread 0.
+`loop.kernel_info` op for the runtime. Thread `tid` of `nthreads` runs the flat
+range `[total*tid/nthreads, total*(tid+1)/nthreads)` of the phase's collapsed
+parallel dims; a phase without parallel dims runs on thread 0.
+
+Phases are generic over extents (see `generic`): structurally identical phases,
+within a kernel or across kernels, are lowered once and share one function,
+named after the first phase that needed it. The ABI, per kernel:
+
+- The runner keeps one i64 slot array per kernel. Its first slots are the
+  *buffer slots*: for each ABI buffer (the kernel's memref arguments, then its
+  top-level `memref.alloc`s) the data pointer, then one slot per dynamic dim;
+  the runner writes them on every call.
+- Then comes one *parameter block* per phase (its content is constant, given by
+  `loop.kernel_info`'s `slots`); phase i is called with `args` pointing at slot
+  `phase_args[i]`, the start of its block.
+- A block starts with, for each buffer the phase touches (in the order of
+  `generic.PhaseSignature.buffers`), one slot for its pointer and one per
+  dynamic dim, each holding the position, relative to `args`, of the kernel's
+  buffer slot with the value (a negative number). Then come the phase's
+  parameters (static dims, bounds, extents, offsets; one slot per distinct
+  value), read directly.
+- A phase that could not be made generic reads the buffer slots directly; its
+  `phase_args` entry is 0.
 
 The lane count W of `simd.loop` is a parameter (`TargetParams.lanes`); what
 the `llvm` dialect cannot express is called as an LLVM intrinsic or as a
@@ -34,9 +52,10 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Block, Operation, SSAValue
 from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
-from xdsl.ir.affine.affine_expr import AffineConstantExpr, AffineDimExpr
+from xdsl.ir.affine.affine_expr import AffineConstantExpr, AffineDimExpr, AffineSymExpr
 
 from brainslug.dialects import loop, simd
+from brainslug.lowering.generic import Canonicalizer, NotGeneric, PhaseSignature, generalize_map
 from brainslug.lowering.llvm_builder import PTR, Declarations, IVal, LLVMBuilder
 
 KERNEL_ATTR = "bs.kernel"
@@ -59,14 +78,18 @@ class TargetParams:
     """Properties set on every phase `llvm.func` (target_cpu, passthrough, ...)."""
 
 
-def lower_kernels(module: ModuleOp, target: TargetParams) -> None:
-    """Replaces every kernel function of `module` by its phases and kernel info."""
+def lower_kernels(module: ModuleOp, target: TargetParams, generic: bool = True) -> None:
+    """Replaces every kernel function of `module` by its phases and kernel info.
+
+    With `generic`, phases are generic over extents and shared between kernels;
+    otherwise every phase gets its own function with its extents built in."""
     decls = Declarations()
     kernels = [
         op for op in module.ops if isinstance(op, func.FuncOp) and KERNEL_ATTR in op.attributes
     ]
+    shared: dict[str, str] | None = {} if generic else None
     for kernel in kernels:
-        new_ops = KernelLowering(kernel, target, decls).run()
+        new_ops = KernelLowering(kernel, target, decls).run(shared)
         kernel.parent_block().insert_ops_after(new_ops, kernel)  # type: ignore[union-attr]
         kernel.detach()
         kernel.erase()
@@ -163,19 +186,43 @@ class KernelLowering:
                 out.extend(pair)
         return out
 
-    def run(self) -> list[Operation]:
+    def run(self, shared: dict[str, str] | None = None) -> list[Operation]:
+        """The new phase functions and the kernel info. `shared` maps the key of
+        every generic phase lowered so far to its function (updated here);
+        None lowers every phase on its own, with its extents built in."""
         funcs: list[Operation] = []
         names: list[str] = []
+        offsets: list[int] = []
+        slots = [0] * self.num_slots
+        canon = Canonicalizer(self.kernel.body.block, self.buffers) if shared is not None else None
         for i, phase in enumerate(self.phases):
             name = f"{self.name}_p{i}"
-            names.append(name)
-            funcs.append(PhaseEmitter(self, name, phase).run())
+            sig = None
+            if canon is not None:
+                try:
+                    sig = canon.phase(phase)
+                except NotGeneric:
+                    sig = None
+            if sig is None or shared is None:
+                names.append(name)
+                offsets.append(0)
+                funcs.append(PhaseEmitter(self, name, phase).run())
+                continue
+            fname = shared.get(sig.key)
+            if fname is None:
+                fname = shared[sig.key] = name
+                funcs.append(PhaseEmitter(self, name, phase, sig).run())
+            names.append(fname)
+            offsets.append(len(slots))
+            slots.extend(self.param_block(sig, len(slots)))
         info = loop.KernelInfoOp(
             self.name,
             names,
             [self.buffers[v].type for v in self.buffer_order],
             [phase_work(p) for p in self.phases],
             self.target.name,
+            offsets if shared is not None else None,
+            slots if shared is not None else None,
         )
         info.attributes[NUM_ARGS_ATTR] = IntegerAttr(len(self.kernel.body.block.args), i64)
         info.attributes[PARALLEL_ATTR] = DenseArrayBase.from_list(
@@ -183,6 +230,19 @@ class KernelLowering:
         )
         info.attributes[SCRATCH_DIMS_ATTR] = DenseArrayBase.from_list(i64, self.scratch_dims())
         return [*funcs, info]
+
+    def param_block(self, sig: PhaseSignature, at: int) -> list[int]:
+        """The constant slots of a generic phase whose block starts at slot `at`."""
+        buf_offsets, first_param, end = sig.layout()
+        block = [0] * end
+        for j, v in enumerate(sig.buffers):
+            abi = self.buffers[v]
+            k = buf_offsets[j]
+            block[k] = abi.ptr_slot - at
+            for i, d in enumerate(sorted(abi.dim_slots)):
+                block[k + 1 + i] = abi.dim_slots[d] - at
+        block[first_param:end] = sig.params
+        return block
 
 
 # ---------------------------------------------------------------------------- phases
@@ -203,7 +263,13 @@ class LaneState:
 class PhaseEmitter:
     """Emits one phase function of a kernel."""
 
-    def __init__(self, kernel: KernelLowering, name: str, phase: loop.NestOp | loop.TileOp):
+    def __init__(
+        self,
+        kernel: KernelLowering,
+        name: str,
+        phase: loop.NestOp | loop.TileOp,
+        sig: PhaseSignature | None = None,
+    ):
         self.k = kernel
         self.phase = phase
         self.lanes = kernel.target.lanes
@@ -211,13 +277,19 @@ class PhaseEmitter:
         self.values: dict[SSAValue, IVal] = {}
         self.bufs: dict[SSAValue, Buffer] = {}
         self.lane: LaneState | None = None
+        self.sig = sig
+        """The phase's generic signature: extents come from its parameter block."""
+        if sig is not None:
+            self.buf_index = sig.buffer_index()
+            self.buf_offsets, self.first_param, _ = sig.layout()
+        self.params: dict[int, SSAValue] = {}
+        self.maps: dict[int, tuple[AffineExpr, ...]] = {}
 
     def run(self) -> llvm.FuncOp:
         op = self.phase
         b = self.b
         tid, nth, _ = b.args
-        lbs = [self.ival(x) for x in op.lower_bounds()]
-        ubs = [self.ival(x) for x in op.upper_bounds()]
+        lbs, ubs = self.domain(op)
         steps = list(op.steps) if isinstance(op, loop.TileOp) else [1] * len(lbs)
         k = op.num_parallel
         if k == 0:
@@ -247,33 +319,58 @@ class PhaseEmitter:
 
             b.loop(start, end, 1, flat1)
             return b.finish()
-        # delinearize the first point once, then step an odometer
-        first: list[SSAValue] = []
-        rem: IVal = start
-        for d in reversed(range(k)):
-            t = rem
-            if d > 0:
-                t = b.add(llvm.URemOp(b.ssa(rem), b.ssa(exts[d])))
-                rem = b.add(llvm.UDivOp(b.ssa(rem), b.ssa(exts[d])))
-            first.insert(0, b.ssa(b.iadd(lbs[d], b.imul(t, steps[d]))))
+        # The flat range in runs along the innermost parallel dim: delinearize the
+        # first point once, run the innermost dim as a plain loop to the end of
+        # its row (or of the range), then step an odometer over the outer dims.
+        # (A plain loop lets LLVM strength-reduce the addresses.)
+        kin = k - 1
 
-        def flat(f: SSAValue, ivs: list[SSAValue]) -> list[SSAValue]:
-            inner(ivs)
-            new = list(ivs)
+        def runs() -> None:
+            ein = exts[kin]
+            q = b.add(llvm.UDivOp(b.ssa(start), b.ssa(ein)))
+            r0 = b.add(llvm.URemOp(b.ssa(start), b.ssa(ein)))
+            first: list[SSAValue] = []
+            rem: IVal = q
+            for d in reversed(range(kin)):
+                t = rem
+                if d > 0:
+                    t = b.add(llvm.URemOp(b.ssa(rem), b.ssa(exts[d])))
+                    rem = b.add(llvm.UDivOp(b.ssa(rem), b.ssa(exts[d])))
+                first.insert(0, b.ssa(b.iadd(lbs[d], b.imul(t, steps[d]))))
+            header = b.new_block([i64, i64, *[i64] * kin])
+            body = b.new_block()
+            done = b.new_block()
+            b.add(llvm.BrOp(header, b.ssa(start), r0, *first))
+            b.block = header
+            f, r, *outer = header.args
+            b.add(llvm.CondBrOp(b.icmp("slt", f, end), body, [], done, []))
+            b.block = body
+            seg = b.imin(b.isub(ein, r), b.isub(end, f))
+            lo = b.iadd(lbs[kin], b.imul(r, steps[kin]))
+            hi = b.iadd(lo, b.imul(seg, steps[kin]))
+
+            def run(iv: SSAValue, carried: list[SSAValue]) -> list[SSAValue]:
+                inner([*outer, iv])
+                return []
+
+            b.loop(lo, hi, steps[kin], run)
+            new = list(outer)
             carry: SSAValue | None = None
-            for d in reversed(range(k)):
-                nxt = b.ssa(b.iadd(ivs[d], steps[d]))
+            for d in reversed(range(kin)):
+                nxt = b.ssa(b.iadd(outer[d], steps[d]))
                 if carry is not None:
-                    nxt = b.add(llvm.SelectOp(carry, nxt, ivs[d]))
+                    nxt = b.add(llvm.SelectOp(carry, nxt, outer[d]))
                 if d == 0:
                     new[d] = nxt
                     break
                 wrap = b.and_(carry, b.icmp("sge", nxt, ubs[d]))
                 new[d] = b.add(llvm.SelectOp(wrap, b.ssa(lbs[d]), nxt))
                 carry = wrap
-            return new
+            b.add(llvm.BrOp(header, b.ssa(b.iadd(f, seg)), b.const(0), *new))
+            b.block = done
 
-        b.loop(start, end, 1, flat, first)
+        # an empty range may have a zero extent: never divide by it
+        b.if_then(b.icmp("ult", start, end), runs)
         return b.finish()
 
     def _body(self, ivs: Sequence[IVal], carried: list[SSAValue]) -> list[SSAValue]:
@@ -318,14 +415,59 @@ class PhaseEmitter:
         b = self.b
         saved, b.block = b.block, b.entry
         args = b.args[2]
-        ptr = b.load(b.gep(args, abi.ptr_slot, i64), PTR, align=8)
-        dims: list[IVal] = [
-            b.load(b.gep(args, abi.dim_slots[d], i64), i64, align=8) if s < 0 else s
-            for d, s in enumerate(abi.type.get_shape())
-        ]
+        shape = abi.type.get_shape()
+        if self.sig is not None:
+            j = self.buf_index[x]
+            k = self.buf_offsets[j]
+            ptr = self._indirect(k, PTR)
+            dims: list[IVal] = []
+            dyn = 0
+            for size, site in zip(shape, self.sig.dims[j], strict=True):
+                if size < 0:
+                    dyn += 1
+                    dims.append(self._indirect(k + dyn, i64))
+                else:
+                    dims.append(size if site is None else self.param(site))
+        else:
+            ptr = b.load(b.gep(args, abi.ptr_slot, i64), PTR, align=8)
+            dims = [
+                b.load(b.gep(args, abi.dim_slots[d], i64), i64, align=8) if s < 0 else s
+                for d, s in enumerate(shape)
+            ]
         buf = self.bufs[x] = self._describe(ptr, dims, abi.type.element_type)
         b.block = saved
         return buf
+
+    def _indirect(self, slot: int, typ: Attribute) -> SSAValue:
+        """`args[args[slot]]` (in the entry block): a value of a generic phase's
+        buffer, found through its parameter block."""
+        b = self.b
+        args = b.args[2]
+        rel = b.add_entry(llvm.LoadOp(b.gep_entry(args, slot), i64, alignment=8))
+        return b.add_entry(llvm.LoadOp(b.gep_entry(args, rel), typ, alignment=8))
+
+    def param(self, p: int) -> SSAValue:
+        """Parameter `p` of a generic phase (loaded once, in the entry block)."""
+        if (v := self.params.get(p)) is None:
+            b = self.b
+            ptr = b.gep_entry(b.args[2], self.first_param + p)
+            v = self.params[p] = b.add_entry(llvm.LoadOp(ptr, i64, alignment=8))
+        return v
+
+    def map_results(self, op: Operation) -> tuple[AffineExpr, ...]:
+        """The results of an access op's map; in a generic phase its offsets are
+        `AffineSymExpr(parameter)`."""
+        if self.sig is not None and (site := self.sig.maps.get(id(op))) is not None:
+            if (r := self.maps.get(id(op))) is None:
+                r = self.maps[id(op)] = generalize_map(*site)
+            return r
+        return op.map.data.results  # type: ignore[attr-defined]
+
+    def extents(self, op: loop.InBoundsOp | simd.InBoundsOp) -> list[IVal]:
+        ext = [self.ival(x) for x in op.extent_bounds()]
+        if self.sig is not None and (sites := self.sig.extents.get(id(op))) is not None:
+            ext = [e if p is None else self.param(p) for e, p in zip(ext, sites, strict=True)]
+        return ext
 
     def _describe(self, ptr: SSAValue, dims: list[IVal], elem: Attribute) -> Buffer:
         strides: list[IVal] = [1] * len(dims)
@@ -373,7 +515,13 @@ class PhaseEmitter:
         return rec(0, [], list(init))
 
     def domain(self, op: loop._DomainOp) -> tuple[list[IVal], list[IVal]]:
-        return [self.ival(x) for x in op.lower_bounds()], [self.ival(x) for x in op.upper_bounds()]
+        lbs = [self.ival(x) for x in op.lower_bounds()]
+        ubs = [self.ival(x) for x in op.upper_bounds()]
+        if self.sig is not None and (sites := self.sig.bounds.get(id(op))) is not None:
+            lo, up = sites
+            lbs = [v if p is None else self.param(p) for v, p in zip(lbs, lo, strict=True)]
+            ubs = [v if p is None else self.param(p) for v, p in zip(ubs, up, strict=True)]
+        return lbs, ubs
 
     # ------------------------------------------------------------------ access
 
@@ -383,6 +531,8 @@ class PhaseEmitter:
             return dims[e.position]
         if isinstance(e, AffineConstantExpr):
             return e.value
+        if isinstance(e, AffineSymExpr):
+            return self.param(e.position)
         assert isinstance(e, AffineBinaryOpExpr), f"unsupported affine expression {e}"
         lhs, rhs = self.affine(e.lhs, dims), self.affine(e.rhs, dims)
         match e.kind:
@@ -417,7 +567,7 @@ class PhaseEmitter:
     def scalar_access(self, op: loop.LoadOp | loop.StoreOp) -> tuple[Buffer, list[IVal]]:
         buf = self.buffer(op.buffer)
         dims = [self.ival(x) for x in op.indices]
-        return buf, [self.affine(e, dims) for e in op.map.data.results]
+        return buf, [self.affine(e, dims) for e in self.map_results(op)]
 
 
 @functools.cache

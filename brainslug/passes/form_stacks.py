@@ -146,6 +146,7 @@ def _topological_sort(block: Block) -> None:
 
     for op in ops:
         stack = [op]
+        visiting: set[Operation] = set()
         while stack:
             top = stack[-1]
             if top in placed:
@@ -153,6 +154,9 @@ def _topological_sort(block: Block) -> None:
                 continue
             pending = sorted(deps(top), key=position.__getitem__)
             if pending:
+                if top in visiting:
+                    raise ValueError(f"bs-form-stacks: a cycle through {top.name}")
+                visiting.add(top)
                 stack.extend(reversed(pending))
                 continue
             placed.add(top)

@@ -87,6 +87,13 @@ class MergeSameDomain(RewritePattern):
             smap = _iv_map(store.indices, store.map.data, prod.ivs)
             if smap is None or _iv_map(load.indices, load.map.data, op.ivs) != smap:
                 continue
+            if any(  # another read of the buffer at other points would see it unwritten
+                isinstance(o, loop.LoadOp) and o.buffer is load.buffer and (
+                    o.parent_op() is not op or o.pad is not None
+                    or _iv_map(o.indices, o.map.data, op.ivs) != smap)
+                for o in op.walk()
+            ):
+                continue
             written = {s.buffer for s in nu.nest_stores(prod)}
             if any(
                 isinstance(ld, loop.LoadOp) and ld.buffer in written

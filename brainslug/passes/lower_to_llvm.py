@@ -23,12 +23,15 @@ def make_backend(target: str = "x86-64", cpu: str = "host"):
 @dataclass(frozen=True)
 class LowerToLLVMPass(ModulePass):
     """Replaces each `bs.kernel` function by one `llvm.func` per phase and a
-    `loop.kernel_info`; graph functions are left as they are."""
+    `loop.kernel_info`; graph functions are left as they are. Phases are generic
+    over extents and structurally identical ones share a function across
+    kernels; `generic=false` gives every phase its own, with its extents built in."""
 
     name = "bs-lower-to-llvm"
 
     target: str = "x86-64"
     cpu: str = "host"
+    generic: bool = True
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        lower_kernels(op, make_backend(self.target, self.cpu).params())
+        lower_kernels(op, make_backend(self.target, self.cpu).params(), self.generic)

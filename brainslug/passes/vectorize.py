@@ -152,7 +152,8 @@ class _Vectorizer:
             dst.add_op(ib)
             new_val = ib.result
         elif isinstance(op, loop.StoreOp):
-            if self.lane not in op.indices:
+            used = op.map.data.used_dims()
+            if not any(k in used for k, i in enumerate(op.indices) if i is self.lane):
                 raise NotVectorizable("a store does not involve the lane dimension")
             val = self.vector(op.value, dst)
             dst.add_op(simd.StoreOp(val, op.buffer, self.indices(op, op.indices), op.map.data))

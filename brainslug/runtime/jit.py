@@ -3,9 +3,11 @@
 `compile_kernels` turns the `llvm.func` phases of a module that went through
 bs-lower-to-llvm into machine code (llvmlite MCJIT, one engine per call) and
 maps every `loop.kernel_info` to a `KernelRunner`. A runner takes numpy arrays
-or torch CPU tensors (by data pointer, never copied), packs the i64 slot array
-of the kernel ABI and calls the phases in order, splitting a phase over the
-thread pool when it has enough work.
+or torch CPU tensors (by data pointer, never copied), writes their pointers and
+dynamic dims into the buffer slots of its i64 slot array (the kernel ABI, see
+`brainslug.lowering.to_llvm`; the phases' parameter blocks that follow are
+constant) and calls the phases in order, each with its own `args` pointer into
+that array, splitting a phase over the thread pool when it has enough work.
 """
 
 from __future__ import annotations
@@ -71,8 +73,19 @@ class KernelRunner:
             dyn = [(d, slot + 1 + i) for i, d in enumerate(d for d, s in enumerate(shape) if s < 0)]
             self.layout.append((slot, dyn))
             slot += 1 + len(dyn)
-        self.slots = np.zeros(max(slot, 1), np.int64)
+        # then the phases' constant parameter blocks
+        init = list(info.slots.get_values()) if info.slots is not None else []
+        if len(init) < slot:
+            init += [0] * (slot - len(init))
+        self._init = np.array(init or [0], np.int64)
+        self.phase_offsets = (
+            list(info.phase_args.get_values())
+            if info.phase_args is not None
+            else [0] * len(self.phases)
+        )
+        self.slots = self._init.copy()
         self._slots_ptr = self.slots.ctypes.data
+        self._phase_args = [self._slots_ptr + 8 * o for o in self.phase_offsets]
         self._slots_lock = threading.Lock()
         self._scratch: dict[tuple[tuple[int, ...], ...], list[np.ndarray]] = {}
 
@@ -154,7 +167,7 @@ class KernelRunner:
                 )
         # a concurrent call gets its own slots and scratch
         locked = self._slots_lock.acquire(blocking=False)
-        slots = self.slots if locked else np.zeros_like(self.slots)
+        slots = self.slots if locked else self._init.copy()
         try:
             if n == self.num_args and self.num_args < len(self.shapes):
                 buffers = [*buffers, *self._scratch_for(buffers, batch, locked)]
@@ -164,10 +177,15 @@ class KernelRunner:
                 slots[slot] = ptr
                 for d, s in dyn:
                     slots[s] = shape[d]
-            args = self._slots_ptr if locked else slots.ctypes.data
+            if locked:
+                phase_args = self._phase_args
+            else:
+                base = slots.ctypes.data
+                phase_args = [base + 8 * o for o in self.phase_offsets]
             pool = self.pool or default_pool()
             threshold = PARALLEL_THRESHOLD if pool.native else PYTHON_POOL_THRESHOLD
             for i, fn in enumerate(self.phases):
+                args = phase_args[i]
                 if self.parallel[i] and pool.size > 1 and self.work[i] * batch > threshold:
                     pool.run(self.phase_addrs[i] if pool.native else fn, pool.size, args)
                 else:
@@ -193,10 +211,17 @@ class CompiledKernels:
         self.engine = llvm.create_mcjit_compiler(self.llvm_module, tm)  # owns tm
         self.engine.finalize_object()
         self.kernels: dict[str, KernelRunner] = {}
+        self.functions: dict[str, Any] = {}
+        """Every phase function by name (kernels share them)."""
         for op in module.ops:
             if isinstance(op, loop.KernelInfoOp):
-                fns = [PhaseFn(self.engine.get_function_address(p.data)) for p in op.phases]
+                fns = [self.function(p.data) for p in op.phases]
                 self.kernels[op.kernel.data] = KernelRunner(op, fns, self, pool)
+
+    def function(self, name: str) -> Any:
+        if (fn := self.functions.get(name)) is None:
+            fn = self.functions[name] = PhaseFn(self.engine.get_function_address(name))
+        return fn
 
     def __getitem__(self, name: str) -> KernelRunner:
         return self.kernels[name]

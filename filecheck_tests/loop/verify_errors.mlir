@@ -1,16 +1,7 @@
 // RUN: bs-opt %s --split-input-file --verify-diagnostics | filecheck %s
-// RUN: bs-opt %s --split-input-file --verify-diagnostics | not filecheck %s --check-prefix=BUG
 
 // One invalid loop op per split. Each CHECK pair matches the split separator
 // that bs-opt prints and, on the next line, the verifier's message.
-//
-// The splits after "KNOWN VERIFIER GAPS" are invalid IR that the verifier
-// accepts today. Their BUG lines state the expected behaviour (an error from
-// that op's verifier), each anchored on the name of the split before it; the
-// second RUN line is an expected failure for just
-// those splits, like XFAIL but without masking the CHECKs above. When the
-// gaps are fixed it starts failing: then turn the BUG lines into CHECK lines
-// (with the real messages) and drop the second RUN line.
 
 // an empty range in a static bound pair
 func.func @f() {
@@ -259,8 +250,6 @@ loop.kernel_info {kernel = "k", phases = ["k_p0"], buffers = [memref<37xf32>], w
 
 // -----
 
-// ===================== KNOWN VERIFIER GAPS (keep these splits last) =====================
-
 // loop.tile: `parallel` may not exceed the tile's rank (loop.nest checks this)
 func.func @gap_tile_parallel() {
   loop.tile parallel 3 (%t, %u) = (0, 0) to (37, 13) step (8, 5) {
@@ -268,9 +257,8 @@ func.func @gap_tile_parallel() {
   func.return
 }
 
-// BUG: property 'target' expected in operation 'loop.kernel_info'
-// BUG: {{// -+}}
-// BUG-NEXT: loop.tile: {{.*}}parallel
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.tile: {{.*}}parallel
 
 // -----
 
@@ -283,9 +271,8 @@ func.func @gap_store_type(%b: memref<37xf32>) {
   func.return
 }
 
-// BUG: gap_tile_parallel
-// BUG: {{// -+}}
-// BUG-NEXT: loop.store: {{.*}}f64
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.store: {{.*}}f64
 
 // -----
 
@@ -297,9 +284,8 @@ func.func @gap_load_type(%b: memref<37xf32>) {
   func.return
 }
 
-// BUG: gap_store_type
-// BUG: {{// -+}}
-// BUG-NEXT: loop.load: {{.*}}i32
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.load: {{.*}}i32
 
 // -----
 
@@ -312,9 +298,8 @@ func.func @gap_nest_yield() {
   func.return
 }
 
-// BUG: gap_load_type
-// BUG: {{// -+}}
-// BUG-NEXT: {{.*}}loop.{{(nest|yield)}}
+// CHECK: {{// -+}}
+// CHECK-NEXT: {{.*}}loop.{{(nest|yield)}}
 
 // -----
 
@@ -329,6 +314,5 @@ func.func @gap_reduce_type() {
   func.return
 }
 
-// BUG: gap_nest_yield
-// BUG: {{// -+}}
-// BUG-NEXT: loop.reduce: {{.*}}i32
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.reduce: {{.*}}i32

@@ -160,3 +160,13 @@ func.func @stack(%x: tensor<?x37x13x13xf32>, %p: tensor<37xf32>) -> (tensor<?x37
 // CHECK-NEXT:      nn.yield %{{.*}} : tensor<?x37x13x13xf32>
 // CHECK-NEXT:    }
 // CHECK-NEXT:    func.return %r, %r_1 : tensor<?x37x13x13xf32>, tensor<?x37x7x7xf32>
+
+func.func @library(%x: tensor<?x37x13x13xf32>) -> tensor<?x37x13x13xf32> {
+  %t = nn.library "torch.transpose"(%x) : (tensor<?x37x13x13xf32>) -> tensor<?x37x13x13xf32>
+  nn.library "method:size"(%t) : (tensor<?x37x13x13xf32>) -> ()
+  func.return %t : tensor<?x37x13x13xf32>
+}
+
+// CHECK-LABEL: func.func @library
+// CHECK-NEXT:    %t = nn.library "torch.transpose"(%x) : (tensor<?x37x13x13xf32>) -> tensor<?x37x13x13xf32>
+// CHECK-NEXT:    nn.library "method:size"(%t) : (tensor<?x37x13x13xf32>) -> ()

@@ -27,9 +27,9 @@ func.func @forward(%x: tensor<?x37x13x13xf32>, %g: tensor<37xf32>, %b: tensor<37
 }
 
 // CHECK-LABEL: func.func @forward
-// CHECK-NEXT:    %r = loop.launch @stack0(%x, %g, %b, %m, %v) : (tensor<?x37x13x13xf32>, tensor<37xf32>, tensor<37xf32>, tensor<37xf32>, tensor<37xf32>) -> tensor<?x37x13x13xf32>
+// CHECK-NEXT:    %r = loop.launch @stack0(%x, %g, %b, %m, %v) {{.*}}: (tensor<?x37x13x13xf32>, tensor<37xf32>, tensor<37xf32>, tensor<37xf32>, tensor<37xf32>) -> tensor<?x37x13x13xf32>
 // CHECK-NEXT:    %c = nn.conv2d %r, %w
-// CHECK-NEXT:    %p = loop.launch @stack1(%r, %c) : (tensor<?x37x13x13xf32>, tensor<?x37x13x13xf32>) -> tensor<?x37x7x7xf32>
+// CHECK-NEXT:    %p = loop.launch @stack1(%r, %c) {{.*}}: (tensor<?x37x13x13xf32>, tensor<?x37x13x13xf32>) -> tensor<?x37x7x7xf32>
 // CHECK-NEXT:    func.return %p
 // CHECK-NEXT:  }
 //   stack0 (BN -> ReLU) has two phases: the per-channel alpha/beta, then the

@@ -1,14 +1,10 @@
 // RUN: bs-opt %s -p bs-fuse | filecheck %s
-// RUN: bs-opt %s -p bs-fuse | not filecheck %s --check-prefix=BUG
 
 // bs-fuse works inside bs.kernel functions: it merges nests with the same
 // domain, inlines elementwise producers into their consumers' loads (windows
 // included), splits consumers of a cat so each part reads its operand in
 // place, and drops the scratch buffers that no longer carry anything.
 // Inputs are the loop level that bs-lower-nn-to-loop produces, trimmed.
-//
-// The BUG lines describe a known bug and are expected to fail until it is
-// fixed (the last function); the second RUN line then starts failing.
 
 // An elementwise chain (relu -> tanh) becomes one nest; the intermediate
 // buffer and its store/load pair disappear.
@@ -335,7 +331,7 @@ func.func @not_kernel(%x: memref<29xf32>, %o: memref<29xf32>) {
 // CHECK-NEXT:      loop.store %{{.+}}, %o
 // CHECK-NEXT:    }
 
-// Known bug (BUG lines): the consumer reads t at its own point and at the
+// Regression: the consumer reads t at its own point and at the
 // mirrored row 12 - h. MergeSameDomain merges the producer into the consumer
 // for the first load and leaves the second reading t inside the merged nest,
 // where rows above h are not written yet (a read of uninitialised memory for
@@ -360,8 +356,8 @@ func.func @mirrored(%x: memref<?x37x13x13xf32>, %out: memref<?x37x13x13xf32>) at
   func.return
 }
 
-// BUG-LABEL: func.func @mirrored
-// BUG-NOT:     %t
-// BUG:         loop.load %x[%n, %c, %h, %w] map affine_map<(d0, d1, d2, d3) -> (d0, d1, ((d2 * -1) + 12), d3)>
-// BUG-NOT:     %t
-// BUG:         func.return
+// CHECK-LABEL: func.func @mirrored
+// CHECK-NOT:     %t
+// CHECK:         loop.load %x[%n, %c, %h, %w] map affine_map<(d0, d1, d2, d3) -> (d0, d1, ((d2 * -1) + 12), d3)>
+// CHECK-NOT:     %t
+// CHECK:         func.return

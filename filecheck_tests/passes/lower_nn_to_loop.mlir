@@ -1,14 +1,11 @@
 // RUN: bs-opt %s -p bs-lower-nn-to-loop | filecheck %s
 // RUN: bs-opt %s -p bs-lower-nn-to-loop | filecheck %s --check-prefix=GONE
-// RUN: bs-opt %s -p bs-lower-nn-to-loop | not filecheck %s --check-prefix=BUG
 
 // bs-lower-nn-to-loop replaces each nn.stack by a loop.launch of a new
 // func.func marked bs.kernel, whose memref arguments are the stack's inputs,
-// then its outputs. Each layer becomes loop nests; intermediates are
-// memref.allocs, outputs are written in place.
-//
-// The BUG lines describe a known bug and are expected to fail until it is fixed
-// (see the end of the file); the last RUN line then starts failing.
+// then its outputs; the launch records the stack's name in `bs.stack` (the
+// callee may change when bs-dedup-kernels shares kernels). Each layer becomes
+// loop nests; intermediates are memref.allocs, outputs are written in place.
 
 // Every stack that can be lowered is gone.
 // GONE-NOT: nn.stack "k_{{bn_relu|bn_nhwc|pool_nhwc|cat|outputs}}"
@@ -26,7 +23,7 @@ func.func @bn_nchw(%x: tensor<?x37x13x13xf32>, %g: tensor<37xf32>, %b: tensor<37
 }
 
 // CHECK-LABEL: func.func @bn_nchw
-// CHECK-NEXT:    %r = loop.launch @k_bn_relu(%x, %g, %b, %m, %v) : (tensor<?x37x13x13xf32>, tensor<37xf32>, tensor<37xf32>, tensor<37xf32>, tensor<37xf32>) -> tensor<?x37x13x13xf32>
+// CHECK-NEXT:    %r = loop.launch @k_bn_relu(%x, %g, %b, %m, %v) {bs.stack = "k_bn_relu"} : (tensor<?x37x13x13xf32>, tensor<37xf32>, tensor<37xf32>, tensor<37xf32>, tensor<37xf32>) -> tensor<?x37x13x13xf32>
 // CHECK-NEXT:    func.return %r
 // CHECK-NEXT:  }
 // CHECK-NEXT:  func.func @k_bn_relu(%x: memref<?x37x13x13xf32>, %g: memref<37xf32>, %b: memref<37xf32>, %m: memref<37xf32>, %v: memref<37xf32>, %out: memref<?x37x13x13xf32>) attributes {bs.kernel} {
@@ -157,7 +154,7 @@ func.func @outputs(%x: tensor<3x29xf32>, %y: tensor<29xf32>) -> (tensor<3x29xf32
 }
 
 // CHECK-LABEL: func.func @outputs
-// CHECK-NEXT:    %r, %r_1, %r_2 = loop.launch @k_outputs(%x, %y) : (tensor<3x29xf32>, tensor<29xf32>) -> (tensor<3x29xf32>, tensor<3x29xf32>, tensor<3x29xf32>)
+// CHECK-NEXT:    %r, %r_1, %r_2 = loop.launch @k_outputs(%x, %y) {{.*}}: (tensor<3x29xf32>, tensor<29xf32>) -> (tensor<3x29xf32>, tensor<3x29xf32>, tensor<3x29xf32>)
 // CHECK:       func.func @k_outputs(%x: memref<3x29xf32>, %y: memref<29xf32>, %out0: memref<3x29xf32>, %out1: memref<3x29xf32>, %out2: memref<3x29xf32>) attributes {bs.kernel} {
 // CHECK-NEXT:    loop.nest (%i, %j) = (0, 0) to (3, 29) {
 // CHECK-NEXT:      %[[A:.+]] = loop.load %x[%i, %j] : memref<3x29xf32>
@@ -195,7 +192,7 @@ func.func @fallback(%x: tensor<?x29xf32>) -> tensor<29xf32> {
 // CHECK-NEXT:    func.return %r
 // CHECK-NOT:   func.func @k_mean
 
-// Known bug (BUG lines): a dynamic extent other than the batch is lowered as if it were
+// Regression: a dynamic extent other than the batch is lowered as if it were
 // the batch extent: the nest runs to (%batch, %batch), out of bounds whenever
 // the two differ. The stack should stay an nn.stack with a bs.fallback reason
 // (nn_to_loop.KernelBuilder.extent raises for this only when there is no batch
@@ -209,6 +206,6 @@ func.func @dyn_channels(%x: tensor<?x?xf32>) -> tensor<?x?xf32> {
   func.return %r : tensor<?x?xf32>
 }
 
-// BUG-LABEL: func.func @dyn_channels
-// BUG-NEXT:    %r = nn.stack "k_dyn" (%x) attributes {bs.fallback = "{{.+}}"}
-// BUG-NOT:     loop.nest (%i, %j) = (0, 0) to (%batch, %batch)
+// CHECK-LABEL: func.func @dyn_channels
+// CHECK-NEXT:    %r = nn.stack "k_dyn" (%x) attributes {bs.fallback = "{{.+}}"}
+// CHECK-NOT:     loop.nest (%i, %j) = (0, 0) to (%batch, %batch)

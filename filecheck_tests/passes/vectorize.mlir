@@ -1,15 +1,11 @@
 // RUN: bs-opt %s -p bs-vectorize | filecheck %s
 // RUN: bs-opt %s -p bs-vectorize,bs-vectorize | filecheck %s
-// RUN: bs-opt %s -p bs-vectorize | not filecheck %s --check-prefix=BUG
 
 // bs-vectorize turns the innermost dim of every innermost loop.nest into a
 // simd.loop. Lane-varying values become !simd.vec, uniform ones stay scalar and
 // are broadcast with simd.splat where they meet vectors. Nests it can't
 // vectorize stay scalar with the reason in `bs.scalar`. Running it twice
 // changes nothing (second RUN line).
-//
-// The BUG lines describe a known bug and are expected to fail until it is
-// fixed (the last function); the third RUN line then starts failing.
 
 // BN * alpha then ReLU (NCHW): w is the lane dim; alpha[c] is uniform across
 // lanes, so it is a scalar loop.load plus a splat; so is the 0 of the ReLU.
@@ -193,11 +189,8 @@ func.func @varying_bounds(%x: memref<?x37x13x13xf32>, %out: memref<?x37x5x4xf32>
 // CHECK:         loop.nest (%n, %c, %h, %w) = (0, 0, 0, 0) to (%batch, 37, 5, 4) attributes {bs.scalar = "a reduction's bounds vary across lanes"} {
 // CHECK:           loop.reduce add (%kh, %kw) = (0, %w0) to (3, %w1) init 0.000000e+00 : f32 -> f32 {
 
-// Known bug (BUG lines): the store names the lane iv j but its map drops it,
-// so all lanes write out[i] (the scalar nest keeps the last j). The
-// vectorizer (and simd.store's verifier) only ask whether j is among the
-// indices, not whether the map uses it, and emit a colliding simd.store.
-// Expected: the nest stays scalar, like @no_lane_store.
+// The store names the lane iv j but its map drops it: lanes would collide, so
+// the nest stays scalar, like @no_lane_store.
 func.func @map_drops_lane(%x: memref<29x37xf32>, %out: memref<29xf32>) attributes {bs.kernel} {
   loop.nest (%i, %j) = (0, 0) to (29, 37) {
     %v = loop.load %x[%i, %j] : memref<29x37xf32>
@@ -206,8 +199,8 @@ func.func @map_drops_lane(%x: memref<29x37xf32>, %out: memref<29xf32>) attribute
   func.return
 }
 
-// BUG-LABEL: func.func @map_drops_lane
-// BUG-NOT:     simd.
-// BUG:         loop.nest (%i, %j) = (0, 0) to (29, 37) attributes {bs.scalar = "{{.+}}"} {
-// BUG-NOT:     simd.
-// BUG:         func.return
+// CHECK-LABEL: func.func @map_drops_lane
+// CHECK-NOT:     simd.
+// CHECK:         loop.nest (%i, %j) = (0, 0) to (29, 37) attributes {bs.scalar = "{{.+}}"} {
+// CHECK-NOT:     simd.
+// CHECK:         func.return

@@ -1,16 +1,7 @@
 // RUN: bs-opt %s --split-input-file --verify-diagnostics | filecheck %s
-// RUN: bs-opt %s --split-input-file --verify-diagnostics | not filecheck %s --check-prefix=BUG
 
 // One invalid simd op per split. Each CHECK pair matches the split separator
 // that bs-opt prints and, on the next line, the verifier's message.
-//
-// The splits after "KNOWN VERIFIER GAPS" are invalid IR that the verifier
-// accepts today. Their BUG lines state the expected behaviour (an error from
-// that op's verifier), each anchored on the name of the split before it; the
-// second RUN line is an expected failure for just those splits, like XFAIL but
-// without masking the CHECKs above. When the gaps are fixed it starts failing:
-// then turn the BUG lines into CHECK lines (with the real messages) and drop
-// the second RUN line.
 
 // lane accesses only exist inside a lane loop
 func.func @f(%b: memref<37xf32>) {
@@ -48,7 +39,7 @@ func.func @f(%b: memref<37x13xf32>, %v: !simd.vec<f32>) {
 }
 
 // CHECK: {{// -+}}
-// CHECK-NEXT: simd.store: the lane loop's iv must be one of the indices (lanes would collide)
+// CHECK-NEXT: simd.store: the map must use the lane loop's iv (lanes would collide)
 
 // -----
 
@@ -223,8 +214,6 @@ func.func @f(%a: !simd.vec<f32>) {
 
 // -----
 
-// ===================== KNOWN VERIFIER GAPS (keep these splits last) =====================
-
 // generic form: a lane loop has exactly one induction variable (the parser enforces it, the verifier doesn't)
 func.func @gap_loop_rank() {
   "simd.loop"() <{lower = array<i64: 0, 0>, upper = array<i64: 4, 4>, operandSegmentSizes = array<i32: 0, 0>}> ({
@@ -234,9 +223,8 @@ func.func @gap_loop_rank() {
   func.return
 }
 
-// BUG: f32 should be of base attribute simd.vec
-// BUG: {{// -+}}
-// BUG-NEXT: simd.loop:
+// CHECK: {{// -+}}
+// CHECK-NEXT: simd.loop:
 
 // -----
 
@@ -246,9 +234,8 @@ func.func @gap_negf_int(%a: !simd.vec<i32>) {
   func.return
 }
 
-// BUG: gap_loop_rank
-// BUG: {{// -+}}
-// BUG-NEXT: simd.negf: {{.*}}f32
+// CHECK: {{// -+}}
+// CHECK-NEXT: simd.negf: {{.*}}f32
 
 // -----
 
@@ -258,9 +245,8 @@ func.func @gap_sitofp_float(%a: !simd.vec<f32>) {
   func.return
 }
 
-// BUG: gap_negf_int
-// BUG: {{// -+}}
-// BUG-NEXT: simd.sitofp:
+// CHECK: {{// -+}}
+// CHECK-NEXT: simd.sitofp:
 
 // -----
 
@@ -270,9 +256,8 @@ func.func @gap_splat_vec(%a: !simd.vec<f32>) {
   func.return
 }
 
-// BUG: gap_sitofp_float
-// BUG: {{// -+}}
-// BUG-NEXT: simd.splat:
+// CHECK: {{// -+}}
+// CHECK-NEXT: simd.splat:
 
 // -----
 
@@ -282,9 +267,8 @@ func.func @gap_iota_type(%i: index) {
   func.return
 }
 
-// BUG: gap_splat_vec
-// BUG: {{// -+}}
-// BUG-NEXT: simd.iota:
+// CHECK: {{// -+}}
+// CHECK-NEXT: simd.iota:
 
 // -----
 
@@ -294,9 +278,8 @@ func.func @gap_reduce_type(%a: !simd.vec<f32>) {
   func.return
 }
 
-// BUG: gap_iota_type
-// BUG: {{// -+}}
-// BUG-NEXT: simd.reduce:
+// CHECK: {{// -+}}
+// CHECK-NEXT: simd.reduce:
 
 // -----
 
@@ -308,9 +291,8 @@ func.func @gap_store_type(%b: memref<37xf32>, %v: !simd.vec<i32>) {
   func.return
 }
 
-// BUG: gap_reduce_type
-// BUG: {{// -+}}
-// BUG-NEXT: simd.store:
+// CHECK: {{// -+}}
+// CHECK-NEXT: simd.store:
 
 // -----
 
@@ -322,9 +304,8 @@ func.func @gap_load_type(%b: memref<37xf32>) {
   func.return
 }
 
-// BUG: gap_store_type
-// BUG: {{// -+}}
-// BUG-NEXT: simd.load:
+// CHECK: {{// -+}}
+// CHECK-NEXT: simd.load:
 
 // -----
 
@@ -339,6 +320,5 @@ func.func @gap_store_map_drops_lane(%b: memref<29xf32>, %v: !simd.vec<f32>) {
   func.return
 }
 
-// BUG: gap_load_type
-// BUG: {{// -+}}
-// BUG-NEXT: simd.store: {{.*}}lane
+// CHECK: {{// -+}}
+// CHECK-NEXT: simd.store: {{.*}}lane

@@ -1,0 +1,326 @@
+"""Structural keys of kernel phases, generic over extents.
+
+A *phase* (a top-level `loop.nest`/`loop.tile` of a kernel) is canonicalized
+into a key string and a list of integer *parameters*. Two phases with the same
+key compute the same thing up to the parameter values and the buffers they
+touch, so they can share one compiled function (bs-lower-to-llvm emits it once
+and each use passes its own parameter values).
+
+What becomes a parameter (generic mode):
+- the static dims of every buffer the phase touches (the ABI keeps dynamic
+  dims, such as the batch, in the kernel's slots);
+- the static bounds of `loop.nest`, `loop.tile` and `simd.loop`;
+- the static extents of `loop.in_bounds`/`simd.in_bounds`;
+- the constants of affine maps that are added (offsets such as a `cat`
+  operand's channel offset or a window's padding), not the ones that multiply
+  or divide (strides, reshape divisors).
+
+What stays in the key (it decides the shape of the code): window and reduction
+bounds (`loop.reduce`), tile steps, strides, `parallel`, op kinds, constants
+(`arith.constant`, pads, inits), types, `memref.alloca` shapes and the
+structure of the ops. In exact mode (`generic=False`) everything is in the key;
+bs-dedup-kernels uses it to find identical kernels.
+
+Parameters with the same value share one slot, and the key says which are
+equal: the code then knows, as it did with the numbers built in, that two
+buffers of the same shape have the same strides, or that a loop runs over a
+whole dim (without that, LLVM keeps every stride in its own register and the
+inner loops spill). The values 0 and 1 stay in the key: they fold away (lower
+bounds, unit dims).
+
+Buffers are numbered by first use inside the phase, values by definition
+order, so SSA names do not matter. A scalar op at the kernel's top level that
+the phase uses (`memref.dim`, constants) is part of the key where it is first
+used: the lowering re-materialises it inside the phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+from xdsl.dialects.builtin import MemRefType
+from xdsl.ir import Attribute, Block, Operation, SSAValue
+from xdsl.ir.affine import (
+    AffineBinaryOpExpr,
+    AffineBinaryOpKind,
+    AffineConstantExpr,
+    AffineExpr,
+    AffineMap,
+    AffineSymExpr,
+)
+
+from brainslug.dialects import loop, simd
+
+DYNAMIC = loop.DYNAMIC
+
+STATIC_INNER = False
+"""Keep the innermost dim of buffers and the bounds of `simd.loop` static (in the
+key) instead of parameters."""
+
+KEEP = frozenset((0, 1))
+"""Values that stay in the key rather than becoming parameters."""
+
+
+class NotGeneric(Exception):
+    """The phase uses a value the canonicalizer does not know how to key."""
+
+
+@dataclass
+class PhaseSignature:
+    """A phase's key, the buffers it touches and its parameter values.
+
+    A *site* is where an integer of the phase comes from in generic code: a
+    parameter index, or None where the number stays as it is."""
+
+    key: str
+    buffers: list[SSAValue]
+    """ABI buffers in phase-local order (first use)."""
+    params: list[int]
+    """Distinct parameter values, in key order."""
+    bounds: dict[int, tuple[list[int | None], list[int | None]]] = field(default_factory=dict)
+    """id(domain op) -> the sites of its lower and upper bounds."""
+    extents: dict[int, list[int | None]] = field(default_factory=dict)
+    """id(in_bounds op) -> the sites of its extents."""
+    maps: dict[int, tuple[AffineMap, tuple[int | None, ...]]] = field(default_factory=dict)
+    """id(access op) -> (its map, the sites of its offsets in `map_template` order)."""
+    dims: list[list[int | None]] = field(default_factory=list)
+    """Per buffer, the sites of its static dims (None for a dynamic dim, which the
+    phase reads through the kernel's buffer slots, or for a number kept as is)."""
+
+    def buffer_index(self) -> dict[SSAValue, int]:
+        return {v: j for j, v in enumerate(self.buffers)}
+
+    def layout(self) -> tuple[list[int], int, int]:
+        """Where the generic phase finds its inputs, relative to its `args` pointer:
+        (per buffer, the slot that refers to its pointer, followed by one slot per
+        dynamic dim that refers to its value; the first parameter slot; the block
+        size)."""
+        offsets = []
+        k = 0
+        for v in self.buffers:
+            offsets.append(k)
+            k += 1 + sum(1 for s in v.type.get_shape() if s < 0)  # type: ignore[attr-defined]
+        return offsets, k, k + len(self.params)
+
+
+# ---------------------------------------------------------------------------- maps
+
+_ADD = AffineBinaryOpKind.Add
+_MAP_CACHE: dict[tuple[AffineMap, bool], tuple[str, tuple[int, ...]]] = {}
+
+
+def map_template(amap: AffineMap, generic: bool = True) -> tuple[str, tuple[int, ...]]:
+    """The map as text with its added constants replaced by `P` (when generic),
+    and those constants in order."""
+    ck = (amap, generic)
+    if (hit := _MAP_CACHE.get(ck)) is not None:
+        return hit
+    consts: list[int] = []
+
+    def walk(e: AffineExpr, ok: bool) -> str:
+        if isinstance(e, AffineConstantExpr):
+            if ok:
+                consts.append(e.value)
+                return "P"
+            return str(e.value)
+        if isinstance(e, AffineBinaryOpExpr):
+            add = generic and e.kind is _ADD
+            return f"({walk(e.lhs, add)} {e.kind.get_token()} {walk(e.rhs, add)})"
+        return str(e)
+
+    text = f"{amap.num_dims};" + ",".join(walk(r, generic) for r in amap.results)
+    hit = _MAP_CACHE[ck] = (text, tuple(consts))
+    return hit
+
+
+def generalize_map(amap: AffineMap, sites: Sequence[int | None]) -> tuple[AffineExpr, ...]:
+    """The map's results with the constants that `map_template` lists replaced by
+    `AffineSymExpr(parameter)` where their site is a parameter."""
+    nxt = iter(sites)
+
+    def walk(e: AffineExpr, ok: bool) -> AffineExpr:
+        if isinstance(e, AffineConstantExpr):
+            if not ok:
+                return e
+            p = next(nxt)
+            return e if p is None else AffineSymExpr(p)
+        if isinstance(e, AffineBinaryOpExpr):
+            add = e.kind is _ADD
+            return AffineBinaryOpExpr(e.kind, walk(e.lhs, add), walk(e.rhs, add))
+        return e
+
+    return tuple(walk(r, True) for r in amap.results)
+
+
+# ---------------------------------------------------------------------------- keys
+
+_STR: dict[Attribute, str] = {}
+
+
+def _text(a: Attribute) -> str:
+    s = _STR.get(a)
+    if s is None:
+        s = _STR[a] = str(a)
+    return s
+
+
+_PARAM_DOMAIN = (loop.NestOp, loop.TileOp, simd.LoopOp)
+_ACCESS = (loop.LoadOp, loop.StoreOp, simd.LoadOp, simd.StoreOp)
+_IN_BOUNDS = (loop.InBoundsOp, simd.InBoundsOp)
+
+
+class Canonicalizer:
+    """Keys the phases (or whole bodies) of one kernel."""
+
+    def __init__(self, top: Block, buffers: Collection[SSAValue], generic: bool = True):
+        self.top = top
+        self.abi = buffers
+        self.generic = generic
+
+    # ------------------------------------------------------------------ entry points
+
+    def phase(self, op: Operation) -> PhaseSignature:
+        self._reset()
+        self._op(op)
+        return self._finish()
+
+    def ops(self, ops: Sequence[Operation]) -> PhaseSignature:
+        """Several top-level ops keyed together (a whole kernel body)."""
+        self._reset()
+        for op in ops:
+            if op not in self.done:
+                self._op(op)
+        return self._finish()
+
+    # ------------------------------------------------------------------ internals
+
+    def _reset(self) -> None:
+        self.out: list[str] = []
+        self.vals: dict[SSAValue, str] = {}
+        self.done: set[Operation] = set()
+        self.n = 0
+        self.sig = PhaseSignature("", [], [])
+        self.classes: dict[int, int] = {}
+
+    def _finish(self) -> PhaseSignature:
+        sig = self.sig
+        descs = []
+        for v in sig.buffers:
+            t = v.type
+            assert isinstance(t, MemRefType)
+            shape = t.get_shape()
+            if not self.generic:
+                descs.append(_text(t))
+                continue
+            toks = []
+            sites: list[int | None] = []
+            for d, size in enumerate(shape):
+                if size < 0:
+                    toks.append("?")
+                    sites.append(None)
+                elif STATIC_INNER and d == len(shape) - 1:
+                    toks.append(str(size))
+                    sites.append(None)
+                else:
+                    tok, site = self._param(size)
+                    toks.append(tok)
+                    sites.append(site)
+            sig.dims.append(sites)
+            descs.append(f"{'x'.join(toks)}x{_text(t.element_type)}")
+        self.out.append("@" + ",".join(descs))
+        sig.key = "\n".join(self.out)
+        return sig
+
+    def _param(self, value: int) -> tuple[str, int | None]:
+        """The key token and site of a number that may become a parameter."""
+        if value in KEEP:
+            return str(value), None
+        p = self.classes.get(value)
+        if p is None:
+            p = self.classes[value] = len(self.sig.params)
+            self.sig.params.append(value)
+        return f"P{p}", p
+
+    def _params(self, values: Sequence[int]) -> tuple[str, list[int | None]]:
+        toks = []
+        sites: list[int | None] = []
+        for s in values:
+            if s == DYNAMIC:
+                toks.append("D")
+                sites.append(None)
+            else:
+                tok, site = self._param(s)
+                toks.append(tok)
+                sites.append(site)
+        return ",".join(toks), sites
+
+    def _val(self, v: SSAValue) -> str:
+        t = self.vals.get(v)
+        if t is not None:
+            return t
+        if v in self.abi:
+            t = self.vals[v] = f"B{len(self.sig.buffers)}"
+            self.sig.buffers.append(v)
+            return t
+        owner = v.owner
+        if isinstance(owner, Operation) and owner.parent_block() is self.top:
+            self._op(owner)  # a top-level scalar op: keyed where first used
+            return self.vals[v]
+        raise NotGeneric(f"value {v} comes from outside the phase")
+
+    def _bounds(self, op: loop._DomainOp, name: str) -> tuple[str, list[int | None]]:
+        values = getattr(op, name).get_values()
+        if not isinstance(op, _PARAM_DOMAIN) or (STATIC_INNER and isinstance(op, simd.LoopOp)):
+            return ",".join(map(str, values)), [None] * len(values)
+        return self._params(values)
+
+    def _props(self, op: Operation) -> str:
+        props = op.properties
+        parts = []
+        generic = self.generic
+        for k in sorted(props):
+            a = props[k]
+            if generic and k in ("lower", "upper") and isinstance(op, loop._DomainOp):
+                text, sites = self._bounds(op, k)
+                lo, up = self.sig.bounds.setdefault(id(op), ([], []))
+                (lo if k == "lower" else up).extend(sites)
+                parts.append(f"{k}=[{text}]")
+            elif k == "map" and isinstance(op, _ACCESS + _IN_BOUNDS):
+                amap = a.data  # type: ignore[attr-defined]
+                text, consts = map_template(amap, generic)
+                if consts:
+                    toks, sites = self._params(consts)
+                    self.sig.maps[id(op)] = (amap, tuple(sites))
+                    text += "|" + toks
+                parts.append(f"map={text}")
+            elif generic and k == "extents" and isinstance(op, _IN_BOUNDS):
+                toks, sites = self._params(a.get_values())  # type: ignore[attr-defined]
+                self.sig.extents[id(op)] = sites
+                parts.append(f"extents=[{toks}]")
+            else:
+                parts.append(f"{k}={_text(a)}")
+        if not generic and op.attributes:
+            parts.extend(f"{k}={_text(v)}" for k, v in sorted(op.attributes.items()))
+        return ";".join(parts)
+
+    def _op(self, op: Operation) -> None:
+        self.done.add(op)
+        operands = ",".join([self._val(v) for v in op.operands])
+        props = self._props(op) if op.properties or op.attributes else ""
+        types = []
+        for r in op.results:
+            self.vals[r] = f"%{self.n}"
+            self.n += 1
+            types.append(_text(r.type))
+        self.out.append(f"{op.name}({operands}){{{props}}}:{','.join(types)}")
+        for region in op.regions:
+            self.out.append("{")
+            for block in region.blocks:
+                for a in block.args:
+                    self.vals[a] = f"%{self.n}"
+                    self.n += 1
+                self.out.append(f"^{','.join(_text(a.type) for a in block.args)}")
+                for child in block.ops:
+                    self._op(child)
+            self.out.append("}")
