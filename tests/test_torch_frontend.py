@@ -226,3 +226,30 @@ def test_buffer_plan_reuses_slots_and_outputs_survive(small) -> None:
         assert max_rel_err(out2, model(x2)) <= 1e-5
         out3 = opt(torch.randn(7, 3, 17, 17))  # another batch size gets its own storage
         assert out3.shape[0] == 7
+
+
+class Branchy(nn.Module):
+    """fx cannot trace a condition on a shape; torch.export can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = Small()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 3:
+            x = torch.relu(x)
+        return self.body(x)
+
+
+def test_torch_export_fallback() -> None:
+    torch.manual_seed(3)
+    model = Branchy().eval()
+    randomize_bn(model)
+    opt = brainslug.optimize(model, [0, 3, 17, 17])
+    assert opt.info.capture == "torch.export"
+    assert "torch.fx could not trace" in brainslug.report(opt)
+    assert sum(s.compiled for s in opt.info.stacks) >= 3
+    for batch in (1, 4):
+        x = torch.randn(batch, 3, 17, 17)
+        with torch.no_grad():
+            assert max_rel_err(opt(x), model(x)) <= 1e-5

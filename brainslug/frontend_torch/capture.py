@@ -60,6 +60,20 @@ def trace(model: tnn.Module) -> fx.GraphModule:
         model.train(was_training)
 
 
+def export(model: tnn.Module, shape: Sequence[int]) -> fx.GraphModule:
+    """torch.export of `model` in eval mode, the batch (0 in `shape`) dynamic:
+    the fallback for models that symbolic tracing can't handle."""
+    was_training = model.training
+    model.eval()
+    try:
+        example = torch.randn([2 if d == 0 else d for d in shape])
+        dyn = {0: torch.export.Dim("batch", min=1)} if shape and shape[0] == 0 else {}
+        ep = torch.export.export(model, (example,), dynamic_shapes=(dyn,) if dyn else None)
+        return ep.module()
+    finally:
+        model.train(was_training)
+
+
 def _tensor_meta(gm: fx.GraphModule, inputs: Sequence[torch.Tensor]) -> dict[str, Any]:
     """Shape and dtype of every node's result (tensors; tuples of tensors as lists)."""
     metas: dict[str, Any] = {}
@@ -71,13 +85,15 @@ def _tensor_meta(gm: fx.GraphModule, inputs: Sequence[torch.Tensor]) -> dict[str
                 metas[n.name] = (tuple(out.shape), out.dtype)
             return out
 
-    was = [m.training for m in gm.modules()]
-    gm.eval()
+    mods = list(gm.modules())
+    was = [m.training for m in mods]
+    for m in mods:
+        m.training = False
     try:
         with torch.no_grad():
             Recorder(gm).run(*inputs)
     finally:
-        for m, t in zip(gm.modules(), was, strict=True):
+        for m, t in zip(mods, was, strict=True):
             m.training = t
     return metas
 
@@ -323,9 +339,71 @@ def _binary(b: _Builder, n: fx.Node, args, kwargs, ctor, in_place: bool = False)
     return ctor(b.value(lhs), b.value(rhs))
 
 
+def _map_aten(b: _Builder, n: fx.Node) -> Operation:
+    """ATen ops of torch.export graphs (high-level training IR)."""
+    name = n.target.overloadpacket.__name__  # type: ignore[union-attr]
+    args, kwargs = list(n.args), dict(n.kwargs)
+    in_place = name.endswith("_") and not name.startswith("_")
+    base = name[:-1] if in_place else name
+    if in_place:
+        _in_place_ok(n, args[0])
+    x = lambda: b.value(args[0])  # noqa: E731
+    if base == "conv2d":
+        return _functional_conv(b, args, kwargs)
+    if base == "batch_norm":
+        names = ("input", "weight", "bias", "running_mean", "running_var", "training",
+                 "momentum", "eps")
+        a = dict(zip(names, args, strict=False)) | kwargs
+        order = ("input", "running_mean", "running_var", "weight", "bias", "training",
+                 "momentum", "eps")
+        return _functional_batch_norm(b, [a.get(k) for k in order], {})
+    if base == "linear":
+        bias = args[2] if len(args) > 2 else kwargs.get("bias")
+        return nn.LinearOp(x(), b.value(args[1]), b.value(bias) if bias is not None else None)
+    if base in ("add", "mul") and n.target.name().endswith(".Tensor"):  # type: ignore[union-attr]
+        if kwargs.pop("alpha", 1) != 1:
+            raise Unmapped("add with alpha")
+        return _binary(b, n, args, kwargs, nn.AddOp if base == "add" else nn.MulOp)
+    unary = {"relu": nn.ReluOp, "sigmoid": nn.SigmoidOp, "tanh": nn.TanhOp, "silu": nn.SiluOp,
+             "hardswish": nn.HardswishOp, "hardsigmoid": nn.HardsigmoidOp}
+    if base in unary:
+        return unary[base](x())
+    if base == "hardtanh":
+        lo = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+        hi = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+        return nn.ClampOp(x(), min=float(lo), max=float(hi))
+    if base == "leaky_relu":
+        return nn.LeakyReluOp(x(), float(args[1] if len(args) > 1 else 0.01))
+    if base == "gelu":
+        return nn.GeluOp(x(), kwargs.get("approximate", "none"))
+    if base == "dropout":
+        return _dropout(x(), args[1] if len(args) > 1 else 0.5, args[2] if len(args) > 2 else False)
+    if base == "max_pool2d":
+        return _max_pool(x(), *args[1:], **kwargs)
+    if base == "avg_pool2d":
+        return _avg_pool(x(), *args[1:], **kwargs)
+    if base == "adaptive_avg_pool2d":
+        return _adaptive_avg_pool(x(), *args[1:], **kwargs)
+    if base == "cat":
+        vals = [b.value(t) for t in args[0]]
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        return nn.CatOp(vals, dim % _rank(vals[0]))
+    if base == "flatten":
+        return nn.FlattenOp(x(), *(args[1:] or [0, -1]))
+    if base == "mean" and n.target.name().endswith(".dim"):  # type: ignore[union-attr]
+        return _mean(b, n, args, kwargs)
+    if base in ("view", "reshape"):
+        return nn.ReshapeOp(x(), b.result_type(n))
+    if base in ("softmax", "_softmax") and (len(args) < 3 or args[2] in (None, False)):
+        return nn.SoftmaxOp(x(), args[1] % _rank(x()))
+    raise Unmapped(f"aten op {n.target}")
+
+
 def _map_function(b: _Builder, n: fx.Node) -> Operation:
     f = n.target
     args, kwargs = list(n.args), dict(n.kwargs)
+    if isinstance(f, torch._ops.OpOverload):
+        return _map_aten(b, n)
     if f in (operator.add, torch.add, operator.iadd):
         if kwargs.get("alpha", 1) != 1:
             raise Unmapped("add with alpha")

@@ -7,6 +7,7 @@ not map stay the original PyTorch calls, in a stable topological order.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import SSAValue
 
 from brainslug.dialects import loop, nn
-from brainslug.frontend_torch.capture import NODE_ATTR, Capture, capture, trace
+from brainslug.frontend_torch.capture import NODE_ATTR, Capture, capture, export, trace
 from brainslug.frontend_torch.kernel_module import StackKernel
 
 
@@ -174,6 +175,7 @@ def rewrite_graph(gm: fx.GraphModule, bindings: list[_StackBinding],
             for m in b.members:
                 member_of[m] = b
     graph = fx.Graph()
+    graph._codegen = copy.deepcopy(gm.graph._codegen)  # pytree in/out specs (torch.export)
     env: dict[str, fx.Node] = {}
     placed_stacks: set[str] = set()
     root = torch.nn.Module()
@@ -327,11 +329,19 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
     if unknown:
         raise ValueError(f"unknown optimize() options: {sorted(unknown)}")
     cpu = options.get("cpu", "host")
+    how, notes = "torch.fx", []
     try:
         gm = trace(model)
-    except Exception as e:  # fx can't trace it: run the model as it is
-        info = PlanInfo(capture="none")
-        info.fallbacks.append(("<model>", f"torch.fx could not trace it: {type(e).__name__}: {e}"))
-        return BrainSlugModule(model, None, spec, info)
+    except Exception as e:  # fx can't trace it: torch.export, else run the model as it is
+        notes.append(f"torch.fx could not trace the model ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0][:200]}); captured with torch.export")
+        try:
+            gm, how = export(model, spec), "torch.export"
+        except Exception as e2:
+            info = PlanInfo(capture="none", notes=notes[:1])
+            info.fallbacks.append(("<model>", f"neither torch.fx nor torch.export could "
+                                   f"capture it: {type(e2).__name__}: {e2}"))
+            return BrainSlugModule(model, None, spec, info)
     new_gm, info, _ = compile_plan(gm, spec, cpu=cpu)
+    info.capture, info.notes = how, notes
     return BrainSlugModule(model, new_gm, spec, info)
