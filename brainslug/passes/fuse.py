@@ -324,8 +324,7 @@ class DropDeadNest(RewritePattern):
         if not any(isinstance(o, loop.StoreOp) for o in op.walk()):
             rewriter.erase(op)
             return
-        if nu.erase_dead(op):
-            rewriter.notify_op_modified(op)
+        nu.erase_dead(op, rewriter)
 
 
 class DropUnusedAlloc(RewritePattern):

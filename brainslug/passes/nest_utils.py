@@ -129,15 +129,19 @@ def is_pure(op: Operation) -> bool:
     ) or isinstance(op, math.ExpOp)
 
 
-def erase_dead(block_owner: Operation) -> bool:
-    """Remove pure ops whose results are unused; returns whether any was removed."""
+def erase_dead(block_owner: Operation, rewriter=None) -> bool:
+    """Remove pure ops whose results are unused (through `rewriter` when given, so
+    a pattern walker hears of it); returns whether any was removed."""
     changed = False
     for region in block_owner.regions:
         for block in region.blocks:
             for op in reversed(list(block.ops)):
                 if op.results and all(not r.uses for r in op.results) and is_pure(op):
-                    op.detach()
-                    op.erase()
+                    if rewriter is not None:
+                        rewriter.erase(op)
+                    else:
+                        op.detach()
+                        op.erase()
                     changed = True
     return changed
 
