@@ -772,7 +772,7 @@ class KernelInfoOp(IRDLOperation):
                 raise VerifyException(
                     f"loop.kernel_info: {n} phases but {len(offs)} phase_args"
                 )
-            if size is not None and any(not 0 <= o < max(size, 1) for o in offs):
+            if size is not None and any(not 0 <= o <= size for o in offs):
                 raise VerifyException("loop.kernel_info: a phase_args offset is outside the slots")
 
 

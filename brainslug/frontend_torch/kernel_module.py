@@ -11,8 +11,6 @@ from xdsl.dialects.builtin import TensorType
 
 
 class StackKernel(torch.nn.Module):
-    is_stack_kernel = True
-
     """Calls a compiled stack kernel on tensors by pointer.
 
     Bound tensors (parameters, running statistics) are the model's own, so later
@@ -20,6 +18,8 @@ class StackKernel(torch.nn.Module):
     come from the plan's arena (`use_arena`), or are allocated per call when
     they leave the graph.
     """
+
+    is_stack_kernel = True
 
     def __init__(self, name: str, runner: Any, inputs: Sequence[fx.Node | torch.Tensor],
                  output_types: Sequence[TensorType]):

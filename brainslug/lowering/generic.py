@@ -185,13 +185,17 @@ class Canonicalizer:
         self._op(op)
         return self._finish()
 
-    def ops(self, ops: Sequence[Operation]) -> PhaseSignature:
-        """Several top-level ops keyed together (a whole kernel body)."""
+    def body(self, args: Sequence[SSAValue]) -> str:
+        """The key of the whole block (a kernel body) with `args` named by
+        position (exact mode: identical keys mean identical kernels)."""
         self._reset()
-        for op in ops:
+        for i, a in enumerate(args):
+            self.vals[a] = f"A{i}"
+        self.out.append(",".join(_text(a.type) for a in args))
+        for op in self.top.ops:
             if op not in self.done:
                 self._op(op)
-        return self._finish()
+        return self._finish().key
 
     # ------------------------------------------------------------------ internals
 
@@ -233,7 +237,8 @@ class Canonicalizer:
         return sig
 
     def _param(self, value: int) -> tuple[str, int | None]:
-        """The key token and site of a number that may become a parameter."""
+        """The key token and site of a number that may become a parameter (equal
+        numbers share one)."""
         if value in KEEP:
             return str(value), None
         p = self.classes.get(value)
@@ -305,6 +310,8 @@ class Canonicalizer:
         return ";".join(parts)
 
     def _op(self, op: Operation) -> None:
+        if op.successors:
+            raise NotGeneric(f"{op.name} has successors")
         self.done.add(op)
         operands = ",".join([self._val(v) for v in op.operands])
         props = self._props(op) if op.properties or op.attributes else ""

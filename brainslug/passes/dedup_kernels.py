@@ -1,6 +1,6 @@
 """bs-dedup-kernels: stacks with identical kernels share one compiled kernel.
 
-Two kernels are identical when their printed IR is the same up to SSA names;
+Two kernels are identical when their IR is the same up to SSA names;
 launches of a duplicate are redirected to the first one and the duplicate is
 erased. (DenseNet-121 repeats its BN→ReLU bottleneck stacks 58 times over
 4 shapes.)
@@ -17,11 +17,25 @@ from xdsl.dialects.builtin import ModuleOp, SymbolRefAttr
 from xdsl.passes import ModulePass
 
 from brainslug.dialects import loop
+from brainslug.lowering.compile_time import gc_paused
 
 _SSA = re.compile(r"%[A-Za-z_0-9][\w$.-]*")
 
 
 def structural_key(fn: func.FuncOp) -> str:
+    """A key that is equal for kernels whose IR is the same up to SSA names: the
+    exact-mode key of `brainslug.lowering.generic` (fast), or the IR text with
+    SSA names numbered by first appearance."""
+    from brainslug.lowering.generic import Canonicalizer, NotGeneric
+
+    block = fn.body.block
+    try:
+        return Canonicalizer(block, (), generic=False).body(block.args)
+    except NotGeneric:
+        return "text:" + text_key(fn)
+
+
+def text_key(fn: func.FuncOp) -> str:
     """The kernel's IR text with SSA names numbered by first appearance."""
     text = str(fn).replace(f"@{fn.sym_name.data}(", "@kernel(", 1)
     names: dict[str, str] = {}
@@ -39,6 +53,10 @@ class DedupKernelsPass(ModulePass):
     name = "bs-dedup-kernels"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        with gc_paused():
+            self._apply(op)
+
+    def _apply(self, op: ModuleOp) -> None:
         first: dict[str, str] = {}
         rename: dict[str, str] = {}
         for fn in list(op.ops):

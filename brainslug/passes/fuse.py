@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import arith, func, memref
-from xdsl.dialects.builtin import FloatAttr, ModuleOp, f32
-from xdsl.ir import Operation, SSAValue
+from xdsl.dialects.builtin import DenseArrayBase, FloatAttr, ModuleOp, f32, i64
+from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.ir.affine import AffineDimExpr, AffineMap
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
@@ -32,6 +32,7 @@ from xdsl.pattern_rewriter import (
 from xdsl.rewriter import InsertPoint
 
 from brainslug.dialects import loop
+from brainslug.lowering.compile_time import gc_paused
 from brainslug.passes import nest_utils as nu
 
 
@@ -59,16 +60,111 @@ def _iv_map(idx, amap: AffineMap, ivs) -> AffineMap | None:
     return nu.substitute(amap, exprs, len(ivs))
 
 
+class _Facts:
+    """Analyses memoized for one run of the pass. The greedy walker visits every
+    op several times and a `cat` of N operands has N writers per load, so
+    recomputing them dominated the pass; each entry is checked against what it
+    was computed from (the IR changes under it)."""
+
+    def __init__(self) -> None:
+        self._values: dict[int, tuple[Attribute, tuple[int, ...]]] = {}
+        self._simple: dict[loop.StoreOp, tuple[Operation | None, nu.SimpleStore | None]] = {}
+        self._slabs: dict[SSAValue, tuple[tuple, tuple[int, list[int]] | None]] = {}
+        self._used: dict[AffineMap, set[int]] = {}
+
+    def values(self, attr: DenseArrayBase) -> tuple[int, ...]:
+        hit = self._values.get(id(attr))
+        if hit is None or hit[0] is not attr:
+            hit = self._values[id(attr)] = (attr, tuple(attr.get_values()))
+        return hit[1]
+
+    def bounds(self, op: loop._DomainOp) -> tuple[list[loop.Bound], list[loop.Bound]]:
+        """`(op.lower_bounds(), op.upper_bounds())`, faster."""
+        props = op.properties
+        lo = self.values(props["lower"])  # type: ignore[arg-type]
+        hi = self.values(props["upper"])  # type: ignore[arg-type]
+        dyn = iter(op.operands)  # dyn_lower, then dyn_upper
+        return (
+            [next(dyn) if v == loop.DYNAMIC else v for v in lo],
+            [next(dyn) if v == loop.DYNAMIC else v for v in hi],
+        )
+
+    def simple(self, store: loop.StoreOp) -> nu.SimpleStore | None:
+        """`nu.simple_store(store)`, valid while the store stays in its nest."""
+        nest = store.parent_op()
+        hit = self._simple.get(store)
+        if hit is None or hit[0] is not nest:
+            hit = self._simple[store] = (nest, nu.simple_store(store))
+        return hit[1]
+
+    def bounds_changed(self) -> None:
+        """Called when a nest's bounds change in place (slabs depend on them)."""
+        self._slabs.clear()
+
+    def used_dims(self, amap: AffineMap) -> set[int]:
+        hit = self._used.get(amap)
+        if hit is None:
+            hit = self._used[amap] = amap.used_dims()
+        return hit
+
+    def region(self, w: nu.SimpleStore) -> list[tuple[loop.Bound, loop.Bound, int]]:
+        """`w.region()`, faster."""
+        lo, hi = self.bounds(w.nest)
+        return [(lo[k], hi[k], c) for k, c in w.dims]
+
+    def slabs(
+        self, buffer: SSAValue, writers: list[nu.SimpleStore]
+    ) -> tuple[int, list[int]] | None:
+        """(axis, sorted slab starts) when the writers of `buffer` differ along
+        exactly one axis, where they start at constants (a lowered `cat`)."""
+        key = tuple((w.store, w.nest) for w in writers)  # see `bounds_changed`
+        hit = self._slabs.get(buffer)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        regions = [self.region(w) for w in writers]
+        ndims = len(writers[0].dims)
+        axes = [j for j in range(ndims) if len({(r[j][0], r[j][2]) for r in regions}) > 1]
+        result = None
+        if len(axes) == 1:
+            (axis,) = axes
+            points = []
+            for reg in regions:
+                lo, _, c = reg[axis]
+                if not isinstance(lo, int):
+                    break
+                points.append(lo + c)
+            else:
+                result = (axis, sorted(points))
+        self._slabs[buffer] = (key, result)
+        return result
+
+
+def _set_bounds(nest: loop.NestOp, pos: int, lower: int, upper: int) -> None:
+    """Sets the static bounds of dim `pos` in place."""
+    for name, value in (("lower", lower), ("upper", upper)):
+        values = list(nest.properties[name].get_values())  # type: ignore[attr-defined]
+        values[pos] = value
+        nest.properties[name] = DenseArrayBase.from_list(i64, values)
+
+
+def _stores_to(buffer: SSAValue) -> list[loop.StoreOp]:
+    """`nu.stores_to`, faster: the buffer is operand 1 of a loop.store."""
+    return [u.operation for u in buffer.uses if u.index == 1 and type(u.operation) is loop.StoreOp]
+
+
 class MergeSameDomain(RewritePattern):
     """Merge a producer nest into a consumer nest with the same domain that reads
     the produced values at the same points."""
+
+    def __init__(self, facts: _Facts | None = None):
+        self.facts = facts or _Facts()
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: loop.NestOp, rewriter: PatternRewriter, /):
         if not _in_kernel_block(op):
             return
         for load in [o for o in op.body.block.ops if isinstance(o, loop.LoadOp)]:
-            stores = nu.stores_to(load.buffer)
+            stores = _stores_to(load.buffer)
             if len(stores) != 1 or load.pad is not None:
                 continue
             store = stores[0]
@@ -77,9 +173,7 @@ class MergeSameDomain(RewritePattern):
                 continue
             if prod.parent_block() is not op.parent_block() or not prod.is_before_in_block(op):
                 continue
-            lo_p, hi_p, lo_c, hi_c = (
-                prod.lower_bounds(), prod.upper_bounds(), op.lower_bounds(), op.upper_bounds()
-            )
+            (lo_p, hi_p), (lo_c, hi_c) = self.facts.bounds(prod), self.facts.bounds(op)
             if len(lo_p) != len(lo_c) or not all(
                 nu.same_bound(a, b) for a, b in zip(lo_p + hi_p, lo_c + hi_c, strict=True)
             ):
@@ -128,6 +222,9 @@ class SplitCatConsumer(RewritePattern):
     """Split a nest along the axis of a buffer written in slabs by several nests
     (a lowered `cat`), so that each part reads from exactly one slab."""
 
+    def __init__(self, facts: _Facts | None = None):
+        self.facts = facts or _Facts()
+
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: loop.NestOp, rewriter: PatternRewriter, /):
         if not _in_kernel_block(op):
@@ -135,41 +232,46 @@ class SplitCatConsumer(RewritePattern):
         for load in op.walk():
             if not isinstance(load, loop.LoadOp):
                 continue
-            stores = nu.stores_to(load.buffer)
+            stores = _stores_to(load.buffer)
             if len(stores) < 2:
                 continue
-            writers = [nu.simple_store(s) for s in stores]
+            writers = [self.facts.simple(s) for s in stores]
             if any(w is None or w.nest is op for w in writers):
                 continue
             cut = self._cut(op, load, writers)  # type: ignore[arg-type]
             if cut is None:
                 continue
             pos, points = cut
-            lo, hi = op.lower_bounds(), op.upper_bounds()
+            lo, hi = self.facts.bounds(op)
             edges = [lo[pos], *[p for p in points if lo[pos] < p < hi[pos]], hi[pos]]
             if len(edges) <= 2:
                 continue
+            # copies of the nest for all parts but the last, which is the nest
+            # itself with new bounds (the static bounds of the split dim change)
             parts = []
-            for a, b in zip(edges, edges[1:], strict=False):
-                l2, h2 = list(lo), list(hi)
-                l2[pos], h2[pos] = a, b
-                parts.append(nu.rebound(op, l2, h2))
-            rewriter.replace(op, parts)
+            for a, b in zip(edges[:-2], edges[1:-1], strict=True):
+                part = op.clone()
+                _set_bounds(part, pos, a, b)
+                parts.append(part)
+            rewriter.insert(parts, InsertPoint.before(op))
+            _set_bounds(op, pos, edges[-2], edges[-1])
+            self.facts.bounds_changed()
+            rewriter.notify_op_modified(op)
+            # the walker queues the new parts, not their loads: queue those
+            # too, so that they are inlined in this sweep rather than the next
+            for part in (*parts, op):
+                for o in part.walk():
+                    if isinstance(o, loop.LoadOp):
+                        rewriter.notify_op_modified(o)
             return
 
-    @staticmethod
-    def _cut(nest: loop.NestOp, load: loop.LoadOp, writers: list[nu.SimpleStore]):
+    def _cut(self, nest: loop.NestOp, load: loop.LoadOp, writers: list[nu.SimpleStore]):
         """(nest iv position, slab boundaries) when the load indexes the slab axis
         with a plain nest iv of static bounds."""
-        ndims = len(writers[0].dims)
-        regions = [w.region() for w in writers]
-        axes = [
-            j for j in range(ndims)
-            if len({(r[j][0], r[j][2]) for r in regions}) > 1
-        ]
-        if len(axes) != 1:
+        slabs = self.facts.slabs(load.buffer, writers)
+        if slabs is None:
             return None
-        (axis,) = axes
+        axis, points = slabs
         r = load.map.data.results[axis]
         if not isinstance(r, AffineDimExpr):
             return None
@@ -177,23 +279,39 @@ class SplitCatConsumer(RewritePattern):
         if iv not in nest.ivs:
             return None
         pos = nest.ivs.index(iv)
-        if not isinstance(nest.lower_bounds()[pos], int) or not isinstance(
-            nest.upper_bounds()[pos], int
-        ):
+        lo, hi = self.facts.bounds(nest)
+        if not isinstance(lo[pos], int) or not isinstance(hi[pos], int):
             return None
-        points = []
-        for reg in regions:
-            lo, _, c = reg[axis]
-            if not isinstance(lo, int):
-                return None
-            points.append(lo + c)
-        return pos, sorted(points)
+        return pos, points
 
 
-def _covers(w: nu.SimpleStore, load: loop.LoadOp) -> bool:
-    """Whether writer `w` wrote every point that `load` may read."""
-    shape = load.buffer.type.get_shape()
-    for j, (lo, hi, c) in enumerate(w.region()):
+def _load_ranges(facts: _Facts, load: loop.LoadOp) -> list[tuple[loop.Bound, loop.Bound] | None]:
+    """Per buffer dim, the bounds of the loop iv that `load` indexes it with
+    (None where the index is not a plain iv of a loop)."""
+    out: list[tuple[loop.Bound, loop.Bound] | None] = []
+    indices = load.indices
+    for r in load.map.data.results:
+        rng = None
+        if isinstance(r, AffineDimExpr):
+            iv = indices[r.position]
+            owner = iv.owner.parent_op() if hasattr(iv.owner, "parent_op") else None
+            if isinstance(owner, loop._DomainOp):
+                k = owner.ivs.index(iv)
+                lo, hi = facts.bounds(owner)
+                rng = (lo[k], hi[k])
+        out.append(rng)
+    return out
+
+
+def _covers(
+    facts: _Facts,
+    w: nu.SimpleStore,
+    shape: tuple[int, ...],
+    ranges: list[tuple[loop.Bound, loop.Bound] | None],
+) -> bool:
+    """Whether writer `w` wrote every point that a load may read (`shape` is
+    the buffer's, `ranges` the load's `_load_ranges`)."""
+    for j, (lo, hi, c) in enumerate(facts.region(w)):
         full = (
             isinstance(lo, int) and lo + c == 0
             and ((isinstance(hi, int) and hi + c == shape[j]) or (not isinstance(hi, int)
@@ -201,15 +319,10 @@ def _covers(w: nu.SimpleStore, load: loop.LoadOp) -> bool:
         )
         if full:
             continue
-        r = load.map.data.results[j]
-        if not isinstance(r, AffineDimExpr):
+        rng = ranges[j]
+        if rng is None:
             return False
-        iv = load.indices[r.position]
-        owner = iv.owner.parent_op() if hasattr(iv.owner, "parent_op") else None
-        if not isinstance(owner, loop._DomainOp):
-            return False
-        k = owner.ivs.index(iv)
-        a, b = owner.lower_bounds()[k], owner.upper_bounds()[k]
+        a, b = rng
         if not (isinstance(a, int) and isinstance(b, int) and isinstance(lo, int)
                 and isinstance(hi, int) and lo + c <= a and b <= hi + c):
             return False
@@ -227,13 +340,13 @@ def _inlinable(w: nu.SimpleStore) -> bool:
     return True
 
 
-def _reused(w: nu.SimpleStore, load: loop.LoadOp) -> bool:
-    """Whether the consumer reads each produced value at many of its points."""
-    cons = nu.top_nest(load)
-    if cons is None:
-        return False
-    used = {load.indices[k] for k in load.map.data.used_dims()}
-    for iv, lo, hi in zip(cons.ivs, cons.lower_bounds(), cons.upper_bounds(), strict=True):
+def _reused(facts: _Facts, load: loop.LoadOp, cons: loop.NestOp) -> bool:
+    """Whether the consumer nest `cons` reads each value that `load` loads at many
+    of its points."""
+    indices = load.indices
+    used = {indices[k] for k in facts.used_dims(load.map.data)}
+    lower, upper = facts.bounds(cons)
+    for iv, lo, hi in zip(cons.ivs, lower, upper, strict=True):
         if iv not in used and not (isinstance(lo, int) and isinstance(hi, int) and hi - lo <= 1):
             return True
     return False
@@ -242,28 +355,37 @@ def _reused(w: nu.SimpleStore, load: loop.LoadOp) -> bool:
 class InlineProducer(RewritePattern):
     """Replace a load by the producer's computation of the loaded value."""
 
+    def __init__(self, facts: _Facts | None = None):
+        self.facts = facts or _Facts()
+
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: loop.LoadOp, rewriter: PatternRewriter, /):
+        stores = _stores_to(op.buffer)
+        if not stores:
+            return
         cons = nu.top_nest(op)
         if cons is None or not _in_kernel_block(cons):
             return
-        writers = [nu.simple_store(s) for s in nu.stores_to(op.buffer)]
-        if not writers or any(w is None for w in writers):
+        writers = [self.facts.simple(s) for s in stores]
+        if any(w is None for w in writers):
             return
-        cover = [w for w in writers if w is not None and _covers(w, op)]
+        shape = op.buffer.type.get_shape()
+        ranges = _load_ranges(self.facts, op)
+        cover = [w for w in writers if w is not None and _covers(self.facts, w, shape, ranges)]
         if len(cover) != 1:
             return
         w = cover[0]
-        if w.nest is cons or not w.nest.is_before_in_block(cons) or not _inlinable(w):
+        if w.nest is cons:
             return
-        cheap = sum(1 for o in w.nest.body.block.ops if not isinstance(
-            o, loop.LoadOp | loop.StoreOp | loop.YieldOp)) == 0
-        if not cheap and _reused(w, op):
+        cheap = all(isinstance(o, loop.LoadOp | loop.StoreOp | loop.YieldOp)
+                    for o in w.nest.body.block.ops)
+        if not cheap and _reused(self.facts, op, cons):
+            return
+        if not w.nest.is_before_in_block(cons) or not _inlinable(w):
             return
         self._inline(op, w, rewriter)
 
-    @staticmethod
-    def _inline(load: loop.LoadOp, w: nu.SimpleStore, rewriter: PatternRewriter) -> None:
+    def _inline(self, load: loop.LoadOp, w: nu.SimpleStore, rewriter: PatternRewriter) -> None:
         n = len(load.indices)
         exprs = [None] * len(w.nest.ivs)
         for j, (k, c) in enumerate(w.dims):
@@ -296,15 +418,19 @@ class InlineProducer(RewritePattern):
         value = mapping.get(w.store.value, w.store.value)
         if pad is not None:
             extents = [
-                (hi + c) if isinstance(hi, int) else hi for (lo, hi, c) in w.region()
+                (hi + c) if isinstance(hi, int) else hi for (lo, hi, c) in self.facts.region(w)
             ]
             shape = load.buffer.type.get_shape()
             extents = [s if s >= 0 else e for s, e in zip(shape, extents, strict=True)]
             inb = rewriter.insert(loop.InBoundsOp(extents, load.indices, load.map.data), point)
             padc = rewriter.insert(arith.ConstantOp(FloatAttr(pad, f32)), point)
             value = rewriter.insert(arith.SelectOp(inb.result, value, padc.result), point).result
+        buffer = load.buffer
         rewriter.replace_all_uses_with(load.result, value)
         rewriter.erase(load)
+        if not nu.loads_of(buffer):  # the stores into it are dead now
+            for st in _stores_to(buffer):
+                rewriter.notify_op_modified(st)
 
 
 class DropDeadStore(RewritePattern):
@@ -312,8 +438,14 @@ class DropDeadStore(RewritePattern):
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: loop.StoreOp, rewriter: PatternRewriter, /):
-        if nu.is_alloc(op.buffer) and not nu.loads_of(op.buffer):
+        buffer = op.buffer
+        if nu.is_alloc(buffer) and not nu.loads_of(buffer):
+            nest = op.parent_op()
             rewriter.erase(op)
+            if nest is not None:
+                rewriter.notify_op_modified(nest)  # it may be dead now
+            if not buffer.uses and isinstance(buffer.owner, Operation):
+                rewriter.notify_op_modified(buffer.owner)  # so may be the alloc
 
 
 class DropDeadNest(RewritePattern):
@@ -341,15 +473,26 @@ class FusePass(ModulePass):
     name = "bs-fuse"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        PatternRewriteWalker(
+        with gc_paused():
+            self._apply(op)
+
+    def _apply(self, op: ModuleOp) -> None:
+        facts = _Facts()
+        walker = PatternRewriteWalker(
             GreedyRewritePatternApplier(
                 [
-                    MergeSameDomain(),
-                    SplitCatConsumer(),
-                    InlineProducer(),
+                    MergeSameDomain(facts),
+                    SplitCatConsumer(facts),
+                    InlineProducer(facts),
                     DropDeadStore(),
                     DropDeadNest(),
                     DropUnusedAlloc(),
                 ]
             )
-        ).rewrite_module(op)
+        )
+        # Every pattern stays inside one kernel, so each kernel reaches its fixed
+        # point on its own: the walker's repeated sweeps then cover only the
+        # kernels that still change (and never the graph function).
+        for fn in list(op.ops):
+            if isinstance(fn, func.FuncOp) and "bs.kernel" in fn.attributes:
+                walker.rewrite_region(fn.body)

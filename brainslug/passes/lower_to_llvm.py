@@ -8,6 +8,7 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
+from brainslug.lowering.compile_time import gc_paused
 from brainslug.lowering.to_llvm import lower_kernels
 
 
@@ -34,4 +35,5 @@ class LowerToLLVMPass(ModulePass):
     generic: bool = True
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        lower_kernels(op, make_backend(self.target, self.cpu).params(), self.generic)
+        with gc_paused():
+            lower_kernels(op, make_backend(self.target, self.cpu).params(), self.generic)

@@ -20,6 +20,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from brainslug.dialects import loop
+from brainslug.lowering.compile_time import gc_paused
 
 
 def is_kernel(op: func.FuncOp) -> bool:
@@ -48,4 +49,5 @@ class ParallelizePass(ModulePass):
     name = "bs-parallelize"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        PatternRewriteWalker(MarkParallel(), apply_recursively=False).rewrite_module(op)
+        with gc_paused():
+            PatternRewriteWalker(MarkParallel(), apply_recursively=False).rewrite_module(op)

@@ -24,6 +24,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from brainslug.dialects import loop, simd
+from brainslug.lowering.compile_time import gc_paused
 
 _FLOAT_BINARY = {
     arith.AddfOp: simd.AddfOp,
@@ -275,5 +276,6 @@ class VectorizePass(ModulePass):
     name = "bs-vectorize"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        PatternRewriteWalker(VectorizeNest(), apply_recursively=False).rewrite_module(op)
+        with gc_paused():
+            PatternRewriteWalker(VectorizeNest(), apply_recursively=False).rewrite_module(op)
 

@@ -1,13 +1,19 @@
 """JIT compilation of lowered kernels and a runner per kernel.
 
 `compile_kernels` turns the `llvm.func` phases of a module that went through
-bs-lower-to-llvm into machine code (llvmlite MCJIT, one engine per call) and
-maps every `loop.kernel_info` to a `KernelRunner`. A runner takes numpy arrays
-or torch CPU tensors (by data pointer, never copied), writes their pointers and
-dynamic dims into the buffer slots of its i64 slot array (the kernel ABI, see
-`brainslug.lowering.to_llvm`; the phases' parameter blocks that follow are
-constant) and calls the phases in order, each with its own `args` pointer into
-that array, splitting a phase over the thread pool when it has enough work.
+bs-lower-to-llvm into machine code and maps every `loop.kernel_info` to a
+`KernelRunner`. Each phase function is compiled on its own (LLVM O3 to an
+object file), and its object code is kept in the on-disk kernel cache
+(`brainslug.runtime.cache`), keyed by its LLVM IR and the target; the objects
+are linked into one MCJIT engine per call. The symbol of a phase is derived
+from that key, so the same code is loaded once.
+
+A runner takes numpy arrays or torch CPU tensors (by data pointer, never
+copied), writes their pointers and dynamic dims into the buffer slots of its
+i64 slot array (the kernel ABI, see `brainslug.lowering.to_llvm`; the phases'
+parameter blocks that follow are constant) and calls the phases in order, each
+with its own `args` pointer into that array, splitting a phase over the thread
+pool when it has enough work.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 from xdsl.dialects.builtin import IntegerAttr, MemRefType, ModuleOp
 
 from brainslug.dialects import loop
+from brainslug.lowering.compile_time import gc_paused
 from brainslug.lowering.to_llvm import NUM_ARGS_ATTR, PARALLEL_ATTR, SCRATCH_DIMS_ATTR
 from brainslug.runtime.threads import NativePool, ThreadPool, default_pool
 
@@ -195,8 +202,15 @@ class KernelRunner:
                 self._slots_lock.release()
 
 
+OPT_LEVEL = 3
+"""LLVM's optimization level for kernels."""
+
+
 class CompiledKernels:
-    """Machine code of a module's kernels; `kernels[name]` is a `KernelRunner`."""
+    """Machine code of a module's kernels; `kernels[name]` is a `KernelRunner`.
+
+    `stats` says how many phase functions were compiled and how many came from
+    the kernel cache."""
 
     def __init__(
         self, module: ModuleOp, backend: Any = None, pool: ThreadPool | NativePool | None = None
@@ -206,10 +220,17 @@ class CompiledKernels:
 
             backend = backend_for(module)
         self.backend = backend
-        tm = backend.target_machine(jit=True)
-        self.llvm_module = backend.build(module, 3, tm)
-        self.engine = llvm.create_mcjit_compiler(self.llvm_module, tm)  # owns tm
-        self.engine.finalize_object()
+        self.symbols: dict[str, str] = {}
+        """Phase function name -> its symbol in the engine."""
+        self.stats = {"compiled": 0, "cached": 0}
+        if hasattr(backend, "phase_units"):
+            with gc_paused():
+                self._link_units(module)
+        else:  # a backend without separate compilation: one module
+            tm = backend.target_machine(jit=True)
+            self.llvm_module = backend.build(module, OPT_LEVEL, tm)
+            self.engine = llvm.create_mcjit_compiler(self.llvm_module, tm)  # owns tm
+            self.engine.finalize_object()
         self.kernels: dict[str, KernelRunner] = {}
         self.functions: dict[str, Any] = {}
         """Every phase function by name (kernels share them)."""
@@ -218,9 +239,49 @@ class CompiledKernels:
                 fns = [self.function(p.data) for p in op.phases]
                 self.kernels[op.kernel.data] = KernelRunner(op, fns, self, pool)
 
+    def _link_units(self, module: ModuleOp) -> None:
+        from brainslug.lowering.backends.x86 import PLACEHOLDER
+        from brainslug.runtime import cache
+
+        backend = self.backend
+        tm = backend.target_machine(jit=True)
+        fingerprint = f"{backend.fingerprint()};O{OPT_LEVEL}"
+        objects: dict[str, bytes] = {}
+        todo: dict[str, tuple[str, str]] = {}
+        for name, text in backend.phase_units(module, str(tm.target_data)):
+            k = cache.key(fingerprint, text)
+            sym = self.symbols[name] = f"bs_{k[:32]}"
+            if sym in objects or sym in todo:
+                continue
+            data = cache.load(k)
+            if data is None:
+                todo[sym] = (k, text.replace(f'@"{PLACEHOLDER}"', f'@"{sym}"'))
+            else:
+                objects[sym] = data
+        self.stats = {"compiled": len(todo), "cached": len(objects)}
+
+        def build(item: tuple[str, tuple[str, str]]) -> tuple[str, bytes]:
+            sym, (k, text) = item
+            data = backend.compile_object(text, OPT_LEVEL)
+            cache.store(k, data)
+            return sym, data
+
+        # one after the other: llvmlite serializes every call into LLVM with a
+        # global lock, so threads would not compile in parallel
+        objects.update(map(build, todo.items()))
+        empty = llvm.parse_assembly(f'target triple = "{llvm.get_default_triple()}"')
+        self.engine = llvm.create_mcjit_compiler(empty, tm)  # owns tm
+        self._objects = [llvm.ObjectFileRef.from_data(data) for data in objects.values()]
+        for obj in self._objects:
+            self.engine.add_object_file(obj)
+        self.engine.finalize_object()
+
     def function(self, name: str) -> Any:
         if (fn := self.functions.get(name)) is None:
-            fn = self.functions[name] = PhaseFn(self.engine.get_function_address(name))
+            addr = self.engine.get_function_address(self.symbols.get(name, name))
+            if not addr:
+                raise KeyError(f"no compiled phase function {name}")
+            fn = self.functions[name] = PhaseFn(addr)
         return fn
 
     def __getitem__(self, name: str) -> KernelRunner:

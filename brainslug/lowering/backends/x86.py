@@ -122,9 +122,13 @@ class X86Backend:
 
     # ------------------------------------------------------------------ IR
 
-    def to_llvmlite(self, module: ModuleOp, data_layout: str = "") -> ir.Module:
-        """The module's `llvm.func`s (other ops are ignored) with helpers defined."""
-        funcs = [op for op in module.ops if isinstance(op, xllvm.FuncOp)]
+    def to_llvmlite(
+        self, module: ModuleOp, data_layout: str = "", funcs: list[xllvm.FuncOp] | None = None
+    ) -> ir.Module:
+        """The module's `llvm.func`s (or just `funcs`; other ops are ignored) with
+        helpers defined."""
+        if funcs is None:
+            funcs = [op for op in module.ops if isinstance(op, xllvm.FuncOp)]
         # convert_module reads `ops` and `attributes`; hand it the llvm.funcs only
         ir_mod = convert_module(
             _OpsView(module, funcs),  # type: ignore[arg-type]
@@ -151,12 +155,57 @@ class X86Backend:
             pb.getModulePassManager().run(mod, pb)
         return mod
 
+    # ------------------------------------------------------------------ separate compilation
+
+    def fingerprint(self) -> str:
+        """What, besides the IR, decides the machine code (part of cache keys)."""
+        return f"{llvm.get_default_triple()};{self.cpu};{self.features};{self.lanes}"
+
+    def phase_units(self, module: ModuleOp, data_layout: str) -> list[tuple[str, str]]:
+        """One compilation unit per phase function: (its name, the LLVM IR of a
+        module with just that function, renamed to `PLACEHOLDER`, and the helpers
+        it calls). The text is the same wherever the same code is needed, so
+        it keys the kernel cache."""
+        funcs = [op for op in module.ops if isinstance(op, xllvm.FuncOp)]
+        decls = {op.sym_name.data: op for op in funcs if not op.body.blocks}
+        units = []
+        for fn in funcs:
+            if not fn.body.blocks:
+                continue
+            callees = {
+                op.callee.string_value()
+                for op in fn.walk()
+                if isinstance(op, xllvm.CallOp) and op.callee is not None
+            }
+            ops = [fn, *(decls[c] for c in sorted(callees) if c in decls)]
+            name = fn.sym_name.data
+            text = str(self.to_llvmlite(module, data_layout, ops))
+            units.append((name, text.replace(f'@"{name}"', f'@"{PLACEHOLDER}"')))
+        return units
+
+    def compile_object(self, text: str, opt: int = 3) -> bytes:
+        """Object code of one unit (in its own LLVM context, with its own
+        TargetMachine)."""
+        ctx = llvm.create_context()
+        mod = llvm.parse_assembly(text, ctx)
+        mod.verify()
+        tm = self.target_machine(jit=True)
+        if opt > 0:
+            pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+            pb = llvm.create_pass_builder(tm, pto)
+            pb.getModulePassManager().run(mod, pb)
+        return tm.emit_object(mod)
+
     def emit_llvm_ir(self, module: ModuleOp, opt: int = 3) -> str:
         return str(self.build(module, opt))
 
     def emit_asm(self, module: ModuleOp, opt: int = 3) -> str:
         tm = self.target_machine()
         return tm.emit_assembly(self.build(module, opt, tm))
+
+
+PLACEHOLDER = "bs.phase"
+"""The name a phase function has in its compilation unit."""
 
 
 class _OpsView:

@@ -1,0 +1,164 @@
+"""Command line: `python -m brainslug.bench --framework torch --models M1,M2 --batch 1,8`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+
+def _ints(s: str) -> list[int]:
+    try:
+        out = [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if not out or any(v < 1 for v in out):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {s!r}")
+    return out
+
+
+def _names(s: str) -> list[str]:
+    return [v.strip() for v in s.split(",") if v.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m brainslug.bench",
+        description="Benchmark BrainSlug against eager PyTorch, torch.compile and ONNX Runtime "
+        "(all contenders in one process, checked against eager, timed interleaved), or "
+        "with --stacks a roofline of every compiled stack.",
+    )
+    p.add_argument("--framework", default="torch", help="torch (tf: not implemented yet)")
+    p.add_argument(
+        "--models",
+        type=_names,
+        required=True,
+        help="comma-separated torchvision model names (no weights)",
+    )
+    p.add_argument("--batch", type=_ints, default=[1], help="comma-separated batch sizes")
+    p.add_argument(
+        "--contenders",
+        type=_names,
+        default=None,
+        help="comma-separated subset of: eager, eager_channels_last, torch_compile, "
+        "torch_compile_freezing, onnxruntime, brainslug, brainslug_fold (default all)",
+    )
+    p.add_argument("--repeats", type=int, default=20, help="interleaved timing rounds")
+    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    p.add_argument(
+        "--stacks",
+        action="store_true",
+        help="roofline of the compiled stacks instead of the contenders",
+    )
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--hw", type=int, default=None, help=argparse.SUPPRESS)  # input size (tests)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.framework == "tf":
+        print(
+            "error: --framework tf: the TensorFlow frontend (brainslug.tensorflow) is not "
+            "implemented yet; only --framework torch can be benchmarked",
+            file=sys.stderr,
+        )
+        return 2
+    if args.framework != "torch":
+        print(
+            f"error: unknown --framework {args.framework!r} (torch; tf is planned)", file=sys.stderr
+        )
+        return 2
+    if args.repeats < 1 or args.warmup < 0:
+        print("error: --repeats must be >= 1 and --warmup >= 0", file=sys.stderr)
+        return 2
+
+    from brainslug.bench.contenders import CONTENDERS
+
+    if args.contenders is not None:
+        unknown = [c for c in args.contenders if c not in CONTENDERS]
+        if unknown:
+            print(
+                f"error: unknown contenders {unknown}; known: {', '.join(CONTENDERS)}",
+                file=sys.stderr,
+            )
+            return 2
+
+    t0 = time.perf_counter()
+    doc = run_stacks(args) if args.stacks else run_models(args)
+    if doc is None:
+        return 1
+    print(f"benchmark took {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _log(s: str) -> None:
+    print(s, flush=True)
+
+
+def run_models(args: argparse.Namespace) -> dict[str, Any]:
+    from brainslug.bench.harness import environment, run_benchmark
+
+    env = environment()
+    _log(
+        f"torch {env['torch']}, {env['torch_threads']} threads, {env['cpu_count']} CPUs, "
+        f"load average {env['loadavg_1min'] or 0:.2f} at the start"
+    )
+    return run_benchmark(
+        args.models,
+        args.batch,
+        args.contenders,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        hw=args.hw,
+        log=_log,
+    )
+
+
+def run_stacks(args: argparse.Namespace) -> dict[str, Any] | None:
+    import torch
+
+    import brainslug.pytorch as brainslug
+    from brainslug.bench.contenders import load_model
+    from brainslug.bench.roofline import format_roofline, roofline
+    from brainslug.bench.stats import median
+
+    runs = []
+    for name in args.models:
+        model, size = load_model(name)
+        size = args.hw or size
+        t0 = time.perf_counter()
+        opt = brainslug.optimize(model, [0, 3, size, size]).eval()
+        _log(f"== {name} ({size}x{size}): optimize() {time.perf_counter() - t0:.2f} s ==")
+        for batch in args.batch:
+            x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+            doc = roofline(opt, x, model_name=name, repeats=max(3, min(args.repeats, 9)))
+            doc = {"model": name, "batch": batch, **doc}
+            _log(
+                format_roofline(
+                    doc, f"{name}  batch {batch}  ({size}x{size}): roofline of the compiled stacks"
+                )
+            )
+            runs.append(doc)
+    if not runs:
+        return None
+    if len(runs) == 1:
+        return runs[0]
+    samples = [g for r in runs for g in r["copy_gbps_samples"]]
+    return {
+        "copy_gbps": median(samples),
+        "copy_gbps_samples": samples,
+        "stacks": [s for r in runs for s in r["stacks"]],
+        "runs": runs,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

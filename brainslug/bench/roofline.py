@@ -1,0 +1,265 @@
+"""Roofline of the compiled stacks: achieved bandwidth against a copy.
+
+The stacks are memory-bound by construction, so the question is how close each
+gets to what the machine can move. The copy bandwidth is measured in the same
+run (`torch.Tensor.copy_` of a 256 MiB buffer, bytes read + written per second,
+median of several, half before and half after the stacks); each `StackKernel`
+of the optimized model is timed alone on the inputs it got during one real
+forward pass, and its bandwidth is (bytes of its inputs + bytes of its
+outputs) / time.
+
+A kernel called over and over on the same buffers finds them in the cache
+(ResNet's stacks move a few MiB; a last-level cache holds tens), which is not
+what a forward pass sees and can exceed the copy bandwidth several times. So
+every timed call comes after the cache was flushed (a buffer twice the size of
+the last-level cache written outside the timing): "ms"/"gbps" are those
+cold-cache calls. "ms_hot"/"gbps_hot" are back-to-back calls, for reference.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from brainslug.bench.stats import median
+
+
+@dataclass
+class StackCall:
+    """One stack kernel call captured during a forward pass."""
+
+    name: str
+    runner: Callable[[list[Any], int], None]
+    buffers: list[Any]  # inputs then outputs, as the kernel is called
+    num_outputs: int
+    batch: int
+
+    @property
+    def bytes(self) -> int:
+        return sum(_nbytes(b) for b in self.buffers)
+
+    def __call__(self) -> None:
+        self.runner(self.buffers, self.batch)
+
+
+@dataclass
+class StackResult:
+    name: str
+    layers: list[str]
+    bytes: int
+    ms: float  # cold cache
+    gbps: float
+    copy_fraction: float | None
+    ms_hot: float  # back-to-back calls, warm cache
+    gbps_hot: float
+    model: str = ""
+    batch: int = 0
+
+
+def _nbytes(b: Any) -> int:
+    if isinstance(b, torch.Tensor):
+        return b.numel() * b.element_size()
+    return int(b.nbytes)
+
+
+def _clone(b: Any) -> Any:
+    return b.clone() if isinstance(b, torch.Tensor) else b.copy()
+
+
+def _fresh(b: Any) -> Any:
+    return torch.empty_like(b) if isinstance(b, torch.Tensor) else b.copy()
+
+
+def stack_kernels(opt: Any) -> list[tuple[str, Any]]:
+    """(attribute name, module) of every StackKernel in the plan of `opt`."""
+    plan = getattr(opt, "plan", None)
+    if plan is None:
+        return []
+    return [(n, m) for n, m in plan.named_modules() if getattr(m, "is_stack_kernel", False)]
+
+
+def capture_stack_calls(opt: Any, x: torch.Tensor) -> list[StackCall]:
+    """Runs `opt(x)` once and records every stack kernel call, in call order.
+
+    Inputs are copied at the call (the arena reuses buffers later in the
+    pass); outputs get fresh buffers of the same shape."""
+    calls: list[StackCall] = []
+    kernels = stack_kernels(opt)
+    originals = [k.runner for _, k in kernels]
+
+    def recorder(k: Any, runner: Any) -> Callable[[list[Any], int], None]:
+        n_out = len(k.output_sizes())
+
+        def record(buffers: list[Any], batch: int) -> None:
+            n_in = len(buffers) - n_out
+            copied = [_clone(b) for b in buffers[:n_in]] + [_fresh(b) for b in buffers[n_in:]]
+            calls.append(StackCall(getattr(k, "stack_name", "?"), runner, copied, n_out, batch))
+            runner(buffers, batch)
+
+        return record
+
+    try:
+        for (_, k), r in zip(kernels, originals, strict=True):
+            k.runner = recorder(k, r)
+        with torch.no_grad():
+            opt(x)
+    finally:
+        for (_, k), r in zip(kernels, originals, strict=True):
+            k.runner = r
+    return calls
+
+
+def time_call(fn: Callable[[], Any], repeats: int = 7, min_time: float = 0.005) -> float:
+    """Median seconds per call: each sample loops enough calls to last `min_time`."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    inner = max(1, min(1000, int(min_time / one)))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - t0) / inner)
+    return median(samples)
+
+
+def last_level_cache_bytes() -> int:
+    """Size of the largest CPU cache (Linux sysfs), or 32 MiB when unknown."""
+    import glob
+
+    best = 0
+    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        try:
+            text = open(path).read().strip().upper()
+        except OSError:
+            continue
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        try:
+            best = max(best, int(text.rstrip("KMG")) * mult)
+        except ValueError:
+            continue
+    return best or 32 << 20
+
+
+class CacheFlusher:
+    """Evicts the caches by writing a buffer twice the last-level cache (64 to 512 MiB)."""
+
+    def __init__(self, nbytes: int | None = None):
+        n = nbytes or min(max(2 * last_level_cache_bytes(), 64 << 20), 512 << 20)
+        self.buffer = torch.zeros(n // 4, dtype=torch.float32)
+
+    def __call__(self) -> None:
+        self.buffer.add_(1.0)
+
+
+def time_call_cold(fn: Callable[[], Any], flush: Callable[[], None], repeats: int = 7) -> float:
+    """Median seconds of single calls, each after `flush()` (not timed)."""
+    fn()
+    samples = []
+    for _ in range(repeats):
+        flush()
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return median(samples)
+
+
+def copy_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> list[float]:
+    """GB/s samples of `dst.copy_(src)` (bytes read + written / time)."""
+    src = torch.ones(nbytes // 4, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        out.append(2 * nbytes / (time.perf_counter() - t0) / 1e9)
+    return out
+
+
+def roofline(
+    opt: Any,
+    x: torch.Tensor,
+    *,
+    model_name: str = "",
+    repeats: int = 7,
+    copy_bytes: int = 256 << 20,
+) -> dict[str, Any]:
+    """{"copy_gbps", "stacks": [{"name", "layers", "bytes", "ms", "gbps", ...}], ...}."""
+    layers = {s.name: s.layers for s in getattr(getattr(opt, "info", None), "stacks", [])}
+    with torch.no_grad():
+        opt(x)  # warm: arena, scratch, thread pool
+    calls = capture_stack_calls(opt, x)
+    bw = copy_bandwidth(copy_bytes)
+    flush = CacheFlusher()
+    stacks = []
+    for c in calls:
+        cold = time_call_cold(c, flush, repeats)
+        hot = time_call(c, repeats)
+        stacks.append(
+            StackResult(
+                name=c.name,
+                layers=layers.get(c.name, []),
+                bytes=c.bytes,
+                ms=cold * 1e3,
+                gbps=c.bytes / cold / 1e9,
+                copy_fraction=None,
+                ms_hot=hot * 1e3,
+                gbps_hot=c.bytes / hot / 1e9,
+                model=model_name,
+                batch=int(x.shape[0]),
+            )
+        )
+    flush_bytes = flush.buffer.numel() * 4
+    del flush
+    bw += copy_bandwidth(copy_bytes)
+    copy_gbps = median(bw)
+    for s in stacks:
+        s.copy_fraction = s.gbps / copy_gbps
+    with torch.no_grad():
+        forward_s = time_call(lambda: opt(x), max(3, repeats // 2), min_time=0.0)
+    return {
+        "copy_gbps": copy_gbps,
+        "copy_gbps_samples": bw,
+        "forward_ms": forward_s * 1e3,
+        "flush_bytes": flush_bytes,
+        "stacks": [asdict(s) for s in stacks],
+    }
+
+
+def format_roofline(doc: dict[str, Any], title: str) -> str:
+    stacks: Sequence[dict[str, Any]] = doc["stacks"]
+    total_ms = sum(s["ms"] for s in stacks)
+    total_b = sum(s["bytes"] for s in stacks)
+    samples = doc["copy_gbps_samples"]
+    lines = [
+        title,
+        "-" * len(title),
+        f"copy bandwidth: {doc['copy_gbps']:.2f} GB/s (torch copy_ of 256 MiB, read + "
+        f"written, median of {len(samples)} [{min(samples):.2f}, {max(samples):.2f}])",
+        f"stack times: single calls after a {doc['flush_bytes'] >> 20} MiB cache flush; "
+        f"hot = back-to-back calls",
+        f"{'stack':10s} {'ms':>8s} {'MiB':>8s} {'GB/s':>7s} {'of copy':>8s} {'hot GB/s':>9s}"
+        f"  layers",
+    ]
+    for s in stacks:
+        frac = "-" if s["copy_fraction"] is None else f"{s['copy_fraction'] * 100:.0f}%"
+        short = ", ".join(x.split(": ")[-1].removeprefix("nn.") for x in s["layers"])
+        lines.append(
+            f"{s['name']:10s} {s['ms']:8.3f} {s['bytes'] / 2**20:8.2f} "
+            f"{s['gbps']:7.2f} {frac:>8s} {s['gbps_hot']:9.2f}  {short}"
+        )
+    if stacks and total_ms > 0:
+        gbps = total_b / (total_ms / 1e3) / 1e9
+        lines.append(
+            f"{'all':10s} {total_ms:8.3f} {total_b / 2**20:8.2f} {gbps:7.2f} "
+            f"{gbps / doc['copy_gbps'] * 100:7.0f}% {'':9s}  ({len(stacks)} stacks; the "
+            f"whole forward pass takes {doc['forward_ms']:.3f} ms)"
+        )
+    return "\n".join(lines) + "\n"

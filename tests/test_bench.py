@@ -1,0 +1,347 @@
+"""brainslug.bench: statistics, interleaving, checking, failures, JSON and the roofline.
+
+Fast only: a tiny model through the Python API, squeezenet1_1 at 64x64 through
+the command line (the hidden --hw option)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from brainslug.bench import (
+    BuildContext,
+    Contender,
+    Skip,
+    bench_model,
+    compare,
+    summarize,
+    time_interleaved,
+    to_json,
+)
+from brainslug.bench.__main__ import main
+
+ROW_KEYS = {
+    "model",
+    "batch",
+    "contender",
+    "median_ms",
+    "ratio_vs_brainslug_median",
+    "ratio_vs_brainslug_min",
+    "ratio_vs_brainslug_max",
+    "max_abs_diff",
+}
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def test_summarize_per_round_ratios() -> None:
+    times = {
+        "eager": [0.002, 0.002, 0.009, 0.004],
+        "brainslug": [0.001, 0.002, 0.003, 0.001],
+    }
+    s = summarize(times)
+    # per-round ratios 2, 1, 3, 4: median 2.5, min 1, max 4 (not median/median = 3/1.5)
+    assert s["eager"].ratio_median == pytest.approx(2.5)
+    assert s["eager"].ratio_min == pytest.approx(1.0)
+    assert s["eager"].ratio_max == pytest.approx(4.0)
+    assert s["eager"].median_ms == pytest.approx(3.0)
+    assert s["brainslug"].median_ms == pytest.approx(1.5)
+    assert (s["brainslug"].ratio_median, s["brainslug"].ratio_min, s["brainslug"].ratio_max) == (
+        1.0,
+        1.0,
+        1.0,
+    )
+
+
+def test_summarize_without_brainslug_has_no_ratios() -> None:
+    s = summarize({"eager": [0.001, 0.003], "onnxruntime": [0.002, 0.002]})
+    assert s["eager"].median_ms == pytest.approx(2.0)
+    assert all(
+        v.ratio_median is None and v.ratio_min is None and v.ratio_max is None for v in s.values()
+    )
+
+
+def test_summarize_rejects_unequal_rounds() -> None:
+    with pytest.raises(ValueError, match="rounds"):
+        summarize({"eager": [1.0], "brainslug": [1.0, 2.0]})
+
+
+def test_time_interleaved_order_and_failure() -> None:
+    log: list[str] = []
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def make(name: str, cost: float):
+        def f() -> None:
+            log.append(name)
+            now[0] += cost
+
+        return f
+
+    calls = {"n": 0}
+
+    def flaky() -> None:
+        log.append("C")
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("boom")
+
+    times, errors = time_interleaved(
+        {"A": make("A", 1.0), "B": make("B", 2.0), "C": flaky}, rounds=3, warmup=1, clock=clock
+    )
+    # warm-up A B C, then round 1 A B C, round 2 A B C(raises), round 3 A B
+    assert log == ["A", "B", "C", "A", "B", "C", "A", "B", "C", "A", "B"]
+    assert times == {"A": [1.0, 1.0, 1.0], "B": [2.0, 2.0, 2.0]}
+    assert errors == {"C": "RuntimeError: boom"}
+
+
+def test_compare() -> None:
+    ref = torch.tensor([[100.0, -2.0]])
+    assert compare(ref + 0.05, ref) == (pytest.approx(0.05, rel=1e-3), None)  # <= 1e-3 * 100
+    diff, why = compare(ref + torch.tensor([[0.0, 0.2]]), ref)
+    assert diff == pytest.approx(0.2, rel=1e-3) and "max|Δ|" in why
+    assert compare(torch.ones(1, 3), ref)[1] is not None  # shape
+    assert compare(ref * float("nan"), ref)[1] is not None  # not finite
+    assert compare((ref, ref), [ref, ref])[1] is None  # several outputs
+
+
+# ------------------------------------------------------------ the Python API
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(8 * 4 * 4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pool(torch.relu(self.bn(self.conv(x))))
+        return self.fc(torch.flatten(y, 1))
+
+
+def _wrong(model: nn.Module, ctx: BuildContext) -> Contender:
+    return Contender("wrong", lambda x: model(x) + 1.0)
+
+
+def _broken(model: nn.Module, ctx: BuildContext) -> Contender:
+    raise RuntimeError("cannot build this one")
+
+
+def _skipped(model: nn.Module, ctx: BuildContext) -> Contender:
+    raise Skip("not here")
+
+
+def _raises(model: nn.Module, ctx: BuildContext) -> Contender:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("no kernel for this shape")
+
+    return Contender("raises", run)
+
+
+def test_bench_model_reports_failures_and_times_the_rest() -> None:
+    torch.manual_seed(0)
+    lines: list[str] = []
+    res = bench_model(
+        "tiny",
+        Tiny(),
+        8,
+        [1, 3],
+        [
+            "eager",
+            "eager_channels_last",
+            "wrong",
+            "broken",
+            "skipped",
+            "raises",
+            "brainslug",
+            "brainslug_fold",
+        ],
+        builders={"wrong": _wrong, "broken": _broken, "skipped": _skipped, "raises": _raises},
+        repeats=5,
+        warmup=1,
+        log=lines.append,
+    )
+    rows = {(r.contender, r.batch): r for r in res.rows}
+    assert len(res.rows) == 16
+    for b in (1, 3):
+        assert rows["eager", b].status == "ok" and rows["eager", b].max_abs_diff == 0.0
+        assert rows["brainslug", b].status == "ok"
+        assert rows["brainslug", b].ratio_vs_brainslug_median == 1.0
+        assert rows["brainslug", b].max_abs_diff < 1e-4
+        e = rows["eager_channels_last", b]
+        assert e.status == "ok" and e.median_ms > 0
+        assert e.ratio_vs_brainslug_min <= e.ratio_vs_brainslug_median <= e.ratio_vs_brainslug_max
+        w = rows["wrong", b]
+        assert w.status == "FAILED" and w.median_ms is None and w.max_abs_diff == pytest.approx(1)
+        assert rows["broken", b].status == "error" and "cannot build" in rows["broken", b].note
+        assert rows["skipped", b].status == "skipped"
+        assert rows["raises", b].status == "error" and rows["raises", b].median_ms is None
+        assert rows["brainslug_fold", b].status in ("ok", "skipped")
+    assert res.optimize_cold_s > 0 and res.optimize_warm_s > 0
+    text = "\n".join(lines)
+    assert "FAILED" in text and "tiny  batch 3" in text
+
+    doc = json.loads(json.dumps(to_json([res])))
+    assert {"results", "optimize_cold_s", "optimize_warm_s", "optimize"} <= set(doc)
+    assert all(ROW_KEYS <= set(r) for r in doc["results"])
+    assert doc["optimize"]["tiny"]["cold_s"] == doc["optimize_cold_s"]
+
+
+def test_bench_model_without_brainslug_has_null_ratios() -> None:
+    res = bench_model(
+        "tiny",
+        Tiny(),
+        8,
+        [2],
+        ["eager", "eager_channels_last"],
+        repeats=3,
+        warmup=0,
+        log=lambda s: None,
+    )
+    assert [r.status for r in res.rows] == ["ok", "ok"]
+    assert all(r.ratio_vs_brainslug_median is None for r in res.rows)
+    assert res.optimize_cold_s is None
+
+
+# --------------------------------------------------------------- command line
+
+
+def test_cli_models_json(tmp_path, capsys) -> None:
+    out = tmp_path / "all.json"
+    rc = main(
+        [
+            "--framework",
+            "torch",
+            "--models",
+            "squeezenet1_1",
+            "--batch",
+            "1,2",
+            "--hw",
+            "64",
+            "--contenders",
+            "eager,onnxruntime,brainslug,brainslug_fold",
+            "--repeats",
+            "3",
+            "--warmup",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "squeezenet1_1  batch 2" in text and "ratio vs brainslug" in text
+    doc = json.loads(out.read_text())
+    assert doc["optimize_cold_s"] > 0 and doc["optimize_warm_s"] > 0
+    rows = doc["results"]
+    assert [(r["batch"], r["contender"]) for r in rows] == [
+        (b, c) for b in (1, 2) for c in ("eager", "onnxruntime", "brainslug", "brainslug_fold")
+    ]
+    for r in rows:
+        assert ROW_KEYS <= set(r) and r["model"] == "squeezenet1_1"
+        if r["contender"] in ("eager", "onnxruntime", "brainslug"):
+            assert r["status"] == "ok", r
+            assert r["median_ms"] > 0 and r["max_abs_diff"] < 1e-3
+            assert r["ratio_vs_brainslug_min"] <= r["ratio_vs_brainslug_median"]
+            assert r["ratio_vs_brainslug_median"] <= r["ratio_vs_brainslug_max"]
+        if r["contender"] == "brainslug":
+            assert r["ratio_vs_brainslug_median"] == 1.0
+
+
+def test_cli_stacks_json(tmp_path, capsys) -> None:
+    import brainslug.pytorch as brainslug
+    from brainslug.bench import load_model
+    from brainslug.bench.roofline import stack_kernels
+
+    out = tmp_path / "st.json"
+    rc = main(
+        [
+            "--models",
+            "squeezenet1_1",
+            "--batch",
+            "2",
+            "--hw",
+            "64",
+            "--stacks",
+            "--repeats",
+            "3",
+            "--json",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    assert "of copy" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["copy_gbps"] > 0
+    n_kernels = len(
+        stack_kernels(brainslug.optimize(load_model("squeezenet1_1")[0], [0, 3, 64, 64]))
+    )
+    assert len(doc["stacks"]) == n_kernels > 0
+    for s in doc["stacks"]:
+        assert {"name", "layers", "bytes", "ms", "gbps"} <= set(s)
+        assert s["name"].startswith("stack") and s["layers"]
+        assert s["bytes"] > 0 and s["ms"] > 0
+        assert s["gbps"] == pytest.approx(s["bytes"] / (s["ms"] / 1e3) / 1e9)
+        assert s["copy_fraction"] == pytest.approx(s["gbps"] / doc["copy_gbps"])
+
+
+def test_cli_tf_is_not_implemented() -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "brainslug.bench", "--framework", "tf", "--models", "resnet50"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2
+    assert "TensorFlow frontend" in p.stderr and "not implemented" in p.stderr
+
+
+def test_cli_unknown_contender() -> None:
+    assert main(["--models", "resnet18", "--contenders", "eager,fast"]) == 2
+
+
+def test_torch_compile_freezing_is_its_own_compile() -> None:
+    # a second torch.compile of the same class must not reuse the first one's graph
+    from torch._dynamo.utils import counters
+
+    from brainslug.bench.contenders import torch_compile, torch_compile_freezing
+
+    model = Tiny().eval()
+    ctx = BuildContext([0, 3, 8, 8], torch.randn(2, 3, 8, 8))
+    x = torch.randn(2, 3, 8, 8)
+    before = counters["frames"]["total"]
+    with torch.no_grad():
+        ref = model(x)
+        for build in (torch_compile, torch_compile_freezing):
+            assert compare(build(model, ctx).run(x), ref)[1] is None
+    assert counters["frames"]["total"] - before == 2
+
+
+def test_json_has_no_nan() -> None:
+    def shape(model: nn.Module, ctx: BuildContext) -> Contender:
+        return Contender("nan", lambda x: model(x) * float("nan"))
+
+    res = bench_model(
+        "tiny",
+        Tiny(),
+        8,
+        [1],
+        ["eager", "nan"],
+        builders={"nan": shape},
+        repeats=2,
+        warmup=0,
+        log=lambda s: None,
+    )
+    assert res.rows[1].status == "FAILED"
+    text = json.dumps(to_json([res]), allow_nan=False)
+    assert json.loads(text)["results"][1]["max_abs_diff"] is None

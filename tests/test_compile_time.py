@@ -1,0 +1,295 @@
+"""Generic phases: kernels are generic over extents, so structurally identical
+phases (within a kernel, across kernels and shapes) are lowered and compiled
+once; plus the compile-time helpers. Numerics are checked against PyTorch."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from xdsl.dialects import llvm
+
+from brainslug.dialects import loop
+from brainslug.ir.context import make_context, parse_module
+from brainslug.lowering.generic import Canonicalizer, map_template
+from brainslug.passes.pipeline import default_passes
+from brainslug.runtime.executor import compile_graph
+
+RNG = np.random.default_rng(7)
+
+
+def tensor(shape: list[int]) -> str:
+    return "tensor<" + "x".join("?" if d < 0 else str(d) for d in shape) + "xf32>"
+
+
+def rand(*shape: int) -> np.ndarray:
+    return (RNG.standard_normal(shape) * 2).astype(np.float32)
+
+
+def bn_params(c: int) -> list[np.ndarray]:
+    w, b, m = rand(c), rand(c), rand(c)
+    return [w, b, m, np.abs(rand(c)) + 0.1]
+
+
+def ref_bn_relu(x: torch.Tensor, p: list[np.ndarray]) -> torch.Tensor:
+    w, b, m, v = map(torch.from_numpy, p)
+    return F.relu(F.batch_norm(x, m, v, w, b, False, 0.0, 1e-5))
+
+
+def check(out: np.ndarray, ref: torch.Tensor) -> None:
+    r = ref.numpy()
+    assert out.shape == r.shape
+    assert np.abs(out - r).max() <= 1e-5 * max(1.0, float(np.abs(r).max()))
+
+
+def dense_block(c0: int, growth: int, layers: int, hw: int) -> str:
+    """A DenseNet-like graph: each layer is cat -> BN -> ReLU -> conv (1x1) of
+    all features so far, adding `growth` channels."""
+    args = [f"%x: {tensor([-1, c0, hw, hw])}"]
+    body = []
+    feats = [("%x", c0)]
+    for i in range(layers):
+        c = sum(n for _, n in feats)
+        t = tensor([-1, c, hw, hw])
+        p = tensor([c])
+        args += [f"%w{i}: {p}", f"%b{i}: {p}", f"%m{i}: {p}", f"%v{i}: {p}",
+                 f"%k{i}: {tensor([growth, c, 1, 1])}"]
+        if len(feats) > 1:
+            ts = ", ".join(tensor([-1, n, hw, hw]) for _, n in feats)
+            body.append(f"%cat{i} = nn.cat {', '.join(v for v, _ in feats)} {{axis = 1 : i64}} "
+                        f": ({ts}) -> {t}")
+            src = f"%cat{i}"
+        else:
+            src = feats[0][0]
+        body.append(f"%bn{i} = nn.batch_norm {src} weight %w{i} bias %b{i} mean %m{i} var %v{i} "
+                    f'{{eps = 1.0e-5 : f64, layout = "NCHW"}} : ({t}, {p}, {p}, {p}, {p}) -> {t}')
+        body.append(f"%r{i} = nn.relu %bn{i} : {t} -> {t}")
+        out = tensor([-1, growth, hw, hw])
+        body.append(f"%y{i} = nn.conv2d %r{i}, %k{i} {{strides = array<i64: 1, 1>, "
+                    f"padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, "
+                    f'layout = "NCHW"}} : ({t}, {tensor([growth, c, 1, 1])}) -> {out}')
+        feats.append((f"%y{i}", growth))
+    last = feats[-1][0]
+    lt = tensor([-1, growth, hw, hw])
+    return (f"func.func @f({', '.join(args)}) -> {lt} {{\n  " + "\n  ".join(body)
+            + f"\n  func.return {last} : {lt}\n}}")
+
+
+def lowered(text: str):
+    module = parse_module(text)
+    ctx = make_context()
+    for p in default_passes():
+        p.apply(ctx, module)
+    module.verify()
+    return module
+
+
+def phase_functions(module) -> list[str]:
+    return [op.sym_name.data for op in module.ops
+            if isinstance(op, llvm.FuncOp) and op.body.blocks]
+
+
+def kernel_infos(module) -> list[loop.KernelInfoOp]:
+    return [op for op in module.ops if isinstance(op, loop.KernelInfoOp)]
+
+
+# ---------------------------------------------------------------------------- sharing
+
+
+def bn_relu_graph(shapes: list[list[int]]) -> str:
+    """Independent BN -> ReLU stacks on inputs of different shapes."""
+    args, body, outs = [], [], []
+    for i, s in enumerate(shapes):
+        t, p = tensor(s), tensor([s[1]])
+        args += [f"%x{i}: {t}", f"%w{i}: {p}", f"%b{i}: {p}", f"%m{i}: {p}", f"%v{i}: {p}"]
+        body.append(f"%bn{i} = nn.batch_norm %x{i} weight %w{i} bias %b{i} mean %m{i} var %v{i} "
+                    f'{{eps = 1.0e-5 : f64, layout = "NCHW"}} : ({t}, {p}, {p}, {p}, {p}) -> {t}')
+        body.append(f"%r{i} = nn.relu %bn{i} : {t} -> {t}")
+        outs.append((f"%r{i}", t))
+    return (f"func.func @f({', '.join(args)}) -> ({', '.join(t for _, t in outs)}) {{\n  "
+            + "\n  ".join(body)
+            + f"\n  func.return {', '.join(v for v, _ in outs)} : {', '.join(t for _, t in outs)}\n}}")
+
+
+SHAPES = [[-1, 37, 13, 13], [-1, 64, 7, 7], [-1, 19, 30, 30], [-1, 128, 5, 5]]
+
+
+def test_stacks_of_other_shapes_share_phase_functions() -> None:
+    module = lowered(bn_relu_graph(SHAPES))
+    infos = kernel_infos(module)
+    assert len(infos) == len(SHAPES)
+    # one function for the per-channel alpha/beta phase, one for the elementwise one
+    assert len(phase_functions(module)) == 2
+    assert len({tuple(p.data for p in info.phases) for info in infos}) == 1
+    # each kernel passes its own extents
+    assert len({tuple(info.slots.get_values()) for info in infos}) == len(SHAPES)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_shared_phases_compute_each_shape(batch: int) -> None:
+    graph = compile_graph(parse_module(bn_relu_graph(SHAPES)))
+    inputs, refs = [], []
+    for s in SHAPES:
+        x = rand(batch, *s[1:])
+        p = bn_params(s[1])
+        inputs += [x, *p]
+        refs.append(ref_bn_relu(torch.from_numpy(x), p))
+    for out, ref in zip(graph(*inputs), refs, strict=True):
+        check(np.asarray(out), ref)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_dense_block_parts_share_functions(batch: int) -> None:
+    """The parts of cat consumers (one per cat operand, each reading it in place
+    at its channel offset) share a few functions across layers."""
+    c0, growth, layers, hw = 24, 8, 6, 9
+    text = dense_block(c0, growth, layers, hw)
+    module = lowered(text)
+    parts = sum(len(info.phases) for info in kernel_infos(module))
+    funcs = phase_functions(module)
+    assert parts > 3 * len(funcs), (parts, funcs)
+    assert len(funcs) <= 10
+
+    graph = compile_graph(parse_module(text))
+    x = rand(batch, c0, hw, hw)
+    inputs = [x]
+    params = []
+    feats = [torch.from_numpy(x)]
+    for i in range(layers):
+        c = c0 + growth * i
+        p = bn_params(c)
+        k = rand(growth, c, 1, 1) * 0.2
+        inputs += [*p, k]
+        params.append((p, k))
+    for p, k in params:
+        y = F.conv2d(ref_bn_relu(torch.cat(feats, 1), p), torch.from_numpy(k))
+        feats.append(y)
+    (out,) = graph(*inputs)
+    check(np.asarray(out), feats[-1])
+
+
+def test_generic_and_exact_lowering_agree() -> None:
+    from brainslug.lowering.backends.x86 import X86Backend
+    from brainslug.passes.lower_to_llvm import LowerToLLVMPass
+    from brainslug.runtime.jit import compile_kernels
+
+    text = dense_block(16, 8, 3, 6)
+    results = []
+    for generic in (True, False):
+        module = parse_module(text)
+        ctx = make_context()
+        for p in default_passes(lower=False):
+            p.apply(ctx, module)
+        LowerToLLVMPass(generic=generic).apply(ctx, module)
+        module.verify()
+        infos = kernel_infos(module)
+        assert all((info.phase_args is not None) == generic for info in infos)
+        kernels = compile_kernels(module, X86Backend())
+        outs = []
+        rng = np.random.default_rng(3)
+        for info in infos:
+            runner = kernels[info.kernel.data]
+            bufs = []
+            for t in list(info.buffers)[: runner.num_args]:
+                shape = [2 if d < 0 else d for d in t.get_shape()]
+                bufs.append(rng.standard_normal(shape).astype(np.float32))
+            runner(bufs)
+            outs.append([b.copy() for b in bufs])
+        results.append(outs)
+    for a, b in zip(*results, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+KEYED = """
+func.func @k(%x: memref<?x{C}x{H}xf32>, %y: memref<?x{C}x{H}xf32>) attributes {{bs.kernel}} {{
+  %c0 = arith.constant 0 : index
+  %n = memref.dim %x, %c0 : memref<?x{C}x{H}xf32>
+  loop.nest parallel 2 (%i, %c) = (0, {LO}) to (%n, {C}) {{
+    simd.loop (%w) = (0) to ({H}) {{
+      %v = simd.load %x[%i, %c, %w] map affine_map<(d0, d1, d2) -> (d0, d1 - {LO}, d2)> : memref<?x{C}x{H}xf32>
+      simd.store %v, %y[%i, %c, %w] : memref<?x{C}x{H}xf32>
+    }}
+  }}
+  func.return
+}}
+"""
+
+
+def phase_key(generic: bool = True, **kw):
+    module = parse_module(KEYED.format(**kw))
+    fn = next(iter(module.ops))
+    block = fn.body.block
+    phase = next(op for op in block.ops if isinstance(op, loop.NestOp))
+    return Canonicalizer(block, set(block.args), generic).phase(phase)
+
+
+def test_keys_ignore_extents_and_offsets() -> None:
+    a = phase_key(C=37, H=13, LO=5)
+    b = phase_key(C=64, H=9, LO=32)
+    assert a.key == b.key
+    assert a.params == [5, 37, 13, -5] and b.params == [32, 64, 9, -32]
+    assert len(a.buffers) == 2
+
+
+def test_keys_keep_equalities_and_special_values() -> None:
+    # equal extents share a parameter, so the pattern of equalities is keyed
+    assert phase_key(C=37, H=13, LO=5).key != phase_key(C=13, H=13, LO=5).key
+    # 0 and 1 stay in the key (they fold away)
+    assert phase_key(C=37, H=13, LO=5).key != phase_key(C=37, H=1, LO=5).key
+    # exact keys keep every number
+    assert phase_key(False, C=37, H=13, LO=5).key != phase_key(False, C=64, H=9, LO=32).key
+
+
+def test_map_template_parameters_only_offsets() -> None:
+    from xdsl.ir.affine import AffineExpr, AffineMap
+
+    d0, d1 = AffineExpr.dimension(0), AffineExpr.dimension(1)
+    amap = AffineMap(2, 0, (d0 * 2 + d1 - 1, (d0 + 3) // 4))
+    text, consts = map_template(amap)
+    assert consts == (-1, 3)  # the stride 2 and the divisor 4 stay in the key
+    assert "2" in text and "4" in text
+
+
+# ---------------------------------------------------------------------------- time
+
+
+def test_dense_block_compiles_quickly() -> None:
+    """A 12-layer dense block (78 cat parts) compiles in well under the time it
+    took before phases were generic (generous bound for a shared machine)."""
+    import os
+
+    text = dense_block(32, 16, 12, 14)
+    old = os.environ.get("BRAINSLUG_CACHE")
+    os.environ["BRAINSLUG_CACHE"] = "0"
+    try:
+        t = time.perf_counter()
+        compile_graph(parse_module(text))
+        elapsed = time.perf_counter() - t
+    finally:
+        if old is None:
+            del os.environ["BRAINSLUG_CACHE"]
+        else:
+            os.environ["BRAINSLUG_CACHE"] = old
+    assert elapsed < 30, elapsed
+
+
+def test_gc_paused_is_reentrant() -> None:
+    import gc
+
+    from brainslug.lowering.compile_time import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        with gc_paused():
+            pass
+        objs = [[i] for i in range(10)]
+        assert objs
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
