@@ -28,7 +28,8 @@ import tempfile
 from pathlib import Path
 
 FORMAT = "2"
-"""Bumped when the layout of cached objects changes."""
+"""Part of every key: bump it when the layout of cached objects, or the way they
+are compiled from the same IR (`X86Backend.compile_object`), changes."""
 
 
 def enabled() -> bool:
