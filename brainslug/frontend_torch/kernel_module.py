@@ -33,9 +33,8 @@ class StackKernel(torch.nn.Module):
         self._out_shapes = [tuple(t.get_shape()) for t in output_types]
         self._arena: Any = None
         self._out_slots: list[int | None] = [None] * len(self._out_shapes)
-        self._batch_input = next(
-            (k for k, i in enumerate(self._slots)
-             if isinstance(inputs[i], fx.Node) and _is_dynamic(inputs[i])), None)
+        # activations come first in the call; the first one carries the batch
+        self._batch_input = 0 if self._slots else None
 
     def output_sizes(self) -> list[tuple[tuple[int, ...], bool]]:
         """(shape without the batch, whether it has one) of each output."""
@@ -64,6 +63,3 @@ class StackKernel(torch.nn.Module):
         self.runner([t.detach() if t.requires_grad else t for t in bufs] + outs, batch)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-
-def _is_dynamic(n: fx.Node) -> bool:
-    return True
