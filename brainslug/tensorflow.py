@@ -1,21 +1,27 @@
-"""BrainSlug for TensorFlow (Keras models and tf.function graphs).
+"""BrainSlug for TensorFlow: Keras 3 models (Functional and Sequential).
 
-The TensorFlow frontend is planned (see the issue "TensorFlow frontend"): it will
-map Keras layers to the same `nn` dialect in NHWC and share the plan, the
-kernels and the report with the PyTorch frontend. Until then `optimize` says so.
+    import brainslug.tensorflow as brainslug
+    opt = brainslug.optimize(model, [0, 224, 224, 3])   # NHWC, 0 = any batch size
+    y = opt(x)                                          # == model(x, training=False)
+    print(brainslug.report(opt))
+
+Layers map to the `nn` dialect in NHWC; memory-bound sequences become stacks
+compiled for NHWC (innermost vector loop along C), convolutions and dense
+layers run in TensorFlow, and every other layer runs in Keras with the reason
+in the report.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from brainslug.frontend_tf.api import optimize, report
 
-def optimize(model: Any, shape: Any, **options: Any) -> Any:
-    raise NotImplementedError(
-        "brainslug.tensorflow.optimize is not implemented yet; the PyTorch frontend "
-        "(brainslug.pytorch) is available"
-    )
+__all__ = ["optimize", "report"]
 
 
-def report(opt: Any) -> str:
-    raise NotImplementedError("brainslug.tensorflow.report is not implemented yet")
+def __dir__() -> list[str]:
+    return __all__
+
+
+_ = Any

@@ -1,0 +1,1 @@
+"""The TensorFlow (Keras 3) frontend: capture, schedule, optimize()."""

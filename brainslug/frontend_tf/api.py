@@ -1,0 +1,42 @@
+"""`optimize()` and `report()` of `brainslug.tensorflow`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from brainslug.frontend_tf.optimize import check_shape, compile_plan
+from brainslug.frontend_torch.optimize import PlanInfo
+
+
+def optimize(model: Any, shape: Any, **options: Any) -> Any:
+    """The BrainSlug-accelerated callable of a Keras model for NHWC inputs of
+    `shape` (0 = any batch size)."""
+    import keras
+
+    from brainslug.frontend_tf.capture import Unmapped
+    from brainslug.frontend_tf.module import OptimizedModel
+
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"optimize() expects a keras.Model, got {type(model).__name__}")
+    spec = check_shape(list(shape) if isinstance(shape, tuple) else shape)
+    unknown = set(options) - {"cpu"}
+    if unknown:
+        raise ValueError(f"unknown optimize() options: {sorted(unknown)}")
+    try:
+        plan = compile_plan(model, spec, cpu=options.get("cpu", "host"))
+    except Unmapped as e:
+        info = PlanInfo(capture="none")
+        info.fallbacks.append(("<model>", f"the model runs in Keras as it is: {e}"))
+        return OptimizedModel(model, None, spec, info)
+    return OptimizedModel(model, plan, spec, plan.info)
+
+
+def report(opt: Any) -> str:
+    """The report of a model returned by `brainslug.tensorflow.optimize`."""
+    from brainslug.frontend_torch.report import format_report
+
+    info = getattr(opt, "info", None)
+    if not isinstance(info, PlanInfo):
+        raise ValueError("report() expects a model returned by brainslug.tensorflow.optimize()")
+    return format_report(info, f"BrainSlug plan for {type(opt.original).__name__} "
+                               f"(layout NHWC)")

@@ -1,0 +1,641 @@
+"""Capture a Keras 3 model as `nn` IR in NHWC.
+
+The model's functional graph (Functional, or the graph a built Sequential
+wraps) is walked in topological order. Every Keras node becomes one or more
+*pieces*: an `nn` op in the graph function together with the TensorFlow
+computation of the same value (`Piece.run`), which the plan uses when the
+piece stays in TensorFlow (convolutions, dense layers, stacks that did not
+compile). Layers without an exact `nn` counterpart become `nn.library` pieces
+that call the Keras operation itself. Weights that stacks read (batch-norm
+statistics, biases, constants) are snapshotted as float32 numpy arrays and
+bound to function arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
+from xdsl.ir import Block, Operation, Region, SSAValue
+
+from brainslug.dialects import nn
+
+NODE_ATTR = "bs.node"
+"""Name of the piece an `nn` op came from."""
+
+LAYOUT = "NHWC"
+
+
+class Unmapped(Exception):
+    """The layer runs in TensorFlow; the message says why."""
+
+
+Run = Callable[..., Any]
+
+
+@dataclass
+class Piece:
+    """One value of the plan: `run(*inputs)` computes it in TensorFlow."""
+
+    name: str
+    inputs: list[str]
+    run: Run
+    callee: str = ""
+
+
+@dataclass
+class Capture:
+    """The IR of a Keras model and what ties it to TensorFlow."""
+
+    module: ModuleOp
+    # per IR function argument: the value name of a model input, or a bound array
+    arg_sources: list[str | np.ndarray]
+    pieces: dict[str, Piece]
+    inputs: list[str]
+    outputs: list[str]
+    library_reasons: dict[str, str] = field(default_factory=dict)
+
+
+def _hint(name: str) -> str:
+    s = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return s if s and not s[0].isdigit() else f"v{s}"
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def tensor_type(shape: Sequence[int | None]) -> TensorType:
+    return nn.make_tensor([nn.DYN if d is None or d < 0 else int(d) for d in shape])
+
+
+def _snapshot(v: Any) -> np.ndarray:
+    a = np.array(keras.ops.convert_to_numpy(v), dtype=np.float32, copy=True)
+    return np.ascontiguousarray(a)
+
+
+def same_padding(size: int, k: int, s: int, dil: int = 1) -> tuple[int, int]:
+    """TensorFlow's 'SAME' padding (before, after) of one spatial axis: the
+    extra element, if any, goes after."""
+    eff = (k - 1) * dil + 1
+    out = -(-size // s)
+    total = max((out - 1) * s + eff - size, 0)
+    return total // 2, total - total // 2
+
+
+class _Builder:
+    """Emits pieces into the graph function's block."""
+
+    def __init__(self) -> None:
+        self.block = Block()
+        self.args: list[str | np.ndarray] = []
+        self.values: dict[str, SSAValue] = {}
+        self.pieces: dict[str, Piece] = {}
+        self.reasons: dict[str, str] = {}
+        self.names: set[str] = set()
+
+    def fresh(self, name: str) -> str:
+        base, k = name, 1
+        while name in self.names:
+            k += 1
+            name = f"{base}_{k}"
+        self.names.add(name)
+        return name
+
+    def arg(self, t: TensorType, source: str | np.ndarray, name: str) -> SSAValue:
+        v = self.block.insert_arg(t, len(self.block.args))
+        v.name_hint = _hint(name)
+        self.args.append(source)
+        return v
+
+    def param(self, array: np.ndarray, name: str) -> SSAValue:
+        return self.arg(nn.make_tensor(array.shape), array, name)
+
+    def input(self, name: str, t: TensorType) -> str:
+        name = self.fresh(name)
+        self.values[name] = self.arg(t, name, name)
+        return name
+
+    def emit(self, name: str, op: Operation, inputs: Sequence[str], run: Run) -> str:
+        """Adds `op` (whose activation operands are `inputs`) as piece `name`."""
+        name = self.fresh(name)
+        op.attributes[NODE_ATTR] = StringAttr(name)
+        self.block.add_op(op)
+        op.results[0].name_hint = _hint(name)
+        self.values[name] = op.results[0]
+        self.pieces[name] = Piece(name, list(inputs), run, op.name)
+        return name
+
+    def library(self, name: str, inputs: Sequence[str], types: Sequence[TensorType],
+                run: Run, callee: str, reason: str) -> list[str]:
+        name = self.fresh(name)
+        op = nn.LibraryOp(callee, [self.values[i] for i in inputs], list(types))
+        op.attributes[NODE_ATTR] = StringAttr(name)
+        self.block.add_op(op)
+        self.reasons[name] = reason
+        if len(types) == 1:
+            op.results[0].name_hint = _hint(name)
+            self.values[name] = op.results[0]
+            self.pieces[name] = Piece(name, list(inputs), run, callee)
+            return [name]
+        self.pieces[name] = Piece(name, list(inputs), run, callee)
+        outs = []
+        for k, r in enumerate(op.results):
+            sub = self.fresh(f"{name}#{k}")
+            r.name_hint = _hint(sub)
+            self.values[sub] = r
+            self.pieces[sub] = Piece(sub, [name], lambda t, k=k: t[k], "getitem")
+            outs.append(sub)
+        return outs
+
+
+# ---------------------------------------------------------------------- layers
+
+
+class _Node:
+    """A Keras node seen by the mappers: its layer, operands and result."""
+
+    def __init__(self, b: _Builder, node: Any, ins: list[str], out_shape: tuple):
+        self.b = b
+        self.node = node
+        self.op = node.operation
+        self.ins = ins
+        self.out_shape = out_shape
+        self.name = self.op.name
+
+    def x(self, k: int = 0) -> SSAValue:
+        return self.b.values[self.ins[k]]
+
+
+def _activation(nd: _Node, x: str, fn: Any, name: str) -> str:
+    """Emit a Keras activation function applied to value `x`."""
+    b = nd.b
+    v = b.values[x]
+    key = getattr(fn, "__name__", str(fn))
+    if key == "linear":
+        return x
+    if key in ("relu",):
+        return b.emit(name, nn.ReluOp(v), [x], tf.nn.relu)
+    if key == "relu6":
+        return b.emit(name, nn.ClampOp(v, 0.0, 6.0), [x], tf.nn.relu6)
+    if key == "sigmoid":
+        return b.emit(name, nn.SigmoidOp(v), [x], tf.nn.sigmoid)
+    if key == "tanh":
+        return b.emit(name, nn.TanhOp(v), [x], tf.math.tanh)
+    if key in ("silu", "swish"):
+        # TensorFlow: x * sigmoid(x)
+        s = b.emit(f"{name}.sigmoid", nn.SigmoidOp(v), [x], tf.nn.sigmoid)
+        return b.emit(name, nn.MulOp(v, b.values[s]), [x, s], tf.multiply)
+    if key == "hard_sigmoid":
+        # Keras 3 on TensorFlow: relu6(x + 3) / 6
+        return b.emit(name, nn.HardsigmoidOp(v), [x], keras.activations.hard_sigmoid)
+    if key in ("hard_silu", "hard_swish"):
+        # Keras 3 on TensorFlow: x * (relu6(x + 3) / 6)
+        s = b.emit(f"{name}.hard_sigmoid", nn.HardsigmoidOp(v), [x],
+                   keras.activations.hard_sigmoid)
+        return b.emit(name, nn.MulOp(v, b.values[s]), [x, s], tf.multiply)
+    if key == "gelu":
+        approx = _default_arg(fn, "approximate", False)
+        return b.emit(name, nn.GeluOp(v, "tanh" if approx else "none"), [x],
+                      lambda t: tf.nn.gelu(t, approximate=approx))
+    if key == "softmax":
+        axis = _default_arg(fn, "axis", -1)
+        rank = len(v.type.get_shape())
+        return b.emit(name, nn.SoftmaxOp(v, axis % rank), [x],
+                      lambda t: tf.nn.softmax(t, axis=axis))
+    types = [v.type]
+    return b.library(name, [x], types, fn, f"keras.activations.{key}",
+                     f"activation {key} has no exact nn op")[0]
+
+
+def _default_arg(fn: Any, arg: str, default: Any) -> Any:
+    try:
+        p = inspect.signature(fn).parameters.get(arg)
+    except (TypeError, ValueError):
+        return default
+    return default if p is None or p.default is inspect.Parameter.empty else p.default
+
+
+def _check_channels_last(op: Any) -> None:
+    if getattr(op, "data_format", "channels_last") != "channels_last":
+        raise Unmapped(f"data_format {op.data_format}")
+
+
+def _tf_padding(op: Any, in_hw: Sequence[int], k: Sequence[int], s: Sequence[int],
+                dil: Sequence[int] = (1, 1)) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of a Keras 'valid'/'same' padding."""
+    if op.padding == "valid":
+        return (0, 0, 0, 0)
+    if op.padding != "same":
+        raise Unmapped(f"padding {op.padding!r}")
+    if any(d is None for d in in_hw):
+        raise Unmapped("'same' padding of an unknown spatial size")
+    t, bo = same_padding(in_hw[0], k[0], s[0], dil[0])
+    le, r = same_padding(in_hw[1], k[1], s[1], dil[1])
+    return (t, le, bo, r)
+
+
+def _conv_like(nd: _Node) -> str:
+    """Conv2D / DepthwiseConv2D / SeparableConv2D: the convolutions run in
+    TensorFlow; the bias and the activation are `nn` ops that can join stacks."""
+    b, op = nd.b, nd.op
+    _check_channels_last(op)
+    x = nd.ins[0]
+    xv = b.values[x]
+    in_shape = xv.type.get_shape()
+    if len(in_shape) != 4:
+        raise Unmapped(f"a rank-{len(in_shape)} input")
+    cin = in_shape[3]
+    k, s, dil = _pair(op.kernel_size), _pair(op.strides), _pair(op.dilation_rate)
+    pad = _tf_padding(op, in_shape[1:3], k, s, dil)
+    cls = type(op).__name__
+    padding = op.padding.upper()
+    if cls == "Conv2D":
+        w = op.kernel
+        groups = int(getattr(op, "groups", 1))
+        wt = nn.make_tensor(tuple(w.shape))
+        conv = nn.Conv2dOp(xv, b.arg(wt, _snapshot(w), f"{op.name}.kernel"), None, strides=s,
+                           padding=pad, dilation=dil, groups=groups, layout=LAYOUT)
+        if groups == 1:
+            kern = tf.convert_to_tensor(_snapshot(w))
+            run = lambda t: tf.raw_ops.Conv2D(  # noqa: E731
+                input=t, filter=kern, strides=[1, *s, 1], padding=padding,
+                dilations=[1, *dil, 1], data_format="NHWC")
+        else:
+            run = lambda t: op.convolution_op(t, op.kernel)  # noqa: E731
+        y = b.emit(f"{op.name}.conv", conv, [x], run)
+        filters = op.filters
+    elif cls in ("DepthwiseConv2D", "SeparableConv2D"):
+        dw = op.depthwise_kernel
+        mult = int(op.depth_multiplier)
+        shape_dw = (k[0], k[1], 1, cin * mult)
+        conv = nn.Conv2dOp(xv, b.arg(nn.make_tensor(shape_dw), _snapshot(dw),
+                                     f"{op.name}.depthwise_kernel"), None, strides=s,
+                           padding=pad, dilation=dil, groups=cin, layout=LAYOUT)
+        dkern = tf.convert_to_tensor(_snapshot(dw))
+        if dil == (1, 1):
+            run = lambda t: tf.raw_ops.DepthwiseConv2dNative(  # noqa: E731
+                input=t, filter=dkern, strides=[1, *s, 1], padding=padding,
+                data_format="NHWC")
+        else:
+            run = lambda t: tf.nn.depthwise_conv2d(  # noqa: E731
+                t, dkern, [1, *s, 1], padding, dilations=dil, data_format="NHWC")
+        y = b.emit(f"{op.name}.depthwise", conv, [x], run)
+        filters = cin * mult
+        if cls == "SeparableConv2D":
+            pw = op.pointwise_kernel
+            pconv = nn.Conv2dOp(b.values[y], b.arg(nn.make_tensor(tuple(pw.shape)),
+                                                   _snapshot(pw), f"{op.name}.pointwise_kernel"),
+                                None, layout=LAYOUT)
+            pkern = tf.convert_to_tensor(_snapshot(pw))
+            y = b.emit(f"{op.name}.pointwise", pconv, [y], lambda t: tf.raw_ops.Conv2D(
+                input=t, filter=pkern, strides=[1, 1, 1, 1], padding="VALID",
+                data_format="NHWC"))
+            filters = op.filters
+    else:
+        raise Unmapped(f"layer {cls}")
+    if op.use_bias:
+        bias = _snapshot(op.bias).reshape(filters)
+        bt = tf.convert_to_tensor(bias)
+        y = b.emit(f"{op.name}.bias", nn.AddOp(b.values[y], b.param(bias, f"{op.name}.bias")),
+                   [y], lambda t: tf.add(t, bt))
+    return _activation(nd, y, op.activation, f"{op.name}.act") if op.activation else y
+
+
+def _dense(nd: _Node) -> str:
+    b, op = nd.b, nd.op
+    x = nd.ins[0]
+    xv = b.values[x]
+    if len(xv.type.get_shape()) != 2:
+        raise Unmapped("Dense on a rank > 2 input")
+    kernel = _snapshot(op.kernel)
+    w = b.arg(nn.make_tensor(kernel.shape[::-1]), kernel, f"{op.name}.kernel")
+    kt = tf.convert_to_tensor(kernel)
+    if op.use_bias:
+        bias = _snapshot(op.bias)
+        bt = tf.convert_to_tensor(bias)
+        bv = b.arg(nn.make_tensor(bias.shape), bias, f"{op.name}.bias")
+        run = lambda t: tf.add(tf.matmul(t, kt), bt)  # noqa: E731
+    else:
+        bv, run = None, (lambda t: tf.matmul(t, kt))
+    y = b.emit(f"{op.name}.matmul", nn.LinearOp(xv, w, bv), [x], run)
+    return _activation(nd, y, op.activation, f"{op.name}.act") if op.activation else y
+
+
+def _batch_norm(nd: _Node) -> str:
+    b, op = nd.b, nd.op
+    xv = nd.x()
+    rank = len(xv.type.get_shape())
+    axis = op.axis if isinstance(op.axis, int) else None
+    if axis is None or axis % rank != rank - 1 or rank not in (2, 4):
+        raise Unmapped(f"batch norm over axis {op.axis} of a rank-{rank} tensor")
+    if getattr(op, "renorm", False):
+        raise Unmapped("batch renormalization")
+    n = op.name
+    gamma = b.param(_snapshot(op.gamma), f"{n}.gamma") if op.scale else None
+    beta = b.param(_snapshot(op.beta), f"{n}.beta") if op.center else None
+    mean = b.param(_snapshot(op.moving_mean), f"{n}.moving_mean")
+    var = b.param(_snapshot(op.moving_variance), f"{n}.moving_variance")
+    bn = nn.BatchNormOp(xv, gamma, beta, mean, var, eps=float(op.epsilon), layout=LAYOUT)
+    return b.emit(n, bn, nd.ins, lambda t: op(t, training=False))
+
+
+def _pool(nd: _Node, kind: str) -> str:
+    b, op = nd.b, nd.op
+    _check_channels_last(op)
+    xv = nd.x()
+    shape = xv.type.get_shape()
+    if len(shape) != 4:
+        raise Unmapped(f"a rank-{len(shape)} input")
+    k = _pair(op.pool_size)
+    s = _pair(op.strides) if op.strides is not None else k
+    pad = _tf_padding(op, shape[1:3], k, s)
+    if kind == "max":
+        pool = nn.MaxPool2dOp(xv, k, s, pad, layout=LAYOUT)
+        tf_run = lambda t: tf.nn.max_pool2d(t, k, s, op.padding.upper())  # noqa: E731
+    else:
+        pool = nn.AvgPool2dOp(xv, k, s, pad, count_include_pad=False, layout=LAYOUT)
+        tf_run = lambda t: tf.nn.avg_pool2d(t, k, s, op.padding.upper())  # noqa: E731
+    return b.emit(op.name, pool, nd.ins, tf_run)
+
+
+def _global_pool(nd: _Node, kind: str) -> str:
+    b, op = nd.b, nd.op
+    _check_channels_last(op)
+    xv = nd.x()
+    shape = xv.type.get_shape()
+    if len(shape) != 4:
+        raise Unmapped(f"a rank-{len(shape)} input")
+    keep = bool(op.keepdims)
+    if kind == "avg":
+        return b.emit(op.name, nn.MeanOp(xv, [1, 2], keep), nd.ins,
+                      lambda t: tf.reduce_mean(t, axis=[1, 2], keepdims=keep))
+    if shape[1] < 0 or shape[2] < 0:
+        raise Unmapped("global max pool of an unknown spatial size")
+    run = lambda t: tf.reduce_max(t, axis=[1, 2], keepdims=keep)  # noqa: E731
+    hw = (shape[1], shape[2])
+    if keep:
+        return b.emit(op.name, nn.MaxPool2dOp(xv, hw, hw, layout=LAYOUT), nd.ins, run)
+    p = b.emit(f"{op.name}.pool", nn.MaxPool2dOp(xv, hw, hw, layout=LAYOUT), nd.ins,
+               lambda t: tf.reduce_max(t, axis=[1, 2], keepdims=True))
+    return b.emit(op.name, nn.ReshapeOp(b.values[p], [nn.DYN, shape[3]]), [p], run)
+
+
+def _merge(nd: _Node, ctor: type, tf_fn: Callable) -> str:
+    b = nd.b
+    if len(nd.ins) < 2:
+        raise Unmapped("fewer than two inputs")
+    y = nd.ins[0]
+    for k, other in enumerate(nd.ins[1:], 1):
+        name = nd.name if k == len(nd.ins) - 1 else f"{nd.name}.{k}"
+        y = b.emit(name, ctor(b.values[y], b.values[other]), [y, other], tf_fn)
+    return y
+
+
+def _relu_layer(nd: _Node) -> str:
+    b, op = nd.b, nd.op
+    slope = float(op.negative_slope)
+    thr = float(op.threshold)
+    mx = None if op.max_value is None else float(op.max_value)
+    if thr != 0.0 or slope != 0.0:
+        raise Unmapped("ReLU with a threshold or a negative slope")
+    xv = nd.x()
+    if mx is None:
+        return b.emit(op.name, nn.ReluOp(xv), nd.ins, tf.nn.relu)
+    if mx == 6.0:
+        return b.emit(op.name, nn.ClampOp(xv, 0.0, 6.0), nd.ins, tf.nn.relu6)
+    return b.emit(op.name, nn.ClampOp(xv, 0.0, mx), nd.ins,
+                  lambda t: tf.clip_by_value(tf.nn.relu(t), 0.0, mx))
+
+
+def _constant_operand(b: _Builder, value: Any, name: str) -> tuple[SSAValue, Any]:
+    arr = np.asarray(value, dtype=np.float32)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    arr = np.ascontiguousarray(arr)
+    return b.param(arr, name), tf.convert_to_tensor(arr)
+
+
+def _rescaling(nd: _Node) -> str:
+    b, op = nd.b, nd.op
+    x = nd.ins[0]
+    sv, st = _constant_operand(b, op.scale, f"{op.name}.scale")
+    ov, ot = _constant_operand(b, op.offset, f"{op.name}.offset")
+    y = b.emit(f"{op.name}.scale", nn.MulOp(b.values[x], sv), [x], lambda t: t * st)
+    return b.emit(op.name, nn.AddOp(b.values[y], ov), [y], lambda t: t + ot)
+
+
+def _numpy_binary(nd: _Node, ctor: type, tf_fn: Callable) -> str:
+    """keras.ops add/multiply (e.g. `x + 3.0` in a functional model)."""
+    b = nd.b
+    args = list(nd.node.arguments.args)
+    if len(args) != 2 or nd.node.arguments.kwargs:
+        raise Unmapped("extra arguments")
+    vals, ins = [], []
+    for k, a in enumerate(args):
+        if isinstance(a, keras.KerasTensor):
+            name = nd.ins[[id(t) for t in nd.node.arguments.keras_tensors].index(id(a))]
+            vals.append(b.values[name])
+            ins.append(name)
+        elif isinstance(a, int | float) and not isinstance(a, bool):
+            v, _ = _constant_operand(b, a, f"{nd.name}.const{k}")
+            vals.append(v)
+        else:
+            raise Unmapped(f"operand of type {type(a).__name__}")
+    consts = [a for a in args if not isinstance(a, keras.KerasTensor)]
+
+    def run(*ts: Any) -> Any:
+        it = iter(ts)
+        xs = [next(it) if isinstance(a, keras.KerasTensor) else tf.constant(a, tf.float32)
+              for a in args]
+        return tf_fn(*xs)
+
+    del consts
+    return b.emit(nd.name, ctor(*vals), ins, run)
+
+
+def _map(nd: _Node) -> str:
+    """The value of a mapped Keras node, or Unmapped."""
+    b, op = nd.b, nd.op
+    cls = type(op).__name__
+    if isinstance(op, keras.Model):
+        raise Unmapped("nested model (runs as a whole in Keras)")
+    if cls in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D"):
+        return _conv_like(nd)
+    if cls == "Dense":
+        return _dense(nd)
+    if cls == "BatchNormalization":
+        return _batch_norm(nd)
+    if cls == "Activation":
+        return _activation(nd, nd.ins[0], op.activation, op.name)
+    if cls == "ReLU":
+        return _relu_layer(nd)
+    if cls == "Softmax":
+        xv = nd.x()
+        axis = op.axis if isinstance(op.axis, int) else None
+        if axis is None:
+            raise Unmapped(f"softmax over axes {op.axis}")
+        rank = len(xv.type.get_shape())
+        return b.emit(op.name, nn.SoftmaxOp(xv, axis % rank), nd.ins,
+                      lambda t: tf.nn.softmax(t, axis=axis))
+    if cls == "MaxPooling2D":
+        return _pool(nd, "max")
+    if cls == "AveragePooling2D":
+        return _pool(nd, "avg")
+    if cls == "GlobalAveragePooling2D":
+        return _global_pool(nd, "avg")
+    if cls == "GlobalMaxPooling2D":
+        return _global_pool(nd, "max")
+    if cls == "Add":
+        return _merge(nd, nn.AddOp, tf.add) if isinstance(op, keras.layers.Layer) \
+            else _numpy_binary(nd, nn.AddOp, tf.add)
+    if cls == "Multiply":
+        return _merge(nd, nn.MulOp, tf.multiply) if isinstance(op, keras.layers.Layer) \
+            else _numpy_binary(nd, nn.MulOp, tf.multiply)
+    if cls == "Concatenate":
+        vals = [b.values[i] for i in nd.ins]
+        rank = len(vals[0].type.get_shape())
+        axis = op.axis % rank
+        return b.emit(op.name, nn.CatOp(vals, axis), nd.ins,
+                      lambda *ts: tf.concat(list(ts), axis))
+    if cls == "Flatten":
+        _check_channels_last(op)
+        return b.emit(op.name, nn.FlattenOp(nd.x(), 1, -1), nd.ins,
+                      lambda t: tf.reshape(t, [tf.shape(t)[0], -1]))
+    if cls == "Reshape":
+        target = [nn.DYN, *[int(d) for d in op.target_shape]]
+        shape = [-1, *[int(d) for d in op.target_shape]]
+        return b.emit(op.name, nn.ReshapeOp(nd.x(), target), nd.ins,
+                      lambda t: tf.reshape(t, [tf.shape(t)[0], *shape[1:]]))
+    if cls in ("Dropout", "SpatialDropout2D", "GaussianDropout", "GaussianNoise",
+               "AlphaDropout", "SpatialDropout1D", "SpatialDropout3D"):
+        rate = float(getattr(op, "rate", 0.0) or 0.0)
+        return b.emit(op.name, nn.DropoutOp(nd.x(), min(rate, 0.99)), nd.ins, lambda t: t)
+    if cls == "Identity":
+        return b.emit(op.name, nn.IdentityOp(nd.x()), nd.ins, lambda t: t)
+    if cls == "Rescaling":
+        return _rescaling(nd)
+    if cls == "Normalization":
+        raise Unmapped("Normalization divides by max(sqrt(variance), epsilon): nn has no "
+                       "exact op for the division")
+    if cls == "ZeroPadding2D":
+        raise Unmapped("zero padding (nn has no pad op)")
+    raise Unmapped(f"layer {cls}")
+
+
+# ---------------------------------------------------------------------- graph
+
+
+def functional_graph(model: Any, shape: Sequence[int]) -> Any:
+    """The Functional graph of `model` for inputs of `shape` (0 = any batch)."""
+    batch_shape = (None, *[int(d) for d in shape[1:]])
+    if isinstance(model, keras.Sequential):
+        if not model.built or getattr(model, "_functional", None) is None:
+            model.build(batch_shape)
+        fn = getattr(model, "_functional", None)
+        if fn is None:
+            raise Unmapped("a Sequential model without a functional graph")
+        return fn
+    if not hasattr(model, "_nodes_by_depth"):
+        raise Unmapped(f"{type(model).__name__} is a subclassed model, not a functional graph")
+    return model
+
+
+def _model_inputs(g: Any) -> list[Any]:
+    return list(g.inputs)
+
+
+def capture(model: Any, shape: Sequence[int]) -> Capture:
+    """Build the graph function `@forward` of a Keras model."""
+    g = functional_graph(model, shape)
+    ins = _model_inputs(g)
+    if len(ins) != 1:
+        raise Unmapped(f"{len(ins)} model inputs (BrainSlug takes one)")
+    b = _Builder()
+    by_id: dict[int, str] = {}
+    kin = ins[0]
+    want = tuple(shape[1:])
+    got = tuple(kin.shape[1:])
+    if len(want) != len(got) or any(
+            g_ is not None and g_ != w for g_, w in zip(got, want, strict=True)):
+        raise ValueError(f"shape {list(shape)} does not fit the model's input "
+                         f"{['N' if d is None else d for d in kin.shape]}")
+    if None in got:  # re-trace the same layers on an input of the given size
+        g = keras.models.clone_model(g, input_tensors=keras.Input(batch_shape=(None, *want)),
+                                     clone_function=lambda layer: layer)
+        kin = _model_inputs(g)[0]
+    in_name = b.input(kin.name or "input", tensor_type((None, *want)))
+    by_id[id(kin)] = in_name
+    depth_keys = sorted(g._nodes_by_depth, reverse=True)
+    for depth in depth_keys:
+        for node in g._nodes_by_depth[depth]:
+            if not node.operation or node.is_input:
+                continue
+            kts = list(node.arguments.keras_tensors)
+            if any(id(t) not in by_id for t in kts):
+                continue
+            names = [by_id[id(t)] for t in kts]
+            outs = list(node.outputs)
+            nd = _Node(b, node, names, tuple(outs[0].shape) if outs else ())
+            mark = len(list(b.block.ops))
+            try:
+                if len(outs) != 1:
+                    raise Unmapped(f"{len(outs)} outputs")
+                if outs[0].dtype != "float32":
+                    raise Unmapped(f"dtype {outs[0].dtype}")
+                y = _map(nd)
+                declared = tensor_type(outs[0].shape)
+                got_t = b.values[y].type
+                if got_t != declared:
+                    raise Unmapped(f"inferred {got_t}, Keras says {declared}")
+                by_id[id(outs[0])] = y
+            except Exception as e:  # the node runs in Keras
+                reason = str(e) if isinstance(e, Unmapped) else f"{type(e).__name__}: {e}"
+                _drop_since(b, mark)
+                ys = _library(b, node, kts, names, outs, reason)
+                for t, y in zip(outs, ys, strict=True):
+                    by_id[id(t)] = y
+    outputs = [by_id[id(t)] for t in g.outputs]
+    b.block.add_op(func.ReturnOp(*[b.values[o] for o in outputs]))
+    fn = func.FuncOp("forward", ([a.type for a in b.block.args],
+                                 [b.values[o].type for o in outputs]), Region(b.block))
+    return Capture(ModuleOp([fn]), b.args, b.pieces, [in_name], outputs, b.reasons)
+
+
+def _drop_since(b: _Builder, mark: int) -> None:
+    """Erase the ops (and pieces) a failed mapping emitted after op number `mark`."""
+    for op in reversed(list(b.block.ops)[mark:]):
+        name = op.attributes[NODE_ATTR].data if NODE_ATTR in op.attributes else None
+        if name is not None:
+            b.pieces.pop(name, None)
+            b.values.pop(name, None)
+            b.reasons.pop(name, None)
+        op.detach()
+        op.erase()
+
+
+def _library(b: _Builder, node: Any, kts: list[Any], names: list[str], outs: list[Any],
+             reason: str) -> list[str]:
+    """An `nn.library` piece that calls the Keras operation of `node`."""
+    op = node.operation
+    training = isinstance(op, keras.layers.Layer) and getattr(op, "_call_has_training_arg",
+                                                              False)
+    ids = [id(t) for t in kts]
+
+    def run(*ts: Any) -> Any:
+        args, kwargs = node.arguments.fill_in(dict(zip(ids, ts, strict=True)))
+        if training:
+            kwargs = {**kwargs, "training": False}
+        r = op(*args, **kwargs)
+        return r if len(outs) == 1 else list(keras.tree.flatten(r))
+
+    types = [tensor_type(t.shape) for t in outs]
+    callee = f"keras.{type(op).__name__}"
+    return b.library(op.name, names, types, run, callee, reason)

@@ -1,0 +1,202 @@
+"""`OptimizedModel`: what `brainslug.tensorflow.optimize` returns.
+
+Calling it runs the schedule eagerly: TensorFlow pieces on `tf.Tensor`s, and
+compiled stacks on the same memory through numpy views. A CPU `tf.Tensor` is
+read with `np.asarray`, which aliases its buffer (no copy); a kernel writes
+into 64-byte aligned numpy buffers of a static arena, which TensorFlow then
+reads through DLPack (no copy either). Arena slots are reused once every
+value that may alias them is dead; outputs that leave the model get fresh
+buffers.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from brainslug.frontend_tf.optimize import Plan, Step
+from brainslug.frontend_torch.optimize import PlanInfo
+
+ALIGN = 64
+"""Byte alignment of kernel output buffers (TensorFlow wants 64 for zero-copy)."""
+
+FRESH_CALLEES = {"nn.conv2d", "nn.linear", "nn.add", "nn.mul", "nn.cat", "nn.max_pool2d",
+                 "nn.avg_pool2d", "nn.mean", "nn.batch_norm", "nn.softmax"}
+"""Pieces whose TensorFlow result is a new buffer, never a view of an input."""
+
+
+def aligned_empty(shape: Sequence[int], align: int = ALIGN) -> np.ndarray:
+    """An uninitialised C-contiguous float32 array whose data is `align`-aligned."""
+    n = max(math.prod(shape), 1) * 4
+    raw = np.empty(n + align, np.uint8)
+    off = (-raw.ctypes.data) % align
+    return raw[off:off + n].view(np.float32)[: math.prod(shape)].reshape(shape)
+
+
+def to_tf(a: np.ndarray) -> tf.Tensor:
+    """A tf.Tensor on the memory of `a` (DLPack, zero-copy)."""
+    return tf.experimental.dlpack.from_dlpack(a.__dlpack__())
+
+
+@dataclass
+class _Slot:
+    numel: int      # per batch item
+    busy_until: int = -1
+
+
+@dataclass
+class BufferPlan:
+    """Arena slot of each (step, output index) of a kernel; escaping outputs have none."""
+
+    assignment: dict[tuple[int, int], int] = field(default_factory=dict)
+    slots: list[_Slot] = field(default_factory=list)
+
+
+def plan_buffers(steps: Sequence[Step], outputs: Sequence[str]) -> BufferPlan:
+    """Liveness-based reuse of kernel output buffers over the schedule."""
+    alias: dict[str, set[tuple[int, int]]] = {}
+    last_use: dict[tuple[int, int], int] = {}
+    for k, st in enumerate(steps):
+        ins = st.piece.inputs if st.piece else [s for s in st.stack.inputs if isinstance(s, str)]
+        carried: set[tuple[int, int]] = set()
+        for i in ins:
+            for key in alias.get(i, ()):
+                last_use[key] = max(last_use.get(key, -1), k)
+                carried.add(key)
+        if st.stack is not None:
+            for j, o in enumerate(st.stack.outputs):
+                alias[o] = {(k, j)}
+                last_use.setdefault((k, j), k)
+        elif carried and st.piece.callee not in FRESH_CALLEES:
+            alias[st.piece.name] = carried  # may be a view of its input
+    escaping = set().union(*(alias.get(o, set()) for o in outputs)) if outputs else set()
+    plan = BufferPlan()
+    for k, st in enumerate(steps):
+        if st.stack is None:
+            continue
+        for j, shape in enumerate(st.stack.output_shapes):
+            key = (k, j)
+            if key in escaping:
+                continue
+            numel = math.prod(d for d in shape if d >= 0)
+            free = [s for s, slot in enumerate(plan.slots) if slot.busy_until < k]
+            fits = [s for s in free if plan.slots[s].numel >= numel]
+            if fits:
+                s = min(fits, key=lambda s: plan.slots[s].numel)
+            elif free:
+                s = max(free, key=lambda s: plan.slots[s].numel)
+                plan.slots[s].numel = numel
+            else:
+                plan.slots.append(_Slot(numel))
+                s = len(plan.slots) - 1
+            plan.slots[s].busy_until = last_use.get(key, k)
+            plan.assignment[key] = s
+    return plan
+
+
+class Arena:
+    """Aligned storage of the plan's slots, once per (thread, batch size)."""
+
+    def __init__(self, plan: BufferPlan):
+        self.plan = plan
+        self._local = threading.local()
+
+    def storage(self, batch: int) -> list[np.ndarray]:
+        cache = getattr(self._local, "storage", None)
+        if cache is None:
+            cache = self._local.storage = {}
+        store = cache.get(batch)
+        if store is None:
+            store = cache[batch] = [aligned_empty((s.numel * batch,)) for s in self.plan.slots]
+        return store
+
+    def release(self) -> None:
+        """Drop this thread's storage (e.g. after a one-off large batch)."""
+        self._local.storage = {}
+
+
+class OptimizedModel:
+    """The Keras model plus its BrainSlug schedule; call it like the model."""
+
+    def __init__(self, model: Any, plan: Plan | None, shape: list[int], info: PlanInfo):
+        self.original = model
+        self.plan = plan
+        self.steps = plan.steps if plan is not None else None
+        self.outputs = plan.outputs if plan is not None else []
+        self.input_name = plan.input if plan is not None else ""
+        self.input_shape = list(shape)
+        self.info = info
+        self.arena = Arena(plan_buffers(plan.steps, plan.outputs)) if plan is not None else None
+        self._plan = self.arena.plan if self.arena is not None else None
+
+    def __repr__(self) -> str:
+        n = sum(1 for s in self.info.stacks if s.compiled)
+        return f"OptimizedModel({type(self.original).__name__}, shape={self.input_shape}, " \
+               f"stacks={n})"
+
+    def check_input(self, x: Any) -> tf.Tensor:
+        """`x` as a float32 tf.Tensor, or ValueError naming what was expected."""
+        want = "x".join("N" if d == 0 else str(d) for d in self.input_shape)
+        if isinstance(x, np.ndarray):
+            if x.dtype != np.float32:
+                raise ValueError(f"expected dtype float32, got {x.dtype}")
+        elif isinstance(x, tf.Tensor):
+            if x.dtype != tf.float32:
+                raise ValueError(f"expected dtype float32, got {x.dtype.name}")
+        else:
+            raise ValueError(f"expected a tf.Tensor or numpy array of shape {want}, "
+                             f"got {type(x).__name__}")
+        shape = tuple(x.shape)
+        if len(shape) != len(self.input_shape):
+            raise ValueError(f"expected a {len(self.input_shape)}-d input of shape {want}, "
+                             f"got {len(shape)}-d {shape}")
+        for k, (d, e) in enumerate(zip(shape, self.input_shape, strict=True)):
+            if e and d != e:
+                raise ValueError(f"expected input shape {want}, got {shape} "
+                                 f"(dim {k} is {d}, expected {e})")
+            if not e and d == 0:
+                raise ValueError(f"dim {k} of the input is empty")
+        if isinstance(x, np.ndarray):
+            x = tf.convert_to_tensor(x)
+        if "CPU" not in x.device.upper() and x.device:
+            x = tf.identity(x)
+        return x
+
+    def __call__(self, x: Any, training: bool = False) -> tf.Tensor:
+        if training or self.steps is None:
+            return self.original(x, training=training)
+        x = self.check_input(x)
+        return self.run(x)
+
+    def run(self, x: tf.Tensor) -> tf.Tensor:
+        """The schedule on a checked input."""
+        batch = int(x.shape[0])
+        env: dict[str, Any] = {self.input_name: x}
+        plan = self._plan
+        store = self.arena.storage(batch) if plan.slots else []
+        for k, st in enumerate(self.steps):
+            p = st.piece
+            if p is not None:
+                env[p.name] = p.run(*[env[i] for i in p.inputs])
+                continue
+            s = st.stack
+            bufs = [np.asarray(env[i]) if isinstance(i, str) else i for i in s.inputs]
+            outs = []
+            for j, shape in enumerate(s.output_shapes):
+                dims = tuple(batch if d < 0 else d for d in shape)
+                slot = plan.assignment.get((k, j))
+                if slot is None:
+                    outs.append(aligned_empty(dims))
+                else:
+                    outs.append(store[slot][: math.prod(dims)].reshape(dims))
+            st.runner(bufs + outs, batch)
+            for o, a in zip(s.outputs, outs, strict=True):
+                env[o] = to_tf(a)
+        res = [env[o] for o in self.outputs]
+        return res[0] if len(res) == 1 else res
