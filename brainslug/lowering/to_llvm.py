@@ -76,6 +76,8 @@ class TargetParams:
     lanes: int
     func_props: tuple[tuple[str, Attribute], ...] = ()
     """Properties set on every phase `llvm.func` (target_cpu, passthrough, ...)."""
+    emitter: type[PhaseEmitter] | None = None
+    """The phase emitter class (None: `PhaseEmitter`; the GPU maps lanes to threads)."""
 
 
 def lower_kernels(module: ModuleOp, target: TargetParams, generic: bool = True) -> None:
@@ -166,6 +168,7 @@ class KernelLowering:
             slot += 1 + len(dyn)
         self.num_slots = slot
         self.phases = [op for op in top.ops if isinstance(op, loop.NestOp | loop.TileOp)]
+        self.emitter = target.emitter or PhaseEmitter
 
     def scratch_dims(self) -> list[int]:
         out: list[int] = []
@@ -206,12 +209,12 @@ class KernelLowering:
             if sig is None or shared is None:
                 names.append(name)
                 offsets.append(0)
-                funcs.append(PhaseEmitter(self, name, phase).run())
+                funcs.append(self.emitter(self, name, phase).run())
                 continue
             fname = shared.get(sig.key)
             if fname is None:
                 fname = shared[sig.key] = name
-                funcs.append(PhaseEmitter(self, name, phase, sig).run())
+                funcs.append(self.emitter(self, name, phase, sig).run())
             names.append(fname)
             offsets.append(len(slots))
             slots.extend(self.param_block(sig, len(slots)))

@@ -18,7 +18,11 @@ def make_backend(target: str = "x86-64", cpu: str = "host"):
         from brainslug.lowering.backends.x86 import X86Backend
 
         return X86Backend(cpu)
-    raise ValueError(f"bs-lower-to-llvm: unknown target '{target}' (known: x86-64)")
+    if target in ("nvptx", "nvptx64", "cuda"):
+        from brainslug.lowering.backends.nvptx import NVPTXBackend
+
+        return NVPTXBackend("sm_90" if cpu == "host" else cpu)
+    raise ValueError(f"bs-lower-to-llvm: unknown target '{target}' (known: x86-64, nvptx)")
 
 
 @dataclass(frozen=True)
@@ -36,4 +40,8 @@ class LowerToLLVMPass(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         with gc_paused():
-            lower_kernels(op, make_backend(self.target, self.cpu).params(), self.generic)
+            backend = make_backend(self.target, self.cpu)
+            if hasattr(backend, "lower"):  # a backend with its own steps (nvptx)
+                backend.lower(op, self.generic)
+            else:
+                lower_kernels(op, backend.params(), self.generic)

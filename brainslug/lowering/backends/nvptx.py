@@ -1,0 +1,192 @@
+"""The NVPTX backend: PTX for NVIDIA GPUs through llvmlite's NVPTX target.
+
+The generic lowering runs with `gpu_lanes.GPUPhaseEmitter`: the lanes of a
+`simd.loop` are the threads of a block, the parallel loops are the grid, and
+every phase is a kernel (`ptx_kernel` calling convention, a `.entry` in PTX)
+with the CPU's phase ABI `void (i64, i64, ptr args)`. Each `loop.kernel_info`
+also gets `bs.gpu_lanes`, the static lane extent of each phase, which the
+runtime uses to shape its blocks.
+
+`exp`, `log`, `tanh` and `erf` call libdevice (`__nv_expf`, ...), the CUDA math
+library's own implementations, linked from `libdevice.10.bc` (found through
+`BRAINSLUG_LIBDEVICE`, `CUDA_HOME`/`CUDA_PATH` or the usual install places).
+No fast-math: `fdiv` is `div.rn.f32`, `llvm.sqrt` is `sqrt.rn.f32`, and LLVM
+does not contract fmul+fadd into fma without `contract` flags.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+from xdsl.backend.llvm.convert import convert_module
+from xdsl.dialects import func
+from xdsl.dialects import llvm as xllvm
+from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, i64
+
+from brainslug.dialects import loop
+from brainslug.lowering.backends.x86 import _OpsView
+from brainslug.lowering.gpu_lanes import GPUPhaseEmitter, phase_hints
+from brainslug.lowering.to_llvm import KERNEL_ATTR, TargetParams, lower_kernels
+
+TARGET = "nvptx"
+TRIPLE = "nvptx64-nvidia-cuda"
+LANES_ATTR = "bs.gpu_lanes"
+"""On `loop.kernel_info`: each phase's static lane extent (0: unknown, 1: serial)."""
+LIBDEVICE_PREFIX = "__nv_"
+PTX_BASELINE = "sm_80"
+"""The newest `.target` the PTX asks for (see `NVPTXBackend.ptx_target`)."""
+
+
+@functools.cache
+def _init_llvm() -> None:
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+
+
+def find_libdevice() -> Path | None:
+    """`libdevice.10.bc` of a CUDA installation, or None."""
+    if env := os.environ.get("BRAINSLUG_LIBDEVICE"):
+        return Path(env)
+    roots = [os.environ.get(v) for v in ("CUDA_HOME", "CUDA_PATH")]
+    roots += ["/usr/local/cuda", *sorted(glob.glob("/usr/local/cuda-*"), reverse=True)]
+    for root in filter(None, roots):
+        p = Path(root) / "nvvm" / "libdevice" / "libdevice.10.bc"
+        if p.is_file():
+            return p
+    try:  # the pip wheel of the CUDA compiler
+        import nvidia.cuda_nvcc as nvcc  # type: ignore[import-not-found]
+
+        for base in nvcc.__path__:
+            p = Path(base) / "nvvm" / "libdevice" / "libdevice.10.bc"
+            if p.is_file():
+                return p
+    except ImportError:
+        pass
+    return None
+
+
+@functools.cache
+def _libdevice_bitcode() -> bytes:
+    path = find_libdevice()
+    if path is None:
+        raise RuntimeError(
+            "nvptx: exp/log/tanh/erf need libdevice.10.bc from a CUDA toolkit; set "
+            "BRAINSLUG_LIBDEVICE or CUDA_HOME"
+        )
+    return path.read_bytes()
+
+
+def kernel_names(module: ModuleOp) -> set[str]:
+    """Names of the phase functions of a lowered module (the GPU kernels)."""
+    return {
+        p.data for op in module.ops if isinstance(op, loop.KernelInfoOp) for p in op.phases
+    }
+
+
+@dataclass
+class NVPTXBackend:
+    """Lowers kernels for NVIDIA GPUs and compiles them to PTX."""
+
+    cpu: str = "sm_90"
+    name = TARGET
+
+    def __post_init__(self) -> None:
+        _init_llvm()
+        if self.cpu in ("host", ""):
+            self.cpu = "sm_90"
+        if not self.cpu.startswith("sm_"):
+            raise ValueError(f"nvptx: cpu must be an SM architecture such as sm_90, got {self.cpu}")
+
+    def params(self) -> TargetParams:
+        # `lanes` is unused by the GPU emitter (a lane is a thread)
+        return TargetParams(TARGET, 32, (), GPUPhaseEmitter)
+
+    def lower(self, module: ModuleOp, generic: bool = True) -> None:
+        """bs-lower-to-llvm for this target: the phases, and each kernel's lane hints."""
+        hints = {}
+        for op in module.ops:
+            if isinstance(op, func.FuncOp) and KERNEL_ATTR in op.attributes:
+                phases = [
+                    p for p in op.body.block.ops if isinstance(p, loop.NestOp | loop.TileOp)
+                ]
+                hints[op.sym_name.data] = phase_hints(phases)
+        lower_kernels(module, self.params(), generic)
+        for op in module.ops:
+            if isinstance(op, loop.KernelInfoOp) and op.kernel.data in hints:
+                op.attributes[LANES_ATTR] = DenseArrayBase.from_list(i64, hints[op.kernel.data])
+
+    @property
+    def ptx_target(self) -> str:
+        """The PTX `.target`: `cpu`, but at most `PTX_BASELINE` (PTX is forward
+        compatible; the kernels use nothing newer, and ptxas can check one PTX
+        for sm_80 and sm_90)."""
+        return min(self.cpu, PTX_BASELINE, key=lambda s: int(s[3:].rstrip("af")))
+
+    def target_machine(self) -> llvm.TargetMachine:
+        return llvm.Target.from_triple(TRIPLE).create_target_machine(cpu=self.ptx_target, opt=3)
+
+    def fingerprint(self) -> str:
+        """What, besides the IR, decides the PTX (part of cache keys)."""
+        return f"{TRIPLE};{self.ptx_target}"
+
+    # ------------------------------------------------------------------ IR
+
+    def to_llvmlite(self, module: ModuleOp, data_layout: str = "") -> ir.Module:
+        """The module's `llvm.func`s as llvmlite IR, phases marked as kernels."""
+        funcs = [op for op in module.ops if isinstance(op, xllvm.FuncOp)]
+        ir_mod = convert_module(
+            _OpsView(module, funcs),  # type: ignore[arg-type]
+            fallback_target_triple=TRIPLE,
+            data_layout=data_layout,
+        )
+        kernels = kernel_names(module)
+        for fn in ir_mod.functions:
+            if fn.blocks and fn.name in kernels:
+                fn.calling_convention = "ptx_kernel"
+                fn.attributes.add("nounwind")
+        # libdevice reads this flag through __nvvm_reflect: no flush-to-zero
+        i32 = ir.IntType(32)
+        ir_mod.add_named_metadata("llvm.module.flags", [i32(4), "nvvm-reflect-ftz", i32(0)])
+        return ir_mod
+
+    def build(self, module: ModuleOp, opt: int = 3, tm: llvm.TargetMachine | None = None):
+        """Parsed, libdevice-linked, verified and optimized LLVM module."""
+        tm = tm or self.target_machine()
+        mod = llvm.parse_assembly(str(self.to_llvmlite(module, str(tm.target_data))))
+        kernels = kernel_names(module)
+        if any(f.name.startswith(LIBDEVICE_PREFIX) for f in mod.functions):
+            lib = llvm.parse_bitcode(_libdevice_bitcode())
+            lib.triple, lib.data_layout = mod.triple, mod.data_layout
+            mod.link_in(lib)
+            for f in mod.functions:
+                if not f.is_declaration and f.name not in kernels:
+                    f.linkage = llvm.Linkage.internal
+        mod.verify()
+        if opt > 0:
+            pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+            pb = llvm.create_pass_builder(tm, pto)
+            pb.getModulePassManager().run(mod, pb)
+        return mod
+
+    def emit_llvm_ir(self, module: ModuleOp, opt: int = 3) -> str:
+        return str(self.build(module, opt))
+
+    def emit_ptx(self, module: ModuleOp, opt: int = 3) -> str:
+        tm = self.target_machine()
+        return tm.emit_assembly(self.build(module, opt, tm))
+
+
+def emit_ptx(module: ModuleOp, cpu: str = "sm_90", opt: int = 3) -> str:
+    """PTX of all kernel phases of a module lowered by `bs-lower-to-llvm{target=nvptx}`."""
+    return NVPTXBackend(cpu).emit_ptx(module, opt)
+
+
+def emit_llvm_ir(module: ModuleOp, cpu: str = "sm_90", opt: int = 3) -> str:
+    """LLVM IR (NVPTX) of all kernel phases of a lowered module."""
+    return NVPTXBackend(cpu).emit_llvm_ir(module, opt)

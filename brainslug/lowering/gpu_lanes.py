@@ -1,0 +1,305 @@
+"""The GPU mapping of phases: SIMD lanes are the threads of a block, parallel
+loops are the grid (used by the nvptx backend through `TargetParams.emitter`).
+
+A phase is a kernel `void (i64, i64, ptr args)` with the same parameter blocks
+as on the CPU (the two i64 parameters are unused). Its launch is a grid of
+blocks of `(ntid.x, ntid.y)` threads, and any grid and block shape is correct:
+
+- *lane mode*: a `simd.loop` runs its points block-strided over `tid.x`
+  (`w = lb + tid.x; w < ub; w += ntid.x`), so the masked tail of the CPU
+  becomes a per-thread predicate; the flat range of the phase's parallel dims
+  (its *rows*) runs grid-strided over `ctaid.x * ntid.y + tid.y`.
+- *serial mode*, for phases whose lanes exchange data through memory (a
+  `loop.tile` or a phase with a `memref.alloca`, which is private to a thread,
+  or one that reads a buffer it writes): every thread of the grid is a row of
+  its own and runs the lanes of its `simd.loop`s one after the other.
+
+A phase without parallel dims runs on row 0. Every SIMD value is a scalar of
+its lane: a contiguous, strided or gathered `simd.load` is one scalar load at
+the thread's point, a padded one clamps its address and selects the pad value,
+and `simd.splat` is the value itself. Phases never synchronize: the runtime
+runs them as separate launches on one stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from xdsl.dialects import llvm, memref
+from xdsl.dialects.builtin import f32, i32, i64
+from xdsl.ir import Attribute, Operation, SSAValue
+
+from brainslug.dialects import loop, simd
+from brainslug.lowering import loop_to_llvm as scalar
+from brainslug.lowering.llvm_builder import IVal
+from brainslug.lowering.to_llvm import LaneState, PhaseEmitter
+
+SREG = "llvm.nvvm.read.ptx.sreg."
+"""Prefix of the NVVM intrinsics that read the thread and block indices."""
+
+MATH_FUNCTIONS = {"exp": "__nv_expf", "log": "__nv_logf", "tanh": "__nv_tanhf", "erf": "__nv_erff"}
+"""libdevice functions for `simd.math`/`math.*` (the CUDA math library's own,
+so results match PyTorch's CUDA kernels); sqrt is `sqrt.rn.f32`."""
+
+
+def serial_phase(phase: loop.NestOp | loop.TileOp) -> bool:
+    """Whether the lanes of `phase` must run in one thread (see the module doc)."""
+    if isinstance(phase, loop.TileOp):
+        return True
+    stored: set[SSAValue] = set()
+    loaded: set[SSAValue] = set()
+    for op in phase.walk():
+        if isinstance(op, memref.AllocaOp | simd.ReduceOp):
+            return True
+        if isinstance(op, loop.StoreOp | simd.StoreOp):
+            stored.add(op.buffer)
+        elif isinstance(op, loop.LoadOp | simd.LoadOp):
+            loaded.add(op.buffer)
+    return bool(stored & loaded)
+
+
+def lane_extent(phase: loop.NestOp | loop.TileOp) -> int:
+    """Static extent of the phase's first `simd.loop` (1 in serial mode, 0 when
+    unknown): the runtime's hint for `ntid.x`."""
+    if serial_phase(phase):
+        return 1
+    for op in phase.walk():
+        if isinstance(op, simd.LoopOp):
+            (lb,), (ub,) = op.lower_bounds(), op.upper_bounds()
+            if isinstance(lb, int) and isinstance(ub, int):
+                return max(ub - lb, 1)
+            return 0
+    return 1
+
+
+class GPUPhaseEmitter(PhaseEmitter):
+    """Emits one phase as an NVPTX kernel body (lanes on threads, rows on the grid)."""
+
+    def __init__(self, kernel, name, phase, sig=None):
+        super().__init__(kernel, name, phase, sig)
+        self.serial = serial_phase(phase)
+        self.lane_offset: IVal = 0
+        """`l` of the current lane: its point minus that of lane 0 of its chunk."""
+        self._sregs: dict[str, SSAValue] = {}
+
+    # ------------------------------------------------------------------ thread indices
+
+    def sreg(self, name: str) -> SSAValue:
+        """A special register (`tid.x`, `ctaid.x`, ...) as i64, read in the entry block."""
+        if (v := self._sregs.get(name)) is None:
+            b = self.b
+            r = b.add_entry(llvm.CallIntrinsicOp(SREG + name, [], [i32]))
+            v = self._sregs[name] = b.add_entry(llvm.ZExtOp(r, i64))
+        return v
+
+    def rows(self) -> tuple[IVal, IVal]:
+        """This thread's first row and the row stride (the number of row threads)."""
+        b = self.b
+        row = b.iadd(b.imul(self.sreg("ctaid.x"), self.sreg("ntid.y")), self.sreg("tid.y"))
+        count = b.imul(self.sreg("nctaid.x"), self.sreg("ntid.y"))
+        if self.serial:
+            row = b.iadd(b.imul(row, self.sreg("ntid.x")), self.sreg("tid.x"))
+            count = b.imul(count, self.sreg("ntid.x"))
+        return row, count
+
+    # ------------------------------------------------------------------ phase
+
+    def run(self) -> llvm.FuncOp:
+        op, b = self.phase, self.b
+        lbs, ubs = self.domain(op)
+        steps = list(op.steps) if isinstance(op, loop.TileOp) else [1] * len(lbs)
+        k = op.num_parallel
+        row, count = self.rows()
+        if k == 0:
+            b.if_then(b.icmp("eq", row, 0), lambda: self.loops(lbs, ubs, steps, self._body))
+            return b.finish()
+        exts: list[IVal] = []
+        for lb, ub, s in zip(lbs[:k], ubs[:k], steps[:k], strict=True):
+            n = b.isub(ub, lb)
+            if not isinstance(n, int):
+                n = b.imax(n, 0)
+            exts.append(n if s == 1 else b.idiv_floor(b.iadd(n, s - 1), s))
+        total: IVal = 1
+        for e in exts:
+            total = b.imul(total, e)
+
+        def grid_stride(f: SSAValue, carried: list[SSAValue]) -> list[SSAValue]:
+            # the parallel ivs of flat row f (the innermost dim varies fastest)
+            ivs: list[IVal] = [0] * k
+            rem: IVal = f
+            for d in reversed(range(k)):
+                t = rem
+                if d > 0:
+                    t = self._urem(rem, exts[d])
+                    rem = self._udiv(rem, exts[d])
+                ivs[d] = b.iadd(lbs[d], b.imul(t, steps[d]))
+            self.loops(lbs[k:], ubs[k:], steps[k:], lambda inner, c: self._body([*ivs, *inner], c))
+            return []
+
+        b.loop(row, total, count, grid_stride, pred="ult")
+        return b.finish()
+
+    def _udiv(self, a: IVal, d: IVal) -> IVal:
+        if isinstance(a, int) and isinstance(d, int):
+            return a // d
+        return a if d == 1 else self.b.add(llvm.UDivOp(self.b.ssa(a), self.b.ssa(d)))
+
+    def _urem(self, a: IVal, d: IVal) -> IVal:
+        if isinstance(a, int) and isinstance(d, int):
+            return a % d
+        return 0 if d == 1 else self.b.add(llvm.URemOp(self.b.ssa(a), self.b.ssa(d)))
+
+    # ------------------------------------------------------------------ values
+
+    def llvm_type(self, t: Attribute) -> Attribute:
+        if isinstance(t, simd.VecType):
+            return self.llvm_type(t.element_type)
+        return super().llvm_type(t)
+
+    def emit(self, op: Operation) -> None:
+        if (lower := GPU_LOWERINGS.get(type(op))) is not None:
+            lower(self, op)
+        else:
+            super().emit(op)
+
+
+# ---------------------------------------------------------------------------- lowerings
+
+
+def _loop(em: GPUPhaseEmitter, op: simd.LoopOp) -> None:
+    b = em.b
+    (lb,), (ub,) = em.domain(op)
+    saved, saved_offset = em.lane, em.lane_offset
+    if em.serial:
+        start, step = lb, 1
+        em.lane_offset = 0
+    else:
+        start, step = b.iadd(lb, em.sreg("tid.x")), em.sreg("ntid.x")
+        em.lane_offset = em.sreg("tid.x")
+
+    def body(w: SSAValue, carried: list[SSAValue]) -> list[SSAValue]:
+        em.lane = LaneState(op.iv, w, None)
+        em.values[op.iv] = w
+        em.emit_block(op.body.block)
+        return []
+
+    b.loop(start, ub, step, body)
+    em.lane, em.lane_offset = saved, saved_offset
+
+
+def _same(em: GPUPhaseEmitter, op: Operation) -> None:
+    em.values[op.results[0]] = em.ival(op.operands[0])
+
+
+def _iota(em: GPUPhaseEmitter, op: simd.IotaOp) -> None:
+    lane = em.lane
+    if lane is not None and op.base is lane.iv:
+        em.values[op.result] = em.ival(op.base)  # already this thread's point
+    else:
+        em.values[op.result] = em.b.iadd(em.ival(op.base), em.lane_offset)
+
+
+def _binary(em: GPUPhaseEmitter, op: Operation) -> None:
+    from brainslug.lowering.simd_to_llvm import _binary as lane_binary
+
+    lane_binary(em, op)  # the same llvm ops, on scalars
+
+
+def _negf(em: GPUPhaseEmitter, op: simd.NegfOp) -> None:
+    em.values[op.result] = em.b.add(llvm.FNegOp(em.value(op.input)))
+
+
+def math_call(em: PhaseEmitter, fn: str, x: SSAValue) -> SSAValue:
+    if fn == "sqrt":
+        return em.b.intrinsic("llvm.sqrt", [x])
+    if fn == "abs":
+        return em.b.intrinsic("llvm.fabs", [x])
+    if (name := MATH_FUNCTIONS.get(fn)) is None:
+        raise NotImplementedError(f"bs-lower-to-llvm{{target=nvptx}}: no GPU function for {fn}")
+    return em.b.call(name, [x], f32)
+
+
+def _simd_math(em: GPUPhaseEmitter, op: simd.MathOp) -> None:
+    em.values[op.result] = math_call(em, op.fn.data, em.value(op.input))
+
+
+_SCALAR_MATH = {
+    scalar.xmath.ExpOp: "exp",
+    scalar.xmath.LogOp: "log",
+    scalar.xmath.SqrtOp: "sqrt",
+    scalar.xmath.AbsFOp: "abs",
+    scalar.xmath.TanhOp: "tanh",
+    scalar.xmath.ErfOp: "erf",
+}
+
+
+def _scalar_math(em: GPUPhaseEmitter, op: Operation) -> None:
+    em.values[op.results[0]] = math_call(em, _SCALAR_MATH[type(op)], em.value(op.operands[0]))
+
+
+def _cmpf(em: GPUPhaseEmitter, op: simd.CmpfOp) -> None:
+    em.values[op.result] = em.b.add(
+        llvm.FCmpOp(em.value(op.lhs), em.value(op.rhs), op.predicate.data)
+    )
+
+
+def _cmpi(em: GPUPhaseEmitter, op: simd.CmpiOp) -> None:
+    em.values[op.result] = em.b.icmp(op.predicate.data, em.ival(op.lhs), em.ival(op.rhs))
+
+
+def _select(em: GPUPhaseEmitter, op: simd.SelectOp) -> None:
+    em.values[op.result] = em.b.add(
+        llvm.SelectOp(em.value(op.cond), em.value(op.lhs), em.value(op.rhs))
+    )
+
+
+def _sitofp(em: GPUPhaseEmitter, op: simd.SIToFPOp) -> None:
+    em.values[op.result] = em.b.add(llvm.SIToFPOp(em.value(op.input), f32))
+
+
+def _reduce(em: GPUPhaseEmitter, op: simd.ReduceOp) -> None:
+    raise NotImplementedError("bs-lower-to-llvm{target=nvptx}: simd.reduce across threads")
+
+
+GPU_LOWERINGS: dict[type[Operation], Callable[[GPUPhaseEmitter, Operation], None]] = {
+    simd.LoopOp: _loop,
+    # one scalar access at this thread's point (padded: clamped address + select)
+    simd.LoadOp: scalar._load,
+    simd.StoreOp: scalar._store,
+    simd.InBoundsOp: scalar._in_bounds,
+    simd.SplatOp: _same,
+    simd.IotaOp: _iota,
+    **{
+        t: _binary
+        for t in (
+            simd.AddfOp,
+            simd.SubfOp,
+            simd.MulfOp,
+            simd.DivfOp,
+            simd.AddiOp,
+            simd.SubiOp,
+            simd.MuliOp,
+            simd.DivsiOp,
+            simd.RemsiOp,
+            simd.AndiOp,
+            simd.OriOp,
+            simd.FloordivsiOp,
+            simd.MinsiOp,
+            simd.MaxsiOp,
+        )
+    },
+    simd.NegfOp: _negf,
+    simd.MathOp: _simd_math,
+    **{t: _scalar_math for t in _SCALAR_MATH},
+    simd.CmpfOp: _cmpf,
+    simd.CmpiOp: _cmpi,
+    simd.SelectOp: _select,
+    simd.SIToFPOp: _sitofp,
+    simd.ReduceOp: _reduce,
+}  # type: ignore[dict-item]
+"""What differs from the CPU lowering: simd ops on one lane, and math functions."""
+
+
+def phase_hints(phases: Sequence[loop.NestOp | loop.TileOp]) -> list[int]:
+    """`lane_extent` of each phase."""
+    return [lane_extent(p) for p in phases]

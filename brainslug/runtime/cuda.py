@@ -1,0 +1,380 @@
+"""CUDA runtime: PTX from the nvptx backend, loaded and launched with cuda-python.
+
+Importing this module needs neither a GPU nor cuda-python: `cuda.bindings.driver`
+is imported on first use, and its absence raises an ImportError that says how
+to install it. Kernels live in the primary context of the device that PyTorch
+uses and run on PyTorch's current stream, on torch CUDA tensors by pointer.
+
+`CompiledCudaKernels(module)` turns a module lowered by
+`bs-lower-to-llvm{target=nvptx}` into PTX (kept in the on-disk kernel cache),
+loads it with cuModuleLoadData and maps every `loop.kernel_info` to a
+`CudaKernelRunner`, which has the call contract of the CPU `KernelRunner`: the
+kernel's buffers in ABI order, optionally followed by its scratch buffers.
+
+A runner keeps the kernel's i64 slot array (see `brainslug.lowering.to_llvm`)
+in device memory: the buffer slots change with the tensors' pointers and
+extents, so each distinct content is uploaded once (stream-ordered) and then
+reused; a plan with static buffers uploads nothing after its first call. The
+phases of a kernel are separate launches on one stream, so each sees the
+writes of the one before. A phase's block is `(x, y)` threads with x its lane
+extent (capped at 256) and y rows, and its grid covers its rows up to a few
+waves (the kernels are grid-strided, so any shape is correct).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from xdsl.dialects.builtin import IntegerAttr, MemRefType, ModuleOp
+
+from brainslug.dialects import loop
+from brainslug.lowering.to_llvm import NUM_ARGS_ATTR, PARALLEL_ATTR, SCRATCH_DIMS_ATTR
+
+INSTALL_HINT = "pip install 'brainslug[cuda]'  (or: pip install cuda-python)"
+THREADS_PER_BLOCK = 256
+MAX_LANES = 256
+"""The most threads of a block that share one row (more lanes loop)."""
+BLOCKS_PER_SM = 16
+"""Grid size cap per multiprocessor (grid-stride loops do the rest)."""
+SLOT_CACHE_SIZE = 64
+"""Distinct slot contents kept on the device per kernel."""
+LANES_ATTR = "bs.gpu_lanes"
+
+
+def driver() -> Any:
+    """`cuda.bindings.driver` (or the older `cuda.cuda`); ImportError with the
+    install command when cuda-python is missing."""
+    try:
+        from cuda.bindings import driver as cu  # type: ignore[import-not-found]
+    except ImportError:
+        try:
+            from cuda import cuda as cu  # type: ignore[import-not-found,no-redef]
+        except ImportError as e:
+            raise ImportError(
+                f"BrainSlug's CUDA backend needs cuda-python: {INSTALL_HINT}"
+            ) from e
+    return cu
+
+
+def available() -> bool:
+    """Whether cuda-python imports and PyTorch sees a CUDA device."""
+    try:
+        driver()
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def check(result: Any) -> Any:
+    """Unpacks a cuda-python result tuple, raising RuntimeError on an error code."""
+    cu = driver()
+    err, *rest = result if isinstance(result, tuple) else (result,)
+    if err != cu.CUresult.CUDA_SUCCESS:
+        _, name = cu.cuGetErrorName(err)
+        _, text = cu.cuGetErrorString(err)
+        raise RuntimeError(f"CUDA driver error {_decode(name)}: {_decode(text)}")
+    if not rest:
+        return None
+    return rest[0] if len(rest) == 1 else tuple(rest)
+
+
+def _decode(s: Any) -> str:
+    return s.decode() if isinstance(s, bytes) else str(s)
+
+
+def torch_context(device: Any = None) -> Any:
+    """Makes PyTorch's primary context of `device` current on this thread; returns it."""
+    import torch
+
+    cu = driver()
+    torch.cuda.init()
+    dev = torch.device("cuda", torch.cuda.current_device()) if device is None else device
+    dev = torch.device(dev)
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    with torch.cuda.device(index):
+        torch.empty(1, device=dev)  # PyTorch has created its context and made it current
+        check(cu.cuInit(0))
+        ctx = check(cu.cuCtxGetCurrent())
+        if ctx is None or int(ctx) == 0:
+            handle = check(cu.cuDeviceGet(index))
+            ctx = check(cu.cuDevicePrimaryCtxRetain(handle))
+            check(cu.cuCtxSetCurrent(ctx))
+    return ctx
+
+
+def device_arch(device: Any = None) -> str:
+    """`sm_XY` of a CUDA device (PyTorch's current one by default)."""
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"sm_{major}{minor}"
+
+
+def load_ptx(ptx: str) -> Any:
+    """A CUmodule from PTX text (JIT-compiled by the driver for the current device)."""
+    cu = driver()
+    image = ptx.encode() + b"\0"
+    return check(cu.cuModuleLoadData(image))
+
+
+def _shape(t: MemRefType) -> tuple[int, ...]:
+    return tuple(t.get_shape())
+
+
+class CudaKernelRunner:
+    """Launches one compiled kernel's phases on torch CUDA tensors."""
+
+    def __init__(self, info: loop.KernelInfoOp, functions: Sequence[Any], owner: Any):
+        self.name = info.kernel.data
+        self.functions = list(functions)
+        self.phase_names = [p.data for p in info.phases]
+        self.work = list(info.work.get_values())
+        self.shapes = [_shape(t) for t in info.buffers]  # type: ignore[arg-type]
+        n_args = info.attributes.get(NUM_ARGS_ATTR)
+        self.num_args = n_args.value.data if isinstance(n_args, IntegerAttr) else len(self.shapes)
+        par = info.attributes.get(PARALLEL_ATTR)
+        self.parallel = list(par.get_values()) if par is not None else [1] * len(self.functions)  # type: ignore[attr-defined]
+        lanes = info.attributes.get(LANES_ATTR)
+        self.lanes = list(lanes.get_values()) if lanes is not None else [0] * len(self.functions)  # type: ignore[attr-defined]
+        sd = info.attributes.get(SCRATCH_DIMS_ATTR)
+        pairs = list(sd.get_values()) if sd is not None else []  # type: ignore[attr-defined]
+        self.scratch_dims = list(zip(pairs[::2], pairs[1::2], strict=True))
+        self._owner = owner  # keeps the CUmodule loaded
+        self.layout: list[tuple[int, list[tuple[int, int]]]] = []
+        slot = 0
+        for shape in self.shapes:
+            dyn = [(d, slot + 1 + i) for i, d in enumerate(d for d, s in enumerate(shape) if s < 0)]
+            self.layout.append((slot, dyn))
+            slot += 1 + len(dyn)
+        init = list(info.slots.get_values()) if info.slots is not None else []
+        init += [0] * max(0, slot - len(init))
+        self._init = np.array(init or [0], np.int64)
+        self.phase_offsets = (
+            list(info.phase_args.get_values())
+            if info.phase_args is not None
+            else [0] * len(self.functions)
+        )
+        self._device_slots: dict[tuple[int, bytes], Any] = {}
+        self._params: dict[int, tuple[Any, list[Any]]] = {}
+        self._scratch: dict[tuple[int, tuple[tuple[int, ...], ...]], list[Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"CudaKernelRunner({self.name}, phases={self.phase_names}, buffers={self.shapes})"
+
+    # ------------------------------------------------------------------ launch shape
+
+    def launch_shape(
+        self, i: int, batch: int, sms: int
+    ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """(grid, block) of phase `i` for a batch of `batch` on `sms` multiprocessors."""
+        lanes = self.lanes[i]
+        if lanes == 1:  # serial: every thread is a row
+            bx, by = THREADS_PER_BLOCK, 1
+            rows = max(self.work[i] * batch, 1)
+        else:
+            bx = min(lanes if lanes > 0 else 128, MAX_LANES)
+            by = max(1, THREADS_PER_BLOCK // bx)
+            rows = max(math.ceil(self.work[i] * batch / max(lanes, 1)), 1)
+        if not self.parallel[i]:
+            return (1, 1, 1), (bx, 1, 1)
+        grid = min(math.ceil(rows / (by if lanes != 1 else bx)), sms * BLOCKS_PER_SM)
+        return (max(grid, 1), 1, 1), (bx, by, 1)
+
+    # ------------------------------------------------------------------ buffers
+
+    def scratch_shapes(self, args: Sequence[Any], batch: int) -> list[tuple[int, ...]]:
+        pairs = iter(self.scratch_dims)
+        out = []
+        for shape in self.shapes[self.num_args :]:
+            dims = []
+            for s in shape:
+                if s >= 0:
+                    dims.append(s)
+                    continue
+                arg, dim = next(pairs, (-1, -1))
+                dims.append(int(args[arg].shape[dim]) if arg >= 0 else batch)
+            out.append(tuple(dims))
+        return out
+
+    def _scratch_for(self, args: Sequence[Any], batch: int, device: Any) -> list[Any]:
+        import torch
+
+        shapes = self.scratch_shapes(args, batch)
+        key = (device.index or 0, tuple(shapes))
+        if (bufs := self._scratch.get(key)) is None:
+            bufs = self._scratch[key] = [
+                torch.empty(s, dtype=torch.float32, device=device) for s in shapes
+            ]
+        return bufs
+
+    def _check(self, i: int, buf: Any) -> tuple[int, tuple[int, ...]]:
+        import torch
+
+        expected = self.shapes[i]
+        ok = (
+            isinstance(buf, torch.Tensor)
+            and buf.dtype == torch.float32
+            and buf.device.type == "cuda"
+            and buf.is_contiguous()
+        )
+        shape = tuple(buf.shape) if isinstance(buf, torch.Tensor) else ()
+        if (
+            not ok
+            or len(shape) != len(expected)
+            or any(s >= 0 and s != d for s, d in zip(expected, shape, strict=True))
+        ):
+            want = "x".join("?" if s < 0 else str(s) for s in expected)
+            got = f"{getattr(buf, 'dtype', type(buf).__name__)} {shape} on {getattr(buf, 'device', '?')}"
+            raise ValueError(
+                f"{self.name}: buffer {i} must be a contiguous float32 CUDA tensor of "
+                f"shape {want}, got {got}"
+            )
+        return buf.data_ptr(), shape
+
+    def _slots_on_device(self, slots: np.ndarray, device: Any, stream: Any) -> int:
+        """Device address of a copy of `slots` (uploaded once per distinct content)."""
+        import torch
+
+        key = (device.index or 0, slots.tobytes())
+        if (t := self._device_slots.get(key)) is None:
+            if len(self._device_slots) >= SLOT_CACHE_SIZE:
+                self._device_slots.clear()  # the allocator reuses them in stream order
+            t = torch.empty(len(slots), dtype=torch.int64, device=device)
+            cu = driver()
+            check(cu.cuMemcpyHtoDAsync(t.data_ptr(), slots.ctypes.data, slots.nbytes, stream))
+            self._device_slots[key] = t
+        return t.data_ptr()
+
+    def _kernel_params(self, address: int) -> int:
+        """A `void**` array for (0, 0, address), kept alive and reused."""
+        if (p := self._params.get(address)) is None:
+            values = [ctypes.c_int64(0), ctypes.c_int64(0), ctypes.c_uint64(address)]
+            array = (ctypes.c_void_p * 3)(*(ctypes.addressof(v) for v in values))
+            p = self._params[address] = (array, values)
+        return ctypes.addressof(p[0])
+
+    # ------------------------------------------------------------------ calls
+
+    def __call__(self, buffers: Sequence[Any], batch_hint: int | None = None) -> None:
+        """Launches the kernel on PyTorch's current stream (asynchronously)."""
+        import torch
+
+        n = len(buffers)
+        if n not in (self.num_args, len(self.shapes)):
+            raise ValueError(
+                f"{self.name}: expected {self.num_args} arguments "
+                f"(or {len(self.shapes)} with scratch), got {n}"
+            )
+        device = buffers[0].device if n else torch.device("cuda", torch.cuda.current_device())
+        batch = batch_hint
+        if batch is None:
+            batch = 1
+            if self.shapes:
+                batch = math.prod(
+                    int(d) for d, s in zip(buffers[0].shape, self.shapes[0], strict=False) if s < 0
+                )
+        if n == self.num_args and self.num_args < len(self.shapes):
+            buffers = [*buffers, *self._scratch_for(buffers, batch, device)]
+        slots = self._init.copy()
+        for i, buf in enumerate(buffers):
+            ptr, shape = self._check(i, buf)
+            slot, dyn = self.layout[i]
+            slots[slot] = ptr
+            for d, s in dyn:
+                slots[s] = shape[d]
+        if device.index is not None and device.index != torch.cuda.current_device():
+            with torch.cuda.device(device):  # the context of the tensors' device
+                self._launch(slots, batch, device)
+        else:
+            self._launch(slots, batch, device)
+
+    def _launch(self, slots: np.ndarray, batch: int, device: Any) -> None:
+        import torch
+
+        cu = driver()
+        stream = cu.CUstream(torch.cuda.current_stream(device).cuda_stream)
+        base = self._slots_on_device(slots, device, stream)
+        sms = self._owner.multiprocessors(device)
+        for i, fn in enumerate(self.functions):
+            grid, block = self.launch_shape(i, batch, sms)
+            params = self._kernel_params(base + 8 * self.phase_offsets[i])
+            check(cu.cuLaunchKernel(fn, *grid, *block, 0, stream, params, 0))
+
+
+class CompiledCudaKernels:
+    """A module's kernels loaded on a CUDA device; `kernels[name]` is a `CudaKernelRunner`."""
+
+    def __init__(self, module: ModuleOp, cpu: str | None = None, device: Any = None):
+        import torch
+
+        from brainslug.lowering.backends.nvptx import NVPTXBackend
+
+        self.device = torch.device(device if device is not None else "cuda")
+        if self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.context = torch_context(self.device)
+        self.backend = NVPTXBackend(cpu or device_arch(self.device))
+        self.ptx = ptx_for(module, self.backend)
+        cu = driver()
+        with torch.cuda.device(self.device):
+            self.module = load_ptx(self.ptx)
+            self.functions: dict[str, Any] = {}
+            self.kernels: dict[str, CudaKernelRunner] = {}
+            for op in module.ops:
+                if isinstance(op, loop.KernelInfoOp):
+                    fns = [self.function(p.data) for p in op.phases]
+                    self.kernels[op.kernel.data] = CudaKernelRunner(op, fns, self)
+        self._sms: dict[int, int] = {}
+        self._cu = cu
+
+    def function(self, name: str) -> Any:
+        if (fn := self.functions.get(name)) is None:
+            fn = self.functions[name] = check(driver().cuModuleGetFunction(self.module, name.encode()))
+        return fn
+
+    def multiprocessors(self, device: Any) -> int:
+        index = device.index or 0
+        if (n := self._sms.get(index)) is None:
+            import torch
+
+            n = self._sms[index] = torch.cuda.get_device_properties(index).multi_processor_count
+        return n
+
+    def __getitem__(self, name: str) -> CudaKernelRunner:
+        return self.kernels[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.kernels
+
+    def __del__(self) -> None:
+        mod = getattr(self, "module", None)
+        if mod is not None:
+            try:
+                self._cu.cuModuleUnload(mod)
+            except Exception:
+                pass
+
+
+def ptx_for(module: ModuleOp, backend: Any) -> str:
+    """The module's PTX, from the on-disk kernel cache when it was made before."""
+    from brainslug.runtime import cache
+
+    tm = backend.target_machine()
+    text = str(backend.to_llvmlite(module, str(tm.target_data)))
+    k = cache.key(backend.fingerprint(), "ptx", text)
+    if (data := cache.load(k)) is not None:
+        return data.decode()
+    ptx = backend.emit_ptx(module)
+    cache.store(k, ptx.encode())
+    return ptx
+
+
+def compile_cuda_kernels(module: ModuleOp, cpu: str | None = None, device: Any = None):
+    """Loads every kernel of a module lowered for nvptx on a CUDA device."""
+    return CompiledCudaKernels(module, cpu, device)
