@@ -77,7 +77,7 @@ def tensor_type(shape: Sequence[int | None]) -> TensorType:
 
 
 def _snapshot(v: Any) -> np.ndarray:
-    a = np.array(keras.ops.convert_to_numpy(v), dtype=np.float32, copy=True)
+    a = np.array(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float32, copy=True)
     return np.ascontiguousarray(a)
 
 
@@ -273,7 +273,7 @@ def _conv_like(nd: _Node) -> str:
         y = b.emit(f"{op.name}.conv", conv, [x], run)
         filters = op.filters
     elif cls in ("DepthwiseConv2D", "SeparableConv2D"):
-        dw = op.depthwise_kernel
+        dw = op.depthwise_kernel if cls == "SeparableConv2D" else op.kernel
         mult = int(op.depth_multiplier)
         shape_dw = (k[0], k[1], 1, cin * mult)
         conv = nn.Conv2dOp(xv, b.arg(nn.make_tensor(shape_dw), _snapshot(dw),

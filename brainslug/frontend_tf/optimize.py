@@ -201,6 +201,8 @@ def compile_plan(model: Any, shape: list[int], *, cpu: str = "host") -> Plan:
                 for op in fn.body.block.ops if isinstance(op, nn.StackOp)}
     runners = compile_kernels(module, X86Backend(cpu)) if launch_of else {}
     info = PlanInfo(stacks=infos, capture="keras functional graph")
+    if hasattr(info, "layout"):
+        info.layout = LAYOUT
     for s in info.stacks:
         if s.name in fallback:
             s.compiled, s.reason = False, fallback[s.name] or "no loop lowering"

@@ -1,0 +1,248 @@
+"""TensorFlow frontend: Keras layers mapped to NHWC stacks, checked against
+`model(x, training=False)` at batch 1 and 3 on random inputs."""
+
+from __future__ import annotations
+
+import os
+import re
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+import brainslug.tensorflow as brainslug  # noqa: E402
+
+H, W, C = 13, 11, 19
+LAYER_TOL = 1e-5
+NET_TOL = 1e-4
+
+
+def randomize(model: keras.Model, seed: int = 0) -> keras.Model:
+    """Random batch-norm statistics and affine parameters (never zeros or ones)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for v, lo, hi in ((layer.moving_mean, -0.5, 0.5), (layer.moving_variance, 0.5, 2.0),
+                              (layer.gamma, 0.5, 1.5), (layer.beta, -0.3, 0.3)):
+                if v is not None:
+                    v.assign(rng.uniform(lo, hi, v.shape).astype("float32"))
+        elif getattr(layer, "bias", None) is not None and getattr(layer, "use_bias", False):
+            layer.bias.assign(rng.uniform(-0.3, 0.3, layer.bias.shape).astype("float32"))
+    return model
+
+
+def check(model: keras.Model, shape: list[int], tol: float = LAYER_TOL,
+          batches: tuple[int, ...] = (1, 3)):
+    opt = brainslug.optimize(model, shape)
+    for n in batches:
+        x = tf.random.normal([n, *shape[1:]], seed=n)
+        ref = model(x, training=False)
+        out = opt(x)
+        assert isinstance(out, tf.Tensor)
+        ref, got = np.asarray(ref), out.numpy()
+        assert got.shape == ref.shape
+        err = float(np.abs(got - ref).max())
+        assert err <= tol * max(1.0, float(np.abs(ref).max())), (n, err)
+    return opt
+
+
+def functional(*layers_fn, shape=(H, W, C)) -> keras.Model:
+    inp = keras.Input(shape=shape)
+    x = inp
+    for f in layers_fn:
+        x = f(x)
+    return randomize(keras.Model(inp, x))
+
+
+def compiled(opt) -> int:
+    return sum(1 for s in opt.info.stacks if s.compiled)
+
+
+def fallback_nodes(opt) -> list[str]:
+    return [n for n, _ in opt.info.fallbacks]
+
+
+L = keras.layers
+
+
+@pytest.mark.parametrize("padding,strides", [("same", 1), ("same", 2), ("valid", 2)])
+def test_conv_bn_relu(padding, strides):
+    model = functional(L.Conv2D(23, 3, strides=strides, padding=padding),
+                       L.BatchNormalization(epsilon=1.001e-5), L.ReLU())
+    opt = check(model, [0, H, W, C])
+    assert compiled(opt) == 1 and not opt.info.fallbacks
+    (stack,) = opt.info.stacks
+    assert stack.layout == "NHWC"
+    assert [s.split(": ")[1] for s in stack.layers] == ["nn.add", "nn.batch_norm", "nn.relu"]
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6", "swish", "silu", "sigmoid", "hard_sigmoid",
+                                 "hard_swish", "hard_silu", "tanh", "gelu", "linear"])
+def test_activations(act):
+    model = functional(L.BatchNormalization(), L.Activation(act))
+    opt = check(model, [0, H, W, C])
+    assert not opt.info.fallbacks, opt.info.fallbacks
+
+
+def test_conv_with_activation_and_unmapped_activation():
+    model = functional(L.Conv2D(8, 3, padding="same", activation="relu"),
+                       L.Conv2D(8, 1, activation="elu"), L.BatchNormalization())
+    opt = check(model, [0, H, W, C])
+    (node,) = fallback_nodes(opt)
+    assert node.endswith(".act")  # only the elu runs in Keras; the conv's bias is fused
+
+
+def test_depthwise_separable():
+    model = functional(L.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2),
+                       L.BatchNormalization(), L.ReLU(6.0),
+                       L.SeparableConv2D(17, 3, padding="same", activation="swish"),
+                       L.BatchNormalization(), L.Activation("relu"))
+    opt = check(model, [0, H, W, C])
+    assert not opt.info.fallbacks
+
+
+@pytest.mark.parametrize("pool", [
+    lambda: L.MaxPooling2D(3, strides=2, padding="same"),
+    lambda: L.MaxPooling2D(2),
+    lambda: L.AveragePooling2D(3, strides=2, padding="same"),
+    lambda: L.AveragePooling2D(2, padding="same"),
+    lambda: L.AveragePooling2D(3, strides=1, padding="valid"),
+])
+def test_pooling(pool):
+    opt = check(functional(L.BatchNormalization(), L.ReLU(), pool()), [0, H, W, C])
+    assert compiled(opt) == 1 and not opt.info.fallbacks
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_global_pooling_dense_softmax(keep):
+    inp = keras.Input((H, W, C))
+    x = L.BatchNormalization()(inp)
+    a = L.GlobalAveragePooling2D(keepdims=keep)(x)
+    m = L.GlobalMaxPooling2D(keepdims=keep)(x)
+    y = L.Concatenate()([a, m])
+    y = L.Flatten()(y) if keep else y
+    y = L.Dropout(0.3)(y)
+    y = L.Dense(7, activation="relu")(y)
+    y = L.Dense(5)(y)
+    y = L.Softmax()(y)
+    opt = check(randomize(keras.Model(inp, y)), [0, H, W, C])
+    assert not opt.info.fallbacks, opt.info.fallbacks
+
+
+def test_add_multiply_concat_broadcast():
+    inp = keras.Input((H, W, C))
+    a = L.BatchNormalization()(inp)
+    b = L.ReLU()(L.BatchNormalization()(inp))
+    s = L.GlobalAveragePooling2D(keepdims=True)(b)
+    s = L.Conv2D(C, 1, activation="sigmoid")(s)
+    y = L.Multiply()([b, s])
+    y = L.Add()([a, y, inp])
+    y = L.Concatenate(axis=-1)([y, a])
+    y = L.Reshape((H * W, 2 * C))(y)
+    opt = check(randomize(keras.Model(inp, y)), [0, H, W, C])
+    assert not opt.info.fallbacks
+
+
+def test_keras_ops_scalars_hard_sigmoid_like_mobilenetv3():
+    inp = keras.Input((H, W, C))
+    x = L.BatchNormalization()(inp)
+    h = L.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+    y = L.Multiply()([x, h])
+    opt = check(randomize(keras.Model(inp, y)), [0, H, W, C])
+    assert not opt.info.fallbacks
+    assert compiled(opt) == 1
+
+
+def test_rescaling_normalization_zero_padding():
+    norm = L.Normalization(mean=[0.1, 0.2, 0.3], variance=[1.5, 0.7, 2.0])
+    inp = keras.Input((H, W, 3))
+    x = L.Rescaling(1.0 / 255.0, offset=-0.5)(inp)
+    x = norm(x)
+    x = L.ZeroPadding2D(((1, 2), (0, 1)))(x)
+    x = L.BatchNormalization()(x)
+    opt = check(randomize(keras.Model(inp, x)), [0, H, W, 3])
+    reasons = dict(opt.info.fallbacks)
+    assert {n.rstrip("_0123456789") for n in reasons} == {"normalization", "zero_padding2d"}
+    assert all(reasons.values())
+
+
+def test_sequential():
+    model = keras.Sequential([keras.Input((H, W, C)), L.Conv2D(8, 3), L.BatchNormalization(),
+                              L.ReLU(), L.MaxPooling2D(), L.Flatten(), L.Dense(4)])
+    check(randomize(model), [0, H, W, C])
+
+
+def test_numpy_input_and_fixed_batch():
+    model = functional(L.BatchNormalization(), L.ReLU())
+    opt = brainslug.optimize(model, [2, H, W, C])
+    x = np.random.default_rng(1).standard_normal((2, H, W, C)).astype(np.float32)
+    out = opt(x)
+    assert isinstance(out, tf.Tensor)
+    np.testing.assert_allclose(out.numpy(), np.asarray(model(x, training=False)), atol=1e-5)
+
+
+def test_bad_inputs():
+    model = functional(L.BatchNormalization(), L.ReLU())
+    opt = brainslug.optimize(model, [0, H, W, C])
+    bad = [tf.random.normal((2, H + 1, W, C)), tf.random.normal((2, H, W, C), dtype=tf.float64),
+           tf.random.normal((H, W, C)), np.zeros((1, H, W, C), np.int32), [1.0, 2.0]]
+    for x in bad:
+        with pytest.raises(ValueError, match="expected"):
+            opt(x)
+    for shape in ([], None, [0, H, W], [0, H, W, "19"], [-1, H, W, C], [0, 0, W, C],
+                  [0, H + 2, W, C], "0,13,11,19"):
+        with pytest.raises(ValueError):
+            brainslug.optimize(model, shape)
+    with pytest.raises(ValueError):
+        brainslug.optimize(object(), [0, H, W, C])
+    with pytest.raises(ValueError):
+        brainslug.optimize(model, [0, H, W, C], unknown=1)
+    with pytest.raises(ValueError):
+        brainslug.report(model)
+
+
+def test_report():
+    model = functional(L.ZeroPadding2D(1), L.Conv2D(8, 3), L.BatchNormalization(), L.ReLU(),
+                       L.MaxPooling2D(3, 2, padding="same"))
+    opt = brainslug.optimize(model, [0, H, W, C])
+    rep = brainslug.report(opt)
+    assert "stack0" in rep and "NHWC" in rep
+    assert "transpose" not in rep.lower()
+    assert re.search(r"zero_padding2d\w*: zero padding", rep)
+    assert "nn.conv2d" in rep
+
+
+def test_flexible_input_model():
+    inp = keras.Input((None, None, C))
+    x = L.Conv2D(8, 3, strides=2, padding="same")(inp)
+    x = L.BatchNormalization()(x)
+    x = L.AveragePooling2D(3, 2, padding="same")(L.ReLU()(x))
+    opt = check(randomize(keras.Model(inp, x)), [0, H, W, C])
+    assert compiled(opt) == 1
+
+
+@pytest.mark.parametrize("name,hw", [("MobileNetV2", 96)])
+def test_application_small(name, hw):
+    model = randomize(getattr(keras.applications, name)(
+        weights=None, input_shape=(hw, hw, 3), classifier_activation=None))
+    opt = check(model, [0, hw, hw, 3], tol=NET_TOL)
+    assert compiled(opt) > 30
+    assert "transpose" not in brainslug.report(opt).lower()
+
+
+def _applications() -> list[str]:
+    return sorted(n for n in dir(keras.applications)
+                  if n[0].isupper() and callable(getattr(keras.applications, n)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _applications())
+def test_every_keras_application(name):
+    model = getattr(keras.applications, name)(weights=None)
+    randomize(model)
+    shape = [0, *model.inputs[0].shape[1:]]
+    check(model, shape, tol=NET_TOL)
