@@ -30,12 +30,14 @@ def parser() -> argparse.ArgumentParser:
         "(all contenders in one process, checked against eager, timed interleaved), or "
         "with --stacks a roofline of every compiled stack.",
     )
-    p.add_argument("--framework", default="torch", help="torch (tf: not implemented yet)")
+    p.add_argument("--framework", default="torch", choices=("torch", "tf"),
+                   help="torch (torchvision models) or tf (keras.applications models)")
     p.add_argument(
         "--models",
         type=_names,
         required=True,
-        help="comma-separated torchvision model names (no weights)",
+        help="comma-separated model names, no weights: torchvision (torch) or "
+        "keras.applications (tf)",
     )
     p.add_argument("--batch", type=_ints, default=[1], help="comma-separated batch sizes")
     p.add_argument(
@@ -43,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
         type=_names,
         default=None,
         help="comma-separated subset of: eager, eager_channels_last, torch_compile, "
-        "torch_compile_freezing, onnxruntime, brainslug, brainslug_fold (default all)",
+        "torch_compile_freezing, onnxruntime, brainslug, brainslug_fold (torch) or "
+        "keras_eager, tf_function, xla, brainslug (tf) (default all)",
     )
     p.add_argument("--repeats", type=int, default=20, help="interleaved timing rounds")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
@@ -59,21 +62,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.framework == "tf":
-        print(
-            "error: --framework tf: the TensorFlow frontend (brainslug.tensorflow) is not "
-            "implemented yet; only --framework torch can be benchmarked",
-            file=sys.stderr,
-        )
-        return 2
-    if args.framework != "torch":
-        print(
-            f"error: unknown --framework {args.framework!r} (torch; tf is planned)", file=sys.stderr
-        )
-        return 2
     if args.repeats < 1 or args.warmup < 0:
         print("error: --repeats must be >= 1 and --warmup >= 0", file=sys.stderr)
         return 2
+    if args.framework == "tf":
+        return main_tf(args)
 
     from brainslug.bench.contenders import CONTENDERS
 
@@ -97,6 +90,75 @@ def main(argv: list[str] | None = None) -> int:
             f.write("\n")
         print(f"wrote {args.json}")
     return 0
+
+
+def main_tf(args: argparse.Namespace) -> int:
+    """`--framework tf`: keras.applications models (see `brainslug.bench.tf_contenders`)."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from brainslug.bench.tf_contenders import TF_CONTENDERS
+
+    if args.contenders is not None:
+        unknown = [c for c in args.contenders if c not in TF_CONTENDERS]
+        if unknown:
+            print(f"error: unknown contenders {unknown}; known: {', '.join(TF_CONTENDERS)}",
+                  file=sys.stderr)
+            return 2
+    t0 = time.perf_counter()
+    doc = run_tf_stacks(args) if args.stacks else run_tf_models(args)
+    if doc is None:
+        return 1
+    print(f"benchmark took {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def run_tf_models(args: argparse.Namespace) -> dict[str, Any]:
+    import os
+
+    import tensorflow as tf
+
+    from brainslug.bench.tf_contenders import run_tf_benchmark
+
+    _log(f"tensorflow {tf.__version__}, {os.cpu_count()} CPUs, load average "
+         f"{os.getloadavg()[0]:.2f} at the start")
+    return run_tf_benchmark(args.models, args.batch, args.contenders, repeats=args.repeats,
+                            warmup=args.warmup, hw=args.hw, log=_log)
+
+
+def run_tf_stacks(args: argparse.Namespace) -> dict[str, Any] | None:
+    import numpy as np
+    import tensorflow as tf
+
+    import brainslug.tensorflow as brainslug
+    from brainslug.bench.roofline import format_roofline
+    from brainslug.bench.stats import median
+    from brainslug.bench.tf_contenders import load_keras_model, roofline
+
+    runs = []
+    for name in args.models:
+        model, size = load_keras_model(name)
+        t0 = time.perf_counter()
+        opt = brainslug.optimize(model, [0, size, size, 3])
+        _log(f"== {name} ({size}x{size}, NHWC): optimize() {time.perf_counter() - t0:.2f} s ==")
+        for batch in args.batch:
+            x = tf.constant(np.random.default_rng(0).standard_normal(
+                (batch, size, size, 3)).astype(np.float32))
+            doc = roofline(opt, x, model_name=name, repeats=max(3, min(args.repeats, 9)))
+            doc = {"model": name, "batch": batch, **doc}
+            _log(format_roofline(
+                doc, f"{name}  batch {batch}  ({size}x{size}, NHWC): roofline of the stacks"))
+            runs.append(doc)
+    if not runs:
+        return None
+    samples = [g for r in runs for g in r["copy_gbps_samples"]]
+    return {"copy_gbps": median(samples), "copy_gbps_samples": samples,
+            "stacks": [s for r in runs for s in r["stacks"]], "runs": runs}
 
 
 def _log(s: str) -> None:
