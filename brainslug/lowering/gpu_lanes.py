@@ -11,8 +11,9 @@ blocks of `(ntid.x, ntid.y)` threads, and any grid and block shape is correct:
   (its *rows*) runs grid-strided over `ctaid.x * ntid.y + tid.y`.
 - *serial mode*, for phases whose lanes exchange data through memory (a
   `loop.tile` or a phase with a `memref.alloca`, which is private to a thread,
-  or one that reads a buffer it writes): every thread of the grid is a row of
-  its own and runs the lanes of its `simd.loop`s one after the other.
+  or one that reads a buffer it writes) and for scalar phases (no `simd.loop`):
+  every thread of the grid is a row of its own and runs the lanes of its
+  `simd.loop`s one after the other.
 
 A phase without parallel dims runs on row 0. Every SIMD value is a scalar of
 its lane: a contiguous, strided or gathered `simd.load` is one scalar load at
@@ -48,6 +49,7 @@ def serial_phase(phase: loop.NestOp | loop.TileOp) -> bool:
         return True
     stored: set[SSAValue] = set()
     loaded: set[SSAValue] = set()
+    lanes = False
     for op in phase.walk():
         if isinstance(op, memref.AllocaOp | simd.ReduceOp):
             return True
@@ -55,7 +57,8 @@ def serial_phase(phase: loop.NestOp | loop.TileOp) -> bool:
             stored.add(op.buffer)
         elif isinstance(op, loop.LoadOp | simd.LoadOp):
             loaded.add(op.buffer)
-    return bool(stored & loaded)
+        lanes = lanes or isinstance(op, simd.LoopOp)
+    return not lanes or bool(stored & loaded)
 
 
 def lane_extent(phase: loop.NestOp | loop.TileOp) -> int:
@@ -67,7 +70,7 @@ def lane_extent(phase: loop.NestOp | loop.TileOp) -> int:
         if isinstance(op, simd.LoopOp):
             (lb,), (ub,) = op.lower_bounds(), op.upper_bounds()
             if isinstance(lb, int) and isinstance(ub, int):
-                return max(ub - lb, 1)
+                return max(ub - lb, 2)  # (1 means serial)
             return 0
     return 1
 

@@ -1,0 +1,296 @@
+"""The CUDA backend without a GPU: PTX for representative stacks, checked by
+ptxas for sm_80 and sm_90, and the GPU lowering run numerically on the CPU
+(`brainslug.runtime.cuda_emulator`, every thread of the grid in turn) against
+PyTorch's eager results on odd sizes."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from brainslug.dialects import loop
+from brainslug.ir.context import make_context, parse_module
+from brainslug.lowering.backends.nvptx import LANES_ATTR, NVPTXBackend, emit_ptx
+from brainslug.passes.pipeline import default_passes
+from brainslug.runtime.cuda_emulator import EmulatedCudaKernels
+from brainslug.runtime.executor import CompiledGraph, graph_function
+
+C, H, W = 37, 13, 13
+RNG = np.random.default_rng(77)
+PTXAS = shutil.which("ptxas")
+
+
+def tensor(shape: list[int]) -> str:
+    return "tensor<" + "x".join("?" if d < 0 else str(d) for d in shape) + "xf32>"
+
+
+def phys(shape: list[int], layout: str) -> list[int]:
+    n, c, h, w = shape
+    return [n, h, w, c] if layout == "NHWC" else [n, c, h, w]
+
+
+def to_torch(x: np.ndarray, layout: str) -> torch.Tensor:
+    t = torch.from_numpy(x)
+    return t.permute(0, 3, 1, 2) if layout == "NHWC" else t
+
+
+def from_torch(t: torch.Tensor, layout: str) -> np.ndarray:
+    return (t.permute(0, 2, 3, 1) if layout == "NHWC" else t).contiguous().numpy()
+
+
+def rand(*shape: int) -> np.ndarray:
+    return (RNG.standard_normal(shape) * 2).astype(np.float32)
+
+
+def bn_params() -> list[np.ndarray]:
+    return [rand(C), rand(C), rand(C), np.abs(rand(C)) + 0.1]
+
+
+def torch_bn(x: torch.Tensor, w, b, m, v) -> torch.Tensor:
+    return F.batch_norm(x, *map(torch.from_numpy, (m, v, w, b)), False, 0.0, 1e-5)
+
+
+def lower(text: str):
+    module = parse_module(text)
+    ctx = make_context()
+    for p in default_passes("nvptx", "sm_90"):
+        p.apply(ctx, module)
+    module.verify()
+    return module
+
+
+def check_ptx(module) -> str:
+    """The module's PTX, with kernels as `.entry`s that read the thread and block
+    indices, accepted by ptxas for sm_80 and sm_90 (when ptxas is on PATH)."""
+    ptx = emit_ptx(module, "sm_90")
+    phases = {p.data for op in module.ops if isinstance(op, loop.KernelInfoOp) for p in op.phases}
+    entries = set(re.findall(r"\.visible \.entry (\S+)\(", ptx))
+    assert phases and entries == phases
+    assert ".func" not in ptx  # helpers are inlined, nothing is left as a device function
+    assert "%ctaid.x" in ptx and "%tid" in ptx
+    if PTXAS is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "k.ptx"
+            path.write_text(ptx)
+            for arch in ("sm_80", "sm_90"):
+                r = subprocess.run(
+                    [PTXAS, f"-arch={arch}", str(path), "-o", str(Path(d) / f"{arch}.cubin")],
+                    capture_output=True,
+                    text=True,
+                )
+                assert r.returncode == 0, f"ptxas -arch={arch}: {r.stderr}"
+    return ptx
+
+
+def run(module, *inputs: np.ndarray, grid: int | None = None, block=None) -> list[np.ndarray]:
+    kernels = EmulatedCudaKernels(module)
+    for k in kernels.kernels.values():
+        k.grid, k.block = grid, block
+    graph = CompiledGraph(module, graph_function(module), kernels)
+    return [np.asarray(o) for o in graph(*inputs)]
+
+
+def close(out: np.ndarray, ref: np.ndarray) -> None:
+    assert out.shape == ref.shape
+    assert np.array_equal(np.isnan(out), np.isnan(ref)), "NaNs differ"
+    tol = 1e-5 * max(1.0, float(np.nanmax(np.abs(ref))))
+    err = float(np.nanmax(np.abs(out - ref)))
+    assert err <= tol, f"max|d| = {err:.3e} > {tol:.1e}"
+
+
+# ---------------------------------------------------------------------- stacks
+
+Case = tuple[str, list[np.ndarray], Callable[..., np.ndarray]]
+
+
+def bn_relu(layout: str, batch: int) -> Case:
+    xt, p = tensor(phys([-1, C, H, W], layout)), tensor([C])
+    text = f"""func.func @f(%x: {xt}, %w: {p}, %b: {p}, %m: {p}, %v: {p}) -> {xt} {{
+      %bn = nn.batch_norm %x weight %w bias %b mean %m var %v {{eps = 1.0e-5 : f64, layout = "{layout}"}} : ({xt}, {p}, {p}, {p}, {p}) -> {xt}
+      %r = nn.relu %bn : {xt} -> {xt}
+      func.return %r : {xt}
+    }}"""
+    x = rand(*phys([batch, C, H, W], layout))
+    x.flat[::101] = np.nan  # ReLU propagates NaN like PyTorch
+
+    def ref(x, *bn):
+        return from_torch(F.relu(torch_bn(to_torch(x, layout), *bn)), layout)
+
+    return text, [x, *bn_params()], ref
+
+
+def bn_relu_maxpool(layout: str, batch: int) -> Case:
+    xt, yt, p = tensor(phys([-1, C, H, W], layout)), tensor(phys([-1, C, 7, 7], layout)), tensor([C])
+    text = f"""func.func @f(%x: {xt}, %w: {p}, %b: {p}, %m: {p}, %v: {p}) -> {yt} {{
+      %bn = nn.batch_norm %x weight %w bias %b mean %m var %v {{eps = 1.0e-5 : f64, layout = "{layout}"}} : ({xt}, {p}, {p}, {p}, {p}) -> {xt}
+      %r = nn.relu %bn : {xt} -> {xt}
+      %y = nn.max_pool2d %r {{kernel = array<i64: 3, 3>, strides = array<i64: 2, 2>, padding = array<i64: 1, 1, 1, 1>, dilation = array<i64: 1, 1>, ceil_mode = false, layout = "{layout}"}} : {xt} -> {yt}
+      func.return %y : {yt}
+    }}"""
+
+    def ref(x, *bn):
+        t = F.max_pool2d(F.relu(torch_bn(to_torch(x, layout), *bn)), 3, 2, 1)
+        return from_torch(t, layout)
+
+    return text, [rand(*phys([batch, C, H, W], layout)), *bn_params()], ref
+
+
+def avgpool(layout: str, batch: int) -> Case:
+    xt, yt = tensor(phys([-1, C, H, W], layout)), tensor(phys([-1, C, 7, 7], layout))
+    text = f"""func.func @f(%x: {xt}) -> {yt} {{
+      %y = nn.avg_pool2d %x {{kernel = array<i64: 3, 3>, strides = array<i64: 2, 2>, padding = array<i64: 1, 1, 1, 1>, ceil_mode = false, count_include_pad = false, layout = "{layout}"}} : {xt} -> {yt}
+      func.return %y : {yt}
+    }}"""
+
+    def ref(x):
+        t = F.avg_pool2d(to_torch(x, layout), 3, 2, 1, count_include_pad=False)
+        return from_torch(t, layout)
+
+    return text, [rand(*phys([batch, C, H, W], layout))], ref
+
+
+def add_relu(layout: str, batch: int) -> Case:
+    t = tensor(phys([-1, C, H, W], layout))
+    text = f"""func.func @f(%a: {t}, %b: {t}) -> {t} {{
+      %s = nn.add %a, %b : ({t}, {t}) -> {t}
+      %r = nn.relu %s : {t} -> {t}
+      func.return %r : {t}
+    }}"""
+    shape = phys([batch, C, H, W], layout)
+    return text, [rand(*shape), rand(*shape)], lambda a, b: np.maximum(a + b, 0)
+
+
+def cat_bn_relu(layout: str, batch: int) -> Case:
+    parts = [5, 11, 21]
+    axis = 1 if layout == "NCHW" else 3
+    ts = [tensor(phys([-1, c, H, W], layout)) for c in parts]
+    xt, p = tensor(phys([-1, C, H, W], layout)), tensor([C])
+    text = f"""func.func @f(%a: {ts[0]}, %b: {ts[1]}, %c: {ts[2]}, %w: {p}, %bb: {p}, %m: {p}, %v: {p}) -> {xt} {{
+      %x = nn.cat %a, %b, %c {{axis = {axis} : i64}} : ({", ".join(ts)}) -> {xt}
+      %bn = nn.batch_norm %x weight %w bias %bb mean %m var %v {{eps = 1.0e-5 : f64, layout = "{layout}"}} : ({xt}, {p}, {p}, {p}, {p}) -> {xt}
+      %r = nn.relu %bn : {xt} -> {xt}
+      func.return %r : {xt}
+    }}"""
+
+    def ref(a, b, c, *bn):
+        cat = torch.cat([to_torch(x, layout) for x in (a, b, c)], 1)
+        return from_torch(F.relu(torch_bn(cat, *bn)), layout)
+
+    xs = [rand(*phys([batch, c, H, W], layout)) for c in parts]
+    return text, [*xs, *bn_params()], ref
+
+
+def sigmoid_mul(layout: str, batch: int) -> Case:
+    """SiLU-like: a libdevice function (__nv_expf) in the kernel."""
+    t = tensor(phys([-1, C, H, W], layout))
+    text = f"""func.func @f(%x: {t}) -> {t} {{
+      %s = nn.sigmoid %x : {t} -> {t}
+      %y = nn.mul %x, %s : ({t}, {t}) -> {t}
+      func.return %y : {t}
+    }}"""
+    return text, [rand(*phys([batch, C, H, W], layout))], lambda x: (
+        torch.from_numpy(x) * torch.sigmoid(torch.from_numpy(x))
+    ).numpy()
+
+
+def maxpool_avgpool(layout: str, batch: int) -> Case:
+    """A depth-first tile with a scratch buffer: the serial (per-thread) mode."""
+    xt, pt, yt = tensor([-1, C, H, W]), tensor([-1, C, 7, 7]), tensor([-1, C, 3, 3])
+    text = f"""func.func @f(%x: {xt}) -> {yt} {{
+      %p = nn.max_pool2d %x {{kernel = array<i64: 3, 3>, strides = array<i64: 2, 2>, padding = array<i64: 1, 1, 1, 1>, dilation = array<i64: 1, 1>, ceil_mode = false, layout = "NCHW"}} : {xt} -> {pt}
+      %y = nn.avg_pool2d %p {{kernel = array<i64: 2, 2>, strides = array<i64: 2, 2>, padding = array<i64: 0, 0, 0, 0>, ceil_mode = false, count_include_pad = true, layout = "NCHW"}} : {pt} -> {yt}
+      func.return %y : {yt}
+    }}"""
+
+    def ref(x):
+        return F.avg_pool2d(F.max_pool2d(torch.from_numpy(x), 3, 2, 1), 2, 2).numpy()
+
+    return text, [rand(batch, C, H, W)], ref
+
+
+STACKS = {
+    "bn_relu": bn_relu,
+    "bn_relu_maxpool": bn_relu_maxpool,
+    "avgpool": avgpool,
+    "add_relu": add_relu,
+    "cat_bn_relu": cat_bn_relu,
+    "sigmoid_mul": sigmoid_mul,
+}
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("name", sorted(STACKS))
+def test_stack_ptx_and_numerics(name: str, layout: str) -> None:
+    text, inputs, ref = STACKS[name](layout, 3)
+    module = lower(text)
+    check_ptx(module)
+    (out,) = run(module, *inputs)
+    close(out, ref(*inputs))
+
+
+@pytest.mark.parametrize("name", ["bn_relu", "bn_relu_maxpool", "cat_bn_relu"])
+def test_batch_one(name: str) -> None:
+    text, inputs, ref = STACKS[name]("NCHW", 1)
+    (out,) = run(lower(text), *inputs)
+    close(out, ref(*inputs))
+
+
+@pytest.mark.parametrize("grid,block", [(1, (1, 1)), (3, (5, 2)), (2, (64, 1))])
+def test_any_launch_shape_is_correct(grid: int, block: tuple[int, int]) -> None:
+    """Kernels are grid- and block-strided: a launch of any shape computes everything."""
+    text, inputs, ref = bn_relu_maxpool("NHWC", 3)
+    (out,) = run(lower(text), *inputs, grid=grid, block=block)
+    close(out, ref(*inputs))
+
+
+def test_depth_first_tile_runs_serial() -> None:
+    text, inputs, ref = maxpool_avgpool("NCHW", 3)
+    module = lower(text)
+    info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
+    assert 1 in info.attributes[LANES_ATTR].get_values()  # the tile phase: serial
+    check_ptx(module)
+    (out,) = run(module, *inputs, grid=2, block=(4, 3))
+    close(out, ref(*inputs))
+
+
+def test_lane_hints_and_kernel_marking() -> None:
+    text, _, _ = bn_relu("NCHW", 1)
+    module = lower(text)
+    info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
+    # phase 0 computes BN's per-channel factors (37 lanes), phase 1 runs rows of W lanes
+    assert list(info.attributes[LANES_ATTR].get_values()) == [C, W]
+    ir = NVPTXBackend().emit_llvm_ir(module, opt=0)
+    assert ir.count("define ptx_kernel void") == len(info.phases)
+    assert "llvm.nvvm.read.ptx.sreg.tid.x" in ir and "llvm.nvvm.read.ptx.sreg.ctaid.x" in ir
+    # no vectors on the GPU: a lane is a thread
+    assert "<32 x float>" not in ir and "x float>" not in ir
+
+
+def test_ptx_target_is_forward_compatible() -> None:
+    assert NVPTXBackend("sm_90").ptx_target == "sm_80"
+    assert NVPTXBackend("sm_75").ptx_target == "sm_75"
+    with pytest.raises(ValueError, match="SM architecture"):
+        NVPTXBackend("znver3")
+
+
+def test_bs_opt_ptx_example() -> None:
+    from brainslug.tools.bs_opt import main
+
+    example = Path(__file__).parent.parent / "examples" / "ir" / "bn_relu_maxpool.mlir"
+    out = Path(__file__).parent / "__ptx_out.ptx"
+    try:
+        assert main([str(example), "-p", "default", "--target", "ptx", "-o", str(out)]) == 0
+        ptx = out.read_text()
+    finally:
+        out.unlink(missing_ok=True)
+    assert ptx.count(".entry") == 2 and ".target sm_80" in ptx
