@@ -1,0 +1,45 @@
+// RUN: bs-opt %s -p 'bs-lower-to-llvm{target=nvptx cpu=sm_90}' | filecheck %s
+// RUN: bs-opt %s -p 'bs-lower-to-llvm{target=nvptx cpu=sm_90}' --target ptx | filecheck %s --check-prefix=PTX
+
+// The nvptx lowering: a lane of the simd.loop is a thread of the block
+// (tid.x, block-strided by ntid.x), the parallel dims' flat rows are
+// grid-strided over (ctaid.x * ntid.y + tid.y) by (nctaid.x * ntid.y). Values
+// are scalars: a lane's vector is its thread's element.
+// CHECK:       llvm.func @scale_p0(%{{.*}}: i64, %{{.*}}: i64, %[[ARGS:.*]]: !llvm.ptr)
+// CHECK-DAG:     llvm.call_intrinsic "llvm.nvvm.read.ptx.sreg.ctaid.x"() : () -> i32
+// CHECK-DAG:     llvm.call_intrinsic "llvm.nvvm.read.ptx.sreg.ntid.y"() : () -> i32
+// CHECK-DAG:     llvm.call_intrinsic "llvm.nvvm.read.ptx.sreg.tid.y"() : () -> i32
+// CHECK-DAG:     llvm.call_intrinsic "llvm.nvvm.read.ptx.sreg.nctaid.x"() : () -> i32
+// CHECK-DAG:     llvm.call_intrinsic "llvm.nvvm.read.ptx.sreg.tid.x"() : () -> i32
+// CHECK-DAG:     llvm.call_intrinsic "llvm.nvvm.read.ptx.sreg.ntid.x"() : () -> i32
+// CHECK:         llvm.icmp "ult"
+// CHECK:         llvm.udiv
+// CHECK:         llvm.load %{{.*}} {alignment = 4 : i64} : !llvm.ptr -> f32
+// CHECK-NEXT:    llvm.fmul %{{.*}}, %{{.*}} : f32
+// CHECK-NOT:     vector<
+// The kernel info carries each phase's static lane extent for the launch.
+// CHECK:       loop.kernel_info
+// CHECK-SAME:    bs.gpu_lanes = array<i64: 13>
+// CHECK-SAME:    kernel = "scale", phases = ["scale_p0"]
+// CHECK-SAME:    target = "nvptx"
+
+// Every phase is a kernel entry; PTX is forward compatible from sm_80.
+// PTX:         .target sm_80
+// PTX:         .visible .entry scale_p0(
+// PTX-DAG:     mov.u32 {{.*}}%ctaid.x;
+// PTX-DAG:     mov.u32 {{.*}}%tid.x;
+// PTX:         mul.rn.f32
+func.func @scale(%x: memref<?x37x13xf32>, %y: memref<?x37x13xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %n = memref.dim %x, %c0 : memref<?x37x13xf32>
+  %two = arith.constant 2.0 : f32
+  loop.nest parallel 2 (%i, %c) = (0, 0) to (%n, 37) {
+    %t = simd.splat %two : f32
+    simd.loop (%w) = (0) to (13) {
+      %v = simd.load %x[%i, %c, %w] : memref<?x37x13xf32>
+      %r = simd.mulf %v, %t : !simd.vec<f32>
+      simd.store %r, %y[%i, %c, %w] : memref<?x37x13xf32>
+    }
+  }
+  func.return
+}
