@@ -28,7 +28,10 @@
 // PTX:         .visible .entry scale_p0(
 // PTX-DAG:     mov.u32 {{.*}}%ctaid.x;
 // PTX-DAG:     mov.u32 {{.*}}%tid.x;
-// PTX:         mul.rn.f32
+// LLVM turns x * 2 into x + x (exact); the predicate of the tail is the loop test.
+// PTX:         ld.b32 [[X:%r[0-9]+]]
+// PTX-NEXT:    add.rn.f32 [[Y:%r[0-9]+]], [[X]], [[X]];
+// PTX:         st.b32 [{{.*}}], [[Y]];
 func.func @scale(%x: memref<?x37x13xf32>, %y: memref<?x37x13xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index
   %n = memref.dim %x, %c0 : memref<?x37x13xf32>
