@@ -206,14 +206,39 @@ def test_bad_inputs():
 
 
 def test_report():
-    model = functional(L.ZeroPadding2D(1), L.Conv2D(8, 3), L.BatchNormalization(), L.ReLU(),
+    model = functional(L.Conv2D(8, 3), L.BatchNormalization(), L.ZeroPadding2D(1),
                        L.MaxPooling2D(3, 2, padding="same"))
     opt = brainslug.optimize(model, [0, H, W, C])
     rep = brainslug.report(opt)
     assert "stack0" in rep and "NHWC" in rep
     assert "transpose" not in rep.lower()
-    assert re.search(r"zero_padding2d\w*: zero padding", rep)
+    assert re.search(r"zero_padding2d\w*: zero padding", rep)  # read by a 'same' pool
     assert "nn.conv2d" in rep
+
+
+def test_zero_padding_folds():
+    inp = keras.Input((H, W, C))
+    x = L.ZeroPadding2D(((1, 2), (2, 1)))(inp)
+    x = L.Conv2D(8, 3, strides=2)(x)
+    x = L.ReLU()(L.BatchNormalization()(x))
+    x = L.ZeroPadding2D(1)(x)
+    x = L.MaxPooling2D(3, 2)(x)
+    x = L.ZeroPadding2D(((0, 1), (1, 0)))(x)
+    x = L.AveragePooling2D(2, 1)(x)
+    x = L.ZeroPadding2D(1)(x)
+    x = L.DepthwiseConv2D(3, strides=2)(x)
+    x = L.ZeroPadding2D(1)(x)
+    x = L.SeparableConv2D(5, 3)(x)
+    opt = check(randomize(keras.Model(inp, x)), [0, H, W, C])
+    assert not opt.info.fallbacks, opt.info.fallbacks
+    assert any("zero padding folded" in n for n in opt.info.notes)
+
+
+def test_zero_padding_before_max_pool_of_signed_values_is_not_folded():
+    opt = check(functional(L.BatchNormalization(), L.ZeroPadding2D(1), L.MaxPooling2D(3, 2)),
+                [0, H, W, C])
+    ((node, why),) = opt.info.fallbacks
+    assert node.startswith("zero_padding2d") and "may see negative values" in why
 
 
 def test_flexible_input_model():

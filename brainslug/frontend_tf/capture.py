@@ -61,6 +61,7 @@ class Capture:
     inputs: list[str]
     outputs: list[str]
     library_reasons: dict[str, str] = field(default_factory=dict)
+    folded_padding: list[str] = field(default_factory=list)
 
 
 def _hint(name: str) -> str:
@@ -100,6 +101,11 @@ class _Builder:
         self.pieces: dict[str, Piece] = {}
         self.reasons: dict[str, str] = {}
         self.names: set[str] = set()
+        # a folded ZeroPadding2D: its name -> (its input, (top, left, bottom, right))
+        self.deferred: dict[str, tuple[str, tuple[int, int, int, int]]] = {}
+        # id of a Keras tensor -> the nodes that read it
+        self.consumers: dict[int, list[Any]] = {}
+        self.model_outputs: set[int] = set()
 
     def fresh(self, name: str) -> str:
         base, k = name, 1
@@ -248,6 +254,7 @@ def _conv_like(nd: _Node) -> str:
     b, op = nd.b, nd.op
     _check_channels_last(op)
     x = nd.ins[0]
+    x, extra = b.deferred.get(x, (x, None))
     xv = b.values[x]
     in_shape = xv.type.get_shape()
     if len(in_shape) != 4:
@@ -256,7 +263,11 @@ def _conv_like(nd: _Node) -> str:
     k, s, dil = _pair(op.kernel_size), _pair(op.strides), _pair(op.dilation_rate)
     pad = _tf_padding(op, in_shape[1:3], k, s, dil)
     cls = type(op).__name__
-    padding = op.padding.upper()
+    padding: Any = op.padding.upper()
+    explicit: list[int] = []
+    if extra is not None:  # a folded ZeroPadding2D (the conv's own padding is 'valid')
+        pad = extra
+        padding, explicit = "EXPLICIT", [0, 0, extra[0], extra[2], extra[1], extra[3], 0, 0]
     if cls == "Conv2D":
         w = op.kernel
         groups = int(getattr(op, "groups", 1))
@@ -267,9 +278,11 @@ def _conv_like(nd: _Node) -> str:
             kern = tf.convert_to_tensor(_snapshot(w))
             run = lambda t: tf.raw_ops.Conv2D(  # noqa: E731
                 input=t, filter=kern, strides=[1, *s, 1], padding=padding,
-                dilations=[1, *dil, 1], data_format="NHWC")
-        else:
+                explicit_paddings=explicit, dilations=[1, *dil, 1], data_format="NHWC")
+        elif extra is None:
             run = lambda t: op.convolution_op(t, op.kernel)  # noqa: E731
+        else:
+            run = lambda t: op.convolution_op(_pad(t, extra), op.kernel)  # noqa: E731
         y = b.emit(f"{op.name}.conv", conv, [x], run)
         filters = op.filters
     elif cls in ("DepthwiseConv2D", "SeparableConv2D"):
@@ -283,10 +296,11 @@ def _conv_like(nd: _Node) -> str:
         if dil == (1, 1):
             run = lambda t: tf.raw_ops.DepthwiseConv2dNative(  # noqa: E731
                 input=t, filter=dkern, strides=[1, *s, 1], padding=padding,
-                data_format="NHWC")
+                explicit_paddings=explicit, data_format="NHWC")
         else:
             run = lambda t: tf.nn.depthwise_conv2d(  # noqa: E731
-                t, dkern, [1, *s, 1], padding, dilations=dil, data_format="NHWC")
+                t if extra is None else _pad(t, extra), dkern, [1, *s, 1],
+                "VALID" if extra is not None else padding, dilations=dil, data_format="NHWC")
         y = b.emit(f"{op.name}.depthwise", conv, [x], run)
         filters = cin * mult
         if cls == "SeparableConv2D":
@@ -350,20 +364,83 @@ def _batch_norm(nd: _Node) -> str:
 def _pool(nd: _Node, kind: str) -> str:
     b, op = nd.b, nd.op
     _check_channels_last(op)
-    xv = nd.x()
+    x, extra = b.deferred.get(nd.ins[0], (nd.ins[0], None))
+    xv = b.values[x]
     shape = xv.type.get_shape()
     if len(shape) != 4:
         raise Unmapped(f"a rank-{len(shape)} input")
     k = _pair(op.pool_size)
     s = _pair(op.strides) if op.strides is not None else k
-    pad = _tf_padding(op, shape[1:3], k, s)
+    pad = extra if extra is not None else _tf_padding(op, shape[1:3], k, s)
+    mode = op.padding.upper()
     if kind == "max":
+        # a folded ZeroPadding2D only precedes a max pool of non-negative values,
+        # where a padded zero never changes the maximum
         pool = nn.MaxPool2dOp(xv, k, s, pad, layout=LAYOUT)
-        tf_run = lambda t: tf.nn.max_pool2d(t, k, s, op.padding.upper())  # noqa: E731
+        tf_run = lambda t: tf.nn.max_pool2d(  # noqa: E731
+            t if extra is None else _pad(t, extra), k, s, mode)
     else:
-        pool = nn.AvgPool2dOp(xv, k, s, pad, count_include_pad=False, layout=LAYOUT)
-        tf_run = lambda t: tf.nn.avg_pool2d(t, k, s, op.padding.upper())  # noqa: E731
-    return b.emit(op.name, pool, nd.ins, tf_run)
+        # Keras 'same' average pooling leaves the padding out of the count; padded
+        # zeros of a folded ZeroPadding2D are counted
+        pool = nn.AvgPool2dOp(xv, k, s, pad, count_include_pad=extra is not None,
+                              layout=LAYOUT)
+        tf_run = lambda t: tf.nn.avg_pool2d(  # noqa: E731
+            t if extra is None else _pad(t, extra), k, s, mode)
+    return b.emit(op.name, pool, [x], tf_run)
+
+
+def _pad(t: Any, p: tuple[int, int, int, int]) -> Any:
+    return tf.pad(t, [[0, 0], [p[0], p[2]], [p[1], p[3]], [0, 0]])
+
+
+def _non_negative(v: SSAValue) -> bool:
+    o = v.owner
+    if isinstance(o, nn.ReluOp):
+        return True
+    return isinstance(o, nn.ClampOp) and o.min_value is not None and o.min_value >= 0.0
+
+
+def _zero_padding(nd: _Node) -> str:
+    """ZeroPadding2D folded into the padding of every layer that reads it: valid
+    convolutions, valid average pools (counting the zeros), and valid max pools
+    of non-negative values."""
+    b, op = nd.b, nd.op
+    _check_channels_last(op)
+    (t, bo), (le, r) = (tuple(int(v) for v in p) for p in op.padding)
+    pads = (t, le, bo, r)
+    out = nd.node.outputs[0]
+    users = b.consumers.get(id(out), [])
+    if not users or id(out) in b.model_outputs:
+        raise Unmapped("zero padding (nn has no pad op; its result leaves the model)")
+    for u in users:
+        why = _fold_blocker(u, b.values[nd.ins[0]], pads)
+        if why:
+            raise Unmapped(f"zero padding (nn has no pad op; not folded: {why})")
+    name = b.fresh(op.name)
+    b.deferred[name] = (nd.ins[0], pads)
+    return name
+
+
+def _fold_blocker(node: Any, x: SSAValue, pads: tuple[int, int, int, int]) -> str | None:
+    """None if the padding can move into the layer of `node`, else why not."""
+    u = node.operation
+    cls = type(u).__name__
+    if len(node.arguments.keras_tensors) != 1:
+        return f"{cls} reads several tensors"
+    if getattr(u, "data_format", "channels_last") != "channels_last":
+        return "channels_first"
+    if cls in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D"):
+        return None if u.padding == "valid" else f"{u.name} has padding {u.padding!r}"
+    if cls in ("MaxPooling2D", "AveragePooling2D"):
+        if u.padding != "valid":
+            return f"{u.name} has padding {u.padding!r}"
+        k = _pair(u.pool_size)
+        if any(p > k[i % 2] // 2 for i, p in enumerate(pads)):
+            return f"padding {pads} exceeds half the pool window of {u.name}"
+        if cls == "MaxPooling2D" and not _non_negative(x):
+            return f"{u.name} may see negative values"
+        return None
+    return f"{u.name} is a {cls}"
 
 
 def _global_pool(nd: _Node, kind: str) -> str:
@@ -526,7 +603,7 @@ def _map(nd: _Node) -> str:
         raise Unmapped("Normalization divides by max(sqrt(variance), epsilon): nn has no "
                        "exact op for the division")
     if cls == "ZeroPadding2D":
-        raise Unmapped("zero padding (nn has no pad op)")
+        return _zero_padding(nd)
     raise Unmapped(f"layer {cls}")
 
 
@@ -576,6 +653,12 @@ def capture(model: Any, shape: Sequence[int]) -> Capture:
     depth_keys = sorted(g._nodes_by_depth, reverse=True)
     for depth in depth_keys:
         for node in g._nodes_by_depth[depth]:
+            if node.operation and not node.is_input:
+                for t in node.arguments.keras_tensors:
+                    b.consumers.setdefault(id(t), []).append(node)
+    b.model_outputs = {id(t) for t in g.outputs}
+    for depth in depth_keys:
+        for node in g._nodes_by_depth[depth]:
             if not node.operation or node.is_input:
                 continue
             kts = list(node.arguments.keras_tensors)
@@ -591,6 +674,9 @@ def capture(model: Any, shape: Sequence[int]) -> Capture:
                 if outs[0].dtype != "float32":
                     raise Unmapped(f"dtype {outs[0].dtype}")
                 y = _map(nd)
+                if y in b.deferred:
+                    by_id[id(outs[0])] = y
+                    continue
                 declared = tensor_type(outs[0].shape)
                 got_t = b.values[y].type
                 if got_t != declared:
@@ -606,7 +692,24 @@ def capture(model: Any, shape: Sequence[int]) -> Capture:
     b.block.add_op(func.ReturnOp(*[b.values[o] for o in outputs]))
     fn = func.FuncOp("forward", ([a.type for a in b.block.args],
                                  [b.values[o].type for o in outputs]), Region(b.block))
-    return Capture(ModuleOp([fn]), b.args, b.pieces, [in_name], outputs, b.reasons)
+    return Capture(ModuleOp([fn]), b.args, b.pieces, [in_name], outputs, b.reasons,
+                   sorted(b.deferred))
+
+
+def _materialize(b: _Builder, name: str) -> str:
+    """A folded ZeroPadding2D as a TensorFlow piece, for a reader that is not mapped."""
+    if name not in b.deferred or name in b.values:
+        return name
+    src, p = b.deferred[name]
+    n, h, w, c = b.values[src].type.get_shape()
+    t = tensor_type((None if n < 0 else n, h + p[0] + p[2], w + p[1] + p[3], c))
+    op = nn.LibraryOp("tf.pad", [b.values[src]], [t])
+    op.attributes[NODE_ATTR] = StringAttr(name)
+    b.block.add_op(op)
+    b.values[name] = op.results[0]
+    b.pieces[name] = Piece(name, [src], lambda x: _pad(x, p), "tf.pad")
+    b.reasons[name] = "zero padding read by a layer that runs in Keras (nn has no pad op)"
+    return name
 
 
 def _drop_since(b: _Builder, mark: int) -> None:
@@ -636,6 +739,7 @@ def _library(b: _Builder, node: Any, kts: list[Any], names: list[str], outs: lis
         r = op(*args, **kwargs)
         return r if len(outs) == 1 else list(keras.tree.flatten(r))
 
+    names = [_materialize(b, n) for n in names]
     types = [tensor_type(t.shape) for t in outs]
     callee = f"keras.{type(op).__name__}"
     return b.library(op.name, names, types, run, callee, reason)

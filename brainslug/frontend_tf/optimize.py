@@ -203,6 +203,9 @@ def compile_plan(model: Any, shape: list[int], *, cpu: str = "host") -> Plan:
     info = PlanInfo(stacks=infos, capture="keras functional graph")
     if hasattr(info, "layout"):
         info.layout = LAYOUT
+    if cap.folded_padding:
+        info.notes.append("zero padding folded into the layer that reads it: "
+                          + ", ".join(cap.folded_padding))
     for s in info.stacks:
         if s.name in fallback:
             s.compiled, s.reason = False, fallback[s.name] or "no loop lowering"

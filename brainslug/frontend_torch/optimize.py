@@ -325,6 +325,10 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"optimize() expects a torch.nn.Module, got {type(model).__name__}")
     spec = check_shape(list(shape) if isinstance(shape, tuple) else shape)
+    from brainslug.frontend_torch.cuda_kernel import is_cuda_model, optimize_cuda
+
+    if is_cuda_model(model):  # stacks become CUDA kernels; convolutions stay in cuDNN
+        return optimize_cuda(model, spec, **options)
     unknown = set(options) - {"cpu"}
     if unknown:
         raise ValueError(f"unknown optimize() options: {sorted(unknown)}")
