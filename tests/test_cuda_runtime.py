@@ -1,0 +1,230 @@
+"""The CUDA runtime and the CUDA plan of optimize().
+
+On a machine with a CUDA device and cuda-python, compiled stacks and whole
+models run on torch CUDA tensors against PyTorch's eager CUDA results. Without
+one those tests skip, and the rest check what needs no GPU: the backend choice
+and its error messages, launch shapes, and the whole CUDA plan (capture, nvptx
+pipeline, graph rewrite, kernel calls) run on the CPU emulator of the kernels.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn as tnn
+
+import brainslug.runtime.cuda as cuda_rt
+from brainslug.dialects import loop
+from brainslug.frontend_torch import cuda_kernel
+from brainslug.frontend_torch.optimize import optimize
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from test_nvptx import STACKS, close, lower  # noqa: E402
+
+
+def _gpu_reason() -> str | None:
+    try:
+        cuda_rt.driver()
+    except ImportError:
+        return "cuda-python is not installed (pip install 'brainslug[cuda]')"
+    if not torch.cuda.is_available():
+        return "no CUDA device: torch.cuda.is_available() is False"
+    return None
+
+
+GPU_REASON = _gpu_reason()
+needs_gpu = pytest.mark.skipif(GPU_REASON is not None, reason=GPU_REASON or "")
+
+
+class Net(tnn.Module):
+    """Conv stem, BN-ReLU-maxpool, a residual add, a dense-style cat, avg pool."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = tnn.Conv2d(3, 13, 3, padding=1)
+        self.bn = tnn.BatchNorm2d(13)
+        self.pool = tnn.MaxPool2d(3, 2, 1)
+        self.conv2 = tnn.Conv2d(13, 13, 3, padding=1)
+        self.bn2 = tnn.BatchNorm2d(13)
+        self.bn3 = tnn.BatchNorm2d(26)
+        self.avg = tnn.AvgPool2d(2, 2)
+        for bn in (self.bn, self.bn2, self.bn3):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.data.uniform_(-2, 2)
+            bn.bias.data.uniform_(-1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(F.relu(self.bn(self.conv(x))))
+        y = F.relu(self.bn2(self.conv2(x)) + x)
+        z = torch.cat([x, y], 1)
+        return self.avg(F.relu(self.bn3(z)))
+
+
+# ---------------------------------------------------------------------- without a GPU
+
+
+def test_runtime_imports_without_gpu() -> None:
+    assert isinstance(cuda_rt.available(), bool)
+    assert callable(cuda_rt.compile_cuda_kernels)
+
+
+def _hide_cuda_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("cuda.bindings", "cuda.bindings.driver", "cuda.cuda"):
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_missing_cuda_python_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    _hide_cuda_python(monkeypatch)
+    with pytest.raises(ImportError, match=r"pip install 'brainslug\[cuda\]'"):
+        cuda_rt.driver()
+
+
+def test_optimize_of_a_cuda_model_without_cuda_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    _hide_cuda_python(monkeypatch)
+    monkeypatch.setattr(cuda_kernel, "is_cuda_model", lambda m: True)
+    with pytest.raises(ImportError, match="cuda-python"):
+        optimize(Net().eval(), [0, 3, 15, 15])
+
+
+def test_backend_choice_follows_the_model_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not cuda_kernel.is_cuda_model(Net())
+    assert not cuda_kernel.is_cuda_model(tnn.ReLU())  # no parameters: the CPU
+    calls = []
+    monkeypatch.setattr(cuda_kernel, "is_cuda_model", lambda m: True)
+    monkeypatch.setattr(
+        cuda_kernel, "optimize_cuda", lambda m, spec, **o: calls.append((spec, o)) or "cuda plan"
+    )
+    assert optimize(Net(), (0, 3, 15, 15), arch="sm_90") == "cuda plan"
+    assert calls == [([0, 3, 15, 15], {"arch": "sm_90"})]
+
+
+def test_cuda_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown optimize"):
+        cuda_kernel.optimize_cuda(Net(), [0, 3, 15, 15], threads=4)
+    with pytest.raises(ValueError, match="NCHW"):
+        cuda_kernel.optimize_cuda(Net(), [0, 3, 15, 15], layout="NHWC")
+
+
+def _runner(name: str, layout: str = "NCHW") -> cuda_rt.CudaKernelRunner:
+    text, _, _ = STACKS[name](layout, 1)
+    module = lower(text)
+    info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
+    return cuda_rt.CudaKernelRunner(info, [None] * len(info.phases), owner=None)
+
+
+def test_launch_shapes() -> None:
+    r = _runner("bn_relu")
+    # phase 0 (BN factors, no parallel dims): one block of 37 lanes
+    assert r.launch_shape(0, 8, 132) == ((1, 1, 1), (37, 1, 1))
+    # phase 1: rows of W=13 lanes, 256 // 13 rows per block, rows = 8 * 37 * 13
+    grid, block = r.launch_shape(1, 8, 132)
+    assert block == (13, 19, 1) and grid == (-(-8 * 37 * 13 // 19), 1, 1)
+    # a large batch: the grid is capped (the kernels are grid-strided)
+    assert r.launch_shape(1, 100000, 132)[0][0] == 132 * cuda_rt.BLOCKS_PER_SM
+
+
+def test_kernel_params_point_at_the_slots() -> None:
+    r = _runner("add_relu")
+    p = r._kernel_params(0x1234560)
+    args = (ctypes.c_void_p * 3).from_address(p)
+    assert [ctypes.c_int64.from_address(a).value for a in args] == [0, 0, 0x1234560]
+    assert r._kernel_params(0x1234560) == p  # reused
+
+
+def test_runner_rejects_cpu_tensors() -> None:
+    r = _runner("add_relu")
+    x = torch.zeros(1, 37, 13, 13)
+    with pytest.raises(ValueError, match="CUDA tensor"):
+        r._check(0, x)
+
+
+def _emulated_plan(monkeypatch: pytest.MonkeyPatch):
+    from brainslug.runtime.cuda_emulator import EmulatedCudaKernels
+
+    monkeypatch.setattr(cuda_rt, "compile_cuda_kernels", lambda m, arch, dev: EmulatedCudaKernels(m))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_cuda_plan_on_the_emulator(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """The CUDA plan end to end (stacks lowered for nvptx, kernels called by
+    CudaStackKernel), with the kernels run by the CPU emulator."""
+    from brainslug.frontend_torch.capture import trace
+
+    _emulated_plan(monkeypatch)
+    model = Net().eval()
+    gm, info, _ = cuda_kernel.compile_cuda_plan(
+        trace(model), [0, 3, 15, 15], torch.device("cpu"), "sm_80"
+    )
+    kernels = [m for m in gm.modules() if isinstance(m, cuda_kernel.CudaStackKernel)]
+    assert len(kernels) == 2 and info.target == "nvptx"
+    assert ("conv", "nn.conv2d") in info.library  # convolutions stay in the framework
+    x = torch.randn(batch, 3, 15, 15)
+    with torch.no_grad():
+        close(gm(x).numpy(), model(x).numpy())
+
+
+# ---------------------------------------------------------------------- on a GPU
+
+
+@needs_gpu
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("name", sorted(STACKS))
+@pytest.mark.parametrize("batch", [1, 3])
+def test_stack_on_gpu(name: str, layout: str, batch: int) -> None:
+    from brainslug.runtime.executor import graph_function
+
+    text, inputs, ref = STACKS[name](layout, batch)
+    module = lower(text)
+    kernels = cuda_rt.compile_cuda_kernels(module)
+    fn = graph_function(module)
+    (launch,) = [op for op in fn.body.block.ops if isinstance(op, loop.LaunchOp)]
+    args = list(fn.body.block.args)
+    dev = [torch.from_numpy(x).cuda() for x in inputs]
+    ins = [dev[args.index(v)] for v in launch.operands]
+    outs = [
+        torch.empty([batch if d < 0 else d for d in r.type.get_shape()], device="cuda")
+        for r in launch.results
+    ]
+    kernels[launch.callee_name]([*ins, *outs])
+    torch.cuda.synchronize()
+    close(outs[0].cpu().numpy(), ref(*inputs))
+
+
+@needs_gpu
+@pytest.mark.parametrize("batch", [1, 3])
+def test_optimize_cuda_model(batch: int) -> None:
+    model = Net().cuda().eval()
+    opt = optimize(model, [0, 3, 15, 15])
+    assert isinstance(opt, cuda_kernel.CudaBrainSlugModule)
+    assert any(isinstance(m, cuda_kernel.CudaStackKernel) for m in opt.plan.modules())
+    x = torch.randn(batch, 3, 15, 15, device="cuda")
+    with torch.no_grad():
+        out, ref = opt(x), model(x)
+    torch.cuda.synchronize()
+    tol = 1e-4 * max(1.0, float(ref.abs().max()))
+    assert float((out - ref).abs().max()) <= tol
+    with pytest.raises(ValueError, match="CUDA tensor"):
+        opt(x.cpu())
+
+
+@needs_gpu
+def test_kernels_run_on_the_current_stream() -> None:
+    text, inputs, ref = STACKS["add_relu"]("NCHW", 3)
+    module = lower(text)
+    kernels = cuda_rt.compile_cuda_kernels(module)
+    (name,) = kernels.kernels
+    a, b = (torch.from_numpy(x).cuda() for x in inputs)
+    out = torch.empty_like(a)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        kernels[name]([a, b, out])
+        copy = out.clone()  # ordered after the kernel on the same stream
+    torch.cuda.synchronize()
+    np.testing.assert_allclose(copy.cpu().numpy(), ref(*inputs), rtol=1e-6, atol=1e-6)
