@@ -228,3 +228,34 @@ def test_kernels_run_on_the_current_stream() -> None:
         copy = out.clone()  # ordered after the kernel on the same stream
     torch.cuda.synchronize()
     np.testing.assert_allclose(copy.cpu().numpy(), ref(*inputs), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(GPU_REASON is None, reason="a GPU is present: the bench would run")
+def test_cuda_bench_says_why_it_cannot_run(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from brainslug.bench.cuda import run
+
+    args = argparse.Namespace(models=["resnet18"], batch=[1], contenders=None, repeats=3,
+                              warmup=1, stacks=False, json=None, hw=None)
+    assert run(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device cuda:")
+    assert "no CUDA device" in err or "pip install 'brainslug[cuda]'" in err
+
+
+def test_cuda_bench_rows_format() -> None:
+    import argparse
+
+    from brainslug.bench.cuda import format_rows
+
+    rows = [
+        {"contender": "eager", "median_ms": 2.5, "ratio_vs_brainslug_median": 1.25,
+         "ratio_vs_brainslug_min": 1.1, "ratio_vs_brainslug_max": 1.4, "max_abs_diff": 0.0,
+         "note": "cuDNN, NCHW"},
+        {"contender": "torch_compile", "median_ms": None, "ratio_vs_brainslug_median": None,
+         "ratio_vs_brainslug_min": None, "ratio_vs_brainslug_max": None, "max_abs_diff": None,
+         "note": "error: boom"},
+    ]
+    text = format_rows("densenet121", 224, 64, rows, argparse.Namespace(repeats=5, warmup=2))
+    assert "1.25 [1.10, 1.40]" in text and "error: boom" in text and "batch 64" in text

@@ -67,6 +67,10 @@ class CudaStackKernel(torch.nn.Module):
         self._slots = [i for i, x in enumerate(self._bound) if x is None]
         self._out_shapes = [tuple(t.get_shape()) for t in output_types]
 
+    def output_sizes(self) -> list[tuple[tuple[int, ...], bool]]:
+        """(shape without the batch, whether it has one) of each output."""
+        return [(tuple(d for d in s if d >= 0), any(d < 0 for d in s)) for s in self._out_shapes]
+
     def extra_repr(self) -> str:
         return f"{self.stack_name}, {len(self._bound)} inputs, {len(self._out_shapes)} outputs (CUDA)"
 
