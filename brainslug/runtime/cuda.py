@@ -119,8 +119,8 @@ def device_arch(device: Any = None) -> str:
 def load_ptx(ptx: str) -> Any:
     """A CUmodule from PTX text (JIT-compiled by the driver for the current device)."""
     cu = driver()
-    image = ptx.encode() + b"\0"
-    return check(cu.cuModuleLoadData(image))
+    image = ctypes.create_string_buffer(ptx.encode())  # NUL-terminated, alive for the call
+    return check(cu.cuModuleLoadData(ctypes.addressof(image)))
 
 
 def _shape(t: MemRefType) -> tuple[int, ...]:
@@ -160,8 +160,9 @@ class CudaKernelRunner:
             if info.phase_args is not None
             else [0] * len(self.functions)
         )
-        self._device_slots: dict[tuple[int, bytes], Any] = {}
+        self._device_slots: dict[tuple[int, bytes], tuple[Any, set[int]]] = {}
         self._params: dict[int, tuple[Any, list[Any]]] = {}
+        self._shapes: dict[int, list[tuple[tuple[int, int, int], tuple[int, int, int]]]] = {}
         self._scratch: dict[tuple[int, tuple[tuple[int, ...], ...]], list[Any]] = {}
 
     def __repr__(self) -> str:
@@ -242,13 +243,20 @@ class CudaKernelRunner:
         import torch
 
         key = (device.index or 0, slots.tobytes())
-        if (t := self._device_slots.get(key)) is None:
+        current = torch.cuda.current_stream(device)
+        if (entry := self._device_slots.get(key)) is None:
             if len(self._device_slots) >= SLOT_CACHE_SIZE:
-                self._device_slots.clear()  # the allocator reuses them in stream order
+                # the allocator reuses them in the order of their streams
+                self._device_slots.clear()
+                self._params.clear()
             t = torch.empty(len(slots), dtype=torch.int64, device=device)
             cu = driver()
             check(cu.cuMemcpyHtoDAsync(t.data_ptr(), slots.ctypes.data, slots.nbytes, stream))
-            self._device_slots[key] = t
+            entry = self._device_slots[key] = (t, {current.cuda_stream})
+        t, streams = entry
+        if current.cuda_stream not in streams:  # used on another stream: keep it alive there
+            t.record_stream(current)
+            streams.add(current.cuda_stream)
         return t.data_ptr()
 
     def _kernel_params(self, address: int) -> int:
@@ -300,11 +308,15 @@ class CudaKernelRunner:
         cu = driver()
         stream = cu.CUstream(torch.cuda.current_stream(device).cuda_stream)
         base = self._slots_on_device(slots, device, stream)
-        sms = self._owner.multiprocessors(device)
+        if (shapes := self._shapes.get(batch)) is None:
+            sms = self._owner.multiprocessors(device)
+            shapes = self._shapes[batch] = [
+                self.launch_shape(i, batch, sms) for i in range(len(self.functions))
+            ]
         for i, fn in enumerate(self.functions):
-            grid, block = self.launch_shape(i, batch, sms)
+            (gx, gy, gz), (bx, by, bz) = shapes[i]
             params = self._kernel_params(base + 8 * self.phase_offsets[i])
-            check(cu.cuLaunchKernel(fn, *grid, *block, 0, stream, params, 0))
+            check(cu.cuLaunchKernel(fn, gx, gy, gz, bx, by, bz, 0, stream, params, 0))
 
 
 class CompiledCudaKernels:
