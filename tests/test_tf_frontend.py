@@ -271,3 +271,26 @@ def test_every_keras_application(name):
     randomize(model)
     shape = [0, *model.inputs[0].shape[1:]]
     check(model, shape, tol=NET_TOL)
+
+
+def test_nested_models_are_inlined():
+    stem = keras.Sequential([L.Conv2D(8, 3, padding="same"), L.BatchNormalization()])
+    sub_in = keras.Input((H, W, 8))
+    sub = keras.Model(sub_in, L.Add()([sub_in, L.ReLU()(L.BatchNormalization()(sub_in))]))
+    inp = keras.Input((H, W, C))
+    x = stem(inp)
+    x = L.ReLU()(x)
+    x = sub(sub(x))
+    model = keras.Model(inp, x)
+    for m in (stem, sub, model):
+        randomize(m)
+    opt = check(model, [0, H, W, C])
+    assert not opt.info.fallbacks
+    assert compiled(opt) == 1  # bias, BN, ReLU and both calls of the sub-model fuse
+
+
+def test_grouped_conv_and_dense_on_feature_maps():
+    model = functional(L.Conv2D(C, 7, padding="same", groups=C), L.BatchNormalization(),
+                       L.Dense(12, activation="gelu"), L.Dense(C))
+    opt = check(model, [0, H, W, C])
+    assert not opt.info.fallbacks

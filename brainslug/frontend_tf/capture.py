@@ -279,6 +279,13 @@ def _conv_like(nd: _Node) -> str:
             run = lambda t: tf.raw_ops.Conv2D(  # noqa: E731
                 input=t, filter=kern, strides=[1, *s, 1], padding=padding,
                 explicit_paddings=explicit, dilations=[1, *dil, 1], data_format="NHWC")
+        elif groups == cin and dil == (1, 1) and w.shape[2] == 1:
+            # Keras runs grouped convolutions through XLA; one group per input
+            # channel is TensorFlow's depthwise convolution
+            dkern = tf.reshape(tf.convert_to_tensor(_snapshot(w)), [k[0], k[1], cin, -1])
+            run = lambda t: tf.raw_ops.DepthwiseConv2dNative(  # noqa: E731
+                input=t, filter=dkern, strides=[1, *s, 1], padding=padding,
+                explicit_paddings=explicit, data_format="NHWC")
         elif extra is None:
             run = lambda t: op.convolution_op(t, op.kernel)  # noqa: E731
         else:
@@ -327,18 +334,18 @@ def _dense(nd: _Node) -> str:
     b, op = nd.b, nd.op
     x = nd.ins[0]
     xv = b.values[x]
-    if len(xv.type.get_shape()) != 2:
-        raise Unmapped("Dense on a rank > 2 input")
     kernel = _snapshot(op.kernel)
     w = b.arg(nn.make_tensor(kernel.shape[::-1]), kernel, f"{op.name}.kernel")
     kt = tf.convert_to_tensor(kernel)
+    # Keras: ops.matmul (a tensordot over the last axis when the input has rank > 2)
+    matmul = tf.matmul if len(xv.type.get_shape()) == 2 else keras.ops.matmul
     if op.use_bias:
         bias = _snapshot(op.bias)
         bt = tf.convert_to_tensor(bias)
         bv = b.arg(nn.make_tensor(bias.shape), bias, f"{op.name}.bias")
-        run = lambda t: tf.add(tf.matmul(t, kt), bt)  # noqa: E731
+        run = lambda t: tf.add(matmul(t, kt), bt)  # noqa: E731
     else:
-        bv, run = None, (lambda t: tf.matmul(t, kt))
+        bv, run = None, (lambda t: matmul(t, kt))
     y = b.emit(f"{op.name}.matmul", nn.LinearOp(xv, w, bv), [x], run)
     return _activation(nd, y, op.activation, f"{op.name}.act") if op.activation else y
 
@@ -636,7 +643,6 @@ def capture(model: Any, shape: Sequence[int]) -> Capture:
     if len(ins) != 1:
         raise Unmapped(f"{len(ins)} model inputs (BrainSlug takes one)")
     b = _Builder()
-    by_id: dict[int, str] = {}
     kin = ins[0]
     want = tuple(shape[1:])
     got = tuple(kin.shape[1:])
@@ -649,14 +655,25 @@ def capture(model: Any, shape: Sequence[int]) -> Capture:
                                      clone_function=lambda layer: layer)
         kin = _model_inputs(g)[0]
     in_name = b.input(kin.name or "input", tensor_type((None, *want)))
-    by_id[id(kin)] = in_name
+    b.model_outputs = {id(t) for t in g.outputs}
+    outputs = _walk(b, g, [in_name])
+    b.block.add_op(func.ReturnOp(*[b.values[o] for o in outputs]))
+    fn = func.FuncOp("forward", ([a.type for a in b.block.args],
+                                 [b.values[o].type for o in outputs]), Region(b.block))
+    return Capture(ModuleOp([fn]), b.args, b.pieces, [in_name], outputs, b.reasons,
+                   sorted(b.deferred))
+
+
+def _walk(b: _Builder, g: Any, in_names: Sequence[str]) -> list[str]:
+    """Emit the nodes of functional graph `g` whose inputs are `in_names`; the
+    names of its outputs. Nested functional models are inlined."""
+    by_id = {id(t): n for t, n in zip(g.inputs, in_names, strict=True)}
     depth_keys = sorted(g._nodes_by_depth, reverse=True)
     for depth in depth_keys:
         for node in g._nodes_by_depth[depth]:
             if node.operation and not node.is_input:
                 for t in node.arguments.keras_tensors:
                     b.consumers.setdefault(id(t), []).append(node)
-    b.model_outputs = {id(t) for t in g.outputs}
     for depth in depth_keys:
         for node in g._nodes_by_depth[depth]:
             if not node.operation or node.is_input:
@@ -666,6 +683,13 @@ def capture(model: Any, shape: Sequence[int]) -> Capture:
                 continue
             names = [by_id[id(t)] for t in kts]
             outs = list(node.outputs)
+            sub = _inner_graph(node.operation, len(kts), len(outs))
+            if sub is not None:
+                b.model_outputs |= {id(t) for t in sub.outputs}
+                names = [_materialize(b, n) for n in names]
+                for t, y in zip(outs, _walk(b, sub, names), strict=True):
+                    by_id[id(t)] = y
+                continue
             nd = _Node(b, node, names, tuple(outs[0].shape) if outs else ())
             mark = len(list(b.block.ops))
             try:
@@ -688,12 +712,19 @@ def capture(model: Any, shape: Sequence[int]) -> Capture:
                 ys = _library(b, node, kts, names, outs, reason)
                 for t, y in zip(outs, ys, strict=True):
                     by_id[id(t)] = y
-    outputs = [by_id[id(t)] for t in g.outputs]
-    b.block.add_op(func.ReturnOp(*[b.values[o] for o in outputs]))
-    fn = func.FuncOp("forward", ([a.type for a in b.block.args],
-                                 [b.values[o].type for o in outputs]), Region(b.block))
-    return Capture(ModuleOp([fn]), b.args, b.pieces, [in_name], outputs, b.reasons,
-                   sorted(b.deferred))
+    return [by_id[id(t)] for t in g.outputs]
+
+
+def _inner_graph(op: Any, n_in: int, n_out: int) -> Any:
+    """The functional graph of a nested model that can be inlined, else None."""
+    if not isinstance(op, keras.Model):
+        return None
+    g = getattr(op, "_functional", None) if isinstance(op, keras.Sequential) else op
+    if g is None or not hasattr(g, "_nodes_by_depth"):
+        return None
+    if len(g.inputs) != n_in or len(g.outputs) != n_out:
+        return None
+    return g
 
 
 def _materialize(b: _Builder, name: str) -> str:

@@ -121,6 +121,26 @@ class Arena:
         self._local.storage = {}
 
 
+def _kernel_call(st: Step) -> Any:
+    """The numpy_function body of a stack step."""
+    s = st.stack
+    template = list(s.inputs)
+    slots = [k for k, v in enumerate(template) if isinstance(v, str)]
+    shapes = s.output_shapes
+    runner = st.runner
+
+    def call(*acts: np.ndarray) -> list[np.ndarray]:
+        bufs = list(template)
+        for k, a in zip(slots, acts, strict=True):
+            bufs[k] = a if a.flags.c_contiguous else np.ascontiguousarray(a)
+        batch = int(acts[0].shape[0]) if acts else 1
+        outs = [aligned_empty(tuple(batch if d < 0 else d for d in sh)) for sh in shapes]
+        runner(bufs + outs, batch)
+        return outs
+
+    return call
+
+
 class OptimizedModel:
     """The Keras model plus its BrainSlug schedule; call it like the model."""
 
@@ -134,6 +154,7 @@ class OptimizedModel:
         self.info = info
         self.arena = Arena(plan_buffers(plan.steps, plan.outputs)) if plan is not None else None
         self._plan = self.arena.plan if self.arena is not None else None
+        self._graph: Any = None
 
     def __repr__(self) -> str:
         n = sum(1 for s in self.info.stacks if s.compiled)
@@ -173,6 +194,33 @@ class OptimizedModel:
             return self.original(x, training=training)
         x = self.check_input(x)
         return self.run(x)
+
+    def graph(self) -> Any:
+        """The schedule as one `tf.function`: TensorFlow pieces in graph mode, each
+        stack a `tf.numpy_function` (inputs arrive as numpy views of the tensors;
+        outputs are fresh aligned buffers that TensorFlow adopts without a copy)."""
+        if self._graph is None:
+            spec = tf.TensorSpec([None if d == 0 else d for d in self.input_shape], tf.float32)
+            self._graph = tf.function(self._graph_body, input_signature=[spec],
+                                      autograph=False)
+        return self._graph
+
+    def _graph_body(self, x: tf.Tensor) -> Any:
+        env: dict[str, Any] = {self.input_name: x}
+        for st in self.steps:
+            p = st.piece
+            if p is not None:
+                env[p.name] = p.run(*[env[i] for i in p.inputs])
+                continue
+            s = st.stack
+            acts = [env[i] for i in s.inputs if isinstance(i, str)]
+            outs = tf.numpy_function(_kernel_call(st), acts, [tf.float32] * len(s.outputs),
+                                     stateful=True, name=s.name)
+            for o, t, shape in zip(s.outputs, outs, s.output_shapes, strict=True):
+                t.set_shape([None if d < 0 else d for d in shape])
+                env[o] = t
+        res = [env[o] for o in self.outputs]
+        return res[0] if len(res) == 1 else res
 
     def run(self, x: tf.Tensor) -> tf.Tensor:
         """The schedule on a checked input."""
