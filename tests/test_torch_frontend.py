@@ -68,6 +68,27 @@ def test_small_model_matches_eager(small, batch: int) -> None:
         assert max_rel_err(opt(x), model(x)) <= 1e-5
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_layouts_match_eager(layout: str) -> None:
+    """Both activation layouts, on NCHW and channels-last inputs, at two batch sizes."""
+    torch.manual_seed(1)
+    model = Small().eval()
+    randomize_bn(model)
+    opt = brainslug.optimize(model, [0, 3, 17, 17], layout=layout)
+    assert all(s.layout == layout for s in opt.info.stacks if s.compiled)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 17, 17)
+        with torch.no_grad():
+            ref = model(x)
+            assert max_rel_err(opt(x), ref) <= 1e-5
+            assert max_rel_err(opt(x.contiguous(memory_format=torch.channels_last)), ref) <= 1e-5
+
+
+def test_bad_layout_option() -> None:
+    with pytest.raises(ValueError, match="layout"):
+        brainslug.optimize(Small().eval(), [0, 3, 17, 17], layout="NDHWC")
+
+
 def test_plan_runs_stacks_and_library_calls(small) -> None:
     _, opt = small
     code = opt.plan.code
@@ -79,7 +100,7 @@ def test_plan_runs_stacks_and_library_calls(small) -> None:
 def test_report(small) -> None:
     _, opt = small
     rep = brainslug.report(opt)
-    assert "stack0" in rep and "nn.batch_norm" in rep and "NCHW" in rep
+    assert "stack0" in rep and "nn.batch_norm" in rep and "NHWC" in rep  # auto: channels-last
     assert "Library calls" in rep and "conv1" in rep
     assert "transpose" in rep  # the fallback names the layer and the reason
     with pytest.raises(ValueError):

@@ -33,6 +33,26 @@ class Unmapped(Exception):
     """The node runs in PyTorch; the message says why."""
 
 
+class LibraryCall(Exception):
+    """The node runs in PyTorch by design (a channels-last convolution), not as a fallback."""
+
+
+NCHW_TO_NHWC = (0, 2, 3, 1)
+"""Physical NHWC dims as logical NCHW dims: physical axis i holds logical axis [i]."""
+
+
+def physical_axis(axis: int, rank: int, layout: str) -> int:
+    """The physical axis of logical (PyTorch) axis `axis` under `layout`."""
+    return NCHW_TO_NHWC.index(axis) if layout == "NHWC" and rank == 4 else axis
+
+
+def physical_shape(shape: Sequence[int], layout: str) -> tuple[int, ...]:
+    """A logical NCHW shape as stored under `layout` (rank-4 tensors only)."""
+    shape = tuple(shape)
+    return tuple(shape[d] for d in NCHW_TO_NHWC) if layout == "NHWC" and len(shape) == 4 \
+        else shape
+
+
 @dataclass
 class Capture:
     """The IR of a traced model and what ties it to the fx graph."""
@@ -135,9 +155,10 @@ def tensor_type(shape: Sequence[int], dtype: torch.dtype) -> TensorType:
 class _Builder:
     """Emits IR for fx nodes into the graph function's block."""
 
-    def __init__(self, gm: fx.GraphModule, metas: dict[str, Any]):
+    def __init__(self, gm: fx.GraphModule, metas: dict[str, Any], layout: str = "NCHW"):
         self.gm = gm
         self.metas = metas
+        self.layout = layout
         self.block = Block()
         self.args: list[fx.Node | torch.Tensor] = []
         self.values: dict[str, SSAValue] = {}
@@ -153,7 +174,8 @@ class _Builder:
     def param(self, tensor: torch.Tensor, name: str) -> SSAValue:
         key = id(tensor)
         if key not in self.param_args:
-            self.param_args[key] = self.arg(tensor_type(tensor.shape, tensor.dtype), tensor, name)
+            shape = physical_shape(tensor.shape, self.layout)
+            self.param_args[key] = self.arg(tensor_type(shape, tensor.dtype), tensor, name)
         return self.param_args[key]
 
     def value(self, n: Any) -> SSAValue:
@@ -165,7 +187,20 @@ class _Builder:
         meta = self.metas.get(n.name)
         if meta is None:
             raise Unmapped("its result is not a tensor")
-        return tensor_type(*meta)
+        shape, dtype = meta
+        return tensor_type(physical_shape(shape, self.layout), dtype)
+
+    def axis(self, v: SSAValue, axis: int) -> int:
+        """The physical axis of logical axis `axis` of value `v`."""
+        rank = _rank(v)
+        return physical_axis(axis % rank, rank, self.layout)
+
+    def channels_last(self, *values: SSAValue) -> bool:
+        return self.layout == "NHWC" and any(_rank(v) == 4 for v in values)
+
+    def library_conv(self) -> None:
+        if self.layout == "NHWC":
+            raise LibraryCall("channels-last convolution in PyTorch")
 
     def emit(self, n: fx.Node, op: Operation) -> None:
         op.attributes[NODE_ATTR] = StringAttr(n.name)
@@ -247,6 +282,7 @@ def _dropout(x: SSAValue, p: float, training: bool) -> Operation:
 
 
 def _conv(b: _Builder, n: fx.Node, x: SSAValue, m: tnn.Conv2d) -> Operation:
+    b.library_conv()
     if m.padding_mode != "zeros" or isinstance(m.padding, str):
         raise Unmapped(f"padding {m.padding!r} / mode {m.padding_mode}")
     ph, pw = _pair(m.padding)
@@ -264,34 +300,38 @@ def _batch_norm(b: _Builder, n: fx.Node, x: SSAValue, m: tnn.modules.batchnorm._
     bias = b.param(m.bias, f"{t}.bias") if m.bias is not None else None
     return nn.BatchNormOp(x, w, bias, b.param(m.running_mean, f"{t}.running_mean"),
                           b.param(m.running_var, f"{t}.running_var"), eps=float(m.eps),
-                          layout="NCHW")
+                          layout=_layout_of(b, x))
+
+
+def _layout_of(b: _Builder, x: SSAValue) -> str:
+    return "NHWC" if b.channels_last(x) else "NCHW"
 
 
 def _max_pool(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False,
-              return_indices=False):
+              return_indices=False, *, layout: str = "NCHW"):
     if return_indices:
         raise Unmapped("max pool returning indices")
     k = _pair(kernel)
     s = _pair(stride) if stride not in (None, []) else k
     p = _pair(padding)
     return nn.MaxPool2dOp(x, k, s, (p[0], p[1], p[0], p[1]), _pair(dilation), bool(ceil_mode),
-                          layout="NCHW")
+                          layout=layout)
 
 
 def _avg_pool(x, kernel, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-              divisor_override=None):
+              divisor_override=None, *, layout: str = "NCHW"):
     k = _pair(kernel)
     s = _pair(stride) if stride not in (None, []) else k
     p = _pair(padding)
     return nn.AvgPool2dOp(x, k, s, (p[0], p[1], p[0], p[1]), bool(ceil_mode),
-                          bool(count_include_pad), divisor_override, layout="NCHW")
+                          bool(count_include_pad), divisor_override, layout=layout)
 
 
-def _adaptive_avg_pool(x, output_size):
+def _adaptive_avg_pool(x, output_size, *, layout: str = "NCHW"):
     size = _pair(output_size) if not isinstance(output_size, int) else (output_size,) * 2
     if any(s is None for s in size):
         raise Unmapped("adaptive pool with a None output extent")
-    return nn.AdaptiveAvgPool2dOp(x, size, layout="NCHW")
+    return nn.AdaptiveAvgPool2dOp(x, size, layout=layout)
 
 
 def _rank(v: SSAValue) -> int:
@@ -309,22 +349,23 @@ def _map_module(b: _Builder, n: fx.Node, m: tnn.Module) -> Operation:
     if isinstance(m, tnn.Conv2d):
         return _conv(b, n, x, m)
     if isinstance(m, tnn.Linear):
+        _rank2(b, x)
         bias = b.param(m.bias, f"{n.target}.bias") if m.bias is not None else None
         return nn.LinearOp(x, b.param(m.weight, f"{n.target}.weight"), bias)
     if isinstance(m, tnn.BatchNorm2d | tnn.BatchNorm1d):
         return _batch_norm(b, n, x, m)
     if isinstance(m, tnn.MaxPool2d):
         return _max_pool(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
-                         m.return_indices)
+                         m.return_indices, layout=_layout_of(b, x))
     if isinstance(m, tnn.AvgPool2d):
         return _avg_pool(x, m.kernel_size, m.stride, m.padding, m.ceil_mode,
-                         m.count_include_pad, m.divisor_override)
+                         m.count_include_pad, m.divisor_override, layout=_layout_of(b, x))
     if isinstance(m, tnn.AdaptiveAvgPool2d):
-        return _adaptive_avg_pool(x, m.output_size)
+        return _adaptive_avg_pool(x, m.output_size, layout=_layout_of(b, x))
     if isinstance(m, tnn.Flatten):
-        return nn.FlattenOp(x, m.start_dim, m.end_dim)
+        return _flatten(b, x, m.start_dim, m.end_dim)
     if isinstance(m, tnn.Softmax) and m.dim is not None:
-        return nn.SoftmaxOp(x, m.dim % _rank(x))
+        return nn.SoftmaxOp(x, b.axis(x, m.dim))
     raise Unmapped(f"module {t.__name__}")
 
 
@@ -336,7 +377,24 @@ def _binary(b: _Builder, n: fx.Node, args, kwargs, ctor, in_place: bool = False)
         raise Unmapped("a scalar operand")
     if in_place:
         _in_place_ok(n, lhs)
-    return ctor(b.value(lhs), b.value(rhs))
+    x, y = b.value(lhs), b.value(rhs)
+    if b.channels_last(x, y) and _rank(x) != _rank(y):
+        raise Unmapped("broadcast between ranks of a channels-last tensor")
+    return ctor(x, y)
+
+
+def _rank2(b: _Builder, x: SSAValue) -> None:
+    if b.channels_last(x):
+        raise Unmapped("a rank-4 operand of a layer that sees the memory order (channels-last)")
+
+
+def _flatten(b: _Builder, x: SSAValue, start: int, end: int) -> Operation:
+    """Flatten; of a channels-last tensor only where the order can't show (1x1 planes)."""
+    if b.channels_last(x):
+        lo, hi = start % 4, end % 4
+        if hi != 3 or any(d != 1 for d in x.type.get_shape()[1:3]) or lo > 1:
+            raise Unmapped("flatten of a channels-last tensor with spatial extent")
+    return nn.FlattenOp(x, start, end)
 
 
 def _map_aten(b: _Builder, n: fx.Node) -> Operation:
@@ -349,6 +407,7 @@ def _map_aten(b: _Builder, n: fx.Node) -> Operation:
         _in_place_ok(n, args[0])
     x = lambda: b.value(args[0])  # noqa: E731
     if base == "conv2d":
+        b.library_conv()
         return _functional_conv(b, args, kwargs)
     if base == "batch_norm":
         names = ("input", "weight", "bias", "running_mean", "running_var", "training",
@@ -359,6 +418,7 @@ def _map_aten(b: _Builder, n: fx.Node) -> Operation:
         return _functional_batch_norm(b, [a.get(k) for k in order], {})
     if base == "linear":
         bias = args[2] if len(args) > 2 else kwargs.get("bias")
+        _rank2(b, x())
         return nn.LinearOp(x(), b.value(args[1]), b.value(bias) if bias is not None else None)
     if base in ("add", "mul") and n.target.name().endswith(".Tensor"):  # type: ignore[union-attr]
         if kwargs.pop("alpha", 1) != 1:
@@ -379,23 +439,23 @@ def _map_aten(b: _Builder, n: fx.Node) -> Operation:
     if base == "dropout":
         return _dropout(x(), args[1] if len(args) > 1 else 0.5, args[2] if len(args) > 2 else False)
     if base == "max_pool2d":
-        return _max_pool(x(), *args[1:], **kwargs)
+        return _max_pool(x(), *args[1:], **kwargs, layout=_layout_of(b, x()))
     if base == "avg_pool2d":
-        return _avg_pool(x(), *args[1:], **kwargs)
+        return _avg_pool(x(), *args[1:], **kwargs, layout=_layout_of(b, x()))
     if base == "adaptive_avg_pool2d":
-        return _adaptive_avg_pool(x(), *args[1:], **kwargs)
+        return _adaptive_avg_pool(x(), *args[1:], **kwargs, layout=_layout_of(b, x()))
     if base == "cat":
         vals = [b.value(t) for t in args[0]]
         dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-        return nn.CatOp(vals, dim % _rank(vals[0]))
+        return nn.CatOp(vals, b.axis(vals[0], dim))
     if base == "flatten":
-        return nn.FlattenOp(x(), *(args[1:] or [0, -1]))
+        return _flatten(b, x(), *(args[1:] or [0, -1]))
     if base == "mean" and n.target.name().endswith(".dim"):  # type: ignore[union-attr]
         return _mean(b, n, args, kwargs)
     if base in ("view", "reshape"):
-        return nn.ReshapeOp(x(), b.result_type(n))
+        return _reshape(b, n, x())
     if base in ("softmax", "_softmax") and (len(args) < 3 or args[2] in (None, False)):
-        return nn.SoftmaxOp(x(), args[1] % _rank(x()))
+        return nn.SoftmaxOp(x(), b.axis(x(), args[1]))
     raise Unmapped(f"aten op {n.target}")
 
 
@@ -415,28 +475,33 @@ def _map_function(b: _Builder, n: fx.Node) -> Operation:
         tensors = args[0] if args else kwargs["tensors"]
         dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
         vals = [b.value(t) for t in tensors]
-        return nn.CatOp(vals, dim % _rank(vals[0]))
+        return nn.CatOp(vals, b.axis(vals[0], dim))
     if f is torch.flatten:
         x = b.value(args[0])
         start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
         end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
-        return nn.FlattenOp(x, start, end)
+        return _flatten(b, x, start, end)
     if f in _UNARY_FUNCTIONS:
         return _UNARY_FUNCTIONS[f](b.value(args[0]), *args[1:], **kwargs)
     if f is F.max_pool2d:
-        return _max_pool(b.value(args[0]), *args[1:], **kwargs)
+        x = b.value(args[0])
+        return _max_pool(x, *args[1:], **kwargs, layout=_layout_of(b, x))
     if f is F.avg_pool2d:
-        return _avg_pool(b.value(args[0]), *args[1:], **kwargs)
+        x = b.value(args[0])
+        return _avg_pool(x, *args[1:], **kwargs, layout=_layout_of(b, x))
     if f is F.adaptive_avg_pool2d:
-        return _adaptive_avg_pool(b.value(args[0]), *args[1:], **kwargs)
+        x = b.value(args[0])
+        return _adaptive_avg_pool(x, *args[1:], **kwargs, layout=_layout_of(b, x))
     if f is torch.mean:
         return _mean(b, n, args, kwargs)
     if f is F.batch_norm:
         return _functional_batch_norm(b, args, kwargs)
     if f in (torch.conv2d, F.conv2d):
+        b.library_conv()
         return _functional_conv(b, args, kwargs)
     if f is F.linear:
         x, w = b.value(args[0]), b.value(args[1])
+        _rank2(b, x)
         bias = args[2] if len(args) > 2 else kwargs.get("bias")
         return nn.LinearOp(x, w, b.value(bias) if bias is not None else None)
     if f is F.softmax or f is torch.softmax:
@@ -444,7 +509,7 @@ def _map_function(b: _Builder, n: fx.Node) -> Operation:
         dim = args[1] if len(args) > 1 else kwargs.get("dim")
         if dim is None or kwargs.get("dtype") is not None:
             raise Unmapped("softmax without an explicit dim")
-        return nn.SoftmaxOp(x, dim % _rank(x))
+        return nn.SoftmaxOp(x, b.axis(x, dim))
     raise Unmapped(f"function {getattr(f, '__name__', f)}")
 
 
@@ -458,7 +523,8 @@ def _functional_batch_norm(b: _Builder, args, kwargs) -> Operation:
     return nn.BatchNormOp(
         b.value(a["input"]), b.value(w) if w is not None else None,
         b.value(bias) if bias is not None else None, b.value(a["running_mean"]),
-        b.value(a["running_var"]), eps=float(a.get("eps", 1e-5)), layout="NCHW")
+        b.value(a["running_var"]), eps=float(a.get("eps", 1e-5)),
+        layout=_layout_of(b, b.value(a["input"])))
 
 
 def _functional_conv(b: _Builder, args, kwargs) -> Operation:
@@ -482,7 +548,13 @@ def _mean(b: _Builder, n: fx.Node, args, kwargs) -> Operation:
     if dims is None or kwargs.get("dtype") is not None:
         raise Unmapped("mean over all dimensions")
     dims = [dims] if isinstance(dims, int) else list(dims)
-    return nn.MeanOp(x, [d % _rank(x) for d in dims], bool(keep))
+    rank = _rank(x)
+    dims = [d % rank for d in dims]
+    if b.channels_last(x) and not keep:
+        kept = [d for d in NCHW_TO_NHWC if d not in dims]
+        if kept != sorted(kept):
+            raise Unmapped("mean whose result order differs in channels-last")
+    return nn.MeanOp(x, sorted(b.axis(x, d) for d in dims), bool(keep))
 
 
 def _map_method(b: _Builder, n: fx.Node) -> Operation:
@@ -497,17 +569,23 @@ def _map_method(b: _Builder, n: fx.Node) -> Operation:
         x = b.value(args[0])
         start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
         end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
-        return nn.FlattenOp(x, start, end)
+        return _flatten(b, x, start, end)
     if name == "mean":
         return _mean(b, n, args, kwargs)
     if name in ("view", "reshape"):
-        x = b.value(args[0])
-        return nn.ReshapeOp(x, b.result_type(n))
+        return _reshape(b, n, b.value(args[0]))
     if name in ("add", "add_"):
         return _binary(b, n, args, kwargs, nn.AddOp, name == "add_")
     if name in ("mul", "mul_"):
         return _binary(b, n, args, kwargs, nn.MulOp, name == "mul_")
     raise Unmapped(f"method {name}")
+
+
+def _reshape(b: _Builder, n: fx.Node, x: SSAValue) -> Operation:
+    out = b.result_type(n)
+    if b.layout == "NHWC" and (_rank(x) == 4 or len(out.get_shape()) == 4):
+        raise Unmapped("reshape of a channels-last tensor")
+    return nn.ReshapeOp(x, out)
 
 
 def _tensor_inputs(b: _Builder, n: fx.Node) -> list[SSAValue]:
@@ -532,10 +610,16 @@ def capture(
     gm: fx.GraphModule,
     example_shapes: Sequence[Sequence[int]],
     metas: dict[str, Any] | None = None,
+    layout: str = "NCHW",
 ) -> Capture:
-    """Build the graph function `@forward` of a traced module."""
+    """Build the graph function `@forward` of a traced module.
+
+    With `layout="NHWC"` every rank-4 tensor is typed as it is stored
+    channels-last: the value of an fx tensor `t` is `t.permute(0, 2, 3, 1)`.
+    Layers that see the memory order (reshape, rank-changing flatten,
+    broadcasts between ranks) then run in PyTorch, and so do convolutions."""
     metas = metas if metas is not None else propagate_shapes(gm, example_shapes)
-    b = _Builder(gm, metas)
+    b = _Builder(gm, metas, layout)
     modules = dict(gm.named_modules())
     outputs: list[SSAValue] = []
     for n in gm.graph.nodes:
@@ -571,8 +655,9 @@ def capture(
                     marker.attributes[NODE_ATTR] = StringAttr(n.name)
                     b.block.add_op(marker)
                 continue
-            reason = str(e) if isinstance(e, Unmapped) else f"{type(e).__name__}: {e}"
-            b.reasons[n.name] = reason
+            if not isinstance(e, LibraryCall):
+                b.reasons[n.name] = str(e) if isinstance(e, Unmapped) \
+                    else f"{type(e).__name__}: {e}"
             lib = nn.LibraryOp(_callee(n), _tensor_inputs(b, n), [b.result_type(n)])
             lib.attributes[NODE_ATTR] = StringAttr(n.name)
             lib.results[0].name_hint = _hint(n.name)

@@ -17,13 +17,19 @@ class StackKernel(torch.nn.Module):
     updates to them are seen; activations come in as call arguments. Outputs
     come from the plan's arena (`use_arena`), or are allocated per call when
     they leave the graph.
+
+    With `channels_last`, the kernel's rank-4 buffers are NHWC: a tensor `t`
+    is passed as the view `t.permute(0, 2, 3, 1)` (no copy when `t` is
+    channels-last) and an output buffer `o` is returned as `o.permute(0, 3, 1, 2)`,
+    a channels-last tensor.
     """
 
     is_stack_kernel = True
 
     def __init__(self, name: str, runner: Any, inputs: Sequence[fx.Node | torch.Tensor],
-                 output_types: Sequence[TensorType]):
+                 output_types: Sequence[TensorType], channels_last: bool = False):
         super().__init__()
+        self.channels_last = channels_last
         self.stack_name = name
         self.runner = runner
         self._bound: list[torch.Tensor | None] = [
@@ -49,7 +55,10 @@ class StackKernel(torch.nn.Module):
     def forward(self, *activations: torch.Tensor) -> Any:
         bufs: list[Any] = list(self._bound)
         for slot, a in zip(self._slots, activations, strict=True):
-            bufs[slot] = a if a.is_contiguous() else a.contiguous()
+            bufs[slot] = a
+        if self.channels_last:
+            bufs = [t.permute(0, 2, 3, 1) if t.dim() == 4 else t for t in bufs]
+        bufs = [t if t.is_contiguous() else t.contiguous() for t in bufs]
         batch = 1
         if self._batch_input is not None:
             batch = activations[self._batch_input].shape[0]
@@ -61,5 +70,7 @@ class StackKernel(torch.nn.Module):
             else:
                 outs.append(self._arena.tensor(slot, dims, batch))
         self.runner([t.detach() if t.requires_grad else t for t in bufs] + outs, batch)
+        if self.channels_last:
+            outs = [o.permute(0, 3, 1, 2) if o.dim() == 4 else o for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 

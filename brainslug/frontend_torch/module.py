@@ -73,4 +73,4 @@ class BrainSlugModule(torch.nn.Module):
                           "differentiable (use torch.no_grad() or .train())", stacklevel=2)
             self._warned_grad = True
         with torch.no_grad():
-            return self.plan(x.contiguous())
+            return self.plan(x)

@@ -20,7 +20,14 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import SSAValue
 
 from brainslug.dialects import loop, nn
-from brainslug.frontend_torch.capture import NODE_ATTR, Capture, capture, export, trace
+from brainslug.frontend_torch.capture import (
+    NODE_ATTR,
+    Capture,
+    capture,
+    export,
+    propagate_shapes,
+    trace,
+)
 from brainslug.frontend_torch.kernel_module import StackKernel
 
 
@@ -65,6 +72,7 @@ class PlanInfo:
     compile_seconds: float = 0.0
     target: str = "x86-64"
     notes: list[str] = field(default_factory=list)
+    layout: str = "NCHW"         # how the plan stores rank-4 activations
 
 
 def _bytes(v: SSAValue) -> int:
@@ -163,10 +171,18 @@ def removed_aliases(fn: func.FuncOp) -> dict[str, str]:
     return out
 
 
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """The plan's entry conversion of a rank-4 input (free when already channels-last)."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def rewrite_graph(gm: fx.GraphModule, bindings: list[_StackBinding],
                   kernels: dict[str, StackKernel],
-                  aliases: dict[str, str] | None = None) -> fx.GraphModule:
-    """A new GraphModule: stacks replaced by kernel calls, stable topological order."""
+                  aliases: dict[str, str] | None = None,
+                  channels_last_inputs: Sequence[str] = ()) -> fx.GraphModule:
+    """A new GraphModule: stacks replaced by kernel calls, stable topological order.
+
+    Placeholders named in `channels_last_inputs` are made channels-last on entry."""
     old_nodes = list(gm.graph.nodes)
     position = {n: i for i, n in enumerate(old_nodes)}
     member_of: dict[str, _StackBinding] = {}
@@ -220,6 +236,8 @@ def rewrite_graph(gm: fx.GraphModule, bindings: list[_StackBinding],
         for x in sorted(n.all_input_nodes, key=position.__getitem__):
             place(x)
         env[n.name] = graph.node_copy(n, lambda x: env[x.name])
+        if n.op == "placeholder" and n.name in channels_last_inputs:
+            env[n.name] = graph.call_function(to_channels_last, (env[n.name],))
 
     for n in old_nodes:
         if n.name in member_of or n.name in aliases:
@@ -259,19 +277,31 @@ def compile_plan(
     *,
     metas: dict[str, Any] | None = None,
     cpu: str = "host",
+    layout: str = "NCHW",
 ) -> tuple[fx.GraphModule, PlanInfo, ModuleOp]:
     """Capture, run the default pipeline, compile, rewrite: the optimized graph.
 
     Shapes come from running `gm` on inputs of `shape` (0 = the batch) unless
-    `metas` (node name -> (shape, dtype)) are given."""
-    from brainslug.ir.context import make_context
+    `metas` (node name -> (shape, dtype)) are given. With `layout="NHWC"` the
+    stacks are generated channels-last and rank-4 inputs are made channels-last
+    on entry, so that PyTorch's convolutions run channels-last too."""
+    from brainslug.frontend_torch import plan_cache
+    from brainslug.ir.context import make_context, parse_module
     from brainslug.lowering.backends.x86 import X86Backend
     from brainslug.passes.form_stacks import FormStacksPass
     from brainslug.passes.pipeline import default_passes
-    from brainslug.runtime.jit import compile_kernels
+    from brainslug.runtime import cache
+    from brainslug.runtime.jit import CompiledKernels, compile_kernels
 
     t0 = time.perf_counter()
-    cap = capture(gm, [shape] if shape is not None else [], metas)
+    backend = X86Backend(cpu)
+    key = record = None
+    if metas is None and cache.enabled():
+        key = plan_cache.plan_key(gm, shape, layout, backend.fingerprint())
+        record = plan_cache.load(key)
+    if metas is None:
+        metas = record.metas if record else propagate_shapes(gm, [shape] if shape else [])
+    cap = capture(gm, [shape] if shape is not None else [], metas, layout)
     ctx = make_context()
     module = cap.module
     fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
@@ -280,32 +310,50 @@ def compile_plan(
     nodes = {n.name: n for n in gm.graph.nodes}
     infos = describe_stacks(fn, cap)
     bindings = _bindings(fn, cap, nodes)
-    for p in default_passes("x86-64", cpu)[1:]:
-        p.apply(ctx, module)
+    runners: Any = None
+    if record is not None:
+        launch_of, fallback_stacks = record.launch_of, record.fallback_stacks
+        infos_module = parse_module(record.infos, "<plan cache>", ctx)
+        runners = CompiledKernels.from_cache(infos_module, record.unit_keys, backend)
+        if runners is not None:
+            info_notes = ["plan loaded from the plan cache"]
+    if runners is None:
+        info_notes = []
+        for p in default_passes("x86-64", cpu)[1:]:
+            p.apply(ctx, module)
+        # stack name -> the kernel it runs (identical stacks share one)
+        launch_of = {
+            op.attributes["bs.stack"].data: op.callee_name
+            for op in fn.body.block.ops if isinstance(op, loop.LaunchOp)
+        }
+        fallback_stacks = {
+            op.stack_name_value: op.attributes.get("bs.fallback", StringAttr("")).data
+            for op in fn.body.block.ops if isinstance(op, nn.StackOp)
+        }
+        runners = compile_kernels(module, backend) if launch_of else None
+        if key is not None:
+            plan_cache.store(key, plan_cache.PlanRecord(
+                metas, launch_of, fallback_stacks, plan_cache.kernel_infos_text(module),
+                runners.unit_keys if runners is not None else {}))
     compiled: dict[str, Any] = {}
-    # stack name -> the kernel it runs (identical stacks share one)
-    launch_of = {
-        op.attributes["bs.stack"].data: op.callee_name
-        for op in fn.body.block.ops if isinstance(op, loop.LaunchOp)
-    }
     launches = set(launch_of)
-    fallback_stacks = {
-        op.stack_name_value: op.attributes.get("bs.fallback", StringAttr("")).data
-        for op in fn.body.block.ops if isinstance(op, nn.StackOp)
-    }
-    runners = compile_kernels(module, X86Backend(cpu)) if launches else {}
     kernels: dict[str, StackKernel] = {}
     for b in bindings:
         if b.name in launches:
             kernels[b.name] = StackKernel(b.name, runners[launch_of[b.name]], b.inputs,
-                                          b.output_types)
+                                          b.output_types, channels_last=layout == "NHWC")
             compiled[b.name] = True
-    info = PlanInfo(stacks=infos)
+    if layout == "NHWC":
+        info_notes.append("layout: NHWC (channels-last) activations; stacks are generated for "
+                          "NHWC and PyTorch's convolutions run channels-last")
+    info = PlanInfo(stacks=infos, notes=info_notes)
     for s in info.stacks:
         if s.name in fallback_stacks:
             s.compiled, s.reason = False, fallback_stacks[s.name] or "no loop lowering"
             info.fallbacks.append((s.name, s.reason))
     for op in fn.body.block.ops:
+        if isinstance(op, nn.StackOp | loop.LaunchOp):
+            continue
         if isinstance(op, nn.LibraryOp) and op.results:
             name = op.attributes[NODE_ATTR].data
             info.library.append((name, op.callee.data))
@@ -313,9 +361,31 @@ def compile_plan(
                 info.fallbacks.append((name, cap.library_reasons[name]))
         elif isinstance(op, nn.Conv2dOp | nn.LinearOp):
             info.library.append((op.attributes[NODE_ATTR].data, op.name))
-    new_gm = rewrite_graph(gm, bindings, kernels, aliases)
+    cl_inputs = [
+        src.name for src, a in zip(cap.arg_sources, fn.body.block.args, strict=True)
+        if layout == "NHWC" and isinstance(src, fx.Node) and src.op == "placeholder"
+        and len(a.type.get_shape()) == 4
+    ]
+    new_gm = rewrite_graph(gm, bindings, kernels, aliases, cl_inputs)
+    info.layout = layout
     info.compile_seconds = time.perf_counter() - t0
     return new_gm, info, module
+
+
+LAYOUTS = ("auto", "NCHW", "NHWC")
+"""Values of optimize()'s `layout` option."""
+
+
+def choose_layout(model: torch.nn.Module, layout: Any = "auto") -> str:
+    """The activation layout of the plan: `auto` picks channels-last (NHWC) for
+    models with 2-d convolutions when oneDNN runs them (its channels-last
+    kernels are faster than NCHW ones on x86), else NCHW."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
+    if layout != "auto":
+        return layout
+    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    return "NHWC" if has_conv and torch.backends.mkldnn.is_available() else "NCHW"
 
 
 def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
@@ -329,10 +399,11 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
 
     if is_cuda_model(model):  # stacks become CUDA kernels; convolutions stay in cuDNN
         return optimize_cuda(model, spec, **options)
-    unknown = set(options) - {"cpu"}
+    unknown = set(options) - {"cpu", "layout"}
     if unknown:
         raise ValueError(f"unknown optimize() options: {sorted(unknown)}")
     cpu = options.get("cpu", "host")
+    layout = choose_layout(model, options.get("layout", "auto"))
     how, notes = "torch.fx", []
     try:
         gm = trace(model)
@@ -346,6 +417,6 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
             info.fallbacks.append(("<model>", f"neither torch.fx nor torch.export could "
                                    f"capture it: {type(e2).__name__}: {e2}"))
             return BrainSlugModule(model, None, spec, info)
-    new_gm, info, _ = compile_plan(gm, spec, cpu=cpu)
-    info.capture, info.notes = how, notes
+    new_gm, info, _ = compile_plan(gm, spec, cpu=cpu, layout=layout)
+    info.capture, info.notes = how, notes + info.notes
     return BrainSlugModule(model, new_gm, spec, info)

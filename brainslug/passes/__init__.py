@@ -43,6 +43,12 @@ def _vectorize():
     return VectorizePass
 
 
+def _merge_siblings():
+    from brainslug.passes.merge_siblings import MergeSiblingsPass
+
+    return MergeSiblingsPass
+
+
 def _parallelize():
     from brainslug.passes.parallelize import ParallelizePass
 
@@ -74,6 +80,7 @@ ALL_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "bs-reorder": _reorder,
     "bs-tile-depth-first": _tile,
     "bs-vectorize": _vectorize,
+    "bs-merge-siblings": _merge_siblings,
     "bs-parallelize": _parallelize,
     "bs-dedup-kernels": _dedup,
     "bs-lower-to-llvm": _lower_to_llvm,
@@ -87,6 +94,7 @@ PASS_SUMMARIES: dict[str, str] = {
     "bs-reorder": "interchange nest dims so the innermost runs along contiguous memory",
     "bs-tile-depth-first": "tile chains of nests so each tile's intermediates stay in cache",
     "bs-vectorize": "turn the innermost dim into a simd.loop of W lanes with a masked tail",
+    "bs-merge-siblings": "merge independent adjacent nests over the same domain (cat pieces)",
     "bs-parallelize": "mark the outer parallel dims of each top-level nest for threads/grid",
     "bs-dedup-kernels": "let stacks with identical kernels share one compiled kernel",
     "bs-lower-to-llvm": "lower kernels to the llvm dialect {target=x86-64|nvptx cpu=host|sm_90}",

@@ -15,6 +15,7 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     from brainslug.passes.form_stacks import FormStacksPass
     from brainslug.passes.fuse import FusePass
     from brainslug.passes.lower_nn_to_loop import LowerNNToLoopPass
+    from brainslug.passes.merge_siblings import MergeSiblingsPass
     from brainslug.passes.parallelize import ParallelizePass
     from brainslug.passes.reorder import ReorderPass
     from brainslug.passes.tile_depth_first import TileDepthFirstPass
@@ -27,6 +28,7 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
         ReorderPass(),
         TileDepthFirstPass(),
         VectorizePass(),
+        MergeSiblingsPass(),
         ParallelizePass(),
         DedupKernelsPass(),
     ]
@@ -40,7 +42,7 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
 @dataclass(frozen=True)
 class DefaultPipelinePass(ModulePass):
     """bs-form-stacks, bs-lower-nn-to-loop, bs-fuse, bs-reorder, bs-tile-depth-first,
-    bs-vectorize, bs-parallelize, bs-dedup-kernels and bs-lower-to-llvm, in that order."""
+    bs-vectorize, bs-merge-siblings, bs-parallelize, bs-dedup-kernels and bs-lower-to-llvm, in that order."""
 
     name = "default"
     target: str = "x86-64"

@@ -222,6 +222,8 @@ class CompiledKernels:
         self.backend = backend
         self.symbols: dict[str, str] = {}
         """Phase function name -> its symbol in the engine."""
+        self.unit_keys: dict[str, str] = {}
+        """Phase function name -> the kernel-cache key of its object code."""
         self.stats = {"compiled": 0, "cached": 0}
         if hasattr(backend, "phase_units"):
             with gc_paused():
@@ -231,6 +233,9 @@ class CompiledKernels:
             self.llvm_module = backend.build(module, OPT_LEVEL, tm)
             self.engine = llvm.create_mcjit_compiler(self.llvm_module, tm)  # owns tm
             self.engine.finalize_object()
+        self._bind(module, pool)
+
+    def _bind(self, module: ModuleOp, pool: ThreadPool | NativePool | None) -> None:
         self.kernels: dict[str, KernelRunner] = {}
         self.functions: dict[str, Any] = {}
         """Every phase function by name (kernels share them)."""
@@ -238,6 +243,34 @@ class CompiledKernels:
             if isinstance(op, loop.KernelInfoOp):
                 fns = [self.function(p.data) for p in op.phases]
                 self.kernels[op.kernel.data] = KernelRunner(op, fns, self, pool)
+
+    @classmethod
+    def from_cache(
+        cls,
+        infos: ModuleOp,
+        unit_keys: dict[str, str],
+        backend: Any,
+        pool: ThreadPool | NativePool | None = None,
+    ) -> CompiledKernels | None:
+        """The kernels of `infos` (a module of `loop.kernel_info` ops) from object
+        code in the kernel cache, without lowering anything; None on a miss."""
+        from brainslug.runtime import cache
+
+        self = cls.__new__(cls)
+        self.backend = backend
+        self.symbols, self.unit_keys = {}, dict(unit_keys)
+        objects: dict[str, bytes] = {}
+        for name, k in unit_keys.items():
+            sym = self.symbols[name] = f"bs_{k[:32]}"
+            if sym not in objects:
+                data = cache.load(k)
+                if data is None:
+                    return None
+                objects[sym] = data
+        self.stats = {"compiled": 0, "cached": len(objects)}
+        self._link_objects(objects)
+        self._bind(infos, pool)
+        return self
 
     def _link_units(self, module: ModuleOp) -> None:
         from brainslug.lowering.backends.x86 import PLACEHOLDER
@@ -249,7 +282,7 @@ class CompiledKernels:
         objects: dict[str, bytes] = {}
         todo: dict[str, tuple[str, str]] = {}
         for name, text in backend.phase_units(module, str(tm.target_data)):
-            k = cache.key(fingerprint, text)
+            k = self.unit_keys[name] = cache.key(fingerprint, text)
             sym = self.symbols[name] = f"bs_{k[:32]}"
             if sym in objects or sym in todo:
                 continue
@@ -269,6 +302,11 @@ class CompiledKernels:
         # one after the other: llvmlite serializes every call into LLVM with a
         # global lock, so threads would not compile in parallel
         objects.update(map(build, todo.items()))
+        self._link_objects(objects, tm)
+
+    def _link_objects(self, objects: dict[str, bytes], tm: Any = None) -> None:
+        """An execution engine holding `objects` (symbol -> object code)."""
+        tm = tm or self.backend.target_machine(jit=True)
         empty = llvm.parse_assembly(f'target triple = "{llvm.get_default_triple()}"')
         self.engine = llvm.create_mcjit_compiler(empty, tm)  # owns tm
         self._objects = [llvm.ObjectFileRef.from_data(data) for data in objects.values()]
