@@ -29,6 +29,7 @@ from brainslug.frontend_torch.capture import (
     trace,
 )
 from brainslug.frontend_torch.kernel_module import StackKernel
+from brainslug.lowering.compile_time import gc_paused
 
 
 def check_shape(shape: Any) -> list[int]:
@@ -286,7 +287,7 @@ def compile_plan(
     stacks are generated channels-last and rank-4 inputs are made channels-last
     on entry, so that PyTorch's convolutions run channels-last too."""
     from brainslug.frontend_torch import plan_cache
-    from brainslug.ir.context import make_context, parse_module
+    from brainslug.ir.context import make_context
     from brainslug.lowering.backends.x86 import X86Backend
     from brainslug.passes.form_stacks import FormStacksPass
     from brainslug.passes.pipeline import default_passes
@@ -313,7 +314,7 @@ def compile_plan(
     runners: Any = None
     if record is not None:
         launch_of, fallback_stacks = record.launch_of, record.fallback_stacks
-        infos_module = parse_module(record.infos, "<plan cache>", ctx)
+        infos_module = plan_cache.infos_from_json(record.infos)
         runners = CompiledKernels.from_cache(infos_module, record.unit_keys, backend)
         if runners is not None:
             info_notes = ["plan loaded from the plan cache"]
@@ -331,9 +332,10 @@ def compile_plan(
             for op in fn.body.block.ops if isinstance(op, nn.StackOp)
         }
         runners = compile_kernels(module, backend) if launch_of else None
-        if key is not None:
+        infos_json = plan_cache.infos_to_json(module)
+        if key is not None and infos_json is not None:
             plan_cache.store(key, plan_cache.PlanRecord(
-                metas, launch_of, fallback_stacks, plan_cache.kernel_infos_text(module),
+                metas, launch_of, fallback_stacks, infos_json,
                 runners.unit_keys if runners is not None else {}))
     compiled: dict[str, Any] = {}
     launches = set(launch_of)
@@ -417,6 +419,7 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
             info.fallbacks.append(("<model>", f"neither torch.fx nor torch.export could "
                                    f"capture it: {type(e2).__name__}: {e2}"))
             return BrainSlugModule(model, None, spec, info)
-    new_gm, info, _ = compile_plan(gm, spec, cpu=cpu, layout=layout)
+    with gc_paused():
+        new_gm, info, _ = compile_plan(gm, spec, cpu=cpu, layout=layout)
     info.capture, info.notes = how, notes + info.notes
     return BrainSlugModule(model, new_gm, spec, info)

@@ -20,12 +20,13 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, MemRefType, ModuleOp, f32, i64
 
 from brainslug.dialects import loop
+from brainslug.lowering.to_llvm import NUM_ARGS_ATTR, PARALLEL_ATTR, SCRATCH_DIMS_ATTR
 from brainslug.runtime import cache
 
-FORMAT = "1"
+FORMAT = "2"
 """Bump when the record's content or meaning changes."""
 
 
@@ -34,7 +35,7 @@ class PlanRecord:
     metas: dict[str, tuple[tuple[int, ...], torch.dtype]]
     launch_of: dict[str, str]            # stack name -> kernel name
     fallback_stacks: dict[str, str]      # stack name -> why it was not lowered
-    infos: str                           # the kernel_info ops, as IR text
+    infos: list[dict[str, Any]]          # the kernel_info ops (`infos_to_json`)
     unit_keys: dict[str, str]            # phase function -> object key
 
 
@@ -74,7 +75,54 @@ def store(key: str, record: PlanRecord) -> None:
     cache.store(key, json.dumps(d).encode())
 
 
-def kernel_infos_text(module: ModuleOp) -> str:
-    """The `loop.kernel_info` ops of a lowered module, as a module's IR text."""
-    infos = [op.clone() for op in module.ops if isinstance(op, loop.KernelInfoOp)]
-    return str(ModuleOp(infos))
+_INT_ATTRS = (NUM_ARGS_ATTR, PARALLEL_ATTR, SCRATCH_DIMS_ATTR)
+
+
+def infos_to_json(module: ModuleOp) -> list[dict[str, Any]] | None:
+    """The `loop.kernel_info` ops of a lowered module as plain data (parsing
+    their IR text back would cost more than the rest of a warm optimize());
+    None if a buffer is not an f32 memref."""
+    out = []
+    for op in module.ops:
+        if not isinstance(op, loop.KernelInfoOp):
+            continue
+        buffers = []
+        for t in op.buffers.data:
+            if not isinstance(t, MemRefType) or t.element_type != f32:
+                return None
+            buffers.append(list(t.get_shape()))
+        d: dict[str, Any] = {
+            "kernel": op.kernel.data,
+            "phases": [p.data for p in op.phases.data],
+            "buffers": buffers,
+            "work": list(op.work.get_values()),
+            "target": op.target.data,
+            "phase_args": list(op.phase_args.get_values()) if op.phase_args else None,
+            "slots": list(op.slots.get_values()) if op.slots else None,
+        }
+        for name in _INT_ATTRS:
+            a = op.attributes.get(name)
+            if isinstance(a, IntegerAttr):
+                d[name] = a.value.data
+            elif isinstance(a, DenseArrayBase):
+                d[name] = list(a.get_values())
+        out.append(d)
+    return out
+
+
+def infos_from_json(infos: list[dict[str, Any]]) -> ModuleOp:
+    """The module of `loop.kernel_info` ops that `infos_to_json` describes."""
+    ops = []
+    for d in infos:
+        op = loop.KernelInfoOp(
+            d["kernel"], d["phases"], [MemRefType(f32, s) for s in d["buffers"]], d["work"],
+            d["target"], d["phase_args"], d["slots"],
+        )
+        for name in _INT_ATTRS:
+            v = d.get(name)
+            if isinstance(v, int):
+                op.attributes[name] = IntegerAttr(v, i64)
+            elif isinstance(v, list):
+                op.attributes[name] = DenseArrayBase.from_list(i64, v)
+        ops.append(op)
+    return ModuleOp(ops)
