@@ -18,7 +18,13 @@ import torch.nn.functional as F
 
 from brainslug.dialects import loop
 from brainslug.ir.context import make_context, parse_module
-from brainslug.lowering.backends.nvptx import LANES_ATTR, NVPTXBackend, emit_ptx
+from brainslug.lowering.backends.nvptx import (
+    GROUPS_ATTR,
+    LANES_ATTR,
+    NVPTXBackend,
+    emit_ptx,
+    entry_names,
+)
 from brainslug.passes.pipeline import default_passes
 from brainslug.runtime.cuda_emulator import EmulatedCudaKernels
 from brainslug.runtime.executor import CompiledGraph, graph_function
@@ -71,10 +77,8 @@ def check_ptx(module) -> str:
     """The module's PTX, with kernels as `.entry`s that read the thread and block
     indices, accepted by ptxas for sm_80 and sm_90 (when ptxas is on PATH)."""
     ptx = emit_ptx(module, "sm_90")
-    phases = {p.data for op in module.ops if isinstance(op, loop.KernelInfoOp) for p in op.phases}
     entries = set(re.findall(r"\.visible \.entry (\S+)\(", ptx))
-    assert phases and entries == phases
-    assert ".func" not in ptx  # helpers are inlined, nothing is left as a device function
+    assert entries and entries == entry_names(module)
     assert "%ctaid.x" in ptx and "%tid" in ptx
     if PTXAS is not None:
         import tempfile
@@ -269,8 +273,10 @@ def test_lane_hints_and_kernel_marking() -> None:
     info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
     # phase 0 computes BN's per-channel factors (37 lanes), phase 1 runs rows of W lanes
     assert list(info.attributes[LANES_ATTR].get_values()) == [C, W]
+    # phase 1 reads the factors phase 0 writes: two launches
+    assert list(info.attributes[GROUPS_ATTR].get_values()) == [1, 1]
     ir = NVPTXBackend().emit_llvm_ir(module, opt=0)
-    assert ir.count("define ptx_kernel void") == len(info.phases)
+    assert ir.count("define ptx_kernel void") == 2
     assert "llvm.nvvm.read.ptx.sreg.tid.x" in ir and "llvm.nvvm.read.ptx.sreg.ctaid.x" in ir
     # no vectors on the GPU: a lane is a thread
     assert "<32 x float>" not in ir and "x float>" not in ir
@@ -294,3 +300,42 @@ def test_bs_opt_ptx_example() -> None:
     finally:
         out.unlink(missing_ok=True)
     assert ptx.count(".entry") == 2 and ".target sm_80" in ptx
+
+
+def test_independent_phases_share_a_launch() -> None:
+    """The parts of an NCHW cat write disjoint channels of one buffer: after the
+    BN factors (which they read) they are one launch, `ctaid.y` picking the part."""
+    text, inputs, ref = cat_bn_relu("NCHW", 3)
+    module = lower(text)
+    info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
+    assert list(info.attributes[GROUPS_ATTR].get_values()) == [1, 3]
+    ptx = check_ptx(module)
+    assert ptx.count(".entry") == 2 and "%ctaid.y" in ptx
+    (out,) = run(module, *inputs, grid=2, block=(8, 2))
+    close(out, ref(*inputs))
+
+
+def test_overlapping_writes_are_not_merged() -> None:
+    """Phases that write disjoint boxes of one buffer share a launch; phases
+    whose boxes overlap stay in order."""
+    from brainslug.lowering.gpu_lanes import launch_groups
+
+    t = "memref<4x8xf32>"
+
+    def nest(lo: tuple[int, int], hi: tuple[int, int]) -> str:
+        return f"""loop.nest parallel 1 (%i, %j) = {lo} to {hi} {{
+        %v = loop.load %x[%i, %j] : {t}
+        loop.store %v, %y[%i, %j] : f32, {t}
+      }}"""
+
+    text = f"""func.func @k(%x: {t}, %y: {t}) attributes {{bs.kernel}} {{
+      {nest((0, 0), (4, 4))}
+      {nest((0, 4), (4, 8))}
+      {nest((0, 0), (2, 8))}
+      func.return
+    }}"""
+    fn = next(iter(parse_module(text).ops))
+    a, b, c = [op for op in fn.body.block.ops if isinstance(op, loop.NestOp)]
+    assert launch_groups([a, b]) == [2]
+    assert launch_groups([a, b, c]) == [2, 1]
+    assert launch_groups([b, c]) == [1, 1]

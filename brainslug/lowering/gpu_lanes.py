@@ -15,7 +15,9 @@ blocks of `(ntid.x, ntid.y)` threads, and any grid and block shape is correct:
   every thread of the grid is a row of its own and runs the lanes of its
   `simd.loop`s one after the other.
 
-A phase without parallel dims runs on row 0. Every SIMD value is a scalar of
+A phase without parallel dims runs on row 0. Consecutive phases that are
+independent (`launch_groups`) share one launch: the backend wraps them in one
+kernel in which `ctaid.y` picks the phase. Every SIMD value is a scalar of
 its lane: a contiguous, strided or gathered `simd.load` is one scalar load at
 the thread's point, a padded one clamps its address and selects the pad value,
 and `simd.splat` is the value itself. Phases never synchronize: the runtime
@@ -25,10 +27,13 @@ runs them as separate launches on one stream.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from xdsl.dialects import llvm, memref
 from xdsl.dialects.builtin import f32, i32, i64
 from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
+from xdsl.ir.affine.affine_expr import AffineConstantExpr, AffineDimExpr
 
 from brainslug.dialects import loop, simd
 from brainslug.lowering import loop_to_llvm as scalar
@@ -62,17 +67,17 @@ def serial_phase(phase: loop.NestOp | loop.TileOp) -> bool:
 
 
 def lane_extent(phase: loop.NestOp | loop.TileOp) -> int:
-    """Static extent of the phase's first `simd.loop` (1 in serial mode, 0 when
-    unknown): the runtime's hint for `ntid.x`."""
+    """The largest static extent of the phase's `simd.loop`s (1 in serial mode,
+    0 when unknown): the runtime's hint for `ntid.x`."""
     if serial_phase(phase):
         return 1
+    extents = []
     for op in phase.walk():
         if isinstance(op, simd.LoopOp):
             (lb,), (ub,) = op.lower_bounds(), op.upper_bounds()
             if isinstance(lb, int) and isinstance(ub, int):
-                return max(ub - lb, 2)  # (1 means serial)
-            return 0
-    return 1
+                extents.append(max(ub - lb, 2))  # (1 means serial)
+    return max(extents, default=0)
 
 
 class GPUPhaseEmitter(PhaseEmitter):
@@ -306,3 +311,92 @@ GPU_LOWERINGS: dict[type[Operation], Callable[[GPUPhaseEmitter, Operation], None
 def phase_hints(phases: Sequence[loop.NestOp | loop.TileOp]) -> list[int]:
     """`lane_extent` of each phase."""
     return [lane_extent(p) for p in phases]
+
+
+# ---------------------------------------------------------------------------- launch groups
+
+Interval = tuple[int, int] | None
+"""Inclusive range of an index, None when unknown."""
+
+
+def _range(e: AffineExpr, idx: Sequence[Interval]) -> Interval:
+    if isinstance(e, AffineDimExpr):
+        return idx[e.position]
+    if isinstance(e, AffineConstantExpr):
+        return (e.value, e.value)
+    if isinstance(e, AffineBinaryOpExpr):
+        lhs, rhs = _range(e.lhs, idx), _range(e.rhs, idx)
+        if lhs is None or rhs is None:
+            return None
+        if e.kind == AffineBinaryOpKind.Add:
+            return (lhs[0] + rhs[0], lhs[1] + rhs[1])
+        if e.kind == AffineBinaryOpKind.Mul and rhs[0] == rhs[1]:
+            a, b = lhs[0] * rhs[0], lhs[1] * rhs[0]
+            return (min(a, b), max(a, b))
+    return None
+
+
+@dataclass
+class PhaseAccess:
+    """The ABI buffers a phase reads and writes, and the index box of each store."""
+
+    reads: set[SSAValue]
+    writes: set[SSAValue]
+    boxes: dict[SSAValue, list[list[Interval]]]
+
+
+def phase_access(phase: loop.NestOp | loop.TileOp) -> PhaseAccess:
+    bounds: dict[SSAValue, Interval] = {}
+    acc = PhaseAccess(set(), set(), {})
+    for op in phase.walk():
+        if isinstance(op, loop.NestOp | loop.TileOp | simd.LoopOp):
+            for iv, lb, ub in zip(op.ivs, op.lower_bounds(), op.upper_bounds(), strict=True):
+                known = isinstance(lb, int) and isinstance(ub, int)
+                bounds[iv] = (lb, ub - 1) if known else None  # type: ignore[operator]
+        elif isinstance(op, loop.LoadOp | simd.LoadOp):
+            acc.reads.add(op.buffer)
+        elif isinstance(op, loop.StoreOp | simd.StoreOp):
+            acc.writes.add(op.buffer)
+            idx = [bounds.get(i) for i in op.indices]
+            box = [_range(e, idx) for e in op.map.data.results]
+            acc.boxes.setdefault(op.buffer, []).append(box)
+    inner = {r for op in phase.walk() for r in op.results}  # allocas: private to the phase
+    acc.reads -= inner
+    acc.writes -= inner
+    return acc
+
+
+def _disjoint(a: list[Interval], b: list[Interval]) -> bool:
+    return any(
+        x is not None and y is not None and (x[1] < y[0] or y[1] < x[0])
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def independent(a: PhaseAccess, b: PhaseAccess) -> bool:
+    """Whether two phases can run at the same time: neither reads what the other
+    writes, and where both write one buffer their stores' boxes are disjoint."""
+    if a.writes & b.reads or b.writes & a.reads:
+        return False
+    return all(
+        _disjoint(x, y)
+        for buf in a.writes & b.writes
+        for x in a.boxes[buf]
+        for y in b.boxes[buf]
+    )
+
+
+def launch_groups(phases: Sequence[loop.NestOp | loop.TileOp]) -> list[int]:
+    """Sizes of the runs of consecutive, pairwise independent phases: each run
+    is one launch (`ctaid.y` picks the phase), e.g. the parts of a `cat`."""
+    sizes: list[int] = []
+    group: list[PhaseAccess] = []
+    for p in phases:
+        access = phase_access(p)
+        if group and all(independent(g, access) for g in group):
+            group.append(access)
+            sizes[-1] += 1
+        else:
+            group = [access]
+            sizes.append(1)
+    return sizes

@@ -16,9 +16,11 @@ in device memory: the buffer slots change with the tensors' pointers and
 extents, so each distinct content is uploaded once (stream-ordered) and then
 reused; a plan with static buffers uploads nothing after its first call. The
 phases of a kernel are separate launches on one stream, so each sees the
-writes of the one before. A phase's block is `(x, y)` threads with x its lane
-extent (capped at 256) and y rows, and its grid covers its rows up to a few
-waves (the kernels are grid-strided, so any shape is correct).
+writes of the one before; a run of independent phases is one launch (see
+`brainslug.lowering.backends.nvptx.launches`). A phase's block is `(x, y)`
+threads with x its lane extent (capped at 256) and y rows, and its grid covers
+its rows up to a few waves (the kernels are grid- and block-strided, so any
+launch shape is correct).
 """
 
 from __future__ import annotations
@@ -131,17 +133,22 @@ class CudaKernelRunner:
     """Launches one compiled kernel's phases on torch CUDA tensors."""
 
     def __init__(self, info: loop.KernelInfoOp, functions: Sequence[Any], owner: Any):
+        from brainslug.lowering.backends.nvptx import launches
+
         self.name = info.kernel.data
+        self.launches = launches(info)
         self.functions = list(functions)
+        """The function of each launch."""
         self.phase_names = [p.data for p in info.phases]
+        n = len(self.phase_names)
         self.work = list(info.work.get_values())
         self.shapes = [_shape(t) for t in info.buffers]  # type: ignore[arg-type]
         n_args = info.attributes.get(NUM_ARGS_ATTR)
         self.num_args = n_args.value.data if isinstance(n_args, IntegerAttr) else len(self.shapes)
         par = info.attributes.get(PARALLEL_ATTR)
-        self.parallel = list(par.get_values()) if par is not None else [1] * len(self.functions)  # type: ignore[attr-defined]
+        self.parallel = list(par.get_values()) if par is not None else [1] * n  # type: ignore[attr-defined]
         lanes = info.attributes.get(LANES_ATTR)
-        self.lanes = list(lanes.get_values()) if lanes is not None else [0] * len(self.functions)  # type: ignore[attr-defined]
+        self.lanes = list(lanes.get_values()) if lanes is not None else [0] * n  # type: ignore[attr-defined]
         sd = info.attributes.get(SCRATCH_DIMS_ATTR)
         pairs = list(sd.get_values()) if sd is not None else []  # type: ignore[attr-defined]
         self.scratch_dims = list(zip(pairs[::2], pairs[1::2], strict=True))
@@ -158,7 +165,7 @@ class CudaKernelRunner:
         self.phase_offsets = (
             list(info.phase_args.get_values())
             if info.phase_args is not None
-            else [0] * len(self.functions)
+            else [0] * n
         )
         self._device_slots: dict[tuple[int, bytes], tuple[Any, set[int]]] = {}
         self._params: dict[int, tuple[Any, list[Any]]] = {}
@@ -186,6 +193,20 @@ class CudaKernelRunner:
             return (1, 1, 1), (bx, 1, 1)
         grid = min(math.ceil(rows / (by if lanes != 1 else bx)), sms * BLOCKS_PER_SM)
         return (max(grid, 1), 1, 1), (bx, by, 1)
+
+    def launch_shapes(
+        self, batch: int, sms: int
+    ) -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
+        """(grid, block) of each launch: the block of its phase with the most
+        work, the largest grid of its phases, `grid.y` its phases."""
+        out = []
+        for launch in self.launches:
+            phases = range(launch.first, launch.first + launch.count)
+            shapes = [self.launch_shape(i, batch, sms) for i in phases]
+            main = max(phases, key=lambda i: self.work[i] * (self.parallel[i] > 0))
+            gx = max(g[0] for g, _ in shapes)
+            out.append(((gx, launch.count, 1), shapes[main - launch.first][1]))
+        return out
 
     # ------------------------------------------------------------------ buffers
 
@@ -309,13 +330,13 @@ class CudaKernelRunner:
         stream = cu.CUstream(torch.cuda.current_stream(device).cuda_stream)
         base = self._slots_on_device(slots, device, stream)
         if (shapes := self._shapes.get(batch)) is None:
-            sms = self._owner.multiprocessors(device)
-            shapes = self._shapes[batch] = [
-                self.launch_shape(i, batch, sms) for i in range(len(self.functions))
-            ]
-        for i, fn in enumerate(self.functions):
-            (gx, gy, gz), (bx, by, bz) = shapes[i]
-            params = self._kernel_params(base + 8 * self.phase_offsets[i])
+            shapes = self._shapes[batch] = self.launch_shapes(
+                batch, self._owner.multiprocessors(device)
+            )
+        for launch, fn, ((gx, gy, gz), (bx, by, bz)) in zip(
+            self.launches, self.functions, shapes, strict=True
+        ):
+            params = self._kernel_params(base + 8 * self.phase_offsets[launch.first])
             check(cu.cuLaunchKernel(fn, gx, gy, gz, bx, by, bz, 0, stream, params, 0))
 
 
@@ -325,7 +346,7 @@ class CompiledCudaKernels:
     def __init__(self, module: ModuleOp, cpu: str | None = None, device: Any = None):
         import torch
 
-        from brainslug.lowering.backends.nvptx import NVPTXBackend
+        from brainslug.lowering.backends.nvptx import NVPTXBackend, launches
 
         self.device = torch.device(device if device is not None else "cuda")
         if self.device.index is None:
@@ -340,7 +361,7 @@ class CompiledCudaKernels:
             self.kernels: dict[str, CudaKernelRunner] = {}
             for op in module.ops:
                 if isinstance(op, loop.KernelInfoOp):
-                    fns = [self.function(p.data) for p in op.phases]
+                    fns = [self.function(launch.entry) for launch in launches(op)]
                     self.kernels[op.kernel.data] = CudaKernelRunner(op, fns, self)
         self._sms: dict[int, int] = {}
         self._cu = cu

@@ -24,10 +24,14 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
 from brainslug.dialects import loop
+from brainslug.lowering.backends.nvptx import launches
 from brainslug.lowering.gpu_lanes import MATH_FUNCTIONS
 from brainslug.runtime.cuda import CudaKernelRunner
 
-REGISTERS = ("tid.x", "tid.y", "tid.z", "ntid.x", "ntid.y", "ntid.z", "ctaid.x", "nctaid.x")
+REGISTERS = (
+    "tid.x", "tid.y", "tid.z", "ntid.x", "ntid.y", "ntid.z", "ctaid.x", "nctaid.x", "ctaid.y",
+    "nctaid.y",
+)
 _PhaseFn = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 
 
@@ -90,13 +94,15 @@ class EmulatedRunner(CudaKernelRunner):
             for d, s in dyn:
                 slots[s] = shape[d]
         base = slots.ctypes.data
-        for i, fn in enumerate(self.functions):
-            (gx, _, _), (bx, by, _) = self.launch_shape(i, batch, self._owner.sms)
+        shapes = self.launch_shapes(batch, self._owner.sms)
+        for launch, fn, ((gx, gy, _), (bx, by, _)) in zip(
+            self.launches, self.functions, shapes, strict=True
+        ):
             if self.block is not None:
                 bx, by = self.block
-            if self.grid is not None and self.parallel[i]:
+            if self.grid is not None:
                 gx = self.grid
-            self._owner.run(fn, base + 8 * self.phase_offsets[i], gx, bx, by)
+            self._owner.run(fn, base + 8 * self.phase_offsets[launch.first], (gx, gy), bx, by)
 
 
 class EmulatedCudaKernels:
@@ -122,15 +128,18 @@ class EmulatedCudaKernels:
         self.kernels: dict[str, EmulatedRunner] = {}
         for op in module.ops:
             if isinstance(op, loop.KernelInfoOp):
-                fns = [_PhaseFn(self.engine.get_function_address(p.data)) for p in op.phases]
+                fns = [
+                    _PhaseFn(self.engine.get_function_address(launch.entry))
+                    for launch in launches(op)
+                ]
                 self.kernels[op.kernel.data] = EmulatedRunner(op, fns, self)
 
-    def run(self, fn: Any, args: int, grid: int, bx: int, by: int) -> None:
+    def run(self, fn: Any, args: int, grid: tuple[int, int], bx: int, by: int) -> None:
         """One launch: every thread of a (grid, (bx, by)) launch, in turn."""
         r = self.regs
-        r[3], r[4], r[5], r[7], r[2] = bx, by, 1, grid, 0
-        for b, y, x in itertools.product(range(grid), range(by), range(bx)):
-            r[0], r[1], r[6] = x, y, b
+        r[3], r[4], r[5], r[7], r[9], r[2] = bx, by, 1, grid[0], grid[1], 0
+        for gy, b, y, x in itertools.product(range(grid[1]), range(grid[0]), range(by), range(bx)):
+            r[0], r[1], r[6], r[8] = x, y, b, gy
             fn(0, 0, args)
 
     def __getitem__(self, name: str) -> EmulatedRunner:

@@ -17,15 +17,17 @@
 // CHECK:         llvm.load %{{.*}} {alignment = 4 : i64} : !llvm.ptr -> f32
 // CHECK-NEXT:    llvm.fmul %{{.*}}, %{{.*}} : f32
 // CHECK-NOT:     vector<
-// The kernel info carries each phase's static lane extent for the launch.
+// The kernel info carries each phase's static lane extent for the launch, and
+// how many consecutive phases each launch runs.
 // CHECK:       loop.kernel_info
-// CHECK-SAME:    bs.gpu_lanes = array<i64: 13>
+// CHECK-SAME:    bs.gpu_lanes = array<i64: 13>, bs.gpu_groups = array<i64: 1>
 // CHECK-SAME:    kernel = "scale", phases = ["scale_p0"]
 // CHECK-SAME:    target = "nvptx"
 
-// Every phase is a kernel entry; PTX is forward compatible from sm_80.
+// Each launch is a kernel entry `<kernel>_g<j>` that calls its phases (here
+// one, inlined); PTX is forward compatible from sm_80.
 // PTX:         .target sm_80
-// PTX:         .visible .entry scale_p0(
+// PTX:         .visible .entry scale_g0(
 // PTX-DAG:     mov.u32 {{.*}}%ctaid.x;
 // PTX-DAG:     mov.u32 {{.*}}%tid.x;
 // LLVM turns x * 2 into x + x (exact); the predicate of the tail is the loop test.

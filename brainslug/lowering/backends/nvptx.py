@@ -1,11 +1,13 @@
 """The NVPTX backend: PTX for NVIDIA GPUs through llvmlite's NVPTX target.
 
 The generic lowering runs with `gpu_lanes.GPUPhaseEmitter`: the lanes of a
-`simd.loop` are the threads of a block, the parallel loops are the grid, and
-every phase is a kernel (`ptx_kernel` calling convention, a `.entry` in PTX)
-with the CPU's phase ABI `void (i64, i64, ptr args)`. Each `loop.kernel_info`
-also gets `bs.gpu_lanes`, the static lane extent of each phase, which the
-runtime uses to shape its blocks.
+`simd.loop` are the threads of a block and the parallel loops are the grid.
+Phases keep the CPU's phase ABI `void (i64, i64, ptr args)` as device
+functions; each *launch* of a kernel is a `.entry` (`ptx_kernel` calling
+convention) named `<kernel>_g<j>` with the same ABI, which runs a run of
+consecutive independent phases, `ctaid.y` picking the phase (`launches`).
+Each `loop.kernel_info` also gets `bs.gpu_lanes`, the static lane extent of
+each phase (for the block shape), and `bs.gpu_groups`, the launch groups.
 
 `exp`, `log`, `tanh` and `erf` call libdevice (`__nv_expf`, ...), the CUDA math
 library's own implementations, linked from `libdevice.10.bc` (found through
@@ -31,13 +33,15 @@ from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, i64
 
 from brainslug.dialects import loop
 from brainslug.lowering.backends.x86 import _OpsView
-from brainslug.lowering.gpu_lanes import GPUPhaseEmitter, phase_hints
+from brainslug.lowering.gpu_lanes import GPUPhaseEmitter, launch_groups, phase_hints
 from brainslug.lowering.to_llvm import KERNEL_ATTR, TargetParams, lower_kernels
 
 TARGET = "nvptx"
 TRIPLE = "nvptx64-nvidia-cuda"
 LANES_ATTR = "bs.gpu_lanes"
 """On `loop.kernel_info`: each phase's static lane extent (0: unknown, 1: serial)."""
+GROUPS_ATTR = "bs.gpu_groups"
+"""On `loop.kernel_info`: the number of consecutive phases each launch runs."""
 LIBDEVICE_PREFIX = "__nv_"
 PTX_BASELINE = "sm_80"
 """The newest `.target` the PTX asks for (see `NVPTXBackend.ptx_target`)."""
@@ -82,10 +86,75 @@ def _libdevice_bitcode() -> bytes:
     return path.read_bytes()
 
 
-def kernel_names(module: ModuleOp) -> set[str]:
-    """Names of the phase functions of a lowered module (the GPU kernels)."""
+@dataclass(frozen=True)
+class Launch:
+    """One launch of a kernel: the `.entry` that runs phases `first` to
+    `first + count - 1` (`ctaid.y` picks one), with `args` at the first one's block."""
+
+    entry: str
+    first: int
+    count: int
+
+
+def launches(info: loop.KernelInfoOp) -> list[Launch]:
+    """The launches of a lowered kernel, in order (see `GROUPS_ATTR`)."""
+    sizes = info.attributes.get(GROUPS_ATTR)
+    counts = list(sizes.get_values()) if sizes is not None else [1] * len(info.phases)  # type: ignore[attr-defined]
+    out, first = [], 0
+    for j, n in enumerate(counts):
+        out.append(Launch(f"{info.kernel.data}_g{j}", first, n))
+        first += n
+    return out
+
+
+def _entry(ir_mod: ir.Module, info: loop.KernelInfoOp, launch: Launch) -> None:
+    """The `.entry` of a launch: calls its phase (picked by `ctaid.y`) with the
+    phase's parameter block."""
+    i64t = ir.IntType(64)
+    fnty = ir.FunctionType(ir.VoidType(), [i64t, i64t, ir.PointerType()])
+    entry = ir.Function(ir_mod, fnty, launch.entry)
+    entry.calling_convention = "ptx_kernel"
+    entry.attributes.add("nounwind")
+    a, b_, args = entry.args
+    b = ir.IRBuilder(entry.append_basic_block("entry"))
+    offsets = (
+        list(info.phase_args.get_values())
+        if info.phase_args is not None
+        else [0] * len(info.phases)
+    )
+    phases = range(launch.first, launch.first + launch.count)
+
+    def call(k: int) -> None:
+        rel = offsets[k] - offsets[launch.first]
+        ptr = b.gep(args, [i64t(rel)], source_etype=i64t) if rel else args
+        b.call(ir_mod.get_global(info.phases.data[k].data), [a, b_, ptr])
+
+    if launch.count == 1:
+        call(launch.first)
+        b.ret_void()
+        return
+    i32t = ir.IntType(32)
+    name = "llvm.nvvm.read.ptx.sreg.ctaid.y"
+    sreg = ir_mod.globals.get(name) or ir.Function(ir_mod, ir.FunctionType(i32t, []), name)
+    done = entry.append_basic_block("done")
+    switch = b.switch(b.call(sreg, []), done)
+    for y, k in enumerate(phases):
+        case = entry.append_basic_block(f"phase{k}")
+        switch.add_case(i32t(y), case)
+        b.position_at_end(case)
+        call(k)
+        b.branch(done)
+    b.position_at_end(done)
+    b.ret_void()
+
+
+def entry_names(module: ModuleOp) -> set[str]:
+    """Names of the `.entry`s (kernels) of a lowered module."""
     return {
-        p.data for op in module.ops if isinstance(op, loop.KernelInfoOp) for p in op.phases
+        launch.entry
+        for op in module.ops
+        if isinstance(op, loop.KernelInfoOp)
+        for launch in launches(op)
     }
 
 
@@ -108,18 +177,22 @@ class NVPTXBackend:
         return TargetParams(TARGET, 32, (), GPUPhaseEmitter)
 
     def lower(self, module: ModuleOp, generic: bool = True) -> None:
-        """bs-lower-to-llvm for this target: the phases, and each kernel's lane hints."""
-        hints = {}
+        """bs-lower-to-llvm for this target: the phases, and each kernel's lane
+        hints and launch groups."""
+        hints, groups = {}, {}
         for op in module.ops:
             if isinstance(op, func.FuncOp) and KERNEL_ATTR in op.attributes:
                 phases = [
                     p for p in op.body.block.ops if isinstance(p, loop.NestOp | loop.TileOp)
                 ]
                 hints[op.sym_name.data] = phase_hints(phases)
+                groups[op.sym_name.data] = launch_groups(phases)
         lower_kernels(module, self.params(), generic)
         for op in module.ops:
             if isinstance(op, loop.KernelInfoOp) and op.kernel.data in hints:
-                op.attributes[LANES_ATTR] = DenseArrayBase.from_list(i64, hints[op.kernel.data])
+                name = op.kernel.data
+                op.attributes[LANES_ATTR] = DenseArrayBase.from_list(i64, hints[name])
+                op.attributes[GROUPS_ATTR] = DenseArrayBase.from_list(i64, groups[name])
 
     @property
     def ptx_target(self) -> str:
@@ -145,11 +218,15 @@ class NVPTXBackend:
             fallback_target_triple=TRIPLE,
             data_layout=data_layout,
         )
-        kernels = kernel_names(module)
+        infos = [op for op in module.ops if isinstance(op, loop.KernelInfoOp)]
+        phases = {p.data for info in infos for p in info.phases}
         for fn in ir_mod.functions:
-            if fn.blocks and fn.name in kernels:
-                fn.calling_convention = "ptx_kernel"
+            if fn.blocks and fn.name in phases:  # device functions, called by the entries
+                fn.linkage = "internal"
                 fn.attributes.add("nounwind")
+        for info in infos:
+            for launch in launches(info):
+                _entry(ir_mod, info, launch)
         # libdevice reads this flag through __nvvm_reflect: no flush-to-zero
         i32 = ir.IntType(32)
         ir_mod.add_named_metadata("llvm.module.flags", [i32(4), "nvvm-reflect-ftz", i32(0)])
@@ -159,7 +236,7 @@ class NVPTXBackend:
         """Parsed, libdevice-linked, verified and optimized LLVM module."""
         tm = tm or self.target_machine()
         mod = llvm.parse_assembly(str(self.to_llvmlite(module, str(tm.target_data))))
-        kernels = kernel_names(module)
+        kernels = entry_names(module)
         if any(f.name.startswith(LIBDEVICE_PREFIX) for f in mod.functions):
             lib = llvm.parse_bitcode(_libdevice_bitcode())
             lib.triple, lib.data_layout = mod.triple, mod.data_layout
