@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import glob
+from collections import Counter
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,11 +220,13 @@ class NVPTXBackend:
             data_layout=data_layout,
         )
         infos = [op for op in module.ops if isinstance(op, loop.KernelInfoOp)]
-        phases = {p.data for info in infos for p in info.phases}
+        calls = Counter(p.data for info in infos for p in info.phases)
         for fn in ir_mod.functions:
-            if fn.blocks and fn.name in phases:  # device functions, called by the entries
+            if fn.blocks and fn.name in calls:  # device functions, called by the entries
                 fn.linkage = "internal"
                 fn.attributes.add("nounwind")
+                if calls[fn.name] > 1:  # shared by several launches: one copy (a .func)
+                    fn.attributes.add("noinline")
         for info in infos:
             for launch in launches(info):
                 _entry(ir_mod, info, launch)
