@@ -327,6 +327,9 @@ class CudaKernelRunner:
         import torch
 
         cu = driver()
+        ctx = check(cu.cuCtxGetCurrent())
+        if ctx is None or int(ctx) == 0:  # a thread on which PyTorch made no CUDA call yet
+            check(cu.cuCtxSetCurrent(self._owner.context))
         stream = cu.CUstream(torch.cuda.current_stream(device).cuda_stream)
         base = self._slots_on_device(slots, device, stream)
         if (shapes := self._shapes.get(batch)) is None:

@@ -11,7 +11,8 @@ each phase (for the block shape), and `bs.gpu_groups`, the launch groups.
 
 `exp`, `log`, `tanh` and `erf` call libdevice (`__nv_expf`, ...), the CUDA math
 library's own implementations, linked from `libdevice.10.bc` (found through
-`BRAINSLUG_LIBDEVICE`, `CUDA_HOME`/`CUDA_PATH` or the usual install places).
+`BRAINSLUG_LIBDEVICE`, `CUDA_HOME`/`CUDA_PATH`, /usr/local/cuda*, or the pip
+wheels of the CUDA compiler or of Triton).
 No fast-math: `fdiv` is `div.rn.f32`, `llvm.sqrt` is `sqrt.rn.f32`, and LLVM
 does not contract fmul+fadd into fma without `contract` flags.
 """
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import functools
 import glob
-from collections import Counter
+import importlib.util
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,15 +66,21 @@ def find_libdevice() -> Path | None:
         p = Path(root) / "nvvm" / "libdevice" / "libdevice.10.bc"
         if p.is_file():
             return p
-    try:  # the pip wheel of the CUDA compiler
-        import nvidia.cuda_nvcc as nvcc  # type: ignore[import-not-found]
-
-        for base in nvcc.__path__:
-            p = Path(base) / "nvvm" / "libdevice" / "libdevice.10.bc"
+    # pip wheels: the CUDA compiler's, or the copy that Triton (a PyTorch
+    # dependency on Linux) ships; located without importing them
+    for package, sub in (
+        ("nvidia.cuda_nvcc", "nvvm/libdevice"),
+        ("nvidia.cu13", "nvvm/libdevice"),
+        ("triton", "backends/nvidia/lib"),
+    ):
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            continue
+        for base in (spec.submodule_search_locations or []) if spec else []:
+            p = Path(base) / sub / "libdevice.10.bc"
             if p.is_file():
                 return p
-    except ImportError:
-        pass
     return None
 
 
