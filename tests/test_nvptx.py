@@ -262,6 +262,9 @@ def test_depth_first_tile_runs_serial() -> None:
     module = lower(text)
     info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
     assert 1 in info.attributes[LANES_ATTR].get_values()  # the tile phase: serial
+    # a GPU thread runs one point of the tile (the CPU's tiles are sized for L2)
+    ir = NVPTXBackend().emit_llvm_ir(module, opt=0)
+    assert "alloca float, i64 49," in ir  # one channel's 7x7, not a 37-channel tile
     check_ptx(module)
     (out,) = run(module, *inputs, grid=2, block=(4, 3))
     close(out, ref(*inputs))

@@ -29,8 +29,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from xdsl.dialects import llvm, memref
-from xdsl.dialects.builtin import f32, i32, i64
+from xdsl.dialects import arith, llvm, memref
+from xdsl.dialects.builtin import DenseArrayBase, IndexType, IntegerAttr, f32, i32, i64
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
 from xdsl.ir.affine.affine_expr import AffineConstantExpr, AffineDimExpr
@@ -311,6 +311,46 @@ GPU_LOWERINGS: dict[type[Operation], Callable[[GPUPhaseEmitter, Operation], None
 def phase_hints(phases: Sequence[loop.NestOp | loop.TileOp]) -> list[int]:
     """`lane_extent` of each phase."""
     return [lane_extent(p) for p in phases]
+
+
+# ---------------------------------------------------------------------------- tiles
+
+
+def unit_tiles(tile: loop.TileOp) -> None:
+    """Makes a depth-first tile one point of its tiled dims (in place).
+
+    bs-tile-depth-first sizes tiles for a CPU core's L2; a GPU thread runs a
+    tile on its own (serial mode) out of its local memory, so the smallest tile
+    gives the most parallelism and the smallest scratch. A tile of step s
+    bounds its nests by `[iv, min(iv + s, ub))` and indexes its scratch with
+    `index - iv`: with step 1 the same body covers every point once."""
+    steps = tile.steps
+    if all(s == 1 for s in steps):
+        return
+    ivs = list(tile.body.block.args)
+    block = tile.body.block
+    for op in list(block.ops):
+        if (
+            isinstance(op, arith.AddiOp)
+            and op.lhs in ivs
+            and isinstance(c := op.rhs.owner, arith.ConstantOp)
+            and isinstance(c.value, IntegerAttr)
+            and c.value.value.data == steps[ivs.index(op.lhs)]
+        ):
+            one = arith.ConstantOp(IntegerAttr(1, IndexType()))
+            block.insert_op_before(one, op)
+            op.operands[1] = one.result
+        elif isinstance(op, memref.AllocaOp):
+            t = op.memref.type
+            shape = list(t.get_shape())
+            if shape[: len(steps)] != list(steps):
+                raise ValueError("unit_tiles: a tile's scratch is not sized by its steps")
+            new = memref.AllocaOp.get(t.element_type, shape=[1] * len(steps) + shape[len(steps) :])
+            block.insert_op_before(new, op)
+            op.memref.replace_all_uses_with(new.memref)
+            op.detach()
+            op.erase()
+    tile.step = DenseArrayBase.from_list(i64, [1] * len(steps))
 
 
 # ---------------------------------------------------------------------------- launch groups

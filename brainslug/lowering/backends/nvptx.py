@@ -36,7 +36,12 @@ from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, i64
 
 from brainslug.dialects import loop
 from brainslug.lowering.backends.x86 import _OpsView
-from brainslug.lowering.gpu_lanes import GPUPhaseEmitter, launch_groups, phase_hints
+from brainslug.lowering.gpu_lanes import (
+    GPUPhaseEmitter,
+    launch_groups,
+    phase_hints,
+    unit_tiles,
+)
 from brainslug.lowering.to_llvm import KERNEL_ATTR, TargetParams, lower_kernels
 
 TARGET = "nvptx"
@@ -186,14 +191,17 @@ class NVPTXBackend:
         return TargetParams(TARGET, 32, (), GPUPhaseEmitter)
 
     def lower(self, module: ModuleOp, generic: bool = True) -> None:
-        """bs-lower-to-llvm for this target: the phases, and each kernel's lane
-        hints and launch groups."""
+        """bs-lower-to-llvm for this target: depth-first tiles of one point
+        (`unit_tiles`), the phases, and each kernel's lane hints and launch groups."""
         hints, groups = {}, {}
         for op in module.ops:
             if isinstance(op, func.FuncOp) and KERNEL_ATTR in op.attributes:
                 phases = [
                     p for p in op.body.block.ops if isinstance(p, loop.NestOp | loop.TileOp)
                 ]
+                for p in phases:
+                    if isinstance(p, loop.TileOp):
+                        unit_tiles(p)
                 hints[op.sym_name.data] = phase_hints(phases)
                 groups[op.sym_name.data] = launch_groups(phases)
         lower_kernels(module, self.params(), generic)
