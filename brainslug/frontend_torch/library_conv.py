@@ -1,0 +1,253 @@
+"""`PackedConv2d`: a library convolution with oneDNN-prepacked weights.
+
+What Inductor's freezing does for a convolution, as an eager module: the weight
+is reordered once into the blocked layout oneDNN picks for the input shape
+(``torch.ops.mkldnn._reorder_convolution_weight``) and every call runs
+``torch.ops.mkldnn._convolution_pointwise`` (attr "none") on it, so the
+per-call weight reorder of ``F.conv2d`` goes away.
+
+- Feature-detected: when oneDNN, the ops, or a trial call on a tiny
+  convolution fail (once per process), or the module's configuration is one
+  the op does not take, the module runs ``F.conv2d`` with the semantics of the
+  original ``nn.Conv2d``; ``packed`` and ``reason`` say which and why.
+- Packed path only for float32 4-d CPU inputs when no gradient is needed
+  (``torch.no_grad()``/``inference_mode``, or nothing requires grad); anything
+  else runs ``F.conv2d``.
+- Output layout: the packed op returns channels_last (NHWC strides) for any
+  4-d input, also for an NCHW-contiguous one; ``keep_format=True`` copies the
+  latter back to NCHW as eager does.
+- Weight updates: the packed weights are snapshots, one per input shape. Each
+  packed call checks, for a few microseconds, the weight's identity,
+  ``_version`` (bumped by in-place ops on the parameter, ``load_state_dict``,
+  optimizer steps), ``data_ptr()`` and a fingerprint of 64 sampled elements
+  (writes through ``.data`` do not bump ``_version``); any change repacks. An
+  edit through ``.data`` that touches none of the sampled elements is missed:
+  call ``repack()`` after such edits. The bias is passed through unpacked, so
+  bias updates need nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_FINGERPRINT_SAMPLES = 64
+_MAX_SHAPES = 4  # packed weights kept per module (one per input shape seen)
+
+
+@functools.cache
+def _mkldnn_ops() -> tuple[Any, Any]:
+    """(reorder, conv) ops; AttributeError/RuntimeError when torch lacks them."""
+    mk = torch.ops.mkldnn
+    return mk._reorder_convolution_weight.default, mk._convolution_pointwise.default
+
+
+@functools.cache
+def _detect_support() -> tuple[bool, str]:
+    """(usable, reason): oneDNN packed convolution works in this process."""
+    if not torch.backends.mkldnn.is_available():
+        return False, "oneDNN (mkldnn) is not available in this torch build"
+    if not torch.backends.mkldnn.enabled:
+        return False, "oneDNN is disabled (torch.backends.mkldnn.enabled is False)"
+    try:
+        reorder, conv = _mkldnn_ops()
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 4, 7, 6, generator=gen).to(memory_format=torch.channels_last)
+        w = torch.randn(6, 2, 3, 3, generator=gen)
+        b = torch.randn(6, generator=gen)
+        with torch.no_grad():
+            pw = reorder(w, [1, 1], [2, 1], [1, 1], 2, list(x.shape))
+            y = conv(x, pw, b, [1, 1], [2, 1], [1, 1], 2, "none", [], "")
+            ref = F.conv2d(x, w, b, (2, 1), (1, 1), 1, 2)
+    except Exception as e:  # any failure means: not usable here
+        return False, f"trial oneDNN call failed: {type(e).__name__}: {str(e)[:200]}"
+    if y.shape != ref.shape or not torch.allclose(y, ref, rtol=1e-5, atol=1e-5):
+        return False, "trial oneDNN call gave wrong results"
+    return True, "oneDNN prepacked weights"
+
+
+def _resolve_padding(conv: nn.Conv2d) -> tuple[int, int] | None:
+    """Explicit symmetric padding of `conv`, None when there is none (odd 'same')."""
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            return (0, 0)
+        pads = []
+        for d, k in zip(conv.dilation, conv.kernel_size, strict=True):
+            total = d * (k - 1)
+            if total % 2:
+                return None
+            pads.append(total // 2)
+        return (pads[0], pads[1])
+    return (int(conv.padding[0]), int(conv.padding[1]))
+
+
+class PackedConv2d(nn.Module):
+    """`conv` (an ``nn.Conv2d``) with oneDNN-prepacked weights; see the module doc.
+
+    `weight`/`bias` replace the convolution's own (e.g. BN-folded ones); by
+    default the module shares ``conv.weight``/``conv.bias`` (the same
+    Parameter objects), so it sees updates made to the original module.
+    """
+
+    packed: bool
+    reason: str
+
+    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor | None = None,
+                 bias: torch.Tensor | None = None, *, keep_format: bool = False) -> None:
+        super().__init__()
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"PackedConv2d wraps an nn.Conv2d, got {type(conv).__name__}")
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size = tuple(conv.kernel_size)
+        self.stride = tuple(conv.stride)
+        self.dilation = tuple(conv.dilation)
+        self.groups = conv.groups
+        self.padding: Any = conv.padding  # as given to F.conv2d (tuple or 'same'/'valid')
+        self.padding_mode = conv.padding_mode
+        self._reversed_padding = list(conv._reversed_padding_repeated_twice)
+        self.keep_format = keep_format
+        if weight is None:
+            self.register_parameter("weight", conv.weight)
+            self.register_parameter("bias", conv.bias)
+        else:
+            self.register_parameter("weight", nn.Parameter(weight.detach(), requires_grad=False))
+            self.register_parameter("bias", None if bias is None else
+                                    nn.Parameter(bias.detach(), requires_grad=False))
+        if tuple(self.weight.shape) != tuple(conv.weight.shape):
+            raise ValueError(f"weight shape {tuple(self.weight.shape)} does not match the "
+                             f"convolution's {tuple(conv.weight.shape)}")
+        self._pad = _resolve_padding(conv)
+        self._pad_arg = list(self._pad or (0, 0))  # the op's int[] arguments
+        self._stride_arg, self._dilation_arg = list(self.stride), list(self.dilation)
+        self.packed, self.reason = self._check_packable()
+        self._reset_cache()
+
+    def _check_packable(self) -> tuple[bool, str]:
+        ok, why = _detect_support()
+        if not ok:
+            return False, why
+        if self.padding_mode != "zeros":
+            return False, f"padding_mode={self.padding_mode!r} (the op pads with zeros only)"
+        if self._pad is None:
+            return False, "asymmetric 'same' padding"
+        w = self.weight
+        if w.dtype != torch.float32 or w.device.type != "cpu":
+            return False, f"weight is {w.dtype} on {w.device} (float32 CPU only)"
+        if self.bias is not None and (self.bias.dtype != torch.float32
+                                      or self.bias.device.type != "cpu"):
+            return False, f"bias is {self.bias.dtype} on {self.bias.device}"
+        return True, why
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"groups={self.groups}, bias={self.bias is not None}, packed={self.packed}")
+
+    # -- packed-weight snapshot ---------------------------------------------------------
+    def _reset_cache(self) -> None:
+        self._packs: dict[torch.Size, torch.Tensor] = {}
+        self._src: weakref.ref[torch.Tensor] | None = None  # weight the packs came from
+        self._version = -1
+        self._ptr = -1
+        self._np: np.ndarray | None = None  # a view of the weight's memory
+        self._sel: Any = slice(0)  # the sampled elements of _np
+        self._fingerprint = b""
+
+    def repack(self) -> None:
+        """Drop the packed weights; the next call packs the current weight."""
+        self._reset_cache()
+
+    def _snapshot(self, w: torch.Tensor) -> None:
+        """Record the weight the next packs are made from."""
+        self._packs.clear()
+        self._src, self._version, self._ptr = weakref.ref(w), w._version, w.data_ptr()
+        n, d = w.numel(), w.detach()
+        if d.is_contiguous() or d.is_contiguous(memory_format=torch.channels_last):
+            # dense: a strided slice of the flat memory (cheaper than fancy indexing)
+            self._np = d.as_strided((n,), (1,), d.storage_offset()).numpy()
+            self._sel = slice(0, n, max(1, -(-n // _FINGERPRINT_SAMPLES)))
+        else:
+            self._np = d.numpy()
+            flat = np.linspace(0, n - 1, min(n, _FINGERPRINT_SAMPLES)).astype(np.int64)
+            self._sel = np.unravel_index(np.unique(flat), self._np.shape)
+        self._fingerprint = self._np[self._sel].tobytes()
+
+    def _stale(self, w: torch.Tensor) -> bool:
+        return (self._src is None or self._src() is not w or w._version != self._version
+                or w.data_ptr() != self._ptr
+                or self._np[self._sel].tobytes() != self._fingerprint)  # type: ignore[index]
+
+    def _packed_weight(self, w: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+        """The packed `w` for inputs of `shape`, None when `w` can't be packed."""
+        if self._stale(w):
+            if w.dtype != torch.float32 or not w.is_cpu or w.is_mkldnn:
+                return None
+            self._snapshot(w)
+        pw = self._packs.get(shape)
+        if pw is None:
+            if len(self._packs) >= _MAX_SHAPES:
+                self._packs.clear()
+            reorder, _ = _mkldnn_ops()
+            with torch.no_grad():
+                pw = reorder(w.detach(), self._pad_arg, self._stride_arg, self._dilation_arg,
+                             self.groups, list(shape))
+            self._packs[shape] = pw
+        return pw
+
+    # -- forward ---------------------------------------------------------------------------
+    def _fallback(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding, mode=self.padding_mode)
+            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation,
+                            self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = self._parameters  # faster than Module.__getattr__ on the hot path
+        w, b = params["weight"], params["bias"]
+        if (not self.packed or x.dim() != 4 or x.dtype != torch.float32
+                or not x.is_cpu or x.is_mkldnn
+                or (torch.is_grad_enabled() and (
+                    x.requires_grad or w.requires_grad  # type: ignore[union-attr]
+                    or (b is not None and b.requires_grad)))):
+            return self._fallback(x)
+        pw = self._packed_weight(w, x.shape)  # type: ignore[arg-type]
+        if pw is None:
+            return self._fallback(x)
+        y = _mkldnn_ops()[1](x, pw, b, self._pad_arg, self._stride_arg, self._dilation_arg,
+                             self.groups, "none", [], "")
+        if self.keep_format and x.is_contiguous() and not y.is_contiguous():
+            y = y.contiguous()
+        return y
+
+    # -- copies ---------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        # packed oneDNN tensors and the numpy view of the weight are not copied:
+        # a copy packs its own weight on first use
+        state = self.__dict__.copy()
+        for k in ("_packs", "_src", "_np", "_sel"):
+            state.pop(k, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._reset_cache()
+
+
+def pack_convolutions(module: nn.Module, **kwargs: Any) -> list[str]:
+    """Replace every ``nn.Conv2d`` submodule of `module` (in place) by a
+    `PackedConv2d` sharing its parameters; the names of those replaced."""
+    done = []
+    for name, child in list(module.named_modules()):
+        for cname, c in list(child.named_children()):
+            if type(c) is nn.Conv2d:
+                setattr(child, cname, PackedConv2d(c, **kwargs))
+                done.append(f"{name}.{cname}" if name else cname)
+    return done
