@@ -7,15 +7,19 @@ blocks of `(ntid.x, ntid.y)` threads, and any grid and block shape is correct:
 
 - *lane mode*: a `simd.loop` runs its points block-strided over `tid.x`
   (`w = lb + tid.x; w < ub; w += ntid.x`), so the masked tail of the CPU
-  becomes a per-thread predicate; the flat range of the phase's parallel dims
-  (its *rows*) runs grid-strided over `ctaid.x * ntid.y + tid.y`.
+  becomes a per-thread predicate. The flat range of the phase's parallel dims
+  (its *rows*) is split into one contiguous chunk per block (`ctaid.x` of
+  `nctaid.x`), whose rows the block's row threads (`tid.y`) take in turn:
+  rows y, y + ntid.y, ... of the chunk. A thread finds the parallel ivs of its
+  first row by division and then steps them like an odometer, adding the
+  digits of ntid.y with one carry per dim, so no row costs a division.
 - *serial mode*, for phases whose lanes exchange data through memory (a
   `loop.tile` or a phase with a `memref.alloca`, which is private to a thread,
   or one that reads a buffer it writes) and for scalar phases (no `simd.loop`):
-  every thread of the grid is a row of its own and runs the lanes of its
+  every thread of a block is a row thread and runs the lanes of its
   `simd.loop`s one after the other.
 
-A phase without parallel dims runs on row 0. Consecutive phases that are
+A phase without parallel dims runs on row thread 0 of block 0. Consecutive phases that are
 independent (`launch_groups`) share one launch: the backend wraps them in one
 kernel in which `ctaid.y` picks the phase. Every SIMD value is a scalar of
 its lane: a contiguous, strided or gathered `simd.load` is one scalar load at
@@ -100,15 +104,13 @@ class GPUPhaseEmitter(PhaseEmitter):
             v = self._sregs[name] = b.add_entry(llvm.ZExtOp(r, i64))
         return v
 
-    def rows(self) -> tuple[IVal, IVal]:
-        """This thread's first row and the row stride (the number of row threads)."""
+    def row_threads(self) -> tuple[IVal, IVal]:
+        """This thread's index among the row threads of its block, and their number."""
         b = self.b
-        row = b.iadd(b.imul(self.sreg("ctaid.x"), self.sreg("ntid.y")), self.sreg("tid.y"))
-        count = b.imul(self.sreg("nctaid.x"), self.sreg("ntid.y"))
         if self.serial:
-            row = b.iadd(b.imul(row, self.sreg("ntid.x")), self.sreg("tid.x"))
-            count = b.imul(count, self.sreg("ntid.x"))
-        return row, count
+            y = b.iadd(b.imul(self.sreg("tid.y"), self.sreg("ntid.x")), self.sreg("tid.x"))
+            return y, b.imul(self.sreg("ntid.y"), self.sreg("ntid.x"))
+        return self.sreg("tid.y"), self.sreg("ntid.y")
 
     # ------------------------------------------------------------------ phase
 
@@ -117,9 +119,11 @@ class GPUPhaseEmitter(PhaseEmitter):
         lbs, ubs = self.domain(op)
         steps = list(op.steps) if isinstance(op, loop.TileOp) else [1] * len(lbs)
         k = op.num_parallel
-        row, count = self.rows()
-        if k == 0:
-            b.if_then(b.icmp("eq", row, 0), lambda: self.loops(lbs, ubs, steps, self._body))
+        y, ny = self.row_threads()
+        block, blocks = self.sreg("ctaid.x"), self.sreg("nctaid.x")
+        if k == 0:  # row thread 0 of block 0
+            first = b.icmp("eq", b.iadd(b.imul(block, ny), y), 0)
+            b.if_then(first, lambda: self.loops(lbs, ubs, steps, self._body))
             return b.finish()
         exts: list[IVal] = []
         for lb, ub, s in zip(lbs[:k], ubs[:k], steps[:k], strict=True):
@@ -130,21 +134,43 @@ class GPUPhaseEmitter(PhaseEmitter):
         total: IVal = 1
         for e in exts:
             total = b.imul(total, e)
+        # this block's contiguous chunk of the flat rows; its row threads take
+        # rows y, y + ny, ... of it (neighbouring threads, neighbouring rows)
+        start = self._udiv(b.imul(total, block), blocks)
+        end = self._udiv(b.imul(total, b.iadd(block, 1)), blocks)
+        f0 = b.iadd(start, y)
 
-        def grid_stride(f: SSAValue, carried: list[SSAValue]) -> list[SSAValue]:
-            # the parallel ivs of flat row f (the innermost dim varies fastest)
-            ivs: list[IVal] = [0] * k
-            rem: IVal = f
+        def digits(v: IVal) -> list[IVal]:
+            """`v` in the mixed radix of the extents (innermost digit last)."""
+            out: list[IVal] = [0] * k
             for d in reversed(range(k)):
-                t = rem
-                if d > 0:
-                    t = self._urem(rem, exts[d])
-                    rem = self._udiv(rem, exts[d])
-                ivs[d] = b.iadd(lbs[d], b.imul(t, steps[d]))
-            self.loops(lbs[k:], ubs[k:], steps[k:], lambda inner, c: self._body([*ivs, *inner], c))
-            return []
+                out[d] = self._urem(v, exts[d]) if d > 0 else v
+                v = self._udiv(v, exts[d]) if d > 0 else v
+            return out
 
-        b.loop(row, total, count, grid_stride, pred="ult")
+        def rows() -> None:
+            # all extents are > 0 here: the divisions are safe
+            step = digits(ny)
+
+            def row(f: SSAValue, c: list[SSAValue]) -> list[SSAValue]:
+                ivs = [b.iadd(lbs[d], b.imul(c[d], steps[d])) for d in range(k)]
+                self.loops(lbs[k:], ubs[k:], steps[k:], lambda i, cc: self._body([*ivs, *i], cc))
+                # next row: add the digits of ny, one carry per digit
+                new: list[SSAValue] = [c[0]] * k
+                carry: IVal = 0
+                for d in reversed(range(k)):
+                    v = b.iadd(b.iadd(c[d], step[d]), carry)
+                    if d == 0:
+                        new[0] = b.ssa(v)
+                        break
+                    wrap = b.icmp("uge", v, exts[d])
+                    new[d] = b.add(llvm.SelectOp(wrap, b.ssa(b.isub(v, exts[d])), b.ssa(v)))
+                    carry = b.add(llvm.ZExtOp(wrap, i64))
+                return new
+
+            b.loop(f0, end, ny, row, [b.ssa(x) for x in digits(f0)], pred="ult")
+
+        b.if_then(b.icmp("ult", f0, end), rows)
         return b.finish()
 
     def _udiv(self, a: IVal, d: IVal) -> IVal:

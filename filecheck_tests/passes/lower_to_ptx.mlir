@@ -2,21 +2,33 @@
 // RUN: bs-opt %s -p 'bs-lower-to-llvm{target=nvptx cpu=sm_90}' --target ptx | filecheck %s --check-prefix=PTX
 
 // The nvptx lowering: a lane of the simd.loop is a thread of the block
-// (tid.x, block-strided by ntid.x), the parallel dims' flat rows are
-// grid-strided over (ctaid.x * ntid.y + tid.y) by (nctaid.x * ntid.y). Values
-// are scalars: a lane's vector is its thread's element.
+// (tid.x, block-strided by ntid.x). The flat rows of the parallel dims (%i, %c)
+// are split into one chunk per block (ctaid.x of nctaid.x); the block's row
+// threads (tid.y) take rows tid.y, tid.y + ntid.y, ... of it. The ivs of the
+// first row come from a division, later rows step them like an odometer
+// (adding the digits of ntid.y, one carry per dim). Values are scalars: a
+// lane's vector is its thread's element.
 // CHECK:       llvm.func @scale_p0(%{{.*}}: i64, %{{.*}}: i64, %[[ARGS:.*]]: !llvm.ptr)
-// CHECK-DAG:     llvm.call_intrinsic "llvm.nvvm.read.ptx.sreg.ctaid.x"() : () -> i32
-// CHECK-DAG:     llvm.call_intrinsic "llvm.nvvm.read.ptx.sreg.ntid.y"() : () -> i32
 // CHECK-DAG:     llvm.call_intrinsic "llvm.nvvm.read.ptx.sreg.tid.y"() : () -> i32
+// CHECK-DAG:     llvm.call_intrinsic "llvm.nvvm.read.ptx.sreg.ntid.y"() : () -> i32
+// CHECK-DAG:     llvm.call_intrinsic "llvm.nvvm.read.ptx.sreg.ctaid.x"() : () -> i32
 // CHECK-DAG:     llvm.call_intrinsic "llvm.nvvm.read.ptx.sreg.nctaid.x"() : () -> i32
 // CHECK-DAG:     llvm.call_intrinsic "llvm.nvvm.read.ptx.sreg.tid.x"() : () -> i32
 // CHECK-DAG:     llvm.call_intrinsic "llvm.nvvm.read.ptx.sreg.ntid.x"() : () -> i32
-// CHECK:         llvm.icmp "ult"
+// CHECK:         %[[START:.*]] = llvm.udiv %{{.*}}, %[[NB:.*]] : i64
+// CHECK:         %[[END:.*]] = llvm.udiv %{{.*}}, %[[NB]] : i64
+// CHECK:         %[[F0:.*]] = llvm.add %[[START]], %{{.*}} : i64
+// CHECK:         llvm.icmp "ult" %[[F0]], %[[END]] : i64
+// CHECK:         llvm.urem
 // CHECK:         llvm.udiv
+// CHECK:       ^bb{{.*}}(%[[F:.*]]: i64, %[[I:.*]]: i64, %[[C:.*]]: i64):
+// CHECK-NEXT:    llvm.icmp "ult" %[[F]], %[[END]] : i64
 // CHECK:         llvm.load %{{.*}} {alignment = 4 : i64} : !llvm.ptr -> f32
 // CHECK-NEXT:    llvm.fmul %{{.*}}, %{{.*}} : f32
 // CHECK-NOT:     vector<
+// CHECK:         %[[WRAP:.*]] = llvm.icmp "uge"
+// CHECK:         llvm.select %[[WRAP]]
+// CHECK-NOT:     llvm.udiv
 // The kernel info carries each phase's static lane extent for the launch, and
 // how many consecutive phases each launch runs.
 // CHECK:       loop.kernel_info
