@@ -1,9 +1,10 @@
 """The GPU mapping of phases: SIMD lanes are the threads of a block, parallel
 loops are the grid (used by the nvptx backend through `TargetParams.emitter`).
 
-A phase is a kernel `void (i64, i64, ptr args)` with the same parameter blocks
-as on the CPU (the two i64 parameters are unused). Its launch is a grid of
-blocks of `(ntid.x, ntid.y)` threads, and any grid and block shape is correct:
+A phase is a device function `void (i64, i64, ptr args)` with the same
+parameter blocks as on the CPU (the two i64 parameters are unused), called by
+the `.entry` of its launch (see `backends.nvptx`). A launch is a grid of blocks
+of `(ntid.x, ntid.y)` threads, and any grid and block shape is correct:
 
 - *lane mode*: a `simd.loop` runs its points block-strided over `tid.x`
   (`w = lb + tid.x; w < ub; w += ntid.x`), so the masked tail of the CPU
@@ -19,10 +20,9 @@ blocks of `(ntid.x, ntid.y)` threads, and any grid and block shape is correct:
   every thread of a block is a row thread and runs the lanes of its
   `simd.loop`s one after the other.
 
-A phase without parallel dims runs on row thread 0 of block 0. Consecutive phases that are
-independent (`launch_groups`) share one launch: the backend wraps them in one
-kernel in which `ctaid.y` picks the phase. Every SIMD value is a scalar of
-its lane: a contiguous, strided or gathered `simd.load` is one scalar load at
+A phase without parallel dims runs on row thread 0 of block 0. Consecutive
+phases that are independent (`launch_groups`) share one launch, in which
+`ctaid.y` picks the phase. Every SIMD value is a scalar of its lane: a contiguous, strided or gathered `simd.load` is one scalar load at
 the thread's point, a padded one clamps its address and selects the pad value,
 and `simd.splat` is the value itself. Phases never synchronize: the runtime
 runs them as separate launches on one stream.
@@ -41,8 +41,9 @@ from xdsl.ir.affine.affine_expr import AffineConstantExpr, AffineDimExpr
 
 from brainslug.dialects import loop, simd
 from brainslug.lowering import loop_to_llvm as scalar
+from brainslug.lowering.generic import PhaseSignature
 from brainslug.lowering.llvm_builder import IVal
-from brainslug.lowering.to_llvm import LaneState, PhaseEmitter
+from brainslug.lowering.to_llvm import KernelLowering, LaneState, PhaseEmitter
 
 SREG = "llvm.nvvm.read.ptx.sreg."
 """Prefix of the NVVM intrinsics that read the thread and block indices."""
@@ -87,7 +88,13 @@ def lane_extent(phase: loop.NestOp | loop.TileOp) -> int:
 class GPUPhaseEmitter(PhaseEmitter):
     """Emits one phase as an NVPTX kernel body (lanes on threads, rows on the grid)."""
 
-    def __init__(self, kernel, name, phase, sig=None):
+    def __init__(
+        self,
+        kernel: KernelLowering,
+        name: str,
+        phase: loop.NestOp | loop.TileOp,
+        sig: PhaseSignature | None = None,
+    ):
         super().__init__(kernel, name, phase, sig)
         self.serial = serial_phase(phase)
         self.lane_offset: IVal = 0
