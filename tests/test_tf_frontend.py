@@ -294,3 +294,45 @@ def test_grouped_conv_and_dense_on_feature_maps():
                        L.Dense(12, activation="gelu"), L.Dense(C))
     opt = check(model, [0, H, W, C])
     assert not opt.info.fallbacks
+
+
+# ------------------------------------------------------------------ tf.function
+
+
+def test_tf_function_of_a_keras_model():
+    model = functional(L.ZeroPadding2D(1), L.Conv2D(12, 3, strides=2), L.BatchNormalization(),
+                       L.ReLU(6.0), L.DepthwiseConv2D(3, padding="same"),
+                       L.BatchNormalization(), L.Activation("swish"),
+                       L.GlobalAveragePooling2D(), L.Dense(5), L.Softmax())
+    f = tf.function(lambda x: model(x, training=False))
+    opt = brainslug.optimize(f, [0, H, W, C])
+    assert opt.info.capture.startswith("tf.function")
+    assert not opt.info.fallbacks, opt.info.fallbacks
+    for n in (1, 3):
+        x = tf.random.normal([n, H, W, C], seed=n)
+        np.testing.assert_allclose(opt(x).numpy(), f(x).numpy(), rtol=0, atol=LAYER_TOL)
+
+
+def test_tf_function_of_raw_ops():
+    rng = np.random.default_rng(3)
+    w = tf.constant(rng.standard_normal((3, 3, C, 8)).astype(np.float32))
+    stats = [tf.constant(rng.uniform(lo, hi, 8).astype(np.float32))
+             for lo, hi in ((0.5, 1.5), (-0.3, 0.3), (-0.5, 0.5), (0.5, 2.0))]
+
+    @tf.function
+    def f(x):
+        y = tf.nn.conv2d(x, w, 1, "SAME")
+        y, *_ = tf.raw_ops.FusedBatchNormV3(x=y, scale=stats[0], offset=stats[1],
+                                            mean=stats[2], variance=stats[3], epsilon=1e-3,
+                                            is_training=False)
+        y = tf.nn.relu(y)
+        z = tf.nn.max_pool2d(y, 3, 2, "SAME")
+        u = tf.math.erf(z)  # no nn op: runs as itself
+        return tf.concat([tf.nn.avg_pool2d(y, 2, 2, "SAME"), u], axis=-1) * 0.5 - 1.0
+
+    opt = brainslug.optimize(f, [0, H, W, C])
+    assert [n for n, _ in opt.info.fallbacks] == ["Erf"]
+    assert compiled(opt) >= 2
+    for n in (1, 3):
+        x = tf.random.normal([n, H, W, C], seed=n)
+        np.testing.assert_allclose(opt(x).numpy(), f(x).numpy(), rtol=0, atol=LAYER_TOL * 10)

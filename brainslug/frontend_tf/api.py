@@ -14,10 +14,12 @@ def optimize(model: Any, shape: Any, **options: Any) -> Any:
     import keras
 
     from brainslug.frontend_tf.capture import Unmapped
+    from brainslug.frontend_tf.graphdef import is_tf_function
     from brainslug.frontend_tf.module import OptimizedModel
 
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"optimize() expects a keras.Model, got {type(model).__name__}")
+    if not isinstance(model, keras.Model) and not is_tf_function(model):
+        raise ValueError(f"optimize() expects a keras.Model or a tf.function, got "
+                         f"{type(model).__name__}")
     spec = check_shape(list(shape) if isinstance(shape, tuple) else shape)
     unknown = set(options) - {"cpu"}
     if unknown:
@@ -38,5 +40,5 @@ def report(opt: Any) -> str:
     info = getattr(opt, "info", None)
     if not isinstance(info, PlanInfo):
         raise ValueError("report() expects a model returned by brainslug.tensorflow.optimize()")
-    return format_report(info, f"BrainSlug plan for {type(opt.original).__name__} "
-                               f"(layout NHWC)")
+    name = getattr(opt.original, "name", None) or type(opt.original).__name__
+    return format_report(info, f"BrainSlug plan for {name} (layout NHWC)")

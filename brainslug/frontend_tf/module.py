@@ -191,7 +191,11 @@ class OptimizedModel:
 
     def __call__(self, x: Any, training: bool = False) -> tf.Tensor:
         if training or self.steps is None:
-            return self.original(x, training=training)
+            import keras
+
+            if isinstance(self.original, keras.Model):
+                return self.original(x, training=training)
+            return self.original(x)
         x = self.check_input(x)
         return self.run(x)
 

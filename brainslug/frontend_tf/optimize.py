@@ -176,7 +176,9 @@ class Plan:
 
 
 def compile_plan(model: Any, shape: list[int], *, cpu: str = "host") -> Plan:
-    """Capture `model`, run the default pipeline, compile and schedule."""
+    """Capture `model` (a Keras model or a tf.function), run the default
+    pipeline, compile and schedule."""
+    from brainslug.frontend_tf.graphdef import capture_function, is_tf_function
     from brainslug.ir.context import make_context
     from brainslug.lowering.backends.x86 import X86Backend
     from brainslug.passes.form_stacks import FormStacksPass
@@ -184,7 +186,11 @@ def compile_plan(model: Any, shape: list[int], *, cpu: str = "host") -> Plan:
     from brainslug.runtime.jit import compile_kernels
 
     t0 = time.perf_counter()
-    cap = capture(model, shape)
+    how = "keras functional graph"
+    if is_tf_function(model):
+        cap, how = capture_function(model, shape), "tf.function (frozen graph)"
+    else:
+        cap = capture(model, shape)
     ctx = make_context()
     module = cap.module
     fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
@@ -200,7 +206,7 @@ def compile_plan(model: Any, shape: list[int], *, cpu: str = "host") -> Plan:
     fallback = {op.stack_name_value: op.attributes.get("bs.fallback", StringAttr("")).data
                 for op in fn.body.block.ops if isinstance(op, nn.StackOp)}
     runners = compile_kernels(module, X86Backend(cpu)) if launch_of else {}
-    info = PlanInfo(stacks=infos, capture="keras functional graph")
+    info = PlanInfo(stacks=infos, capture=how)
     if hasattr(info, "layout"):
         info.layout = LAYOUT
     if cap.folded_padding:
