@@ -259,3 +259,21 @@ def test_cuda_bench_rows_format() -> None:
     ]
     text = format_rows("densenet121", 224, 64, rows, argparse.Namespace(repeats=5, warmup=2))
     assert "1.25 [1.10, 1.40]" in text and "error: boom" in text and "batch 64" in text
+
+
+def test_ptx_is_cached_on_disk(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from brainslug.lowering.backends.nvptx import NVPTXBackend
+
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("BRAINSLUG_CACHE", "1")
+    text, _, _ = STACKS["add_relu"]("NCHW", 1)
+    module = lower(text)
+    backend = NVPTXBackend("sm_90")
+    ptx = cuda_rt.ptx_for(module, backend)
+    assert ".entry" in ptx and any(tmp_path.rglob("*.o"))
+
+    def no_codegen(*a: object) -> str:
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(backend, "emit_ptx", no_codegen)
+    assert cuda_rt.ptx_for(module, backend) == ptx
