@@ -189,17 +189,59 @@ class KernelRunner:
             else:
                 base = slots.ctypes.data
                 phase_args = [base + 8 * o for o in self.phase_offsets]
-            pool = self.pool or default_pool()
-            threshold = PARALLEL_THRESHOLD if pool.native else PYTHON_POOL_THRESHOLD
-            for i, fn in enumerate(self.phases):
-                args = phase_args[i]
-                if self.parallel[i] and pool.size > 1 and self.work[i] * batch > threshold:
-                    pool.run(self.phase_addrs[i] if pool.native else fn, pool.size, args)
-                else:
-                    fn(0, 1, args)
+            self._run(phase_args, batch)
         finally:
             if locked:
                 self._slots_lock.release()
+
+
+    def _run(self, phase_args: Sequence[int], batch: int) -> None:
+        pool = self.pool or default_pool()
+        threshold = PARALLEL_THRESHOLD if pool.native else PYTHON_POOL_THRESHOLD
+        for i, fn in enumerate(self.phases):
+            args = phase_args[i]
+            if self.parallel[i] and pool.size > 1 and self.work[i] * batch > threshold:
+                pool.run(self.phase_addrs[i] if pool.native else fn, pool.size, args)
+            else:
+                fn(0, 1, args)
+
+    # ------------------------------------------------------------------ fast path
+
+    def shape_slots(self, buffers: Sequence[Any], batch: int) -> list[tuple[int, int]]:
+        """(slot, value) of everything but the argument pointers for arguments
+        of these shapes: dynamic extents, and the cached scratch buffers.
+
+        For callers that pass buffers of the same shapes over and over (a
+        plan's stack kernels): after one checked call (`__call__`) with them,
+        `call_pointers` runs the kernel on new pointers without checking again."""
+        bufs = list(buffers)
+        fill: list[tuple[int, int]] = []
+        if len(bufs) == self.num_args < len(self.shapes):
+            scratch = self._scratch_for(bufs, batch, True)
+            for i, a in enumerate(scratch, start=self.num_args):
+                fill.append((self.layout[i][0], a.ctypes.data))
+            bufs += scratch
+        for i, buf in enumerate(bufs):
+            fill += [(s, int(buf.shape[d])) for d, s in self.layout[i][1]]
+        return fill
+
+    def call_pointers(self, pointers: Sequence[int], fill: Sequence[tuple[int, int]],
+                      batch: int) -> bool:
+        """Runs the kernel on argument data pointers, with the other slots from
+        `shape_slots`. False (nothing run) when another thread holds the slots:
+        the caller then makes a checked call."""
+        if not self._slots_lock.acquire(blocking=False):
+            return False
+        try:
+            slots = self.slots
+            for (slot, _), p in zip(self.layout, pointers, strict=False):
+                slots[slot] = p
+            for slot, v in fill:
+                slots[slot] = v
+            self._run(self._phase_args, batch)
+        finally:
+            self._slots_lock.release()
+        return True
 
 
 OPT_LEVEL = 3
