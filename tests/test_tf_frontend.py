@@ -336,3 +336,10 @@ def test_tf_function_of_raw_ops():
     for n in (1, 3):
         x = tf.random.normal([n, H, W, C], seed=n)
         np.testing.assert_allclose(opt(x).numpy(), f(x).numpy(), rtol=0, atol=LAYER_TOL * 10)
+
+
+def test_large_mean_stays_in_tensorflow():
+    opt = check(functional(L.BatchNormalization(), L.GlobalAveragePooling2D(), shape=(40, 33, 8)),
+                [0, 40, 33, 8])
+    ((node, why),) = opt.info.fallbacks
+    assert node.startswith("global_average_pooling2d") and "1320 elements" in why

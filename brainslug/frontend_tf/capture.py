@@ -459,6 +459,7 @@ def _global_pool(nd: _Node, kind: str) -> str:
         raise Unmapped(f"a rank-{len(shape)} input")
     keep = bool(op.keepdims)
     if kind == "avg":
+        check_mean_size(shape[1] * shape[2])
         return b.emit(op.name, nn.MeanOp(xv, [1, 2], keep), nd.ins,
                       lambda t: tf.reduce_mean(t, axis=[1, 2], keepdims=keep))
     if shape[1] < 0 or shape[2] < 0:
@@ -470,6 +471,18 @@ def _global_pool(nd: _Node, kind: str) -> str:
     p = b.emit(f"{op.name}.pool", nn.MaxPool2dOp(xv, hw, hw, layout=LAYOUT), nd.ins,
                lambda t: tf.reduce_max(t, axis=[1, 2], keepdims=True))
     return b.emit(op.name, nn.ReshapeOp(b.values[p], [nn.DYN, shape[3]]), [p], run)
+
+
+MEAN_LIMIT = 1024
+"""The most elements a mapped mean reduces: BrainSlug's mean sums in order, and
+over more elements its rounding error grows past TensorFlow's tree reduction."""
+
+
+def check_mean_size(n: int) -> None:
+    if n < 0 or n > MEAN_LIMIT:
+        raise Unmapped(f"a mean over {n if n >= 0 else 'an unknown number of'} elements "
+                       f"(BrainSlug sums in order; over more than {MEAN_LIMIT} that rounds "
+                       f"worse than TensorFlow's tree reduction)")
 
 
 def _merge(nd: _Node, ctor: type, tf_fn: Callable) -> str:

@@ -30,6 +30,7 @@ from brainslug.frontend_tf.capture import (
     Unmapped,
     _Builder,
     _hint,
+    check_mean_size,
     same_padding,
 )
 
@@ -195,6 +196,9 @@ def _emit(gb: _GraphBuilder, op: tf.Operation) -> str:
         axes = sorted({int(a) % rank for a in np.ravel(axes)})
         keep = bool(_attr(op, "keep_dims", False))
         if t == "Mean":
+            dims = b.values[x].type.get_shape()
+            check_mean_size(int(np.prod([dims[a] for a in axes])) if all(
+                dims[a] >= 0 for a in axes) else -1)
             return b.emit(name, nn.MeanOp(b.values[x], axes, keep), [x], run)
         shape = b.values[x].type.get_shape()
         if axes != [1, 2] or rank != 4 or shape[1] < 0 or shape[2] < 0:
