@@ -277,3 +277,40 @@ def test_ptx_is_cached_on_disk(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Non
 
     monkeypatch.setattr(backend, "emit_ptx", no_codegen)
     assert cuda_rt.ptx_for(module, backend) == ptx
+
+
+@pytest.mark.parametrize(
+    "name,hw",
+    [
+        ("resnet18", 32),
+        pytest.param("densenet121", 32, marks=pytest.mark.slow),
+        pytest.param("mobilenet_v3_small", 64, marks=pytest.mark.slow),
+        pytest.param("efficientnet_b0", 64, marks=pytest.mark.slow),
+        pytest.param("googlenet", 64, marks=pytest.mark.slow),
+        pytest.param("inception_v3", 80, marks=pytest.mark.slow),
+    ],
+)
+def test_network_cuda_plan_on_the_emulator(
+    monkeypatch: pytest.MonkeyPatch, name: str, hw: int
+) -> None:
+    """Whole torchvision networks through the CUDA plan, kernels emulated."""
+    import torchvision
+
+    from brainslug.frontend_torch.capture import trace
+
+    _emulated_plan(monkeypatch)
+    torch.manual_seed(0)
+    kw = {"init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    model = torchvision.models.get_model(name, weights=None, **kw).eval()
+    for m in model.modules():
+        if isinstance(m, tnn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2)
+    gm, info, _ = cuda_kernel.compile_cuda_plan(
+        trace(model), [0, 3, hw, hw], torch.device("cpu"), "sm_80"
+    )
+    assert sum(s.compiled for s in info.stacks) > 5
+    x = torch.randn(2, 3, hw, hw)
+    with torch.no_grad():
+        out, ref = gm(x), model(x)
+    assert float((out - ref).abs().max()) <= 1e-4 * max(1.0, float(ref.abs().max()))
