@@ -96,6 +96,19 @@ def check_ptx(module) -> str:
     return ptx
 
 
+@pytest.mark.skipif(PTXAS is None, reason="ptxas is not on PATH: the PTX of these tests is not assembled")
+def test_ptxas_checks_the_ptx() -> None:
+    """With ptxas on PATH every `check_ptx` assembles for sm_80 and sm_90; a
+    broken PTX must fail it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        bad = Path(d) / "bad.ptx"
+        bad.write_text(".version 7.0\n.target sm_80\n.address_size 64\n.visible .entry k() { bogus; }\n")
+        r = subprocess.run([PTXAS, "-arch=sm_80", str(bad), "-o", str(Path(d) / "x")], capture_output=True)
+        assert r.returncode != 0
+
+
 def run(module, *inputs: np.ndarray, grid: int | None = None, block=None) -> list[np.ndarray]:
     kernels = EmulatedCudaKernels(module)
     for k in kernels.kernels.values():
