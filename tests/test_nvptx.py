@@ -355,3 +355,11 @@ def test_overlapping_writes_are_not_merged() -> None:
     assert launch_groups([a, b]) == [2]
     assert launch_groups([a, b, c]) == [2, 1]
     assert launch_groups([b, c]) == [1, 1]
+
+
+def test_every_simd_op_has_a_gpu_lowering() -> None:
+    """No simd op falls back to the CPU's vector lowering on the GPU."""
+    from brainslug.lowering.gpu_lanes import GPU_LOWERINGS
+    from brainslug.lowering.simd_to_llvm import SIMD_LOWERINGS
+
+    assert set(SIMD_LOWERINGS) <= set(GPU_LOWERINGS)
