@@ -228,7 +228,8 @@ class NVPTXBackend:
     # ------------------------------------------------------------------ IR
 
     def to_llvmlite(self, module: ModuleOp, data_layout: str = "") -> ir.Module:
-        """The module's `llvm.func`s as llvmlite IR, phases marked as kernels."""
+        """The module's `llvm.func`s as llvmlite IR: the phases as internal
+        device functions, plus one `.entry` per launch that calls them."""
         funcs = [op for op in module.ops if isinstance(op, xllvm.FuncOp)]
         ir_mod = convert_module(
             _OpsView(module, funcs),  # type: ignore[arg-type]
