@@ -301,6 +301,13 @@ def test_lane_hints_and_kernel_marking() -> None:
 def test_ptx_target_is_forward_compatible() -> None:
     assert NVPTXBackend("sm_90").ptx_target == "sm_80"
     assert NVPTXBackend("sm_75").ptx_target == "sm_75"
+    # a module lowered for an older GPU keeps its target when emitted for sm_90
+    text, _, _ = add_relu("NCHW", 1)
+    module = parse_module(text)
+    ctx = make_context()
+    for p in default_passes("nvptx", "sm_75"):
+        p.apply(ctx, module)
+    assert ".target sm_75" in emit_ptx(module, "sm_90")
     with pytest.raises(ValueError, match="SM architecture"):
         NVPTXBackend("znver3")
 

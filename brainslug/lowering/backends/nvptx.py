@@ -32,7 +32,7 @@ from llvmlite import ir
 from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import func
 from xdsl.dialects import llvm as xllvm
-from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, i64
+from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, StringAttr, i64
 
 from brainslug.dialects import loop
 from brainslug.lowering.backends.x86 import _OpsView
@@ -50,6 +50,8 @@ LANES_ATTR = "bs.gpu_lanes"
 """On `loop.kernel_info`: each phase's static lane extent (0: unknown, 1: serial)."""
 GROUPS_ATTR = "bs.gpu_groups"
 """On `loop.kernel_info`: the number of consecutive phases each launch runs."""
+ARCH_ATTR = "bs.gpu_arch"
+"""On `loop.kernel_info`: the `cpu` the kernel was lowered for."""
 LIBDEVICE_PREFIX = "__nv_"
 PTX_BASELINE = "sm_80"
 """The newest `.target` the PTX asks for (see `NVPTXBackend.ptx_target`)."""
@@ -210,13 +212,14 @@ class NVPTXBackend:
                 name = op.kernel.data
                 op.attributes[LANES_ATTR] = DenseArrayBase.from_list(i64, hints[name])
                 op.attributes[GROUPS_ATTR] = DenseArrayBase.from_list(i64, groups[name])
+                op.attributes[ARCH_ATTR] = StringAttr(self.cpu)
 
     @property
     def ptx_target(self) -> str:
         """The PTX `.target`: `cpu`, but at most `PTX_BASELINE` (PTX is forward
         compatible; the kernels use nothing newer, and ptxas can check one PTX
         for sm_80 and sm_90)."""
-        return min(self.cpu, PTX_BASELINE, key=lambda s: int(s[3:].rstrip("af")))
+        return oldest(self.cpu, PTX_BASELINE)
 
     def target_machine(self) -> llvm.TargetMachine:
         return llvm.Target.from_triple(TRIPLE).create_target_machine(cpu=self.ptx_target, opt=3)
@@ -279,9 +282,25 @@ class NVPTXBackend:
         return tm.emit_assembly(self.build(module, opt, tm))
 
 
+def oldest(*archs: str) -> str:
+    """The oldest of some `sm_XY` architectures."""
+    return min(archs, key=lambda s: int(s[3:].rstrip("af")))
+
+
+def lowered_for(module: ModuleOp, cpu: str) -> str:
+    """`cpu`, or an older architecture a kernel of `module` was lowered for."""
+    archs = [
+        op.attributes[ARCH_ATTR].data  # type: ignore[attr-defined]
+        for op in module.ops
+        if isinstance(op, loop.KernelInfoOp) and ARCH_ATTR in op.attributes
+    ]
+    return oldest(cpu, *archs)
+
+
 def emit_ptx(module: ModuleOp, cpu: str = "sm_90", opt: int = 3) -> str:
-    """PTX of all kernel phases of a module lowered by `bs-lower-to-llvm{target=nvptx}`."""
-    return NVPTXBackend(cpu).emit_ptx(module, opt)
+    """PTX of all kernel phases of a module lowered by `bs-lower-to-llvm{target=nvptx}`
+    (for `cpu`, or the older architecture the module was lowered for)."""
+    return NVPTXBackend(lowered_for(module, cpu)).emit_ptx(module, opt)
 
 
 def emit_llvm_ir(module: ModuleOp, cpu: str = "sm_90", opt: int = 3) -> str:
