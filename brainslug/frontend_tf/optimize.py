@@ -175,7 +175,28 @@ class Plan:
     module: ModuleOp
 
 
-def compile_plan(model: Any, shape: list[int], *, cpu: str = "host") -> Plan:
+_POOLS: dict[int, Any] = {}
+
+
+def kernel_pool(threads: int | None) -> Any:
+    """The thread pool the kernels run on: the process-wide one (None), or one of
+    `threads` threads, shared by every plan that asks for that many."""
+    from brainslug.runtime.threads import (
+        NativePool,
+        ThreadPool,
+        default_pool,
+        native_pool_supported,
+    )
+
+    if threads is None:
+        return default_pool()
+    if threads not in _POOLS:
+        _POOLS[threads] = NativePool(threads) if native_pool_supported() else ThreadPool(threads)
+    return _POOLS[threads]
+
+
+def compile_plan(model: Any, shape: list[int], *, cpu: str = "host",
+                 threads: int | None = None) -> Plan:
     """Capture `model` (a Keras model or a tf.function), run the default
     pipeline, compile and schedule."""
     from brainslug.frontend_tf.graphdef import capture_function, is_tf_function
@@ -205,7 +226,7 @@ def compile_plan(model: Any, shape: list[int], *, cpu: str = "host") -> Plan:
                  for op in fn.body.block.ops if isinstance(op, loop.LaunchOp)}
     fallback = {op.stack_name_value: op.attributes.get("bs.fallback", StringAttr("")).data
                 for op in fn.body.block.ops if isinstance(op, nn.StackOp)}
-    runners = compile_kernels(module, X86Backend(cpu)) if launch_of else {}
+    runners = compile_kernels(module, X86Backend(cpu), kernel_pool(threads)) if launch_of else {}
     info = PlanInfo(stacks=infos, capture=how)
     if hasattr(info, "layout"):
         info.layout = LAYOUT
