@@ -199,8 +199,9 @@ def test_bad_inputs():
             brainslug.optimize(model, shape)
     with pytest.raises(ValueError):
         brainslug.optimize(object(), [0, H, W, C])
-    with pytest.raises(ValueError):
-        brainslug.optimize(model, [0, H, W, C], unknown=1)
+    for options in ({"unknown": 1}, {"threads": 0}, {"threads": "2"}, {"mode": "lazy"}):
+        with pytest.raises(ValueError):
+            brainslug.optimize(model, [0, H, W, C], **options)
     with pytest.raises(ValueError):
         brainslug.report(model)
 
@@ -343,3 +344,19 @@ def test_large_mean_stays_in_tensorflow():
                 [0, 40, 33, 8])
     ((node, why),) = opt.info.fallbacks
     assert node.startswith("global_average_pooling2d") and "1320 elements" in why
+
+
+@pytest.mark.parametrize("options", [{"mode": "graph"}, {"threads": 2}, {"threads": None}])
+def test_modes_and_threads(options):
+    inp = keras.Input((H, W, C))
+    a = L.ReLU()(L.BatchNormalization()(inp))
+    x = L.Conv2D(C, 3, padding="same")(a)
+    x = L.Add()([L.BatchNormalization()(x), a])
+    model = randomize(keras.Model(inp, L.MaxPooling2D(3, 2, padding="same")(x)))
+    opt = brainslug.optimize(model, [0, H, W, C], **options)
+    for n in (1, 3, 1):
+        x = tf.random.normal([n, H, W, C], seed=n)
+        out = opt(x)
+        assert isinstance(out, tf.Tensor)
+        np.testing.assert_allclose(out.numpy(), np.asarray(model(x, training=False)),
+                                   rtol=0, atol=LAYER_TOL * 4)

@@ -15,8 +15,13 @@ whole models 1.1-1.3x faster than on two (MobileNetV2, ResNet50, batch 1 and 8).
 
 
 def optimize(model: Any, shape: Any, **options: Any) -> Any:
-    """The BrainSlug-accelerated callable of a Keras model for NHWC inputs of
-    `shape` (0 = any batch size)."""
+    """The BrainSlug-accelerated callable of a Keras model or a tf.function for
+    NHWC inputs of `shape` (0 = any batch size).
+
+    Options: `threads` (the kernels' thread pool, default `DEFAULT_THREADS`;
+    None = the process-wide pool), `mode` ("eager": the schedule runs op by op
+    from Python, the default; "graph": as one tf.function whose stacks are
+    `tf.numpy_function` calls), `cpu` (LLVM CPU name, default the host)."""
     import keras
 
     from brainslug.frontend_tf.capture import Unmapped
@@ -27,20 +32,27 @@ def optimize(model: Any, shape: Any, **options: Any) -> Any:
         raise ValueError(f"optimize() expects a keras.Model or a tf.function, got "
                          f"{type(model).__name__}")
     spec = check_shape(list(shape) if isinstance(shape, tuple) else shape)
-    unknown = set(options) - {"cpu", "threads"}
+    unknown = set(options) - {"cpu", "threads", "mode"}
     if unknown:
         raise ValueError(f"unknown optimize() options: {sorted(unknown)}")
     threads = options.get("threads", DEFAULT_THREADS)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                 or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    mode = options.get("mode", "eager")
+    if mode not in ("eager", "graph"):
+        raise ValueError(f"mode must be 'eager' or 'graph', got {mode!r}")
     try:
         plan = compile_plan(model, spec, cpu=options.get("cpu", "host"), threads=threads)
     except Unmapped as e:
         info = PlanInfo(capture="none")
         info.fallbacks.append(("<model>", f"the model runs in Keras as it is: {e}"))
         return OptimizedModel(model, None, spec, info)
-    return OptimizedModel(model, plan, spec, plan.info)
+    opt = OptimizedModel(model, plan, spec, plan.info, mode)
+    if mode == "graph":
+        plan.info.notes.append("the schedule runs as one tf.function; stacks are "
+                               "tf.numpy_function calls")
+    return opt
 
 
 def report(opt: Any) -> str:

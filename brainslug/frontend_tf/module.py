@@ -144,7 +144,8 @@ def _kernel_call(st: Step) -> Any:
 class OptimizedModel:
     """The Keras model plus its BrainSlug schedule; call it like the model."""
 
-    def __init__(self, model: Any, plan: Plan | None, shape: list[int], info: PlanInfo):
+    def __init__(self, model: Any, plan: Plan | None, shape: list[int], info: PlanInfo,
+                 mode: str = "eager"):
         self.original = model
         self.plan = plan
         self.steps = plan.steps if plan is not None else None
@@ -155,6 +156,7 @@ class OptimizedModel:
         self.arena = Arena(plan_buffers(plan.steps, plan.outputs)) if plan is not None else None
         self._plan = self.arena.plan if self.arena is not None else None
         self._graph: Any = None
+        self.mode = mode
 
     def __repr__(self) -> str:
         n = sum(1 for s in self.info.stacks if s.compiled)
@@ -197,7 +199,7 @@ class OptimizedModel:
                 return self.original(x, training=training)
             return self.original(x)
         x = self.check_input(x)
-        return self.run(x)
+        return self.graph()(x) if self.mode == "graph" else self.run(x)
 
     def graph(self) -> Any:
         """The schedule as one `tf.function`: TensorFlow pieces in graph mode, each
