@@ -529,6 +529,22 @@ def _rescaling(nd: _Node) -> str:
     return b.emit(op.name, nn.AddOp(b.values[y], ov), [y], lambda t: t + ot)
 
 
+def _application_layer(nd: _Node, cls: str) -> str:
+    """The small custom layers of keras.applications, by their `call`."""
+    b, op = nd.b, nd.op
+    if cls == "CustomScaleLayer" and len(nd.ins) == 2:  # inputs[0] + inputs[1] * scale
+        x0, x1 = nd.ins
+        sv, st = _constant_operand(b, float(op.scale), f"{op.name}.scale")
+        y = b.emit(f"{op.name}.mul", nn.MulOp(b.values[x1], sv), [x1], lambda t: t * st)
+        return b.emit(op.name, nn.AddOp(b.values[x0], b.values[y]), [x0, y], tf.add)
+    if cls == "LayerScale" and len(nd.ins) == 1:  # x * gamma
+        gamma = _snapshot(op.gamma)
+        gt = tf.convert_to_tensor(gamma)
+        return b.emit(op.name, nn.MulOp(nd.x(), b.param(gamma, f"{op.name}.gamma")), nd.ins,
+                      lambda t: t * gt)
+    raise Unmapped(f"layer {cls}")
+
+
 def _numpy_binary(nd: _Node, ctor: type, tf_fn: Callable) -> str:
     """keras.ops add/multiply (e.g. `x + 3.0` in a functional model)."""
     b = nd.b
@@ -624,6 +640,8 @@ def _map(nd: _Node) -> str:
                        "exact op for the division")
     if cls == "ZeroPadding2D":
         return _zero_padding(nd)
+    if type(op).__module__.startswith("keras.src.applications."):
+        return _application_layer(nd, cls)
     raise Unmapped(f"layer {cls}")
 
 
