@@ -7,10 +7,15 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.fx as fx
 from torch import nn
 
 from brainslug.frontend_torch import library_conv
-from brainslug.frontend_torch.library_conv import PackedConv2d, pack_convolutions
+from brainslug.frontend_torch.library_conv import (
+    PackedConv2d,
+    pack_convolutions,
+    pack_graph_convolutions,
+)
 
 HAVE_MKLDNN = library_conv._detect_support()[0]
 CL = torch.channels_last
@@ -259,3 +264,45 @@ def test_channels_last_and_strided_weights_repack() -> None:
         assert rel_err(ms(x), ref) <= 1e-5
         ms.weight.data.mul_(3)
         assert rel_err(ms(x), 3 * ref) <= 1e-5
+
+
+@pytest.mark.skipif(not HAVE_MKLDNN, reason="no oneDNN")
+def test_bitwise_equal_to_eager_channels_last() -> None:
+    """Same oneDNN kernel as eager's channels-last convolution, minus the per-call
+    weight reorder: the results are identical, so packing keeps exact mode exact."""
+    conv = make_conv(16, 24, 3, padding=1)
+    m = PackedConv2d(conv)
+    x = torch.randn(2, 16, 12, 12).to(memory_format=CL)
+    with torch.no_grad():
+        assert torch.equal(m(x), conv(x))
+
+
+def test_pack_graph_convolutions_leaves_user_model_alone() -> None:
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                          nn.Sequential(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8))).eval()
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(self.body[0](x)[:, :3])  # the first conv is called twice
+
+    top = Twice().eval()
+    gm = fx.symbolic_trace(top)
+    x = torch.randn(2, 3, 9, 9).to(memory_format=CL)
+    with torch.no_grad():
+        ref = top(x)
+    names = pack_graph_convolutions(gm)
+    assert names == ["body.0", "body.2.0"]
+    assert type(model[0]) is nn.Conv2d and type(model[2][0]) is nn.Conv2d  # untouched
+    assert isinstance(gm.bs_packed_body_0, PackedConv2d)
+    assert gm.bs_packed_body_0.weight is model[0].weight
+    calls = [str(n.target) for n in gm.graph.nodes if n.op == "call_module"]
+    assert calls.count("bs_packed_body_0") == 2
+    with torch.no_grad():
+        assert rel_err(gm(x), ref) <= 1e-5
+        model[0].weight.data.mul_(2)  # the user's edit reaches the packed plan
+        assert rel_err(gm(x), top(x)) <= 1e-5

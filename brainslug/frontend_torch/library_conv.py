@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -251,3 +252,32 @@ def pack_convolutions(module: nn.Module, **kwargs: Any) -> list[str]:
                 setattr(child, cname, PackedConv2d(c, **kwargs))
                 done.append(f"{name}.{cname}" if name else cname)
     return done
+
+
+def pack_graph_convolutions(gm: fx.GraphModule, **kwargs: Any) -> list[str]:
+    """Point every call_module node of `gm` that runs an ``nn.Conv2d`` at a
+    `PackedConv2d` sharing its parameters; the conv targets so redirected.
+
+    Only `gm` changes: the wrappers are new top-level attributes of `gm`
+    (``bs_packed_<target>``), so modules `gm` shares with a user's model (fx
+    graphs do share them) are left as they are. One wrapper per conv module,
+    shared by all the nodes that call it.
+    """
+    made: dict[str, str] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        target = str(node.target)
+        conv = gm.get_submodule(target)
+        if type(conv) is not nn.Conv2d:
+            continue
+        if target not in made:
+            name, k = "bs_packed_" + target.replace(".", "_"), 1
+            while hasattr(gm, name):
+                name, k = f"bs_packed_{target.replace('.', '_')}_{k}", k + 1
+            gm.add_module(name, PackedConv2d(conv, **kwargs))
+            made[target] = name
+        node.target = made[target]
+    if made:
+        gm.recompile()
+    return list(made)
