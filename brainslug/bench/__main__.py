@@ -57,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--hw", type=int, default=None, help=argparse.SUPPRESS)  # input size (tests)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="cuda: eager cuDNN, channels-last, torch.compile, BrainSlug on the GPU")
     return p
 
 
@@ -67,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.framework == "tf":
         return main_tf(args)
+    if args.device == "cuda":
+        from brainslug.bench.cuda import run
+
+        return run(args)
 
     from brainslug.bench.contenders import CONTENDERS
 
