@@ -43,6 +43,11 @@ class StackKernel(torch.nn.Module):
         self._batch_input = 0 if self._slots else None
         # activation shapes -> the runner's shape slots, after one checked call
         self._checked: dict[tuple[torch.Size, ...], list[tuple[int, int]]] = {}
+        # bound tensors stored as the kernel wants them: pointers can be passed as they are
+        self._fast_ok = all(
+            t is None or (t.is_contiguous() and not (channels_last and t.dim() == 4))
+            for t in self._bound
+        )
 
     def output_sizes(self) -> list[tuple[tuple[int, ...], bool]]:
         """(shape without the batch, whether it has one) of each output."""
@@ -54,13 +59,21 @@ class StackKernel(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"{self.stack_name}, {len(self._bound)} inputs, {len(self._out_shapes)} outputs"
 
-    def forward(self, *activations: torch.Tensor) -> Any:
-        bufs: list[Any] = list(self._bound)
+    def _pointers(self, activations: Sequence[torch.Tensor]) -> list[int] | None:
+        """Data pointers of all arguments, when every activation is already in
+        the memory format of the kernel (else None: the checked path converts)."""
+        if not self._fast_ok:
+            return None
+        ptrs = [0 if t is None else t.data_ptr() for t in self._bound]
         for slot, a in zip(self._slots, activations, strict=True):
-            bufs[slot] = a
-        if self.channels_last:
-            bufs = [t.permute(0, 2, 3, 1) if t.dim() == 4 else t for t in bufs]
-        bufs = [t if t.is_contiguous() else t.contiguous() for t in bufs]
+            fmt = torch.channels_last if self.channels_last and a.dim() == 4 \
+                else torch.contiguous_format
+            if not a.is_contiguous(memory_format=fmt):
+                return None
+            ptrs[slot] = a.data_ptr()
+        return ptrs
+
+    def forward(self, *activations: torch.Tensor) -> Any:
         batch = 1
         if self._batch_input is not None:
             batch = activations[self._batch_input].shape[0]
@@ -71,14 +84,21 @@ class StackKernel(torch.nn.Module):
                 outs.append(torch.empty(dims, dtype=torch.float32))
             else:
                 outs.append(self._arena.tensor(slot, dims, batch))
-        bufs += outs
         key = tuple(a.shape for a in activations)
         fill = self._checked.get(key)
-        if fill is None or not self.runner.call_pointers([t.data_ptr() for t in bufs], fill,
-                                                         batch):
+        ptrs = self._pointers(activations) if fill is not None else None
+        if ptrs is None or not self.runner.call_pointers(
+            ptrs + [o.data_ptr() for o in outs], fill, batch  # type: ignore[arg-type]
+        ):
+            bufs: list[Any] = list(self._bound)
+            for slot, a in zip(self._slots, activations, strict=True):
+                bufs[slot] = a
+            if self.channels_last:
+                bufs = [t.permute(0, 2, 3, 1) if t.dim() == 4 else t for t in bufs]
+            bufs = [t if t.is_contiguous() else t.contiguous() for t in bufs]
+            bufs += outs
             self.runner([t.detach() if t.requires_grad else t for t in bufs], batch)
             self._checked[key] = self.runner.shape_slots(bufs, batch)
         if self.channels_last:
             outs = [o.permute(0, 3, 1, 2) if o.dim() == 4 else o for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
-
