@@ -168,12 +168,11 @@ class _Builder:
 class _Node:
     """A Keras node seen by the mappers: its layer, operands and result."""
 
-    def __init__(self, b: _Builder, node: Any, ins: list[str], out_shape: tuple):
+    def __init__(self, b: _Builder, node: Any, ins: list[str]):
         self.b = b
         self.node = node
         self.op = node.operation
         self.ins = ins
-        self.out_shape = out_shape
         self.name = self.op.name
 
     def x(self, k: int = 0) -> SSAValue:
@@ -562,7 +561,6 @@ def _numpy_binary(nd: _Node, ctor: type, tf_fn: Callable) -> str:
             vals.append(v)
         else:
             raise Unmapped(f"operand of type {type(a).__name__}")
-    consts = [a for a in args if not isinstance(a, keras.KerasTensor)]
 
     def run(*ts: Any) -> Any:
         it = iter(ts)
@@ -570,7 +568,6 @@ def _numpy_binary(nd: _Node, ctor: type, tf_fn: Callable) -> str:
               for a in args]
         return tf_fn(*xs)
 
-    del consts
     return b.emit(nd.name, ctor(*vals), ins, run)
 
 
@@ -663,14 +660,10 @@ def functional_graph(model: Any, shape: Sequence[int]) -> Any:
     return model
 
 
-def _model_inputs(g: Any) -> list[Any]:
-    return list(g.inputs)
-
-
 def capture(model: Any, shape: Sequence[int]) -> Capture:
     """Build the graph function `@forward` of a Keras model."""
     g = functional_graph(model, shape)
-    ins = _model_inputs(g)
+    ins = list(g.inputs)
     if len(ins) != 1:
         raise Unmapped(f"{len(ins)} model inputs (BrainSlug takes one)")
     b = _Builder()
@@ -684,7 +677,7 @@ def capture(model: Any, shape: Sequence[int]) -> Capture:
     if None in got:  # re-trace the same layers on an input of the given size
         g = keras.models.clone_model(g, input_tensors=keras.Input(batch_shape=(None, *want)),
                                      clone_function=lambda layer: layer)
-        kin = _model_inputs(g)[0]
+        kin = g.inputs[0]
     in_name = b.input(kin.name or "input", tensor_type((None, *want)))
     b.model_outputs = {id(t) for t in g.outputs}
     outputs = _walk(b, g, [in_name])
@@ -721,7 +714,7 @@ def _walk(b: _Builder, g: Any, in_names: Sequence[str]) -> list[str]:
                 for t, y in zip(outs, _walk(b, sub, names), strict=True):
                     by_id[id(t)] = y
                 continue
-            nd = _Node(b, node, names, tuple(outs[0].shape) if outs else ())
+            nd = _Node(b, node, names)
             mark = len(list(b.block.ops))
             try:
                 if len(outs) != 1:
