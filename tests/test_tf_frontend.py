@@ -360,3 +360,16 @@ def test_modes_and_threads(options):
         assert isinstance(out, tf.Tensor)
         np.testing.assert_allclose(out.numpy(), np.asarray(model(x, training=False)),
                                    rtol=0, atol=LAYER_TOL * 4)
+
+
+def test_outputs_outlive_later_calls():
+    model = functional(L.BatchNormalization(), L.ReLU(), L.MaxPooling2D(2),
+                       L.BatchNormalization())
+    opt = brainslug.optimize(model, [0, H, W, C])
+    xs = [tf.random.normal([2, H, W, C], seed=k) for k in range(3)]
+    outs = [opt(x) for x in xs]  # the last stack's output leaves the model: fresh buffers
+    junk = [np.full(1 << 18, k, np.float32) for k in range(8)]
+    del junk
+    for x, out in zip(xs, outs, strict=True):
+        np.testing.assert_allclose(out.numpy(), np.asarray(model(x, training=False)),
+                                   rtol=0, atol=LAYER_TOL)
