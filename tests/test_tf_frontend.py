@@ -81,11 +81,17 @@ def test_conv_bn_relu(padding, strides):
 
 
 @pytest.mark.parametrize("act", ["relu", "relu6", "swish", "silu", "sigmoid", "hard_sigmoid",
-                                 "hard_swish", "hard_silu", "tanh", "gelu", "linear"])
+                                 "hard_swish", "hard_silu", "tanh", "gelu", "linear",
+                                 "leaky_relu"])
 def test_activations(act):
     model = functional(L.BatchNormalization(), L.Activation(act))
     opt = check(model, [0, H, W, C])
     assert not opt.info.fallbacks, opt.info.fallbacks
+
+
+def test_leaky_relu_layer():
+    opt = check(functional(L.BatchNormalization(), L.LeakyReLU(0.1)), [0, H, W, C])
+    assert compiled(opt) == 1 and not opt.info.fallbacks
 
 
 def test_conv_with_activation_and_unmapped_activation():

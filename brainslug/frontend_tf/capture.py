@@ -188,6 +188,9 @@ def _activation(nd: _Node, x: str, fn: Any, name: str) -> str:
         return x
     if key in ("relu",):
         return b.emit(name, nn.ReluOp(v), [x], tf.nn.relu)
+    if key == "leaky_relu":
+        slope = float(_default_arg(fn, "negative_slope", 0.2))
+        return _leaky(b, name, x, slope)
     if key == "relu6":
         return b.emit(name, nn.ClampOp(v, 0.0, 6.0), [x], tf.nn.relu6)
     if key == "sigmoid":
@@ -218,6 +221,14 @@ def _activation(nd: _Node, x: str, fn: Any, name: str) -> str:
     types = [v.type]
     return b.library(name, [x], types, fn, f"keras.activations.{key}",
                      f"activation {key} has no exact nn op")[0]
+
+
+def _leaky(b: _Builder, name: str, x: str, slope: float) -> str:
+    """TensorFlow's leaky_relu is max(x, slope * x) for slope <= 1."""
+    if not 0.0 <= slope <= 1.0:
+        raise Unmapped(f"leaky relu with slope {slope}")
+    return b.emit(name, nn.LeakyReluOp(b.values[x], slope), [x],
+                  lambda t: tf.nn.leaky_relu(t, alpha=slope))
 
 
 def _default_arg(fn: Any, arg: str, default: Any) -> Any:
@@ -587,6 +598,8 @@ def _map(nd: _Node) -> str:
         return _activation(nd, nd.ins[0], op.activation, op.name)
     if cls == "ReLU":
         return _relu_layer(nd)
+    if cls == "LeakyReLU":
+        return _leaky(b, op.name, nd.ins[0], float(op.negative_slope))
     if cls == "Softmax":
         xv = nd.x()
         axis = op.axis if isinstance(op.axis, int) else None
