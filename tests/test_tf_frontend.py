@@ -379,3 +379,10 @@ def test_outputs_outlive_later_calls():
     for x, out in zip(xs, outs, strict=True):
         np.testing.assert_allclose(out.numpy(), np.asarray(model(x, training=False)),
                                    rtol=0, atol=LAYER_TOL)
+
+
+def test_model_with_a_fixed_batch():
+    inp = keras.Input(batch_shape=(2, H, W, C))
+    model = randomize(keras.Model(inp, L.ReLU()(L.BatchNormalization()(inp))))
+    opt = check(model, [2, H, W, C], batches=(2,))
+    assert compiled(opt) == 1 and not opt.info.fallbacks

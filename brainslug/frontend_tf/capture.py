@@ -74,7 +74,9 @@ def _pair(v: Any) -> tuple[int, int]:
 
 
 def tensor_type(shape: Sequence[int | None]) -> TensorType:
-    return nn.make_tensor([nn.DYN if d is None or d < 0 else int(d) for d in shape])
+    """The `nn` type of a Keras shape; dim 0 is the batch, always dynamic."""
+    return nn.make_tensor([nn.DYN if k == 0 or d is None or d < 0 else int(d)
+                           for k, d in enumerate(shape)])
 
 
 def _snapshot(v: Any) -> np.ndarray:
