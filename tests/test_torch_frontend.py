@@ -84,6 +84,43 @@ def test_layouts_match_eager(layout: str) -> None:
             assert max_rel_err(opt(x.contiguous(memory_format=torch.channels_last)), ref) <= 1e-5
 
 
+def test_fold_batchnorm_and_packed_convolutions() -> None:
+    """fold_batchnorm is opt-in and reported; channels-last plans prepack convolutions."""
+    from brainslug.frontend_torch.library_conv import PackedConv2d
+
+    torch.manual_seed(2)
+    model = Small().eval()
+    randomize_bn(model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = brainslug.optimize(model, [0, 3, 17, 17])
+    folded = brainslug.optimize(model, [0, 3, 17, 17], fold_batchnorm=True)
+    nchw = brainslug.optimize(model, [0, 3, 17, 17], layout="NCHW")
+    assert any(isinstance(m, PackedConv2d) for m in plain.plan.modules())
+    assert not any(isinstance(m, PackedConv2d) for m in nchw.plan.modules())
+    assert not any("fold_batchnorm" in n for n in plain.info.notes)
+    assert any("2 batch norms folded" in n for n in folded.info.notes)
+    assert "folded" in brainslug.report(folded)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 17, 17)
+        with torch.no_grad():
+            ref = model(x)
+            assert max_rel_err(plain(x), ref) <= 1e-5
+            assert max_rel_err(folded(x), ref) <= 1e-4
+    # the user's model is untouched, and later weight updates reach the packed convolutions
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    with torch.no_grad():
+        model.conv2.weight.mul_(0.5)
+        x = torch.randn(2, 3, 17, 17)
+        assert max_rel_err(plain(x), model(x)) <= 1e-5
+
+
+def test_bad_option_values() -> None:
+    with pytest.raises(ValueError, match="fold_batchnorm"):
+        brainslug.optimize(Small().eval(), [0, 3, 17, 17], fold_batchnorm="yes")
+    with pytest.raises(ValueError, match="unknown optimize"):
+        brainslug.optimize(Small().eval(), [0, 3, 17, 17], fold_bn=True)
+
+
 def test_bad_layout_option() -> None:
     with pytest.raises(ValueError, match="layout"):
         brainslug.optimize(Small().eval(), [0, 3, 17, 17], layout="NDHWC")

@@ -390,8 +390,19 @@ def choose_layout(model: torch.nn.Module, layout: Any = "auto") -> str:
     return "NHWC" if has_conv and torch.backends.mkldnn.is_available() else "NCHW"
 
 
+OPTIONS = ("cpu", "layout", "fold_batchnorm", "pack_convolutions")
+"""optimize()'s keyword options (CPU plans)."""
+
+
 def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
-    """The BrainSlug-accelerated module for inputs of `shape` (0 = any size)."""
+    """The BrainSlug-accelerated module for inputs of `shape` (0 = any size).
+
+    Options: `layout` ("auto", "NCHW", "NHWC"; see `choose_layout`);
+    `pack_convolutions` (default True: with a channels-last plan, convolutions
+    run on oneDNN with prepacked weights, bitwise equal to PyTorch's
+    channels-last convolutions); `fold_batchnorm` (default False: folds each
+    batch norm that follows a convolution into its weights, which changes the
+    rounding; the report says so); `cpu` (LLVM CPU name, default the host)."""
     from brainslug.frontend_torch.module import BrainSlugModule
 
     if not isinstance(model, torch.nn.Module):
@@ -401,9 +412,13 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
 
     if is_cuda_model(model):  # stacks become CUDA kernels; convolutions stay in cuDNN
         return optimize_cuda(model, spec, **options)
-    unknown = set(options) - {"cpu", "layout"}
+    unknown = set(options) - set(OPTIONS)
     if unknown:
-        raise ValueError(f"unknown optimize() options: {sorted(unknown)}")
+        raise ValueError(f"unknown optimize() options: {sorted(unknown)} "
+                         f"(known: {', '.join(OPTIONS)})")
+    for flag in ("fold_batchnorm", "pack_convolutions"):
+        if not isinstance(options.get(flag, False), bool):
+            raise ValueError(f"{flag} must be True or False, got {options[flag]!r}")
     cpu = options.get("cpu", "host")
     layout = choose_layout(model, options.get("layout", "auto"))
     how, notes = "torch.fx", []
@@ -419,7 +434,23 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
             info.fallbacks.append(("<model>", f"neither torch.fx nor torch.export could "
                                    f"capture it: {type(e2).__name__}: {e2}"))
             return BrainSlugModule(model, None, spec, info)
+    if options.get("fold_batchnorm", False):
+        from brainslug.frontend_torch.fold import fold_batchnorm
+
+        gm, folded = fold_batchnorm(gm, assume_eval=True)
+        notes.append(f"fold_batchnorm=True: {len(folded)} batch norms folded into the "
+                     f"convolutions before them (weights computed in float64 at optimize() "
+                     f"time; results round differently from the model's)")
     with gc_paused():
         new_gm, info, _ = compile_plan(gm, spec, cpu=cpu, layout=layout)
+    if layout == "NHWC" and options.get("pack_convolutions", True):
+        from brainslug.frontend_torch.library_conv import PackedConv2d, pack_graph_convolutions
+
+        packed = pack_graph_convolutions(new_gm)
+        convs = [m for m in new_gm.modules() if isinstance(m, PackedConv2d)]
+        reasons = sorted({m.reason for m in convs if not m.packed})
+        notes.append(f"{sum(m.packed for m in convs)} of {len(packed)} convolutions run on "
+                     f"oneDNN with prepacked weights"
+                     + (f" (the others: {'; '.join(reasons)})" if reasons else ""))
     info.capture, info.notes = how, notes + info.notes
     return BrainSlugModule(model, new_gm, spec, info)
