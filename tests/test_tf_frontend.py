@@ -386,3 +386,19 @@ def test_model_with_a_fixed_batch():
     model = randomize(keras.Model(inp, L.ReLU()(L.BatchNormalization()(inp))))
     opt = check(model, [2, H, W, C], batches=(2,))
     assert compiled(opt) == 1 and not opt.info.fallbacks
+
+
+def test_bench_cli_tf(tmp_path):
+    import json
+
+    from brainslug.bench.__main__ import main
+
+    out = tmp_path / "tf.json"
+    rc = main(["--framework", "tf", "--models", "MobileNetV2", "--batch", "2", "--hw", "32",
+               "--contenders", "tf_function,brainslug", "--repeats", "2", "--warmup", "0",
+               "--json", str(out)])
+    assert rc == 0
+    rows = json.loads(out.read_text())["results"]
+    assert {(r["contender"], r["batch"]) for r in rows} == {("tf_function", 2), ("brainslug", 2)}
+    assert all(r["status"] == "ok" and r["median_ms"] > 0 for r in rows)
+    assert all(r["ratio_vs_brainslug_median"] == 1.0 for r in rows if r["contender"] == "brainslug")

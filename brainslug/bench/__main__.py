@@ -103,8 +103,16 @@ def main_tf(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
     from brainslug.bench.tf_contenders import TF_CONTENDERS
 
+    unknown_models = [m for m in args.models if not m[:1].isupper()
+                      or not callable(getattr(keras.applications, m, None))]
+    if unknown_models:
+        print(f"error: --framework tf takes keras.applications models (e.g. ResNet50), "
+              f"unknown: {unknown_models}", file=sys.stderr)
+        return 2
     if args.contenders is not None:
         unknown = [c for c in args.contenders if c not in TF_CONTENDERS]
         if unknown:
