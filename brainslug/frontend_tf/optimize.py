@@ -208,7 +208,9 @@ def compile_plan(model: Any, shape: list[int], *, cpu: str = "host",
 
     t0 = time.perf_counter()
     how = "keras functional graph"
-    if is_tf_function(model):
+    import keras
+
+    if not isinstance(model, keras.Model) and is_tf_function(model):
         cap, how = capture_function(model, shape), "tf.function (frozen graph)"
     else:
         cap = capture(model, shape)
