@@ -238,6 +238,58 @@ def test_keys_ignore_extents_and_offsets() -> None:
     assert len(a.buffers) == 2
 
 
+CAT_LAST = """
+func.func @k(%x: memref<?x{C}x{H}xf32>, %z: memref<?x{C}x{H}xf32>, %y: memref<?x{C}x{H2}xf32>) attributes {{bs.kernel}} {{
+  %c0 = arith.constant 0 : index
+  %n = memref.dim %x, %c0 : memref<?x{C}x{H}xf32>
+  loop.nest parallel 2 (%i, %c) = (0, 0) to (%n, {C}) {{
+    simd.loop (%w) = (0) to ({H}) {{
+      %v = simd.load %x[%i, %c, %w] : memref<?x{C}x{H}xf32>
+      simd.store %v, %y[%i, %c, %w] : memref<?x{C}x{H2}xf32>
+    }}
+    simd.loop (%u) = ({H}) to ({H2}) {{
+      %v = simd.load %z[%i, %c, %u] map affine_map<(d0, d1, d2) -> (d0, d1, d2 - {H})> : memref<?x{C}x{H}xf32>
+      simd.store %v, %y[%i, %c, %u] : memref<?x{C}x{H2}xf32>
+    }}
+  }}
+  func.return
+}}
+"""
+
+
+def cat_key(c: int, h: int):
+    module = parse_module(CAT_LAST.format(C=c, H=h, H2=2 * h))
+    block = next(iter(module.ops)).body.block
+    phase = next(op for op in block.ops if isinstance(op, loop.NestOp))
+    return Canonicalizer(block, set(block.args)).phase(phase)
+
+
+def test_whole_chunk_loops_are_keyed() -> None:
+    """Sibling simd.loops (merged cat pieces) whose extents are multiples of 16
+    are keyed as such (their code has no masked tail); the extents stay
+    parameters. A lone simd.loop is not: it shares one function whatever its
+    extent."""
+    a, b, c = cat_key(37, 32), cat_key(64, 48), cat_key(37, 13)
+    assert a.key == b.key and "whole" in a.key
+    assert len(a.whole) == 2 and not c.whole and c.key != a.key
+    assert "whole" not in phase_key(C=37, H=32, LO=5).key
+
+
+@pytest.mark.parametrize("h", [32, 13])
+def test_whole_chunk_loops_lower_without_tail(h: int) -> None:
+    from brainslug.lowering.backends.x86 import X86Backend
+    from brainslug.passes.lower_to_llvm import LowerToLLVMPass
+    from brainslug.runtime.jit import compile_kernels
+
+    module = parse_module(CAT_LAST.format(C=7, H=h, H2=2 * h))
+    LowerToLLVMPass().apply(make_context(), module)
+    assert ("llvm.masked" in str(module)) == (h % 16 != 0)
+    x, z = rand(3, 7, h), rand(3, 7, h)
+    y = np.zeros((3, 7, 2 * h), np.float32)
+    compile_kernels(module, X86Backend())["k"]([x, z, y])
+    np.testing.assert_array_equal(y, np.concatenate([x, z], 2))
+
+
 def test_keys_keep_equalities_and_special_values() -> None:
     # equal extents share a parameter, so the pattern of equalities is keyed
     assert phase_key(C=37, H=13, LO=5).key != phase_key(C=13, H=13, LO=5).key
@@ -293,3 +345,88 @@ def test_gc_paused_is_reentrant() -> None:
         assert objs
     assert gc.isenabled()
     assert gc.get_freeze_count() == 0
+
+
+def test_nested_gc_paused_does_not_count_frozen_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gc.get_freeze_count` walks every frozen object: nested blocks don't
+    ask it; what they create is frozen too until the outer block ends."""
+    import gc
+
+    from brainslug.lowering.compile_time import gc_paused
+
+    with gc_paused():
+        monkeypatch.setattr(gc, "get_freeze_count", lambda: pytest.fail("counted"))
+        frozen = len(gc.get_objects())
+        with gc_paused():
+            assert not gc.isenabled()
+            objs = [[i] for i in range(100)]
+        assert gc.isenabled() and objs
+        assert len(gc.get_objects()) < frozen  # the nested block's objects are frozen
+        monkeypatch.undo()
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+
+
+# ---------------------------------------------------------------------------- shapes
+
+
+class _Flatten(torch.nn.Module):
+    """Conv, BN, a batch-dependent flatten and a linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 5, 3)
+        self.bn = torch.nn.BatchNorm2d(5)
+        self.fc = torch.nn.Linear(5 * 11 * 11, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.conv(x)))
+        return self.fc(y.flatten(1)) + y.view(-1).sum()
+
+
+class _DataDependent(torch.nn.Module):
+    """An op without a meta kernel's static shape (nonzero): needs a real run."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) + torch.nonzero(x > 0).shape[0]
+
+
+def _real_shapes(gm: torch.fx.GraphModule, shape: list[int]) -> dict:
+    from brainslug.frontend_torch.capture import _tensor_meta
+
+    a = _tensor_meta(gm, [torch.randn([1 if d == 0 else d for d in shape])])
+    if 0 not in shape:
+        return a
+    b = _tensor_meta(gm, [torch.randn([2 if d == 0 else d for d in shape])])
+    return {n: (tuple(-1 if x != y else x for x, y in zip(s, b[n][0], strict=True)), dt)
+            for n, (s, dt) in a.items() if len(b[n][0]) == len(s)}
+
+
+@pytest.mark.parametrize("shape", [[0, 3, 13, 13], [3, 3, 13, 13]])
+def test_shapes_from_meta_tensors(shape: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shape propagation runs on meta tensors (nothing computed, the model's
+    parameters and statistics untouched) and finds what real runs find."""
+    from brainslug.frontend_torch import capture
+
+    model = _Flatten().eval()
+    gm = capture.trace(model)
+    ref = _real_shapes(gm, shape)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = []
+    real = capture._tensor_meta
+    monkeypatch.setattr(capture, "_tensor_meta",
+                        lambda g, xs: calls.append({x.device.type for x in xs}) or real(g, xs))
+    shapes = capture.propagate_shapes(gm, [shape])
+    assert shapes == ref
+    assert shapes["fc"][0] == ((-1 if 0 in shape else 3), 7)
+    assert calls and all(c == {"meta"} for c in calls)
+    for k, v in model.state_dict().items():
+        assert v.device.type == "cpu" and torch.equal(v, before[k])
+
+
+def test_shapes_fall_back_to_real_runs() -> None:
+    from brainslug.frontend_torch import capture
+
+    gm = capture.trace(_DataDependent())
+    shape = [0, 4, 5, 5]
+    assert capture.propagate_shapes(gm, [shape]) == _real_shapes(gm, shape)

@@ -1,8 +1,8 @@
 """Capture a PyTorch model as `nn` IR.
 
 The model is traced with `torch.fx` (symbolic tracing); shapes come from
-running the traced graph at two batch sizes, so the extents that follow the
-batch become `?`. Modules and functions with an `nn` counterpart map to it;
+running the traced graph at two batch sizes (on meta tensors, so nothing is
+computed), so the extents that follow the batch become `?`. Modules and functions with an `nn` counterpart map to it;
 every other tensor-producing node becomes an `nn.library` op that PyTorch
 runs. Parameters and buffers become function arguments bound to the model's
 own tensors (never copied: BatchNorm's running statistics stay live).
@@ -118,20 +118,60 @@ def _tensor_meta(gm: fx.GraphModule, inputs: Sequence[torch.Tensor]) -> dict[str
     return metas
 
 
+class _Run(tnn.Module):
+    """Runs `gm` through `_tensor_meta` (for `functional_call`)."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__()
+        self.gm = gm
+
+    def forward(self, *inputs: torch.Tensor) -> dict[str, Any]:
+        return _tensor_meta(self.gm, inputs)
+
+
+def _meta_run(
+    gm: fx.GraphModule, example_shapes: Sequence[Sequence[int]], batches: Sequence[int]
+) -> list[dict[str, Any]]:
+    """`_tensor_meta` per batch size, on meta tensors: the parameters and buffers
+    are swapped for meta copies for the call (the model's own are untouched),
+    so nothing is computed. Raises where an op has no meta kernel or a value
+    depends on data."""
+    run = _Run(gm)
+    state = {
+        f"gm.{k}": torch.empty_like(v, device="meta")
+        for k, v in [*gm.named_parameters(), *gm.named_buffers()]
+    }
+    return [
+        torch.func.functional_call(run, state, tuple(
+            torch.empty([batch if d == 0 else d for d in shape], device="meta")
+            for shape in example_shapes
+        ))
+        for batch in batches
+    ]
+
+
 def propagate_shapes(
     gm: fx.GraphModule, example_shapes: Sequence[Sequence[int]]
 ) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """Shapes with -1 where an extent follows the batch size (0 in the shape)."""
+    """Shapes with -1 where an extent follows the batch size (0 in the shape).
+
+    The graph runs on meta tensors at batch 1 and 2 (shapes only, no compute);
+    where that fails it runs for real on random inputs."""
     def inputs(batch: int) -> list[torch.Tensor]:
         return [
             torch.randn([batch if d == 0 else d for d in shape]) for shape in example_shapes
         ]
 
     dynamic = any(0 in s for s in example_shapes)
-    a = _tensor_meta(gm, inputs(1))
+    batches = (1, 2) if dynamic else (1,)
+    try:
+        a, *rest = _meta_run(gm, example_shapes, batches)
+    except Exception:  # an op without a meta kernel, data-dependent code: run it for real
+        a = _tensor_meta(gm, inputs(1))
+        rest = [_tensor_meta(gm, inputs(2))] if dynamic else []
     if not dynamic:
         return a
-    b = _tensor_meta(gm, inputs(2))
+    b = rest[0]
     out = {}
     for name, (shape, dtype) in a.items():
         other = b.get(name, (shape, dtype))[0]

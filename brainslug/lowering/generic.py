@@ -17,8 +17,9 @@ What becomes a parameter (generic mode):
 
 What stays in the key (it decides the shape of the code): window and reduction
 bounds (`loop.reduce`), tile steps, strides, `parallel`, op kinds, constants
-(`arith.constant`, pads, inits), types, `memref.alloca` shapes and the
-structure of the ops. In exact mode (`generic=False`) everything is in the key;
+(`arith.constant`, pads, inits), types, `memref.alloca` shapes, whether a
+`simd.loop` with sibling loops (merged `cat` pieces) has an extent that is a
+multiple of 16 (then its code has no masked tail) and the structure of the ops. In exact mode (`generic=False`) everything is in the key;
 bs-dedup-kernels uses it to find identical kernels.
 
 Parameters with the same value share one slot, and the key says which are
@@ -61,6 +62,11 @@ key) instead of parameters."""
 KEEP = frozenset((0, 1))
 """Values that stay in the key rather than becoming parameters."""
 
+WHOLE_CHUNKS = 16
+"""A `simd.loop` (with sibling loops) whose static extent is a multiple of this
+is keyed as such (`whole`), so that its generic code has no masked tail (lanes
+4, 8 and 16)."""
+
 
 class NotGeneric(Exception):
     """The phase uses a value the canonicalizer does not know how to key."""
@@ -87,6 +93,9 @@ class PhaseSignature:
     dims: list[list[int | None]] = field(default_factory=list)
     """Per buffer, the sites of its static dims (None for a dynamic dim, which the
     phase reads through the kernel's buffer slots, or for a number kept as is)."""
+    whole: set[int] = field(default_factory=set)
+    """id(simd.loop) of the loops whose static extent is a multiple of
+    `WHOLE_CHUNKS` lanes: no partial last chunk at any lane count dividing it."""
 
     def buffer_index(self) -> dict[SSAValue, int]:
         return {v: j for j, v in enumerate(self.buffers)}
@@ -168,6 +177,20 @@ def _text(a: Attribute) -> str:
 _PARAM_DOMAIN = (loop.NestOp, loop.TileOp, simd.LoopOp)
 _ACCESS = (loop.LoadOp, loop.StoreOp, simd.LoadOp, simd.StoreOp)
 _IN_BOUNDS = (loop.InBoundsOp, simd.InBoundsOp)
+
+
+def _whole(op: simd.LoopOp) -> bool:
+    """Whether the loop is one of several sibling simd.loops (the pieces of a
+    merged `cat`, where a masked tail would be repeated per piece) and its
+    extents are static multiples of `WHOLE_CHUNKS`. A lone loop is not keyed
+    so: its phases keep sharing one function whatever their extents."""
+    block = op.parent_block()
+    if block is None or sum(isinstance(o, simd.LoopOp) for o in block.ops) < 2:
+        return False
+    return all(
+        isinstance(lb, int) and isinstance(ub, int) and (ub - lb) % WHOLE_CHUNKS == 0
+        for lb, ub in zip(op.lower_bounds(), op.upper_bounds(), strict=True)
+    )
 
 
 class Canonicalizer:
@@ -305,6 +328,9 @@ class Canonicalizer:
                 parts.append(f"extents=[{toks}]")
             else:
                 parts.append(f"{k}={_text(a)}")
+        if generic and isinstance(op, simd.LoopOp) and _whole(op):
+            self.sig.whole.add(id(op))
+            parts.append("whole")
         if not generic and op.attributes:
             parts.extend(f"{k}={_text(v)}" for k, v in sorted(op.attributes.items()))
         return ";".join(parts)

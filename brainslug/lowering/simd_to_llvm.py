@@ -21,6 +21,7 @@ from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
 from xdsl.ir.affine.affine_expr import AffineDimExpr
 
 from brainslug.dialects import simd
+from brainslug.lowering.generic import WHOLE_CHUNKS
 from brainslug.lowering.llvm_builder import ICMP, IVal, type_suffix
 from brainslug.lowering.to_llvm import Buffer, LaneState, PhaseEmitter
 
@@ -69,7 +70,10 @@ def _loop(em: PhaseEmitter, op: simd.LoopOp) -> None:
             tail(lb)
     else:
         last, _ = b.loop(lb, b.isub(ub, w_lanes), w_lanes, lambda w, c: chunk(w, None), pred="sle")
-        if not (static and (ub - lb) % w_lanes == 0):
+        whole = (static and (ub - lb) % w_lanes == 0) or (
+            em.sig is not None and id(op) in em.sig.whole and WHOLE_CHUNKS % w_lanes == 0
+        )
+        if not whole:
             b.if_then(b.icmp("slt", last, ub), lambda: tail(last))
     em.lane = saved
 

@@ -24,6 +24,7 @@ from xdsl.pattern_rewriter import (
 from xdsl.rewriter import InsertPoint
 
 from brainslug.dialects import loop, nn
+from brainslug.lowering.compile_time import gc_paused
 from brainslug.lowering.nn_to_loop import UnsupportedLayer, lower_stack
 
 
@@ -58,4 +59,5 @@ class LowerNNToLoopPass(ModulePass):
     name = "bs-lower-nn-to-loop"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        PatternRewriteWalker(LowerStack(), apply_recursively=False).rewrite_module(op)
+        with gc_paused():
+            PatternRewriteWalker(LowerStack(), apply_recursively=False).rewrite_module(op)
