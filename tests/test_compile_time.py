@@ -414,8 +414,13 @@ def test_shapes_from_meta_tensors(shape: list[int], monkeypatch: pytest.MonkeyPa
     before = {k: v.clone() for k, v in model.state_dict().items()}
     calls = []
     real = capture._tensor_meta
-    monkeypatch.setattr(capture, "_tensor_meta",
-                        lambda g, xs: calls.append({x.device.type for x in xs}) or real(g, xs))
+    def record(g: torch.fx.GraphModule, xs: list[torch.Tensor]) -> dict:
+        # the graph runs on meta parameters; the model's own stay as they are
+        calls.append({x.device.type for x in [*xs, *g.parameters()]})
+        assert {p.device.type for p in model.parameters()} == {"cpu"}
+        return real(g, xs)
+
+    monkeypatch.setattr(capture, "_tensor_meta", record)
     shapes = capture.propagate_shapes(gm, [shape])
     assert shapes == ref
     assert shapes["fc"][0] == ((-1 if 0 in shape else 3), 7)

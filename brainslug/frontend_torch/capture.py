@@ -10,6 +10,7 @@ own tensors (never copied: BatchNorm's running statistics stay live).
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -118,34 +119,24 @@ def _tensor_meta(gm: fx.GraphModule, inputs: Sequence[torch.Tensor]) -> dict[str
     return metas
 
 
-class _Run(tnn.Module):
-    """Runs `gm` through `_tensor_meta` (for `functional_call`)."""
-
-    def __init__(self, gm: fx.GraphModule):
-        super().__init__()
-        self.gm = gm
-
-    def forward(self, *inputs: torch.Tensor) -> dict[str, Any]:
-        return _tensor_meta(self.gm, inputs)
-
-
 def _meta_run(
     gm: fx.GraphModule, example_shapes: Sequence[Sequence[int]], batches: Sequence[int]
 ) -> list[dict[str, Any]]:
-    """`_tensor_meta` per batch size, on meta tensors: the parameters and buffers
-    are swapped for meta copies for the call (the model's own are untouched),
-    so nothing is computed. Raises where an op has no meta kernel or a value
-    depends on data."""
-    run = _Run(gm)
-    state = {
-        f"gm.{k}": torch.empty_like(v, device="meta")
-        for k, v in [*gm.named_parameters(), *gm.named_buffers()]
-    }
+    """`_tensor_meta` per batch size, on meta tensors: a copy of `gm` whose
+    parameters and buffers are meta tensors (the model is neither changed nor
+    copied in memory), so nothing is computed. Raises where an op has no meta
+    kernel or a value depends on data."""
+    memo: dict[int, Any] = {}
+    for p in gm.parameters():
+        memo[id(p)] = tnn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
+    for b in gm.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    meta = copy.deepcopy(gm, memo)
     return [
-        torch.func.functional_call(run, state, tuple(
+        _tensor_meta(meta, [
             torch.empty([batch if d == 0 else d for d in shape], device="meta")
             for shape in example_shapes
-        ))
+        ])
         for batch in batches
     ]
 
