@@ -114,7 +114,20 @@ def test_fold_batchnorm_and_packed_convolutions() -> None:
         assert max_rel_err(plain(x), model(x)) <= 1e-5
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_kernel_threads_option(threads: int) -> None:
+    torch.manual_seed(4)
+    model = Small().eval()
+    randomize_bn(model)
+    opt = brainslug.optimize(model, [0, 3, 17, 17], threads=threads)
+    x = torch.randn(5, 3, 17, 17)
+    with torch.no_grad():
+        assert max_rel_err(opt(x), model(x)) <= 1e-5
+
+
 def test_bad_option_values() -> None:
+    with pytest.raises(ValueError, match="threads"):
+        brainslug.optimize(Small().eval(), [0, 3, 17, 17], threads=0)
     with pytest.raises(ValueError, match="fold_batchnorm"):
         brainslug.optimize(Small().eval(), [0, 3, 17, 17], fold_batchnorm="yes")
     with pytest.raises(ValueError, match="unknown optimize"):

@@ -175,24 +175,12 @@ class Plan:
     module: ModuleOp
 
 
-_POOLS: dict[int, Any] = {}
-
-
 def kernel_pool(threads: int | None) -> Any:
     """The thread pool the kernels run on: the process-wide one (None), or one of
     `threads` threads, shared by every plan that asks for that many."""
-    from brainslug.runtime.threads import (
-        NativePool,
-        ThreadPool,
-        default_pool,
-        native_pool_supported,
-    )
+    from brainslug.runtime.threads import sized_pool
 
-    if threads is None:
-        return default_pool()
-    if threads not in _POOLS:
-        _POOLS[threads] = NativePool(threads) if native_pool_supported() else ThreadPool(threads)
-    return _POOLS[threads]
+    return sized_pool(threads)
 
 
 def compile_plan(model: Any, shape: list[int], *, cpu: str = "host",

@@ -362,3 +362,17 @@ def default_pool() -> ThreadPool | NativePool:
         else:
             _default = ThreadPool()
     return _default
+
+
+_sized: dict[int, ThreadPool | NativePool] = {}
+
+
+def sized_pool(threads: int | None) -> ThreadPool | NativePool:
+    """The process-wide pool (None), or one of `threads` threads, shared by
+    every caller that asks for that many."""
+    if threads is None:
+        return default_pool()
+    if threads not in _sized:
+        native = native_pool_supported() and os.environ.get("BRAINSLUG_POOL", "native") != "python"
+        _sized[threads] = NativePool(threads) if native else ThreadPool(threads)
+    return _sized[threads]
