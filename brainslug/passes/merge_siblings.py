@@ -113,8 +113,8 @@ class MergeSiblingNests(RewritePattern):
                 term = prev.body.block.last_op
                 assert term is not None
                 rewriter.inline_block(child.body.block, InsertPoint.before(term), prev.ivs)
-                rewriter.erase_op(term)
-                rewriter.erase_op(child)
+                rewriter.erase(term)
+                rewriter.erase(child)
                 continue
             prev = child
 
