@@ -15,12 +15,17 @@ from typing import Any
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import SSAValue
 
-from brainslug.dialects import loop, nn
+from brainslug.dialects import nn
 from brainslug.frontend_tf.capture import LAYOUT, NODE_ATTR, Capture, Piece, capture
-from brainslug.frontend_torch.optimize import PlanInfo, StackInfo
+from brainslug.frontend_torch.optimize import (
+    PlanInfo,
+    StackInfo,
+    record_library,
+    stack_launches,
+)
 
 
 def check_shape(shape: Any) -> list[int]:
@@ -212,10 +217,7 @@ def compile_plan(model: Any, shape: list[int], *, cpu: str = "host",
     infos, bindings = describe(fn, cap)
     for p in default_passes("x86-64", cpu)[1:]:
         p.apply(ctx, module)
-    launch_of = {op.attributes["bs.stack"].data: op.callee_name
-                 for op in fn.body.block.ops if isinstance(op, loop.LaunchOp)}
-    fallback = {op.stack_name_value: op.attributes.get("bs.fallback", StringAttr("")).data
-                for op in fn.body.block.ops if isinstance(op, nn.StackOp)}
+    launch_of, fallback = stack_launches(fn)
     runners = compile_kernels(module, X86Backend(cpu), kernel_pool(threads)) if launch_of else {}
     info = PlanInfo(stacks=infos, capture=how)
     if hasattr(info, "layout"):
@@ -223,18 +225,7 @@ def compile_plan(model: Any, shape: list[int], *, cpu: str = "host",
     if cap.folded_padding:
         info.notes.append("zero padding folded into the layer that reads it: "
                           + ", ".join(cap.folded_padding))
-    for s in info.stacks:
-        if s.name in fallback:
-            s.compiled, s.reason = False, fallback[s.name] or "no loop lowering"
-            info.fallbacks.append((s.name, s.reason))
-    for op in fn.body.block.ops:
-        if isinstance(op, nn.LibraryOp) and op.results:
-            name = op.attributes[NODE_ATTR].data
-            info.library.append((name, op.callee.data))
-            if name in cap.library_reasons:
-                info.fallbacks.append((name, cap.library_reasons[name]))
-        elif isinstance(op, nn.Conv2dOp | nn.LinearOp):
-            info.library.append((op.attributes[NODE_ATTR].data, f"tf {op.name}"))
+    record_library(info, fn, fallback, cap.library_reasons, "tf ")
     steps = schedule(cap, bindings, set(launch_of), aliases)
     for st in steps:
         if st.stack is not None:

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 import torch.fx as fx
 from xdsl.dialects import func
-from xdsl.dialects.builtin import StringAttr
 from xdsl.dialects.builtin import TensorType as XTensorType
 
 from brainslug.frontend_torch.module import BrainSlugModule
@@ -114,14 +113,14 @@ def compile_cuda_plan(
     gm: fx.GraphModule, shape: list[int], device: torch.device, arch: str | None = None
 ):
     """Capture, run the nvptx pipeline, load the kernels, rewrite the graph."""
-    from brainslug.dialects import loop, nn
-    from brainslug.frontend_torch.capture import NODE_ATTR
     from brainslug.frontend_torch.optimize import (
         PlanInfo,
         _bindings,
         describe_stacks,
+        record_library,
         removed_aliases,
         rewrite_graph,
+        stack_launches,
     )
     from brainslug.frontend_torch.ptx import capture_on_device
     from brainslug.ir.context import make_context
@@ -142,16 +141,7 @@ def compile_cuda_plan(
     bindings = _bindings(fn, cap, nodes)
     for p in default_passes("nvptx", arch)[1:]:
         p.apply(ctx, module)
-    launch_of = {
-        op.attributes["bs.stack"].data: op.callee_name
-        for op in fn.body.block.ops
-        if isinstance(op, loop.LaunchOp)
-    }
-    fallback_stacks = {
-        op.stack_name_value: op.attributes.get("bs.fallback", StringAttr("")).data
-        for op in fn.body.block.ops
-        if isinstance(op, nn.StackOp)
-    }
+    launch_of, fallback_stacks = stack_launches(fn)
     runners = compile_cuda_kernels(module, arch, device) if launch_of else None
     kernels = {
         b.name: CudaStackKernel(b.name, runners[launch_of[b.name]], b.inputs, b.output_types)
@@ -159,18 +149,7 @@ def compile_cuda_plan(
         if b.name in launch_of and runners is not None
     }
     info = PlanInfo(stacks=infos, target="nvptx")
-    for s in info.stacks:
-        if s.name in fallback_stacks:
-            s.compiled, s.reason = False, fallback_stacks[s.name] or "no loop lowering"
-            info.fallbacks.append((s.name, s.reason))
-    for op in fn.body.block.ops:
-        if isinstance(op, nn.LibraryOp) and op.results:
-            name = op.attributes[NODE_ATTR].data
-            info.library.append((name, op.callee.data))
-            if name in cap.library_reasons:
-                info.fallbacks.append((name, cap.library_reasons[name]))
-        elif isinstance(op, nn.Conv2dOp | nn.LinearOp):
-            info.library.append((op.attributes[NODE_ATTR].data, op.name))
+    record_library(info, fn, fallback_stacks, cap.library_reasons)
     new_gm = rewrite_graph(gm, bindings, kernels, aliases)  # type: ignore[arg-type]
     info.compile_seconds = time.perf_counter() - t0
     return new_gm, info, module

@@ -273,6 +273,38 @@ def _getitem(t: Sequence[torch.Tensor], k: int) -> torch.Tensor:
     return t[k]
 
 
+def stack_launches(fn: func.FuncOp) -> tuple[dict[str, str], dict[str, str]]:
+    """After the pipeline: stack name -> the kernel it runs (identical stacks
+    share one), and stack name -> why it was not lowered (stacks left as `nn.stack`)."""
+    launch_of = {
+        op.attributes["bs.stack"].data: op.callee_name
+        for op in fn.body.block.ops if isinstance(op, loop.LaunchOp)
+    }
+    fallback_stacks = {
+        op.stack_name_value: op.attributes.get("bs.fallback", StringAttr("")).data
+        for op in fn.body.block.ops if isinstance(op, nn.StackOp)
+    }
+    return launch_of, fallback_stacks
+
+
+def record_library(info: PlanInfo, fn: func.FuncOp, fallback_stacks: dict[str, str],
+                   library_reasons: dict[str, str], library_prefix: str = "") -> None:
+    """Mark the stacks that run in the framework, and list the library calls
+    (with the reasons of those that are fallbacks) in `info`."""
+    for s in info.stacks:
+        if s.name in fallback_stacks:
+            s.compiled, s.reason = False, fallback_stacks[s.name] or "no loop lowering"
+            info.fallbacks.append((s.name, s.reason))
+    for op in fn.body.block.ops:
+        if isinstance(op, nn.LibraryOp) and op.results:
+            name = op.attributes[NODE_ATTR].data
+            info.library.append((name, op.callee.data))
+            if name in library_reasons:
+                info.fallbacks.append((name, library_reasons[name]))
+        elif isinstance(op, nn.Conv2dOp | nn.LinearOp):
+            info.library.append((op.attributes[NODE_ATTR].data, library_prefix + op.name))
+
+
 def compile_plan(
     gm: fx.GraphModule,
     shape: list[int] | None = None,
@@ -326,15 +358,7 @@ def compile_plan(
         info_notes = []
         for p in default_passes("x86-64", cpu)[1:]:
             p.apply(ctx, module)
-        # stack name -> the kernel it runs (identical stacks share one)
-        launch_of = {
-            op.attributes["bs.stack"].data: op.callee_name
-            for op in fn.body.block.ops if isinstance(op, loop.LaunchOp)
-        }
-        fallback_stacks = {
-            op.stack_name_value: op.attributes.get("bs.fallback", StringAttr("")).data
-            for op in fn.body.block.ops if isinstance(op, nn.StackOp)
-        }
+        launch_of, fallback_stacks = stack_launches(fn)
         runners = compile_kernels(module, backend, sized_pool(threads)) if launch_of else None
         infos_json = plan_cache.infos_to_json(module)
         if key is not None and infos_json is not None:
@@ -353,20 +377,7 @@ def compile_plan(
         info_notes.append("layout: NHWC (channels-last) activations; stacks are generated for "
                           "NHWC and PyTorch's convolutions run channels-last")
     info = PlanInfo(stacks=infos, notes=info_notes)
-    for s in info.stacks:
-        if s.name in fallback_stacks:
-            s.compiled, s.reason = False, fallback_stacks[s.name] or "no loop lowering"
-            info.fallbacks.append((s.name, s.reason))
-    for op in fn.body.block.ops:
-        if isinstance(op, nn.StackOp | loop.LaunchOp):
-            continue
-        if isinstance(op, nn.LibraryOp) and op.results:
-            name = op.attributes[NODE_ATTR].data
-            info.library.append((name, op.callee.data))
-            if name in cap.library_reasons:
-                info.fallbacks.append((name, cap.library_reasons[name]))
-        elif isinstance(op, nn.Conv2dOp | nn.LinearOp):
-            info.library.append((op.attributes[NODE_ATTR].data, op.name))
+    record_library(info, fn, fallback_stacks, cap.library_reasons)
     cl_inputs = [
         src.name for src, a in zip(cap.arg_sources, fn.body.block.args, strict=True)
         if layout == "NHWC" and isinstance(src, fx.Node) and src.op == "placeholder"

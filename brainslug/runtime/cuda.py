@@ -211,18 +211,9 @@ class CudaKernelRunner:
     # ------------------------------------------------------------------ buffers
 
     def scratch_shapes(self, args: Sequence[Any], batch: int) -> list[tuple[int, ...]]:
-        pairs = iter(self.scratch_dims)
-        out = []
-        for shape in self.shapes[self.num_args :]:
-            dims = []
-            for s in shape:
-                if s >= 0:
-                    dims.append(s)
-                    continue
-                arg, dim = next(pairs, (-1, -1))
-                dims.append(int(args[arg].shape[dim]) if arg >= 0 else batch)
-            out.append(tuple(dims))
-        return out
+        from brainslug.runtime.jit import scratch_shapes
+
+        return scratch_shapes(self.shapes[self.num_args :], self.scratch_dims, args, batch)
 
     def _scratch_for(self, args: Sequence[Any], batch: int, device: Any) -> list[Any]:
         import torch

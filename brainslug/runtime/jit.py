@@ -46,6 +46,29 @@ def _shape(t: MemRefType) -> tuple[int, ...]:
     return tuple(t.get_shape())
 
 
+def scratch_shapes(
+    shapes: Sequence[tuple[int, ...]],
+    scratch_dims: Sequence[tuple[int, int]],
+    args: Sequence[Any] | None,
+    batch: int,
+) -> list[tuple[int, ...]]:
+    """Shapes of a kernel's scratch buffers (`shapes`, with -1 for dynamic
+    extents): each dynamic extent is `args[arg].shape[dim]` for the next
+    (arg, dim) of `scratch_dims`, or the batch where there is none."""
+    pairs = iter(scratch_dims)
+    out = []
+    for shape in shapes:
+        dims = []
+        for s in shape:
+            if s >= 0:
+                dims.append(s)
+                continue
+            arg, dim = next(pairs, (-1, -1))
+            dims.append(int(args[arg].shape[dim]) if args is not None and arg >= 0 else batch)
+        out.append(tuple(dims))
+    return out
+
+
 class KernelRunner:
     """Calls one compiled kernel on buffers in ABI order (arguments, then scratch)."""
 
@@ -104,20 +127,8 @@ class KernelRunner:
     def scratch_shapes(
         self, args: Sequence[Any] | None = None, batch: int = 1
     ) -> list[tuple[int, ...]]:
-        """Shapes of the scratch buffers; dynamic dims come from the arguments
-        they were sized by, or else are the batch."""
-        pairs = iter(self.scratch_dims)
-        out = []
-        for shape in self.shapes[self.num_args :]:
-            dims = []
-            for s in shape:
-                if s >= 0:
-                    dims.append(s)
-                    continue
-                arg, dim = next(pairs, (-1, -1))
-                dims.append(int(args[arg].shape[dim]) if args is not None and arg >= 0 else batch)
-            out.append(tuple(dims))
-        return out
+        """Shapes of the scratch buffers (see `scratch_shapes`)."""
+        return scratch_shapes(self.shapes[self.num_args :], self.scratch_dims, args, batch)
 
     def _scratch_for(self, args: Sequence[Any], batch: int, cached: bool) -> list[np.ndarray]:
         shapes = self.scratch_shapes(args, batch)
