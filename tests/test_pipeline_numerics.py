@@ -313,6 +313,71 @@ def test_maxpool_avgpool_tiled() -> None:
     check(np.asarray(out), ref.numpy())
 
 
+HALO_POOLS = {
+    # name: (nn op attributes, output size for 29x23, reference)
+    "max3s2p1": ('nn.max_pool2d %r {kernel = array<i64: 3, 3>, strides = array<i64: 2, 2>, '
+                 'padding = array<i64: 1, 1, 1, 1>, dilation = array<i64: 1, 1>, ceil_mode = false',
+                 (15, 12), lambda t: F.max_pool2d(t, 3, 2, 1)),
+    "max3s1p1": ('nn.max_pool2d %r {kernel = array<i64: 3, 3>, strides = array<i64: 1, 1>, '
+                 'padding = array<i64: 1, 1, 1, 1>, dilation = array<i64: 1, 1>, ceil_mode = false',
+                 (29, 23), lambda t: F.max_pool2d(t, 3, 1, 1)),
+    "max4s2ceil": ('nn.max_pool2d %r {kernel = array<i64: 4, 4>, strides = array<i64: 2, 2>, '
+                   'padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, ceil_mode = true',
+                   (14, 11), lambda t: F.max_pool2d(t, 4, 2, 0, ceil_mode=True)),
+    "avg3s2p1_nopad": ('nn.avg_pool2d %r {kernel = array<i64: 3, 3>, strides = array<i64: 2, 2>, '
+                       'padding = array<i64: 1, 1, 1, 1>, ceil_mode = false, '
+                       'count_include_pad = false',
+                       (15, 12), lambda t: F.avg_pool2d(t, 3, 2, 1, count_include_pad=False)),
+}
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("pool", sorted(HALO_POOLS))
+@pytest.mark.parametrize("act", ["relu", "hardswish"])
+def test_halo_tiles(monkeypatch, layout: str, pool: str, act: str) -> None:
+    """BN -> activation -> overlapping pool, with a cache budget so small that
+    bs-tile-depth-first splits H into tiles with halos: every tile recomputes
+    its overlap rows and fills the padding; results equal PyTorch's."""
+    from brainslug.ir.context import make_context
+    from brainslug.passes import tile_depth_first
+    from brainslug.passes.pipeline import default_passes
+
+    h, w = 29, 23
+    op, (oh, ow), ref_pool = HALO_POOLS[pool]
+    # about 7 input rows of one channel (NCHW) or of all channels (NHWC)
+    row = 4 * (2 * ow + 3) * (C if layout == "NHWC" else 1)
+    monkeypatch.setattr(tile_depth_first, "l2_cache_bytes", lambda: 2 * 7 * row)
+    xt = tensor(phys([-1, C, h, w], layout))
+    yt = tensor(phys([-1, C, oh, ow], layout))
+    p = tensor([C])
+    text = f"""func.func @f(%x: {xt}, %w: {p}, %b: {p}, %m: {p}, %v: {p}) -> {yt} {{
+      %bn = nn.batch_norm %x weight %w bias %b mean %m var %v {{eps = 1.0e-5 : f64, layout = "{layout}"}} : ({xt}, {p}, {p}, {p}, {p}) -> {xt}
+      %r = nn.{act} %bn : {xt} -> {xt}
+      %y = {op}, layout = "{layout}"}} : {xt} -> {yt}
+      func.return %y : {yt}
+    }}"""
+    module = parse_module(text)
+    for ps in default_passes(lower=False):
+        ps.apply(make_context(), module)
+    ir = str(module)
+    tiles = [ln for ln in ir.splitlines() if "loop.tile" in ln]
+    assert len(tiles) == 1
+    steps = [int(v) for v in tiles[0].split("step (")[1].split(")")[0].split(",")]
+    assert len(steps) == (3 if layout == "NCHW" else 2) and 1 < steps[-1] < oh, tiles[0]
+    assert "memref.alloc(%" not in ir, "the BN/activation buffer should be a tile scratch"
+    fn = {"relu": F.relu, "hardswish": F.hardswish}[act]
+    for batch in (1, 3):
+        x = rand(*phys([batch, C, h, w], layout))
+        x.flat[::1009] = np.nan  # propagates through every window that sees it
+        wt, b, m, v = rand(C), rand(C), rand(C), np.abs(rand(C)) + 0.1
+        (out,) = run_graph(text, x, wt, b, m, v)
+        t = F.batch_norm(to_torch(x, layout), *map(torch.from_numpy, (m, v, wt, b)), False, 0.0,
+                         1e-5)
+        ref = from_torch(ref_pool(fn(t)), layout)
+        assert np.isnan(ref).any() and np.array_equal(np.isnan(out), np.isnan(ref))
+        check(np.nan_to_num(out), np.nan_to_num(ref))
+
+
 def test_conv_and_linear_as_loops() -> None:
     """With include-compute, a whole network compiles without a framework."""
     from brainslug.passes.form_stacks import FormStacksPass

@@ -3,8 +3,11 @@
 - Nests with the same iteration space merge into one; a buffer that only
   carried values between them becomes an SSA value (a register).
 - An elementwise producer is inlined into its consumers' loads, windows
-  included: BN→ReLU→MaxPool reads x and applies BN+ReLU inside the window. A
-  padded (windowed) load keeps its padding through `loop.in_bounds`.
+  included: BN→ReLU→AvgPool 2x2/2 reads x and applies BN+ReLU inside the
+  window. A padded (windowed) load keeps its padding through `loop.in_bounds`.
+  Where windows overlap (BN→ReLU→MaxPool 3x3/2) and the producer computes
+  something, it stays a nest: bs-tile-depth-first then runs it once per tile
+  with a halo (option `overlap=inline` recomputes it in every window instead).
 - A consumer of `cat` is split along the cat axis so each part reads its operand
   in place, and no concatenated copy is written.
 
@@ -355,8 +358,9 @@ def _reused(facts: _Facts, load: loop.LoadOp, cons: loop.NestOp) -> bool:
 class InlineProducer(RewritePattern):
     """Replace a load by the producer's computation of the loaded value."""
 
-    def __init__(self, facts: _Facts | None = None):
+    def __init__(self, facts: _Facts | None = None, inline_overlap: bool = False):
         self.facts = facts or _Facts()
+        self.inline_overlap = inline_overlap
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: loop.LoadOp, rewriter: PatternRewriter, /):
@@ -381,6 +385,8 @@ class InlineProducer(RewritePattern):
                     for o in w.nest.body.block.ops)
         if not cheap and _reused(self.facts, op, cons):
             return
+        if not cheap and not self.inline_overlap and nu.overlapping_window(op):
+            return  # bs-tile-depth-first computes it once per tile, with a halo
         if not w.nest.is_before_in_block(cons) or not _inlinable(w):
             return
         self._inline(op, w, rewriter)
@@ -472,18 +478,25 @@ class FusePass(ModulePass):
 
     name = "bs-fuse"
 
+    overlap: str = "tile"
+    """Producers read through overlapping windows (a 3x3/2 max-pool after BN
+    and ReLU): `tile` leaves them to bs-tile-depth-first, which computes each
+    value once per tile with a halo; `inline` recomputes them in every window."""
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         with gc_paused():
             self._apply(op)
 
     def _apply(self, op: ModuleOp) -> None:
+        if self.overlap not in ("tile", "inline"):
+            raise ValueError(f"bs-fuse: overlap must be 'tile' or 'inline', got {self.overlap!r}")
         facts = _Facts()
         walker = PatternRewriteWalker(
             GreedyRewritePatternApplier(
                 [
                     MergeSameDomain(facts),
                     SplitCatConsumer(facts),
-                    InlineProducer(facts),
+                    InlineProducer(facts, inline_overlap=self.overlap == "inline"),
                     DropDeadStore(),
                     DropDeadNest(),
                     DropUnusedAlloc(),

@@ -72,6 +72,65 @@ def dim_plus_const(e: AffineExpr) -> tuple[int, int] | None:
     return None
 
 
+def linear_form(e: AffineExpr) -> tuple[dict[int, int], int] | None:
+    """`e` as (coefficient per dim position, constant), None when not linear."""
+    if isinstance(e, AffineDimExpr):
+        return {e.position: 1}, 0
+    if isinstance(e, AffineConstantExpr):
+        return {}, e.value
+    if not isinstance(e, AffineBinaryOpExpr):
+        return None
+    if e.kind == AffineBinaryOpKind.Add:
+        a, b = linear_form(e.lhs), linear_form(e.rhs)
+        if a is None or b is None:
+            return None
+        coef = dict(a[0])
+        for k, v in b[0].items():
+            coef[k] = coef.get(k, 0) + v
+        return coef, a[1] + b[1]
+    if e.kind == AffineBinaryOpKind.Mul:
+        for x, y in ((e.lhs, e.rhs), (e.rhs, e.lhs)):
+            if isinstance(y, AffineConstantExpr) and (f := linear_form(x)) is not None:
+                return {k: v * y.value for k, v in f[0].items()}, f[1] * y.value
+    return None
+
+
+def window_ranges(acc: Operation) -> dict[SSAValue, tuple[int, int]]:
+    """Static [lower, upper) of the `loop.reduce` ivs around `acc` in its nest."""
+    out: dict[SSAValue, tuple[int, int]] = {}
+    p = acc.parent_op()
+    while isinstance(p, loop.ReduceOp):
+        for iv, lb, ub in zip(p.ivs, p.lower_bounds(), p.upper_bounds(), strict=True):
+            if isinstance(lb, int) and isinstance(ub, int) and ub > lb:
+                out[iv] = (lb, ub)
+        p = p.parent_op()
+    return out
+
+
+def overlapping_window(load: loop.LoadOp) -> bool:
+    """Whether neighbouring points of the load's nest read overlapping windows
+    along some buffer dim (`stride * iv + window` with a window wider than the
+    stride): inlining a producer there recomputes each value several times."""
+    windows = window_ranges(load)
+    if not windows:
+        return False
+    for r in load.map.data.results:
+        form = linear_form(r)
+        if form is None:
+            continue
+        stride, span = 0, 1
+        for pos, c in form[0].items():
+            v = load.indices[pos]
+            if v in windows:
+                lb, ub = windows[v]
+                span += abs(c) * (ub - lb - 1)
+            else:
+                stride = max(stride, abs(c))
+        if stride and span > stride:
+            return True
+    return False
+
+
 @dataclass
 class SimpleStore:
     """A store `B[..., iv_k + c, ...]` that names every iv of its nest once."""

@@ -21,12 +21,15 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     from brainslug.passes.tile_depth_first import TileDepthFirstPass
     from brainslug.passes.vectorize import VectorizePass
 
+    gpu = target in ("nvptx", "nvptx64", "cuda")
     passes: list[ModulePass] = [
         FormStacksPass(),
         LowerNNToLoopPass(),
-        FusePass(),
+        # GPU threads recompute a window's producer rather than share a halo tile
+        # (shared-memory halo tiles are not built yet)
+        FusePass(overlap="inline" if gpu else "tile"),
         ReorderPass(),
-        TileDepthFirstPass(),
+        TileDepthFirstPass(halo=not gpu),
         VectorizePass(),
         MergeSiblingsPass(),
         ParallelizePass(),

@@ -1,24 +1,36 @@
 """bs-tile-depth-first: run chains of nests tile by tile, out of cache.
 
-Adjacent top-level nests that pass a scratch buffer (a `memref.alloc`) from one
-to the next, and share leading dimensions that every access of that buffer
-indexes directly, are wrapped in one `loop.tile` over those dimensions. Each
-tile computes the producer's block into a tile-sized `memref.alloca` and runs
-the consumers on it while it is in cache; the full-size buffer disappears.
-The tile size is chosen so that a tile's scratch fits in half of the L2 cache,
-read from the machine.
+Adjacent top-level nests that pass a scratch buffer (a `memref.alloc`) from a
+producer to its readers are wrapped in one `loop.tile` over their leading dims.
+Each tile computes the producer's block into a tile-sized `memref.alloca` and
+runs the readers on it while it is in cache; the full-size buffer disappears.
+
+A leading dim is *direct* when every access indexes it with the nest's own iv,
+and *windowed* when the readers index it as `stride * iv + window`, as pooling
+does. A windowed dim gets a halo: for the tile `[t, t_end)` of reader points the
+producer computes `[stride*t + lo, stride*(t_end - 1) + hi + 1)`, where `lo..hi`
+is the window's offset range, so neighbouring tiles recompute the overlap
+rather than every window recomputing its producer. Where a reader pads, the
+producer writes the pad value at the points outside the buffer, so the readers
+find the halo filled and need no bounds check along that dim.
+
+Tiles grow from the innermost leading dim outwards while a tile of the scratch
+buffer fits in half of the L2 cache, read from the machine. Dims that a tile
+covers whole stay out of the tile loop and keep static bounds.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from xdsl.context import Context
 from xdsl.dialects import arith, func, memref
-from xdsl.dialects.builtin import IndexType, IntegerAttr, ModuleOp
-from xdsl.ir import SSAValue
+from xdsl.dialects.builtin import FloatAttr, IndexType, IntegerAttr, ModuleOp, f32
+from xdsl.ir import Block, Region, SSAValue
 from xdsl.ir.affine import AffineDimExpr, AffineMap
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
@@ -31,6 +43,8 @@ from xdsl.rewriter import InsertPoint
 
 from brainslug.dialects import loop
 from brainslug.passes import nest_utils as nu
+
+Access = loop.LoadOp | loop.StoreOp
 
 
 @functools.cache
@@ -48,68 +62,193 @@ def l2_cache_bytes() -> int:
     return 1 << 20
 
 
-def _prefix_dims(buf: SSAValue, nests: list[loop.NestOp]) -> int:
-    """How many leading nest dims every access of `buf` indexes directly, in
-    buffer dims 0..t-1, with the same bounds in all nests."""
-    t = min(len(n.ivs) for n in nests)
-    first = nests[0]
-    for n in nests[1:]:
-        k = 0
-        while k < t and nu.same_bound(n.lower_bounds()[k], first.lower_bounds()[k]) and (
-            nu.same_bound(n.upper_bounds()[k], first.upper_bounds()[k])
-        ):
-            k += 1
-        t = k
-    for use in buf.uses:
-        acc = use.operation
-        if not isinstance(acc, loop.LoadOp | loop.StoreOp):
-            return 0
-        nest = nu.top_nest(acc)
-        k = 0
-        while k < t:
-            r = acc.map.data.results[k]
-            if not (isinstance(r, AffineDimExpr) and acc.indices[r.position] is nest.ivs[k]):
-                break
-            k += 1
-        t = k
-    return t
+@dataclass(frozen=True)
+class LeadDim:
+    """How the readers index a leading dim: `stride * iv + [lo, hi]`."""
+
+    stride: int = 1
+    lo: int = 0
+    hi: int = 0
+
+    @property
+    def windowed(self) -> bool:
+        return (self.stride, self.lo, self.hi) != (1, 0, 0)
+
+    def span(self, points: int) -> int:
+        """Producer points that `points` consecutive reader points read."""
+        return (points - 1) * self.stride + self.hi - self.lo + 1
 
 
-def _tile_steps(buf: SSAValue, t: int, nest: loop.NestOp) -> list[int]:
-    """Tile sizes for the t leading dims: grow from the innermost tiled dim out
-    while a tile of the scratch buffer fits in half of L2."""
+DIRECT = LeadDim()
+
+
+def _lead_dim(acc: Access, k: int, nest: loop.NestOp) -> LeadDim | None:
+    """How `acc` indexes buffer dim k: nest iv k times a stride plus window ivs."""
+    form = nu.linear_form(acc.map.data.results[k])
+    if form is None:
+        return None
+    coef: dict[SSAValue, int] = {}
+    for pos, c in form[0].items():
+        coef[acc.indices[pos]] = coef.get(acc.indices[pos], 0) + c
+    stride = coef.pop(nest.ivs[k], 0)
+    windows = nu.window_ranges(acc)
+    lo = hi = form[1]
+    for v, c in coef.items():
+        if c == 0:
+            continue
+        if v not in windows:
+            return None
+        lb, ub = windows[v]
+        lo, hi = lo + min(c * lb, c * (ub - 1)), hi + max(c * lb, c * (ub - 1))
+    return LeadDim(stride, lo, hi) if stride >= 1 else None
+
+
+def _lead_dims(buf: SSAValue, store: loop.StoreOp, chain: list[loop.NestOp]) -> list[LeadDim]:
+    """The leading dims of `buf` that a tile loop can run over, in order."""
+    prod, readers = chain[0], chain[1:]
+    loads = nu.loads_of(buf)
     shape = buf.type.get_shape()
-    inner = 4
-    for e in shape[t:]:
-        inner *= max(e, 1)
-    budget = max(l2_cache_bytes() // 2, inner)
+    dims: list[LeadDim] = []
+    for k in range(min(len(n.ivs) for n in chain)):
+        if _lead_dim(store, k, prod) != DIRECT:
+            break
+        found = [_lead_dim(ld, k, nu.top_nest(ld)) for ld in loads]
+        if None in found or len({d.stride for d in found}) != 1:
+            break
+        dim = LeadDim(found[0].stride, min(d.lo for d in found), max(d.hi for d in found))
+        lo, hi = readers[0].lower_bounds()[k], readers[0].upper_bounds()[k]
+        if not all(nu.same_bound(n.lower_bounds()[k], lo) and nu.same_bound(n.upper_bounds()[k], hi)
+                   for n in readers):
+            break
+        plo, phi = prod.lower_bounds()[k], prod.upper_bounds()[k]
+        if dim.windowed:
+            if not (isinstance(lo, int) and isinstance(hi, int) and plo == 0 and phi == shape[k]):
+                break
+        elif not (nu.same_bound(plo, lo) and nu.same_bound(phi, hi)):
+            break
+        dims.append(dim)
+    return dims
+
+
+def _plan(dims: list[LeadDim], nest: loop.NestOp, shape: Sequence[int],
+          budget: int, whole: bool = True) -> tuple[int, list[int]]:
+    """(tiled, steps): dims [0, tiled) run in the tile loop with these steps, the
+    other leading dims whole (with `whole=False` every dim is in the loop).
+    Grows from the innermost dim while the scratch tile fits in `budget` bytes."""
+    t = len(dims)
+    inner = 4 * math.prod(max(e, 1) for e in shape[t:])
+    budget = max(budget, inner)
+    lower, upper = nest.lower_bounds(), nest.upper_bounds()
     steps = [1] * t
     for k in range(t - 1, -1, -1):
-        ub = nest.upper_bounds()[k]
-        extent = ub if isinstance(ub, int) else 1
-        steps[k] = max(1, min(extent, budget // inner))
-        inner *= steps[k]
-        if steps[k] < extent:
-            break
-    return steps
+        d = dims[k]
+        fit = max(1, (budget // inner - (d.hi - d.lo + 1)) // d.stride + 1)
+        lb, ub = lower[k], upper[k]
+        if isinstance(lb, int) and isinstance(ub, int) and fit >= ub - lb and k > 0:
+            steps[k] = ub - lb
+            inner *= d.span(steps[k])
+            continue
+        if not whole:
+            steps[k] = min(fit, ub - lb) if isinstance(lb, int) and isinstance(ub, int) else 1
+            return t, steps
+        steps[k] = min(fit, ub - lb) if isinstance(lb, int) and isinstance(ub, int) else 1
+        return k + 1, steps[: k + 1]
+    return 1, steps[:1]
 
 
-def _shift_access(acc: loop.LoadOp | loop.StoreOp, tiles: list[SSAValue], t: int, new_buf):
-    """Index the tile-local buffer: buffer dim k < t is reduced by tile iv k."""
-    amap = acc.map.data
+class _Body:
+    """Builds index arithmetic at the end of a block."""
+
+    def __init__(self, block: Block):
+        self.block = block
+
+    def const(self, v: int) -> SSAValue:
+        op = arith.ConstantOp(IntegerAttr(v, IndexType()))
+        self.block.add_op(op)
+        return op.result
+
+    def affine(self, x: loop.Bound, mul: int, add: int) -> loop.Bound:
+        """`mul * x + add`."""
+        if isinstance(x, int):
+            return mul * x + add
+        if mul != 1:
+            op = arith.MuliOp(x, self.const(mul))
+            self.block.add_op(op)
+            x = op.result
+        if add:
+            op = arith.AddiOp(x, self.const(add))
+            self.block.add_op(op)
+            x = op.result
+        return x
+
+    def min(self, a: loop.Bound, b: loop.Bound) -> loop.Bound:
+        if isinstance(a, int) and isinstance(b, int):
+            return min(a, b)
+        op = arith.MinSIOp(*(self.const(x) if isinstance(x, int) else x for x in (a, b)))
+        self.block.add_op(op)
+        return op.result
+
+    def max(self, a: loop.Bound, b: loop.Bound) -> loop.Bound:
+        if isinstance(a, int) and isinstance(b, int):
+            return max(a, b)
+        op = arith.MaxSIOp(*(self.const(x) if isinstance(x, int) else x for x in (a, b)))
+        self.block.add_op(op)
+        return op.result
+
+
+def _shift(acc: Access, dims: list[LeadDim], origins: list[loop.Bound], new_buf: SSAValue,
+           inside: bool):
+    """`acc` on the scratch buffer: dim k moves by `stride*origin_k + lo_k`.
+    `inside`: the access stays inside the scratch (its pad can go)."""
     n = len(acc.indices)
-    results = tuple(
-        r - AffineDimExpr(n + k) if k < t else r for k, r in enumerate(amap.results)
-    )
-    new_map = AffineMap(n + t, 0, results)
-    idx = [*acc.indices, *tiles]
+    extra = [o for o in origins if not isinstance(o, int)]
+    results = list(acc.map.data.results)
+    j = 0
+    for k, (d, o) in enumerate(zip(dims, origins, strict=True)):
+        if isinstance(o, int):
+            if d.windowed:
+                results[k] = results[k] - (d.stride * o + d.lo)
+            elif o:
+                results[k] = results[k] - o
+        else:
+            results[k] = results[k] - AffineDimExpr(n + j) * d.stride - d.lo
+            j += 1
+    new_map = AffineMap(n + len(extra), 0, tuple(r for r in results))
+    idx = [*acc.indices, *extra]
     if isinstance(acc, loop.LoadOp):
-        return loop.LoadOp(new_buf, idx, new_map, acc.pad_value)
+        return loop.LoadOp(new_buf, idx, new_map, None if inside else acc.pad_value)
     return loop.StoreOp(acc.value, new_buf, idx, new_map)
 
 
+def _pad_strip(store: loop.StoreOp, nest: loop.NestOp, lower: list[loop.Bound],
+               upper: list[loop.Bound], pad: float) -> loop.NestOp:
+    """A nest over [lower, upper) that stores `pad` where `store` (in `nest`) would."""
+    strip = loop.NestOp(lower, upper, Region(Block(arg_types=[IndexType()] * len(lower))))
+    padc = arith.ConstantOp(FloatAttr(pad, f32))
+    ivs = dict(zip(nest.ivs, strip.body.block.args, strict=True))
+    st = store.clone(value_mapper={**ivs, store.value: padc.result})
+    strip.body.block.add_ops([padc, st, loop.YieldOp()])
+    return strip
+
+
+def _cross_reads_direct(chain: list[loop.NestOp], buf: SSAValue, tiled: int) -> bool:
+    """Whether every read, between chain nests, of a buffer other than `buf`
+    indexes the tiled dims directly (a tile only sees its own block)."""
+    written = {s.buffer for n in chain for s in nu.nest_stores(n)} - {buf}
+    for n in chain:
+        for ld in n.walk():
+            if isinstance(ld, loop.LoadOp) and ld.buffer in written:
+                if any(_lead_dim(ld, k, n) != DIRECT for k in range(tiled)):
+                    return False
+    return True
+
+
 class TileChain(RewritePattern):
-    """Tile a producer nest and its adjacent consumer nests over shared dims."""
+    """Tile a producer nest and its adjacent reader nests over leading dims."""
+
+    def __init__(self, budget: int, halo: bool = True):
+        self.budget = budget
+        self.halo = halo
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: memref.AllocOp, rewriter: PatternRewriter, /):
@@ -118,75 +257,120 @@ class TileChain(RewritePattern):
             return
         buf = op.memref
         stores = nu.stores_to(buf)
-        if len(stores) != 1:
+        if len(stores) != 1 or any(s.parent_op() is not nu.top_nest(s) for s in stores):
             return
         prod = nu.top_nest(stores[0])
         readers = {nu.top_nest(ld) for ld in nu.loads_of(buf)}
         if prod is None or not readers or None in readers or prod in readers:
             return
-        # producer and readers must be one run of adjacent nests
+        # the producer and its readers must be one run of adjacent nests
         chain: list[loop.NestOp] = [prod]
         cur = prod.next_op
         while cur is not None and readers - set(chain):
-            if not isinstance(cur, loop.NestOp):
+            if not isinstance(cur, loop.NestOp) or cur not in readers:
                 return
             chain.append(cur)
             cur = cur.next_op
         if readers - set(chain):
             return
-        t = _prefix_dims(buf, chain)
-        if t == 0:
+        dims = _lead_dims(buf, stores[0], chain)
+        if not self.halo or any(
+            s.buffer is not buf for s in prod.walk() if isinstance(s, loop.StoreOp)
+        ):
+            # a halo would recompute (and write out of range) its other outputs
+            dims = dims[: next((k for k, d in enumerate(dims) if d.windowed), len(dims))]
+        pads = {ld.pad_value for ld in nu.loads_of(buf) if ld.pad is not None}
+        if not dims or len(pads) > 1:
             return
-        steps = _tile_steps(buf, t, prod)
-        lower, upper = prod.lower_bounds()[:t], prod.upper_bounds()[:t]
-        tile = loop.TileOp(lower, upper, steps)
-        tivs = list(tile.body.block.args)
-        body = tile.body.block
         shape = list(buf.type.get_shape())
-        tile_shape = [*steps, *shape[t:]]
-        scratch = memref.AllocaOp.get(buf.type.element_type, shape=tile_shape)
-        body.add_op(scratch)
-        # bounds of each tiled dim inside the tile: [iv, min(iv + step, ub))
-        inner_upper: list[loop.Bound] = []
-        for k in range(t):
-            step = arith.ConstantOp(IntegerAttr(steps[k], IndexType()))
-            end = arith.AddiOp(tivs[k], step)
-            ub = upper[k]
-            if isinstance(ub, int):
-                ubc = arith.ConstantOp(IntegerAttr(ub, IndexType()))
-                body.add_ops([step, end, ubc])
-                m = arith.MinSIOp(end.result, ubc.result)
-            else:
-                body.add_ops([step, end])
-                m = arith.MinSIOp(end.result, ub)
-            body.add_op(m)
-            inner_upper.append(m.result)
-        for nest in chain:
-            lo, hi = nest.lower_bounds(), nest.upper_bounds()
-            new = nu.rebound(nest, [*tivs, *lo[t:]], [*inner_upper, *hi[t:]])
-            for acc in [o for o in new.walk() if isinstance(o, loop.LoadOp | loop.StoreOp)]:
-                if acc.buffer is buf:
-                    repl = _shift_access(acc, tivs, t, scratch.memref)
-                    acc.parent_block().insert_op_before(repl, acc)
-                    if isinstance(acc, loop.LoadOp):
-                        acc.result.replace_all_uses_with(repl.result)
-                    acc.detach()
-                    acc.erase()
-            body.add_op(new)
-        body.add_op(loop.YieldOp())
-        rewriter.insert(tile, InsertPoint.before(chain[0]))
+        tiled, steps = _plan(dims, chain[1], shape, self.budget, whole=self.halo)
+        if not _cross_reads_direct(chain, buf, tiled):
+            return
+        rewriter.insert(self._tile(buf, chain, dims, tiled, steps, shape, pads),
+                        InsertPoint.before(chain[0]))
         for nest in chain:
             rewriter.erase(nest)
         rewriter.erase(op)
 
+    def _tile(self, buf, chain, dims, tiled, steps, shape, pads) -> loop.TileOp:
+        prod, reader = chain[0], chain[1]
+        rlo, rhi = reader.lower_bounds(), reader.upper_bounds()
+        tile = loop.TileOp(rlo[:tiled], rhi[:tiled], steps)
+        body = _Body(tile.body.block)
+        # per leading dim: the block of reader points [start, end) of this tile
+        start: list[loop.Bound] = [*tile.body.block.args, *rlo[tiled : len(dims)]]
+        end: list[loop.Bound] = [
+            body.min(body.affine(iv, 1, s), ub)
+            for iv, s, ub in zip(tile.body.block.args, steps, rhi, strict=False)
+        ] + list(rhi[tiled : len(dims)])
+        extents = [steps[k] if k < tiled else int(rhi[k]) - int(rlo[k]) for k in range(len(dims))]
+        scratch_shape = [d.span(e) if d.windowed else e if k < tiled else shape[k]
+                         for k, (d, e) in enumerate(zip(dims, extents, strict=True))]
+        scratch = memref.AllocaOp.get(buf.type.element_type, shape=scratch_shape + shape[len(dims):])
+        tile.body.block.insert_op_before(scratch, tile.body.block.first_op)
+        # where the scratch starts in buffer coordinates (0 for whole direct dims)
+        origins = [start[k] if k < tiled or d.windowed else 0 for k, d in enumerate(dims)]
+        for nest in chain:
+            lo, hi = nest.lower_bounds(), nest.upper_bounds()
+            padded: list[int] = []
+            if nest is prod:
+                lo, hi = list(lo), list(hi)
+                for k, d in enumerate(dims):
+                    if d.windowed:
+                        lo[k] = body.affine(start[k], d.stride, d.lo)
+                        hi[k] = body.affine(end[k], d.stride, d.hi + 1 - d.stride)
+                        whole = d.span(int(rhi[k]) - int(rlo[k])) + d.stride * int(rlo[k]) + d.lo
+                        if pads and (d.lo < 0 or whole > shape[k]):
+                            padded.append(k)
+                    elif k < tiled:
+                        lo[k], hi[k] = start[k], end[k]
+                # the producer runs inside the buffer; strips of pad values fill the rest
+                inner_lo = [body.max(b, 0) if k in padded else b for k, b in enumerate(lo)]
+                inner_hi = [body.min(b, shape[k]) if k in padded else b for k, b in enumerate(hi)]
+            else:
+                lo = [*start[:tiled], *lo[tiled:]]
+                hi = [*end[:tiled], *hi[tiled:]]
+                inner_lo, inner_hi = lo, hi
+            new = nu.rebound(nest, inner_lo, inner_hi)
+            for acc in [o for o in new.walk() if isinstance(o, Access) and o.buffer is buf]:
+                # every dim leading: the halo holds the pad values, reads stay inside
+                repl = _shift(acc, dims, origins, scratch.memref, len(dims) == len(shape))
+                acc.parent_block().insert_op_before(repl, acc)
+                if isinstance(acc, loop.LoadOp):
+                    acc.result.replace_all_uses_with(repl.result)
+                acc.detach()
+                acc.erase()
+            tile.body.block.add_op(new)
+            if padded:
+                (store,) = (o for o in nu.nest_stores(new) if o.buffer is scratch.memref)
+                for i, k in enumerate(padded):
+                    # along k outside the buffer; inside it along the dims before
+                    for a, b in ((lo[k], inner_lo[k]), (inner_hi[k], hi[k])):
+                        if isinstance(a, int) and isinstance(b, int) and a >= b:
+                            continue
+                        s_lo = [inner_lo[j] if j in padded[:i] else x for j, x in enumerate(lo)]
+                        s_hi = [inner_hi[j] if j in padded[:i] else x for j, x in enumerate(hi)]
+                        s_lo[k], s_hi[k] = a, b
+                        tile.body.block.add_op(_pad_strip(store, new, s_lo, s_hi, next(iter(pads))))
+        tile.body.block.add_op(loop.YieldOp())
+        return tile
+
 
 @dataclass(frozen=True)
 class TileDepthFirstPass(ModulePass):
-    """Depth-first tiling of nest chains that communicate through scratch buffers."""
+    """Depth-first tiling, with halos, of nest chains that pass scratch buffers."""
 
     name = "bs-tile-depth-first"
 
+    cache: int = 0
+    """Bytes one tile's scratch may fill; 0: half of this machine's L2."""
+
+    halo: bool = True
+    """Tile windowed dims with halos, and keep dims a tile covers whole out of
+    the tile loop. Without: only direct dims, all in the loop (each point of a
+    tile then maps to its own GPU thread)."""
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        PatternRewriteWalker(TileChain(), apply_recursively=False).rewrite_module(op)
-
-
+        budget = self.cache or l2_cache_bytes() // 2
+        PatternRewriteWalker(TileChain(budget, self.halo),
+                             apply_recursively=False).rewrite_module(op)

@@ -1,4 +1,5 @@
 // RUN: bs-opt %s -p bs-fuse | filecheck %s
+// RUN: bs-opt %s -p 'bs-fuse{overlap=inline}' | filecheck %s --check-prefix=INLINE
 
 // bs-fuse works inside bs.kernel functions: it merges nests with the same
 // domain, inlines elementwise producers into their consumers' loads (windows
@@ -105,10 +106,13 @@ func.func @out_and_read(%x: memref<?x37x13x13xf32>, %o1: memref<?x37x13x13xf32>,
 // CHECK-NEXT:    }
 // CHECK-NEXT:    func.return
 
-// BN -> ReLU -> MaxPool: BN and ReLU are inlined into the pooling window, which
-// reads x directly. x is loaded with pad 0 (a safe value) and the window's
-// -inf padding is restored with loop.in_bounds + select. The per-channel
-// alpha/beta nest is reused at every pixel, so it stays a nest of its own.
+// BN -> ReLU -> MaxPool 3x3/2: the windows overlap, so by default BN and ReLU
+// merge into one nest whose buffer the pool reads (bs-tile-depth-first then
+// runs them tile by tile with a halo). With overlap=inline (INLINE lines) BN
+// and ReLU are inlined into the pooling window, which reads x directly. x is
+// loaded with pad 0 (a safe value) and the window's -inf padding is restored
+// with loop.in_bounds + select. The per-channel alpha/beta nest is reused at
+// every pixel, so it stays a nest of its own in both.
 func.func @bn_relu_pool(%x: memref<?x37x13x13xf32>, %g: memref<37xf32>, %b: memref<37xf32>, %out: memref<?x37x7x7xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index
   %batch = memref.dim %x, %c0 : memref<?x37x13x13xf32>
@@ -149,31 +153,45 @@ func.func @bn_relu_pool(%x: memref<?x37x13x13xf32>, %g: memref<37xf32>, %b: memr
 }
 
 // CHECK-LABEL: func.func @bn_relu_pool
-// CHECK-NOT:     memref.alloc(%batch)
-// CHECK:         %alpha = memref.alloc() : memref<37xf32>
-// CHECK-NEXT:    %beta = memref.alloc() : memref<37xf32>
-// CHECK-NEXT:    loop.nest (%i) = (0) to (37) {
-// CHECK:           loop.store %{{.+}}, %alpha[%i]
-// CHECK-NEXT:      loop.store %{{.+}}, %beta[%i]
+// CHECK:         loop.store %{{.+}}, %beta[%i]
 // CHECK-NEXT:    }
-// CHECK-NEXT:    loop.nest (%n, %c, %h, %w) = (0, 0, 0, 0) to (%batch, 37, 7, 7) {
-// CHECK-NEXT:      %mx = loop.reduce max (%kh, %kw) = (0, 0) to (3, 3) init 0xff800000 : f32 -> f32 {
-// CHECK-NEXT:        %[[X:.+]] = loop.load %x[%n, %c, %h, %w, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1, (((d2 * 2) + d4) + -1), (((d3 * 2) + d5) + -1))> pad 0.000000e+00 : f32 : memref<?x37x13x13xf32>
-// CHECK-NEXT:        %[[A:.+]] = loop.load %alpha[%n, %c, %h, %w, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d1)> : memref<37xf32>
-// CHECK-NEXT:        %[[M:.+]] = arith.mulf %[[X]], %[[A]] : f32
-// CHECK-NEXT:        %[[B:.+]] = loop.load %beta[%n, %c, %h, %w, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d1)> : memref<37xf32>
-// CHECK-NEXT:        %[[Y:.+]] = arith.addf %[[M]], %[[B]] : f32
-// CHECK-NEXT:        %[[Z:.+]] = arith.constant 0.000000e+00 : f32
-// CHECK-NEXT:        %[[LT:.+]] = arith.cmpf olt, %[[Y]], %[[Z]] : f32
-// CHECK-NEXT:        %[[R:.+]] = arith.select %[[LT]], %[[Z]], %[[Y]] : f32
-// CHECK-NEXT:        %[[IN:.+]] = loop.in_bounds [%n, %c, %h, %w, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1, (((d2 * 2) + d4) + -1), (((d3 * 2) + d5) + -1))> within (%batch, 37, 13, 13)
-// CHECK-NEXT:        %[[NINF:.+]] = arith.constant 0xff800000 : f32
-// CHECK-NEXT:        %[[E:.+]] = arith.select %[[IN]], %[[R]], %[[NINF]] : f32
-// CHECK-NEXT:        loop.yield %[[E]] : f32
-// CHECK-NEXT:      }
-// CHECK-NEXT:      loop.store %mx, %out[%n, %c, %h, %w]
+// CHECK-NEXT:    %r = memref.alloc(%batch) : memref<?x37x13x13xf32>
+// CHECK-NEXT:    loop.nest (%n, %c, %h, %w) = (0, 0, 0, 0) to (%batch, 37, 13, 13) {
+// CHECK-NEXT:      %v = loop.load %x[%n, %c, %h, %w]
+// CHECK:           %y = arith.addf
+// CHECK:           %[[R:.+]] = arith.select %lt, %z, %y : f32
+// CHECK-NEXT:      loop.store %[[R]], %r[%n, %c, %h, %w]
 // CHECK-NEXT:    }
-// CHECK-NEXT:    func.return
+// CHECK-NEXT:    loop.nest (%{{.+}}) = (0, 0, 0, 0) to (%batch, 37, 7, 7) {
+// CHECK-NEXT:      %mx = loop.reduce max
+// CHECK-NEXT:        %e = loop.load %r[{{.+}}] map affine_map<{{.+}}> pad 0xff800000
+
+// INLINE-LABEL: func.func @bn_relu_pool
+// INLINE-NOT:     memref.alloc(%batch)
+// INLINE:         %alpha = memref.alloc() : memref<37xf32>
+// INLINE-NEXT:    %beta = memref.alloc() : memref<37xf32>
+// INLINE-NEXT:    loop.nest (%i) = (0) to (37) {
+// INLINE:           loop.store %{{.+}}, %alpha[%i]
+// INLINE-NEXT:      loop.store %{{.+}}, %beta[%i]
+// INLINE-NEXT:    }
+// INLINE-NEXT:    loop.nest (%n, %c, %h, %w) = (0, 0, 0, 0) to (%batch, 37, 7, 7) {
+// INLINE-NEXT:      %mx = loop.reduce max (%kh, %kw) = (0, 0) to (3, 3) init 0xff800000 : f32 -> f32 {
+// INLINE-NEXT:        %[[X:.+]] = loop.load %x[%n, %c, %h, %w, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1, (((d2 * 2) + d4) + -1), (((d3 * 2) + d5) + -1))> pad 0.000000e+00 : f32 : memref<?x37x13x13xf32>
+// INLINE-NEXT:        %[[A:.+]] = loop.load %alpha[%n, %c, %h, %w, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d1)> : memref<37xf32>
+// INLINE-NEXT:        %[[M:.+]] = arith.mulf %[[X]], %[[A]] : f32
+// INLINE-NEXT:        %[[B:.+]] = loop.load %beta[%n, %c, %h, %w, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d1)> : memref<37xf32>
+// INLINE-NEXT:        %[[Y:.+]] = arith.addf %[[M]], %[[B]] : f32
+// INLINE-NEXT:        %[[Z:.+]] = arith.constant 0.000000e+00 : f32
+// INLINE-NEXT:        %[[LT:.+]] = arith.cmpf olt, %[[Y]], %[[Z]] : f32
+// INLINE-NEXT:        %[[R:.+]] = arith.select %[[LT]], %[[Z]], %[[Y]] : f32
+// INLINE-NEXT:        %[[IN:.+]] = loop.in_bounds [%n, %c, %h, %w, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1, (((d2 * 2) + d4) + -1), (((d3 * 2) + d5) + -1))> within (%batch, 37, 13, 13)
+// INLINE-NEXT:        %[[NINF:.+]] = arith.constant 0xff800000 : f32
+// INLINE-NEXT:        %[[E:.+]] = arith.select %[[IN]], %[[R]], %[[NINF]] : f32
+// INLINE-NEXT:        loop.yield %[[E]] : f32
+// INLINE-NEXT:      }
+// INLINE-NEXT:      loop.store %mx, %out[%n, %c, %h, %w]
+// INLINE-NEXT:    }
+// INLINE-NEXT:    func.return
 
 // cat(x, y) along C -> BN -> ReLU: the BN/ReLU nest is split at C = 16 into one
 // nest per cat operand, each reading its operand in place (y through c - 16);

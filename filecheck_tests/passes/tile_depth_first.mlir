@@ -1,12 +1,15 @@
 // RUN: bs-opt %s -p bs-tile-depth-first | filecheck %s
 // RUN: bs-opt %s -p bs-tile-depth-first | not filecheck %s --check-prefix=BUG
+// RUN: bs-opt %s -p 'bs-tile-depth-first{cache=300}' | filecheck %s --check-prefix=HALO
 
 // bs-tile-depth-first wraps a producer nest and the adjacent nests that read
 // its scratch buffer (a memref.alloc) in one loop.tile over the leading dims
-// that every access of the buffer indexes directly. Each tile writes its block
-// into a tile-sized memref.alloca and reads it back while it is in cache; the
-// full-size buffer disappears. Tile sizes follow the machine's L2 size; with
-// these small shapes one (n) slice of all 37 channels always fits.
+// that every access of the buffer indexes directly or through a window. Each
+// tile writes its block (with a halo along windowed dims) into a tile-sized
+// memref.alloca and reads it back while it is in cache; the full-size buffer
+// disappears. Tile sizes follow the machine's L2 size; with these small shapes
+// one (n) slice of all 37 channels always fits, so the CHECK lines hold on any
+// machine. The HALO lines set the budget with the pass's `cache` option.
 //
 // The BUG lines describe a known bug and are expected to fail until it is
 // fixed (the last function); the second RUN line then starts failing.
@@ -39,26 +42,23 @@ func.func @pool_pool(%x: memref<?x37x13x13xf32>, %out: memref<?x37x3x3xf32>) att
 // CHECK-NEXT:    %c0 = arith.constant 0 : index
 // CHECK-NEXT:    %batch = memref.dim %x, %c0
 // CHECK-NOT:     memref.alloc(
-// CHECK-NEXT:    loop.tile (%[[TN:.+]], %[[TC:.+]]) = (0, 0) to (%batch, 37) step (1, 37) {
+//   n is tiled; c, h and w fit whole, so they keep static bounds
+// CHECK-NEXT:    loop.tile (%[[TN:.+]]) = (0) to (%batch) step (1) {
 // CHECK-NEXT:      %[[S:.+]] = memref.alloca() : memref<1x37x7x7xf32>
 //   the tile's block ends at min(iv + step, upper bound)
 // CHECK-NEXT:      %[[ONE:.+]] = arith.constant 1 : index
 // CHECK-NEXT:      %[[NE:.+]] = arith.addi %[[TN]], %[[ONE]] : index
 // CHECK-NEXT:      %[[NUB:.+]] = arith.minsi %[[NE]], %batch : index
-// CHECK-NEXT:      %[[STEP:.+]] = arith.constant 37 : index
-// CHECK-NEXT:      %[[CE:.+]] = arith.addi %[[TC]], %[[STEP]] : index
-// CHECK-NEXT:      %[[C37:.+]] = arith.constant 37 : index
-// CHECK-NEXT:      %[[CUB:.+]] = arith.minsi %[[CE]], %[[C37]] : index
-// CHECK-NEXT:      loop.nest (%n, %c, %h, %w) = (%[[TN]], %[[TC]], 0, 0) to (%[[NUB]], %[[CUB]], 7, 7) {
+// CHECK-NEXT:      loop.nest (%n, %c, %h, %w) = (%[[TN]], 0, 0, 0) to (%[[NUB]], 37, 7, 7) {
 // CHECK-NEXT:        %mx = loop.reduce max
 // CHECK-NEXT:          loop.load %x[%n, %c, %h, %w, %kh, %kw]
 // CHECK-NEXT:          loop.yield
 // CHECK-NEXT:        }
-// CHECK-NEXT:        loop.store %mx, %[[S]][%n, %c, %h, %w, %[[TN]], %[[TC]]] map affine_map<(d0, d1, d2, d3, d4, d5) -> ((d0 + (d4 * -1)), (d1 + (d5 * -1)), d2, d3)> : f32, memref<1x37x7x7xf32>
+// CHECK-NEXT:        loop.store %mx, %[[S]][%n, %c, %h, %w, %[[TN]]] map affine_map<(d0, d1, d2, d3, d4) -> ((d0 + (d4 * -1)), d1, d2, d3)> : f32, memref<1x37x7x7xf32>
 // CHECK-NEXT:      }
-// CHECK-NEXT:      loop.nest (%[[N:.+]], %[[C:.+]], %[[H:.+]], %[[W:.+]]) = (%[[TN]], %[[TC]], 0, 0) to (%[[NUB]], %[[CUB]], 3, 3) {
+// CHECK-NEXT:      loop.nest (%[[N:.+]], %[[C:.+]], %[[H:.+]], %[[W:.+]]) = (%[[TN]], 0, 0, 0) to (%[[NUB]], 37, 3, 3) {
 // CHECK-NEXT:        %s = loop.reduce add (%[[KH:.+]], %[[KW:.+]]) = (0, 0) to (3, 3)
-// CHECK-NEXT:          loop.load %[[S]][%[[N]], %[[C]], %[[H]], %[[W]], %[[KH]], %[[KW]], %[[TN]], %[[TC]]] map affine_map<(d0, d1, d2, d3, d4, d5, d6, d7) -> ((d0 + (d6 * -1)), (d1 + (d7 * -1)), ((d2 * 2) + d4), ((d3 * 2) + d5))> : memref<1x37x7x7xf32>
+// CHECK-NEXT:          loop.load %[[S]][%[[N]], %[[C]], %[[H]], %[[W]], %[[KH]], %[[KW]], %[[TN]]] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> ((d0 + (d6 * -1)), d1, ((d2 * 2) + d4), ((d3 * 2) + d5))> : memref<1x37x7x7xf32>
 // CHECK-NEXT:          loop.yield
 // CHECK-NEXT:        }
 // CHECK-NEXT:        %nine = arith.constant
@@ -67,6 +67,73 @@ func.func @pool_pool(%x: memref<?x37x13x13xf32>, %out: memref<?x37x3x3xf32>) att
 // CHECK-NEXT:      }
 // CHECK-NEXT:    }
 // CHECK-NEXT:    func.return
+
+// BN+ReLU -> max_pool 3x3/2 pad 1 (NCHW), as bs-fuse leaves it, with a cache
+// budget of 300 bytes (HALO lines) so that h is tiled two output rows at a
+// time. The pool of the tile's output rows [t, t_end) reads input rows
+// [2t - 1, 2 t_end), a halo of one row shared with the next tile, and columns
+// [-1, 14). The scratch holds all of it: the producer computes the part inside
+// the buffer, and strips of -inf fill the pool's padding around it, so the pool
+// reads the scratch without bounds checks.
+func.func @bn_relu_pool(%x: memref<?x37x13x13xf32>, %alpha: memref<37xf32>, %out: memref<?x37x7x7xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x37x13x13xf32>
+  %r = memref.alloc(%batch) : memref<?x37x13x13xf32>
+  loop.nest (%n, %c, %h, %w) = (0, 0, 0, 0) to (%batch, 37, 13, 13) {
+    %v = loop.load %x[%n, %c, %h, %w] : memref<?x37x13x13xf32>
+    %a = loop.load %alpha[%n, %c, %h, %w] map affine_map<(d0, d1, d2, d3) -> (d1)> : memref<37xf32>
+    %m = arith.mulf %v, %a : f32
+    %z = arith.constant 0.0 : f32
+    %y = arith.maximumf %m, %z : f32
+    loop.store %y, %r[%n, %c, %h, %w] : f32, memref<?x37x13x13xf32>
+  }
+  loop.nest (%n, %c, %h, %w) = (0, 0, 0, 0) to (%batch, 37, 7, 7) {
+    %mx = loop.reduce max (%kh, %kw) = (0, 0) to (3, 3) init 0xFF800000 : f32 -> f32 {
+      %e = loop.load %r[%n, %c, %h, %w, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1, d2 * 2 + d4 - 1, d3 * 2 + d5 - 1)> pad 0xFF800000 : f32 : memref<?x37x13x13xf32>
+      loop.yield %e : f32
+    }
+    loop.store %mx, %out[%n, %c, %h, %w] : f32, memref<?x37x7x7xf32>
+  }
+  func.return
+}
+
+// HALO-LABEL: func.func @bn_relu_pool
+// HALO-NOT:     memref.alloc(
+// HALO:         loop.tile (%[[TN:.+]], %[[TC:.+]], %[[TH:.+]]) = (0, 0, 0) to (%batch, 37, 7) step (1, 1, 2) {
+//   5 rows: two output rows of a 3-row window at stride 2; 15 columns: 13 and the padding
+// HALO-NEXT:      %[[S:.+]] = memref.alloca() : memref<1x1x5x15xf32>
+// HALO:           %[[HE:.+]] = arith.addi %[[TH]], %{{.+}} : index
+// HALO-NEXT:      %[[C7:.+]] = arith.constant 7 : index
+// HALO-NEXT:      %[[HUB:.+]] = arith.minsi %[[HE]], %[[C7]] : index
+//   the rows the pool reads: from 2 t - 1 to 2 t_end (2 (t_end - 1) + 1 + 1) ...
+// HALO-NEXT:      %[[TWO:.+]] = arith.constant 2 : index
+// HALO-NEXT:      %[[T2:.+]] = arith.muli %[[TH]], %[[TWO]] : index
+// HALO-NEXT:      %[[M1:.+]] = arith.constant -1 : index
+// HALO-NEXT:      %[[PLO:.+]] = arith.addi %[[T2]], %[[M1]] : index
+// HALO-NEXT:      %[[TWO2:.+]] = arith.constant 2 : index
+// HALO-NEXT:      %[[PHI:.+]] = arith.muli %[[HUB]], %[[TWO2]] : index
+//   ... of which the producer computes those inside the buffer
+// HALO-NEXT:      %[[ZERO:.+]] = arith.constant 0 : index
+// HALO-NEXT:      %[[ILO:.+]] = arith.maxsi %[[PLO]], %[[ZERO]] : index
+// HALO-NEXT:      %[[C13:.+]] = arith.constant 13 : index
+// HALO-NEXT:      %[[IHI:.+]] = arith.minsi %[[PHI]], %[[C13]] : index
+// HALO-NEXT:      loop.nest (%n, %c, %h, %w) = (%[[TN]], %[[TC]], %[[ILO]], 0) to (%{{.+}}, %{{.+}}, %[[IHI]], 13) {
+// HALO-NEXT:        %v = loop.load %x[%n, %c, %h, %w] : memref<?x37x13x13xf32>
+// HALO:             %y = arith.maximumf %m, %z : f32
+// HALO-NEXT:        loop.store %y, %[[S]][%n, %c, %h, %w, %[[TN]], %[[TC]], %[[TH]]] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> ((d0 + (d4 * -1)), (d1 + (d5 * -1)), ((d2 + (d6 * -2)) + 1), (d3 + 1))>
+// HALO-NEXT:      }
+//   -inf above and below the buffer (all columns), then left and right of it
+// HALO-NEXT:      loop.nest (%{{.+}}) = (%[[TN]], %[[TC]], %[[PLO]], -1) to (%{{.+}}, %{{.+}}, %[[ILO]], 14) {
+// HALO-NEXT:        %[[NINF:.+]] = arith.constant 0xff800000 : f32
+// HALO-NEXT:        loop.store %[[NINF]], %[[S]]
+// HALO-NEXT:      }
+// HALO-NEXT:      loop.nest (%{{.+}}) = (%[[TN]], %[[TC]], %[[IHI]], -1) to (%{{.+}}, %{{.+}}, %[[PHI]], 14) {
+// HALO:           loop.nest (%{{.+}}) = (%[[TN]], %[[TC]], %[[ILO]], -1) to (%{{.+}}, %{{.+}}, %[[IHI]], 0) {
+// HALO:           loop.nest (%{{.+}}) = (%[[TN]], %[[TC]], %[[ILO]], 13) to (%{{.+}}, %{{.+}}, %[[IHI]], 14) {
+// HALO:           loop.nest (%{{.+}}) = (%[[TN]], %[[TC]], %[[TH]], 0) to (%{{.+}}, %{{.+}}, %[[HUB]], 7) {
+// HALO-NEXT:        %mx = loop.reduce max
+//   no pad: the scratch holds it
+// HALO-NEXT:          loop.load %[[S]][{{.+}}] map affine_map<(d0, d1, d2, d3, d4, d5, d6, d7, d8) -> ((d0 + (d6 * -1)), (d1 + (d7 * -1)), (((((d2 * 2) + d4) + -1) + (d8 * -2)) + 1), ((d3 * 2) + d5))> : memref<1x1x5x15xf32>
 
 // Left alone: a single nest.
 func.func @single(%x: memref<?x37x13x13xf32>, %out: memref<?x37x13x13xf32>) attributes {bs.kernel} {

@@ -24,7 +24,7 @@ from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import llvm as xllvm
 from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
 
-from brainslug.lowering.llvm_helpers import define_helpers, per_lane
+from brainslug.lowering.llvm_helpers import I32, declare, define_helpers, max_step, per_lane
 from brainslug.lowering.to_llvm import TargetParams
 
 TARGET = "x86-64"
@@ -43,8 +43,30 @@ AVX2_CPUS = frozenset(
 LIBM_FUNCTIONS = ("expf", "logf", "sqrtf", "tanhf", "erff")
 """Scalar libm functions the generated code may call (made known to the JIT)."""
 
-LANE_FUNCTIONS = {"tanh": per_lane("tanhf"), "erf": per_lane("erff")}
-"""`bs.<fn>.vNf32` helpers: libm per lane (exp/log/sqrt use LLVM intrinsics)."""
+_MAXPS = {
+    16: ("llvm.x86.avx512.max.ps.512", (ir.Constant(I32, 4),)),  # 4: current rounding
+    8: ("llvm.x86.avx.max.ps.256", ()),
+    4: ("llvm.x86.sse.max.ps", ()),
+}
+
+
+def _fmax(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
+    """The max-reduction step `(v > acc || isnan(v)) ? v : acc` with `maxps v, acc`
+    (`v > acc ? v : acc`, acc where either is NaN) and a NaN blend off the
+    accumulator's dependency chain: one max and one blend per step rather than
+    compare, compare, or and blend."""
+    acc, v = fn.args
+    if not isinstance(v.type, ir.VectorType) or v.type.count not in _MAXPS:
+        return max_step(b, acc, v)
+    name, extra = _MAXPS[v.type.count]
+    maxps = declare(b.module, name, ir.FunctionType(v.type, [v.type, v.type, *(a.type for a in extra)]))
+    m = b.call(maxps, [v, acc, *extra])
+    return b.select(b.fcmp_unordered("uno", v, v), v, m)
+
+
+LANE_FUNCTIONS = {"tanh": per_lane("tanhf"), "erf": per_lane("erff"), "fmax": _fmax}
+"""x86 bodies of `bs.*` helpers: libm per lane (exp/log/sqrt use LLVM
+intrinsics), and the max step on `maxps`."""
 
 
 @functools.cache
