@@ -4,9 +4,9 @@ Every generic phase function is compiled on its own (see `jit`), and its object
 code is stored under a key that hashes the LLVM IR it was compiled from (the
 function renamed to a placeholder, so that the same code compiled for another
 network or another kernel hits), the target (triple, CPU, features), the
-optimization level, and the versions of BrainSlug, llvmlite and LLVM. A second
-`optimize()` of the same network, or of one that shares phases with it, loads
-that code instead of running LLVM.
+optimization level, and the versions of BrainSlug (with a hash of its source
+files), llvmlite and LLVM. A second `optimize()` of the same network, or of one
+that shares phases with it, loads that code instead of running LLVM.
 
 - Location: `$BRAINSLUG_CACHE_DIR`, else `$XDG_CACHE_HOME/brainslug`, else
   `~/.cache/brainslug`; objects live in `objects/<key>.o`.
@@ -45,8 +45,20 @@ def directory() -> Path:
 
 
 @functools.cache
+def source_fingerprint() -> str:
+    """A hash of BrainSlug's own source files: an edited compiler (an editable
+    install, a development tree) never meets kernels or plans of another."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@functools.cache
 def versions() -> str:
-    """BrainSlug, llvmlite and LLVM versions (part of every key)."""
+    """BrainSlug (version and source), llvmlite and LLVM versions (part of every key)."""
     import llvmlite
     import llvmlite.binding as llvm
 
@@ -56,7 +68,8 @@ def versions() -> str:
         bs = version("brainslug")
     except Exception:  # not installed: the source tree
         bs = "src"
-    return f"brainslug={bs};llvmlite={llvmlite.__version__};llvm={llvm.llvm_version_info}"
+    return (f"brainslug={bs}+{source_fingerprint()};llvmlite={llvmlite.__version__};"
+            f"llvm={llvm.llvm_version_info}")
 
 
 def key(*parts: str) -> str:
