@@ -31,6 +31,7 @@ from xdsl.dialects.builtin import IntegerAttr, MemRefType, ModuleOp
 from brainslug.dialects import loop
 from brainslug.lowering.compile_time import gc_paused
 from brainslug.lowering.to_llvm import NUM_ARGS_ATTR, PARALLEL_ATTR, SCRATCH_DIMS_ATTR
+from brainslug.runtime.forked import fork_map
 from brainslug.runtime.threads import NativePool, ThreadPool, default_pool
 
 PARALLEL_THRESHOLD = 32 * 1024
@@ -346,15 +347,15 @@ class CompiledKernels:
                 objects[sym] = data
         self.stats = {"compiled": len(todo), "cached": len(objects)}
 
-        def build(item: tuple[str, tuple[str, str]]) -> tuple[str, bytes]:
-            sym, (k, text) = item
-            data = backend.compile_object(text, OPT_LEVEL)
-            cache.store(k, data)
-            return sym, data
+        def build(text: str) -> bytes:
+            return backend.compile_object(text, OPT_LEVEL)
 
-        # one after the other: llvmlite serializes every call into LLVM with a
-        # global lock, so threads would not compile in parallel
-        objects.update(map(build, todo.items()))
+        # in forked processes: llvmlite serializes every call into LLVM with a
+        # global lock, so threads would compile one unit after the other
+        built = fork_map(build, [text for _, text in todo.values()])
+        for (sym, (k, _)), data in zip(todo.items(), built, strict=True):
+            cache.store(k, data)
+            objects[sym] = data
         self._link_objects(objects, tm)
 
     def _link_objects(self, objects: dict[str, bytes], tm: Any = None) -> None:

@@ -1,0 +1,74 @@
+"""`fork_map`: a parallel map over forked worker processes.
+
+For CPU-bound work that cannot run in parallel threads: llvmlite serializes
+every call into LLVM with a process-wide lock, so a network's kernels compile
+one after the other in threads. Forked children each compile a share of the
+items and send their results back through a pipe (pickled); this process
+compiles a share too. A child that fails leaves its items to this process, so
+the result never depends on the children. The children only run `fn`: they
+never touch the framework (whose thread pools do not survive a fork) and leave
+with `os._exit`.
+
+`BRAINSLUG_COMPILE_WORKERS=1` turns it off; another number caps the processes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def workers() -> int:
+    """How many processes `fork_map` uses (this one included)."""
+    if not hasattr(os, "fork"):
+        return 1
+    env = os.environ.get("BRAINSLUG_COMPILE_WORKERS", "").strip()
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(
+                f"BRAINSLUG_COMPILE_WORKERS must be a positive integer, got {env!r}"
+            ) from None
+    return max(1, n or 1)
+
+
+def fork_map(fn: Callable[[T], Any], items: Sequence[T], min_items: int = 4) -> list[Any]:
+    """`[fn(x) for x in items]`, shared between this process and forked children
+    when there are at least `min_items` items and more than one core."""
+    n = min(workers(), len(items) // max(1, min_items // 2))
+    if n <= 1 or len(items) < min_items:
+        return [fn(x) for x in items]
+    shares = [range(k, len(items), n) for k in range(n)]
+    children: list[tuple[int, int]] = []
+    for share in shares[1:]:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: compute its share, send it, leave
+            status = 1
+            try:
+                os.close(r)
+                data = pickle.dumps({i: fn(items[i]) for i in share})
+                with os.fdopen(w, "wb") as out:
+                    out.write(data)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(w)
+        children.append((pid, r))
+    results: dict[int, Any] = {i: fn(items[i]) for i in shares[0]}
+    for pid, r in children:
+        with os.fdopen(r, "rb") as inp:
+            data = inp.read()
+        _, status = os.waitpid(pid, 0)
+        if status == 0:
+            try:
+                results.update(pickle.loads(data))
+            except Exception:  # a partial message: this process computes those
+                pass
+    return [results[i] if i in results else fn(items[i]) for i in range(len(items))]
