@@ -25,6 +25,9 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     passes: list[ModulePass] = [
         FormStacksPass(),
         LowerNNToLoopPass(),
+        # identical stacks (DenseNet's bottleneck BN-ReLU, 58 of them over 4
+        # shapes) are lowered once
+        DedupKernelsPass(),
         # GPU threads recompute a window's producer rather than share a halo tile
         # (shared-memory halo tiles are not built yet)
         FusePass(overlap="inline" if gpu else "tile"),
@@ -44,8 +47,9 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
 
 @dataclass(frozen=True)
 class DefaultPipelinePass(ModulePass):
-    """bs-form-stacks, bs-lower-nn-to-loop, bs-fuse, bs-reorder, bs-tile-depth-first,
-    bs-vectorize, bs-merge-siblings, bs-parallelize, bs-dedup-kernels and bs-lower-to-llvm, in that order."""
+    """bs-form-stacks, bs-lower-nn-to-loop, bs-dedup-kernels, bs-fuse, bs-reorder,
+    bs-tile-depth-first, bs-vectorize, bs-merge-siblings, bs-parallelize,
+    bs-dedup-kernels and bs-lower-to-llvm, in that order."""
 
     name = "default"
     target: str = "x86-64"
