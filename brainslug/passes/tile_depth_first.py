@@ -21,11 +21,7 @@ covers whole stay out of the tile loop and keep static bounds.
 
 from __future__ import annotations
 
-import functools
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from xdsl.context import Context
 from xdsl.dialects import arith, func, memref
@@ -43,117 +39,15 @@ from xdsl.rewriter import InsertPoint
 
 from brainslug.dialects import loop
 from brainslug.passes import nest_utils as nu
-
-Access = loop.LoadOp | loop.StoreOp
-
-
-@functools.cache
-def l2_cache_bytes() -> int:
-    """Per-core L2 size of this machine (sysfs), 1 MiB if it can't be read."""
-    base = Path("/sys/devices/system/cpu/cpu0/cache")
-    try:
-        for idx in sorted(base.glob("index*")):
-            if (idx / "level").read_text().strip() == "2":
-                text = (idx / "size").read_text().strip().upper()
-                mult = {"K": 1024, "M": 1024 * 1024}.get(text[-1], 1)
-                return int(text.rstrip("KM")) * mult
-    except (OSError, ValueError):
-        pass
-    return 1 << 20
-
-
-@dataclass(frozen=True)
-class LeadDim:
-    """How the readers index a leading dim: `stride * iv + [lo, hi]`."""
-
-    stride: int = 1
-    lo: int = 0
-    hi: int = 0
-
-    @property
-    def windowed(self) -> bool:
-        return (self.stride, self.lo, self.hi) != (1, 0, 0)
-
-    def span(self, points: int) -> int:
-        """Producer points that `points` consecutive reader points read."""
-        return (points - 1) * self.stride + self.hi - self.lo + 1
-
-
-DIRECT = LeadDim()
-
-
-def _lead_dim(acc: Access, k: int, nest: loop.NestOp) -> LeadDim | None:
-    """How `acc` indexes buffer dim k: nest iv k times a stride plus window ivs."""
-    form = nu.linear_form(acc.map.data.results[k])
-    if form is None:
-        return None
-    coef: dict[SSAValue, int] = {}
-    for pos, c in form[0].items():
-        coef[acc.indices[pos]] = coef.get(acc.indices[pos], 0) + c
-    stride = coef.pop(nest.ivs[k], 0)
-    windows = nu.window_ranges(acc)
-    lo = hi = form[1]
-    for v, c in coef.items():
-        if c == 0:
-            continue
-        if v not in windows:
-            return None
-        lb, ub = windows[v]
-        lo, hi = lo + min(c * lb, c * (ub - 1)), hi + max(c * lb, c * (ub - 1))
-    return LeadDim(stride, lo, hi) if stride >= 1 else None
-
-
-def _lead_dims(buf: SSAValue, store: loop.StoreOp, chain: list[loop.NestOp]) -> list[LeadDim]:
-    """The leading dims of `buf` that a tile loop can run over, in order."""
-    prod, readers = chain[0], chain[1:]
-    loads = nu.loads_of(buf)
-    shape = buf.type.get_shape()
-    dims: list[LeadDim] = []
-    for k in range(min(len(n.ivs) for n in chain)):
-        if _lead_dim(store, k, prod) != DIRECT:
-            break
-        found = [_lead_dim(ld, k, nu.top_nest(ld)) for ld in loads]
-        if None in found or len({d.stride for d in found}) != 1:
-            break
-        dim = LeadDim(found[0].stride, min(d.lo for d in found), max(d.hi for d in found))
-        lo, hi = readers[0].lower_bounds()[k], readers[0].upper_bounds()[k]
-        if not all(nu.same_bound(n.lower_bounds()[k], lo) and nu.same_bound(n.upper_bounds()[k], hi)
-                   for n in readers):
-            break
-        plo, phi = prod.lower_bounds()[k], prod.upper_bounds()[k]
-        if dim.windowed:
-            if not (isinstance(lo, int) and isinstance(hi, int) and plo == 0 and phi == shape[k]):
-                break
-        elif not (nu.same_bound(plo, lo) and nu.same_bound(phi, hi)):
-            break
-        dims.append(dim)
-    return dims
-
-
-def _plan(dims: list[LeadDim], nest: loop.NestOp, shape: Sequence[int],
-          budget: int, whole: bool = True) -> tuple[int, list[int]]:
-    """(tiled, steps): dims [0, tiled) run in the tile loop with these steps, the
-    other leading dims whole (with `whole=False` every dim is in the loop).
-    Grows from the innermost dim while the scratch tile fits in `budget` bytes."""
-    t = len(dims)
-    inner = 4 * math.prod(max(e, 1) for e in shape[t:])
-    budget = max(budget, inner)
-    lower, upper = nest.lower_bounds(), nest.upper_bounds()
-    steps = [1] * t
-    for k in range(t - 1, -1, -1):
-        d = dims[k]
-        fit = max(1, (budget // inner - (d.hi - d.lo + 1)) // d.stride + 1)
-        lb, ub = lower[k], upper[k]
-        if isinstance(lb, int) and isinstance(ub, int) and fit >= ub - lb and k > 0:
-            steps[k] = ub - lb
-            inner *= d.span(steps[k])
-            continue
-        if not whole:
-            steps[k] = min(fit, ub - lb) if isinstance(lb, int) and isinstance(ub, int) else 1
-            return t, steps
-        steps[k] = min(fit, ub - lb) if isinstance(lb, int) and isinstance(ub, int) else 1
-        return k + 1, steps[: k + 1]
-    return 1, steps[:1]
+from brainslug.passes.tile_plan import (
+    DIRECT,
+    Access,
+    LeadDim,
+    l2_cache_bytes,
+    lead_dim,
+    lead_dims,
+    plan_tiles,
+)
 
 
 class _Body:
@@ -238,7 +132,7 @@ def _cross_reads_direct(chain: list[loop.NestOp], buf: SSAValue, tiled: int) -> 
     for n in chain:
         for ld in n.walk():
             if isinstance(ld, loop.LoadOp) and ld.buffer in written:
-                if any(_lead_dim(ld, k, n) != DIRECT for k in range(tiled)):
+                if any(lead_dim(ld, k, n) != DIRECT for k in range(tiled)):
                     return False
     return True
 
@@ -273,7 +167,7 @@ class TileChain(RewritePattern):
             cur = cur.next_op
         if readers - set(chain):
             return
-        dims = _lead_dims(buf, stores[0], chain)
+        dims = lead_dims(buf, stores[0], chain)
         if not self.halo or any(
             s.buffer is not buf for s in prod.walk() if isinstance(s, loop.StoreOp)
         ):
@@ -283,7 +177,7 @@ class TileChain(RewritePattern):
         if not dims or len(pads) > 1:
             return
         shape = list(buf.type.get_shape())
-        tiled, steps = _plan(dims, chain[1], shape, self.budget, whole=self.halo)
+        tiled, steps = plan_tiles(dims, chain[1], shape, self.budget, whole=self.halo)
         if not _cross_reads_direct(chain, buf, tiled):
             return
         rewriter.insert(self._tile(buf, chain, dims, tiled, steps, shape, pads),
