@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from xdsl.context import Context
 from xdsl.dialects import arith, func, memref
 from xdsl.dialects.builtin import FloatAttr, IndexType, IntegerAttr, ModuleOp, f32
-from xdsl.ir import Block, Region, SSAValue
+from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.ir.affine import AffineDimExpr, AffineMap
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
+    GreedyRewritePatternApplier,
     PatternRewriter,
     PatternRewriteWalker,
     RewritePattern,
@@ -137,6 +138,21 @@ def _cross_reads_direct(chain: list[loop.NestOp], buf: SSAValue, tiled: int) -> 
     return True
 
 
+def _independent(op: Operation, chain: list[loop.NestOp]) -> bool:
+    """Whether `op`, after the nests of `chain`, can move above them: a scratch
+    allocation, a constant, or a nest that shares no buffer it writes with
+    them and reads none they write (BN factors of a later layer)."""
+    if isinstance(op, memref.AllocOp | arith.ConstantOp):
+        return True
+    if not isinstance(op, loop.NestOp):
+        return False
+    def buffers(ops, kind):
+        return {o.buffer for n in ops for o in n.walk() if isinstance(o, kind)}
+    written, read = buffers([op], loop.StoreOp), buffers([op], loop.LoadOp)
+    chain_written = buffers(chain, loop.StoreOp)
+    return not (read & chain_written) and not (written & (chain_written | buffers(chain, loop.LoadOp)))
+
+
 class TileChain(RewritePattern):
     """Tile a producer nest and its adjacent reader nests over leading dims."""
 
@@ -157,13 +173,18 @@ class TileChain(RewritePattern):
         readers = {nu.top_nest(ld) for ld in nu.loads_of(buf)}
         if prod is None or not readers or None in readers or prod in readers:
             return
-        # the producer and its readers must be one run of adjacent nests
+        # the producer and its readers must be one run of adjacent nests, once
+        # the independent ops between them move above the producer
         chain: list[loop.NestOp] = [prod]
+        hoist: list[Operation] = []
         cur = prod.next_op
         while cur is not None and readers - set(chain):
-            if not isinstance(cur, loop.NestOp) or cur not in readers:
+            if isinstance(cur, loop.NestOp) and cur in readers:
+                chain.append(cur)
+            elif _independent(cur, chain):
+                hoist.append(cur)
+            else:
                 return
-            chain.append(cur)
             cur = cur.next_op
         if readers - set(chain):
             return
@@ -180,6 +201,9 @@ class TileChain(RewritePattern):
         tiled, steps = plan_tiles(dims, chain[1], shape, self.budget, whole=self.halo)
         if not _cross_reads_direct(chain, buf, tiled):
             return
+        for h in hoist:
+            h.detach()
+            rewriter.insert(h, InsertPoint.before(prod))
         rewriter.insert(self._tile(buf, chain, dims, tiled, steps, shape, pads),
                         InsertPoint.before(chain[0]))
         for nest in chain:
@@ -268,3 +292,23 @@ class TileDepthFirstPass(ModulePass):
         budget = self.cache or l2_cache_bytes() // 2
         PatternRewriteWalker(TileChain(budget, self.halo),
                              apply_recursively=False).rewrite_module(op)
+        _inline_untiled_windows(op)
+
+
+def _inline_untiled_windows(module: ModuleOp) -> None:
+    """The fallback for what bs-fuse left to this pass and it could not tile: a
+    full-size buffer read through overlapping windows. Its producer is inlined
+    into the windows after all (bs-fuse's `overlap=inline`), which recomputes
+    values but never streams the buffer through memory."""
+    from brainslug.passes.fuse import DropDeadNest, DropDeadStore, DropUnusedAlloc, InlineProducer
+
+    walker = PatternRewriteWalker(GreedyRewritePatternApplier([
+        InlineProducer(inline_overlap=True), DropDeadStore(), DropDeadNest(), DropUnusedAlloc(),
+    ]))
+    for fn in module.ops:
+        if isinstance(fn, func.FuncOp) and "bs.kernel" in fn.attributes and any(
+            isinstance(a, memref.AllocOp) and any(
+                nu.overlapping_window(ld) for ld in nu.loads_of(a.memref))
+            for a in fn.body.block.ops
+        ):
+            walker.rewrite_region(fn.body)

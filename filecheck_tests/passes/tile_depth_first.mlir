@@ -135,6 +135,83 @@ func.func @bn_relu_pool(%x: memref<?x37x13x13xf32>, %alpha: memref<37xf32>, %out
 //   no pad: the scratch holds it
 // HALO-NEXT:          loop.load %[[S]][{{.+}}] map affine_map<(d0, d1, d2, d3, d4, d5, d6, d7, d8) -> ((d0 + (d6 * -1)), (d1 + (d7 * -1)), (((((d2 * 2) + d4) + -1) + (d8 * -2)) + 1), ((d3 * 2) + d5))> : memref<1x1x5x15xf32>
 
+// Independent ops between the producer and its reader (the BN factors of the
+// next layer, as in DenseNet's first stack) move above the producer, so the
+// chain is adjacent and tiles.
+func.func @hoist(%x: memref<?x37x13x13xf32>, %g: memref<37xf32>, %out: memref<?x37x7x7xf32>, %f_out: memref<37xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x37x13x13xf32>
+  %r = memref.alloc(%batch) : memref<?x37x13x13xf32>
+  loop.nest (%n, %c, %h, %w) = (0, 0, 0, 0) to (%batch, 37, 13, 13) {
+    %v = loop.load %x[%n, %c, %h, %w] : memref<?x37x13x13xf32>
+    %y = math.exp %v : f32
+    loop.store %y, %r[%n, %c, %h, %w] : f32, memref<?x37x13x13xf32>
+  }
+  %f = memref.alloc() : memref<37xf32>
+  loop.nest (%i) = (0) to (37) {
+    %gv = loop.load %g[%i] : memref<37xf32>
+    %s = math.sqrt %gv : f32
+    loop.store %s, %f[%i] : f32, memref<37xf32>
+  }
+  loop.nest (%n, %c, %h, %w) = (0, 0, 0, 0) to (%batch, 37, 7, 7) {
+    %mx = loop.reduce max (%kh, %kw) = (0, 0) to (3, 3) init 0xFF800000 : f32 -> f32 {
+      %e = loop.load %r[%n, %c, %h, %w, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1, d2 * 2 + d4 - 1, d3 * 2 + d5 - 1)> pad 0xFF800000 : f32 : memref<?x37x13x13xf32>
+      loop.yield %e : f32
+    }
+    loop.store %mx, %out[%n, %c, %h, %w] : f32, memref<?x37x7x7xf32>
+  }
+  loop.nest (%i) = (0) to (37) {
+    %fv = loop.load %f[%i] : memref<37xf32>
+    loop.store %fv, %f_out[%i] : f32, memref<37xf32>
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @hoist
+// CHECK-NOT:     memref.alloc(%batch)
+// CHECK:         %f = memref.alloc() : memref<37xf32>
+// CHECK-NEXT:    loop.nest (%i) = (0) to (37) {
+// CHECK:         loop.tile
+// CHECK:           math.exp
+// CHECK:           loop.reduce max
+// CHECK:         loop.nest (%{{.+}}) = (0) to (37) {
+// CHECK-NEXT:      loop.load %f
+
+// Fallback: an op the pass can't move (here a memref.dim) separates the
+// producer from its reader, so there is no tile; rather than stream the
+// full-size buffer through memory, the producer is inlined into the windows
+// (what bs-fuse{overlap=inline} does).
+func.func @untiled_window(%x: memref<?x37x13x13xf32>, %out: memref<?x37x7x7xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x37x13x13xf32>
+  %r = memref.alloc(%batch) : memref<?x37x13x13xf32>
+  loop.nest (%n, %c, %h, %w) = (0, 0, 0, 0) to (%batch, 37, 13, 13) {
+    %v = loop.load %x[%n, %c, %h, %w] : memref<?x37x13x13xf32>
+    %y = math.exp %v : f32
+    loop.store %y, %r[%n, %c, %h, %w] : f32, memref<?x37x13x13xf32>
+  }
+  %c1 = arith.constant 1 : index
+  %d1 = memref.dim %x, %c1 : memref<?x37x13x13xf32>
+  loop.nest (%n, %c, %h, %w) = (0, 0, 0, 0) to (%batch, 37, 7, 7) {
+    %mx = loop.reduce max (%kh, %kw) = (0, 0) to (3, 3) init 0xFF800000 : f32 -> f32 {
+      %e = loop.load %r[%n, %c, %h, %w, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1, d2 * 2 + d4 - 1, d3 * 2 + d5 - 1)> pad 0xFF800000 : f32 : memref<?x37x13x13xf32>
+      loop.yield %e : f32
+    }
+    loop.store %mx, %out[%n, %c, %h, %w] : f32, memref<?x37x7x7xf32>
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @untiled_window
+// CHECK-NOT:     loop.tile
+// CHECK-NOT:     memref.alloc
+// CHECK:         loop.nest (%{{.+}}) = (0, 0, 0, 0) to (%batch, 37, 7, 7) {
+// CHECK-NEXT:      %mx = loop.reduce max
+// CHECK-NEXT:        loop.load %x[{{.+}}] map affine_map<{{.+}}> pad 0.000000e+00
+// CHECK-NEXT:        math.exp
+// CHECK-NEXT:        loop.in_bounds
+// CHECK:             arith.select
+
 // Left alone: a single nest.
 func.func @single(%x: memref<?x37x13x13xf32>, %out: memref<?x37x13x13xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index
