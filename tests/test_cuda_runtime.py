@@ -24,7 +24,7 @@ from brainslug.frontend_torch import cuda_kernel
 from brainslug.frontend_torch.optimize import optimize
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from test_nvptx import STACKS, close, lower  # noqa: E402
+from test_nvptx import HALO_BUDGET, HALO_POOLS, STACKS, bn_relu_pool, close, lower  # noqa: E402
 
 
 def _gpu_reason() -> str | None:
@@ -129,6 +129,20 @@ def test_launch_shapes() -> None:
     assert r.launch_shape(1, 100000, 132)[0][0] == 132 * cuda_rt.BLOCKS_PER_SM
 
 
+def test_launch_shape_of_a_tile_phase() -> None:
+    """A block-mode tile phase (BN-ReLU-maxpool, one channel plane a tile):
+    a block of the threads it asks for per tile, up to a few waves of blocks
+    (the blocks stride over the tiles)."""
+    from brainslug.lowering.gpu_lanes import TILE_THREADS
+
+    r = _runner("bn_relu_maxpool")
+    assert r.tiles == [0, 37] and r.lanes[1] == TILE_THREADS
+    assert r.launch_shape(1, 8, 132) == ((37 * 8, 1, 1), (TILE_THREADS, 1, 1))
+    assert r.launch_shape(1, 100000, 132) == ((132 * cuda_rt.BLOCKS_PER_SM, 1, 1), (TILE_THREADS, 1, 1))
+    # the BN factors and the tile are separate launches
+    assert [(la.first, la.count) for la in r.launches] == [(0, 1), (1, 1)]
+
+
 def test_kernel_params_point_at_the_slots() -> None:
     r = _runner("add_relu")
     p = r._kernel_params(0x1234560)
@@ -172,15 +186,10 @@ def test_cuda_plan_on_the_emulator(monkeypatch: pytest.MonkeyPatch, batch: int) 
 # ---------------------------------------------------------------------- on a GPU
 
 
-@needs_gpu
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("name", sorted(STACKS))
-@pytest.mark.parametrize("batch", [1, 3])
-def test_stack_on_gpu(name: str, layout: str, batch: int) -> None:
+def _run_on_gpu(module, inputs: list[np.ndarray], batch: int) -> np.ndarray:
+    """The output of a one-stack module's kernel on the GPU."""
     from brainslug.runtime.executor import graph_function
 
-    text, inputs, ref = STACKS[name](layout, batch)
-    module = lower(text)
     kernels = cuda_rt.compile_cuda_kernels(module)
     fn = graph_function(module)
     (launch,) = [op for op in fn.body.block.ops if isinstance(op, loop.LaunchOp)]
@@ -193,7 +202,28 @@ def test_stack_on_gpu(name: str, layout: str, batch: int) -> None:
     ]
     kernels[launch.callee_name]([*ins, *outs])
     torch.cuda.synchronize()
-    close(outs[0].cpu().numpy(), ref(*inputs))
+    return outs[0].cpu().numpy()
+
+
+@needs_gpu
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("name", sorted(STACKS))
+@pytest.mark.parametrize("batch", [1, 3])
+def test_stack_on_gpu(name: str, layout: str, batch: int) -> None:
+    text, inputs, ref = STACKS[name](layout, batch)
+    close(_run_on_gpu(lower(text), inputs, batch), ref(*inputs))
+
+
+@needs_gpu
+@pytest.mark.parametrize("pool", sorted(HALO_POOLS))
+@pytest.mark.parametrize("batch", [1, 3])
+def test_halo_tiles_on_gpu(pool: str, batch: int) -> None:
+    """BN-ReLU-pool tiles with halos, a block per tile (shared memory, barriers)."""
+    from brainslug.passes.tile_depth_first import TileDepthFirstPass
+
+    text, inputs, ref = bn_relu_pool(pool, batch)
+    module = lower(text, tile=TileDepthFirstPass(cache=HALO_BUDGET))
+    close(_run_on_gpu(module, inputs, batch), ref(*inputs))
 
 
 @needs_gpu

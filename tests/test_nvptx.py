@@ -1,7 +1,8 @@
 """The CUDA backend without a GPU: PTX for representative stacks, checked by
 ptxas for sm_80 and sm_90, and the GPU lowering run numerically on the CPU
-(`brainslug.runtime.cuda_emulator`, every thread of the grid in turn) against
-PyTorch's eager results on odd sizes."""
+(`brainslug.runtime.cuda_emulator`: every thread of the grid in turn, or the
+threads of a block as coroutines that meet at its barriers) against PyTorch's
+eager results on odd sizes."""
 
 from __future__ import annotations
 
@@ -18,14 +19,17 @@ import torch.nn.functional as F
 
 from brainslug.dialects import loop
 from brainslug.ir.context import make_context, parse_module
+from brainslug.lowering import gpu_lanes
 from brainslug.lowering.backends.nvptx import (
     GROUPS_ATTR,
     LANES_ATTR,
+    TILES_ATTR,
     NVPTXBackend,
     emit_ptx,
     entry_names,
 )
 from brainslug.passes.pipeline import default_passes
+from brainslug.passes.tile_depth_first import TileDepthFirstPass
 from brainslug.runtime.cuda_emulator import EmulatedCudaKernels
 from brainslug.runtime.executor import CompiledGraph, graph_function
 
@@ -64,10 +68,13 @@ def torch_bn(x: torch.Tensor, w, b, m, v) -> torch.Tensor:
     return F.batch_norm(x, *map(torch.from_numpy, (m, v, w, b)), False, 0.0, 1e-5)
 
 
-def lower(text: str):
+def lower(text: str, tile: TileDepthFirstPass | None = None):
+    """The default nvptx pipeline (with `tile` for bs-tile-depth-first)."""
     module = parse_module(text)
     ctx = make_context()
     for p in default_passes("nvptx", "sm_90"):
+        if tile is not None and isinstance(p, TileDepthFirstPass):
+            p = tile
         p.apply(ctx, module)
     module.verify()
     return module
@@ -221,7 +228,7 @@ def sigmoid_mul(layout: str, batch: int) -> Case:
 
 
 def maxpool_avgpool(layout: str, batch: int) -> Case:
-    """A depth-first tile with a scratch buffer: the serial (per-thread) mode."""
+    """A depth-first tile with a scratch buffer (block mode)."""
     xt, pt, yt = tensor([-1, C, H, W]), tensor([-1, C, 7, 7]), tensor([-1, C, 3, 3])
     text = f"""func.func @f(%x: {xt}) -> {yt} {{
       %p = nn.max_pool2d %x {{kernel = array<i64: 3, 3>, strides = array<i64: 2, 2>, padding = array<i64: 1, 1, 1, 1>, dilation = array<i64: 1, 1>, ceil_mode = false, layout = "NCHW"}} : {xt} -> {pt}
@@ -270,17 +277,150 @@ def test_any_launch_shape_is_correct(grid: int, block: tuple[int, int]) -> None:
     close(out, ref(*inputs))
 
 
-def test_depth_first_tile_runs_serial() -> None:
+def test_depth_first_tile_runs_as_a_block() -> None:
+    """max-pool -> avg-pool: bs-tile-depth-first tiles it (with a halo: the
+    2x2/2 avg-pool reads 6 of the 7 rows); on the GPU a tile is a block, its
+    scratch a shared array, and its nests run on all threads between barriers
+    (until shared memory, each thread ran a one-point tile out of local memory)."""
     text, inputs, ref = maxpool_avgpool("NCHW", 3)
     module = lower(text)
     info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
-    assert 1 in info.attributes[LANES_ATTR].get_values()  # the tile phase: serial
-    # a GPU thread runs one point of the tile (the CPU's tiles are sized for L2)
+    assert list(info.attributes[TILES_ATTR].get_values()) == [37]  # a tile per (n, c) plane
+    assert list(info.attributes[LANES_ATTR].get_values()) == [64]  # 36 points, two warps
     ir = NVPTXBackend().emit_llvm_ir(module, opt=0)
-    assert "alloca float, i64 49," in ir  # one channel's 7x7, not a 37-channel tile
-    check_ptx(module)
+    assert "alloca" not in ir and "addrspace(3) global [144 x i8]" in ir  # 6x6 floats
+    ptx = check_ptx(module)
+    assert ".shared .align 16 .b8 bs_shared_144[144]" in ptx and "bar.sync" in ptx
+    for grid, block in [(None, None), (2, (4, 3)), (1, (1, 1))]:
+        (out,) = run(module, *inputs, grid=grid, block=block)
+        close(out, ref(*inputs))
+
+
+@pytest.mark.parametrize(
+    "halo,shared,scratch",
+    [
+        (True, 1024, "alloca float, i64 1332,"),  # whole (n) tiles: 37x6x6 floats
+        (False, 1024, "addrspace(3) global [208 x i8]"),  # one-point tiles: 7x7 floats
+        (False, 128, "alloca float, i64 49,"),
+    ],
+)
+def test_tile_too_large_for_shared_memory(
+    monkeypatch: pytest.MonkeyPatch, halo: bool, shared: int, scratch: str
+) -> None:
+    """A tile whose scratch does not fit in a block's shared memory is cut to
+    one point of its tiled dims where its scratch is sized by its steps (no
+    halo); if it fits then, it is a block, else it runs in serial mode: each
+    thread runs whole tiles out of its local memory."""
+    monkeypatch.setattr(gpu_lanes, "SHARED_BYTES", shared)
+    text, inputs, ref = maxpool_avgpool("NCHW", 3)
+    module = lower(text, tile=TileDepthFirstPass(cache=gpu_lanes.TILE_BUDGET, halo=halo))
+    info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
+    block = "global" in scratch
+    assert list(info.attributes[TILES_ATTR].get_values()) == [C if block else 0]
+    assert (list(info.attributes[LANES_ATTR].get_values()) == [1]) != block  # 1: serial
+    assert scratch in NVPTXBackend().emit_llvm_ir(module, opt=0)
+    ptx = check_ptx(module)
+    assert (".shared" in ptx and "bar.sync" in ptx) == block
     (out,) = run(module, *inputs, grid=2, block=(4, 3))
     close(out, ref(*inputs))
+
+
+# ---------------------------------------------------------------------- halo tiles
+
+HALO_H, HALO_W = 29, 23
+HALO_BUDGET = 7 * 4 * (HALO_W + 2)
+"""A tile budget of 7 padded input rows of one channel: H splits into tiles."""
+HALO_POOLS = {
+    # name: (nn op and attributes, output size, reference)
+    "max3s2p1": ('nn.max_pool2d %r {kernel = array<i64: 3, 3>, strides = array<i64: 2, 2>, '
+                 'padding = array<i64: 1, 1, 1, 1>, dilation = array<i64: 1, 1>, ceil_mode = false',
+                 (15, 12), lambda t: F.max_pool2d(t, 3, 2, 1)),
+    "max3s1p1": ('nn.max_pool2d %r {kernel = array<i64: 3, 3>, strides = array<i64: 1, 1>, '
+                 'padding = array<i64: 1, 1, 1, 1>, dilation = array<i64: 1, 1>, ceil_mode = false',
+                 (29, 23), lambda t: F.max_pool2d(t, 3, 1, 1)),
+    "max4s2ceil": ('nn.max_pool2d %r {kernel = array<i64: 4, 4>, strides = array<i64: 2, 2>, '
+                   'padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, ceil_mode = true',
+                   (14, 11), lambda t: F.max_pool2d(t, 4, 2, 0, ceil_mode=True)),
+    "avg3s2p1_nopad": ('nn.avg_pool2d %r {kernel = array<i64: 3, 3>, strides = array<i64: 2, 2>, '
+                       'padding = array<i64: 1, 1, 1, 1>, ceil_mode = false, '
+                       'count_include_pad = false',
+                       (15, 12), lambda t: F.avg_pool2d(t, 3, 2, 1, count_include_pad=False)),
+}
+
+
+def bn_relu_pool(pool: str, batch: int) -> Case:
+    """BN -> ReLU -> an overlapping pool, NCHW 29x23, NaNs in the input."""
+    op, (oh, ow), ref_pool = HALO_POOLS[pool]
+    xt, yt, p = tensor([-1, C, HALO_H, HALO_W]), tensor([-1, C, oh, ow]), tensor([C])
+    text = f"""func.func @f(%x: {xt}, %w: {p}, %b: {p}, %m: {p}, %v: {p}) -> {yt} {{
+      %bn = nn.batch_norm %x weight %w bias %b mean %m var %v {{eps = 1.0e-5 : f64, layout = "NCHW"}} : ({xt}, {p}, {p}, {p}, {p}) -> {xt}
+      %r = nn.relu %bn : {xt} -> {xt}
+      %y = {op}, layout = "NCHW"}} : {xt} -> {yt}
+      func.return %y : {yt}
+    }}"""
+    x = rand(batch, C, HALO_H, HALO_W)
+    x.flat[::1009] = np.nan  # propagates through every window that sees it
+
+    def ref(x, *bn):
+        return ref_pool(F.relu(torch_bn(torch.from_numpy(x), *bn))).numpy()
+
+    return text, [x, *bn_params()], ref
+
+
+@pytest.mark.parametrize("pool", sorted(HALO_POOLS))
+def test_halo_tiles_run_as_blocks(pool: str) -> None:
+    """BN -> ReLU -> pool with a budget of 7 input rows: H splits into several
+    tiles with halos, each a block with its scratch in shared memory. The PTX
+    passes ptxas; the emulator (threads of a block as coroutines that meet at
+    the barriers) matches PyTorch, NaNs included, on the runtime's launch
+    shape and on odd ones (fewer blocks than tiles, threads that are not a
+    multiple of anything)."""
+    text, inputs, ref = bn_relu_pool(pool, 3)
+    module = lower(text, tile=TileDepthFirstPass(cache=HALO_BUDGET))
+    info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
+    *_, tiles = info.attributes[TILES_ATTR].get_values()
+    oh = HALO_POOLS[pool][1][0]
+    assert tiles % C == 0 and 3 <= tiles // C < oh  # several row tiles per channel
+    ptx = check_ptx(module)
+    (size,) = {int(n) for n in re.findall(r"\.shared \.align 16 \.b8 bs_shared_(\d+)\[", ptx)}
+    assert size < HALO_BUDGET + 16  # (16-byte aligned)
+    assert len(re.findall(r"bar\.sync\s+0;", ptx)) == 2 and "ld.shared" in ptx and "st.shared" in ptx
+    for batch in (1, 3):
+        text, inputs, ref = bn_relu_pool(pool, batch)
+        expected = ref(*inputs)
+        assert np.isnan(expected).any()
+        for grid, block in [(None, None), (5, (7, 3)), (1, (32, 1))]:
+            (out,) = run(module, *inputs, grid=grid, block=block)
+            close(out, expected)
+
+
+def test_emulator_finds_missing_barriers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulator runs each thread of a block until its next barrier, so a
+    tile lowered without barriers reads scratch points that other threads have
+    not written yet (or already overwrote): its results are wrong."""
+    monkeypatch.setattr(gpu_lanes.GPUPhaseEmitter, "barrier", lambda self: None)
+    text, inputs, ref = bn_relu_pool("max3s2p1", 1)
+    module = lower(text, tile=TileDepthFirstPass(cache=HALO_BUDGET))
+    (out,) = run(module, *inputs, grid=3, block=(8, 2))
+    with pytest.raises(AssertionError):
+        close(out, ref(*inputs))
+
+
+def test_emulator_rejects_divergent_barriers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A barrier that some threads of a block pass more often than others
+    (here one per point, and the threads have different numbers of points)
+    is undefined on a GPU; the emulator raises."""
+    lane_point = gpu_lanes.GPUPhaseEmitter.lane_point
+
+    def divergent(self: gpu_lanes.GPUPhaseEmitter, op, w) -> None:
+        lane_point(self, op, w)
+        self.barrier()
+
+    monkeypatch.setattr(gpu_lanes.GPUPhaseEmitter, "lane_point", divergent)
+    text, inputs, _ = bn_relu_pool("max3s2p1", 1)
+    module = lower(text, tile=TileDepthFirstPass(cache=HALO_BUDGET))
+    with pytest.raises(RuntimeError, match="different numbers of barriers"):
+        run(module, *inputs, grid=3, block=(8, 2))
 
 
 def test_lane_hints_and_kernel_marking() -> None:

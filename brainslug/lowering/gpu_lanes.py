@@ -1,5 +1,6 @@
 """The GPU mapping of phases: SIMD lanes are the threads of a block, parallel
-loops are the grid (used by the nvptx backend through `TargetParams.emitter`).
+loops are the grid, and a depth-first tile is a block (used by the nvptx
+backend through `TargetParams.emitter`).
 
 A phase is a device function `void (i64, i64, ptr args)` with the same
 parameter blocks as on the CPU (the two i64 parameters are unused), called by
@@ -14,18 +15,34 @@ of `(ntid.x, ntid.y)` threads, and any grid and block shape is correct:
   rows y, y + ntid.y, ... of the chunk. A thread finds the parallel ivs of its
   first row by division and then steps them like an odometer, adding the
   digits of ntid.y with one carry per dim, so no row costs a division.
-- *serial mode*, for phases whose lanes exchange data through memory (a
-  `loop.tile` or a phase with a `memref.alloca`, which is private to a thread,
-  or one that reads a buffer it writes) and for scalar phases (no `simd.loop`):
-  every thread of a block is a row thread and runs the lanes of its
-  `simd.loop`s one after the other.
+- *block mode*, for a `loop.tile` (bs-tile-depth-first) whose scratch buffers
+  are `memref.alloca`s of its body and fit in `SHARED_BYTES`: one block runs
+  one tile at a time (tiles grid-strided over the blocks). The scratch is a
+  static shared-memory array (`addrspace(3)`, one per block), and each nest of
+  the tile body runs cooperatively: its points, times the lanes of its
+  `simd.loop`, are flattened and strided over all threads of the block
+  (odometer stepping, as in lane mode). A barrier (`bar.sync 0`) separates a
+  nest from an earlier one of the same tile iteration whose writes it reads or
+  whose reads it overwrites (so the producer and the pad strips, which write
+  disjoint points of the scratch, share one barrier before the reader), and
+  ends every tile iteration (the next tile overwrites the scratch).
+- *serial mode*, for the other phases whose lanes exchange data through memory
+  (a `loop.tile` that does not fit block mode, a phase with a
+  `memref.alloca`, which is private to a thread, or one that reads a buffer it
+  writes) and for scalar phases (no `simd.loop`): every thread of a block is a
+  row thread and runs the lanes of its `simd.loop`s one after the other. (A
+  tile too large for shared memory is first cut to one point of its tiled dims
+  where its scratch is sized by its steps, `unit_tiles`; it is then a block if
+  it fits.)
 
-A phase without parallel dims runs on row thread 0 of block 0. Consecutive
-phases that are independent (`launch_groups`) share one launch, in which
-`ctaid.y` picks the phase. Every SIMD value is a scalar of its lane: a contiguous, strided or gathered `simd.load` is one scalar load at
-the thread's point, a padded one clamps its address and selects the pad value,
-and `simd.splat` is the value itself. Phases never synchronize: the runtime
-runs them as separate launches on one stream.
+A phase without parallel dims runs on row thread 0 of block 0 (block 0 in
+block mode). Consecutive phases that are independent (`launch_groups`) share
+one launch, in which `ctaid.y` picks the phase; a block-mode phase has a launch
+of its own. Every SIMD value is a scalar of its lane: a contiguous, strided or
+gathered `simd.load` is one scalar load at the thread's point, a padded one
+clamps its address and selects the pad value, and `simd.splat` is the value
+itself. Phases never synchronize with each other: the runtime runs them as
+separate launches on one stream.
 """
 
 from __future__ import annotations
@@ -34,7 +51,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from xdsl.dialects import arith, llvm, memref
-from xdsl.dialects.builtin import DenseArrayBase, IndexType, IntegerAttr, f32, i32, i64
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    IndexType,
+    IntAttr,
+    IntegerAttr,
+    IntegerType,
+    f32,
+    i32,
+    i64,
+)
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
 from xdsl.ir.affine.affine_expr import AffineConstantExpr, AffineDimExpr
@@ -42,7 +68,7 @@ from xdsl.ir.affine.affine_expr import AffineConstantExpr, AffineDimExpr
 from brainslug.dialects import loop, simd
 from brainslug.lowering import loop_to_llvm as scalar
 from brainslug.lowering.generic import PhaseSignature
-from brainslug.lowering.llvm_builder import IVal
+from brainslug.lowering.llvm_builder import PTR, IVal
 from brainslug.lowering.to_llvm import KernelLowering, LaneState, PhaseEmitter
 
 SREG = "llvm.nvvm.read.ptx.sreg."
@@ -53,10 +79,128 @@ MATH_FUNCTIONS = {"exp": "__nv_expf", "log": "__nv_logf", "tanh": "__nv_tanhf", 
 so results match PyTorch's CUDA kernels); sqrt is `sqrt.rn.f32`."""
 
 
+SHARED_BYTES = 48 * 1024
+"""Static shared memory of a block (the most a `.shared` array may take without
+opting in to more per kernel): a tile whose scratch is larger runs serially."""
+TILE_BUDGET = 16 * 1024
+"""Bytes of scratch bs-tile-depth-first gives a tile on the GPU (its `cache`):
+with 256 threads per block, 2048 threads per SM need 8 blocks, i.e. at most
+(228 - 8) / 8 = 27 KiB each on an H100 and (164 - 8) / 8 = 19 KiB on an A100
+(1 KiB per block is reserved), so 16 KiB keeps the occupancy of both at its
+maximum while a 3x3/2 pool on a 112-wide map still gets tiles of 17 output
+rows (one halo row per 34 computed: 3 % recomputed)."""
+TILE_THREADS = 256
+"""The most threads of a block-mode launch (fewer for small scratch buffers)."""
+SHARED_PREFIX = "bs_shared_"
+"""Name of the shared array of `n` bytes: `bs_shared_<n>` (one per size)."""
+BARRIER = "llvm.nvvm.barrier0"
+"""`bar.sync 0`: every thread of the block waits for all others."""
+SHARED_PTR = llvm.LLVMPointerType(IntAttr(3))
+"""A pointer to shared memory (NVPTX address space 3)."""
+TO_GENERIC = "bs.gpu.generic"
+"""`ptr (ptr addrspace(3))`: the generic address of a shared one (defined by
+the backend as an `addrspacecast`; LLVM infers the address space of the
+accesses back, so they are `ld.shared`/`st.shared`)."""
+
+_STORES = (loop.StoreOp, simd.StoreOp)
+_LOADS = (loop.LoadOp, simd.LoadOp)
+
+
+def shared_scratch(phase: loop.NestOp | loop.TileOp) -> list[memref.AllocaOp] | None:
+    """The scratch buffers of a tile that runs in block mode, None for any
+    other phase: its body holds static `memref.alloca`s that fit in
+    `SHARED_BYTES` together, index arithmetic and nests (without allocas)."""
+    if not isinstance(phase, loop.TileOp):
+        return None
+    allocas: list[memref.AllocaOp] = []
+    for op in phase.body.block.ops:
+        if isinstance(op, memref.AllocaOp):
+            if op.dynamic_sizes:
+                return None
+            allocas.append(op)
+        elif isinstance(op, loop.NestOp):
+            if any(isinstance(o, memref.AllocaOp | loop.TileOp) for o in op.walk()):
+                return None
+        elif not isinstance(op, loop.YieldOp) and op.dialect_name() != "arith":
+            return None
+    if not allocas or shared_layout(allocas)[1] > SHARED_BYTES:
+        return None
+    return allocas
+
+
+def shared_layout(allocas: Sequence[memref.AllocaOp]) -> tuple[list[int], int]:
+    """Byte offset of each scratch buffer in the block's shared array (16-byte
+    aligned), and the array's size."""
+    offsets, size = [], 0
+    for op in allocas:
+        t = op.memref.type
+        offsets.append(size)
+        n = 1
+        for d in t.get_shape():  # type: ignore[attr-defined]
+            n *= d
+        size += -(-n * t.element_type.bitwidth // 8 // 16) * 16  # type: ignore[attr-defined]
+    return offsets, size
+
+
+def _bound(v: SSAValue) -> loop.Bound:
+    """`v`, or its value where it is an index constant."""
+    op = v.owner
+    if isinstance(op, arith.ConstantOp) and isinstance(op.value, IntegerAttr):
+        return op.value.value.data
+    return v
+
+
+def one_point(tile: loop.TileOp, lb: loop.Bound, ub: loop.Bound) -> bool:
+    """Whether `[lb, ub)` is one point: `lb` is an iv of `tile` of step 1 and
+    `ub` is `min(lb + 1, the tile's bound)`, as bs-tile-depth-first bounds the
+    block of a tile."""
+    ivs = list(tile.ivs)
+    if not isinstance(lb, SSAValue) or lb not in ivs or not isinstance(ub, SSAValue):
+        return False
+    j = ivs.index(lb)
+    m = ub.owner
+    if tile.steps[j] != 1 or not isinstance(m, arith.MinSIOp):
+        return False
+    a, bound, tile_ub = m.lhs.owner, _bound(m.rhs), tile.upper_bounds()[j]
+    return (
+        isinstance(a, arith.AddiOp)
+        and a.lhs is lb
+        and _bound(a.rhs) == 1
+        and (bound == tile_ub if isinstance(bound, int) else bound is tile_ub)
+    )
+
+
+def block_phase(phase: loop.NestOp | loop.TileOp) -> bool:
+    """Whether `phase` runs in block mode (one tile per block, shared scratch)."""
+    return shared_scratch(phase) is not None
+
+
+def tile_threads(phase: loop.NestOp | loop.TileOp) -> int:
+    """Threads per block for a block-mode phase: one per scratch element, a
+    multiple of a warp, at most `TILE_THREADS`."""
+    allocas = shared_scratch(phase) or []
+    elems = sum(shared_layout([a])[1] // 4 for a in allocas)
+    return min(TILE_THREADS, max(32, -(-elems // 32) * 32))
+
+
+def tiles_per_item(phase: loop.NestOp | loop.TileOp) -> int:
+    """Tiles of a block-mode phase per batch item (its parallel dims; a dynamic
+    extent counts as 1), 0 for any other phase: the runtime's grid hint."""
+    if not block_phase(phase):
+        return 0
+    assert isinstance(phase, loop.TileOp)
+    k, n = phase.num_parallel, 1
+    for lb, ub, s in zip(phase.lower_bounds()[:k], phase.upper_bounds()[:k], phase.steps[:k],
+                         strict=True):
+        if isinstance(lb, int) and isinstance(ub, int):
+            n *= max(-(-(ub - lb) // s), 1)
+    return n
+
+
 def serial_phase(phase: loop.NestOp | loop.TileOp) -> bool:
     """Whether the lanes of `phase` must run in one thread (see the module doc)."""
     if isinstance(phase, loop.TileOp):
-        return True
+        return not block_phase(phase)
     stored: set[SSAValue] = set()
     loaded: set[SSAValue] = set()
     lanes = False
@@ -73,7 +217,9 @@ def serial_phase(phase: loop.NestOp | loop.TileOp) -> bool:
 
 def lane_extent(phase: loop.NestOp | loop.TileOp) -> int:
     """The largest static extent of the phase's `simd.loop`s (1 in serial mode,
-    0 when unknown): the runtime's hint for `ntid.x`."""
+    0 when unknown; `tile_threads` in block mode): the runtime's hint for `ntid.x`."""
+    if block_phase(phase):
+        return tile_threads(phase)
     if serial_phase(phase):
         return 1
     extents = []
@@ -86,7 +232,8 @@ def lane_extent(phase: loop.NestOp | loop.TileOp) -> int:
 
 
 class GPUPhaseEmitter(PhaseEmitter):
-    """Emits one phase as an NVPTX kernel body (lanes on threads, rows on the grid)."""
+    """Emits one phase as an NVPTX kernel body (lanes on threads, rows on the
+    grid, or a tile per block)."""
 
     def __init__(
         self,
@@ -96,7 +243,10 @@ class GPUPhaseEmitter(PhaseEmitter):
         sig: PhaseSignature | None = None,
     ):
         super().__init__(kernel, name, phase, sig)
-        self.serial = serial_phase(phase)
+        self.scratch = shared_scratch(phase)
+        """The tile's scratch buffers in block mode, else None."""
+        # (in block mode, the lanes of a nest that is not flattened run in turn)
+        self.serial = serial_phase(phase) or self.scratch is not None
         self.lane_offset: IVal = 0
         """`l` of the current lane: its point minus that of lane 0 of its chunk."""
         self._sregs: dict[str, SSAValue] = {}
@@ -119,9 +269,54 @@ class GPUPhaseEmitter(PhaseEmitter):
             return y, b.imul(self.sreg("ntid.y"), self.sreg("ntid.x"))
         return self.sreg("tid.y"), self.sreg("ntid.y")
 
+    def block_threads(self) -> tuple[IVal, IVal]:
+        """This thread's index in its block, and the block's thread count."""
+        b = self.b
+        t = b.iadd(b.imul(self.sreg("tid.y"), self.sreg("ntid.x")), self.sreg("tid.x"))
+        return t, b.imul(self.sreg("ntid.y"), self.sreg("ntid.x"))
+
+    def digits(self, v: IVal, exts: Sequence[IVal]) -> list[IVal]:
+        """`v` in the mixed radix of `exts` (innermost digit last; the first is
+        not reduced). The extents after the first must be > 0."""
+        out: list[IVal] = [0] * len(exts)
+        for d in reversed(range(len(exts))):
+            out[d] = self._urem(v, exts[d]) if d > 0 else v
+            v = self._udiv(v, exts[d]) if d > 0 else v
+        return out
+
+    def step_digits(self, c: Sequence[SSAValue], step: Sequence[IVal],
+                    exts: Sequence[IVal]) -> list[SSAValue]:
+        """The digits `c` plus the digits `step` (each below its extent), one
+        carry per digit: an odometer step without division."""
+        b, k = self.b, len(exts)
+        new: list[SSAValue] = [c[0]] * k
+        carry: IVal = 0
+        for d in reversed(range(k)):
+            v = b.iadd(b.iadd(c[d], step[d]), carry)
+            if d == 0:
+                new[0] = b.ssa(v)
+                break
+            wrap = b.icmp("uge", v, exts[d])
+            new[d] = b.add(llvm.SelectOp(wrap, b.ssa(b.isub(v, exts[d])), b.ssa(v)))
+            carry = b.add(llvm.ZExtOp(wrap, i64))
+        return new
+
+    def box_extents(self, lbs: Sequence[IVal], ubs: Sequence[IVal],
+                    steps: Sequence[int] | None = None) -> list[IVal]:
+        """Iterations of each dim of a box (0 when empty)."""
+        b, out = self.b, []
+        for d, (lb, ub) in enumerate(zip(lbs, ubs, strict=True)):
+            n = b.isub(ub, lb)
+            n = max(n, 0) if isinstance(n, int) else b.imax(n, 0)
+            s = steps[d] if steps is not None else 1
+            out.append(n if s == 1 else b.idiv_floor(b.iadd(n, s - 1), s))
+        return out
+
     # ------------------------------------------------------------------ phase
 
     def run(self) -> llvm.FuncOp:
+        if self.scratch is not None:
+            return self.run_tiles()
         op, b = self.phase, self.b
         lbs, ubs = self.domain(op)
         steps = list(op.steps) if isinstance(op, loop.TileOp) else [1] * len(lbs)
@@ -132,12 +327,7 @@ class GPUPhaseEmitter(PhaseEmitter):
             first = b.icmp("eq", b.iadd(b.imul(block, ny), y), 0)
             b.if_then(first, lambda: self.loops(lbs, ubs, steps, self._body))
             return b.finish()
-        exts: list[IVal] = []
-        for lb, ub, s in zip(lbs[:k], ubs[:k], steps[:k], strict=True):
-            n = b.isub(ub, lb)
-            if not isinstance(n, int):
-                n = b.imax(n, 0)
-            exts.append(n if s == 1 else b.idiv_floor(b.iadd(n, s - 1), s))
+        exts = self.box_extents(lbs[:k], ubs[:k], steps[:k])
         total: IVal = 1
         for e in exts:
             total = b.imul(total, e)
@@ -147,38 +337,158 @@ class GPUPhaseEmitter(PhaseEmitter):
         end = self._udiv(b.imul(total, b.iadd(block, 1)), blocks)
         f0 = b.iadd(start, y)
 
-        def digits(v: IVal) -> list[IVal]:
-            """`v` in the mixed radix of the extents (innermost digit last)."""
-            out: list[IVal] = [0] * k
-            for d in reversed(range(k)):
-                out[d] = self._urem(v, exts[d]) if d > 0 else v
-                v = self._udiv(v, exts[d]) if d > 0 else v
-            return out
-
         def rows() -> None:
             # all extents are > 0 here: the divisions are safe
-            step = digits(ny)
+            step = self.digits(ny, exts)
 
             def row(f: SSAValue, c: list[SSAValue]) -> list[SSAValue]:
                 ivs = [b.iadd(lbs[d], b.imul(c[d], steps[d])) for d in range(k)]
                 self.loops(lbs[k:], ubs[k:], steps[k:], lambda i, cc: self._body([*ivs, *i], cc))
-                # next row: add the digits of ny, one carry per digit
-                new: list[SSAValue] = [c[0]] * k
-                carry: IVal = 0
-                for d in reversed(range(k)):
-                    v = b.iadd(b.iadd(c[d], step[d]), carry)
-                    if d == 0:
-                        new[0] = b.ssa(v)
-                        break
-                    wrap = b.icmp("uge", v, exts[d])
-                    new[d] = b.add(llvm.SelectOp(wrap, b.ssa(b.isub(v, exts[d])), b.ssa(v)))
-                    carry = b.add(llvm.ZExtOp(wrap, i64))
-                return new
+                return self.step_digits(c, step, exts)  # the next row
 
-            b.loop(f0, end, ny, row, [b.ssa(x) for x in digits(f0)], pred="ult")
+            b.loop(f0, end, ny, row, [b.ssa(x) for x in self.digits(f0, exts)], pred="ult")
 
         b.if_then(b.icmp("ult", f0, end), rows)
         return b.finish()
+
+    # ------------------------------------------------------------------ block mode
+
+    def run_tiles(self) -> llvm.FuncOp:
+        """Block mode: the tiles of the parallel dims grid-strided over the
+        blocks, the other tile dims in turn, each tile by all threads of a block."""
+        op, b = self.phase, self.b
+        assert isinstance(op, loop.TileOp) and self.scratch is not None
+        self.shared_buffers(self.scratch)
+        lbs, ubs = self.domain(op)
+        steps, k = list(op.steps), op.num_parallel
+
+        def tile(par: Sequence[IVal]) -> None:
+            self.loops(lbs[k:], ubs[k:], steps[k:], lambda i, c: self.tile_body([*par, *i], c))
+
+        block, blocks = self.sreg("ctaid.x"), self.sreg("nctaid.x")
+        if k == 0:
+            b.if_then(b.icmp("eq", block, 0), lambda: tile([]))
+            return b.finish()
+        exts = self.box_extents(lbs[:k], ubs[:k], steps[:k])
+        total: IVal = 1
+        for e in exts:
+            total = b.imul(total, e)
+
+        def one(f: SSAValue, carried: list[SSAValue]) -> list[SSAValue]:
+            # f < total: every extent is > 0
+            c = self.digits(f, exts)
+            tile([b.iadd(lbs[d], b.imul(c[d], steps[d])) for d in range(k)])
+            return []
+
+        b.loop(block, total, blocks, one, pred="ult")
+        return b.finish()
+
+    def shared_buffers(self, allocas: Sequence[memref.AllocaOp]) -> None:
+        """The scratch buffers as parts of the block's shared array."""
+        b = self.b
+        offsets, size = shared_layout(allocas)
+        saved, b.block = b.block, b.entry
+        shared = b.add(llvm.AddressOfOp(f"{SHARED_PREFIX}{size}", SHARED_PTR))
+        base = b.call(TO_GENERIC, [shared], PTR)
+        for op, off in zip(allocas, offsets, strict=True):
+            t = op.memref.type
+            ptr = b.gep(base, off, IntegerType(8))
+            self.bufs[op.memref] = self._describe(ptr, list(t.get_shape()), t.element_type)  # type: ignore[attr-defined]
+        b.block = saved
+
+    def barrier(self) -> None:
+        self.b.add(llvm.CallIntrinsicOp(BARRIER, [], []))
+
+    def tile_body(self, ivs: Sequence[IVal], carried: list[SSAValue]) -> list[SSAValue]:
+        """One tile: its nests cooperatively, with a barrier where a nest reads
+        what an earlier one wrote or writes what an earlier one read since the
+        last barrier, and one at the end. Writers of one buffer between two
+        barriers must write disjoint points (bs-tile-depth-first's producer
+        and pad strips do), as their order is not kept."""
+        for x, v in zip(self.phase.ivs, ivs, strict=True):
+            self.values[x] = v
+        written: set[SSAValue] = set()
+        read: set[SSAValue] = set()
+        for op in self.phase.body.block.ops:
+            if isinstance(op, loop.YieldOp):
+                break
+            if isinstance(op, memref.AllocaOp):
+                continue
+            if not isinstance(op, loop.NestOp):
+                self.emit(op)  # uniform index arithmetic
+                continue
+            r = {o.buffer for o in op.walk() if isinstance(o, _LOADS)}
+            w = {o.buffer for o in op.walk() if isinstance(o, _STORES)}
+            if r & written or w & read:
+                self.barrier()
+                written, read = set(), set()
+            self.block_nest(op)
+            written |= w
+            read |= r
+        self.barrier()  # the next tile of this block overwrites the scratch
+        return carried
+
+    def block_nest(self, nest: loop.NestOp) -> None:
+        """A nest run by all threads of the block: its points (times the lanes
+        of its `simd.loop`, when that is the only op of its body that stores)
+        flattened and strided by the block's thread count. Dims of one point
+        (`one_point`) stay out of the flat index, so it costs fewer divisions."""
+        b = self.b
+        lbs, ubs = self.domain(nest)
+        assert isinstance(self.phase, loop.TileOp)
+        free = [
+            d
+            for d, (lo, hi) in enumerate(zip(nest.lower_bounds(), nest.upper_bounds(), strict=True))
+            if not one_point(self.phase, lo, hi)
+        ]
+        body = [o for o in nest.body.block.ops if not isinstance(o, loop.YieldOp)]
+        lanes = [o for o in body if isinstance(o, simd.LoopOp)]
+        flat = len(lanes) == 1 and not any(
+            isinstance(x, (*_STORES, simd.LoopOp))
+            for o in body
+            if o is not lanes[0]
+            for x in o.walk()
+        )
+        exts = self.box_extents([lbs[d] for d in free], [ubs[d] for d in free])
+        lane_lb: IVal = 0
+        if flat:
+            (lane_lb,), (lane_ub,) = self.domain(lanes[0])
+            exts += self.box_extents([lane_lb], [lane_ub])
+        t, nt = self.block_threads()
+        total: IVal = 1
+        for e in exts:
+            total = b.imul(total, e)
+
+        def points() -> None:
+            # total > 0: every extent is > 0
+            step = self.digits(nt, exts)
+
+            def point(f: SSAValue, c: list[SSAValue]) -> list[SSAValue]:
+                for d, (x, lb) in enumerate(zip(nest.ivs, lbs, strict=True)):
+                    self.values[x] = b.iadd(lb, c[free.index(d)]) if d in free else lb
+                for o in body:
+                    if flat and o is lanes[0]:
+                        self.lane_point(o, b.iadd(lane_lb, c[-1]))
+                    else:
+                        self.emit(o)
+                return self.step_digits(c, step, exts) if c else []
+
+            first = [b.ssa(x) for x in self.digits(t, exts)]
+            b.loop(t, total, nt, point, first, pred="ult")
+
+        if isinstance(total, int) and isinstance(t, int):
+            if t < total:
+                points()
+        else:
+            b.if_then(b.icmp("ult", t, total), points)
+
+    def lane_point(self, op: simd.LoopOp, w: IVal) -> None:
+        """One lane of a `simd.loop` at its point `w` (a chunk of one lane)."""
+        saved, saved_offset = self.lane, self.lane_offset
+        self.lane, self.lane_offset = LaneState(op.iv, w, None), 0
+        self.values[op.iv] = w
+        self.emit_block(op.body.block)
+        self.lane, self.lane_offset = saved, saved_offset
 
     def _udiv(self, a: IVal, d: IVal) -> IVal:
         if isinstance(a, int) and isinstance(d, int):
@@ -350,18 +660,25 @@ def phase_hints(phases: Sequence[loop.NestOp | loop.TileOp]) -> list[int]:
 
 
 def unit_tiles(tile: loop.TileOp) -> None:
-    """Makes a depth-first tile one point of its tiled dims (in place).
+    """Makes a depth-first tile one point of its tiled dims (in place), where
+    its scratch is sized by its steps (no halo).
 
-    bs-tile-depth-first sizes tiles for a CPU core's L2; a GPU thread runs a
-    tile on its own (serial mode) out of its local memory, so the smallest tile
-    gives the most parallelism and the smallest scratch. A tile of step s
-    bounds its nests by `[iv, min(iv + s, ub))` and indexes its scratch with
-    `index - iv`: with step 1 the same body covers every point once."""
+    For a tile too large for shared memory: one point may fit (block mode),
+    and a thread that runs a tile on its own (serial mode) out of its local
+    memory is best off with the smallest tile (the most parallelism). A tile
+    of step s bounds its nests by `[iv, min(iv + s, ub))` and indexes its
+    scratch with `index - iv`: with step 1 the same body covers every point
+    once. (A tile with a halo keeps its steps: its producer's bounds are not
+    of that form.)"""
     steps = tile.steps
-    if all(s == 1 for s in steps):
-        return
-    ivs = list(tile.body.block.args)
     block = tile.body.block
+    if all(s == 1 for s in steps) or any(
+        isinstance(op, memref.AllocaOp)
+        and list(op.memref.type.get_shape()[: len(steps)]) != list(steps)  # type: ignore[attr-defined]
+        for op in block.ops
+    ):
+        return
+    ivs = list(block.args)
     for op in list(block.ops):
         if (
             isinstance(op, arith.AddiOp)
@@ -376,8 +693,6 @@ def unit_tiles(tile: loop.TileOp) -> None:
         elif isinstance(op, memref.AllocaOp):
             t = op.memref.type
             shape = list(t.get_shape())
-            if shape[: len(steps)] != list(steps):
-                raise ValueError("unit_tiles: a tile's scratch is not sized by its steps")
             new = memref.AllocaOp.get(t.element_type, shape=[1] * len(steps) + shape[len(steps) :])
             block.insert_op_before(new, op)
             op.memref.replace_all_uses_with(new.memref)
@@ -461,12 +776,15 @@ def independent(a: PhaseAccess, b: PhaseAccess) -> bool:
 
 def launch_groups(phases: Sequence[loop.NestOp | loop.TileOp]) -> list[int]:
     """Sizes of the runs of consecutive, pairwise independent phases: each run
-    is one launch (`ctaid.y` picks the phase), e.g. the parts of a `cat`."""
+    is one launch (`ctaid.y` picks the phase), e.g. the parts of a `cat`. A
+    block-mode phase is a launch of its own (its shared array and block size)."""
     sizes: list[int] = []
     group: list[PhaseAccess] = []
+    alone = False
     for p in phases:
         access = phase_access(p)
-        if group and all(independent(g, access) for g in group):
+        was_alone, alone = alone, block_phase(p)
+        if group and not (alone or was_alone) and all(independent(g, access) for g in group):
             group.append(access)
             sizes[-1] += 1
         else:

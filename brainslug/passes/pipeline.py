@@ -22,17 +22,20 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     from brainslug.passes.vectorize import VectorizePass
 
     gpu = target in ("nvptx", "nvptx64", "cuda")
+    tiling = TileDepthFirstPass()
+    if gpu:  # a tile is a block, its scratch shared memory (gpu_lanes)
+        from brainslug.lowering.gpu_lanes import TILE_BUDGET
+
+        tiling = TileDepthFirstPass(cache=TILE_BUDGET, split=True)
     passes: list[ModulePass] = [
         FormStacksPass(),
         LowerNNToLoopPass(),
         # identical stacks (DenseNet's bottleneck BN-ReLU, 58 of them over 4
         # shapes) are lowered once
         DedupKernelsPass(),
-        # GPU threads recompute a window's producer rather than share a halo tile
-        # (shared-memory halo tiles are not built yet)
-        FusePass(overlap="inline" if gpu else "tile"),
+        FusePass(overlap="tile"),
         ReorderPass(),
-        TileDepthFirstPass(halo=not gpu),
+        tiling,
         VectorizePass(),
         MergeSiblingsPass(),
         ParallelizePass(),

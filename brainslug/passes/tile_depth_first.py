@@ -156,9 +156,10 @@ def _independent(op: Operation, chain: list[loop.NestOp]) -> bool:
 class TileChain(RewritePattern):
     """Tile a producer nest and its adjacent reader nests over leading dims."""
 
-    def __init__(self, budget: int, halo: bool = True):
+    def __init__(self, budget: int, halo: bool = True, split: bool = False):
         self.budget = budget
         self.halo = halo
+        self.split = split
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: memref.AllocOp, rewriter: PatternRewriter, /):
@@ -198,7 +199,8 @@ class TileChain(RewritePattern):
         if not dims or len(pads) > 1:
             return
         shape = list(buf.type.get_shape())
-        tiled, steps = plan_tiles(dims, chain[1], shape, self.budget, whole=self.halo)
+        tiled, steps = plan_tiles(dims, chain[1], shape, self.budget, whole=self.halo,
+                                  split=self.split)
         if not _cross_reads_direct(chain, buf, tiled):
             return
         for h in hoist:
@@ -285,12 +287,15 @@ class TileDepthFirstPass(ModulePass):
 
     halo: bool = True
     """Tile windowed dims with halos, and keep dims a tile covers whole out of
-    the tile loop. Without: only direct dims, all in the loop (each point of a
-    tile then maps to its own GPU thread)."""
+    the tile loop. Without: only direct dims, all in the loop."""
+
+    split: bool = False
+    """Direct dims (N, C in NCHW) one point per tile, windowed dims grown to the
+    budget: more, smaller tiles (on the GPU a tile is a block)."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         budget = self.cache or l2_cache_bytes() // 2
-        PatternRewriteWalker(TileChain(budget, self.halo),
+        PatternRewriteWalker(TileChain(budget, self.halo, self.split),
                              apply_recursively=False).rewrite_module(op)
         _inline_untiled_windows(op)
 

@@ -107,26 +107,32 @@ def lead_dims(buf: SSAValue, store: loop.StoreOp, chain: list[loop.NestOp]) -> l
 
 
 def plan_tiles(dims: list[LeadDim], nest: loop.NestOp, shape: Sequence[int],
-          budget: int, whole: bool = True) -> tuple[int, list[int]]:
+               budget: int, whole: bool = True, split: bool = False) -> tuple[int, list[int]]:
     """(tiled, steps): dims [0, tiled) run in the tile loop with these steps, the
     other leading dims whole (with `whole=False` every dim is in the loop).
-    Grows from the innermost dim while the scratch tile fits in `budget` bytes."""
+    Grows from the innermost dim while the scratch tile fits in `budget` bytes;
+    with `split`, direct dims stay one point per tile (more tiles: GPU blocks)."""
     t = len(dims)
     inner = 4 * math.prod(max(e, 1) for e in shape[t:])
     budget = max(budget, inner)
     lower, upper = nest.lower_bounds(), nest.upper_bounds()
     steps = [1] * t
+    tiled = 1
     for k in range(t - 1, -1, -1):
         d = dims[k]
-        fit = max(1, (budget // inner - (d.hi - d.lo + 1)) // d.stride + 1)
         lb, ub = lower[k], upper[k]
-        if isinstance(lb, int) and isinstance(ub, int) and fit >= ub - lb and k > 0:
+        static = isinstance(lb, int) and isinstance(ub, int)
+        if split and not d.windowed:
+            tiled = max(tiled, k + 1)
+            continue
+        fit = max(1, (budget // inner - (d.hi - d.lo + 1)) // d.stride + 1)
+        if static and fit >= ub - lb and k > 0:
             steps[k] = ub - lb
             inner *= d.span(steps[k])
             continue
-        if not whole:
-            steps[k] = min(fit, ub - lb) if isinstance(lb, int) and isinstance(ub, int) else 1
-            return t, steps
-        steps[k] = min(fit, ub - lb) if isinstance(lb, int) and isinstance(ub, int) else 1
-        return k + 1, steps[: k + 1]
-    return 1, steps[:1]
+        steps[k] = min(fit, ub - lb) if static else 1
+        tiled = max(tiled, k + 1)
+        break
+    if not whole:
+        tiled = t
+    return tiled, steps[:tiled]

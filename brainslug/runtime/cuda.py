@@ -19,7 +19,9 @@ phases of a kernel are separate launches on one stream, so each sees the
 writes of the one before; a run of independent phases is one launch (see
 `brainslug.lowering.backends.nvptx.launches`). A phase's block is `(x, y)`
 threads with x its lane extent (capped at 256) and y rows, and its grid covers
-its rows up to a few waves (the kernels are grid- and block-strided, so any
+its rows up to a few waves; a block-mode tile phase (one tile per block, its
+scratch in shared memory) gets blocks of the threads it asks for and a block
+per tile up to a few waves (the kernels are grid- and block-strided, so any
 launch shape is correct).
 """
 
@@ -45,6 +47,7 @@ BLOCKS_PER_SM = 16
 SLOT_CACHE_SIZE = 64
 """Distinct slot contents kept on the device per kernel."""
 LANES_ATTR = "bs.gpu_lanes"
+TILES_ATTR = "bs.gpu_tiles"
 
 
 def driver() -> Any:
@@ -149,6 +152,9 @@ class CudaKernelRunner:
         self.parallel = list(par.get_values()) if par is not None else [1] * n  # type: ignore[attr-defined]
         lanes = info.attributes.get(LANES_ATTR)
         self.lanes = list(lanes.get_values()) if lanes is not None else [0] * n  # type: ignore[attr-defined]
+        tiles = info.attributes.get(TILES_ATTR)
+        self.tiles = list(tiles.get_values()) if tiles is not None else [0] * n  # type: ignore[attr-defined]
+        """Tiles per batch item of each block-mode phase, 0 for the others."""
         sd = info.attributes.get(SCRATCH_DIMS_ATTR)
         pairs = list(sd.get_values()) if sd is not None else []  # type: ignore[attr-defined]
         self.scratch_dims = list(zip(pairs[::2], pairs[1::2], strict=True))
@@ -182,6 +188,9 @@ class CudaKernelRunner:
     ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
         """(grid, block) of phase `i` for a batch of `batch` on `sms` multiprocessors."""
         lanes = self.lanes[i]
+        if self.tiles[i] > 0:  # block mode: a tile per block, `lanes` threads
+            grid = min(self.tiles[i] * batch, sms * BLOCKS_PER_SM) if self.parallel[i] else 1
+            return (max(grid, 1), 1, 1), (max(lanes, 1), 1, 1)
         if lanes == 1:  # serial: every thread is a row
             bx, by = THREADS_PER_BLOCK, 1
             rows = max(self.work[i] * batch, 1)

@@ -29,10 +29,11 @@
 // CHECK:         %[[WRAP:.*]] = llvm.icmp "uge"
 // CHECK:         llvm.select %[[WRAP]]
 // CHECK-NOT:     llvm.udiv
-// The kernel info carries each phase's static lane extent for the launch, and
-// how many consecutive phases each launch runs.
+// The kernel info carries each phase's static lane extent for the launch, its
+// tiles per batch item in block mode (0: not a tile; see lower_to_ptx_tile.mlir),
+// and how many consecutive phases each launch runs.
 // CHECK:       loop.kernel_info
-// CHECK-SAME:    bs.gpu_lanes = array<i64: 13>, bs.gpu_groups = array<i64: 1>
+// CHECK-SAME:    bs.gpu_lanes = array<i64: 13>, bs.gpu_tiles = array<i64: 0>, bs.gpu_groups = array<i64: 1>
 // CHECK-SAME:    kernel = "scale", phases = ["scale_p0"]
 // CHECK-SAME:    target = "nvptx"
 

@@ -1,13 +1,16 @@
 """The NVPTX backend: PTX for NVIDIA GPUs through llvmlite's NVPTX target.
 
 The generic lowering runs with `gpu_lanes.GPUPhaseEmitter`: the lanes of a
-`simd.loop` are the threads of a block and the parallel loops are the grid.
+`simd.loop` are the threads of a block and the parallel loops are the grid; a
+depth-first tile is a block, with its scratch in shared memory (one static
+`.shared` array `bs_shared_<bytes>` per size, an `addrspace(3)` global).
 Phases keep the CPU's phase ABI `void (i64, i64, ptr args)` as device
 functions; each *launch* of a kernel is a `.entry` (`ptx_kernel` calling
 convention) named `<kernel>_g<j>` with the same ABI, which runs a run of
 consecutive independent phases, `ctaid.y` picking the phase (`launches`).
 Each `loop.kernel_info` also gets `bs.gpu_lanes`, the static lane extent of
-each phase (for the block shape), and `bs.gpu_groups`, the launch groups.
+each phase (for the block shape), `bs.gpu_tiles`, the tiles per batch item of
+each block-mode phase (0 for the others), and `bs.gpu_groups`, the launch groups.
 
 `exp`, `log`, `tanh` and `erf` call libdevice (`__nv_expf`, ...), the CUDA math
 library's own implementations, linked from `libdevice.10.bc` (found through
@@ -32,14 +35,18 @@ from llvmlite import ir
 from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import func
 from xdsl.dialects import llvm as xllvm
-from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, StringAttr, i64
+from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, StringAttr, i8, i64
 
 from brainslug.dialects import loop
 from brainslug.lowering.backends.x86 import _OpsView
 from brainslug.lowering.gpu_lanes import (
+    SHARED_PREFIX,
+    TO_GENERIC,
     GPUPhaseEmitter,
+    block_phase,
     launch_groups,
     phase_hints,
+    tiles_per_item,
     unit_tiles,
 )
 from brainslug.lowering.to_llvm import KERNEL_ATTR, TargetParams, lower_kernels
@@ -48,6 +55,8 @@ TARGET = "nvptx"
 TRIPLE = "nvptx64-nvidia-cuda"
 LANES_ATTR = "bs.gpu_lanes"
 """On `loop.kernel_info`: each phase's static lane extent (0: unknown, 1: serial)."""
+TILES_ATTR = "bs.gpu_tiles"
+"""On `loop.kernel_info`: each phase's tiles per batch item in block mode, else 0."""
 GROUPS_ATTR = "bs.gpu_groups"
 """On `loop.kernel_info`: the number of consecutive phases each launch runs."""
 ARCH_ATTR = "bs.gpu_arch"
@@ -193,26 +202,32 @@ class NVPTXBackend:
         return TargetParams(TARGET, 32, (), GPUPhaseEmitter)
 
     def lower(self, module: ModuleOp, generic: bool = True) -> None:
-        """bs-lower-to-llvm for this target: depth-first tiles of one point
-        (`unit_tiles`), the phases, and each kernel's lane hints and launch groups."""
-        hints, groups = {}, {}
+        """bs-lower-to-llvm for this target: depth-first tiles too large for
+        shared memory cut to one point (`unit_tiles`), the phases, the shared
+        arrays of the block-mode tiles, and each kernel's lane and tile hints
+        and launch groups."""
+        hints, tiles, groups = {}, {}, {}
         for op in module.ops:
             if isinstance(op, func.FuncOp) and KERNEL_ATTR in op.attributes:
                 phases = [
                     p for p in op.body.block.ops if isinstance(p, loop.NestOp | loop.TileOp)
                 ]
                 for p in phases:
-                    if isinstance(p, loop.TileOp):
+                    if isinstance(p, loop.TileOp) and not block_phase(p):
                         unit_tiles(p)
-                hints[op.sym_name.data] = phase_hints(phases)
-                groups[op.sym_name.data] = launch_groups(phases)
+                name = op.sym_name.data
+                hints[name] = phase_hints(phases)
+                tiles[name] = [tiles_per_item(p) for p in phases]
+                groups[name] = launch_groups(phases)
         lower_kernels(module, self.params(), generic)
         for op in module.ops:
             if isinstance(op, loop.KernelInfoOp) and op.kernel.data in hints:
                 name = op.kernel.data
                 op.attributes[LANES_ATTR] = DenseArrayBase.from_list(i64, hints[name])
+                op.attributes[TILES_ATTR] = DenseArrayBase.from_list(i64, tiles[name])
                 op.attributes[GROUPS_ATTR] = DenseArrayBase.from_list(i64, groups[name])
                 op.attributes[ARCH_ATTR] = StringAttr(self.cpu)
+        _add_shared_arrays(module)
 
     @property
     def ptx_target(self) -> str:
@@ -231,20 +246,38 @@ class NVPTXBackend:
     # ------------------------------------------------------------------ IR
 
     def to_llvmlite(self, module: ModuleOp, data_layout: str = "") -> ir.Module:
-        """The module's `llvm.func`s as llvmlite IR: the phases as internal
-        device functions, plus one `.entry` per launch that calls them."""
-        funcs = [op for op in module.ops if isinstance(op, xllvm.FuncOp)]
+        """The module's `llvm.func`s and shared arrays as llvmlite IR: the
+        phases as internal device functions, plus one `.entry` per launch that
+        calls them."""
+        ops = [op for op in module.ops if isinstance(op, xllvm.FuncOp | xllvm.GlobalOp)]
         ir_mod = convert_module(
-            _OpsView(module, funcs),  # type: ignore[arg-type]
+            _OpsView(module, ops),  # type: ignore[arg-type]
             fallback_target_triple=TRIPLE,
             data_layout=data_layout,
         )
+        for g in ir_mod.global_values:
+            if isinstance(g, ir.GlobalVariable) and g.name.startswith(SHARED_PREFIX):
+                g.align = 16
+            elif isinstance(g, ir.Function) and g.name == TO_GENERIC and not g.blocks:
+                g.linkage = "internal"
+                g.attributes.add("alwaysinline")
+                b = ir.IRBuilder(g.append_basic_block("entry"))
+                b.ret(b.addrspacecast(g.args[0], ir.PointerType()))
         infos = [op for op in module.ops if isinstance(op, loop.KernelInfoOp)]
         calls = Counter(p.data for info in infos for p in info.phases)
+        blocks = {  # phases with barriers: their calls must stay uniform
+            p.data
+            for info in infos
+            if TILES_ATTR in info.attributes
+            for p, t in zip(info.phases, info.attributes[TILES_ATTR].get_values(), strict=True)  # type: ignore[attr-defined]
+            if t > 0
+        }
         for fn in ir_mod.functions:
             if fn.blocks and fn.name in calls:  # device functions, called by the entries
                 fn.linkage = "internal"
                 fn.attributes.add("nounwind")
+                if fn.name in blocks:
+                    fn.attributes.add("convergent")
                 if calls[fn.name] > 1:  # shared by several launches: one copy (a .func)
                     fn.attributes.add("noinline")
         for info in infos:
@@ -280,6 +313,25 @@ class NVPTXBackend:
     def emit_ptx(self, module: ModuleOp, opt: int = 3) -> str:
         tm = self.target_machine()
         return tm.emit_assembly(self.build(module, opt, tm))
+
+
+def _add_shared_arrays(module: ModuleOp) -> None:
+    """The `addrspace(3)` array of each size that a block-mode phase addresses."""
+    have = {op.sym_name.data for op in module.ops if isinstance(op, xllvm.GlobalOp)}
+    sizes = sorted({
+        int(name[len(SHARED_PREFIX):])
+        for op in module.walk()
+        if isinstance(op, xllvm.AddressOfOp)
+        and (name := op.global_name.root_reference.data).startswith(SHARED_PREFIX)
+        and name not in have
+    })
+    arrays = [
+        xllvm.GlobalOp(xllvm.LLVMArrayType(n, i8), f"{SHARED_PREFIX}{n}", "internal",
+                       addr_space=3, alignment=16)
+        for n in sizes
+    ]
+    if arrays:
+        module.body.block.insert_ops_before(arrays, module.body.block.first_op)  # type: ignore[arg-type]
 
 
 def oldest(*archs: str) -> str:
