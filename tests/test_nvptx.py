@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from halo_cases import HALO_POOLS
 
 from brainslug.dialects import loop
 from brainslug.ir.context import make_context, parse_module
@@ -330,24 +331,6 @@ def test_tile_too_large_for_shared_memory(
 HALO_H, HALO_W = 29, 23
 HALO_BUDGET = 7 * 4 * (HALO_W + 2)
 """A tile budget of 7 padded input rows of one channel: H splits into tiles."""
-HALO_POOLS = {
-    # name: (nn op and attributes, output size, reference)
-    "max3s2p1": ('nn.max_pool2d %r {kernel = array<i64: 3, 3>, strides = array<i64: 2, 2>, '
-                 'padding = array<i64: 1, 1, 1, 1>, dilation = array<i64: 1, 1>, ceil_mode = false',
-                 (15, 12), lambda t: F.max_pool2d(t, 3, 2, 1)),
-    "max3s1p1": ('nn.max_pool2d %r {kernel = array<i64: 3, 3>, strides = array<i64: 1, 1>, '
-                 'padding = array<i64: 1, 1, 1, 1>, dilation = array<i64: 1, 1>, ceil_mode = false',
-                 (29, 23), lambda t: F.max_pool2d(t, 3, 1, 1)),
-    "max4s2ceil": ('nn.max_pool2d %r {kernel = array<i64: 4, 4>, strides = array<i64: 2, 2>, '
-                   'padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, ceil_mode = true',
-                   (14, 11), lambda t: F.max_pool2d(t, 4, 2, 0, ceil_mode=True)),
-    "avg3s2p1_nopad": ('nn.avg_pool2d %r {kernel = array<i64: 3, 3>, strides = array<i64: 2, 2>, '
-                       'padding = array<i64: 1, 1, 1, 1>, ceil_mode = false, '
-                       'count_include_pad = false',
-                       (15, 12), lambda t: F.avg_pool2d(t, 3, 2, 1, count_include_pad=False)),
-}
-
-
 def bn_relu_pool(pool: str, batch: int) -> Case:
     """BN -> ReLU -> an overlapping pool, NCHW 29x23, NaNs in the input."""
     op, (oh, ow), ref_pool = HALO_POOLS[pool]

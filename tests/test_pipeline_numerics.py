@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from halo_cases import HALO_POOLS
 
 from brainslug.ir.context import parse_module
 from brainslug.runtime.executor import compile_graph
@@ -311,24 +312,6 @@ def test_maxpool_avgpool_tiled() -> None:
     (out,) = compile_graph(parse_module(text))(x)
     ref = F.avg_pool2d(F.max_pool2d(torch.from_numpy(x), 3, 2, 1), 2, 2)
     check(np.asarray(out), ref.numpy())
-
-
-HALO_POOLS = {
-    # name: (nn op attributes, output size for 29x23, reference)
-    "max3s2p1": ('nn.max_pool2d %r {kernel = array<i64: 3, 3>, strides = array<i64: 2, 2>, '
-                 'padding = array<i64: 1, 1, 1, 1>, dilation = array<i64: 1, 1>, ceil_mode = false',
-                 (15, 12), lambda t: F.max_pool2d(t, 3, 2, 1)),
-    "max3s1p1": ('nn.max_pool2d %r {kernel = array<i64: 3, 3>, strides = array<i64: 1, 1>, '
-                 'padding = array<i64: 1, 1, 1, 1>, dilation = array<i64: 1, 1>, ceil_mode = false',
-                 (29, 23), lambda t: F.max_pool2d(t, 3, 1, 1)),
-    "max4s2ceil": ('nn.max_pool2d %r {kernel = array<i64: 4, 4>, strides = array<i64: 2, 2>, '
-                   'padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, ceil_mode = true',
-                   (14, 11), lambda t: F.max_pool2d(t, 4, 2, 0, ceil_mode=True)),
-    "avg3s2p1_nopad": ('nn.avg_pool2d %r {kernel = array<i64: 3, 3>, strides = array<i64: 2, 2>, '
-                       'padding = array<i64: 1, 1, 1, 1>, ceil_mode = false, '
-                       'count_include_pad = false',
-                       (15, 12), lambda t: F.avg_pool2d(t, 3, 2, 1, count_include_pad=False)),
-}
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
