@@ -189,6 +189,30 @@ def test_unary_properties():
         op.verify()
 
 
+@pytest.mark.parametrize("cls", [SigmoidOp, SiluOp])
+def test_sigmoid_impl(cls):
+    """`impl` is absent (the exact formula) or "eigen" (TensorFlow's kernel)."""
+    x = value(N, C)
+    exact, eigen = cls(x), cls(x, "eigen")
+    assert exact.impl_value is None and "impl" not in print_op(exact)
+    assert eigen.impl_value == "eigen" and 'impl = "eigen"' in print_op(eigen)
+    exact.verify()
+    eigen.verify()
+    with pytest.raises(VerifyException, match=rf"{cls.name}: impl must be one of \['eigen'\]"):
+        cls(x, "exact").verify()
+    text = f"""
+    func.func @f(%x: tensor<?x{C}xf32>) {{
+      %0 = {cls.name} %x {{impl = "eigen"}} : tensor<?x{C}xf32> -> tensor<?x{C}xf32>
+      func.return
+    }}
+    """
+    module = Parser(make_context(), text).parse_module()
+    module.verify()
+    parsed = next(op for op in module.walk() if isinstance(op, cls))
+    assert parsed.impl_value == "eigen"
+    assert parsed.properties == eigen.properties and not parsed.attributes
+
+
 @pytest.mark.parametrize(
     ("op", "message"),
     [

@@ -15,7 +15,8 @@ Property encodings (all written inside the attr-dict):
 
 All properties are required and always printed, so that IR built in Python and
 IR parsed from text compare equal; the only optional ones are `nn.clamp`'s
-`min`/`max` and `nn.avg_pool2d`'s `divisor_override` (absent means "none").
+`min`/`max`, `nn.avg_pool2d`'s `divisor_override` (absent means "none") and
+`nn.sigmoid`/`nn.silu`'s `impl` (absent means the exact formula).
 Builders take Python values, with PyTorch's defaults.
 
 Layout: ops whose meaning depends on the channel axis carry `layout`, which is
@@ -785,9 +786,52 @@ class ReluOp(_UnaryOp):
     name = "nn.relu"
 
 
+class _SigmoidLike(_UnaryOp):
+    """A layer built on the logistic function, with an optional `impl`.
+
+    Absent, the logistic function is `1 / (1 + exp(-x))` (PyTorch's). `impl =
+    "eigen"` is TensorFlow's CPU kernel for float32: Eigen's
+    `scalar_logistic_op<float>` as the x86-64 TensorFlow wheel runs it (AVX
+    packets of 8 floats, multiply and add rounded separately, a degree-5
+    polynomial for exp(x/2) squared, denormal results flushed to zero); see
+    `nn_to_loop.eigen_logistic`.
+    """
+
+    PROP_KINDS: ClassVar = {"impl": "string"}
+
+    IMPLS: ClassVar = ("eigen",)
+
+    impl = opt_prop_def(StringAttr)
+
+    def __init__(
+        self,
+        input: Operand,
+        impl: str | None = None,
+        *,
+        result_type: Attribute | None = None,
+    ):
+        super().__init__(
+            input,
+            result_type=result_type,
+            properties={"impl": None if impl is None else StringAttr(impl)},
+        )
+
+    @property
+    def impl_value(self) -> str | None:
+        """None (the exact formula) or one of `IMPLS`."""
+        return None if self.impl is None else self.impl.data
+
+    def verify_props(self) -> None:
+        if self.impl is not None and self.impl_value not in self.IMPLS:
+            raise _err(
+                self.name,
+                f"impl must be one of {list(self.IMPLS)} (or absent), got {self.impl_value!r}",
+            )
+
+
 @irdl_op_definition
-class SigmoidOp(_UnaryOp):
-    """`1 / (1 + exp(-x))`."""
+class SigmoidOp(_SigmoidLike):
+    """`1 / (1 + exp(-x))`, or TensorFlow's kernel with `impl = "eigen"`."""
 
     name = "nn.sigmoid"
 
@@ -800,8 +844,9 @@ class TanhOp(_UnaryOp):
 
 
 @irdl_op_definition
-class SiluOp(_UnaryOp):
-    """`x * sigmoid(x)`."""
+class SiluOp(_SigmoidLike):
+    """`x / (1 + exp(-x))`, or `x * sigmoid(x)` with TensorFlow's sigmoid with
+    `impl = "eigen"` (tf.nn.silu is a Sigmoid and a Mul)."""
 
     name = "nn.silu"
 
@@ -1659,17 +1704,27 @@ def _known_count(
 
 @irdl_op_definition
 class MeanOp(IRDLOperation):
-    """Mean over `dims` (stored non-negative, unique), keeping them if `keepdim`."""
+    """Mean over `dims` (stored non-negative, unique), keeping them if `keepdim`.
+
+    The sum runs over the reduced points in row-major order. `impl = "eigen"`
+    is TensorFlow's CPU order for a mean that keeps the innermost dim (Eigen's
+    `InnerMostDimPreserver` on packets of 8 outputs): over 16 or more points,
+    an output in a whole packet sums four interleaved partial sums (points
+    j = 4q + r), adds them as ((s0 + s1) + s2) + s3, then the last j % 4 points
+    in order; other outputs sum in order. See `nn_to_loop.lower_mean`."""
 
     name = "nn.mean"
 
-    PROP_KINDS: ClassVar = {"dims": "i64 array", "keepdim": "bool"}
+    PROP_KINDS: ClassVar = {"dims": "i64 array", "keepdim": "bool", "impl": "string"}
+
+    IMPLS: ClassVar = ("eigen",)
 
     input = operand_def(TensorType)
     output = result_def(TensorType)
 
     dims = prop_def(DenseArrayBase)
     keepdim = prop_def(IntegerAttr)
+    impl = opt_prop_def(StringAttr)
 
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
@@ -1681,6 +1736,7 @@ class MeanOp(IRDLOperation):
         dims: Sequence[int],
         keepdim: bool = False,
         *,
+        impl: str | None = None,
         result_type: Attribute | None = None,
     ):
         rank = len(_shape(self.name, "input", _type_of(input)))
@@ -1693,8 +1749,14 @@ class MeanOp(IRDLOperation):
             properties={
                 "dims": _i64_array(dims),
                 "keepdim": BoolAttr.from_bool(keepdim),
+                "impl": None if impl is None else StringAttr(impl),
             },
         )
+
+    @property
+    def impl_value(self) -> str | None:
+        """None (the sum in order) or one of `IMPLS`."""
+        return None if self.impl is None else self.impl.data
 
     @property
     def dims_values(self) -> tuple[int, ...]:
@@ -1726,6 +1788,13 @@ class MeanOp(IRDLOperation):
             self.input.type, dims=self.dims_values, keepdim=self.keepdim_value
         )
         _check_result(self.name, self.output.type, inferred)
+        if self.impl is not None:
+            if self.impl_value not in self.IMPLS:
+                raise _err(self.name, f"impl must be one of {list(self.IMPLS)} (or absent), "
+                                      f"got {self.impl_value!r}")
+            rank = len(_shape(self.name, "input", self.input.type))
+            if rank - 1 in self.dims_values:
+                raise _err(self.name, 'impl "eigen" keeps the innermost dim, which dims reduce')
 
 
 @irdl_op_definition

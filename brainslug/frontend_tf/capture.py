@@ -196,12 +196,13 @@ def _activation(nd: _Node, x: str, fn: Any, name: str) -> str:
     if key == "relu6":
         return b.emit(name, nn.ClampOp(v, 0.0, 6.0), [x], tf.nn.relu6)
     if key == "sigmoid":
-        return b.emit(name, nn.SigmoidOp(v), [x], tf.nn.sigmoid)
+        # TensorFlow's CPU kernel (Eigen's logistic), not 1 / (1 + exp(-x))
+        return b.emit(name, nn.SigmoidOp(v, "eigen"), [x], tf.nn.sigmoid)
     if key == "tanh":
         return b.emit(name, nn.TanhOp(v), [x], tf.math.tanh)
     if key in ("silu", "swish"):
-        # TensorFlow: x * sigmoid(x)
-        s = b.emit(f"{name}.sigmoid", nn.SigmoidOp(v), [x], tf.nn.sigmoid)
+        # TensorFlow: x * sigmoid(x), its Sigmoid kernel then a Mul
+        s = b.emit(f"{name}.sigmoid", nn.SigmoidOp(v, "eigen"), [x], tf.nn.sigmoid)
         return b.emit(name, nn.MulOp(v, b.values[s]), [x, s], tf.multiply)
     if key == "hard_sigmoid":
         # Keras 3 on TensorFlow: relu6(x + 3) / 6
@@ -372,12 +373,33 @@ def _batch_norm(nd: _Node) -> str:
     if getattr(op, "renorm", False):
         raise Unmapped("batch renormalization")
     n = op.name
-    gamma = b.param(_snapshot(op.gamma), f"{n}.gamma") if op.scale else None
-    beta = b.param(_snapshot(op.beta), f"{n}.beta") if op.center else None
-    mean = b.param(_snapshot(op.moving_mean), f"{n}.moving_mean")
-    var = b.param(_snapshot(op.moving_variance), f"{n}.moving_variance")
-    bn = nn.BatchNormOp(xv, gamma, beta, mean, var, eps=float(op.epsilon), layout=LAYOUT)
+    inv, offset, mean = _tf_batch_norm_factors(op)
+    # nn.batch_norm computes alpha = weight * (1 / sqrt(var + eps)) = inv exactly
+    # (var 1, eps 0), beta = bias - mean * alpha and x * alpha + beta: TensorFlow's
+    # operations on TensorFlow's per-channel factors
+    bn = nn.BatchNormOp(xv, b.param(inv, f"{n}.inv"), b.param(offset, f"{n}.offset"),
+                        b.param(mean, f"{n}.moving_mean"),
+                        b.param(np.ones_like(inv), f"{n}.one"), eps=0.0, layout=LAYOUT)
     return b.emit(n, bn, nd.ins, lambda t: op(t, training=False))
+
+
+def _tf_batch_norm_factors(op: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inv, offset, mean) of a Keras BatchNormalization at inference.
+
+    Keras 3 on TensorFlow calls tf.nn.batch_normalization: inv = rsqrt(variance +
+    epsilon) (times gamma), y = x * inv + (beta - mean * inv), or + (-mean * inv)
+    without beta. TensorFlow's Rsqrt kernel is not 1 / sqrt: Eigen's AVX prsqrt
+    is the CPU's rsqrtps estimate refined by one Newton step (EIGEN_FAST_MATH), ~1
+    ulp off on about half the channels. So inv comes from TensorFlow's own kernels,
+    computed here as the layer computes it on every call; without beta the offset is
+    -0.0, so that offset - mean * inv is -(mean * inv) down to the sign of zero."""
+    var = tf.convert_to_tensor(_snapshot(op.moving_variance))
+    inv = tf.math.rsqrt(var + op.epsilon)
+    if op.scale:
+        inv = inv * tf.convert_to_tensor(_snapshot(op.gamma))
+    inv_a = np.ascontiguousarray(inv.numpy(), dtype=np.float32)
+    offset = _snapshot(op.beta) if op.center else np.full_like(inv_a, -0.0)
+    return inv_a, offset, _snapshot(op.moving_mean)
 
 
 def _pool(nd: _Node, kind: str) -> str:
@@ -471,8 +493,7 @@ def _global_pool(nd: _Node, kind: str) -> str:
         raise Unmapped(f"a rank-{len(shape)} input")
     keep = bool(op.keepdims)
     if kind == "avg":
-        check_mean_size(shape[1] * shape[2])
-        return b.emit(op.name, nn.MeanOp(xv, [1, 2], keep), nd.ins,
+        return b.emit(op.name, tf_mean(xv, [1, 2], keep), nd.ins,
                       lambda t: tf.reduce_mean(t, axis=[1, 2], keepdims=keep))
     if shape[1] < 0 or shape[2] < 0:
         raise Unmapped("global max pool of an unknown spatial size")
@@ -486,15 +507,27 @@ def _global_pool(nd: _Node, kind: str) -> str:
 
 
 MEAN_LIMIT = 1024
-"""The most elements a mapped mean reduces: BrainSlug's mean sums in order, and
-over more elements its rounding error grows past TensorFlow's tree reduction."""
+"""The most elements a mean that reduces the innermost dim may sum: BrainSlug
+sums those in order, and over more elements its rounding drifts from
+TensorFlow's tree reduction."""
 
 
-def check_mean_size(n: int) -> None:
+def tf_mean(x: SSAValue, dims: list[int], keep: bool) -> nn.MeanOp:
+    """TensorFlow's mean: in TensorFlow's summation order (bit for bit) when the
+    innermost dim is kept (global pooling, squeeze-and-excite), else in order,
+    over at most MEAN_LIMIT elements."""
+    shape = x.type.get_shape()
+    rank = len(shape)
+    if rank - 1 not in [a % rank for a in dims]:
+        if any(shape[a] < 0 for a in dims):
+            raise Unmapped("a mean over an unknown number of elements")
+        return nn.MeanOp(x, dims, keep, impl="eigen")
+    n = int(np.prod([shape[a] for a in dims])) if all(shape[a] >= 0 for a in dims) else -1
     if n < 0 or n > MEAN_LIMIT:
         raise Unmapped(f"a mean over {n if n >= 0 else 'an unknown number of'} elements "
-                       f"(BrainSlug sums in order; over more than {MEAN_LIMIT} that rounds "
-                       f"worse than TensorFlow's tree reduction)")
+                       f"of the innermost dim (BrainSlug sums in order; over more than "
+                       f"{MEAN_LIMIT} that rounds worse than TensorFlow's tree reduction)")
+    return nn.MeanOp(x, dims, keep)
 
 
 def _merge(nd: _Node, ctor: type, tf_fn: Callable) -> str:

@@ -30,8 +30,8 @@ from brainslug.frontend_tf.capture import (
     Unmapped,
     _Builder,
     _hint,
-    check_mean_size,
     same_padding,
+    tf_mean,
 )
 
 _ELEM: dict[tf.dtypes.DType, Attribute] = {tf.float32: f32, tf.int32: i32, tf.int64: i64,
@@ -149,8 +149,12 @@ def _emit(gb: _GraphBuilder, op: tf.Operation) -> str:
     run = op_runner(op)
     if t in ("Relu", "Relu6", "Sigmoid", "Tanh"):
         x = gb.value(ins[0])
-        ctor = {"Relu": nn.ReluOp, "Sigmoid": nn.SigmoidOp, "Tanh": nn.TanhOp}.get(t)
-        o = ctor(b.values[x]) if ctor else nn.ClampOp(b.values[x], 0.0, 6.0)
+        v = b.values[x]
+        if t == "Sigmoid":
+            o = nn.SigmoidOp(v, "eigen")  # TensorFlow's CPU kernel (Eigen's logistic)
+        else:
+            ctor = {"Relu": nn.ReluOp, "Tanh": nn.TanhOp}.get(t)
+            o = ctor(v) if ctor else nn.ClampOp(v, 0.0, 6.0)
         return b.emit(name, o, [x], run)
     if t in ("AddV2", "Add", "Mul", "BiasAdd", "Sub"):
         if t == "BiasAdd" and _attr(op, "data_format", "NHWC") != "NHWC":
@@ -196,10 +200,7 @@ def _emit(gb: _GraphBuilder, op: tf.Operation) -> str:
         axes = sorted({int(a) % rank for a in np.ravel(axes)})
         keep = bool(_attr(op, "keep_dims", False))
         if t == "Mean":
-            dims = b.values[x].type.get_shape()
-            check_mean_size(int(np.prod([dims[a] for a in axes])) if all(
-                dims[a] >= 0 for a in axes) else -1)
-            return b.emit(name, nn.MeanOp(b.values[x], axes, keep), [x], run)
+            return b.emit(name, tf_mean(b.values[x], axes, keep), [x], run)
         shape = b.values[x].type.get_shape()
         if axes != [1, 2] or rank != 4 or shape[1] < 0 or shape[2] < 0:
             raise Unmapped("max over other axes than H and W")

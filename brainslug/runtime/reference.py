@@ -7,6 +7,7 @@ back. Arrays come and go as numpy arrays or torch tensors, whichever came in.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,77 @@ def _pad_input(F, x, padding):
     if top == bottom and left == right:
         return x, (top, left)
     return F.pad(x, (left, right, top, bottom)), (0, 0)
+
+
+class _TorchFloats:
+    """The float methods of `nn_to_loop.Emitter` that the logistic formulas use,
+    on float32 torch tensors (each op rounds once, as in the compiled code)."""
+
+    def __init__(self, torch):
+        self.t = torch
+
+    def f(self, v: float):
+        return self.t.tensor(v, dtype=self.t.float32)
+
+    def add(self, a, b):
+        return a + b
+
+    def sub(self, a, b):
+        return a - b
+
+    def mul(self, a, b):
+        return a * b
+
+    def div(self, a, b):
+        return a / b
+
+    def cmp(self, pred: str, a, b):
+        return {"olt": self.t.lt, "ogt": self.t.gt, "oge": self.t.ge}[pred](a, b)
+
+    def select(self, c, a, b):
+        return self.t.where(c, a, b)
+
+    def min0(self, x, hi: float):
+        return self.select(self.cmp("ogt", x, self.f(hi)), self.f(hi), x)
+
+
+@functools.cache
+def _libm_expf() -> Any:
+    """libm's expf (what the compiled code and TensorFlow's scalar path call)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("m")
+    try:
+        fn = (ctypes.CDLL(name) if name else ctypes.CDLL(None)).expf
+    except (AttributeError, OSError):  # pragma: no cover - no C libm
+        import math
+
+        return math.exp
+    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+    return fn
+
+
+def _eigen_logistic(torch, x):
+    """TensorFlow's CPU sigmoid (`impl = "eigen"`): Eigen's packet formula, and its
+    scalar formula on the last numel % 8 elements (see nn_to_loop)."""
+    from brainslug.lowering.nn_to_loop import (
+        EIGEN_LOGISTIC,
+        EIGEN_PACKET,
+        FLT_MIN,
+        eigen_logistic,
+    )
+
+    x = x.to(torch.float32).contiguous()
+    y = eigen_logistic(_TorchFloats(torch), x).reshape(-1).clone()
+    xs = x.reshape(-1)
+    for k in range(xs.numel() - xs.numel() % EIGEN_PACKET, xs.numel()):
+        v = float(xs[k])
+        e = torch.tensor(_libm_expf()(v if not v > EIGEN_LOGISTIC["exp_hi"] else
+                                      EIGEN_LOGISTIC["exp_hi"]), dtype=torch.float32)
+        e = torch.where(e < FLT_MIN, torch.zeros_like(e), e)
+        y[k] = e / (1.0 + e)
+    return y.reshape(x.shape)
 
 
 def eval_layer(op: Operation, args: list[Any]) -> Any:
@@ -90,6 +162,9 @@ def eval_layer(op: Operation, args: list[Any]) -> Any:
     if isinstance(op, nn.AdaptiveAvgPool2dOp):
         lay = op.layout_value
         return _back(F.adaptive_avg_pool2d(_nchw(x, lay), op.output_size_values), lay)
+    if isinstance(op, nn.SigmoidOp | nn.SiluOp) and op.impl_value == "eigen":
+        s = _eigen_logistic(torch, x)
+        return s if isinstance(op, nn.SigmoidOp) else x * s
     unary = {
         nn.ReluOp: F.relu, nn.SigmoidOp: torch.sigmoid, nn.TanhOp: torch.tanh,
         nn.SiluOp: F.silu, nn.HardswishOp: F.hardswish, nn.HardsigmoidOp: F.hardsigmoid,
