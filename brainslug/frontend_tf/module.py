@@ -121,6 +121,30 @@ class Arena:
         self._local.storage = {}
 
 
+def _pointer(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+class FastCalls:
+    """Kernel calls by data pointer: the first call of a step with a set of
+    buffer shapes is checked (`KernelRunner.__call__`), later ones with the same
+    shapes pass pointers only (`call_pointers`), as the PyTorch plan does.
+    Checking every buffer on every call cost DenseNet-121 about 5 ms at batch 1."""
+
+    def __init__(self) -> None:
+        self._fill: dict[tuple, list[tuple[int, int]]] = {}
+
+    def __call__(self, key: Any, runner: Any, bufs: list[np.ndarray], batch: int) -> None:
+        k = (key, batch, *(b.shape for b in bufs))
+        fill = self._fill.get(k)
+        if fill is not None and all(b.flags.c_contiguous for b in bufs) and \
+                runner.call_pointers([_pointer(b) for b in bufs], fill, batch):
+            return
+        runner(bufs, batch)
+        if fill is None and hasattr(runner, "call_pointers"):
+            self._fill[k] = runner.shape_slots(bufs, batch)
+
+
 def _kernel_call(st: Step) -> Any:
     """The numpy_function body of a stack step."""
     s = st.stack
@@ -128,6 +152,7 @@ def _kernel_call(st: Step) -> Any:
     slots = [k for k, v in enumerate(template) if isinstance(v, str)]
     shapes = s.output_shapes
     runner = st.runner
+    fast = FastCalls()
 
     def call(*acts: np.ndarray) -> list[np.ndarray]:
         bufs = list(template)
@@ -135,7 +160,7 @@ def _kernel_call(st: Step) -> Any:
             bufs[k] = a if a.flags.c_contiguous else np.ascontiguousarray(a)
         batch = int(acts[0].shape[0]) if acts else 1
         outs = [aligned_empty(tuple(batch if d < 0 else d for d in sh)) for sh in shapes]
-        runner(bufs + outs, batch)
+        fast(0, runner, bufs + outs, batch)
         return outs
 
     return call
@@ -157,6 +182,7 @@ class OptimizedModel:
         self._plan = self.arena.plan if self.arena is not None else None
         self._graph: Any = None
         self.mode = mode
+        self._calls = FastCalls()
 
     def __repr__(self) -> str:
         n = sum(1 for s in self.info.stacks if s.compiled)
@@ -249,7 +275,7 @@ class OptimizedModel:
                     outs.append(aligned_empty(dims))
                 else:
                     outs.append(store[slot][: math.prod(dims)].reshape(dims))
-            st.runner(bufs + outs, batch)
+            self._calls(k, st.runner, bufs + outs, batch)
             for o, a in zip(s.outputs, outs, strict=True):
                 env[o] = to_tf(a)
         res = [env[o] for o in self.outputs]
