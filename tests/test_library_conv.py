@@ -306,3 +306,76 @@ def test_pack_graph_convolutions_leaves_user_model_alone() -> None:
         assert rel_err(gm(x), ref) <= 1e-5
         model[0].weight.data.mul_(2)  # the user's edit reaches the packed plan
         assert rel_err(gm(x), top(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:5], ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[3]}")
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+def test_activation_post_op_is_the_separate_activation(cfg: tuple, act: str) -> None:
+    """ReLU/ReLU6 as a oneDNN post-op of the packed convolution: bit for bit the
+    packed convolution followed by the activation (inputs scaled so that both
+    clamps of ReLU6 are hit)."""
+    cin, cout, k, kw, (h, w) = cfg
+    conv = make_conv(cin, cout, k, **kw)
+    plain, fused = PackedConv2d(conv), PackedConv2d(conv, act=act)
+    x = (torch.randn(3, cin, h, w) * 4).to(memory_format=CL)
+    with torch.no_grad():
+        ref = library_conv.activation(plain(x), act)
+        out = fused(x)
+    assert torch.equal(out, ref)
+    assert (ref == 0).any() and (act != "relu6" or (ref == 6).any())
+
+
+def test_fuse_conv_activations_patterns() -> None:
+    """conv → ReLU module, F.relu6, .relu_() and F.hardtanh(0, 6) fuse; a conv
+    with a second user, or hardtanh with other bounds, does not."""
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c2, self.c3 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1), \
+                nn.Conv2d(8, 8, 3, padding=1)
+            self.c4, self.c5, self.c6 = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1), \
+                nn.Conv2d(8, 8, 1)
+            self.relu = nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = self.relu(self.c1(x))
+            b = F.relu6(self.c2(a))
+            c = self.c3(b).relu_()
+            d = F.hardtanh(self.c4(c), 0.0, 6.0)
+            e = self.c5(d)
+            f = F.relu(e) + e  # e has two users: not fused
+            return F.hardtanh(self.c6(f), -1.0, 1.0)  # not a ReLU6
+
+    torch.manual_seed(5)
+    net = Net().eval()
+    gm = fx.symbolic_trace(net)
+    x = (torch.randn(2, 3, 11, 9) * 3).to(memory_format=CL)
+    with torch.no_grad():
+        ref = net(x)
+    assert library_conv.fuse_conv_activations(gm) == ["c1", "c2", "c3", "c4"]
+    kinds = [m.act for m in gm.modules() if isinstance(m, library_conv.ConvAct)]
+    assert kinds == ["relu", "relu6", "relu", "relu6"]
+    pack_graph_convolutions(gm)
+    with torch.no_grad():
+        out = gm(x)
+    assert rel_err(out, ref) <= 1e-5
+
+
+def test_optimize_fuses_conv_relu_bit_for_bit() -> None:
+    """A conv → ReLU network (VGG-like) in exact mode: the activations become
+    post-ops, the report says so, and the result equals eager channels-last."""
+    import brainslug.pytorch as brainslug
+
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(inplace=True),
+                          nn.MaxPool2d(3, 2, 1), nn.Conv2d(16, 8, 3, padding=1),
+                          nn.ReLU6()).eval()
+    opt = brainslug.optimize(model, [0, 3, 21, 19])
+    if HAVE_MKLDNN:
+        assert any("post-ops" in n for n in opt.info.notes)
+    x = torch.randn(3, 3, 21, 19)
+    cl = model.to(memory_format=CL)
+    with torch.no_grad():
+        assert torch.equal(opt(x), cl(x.to(memory_format=CL)))

@@ -247,7 +247,9 @@ class _Builder:
 
 def _hint(name: str) -> str:
     s = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
-    return s if s and not s[0].isdigit() else f"v{s}"
+    # a letter first: xDSL drops a `_<digits>` suffix when it renames, so "_2" would
+    # become an empty name
+    return s if s and s[0].isalpha() else f"v{s}"
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
@@ -379,6 +381,8 @@ def _map_module(b: _Builder, n: fx.Node, m: tnn.Module) -> Operation:
         return _UNARY_MODULES[t](m, x)
     if isinstance(m, tnn.Conv2d):
         return _conv(b, n, x, m)
+    if type(m).__name__ == "ConvAct":
+        raise LibraryCall(f"convolution with its {m.act} as a oneDNN post-op")
     if isinstance(m, tnn.Linear):
         _rank2(b, x)
         bias = b.param(m.bias, f"{n.target}.bias") if m.bias is not None else None

@@ -100,10 +100,15 @@ class PackedConv2d(nn.Module):
     reason: str
 
     def __init__(self, conv: nn.Conv2d, weight: torch.Tensor | None = None,
-                 bias: torch.Tensor | None = None, *, keep_format: bool = False) -> None:
+                 bias: torch.Tensor | None = None, *, keep_format: bool = False,
+                 act: str | None = None) -> None:
         super().__init__()
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"PackedConv2d wraps an nn.Conv2d, got {type(conv).__name__}")
+        if act is not None and act not in ACTIVATIONS:
+            raise ValueError(f"act must be one of {sorted(ACTIVATIONS)} or None, got {act!r}")
+        self.act = act
+        self._attr, self._scalars = ACTIVATIONS[act] if act else ("none", [])
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size = tuple(conv.kernel_size)
         self.stride = tuple(conv.stride)
@@ -148,7 +153,8 @@ class PackedConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-                f"groups={self.groups}, bias={self.bias is not None}, packed={self.packed}")
+                f"groups={self.groups}, bias={self.bias is not None}, packed={self.packed}"
+                + (f", act={self.act}" if self.act else ""))
 
     # -- packed-weight snapshot ---------------------------------------------------------
     def _reset_cache(self) -> None:
@@ -205,10 +211,11 @@ class PackedConv2d(nn.Module):
     def _fallback(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding, mode=self.padding_mode)
-            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation,
-                            self.groups)
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
+            y = F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        else:
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                         self.groups)
+        return activation(y, self.act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self._parameters  # faster than Module.__getattr__ on the hot path
@@ -223,7 +230,7 @@ class PackedConv2d(nn.Module):
         if pw is None:
             return self._fallback(x)
         y = _mkldnn_ops()[1](x, pw, b, self._pad_arg, self._stride_arg, self._dilation_arg,
-                             self.groups, "none", [], "")
+                             self.groups, self._attr, self._scalars, "")
         if self.keep_format and x.is_contiguous() and not y.is_contiguous():
             y = y.contiguous()
         return y
@@ -240,6 +247,97 @@ class PackedConv2d(nn.Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._reset_cache()
+
+
+ACTIVATIONS: dict[str, tuple[str, list[float]]] = {
+    "relu": ("relu", []),
+    "relu6": ("hardtanh", [0.0, 6.0]),
+}
+"""Activations a packed convolution applies as a oneDNN post-op: (attr, scalars)
+of ``_convolution_pointwise``. The post-op takes the float32 result of the
+convolution, so the output is the separate activation's bit for bit."""
+
+
+def activation(y: torch.Tensor, act: str | None) -> torch.Tensor:
+    if act == "relu":
+        return F.relu(y)
+    if act == "relu6":
+        return F.hardtanh(y, 0.0, 6.0)
+    return y
+
+
+class ConvAct(nn.Module):
+    """A convolution and the ReLU/ReLU6 that is its only user, as one module
+    (`fuse_conv_activations`); `PackedConv2d` runs it as one oneDNN call."""
+
+    def __init__(self, conv: nn.Conv2d, act: str) -> None:
+        super().__init__()
+        if act not in ACTIVATIONS:
+            raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+        self.conv, self.act = conv, act
+
+    def extra_repr(self) -> str:
+        return f"act={self.act}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return activation(self.conv(x), self.act)
+
+
+def _activation_of(gm: fx.GraphModule, node: fx.Node, x: fx.Node) -> str | None:
+    """"relu"/"relu6" when `node` applies that activation to `x` alone."""
+    if not node.args or node.args[0] is not x or any(a is x for a in node.args[1:]):
+        return None
+    if node.op == "call_module":
+        m = gm.get_submodule(str(node.target))
+        if type(m) is nn.ReLU:
+            return "relu"
+        if type(m) is nn.ReLU6 or (type(m) is nn.Hardtanh and (m.min_val, m.max_val) == (0, 6)):
+            return "relu6"
+        return None
+    rest = list(node.args[1:]) + [v for k, v in node.kwargs.items() if k != "inplace"]
+    if node.op == "call_function":
+        if node.target in (F.relu, torch.relu, torch.relu_) and not rest:
+            return "relu"
+        if node.target is F.relu6 and not rest:
+            return "relu6"
+        if node.target is F.hardtanh and [float(v) for v in rest] == [0.0, 6.0]:
+            return "relu6"
+    if node.op == "call_method" and node.target in ("relu", "relu_") and not rest:
+        return "relu"
+    return None
+
+
+def fuse_conv_activations(gm: fx.GraphModule) -> list[str]:
+    """Replace each ``nn.Conv2d`` call whose only user is a ReLU/ReLU6 of it, and
+    that activation, by one call of a `ConvAct` (new top-level attributes
+    ``bs_convact_<target>`` of `gm`; the convolution module is shared, not
+    copied). With batch norms folded (``fold_batchnorm=True``), conv → BN →
+    ReLU becomes this pattern. Returns the fused conv targets."""
+    fused = []
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or type(gm.get_submodule(str(node.target))) is not nn.Conv2d:
+            continue
+        if len(node.users) != 1 or len(node.args) != 1 or node.kwargs:
+            continue
+        (user,) = node.users
+        act = _activation_of(gm, user, node)
+        if act is None:
+            continue
+        target = str(node.target)
+        name, k = f"bs_convact_{target.replace('.', '_')}", 1
+        while hasattr(gm, name):
+            name, k = f"bs_convact_{target.replace('.', '_')}_{k}", k + 1
+        gm.add_module(name, ConvAct(gm.get_submodule(target), act))
+        with gm.graph.inserting_after(user):
+            new = gm.graph.call_module(name, (node.args[0],))
+        user.replace_all_uses_with(new)
+        gm.graph.erase_node(user)
+        gm.graph.erase_node(node)
+        fused.append(target)
+    if fused:
+        gm.graph.lint()
+        gm.recompile()
+    return fused
 
 
 def pack_convolutions(module: nn.Module, **kwargs: Any) -> list[str]:
@@ -269,13 +367,16 @@ def pack_graph_convolutions(gm: fx.GraphModule, **kwargs: Any) -> list[str]:
             continue
         target = str(node.target)
         conv = gm.get_submodule(target)
+        act = None
+        if type(conv) is ConvAct:
+            conv, act = conv.conv, conv.act
         if type(conv) is not nn.Conv2d:
             continue
         if target not in made:
             name, k = "bs_packed_" + target.replace(".", "_"), 1
             while hasattr(gm, name):
                 name, k = f"bs_packed_{target.replace('.', '_')}_{k}", k + 1
-            gm.add_module(name, PackedConv2d(conv, **kwargs))
+            gm.add_module(name, PackedConv2d(conv, act=act, **kwargs))
             made[target] = name
         node.target = made[target]
     if made:

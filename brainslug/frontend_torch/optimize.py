@@ -475,9 +475,16 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
         notes.append(f"fold_batchnorm=True: {len(folded)} batch norms folded into the "
                      f"convolutions before them (weights computed in float64 at optimize() "
                      f"time; results round differently from the model's)")
+    pack = layout == "NHWC" and options.get("pack_convolutions", True)
+    if pack:
+        from brainslug.frontend_torch.library_conv import fuse_conv_activations
+
+        if fused := fuse_conv_activations(gm):
+            notes.append(f"{len(fused)} ReLU/ReLU6 layers run as oneDNN post-ops of the "
+                         f"convolutions before them (bit for bit the separate activation)")
     with gc_paused():
         new_gm, info, _ = compile_plan(gm, spec, cpu=cpu, layout=layout, threads=threads)
-    if layout == "NHWC" and options.get("pack_convolutions", True):
+    if pack:
         from brainslug.frontend_torch.library_conv import PackedConv2d, pack_graph_convolutions
 
         packed = pack_graph_convolutions(new_gm)
