@@ -191,3 +191,23 @@ def test_fold_math_in_float64(dtype: torch.dtype) -> None:
     new = folded.get_submodule("0")
     assert new.weight.dtype == dtype and not new.weight.requires_grad
     assert torch.equal(new.weight, w.to(dtype)) and torch.equal(new.bias, b.to(dtype))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_optimize_fold_with_post_ops(name: str) -> None:
+    """optimize(fold_batchnorm=True) on whole networks: the folded conv → ReLU(6)
+    and conv → add (→ ReLU) run as oneDNN post-ops, at batch 1 and 3, within the
+    network tolerance of eager."""
+    import brainslug.pytorch as brainslug
+    from brainslug.frontend_torch import library_conv
+
+    torch.manual_seed(1)
+    model = randomize_bn(getattr(torchvision.models, name)(weights=None)).eval()
+    opt = brainslug.optimize(model, [0, 3, 48, 48], fold_batchnorm=True)
+    notes = " ".join(opt.info.notes)
+    if library_conv._detect_support()[0]:
+        assert "residual adds" in notes and "ReLU/ReLU6 layers run as oneDNN post-ops" in notes
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 48, 48)
+        with torch.no_grad():
+            assert rel_err(opt(x), model(x)) <= 1e-4

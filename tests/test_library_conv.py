@@ -379,3 +379,53 @@ def test_optimize_fuses_conv_relu_bit_for_bit() -> None:
     cl = model.to(memory_format=CL)
     with torch.no_grad():
         assert torch.equal(opt(x), cl(x.to(memory_format=CL)))
+
+
+@pytest.mark.parametrize("act", [None, "relu"])
+def test_residual_add_post_op_bit_for_bit(monkeypatch: pytest.MonkeyPatch, act) -> None:
+    """`act(conv(x) + other)` as one oneDNN call (binary post-op) equals the
+    packed convolution, the add and the ReLU done one after the other."""
+    conv = make_conv(16, 24, 3, padding=1)
+    plain, fused = PackedConv2d(conv), PackedConv2d(conv, act=act, add=True)
+    x = (torch.randn(3, 16, 13, 11) * 3).to(memory_format=CL)
+    other = (torch.randn(3, 24, 13, 11) * 5).to(memory_format=CL)
+    with torch.no_grad():
+        ref = library_conv.activation(plain(x) + other, act)
+        if HAVE_MKLDNN:  # the post-op path, not the fallback
+            monkeypatch.setattr(PackedConv2d, "_fallback", lambda *a: pytest.fail("fallback"))
+        out = fused(x, other)
+        monkeypatch.undo()
+        assert torch.equal(out, ref)
+        # an NCHW `other` takes the fallback, with the same result
+        assert torch.equal(fused(x, other.contiguous()), ref)
+
+
+def test_fuse_conv_add_patterns() -> None:
+    """conv + identity (+=, and other + conv) with and without the ReLU after it;
+    a conv with another user, or an add of two non-convs, is left alone."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c2, self.c3 = (nn.Conv2d(8, 8, 3, padding=1) for _ in range(3))
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.c1(x)
+            out += x
+            y = self.relu(out)       # c1: add and ReLU fused
+            z = y + self.c2(y)       # c2: add fused, no ReLU
+            w = self.c3(z)
+            return w + z + w         # c3 has two users: not fused
+
+    torch.manual_seed(9)
+    net = Block().eval()
+    gm = fx.symbolic_trace(net)
+    x = (torch.randn(2, 8, 9, 7) * 2).to(memory_format=CL)
+    with torch.no_grad():
+        ref = net(x)
+    assert library_conv.fuse_conv_add(gm) == ["c1", "c2"]
+    assert [m.act for m in gm.modules() if isinstance(m, library_conv.ConvAdd)] == ["relu", None]
+    pack_graph_convolutions(gm)
+    with torch.no_grad():
+        assert rel_err(gm(x), ref) <= 1e-5

@@ -381,8 +381,10 @@ def _map_module(b: _Builder, n: fx.Node, m: tnn.Module) -> Operation:
         return _UNARY_MODULES[t](m, x)
     if isinstance(m, tnn.Conv2d):
         return _conv(b, n, x, m)
-    if type(m).__name__ == "ConvAct":
-        raise LibraryCall(f"convolution with its {m.act} as a oneDNN post-op")
+    if type(m).__name__ in ("ConvAct", "ConvAdd"):
+        what = "residual add" + (" and ReLU" if m.act else "") if type(m).__name__ == "ConvAdd" \
+            else m.act
+        raise LibraryCall(f"convolution with its {what} as oneDNN post-ops")
     if isinstance(m, tnn.Linear):
         _rank2(b, x)
         bias = b.param(m.bias, f"{n.target}.bias") if m.bias is not None else None

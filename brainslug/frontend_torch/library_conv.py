@@ -29,6 +29,7 @@ per-call weight reorder of ``F.conv2d`` goes away.
 from __future__ import annotations
 
 import functools
+import operator
 import weakref
 from typing import Any
 
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 _FINGERPRINT_SAMPLES = 64
+CL = torch.channels_last
 _MAX_SHAPES = 4  # packed weights kept per module (one per input shape seen)
 
 
@@ -101,13 +103,15 @@ class PackedConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, weight: torch.Tensor | None = None,
                  bias: torch.Tensor | None = None, *, keep_format: bool = False,
-                 act: str | None = None) -> None:
+                 act: str | None = None, add: bool = False) -> None:
         super().__init__()
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"PackedConv2d wraps an nn.Conv2d, got {type(conv).__name__}")
         if act is not None and act not in ACTIVATIONS:
             raise ValueError(f"act must be one of {sorted(ACTIVATIONS)} or None, got {act!r}")
-        self.act = act
+        if add and act not in (None, "relu"):
+            raise ValueError(f"with add=True, act must be 'relu' or None, got {act!r}")
+        self.act, self.add = act, add
         self._attr, self._scalars = ACTIVATIONS[act] if act else ("none", [])
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size = tuple(conv.kernel_size)
@@ -208,16 +212,17 @@ class PackedConv2d(nn.Module):
         return pw
 
     # -- forward ---------------------------------------------------------------------------
-    def _fallback(self, x: torch.Tensor) -> torch.Tensor:
+    def _fallback(self, x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding, mode=self.padding_mode)
             y = F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
         else:
             y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                          self.groups)
-        return activation(y, self.act)
+        return activation(y if other is None else y + other, self.act)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+        """`act(conv(x))`, or `act(conv(x) + other)` with `add`."""
         params = self._parameters  # faster than Module.__getattr__ on the hot path
         w, b = params["weight"], params["bias"]
         if (not self.packed or x.dim() != 4 or x.dtype != torch.float32
@@ -225,10 +230,20 @@ class PackedConv2d(nn.Module):
                 or (torch.is_grad_enabled() and (
                     x.requires_grad or w.requires_grad  # type: ignore[union-attr]
                     or (b is not None and b.requires_grad)))):
-            return self._fallback(x)
+            return self._fallback(x, other)
         pw = self._packed_weight(w, x.shape)  # type: ignore[arg-type]
         if pw is None:
-            return self._fallback(x)
+            return self._fallback(x, other)
+        if self.add:
+            if (other is None or other.dtype != torch.float32 or not other.is_cpu
+                    or other.requires_grad or not other.is_contiguous(memory_format=CL)):
+                return self._fallback(x, other)
+            try:  # the binary post-op; `other` must have the output's shape
+                return torch.ops.mkldnn._convolution_pointwise.binary(
+                    x, other, pw, b, self._pad_arg, self._stride_arg, self._dilation_arg,
+                    self.groups, "add", None, self.act, [], None if self.act is None else "")
+            except RuntimeError:
+                return self._fallback(x, other)
         y = _mkldnn_ops()[1](x, pw, b, self._pad_arg, self._stride_arg, self._dilation_arg,
                              self.groups, self._attr, self._scalars, "")
         if self.keep_format and x.is_contiguous() and not y.is_contiguous():
@@ -281,6 +296,37 @@ class ConvAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return activation(self.conv(x), self.act)
+
+
+class ConvAdd(nn.Module):
+    """`act(conv(x) + other)`: a convolution whose only user is a residual add,
+    and the ReLU after it if that is the add's only user (`fuse_conv_add`);
+    `PackedConv2d(add=True)` runs it as one oneDNN call (binary post-op)."""
+
+    def __init__(self, conv: nn.Conv2d, act: str | None) -> None:
+        super().__init__()
+        self.conv, self.act = conv, act
+
+    def extra_repr(self) -> str:
+        return f"act={self.act}"
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return activation(self.conv(x) + other, self.act)
+
+
+_ADDS = (operator.add, operator.iadd, torch.add)
+
+
+def _residual_add(node: fx.Node, conv: fx.Node) -> fx.Node | None:
+    """The other operand when `node` is `conv + other` (or `other + conv`, `+=`)."""
+    if node.kwargs or len(node.args) != 2:
+        return None
+    if not ((node.op == "call_function" and node.target in _ADDS)
+            or (node.op == "call_method" and node.target in ("add", "add_"))):
+        return None
+    a, b = node.args
+    other = b if a is conv else a if b is conv else None
+    return other if isinstance(other, fx.Node) and other is not conv else None
 
 
 def _activation_of(gm: fx.GraphModule, node: fx.Node, x: fx.Node) -> str | None:
@@ -340,6 +386,44 @@ def fuse_conv_activations(gm: fx.GraphModule) -> list[str]:
     return fused
 
 
+def fuse_conv_add(gm: fx.GraphModule) -> list[str]:
+    """Replace each ``nn.Conv2d`` call whose only user is a residual add (and the
+    ReLU after it, if that is the add's only user) by one call of a `ConvAdd`
+    (``bs_convadd_<target>``). The add runs as a oneDNN binary post-op, bit for
+    bit ``conv(x) + other``. With batch norms folded, ResNet's
+    conv3 → BN3 → add → ReLU becomes this pattern. Returns the fused targets."""
+    fused = []
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or type(gm.get_submodule(str(node.target))) is not nn.Conv2d:
+            continue
+        if len(node.users) != 1 or len(node.args) != 1 or node.kwargs:
+            continue
+        (add,) = node.users
+        other = _residual_add(add, node)
+        if other is None:
+            continue
+        last, act = add, None
+        if len(add.users) == 1:
+            (user,) = add.users
+            if _activation_of(gm, user, add) == "relu":
+                last, act = user, "relu"
+        target = str(node.target)
+        name, k = f"bs_convadd_{target.replace('.', '_')}", 1
+        while hasattr(gm, name):
+            name, k = f"bs_convadd_{target.replace('.', '_')}_{k}", k + 1
+        gm.add_module(name, ConvAdd(gm.get_submodule(target), act))
+        with gm.graph.inserting_after(last):
+            new = gm.graph.call_module(name, (node.args[0], other))
+        last.replace_all_uses_with(new)
+        for dead in ([last, add] if last is not add else [add]) + [node]:
+            gm.graph.erase_node(dead)
+        fused.append(target)
+    if fused:
+        gm.graph.lint()
+        gm.recompile()
+    return fused
+
+
 def pack_convolutions(module: nn.Module, **kwargs: Any) -> list[str]:
     """Replace every ``nn.Conv2d`` submodule of `module` (in place) by a
     `PackedConv2d` sharing its parameters; the names of those replaced."""
@@ -367,16 +451,16 @@ def pack_graph_convolutions(gm: fx.GraphModule, **kwargs: Any) -> list[str]:
             continue
         target = str(node.target)
         conv = gm.get_submodule(target)
-        act = None
-        if type(conv) is ConvAct:
-            conv, act = conv.conv, conv.act
+        act, add = None, False
+        if type(conv) in (ConvAct, ConvAdd):
+            conv, act, add = conv.conv, conv.act, type(conv) is ConvAdd
         if type(conv) is not nn.Conv2d:
             continue
         if target not in made:
             name, k = "bs_packed_" + target.replace(".", "_"), 1
             while hasattr(gm, name):
                 name, k = f"bs_packed_{target.replace('.', '_')}_{k}", k + 1
-            gm.add_module(name, PackedConv2d(conv, act=act, **kwargs))
+            gm.add_module(name, PackedConv2d(conv, act=act, add=add, **kwargs))
             made[target] = name
         node.target = made[target]
     if made:

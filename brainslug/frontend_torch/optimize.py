@@ -477,8 +477,12 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
                      f"time; results round differently from the model's)")
     pack = layout == "NHWC" and options.get("pack_convolutions", True)
     if pack:
-        from brainslug.frontend_torch.library_conv import fuse_conv_activations
+        from brainslug.frontend_torch.library_conv import fuse_conv_activations, fuse_conv_add
 
+        if fused := fuse_conv_add(gm):
+            notes.append(f"{len(fused)} residual adds (and the ReLUs after them) run as "
+                         f"oneDNN post-ops of the convolutions before them (bit for bit the "
+                         f"separate ops)")
         if fused := fuse_conv_activations(gm):
             notes.append(f"{len(fused)} ReLU/ReLU6 layers run as oneDNN post-ops of the "
                          f"convolutions before them (bit for bit the separate activation)")
