@@ -407,7 +407,8 @@ def test_fuse_conv_add_patterns() -> None:
     class Block(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.c1, self.c2, self.c3 = (nn.Conv2d(8, 8, 3, padding=1) for _ in range(3))
+            self.c1, self.c2, self.c3, self.c4, self.c5 = (
+                nn.Conv2d(8, 8, 3, padding=1) for _ in range(5))
             self.relu = nn.ReLU(inplace=True)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -416,7 +417,8 @@ def test_fuse_conv_add_patterns() -> None:
             y = self.relu(out)       # c1: add and ReLU fused
             z = y + self.c2(y)       # c2: add fused, no ReLU
             w = self.c3(z)
-            return w + z + w         # c3 has two users: not fused
+            v = self.c4(w) + self.c5(w)  # c4 fuses, taking c5's output as `other`
+            return w + v + w         # c3 has three users: not fused
 
     torch.manual_seed(9)
     net = Block().eval()
@@ -424,8 +426,9 @@ def test_fuse_conv_add_patterns() -> None:
     x = (torch.randn(2, 8, 9, 7) * 2).to(memory_format=CL)
     with torch.no_grad():
         ref = net(x)
-    assert library_conv.fuse_conv_add(gm) == ["c1", "c2"]
-    assert [m.act for m in gm.modules() if isinstance(m, library_conv.ConvAdd)] == ["relu", None]
+    assert library_conv.fuse_conv_add(gm) == ["c1", "c2", "c4"]
+    assert [m.act for m in gm.modules() if isinstance(m, library_conv.ConvAdd)] == [
+        "relu", None, None]
     pack_graph_convolutions(gm)
     with torch.no_grad():
         assert rel_err(gm(x), ref) <= 1e-5

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import operator
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -353,6 +354,40 @@ def _activation_of(gm: fx.GraphModule, node: fx.Node, x: fx.Node) -> str | None:
     return None
 
 
+def _lone_convs(gm: fx.GraphModule) -> Iterator[tuple[fx.Node, fx.Node]]:
+    """(conv, user): the ``nn.Conv2d`` calls of one input that have one user, each
+    looked at when reached (a fusion before it may have given it a new user: in
+    `conv_a + conv_b` only the first conv fuses, and the second feeds it)."""
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or type(gm.get_submodule(str(node.target))) is not nn.Conv2d:
+            continue
+        if len(node.users) == 1 and len(node.args) == 1 and not node.kwargs:
+            yield node, next(iter(node.users))
+
+
+def _splice(gm: fx.GraphModule, prefix: str, conv: fx.Node, module: nn.Module,
+            args: tuple[Any, ...], dead: list[fx.Node]) -> None:
+    """Call `module` (a new attribute `<prefix>_<conv target>` of `gm`) on `args`
+    in place of the nodes `dead` (the last of them first, the conv last)."""
+    base = f"{prefix}_{str(conv.target).replace('.', '_')}"
+    name, k = base, 1
+    while hasattr(gm, name):
+        name, k = f"{base}_{k}", k + 1
+    gm.add_module(name, module)
+    with gm.graph.inserting_after(dead[0]):
+        new = gm.graph.call_module(name, args)
+    dead[0].replace_all_uses_with(new)
+    for node in dead:
+        gm.graph.erase_node(node)
+
+
+def _done(gm: fx.GraphModule, fused: list[str]) -> list[str]:
+    if fused:
+        gm.graph.lint()
+        gm.recompile()
+    return fused
+
+
 def fuse_conv_activations(gm: fx.GraphModule) -> list[str]:
     """Replace each ``nn.Conv2d`` call whose only user is a ReLU/ReLU6 of it, and
     that activation, by one call of a `ConvAct` (new top-level attributes
@@ -360,30 +395,13 @@ def fuse_conv_activations(gm: fx.GraphModule) -> list[str]:
     copied). With batch norms folded (``fold_batchnorm=True``), conv → BN →
     ReLU becomes this pattern. Returns the fused conv targets."""
     fused = []
-    for node in list(gm.graph.nodes):
-        if node.op != "call_module" or type(gm.get_submodule(str(node.target))) is not nn.Conv2d:
-            continue
-        if len(node.users) != 1 or len(node.args) != 1 or node.kwargs:
-            continue
-        (user,) = node.users
+    for node, user in _lone_convs(gm):
         act = _activation_of(gm, user, node)
-        if act is None:
-            continue
-        target = str(node.target)
-        name, k = f"bs_convact_{target.replace('.', '_')}", 1
-        while hasattr(gm, name):
-            name, k = f"bs_convact_{target.replace('.', '_')}_{k}", k + 1
-        gm.add_module(name, ConvAct(gm.get_submodule(target), act))
-        with gm.graph.inserting_after(user):
-            new = gm.graph.call_module(name, (node.args[0],))
-        user.replace_all_uses_with(new)
-        gm.graph.erase_node(user)
-        gm.graph.erase_node(node)
-        fused.append(target)
-    if fused:
-        gm.graph.lint()
-        gm.recompile()
-    return fused
+        if act is not None:
+            conv = gm.get_submodule(str(node.target))
+            _splice(gm, "bs_convact", node, ConvAct(conv, act), (node.args[0],), [user, node])
+            fused.append(str(node.target))
+    return _done(gm, fused)
 
 
 def fuse_conv_add(gm: fx.GraphModule) -> list[str]:
@@ -393,35 +411,17 @@ def fuse_conv_add(gm: fx.GraphModule) -> list[str]:
     bit ``conv(x) + other``. With batch norms folded, ResNet's
     conv3 → BN3 → add → ReLU becomes this pattern. Returns the fused targets."""
     fused = []
-    for node in list(gm.graph.nodes):
-        if node.op != "call_module" or type(gm.get_submodule(str(node.target))) is not nn.Conv2d:
-            continue
-        if len(node.users) != 1 or len(node.args) != 1 or node.kwargs:
-            continue
-        (add,) = node.users
+    for node, add in _lone_convs(gm):
         other = _residual_add(add, node)
         if other is None:
             continue
-        last, act = add, None
-        if len(add.users) == 1:
-            (user,) = add.users
-            if _activation_of(gm, user, add) == "relu":
-                last, act = user, "relu"
-        target = str(node.target)
-        name, k = f"bs_convadd_{target.replace('.', '_')}", 1
-        while hasattr(gm, name):
-            name, k = f"bs_convadd_{target.replace('.', '_')}_{k}", k + 1
-        gm.add_module(name, ConvAdd(gm.get_submodule(target), act))
-        with gm.graph.inserting_after(last):
-            new = gm.graph.call_module(name, (node.args[0], other))
-        last.replace_all_uses_with(new)
-        for dead in ([last, add] if last is not add else [add]) + [node]:
-            gm.graph.erase_node(dead)
-        fused.append(target)
-    if fused:
-        gm.graph.lint()
-        gm.recompile()
-    return fused
+        dead, act = [add, node], None
+        if len(add.users) == 1 and _activation_of(gm, next(iter(add.users)), add) == "relu":
+            dead, act = [next(iter(add.users)), add, node], "relu"
+        conv = gm.get_submodule(str(node.target))
+        _splice(gm, "bs_convadd", node, ConvAdd(conv, act), (node.args[0], other), dead)
+        fused.append(str(node.target))
+    return _done(gm, fused)
 
 
 def pack_convolutions(module: nn.Module, **kwargs: Any) -> list[str]:
