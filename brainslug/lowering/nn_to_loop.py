@@ -610,18 +610,24 @@ def lower_mean(kb: KernelBuilder, op: nn.MeanOp, x, out) -> None:
             raise UnsupportedLayer("mean over the dynamic batch dimension")
         count *= in_shape[k]
 
+    eigen = op.impl_value == "eigen" and count >= 16
+    # with the innermost kept extent a multiple of 8, every output is in a whole
+    # packet and TensorFlow never sums in order
+    in_order = not eigen or in_shape[kept[-1]] % 8 != 0
+
     def body(e: Emitter, ivs: list[SSAValue]) -> None:
         s = e.reduce("add", 0.0, [in_shape[k] for k in dims],
-                     lambda r, w: r.load(x, [*ivs, *w], imap))
-        if op.impl_value == "eigen" and count >= 16:
+                     lambda r, w: r.load(x, [*ivs, *w], imap)) if in_order else None
+        if eigen:
             s = _eigen_mean_sum(e, op, x, ivs, s, kept, dims, count)
+        assert s is not None
         e.store(e.div(s, e.f(float(count))), out, ivs)
 
     kb.nest(out_shape, body)
 
 
 def _eigen_mean_sum(e: Emitter, op: nn.MeanOp, x: SSAValue, ivs: list[SSAValue],
-                    in_order: SSAValue, kept: list[int], dims: list[int],
+                    in_order: SSAValue | None, kept: list[int], dims: list[int],
                     count: int) -> SSAValue:
     """The sum of TensorFlow's mean (`nn.mean {impl = "eigen"}`) at an output
     point: in a whole packet of 8 outputs (the flat output index o; the packet
@@ -656,8 +662,8 @@ def _eigen_mean_sum(e: Emitter, op: nn.MeanOp, x: SSAValue, ivs: list[SSAValue],
     kept_ivs = [ivs[k] for k in range(n_out) if not keep or k not in dims]
     kept_ext = [in_shape[k] for k in kept]
     inner = kept_ext[-1]
-    if inner % 8 == 0:
-        return s  # every packet is whole and inside one row
+    if in_order is None:  # every packet is whole and inside one row (inner % 8 == 0)
+        return s
     flat = kept_ivs[0]
     for ext, iv in zip(kept_ext[1:], kept_ivs[1:], strict=True):
         flat = e.index(arith.AddiOp, e.index(arith.MuliOp, flat, e.i(ext)), iv)
