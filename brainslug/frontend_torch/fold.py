@@ -41,9 +41,8 @@ def _folded_conv(conv: nn.Conv2d, mean: torch.Tensor, var: torch.Tensor,
     """A new Conv2d computing ``bn(conv(x))``; `conv` is left as it is."""
     d = torch.float64
     w = conv.weight.detach().to(d)
-    scale = torch.rsqrt(var.detach().to(d) + eps)
-    if gamma is not None:
-        scale = scale * gamma.detach().to(d)
+    root = torch.sqrt(var.detach().to(d) + eps)
+    scale = gamma.detach().to(d) / root if gamma is not None else 1.0 / root
     bias = (conv.bias.detach().to(d) if conv.bias is not None
             else torch.zeros(w.shape[0], dtype=d, device=w.device))
     new_b = (bias - mean.detach().to(d)) * scale
