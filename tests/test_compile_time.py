@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from xdsl.dialects import llvm
 
+from brainslug.analysis.generic_phases import Canonicalizer, map_template
 from brainslug.dialects import loop
 from brainslug.ir.context import make_context, parse_module
-from brainslug.lowering.generic import Canonicalizer, map_template
-from brainslug.passes.pipeline import default_passes
-from brainslug.runtime.executor import compile_graph
+from brainslug.pipeline.default import default_passes
+from brainslug.testing.executor import compile_graph
 
 RNG = np.random.default_rng(7)
 
@@ -173,7 +173,7 @@ def test_dense_block_parts_share_functions(batch: int) -> None:
 
 def test_generic_and_exact_lowering_agree() -> None:
     from brainslug.lowering.backends.x86 import X86Backend
-    from brainslug.passes.lower_to_llvm import LowerToLLVMPass
+    from brainslug.lowering.lower_to_llvm import LowerToLLVMPass
     from brainslug.runtime.jit import compile_kernels
 
     text = dense_block(16, 8, 3, 6)
@@ -278,7 +278,7 @@ def test_whole_chunk_loops_are_keyed() -> None:
 @pytest.mark.parametrize("h", [32, 13])
 def test_whole_chunk_loops_lower_without_tail(h: int) -> None:
     from brainslug.lowering.backends.x86 import X86Backend
-    from brainslug.passes.lower_to_llvm import LowerToLLVMPass
+    from brainslug.lowering.lower_to_llvm import LowerToLLVMPass
     from brainslug.runtime.jit import compile_kernels
 
     module = parse_module(CAT_LAST.format(C=7, H=h, H2=2 * h))
@@ -335,7 +335,7 @@ def test_dense_block_compiles_quickly() -> None:
 def test_gc_paused_is_reentrant() -> None:
     import gc
 
-    from brainslug.lowering.compile_time import gc_paused
+    from brainslug.ir.compile_time import gc_paused
 
     assert gc.isenabled()
     with gc_paused():
@@ -352,7 +352,7 @@ def test_nested_gc_paused_does_not_count_frozen_objects(monkeypatch: pytest.Monk
     ask it; what they create is frozen too until the outer block ends."""
     import gc
 
-    from brainslug.lowering.compile_time import gc_paused
+    from brainslug.ir.compile_time import gc_paused
 
     with gc_paused():
         monkeypatch.setattr(gc, "get_freeze_count", lambda: pytest.fail("counted"))

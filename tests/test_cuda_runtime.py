@@ -159,7 +159,7 @@ def test_runner_rejects_cpu_tensors() -> None:
 
 
 def _emulated_plan(monkeypatch: pytest.MonkeyPatch):
-    from brainslug.runtime.cuda_emulator import EmulatedCudaKernels
+    from brainslug.testing.cuda_emulator import EmulatedCudaKernels
 
     monkeypatch.setattr(cuda_rt, "compile_cuda_kernels", lambda m, arch, dev: EmulatedCudaKernels(m))
 
@@ -188,7 +188,7 @@ def test_cuda_plan_on_the_emulator(monkeypatch: pytest.MonkeyPatch, batch: int) 
 
 def _run_on_gpu(module, inputs: list[np.ndarray], batch: int) -> np.ndarray:
     """The output of a one-stack module's kernel on the GPU."""
-    from brainslug.runtime.executor import graph_function
+    from brainslug.testing.executor import graph_function
 
     kernels = cuda_rt.compile_cuda_kernels(module)
     fn = graph_function(module)

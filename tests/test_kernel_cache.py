@@ -8,7 +8,7 @@ import pytest
 
 from brainslug.ir.context import make_context, parse_module
 from brainslug.lowering.backends.x86 import X86Backend
-from brainslug.passes.pipeline import default_passes
+from brainslug.pipeline.default import default_passes
 from brainslug.runtime import cache
 from brainslug.runtime.jit import compile_kernels
 

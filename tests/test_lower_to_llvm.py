@@ -13,7 +13,7 @@ from brainslug.dialects.loop import Loop
 from brainslug.dialects.simd import SIMD
 from brainslug.ir.context import parse_module, upstream_dialects
 from brainslug.lowering.backends.x86 import X86Backend, lanes_for
-from brainslug.passes.lower_to_llvm import LowerToLLVMPass
+from brainslug.lowering.lower_to_llvm import LowerToLLVMPass
 from brainslug.runtime.jit import PhaseFn, compile_kernels
 from brainslug.runtime.threads import NativePool, ThreadPool, native_pool_supported
 

@@ -1,6 +1,6 @@
 """The CUDA backend without a GPU: PTX for representative stacks, checked by
 ptxas for sm_80 and sm_90, and the GPU lowering run numerically on the CPU
-(`brainslug.runtime.cuda_emulator`: every thread of the grid in turn, or the
+(`brainslug.testing.cuda_emulator`: every thread of the grid in turn, or the
 threads of a block as coroutines that meet at its barriers) against PyTorch's
 eager results on odd sizes."""
 
@@ -29,10 +29,10 @@ from brainslug.lowering.backends.nvptx import (
     emit_ptx,
     entry_names,
 )
-from brainslug.passes.pipeline import default_passes
 from brainslug.passes.tile_depth_first import TileDepthFirstPass
-from brainslug.runtime.cuda_emulator import EmulatedCudaKernels
-from brainslug.runtime.executor import CompiledGraph, graph_function
+from brainslug.pipeline.default import default_passes
+from brainslug.testing.cuda_emulator import EmulatedCudaKernels
+from brainslug.testing.executor import CompiledGraph, graph_function
 
 C, H, W = 37, 13, 13
 RNG = np.random.default_rng(77)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from halo_cases import HALO_POOLS
 
 from brainslug.ir.context import parse_module
-from brainslug.runtime.executor import compile_graph
+from brainslug.testing.executor import compile_graph
 
 C, H, W = 37, 13, 13
 RNG = np.random.default_rng(1234)
@@ -302,7 +302,7 @@ def test_maxpool_avgpool_tiled() -> None:
       func.return %y : {yt}
     }}"""
     from brainslug.ir.context import make_context
-    from brainslug.passes.pipeline import default_passes
+    from brainslug.pipeline.default import default_passes
 
     module = parse_module(text)
     for p in default_passes(lower=False):
@@ -323,7 +323,7 @@ def test_halo_tiles(monkeypatch, layout: str, pool: str, act: str) -> None:
     its overlap rows and fills the padding; results equal PyTorch's."""
     from brainslug.ir.context import make_context
     from brainslug.passes import tile_depth_first
-    from brainslug.passes.pipeline import default_passes
+    from brainslug.pipeline.default import default_passes
 
     h, w = 29, 23
     op, (oh, ow), ref_pool = HALO_POOLS[pool]
@@ -364,7 +364,7 @@ def test_halo_tiles(monkeypatch, layout: str, pool: str, act: str) -> None:
 def test_conv_and_linear_as_loops() -> None:
     """With include-compute, a whole network compiles without a framework."""
     from brainslug.passes.form_stacks import FormStacksPass
-    from brainslug.passes.pipeline import default_passes
+    from brainslug.pipeline.default import default_passes
 
     xt, wt, bt = tensor([-1, 8, 9, 9]), tensor([6, 4, 3, 3]), tensor([6])
     ct, ft, lw, lb, yt = (tensor([-1, 6, 5, 5]), tensor([-1, 150]), tensor([7, 150]),

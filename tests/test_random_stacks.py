@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from brainslug.dialects import loop
 from brainslug.ir.context import parse_module
-from brainslug.runtime.executor import compile_graph
+from brainslug.testing.executor import compile_graph
 
 Shape = tuple[int, ...]  # -1 is the dynamic batch extent
 Env = dict[str, torch.Tensor]

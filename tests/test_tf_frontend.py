@@ -145,7 +145,7 @@ def test_reference_evaluator_eigen_sigmoid():
     from xdsl.ir import Block
 
     from brainslug.dialects import nn
-    from brainslug.runtime.reference import eval_layer
+    from brainslug.testing.reference import eval_layer
 
     x_ir = Block(arg_types=[nn.make_tensor([-1, 5, 3])]).args[0]
     for n in (1, 3):

@@ -196,7 +196,7 @@ def compile_plan(model: Any, shape: list[int], *, cpu: str = "host",
     from brainslug.ir.context import make_context
     from brainslug.lowering.backends.x86 import X86Backend
     from brainslug.passes.form_stacks import FormStacksPass
-    from brainslug.passes.pipeline import default_passes
+    from brainslug.pipeline.default import default_passes
     from brainslug.runtime.jit import compile_kernels
 
     t0 = time.perf_counter()

@@ -125,7 +125,7 @@ def compile_cuda_plan(
     from brainslug.frontend_torch.ptx import capture_on_device
     from brainslug.ir.context import make_context
     from brainslug.passes.form_stacks import FormStacksPass
-    from brainslug.passes.pipeline import default_passes
+    from brainslug.pipeline.default import default_passes
     from brainslug.runtime.cuda import compile_cuda_kernels, device_arch
 
     t0 = time.perf_counter()

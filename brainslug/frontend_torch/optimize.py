@@ -30,7 +30,7 @@ from brainslug.frontend_torch.capture import (
     trace,
 )
 from brainslug.frontend_torch.kernel_module import StackKernel
-from brainslug.lowering.compile_time import gc_paused
+from brainslug.ir.compile_time import gc_paused
 
 
 def check_shape(shape: Any) -> list[int]:
@@ -324,7 +324,7 @@ def compile_plan(
     from brainslug.ir.context import make_context
     from brainslug.lowering.backends.x86 import X86Backend
     from brainslug.passes.form_stacks import FormStacksPass
-    from brainslug.passes.pipeline import default_passes
+    from brainslug.pipeline.default import default_passes
     from brainslug.runtime import cache
     from brainslug.runtime.jit import CompiledKernels, compile_kernels
     from brainslug.runtime.threads import sized_pool

@@ -35,7 +35,7 @@ def lower_model(
     `target` on its `nn` module: (graph, capture, lowered module)."""
     from brainslug.frontend_torch.optimize import check_shape
     from brainslug.ir.context import make_context
-    from brainslug.passes.pipeline import default_passes
+    from brainslug.pipeline.default import default_passes
 
     spec = check_shape(list(shape))
     try:

@@ -65,9 +65,9 @@ from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
 from xdsl.ir.affine.affine_expr import AffineConstantExpr, AffineDimExpr
 
+from brainslug.analysis.generic_phases import PhaseSignature
 from brainslug.dialects import loop, simd
 from brainslug.lowering import loop_to_llvm as scalar
-from brainslug.lowering.generic import PhaseSignature
 from brainslug.lowering.llvm_builder import PTR, IVal
 from brainslug.lowering.to_llvm import KernelLowering, LaneState, PhaseEmitter
 

@@ -20,8 +20,8 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
 from xdsl.ir.affine.affine_expr import AffineDimExpr
 
+from brainslug.analysis.generic_phases import WHOLE_CHUNKS
 from brainslug.dialects import simd
-from brainslug.lowering.generic import WHOLE_CHUNKS
 from brainslug.lowering.llvm_builder import ICMP, IVal, type_suffix
 from brainslug.lowering.to_llvm import Buffer, LaneState, PhaseEmitter
 

@@ -54,8 +54,13 @@ from xdsl.ir import Attribute, Block, Operation, SSAValue
 from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
 from xdsl.ir.affine.affine_expr import AffineConstantExpr, AffineDimExpr, AffineSymExpr
 
+from brainslug.analysis.generic_phases import (
+    Canonicalizer,
+    NotGeneric,
+    PhaseSignature,
+    generalize_map,
+)
 from brainslug.dialects import loop, simd
-from brainslug.lowering.generic import Canonicalizer, NotGeneric, PhaseSignature, generalize_map
 from brainslug.lowering.llvm_builder import PTR, Declarations, IVal, LLVMBuilder
 
 KERNEL_ATTR = "bs.kernel"

@@ -17,16 +17,16 @@ from xdsl.dialects.builtin import ModuleOp, SymbolRefAttr
 from xdsl.passes import ModulePass
 
 from brainslug.dialects import loop
-from brainslug.lowering.compile_time import gc_paused
+from brainslug.ir.compile_time import gc_paused
 
 _SSA = re.compile(r"%[A-Za-z_0-9][\w$.-]*")
 
 
 def structural_key(fn: func.FuncOp) -> str:
     """A key that is equal for kernels whose IR is the same up to SSA names: the
-    exact-mode key of `brainslug.lowering.generic` (fast), or the IR text with
+    exact-mode key of `brainslug.analysis.generic_phases` (fast), or the IR text with
     SSA names numbered by first appearance."""
-    from brainslug.lowering.generic import Canonicalizer, NotGeneric
+    from brainslug.analysis.generic_phases import Canonicalizer, NotGeneric
 
     block = fn.body.block
     try:

@@ -34,9 +34,9 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.rewriter import InsertPoint
 
+from brainslug.analysis import nests as nu
 from brainslug.dialects import loop
-from brainslug.lowering.compile_time import gc_paused
-from brainslug.passes import nest_utils as nu
+from brainslug.ir.compile_time import gc_paused
 
 
 def _in_kernel_block(nest: loop.NestOp) -> bool:

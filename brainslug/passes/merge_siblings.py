@@ -31,7 +31,7 @@ from xdsl.pattern_rewriter import (
 from xdsl.rewriter import InsertPoint
 
 from brainslug.dialects import loop, simd
-from brainslug.lowering.compile_time import gc_paused
+from brainslug.ir.compile_time import gc_paused
 
 
 def _same_domain(a: loop.NestOp, b: loop.NestOp) -> bool:

@@ -20,7 +20,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from brainslug.dialects import loop
-from brainslug.lowering.compile_time import gc_paused
+from brainslug.ir.compile_time import gc_paused
 
 
 def is_kernel(op: func.FuncOp) -> bool:

@@ -38,9 +38,8 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.rewriter import InsertPoint
 
-from brainslug.dialects import loop
-from brainslug.passes import nest_utils as nu
-from brainslug.passes.tile_plan import (
+from brainslug.analysis import nests as nu
+from brainslug.analysis.tile_plan import (
     DIRECT,
     Access,
     LeadDim,
@@ -49,6 +48,7 @@ from brainslug.passes.tile_plan import (
     lead_dims,
     plan_tiles,
 )
+from brainslug.dialects import loop
 
 
 class _Body:

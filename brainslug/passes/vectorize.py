@@ -24,7 +24,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from brainslug.dialects import loop, simd
-from brainslug.lowering.compile_time import gc_paused
+from brainslug.ir.compile_time import gc_paused
 
 _FLOAT_BINARY = {
     arith.AddfOp: simd.AddfOp,

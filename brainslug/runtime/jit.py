@@ -29,7 +29,7 @@ import numpy as np
 from xdsl.dialects.builtin import IntegerAttr, MemRefType, ModuleOp
 
 from brainslug.dialects import loop
-from brainslug.lowering.compile_time import gc_paused
+from brainslug.ir.compile_time import gc_paused
 from brainslug.lowering.to_llvm import NUM_ARGS_ATTR, PARALLEL_ATTR, SCRATCH_DIMS_ATTR
 from brainslug.runtime.forked import fork_map
 from brainslug.runtime.threads import NativePool, ThreadPool, default_pool

@@ -22,7 +22,7 @@ from xdsl.utils.target import Target
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from brainslug.ir.context import brainslug_dialects, upstream_dialects
-from brainslug.passes import ALL_PASSES, PASS_SUMMARIES
+from brainslug.pipeline import ALL_PASSES, PASS_SUMMARIES
 
 
 def _needs_lowering(module: ModuleOp) -> bool:
@@ -30,7 +30,7 @@ def _needs_lowering(module: ModuleOp) -> bool:
 
 
 def _lower_for(module: ModuleOp, ctx: Context, target: str, cpu: str) -> None:
-    from brainslug.passes.pipeline import default_passes
+    from brainslug.pipeline.default import default_passes
 
     for p in default_passes(target, cpu):
         p.apply(ctx, module)

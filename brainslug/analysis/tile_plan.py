@@ -17,8 +17,8 @@ from pathlib import Path
 
 from xdsl.ir import SSAValue
 
+from brainslug.analysis import nests as nu
 from brainslug.dialects import loop
-from brainslug.passes import nest_utils as nu
 
 Access = loop.LoadOp | loop.StoreOp
 

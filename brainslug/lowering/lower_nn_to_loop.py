@@ -24,7 +24,7 @@ from xdsl.pattern_rewriter import (
 from xdsl.rewriter import InsertPoint
 
 from brainslug.dialects import loop, nn
-from brainslug.lowering.compile_time import gc_paused
+from brainslug.ir.compile_time import gc_paused
 from brainslug.lowering.nn_to_loop import UnsupportedLayer, lower_stack
 
 

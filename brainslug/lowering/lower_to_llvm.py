@@ -8,7 +8,7 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
-from brainslug.lowering.compile_time import gc_paused
+from brainslug.ir.compile_time import gc_paused
 from brainslug.lowering.to_llvm import lower_kernels
 
 

@@ -11,10 +11,10 @@ from xdsl.passes import ModulePass
 
 def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True) -> list[ModulePass]:
     """The passes of the default pipeline; `lower=False` stops before LLVM."""
+    from brainslug.lowering.lower_nn_to_loop import LowerNNToLoopPass
     from brainslug.passes.dedup_kernels import DedupKernelsPass
     from brainslug.passes.form_stacks import FormStacksPass
     from brainslug.passes.fuse import FusePass
-    from brainslug.passes.lower_nn_to_loop import LowerNNToLoopPass
     from brainslug.passes.merge_siblings import MergeSiblingsPass
     from brainslug.passes.parallelize import ParallelizePass
     from brainslug.passes.reorder import ReorderPass
@@ -42,7 +42,7 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
         DedupKernelsPass(),
     ]
     if lower:
-        from brainslug.passes.lower_to_llvm import LowerToLLVMPass
+        from brainslug.lowering.lower_to_llvm import LowerToLLVMPass
 
         passes.append(LowerToLLVMPass(target=target, cpu=cpu))
     return passes

@@ -6,7 +6,7 @@ function holds `nn` layers, JIT-compiles the kernels and returns a
 C-contiguous) runs the graph: each `loop.launch` calls its kernel on the
 arrays by pointer, and every other layer (convolutions, linear, fallbacks) is
 handed to a library callback, by default the framework-free reference in
-`brainslug.runtime.reference`.
+`brainslug.testing.reference`.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class CompiledGraph:
 
 
 def _reference_library() -> Library:
-    from brainslug.runtime.reference import run_layer
+    from brainslug.testing.reference import run_layer
 
     return run_layer
 
@@ -123,7 +123,7 @@ def compile_graph(
     """Run the default pipeline on `module` (in place) and JIT its kernels."""
     from brainslug.ir.context import make_context
     from brainslug.lowering.backends import x86
-    from brainslug.passes.pipeline import default_passes
+    from brainslug.pipeline.default import default_passes
     from brainslug.runtime.jit import compile_kernels
 
     ctx = make_context()
