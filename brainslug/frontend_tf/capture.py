@@ -26,8 +26,8 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
 from xdsl.ir import Block, Operation, Region, SSAValue
 
 from brainslug.dialects import nn
+from brainslug.plan.capture import NODE_ATTR, value_name
 
-NODE_ATTR = "bs.node"
 """Name of the piece an `nn` op came from."""
 
 LAYOUT = "NHWC"
@@ -62,11 +62,6 @@ class Capture:
     outputs: list[str]
     library_reasons: dict[str, str] = field(default_factory=dict)
     folded_padding: list[str] = field(default_factory=list)
-
-
-def _hint(name: str) -> str:
-    s = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
-    return s if s and not s[0].isdigit() else f"v{s}"
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -119,7 +114,7 @@ class _Builder:
 
     def arg(self, t: TensorType, source: str | np.ndarray, name: str) -> SSAValue:
         v = self.block.insert_arg(t, len(self.block.args))
-        v.name_hint = _hint(name)
+        v.name_hint = value_name(name)
         self.args.append(source)
         return v
 
@@ -136,7 +131,7 @@ class _Builder:
         name = self.fresh(name)
         op.attributes[NODE_ATTR] = StringAttr(name)
         self.block.add_op(op)
-        op.results[0].name_hint = _hint(name)
+        op.results[0].name_hint = value_name(name)
         self.values[name] = op.results[0]
         self.pieces[name] = Piece(name, list(inputs), run, op.name)
         return name
@@ -149,7 +144,7 @@ class _Builder:
         self.block.add_op(op)
         self.reasons[name] = reason
         if len(types) == 1:
-            op.results[0].name_hint = _hint(name)
+            op.results[0].name_hint = value_name(name)
             self.values[name] = op.results[0]
             self.pieces[name] = Piece(name, list(inputs), run, callee)
             return [name]
@@ -157,7 +152,7 @@ class _Builder:
         outs = []
         for k, r in enumerate(op.results):
             sub = self.fresh(f"{name}#{k}")
-            r.name_hint = _hint(sub)
+            r.name_hint = value_name(sub)
             self.values[sub] = r
             self.pieces[sub] = Piece(sub, [name], lambda t, k=k: t[k], "getitem")
             outs.append(sub)

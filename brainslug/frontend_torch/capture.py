@@ -25,8 +25,8 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType, f32, i1, i64
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
 from brainslug.dialects import nn
+from brainslug.plan.capture import NODE_ATTR, value_name
 
-NODE_ATTR = "bs.node"
 """Name of the fx node an `nn` op came from."""
 
 
@@ -198,7 +198,7 @@ class _Builder:
 
     def arg(self, t: TensorType, source: fx.Node | torch.Tensor, name: str) -> SSAValue:
         v = self.block.insert_arg(t, len(self.block.args))
-        v.name_hint = _hint(name)
+        v.name_hint = value_name(name)
         self.args.append(source)
         return v
 
@@ -241,15 +241,8 @@ class _Builder:
                 raise Unmapped(f"inferred {op.results[0].type}, traced {declared}")
         self.block.add_op(op)
         if op.results:
-            op.results[0].name_hint = _hint(n.name)
+            op.results[0].name_hint = value_name(n.name)
             self.values[n.name] = op.results[0]
-
-
-def _hint(name: str) -> str:
-    s = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
-    # a letter first: xDSL drops a `_<digits>` suffix when it renames, so "_2" would
-    # become an empty name
-    return s if s and s[0].isalpha() else f"v{s}"
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
@@ -697,7 +690,7 @@ def capture(
                     else f"{type(e).__name__}: {e}"
             lib = nn.LibraryOp(_callee(n), _tensor_inputs(b, n), [b.result_type(n)])
             lib.attributes[NODE_ATTR] = StringAttr(n.name)
-            lib.results[0].name_hint = _hint(n.name)
+            lib.results[0].name_hint = value_name(n.name)
             b.block.add_op(lib)
             b.values[n.name] = lib.results[0]
     b.block.add_op(func.ReturnOp(*outputs))
