@@ -9,11 +9,9 @@ scratch within a byte budget.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from xdsl.ir import SSAValue
 
@@ -21,21 +19,6 @@ from brainslug.analysis import nests as nu
 from brainslug.dialects import loop
 
 Access = loop.LoadOp | loop.StoreOp
-
-
-@functools.cache
-def l2_cache_bytes() -> int:
-    """Per-core L2 size of this machine (sysfs), 1 MiB if it can't be read."""
-    base = Path("/sys/devices/system/cpu/cpu0/cache")
-    try:
-        for idx in sorted(base.glob("index*")):
-            if (idx / "level").read_text().strip() == "2":
-                text = (idx / "size").read_text().strip().upper()
-                mult = {"K": 1024, "M": 1024 * 1024}.get(text[-1], 1)
-                return int(text.rstrip("KM")) * mult
-    except (OSError, ValueError):
-        pass
-    return 1 << 20
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from brainslug.frontend_tf.optimize import check_shape, compile_plan
-from brainslug.frontend_torch.optimize import PlanInfo
+from brainslug.plan.report import PlanInfo, format_report
 
 DEFAULT_THREADS: int | None = 1
 """Threads of the kernels' pool (None: the process-wide pool). The kernels run
@@ -57,8 +57,6 @@ def optimize(model: Any, shape: Any, **options: Any) -> Any:
 
 def report(opt: Any) -> str:
     """The report of a model returned by `brainslug.tensorflow.optimize`."""
-    from brainslug.frontend_torch.report import format_report
-
     info = getattr(opt, "info", None)
     if not isinstance(info, PlanInfo):
         raise ValueError("report() expects a model returned by brainslug.tensorflow.optimize()")

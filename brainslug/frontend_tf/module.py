@@ -12,23 +12,18 @@ buffers.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from brainslug.frontend_tf.optimize import Plan, Step
-from brainslug.frontend_torch.optimize import PlanInfo
+from brainslug.plan.arena import Arena
+from brainslug.plan.report import PlanInfo
 
 ALIGN = 64
 """Byte alignment of kernel output buffers (TensorFlow wants 64 for zero-copy)."""
-
-FRESH_CALLEES = {"nn.conv2d", "nn.linear", "nn.add", "nn.mul", "nn.cat", "nn.max_pool2d",
-                 "nn.avg_pool2d", "nn.mean", "nn.batch_norm", "nn.softmax"}
-"""Pieces whose TensorFlow result is a new buffer, never a view of an input."""
 
 
 def aligned_empty(shape: Sequence[int], align: int = ALIGN) -> np.ndarray:
@@ -42,83 +37,6 @@ def aligned_empty(shape: Sequence[int], align: int = ALIGN) -> np.ndarray:
 def to_tf(a: np.ndarray) -> tf.Tensor:
     """A tf.Tensor on the memory of `a` (DLPack, zero-copy)."""
     return tf.experimental.dlpack.from_dlpack(a.__dlpack__())
-
-
-@dataclass
-class _Slot:
-    numel: int      # per batch item
-    busy_until: int = -1
-
-
-@dataclass
-class BufferPlan:
-    """Arena slot of each (step, output index) of a kernel; escaping outputs have none."""
-
-    assignment: dict[tuple[int, int], int] = field(default_factory=dict)
-    slots: list[_Slot] = field(default_factory=list)
-
-
-def plan_buffers(steps: Sequence[Step], outputs: Sequence[str]) -> BufferPlan:
-    """Liveness-based reuse of kernel output buffers over the schedule."""
-    alias: dict[str, set[tuple[int, int]]] = {}
-    last_use: dict[tuple[int, int], int] = {}
-    for k, st in enumerate(steps):
-        ins = st.piece.inputs if st.piece else [s for s in st.stack.inputs if isinstance(s, str)]
-        carried: set[tuple[int, int]] = set()
-        for i in ins:
-            for key in alias.get(i, ()):
-                last_use[key] = max(last_use.get(key, -1), k)
-                carried.add(key)
-        if st.stack is not None:
-            for j, o in enumerate(st.stack.outputs):
-                alias[o] = {(k, j)}
-                last_use.setdefault((k, j), k)
-        elif carried and st.piece.callee not in FRESH_CALLEES:
-            alias[st.piece.name] = carried  # may be a view of its input
-    escaping = set().union(*(alias.get(o, set()) for o in outputs)) if outputs else set()
-    plan = BufferPlan()
-    for k, st in enumerate(steps):
-        if st.stack is None:
-            continue
-        for j, shape in enumerate(st.stack.output_shapes):
-            key = (k, j)
-            if key in escaping:
-                continue
-            numel = math.prod(d for d in shape if d >= 0)
-            free = [s for s, slot in enumerate(plan.slots) if slot.busy_until < k]
-            fits = [s for s in free if plan.slots[s].numel >= numel]
-            if fits:
-                s = min(fits, key=lambda s: plan.slots[s].numel)
-            elif free:
-                s = max(free, key=lambda s: plan.slots[s].numel)
-                plan.slots[s].numel = numel
-            else:
-                plan.slots.append(_Slot(numel))
-                s = len(plan.slots) - 1
-            plan.slots[s].busy_until = last_use.get(key, k)
-            plan.assignment[key] = s
-    return plan
-
-
-class Arena:
-    """Aligned storage of the plan's slots, once per (thread, batch size)."""
-
-    def __init__(self, plan: BufferPlan):
-        self.plan = plan
-        self._local = threading.local()
-
-    def storage(self, batch: int) -> list[np.ndarray]:
-        cache = getattr(self._local, "storage", None)
-        if cache is None:
-            cache = self._local.storage = {}
-        store = cache.get(batch)
-        if store is None:
-            store = cache[batch] = [aligned_empty((s.numel * batch,)) for s in self.plan.slots]
-        return store
-
-    def release(self) -> None:
-        """Drop this thread's storage (e.g. after a one-off large batch)."""
-        self._local.storage = {}
 
 
 def _pointer(a: np.ndarray) -> int:
@@ -178,8 +96,9 @@ class OptimizedModel:
         self.input_name = plan.input if plan is not None else ""
         self.input_shape = list(shape)
         self.info = info
-        self.arena = Arena(plan_buffers(plan.steps, plan.outputs)) if plan is not None else None
-        self._plan = self.arena.plan if self.arena is not None else None
+        self.arena = Arena(plan.buffers, lambda n: aligned_empty((n,))) \
+            if plan is not None else None
+        self._plan = plan.buffers if plan is not None else None
         self._graph: Any = None
         self.mode = mode
         self._calls = FastCalls()
@@ -270,7 +189,7 @@ class OptimizedModel:
             outs = []
             for j, shape in enumerate(s.output_shapes):
                 dims = tuple(batch if d < 0 else d for d in shape)
-                slot = plan.assignment.get((k, j))
+                slot = plan.assignment.get((s.name, j))
                 if slot is None:
                     outs.append(aligned_empty(dims))
                 else:

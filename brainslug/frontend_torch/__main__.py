@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shape = [int(s) for s in args.shape.split(",")]
         from brainslug.frontend_torch.capture import capture, trace
-        from brainslug.frontend_torch.optimize import check_shape
+        from brainslug.frontend_torch.graph import check_shape
 
         shape = check_shape(shape)
         model = load_model(args.model)

@@ -17,10 +17,14 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-from xdsl.dialects import func
-from xdsl.dialects.builtin import TensorType as XTensorType
 
+from brainslug.frontend_torch.bind import rewrite_graph
+from brainslug.frontend_torch.graph import capture_on_device, captured, model_device, trace_model
 from brainslug.frontend_torch.module import BrainSlugModule
+from brainslug.plan.capture import Bound, Source
+from brainslug.plan.compile import compile_stacks
+from brainslug.plan.report import PlanInfo
+from brainslug.plan.targets import CudaTarget
 
 CUDA_OPTIONS = frozenset({"cpu", "arch", "layout"})
 """optimize() options on the CUDA path (`arch`/`cpu`: the sm_XY to compile for)."""
@@ -54,21 +58,17 @@ class CudaStackKernel(torch.nn.Module):
         self,
         name: str,
         runner: Any,
-        inputs: Sequence[fx.Node | torch.Tensor],
-        output_types: Sequence[XTensorType],
+        inputs: Sequence[Source],
+        output_shapes: Sequence[tuple[int, ...]],
     ):
         super().__init__()
         self.stack_name = name
         self.runner = runner
         self._bound: list[torch.Tensor | None] = [
-            None if isinstance(x, fx.Node) else x for x in inputs
+            x.value if isinstance(x, Bound) else None for x in inputs
         ]
         self._slots = [i for i, x in enumerate(self._bound) if x is None]
-        self._out_shapes = [tuple(t.get_shape()) for t in output_types]
-
-    def output_sizes(self) -> list[tuple[tuple[int, ...], bool]]:
-        """(shape without the batch, whether it has one) of each output."""
-        return [(tuple(d for d in s if d >= 0), any(d < 0 for d in s)) for s in self._out_shapes]
+        self._out_shapes = [tuple(s) for s in output_shapes]
 
     def extra_repr(self) -> str:
         return f"{self.stack_name}, {len(self._bound)} inputs, {len(self._out_shapes)} outputs (CUDA)"
@@ -113,54 +113,22 @@ def compile_cuda_plan(
     gm: fx.GraphModule, shape: list[int], device: torch.device, arch: str | None = None
 ):
     """Capture, run the nvptx pipeline, load the kernels, rewrite the graph."""
-    from brainslug.frontend_torch.optimize import (
-        PlanInfo,
-        _bindings,
-        describe_stacks,
-        record_library,
-        removed_aliases,
-        rewrite_graph,
-        stack_launches,
-    )
-    from brainslug.frontend_torch.ptx import capture_on_device
-    from brainslug.ir.context import make_context
-    from brainslug.passes.form_stacks import FormStacksPass
-    from brainslug.pipeline.default import default_passes
-    from brainslug.runtime.cuda import compile_cuda_kernels, device_arch
+    from brainslug.runtime.cuda import device_arch
 
     t0 = time.perf_counter()
-    arch = arch or device_arch(device)
-    cap = capture_on_device(gm, shape, device)
-    ctx = make_context()
-    module = cap.module
-    fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
-    aliases = removed_aliases(fn)
-    FormStacksPass().apply(ctx, module)
-    nodes = {n.name: n for n in gm.graph.nodes}
-    infos = describe_stacks(fn, cap)
-    bindings = _bindings(fn, cap, nodes)
-    for p in default_passes("nvptx", arch)[1:]:
-        p.apply(ctx, module)
-    launch_of, fallback_stacks = stack_launches(fn)
-    runners = compile_cuda_kernels(module, arch, device) if launch_of else None
+    target = CudaTarget(arch or device_arch(device), device)
+    stacks = compile_stacks(captured(capture_on_device(gm, shape, device)), target)
     kernels = {
-        b.name: CudaStackKernel(b.name, runners[launch_of[b.name]], b.inputs, b.output_types)
-        for b in bindings
-        if b.name in launch_of and runners is not None
+        b.name: CudaStackKernel(b.name, stacks.runners[b.name], b.inputs, b.output_shapes)
+        for b in stacks.bindings if b.name in stacks.runners
     }
-    info = PlanInfo(stacks=infos, target="nvptx")
-    record_library(info, fn, fallback_stacks, cap.library_reasons)
-    new_gm = rewrite_graph(gm, bindings, kernels, aliases)  # type: ignore[arg-type]
-    info.compile_seconds = time.perf_counter() - t0
-    return new_gm, info, module
+    new_gm = rewrite_graph(gm, stacks, kernels)  # type: ignore[arg-type]
+    stacks.info.compile_seconds = time.perf_counter() - t0
+    return new_gm, stacks.info, stacks.module
 
 
 def optimize_cuda(model: torch.nn.Module, spec: list[int], **options: Any) -> BrainSlugModule:
     """optimize() for a model on a CUDA device (see the module doc)."""
-    from brainslug.frontend_torch.capture import export, trace
-    from brainslug.frontend_torch.optimize import PlanInfo
-    from brainslug.frontend_torch.ptx import model_device
-
     unknown = set(options) - CUDA_OPTIONS
     if unknown:
         raise ValueError(f"unknown optimize() options: {sorted(unknown)}")
@@ -170,23 +138,11 @@ def optimize_cuda(model: torch.nn.Module, spec: list[int], **options: Any) -> Br
     arch = options.get("arch") or options.get("cpu")
     arch = arch if isinstance(arch, str) and arch.startswith("sm_") else None
     device = model_device(model)
-    how, notes = "torch.fx", []
-    try:
-        gm = trace(model)
-    except Exception as e:  # fx can't trace it: torch.export, else run the model as it is
-        notes.append(
-            f"torch.fx could not trace the model ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200]}); captured with torch.export"
-        )
-        try:
-            with torch.device(device):  # the example input on the model's device
-                gm, how = export(model, spec), "torch.export"
-        except Exception as e2:
-            info = PlanInfo(capture="none", notes=notes[:1], target="nvptx")
-            info.fallbacks.append(
-                ("<model>", f"neither torch.fx nor torch.export could capture it: {e2}")
-            )
-            return CudaBrainSlugModule(model, None, spec, info)
+    gm, how, notes = trace_model(model, spec, device)
+    if gm is None:
+        info = PlanInfo(capture="none", notes=notes[:-1], target="nvptx")
+        info.fallbacks.append(("<model>", notes[-1]))
+        return CudaBrainSlugModule(model, None, spec, info)
     new_gm, info, _ = compile_cuda_plan(gm, spec, device, arch)
-    info.capture, info.notes = how, notes
+    info.capture, info.notes = how, notes + info.notes
     return CudaBrainSlugModule(model, new_gm, spec, info)

@@ -20,7 +20,7 @@ BACKEND_NAME = "brainslug"
 def brainslug_backend(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
     """Compile one dynamo graph; inference only (training graphs run as they are)."""
     from brainslug.frontend_torch.capture import _tensor_meta
-    from brainslug.frontend_torch.optimize import compile_plan
+    from brainslug.frontend_torch.compile import compile_plan
 
     tensors = [x for x in example_inputs if isinstance(x, torch.Tensor)]
     if len(tensors) != len(example_inputs) or any(t.device.type != "cpu" for t in tensors):

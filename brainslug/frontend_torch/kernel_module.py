@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.fx as fx
-from xdsl.dialects.builtin import TensorType
+
+from brainslug.plan.capture import Bound, Source
 
 
 class StackKernel(torch.nn.Module):
@@ -26,17 +27,17 @@ class StackKernel(torch.nn.Module):
 
     is_stack_kernel = True
 
-    def __init__(self, name: str, runner: Any, inputs: Sequence[fx.Node | torch.Tensor],
-                 output_types: Sequence[TensorType], channels_last: bool = False):
+    def __init__(self, name: str, runner: Any, inputs: Sequence[Source],
+                 output_shapes: Sequence[tuple[int, ...]], channels_last: bool = False):
         super().__init__()
         self.channels_last = channels_last
         self.stack_name = name
         self.runner = runner
         self._bound: list[torch.Tensor | None] = [
-            None if isinstance(x, fx.Node) else x for x in inputs
+            x.value if isinstance(x, Bound) else None for x in inputs
         ]
         self._slots = [i for i, x in enumerate(self._bound) if x is None]
-        self._out_shapes = [tuple(t.get_shape()) for t in output_types]
+        self._out_shapes = [tuple(s) for s in output_shapes]
         self._arena: Any = None
         self._out_slots: list[int | None] = [None] * len(self._out_shapes)
         # activations come first in the call; the first one carries the batch
@@ -48,10 +49,6 @@ class StackKernel(torch.nn.Module):
             t is None or (t.is_contiguous() and not (channels_last and t.dim() == 4))
             for t in self._bound
         )
-
-    def output_sizes(self) -> list[tuple[tuple[int, ...], bool]]:
-        """(shape without the batch, whether it has one) of each output."""
-        return [(tuple(d for d in s if d >= 0), any(d < 0 for d in s)) for s in self._out_shapes]
 
     def use_arena(self, arena: Any, slots: list[int | None]) -> None:
         self._arena, self._out_slots = arena, list(slots)
@@ -83,7 +80,7 @@ class StackKernel(torch.nn.Module):
             if slot is None:
                 outs.append(torch.empty(dims, dtype=torch.float32))
             else:
-                outs.append(self._arena.tensor(slot, dims, batch))
+                outs.append(self._arena.storage(batch)[slot][: math.prod(dims)].view(dims))
         key = tuple(a.shape for a in activations)
         fill = self._checked.get(key)
         # (a stand-in runner, such as the roofline's recorder, gets the checked call)

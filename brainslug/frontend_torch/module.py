@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from brainslug.frontend_torch.optimize import PlanInfo
+from brainslug.plan.report import PlanInfo
 
 
 class BrainSlugModule(torch.nn.Module):

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import torch
 import torch.fx as fx
 from xdsl.dialects.builtin import ModuleOp
 
-from brainslug.frontend_torch.capture import Capture, capture, export, trace
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU when it has none)."""
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
-def capture_on_device(
-    gm: fx.GraphModule, shape: Sequence[int] | None, device: torch.device
-) -> Capture:
-    """`capture`, with the example inputs of shape propagation made on `device`."""
-    ctx = torch.device(device) if device.type != "cpu" else contextlib.nullcontext()
-    with ctx:
-        return capture(gm, [list(shape)] if shape is not None else [])
+from brainslug.frontend_torch.capture import Capture, export, trace
+from brainslug.frontend_torch.graph import capture_on_device, check_shape, model_device
+from brainslug.ir.context import make_context
+from brainslug.lowering.backends.nvptx import emit_ptx as module_ptx
+from brainslug.pipeline.default import default_passes
 
 
 def lower_model(
@@ -33,10 +20,6 @@ def lower_model(
 ) -> tuple[fx.GraphModule, Capture, ModuleOp]:
     """Traces `model` (torch.export if fx can't) and runs the default pipeline for
     `target` on its `nn` module: (graph, capture, lowered module)."""
-    from brainslug.frontend_torch.optimize import check_shape
-    from brainslug.ir.context import make_context
-    from brainslug.pipeline.default import default_passes
-
     spec = check_shape(list(shape))
     try:
         gm = trace(model)
@@ -52,7 +35,5 @@ def lower_model(
 def emit_ptx(model: torch.nn.Module, shape: Sequence[int], cpu: str = "sm_90") -> str:
     """PTX of every stack kernel of `model` for inputs of `shape` (0 = any size):
     one `.entry` per phase, for `ptxas`/the CUDA driver. Needs no GPU."""
-    from brainslug.lowering.backends.nvptx import emit_ptx as module_ptx
-
     _, _, module = lower_model(model, shape, "nvptx", cpu)
     return module_ptx(module, cpu)

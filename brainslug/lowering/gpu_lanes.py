@@ -82,13 +82,6 @@ so results match PyTorch's CUDA kernels); sqrt is `sqrt.rn.f32`."""
 SHARED_BYTES = 48 * 1024
 """Static shared memory of a block (the most a `.shared` array may take without
 opting in to more per kernel): a tile whose scratch is larger runs serially."""
-TILE_BUDGET = 16 * 1024
-"""Bytes of scratch bs-tile-depth-first gives a tile on the GPU (its `cache`):
-with 256 threads per block, 2048 threads per SM need 8 blocks, i.e. at most
-(228 - 8) / 8 = 27 KiB each on an H100 and (164 - 8) / 8 = 19 KiB on an A100
-(1 KiB per block is reserved), so 16 KiB keeps the occupancy of both at its
-maximum while a 3x3/2 pool on a 112-wide map still gets tiles of 17 output
-rows (one halo row per 34 computed: 3 % recomputed)."""
 TILE_THREADS = 256
 """The most threads of a block-mode launch (fewer for small scratch buffers)."""
 SHARED_PREFIX = "bs_shared_"

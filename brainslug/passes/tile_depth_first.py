@@ -15,7 +15,8 @@ producer writes the pad value at the points outside the buffer, so the readers
 find the halo filled and need no bounds check along that dim.
 
 Tiles grow from the innermost leading dim outwards while a tile of the scratch
-buffer fits in half of the L2 cache, read from the machine. Dims that a tile
+buffer fits in the `cache` budget (set by the driver: half of the L2 on a CPU,
+a share of shared memory on a GPU). Dims that a tile
 covers whole stay out of the tile loop and keep static bounds.
 """
 
@@ -43,7 +44,6 @@ from brainslug.analysis.tile_plan import (
     DIRECT,
     Access,
     LeadDim,
-    l2_cache_bytes,
     lead_dim,
     lead_dims,
     plan_tiles,
@@ -276,14 +276,18 @@ class TileChain(RewritePattern):
         return tile
 
 
+DEFAULT_TILE_BUDGET = 512 * 1024
+"""Tile scratch budget without a `cache` option: half of a 1 MiB L2."""
+
+
 @dataclass(frozen=True)
 class TileDepthFirstPass(ModulePass):
     """Depth-first tiling, with halos, of nest chains that pass scratch buffers."""
 
     name = "bs-tile-depth-first"
 
-    cache: int = 0
-    """Bytes one tile's scratch may fill; 0: half of this machine's L2."""
+    cache: int = DEFAULT_TILE_BUDGET
+    """Bytes one tile's scratch may fill (the driver sets it for its target)."""
 
     halo: bool = True
     """Tile windowed dims with halos, and keep dims a tile covers whole out of
@@ -294,8 +298,7 @@ class TileDepthFirstPass(ModulePass):
     budget: more, smaller tiles (on the GPU a tile is a block)."""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        budget = self.cache or l2_cache_bytes() // 2
-        PatternRewriteWalker(TileChain(budget, self.halo, self.split),
+        PatternRewriteWalker(TileChain(self.cache, self.halo, self.split),
                              apply_recursively=False).rewrite_module(op)
         _inline_untiled_windows(op)
 

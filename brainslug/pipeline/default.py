@@ -8,6 +8,8 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
+from brainslug.pipeline.target import is_gpu, tile_budget
+
 
 def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True) -> list[ModulePass]:
     """The passes of the default pipeline; `lower=False` stops before LLVM."""
@@ -21,12 +23,8 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     from brainslug.passes.tile_depth_first import TileDepthFirstPass
     from brainslug.passes.vectorize import VectorizePass
 
-    gpu = target in ("nvptx", "nvptx64", "cuda")
-    tiling = TileDepthFirstPass()
-    if gpu:  # a tile is a block, its scratch shared memory (gpu_lanes)
-        from brainslug.lowering.gpu_lanes import TILE_BUDGET
-
-        tiling = TileDepthFirstPass(cache=TILE_BUDGET, split=True)
+    # on a GPU a tile is a block, its scratch shared memory: more, smaller tiles
+    tiling = TileDepthFirstPass(cache=tile_budget(target), split=is_gpu(target))
     passes: list[ModulePass] = [
         FormStacksPass(),
         LowerNNToLoopPass(),

@@ -1,15 +1,13 @@
 """The plan cache: what a warm `optimize()` reuses instead of recompiling.
 
-A plan record is keyed by the traced graph (its code and module tree, which
-shows every layer's hyperparameters), the names, shapes and dtypes of the
-parameters and buffers, the input shape, the layout, the target and the
-versions (`runtime.cache.key`). It holds the traced shapes (so shape
-propagation does not run the model again), which stack runs which kernel, the
-kernels' `loop.kernel_info` ops, and the kernel-cache key of every phase
-function's object code. A hit skips shape propagation, every pass after
-bs-form-stacks and LLVM; a record whose objects are gone is a miss.
-
-Parameter values are not part of the key: kernels read them at run time.
+A frontend keys a plan record by what determines it (its graph, the model's
+hyperparameters and tensor shapes, the input shape, the layout, the target;
+`runtime.cache.key` adds the versions and BrainSlug's source hash). The record
+holds which stack runs which kernel, why the others were not lowered, the
+kernels' `loop.kernel_info` ops as data, the kernel-cache key of every phase
+function's object code, and the frontend's own data (the traced shapes, so
+that shape propagation does not run the model again). A hit skips every pass
+after bs-form-stacks and LLVM; a record whose objects are gone is a miss.
 """
 
 from __future__ import annotations
@@ -18,34 +16,28 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.fx as fx
 from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, MemRefType, ModuleOp, f32, i64
 
 from brainslug.dialects import loop
 from brainslug.lowering.to_llvm import NUM_ARGS_ATTR, PARALLEL_ATTR, SCRATCH_DIMS_ATTR
 from brainslug.runtime import cache
 
-FORMAT = "2"
+FORMAT = "3"
 """Bump when the record's content or meaning changes."""
 
 
 @dataclass
 class PlanRecord:
-    metas: dict[str, tuple[tuple[int, ...], torch.dtype]]
+    frontend: Any                        # the frontend's own data (plain JSON)
     launch_of: dict[str, str]            # stack name -> kernel name
     fallback_stacks: dict[str, str]      # stack name -> why it was not lowered
     infos: list[dict[str, Any]]          # the kernel_info ops (`infos_to_json`)
     unit_keys: dict[str, str]            # phase function -> object key
 
 
-def plan_key(gm: fx.GraphModule, shape: list[int] | None, layout: str, target: str) -> str:
-    tensors = [
-        (name, tuple(t.shape), str(t.dtype))
-        for name, t in [*gm.named_parameters(), *gm.named_buffers()]
-    ]
-    return cache.key("plan", FORMAT, type(gm).__name__, str(gm), gm.code, repr(tensors),
-                     repr(shape), layout, target)
+def plan_key(*parts: str) -> str:
+    """The cache key of a plan determined by `parts`."""
+    return cache.key("plan", FORMAT, *parts)
 
 
 def load(key: str) -> PlanRecord | None:
@@ -54,25 +46,20 @@ def load(key: str) -> PlanRecord | None:
         return None
     try:
         d = json.loads(blob)
-        metas = {
-            name: (tuple(shape), getattr(torch, dtype.removeprefix("torch.")))
-            for name, (shape, dtype) in d["metas"].items()
-        }
-        return PlanRecord(metas, d["launch_of"], d["fallback_stacks"], d["infos"],
+        return PlanRecord(d["frontend"], d["launch_of"], d["fallback_stacks"], d["infos"],
                           d["unit_keys"])
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 
 def store(key: str, record: PlanRecord) -> None:
-    d: dict[str, Any] = {
-        "metas": {n: [list(s), str(t)] for n, (s, t) in record.metas.items()},
+    cache.store(key, json.dumps({
+        "frontend": record.frontend,
         "launch_of": record.launch_of,
         "fallback_stacks": record.fallback_stacks,
         "infos": record.infos,
         "unit_keys": record.unit_keys,
-    }
-    cache.store(key, json.dumps(d).encode())
+    }).encode())
 
 
 _INT_ATTRS = (NUM_ARGS_ATTR, PARALLEL_ATTR, SCRATCH_DIMS_ATTR)

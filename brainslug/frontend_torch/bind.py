@@ -1,0 +1,110 @@
+"""Binding a compiled plan to PyTorch: the model's fx graph rewritten along
+the plan's schedule (compiled stacks as kernel modules, everything else the
+original calls), and the kernels' outputs in the plan's static arena."""
+
+from __future__ import annotations
+
+import copy
+import operator
+from collections.abc import Sequence
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+from brainslug.plan.arena import Arena, plan_buffers
+from brainslug.plan.compile import CompiledStacks
+from brainslug.plan.schedule import schedule
+
+FRESH_FUNCTIONS = {
+    torch.conv2d, F.conv2d, F.linear, torch.addmm, torch.matmul, torch.cat, torch.concat,
+    F.batch_norm, F.adaptive_avg_pool2d, F.avg_pool2d, F.max_pool2d, operator.add,
+    operator.mul, torch.add, torch.mul, torch.relu, torch.sigmoid, torch.tanh, F.relu,
+    F.gelu, F.silu, F.hardswish, F.hardsigmoid, torch.softmax, F.softmax, torch.mean,
+}
+"""Functions whose result is a fresh tensor, never a view of an input."""
+FRESH_MODULES = (
+    torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d, torch.nn.AdaptiveAvgPool2d,
+    torch.nn.AvgPool2d, torch.nn.MaxPool2d,
+)
+"""Modules whose result is a fresh tensor (unless in place)."""
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """The plan's entry conversion of a rank-4 input (free when already channels-last)."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _getitem(t: Sequence[torch.Tensor], k: int) -> torch.Tensor:
+    return t[k]
+
+
+def _fresh(n: fx.Node, gm: fx.GraphModule) -> bool:
+    if n.op == "call_function":
+        return n.target in FRESH_FUNCTIONS
+    if n.op == "call_module":
+        m = gm.get_submodule(str(n.target))
+        return isinstance(m, FRESH_MODULES) and not getattr(m, "inplace", False)
+    return False
+
+
+def rewrite_graph(gm: fx.GraphModule, compiled: CompiledStacks,
+                  kernels: dict[str, torch.nn.Module],
+                  channels_last_inputs: Sequence[str] = ()) -> fx.GraphModule:
+    """A new GraphModule: the stacks in `kernels` (stack name -> module)
+    replace their layers, in the plan's schedule. Placeholders named in
+    `channels_last_inputs` are made channels-last on entry."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    stacks = [b for b in compiled.bindings if b.name in kernels]
+    members = {m for b in stacks for m in b.members}
+
+    def inputs_of(name: str) -> list[str]:
+        return [x.name for x in nodes[name].all_input_nodes]
+
+    plan = schedule(
+        list(nodes), inputs_of, stacks, compiled.aliases,
+        [n for n in nodes if n not in members and n not in compiled.aliases],
+    )
+    graph = fx.Graph()
+    graph._codegen = copy.deepcopy(gm.graph._codegen)  # pytree in/out specs (torch.export)
+    root = torch.nn.Module()
+    for name, mod in gm.named_children():
+        root.add_module(name, mod)
+    env: dict[str, fx.Node] = {}
+
+    def value(n: fx.Node) -> fx.Node:
+        return env[plan.resolve(n.name)]
+
+    for st in plan.steps:
+        if st.stack is None:
+            n = nodes[st.node]  # type: ignore[index]
+            env[n.name] = graph.node_copy(n, value)
+            if n.op == "placeholder" and n.name in channels_last_inputs:
+                env[n.name] = graph.call_function(to_channels_last, (env[n.name],))
+            continue
+        b = st.stack
+        attr = f"bs_{b.name}"
+        root.add_module(attr, kernels[b.name])
+        call = graph.call_module(attr, tuple(env[plan.resolve(x)] for x in b.inputs
+                                             if isinstance(x, str)))
+        if len(b.outputs) == 1:
+            env[b.outputs[0]] = call
+        else:
+            for k, o in enumerate(b.outputs):
+                env.setdefault(o, graph.call_function(_getitem, (call, k)))
+    for n in gm.graph.nodes:
+        if n.op == "get_attr" and not hasattr(root, str(n.target).split(".")[0]):
+            setattr(root, str(n.target).split(".")[0], getattr(gm, str(n.target).split(".")[0]))
+    new = fx.GraphModule(root, graph, class_name=f"{type(gm).__name__}BrainSlug")
+    new.graph.eliminate_dead_code()
+    new.recompile()
+    arena_users = {name: k for name, k in kernels.items() if hasattr(k, "use_arena")}
+    if arena_users:
+        outputs = [x for n in nodes.values() if n.op == "output" for x in inputs_of(n.name)]
+        buffers = plan_buffers(plan, inputs_of, lambda name: _fresh(nodes[name], gm), outputs)
+        arena = Arena(buffers, lambda numel: torch.empty(numel, dtype=torch.float32))
+        for name, k in arena_users.items():
+            outs = len(next(b for b in stacks if b.name == name).outputs)
+            k.use_arena(arena, [buffers.assignment.get((name, i))  # type: ignore[operator]
+                                for i in range(outs)])
+    return new

@@ -1,0 +1,110 @@
+"""The CPU plan of a traced model: capture, compile the stacks (through
+`brainslug.plan`), rewrite the graph.
+
+The plan is the model's own fx graph with every compiled stack replaced by
+one `StackKernel` call; convolutions, linear layers and everything BrainSlug
+does not map stay the original PyTorch calls, in a stable topological order.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.fx as fx
+from xdsl.dialects.builtin import ModuleOp
+
+from brainslug.frontend_torch.bind import rewrite_graph
+from brainslug.frontend_torch.capture import Capture, capture, propagate_shapes
+from brainslug.frontend_torch.graph import captured
+from brainslug.frontend_torch.kernel_module import StackKernel
+from brainslug.plan.compile import cached_record, compile_stacks
+from brainslug.plan.report import PlanInfo
+from brainslug.plan.targets import CpuTarget
+
+Metas = dict[str, tuple[tuple[int, ...], torch.dtype]]
+
+CHANNELS_LAST_NOTE = ("layout: NHWC (channels-last) activations; stacks are generated for "
+                      "NHWC and PyTorch's convolutions run channels-last")
+
+
+def _key_parts(gm: fx.GraphModule, shape: list[int] | None, layout: str,
+               target: CpuTarget) -> list[str]:
+    """What determines a plan: the traced graph (its code and module tree,
+    which shows every layer's hyperparameters), the names, shapes and dtypes of
+    the parameters and buffers, the input shape, the layout and the target.
+    Parameter values are not part of it: kernels read them at run time."""
+    tensors = [
+        (name, tuple(t.shape), str(t.dtype))
+        for name, t in [*gm.named_parameters(), *gm.named_buffers()]
+    ]
+    return [type(gm).__name__, str(gm), gm.code, repr(tensors), repr(shape), layout,
+            target.fingerprint() or ""]
+
+
+def _metas_to_json(metas: Metas) -> dict[str, Any]:
+    return {n: [list(s), str(t)] for n, (s, t) in metas.items()}
+
+
+def _metas_from_json(d: Any) -> Metas | None:
+    try:
+        return {name: (tuple(shape), getattr(torch, dtype.removeprefix("torch.")))
+                for name, (shape, dtype) in d.items()}
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def compile_plan(
+    gm: fx.GraphModule,
+    shape: list[int] | None = None,
+    *,
+    metas: Metas | None = None,
+    cpu: str = "host",
+    layout: str = "NCHW",
+    threads: int | None = None,
+) -> tuple[fx.GraphModule, PlanInfo, ModuleOp]:
+    """Capture, compile, rewrite: the optimized graph, its report and its IR.
+
+    Shapes come from running `gm` on inputs of `shape` (0 = the batch) unless
+    `metas` (node name -> (shape, dtype)) are given. With `layout="NHWC"` the
+    stacks are generated channels-last and rank-4 inputs are made channels-last
+    on entry, so that PyTorch's convolutions run channels-last too."""
+    t0 = time.perf_counter()
+    target = CpuTarget(cpu, threads)
+    key = record = None
+    if metas is None:
+        key, record = cached_record(_key_parts(gm, shape, layout, target))
+        metas = _metas_from_json(record.frontend) if record is not None else None
+        if metas is None:
+            record = None
+            metas = propagate_shapes(gm, [shape] if shape else [])
+    cap = capture(gm, [shape] if shape is not None else [], metas, layout)
+    stacks = compile_stacks(captured(cap), target, key=key, record=record,
+                            frontend_data=_metas_to_json(metas))
+    kernels = {
+        b.name: StackKernel(b.name, stacks.runners[b.name], b.inputs, b.output_shapes,
+                            channels_last=layout == "NHWC")
+        for b in stacks.bindings if b.name in stacks.runners
+    }
+    info = stacks.info
+    info.layout = layout
+    if layout == "NHWC":
+        info.notes.append(CHANNELS_LAST_NOTE)
+    cl_inputs = _channels_last_inputs(cap, layout)
+    new_gm = rewrite_graph(gm, stacks, kernels, cl_inputs)
+    info.compile_seconds = time.perf_counter() - t0
+    return new_gm, info, stacks.module
+
+
+def _channels_last_inputs(cap: Capture, layout: str) -> list[str]:
+    """The placeholders that the plan makes channels-last on entry (rank-4
+    activations of an NHWC plan)."""
+    if layout != "NHWC":
+        return []
+    fn = captured(cap).function
+    return [
+        src.name for src, a in zip(cap.arg_sources, fn.body.block.args, strict=True)
+        if isinstance(src, fx.Node) and src.op == "placeholder" and len(a.type.get_shape()) == 4
+    ]
+

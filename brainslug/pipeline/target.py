@@ -1,0 +1,48 @@
+"""What the driver knows about a target, handed to the passes as options:
+passes never read the machine.
+
+- The scratch budget of a depth-first tile (bs-tile-depth-first's `cache`):
+  half of the core's L2 on a CPU (read from sysfs here), a share of a
+  multiprocessor's shared memory on a GPU.
+- The vector width W: bs-lower-to-llvm's backend binds it from its `cpu`
+  option (AVX-512: 16 lanes, AVX2: 8; on a GPU the lanes are threads).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+GPU_TARGETS = ("nvptx", "nvptx64", "cuda")
+
+GPU_TILE_BUDGET = 16 * 1024
+"""Bytes of scratch bs-tile-depth-first gives a tile on the GPU (its `cache`):
+with 256 threads per block, 2048 threads per SM need 8 blocks, i.e. at most
+(228 - 8) / 8 = 27 KiB each on an H100 and (164 - 8) / 8 = 19 KiB on an A100
+(1 KiB per block is reserved), so 16 KiB keeps the occupancy of both at its
+maximum while a 3x3/2 pool on a 112-wide map still gets tiles of 17 output
+rows (one halo row per 34 computed: 3 % recomputed)."""
+
+
+@functools.cache
+def l2_cache_bytes() -> int:
+    """Per-core L2 size of this machine (sysfs), 1 MiB if it can't be read."""
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    try:
+        for idx in sorted(base.glob("index*")):
+            if (idx / "level").read_text().strip() == "2":
+                text = (idx / "size").read_text().strip().upper()
+                mult = {"K": 1024, "M": 1024 * 1024}.get(text[-1], 1)
+                return int(text.rstrip("KM")) * mult
+    except (OSError, ValueError):
+        pass
+    return 1 << 20
+
+
+def is_gpu(target: str) -> bool:
+    return target in GPU_TARGETS
+
+
+def tile_budget(target: str) -> int:
+    """Bytes one depth-first tile's scratch may fill on `target`."""
+    return GPU_TILE_BUDGET if is_gpu(target) else l2_cache_bytes() // 2

@@ -1,0 +1,121 @@
+"""The static buffer arena of a schedule's kernel outputs.
+
+Every kernel output that does not leave the graph gets a slot of one arena;
+a slot is reused once the value in it is dead (liveness over the schedule,
+extended through every framework node that may return a view of its input).
+The arena allocates each slot once per batch size, so the hot path allocates
+nothing and touches no fresh pages; one arena per thread keeps concurrent
+calls of the same model apart.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from brainslug.plan.schedule import Schedule
+
+OutputKey = tuple[str, int]
+"""(stack name, output index)."""
+
+
+@dataclass
+class Slot:
+    """A region of the arena: `numel` elements per batch item (or in all, if static)."""
+
+    numel: int
+    per_batch: bool
+    busy_until: int = -1
+
+
+@dataclass
+class BufferPlan:
+    """The arena slot of each (stack, output index); escaping outputs have none."""
+
+    assignment: dict[OutputKey, int] = field(default_factory=dict)
+    slots: list[Slot] = field(default_factory=list)
+
+
+def plan_buffers(
+    plan: Schedule,
+    inputs_of: Callable[[str], Sequence[str]],
+    fresh: Callable[[str], bool],
+    outputs: Sequence[str],
+) -> BufferPlan:
+    """Assigns arena slots to the kernel outputs of `plan`.
+
+    `inputs_of(node)` are the values a framework node reads, `fresh(node)`
+    whether its result is a new buffer (never a view of an input), `outputs`
+    the values that leave the graph."""
+    alias: dict[str, set[OutputKey]] = {}
+    last_use: dict[OutputKey, int] = {}
+    for k, st in enumerate(plan.steps):
+        if st.stack is not None:
+            reads = [s for s in st.stack.inputs if isinstance(s, str)]
+        else:
+            reads = list(inputs_of(st.node))  # type: ignore[arg-type]
+        carried: set[OutputKey] = set()
+        for name in reads:
+            for key in alias.get(plan.resolve(name), ()):
+                last_use[key] = max(last_use.get(key, -1), k)
+                carried.add(key)
+        if st.stack is not None:
+            for j, o in enumerate(st.stack.outputs):
+                alias[o] = {(st.stack.name, j)}
+                last_use.setdefault((st.stack.name, j), k)
+        elif carried and not fresh(st.node):  # type: ignore[arg-type]
+            alias[st.node] = carried  # type: ignore[index]  # may be a view: keeps them alive
+    escaping: set[OutputKey] = set()
+    for o in outputs:
+        escaping |= alias.get(plan.resolve(o), set())
+    out = BufferPlan()
+    for k, st in enumerate(plan.steps):
+        if st.stack is None:
+            continue
+        for j, (numel, per_batch) in enumerate(st.stack.output_sizes()):
+            key = (st.stack.name, j)
+            if key in escaping:
+                continue
+            free = [s for s, slot in enumerate(out.slots)
+                    if slot.busy_until < k and slot.per_batch == per_batch]
+            # best fit: the smallest free slot that is big enough, else the largest free one
+            fits = [s for s in free if out.slots[s].numel >= numel]
+            if fits:
+                s = min(fits, key=lambda s: out.slots[s].numel)
+            elif free:
+                s = max(free, key=lambda s: out.slots[s].numel)
+                out.slots[s].numel = numel
+            else:
+                out.slots.append(Slot(numel, per_batch))
+                s = len(out.slots) - 1
+            out.slots[s].busy_until = last_use.get(key, k)
+            out.assignment[key] = s
+    return out
+
+
+class Arena:
+    """Storage of a buffer plan's slots, made by `allocate(numel)` once per
+    (thread, batch size)."""
+
+    def __init__(self, plan: BufferPlan, allocate: Callable[[int], Any]):
+        self.plan = plan
+        self.allocate = allocate
+        self._local = threading.local()
+
+    def storage(self, batch: int) -> list[Any]:
+        """This thread's slot buffers for batch size `batch`."""
+        cache = getattr(self._local, "storage", None)
+        if cache is None:
+            cache = self._local.storage = {}
+        store = cache.get(batch)
+        if store is None:
+            store = cache[batch] = [
+                self.allocate(s.numel * (batch if s.per_batch else 1)) for s in self.plan.slots
+            ]
+        return store
+
+    def release(self) -> None:
+        """Drop this thread's storage (e.g. after a one-off large batch)."""
+        self._local.storage = {}

@@ -1,0 +1,81 @@
+"""What `optimize()` did to a model: `PlanInfo`, and its text for `report()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StackInfo:
+    """One stack as the report shows it."""
+
+    name: str
+    layers: list[str]            # "node: nn.op"
+    inputs: list[str]
+    outputs: list[str]
+    layout: str
+    bytes_unfused: int           # per batch item: every layer reads its inputs, writes its output
+    bytes_fused: int             # per batch item: the stack reads its inputs, writes its outputs
+    compiled: bool = True
+    reason: str = ""
+
+
+@dataclass
+class PlanInfo:
+    """What optimize() did, for report()."""
+
+    stacks: list[StackInfo] = field(default_factory=list)
+    library: list[tuple[str, str]] = field(default_factory=list)   # (node, callee)
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)  # (node, reason)
+    capture: str = "torch.fx"
+    compile_seconds: float = 0.0
+    target: str = "x86-64"
+    notes: list[str] = field(default_factory=list)
+    layout: str = "NCHW"         # how the plan stores rank-4 activations
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def format_report(info: PlanInfo, title: str = "BrainSlug plan") -> str:
+    """The report as text: stacks with their memory traffic, library calls and
+    fallbacks with their reasons."""
+    lines = [title, "=" * len(title)]
+    compiled = [s for s in info.stacks if s.compiled]
+    lines.append(
+        f"capture: {info.capture}   target: {info.target}   optimize(): "
+        f"{info.compile_seconds:.2f} s   stacks: {len(compiled)} compiled, "
+        f"{len(info.stacks) - len(compiled)} in the framework   library calls: "
+        f"{len(info.library)}"
+    )
+    lines += info.notes
+    if info.stacks:
+        before = sum(s.bytes_unfused for s in compiled)
+        after = sum(s.bytes_fused for s in compiled)
+        lines.append(
+            f"memory traffic of the stacks per batch item: {_kb(before)} layer by layer, "
+            f"{_kb(after)} fused ({(1 - after / max(before, 1)) * 100:.0f}% less)"
+        )
+        lines.append("")
+        lines.append("Stacks (bytes per batch item, read + written):")
+        lines.append(f"  {'stack':10s} {'layout':6s} {'unfused':>13s} {'fused':>13s}  layers")
+        for s in info.stacks:
+            state = "" if s.compiled else f"   [runs in the framework: {s.reason}]"
+            lines.append(
+                f"  {s.name:10s} {s.layout:6s} {_kb(s.bytes_unfused):>13s} "
+                f"{_kb(s.bytes_fused):>13s}  {', '.join(s.layers)}{state}"
+            )
+    if info.library:
+        lines.append("")
+        lines.append("Library calls (run by the framework):")
+        for node, callee in info.library:
+            lines.append(f"  {node}: {callee}")
+    lines.append("")
+    if info.fallbacks:
+        lines.append("Fallbacks (layers BrainSlug could not optimize, and why):")
+        for node, why in info.fallbacks:
+            lines.append(f"  {node}: {why}")
+    else:
+        lines.append("Fallbacks: none")
+    return "\n".join(lines)

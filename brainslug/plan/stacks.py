@@ -1,0 +1,144 @@
+"""The stacks of a captured graph after `bs-form-stacks`, as the plan sees them:
+report rows, how each stack is called (its binding), which framework nodes
+bs-form-stacks removed, and which stacks were compiled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import StringAttr
+from xdsl.ir import SSAValue
+
+from brainslug.dialects import loop, nn
+from brainslug.plan.capture import NODE_ATTR, Bound, Source
+from brainslug.plan.report import PlanInfo, StackInfo
+
+
+@dataclass
+class StackBinding:
+    """How the schedule calls one stack's kernel."""
+
+    name: str
+    members: set[str]                    # the framework nodes the stack computes
+    inputs: list[Source]                 # in kernel argument order
+    outputs: list[str]                   # node names, in kernel output order
+    output_shapes: list[tuple[int, ...]]  # -1 for the batch
+
+    def output_sizes(self) -> list[tuple[int, bool]]:
+        """(elements per batch item, or in all without a batch; whether it has
+        a batch) of each output."""
+        out = []
+        for shape in self.output_shapes:
+            n = 1
+            for d in shape:
+                n *= d if d >= 0 else 1
+            out.append((n, any(d < 0 for d in shape)))
+        return out
+
+
+def node_of(v: SSAValue) -> str | None:
+    """The framework node whose value `v` is (through stack results)."""
+    owner = v.owner
+    if isinstance(owner, nn.StackOp):
+        return node_of(owner.yield_op.values[v.index])
+    if NODE_ATTR in getattr(owner, "attributes", {}):
+        return owner.attributes[NODE_ATTR].data
+    return None
+
+
+def _bytes(v: SSAValue) -> int:
+    n = 4
+    for d in v.type.get_shape():
+        n *= 1 if d < 0 else d
+    return n
+
+
+def _layout_of(ops, default: str) -> str:
+    for o in ops:
+        if lay := getattr(o, "layout_value", None):
+            return lay
+    return default
+
+
+def _source(v: SSAValue, args: list[SSAValue], sources: list[Source]) -> Source:
+    if v in args:
+        return sources[args.index(v)]
+    name = node_of(v)
+    if name is None:
+        raise KeyError(f"stack input {v} comes from no framework node")
+    return name
+
+
+def describe(fn: func.FuncOp, sources: list[Source], default_layout: str = "NCHW",
+             ) -> tuple[list[StackInfo], list[StackBinding]]:
+    """Report rows and bindings of the stacks of `fn` (after bs-form-stacks);
+    `sources[i]` is where argument i of `fn` comes from."""
+    infos, bindings = [], []
+    args = list(fn.body.block.args)
+    for op in fn.body.block.ops:
+        if not isinstance(op, nn.StackOp):
+            continue
+        members = [o for o in op.body.block.ops if not isinstance(o, nn.YieldOp)]
+        unfused = sum(sum(_bytes(x) for x in o.operands) + sum(_bytes(r) for r in o.results)
+                      for o in members)
+        fused = sum(_bytes(x) for x in op.inputs) + sum(_bytes(r) for r in op.outputs)
+        inputs = [_source(v, args, sources) for v in op.inputs]
+        outs = [node_of(v) or "?" for v in op.yield_op.values]
+        infos.append(StackInfo(
+            op.stack_name_value,
+            [f"{o.attributes[NODE_ATTR].data}: {o.name}" for o in members],
+            [s.name if isinstance(s, Bound) else s for s in inputs],
+            outs, _layout_of(members, default_layout), unfused, fused))
+        bindings.append(StackBinding(
+            op.stack_name_value,
+            {o.attributes[NODE_ATTR].data for o in members if NODE_ATTR in o.attributes},
+            inputs, outs, [tuple(r.type.get_shape()) for r in op.outputs]))
+    return infos, bindings
+
+
+def removed_aliases(fn: func.FuncOp, sources: list[Source]) -> dict[str, str]:
+    """Nodes of dropout/identity layers (bs-form-stacks removes them) -> the
+    node whose value they pass on."""
+    args = list(fn.body.block.args)
+    out = {}
+    for op in fn.body.block.ops:
+        if not (nn.is_removable(op) and NODE_ATTR in op.attributes):
+            continue
+        v = op.operands[0]
+        src = sources[args.index(v)] if v in args else node_of(v)
+        if isinstance(src, str):
+            out[op.attributes[NODE_ATTR].data] = src
+    return out
+
+
+def stack_launches(fn: func.FuncOp) -> tuple[dict[str, str], dict[str, str]]:
+    """After the pipeline: stack name -> the kernel it runs (identical stacks
+    share one), and stack name -> why it was not lowered (stacks left as `nn.stack`)."""
+    launch_of = {
+        op.attributes["bs.stack"].data: op.callee_name
+        for op in fn.body.block.ops if isinstance(op, loop.LaunchOp)
+    }
+    fallback_stacks = {
+        op.stack_name_value: op.attributes.get("bs.fallback", StringAttr("")).data
+        for op in fn.body.block.ops if isinstance(op, nn.StackOp)
+    }
+    return launch_of, fallback_stacks
+
+
+def record_library(info: PlanInfo, fn: func.FuncOp, fallback_stacks: dict[str, str],
+                   library_reasons: dict[str, str], library_prefix: str = "") -> None:
+    """Mark the stacks that run in the framework, and list the library calls
+    (with the reasons of those that are fallbacks) in `info`."""
+    for s in info.stacks:
+        if s.name in fallback_stacks:
+            s.compiled, s.reason = False, fallback_stacks[s.name] or "no loop lowering"
+            info.fallbacks.append((s.name, s.reason))
+    for op in fn.body.block.ops:
+        if isinstance(op, nn.LibraryOp) and op.results:
+            name = op.attributes[NODE_ATTR].data
+            info.library.append((name, op.callee.data))
+            if name in library_reasons:
+                info.fallbacks.append((name, library_reasons[name]))
+        elif isinstance(op, nn.Conv2dOp | nn.LinearOp):
+            info.library.append((op.attributes[NODE_ATTR].data, library_prefix + op.name))
