@@ -29,10 +29,10 @@ from brainslug.frontend_tf.capture import (
     Piece,
     Unmapped,
     _Builder,
-    _hint,
     same_padding,
     tf_mean,
 )
+from brainslug.plan.capture import value_name
 
 _ELEM: dict[tf.dtypes.DType, Attribute] = {tf.float32: f32, tf.int32: i32, tf.int64: i64,
                                            tf.bool: i1}
@@ -443,7 +443,7 @@ def capture_function(f: Any, shape: Sequence[int]) -> Capture:
                          f"{['N' if d is None else d for d in x.shape.as_list()]}")
     b = _Builder()
     gb = _GraphBuilder(b)
-    gb.names[x.name] = b.input(_hint(x.op.name), nn.make_tensor((nn.DYN, *want)))
+    gb.names[x.name] = b.input(value_name(x.op.name), nn.make_tensor((nn.DYN, *want)))
     gb.consts = fold_constants(graph)
     for op in graph.get_operations():
         if op.type in ("Placeholder", "NoOp") or not op.outputs:
