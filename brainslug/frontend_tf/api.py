@@ -24,8 +24,8 @@ def optimize(model: Any, shape: Any, **options: Any) -> Any:
     `tf.numpy_function` calls), `cpu` (LLVM CPU name, default the host)."""
     import keras
 
-    from brainslug.frontend_tf.capture import Unmapped
     from brainslug.frontend_tf.graphdef import is_tf_function
+    from brainslug.frontend_tf.keras_layers import Unmapped
     from brainslug.frontend_tf.module import OptimizedModel
 
     if not isinstance(model, keras.Model) and not is_tf_function(model):

@@ -22,15 +22,8 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType, f32, i1, i32
 from xdsl.ir import Attribute, Region
 
 from brainslug.dialects import nn
-from brainslug.frontend_tf.capture import (
-    LAYOUT,
-    Capture,
-    Piece,
-    Unmapped,
-    _Builder,
-    same_padding,
-    tf_mean,
-)
+from brainslug.frontend_tf.capture import Capture, Piece, _Builder
+from brainslug.frontend_tf.keras_layers import LAYOUT, Unmapped, same_padding, tf_mean
 from brainslug.plan.capture import NODE_ATTR, value_name
 
 _ELEM: dict[tf.dtypes.DType, Attribute] = {tf.float32: f32, tf.int32: i32, tf.int64: i64,
@@ -412,7 +405,7 @@ def _pad_blocker(gb: _GraphBuilder, u: tf.Operation, t: tf.Tensor, src: str,
                  pads: tuple[int, int, int, int]) -> bool:
     """Whether zero padding `t` can't move into reader `u`: a VALID NHWC convolution,
     or a VALID max pool of non-negative values (where a zero never wins)."""
-    from brainslug.frontend_tf.capture import _non_negative
+    from brainslug.frontend_tf.keras_layers import non_negative
 
     if _attr(u, "data_format", "NHWC") != "NHWC" or _attr(u, "padding") != "VALID" \
             or u.inputs[0].name != t.name:
@@ -422,7 +415,7 @@ def _pad_blocker(gb: _GraphBuilder, u: tf.Operation, t: tf.Tensor, src: str,
     if u.type == "MaxPool":
         k = list(_attr(u, "ksize"))[1:3]
         return any(p > k[i % 2] // 2 for i, p in enumerate(pads)) or \
-            not _non_negative(gb.b.values[src])
+            not non_negative(gb.b.values[src])
     return True
 
 

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
-from brainslug.frontend_tf.capture import LAYOUT, Capture, Piece, capture
+from brainslug.frontend_tf.capture import Capture, Piece, capture
 from brainslug.frontend_tf.graphdef import capture_function, is_tf_function
+from brainslug.frontend_tf.keras_layers import LAYOUT
 from brainslug.plan.arena import BufferPlan, plan_buffers
 from brainslug.plan.capture import Bound, Captured
 from brainslug.plan.compile import compile_stacks

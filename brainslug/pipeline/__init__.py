@@ -14,7 +14,7 @@ def _form_stacks():
 
 
 def _lower_nn_to_loop():
-    from brainslug.lowering.lower_nn_to_loop import LowerNNToLoopPass
+    from brainslug.lowering.nn_to_loop import LowerNNToLoopPass
 
     return LowerNNToLoopPass
 

@@ -13,7 +13,7 @@ from brainslug.pipeline.target import is_gpu, tile_budget
 
 def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True) -> list[ModulePass]:
     """The passes of the default pipeline; `lower=False` stops before LLVM."""
-    from brainslug.lowering.lower_nn_to_loop import LowerNNToLoopPass
+    from brainslug.lowering.nn_to_loop import LowerNNToLoopPass
     from brainslug.passes.dedup_kernels import DedupKernelsPass
     from brainslug.passes.form_stacks import FormStacksPass
     from brainslug.passes.fuse import FusePass

@@ -95,7 +95,7 @@ def _libm_expf() -> Any:
 def _eigen_logistic(torch, x):
     """TensorFlow's CPU sigmoid (`impl = "eigen"`): Eigen's packet formula, and its
     scalar formula on the last numel % 8 elements (see nn_to_loop)."""
-    from brainslug.lowering.nn_to_loop import (
+    from brainslug.lowering.nn_to_loop.eigen import (
         EIGEN_LOGISTIC,
         EIGEN_PACKET,
         FLT_MIN,

@@ -1,4 +1,4 @@
-"""bs-lower-nn-to-loop: every `nn.stack` becomes a kernel of loop nests.
+"""The bs-lower-nn-to-loop pass: every `nn.stack` becomes a kernel of loop nests.
 
 The stack is replaced by a `loop.launch` of a new `func.func` marked `bs.kernel`
 whose memref arguments are the stack's inputs followed by its outputs. A stack
@@ -25,10 +25,13 @@ from xdsl.rewriter import InsertPoint
 
 from brainslug.dialects import loop, nn
 from brainslug.ir.compile_time import gc_paused
-from brainslug.lowering.nn_to_loop import UnsupportedLayer, lower_stack
+from brainslug.lowering.nn_to_loop.builder import UnsupportedLayer
+from brainslug.lowering.nn_to_loop.stack import lower_stack
 
 
 class LowerStack(RewritePattern):
+    """Replaces an `nn.stack` by a `loop.launch` of its kernel, or marks its fallback."""
+
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: nn.StackOp, rewriter: PatternRewriter, /):
         if "bs.fallback" in op.attributes:

@@ -1,0 +1,91 @@
+"""Convolution and linear layers as direct reductions (correct, not fast: by
+default both are library calls)."""
+
+from __future__ import annotations
+
+from xdsl.ir import Operation, SSAValue
+from xdsl.ir.affine import AffineMap
+
+from brainslug.dialects import nn
+from brainslug.lowering.nn_to_loop.builder import (
+    Buffers,
+    Emitter,
+    KernelBuilder,
+    LayerLowering,
+    d,
+    layout_map,
+    logical_shape,
+)
+from brainslug.lowering.nn_to_loop.pooling import windows_leave_input
+
+
+def lower_conv2d(kb: KernelBuilder, op: nn.Conv2dOp, buf: Buffers, out: SSAValue) -> None:
+    """Direct convolution: per output point, a sum over the input channels of its
+    group and the window."""
+    x, w = buf[op.input], buf[op.weight]
+    bias = buf[op.bias] if op.bias is not None else None
+    layout = op.layout_value
+    wshape = w.type.get_shape()
+    if layout == "NHWC":
+        kh, kw, cin_g, cout = wshape
+    else:
+        cout, cin_g, kh, kw = wshape
+    groups = op.groups_value
+    cout_g = cout // groups
+    sh, sw = op.strides_values
+    dh, dw = op.dilation_values
+    pt, pl = op.padding_values[0], op.padding_values[1]
+    # (n, o, oh, ow, i, kh, kw) -> input / weight indices
+    ch = d(4)
+    if groups > 1:
+        ch = (d(1) // cout_g) * cin_g + d(4)
+    hh = d(2) * sh + d(5) * dh - pt
+    ww = d(3) * sw + d(6) * dw - pl
+    if layout == "NHWC":
+        xmap = AffineMap(7, 0, (d(0), hh, ww, ch))
+        wmap = AffineMap(7, 0, (d(5), d(6), d(4), d(1)))
+    else:
+        xmap = AffineMap(7, 0, (d(0), ch, hh, ww))
+        wmap = AffineMap(7, 0, (d(1), d(4), d(5), d(6)))
+    omap = layout_map(layout, 4)
+    in_shape = logical_shape(x.type.get_shape(), layout)
+    out_shape = logical_shape(out.type.get_shape(), layout)
+    pad = 0.0 if windows_leave_input(in_shape, out_shape, (kh, kw), (sh, sw),
+                                     op.padding_values, (dh, dw)) else None
+
+    def body(e: Emitter, ivs: list[SSAValue]) -> None:
+        def term(r: Emitter, red: list[SSAValue]) -> SSAValue:
+            idx = [*ivs, *red]
+            return r.mul(r.load(x, idx, xmap, pad=pad), r.load(w, idx, wmap))
+
+        s = e.reduce("add", 0.0, [cin_g, kh, kw], term)
+        if bias is not None:
+            s = e.add(s, e.load(bias, [ivs[1]]))
+        e.store(s, out, ivs, omap)
+
+    kb.nest(out_shape, body)
+
+
+def lower_linear(kb: KernelBuilder, op: nn.LinearOp, buf: Buffers, out: SSAValue) -> None:
+    x, w = buf[op.input], buf[op.weight]
+    bias = buf[op.bias] if op.bias is not None else None
+    shape = out.type.get_shape()
+    r = len(shape)
+    k = w.type.get_shape()[1]
+    xmap = AffineMap(r + 1, 0, (*[d(i) for i in range(r - 1)], d(r)))
+    wmap = AffineMap(r + 1, 0, (d(r - 1), d(r)))
+
+    def body(e: Emitter, ivs: list[SSAValue]) -> None:
+        s = e.reduce("add", 0.0, [k], lambda q, red: q.mul(q.load(x, [*ivs, *red], xmap),
+                                                            q.load(w, [*ivs, *red], wmap)))
+        if bias is not None:
+            s = e.add(s, e.load(bias, [ivs[-1]]))
+        e.store(s, out, ivs)
+
+    kb.nest(shape, body)
+
+
+LOWERINGS: dict[type[Operation], LayerLowering] = {
+    nn.Conv2dOp: lower_conv2d,
+    nn.LinearOp: lower_linear,
+}

@@ -1,0 +1,84 @@
+"""Data movement: cat, flatten/reshape, and the copy of a value into a second output."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.ir import Operation, SSAValue
+from xdsl.ir.affine import AffineExpr, AffineMap
+
+from brainslug.dialects import nn
+from brainslug.lowering.nn_to_loop.builder import (
+    Buffers,
+    Emitter,
+    KernelBuilder,
+    LayerLowering,
+    UnsupportedLayer,
+    cst,
+    d,
+)
+
+
+def lower_cat(kb: KernelBuilder, op: nn.CatOp, buf: Buffers, out: SSAValue) -> None:
+    """One copy nest per operand into its slab of the output (bs-fuse reads the
+    operands in place instead, where it can)."""
+    rank = len(out.type.get_shape())
+    axis = op.axis_value
+    offset = 0
+    for x in (buf[v] for v in op.inputs):
+        shape = x.type.get_shape()
+        omap = AffineMap(rank, 0, tuple(d(k) + offset if k == axis else d(k) for k in range(rank)))
+
+        def body(e: Emitter, ivs: list[SSAValue], x: SSAValue = x, omap: AffineMap = omap) -> None:
+            e.store(e.load(x, ivs), out, ivs, omap)
+
+        kb.nest(shape, body)
+        offset += shape[axis]
+
+
+def reshape_map(in_shape: Sequence[int], out_shape: Sequence[int]) -> AffineMap:
+    """Output ivs to input indices of a row-major reshape that keeps dim 0."""
+    if in_shape[0] != out_shape[0] or any(e < 0 for e in (*in_shape[1:], *out_shape[1:])):
+        raise UnsupportedLayer("reshape must keep the batch dimension")
+    flat: AffineExpr = cst(0)
+    stride = 1
+    for k in range(len(out_shape) - 1, 0, -1):
+        flat = flat + d(k) * stride
+        stride *= out_shape[k]
+    results: list[AffineExpr] = [d(0)]
+    strides = []
+    s = 1
+    for k in range(len(in_shape) - 1, 0, -1):
+        strides.append(s)
+        s *= in_shape[k]
+    strides.reverse()
+    for k in range(1, len(in_shape)):
+        results.append((flat // strides[k - 1]) % in_shape[k])
+    return AffineMap(len(out_shape), 0, tuple(results))
+
+
+def lower_reshape(kb: KernelBuilder, op: nn.FlattenOp | nn.ReshapeOp, buf: Buffers,
+                  out: SSAValue) -> None:
+    x = buf[op.input]
+    m = reshape_map(x.type.get_shape(), out.type.get_shape())
+
+    def body(e: Emitter, ivs: list[SSAValue]) -> None:
+        e.store(e.load(x, ivs, m), out, ivs)
+
+    kb.nest(out.type.get_shape(), body)
+
+
+def lower_copy(kb: KernelBuilder, x: SSAValue, out: SSAValue) -> None:
+    """`out` = `x`, element by element."""
+
+    def body(e: Emitter, ivs: list[SSAValue]) -> None:
+        e.store(e.load(x, ivs), out, ivs)
+
+    kb.nest(out.type.get_shape(), body)
+
+
+LOWERINGS: dict[type[Operation], LayerLowering] = {
+    nn.CatOp: lower_cat,
+    nn.FlattenOp: lower_reshape,
+    nn.ReshapeOp: lower_reshape,
+}

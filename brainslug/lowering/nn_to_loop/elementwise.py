@@ -1,0 +1,166 @@
+"""Elementwise layers: activations, dropout/identity, and broadcasting add and mul.
+
+Each formula repeats the framework's own operations in the framework's order
+(see DESIGN.md, "Exactness"); `impl = "eigen"` selects TensorFlow's (`eigen`).
+"""
+
+from __future__ import annotations
+
+import math as pymath
+from collections.abc import Callable, Sequence
+
+from xdsl.dialects import arith, math
+from xdsl.ir import Operation, SSAValue
+from xdsl.ir.affine import AffineMap
+
+from brainslug.dialects import nn
+from brainslug.lowering.nn_to_loop.builder import (
+    Buffers,
+    Emitter,
+    Formula,
+    KernelBuilder,
+    LayerLowering,
+    cst,
+    d,
+)
+from brainslug.lowering.nn_to_loop.eigen import (
+    eigen_logistic,
+    eigen_tail_formula,
+    in_eigen_tail,
+)
+
+
+def _relu(op: nn.ReluOp) -> Formula:
+    return lambda e, x: e.max0(x, 0.0)
+
+
+def _clamp(op: nn.ClampOp) -> Formula:
+    lo, hi = op.min_value, op.max_value
+
+    def clamp(e: Emitter, x: SSAValue) -> SSAValue:
+        if lo is not None:
+            x = e.max0(x, lo)
+        if hi is not None:
+            x = e.min0(x, hi)
+        return x
+
+    return clamp
+
+
+def _leaky_relu(op: nn.LeakyReluOp) -> Formula:
+    slope = op.negative_slope_value
+    return lambda e, x: e.select(e.cmp("ogt", x, e.f(0.0)), x, e.mul(x, e.f(slope)))
+
+
+def _sigmoid(op: nn.SigmoidOp) -> Formula:
+    if op.impl_value == "eigen":
+        return eigen_logistic
+    return lambda e, x: e.div(
+        e.f(1.0), e.add(e.f(1.0), e.emit(math.ExpOp(e.emit(arith.NegfOp(x)))))
+    )
+
+
+def _tanh(op: nn.TanhOp) -> Formula:
+    return lambda e, x: e.emit(math.TanhOp(x))
+
+
+def _silu(op: nn.SiluOp) -> Formula:
+    if op.impl_value == "eigen":
+        return lambda e, x: e.mul(x, eigen_logistic(e, x))
+    return lambda e, x: e.div(x, e.add(e.f(1.0), e.emit(math.ExpOp(e.emit(arith.NegfOp(x))))))
+
+
+def _hardswish(op: nn.HardswishOp) -> Formula:
+    return lambda e, x: e.div(e.mul(x, e.min0(e.max0(e.add(x, e.f(3.0)), 0.0), 6.0)), e.f(6.0))
+
+
+def _hardsigmoid(op: nn.HardsigmoidOp) -> Formula:
+    return lambda e, x: e.div(e.min0(e.max0(e.add(x, e.f(3.0)), 0.0), 6.0), e.f(6.0))
+
+
+def _gelu(op: nn.GeluOp) -> Formula:
+    if op.approximate_value == "tanh":
+        beta = pymath.sqrt(2.0) * (2.0 / pymath.sqrt(pymath.pi)) * 0.5
+        kappa = 0.044715
+
+        def gelu_tanh(e: Emitter, x: SSAValue) -> SSAValue:
+            cube = e.mul(e.mul(x, x), x)
+            inner = e.mul(e.f(beta), e.add(x, e.mul(e.f(kappa), cube)))
+            t = e.emit(math.TanhOp(inner))
+            return e.mul(e.mul(e.f(0.5), x), e.add(e.f(1.0), t))
+
+        return gelu_tanh
+
+    def gelu(e: Emitter, x: SSAValue) -> SSAValue:
+        half = e.mul(x, e.f(0.5))
+        erf = e.emit(math.ErfOp(e.mul(x, e.f(pymath.sqrt(0.5)))))
+        return e.mul(half, e.add(e.f(1.0), erf))
+
+    return gelu
+
+
+def _identity(op: nn.DropoutOp | nn.IdentityOp) -> Formula:
+    return lambda e, x: x
+
+
+UNARY_FORMULAS: dict[type[Operation], Callable[[Operation], Formula]] = {
+    nn.ReluOp: _relu,
+    nn.ClampOp: _clamp,
+    nn.LeakyReluOp: _leaky_relu,
+    nn.SigmoidOp: _sigmoid,
+    nn.TanhOp: _tanh,
+    nn.SiluOp: _silu,
+    nn.HardswishOp: _hardswish,
+    nn.HardsigmoidOp: _hardsigmoid,
+    nn.GeluOp: _gelu,
+    nn.DropoutOp: _identity,
+    nn.IdentityOp: _identity,
+}
+"""The framework's formula of each elementwise unary layer, from the layer."""
+
+
+def broadcast_map(in_shape: Sequence[int], out_shape: Sequence[int]) -> AffineMap:
+    """Output ivs to the indices of a (numpy-)broadcast operand."""
+    offset = len(out_shape) - len(in_shape)
+    results = []
+    for k, e in enumerate(in_shape):
+        o = out_shape[k + offset]
+        results.append(cst(0) if e == 1 and o != 1 else d(k + offset))
+    return AffineMap(len(out_shape), 0, tuple(results))
+
+
+def lower_unary(kb: KernelBuilder, op: Operation, buf: Buffers, out: SSAValue) -> None:
+    x = buf[op.operands[0]]
+    formula = UNARY_FORMULAS[type(op)](op)
+    tail_formula = eigen_tail_formula(op)
+    shape = out.type.get_shape()
+
+    def body(e: Emitter, ivs: list[SSAValue]) -> None:
+        v = e.load(x, ivs)
+        y = formula(e, v)
+        tail = None if tail_formula is None else in_eigen_tail(e, shape, ivs)
+        if tail is not None:
+            y = e.select(tail, tail_formula(e, v), y)
+        e.store(y, out, ivs)
+
+    kb.nest(out.type.get_shape(), body)
+
+
+def lower_binary(kb: KernelBuilder, op: nn.AddOp | nn.MulOp, buf: Buffers, out: SSAValue) -> None:
+    a, b = buf[op.lhs], buf[op.rhs]
+    shape = out.type.get_shape()
+    ma = broadcast_map(a.type.get_shape(), shape)
+    mb = broadcast_map(b.type.get_shape(), shape)
+
+    def body(e: Emitter, ivs: list[SSAValue]) -> None:
+        x, y = e.load(a, ivs, ma), e.load(b, ivs, mb)
+        e.store(e.add(x, y) if isinstance(op, nn.AddOp) else e.mul(x, y), out, ivs)
+
+    kb.nest(shape, body)
+
+
+LOWERINGS: dict[type[Operation], LayerLowering] = {
+    **dict.fromkeys(UNARY_FORMULAS, lower_unary),
+    nn.AddOp: lower_binary,
+    nn.MulOp: lower_binary,
+}

@@ -1,0 +1,107 @@
+"""Reductions over tensor dims: mean (in Eigen's order for `impl = "eigen"`) and softmax."""
+
+from __future__ import annotations
+
+from xdsl.dialects import math
+from xdsl.dialects.builtin import MemRefType, f32
+from xdsl.ir import Operation, SSAValue
+from xdsl.ir.affine import AffineMap
+
+from brainslug.dialects import nn
+from brainslug.lowering.nn_to_loop.builder import (
+    NEG_INF,
+    Buffers,
+    Emitter,
+    KernelBuilder,
+    LayerLowering,
+    UnsupportedLayer,
+    cst,
+    d,
+)
+from brainslug.lowering.nn_to_loop.eigen import (
+    EIGEN_MEAN_MIN_POINTS,
+    EIGEN_PACKET,
+    eigen_mean_sum,
+)
+
+
+def lower_mean(kb: KernelBuilder, op: nn.MeanOp, buf: Buffers, out: SSAValue) -> None:
+    """The sum over `dims` in row-major order (or Eigen's), divided by its count."""
+    x = buf[op.input]
+    in_shape = x.type.get_shape()
+    rank = len(in_shape)
+    dims = sorted(k % rank for k in op.dims_values)
+    keep = op.keepdim_value
+    out_shape = out.type.get_shape()
+    kept = [k for k in range(rank) if k not in dims]
+    # input index k is: an output iv (kept dims) or a reduce iv (reduced dims)
+    n_out = len(out_shape)
+    results = []
+    for k in range(rank):
+        if k in dims:
+            results.append(d(n_out + dims.index(k)))
+        else:
+            results.append(d(k if keep else kept.index(k)))
+    imap = AffineMap(n_out + len(dims), 0, tuple(results))
+    count = 1
+    for k in dims:
+        if in_shape[k] < 0:
+            raise UnsupportedLayer("mean over the dynamic batch dimension")
+        count *= in_shape[k]
+
+    eigen = op.impl_value == "eigen" and count >= EIGEN_MEAN_MIN_POINTS
+    # with the innermost kept extent a multiple of the packet, every output is in a
+    # whole packet and TensorFlow never sums in order
+    in_order = not eigen or in_shape[kept[-1]] % EIGEN_PACKET != 0
+
+    def body(e: Emitter, ivs: list[SSAValue]) -> None:
+        s = e.reduce("add", 0.0, [in_shape[k] for k in dims],
+                     lambda r, w: r.load(x, [*ivs, *w], imap)) if in_order else None
+        if eigen:
+            s = eigen_mean_sum(e, op, x, ivs, s, kept, dims, count)
+        assert s is not None
+        e.store(e.div(s, e.f(float(count))), out, ivs)
+
+    kb.nest(out_shape, body)
+
+
+def lower_softmax(kb: KernelBuilder, op: nn.SoftmaxOp, buf: Buffers, out: SSAValue) -> None:
+    """max, then sum of exp(x - max), then exp(x - max) * (1 / sum)."""
+    x = buf[op.input]
+    shape = x.type.get_shape()
+    rank = len(shape)
+    axis = op.axis_value % rank
+    if shape[axis] < 0:
+        raise UnsupportedLayer("softmax over the dynamic batch dimension")
+    red_shape = [1 if k == axis else e for k, e in enumerate(shape)]
+    mx = kb.alloc(MemRefType(f32, red_shape), "max")
+    sm = kb.alloc(MemRefType(f32, red_shape), "sum")
+    # (ivs of red_shape, r) -> x index
+    xmap = AffineMap(rank + 1, 0, tuple(d(rank) if k == axis else d(k) for k in range(rank)))
+    rmap = AffineMap(rank, 0, tuple(cst(0) if k == axis else d(k) for k in range(rank)))
+
+    def max_body(e: Emitter, ivs: list[SSAValue]) -> None:
+        e.store(e.reduce("max", NEG_INF, [shape[axis]], lambda r, w: r.load(x, [*ivs, *w], xmap)),
+                mx, ivs)
+
+    def sum_body(e: Emitter, ivs: list[SSAValue]) -> None:
+        m = e.load(mx, ivs)
+
+        def term(r: Emitter, w: list[SSAValue]) -> SSAValue:
+            return r.emit(math.ExpOp(r.sub(r.load(x, [*ivs, *w], xmap), m)))
+
+        e.store(e.reduce("add", 0.0, [shape[axis]], term), sm, ivs)
+
+    def out_body(e: Emitter, ivs: list[SSAValue]) -> None:
+        ex = e.emit(math.ExpOp(e.sub(e.load(x, ivs), e.load(mx, ivs, rmap))))
+        e.store(e.mul(ex, e.div(e.f(1.0), e.load(sm, ivs, rmap))), out, ivs)
+
+    kb.nest(red_shape, max_body)
+    kb.nest(red_shape, sum_body)
+    kb.nest(shape, out_body)
+
+
+LOWERINGS: dict[type[Operation], LayerLowering] = {
+    nn.MeanOp: lower_mean,
+    nn.SoftmaxOp: lower_softmax,
+}
