@@ -98,7 +98,8 @@ def phase_work(op: Operation) -> int:
 
 
 class KernelLowering:
-    """Lowers one kernel function."""
+    """Lowers one kernel function: lays out its ABI buffers in the slot array,
+    emits its phases and describes it in a `loop.kernel_info`."""
 
     def __init__(self, kernel: func.FuncOp, target: TargetParams, decls: Declarations):
         self.kernel = kernel

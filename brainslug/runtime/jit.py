@@ -135,7 +135,6 @@ class KernelRunner:
             if locked:
                 self._slots_lock.release()
 
-
     def _run(self, phase_args: Sequence[int], batch: int) -> None:
         pool = self.pool or default_pool()
         threshold = PARALLEL_THRESHOLD if pool.native else PYTHON_POOL_THRESHOLD

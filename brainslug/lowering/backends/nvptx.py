@@ -206,19 +206,19 @@ class NVPTXBackend:
         """bs-lower-to-llvm for this target: depth-first tiles too large for
         shared memory cut to one point (`unit_tiles`), the phases, the shared
         arrays of the block-mode tiles, and each kernel's launch shape."""
-        shapes: dict[str, loop.GpuLaunchAttr] = {}
+        launch_shapes: dict[str, loop.GpuLaunchAttr] = {}
         for fn in loop.kernel_functions(module):
             phases = [p for p in fn.body.block.ops if isinstance(p, loop.NestOp | loop.TileOp)]
             for p in phases:
                 if isinstance(p, loop.TileOp) and not block_phase(p):
                     unit_tiles(p)
-            shapes[fn.sym_name.data] = loop.GpuLaunchAttr(
+            launch_shapes[fn.sym_name.data] = loop.GpuLaunchAttr(
                 phase_hints(phases),
                 [tiles_per_item(p) for p in phases],
                 launch_groups(phases),
                 self.cpu,
             )
-        lower_kernels(module, self.params(), generic, shapes)
+        lower_kernels(module, self.params(), generic, launch_shapes)
         _add_shared_arrays(module)
 
     @property
