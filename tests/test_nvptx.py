@@ -22,9 +22,6 @@ from brainslug.dialects import loop
 from brainslug.ir.context import make_context, parse_module
 from brainslug.lowering import gpu_lanes
 from brainslug.lowering.backends.nvptx import (
-    GROUPS_ATTR,
-    LANES_ATTR,
-    TILES_ATTR,
     NVPTXBackend,
     emit_ptx,
     entry_names,
@@ -286,8 +283,8 @@ def test_depth_first_tile_runs_as_a_block() -> None:
     text, inputs, ref = maxpool_avgpool("NCHW", 3)
     module = lower(text)
     info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
-    assert list(info.attributes[TILES_ATTR].get_values()) == [37]  # a tile per (n, c) plane
-    assert list(info.attributes[LANES_ATTR].get_values()) == [64]  # 36 points, two warps
+    assert list(info.gpu_launch.tiles.get_values()) == [37]  # a tile per (n, c) plane
+    assert list(info.gpu_launch.lanes.get_values()) == [64]  # 36 points, two warps
     ir = NVPTXBackend().emit_llvm_ir(module, opt=0)
     assert "alloca" not in ir and "addrspace(3) global [144 x i8]" in ir  # 6x6 floats
     ptx = check_ptx(module)
@@ -317,8 +314,8 @@ def test_tile_too_large_for_shared_memory(
     module = lower(text, tile=TileDepthFirstPass(cache=gpu_lanes.TILE_BUDGET, halo=halo))
     info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
     block = "global" in scratch
-    assert list(info.attributes[TILES_ATTR].get_values()) == [C if block else 0]
-    assert (list(info.attributes[LANES_ATTR].get_values()) == [1]) != block  # 1: serial
+    assert list(info.gpu_launch.tiles.get_values()) == [C if block else 0]
+    assert (list(info.gpu_launch.lanes.get_values()) == [1]) != block  # 1: serial
     assert scratch in NVPTXBackend().emit_llvm_ir(module, opt=0)
     ptx = check_ptx(module)
     assert (".shared" in ptx and "bar.sync" in ptx) == block
@@ -361,7 +358,7 @@ def test_halo_tiles_run_as_blocks(pool: str) -> None:
     text, inputs, ref = bn_relu_pool(pool, 3)
     module = lower(text, tile=TileDepthFirstPass(cache=HALO_BUDGET))
     info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
-    *_, tiles = info.attributes[TILES_ATTR].get_values()
+    *_, tiles = info.gpu_launch.tiles.get_values()
     oh = HALO_POOLS[pool][1][0]
     assert tiles % C == 0 and 3 <= tiles // C < oh  # several row tiles per channel
     ptx = check_ptx(module)
@@ -411,9 +408,9 @@ def test_lane_hints_and_kernel_marking() -> None:
     module = lower(text)
     info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
     # phase 0 computes BN's per-channel factors (37 lanes), phase 1 runs rows of W lanes
-    assert list(info.attributes[LANES_ATTR].get_values()) == [C, W]
+    assert list(info.gpu_launch.lanes.get_values()) == [C, W]
     # phase 1 reads the factors phase 0 writes: two launches
-    assert list(info.attributes[GROUPS_ATTR].get_values()) == [1, 1]
+    assert list(info.gpu_launch.groups.get_values()) == [1, 1]
     ir = NVPTXBackend().emit_llvm_ir(module, opt=0)
     assert ir.count("define ptx_kernel void") == 2
     assert "llvm.nvvm.read.ptx.sreg.tid.x" in ir and "llvm.nvvm.read.ptx.sreg.ctaid.x" in ir
@@ -454,7 +451,7 @@ def test_independent_phases_share_a_launch() -> None:
     text, inputs, ref = cat_bn_relu("NCHW", 3)
     module = lower(text)
     info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
-    assert list(info.attributes[GROUPS_ATTR].get_values()) == [1, 3]
+    assert list(info.gpu_launch.groups.get_values()) == [1, 3]
     ptx = check_ptx(module)
     assert ptx.count(".entry") == 2 and "%ctaid.y" in ptx
     (out,) = run(module, *inputs, grid=2, block=(8, 2))

@@ -24,7 +24,7 @@ PURE_SCALAR = (arith.ConstantOp, loop.LoadOp, loop.InBoundsOp, loop.ReduceOp)
 
 def kernel_of(op: Operation) -> func.FuncOp | None:
     p = op
-    while p is not None and not (isinstance(p, func.FuncOp) and "bs.kernel" in p.attributes):
+    while p is not None and not loop.is_kernel(p):
         p = p.parent_op()
     return p
 

@@ -47,7 +47,7 @@ separate launches on one stream.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xdsl.dialects import arith, llvm, memref
@@ -69,7 +69,8 @@ from brainslug.analysis.generic_phases import PhaseSignature
 from brainslug.dialects import loop, simd
 from brainslug.lowering import loop_to_llvm as scalar
 from brainslug.lowering.llvm_builder import PTR, IVal
-from brainslug.lowering.to_llvm import KernelLowering, LaneState, PhaseEmitter
+from brainslug.lowering.phase_emitter import KernelScope, LaneState, OpLowering, PhaseEmitter
+from brainslug.lowering.simd_to_llvm import _binary as lane_binary
 
 SREG = "llvm.nvvm.read.ptx.sreg."
 """Prefix of the NVVM intrinsics that read the thread and block indices."""
@@ -230,12 +231,12 @@ class GPUPhaseEmitter(PhaseEmitter):
 
     def __init__(
         self,
-        kernel: KernelLowering,
+        scope: KernelScope,
         name: str,
         phase: loop.NestOp | loop.TileOp,
         sig: PhaseSignature | None = None,
     ):
-        super().__init__(kernel, name, phase, sig)
+        super().__init__(scope, name, phase, sig)
         self.scratch = shared_scratch(phase)
         """The tile's scratch buffers in block mode, else None."""
         # (in block mode, the lanes of a nest that is not flattened run in turn)
@@ -500,12 +501,6 @@ class GPUPhaseEmitter(PhaseEmitter):
             return self.llvm_type(t.element_type)
         return super().llvm_type(t)
 
-    def emit(self, op: Operation) -> None:
-        if (lower := GPU_LOWERINGS.get(type(op))) is not None:
-            lower(self, op)
-        else:
-            super().emit(op)
-
 
 # ---------------------------------------------------------------------------- lowerings
 
@@ -541,12 +536,6 @@ def _iota(em: GPUPhaseEmitter, op: simd.IotaOp) -> None:
         em.values[op.result] = em.ival(op.base)  # already this thread's point
     else:
         em.values[op.result] = em.b.iadd(em.ival(op.base), em.lane_offset)
-
-
-def _binary(em: GPUPhaseEmitter, op: Operation) -> None:
-    from brainslug.lowering.simd_to_llvm import _binary as lane_binary
-
-    lane_binary(em, op)  # the same llvm ops, on scalars
 
 
 def _negf(em: GPUPhaseEmitter, op: simd.NegfOp) -> None:
@@ -605,7 +594,7 @@ def _reduce(em: GPUPhaseEmitter, op: simd.ReduceOp) -> None:
     raise NotImplementedError("bs-lower-to-llvm{target=nvptx}: simd.reduce across threads")
 
 
-GPU_LOWERINGS: dict[type[Operation], Callable[[GPUPhaseEmitter, Operation], None]] = {
+GPU_LOWERINGS: dict[type[Operation], OpLowering] = {
     simd.LoopOp: _loop,
     # one scalar access at this thread's point (padded: clamped address + select)
     simd.LoadOp: scalar._load,
@@ -614,7 +603,7 @@ GPU_LOWERINGS: dict[type[Operation], Callable[[GPUPhaseEmitter, Operation], None
     simd.SplatOp: _same,
     simd.IotaOp: _iota,
     **{
-        t: _binary
+        t: lane_binary  # the same llvm ops, on scalars
         for t in (
             simd.AddfOp,
             simd.SubfOp,
@@ -641,7 +630,8 @@ GPU_LOWERINGS: dict[type[Operation], Callable[[GPUPhaseEmitter, Operation], None
     simd.SIToFPOp: _sitofp,
     simd.ReduceOp: _reduce,
 }  # type: ignore[dict-item]
-"""What differs from the CPU lowering: simd ops on one lane, and math functions."""
+"""What differs from the CPU lowering: simd ops on one lane, and math functions
+(the nvptx backend lays this table over `LOOP_LOWERINGS` and `SIMD_LOWERINGS`)."""
 
 
 def phase_hints(phases: Sequence[loop.NestOp | loop.TileOp]) -> list[int]:

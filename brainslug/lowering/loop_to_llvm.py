@@ -1,5 +1,5 @@
 """Lowering of scalar `arith`/`math`/`memref` ops and the `loop` dialect's ops
-inside a phase (used by `to_llvm.PhaseEmitter`).
+inside a phase (`LOOP_LOWERINGS`, a table of `phase_emitter.TargetParams.lowerings`).
 
 Index arithmetic is folded while its operands are known constants. A padded
 scalar load clamps its address to element 0 when the point is out of bounds and
@@ -28,7 +28,7 @@ from xdsl.ir import Attribute, Operation, SSAValue
 
 from brainslug.dialects import loop
 from brainslug.lowering.llvm_builder import PTR, IVal
-from brainslug.lowering.to_llvm import PhaseEmitter
+from brainslug.lowering.phase_emitter import OpLowering, PhaseEmitter
 
 
 def _trunc_div(a: int, b: int) -> int:
@@ -187,7 +187,7 @@ def _alloca(em: PhaseEmitter, op: memref.AllocaOp) -> None:
     assert isinstance(t, MemRefType)
     b = em.b
     # allocas go to the entry block, so their sizes must be known there
-    top = em.k.kernel.body.block
+    top = em.scope.block
     for x in op.dynamic_sizes:
         if not isinstance(em.values.get(x), int) and x.owner.parent_block() is not top:  # type: ignore[union-attr]
             raise NotImplementedError(
@@ -291,7 +291,7 @@ def _in_bounds(em: PhaseEmitter, op: loop.InBoundsOp) -> None:
     em.values[op.result] = em.b.const(int(inb), i1) if isinstance(inb, bool) else inb
 
 
-LOOP_LOWERINGS: dict[type[Operation], Callable[[PhaseEmitter, Operation], None]] = {
+LOOP_LOWERINGS: dict[type[Operation], OpLowering] = {
     arith.ConstantOp: _constant,
     **{t: _float_bin for t in _FLOAT_BIN},
     **{t: _int_bin for t in (*_INT_BIN, arith.FloorDivSIOp, arith.MinSIOp, arith.MaxSIOp)},

@@ -1,4 +1,5 @@
-"""Lowering of the `simd` dialect (used by `to_llvm.PhaseEmitter`).
+"""Lowering of the `simd` dialect inside a phase on the CPU (`SIMD_LOWERINGS`, a
+table of `phase_emitter.TargetParams.lowerings`).
 
 A `simd.loop` runs its body on full chunks of W lanes without masks, then once
 more on the last partial chunk with an active-lane mask. Memory accesses are
@@ -11,7 +12,7 @@ never touch memory and read the pad value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xdsl.dialects import llvm
@@ -23,7 +24,7 @@ from xdsl.ir.affine.affine_expr import AffineDimExpr
 from brainslug.analysis.generic_phases import WHOLE_CHUNKS
 from brainslug.dialects import simd
 from brainslug.lowering.llvm_builder import ICMP, IVal, type_suffix
-from brainslug.lowering.to_llvm import Buffer, LaneState, PhaseEmitter
+from brainslug.lowering.phase_emitter import Buffer, LaneState, OpLowering, PhaseEmitter
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,7 @@ def _reduce(em: PhaseEmitter, op: simd.ReduceOp) -> None:
     em.values[op.result] = b.call(f"bs.reduce.{op.kind.data}.{type_suffix(v.type)}", [v, mask], f32)
 
 
-SIMD_LOWERINGS: dict[type[Operation], Callable[[PhaseEmitter, Operation], None]] = {
+SIMD_LOWERINGS: dict[type[Operation], OpLowering] = {
     simd.LoopOp: _loop,
     simd.LoadOp: _load,
     simd.StoreOp: _store,

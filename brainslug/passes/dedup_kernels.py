@@ -59,15 +59,14 @@ class DedupKernelsPass(ModulePass):
     def _apply(self, op: ModuleOp) -> None:
         first: dict[str, str] = {}
         rename: dict[str, str] = {}
-        for fn in list(op.ops):
-            if isinstance(fn, func.FuncOp) and "bs.kernel" in fn.attributes:
-                key = structural_key(fn)
-                name = fn.sym_name.data
-                if key in first:
-                    rename[name] = first[key]
-                    op.body.block.erase_op(fn)
-                else:
-                    first[key] = name
+        for fn in loop.kernel_functions(op):
+            key = structural_key(fn)
+            name = fn.sym_name.data
+            if key in first:
+                rename[name] = first[key]
+                op.body.block.erase_op(fn)
+            else:
+                first[key] = name
         if not rename:
             return
         for launch in op.walk():

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects import arith, func, memref
+from xdsl.dialects import arith, memref
 from xdsl.dialects.builtin import DenseArrayBase, FloatAttr, ModuleOp, f32, i64
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.ir.affine import AffineDimExpr, AffineMap
@@ -40,8 +40,7 @@ from brainslug.ir.compile_time import gc_paused
 
 
 def _in_kernel_block(nest: loop.NestOp) -> bool:
-    p = nest.parent_op()
-    return isinstance(p, func.FuncOp) and "bs.kernel" in p.attributes
+    return loop.is_kernel(nest.parent_op())
 
 
 def _between(a: Operation, b: Operation) -> list[Operation]:
@@ -506,6 +505,5 @@ class FusePass(ModulePass):
         # Every pattern stays inside one kernel, so each kernel reaches its fixed
         # point on its own: the walker's repeated sweeps then cover only the
         # kernels that still change (and never the graph function).
-        for fn in list(op.ops):
-            if isinstance(fn, func.FuncOp) and "bs.kernel" in fn.attributes:
-                walker.rewrite_region(fn.body)
+        for fn in loop.kernel_functions(op):
+            walker.rewrite_region(fn.body)

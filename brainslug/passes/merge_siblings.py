@@ -101,7 +101,7 @@ class MergeSiblingNests(RewritePattern):
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: func.FuncOp, rewriter: PatternRewriter, /):
-        if "bs.kernel" not in op.attributes:
+        if not loop.is_kernel(op):
             return
         prev: Operation | None = None
         for child in list(op.body.block.ops):

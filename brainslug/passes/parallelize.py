@@ -23,17 +23,13 @@ from brainslug.dialects import loop
 from brainslug.ir.compile_time import gc_paused
 
 
-def is_kernel(op: func.FuncOp) -> bool:
-    return "bs.kernel" in op.attributes
-
-
 class MarkParallel(RewritePattern):
     """Collapse all dimensions of a top-level nest/tile into the parallel range
     (the vector dimension, if any, already lives in its simd.loop)."""
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: func.FuncOp, rewriter: PatternRewriter, /):
-        if not is_kernel(op):
+        if not loop.is_kernel(op):
             return
         for child in op.body.block.ops:
             if isinstance(child, loop.NestOp | loop.TileOp) and child.parallel is None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects import arith, func, memref
+from xdsl.dialects import arith, memref
 from xdsl.dialects.builtin import FloatAttr, IndexType, IntegerAttr, ModuleOp, f32
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.ir.affine import AffineDimExpr, AffineMap
@@ -164,7 +164,7 @@ class TileChain(RewritePattern):
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: memref.AllocOp, rewriter: PatternRewriter, /):
         fn = op.parent_op()
-        if not isinstance(fn, func.FuncOp) or "bs.kernel" not in fn.attributes:
+        if not loop.is_kernel(fn):
             return
         buf = op.memref
         stores = nu.stores_to(buf)
@@ -313,8 +313,8 @@ def _inline_untiled_windows(module: ModuleOp) -> None:
     walker = PatternRewriteWalker(GreedyRewritePatternApplier([
         InlineProducer(inline_overlap=True), DropDeadStore(), DropDeadNest(), DropUnusedAlloc(),
     ]))
-    for fn in module.ops:
-        if isinstance(fn, func.FuncOp) and "bs.kernel" in fn.attributes and any(
+    for fn in loop.kernel_functions(module):
+        if any(
             isinstance(a, memref.AllocOp) and any(
                 nu.overlapping_window(ld) for ld in nu.loads_of(a.memref))
             for a in fn.body.block.ops

@@ -16,13 +16,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, MemRefType, ModuleOp, f32, i64
+from xdsl.dialects.builtin import MemRefType, ModuleOp, f32
 
 from brainslug.dialects import loop
-from brainslug.lowering.to_llvm import NUM_ARGS_ATTR, PARALLEL_ATTR, SCRATCH_DIMS_ATTR
 from brainslug.runtime import cache
 
-FORMAT = "3"
+FORMAT = "4"
 """Bump when the record's content or meaning changes."""
 
 
@@ -62,9 +61,6 @@ def store(key: str, record: PlanRecord) -> None:
     }).encode())
 
 
-_INT_ATTRS = (NUM_ARGS_ATTR, PARALLEL_ATTR, SCRATCH_DIMS_ATTR)
-
-
 def infos_to_json(module: ModuleOp) -> list[dict[str, Any]] | None:
     """The `loop.kernel_info` ops of a lowered module as plain data (parsing
     their IR text back would cost more than the rest of a warm optimize());
@@ -78,38 +74,36 @@ def infos_to_json(module: ModuleOp) -> list[dict[str, Any]] | None:
             if not isinstance(t, MemRefType) or t.element_type != f32:
                 return None
             buffers.append(list(t.get_shape()))
-        d: dict[str, Any] = {
+        launch = op.gpu_launch
+        out.append({
             "kernel": op.kernel.data,
             "phases": [p.data for p in op.phases.data],
             "buffers": buffers,
             "work": list(op.work.get_values()),
             "target": op.target.data,
+            "num_args": op.num_args.value.data,
+            "parallel": list(op.parallel.get_values()),
+            "scratch_dims": op.scratch_pairs(),
             "phase_args": list(op.phase_args.get_values()) if op.phase_args else None,
             "slots": list(op.slots.get_values()) if op.slots else None,
-        }
-        for name in _INT_ATTRS:
-            a = op.attributes.get(name)
-            if isinstance(a, IntegerAttr):
-                d[name] = a.value.data
-            elif isinstance(a, DenseArrayBase):
-                d[name] = list(a.get_values())
-        out.append(d)
+            "gpu_launch": None if launch is None else [
+                list(launch.lanes.get_values()),
+                list(launch.tiles.get_values()),
+                list(launch.groups.get_values()),
+                launch.arch.data,
+            ],
+        })
     return out
 
 
 def infos_from_json(infos: list[dict[str, Any]]) -> ModuleOp:
     """The module of `loop.kernel_info` ops that `infos_to_json` describes."""
-    ops = []
-    for d in infos:
-        op = loop.KernelInfoOp(
+    return ModuleOp([
+        loop.KernelInfoOp(
             d["kernel"], d["phases"], [MemRefType(f32, s) for s in d["buffers"]], d["work"],
-            d["target"], d["phase_args"], d["slots"],
+            d["target"], d["num_args"], d["parallel"], [tuple(p) for p in d["scratch_dims"]],
+            d["phase_args"], d["slots"],
+            None if d["gpu_launch"] is None else loop.GpuLaunchAttr(*d["gpu_launch"]),
         )
-        for name in _INT_ATTRS:
-            v = d.get(name)
-            if isinstance(v, int):
-                op.attributes[name] = IntegerAttr(v, i64)
-            elif isinstance(v, list):
-                op.attributes[name] = DenseArrayBase.from_list(i64, v)
-        ops.append(op)
-    return ModuleOp(ops)
+        for d in infos
+    ])

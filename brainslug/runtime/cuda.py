@@ -11,7 +11,7 @@ loads it with cuModuleLoadData and maps every `loop.kernel_info` to a
 `CudaKernelRunner`, which has the call contract of the CPU `KernelRunner`: the
 kernel's buffers in ABI order, optionally followed by its scratch buffers.
 
-A runner keeps the kernel's i64 slot array (see `brainslug.lowering.to_llvm`)
+A runner keeps the kernel's i64 slot array (see `brainslug.runtime.abi`)
 in device memory: the buffer slots change with the tensors' pointers and
 extents, so each distinct content is uploaded once (stream-ordered) and then
 reused; a plan with static buffers uploads nothing after its first call. The
@@ -33,10 +33,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from xdsl.dialects.builtin import IntegerAttr, MemRefType, ModuleOp
+from xdsl.dialects.builtin import ModuleOp
 
 from brainslug.dialects import loop
-from brainslug.lowering.to_llvm import NUM_ARGS_ATTR, PARALLEL_ATTR, SCRATCH_DIMS_ATTR
+from brainslug.runtime.abi import KernelAbi
 
 INSTALL_HINT = "pip install 'brainslug[cuda]'  (or: pip install cuda-python)"
 THREADS_PER_BLOCK = 256
@@ -46,8 +46,6 @@ BLOCKS_PER_SM = 16
 """Grid size cap per multiprocessor (grid-stride loops do the rest)."""
 SLOT_CACHE_SIZE = 64
 """Distinct slot contents kept on the device per kernel."""
-LANES_ATTR = "bs.gpu_lanes"
-TILES_ATTR = "bs.gpu_tiles"
 
 
 def driver() -> Any:
@@ -128,51 +126,23 @@ def load_ptx(ptx: str) -> Any:
     return check(cu.cuModuleLoadData(ctypes.addressof(image)))
 
 
-def _shape(t: MemRefType) -> tuple[int, ...]:
-    return tuple(t.get_shape())
-
-
 class CudaKernelRunner:
     """Launches one compiled kernel's phases on torch CUDA tensors."""
 
     def __init__(self, info: loop.KernelInfoOp, functions: Sequence[Any], owner: Any):
         from brainslug.lowering.backends.nvptx import launches
 
-        self.name = info.kernel.data
+        abi = self.abi = KernelAbi.of(info)
+        if abi.gpu is None:
+            raise ValueError(f"{abi.name}: the kernel was not lowered for nvptx (no gpu_launch)")
+        self.name, self.phase_names, self.shapes = abi.name, abi.phases, abi.shapes
+        self.num_args, self.work, self.parallel = abi.num_args, abi.work, abi.parallel
+        self.lanes, self.tiles = abi.gpu.lanes, abi.gpu.tiles
+        """The lane extent and the tiles per batch item (0: not block mode) of each phase."""
         self.launches = launches(info)
         self.functions = list(functions)
         """The function of each launch."""
-        self.phase_names = [p.data for p in info.phases]
-        n = len(self.phase_names)
-        self.work = list(info.work.get_values())
-        self.shapes = [_shape(t) for t in info.buffers]  # type: ignore[arg-type]
-        n_args = info.attributes.get(NUM_ARGS_ATTR)
-        self.num_args = n_args.value.data if isinstance(n_args, IntegerAttr) else len(self.shapes)
-        par = info.attributes.get(PARALLEL_ATTR)
-        self.parallel = list(par.get_values()) if par is not None else [1] * n  # type: ignore[attr-defined]
-        lanes = info.attributes.get(LANES_ATTR)
-        self.lanes = list(lanes.get_values()) if lanes is not None else [0] * n  # type: ignore[attr-defined]
-        tiles = info.attributes.get(TILES_ATTR)
-        self.tiles = list(tiles.get_values()) if tiles is not None else [0] * n  # type: ignore[attr-defined]
-        """Tiles per batch item of each block-mode phase, 0 for the others."""
-        sd = info.attributes.get(SCRATCH_DIMS_ATTR)
-        pairs = list(sd.get_values()) if sd is not None else []  # type: ignore[attr-defined]
-        self.scratch_dims = list(zip(pairs[::2], pairs[1::2], strict=True))
         self._owner = owner  # keeps the CUmodule loaded
-        self.layout: list[tuple[int, list[tuple[int, int]]]] = []
-        slot = 0
-        for shape in self.shapes:
-            dyn = [(d, slot + 1 + i) for i, d in enumerate(d for d, s in enumerate(shape) if s < 0)]
-            self.layout.append((slot, dyn))
-            slot += 1 + len(dyn)
-        init = list(info.slots.get_values()) if info.slots is not None else []
-        init += [0] * max(0, slot - len(init))
-        self._init = np.array(init or [0], np.int64)
-        self.phase_offsets = (
-            list(info.phase_args.get_values())
-            if info.phase_args is not None
-            else [0] * n
-        )
         self._device_slots: dict[tuple[int, bytes], tuple[Any, set[int]]] = {}
         self._params: dict[int, tuple[Any, list[Any]]] = {}
         self._shapes: dict[int, list[tuple[tuple[int, int, int], tuple[int, int, int]]]] = {}
@@ -220,9 +190,7 @@ class CudaKernelRunner:
     # ------------------------------------------------------------------ buffers
 
     def scratch_shapes(self, args: Sequence[Any], batch: int) -> list[tuple[int, ...]]:
-        from brainslug.runtime.jit import scratch_shapes
-
-        return scratch_shapes(self.shapes[self.num_args :], self.scratch_dims, args, batch)
+        return self.abi.scratch_shapes(args, batch)
 
     def _scratch_for(self, args: Sequence[Any], batch: int, device: Any) -> list[Any]:
         import torch
@@ -294,29 +262,14 @@ class CudaKernelRunner:
         """Launches the kernel on PyTorch's current stream (asynchronously)."""
         import torch
 
-        n = len(buffers)
-        if n not in (self.num_args, len(self.shapes)):
-            raise ValueError(
-                f"{self.name}: expected {self.num_args} arguments "
-                f"(or {len(self.shapes)} with scratch), got {n}"
-            )
-        device = buffers[0].device if n else torch.device("cuda", torch.cuda.current_device())
-        batch = batch_hint
-        if batch is None:
-            batch = 1
-            if self.shapes:
-                batch = math.prod(
-                    int(d) for d, s in zip(buffers[0].shape, self.shapes[0], strict=False) if s < 0
-                )
-        if n == self.num_args and self.num_args < len(self.shapes):
+        abi = self.abi
+        abi.check_count(len(buffers))
+        device = buffers[0].device if buffers else torch.device("cuda", torch.cuda.current_device())
+        batch = abi.batch(buffers, batch_hint)
+        if abi.needs_scratch(len(buffers)):
             buffers = [*buffers, *self._scratch_for(buffers, batch, device)]
-        slots = self._init.copy()
-        for i, buf in enumerate(buffers):
-            ptr, shape = self._check(i, buf)
-            slot, dyn = self.layout[i]
-            slots[slot] = ptr
-            for d, s in dyn:
-                slots[s] = shape[d]
+        slots = abi.initial_slots.copy()
+        abi.fill_slots(slots, [self._check(i, buf) for i, buf in enumerate(buffers)])
         if device.index is not None and device.index != torch.cuda.current_device():
             with torch.cuda.device(device):  # the context of the tensors' device
                 self._launch(slots, batch, device)
@@ -339,7 +292,7 @@ class CudaKernelRunner:
         for launch, fn, ((gx, gy, gz), (bx, by, bz)) in zip(
             self.launches, self.functions, shapes, strict=True
         ):
-            params = self._kernel_params(base + 8 * self.phase_offsets[launch.first])
+            params = self._kernel_params(base + 8 * self.abi.phase_offsets[launch.first])
             check(cu.cuLaunchKernel(fn, gx, gy, gz, bx, by, bz, 0, stream, params, 0))
 
 

@@ -10,7 +10,7 @@ from that key, so the same code is loaded once.
 
 A runner takes numpy arrays or torch CPU tensors (by data pointer, never
 copied), writes their pointers and dynamic dims into the buffer slots of its
-i64 slot array (the kernel ABI, see `brainslug.lowering.to_llvm`; the phases'
+i64 slot array (the kernel ABI, see `brainslug.runtime.abi`; the phases'
 parameter blocks that follow are constant) and calls the phases in order, each
 with its own `args` pointer into that array, splitting a phase over the thread
 pool when it has enough work.
@@ -19,18 +19,17 @@ pool when it has enough work.
 from __future__ import annotations
 
 import ctypes
-import math
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import llvmlite.binding as llvm
 import numpy as np
-from xdsl.dialects.builtin import IntegerAttr, MemRefType, ModuleOp
+from xdsl.dialects.builtin import ModuleOp
 
 from brainslug.dialects import loop
 from brainslug.ir.compile_time import gc_paused
-from brainslug.lowering.to_llvm import NUM_ARGS_ATTR, PARALLEL_ATTR, SCRATCH_DIMS_ATTR
+from brainslug.runtime.abi import KernelAbi
 from brainslug.runtime.forked import fork_map
 from brainslug.runtime.threads import NativePool, ThreadPool, default_pool
 
@@ -43,33 +42,6 @@ PYTHON_POOL_THRESHOLD = 256 * 1024
 PhaseFn = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 
 
-def _shape(t: MemRefType) -> tuple[int, ...]:
-    return tuple(t.get_shape())
-
-
-def scratch_shapes(
-    shapes: Sequence[tuple[int, ...]],
-    scratch_dims: Sequence[tuple[int, int]],
-    args: Sequence[Any] | None,
-    batch: int,
-) -> list[tuple[int, ...]]:
-    """Shapes of a kernel's scratch buffers (`shapes`, with -1 for dynamic
-    extents): each dynamic extent is `args[arg].shape[dim]` for the next
-    (arg, dim) of `scratch_dims`, or the batch where there is none."""
-    pairs = iter(scratch_dims)
-    out = []
-    for shape in shapes:
-        dims = []
-        for s in shape:
-            if s >= 0:
-                dims.append(s)
-                continue
-            arg, dim = next(pairs, (-1, -1))
-            dims.append(int(args[arg].shape[dim]) if args is not None and arg >= 0 else batch)
-        out.append(tuple(dims))
-    return out
-
-
 class KernelRunner:
     """Calls one compiled kernel on buffers in ABI order (arguments, then scratch)."""
 
@@ -80,41 +52,14 @@ class KernelRunner:
         owner: CompiledKernels,
         pool: ThreadPool | NativePool | None = None,
     ):
-        self.name = info.kernel.data
+        abi = self.abi = KernelAbi.of(info)
+        self.name, self.phase_names, self.shapes = abi.name, abi.phases, abi.shapes
+        self.num_args, self.work, self.phase_offsets = abi.num_args, abi.work, abi.phase_offsets
         self.phases = list(phases)
         self.phase_addrs = [ctypes.cast(f, ctypes.c_void_p).value for f in self.phases]
-        self.phase_names = [p.data for p in info.phases]
-        self.work = list(info.work.get_values())
-        self.shapes = [_shape(t) for t in info.buffers]  # type: ignore[arg-type]
-        n_args = info.attributes.get(NUM_ARGS_ATTR)
-        self.num_args = n_args.value.data if isinstance(n_args, IntegerAttr) else len(self.shapes)
-        par = info.attributes.get(PARALLEL_ATTR)
-        self.parallel = (
-            list(par.get_values()) if par is not None else [1] * len(self.phases)  # type: ignore[attr-defined]
-        )
-        sd = info.attributes.get(SCRATCH_DIMS_ATTR)
-        pairs = list(sd.get_values()) if sd is not None else []  # type: ignore[attr-defined]
-        self.scratch_dims = list(zip(pairs[::2], pairs[1::2], strict=True))
         self.pool = pool
         self._owner = owner  # keeps the execution engine alive
-        # slot layout: pointer, then each dynamic dim, per buffer
-        self.layout: list[tuple[int, list[tuple[int, int]]]] = []
-        slot = 0
-        for shape in self.shapes:
-            dyn = [(d, slot + 1 + i) for i, d in enumerate(d for d, s in enumerate(shape) if s < 0)]
-            self.layout.append((slot, dyn))
-            slot += 1 + len(dyn)
-        # then the phases' constant parameter blocks
-        init = list(info.slots.get_values()) if info.slots is not None else []
-        if len(init) < slot:
-            init += [0] * (slot - len(init))
-        self._init = np.array(init or [0], np.int64)
-        self.phase_offsets = (
-            list(info.phase_args.get_values())
-            if info.phase_args is not None
-            else [0] * len(self.phases)
-        )
-        self.slots = self._init.copy()
+        self.slots = abi.initial_slots.copy()
         self._slots_ptr = self.slots.ctypes.data
         self._phase_args = [self._slots_ptr + 8 * o for o in self.phase_offsets]
         self._slots_lock = threading.Lock()
@@ -128,8 +73,8 @@ class KernelRunner:
     def scratch_shapes(
         self, args: Sequence[Any] | None = None, batch: int = 1
     ) -> list[tuple[int, ...]]:
-        """Shapes of the scratch buffers (see `scratch_shapes`)."""
-        return scratch_shapes(self.shapes[self.num_args :], self.scratch_dims, args, batch)
+        """Shapes of the scratch buffers (see `KernelAbi.scratch_shapes`)."""
+        return self.abi.scratch_shapes(args, batch)
 
     def _scratch_for(self, args: Sequence[Any], batch: int, cached: bool) -> list[np.ndarray]:
         shapes = self.scratch_shapes(args, batch)
@@ -170,32 +115,16 @@ class KernelRunner:
     def __call__(self, buffers: Sequence[Any], batch_hint: int | None = None) -> None:
         """Runs the kernel. `buffers` are the arguments, optionally followed by the
         scratch buffers (allocated and cached here when left out)."""
-        n = len(buffers)
-        if n not in (self.num_args, len(self.shapes)):
-            raise ValueError(
-                f"{self.name}: expected {self.num_args} arguments "
-                f"(or {len(self.shapes)} with scratch), got {n}"
-            )
-        batch = batch_hint
-        if batch is None:
-            batch = 1
-            if self.shapes:
-                shape0 = buffers[0].shape
-                batch = math.prod(
-                    int(d) for d, s in zip(shape0, self.shapes[0], strict=False) if s < 0
-                )
+        abi = self.abi
+        abi.check_count(len(buffers))
+        batch = abi.batch(buffers, batch_hint)
         # a concurrent call gets its own slots and scratch
         locked = self._slots_lock.acquire(blocking=False)
-        slots = self.slots if locked else self._init.copy()
+        slots = self.slots if locked else abi.initial_slots.copy()
         try:
-            if n == self.num_args and self.num_args < len(self.shapes):
+            if abi.needs_scratch(len(buffers)):
                 buffers = [*buffers, *self._scratch_for(buffers, batch, locked)]
-            for i, buf in enumerate(buffers):
-                ptr, shape = self._check(i, buf)
-                slot, dyn = self.layout[i]
-                slots[slot] = ptr
-                for d, s in dyn:
-                    slots[s] = shape[d]
+            abi.fill_slots(slots, [self._check(i, buf) for i, buf in enumerate(buffers)])
             if locked:
                 phase_args = self._phase_args
             else:
@@ -206,13 +135,12 @@ class KernelRunner:
             if locked:
                 self._slots_lock.release()
 
-
     def _run(self, phase_args: Sequence[int], batch: int) -> None:
         pool = self.pool or default_pool()
         threshold = PARALLEL_THRESHOLD if pool.native else PYTHON_POOL_THRESHOLD
         for i, fn in enumerate(self.phases):
             args = phase_args[i]
-            if self.parallel[i] and pool.size > 1 and self.work[i] * batch > threshold:
+            if self.abi.parallel[i] and pool.size > 1 and self.work[i] * batch > threshold:
                 pool.run(self.phase_addrs[i] if pool.native else fn, pool.size, args)
             else:
                 fn(0, 1, args)
@@ -227,14 +155,15 @@ class KernelRunner:
         plan's stack kernels): after one checked call (`__call__`) with them,
         `call_pointers` runs the kernel on new pointers without checking again."""
         bufs = list(buffers)
+        layout = self.abi.layout
         fill: list[tuple[int, int]] = []
-        if len(bufs) == self.num_args < len(self.shapes):
+        if self.abi.needs_scratch(len(bufs)):
             scratch = self._scratch_for(bufs, batch, True)
             for i, a in enumerate(scratch, start=self.num_args):
-                fill.append((self.layout[i][0], a.ctypes.data))
+                fill.append((layout[i].pointer, a.ctypes.data))
             bufs += scratch
         for i, buf in enumerate(bufs):
-            fill += [(s, int(buf.shape[d])) for d, s in self.layout[i][1]]
+            fill += [(s, int(buf.shape[d])) for d, s in layout[i].dims]
         return fill
 
     def call_pointers(self, pointers: Sequence[int], fill: Sequence[tuple[int, int]],
@@ -246,8 +175,8 @@ class KernelRunner:
             return False
         try:
             slots = self.slots
-            for (slot, _), p in zip(self.layout, pointers, strict=False):
-                slots[slot] = p
+            for where, p in zip(self.abi.layout, pointers, strict=False):
+                slots[where.pointer] = p
             for slot, v in fill:
                 slots[slot] = v
             self._run(self._phase_args, batch)

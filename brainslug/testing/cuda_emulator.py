@@ -247,19 +247,13 @@ class EmulatedRunner(CudaKernelRunner):
         return [np.empty(s, np.float32) for s in self.scratch_shapes(args, batch)]
 
     def __call__(self, buffers: Sequence[Any], batch_hint: int | None = None) -> None:
-        n = len(buffers)
-        batch = batch_hint or 1
-        if batch_hint is None and self.shapes:
-            batch = int(np.prod([d for d, s in zip(buffers[0].shape, self.shapes[0], strict=False) if s < 0]))
-        if n == self.num_args and self.num_args < len(self.shapes):
+        abi = self.abi
+        abi.check_count(len(buffers))
+        batch = abi.batch(buffers, batch_hint)
+        if abi.needs_scratch(len(buffers)):
             buffers = [*buffers, *self._scratch_for(buffers, batch, None)]
-        slots = self._init.copy()
-        for i, buf in enumerate(buffers):
-            ptr, shape = self._check(i, buf)
-            slot, dyn = self.layout[i]
-            slots[slot] = ptr
-            for d, s in dyn:
-                slots[s] = shape[d]
+        slots = abi.initial_slots.copy()
+        abi.fill_slots(slots, [self._check(i, buf) for i, buf in enumerate(buffers)])
         base = slots.ctypes.data
         shapes = self.launch_shapes(batch, self._owner.sms)
         for launch, fn, ((gx, gy, _), (bx, by, _)) in zip(
@@ -269,7 +263,7 @@ class EmulatedRunner(CudaKernelRunner):
                 bx, by = self.block
             if self.grid is not None:
                 gx = self.grid
-            args = base + 8 * self.phase_offsets[launch.first]
+            args = base + 8 * abi.phase_offsets[launch.first]
             if any(self.tiles[i] > 0 for i in range(launch.first, launch.first + launch.count)):
                 self._owner.run_blocks(fn, args, (gx, gy), bx, by)
             else:

@@ -144,7 +144,14 @@ func.func @tiles(%x: memref<?x37x13x13xf32>, %out: memref<?x13x13x37xf32>) attri
 // GENERIC-NEXT:    }) : () -> ()
 
 // kernel_info lives at module level, next to the lowered kernel
-loop.kernel_info {kernel = "kern", phases = ["kern_p0", "kern_p1"], buffers = [memref<?x37x13x13xf32>, memref<37xf32>], work = array<i64: 37, 1813>, target = "x86-64"}
+loop.kernel_info {num_args = 2 : i64, parallel = array<i64: 1, 4>, scratch_dims = array<i64>, kernel = "kern", phases = ["kern_p0", "kern_p1"], buffers = [memref<?x37x13x13xf32>, memref<37xf32>], work = array<i64: 37, 1813>, target = "x86-64"}
 
-// CHECK:       loop.kernel_info {kernel = "kern", phases = ["kern_p0", "kern_p1"], buffers = [memref<?x37x13x13xf32>, memref<37xf32>], work = array<i64: 37, 1813>, target = "x86-64"}
-// GENERIC:     "loop.kernel_info"() <{kernel = "kern", phases = ["kern_p0", "kern_p1"], buffers = [memref<?x37x13x13xf32>, memref<37xf32>], work = array<i64: 37, 1813>, target = "x86-64"}> : () -> ()
+// CHECK:       loop.kernel_info {num_args = 2 : i64, parallel = array<i64: 1, 4>, scratch_dims = array<i64>, kernel = "kern", phases = ["kern_p0", "kern_p1"], buffers = [memref<?x37x13x13xf32>, memref<37xf32>], work = array<i64: 37, 1813>, target = "x86-64"}
+// GENERIC:     "loop.kernel_info"() <{num_args = 2 : i64, parallel = array<i64: 1, 4>, scratch_dims = array<i64>, kernel = "kern", phases = ["kern_p0", "kern_p1"], buffers = [memref<?x37x13x13xf32>, memref<37xf32>], work = array<i64: 37, 1813>, target = "x86-64"}> : () -> ()
+
+// a kernel lowered for nvptx, with its launch shape; its scratch buffers'
+// dynamic dims are argument 0's dim 0 and the batch
+loop.kernel_info {num_args = 1 : i64, parallel = array<i64: 1, 0>, scratch_dims = array<i64: 0, 0, -1, -1>, gpu_launch = #loop.gpu_launch<lanes = [37, 13], tiles = [0, 0], groups = [1, 1], arch = "sm_90">, kernel = "gpu", phases = ["gpu_p0", "gpu_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>, memref<?xf32>], work = array<i64: 37, 37>, target = "nvptx"}
+
+// CHECK:       loop.kernel_info {num_args = 1 : i64, parallel = array<i64: 1, 0>, scratch_dims = array<i64: 0, 0, -1, -1>, gpu_launch = #loop.gpu_launch<lanes = [37, 13], tiles = [0, 0], groups = [1, 1], arch = "sm_90">, kernel = "gpu", phases = ["gpu_p0", "gpu_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>, memref<?xf32>], work = array<i64: 37, 37>, target = "nvptx"}
+// GENERIC:     "loop.kernel_info"() <{num_args = 1 : i64, parallel = array<i64: 1, 0>, scratch_dims = array<i64: 0, 0, -1, -1>, gpu_launch = #loop.gpu_launch<lanes = [37, 13], tiles = [0, 0], groups = [1, 1], arch = "sm_90">, kernel = "gpu", phases = ["gpu_p0", "gpu_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>, memref<?xf32>], work = array<i64: 37, 37>, target = "nvptx"}> : () -> ()

@@ -243,10 +243,106 @@ func.func @f(%b: memref<37xf32>) {
 // -----
 
 // kernel_info needs every property
-loop.kernel_info {kernel = "k", phases = ["k_p0"], buffers = [memref<37xf32>], work = array<i64: 37>}
+loop.kernel_info {num_args = 1 : i64, parallel = array<i64: 1>, scratch_dims = array<i64>, kernel = "k", phases = ["k_p0"], buffers = [memref<37xf32>], work = array<i64: 37>}
 
 // CHECK: {{// -+}}
 // CHECK-NEXT: property 'target' expected in operation 'loop.kernel_info'
+
+// -----
+
+// kernel_info: more arguments than buffers
+loop.kernel_info {num_args = 3 : i64, parallel = array<i64: 1, 1>, scratch_dims = array<i64>, kernel = "k", phases = ["k_p0", "k_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>], work = array<i64: 37, 37>, target = "x86-64"}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.kernel_info: num_args is 3 but there are 2 buffers
+
+// -----
+
+// kernel_info: one parallel entry per phase
+loop.kernel_info {num_args = 2 : i64, parallel = array<i64: 1>, scratch_dims = array<i64>, kernel = "k", phases = ["k_p0", "k_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>], work = array<i64: 37, 37>, target = "x86-64"}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.kernel_info: 2 phases but 1 parallel entries
+
+// -----
+
+// kernel_info: a phase cannot have fewer than 0 parallel dims
+loop.kernel_info {num_args = 2 : i64, parallel = array<i64: 1, -1>, scratch_dims = array<i64>, kernel = "k", phases = ["k_p0", "k_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>], work = array<i64: 37, 37>, target = "x86-64"}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.kernel_info: a phase's parallel dims must be >= 0
+
+// -----
+
+// kernel_info: one (argument, dim) pair per dynamic dim of the scratch buffers
+loop.kernel_info {num_args = 1 : i64, parallel = array<i64: 1, 1>, scratch_dims = array<i64>, kernel = "k", phases = ["k_p0", "k_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>], work = array<i64: 37, 37>, target = "x86-64"}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.kernel_info: the scratch buffers have 1 dynamic dims but scratch_dims has 0 (argument, dim) pairs
+
+// -----
+
+// kernel_info: a scratch dim names a dim of an argument (or the batch: -1, -1)
+loop.kernel_info {num_args = 1 : i64, parallel = array<i64: 1, 1>, scratch_dims = array<i64: 0, 2>, kernel = "k", phases = ["k_p0", "k_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>], work = array<i64: 37, 37>, target = "x86-64"}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.kernel_info: scratch_dims pair (0, 2) is neither a dim of one of the 1 arguments nor (-1, -1)
+
+// -----
+
+// kernel_info: scratch_dims holds pairs
+loop.kernel_info {num_args = 1 : i64, parallel = array<i64: 1, 1>, scratch_dims = array<i64: 0>, kernel = "k", phases = ["k_p0", "k_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>], work = array<i64: 37, 37>, target = "x86-64"}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.kernel_info: scratch_dims must hold (argument, dim) pairs
+
+// -----
+
+// kernel_info: the launch shape describes every phase
+loop.kernel_info {num_args = 2 : i64, parallel = array<i64: 1, 1>, scratch_dims = array<i64>, gpu_launch = #loop.gpu_launch<lanes = [37], tiles = [0], groups = [1], arch = "sm_90">, kernel = "k", phases = ["k_p0", "k_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>], work = array<i64: 37, 37>, target = "nvptx"}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.kernel_info: 2 phases but gpu_launch describes 1
+
+// -----
+
+// gpu_launch: a lane and a tile entry per phase
+loop.kernel_info {num_args = 2 : i64, parallel = array<i64: 1, 1>, scratch_dims = array<i64>, gpu_launch = #loop.gpu_launch<lanes = [37, 37], tiles = [0], groups = [2], arch = "sm_90">, kernel = "k", phases = ["k_p0", "k_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>], work = array<i64: 37, 37>, target = "nvptx"}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.gpu_launch: 2 lane entries but 1 tile entries
+
+// -----
+
+// gpu_launch: the launch groups run every phase once
+loop.kernel_info {num_args = 2 : i64, parallel = array<i64: 1, 1>, scratch_dims = array<i64>, gpu_launch = #loop.gpu_launch<lanes = [37, 37], tiles = [0, 0], groups = [1, 2], arch = "sm_90">, kernel = "k", phases = ["k_p0", "k_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>], work = array<i64: 37, 37>, target = "nvptx"}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.gpu_launch: the launch groups run 3 phases but there are 2 lane entries
+
+// -----
+
+// gpu_launch: no empty launch
+loop.kernel_info {num_args = 2 : i64, parallel = array<i64: 1, 1>, scratch_dims = array<i64>, gpu_launch = #loop.gpu_launch<lanes = [37, 37], tiles = [0, 0], groups = [2, 0], arch = "sm_90">, kernel = "k", phases = ["k_p0", "k_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>], work = array<i64: 37, 37>, target = "nvptx"}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.gpu_launch: every launch group runs at least one phase
+
+// -----
+
+// gpu_launch: lane and tile counts are not negative
+loop.kernel_info {num_args = 2 : i64, parallel = array<i64: 1, 1>, scratch_dims = array<i64>, gpu_launch = #loop.gpu_launch<lanes = [37, -1], tiles = [0, 0], groups = [2], arch = "sm_90">, kernel = "k", phases = ["k_p0", "k_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>], work = array<i64: 37, 37>, target = "nvptx"}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.gpu_launch: lane and tile counts must be >= 0
+
+// -----
+
+// gpu_launch: an NVIDIA architecture
+loop.kernel_info {num_args = 2 : i64, parallel = array<i64: 1, 1>, scratch_dims = array<i64>, gpu_launch = #loop.gpu_launch<lanes = [37, 37], tiles = [0, 0], groups = [2], arch = "gfx90a">, kernel = "k", phases = ["k_p0", "k_p1"], buffers = [memref<?x37xf32>, memref<?x37xf32>], work = array<i64: 37, 37>, target = "nvptx"}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.gpu_launch: arch must be an SM architecture such as sm_90, got 'gfx90a'
 
 // -----
 

@@ -89,7 +89,7 @@ func.func @wide(%x: memref<8x50xf32>, %y: memref<8x50xf32>) attributes {bs.kerne
 // CHECK-LABEL: llvm.func @two_p1
 // CHECK:         llvm.icmp "eq"
 // CHECK:       loop.kernel_info
-// CHECK-SAME:    bs.num_args = 2 : i64, bs.parallel = array<i64: 1, 0>, bs.scratch_dims = array<i64: 0, 0>
+// CHECK-SAME:    num_args = 2 : i64, parallel = array<i64: 1, 0>, scratch_dims = array<i64: 0, 0>
 // CHECK-SAME:    phases = ["two_p0", "two_p1"], buffers = [memref<?x11xf32>, memref<?x11xf32>, memref<?x11xf32>], work = array<i64: 11, 11>
 func.func @two(%x: memref<?x11xf32>, %y: memref<?x11xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index

@@ -29,11 +29,12 @@
 // CHECK:         %[[WRAP:.*]] = llvm.icmp "uge"
 // CHECK:         llvm.select %[[WRAP]]
 // CHECK-NOT:     llvm.udiv
-// The kernel info carries each phase's static lane extent for the launch, its
-// tiles per batch item in block mode (0: not a tile; see lower_to_ptx_tile.mlir),
-// and how many consecutive phases each launch runs.
+// The kernel info's launch shape carries each phase's static lane extent for
+// the launch, its tiles per batch item in block mode (0: not a tile; see
+// lower_to_ptx_tile.mlir), how many consecutive phases each launch runs, and
+// the architecture.
 // CHECK:       loop.kernel_info
-// CHECK-SAME:    bs.gpu_lanes = array<i64: 13>, bs.gpu_tiles = array<i64: 0>, bs.gpu_groups = array<i64: 1>
+// CHECK-SAME:    gpu_launch = #loop.gpu_launch<lanes = [13], tiles = [0], groups = [1], arch = "sm_90">
 // CHECK-SAME:    kernel = "scale", phases = ["scale_p0"]
 // CHECK-SAME:    target = "nvptx"
 

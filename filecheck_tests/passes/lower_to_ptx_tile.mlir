@@ -22,7 +22,7 @@
 // The kernel info: threads for the block (one per scratch element, a multiple
 // of a warp), tiles per batch item (3 channels x 3 row tiles) for the grid.
 // CHECK:       loop.kernel_info
-// CHECK-SAME:    bs.gpu_lanes = array<i64: 64>, bs.gpu_tiles = array<i64: 9>, bs.gpu_groups = array<i64: 1>
+// CHECK-SAME:    gpu_launch = #loop.gpu_launch<lanes = [64], tiles = [9], groups = [1], arch = "sm_90">
 
 // PTX:         .visible .entry relu_pool_g0(
 // PTX:         .shared .align 16 .b8 bs_shared_[[BYTES:[0-9]+]]{{\[}}[[BYTES]]{{\]}};

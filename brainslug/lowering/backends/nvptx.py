@@ -8,9 +8,9 @@ Phases keep the CPU's phase ABI `void (i64, i64, ptr args)` as device
 functions; each *launch* of a kernel is a `.entry` (`ptx_kernel` calling
 convention) named `<kernel>_g<j>` with the same ABI, which runs a run of
 consecutive independent phases, `ctaid.y` picking the phase (`launches`).
-Each `loop.kernel_info` also gets `bs.gpu_lanes`, the static lane extent of
-each phase (for the block shape), `bs.gpu_tiles`, the tiles per batch item of
-each block-mode phase (0 for the others), and `bs.gpu_groups`, the launch groups.
+Each `loop.kernel_info` also gets a `#loop.gpu_launch`: the static lane extent
+of each phase (for the block shape), the tiles per batch item of each
+block-mode phase (0 for the others), the launch groups and the architecture.
 
 `exp`, `log`, `tanh` and `erf` call libdevice (`__nv_expf`, ...), the CUDA math
 library's own implementations, linked from `libdevice.10.bc` (found through
@@ -33,13 +33,13 @@ from pathlib import Path
 import llvmlite.binding as llvm
 from llvmlite import ir
 from xdsl.backend.llvm.convert import convert_module
-from xdsl.dialects import func
 from xdsl.dialects import llvm as xllvm
-from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, StringAttr, i8, i64
+from xdsl.dialects.builtin import ModuleOp, i8
 
 from brainslug.dialects import loop
 from brainslug.lowering.backends.x86 import _OpsView
 from brainslug.lowering.gpu_lanes import (
+    GPU_LOWERINGS,
     SHARED_PREFIX,
     TO_GENERIC,
     GPUPhaseEmitter,
@@ -49,18 +49,13 @@ from brainslug.lowering.gpu_lanes import (
     tiles_per_item,
     unit_tiles,
 )
-from brainslug.lowering.to_llvm import KERNEL_ATTR, TargetParams, lower_kernels
+from brainslug.lowering.loop_to_llvm import LOOP_LOWERINGS
+from brainslug.lowering.phase_emitter import TargetParams
+from brainslug.lowering.simd_to_llvm import SIMD_LOWERINGS
+from brainslug.lowering.to_llvm import lower_kernels
 
 TARGET = "nvptx"
 TRIPLE = "nvptx64-nvidia-cuda"
-LANES_ATTR = "bs.gpu_lanes"
-"""On `loop.kernel_info`: each phase's static lane extent (0: unknown, 1: serial)."""
-TILES_ATTR = "bs.gpu_tiles"
-"""On `loop.kernel_info`: each phase's tiles per batch item in block mode, else 0."""
-GROUPS_ATTR = "bs.gpu_groups"
-"""On `loop.kernel_info`: the number of consecutive phases each launch runs."""
-ARCH_ATTR = "bs.gpu_arch"
-"""On `loop.kernel_info`: the `cpu` the kernel was lowered for."""
 LIBDEVICE_PREFIX = "__nv_"
 PTX_BASELINE = "sm_80"
 """The newest `.target` the PTX asks for (see `NVPTXBackend.ptx_target`)."""
@@ -121,12 +116,17 @@ class Launch:
     count: int
 
 
+def gpu_launch(info: loop.KernelInfoOp) -> loop.GpuLaunchAttr:
+    """The launch shape of a kernel lowered for nvptx."""
+    if info.gpu_launch is None:
+        raise ValueError(f"kernel {info.kernel.data} was not lowered for nvptx (no gpu_launch)")
+    return info.gpu_launch
+
+
 def launches(info: loop.KernelInfoOp) -> list[Launch]:
-    """The launches of a lowered kernel, in order (see `GROUPS_ATTR`)."""
-    sizes = info.attributes.get(GROUPS_ATTR)
-    counts = list(sizes.get_values()) if sizes is not None else [1] * len(info.phases)  # type: ignore[attr-defined]
+    """The launches of a lowered kernel, in order (its launch groups)."""
     out, first = [], 0
-    for j, n in enumerate(counts):
+    for j, n in enumerate(gpu_launch(info).groups.get_values()):
         out.append(Launch(f"{info.kernel.data}_g{j}", first, n))
         first += n
     return out
@@ -199,34 +199,26 @@ class NVPTXBackend:
 
     def params(self) -> TargetParams:
         # `lanes` is unused by the GPU emitter (a lane is a thread)
-        return TargetParams(TARGET, 32, (), GPUPhaseEmitter)
+        lowerings = {**LOOP_LOWERINGS, **SIMD_LOWERINGS, **GPU_LOWERINGS}
+        return TargetParams(TARGET, 32, lowerings, (), GPUPhaseEmitter)
 
     def lower(self, module: ModuleOp, generic: bool = True) -> None:
         """bs-lower-to-llvm for this target: depth-first tiles too large for
         shared memory cut to one point (`unit_tiles`), the phases, the shared
-        arrays of the block-mode tiles, and each kernel's lane and tile hints
-        and launch groups."""
-        hints, tiles, groups = {}, {}, {}
-        for op in module.ops:
-            if isinstance(op, func.FuncOp) and KERNEL_ATTR in op.attributes:
-                phases = [
-                    p for p in op.body.block.ops if isinstance(p, loop.NestOp | loop.TileOp)
-                ]
-                for p in phases:
-                    if isinstance(p, loop.TileOp) and not block_phase(p):
-                        unit_tiles(p)
-                name = op.sym_name.data
-                hints[name] = phase_hints(phases)
-                tiles[name] = [tiles_per_item(p) for p in phases]
-                groups[name] = launch_groups(phases)
-        lower_kernels(module, self.params(), generic)
-        for op in module.ops:
-            if isinstance(op, loop.KernelInfoOp) and op.kernel.data in hints:
-                name = op.kernel.data
-                op.attributes[LANES_ATTR] = DenseArrayBase.from_list(i64, hints[name])
-                op.attributes[TILES_ATTR] = DenseArrayBase.from_list(i64, tiles[name])
-                op.attributes[GROUPS_ATTR] = DenseArrayBase.from_list(i64, groups[name])
-                op.attributes[ARCH_ATTR] = StringAttr(self.cpu)
+        arrays of the block-mode tiles, and each kernel's launch shape."""
+        launch_shapes: dict[str, loop.GpuLaunchAttr] = {}
+        for fn in loop.kernel_functions(module):
+            phases = [p for p in fn.body.block.ops if isinstance(p, loop.NestOp | loop.TileOp)]
+            for p in phases:
+                if isinstance(p, loop.TileOp) and not block_phase(p):
+                    unit_tiles(p)
+            launch_shapes[fn.sym_name.data] = loop.GpuLaunchAttr(
+                phase_hints(phases),
+                [tiles_per_item(p) for p in phases],
+                launch_groups(phases),
+                self.cpu,
+            )
+        lower_kernels(module, self.params(), generic, launch_shapes)
         _add_shared_arrays(module)
 
     @property
@@ -268,8 +260,7 @@ class NVPTXBackend:
         blocks = {  # phases with barriers: their calls must stay uniform
             p.data
             for info in infos
-            if TILES_ATTR in info.attributes
-            for p, t in zip(info.phases, info.attributes[TILES_ATTR].get_values(), strict=True)  # type: ignore[attr-defined]
+            for p, t in zip(info.phases, gpu_launch(info).tiles.get_values(), strict=True)
             if t > 0
         }
         for fn in ir_mod.functions:
@@ -342,9 +333,9 @@ def oldest(*archs: str) -> str:
 def lowered_for(module: ModuleOp, cpu: str) -> str:
     """`cpu`, or an older architecture a kernel of `module` was lowered for."""
     archs = [
-        op.attributes[ARCH_ATTR].data  # type: ignore[attr-defined]
+        op.gpu_launch.arch.data
         for op in module.ops
-        if isinstance(op, loop.KernelInfoOp) and ARCH_ATTR in op.attributes
+        if isinstance(op, loop.KernelInfoOp) and op.gpu_launch is not None
     ]
     return oldest(cpu, *archs)
 

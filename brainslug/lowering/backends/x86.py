@@ -25,7 +25,9 @@ from xdsl.dialects import llvm as xllvm
 from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
 
 from brainslug.lowering.llvm_helpers import I32, declare, define_helpers, max_step, per_lane
-from brainslug.lowering.to_llvm import TargetParams
+from brainslug.lowering.loop_to_llvm import LOOP_LOWERINGS
+from brainslug.lowering.phase_emitter import TargetParams
+from brainslug.lowering.simd_to_llvm import SIMD_LOWERINGS
 
 TARGET = "x86-64"
 
@@ -125,7 +127,8 @@ class X86Backend:
         return attrs
 
     def params(self) -> TargetParams:
-        """What the generic lowering needs: the lane count and function properties."""
+        """What the generic lowering needs: the lane count, the op lowerings and
+        function properties."""
         passthrough = [
             ArrayAttr([StringAttr(k), StringAttr(v)])
             for k, v in self.func_attributes().items()
@@ -134,7 +137,7 @@ class X86Backend:
         props: list[tuple[str, ArrayAttr | StringAttr]] = [("target_cpu", StringAttr(self.cpu))]
         if passthrough:
             props.append(("passthrough", ArrayAttr(passthrough)))
-        return TargetParams(TARGET, self.lanes, tuple(props))
+        return TargetParams(TARGET, self.lanes, {**LOOP_LOWERINGS, **SIMD_LOWERINGS}, tuple(props))
 
     def target_machine(self, jit: bool = False) -> llvm.TargetMachine:
         """A fresh TargetMachine (MCJIT takes ownership of the one it is given)."""

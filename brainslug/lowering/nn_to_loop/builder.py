@@ -17,7 +17,6 @@ from xdsl.dialects.builtin import (
     IntegerAttr,
     MemRefType,
     TensorType,
-    UnitAttr,
     f32,
     i64,
 )
@@ -66,7 +65,7 @@ class KernelBuilder:
         arg_types = [memref_of(t) for t in (*inputs, *outputs)]
         self.block = Block(arg_types=arg_types)
         self.func = func.FuncOp(name, (arg_types, []), Region(self.block))
-        self.func.attributes["bs.kernel"] = UnitAttr()
+        loop.mark_kernel(self.func)
         self.inputs = list(self.block.args[: len(inputs)])
         self.outputs = list(self.block.args[len(inputs) :])
         for k, o in enumerate(self.outputs):

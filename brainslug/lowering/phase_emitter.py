@@ -1,0 +1,397 @@
+"""The phase emitter: lowers one phase (a top-level `loop.nest`/`loop.tile`
+of a kernel) to an `llvm.func` `void (i64 tid, i64 nthreads, ptr args)`.
+
+The emitter walks the phase and hands each op to the lowering for its type in
+`TargetParams.lowerings` (the tables of `loop_to_llvm`, `simd_to_llvm` and, on
+the GPU, `gpu_lanes`, put together by the backend). It knows the kernel only
+through its `KernelScope`: its body, where its ABI buffers live in the slot
+array, the target and the shared declarations (see `to_llvm` for the ABI).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from xdsl.dialects import llvm
+from xdsl.dialects.builtin import IndexType, MemRefType, VectorType, i64
+from xdsl.ir import Attribute, Block, Operation, SSAValue
+from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
+from xdsl.ir.affine.affine_expr import AffineConstantExpr, AffineDimExpr, AffineSymExpr
+
+from brainslug.analysis.generic_phases import PhaseSignature, generalize_map
+from brainslug.dialects import loop, simd
+from brainslug.lowering.llvm_builder import PTR, Declarations, IVal, LLVMBuilder
+
+OpLowering = Callable[["PhaseEmitter", Operation], None]
+"""Lowers one op inside a phase (writes its results into `PhaseEmitter.values`)."""
+
+
+@dataclass(frozen=True)
+class TargetParams:
+    """What the lowering needs to know about a target (supplied by a backend)."""
+
+    name: str
+    lanes: int
+    lowerings: Mapping[type[Operation], OpLowering]
+    """The lowering of each op type a phase may hold."""
+    func_props: tuple[tuple[str, Attribute], ...] = ()
+    """Properties set on every phase `llvm.func` (target_cpu, passthrough, ...)."""
+    emitter: type[PhaseEmitter] | None = None
+    """The phase emitter class (None: `PhaseEmitter`; the GPU maps lanes to threads)."""
+
+
+@dataclass
+class AbiBuffer:
+    """An ABI buffer: where its pointer and dynamic dims live in the slot array."""
+
+    type: MemRefType
+    ptr_slot: int
+    dim_slots: dict[int, int]
+
+
+@dataclass
+class Buffer:
+    """A buffer as seen by generated code."""
+
+    ptr: SSAValue
+    dims: list[IVal]
+    strides: list[IVal]
+    elem: Attribute
+
+
+
+@dataclass(frozen=True)
+class KernelScope:
+    """What the phases of one kernel share."""
+
+    block: Block
+    """The kernel function's body (its arguments, allocs and top-level scalars)."""
+    buffers: dict[SSAValue, AbiBuffer]
+    target: TargetParams
+    decls: Declarations
+
+
+@dataclass
+class LaneState:
+    """The chunk of a `simd.loop` being emitted."""
+
+    iv: SSAValue
+    """The simd.loop's induction variable (xDSL)."""
+    w: IVal
+    """First lane's value of the iv."""
+    mask: SSAValue | None
+    """Active lanes (vector of i1), None when all W lanes are active."""
+
+
+class PhaseEmitter:
+    """Emits one phase function of a kernel."""
+
+    def __init__(
+        self,
+        scope: KernelScope,
+        name: str,
+        phase: loop.NestOp | loop.TileOp,
+        sig: PhaseSignature | None = None,
+    ):
+        self.scope = scope
+        self.phase = phase
+        self.lanes = scope.target.lanes
+        self.lowerings = scope.target.lowerings
+        self.b = LLVMBuilder(name, [i64, i64, PTR], scope.decls, dict(scope.target.func_props))
+        self.values: dict[SSAValue, IVal] = {}
+        self.bufs: dict[SSAValue, Buffer] = {}
+        self.lane: LaneState | None = None
+        self.sig = sig
+        """The phase's generic signature: extents come from its parameter block."""
+        if sig is not None:
+            self.buf_index = sig.buffer_index()
+            self.buf_offsets, self.first_param, _ = sig.layout()
+        self.params: dict[int, SSAValue] = {}
+        self.maps: dict[int, tuple[AffineExpr, ...]] = {}
+
+    def run(self) -> llvm.FuncOp:
+        op = self.phase
+        b = self.b
+        tid, nth, _ = b.args
+        lbs, ubs = self.domain(op)
+        steps = list(op.steps) if isinstance(op, loop.TileOp) else [1] * len(lbs)
+        k = op.num_parallel
+        if k == 0:
+            b.if_then(b.icmp("eq", tid, 0), lambda: self.loops(lbs, ubs, steps, self._body))
+            return b.finish()
+        exts = []
+        for lb, ub, s in zip(lbs[:k], ubs[:k], steps[:k], strict=True):
+            n = b.isub(ub, lb)
+            if not isinstance(n, int):
+                n = b.imax(n, 0)
+            exts.append(n if s == 1 else b.idiv_floor(b.iadd(n, s - 1), s))
+        total = math.prod(e for e in exts if isinstance(e, int))
+        for e in exts:
+            if not isinstance(e, int):
+                total = b.imul(total, e)
+        start = b.add(llvm.UDivOp(b.ssa(b.imul(total, tid)), nth))
+        end = b.add(llvm.UDivOp(b.ssa(b.imul(total, b.iadd(tid, 1))), nth))
+
+        def inner(par_ivs: Sequence[IVal]) -> None:
+            self.loops(lbs[k:], ubs[k:], steps[k:], lambda ivs, c: self._body([*par_ivs, *ivs], c))
+
+        if k == 1:
+
+            def flat1(f: SSAValue, carried: list[SSAValue]) -> list[SSAValue]:
+                inner([b.iadd(lbs[0], b.imul(f, steps[0]))])
+                return []
+
+            b.loop(start, end, 1, flat1)
+            return b.finish()
+        # The flat range in runs along the innermost parallel dim: delinearize the
+        # first point once, run the innermost dim as a plain loop to the end of
+        # its row (or of the range), then step an odometer over the outer dims.
+        # (A plain loop lets LLVM strength-reduce the addresses.)
+        kin = k - 1
+
+        def runs() -> None:
+            ein = exts[kin]
+            q = b.add(llvm.UDivOp(b.ssa(start), b.ssa(ein)))
+            r0 = b.add(llvm.URemOp(b.ssa(start), b.ssa(ein)))
+            first: list[SSAValue] = []
+            rem: IVal = q
+            for d in reversed(range(kin)):
+                t = rem
+                if d > 0:
+                    t = b.add(llvm.URemOp(b.ssa(rem), b.ssa(exts[d])))
+                    rem = b.add(llvm.UDivOp(b.ssa(rem), b.ssa(exts[d])))
+                first.insert(0, b.ssa(b.iadd(lbs[d], b.imul(t, steps[d]))))
+            header = b.new_block([i64, i64, *[i64] * kin])
+            body = b.new_block()
+            done = b.new_block()
+            b.add(llvm.BrOp(header, b.ssa(start), r0, *first))
+            b.block = header
+            f, r, *outer = header.args
+            b.add(llvm.CondBrOp(b.icmp("slt", f, end), body, [], done, []))
+            b.block = body
+            seg = b.imin(b.isub(ein, r), b.isub(end, f))
+            lo = b.iadd(lbs[kin], b.imul(r, steps[kin]))
+            hi = b.iadd(lo, b.imul(seg, steps[kin]))
+
+            def run(iv: SSAValue, carried: list[SSAValue]) -> list[SSAValue]:
+                inner([*outer, iv])
+                return []
+
+            b.loop(lo, hi, steps[kin], run)
+            new = list(outer)
+            carry: SSAValue | None = None
+            for d in reversed(range(kin)):
+                nxt = b.ssa(b.iadd(outer[d], steps[d]))
+                if carry is not None:
+                    nxt = b.add(llvm.SelectOp(carry, nxt, outer[d]))
+                if d == 0:
+                    new[d] = nxt
+                    break
+                wrap = b.and_(carry, b.icmp("sge", nxt, ubs[d]))
+                new[d] = b.add(llvm.SelectOp(wrap, b.ssa(lbs[d]), nxt))
+                carry = wrap
+            b.add(llvm.BrOp(header, b.ssa(b.iadd(f, seg)), b.const(0), *new))
+            b.block = done
+
+        # an empty range may have a zero extent: never divide by it
+        b.if_then(b.icmp("ult", start, end), runs)
+        return b.finish()
+
+    def _body(self, ivs: Sequence[IVal], carried: list[SSAValue]) -> list[SSAValue]:
+        for x, v in zip(self.phase.ivs, ivs, strict=True):
+            self.values[x] = v
+        self.emit_block(self.phase.body.block)
+        return carried
+
+    # ------------------------------------------------------------------ values
+
+    def ival(self, x: IVal) -> IVal:
+        """The lowered value of `x` (an int while it is a known index constant)."""
+        if isinstance(x, int):
+            return x
+        if (v := self.values.get(x)) is not None:
+            return v
+        op = x.owner
+        if isinstance(op, Operation) and op.parent_block() is self.scope.block:
+            # a top-level scalar op: re-materialise it in the entry block
+            saved, self.b.block = self.b.block, self.b.entry
+            self.emit(op)
+            self.b.block = saved
+            return self.values[x]
+        raise ValueError(f"value {x} is not available in {self.b.func.sym_name.data}")
+
+    def value(self, x: SSAValue) -> SSAValue:
+        return self.b.ssa(self.ival(x))
+
+    def llvm_type(self, t: Attribute) -> Attribute:
+        if isinstance(t, IndexType):
+            return i64
+        if isinstance(t, simd.VecType):
+            return VectorType(self.llvm_type(t.element_type), [self.lanes])
+        return t
+
+    def buffer(self, x: SSAValue) -> Buffer:
+        if (buf := self.bufs.get(x)) is not None:
+            return buf
+        abi = self.scope.buffers.get(x)
+        if abi is None:
+            raise ValueError(f"buffer {x} is not available in {self.b.func.sym_name.data}")
+        b = self.b
+        saved, b.block = b.block, b.entry
+        args = b.args[2]
+        shape = abi.type.get_shape()
+        if self.sig is not None:
+            j = self.buf_index[x]
+            k = self.buf_offsets[j]
+            ptr = self._indirect(k, PTR)
+            dims: list[IVal] = []
+            dyn = 0
+            for size, site in zip(shape, self.sig.dims[j], strict=True):
+                if size < 0:
+                    dyn += 1
+                    dims.append(self._indirect(k + dyn, i64))
+                else:
+                    dims.append(size if site is None else self.param(site))
+        else:
+            ptr = b.load(b.gep(args, abi.ptr_slot, i64), PTR, align=8)
+            dims = [
+                b.load(b.gep(args, abi.dim_slots[d], i64), i64, align=8) if s < 0 else s
+                for d, s in enumerate(shape)
+            ]
+        buf = self.bufs[x] = self._describe(ptr, dims, abi.type.element_type)
+        b.block = saved
+        return buf
+
+    def _indirect(self, slot: int, typ: Attribute) -> SSAValue:
+        """`args[args[slot]]` (in the entry block): a value of a generic phase's
+        buffer, found through its parameter block."""
+        b = self.b
+        args = b.args[2]
+        rel = b.add_entry(llvm.LoadOp(b.gep_entry(args, slot), i64, alignment=8))
+        return b.add_entry(llvm.LoadOp(b.gep_entry(args, rel), typ, alignment=8))
+
+    def param(self, p: int) -> SSAValue:
+        """Parameter `p` of a generic phase (loaded once, in the entry block)."""
+        if (v := self.params.get(p)) is None:
+            b = self.b
+            ptr = b.gep_entry(b.args[2], self.first_param + p)
+            v = self.params[p] = b.add_entry(llvm.LoadOp(ptr, i64, alignment=8))
+        return v
+
+    def map_results(self, op: Operation) -> tuple[AffineExpr, ...]:
+        """The results of an access op's map; in a generic phase its offsets are
+        `AffineSymExpr(parameter)`."""
+        if self.sig is not None and (site := self.sig.maps.get(id(op))) is not None:
+            if (r := self.maps.get(id(op))) is None:
+                r = self.maps[id(op)] = generalize_map(*site)
+            return r
+        return op.map.data.results  # type: ignore[attr-defined]
+
+    def extents(self, op: loop.InBoundsOp | simd.InBoundsOp) -> list[IVal]:
+        ext = [self.ival(x) for x in op.extent_bounds()]
+        if self.sig is not None and (sites := self.sig.extents.get(id(op))) is not None:
+            ext = [e if p is None else self.param(p) for e, p in zip(ext, sites, strict=True)]
+        return ext
+
+    def _describe(self, ptr: SSAValue, dims: list[IVal], elem: Attribute) -> Buffer:
+        strides: list[IVal] = [1] * len(dims)
+        for d in range(len(dims) - 2, -1, -1):
+            strides[d] = self.b.imul(strides[d + 1], dims[d + 1])
+        return Buffer(ptr, dims, strides, elem)
+
+    # ------------------------------------------------------------------ structure
+
+    def emit_block(self, block: Block) -> list[SSAValue]:
+        """Emits the ops of a region body; returns the yielded values."""
+        for op in block.ops:
+            if isinstance(op, loop.YieldOp):
+                return [self.value(v) for v in op.values]
+            self.emit(op)
+        return []
+
+    def emit(self, op: Operation) -> None:
+        if (lower := self.lowerings.get(type(op))) is None:
+            raise NotImplementedError(f"bs-lower-to-llvm: cannot lower {op.name}")
+        lower(self, op)
+
+    def loops(
+        self,
+        lbs: Sequence[IVal],
+        ubs: Sequence[IVal],
+        steps: Sequence[int],
+        body: Callable[[list[IVal], list[SSAValue]], list[SSAValue]],
+        init: Sequence[SSAValue] = (),
+    ) -> list[SSAValue]:
+        """Nested loops over a box, carrying `init` through all of them."""
+
+        def rec(d: int, ivs: list[IVal], carried: list[SSAValue]) -> list[SSAValue]:
+            if d == len(lbs):
+                return list(body(ivs, carried))
+            lb, ub, s = lbs[d], ubs[d], steps[d]
+            if isinstance(lb, int) and isinstance(ub, int):
+                if ub <= lb:
+                    return carried
+                if ub - lb <= s:
+                    return rec(d + 1, [*ivs, lb], carried)
+            _, out = self.b.loop(lb, ub, s, lambda iv, c: rec(d + 1, [*ivs, iv], c), carried)
+            return out
+
+        return rec(0, [], list(init))
+
+    def domain(self, op: loop._DomainOp) -> tuple[list[IVal], list[IVal]]:
+        lbs = [self.ival(x) for x in op.lower_bounds()]
+        ubs = [self.ival(x) for x in op.upper_bounds()]
+        if self.sig is not None and (sites := self.sig.bounds.get(id(op))) is not None:
+            lo, up = sites
+            lbs = [v if p is None else self.param(p) for v, p in zip(lbs, lo, strict=True)]
+            ubs = [v if p is None else self.param(p) for v, p in zip(ubs, up, strict=True)]
+        return lbs, ubs
+
+    # ------------------------------------------------------------------ access
+
+    def affine(self, e: AffineExpr, dims: Sequence[IVal]) -> IVal:
+        b = self.b
+        if isinstance(e, AffineDimExpr):
+            return dims[e.position]
+        if isinstance(e, AffineConstantExpr):
+            return e.value
+        if isinstance(e, AffineSymExpr):
+            return self.param(e.position)
+        assert isinstance(e, AffineBinaryOpExpr), f"unsupported affine expression {e}"
+        lhs, rhs = self.affine(e.lhs, dims), self.affine(e.rhs, dims)
+        match e.kind:
+            case AffineBinaryOpKind.Add:
+                return b.iadd(lhs, rhs)
+            case AffineBinaryOpKind.Mul:
+                return b.imul(lhs, rhs)
+            case AffineBinaryOpKind.FloorDiv:
+                return b.idiv_floor(lhs, rhs)
+            case AffineBinaryOpKind.CeilDiv:
+                return b.isub(0, b.idiv_floor(b.isub(0, lhs), rhs))
+            case AffineBinaryOpKind.Mod:
+                return b.imod_floor(lhs, rhs)
+
+    def offset(self, buf: Buffer, idx: Sequence[IVal]) -> IVal:
+        off: IVal = 0
+        for i, s in zip(idx, buf.strides, strict=True):
+            off = self.b.iadd(off, self.b.imul(i, s))
+        return off
+
+    def in_bounds(self, idx: Sequence[IVal], extents: Sequence[IVal]) -> SSAValue | bool:
+        """`0 <= idx < extent` for every index (one unsigned compare each)."""
+        cond: SSAValue | None = None
+        for i, e in zip(idx, extents, strict=True):
+            if isinstance(i, int) and isinstance(e, int):
+                if not 0 <= i < e:
+                    return False
+                continue
+            cond = self.b.and_(cond, self.b.icmp("ult", i, e))
+        return True if cond is None else cond
+
+    def scalar_access(self, op: loop.LoadOp | loop.StoreOp) -> tuple[Buffer, list[IVal]]:
+        buf = self.buffer(op.buffer)
+        dims = [self.ival(x) for x in op.indices]
+        return buf, [self.affine(e, dims) for e in self.map_results(op)]
+
