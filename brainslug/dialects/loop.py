@@ -13,7 +13,10 @@ the graph function calls them through `loop.launch` on tensors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum, auto
+from typing import TypeVar
 
 from xdsl.dialects.builtin import (
     AffineMapAttr,
@@ -33,11 +36,13 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Dialect, Operation, Region, SSAValue
 from xdsl.ir.affine import AffineMap
 from xdsl.irdl import (
+    AttrConstraint,
     AttrSizedOperandSegments,
+    IntConstraint,
     IRDLOperation,
     ParsePropInAttrDict,
+    VerificationContext,
     irdl_op_definition,
-    lazy_traits_def,
     operand_def,
     opt_prop_def,
     prop_def,
@@ -50,12 +55,15 @@ from xdsl.irdl import (
 from xdsl.parser import Parser, UnresolvedOperand
 from xdsl.printer import Printer
 from xdsl.traits import (
-    HasParent,
     IsTerminator,
+    MemoryReadEffect,
+    MemoryWriteEffect,
     NoTerminator,
+    OpTrait,
     Pure,
     RecursiveMemoryEffect,
     SingleBlockImplicitTerminator,
+    ensure_terminator,
 )
 from xdsl.utils.exceptions import VerifyException
 
@@ -178,6 +186,76 @@ def _verify_domain(op: Operation, ivs, lower, upper) -> None:
             raise VerifyException(f"{op.name}: empty or negative range {lb} to {ub}")
 
 
+# --------------------------------------------------------------------------- enums
+
+
+@dataclass(frozen=True)
+class StrEnumConstraint(AttrConstraint[StringAttr]):
+    """A `StringAttr` that spells a member of `enum`.
+
+    Otherwise the error is `message` with `{value}` (the string given) and
+    `{members}` (the tuple of allowed strings) filled in.
+    """
+
+    enum: type[StrEnum]
+    message: str
+
+    def verify(self, attr: Attribute, constraint_context: VerificationContext) -> None:
+        if not isinstance(attr, StringAttr):
+            raise VerifyException(f"{attr} should be of base attribute {StringAttr.name}")
+        members = tuple(m.value for m in self.enum)
+        if attr.data not in members:
+            raise VerifyException(self.message.format(value=attr.data, members=members))
+
+    def get_bases(self) -> set[type[Attribute]]:
+        return {StringAttr}
+
+    def mapping_type_vars(
+        self, type_var_mapping: Mapping[TypeVar, AttrConstraint | IntConstraint]
+    ) -> StrEnumConstraint:
+        return self
+
+
+class ReduceKind(StrEnum):
+    """How `loop.reduce` and `simd.reduce` combine values."""
+
+    ADD = auto()
+    MAX = auto()
+
+
+# --------------------------------------------------------------------------- traits
+
+
+class AcceptsLoopYield(OpTrait):
+    """The op's body ends in `loop.yield`, which accepts it as parent.
+
+    Ops of other dialects (`simd.loop`) carry it, so `loop` need not know them.
+    """
+
+
+def _loop_yield_parents() -> list[type[Operation]]:
+    """The defined ops that carry `AcceptsLoopYield`, in definition order."""
+    found: list[type[Operation]] = []
+    todo: list[type[Operation]] = [IRDLOperation]
+    while todo:
+        cls = todo.pop(0)
+        todo.extend(cls.__subclasses__())
+        if "name" in vars(cls) and cls.has_trait(AcceptsLoopYield):
+            found.append(cls)
+    return found
+
+
+class HasLoopYieldParent(OpTrait):
+    """`loop.yield`'s parent check: the parent op carries `AcceptsLoopYield`."""
+
+    def verify(self, op: Operation) -> None:
+        parent = op.parent_op()
+        if parent is None or parent.has_trait(AcceptsLoopYield):
+            return
+        names = ", ".join(f"'{p.name}'" for p in _loop_yield_parents())
+        raise VerifyException(f"'{op.name}' expects parent op to be one of {names}")
+
+
 # --------------------------------------------------------------------------- ops
 
 
@@ -188,9 +266,7 @@ class YieldOp(IRDLOperation):
     name = "loop.yield"
     values = var_operand_def()
     assembly_format = "($values^ `:` type($values))? attr-dict"
-    traits = lazy_traits_def(
-        lambda: (IsTerminator(), Pure(), HasParent(NestOp, TileOp, ReduceOp, *_simd_parents()))
-    )
+    traits = traits_def(IsTerminator(), Pure(), HasLoopYieldParent())
 
     def __init__(self, *values: SSAValue | Operation):
         super().__init__(operands=[values])
@@ -236,8 +312,8 @@ class NestOp(_DomainOp):
     parallel = opt_prop_def(IntegerAttr)
     body = region_def("single_block")
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
-    traits = lazy_traits_def(
-        lambda: (SingleBlockImplicitTerminator(YieldOp), RecursiveMemoryEffect())
+    traits = traits_def(
+        SingleBlockImplicitTerminator(YieldOp), AcceptsLoopYield(), RecursiveMemoryEffect()
     )
 
     def __init__(
@@ -281,8 +357,6 @@ class NestOp(_DomainOp):
         if attrs is not None:
             op.attributes |= attrs.data
         for t in op.get_traits_of_type(SingleBlockImplicitTerminator):
-            from xdsl.traits import ensure_terminator
-
             ensure_terminator(op, t)
         return op
 
@@ -311,8 +385,8 @@ class TileOp(_DomainOp):
     parallel = opt_prop_def(IntegerAttr)
     body = region_def("single_block")
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
-    traits = lazy_traits_def(
-        lambda: (SingleBlockImplicitTerminator(YieldOp), RecursiveMemoryEffect())
+    traits = traits_def(
+        SingleBlockImplicitTerminator(YieldOp), AcceptsLoopYield(), RecursiveMemoryEffect()
     )
 
     def __init__(
@@ -371,8 +445,6 @@ class TileOp(_DomainOp):
         op = cls(lower, upper, step, body, parallel)
         if attrs is not None:
             op.attributes |= attrs.data
-        from xdsl.traits import ensure_terminator
-
         for t in op.get_traits_of_type(SingleBlockImplicitTerminator):
             ensure_terminator(op, t)
         return op
@@ -388,9 +460,6 @@ class TileOp(_DomainOp):
         _verify_no_values(self)
 
 
-REDUCE_KINDS = ("add", "max")
-
-
 @irdl_op_definition
 class ReduceOp(_DomainOp):
     """Combines the values its body yields over a box of window/reduction ivs.
@@ -402,16 +471,20 @@ class ReduceOp(_DomainOp):
     name = "loop.reduce"
     dyn_lower = var_operand_def(IndexType)
     dyn_upper = var_operand_def(IndexType)
-    kind = prop_def(StringAttr)
+    kind = prop_def(
+        StrEnumConstraint(
+            ReduceKind, "loop.reduce: unknown kind '{value}', expected one of {members}"
+        )
+    )
     init = prop_def(FloatAttr)
     result = result_def()
     body = region_def("single_block")
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
-    traits = traits_def(RecursiveMemoryEffect())
+    traits = traits_def(AcceptsLoopYield(), RecursiveMemoryEffect())
 
     def __init__(
         self,
-        kind: str,
+        kind: ReduceKind | str,
         init: float,
         lower: Sequence[Bound],
         upper: Sequence[Bound],
@@ -429,21 +502,21 @@ class ReduceOp(_DomainOp):
             properties={
                 "lower": ls,
                 "upper": us,
-                "kind": StringAttr(kind),
+                "kind": StringAttr(str(kind)),
                 "init": FloatAttr(init, f32),
             },
         )
 
     @property
-    def kind_name(self) -> str:
-        return self.kind.data
+    def kind_name(self) -> ReduceKind:
+        return ReduceKind(self.kind.data)
 
     @property
     def init_value(self) -> float:
         return self.init.value.data
 
     def print(self, printer: Printer) -> None:
-        printer.print_string(f" {self.kind_name} ")
+        printer.print_string(f" {self.kind.data} ")
         print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
         printer.print_string(" init ")
         printer.print_attribute(self.init)
@@ -472,10 +545,6 @@ class ReduceOp(_DomainOp):
 
     def verify_(self) -> None:
         super().verify_()
-        if self.kind_name not in REDUCE_KINDS:
-            raise VerifyException(
-                f"loop.reduce: unknown kind '{self.kind_name}', expected one of {REDUCE_KINDS}"
-            )
         rt = self.result.type
         elem = getattr(rt, "element_type", rt)
         if elem != f32:
@@ -522,6 +591,7 @@ class LoadOp(_AccessOp):
     map = prop_def(AffineMapAttr)
     pad = opt_prop_def(FloatAttr)
     result = result_def()
+    traits = traits_def(MemoryReadEffect())
 
     def __init__(
         self,
@@ -576,6 +646,7 @@ class StoreOp(_AccessOp):
     buffer = operand_def(MemRefType)
     indices = var_operand_def(IndexType)
     map = prop_def(AffineMapAttr)
+    traits = traits_def(MemoryWriteEffect())
 
     def __init__(
         self,
@@ -774,12 +845,6 @@ class KernelInfoOp(IRDLOperation):
                 )
             if size is not None and any(not 0 <= o <= size for o in offs):
                 raise VerifyException("loop.kernel_info: a phase_args offset is outside the slots")
-
-
-def _simd_parents() -> tuple[type[Operation], ...]:
-    from brainslug.dialects.simd import LoopOp
-
-    return (LoopOp,)
 
 
 Loop = Dialect(
