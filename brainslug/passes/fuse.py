@@ -33,6 +33,7 @@ from xdsl.pattern_rewriter import (
     op_type_rewrite_pattern,
 )
 from xdsl.rewriter import InsertPoint
+from xdsl.transforms.dead_code_elimination import is_trivially_dead
 
 from brainslug.analysis import nests as nu
 from brainslug.dialects import loop
@@ -455,14 +456,16 @@ class DropDeadStore(RewritePattern):
 
 
 class DropDeadNest(RewritePattern):
-    """Remove dead scalar code, nests without stores and unused scratch buffers."""
+    """Remove nests without effects (no stores) and the dead ops of a nest's body."""
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: loop.NestOp, rewriter: PatternRewriter, /):
-        if not any(isinstance(o, loop.StoreOp) for o in op.walk()):
+        if is_trivially_dead(op):
             rewriter.erase(op)
             return
-        nu.erase_dead(op, rewriter)
+        for o in reversed(list(op.body.block.ops)):
+            if is_trivially_dead(o):
+                rewriter.erase(o)
 
 
 class DropUnusedAlloc(RewritePattern):
