@@ -13,10 +13,9 @@ the graph function calls them through `loop.launch` on tensors.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from enum import StrEnum, auto
-from typing import TypeVar
+from typing import Self
 
 from xdsl.dialects.builtin import (
     AffineMapAttr,
@@ -36,12 +35,9 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Dialect, Operation, Region, SSAValue
 from xdsl.ir.affine import AffineMap
 from xdsl.irdl import (
-    AttrConstraint,
     AttrSizedOperandSegments,
-    IntConstraint,
     IRDLOperation,
     ParsePropInAttrDict,
-    VerificationContext,
     irdl_op_definition,
     operand_def,
     opt_prop_def,
@@ -66,6 +62,8 @@ from xdsl.traits import (
     ensure_terminator,
 )
 from xdsl.utils.exceptions import VerifyException
+
+from brainslug.dialects.str_enum_constraint import StrEnumConstraint
 
 DYNAMIC = -(2**63)
 """Marks a bound that is given by an SSA operand instead of a constant."""
@@ -102,9 +100,7 @@ def parse_bound(parser: Parser) -> int | UnresolvedOperand:
 
 
 def resolve_bounds(parser: Parser, raw: Sequence[int | UnresolvedOperand]) -> list[Bound]:
-    return [
-        b if isinstance(b, int) else parser.resolve_operand(b, IndexType()) for b in raw
-    ]
+    return [b if isinstance(b, int) else parser.resolve_operand(b, IndexType()) for b in raw]
 
 
 def print_domain(printer: Printer, ivs: Sequence[SSAValue], lower, upper) -> None:
@@ -158,10 +154,6 @@ def parse_access(parser: Parser):
     return base, [parser.resolve_operand(i, IndexType()) for i in idx], amap
 
 
-def access_map(op: LoadOp | StoreOp | InBoundsOp) -> AffineMap:
-    return op.map.data
-
-
 def verify_access(op: Operation, shape_rank: int, indices, amap: AffineMap) -> None:
     if amap.num_dims != len(indices):
         raise VerifyException(
@@ -186,43 +178,6 @@ def _verify_domain(op: Operation, ivs, lower, upper) -> None:
             raise VerifyException(f"{op.name}: empty or negative range {lb} to {ub}")
 
 
-# --------------------------------------------------------------------------- enums
-
-
-@dataclass(frozen=True)
-class StrEnumConstraint(AttrConstraint[StringAttr]):
-    """A `StringAttr` that spells a member of `enum`.
-
-    Otherwise the error is `message` with `{value}` (the string given) and
-    `{members}` (the tuple of allowed strings) filled in.
-    """
-
-    enum: type[StrEnum]
-    message: str
-
-    def verify(self, attr: Attribute, constraint_context: VerificationContext) -> None:
-        if not isinstance(attr, StringAttr):
-            raise VerifyException(f"{attr} should be of base attribute {StringAttr.name}")
-        members = tuple(m.value for m in self.enum)
-        if attr.data not in members:
-            raise VerifyException(self.message.format(value=attr.data, members=members))
-
-    def get_bases(self) -> set[type[Attribute]]:
-        return {StringAttr}
-
-    def mapping_type_vars(
-        self, type_var_mapping: Mapping[TypeVar, AttrConstraint | IntConstraint]
-    ) -> StrEnumConstraint:
-        return self
-
-
-class ReduceKind(StrEnum):
-    """How `loop.reduce` and `simd.reduce` combine values."""
-
-    ADD = auto()
-    MAX = auto()
-
-
 # --------------------------------------------------------------------------- traits
 
 
@@ -233,16 +188,12 @@ class AcceptsLoopYield(OpTrait):
     """
 
 
-def _loop_yield_parents() -> list[type[Operation]]:
-    """The defined ops that carry `AcceptsLoopYield`, in definition order."""
-    found: list[type[Operation]] = []
-    todo: list[type[Operation]] = [IRDLOperation]
-    while todo:
-        cls = todo.pop(0)
-        todo.extend(cls.__subclasses__())
-        if "name" in vars(cls) and cls.has_trait(AcceptsLoopYield):
-            found.append(cls)
-    return found
+def _loop_yield_parents(cls: type[Operation] = IRDLOperation) -> Iterator[type[Operation]]:
+    """The defined ops (subclasses of `cls`) that carry `AcceptsLoopYield`."""
+    for sub in cls.__subclasses__():
+        if "name" in vars(sub) and sub.has_trait(AcceptsLoopYield):
+            yield sub
+        yield from _loop_yield_parents(sub)
 
 
 class HasLoopYieldParent(OpTrait):
@@ -272,14 +223,8 @@ class YieldOp(IRDLOperation):
         super().__init__(operands=[values])
 
 
-def _verify_no_values(op: Operation) -> None:
-    term = op.regions[0].block.last_op
-    if isinstance(term, YieldOp) and term.values:
-        raise VerifyException(f"{op.name}: its loop.yield takes no values")
-
-
 class _DomainOp(IRDLOperation):
-    """Shared accessors of ops with an iteration domain."""
+    """Shared accessors, syntax and checks of ops with an iteration domain."""
 
     lower = prop_def(DenseArrayBase)
     upper = prop_def(DenseArrayBase)
@@ -294,19 +239,38 @@ class _DomainOp(IRDLOperation):
     def upper_bounds(self) -> list[Bound]:
         return merge_bounds(self.upper, self.dyn_upper)
 
+    def print_body(self, printer: Printer) -> None:
+        """` attributes {...} {...}`; an implicit terminator is not printed."""
+        printer.print_op_attributes(self.attributes, print_keyword=True)
+        printer.print_string(" ")
+        printer.print_region(
+            self.body,
+            print_entry_block_args=False,
+            print_block_terminators=not self.has_trait(SingleBlockImplicitTerminator),
+        )
+
+    @staticmethod
+    def parse_body(parser: Parser, ivs: Sequence[Parser.Argument]) -> tuple[dict, Region]:
+        """The attributes and the body that `print_body` prints."""
+        attrs = parser.parse_optional_attr_dict_with_keyword()
+        return ({} if attrs is None else attrs.data), parser.parse_region(ivs)
+
+    def with_attributes(self, attrs: dict[str, Attribute]) -> Self:
+        """Adds `attrs` and, where it is implicit, the terminator."""
+        self.attributes |= attrs
+        for t in self.get_traits_of_type(SingleBlockImplicitTerminator):
+            ensure_terminator(self, t)
+        return self
+
     def verify_(self) -> None:
         _verify_domain(self, self.ivs, self.lower_bounds(), self.upper_bounds())
 
 
-@irdl_op_definition
-class NestOp(_DomainOp):
-    """A perfect nest of parallel loops over a box domain.
+class _LoopOp(_DomainOp):
+    """Shared parts of `loop.nest` and `loop.tile`: a body that yields nothing
+    and `parallel`, the number of outer dimensions split across threads (x86)
+    or the grid (CUDA), set by bs-parallelize."""
 
-    `parallel` (set by bs-parallelize) is how many outer dimensions are split
-    across threads (x86) or the grid (CUDA).
-    """
-
-    name = "loop.nest"
     dyn_lower = var_operand_def(IndexType)
     dyn_upper = var_operand_def(IndexType)
     parallel = opt_prop_def(IntegerAttr)
@@ -315,6 +279,55 @@ class NestOp(_DomainOp):
     traits = traits_def(
         SingleBlockImplicitTerminator(YieldOp), AcceptsLoopYield(), RecursiveMemoryEffect()
     )
+
+    @property
+    def num_parallel(self) -> int:
+        return 0 if self.parallel is None else self.parallel.value.data
+
+    def print_domain(self, printer: Printer) -> None:
+        """` parallel N (%i, %j) = (0, 0) to (%n, 13)`"""
+        if self.num_parallel:
+            printer.print_string(f" parallel {self.num_parallel}")
+        printer.print_string(" ")
+        print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
+
+    @staticmethod
+    def parse_domain(parser: Parser):
+        """`parallel` (None when absent), then what `parse_domain` returns."""
+        parallel = None
+        if parser.parse_optional_keyword("parallel"):
+            parallel = parser.parse_integer(allow_boolean=False)
+        return parallel, *parse_domain(parser)
+
+    def verify_loop(self) -> None:
+        if self.num_parallel < 0 or self.num_parallel > len(self.ivs):
+            raise VerifyException(
+                f"{self.name}: parallel {self.num_parallel} out of range for {len(self.ivs)} dims"
+            )
+        term = self.body.block.last_op
+        if isinstance(term, YieldOp) and term.values:
+            raise VerifyException(f"{self.name}: its loop.yield takes no values")
+
+
+def _domain_props(lower: Sequence[Bound], upper: Sequence[Bound], parallel: int | None):
+    """The `lower`/`upper` (and `parallel`) properties and the dynamic bounds."""
+    ls, ld = split_bounds(lower)
+    us, ud = split_bounds(upper)
+    props: dict[str, Attribute] = {"lower": ls, "upper": us}
+    if parallel is not None:
+        props["parallel"] = IntegerAttr(parallel, i64)
+    return props, [ld, ud]
+
+
+def _new_body(rank: int, body: Region | None) -> Region:
+    return body if body is not None else Region(Block(arg_types=[IndexType()] * rank))
+
+
+@irdl_op_definition
+class NestOp(_LoopOp):
+    """A perfect nest of parallel loops over a box domain."""
+
+    name = "loop.nest"
 
     def __init__(
         self,
@@ -323,54 +336,28 @@ class NestOp(_DomainOp):
         body: Region | None = None,
         parallel: int | None = None,
     ):
-        ls, ld = split_bounds(lower)
-        us, ud = split_bounds(upper)
-        if body is None:
-            body = Region(Block(arg_types=[IndexType()] * len(lower)))
-        props: dict[str, Attribute] = {"lower": ls, "upper": us}
-        if parallel is not None:
-            props["parallel"] = IntegerAttr(parallel, i64)
-        super().__init__(operands=[ld, ud], regions=[body], properties=props)
-
-    @property
-    def num_parallel(self) -> int:
-        return 0 if self.parallel is None else self.parallel.value.data
+        props, operands = _domain_props(lower, upper, parallel)
+        super().__init__(
+            operands=operands, regions=[_new_body(len(lower), body)], properties=props
+        )
 
     def print(self, printer: Printer) -> None:
-        if self.num_parallel:
-            printer.print_string(f" parallel {self.num_parallel}")
-        printer.print_string(" ")
-        print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
-        printer.print_op_attributes(self.attributes, print_keyword=True)
-        printer.print_string(" ")
-        printer.print_region(self.body, print_entry_block_args=False, print_block_terminators=False)
+        self.print_domain(printer)
+        self.print_body(printer)
 
     @classmethod
     def parse(cls, parser: Parser) -> NestOp:
-        parallel = None
-        if parser.parse_optional_keyword("parallel"):
-            parallel = parser.parse_integer(allow_boolean=False)
-        ivs, lower, upper = parse_domain(parser)
-        attrs = parser.parse_optional_attr_dict_with_keyword()
-        body = parser.parse_region(ivs)
-        op = cls(lower, upper, body, parallel)
-        if attrs is not None:
-            op.attributes |= attrs.data
-        for t in op.get_traits_of_type(SingleBlockImplicitTerminator):
-            ensure_terminator(op, t)
-        return op
+        parallel, ivs, lower, upper = cls.parse_domain(parser)
+        attrs, body = cls.parse_body(parser, ivs)
+        return cls(lower, upper, body, parallel).with_attributes(attrs)
 
     def verify_(self) -> None:
         super().verify_()
-        if self.num_parallel < 0 or self.num_parallel > len(self.ivs):
-            raise VerifyException(
-                f"loop.nest: parallel {self.num_parallel} out of range for {len(self.ivs)} dims"
-            )
-        _verify_no_values(self)
+        self.verify_loop()
 
 
 @irdl_op_definition
-class TileOp(_DomainOp):
+class TileOp(_LoopOp):
     """Depth-first tile loop: each tile runs every op of the body on its block.
 
     `step` gives the tile size per dimension; the body's nests are bounded by the
@@ -379,15 +366,7 @@ class TileOp(_DomainOp):
     """
 
     name = "loop.tile"
-    dyn_lower = var_operand_def(IndexType)
-    dyn_upper = var_operand_def(IndexType)
     step = prop_def(DenseArrayBase)
-    parallel = opt_prop_def(IntegerAttr)
-    body = region_def("single_block")
-    irdl_options = (AttrSizedOperandSegments(as_property=True),)
-    traits = traits_def(
-        SingleBlockImplicitTerminator(YieldOp), AcceptsLoopYield(), RecursiveMemoryEffect()
-    )
 
     def __init__(
         self,
@@ -397,67 +376,47 @@ class TileOp(_DomainOp):
         body: Region | None = None,
         parallel: int | None = None,
     ):
-        ls, ld = split_bounds(lower)
-        us, ud = split_bounds(upper)
-        if body is None:
-            body = Region(Block(arg_types=[IndexType()] * len(lower)))
-        props: dict[str, Attribute] = {
-            "lower": ls,
-            "upper": us,
-            "step": DenseArrayBase.from_list(i64, list(step)),
-        }
+        props, operands = _domain_props(lower, upper, None)
+        props["step"] = DenseArrayBase.from_list(i64, list(step))
         if parallel is not None:
             props["parallel"] = IntegerAttr(parallel, i64)
-        super().__init__(operands=[ld, ud], regions=[body], properties=props)
-
-    @property
-    def num_parallel(self) -> int:
-        return 0 if self.parallel is None else self.parallel.value.data
+        super().__init__(
+            operands=operands, regions=[_new_body(len(lower), body)], properties=props
+        )
 
     @property
     def steps(self) -> tuple[int, ...]:
         return self.step.get_values()
 
     def print(self, printer: Printer) -> None:
-        if self.num_parallel:
-            printer.print_string(f" parallel {self.num_parallel}")
-        printer.print_string(" ")
-        print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
+        self.print_domain(printer)
         printer.print_string(" step (")
         printer.print_list(self.steps, lambda s: printer.print_string(str(s)))
         printer.print_string(")")
-        printer.print_op_attributes(self.attributes, print_keyword=True)
-        printer.print_string(" ")
-        printer.print_region(self.body, print_entry_block_args=False, print_block_terminators=False)
+        self.print_body(printer)
 
     @classmethod
     def parse(cls, parser: Parser) -> TileOp:
-        parallel = None
-        if parser.parse_optional_keyword("parallel"):
-            parallel = parser.parse_integer(allow_boolean=False)
-        ivs, lower, upper = parse_domain(parser)
+        parallel, ivs, lower, upper = cls.parse_domain(parser)
         parser.parse_keyword("step")
         step = parser.parse_comma_separated_list(
             Parser.Delimiter.PAREN, lambda: parser.parse_integer(allow_boolean=False)
         )
-        attrs = parser.parse_optional_attr_dict_with_keyword()
-        body = parser.parse_region(ivs)
-        op = cls(lower, upper, step, body, parallel)
-        if attrs is not None:
-            op.attributes |= attrs.data
-        for t in op.get_traits_of_type(SingleBlockImplicitTerminator):
-            ensure_terminator(op, t)
-        return op
+        attrs, body = cls.parse_body(parser, ivs)
+        return cls(lower, upper, step, body, parallel).with_attributes(attrs)
 
     def verify_(self) -> None:
         super().verify_()
         if len(self.steps) != len(self.ivs) or any(s < 1 for s in self.steps):
             raise VerifyException("loop.tile: needs one positive step per dimension")
-        if self.num_parallel < 0 or self.num_parallel > len(self.ivs):
-            raise VerifyException(
-                f"loop.tile: parallel {self.num_parallel} out of range for {len(self.ivs)} dims"
-            )
-        _verify_no_values(self)
+        self.verify_loop()
+
+
+class ReduceKind(StrEnum):
+    """How `loop.reduce` and `simd.reduce` combine values."""
+
+    ADD = auto()
+    MAX = auto()
 
 
 @irdl_op_definition
@@ -491,20 +450,14 @@ class ReduceOp(_DomainOp):
         body: Region | None = None,
         result_type: Attribute = f32,
     ):
-        ls, ld = split_bounds(lower)
-        us, ud = split_bounds(upper)
-        if body is None:
-            body = Region(Block(arg_types=[IndexType()] * len(lower)))
+        props, operands = _domain_props(lower, upper, None)
+        props["kind"] = StringAttr(str(kind))
+        props["init"] = FloatAttr(init, f32)
         super().__init__(
-            operands=[ld, ud],
-            regions=[body],
+            operands=operands,
+            regions=[_new_body(len(lower), body)],
             result_types=[result_type],
-            properties={
-                "lower": ls,
-                "upper": us,
-                "kind": StringAttr(str(kind)),
-                "init": FloatAttr(init, f32),
-            },
+            properties=props,
         )
 
     @property
@@ -522,9 +475,7 @@ class ReduceOp(_DomainOp):
         printer.print_attribute(self.init)
         printer.print_string(" -> ")
         printer.print_attribute(self.result.type)
-        printer.print_op_attributes(self.attributes, print_keyword=True)
-        printer.print_string(" ")
-        printer.print_region(self.body, print_entry_block_args=False)
+        self.print_body(printer)
 
     @classmethod
     def parse(cls, parser: Parser) -> ReduceOp:
@@ -536,12 +487,8 @@ class ReduceOp(_DomainOp):
             parser.raise_error("expected a float attribute after 'init'")
         parser.parse_punctuation("->")
         rtype = parser.parse_type()
-        attrs = parser.parse_optional_attr_dict_with_keyword()
-        body = parser.parse_region(ivs)
-        op = cls(kind, init.value.data, lower, upper, body, rtype)
-        if attrs is not None:
-            op.attributes |= attrs.data
-        return op
+        attrs, body = cls.parse_body(parser, ivs)
+        return cls(kind, init.value.data, lower, upper, body, rtype).with_attributes(attrs)
 
     def verify_(self) -> None:
         super().verify_()
@@ -562,11 +509,8 @@ class ReduceOp(_DomainOp):
 class _AccessOp(IRDLOperation):
     """Shared verification of buffer accesses through an affine map."""
 
-    def _buffer_type(self) -> MemRefType:
-        return self.buffer.type  # type: ignore[attr-defined]
-
     def verify_(self) -> None:
-        bt = self._buffer_type()
+        bt: MemRefType = self.buffer.type  # type: ignore[attr-defined]
         verify_access(self, bt.get_num_dims(), self.indices, self.map.data)
         value = self.result if isinstance(self, LoadOp) else self.value  # type: ignore[attr-defined]
         if value.type != bt.element_type:
@@ -577,7 +521,8 @@ class _AccessOp(IRDLOperation):
             )
 
 
-def _default_map(amap: AffineMap | None, n: int) -> AffineMapAttr:
+def default_map(amap: AffineMap | None, n: int) -> AffineMapAttr:
+    """`amap`, or the identity map of `n` dims when it is None."""
     return AffineMapAttr(amap if amap is not None else AffineMap.identity(n))
 
 
@@ -600,7 +545,7 @@ class LoadOp(_AccessOp):
         amap: AffineMap | None = None,
         pad: float | None = None,
     ):
-        props: dict[str, Attribute] = {"map": _default_map(amap, len(indices))}
+        props: dict[str, Attribute] = {"map": default_map(amap, len(indices))}
         if pad is not None:
             props["pad"] = FloatAttr(pad, f32)
         elem = buffer.type.element_type  # type: ignore[attr-defined]
@@ -657,7 +602,7 @@ class StoreOp(_AccessOp):
     ):
         super().__init__(
             operands=[value, buffer, indices],
-            properties={"map": _default_map(amap, len(indices))},
+            properties={"map": default_map(amap, len(indices))},
         )
 
     def print(self, printer: Printer) -> None:
@@ -734,9 +679,7 @@ class InBoundsOp(IRDLOperation):
         if not isinstance(amap, AffineMapAttr):
             parser.raise_error("expected an affine_map")
         parser.parse_keyword("within")
-        ext = parser.parse_comma_separated_list(
-            Parser.Delimiter.PAREN, lambda: parse_bound(parser)
-        )
+        ext = parser.parse_comma_separated_list(Parser.Delimiter.PAREN, lambda: parse_bound(parser))
         attrs = parser.parse_optional_attr_dict()
         op = cls(
             resolve_bounds(parser, ext),

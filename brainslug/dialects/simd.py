@@ -58,11 +58,11 @@ from xdsl.traits import (
     Pure,
     RecursiveMemoryEffect,
     SingleBlockImplicitTerminator,
-    ensure_terminator,
 )
 from xdsl.utils.exceptions import VerifyException
 
 from brainslug.dialects import loop
+from brainslug.dialects.str_enum_constraint import StrEnumConstraint
 
 
 @irdl_attr_definition
@@ -128,23 +128,15 @@ class LoopOp(loop._DomainOp):
     def print(self, printer: Printer) -> None:
         printer.print_string(" ")
         loop.print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
-        printer.print_op_attributes(self.attributes, print_keyword=True)
-        printer.print_string(" ")
-        printer.print_region(self.body, print_entry_block_args=False, print_block_terminators=False)
+        self.print_body(printer)
 
     @classmethod
     def parse(cls, parser: Parser) -> LoopOp:
         ivs, lower, upper = loop.parse_domain(parser)
         if len(ivs) != 1:
             parser.raise_error("simd.loop has exactly one induction variable")
-        attrs = parser.parse_optional_attr_dict_with_keyword()
-        body = parser.parse_region(ivs)
-        op = cls(lower[0], upper[0], body)
-        if attrs is not None:
-            op.attributes |= attrs.data
-        for t in op.get_traits_of_type(SingleBlockImplicitTerminator):
-            ensure_terminator(op, t)
-        return op
+        attrs, body = cls.parse_body(parser, ivs)
+        return cls(lower[0], upper[0], body).with_attributes(attrs)
 
 
 def enclosing_loop(op: Operation) -> LoopOp | None:
@@ -187,43 +179,15 @@ class LoadOp(IRDLOperation):
         amap: AffineMap | None = None,
         pad: float | None = None,
     ):
-        props: dict[str, Attribute] = {
-            "map": AffineMapAttr(amap if amap is not None else AffineMap.identity(len(indices)))
-        }
+        props: dict[str, Attribute] = {"map": loop.default_map(amap, len(indices))}
         if pad is not None:
             props["pad"] = FloatAttr(pad, f32)
         elem = buffer.type.element_type  # type: ignore[attr-defined]
         super().__init__(operands=[buffer, indices], result_types=[vec(elem)], properties=props)
 
-    @property
-    def pad_value(self) -> float | None:
-        return None if self.pad is None else self.pad.value.data
-
-    def print(self, printer: Printer) -> None:
-        printer.print_string(" ")
-        loop.print_access(printer, self.buffer, self.indices, self.map.data)
-        if self.pad is not None:
-            printer.print_string(" pad ")
-            printer.print_attribute(self.pad)
-        printer.print_op_attributes(self.attributes)
-        printer.print_string(" : ")
-        printer.print_attribute(self.buffer.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> LoadOp:
-        base, idx, amap = loop.parse_access(parser)
-        pad = None
-        if parser.parse_optional_keyword("pad"):
-            pa = parser.parse_attribute()
-            if not isinstance(pa, FloatAttr):
-                parser.raise_error("expected a float attribute after 'pad'")
-            pad = pa.value.data
-        attrs = parser.parse_optional_attr_dict()
-        parser.parse_punctuation(":")
-        bt = parser.parse_type()
-        op = cls(parser.resolve_operand(base, bt), idx, amap, pad)
-        op.attributes |= attrs
-        return op
+    pad_value = loop.LoadOp.pad_value
+    print = loop.LoadOp.print
+    parse = classmethod(loop.LoadOp.parse.__func__)  # type: ignore[attr-defined]
 
     def verify_(self) -> None:
         _verify_in_lane_loop(self)
@@ -260,11 +224,7 @@ class StoreOp(IRDLOperation):
     ):
         super().__init__(
             operands=[value, buffer, indices],
-            properties={
-                "map": AffineMapAttr(
-                    amap if amap is not None else AffineMap.identity(len(indices))
-                )
-            },
+            properties={"map": loop.default_map(amap, len(indices))},
         )
 
     def print(self, printer: Printer) -> None:
@@ -507,7 +467,7 @@ class MathOp(IRDLOperation):
 
     name = "simd.math"
     T: ClassVar = VarConstraint("T", base(VecType))
-    fn = prop_def(loop.StrEnumConstraint(MathFunction, "simd.math: unknown function '{value}'"))
+    fn = prop_def(StrEnumConstraint(MathFunction, "simd.math: unknown function '{value}'"))
     input = operand_def(T)
     result = result_def(T)
     traits = traits_def(Pure())
@@ -609,7 +569,7 @@ class CmpfOp(_CmpOp):
 
     name = "simd.cmpf"
     predicate = prop_def(
-        loop.StrEnumConstraint(CmpfPredicate, "simd.cmpf: unknown predicate '{value}'")
+        StrEnumConstraint(CmpfPredicate, "simd.cmpf: unknown predicate '{value}'")
     )
 
     @property
@@ -623,7 +583,7 @@ class CmpiOp(_CmpOp):
 
     name = "simd.cmpi"
     predicate = prop_def(
-        loop.StrEnumConstraint(CmpiPredicate, "simd.cmpi: unknown predicate '{value}'")
+        StrEnumConstraint(CmpiPredicate, "simd.cmpi: unknown predicate '{value}'")
     )
 
     @property
@@ -699,7 +659,7 @@ class ReduceOp(IRDLOperation):
     """Combines the active lanes of a vector into one scalar (`add` or `max`)."""
 
     name = "simd.reduce"
-    kind = prop_def(loop.StrEnumConstraint(loop.ReduceKind, "simd.reduce: unknown kind '{value}'"))
+    kind = prop_def(StrEnumConstraint(loop.ReduceKind, "simd.reduce: unknown kind '{value}'"))
     input = operand_def(VecType)
     result = result_def()
     traits = traits_def(Pure())
