@@ -352,10 +352,6 @@ class IotaOp(IRDLOperation):
             raise VerifyException("simd.iota: lanes are index values, the result is !simd.vec<index>")
 
 
-def _lane_elem(v: SSAValue) -> Attribute:
-    return lane_type(v.type)
-
-
 class _ElementwiseOp(IRDLOperation):
     """Lane-wise op: all operands and the result are `!simd.vec` of one element type."""
 
