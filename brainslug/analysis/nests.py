@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from xdsl.dialects import arith, func, math, memref
+from xdsl.dialects import func, memref
 from xdsl.ir import Operation, SSAValue
 from xdsl.ir.affine import (
     AffineBinaryOpExpr,
@@ -18,15 +18,6 @@ from xdsl.ir.affine import (
 )
 
 from brainslug.dialects import loop
-
-PURE_SCALAR = (arith.ConstantOp, loop.LoadOp, loop.InBoundsOp, loop.ReduceOp)
-
-
-def kernel_of(op: Operation) -> func.FuncOp | None:
-    p = op
-    while p is not None and not loop.is_kernel(p):
-        p = p.parent_op()
-    return p
 
 
 def top_nest(op: Operation) -> loop.NestOp | None:
@@ -176,37 +167,6 @@ def substitute(amap: AffineMap, exprs: Sequence[AffineExpr], num_dims: int) -> A
 
 def same_bound(a: loop.Bound, b: loop.Bound) -> bool:
     return a == b if isinstance(a, int) or isinstance(b, int) else a is b
-
-
-def is_pure(op: Operation) -> bool:
-    if isinstance(op, loop.StoreOp | loop.YieldOp):
-        return False
-    if isinstance(op, loop.ReduceOp):
-        return all(is_pure(o) for o in op.body.block.ops if not isinstance(o, loop.YieldOp))
-    return op.dialect_name() in ("arith", "math") or isinstance(
-        op, loop.LoadOp | loop.InBoundsOp
-    ) or isinstance(op, math.ExpOp)
-
-
-def erase_dead(block_owner: Operation, rewriter=None) -> bool:
-    """Remove pure ops whose results are unused (through `rewriter` when given, so
-    a pattern walker hears of it); returns whether any was removed."""
-    changed = False
-    for region in block_owner.regions:
-        for block in region.blocks:
-            for op in reversed(list(block.ops)):
-                if op.results and all(not r.uses for r in op.results) and is_pure(op):
-                    if rewriter is not None:
-                        rewriter.erase(op)
-                    else:
-                        op.detach()
-                        op.erase()
-                    changed = True
-    return changed
-
-
-def body_size(nest: loop.NestOp) -> int:
-    return sum(1 for _ in nest.walk()) - 1
 
 
 def rebound(nest: loop.NestOp, lower: Sequence[loop.Bound], upper: Sequence[loop.Bound]):

@@ -7,47 +7,39 @@ reductions, and `loop.store`s. Every nest dimension is parallel; windows and
 reductions live in `loop.reduce`.
 
 Bounds are a mix of static integers and `index` SSA values (dynamic extents such
-as the batch). Kernels are `func.func`s with memref arguments marked `bs.kernel`;
-the graph function calls them through `loop.launch` on tensors.
+as the batch). Kernels are `func.func`s with memref arguments marked `bs.kernel`
+(`loop_kernels`); the graph function calls them through `loop.launch` on tensors.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from typing import TypeGuard
+from collections.abc import Iterator, Sequence
+from enum import StrEnum, auto
+from typing import Self
 
-from xdsl.dialects import func
 from xdsl.dialects.builtin import (
-    I64,
     AffineMapAttr,
-    ArrayAttr,
     DenseArrayBase,
     FloatAttr,
     IndexType,
     IntegerAttr,
     MemRefType,
-    ModuleOp,
     StringAttr,
     SymbolRefAttr,
     TensorType,
-    UnitAttr,
     f32,
     i1,
     i64,
 )
-from xdsl.ir import Attribute, Block, Dialect, Operation, ParametrizedAttribute, Region, SSAValue
+from xdsl.ir import Attribute, Block, Dialect, Operation, Region, SSAValue
 from xdsl.ir.affine import AffineMap
 from xdsl.irdl import (
     AttrSizedOperandSegments,
     IRDLOperation,
     ParsePropInAttrDict,
-    irdl_attr_definition,
     irdl_op_definition,
-    lazy_traits_def,
     operand_def,
     opt_prop_def,
-    param_def,
     prop_def,
     region_def,
     result_def,
@@ -55,17 +47,22 @@ from xdsl.irdl import (
     var_operand_def,
     var_result_def,
 )
-from xdsl.parser import AttrParser, Parser, UnresolvedOperand
+from xdsl.parser import Parser, UnresolvedOperand
 from xdsl.printer import Printer
 from xdsl.traits import (
-    HasParent,
     IsTerminator,
-    NoTerminator,
+    MemoryReadEffect,
+    MemoryWriteEffect,
+    OpTrait,
     Pure,
     RecursiveMemoryEffect,
     SingleBlockImplicitTerminator,
+    ensure_terminator,
 )
 from xdsl.utils.exceptions import VerifyException
+
+from brainslug.dialects.loop_kernels import GpuLaunchAttr, KernelInfoOp
+from brainslug.dialects.str_enum_constraint import StrEnumConstraint
 
 DYNAMIC = -(2**63)
 """Marks a bound that is given by an SSA operand instead of a constant."""
@@ -102,9 +99,7 @@ def parse_bound(parser: Parser) -> int | UnresolvedOperand:
 
 
 def resolve_bounds(parser: Parser, raw: Sequence[int | UnresolvedOperand]) -> list[Bound]:
-    return [
-        b if isinstance(b, int) else parser.resolve_operand(b, IndexType()) for b in raw
-    ]
+    return [b if isinstance(b, int) else parser.resolve_operand(b, IndexType()) for b in raw]
 
 
 def print_domain(printer: Printer, ivs: Sequence[SSAValue], lower, upper) -> None:
@@ -158,10 +153,6 @@ def parse_access(parser: Parser):
     return base, [parser.resolve_operand(i, IndexType()) for i in idx], amap
 
 
-def access_map(op: LoadOp | StoreOp | InBoundsOp) -> AffineMap:
-    return op.map.data
-
-
 def verify_access(op: Operation, shape_rank: int, indices, amap: AffineMap) -> None:
     if amap.num_dims != len(indices):
         raise VerifyException(
@@ -186,6 +177,35 @@ def _verify_domain(op: Operation, ivs, lower, upper) -> None:
             raise VerifyException(f"{op.name}: empty or negative range {lb} to {ub}")
 
 
+# --------------------------------------------------------------------------- traits
+
+
+class AcceptsLoopYield(OpTrait):
+    """The op's body ends in `loop.yield`, which accepts it as parent.
+
+    Ops of other dialects (`simd.loop`) carry it, so `loop` need not know them.
+    """
+
+
+def _loop_yield_parents(cls: type[Operation] = IRDLOperation) -> Iterator[type[Operation]]:
+    """The defined ops (subclasses of `cls`) that carry `AcceptsLoopYield`."""
+    for sub in cls.__subclasses__():
+        if "name" in vars(sub) and sub.has_trait(AcceptsLoopYield):
+            yield sub
+        yield from _loop_yield_parents(sub)
+
+
+class HasLoopYieldParent(OpTrait):
+    """`loop.yield`'s parent check: the parent op carries `AcceptsLoopYield`."""
+
+    def verify(self, op: Operation) -> None:
+        parent = op.parent_op()
+        if parent is None or parent.has_trait(AcceptsLoopYield):
+            return
+        names = ", ".join(f"'{p.name}'" for p in _loop_yield_parents())
+        raise VerifyException(f"'{op.name}' expects parent op to be one of {names}")
+
+
 # --------------------------------------------------------------------------- ops
 
 
@@ -196,22 +216,14 @@ class YieldOp(IRDLOperation):
     name = "loop.yield"
     values = var_operand_def()
     assembly_format = "($values^ `:` type($values))? attr-dict"
-    traits = lazy_traits_def(
-        lambda: (IsTerminator(), Pure(), HasParent(NestOp, TileOp, ReduceOp, *_simd_parents()))
-    )
+    traits = traits_def(IsTerminator(), Pure(), HasLoopYieldParent())
 
     def __init__(self, *values: SSAValue | Operation):
         super().__init__(operands=[values])
 
 
-def _verify_no_values(op: Operation) -> None:
-    term = op.regions[0].block.last_op
-    if isinstance(term, YieldOp) and term.values:
-        raise VerifyException(f"{op.name}: its loop.yield takes no values")
-
-
 class _DomainOp(IRDLOperation):
-    """Shared accessors of ops with an iteration domain."""
+    """Shared accessors, syntax and checks of ops with an iteration domain."""
 
     lower = prop_def(DenseArrayBase)
     upper = prop_def(DenseArrayBase)
@@ -226,27 +238,95 @@ class _DomainOp(IRDLOperation):
     def upper_bounds(self) -> list[Bound]:
         return merge_bounds(self.upper, self.dyn_upper)
 
+    def print_body(self, printer: Printer) -> None:
+        """` attributes {...} {...}`; an implicit terminator is not printed."""
+        printer.print_op_attributes(self.attributes, print_keyword=True)
+        printer.print_string(" ")
+        printer.print_region(
+            self.body,
+            print_entry_block_args=False,
+            print_block_terminators=not self.has_trait(SingleBlockImplicitTerminator),
+        )
+
+    @staticmethod
+    def parse_body(parser: Parser, ivs: Sequence[Parser.Argument]) -> tuple[dict, Region]:
+        """The attributes and the body that `print_body` prints."""
+        attrs = parser.parse_optional_attr_dict_with_keyword()
+        return ({} if attrs is None else attrs.data), parser.parse_region(ivs)
+
+    def with_attributes(self, attrs: dict[str, Attribute]) -> Self:
+        """Adds `attrs` and, where it is implicit, the terminator."""
+        self.attributes |= attrs
+        for t in self.get_traits_of_type(SingleBlockImplicitTerminator):
+            ensure_terminator(self, t)
+        return self
+
     def verify_(self) -> None:
         _verify_domain(self, self.ivs, self.lower_bounds(), self.upper_bounds())
 
 
-@irdl_op_definition
-class NestOp(_DomainOp):
-    """A perfect nest of parallel loops over a box domain.
+class _LoopOp(_DomainOp):
+    """Shared parts of `loop.nest` and `loop.tile`: a body that yields nothing
+    and `parallel`, the number of outer dimensions split across threads (x86)
+    or the grid (CUDA), set by bs-parallelize."""
 
-    `parallel` (set by bs-parallelize) is how many outer dimensions are split
-    across threads (x86) or the grid (CUDA).
-    """
-
-    name = "loop.nest"
     dyn_lower = var_operand_def(IndexType)
     dyn_upper = var_operand_def(IndexType)
     parallel = opt_prop_def(IntegerAttr)
     body = region_def("single_block")
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
-    traits = lazy_traits_def(
-        lambda: (SingleBlockImplicitTerminator(YieldOp), RecursiveMemoryEffect())
+    traits = traits_def(
+        SingleBlockImplicitTerminator(YieldOp), AcceptsLoopYield(), RecursiveMemoryEffect()
     )
+
+    @property
+    def num_parallel(self) -> int:
+        return 0 if self.parallel is None else self.parallel.value.data
+
+    def print_domain(self, printer: Printer) -> None:
+        """` parallel N (%i, %j) = (0, 0) to (%n, 13)`"""
+        if self.num_parallel:
+            printer.print_string(f" parallel {self.num_parallel}")
+        printer.print_string(" ")
+        print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
+
+    @staticmethod
+    def parse_domain(parser: Parser):
+        """`parallel` (None when absent), then what `parse_domain` returns."""
+        parallel = None
+        if parser.parse_optional_keyword("parallel"):
+            parallel = parser.parse_integer(allow_boolean=False)
+        return parallel, *parse_domain(parser)
+
+    def verify_loop(self) -> None:
+        if self.num_parallel < 0 or self.num_parallel > len(self.ivs):
+            raise VerifyException(
+                f"{self.name}: parallel {self.num_parallel} out of range for {len(self.ivs)} dims"
+            )
+        term = self.body.block.last_op
+        if isinstance(term, YieldOp) and term.values:
+            raise VerifyException(f"{self.name}: its loop.yield takes no values")
+
+
+def _domain_props(lower: Sequence[Bound], upper: Sequence[Bound], parallel: int | None):
+    """The `lower`/`upper` (and `parallel`) properties and the dynamic bounds."""
+    ls, ld = split_bounds(lower)
+    us, ud = split_bounds(upper)
+    props: dict[str, Attribute] = {"lower": ls, "upper": us}
+    if parallel is not None:
+        props["parallel"] = IntegerAttr(parallel, i64)
+    return props, [ld, ud]
+
+
+def _new_body(rank: int, body: Region | None) -> Region:
+    return body if body is not None else Region(Block(arg_types=[IndexType()] * rank))
+
+
+@irdl_op_definition
+class NestOp(_LoopOp):
+    """A perfect nest of parallel loops over a box domain."""
+
+    name = "loop.nest"
 
     def __init__(
         self,
@@ -255,56 +335,28 @@ class NestOp(_DomainOp):
         body: Region | None = None,
         parallel: int | None = None,
     ):
-        ls, ld = split_bounds(lower)
-        us, ud = split_bounds(upper)
-        if body is None:
-            body = Region(Block(arg_types=[IndexType()] * len(lower)))
-        props: dict[str, Attribute] = {"lower": ls, "upper": us}
-        if parallel is not None:
-            props["parallel"] = IntegerAttr(parallel, i64)
-        super().__init__(operands=[ld, ud], regions=[body], properties=props)
-
-    @property
-    def num_parallel(self) -> int:
-        return 0 if self.parallel is None else self.parallel.value.data
+        props, operands = _domain_props(lower, upper, parallel)
+        super().__init__(
+            operands=operands, regions=[_new_body(len(lower), body)], properties=props
+        )
 
     def print(self, printer: Printer) -> None:
-        if self.num_parallel:
-            printer.print_string(f" parallel {self.num_parallel}")
-        printer.print_string(" ")
-        print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
-        printer.print_op_attributes(self.attributes, print_keyword=True)
-        printer.print_string(" ")
-        printer.print_region(self.body, print_entry_block_args=False, print_block_terminators=False)
+        self.print_domain(printer)
+        self.print_body(printer)
 
     @classmethod
     def parse(cls, parser: Parser) -> NestOp:
-        parallel = None
-        if parser.parse_optional_keyword("parallel"):
-            parallel = parser.parse_integer(allow_boolean=False)
-        ivs, lower, upper = parse_domain(parser)
-        attrs = parser.parse_optional_attr_dict_with_keyword()
-        body = parser.parse_region(ivs)
-        op = cls(lower, upper, body, parallel)
-        if attrs is not None:
-            op.attributes |= attrs.data
-        for t in op.get_traits_of_type(SingleBlockImplicitTerminator):
-            from xdsl.traits import ensure_terminator
-
-            ensure_terminator(op, t)
-        return op
+        parallel, ivs, lower, upper = cls.parse_domain(parser)
+        attrs, body = cls.parse_body(parser, ivs)
+        return cls(lower, upper, body, parallel).with_attributes(attrs)
 
     def verify_(self) -> None:
         super().verify_()
-        if self.num_parallel < 0 or self.num_parallel > len(self.ivs):
-            raise VerifyException(
-                f"loop.nest: parallel {self.num_parallel} out of range for {len(self.ivs)} dims"
-            )
-        _verify_no_values(self)
+        self.verify_loop()
 
 
 @irdl_op_definition
-class TileOp(_DomainOp):
+class TileOp(_LoopOp):
     """Depth-first tile loop: each tile runs every op of the body on its block.
 
     `step` gives the tile size per dimension; the body's nests are bounded by the
@@ -313,15 +365,7 @@ class TileOp(_DomainOp):
     """
 
     name = "loop.tile"
-    dyn_lower = var_operand_def(IndexType)
-    dyn_upper = var_operand_def(IndexType)
     step = prop_def(DenseArrayBase)
-    parallel = opt_prop_def(IntegerAttr)
-    body = region_def("single_block")
-    irdl_options = (AttrSizedOperandSegments(as_property=True),)
-    traits = lazy_traits_def(
-        lambda: (SingleBlockImplicitTerminator(YieldOp), RecursiveMemoryEffect())
-    )
 
     def __init__(
         self,
@@ -331,72 +375,47 @@ class TileOp(_DomainOp):
         body: Region | None = None,
         parallel: int | None = None,
     ):
-        ls, ld = split_bounds(lower)
-        us, ud = split_bounds(upper)
-        if body is None:
-            body = Region(Block(arg_types=[IndexType()] * len(lower)))
-        props: dict[str, Attribute] = {
-            "lower": ls,
-            "upper": us,
-            "step": DenseArrayBase.from_list(i64, list(step)),
-        }
+        props, operands = _domain_props(lower, upper, None)
+        props["step"] = DenseArrayBase.from_list(i64, list(step))
         if parallel is not None:
             props["parallel"] = IntegerAttr(parallel, i64)
-        super().__init__(operands=[ld, ud], regions=[body], properties=props)
-
-    @property
-    def num_parallel(self) -> int:
-        return 0 if self.parallel is None else self.parallel.value.data
+        super().__init__(
+            operands=operands, regions=[_new_body(len(lower), body)], properties=props
+        )
 
     @property
     def steps(self) -> tuple[int, ...]:
         return self.step.get_values()
 
     def print(self, printer: Printer) -> None:
-        if self.num_parallel:
-            printer.print_string(f" parallel {self.num_parallel}")
-        printer.print_string(" ")
-        print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
+        self.print_domain(printer)
         printer.print_string(" step (")
         printer.print_list(self.steps, lambda s: printer.print_string(str(s)))
         printer.print_string(")")
-        printer.print_op_attributes(self.attributes, print_keyword=True)
-        printer.print_string(" ")
-        printer.print_region(self.body, print_entry_block_args=False, print_block_terminators=False)
+        self.print_body(printer)
 
     @classmethod
     def parse(cls, parser: Parser) -> TileOp:
-        parallel = None
-        if parser.parse_optional_keyword("parallel"):
-            parallel = parser.parse_integer(allow_boolean=False)
-        ivs, lower, upper = parse_domain(parser)
+        parallel, ivs, lower, upper = cls.parse_domain(parser)
         parser.parse_keyword("step")
         step = parser.parse_comma_separated_list(
             Parser.Delimiter.PAREN, lambda: parser.parse_integer(allow_boolean=False)
         )
-        attrs = parser.parse_optional_attr_dict_with_keyword()
-        body = parser.parse_region(ivs)
-        op = cls(lower, upper, step, body, parallel)
-        if attrs is not None:
-            op.attributes |= attrs.data
-        from xdsl.traits import ensure_terminator
-
-        for t in op.get_traits_of_type(SingleBlockImplicitTerminator):
-            ensure_terminator(op, t)
-        return op
+        attrs, body = cls.parse_body(parser, ivs)
+        return cls(lower, upper, step, body, parallel).with_attributes(attrs)
 
     def verify_(self) -> None:
         super().verify_()
         if len(self.steps) != len(self.ivs) or any(s < 1 for s in self.steps):
             raise VerifyException("loop.tile: needs one positive step per dimension")
-        if self.num_parallel < 0 or self.num_parallel > len(self.ivs):
-            raise VerifyException(
-                f"loop.tile: parallel {self.num_parallel} out of range for {len(self.ivs)} dims"
-            )
-        _verify_no_values(self)
+        self.verify_loop()
 
 
-REDUCE_KINDS = ("add", "max")
+class ReduceKind(StrEnum):
+    """How `loop.reduce` and `simd.reduce` combine values."""
+
+    ADD = auto()
+    MAX = auto()
 
 
 @irdl_op_definition
@@ -410,56 +429,52 @@ class ReduceOp(_DomainOp):
     name = "loop.reduce"
     dyn_lower = var_operand_def(IndexType)
     dyn_upper = var_operand_def(IndexType)
-    kind = prop_def(StringAttr)
+    kind = prop_def(
+        StrEnumConstraint(
+            ReduceKind, "loop.reduce: unknown kind '{value}', expected one of {members}"
+        )
+    )
     init = prop_def(FloatAttr)
     result = result_def()
     body = region_def("single_block")
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
-    traits = traits_def(RecursiveMemoryEffect())
+    traits = traits_def(AcceptsLoopYield(), RecursiveMemoryEffect())
 
     def __init__(
         self,
-        kind: str,
+        kind: ReduceKind | str,
         init: float,
         lower: Sequence[Bound],
         upper: Sequence[Bound],
         body: Region | None = None,
         result_type: Attribute = f32,
     ):
-        ls, ld = split_bounds(lower)
-        us, ud = split_bounds(upper)
-        if body is None:
-            body = Region(Block(arg_types=[IndexType()] * len(lower)))
+        props, operands = _domain_props(lower, upper, None)
+        props["kind"] = StringAttr(str(kind))
+        props["init"] = FloatAttr(init, f32)
         super().__init__(
-            operands=[ld, ud],
-            regions=[body],
+            operands=operands,
+            regions=[_new_body(len(lower), body)],
             result_types=[result_type],
-            properties={
-                "lower": ls,
-                "upper": us,
-                "kind": StringAttr(kind),
-                "init": FloatAttr(init, f32),
-            },
+            properties=props,
         )
 
     @property
-    def kind_name(self) -> str:
-        return self.kind.data
+    def kind_name(self) -> ReduceKind:
+        return ReduceKind(self.kind.data)
 
     @property
     def init_value(self) -> float:
         return self.init.value.data
 
     def print(self, printer: Printer) -> None:
-        printer.print_string(f" {self.kind_name} ")
+        printer.print_string(f" {self.kind.data} ")
         print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
         printer.print_string(" init ")
         printer.print_attribute(self.init)
         printer.print_string(" -> ")
         printer.print_attribute(self.result.type)
-        printer.print_op_attributes(self.attributes, print_keyword=True)
-        printer.print_string(" ")
-        printer.print_region(self.body, print_entry_block_args=False)
+        self.print_body(printer)
 
     @classmethod
     def parse(cls, parser: Parser) -> ReduceOp:
@@ -471,19 +486,11 @@ class ReduceOp(_DomainOp):
             parser.raise_error("expected a float attribute after 'init'")
         parser.parse_punctuation("->")
         rtype = parser.parse_type()
-        attrs = parser.parse_optional_attr_dict_with_keyword()
-        body = parser.parse_region(ivs)
-        op = cls(kind, init.value.data, lower, upper, body, rtype)
-        if attrs is not None:
-            op.attributes |= attrs.data
-        return op
+        attrs, body = cls.parse_body(parser, ivs)
+        return cls(kind, init.value.data, lower, upper, body, rtype).with_attributes(attrs)
 
     def verify_(self) -> None:
         super().verify_()
-        if self.kind_name not in REDUCE_KINDS:
-            raise VerifyException(
-                f"loop.reduce: unknown kind '{self.kind_name}', expected one of {REDUCE_KINDS}"
-            )
         rt = self.result.type
         elem = getattr(rt, "element_type", rt)
         if elem != f32:
@@ -501,11 +508,8 @@ class ReduceOp(_DomainOp):
 class _AccessOp(IRDLOperation):
     """Shared verification of buffer accesses through an affine map."""
 
-    def _buffer_type(self) -> MemRefType:
-        return self.buffer.type  # type: ignore[attr-defined]
-
     def verify_(self) -> None:
-        bt = self._buffer_type()
+        bt: MemRefType = self.buffer.type  # type: ignore[attr-defined]
         verify_access(self, bt.get_num_dims(), self.indices, self.map.data)
         value = self.result if isinstance(self, LoadOp) else self.value  # type: ignore[attr-defined]
         if value.type != bt.element_type:
@@ -516,7 +520,8 @@ class _AccessOp(IRDLOperation):
             )
 
 
-def _default_map(amap: AffineMap | None, n: int) -> AffineMapAttr:
+def default_map(amap: AffineMap | None, n: int) -> AffineMapAttr:
+    """`amap`, or the identity map of `n` dims when it is None."""
     return AffineMapAttr(amap if amap is not None else AffineMap.identity(n))
 
 
@@ -530,6 +535,7 @@ class LoadOp(_AccessOp):
     map = prop_def(AffineMapAttr)
     pad = opt_prop_def(FloatAttr)
     result = result_def()
+    traits = traits_def(MemoryReadEffect())
 
     def __init__(
         self,
@@ -538,7 +544,7 @@ class LoadOp(_AccessOp):
         amap: AffineMap | None = None,
         pad: float | None = None,
     ):
-        props: dict[str, Attribute] = {"map": _default_map(amap, len(indices))}
+        props: dict[str, Attribute] = {"map": default_map(amap, len(indices))}
         if pad is not None:
             props["pad"] = FloatAttr(pad, f32)
         elem = buffer.type.element_type  # type: ignore[attr-defined]
@@ -584,6 +590,7 @@ class StoreOp(_AccessOp):
     buffer = operand_def(MemRefType)
     indices = var_operand_def(IndexType)
     map = prop_def(AffineMapAttr)
+    traits = traits_def(MemoryWriteEffect())
 
     def __init__(
         self,
@@ -594,7 +601,7 @@ class StoreOp(_AccessOp):
     ):
         super().__init__(
             operands=[value, buffer, indices],
-            properties={"map": _default_map(amap, len(indices))},
+            properties={"map": default_map(amap, len(indices))},
         )
 
     def print(self, printer: Printer) -> None:
@@ -671,9 +678,7 @@ class InBoundsOp(IRDLOperation):
         if not isinstance(amap, AffineMapAttr):
             parser.raise_error("expected an affine_map")
         parser.parse_keyword("within")
-        ext = parser.parse_comma_separated_list(
-            Parser.Delimiter.PAREN, lambda: parse_bound(parser)
-        )
+        ext = parser.parse_comma_separated_list(Parser.Delimiter.PAREN, lambda: parse_bound(parser))
         attrs = parser.parse_optional_attr_dict()
         op = cls(
             resolve_bounds(parser, ext),
@@ -719,232 +724,8 @@ class LaunchOp(IRDLOperation):
         return self.callee.root_reference.data
 
 
-GPU_LAUNCH_ARRAYS = ("lanes", "tiles", "groups")
-"""The per-phase and per-launch arrays of `GpuLaunchAttr`, in printed order."""
-
-
-@irdl_attr_definition
-class GpuLaunchAttr(ParametrizedAttribute):
-    """How the CUDA runtime launches the phases of a kernel lowered for nvptx:
-    `lanes`, each phase's static lane extent (the block's x; 0: unknown, 1:
-    serial); `tiles`, each phase's tiles per batch item in block mode (0: not a
-    block-mode tile); `groups`, how many consecutive phases each launch runs;
-    `arch`, the SM architecture the kernel was lowered for.
-
-    `#loop.gpu_launch<lanes = [37, 13], tiles = [0, 0], groups = [1, 1], arch = "sm_90">`
-    """
-
-    name = "loop.gpu_launch"
-    lanes: DenseArrayBase = param_def(DenseArrayBase.constr(i64))
-    tiles: DenseArrayBase = param_def(DenseArrayBase.constr(i64))
-    groups: DenseArrayBase = param_def(DenseArrayBase.constr(i64))
-    arch: StringAttr
-
-    def __init__(self, lanes: Sequence[int], tiles: Sequence[int], groups: Sequence[int], arch: str):
-        super().__init__(
-            *(DenseArrayBase.from_list(i64, list(v)) for v in (lanes, tiles, groups)),
-            StringAttr(arch),
-        )
-
-    @classmethod
-    def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
-        with parser.in_angle_brackets():
-            arrays = []
-            for key in GPU_LAUNCH_ARRAYS:
-                parser.parse_keyword(key)
-                parser.parse_punctuation("=")
-                values = parser.parse_comma_separated_list(
-                    AttrParser.Delimiter.SQUARE, parser.parse_integer
-                )
-                arrays.append(DenseArrayBase.from_list(i64, values))
-                parser.parse_punctuation(",")
-            parser.parse_keyword("arch")
-            parser.parse_punctuation("=")
-            arch = StringAttr(parser.parse_str_literal())
-        return (*arrays, arch)
-
-    def print_parameters(self, printer: Printer) -> None:
-        with printer.in_angle_brackets():
-            for key in GPU_LAUNCH_ARRAYS:
-                printer.print_string(f"{key} = [")
-                printer.print_list(getattr(self, key).get_values(), printer.print_int)
-                printer.print_string("], ")
-            printer.print_string("arch = ")
-            printer.print_string_literal(self.arch.data)
-
-    def verify(self) -> None:
-        lanes, tiles, groups = (getattr(self, k).get_values() for k in GPU_LAUNCH_ARRAYS)
-        if len(tiles) != len(lanes):
-            raise VerifyException(
-                f"loop.gpu_launch: {len(lanes)} lane entries but {len(tiles)} tile entries"
-            )
-        if any(v < 0 for v in (*lanes, *tiles)):
-            raise VerifyException("loop.gpu_launch: lane and tile counts must be >= 0")
-        if any(g < 1 for g in groups):
-            raise VerifyException("loop.gpu_launch: every launch group runs at least one phase")
-        if sum(groups) != len(lanes):
-            raise VerifyException(
-                f"loop.gpu_launch: the launch groups run {sum(groups)} phases but there are "
-                f"{len(lanes)} lane entries"
-            )
-        if not re.fullmatch(r"sm_\d+[af]?", self.arch.data):
-            raise VerifyException(
-                f"loop.gpu_launch: arch must be an SM architecture such as sm_90, "
-                f"got '{self.arch.data}'"
-            )
-
-
-@irdl_op_definition
-class KernelInfoOp(IRDLOperation):
-    """Left by bs-lower-to-llvm for the runtime: how to call kernel `kernel`.
-
-    `phases` are the entry points to call in order (kernels may share them);
-    `buffers` the memref type of every ABI argument: the `num_args` kernel
-    arguments, then the scratch buffers; `work` the number of points of each
-    phase per batch item (a threading hint); `parallel` the number of parallel
-    (thread-split) dims of each phase. `scratch_dims` has an (argument, dim)
-    pair for each dynamic dim of each scratch buffer, in order: the extent of
-    that argument dim, or (-1, -1) for the batch. `slots` is the initial
-    content of the kernel's i64 slot array: the buffer slots (filled per call),
-    then each phase's parameter block; phase i is called with `args` pointing
-    at slot `phase_args[i]`. Without them the array is just the buffer slots
-    and every phase gets slot 0. `gpu_launch` is the launch shape of a kernel
-    lowered for nvptx.
-    """
-
-    name = "loop.kernel_info"
-    num_args = prop_def(IntegerAttr[I64])
-    parallel = prop_def(DenseArrayBase.constr(i64))
-    scratch_dims = prop_def(DenseArrayBase.constr(i64))
-    gpu_launch = opt_prop_def(GpuLaunchAttr)
-    kernel = prop_def(StringAttr)
-    phases = prop_def(ArrayAttr[StringAttr])
-    buffers = prop_def(ArrayAttr[MemRefType])
-    work = prop_def(DenseArrayBase)
-    target = prop_def(StringAttr)
-    phase_args = opt_prop_def(DenseArrayBase)
-    slots = opt_prop_def(DenseArrayBase)
-    irdl_options = (ParsePropInAttrDict(),)
-    traits = traits_def(NoTerminator())
-    assembly_format = "attr-dict"
-
-    def __init__(
-        self,
-        kernel: str,
-        phases: Sequence[str],
-        buffers: Sequence[Attribute],
-        work: Sequence[int],
-        target: str,
-        num_args: int,
-        parallel: Sequence[int],
-        scratch_dims: Sequence[tuple[int, int]],
-        phase_args: Sequence[int] | None = None,
-        slots: Sequence[int] | None = None,
-        gpu_launch: GpuLaunchAttr | None = None,
-    ):
-        props: dict[str, Attribute] = {
-            "num_args": IntegerAttr(num_args, i64),
-            "parallel": DenseArrayBase.from_list(i64, list(parallel)),
-            "scratch_dims": DenseArrayBase.from_list(i64, [v for p in scratch_dims for v in p]),
-        }
-        if gpu_launch is not None:
-            props["gpu_launch"] = gpu_launch
-        props |= {
-            "kernel": StringAttr(kernel),
-            "phases": ArrayAttr([StringAttr(p) for p in phases]),
-            "buffers": ArrayAttr(list(buffers)),
-            "work": DenseArrayBase.from_list(i64, list(work)),
-        }
-        if phase_args is not None:
-            props["phase_args"] = DenseArrayBase.from_list(i64, list(phase_args))
-        if slots is not None:
-            props["slots"] = DenseArrayBase.from_list(i64, list(slots))
-        props["target"] = StringAttr(target)  # printed last
-        super().__init__(properties=props)
-
-    def scratch_pairs(self) -> list[tuple[int, int]]:
-        """`scratch_dims` as (argument, dim) pairs."""
-        flat = self.scratch_dims.get_values()
-        return list(zip(flat[::2], flat[1::2], strict=True))
-
-    def verify_(self) -> None:
-        n = len(self.phases)
-        if len(self.work.get_values()) != n:
-            raise VerifyException(
-                f"loop.kernel_info: {n} phases but {len(self.work.get_values())} work hints"
-            )
-        if len(par := self.parallel.get_values()) != n:
-            raise VerifyException(f"loop.kernel_info: {n} phases but {len(par)} parallel entries")
-        if any(p < 0 for p in par):
-            raise VerifyException("loop.kernel_info: a phase's parallel dims must be >= 0")
-        if self.phase_args is not None:
-            offs = self.phase_args.get_values()
-            size = len(self.slots.get_values()) if self.slots is not None else None
-            if len(offs) != n:
-                raise VerifyException(
-                    f"loop.kernel_info: {n} phases but {len(offs)} phase_args"
-                )
-            if size is not None and any(not 0 <= o <= size for o in offs):
-                raise VerifyException("loop.kernel_info: a phase_args offset is outside the slots")
-        self._verify_buffers()
-        if self.gpu_launch is not None and len(self.gpu_launch.lanes) != n:
-            raise VerifyException(
-                f"loop.kernel_info: {n} phases but gpu_launch describes {len(self.gpu_launch.lanes)}"
-            )
-
-    def _verify_buffers(self) -> None:
-        shapes = [t.get_shape() for t in self.buffers]
-        num_args = self.num_args.value.data
-        if not 0 <= num_args <= len(shapes):
-            raise VerifyException(
-                f"loop.kernel_info: num_args is {num_args} but there are {len(shapes)} buffers"
-            )
-        if len(self.scratch_dims) % 2:
-            raise VerifyException("loop.kernel_info: scratch_dims must hold (argument, dim) pairs")
-        dynamic = sum(s < 0 for shape in shapes[num_args:] for s in shape)
-        pairs = self.scratch_pairs()
-        if len(pairs) != dynamic:
-            raise VerifyException(
-                f"loop.kernel_info: the scratch buffers have {dynamic} dynamic dims but "
-                f"scratch_dims has {len(pairs)} (argument, dim) pairs"
-            )
-        for arg, dim in pairs:
-            if (arg, dim) != (-1, -1) and not (
-                0 <= arg < num_args and 0 <= dim < len(shapes[arg])
-            ):
-                raise VerifyException(
-                    f"loop.kernel_info: scratch_dims pair ({arg}, {dim}) is neither a dim of "
-                    f"one of the {num_args} arguments nor (-1, -1)"
-                )
-
-
-def _simd_parents() -> tuple[type[Operation], ...]:
-    from brainslug.dialects.simd import LoopOp
-
-    return (LoopOp,)
-
-
 Loop = Dialect(
     "loop",
     [NestOp, TileOp, ReduceOp, LoadOp, StoreOp, InBoundsOp, YieldOp, LaunchOp, KernelInfoOp],
     [GpuLaunchAttr],
 )
-
-KERNEL_ATTR = "bs.kernel"
-"""The unit attribute that marks a `func.func` as a kernel."""
-
-
-def is_kernel(op: Operation | None) -> TypeGuard[func.FuncOp]:
-    """Whether `op` is a kernel function."""
-    return isinstance(op, func.FuncOp) and KERNEL_ATTR in op.attributes
-
-
-def mark_kernel(fn: func.FuncOp) -> None:
-    """Marks `fn` as a kernel function."""
-    fn.attributes[KERNEL_ATTR] = UnitAttr()
-
-
-def kernel_functions(module: ModuleOp) -> list[func.FuncOp]:
-    """The kernel functions of `module`, in order."""
-    return [op for op in module.ops if is_kernel(op)]
-

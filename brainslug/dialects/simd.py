@@ -11,9 +11,9 @@ Uniform (lane-invariant) values stay scalar and are broadcast by `simd.splat`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum, auto
 from typing import ClassVar
 
-from xdsl.dialects.arith import CMPF_COMPARISON_OPERATIONS, CMPI_COMPARISON_OPERATIONS
 from xdsl.dialects.builtin import (
     AffineMapAttr,
     FloatAttr,
@@ -38,9 +38,10 @@ from xdsl.ir.affine import AffineMap
 from xdsl.irdl import (
     AttrSizedOperandSegments,
     IRDLOperation,
+    VarConstraint,
+    base,
     irdl_attr_definition,
     irdl_op_definition,
-    lazy_traits_def,
     operand_def,
     opt_prop_def,
     prop_def,
@@ -51,10 +52,17 @@ from xdsl.irdl import (
 )
 from xdsl.parser import AttrParser, Parser
 from xdsl.printer import Printer
-from xdsl.traits import Pure, RecursiveMemoryEffect, SingleBlockImplicitTerminator
+from xdsl.traits import (
+    MemoryReadEffect,
+    MemoryWriteEffect,
+    Pure,
+    RecursiveMemoryEffect,
+    SingleBlockImplicitTerminator,
+)
 from xdsl.utils.exceptions import VerifyException
 
 from brainslug.dialects import loop
+from brainslug.dialects.str_enum_constraint import StrEnumConstraint
 
 
 @irdl_attr_definition
@@ -95,8 +103,8 @@ class LoopOp(loop._DomainOp):
     dyn_upper = var_operand_def(IndexType)
     body = region_def("single_block")
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
-    traits = lazy_traits_def(
-        lambda: (SingleBlockImplicitTerminator(loop.YieldOp), RecursiveMemoryEffect())
+    traits = traits_def(
+        SingleBlockImplicitTerminator(loop.YieldOp), loop.AcceptsLoopYield(), RecursiveMemoryEffect()
     )
 
     def __init__(self, lower: loop.Bound, upper: loop.Bound, body: Region | None = None):
@@ -120,25 +128,15 @@ class LoopOp(loop._DomainOp):
     def print(self, printer: Printer) -> None:
         printer.print_string(" ")
         loop.print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
-        printer.print_op_attributes(self.attributes, print_keyword=True)
-        printer.print_string(" ")
-        printer.print_region(self.body, print_entry_block_args=False, print_block_terminators=False)
+        self.print_body(printer)
 
     @classmethod
     def parse(cls, parser: Parser) -> LoopOp:
         ivs, lower, upper = loop.parse_domain(parser)
         if len(ivs) != 1:
             parser.raise_error("simd.loop has exactly one induction variable")
-        attrs = parser.parse_optional_attr_dict_with_keyword()
-        body = parser.parse_region(ivs)
-        op = cls(lower[0], upper[0], body)
-        if attrs is not None:
-            op.attributes |= attrs.data
-        from xdsl.traits import ensure_terminator
-
-        for t in op.get_traits_of_type(SingleBlockImplicitTerminator):
-            ensure_terminator(op, t)
-        return op
+        attrs, body = cls.parse_body(parser, ivs)
+        return cls(lower[0], upper[0], body).with_attributes(attrs)
 
 
 def enclosing_loop(op: Operation) -> LoopOp | None:
@@ -172,6 +170,7 @@ class LoadOp(IRDLOperation):
     map = prop_def(AffineMapAttr)
     pad = opt_prop_def(FloatAttr)
     result = result_def(VecType)
+    traits = traits_def(MemoryReadEffect())
 
     def __init__(
         self,
@@ -180,43 +179,15 @@ class LoadOp(IRDLOperation):
         amap: AffineMap | None = None,
         pad: float | None = None,
     ):
-        props: dict[str, Attribute] = {
-            "map": AffineMapAttr(amap if amap is not None else AffineMap.identity(len(indices)))
-        }
+        props: dict[str, Attribute] = {"map": loop.default_map(amap, len(indices))}
         if pad is not None:
             props["pad"] = FloatAttr(pad, f32)
         elem = buffer.type.element_type  # type: ignore[attr-defined]
         super().__init__(operands=[buffer, indices], result_types=[vec(elem)], properties=props)
 
-    @property
-    def pad_value(self) -> float | None:
-        return None if self.pad is None else self.pad.value.data
-
-    def print(self, printer: Printer) -> None:
-        printer.print_string(" ")
-        loop.print_access(printer, self.buffer, self.indices, self.map.data)
-        if self.pad is not None:
-            printer.print_string(" pad ")
-            printer.print_attribute(self.pad)
-        printer.print_op_attributes(self.attributes)
-        printer.print_string(" : ")
-        printer.print_attribute(self.buffer.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> LoadOp:
-        base, idx, amap = loop.parse_access(parser)
-        pad = None
-        if parser.parse_optional_keyword("pad"):
-            pa = parser.parse_attribute()
-            if not isinstance(pa, FloatAttr):
-                parser.raise_error("expected a float attribute after 'pad'")
-            pad = pa.value.data
-        attrs = parser.parse_optional_attr_dict()
-        parser.parse_punctuation(":")
-        bt = parser.parse_type()
-        op = cls(parser.resolve_operand(base, bt), idx, amap, pad)
-        op.attributes |= attrs
-        return op
+    pad_value = loop.LoadOp.pad_value
+    print = loop.LoadOp.print
+    parse = classmethod(loop.LoadOp.parse.__func__)  # type: ignore[attr-defined]
 
     def verify_(self) -> None:
         _verify_in_lane_loop(self)
@@ -242,6 +213,7 @@ class StoreOp(IRDLOperation):
     buffer = operand_def(MemRefType)
     indices = var_operand_def(IndexType)
     map = prop_def(AffineMapAttr)
+    traits = traits_def(MemoryWriteEffect())
 
     def __init__(
         self,
@@ -252,11 +224,7 @@ class StoreOp(IRDLOperation):
     ):
         super().__init__(
             operands=[value, buffer, indices],
-            properties={
-                "map": AffineMapAttr(
-                    amap if amap is not None else AffineMap.identity(len(indices))
-                )
-            },
+            properties={"map": loop.default_map(amap, len(indices))},
         )
 
     def print(self, printer: Printer) -> None:
@@ -366,9 +334,6 @@ class SplatOp(IRDLOperation):
             raise VerifyException(f"simd.splat: result must be {vec(self.input.type)}")
 
 
-
-
-
 @irdl_op_definition
 class IotaOp(IRDLOperation):
     """Lane l holds `base + l` (the per-lane value of the lane loop's iv)."""
@@ -387,15 +352,8 @@ class IotaOp(IRDLOperation):
             raise VerifyException("simd.iota: lanes are index values, the result is !simd.vec<index>")
 
 
-def _lane_elem(v: SSAValue) -> Attribute:
-    return lane_type(v.type)
-
-
 class _ElementwiseOp(IRDLOperation):
     """Lane-wise op: all operands and the result are `!simd.vec` of one element type."""
-
-    def _check_float(self) -> bool:
-        return True
 
     def print(self, printer: Printer) -> None:
         printer.print_string(" ")
@@ -489,7 +447,14 @@ class NegfOp(_ElementwiseOp):
             raise VerifyException(f"simd.negf: expects vectors of f32, got {self.result.type}")
 
 
-MATH_FUNCTIONS = ("exp", "log", "tanh", "erf", "sqrt")
+class MathFunction(StrEnum):
+    """The elementary functions of `simd.math`."""
+
+    EXP = auto()
+    LOG = auto()
+    TANH = auto()
+    ERF = auto()
+    SQRT = auto()
 
 
 @irdl_op_definition
@@ -497,54 +462,76 @@ class MathOp(IRDLOperation):
     """Lane-wise elementary function (`exp`, `log`, `tanh`, `erf`, `sqrt`)."""
 
     name = "simd.math"
-    fn = prop_def(StringAttr)
-    input = operand_def(VecType)
-    result = result_def(VecType)
+    T: ClassVar = VarConstraint("T", base(VecType))
+    fn = prop_def(StrEnumConstraint(MathFunction, "simd.math: unknown function '{value}'"))
+    input = operand_def(T)
+    result = result_def(T)
     traits = traits_def(Pure())
+    assembly_format = "$fn $input attr-dict `:` type($result)"
 
-    def __init__(self, fn: str, value: SSAValue):
+    def __init__(self, fn: MathFunction | str, value: SSAValue):
         super().__init__(
-            operands=[value], result_types=[value.type], properties={"fn": StringAttr(fn)}
+            operands=[value], result_types=[value.type], properties={"fn": StringAttr(str(fn))}
         )
 
-    def print(self, printer: Printer) -> None:
-        printer.print_string(f' "{self.fn.data}" ')
-        printer.print_ssa_value(self.input)
-        printer.print_op_attributes(self.attributes)
-        printer.print_string(" : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> MathOp:
-        fn = parser.parse_str_literal()
-        v = parser.parse_unresolved_operand()
-        attrs = parser.parse_optional_attr_dict()
-        parser.parse_punctuation(":")
-        t = parser.parse_type()
-        op = cls(fn, parser.resolve_operand(v, t))
-        op.attributes |= attrs
-        return op
+    @property
+    def fn_name(self) -> MathFunction:
+        return MathFunction(self.fn.data)
 
     def verify_(self) -> None:
-        if self.fn.data not in MATH_FUNCTIONS:
-            raise VerifyException(f"simd.math: unknown function '{self.fn.data}'")
         if not _is_float_vec(self.result.type):
             raise VerifyException("simd.math: expects vectors of f32")
 
 
+class CmpfPredicate(StrEnum):
+    """`simd.cmpf`'s predicates: those of `arith.cmpf`."""
+
+    FALSE = auto()
+    OEQ = auto()
+    OGT = auto()
+    OGE = auto()
+    OLT = auto()
+    OLE = auto()
+    ONE = auto()
+    ORD = auto()
+    UEQ = auto()
+    UGT = auto()
+    UGE = auto()
+    ULT = auto()
+    ULE = auto()
+    UNE = auto()
+    UNO = auto()
+    TRUE = auto()
+
+
+class CmpiPredicate(StrEnum):
+    """`simd.cmpi`'s predicates: those of `arith.cmpi`."""
+
+    EQ = auto()
+    NE = auto()
+    SLT = auto()
+    SLE = auto()
+    SGT = auto()
+    SGE = auto()
+    ULT = auto()
+    ULE = auto()
+    UGT = auto()
+    UGE = auto()
+
+
 class _CmpOp(IRDLOperation):
-    PREDICATES: ClassVar[tuple[str, ...]] = ()
-    predicate = prop_def(StringAttr)
+    """Lane-wise comparison of two vectors of one type giving a mask."""
+
     lhs = operand_def(VecType)
     rhs = operand_def(VecType)
     result = result_def(VecType)
     traits = traits_def(Pure())
 
-    def __init__(self, predicate: str, lhs: SSAValue, rhs: SSAValue):
+    def __init__(self, predicate: CmpfPredicate | CmpiPredicate | str, lhs: SSAValue, rhs: SSAValue):
         super().__init__(
             operands=[lhs, rhs],
             result_types=[vec(i1)],
-            properties={"predicate": StringAttr(predicate)},
+            properties={"predicate": StringAttr(str(predicate))},
         )
 
     def print(self, printer: Printer) -> None:
@@ -568,8 +555,6 @@ class _CmpOp(IRDLOperation):
         return op
 
     def verify_(self) -> None:
-        if self.predicate.data not in self.PREDICATES:
-            raise VerifyException(f"{self.name}: unknown predicate '{self.predicate.data}'")
         if self.lhs.type != self.rhs.type:
             raise VerifyException(f"{self.name}: operands differ in type")
 
@@ -579,7 +564,13 @@ class CmpfOp(_CmpOp):
     """Lane-wise float comparison (arith.cmpf predicates) giving a mask."""
 
     name = "simd.cmpf"
-    PREDICATES: ClassVar[tuple[str, ...]] = tuple(CMPF_COMPARISON_OPERATIONS)
+    predicate = prop_def(
+        StrEnumConstraint(CmpfPredicate, "simd.cmpf: unknown predicate '{value}'")
+    )
+
+    @property
+    def predicate_name(self) -> CmpfPredicate:
+        return CmpfPredicate(self.predicate.data)
 
 
 @irdl_op_definition
@@ -587,7 +578,13 @@ class CmpiOp(_CmpOp):
     """Lane-wise integer comparison (arith.cmpi predicates) giving a mask."""
 
     name = "simd.cmpi"
-    PREDICATES: ClassVar[tuple[str, ...]] = tuple(CMPI_COMPARISON_OPERATIONS)
+    predicate = prop_def(
+        StrEnumConstraint(CmpiPredicate, "simd.cmpi: unknown predicate '{value}'")
+    )
+
+    @property
+    def predicate_name(self) -> CmpiPredicate:
+        return CmpiPredicate(self.predicate.data)
 
 
 @irdl_op_definition
@@ -653,25 +650,26 @@ class SIToFPOp(IRDLOperation):
             raise VerifyException("simd.sitofp: the result is !simd.vec<f32>")
 
 
-REDUCTIONS = ("add", "max")
-
-
 @irdl_op_definition
 class ReduceOp(IRDLOperation):
     """Combines the active lanes of a vector into one scalar (`add` or `max`)."""
 
     name = "simd.reduce"
-    kind = prop_def(StringAttr)
+    kind = prop_def(StrEnumConstraint(loop.ReduceKind, "simd.reduce: unknown kind '{value}'"))
     input = operand_def(VecType)
     result = result_def()
     traits = traits_def(Pure())
 
-    def __init__(self, kind: str, value: SSAValue):
+    def __init__(self, kind: loop.ReduceKind | str, value: SSAValue):
         super().__init__(
             operands=[value],
             result_types=[lane_type(value.type)],
-            properties={"kind": StringAttr(kind)},
+            properties={"kind": StringAttr(str(kind))},
         )
+
+    @property
+    def kind_name(self) -> loop.ReduceKind:
+        return loop.ReduceKind(self.kind.data)
 
     def print(self, printer: Printer) -> None:
         printer.print_string(f' "{self.kind.data}" ')
@@ -692,8 +690,6 @@ class ReduceOp(IRDLOperation):
         return op
 
     def verify_(self) -> None:
-        if self.kind.data not in REDUCTIONS:
-            raise VerifyException(f"simd.reduce: unknown kind '{self.kind.data}'")
         if self.result.type != lane_type(self.input.type):
             raise VerifyException(
                 f"simd.reduce: result must be the lane type {lane_type(self.input.type)}"

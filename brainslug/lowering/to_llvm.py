@@ -45,7 +45,7 @@ from xdsl.dialects.builtin import IntegerAttr, MemRefType, ModuleOp
 from xdsl.ir import Operation, SSAValue
 
 from brainslug.analysis.generic_phases import Canonicalizer, NotGeneric, PhaseSignature
-from brainslug.dialects import loop, simd
+from brainslug.dialects import loop, loop_kernels, simd
 from brainslug.lowering.llvm_builder import Declarations
 from brainslug.lowering.phase_emitter import AbiBuffer, KernelScope, PhaseEmitter, TargetParams
 
@@ -63,7 +63,7 @@ def lower_kernels(
     `gpu_launches` gives the launch shape of each kernel, by name (nvptx)."""
     decls = Declarations()
     shared: dict[str, str] | None = {} if generic else None
-    for kernel in loop.kernel_functions(module):
+    for kernel in loop_kernels.kernel_functions(module):
         launch = gpu_launches[kernel.sym_name.data] if gpu_launches is not None else None
         new_ops = KernelLowering(kernel, target, decls).run(shared, launch)
         kernel.parent_block().insert_ops_after(new_ops, kernel)  # type: ignore[union-attr]

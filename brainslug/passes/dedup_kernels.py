@@ -16,7 +16,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, SymbolRefAttr
 from xdsl.passes import ModulePass
 
-from brainslug.dialects import loop
+from brainslug.dialects import loop, loop_kernels
 from brainslug.ir.compile_time import gc_paused
 
 _SSA = re.compile(r"%[A-Za-z_0-9][\w$.-]*")
@@ -59,7 +59,7 @@ class DedupKernelsPass(ModulePass):
     def _apply(self, op: ModuleOp) -> None:
         first: dict[str, str] = {}
         rename: dict[str, str] = {}
-        for fn in loop.kernel_functions(op):
+        for fn in loop_kernels.kernel_functions(op):
             key = structural_key(fn)
             name = fn.sym_name.data
             if key in first:

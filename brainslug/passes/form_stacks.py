@@ -21,7 +21,7 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 from xdsl.traits import IsTerminator
 
-from brainslug.dialects import loop, nn
+from brainslug.dialects import loop_kernels, nn
 
 VIEW_OPS = (nn.FlattenOp, nn.ReshapeOp)
 
@@ -235,5 +235,5 @@ class FormStacksPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         index = 0
         for fn in op.ops:
-            if isinstance(fn, func.FuncOp) and not loop.is_kernel(fn) and fn.body.blocks:
+            if isinstance(fn, func.FuncOp) and not loop_kernels.is_kernel(fn) and fn.body.blocks:
                 index = form_stacks(fn, index, self.include_compute)

@@ -33,14 +33,15 @@ from xdsl.pattern_rewriter import (
     op_type_rewrite_pattern,
 )
 from xdsl.rewriter import InsertPoint
+from xdsl.transforms.dead_code_elimination import is_trivially_dead
 
 from brainslug.analysis import nests as nu
-from brainslug.dialects import loop
+from brainslug.dialects import loop, loop_kernels
 from brainslug.ir.compile_time import gc_paused
 
 
 def _in_kernel_block(nest: loop.NestOp) -> bool:
-    return loop.is_kernel(nest.parent_op())
+    return loop_kernels.is_kernel(nest.parent_op())
 
 
 def _between(a: Operation, b: Operation) -> list[Operation]:
@@ -454,14 +455,16 @@ class DropDeadStore(RewritePattern):
 
 
 class DropDeadNest(RewritePattern):
-    """Remove dead scalar code, nests without stores and unused scratch buffers."""
+    """Remove nests without effects (no stores) and the dead ops of a nest's body."""
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: loop.NestOp, rewriter: PatternRewriter, /):
-        if not any(isinstance(o, loop.StoreOp) for o in op.walk()):
+        if is_trivially_dead(op):
             rewriter.erase(op)
             return
-        nu.erase_dead(op, rewriter)
+        for o in reversed(list(op.body.block.ops)):
+            if is_trivially_dead(o):
+                rewriter.erase(o)
 
 
 class DropUnusedAlloc(RewritePattern):
@@ -505,5 +508,5 @@ class FusePass(ModulePass):
         # Every pattern stays inside one kernel, so each kernel reaches its fixed
         # point on its own: the walker's repeated sweeps then cover only the
         # kernels that still change (and never the graph function).
-        for fn in loop.kernel_functions(op):
+        for fn in loop_kernels.kernel_functions(op):
             walker.rewrite_region(fn.body)

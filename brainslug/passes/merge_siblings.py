@@ -30,7 +30,7 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.rewriter import InsertPoint
 
-from brainslug.dialects import loop, simd
+from brainslug.dialects import loop, loop_kernels, simd
 from brainslug.ir.compile_time import gc_paused
 
 
@@ -101,7 +101,7 @@ class MergeSiblingNests(RewritePattern):
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: func.FuncOp, rewriter: PatternRewriter, /):
-        if not loop.is_kernel(op):
+        if not loop_kernels.is_kernel(op):
             return
         prev: Operation | None = None
         for child in list(op.body.block.ops):

@@ -19,7 +19,7 @@ from xdsl.pattern_rewriter import (
     op_type_rewrite_pattern,
 )
 
-from brainslug.dialects import loop
+from brainslug.dialects import loop, loop_kernels
 from brainslug.ir.compile_time import gc_paused
 
 
@@ -29,7 +29,7 @@ class MarkParallel(RewritePattern):
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: func.FuncOp, rewriter: PatternRewriter, /):
-        if not loop.is_kernel(op):
+        if not loop_kernels.is_kernel(op):
             return
         for child in op.body.block.ops:
             if isinstance(child, loop.NestOp | loop.TileOp) and child.parallel is None:

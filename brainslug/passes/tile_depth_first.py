@@ -48,7 +48,7 @@ from brainslug.analysis.tile_plan import (
     lead_dims,
     plan_tiles,
 )
-from brainslug.dialects import loop
+from brainslug.dialects import loop, loop_kernels
 
 
 class _Body:
@@ -164,7 +164,7 @@ class TileChain(RewritePattern):
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: memref.AllocOp, rewriter: PatternRewriter, /):
         fn = op.parent_op()
-        if not loop.is_kernel(fn):
+        if not loop_kernels.is_kernel(fn):
             return
         buf = op.memref
         stores = nu.stores_to(buf)
@@ -313,7 +313,7 @@ def _inline_untiled_windows(module: ModuleOp) -> None:
     walker = PatternRewriteWalker(GreedyRewritePatternApplier([
         InlineProducer(inline_overlap=True), DropDeadStore(), DropDeadNest(), DropUnusedAlloc(),
     ]))
-    for fn in loop.kernel_functions(module):
+    for fn in loop_kernels.kernel_functions(module):
         if any(
             isinstance(a, memref.AllocOp) and any(
                 nu.overlapping_window(ld) for ld in nu.loads_of(a.memref))

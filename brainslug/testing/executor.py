@@ -20,14 +20,14 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
-from brainslug.dialects import loop
+from brainslug.dialects import loop, loop_kernels
 
 Library = Callable[[Operation, list[Any]], list[Any]]
 
 
 def graph_function(module: ModuleOp, name: str | None = None) -> func.FuncOp:
     for op in module.ops:
-        if isinstance(op, func.FuncOp) and not loop.is_kernel(op) and op.body.blocks:
+        if isinstance(op, func.FuncOp) and not loop_kernels.is_kernel(op) and op.body.blocks:
             if name is None or op.sym_name.data == name:
                 return op
     raise ValueError(f"no graph function {name or ''} in the module".replace("  ", " "))

@@ -36,7 +36,7 @@ from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import llvm as xllvm
 from xdsl.dialects.builtin import ModuleOp, i8
 
-from brainslug.dialects import loop
+from brainslug.dialects import loop, loop_kernels
 from brainslug.lowering.backends.x86 import _OpsView
 from brainslug.lowering.gpu_lanes import (
     GPU_LOWERINGS,
@@ -207,7 +207,7 @@ class NVPTXBackend:
         shared memory cut to one point (`unit_tiles`), the phases, the shared
         arrays of the block-mode tiles, and each kernel's launch shape."""
         launch_shapes: dict[str, loop.GpuLaunchAttr] = {}
-        for fn in loop.kernel_functions(module):
+        for fn in loop_kernels.kernel_functions(module):
             phases = [p for p in fn.body.block.ops if isinstance(p, loop.NestOp | loop.TileOp)]
             for p in phases:
                 if isinstance(p, loop.TileOp) and not block_phase(p):

@@ -23,7 +23,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.ir.affine import AffineConstantExpr, AffineDimExpr, AffineExpr, AffineMap
 
-from brainslug.dialects import loop
+from brainslug.dialects import loop, loop_kernels
 
 NEG_INF = float("-inf")
 
@@ -65,7 +65,7 @@ class KernelBuilder:
         arg_types = [memref_of(t) for t in (*inputs, *outputs)]
         self.block = Block(arg_types=arg_types)
         self.func = func.FuncOp(name, (arg_types, []), Region(self.block))
-        loop.mark_kernel(self.func)
+        loop_kernels.mark_kernel(self.func)
         self.inputs = list(self.block.args[: len(inputs)])
         self.outputs = list(self.block.args[len(inputs) :])
         for k, o in enumerate(self.outputs):
