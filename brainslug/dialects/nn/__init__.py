@@ -5,8 +5,8 @@ dynamic (`?`, stored as xDSL's `DYNAMIC_INDEX`); in practice only the batch
 extent is. Shape inference propagates `?`: a dynamic input extent gives a
 dynamic output extent on that axis.
 
-Property encodings (all written inside the attr-dict), each checked by an IRDL
-constraint of `properties`:
+Property encodings (all written inside the attr-dict), each declared by a
+`PropertyConstraint` on its `prop_def` (see `properties`):
 
 * integer lists: `DenseArrayBase` of i64, e.g. `strides = array<i64: 1, 1>`;
 * integers: `IntegerAttr` i64, e.g. `groups = 1 : i64`;
@@ -46,7 +46,6 @@ from brainslug.dialects.nn.base import (
     Removable,
     broadcast_shapes,
     channel_axis,
-    is_dynamic,
     is_elementwise,
     is_optimizable,
     is_removable,
@@ -147,7 +146,6 @@ __all__ = [
     "YieldOp",
     "broadcast_shapes",
     "channel_axis",
-    "is_dynamic",
     "is_elementwise",
     "is_optimizable",
     "is_removable",

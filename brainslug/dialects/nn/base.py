@@ -92,11 +92,6 @@ def is_removable(op: Operation) -> bool:
 # ---------------------------------------------------------------------------
 
 
-def is_dynamic(extent: int) -> bool:
-    """Whether `extent` is dynamic (any negative value counts as `?`)."""
-    return extent < 0
-
-
 def make_tensor(shape: Iterable[int]) -> TensorType:
     """A `tensor<...xf32>`; negative extents become `?`."""
     return TensorType(f32, [DYN if d < 0 else d for d in shape])

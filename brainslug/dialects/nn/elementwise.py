@@ -262,7 +262,7 @@ class DropoutOp(_UnaryOp):
 
     p = prop_def(F64Property())
 
-    traits = traits_def(Pure(), MemoryBound(), Elementwise(), Removable(), ConstrainedProperties())
+    traits = traits_def(Pure(), MemoryBound(), Elementwise(), Removable())
 
     def __init__(self, input: Operand, p: float = 0.5, *, result_type: Attribute | None = None):
         super().__init__(input, result_type=result_type, properties={"p": f64_attr(p)})
