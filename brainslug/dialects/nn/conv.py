@@ -1,0 +1,265 @@
+"""The compute-bound layers: `nn.conv2d` and `nn.linear`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import StringAttr, TensorType
+from xdsl.ir import Attribute
+from xdsl.irdl import (
+    IRDLOperation,
+    ParsePropInAttrDict,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    prop_def,
+    result_def,
+    traits_def,
+)
+from xdsl.traits import Pure
+
+from brainslug.dialects.nn.base import (
+    Operand,
+    channel_axis,
+    check_result_type,
+    i64_array_attr,
+    i64_attr,
+    int_values,
+    make_tensor,
+    meet,
+    pair,
+    quad,
+    ranked_shape,
+    spatial_axes,
+    tensor_shape,
+    type_of,
+    verify_error,
+    window_extent,
+)
+from brainslug.dialects.nn.properties import (
+    ConstrainedProperties,
+    I64ArrayProperty,
+    I64Property,
+    Layout,
+    StrEnumProperty,
+    enum_member,
+)
+
+
+@irdl_op_definition
+class Conv2dOp(IRDLOperation):
+    """2-D convolution (cross-correlation), as `torch.nn.functional.conv2d`.
+
+    The weight is OIHW `[O, I/groups, KH, KW]` in layout NCHW and HWIO
+    `[KH, KW, I/groups, O]` in layout NHWC. `padding` is (top, left, bottom,
+    right).
+    """
+
+    name = "nn.conv2d"
+
+    input = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    output = result_def(TensorType)
+
+    strides = prop_def(I64ArrayProperty())
+    padding = prop_def(I64ArrayProperty())
+    dilation = prop_def(I64ArrayProperty())
+    groups = prop_def(I64Property())
+    layout = prop_def(StrEnumProperty(Layout))
+
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = (
+        "$input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)"
+    )
+    traits = traits_def(Pure(), ConstrainedProperties())
+
+    def __init__(
+        self,
+        input: Operand,
+        weight: Operand,
+        bias: Operand | None = None,
+        *,
+        strides: int | Sequence[int] = (1, 1),
+        padding: int | Sequence[int] = (0, 0, 0, 0),
+        dilation: int | Sequence[int] = (1, 1),
+        groups: int = 1,
+        layout: str = Layout.NCHW,
+        result_type: Attribute | None = None,
+    ):
+        strides, padding, dilation = pair(strides), quad(padding), pair(dilation)
+        if result_type is None:
+            result_type = self.infer_type(
+                type_of(input),
+                type_of(weight),
+                None if bias is None else type_of(bias),
+                strides=strides,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                layout=layout,
+            )
+        super().__init__(
+            operands=[input, weight, [] if bias is None else [bias]],
+            result_types=[result_type],
+            properties={
+                "strides": i64_array_attr(strides),
+                "padding": i64_array_attr(padding),
+                "dilation": i64_array_attr(dilation),
+                "groups": i64_attr(groups),
+                "layout": StringAttr(str(layout)),
+            },
+        )
+
+    @property
+    def strides_values(self) -> tuple[int, ...]:
+        return self.strides.get_values()
+
+    @property
+    def padding_values(self) -> tuple[int, ...]:
+        return self.padding.get_values()
+
+    @property
+    def dilation_values(self) -> tuple[int, ...]:
+        return self.dilation.get_values()
+
+    @property
+    def groups_value(self) -> int:
+        return self.groups.value.data
+
+    @property
+    def layout_value(self) -> Layout:
+        return Layout(self.layout.data)
+
+    @classmethod
+    def infer_type(
+        cls,
+        input_type: Attribute,
+        weight_type: Attribute,
+        bias_type: Attribute | None = None,
+        *,
+        strides: Sequence[int],
+        padding: Sequence[int],
+        dilation: Sequence[int],
+        groups: int,
+        layout: str,
+    ) -> TensorType:
+        n = cls.name
+        x = ranked_shape(n, "input", input_type, (4,))
+        w = ranked_shape(n, "weight", weight_type, (4,))
+        strides = int_values(n, "strides", strides, 2, 1)
+        padding = int_values(n, "padding", padding, 4, 0)
+        dilation = int_values(n, "dilation", dilation, 2, 1)
+        layout = enum_member(n, "layout", Layout, layout)
+        if groups < 1:
+            raise verify_error(n, f"groups must be >= 1, got {groups}")
+        if layout == Layout.NCHW:
+            out_ch, in_per_group, kh, kw = w
+        else:
+            kh, kw, in_per_group, out_ch = w
+        c_axis = channel_axis(layout, 4)
+        h_axis, w_axis = spatial_axes(layout)
+        in_ch = x[c_axis]
+        if in_ch >= 0 and in_per_group >= 0 and in_ch != in_per_group * groups:
+            raise verify_error(
+                n,
+                f"input has {in_ch} channels, weight expects "
+                f"{in_per_group * groups} (I={in_per_group} x groups={groups})",
+            )
+        if out_ch >= 0 and out_ch % groups != 0:
+            raise verify_error(
+                n,
+                f"weight has {out_ch} output channels, not divisible by groups={groups}",
+            )
+        if bias_type is not None:
+            b = ranked_shape(n, "bias", bias_type, (1,))
+            msg = f"bias has length {b[0]}, weight has {out_ch} output channels"
+            meet(n, msg, b[0], out_ch)
+        out_h = window_extent(
+            n, "H", x[h_axis], kh, strides[0], padding[0], padding[2], dilation[0], False
+        )
+        out_w = window_extent(
+            n, "W", x[w_axis], kw, strides[1], padding[1], padding[3], dilation[1], False
+        )
+        out = [x[0], 0, 0, 0]
+        out[c_axis], out[h_axis], out[w_axis] = out_ch, out_h, out_w
+        return make_tensor(out)
+
+    def verify_(self) -> None:
+        inferred = self.infer_type(
+            self.input.type,
+            self.weight.type,
+            None if self.bias is None else self.bias.type,
+            strides=self.strides_values,
+            padding=self.padding_values,
+            dilation=self.dilation_values,
+            groups=self.groups_value,
+            layout=self.layout_value,
+        )
+        check_result_type(self.name, self.output.type, inferred)
+
+
+@irdl_op_definition
+class LinearOp(IRDLOperation):
+    """`y = x W^T + b`: input `[..., K]`, weight `[O, K]`, bias `[O]`."""
+
+    name = "nn.linear"
+
+    input = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    output = result_def(TensorType)
+
+    assembly_format = (
+        "$input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)"
+    )
+    traits = traits_def(Pure())
+
+    def __init__(
+        self,
+        input: Operand,
+        weight: Operand,
+        bias: Operand | None = None,
+        *,
+        result_type: Attribute | None = None,
+    ):
+        if result_type is None:
+            result_type = self.infer_type(
+                type_of(input),
+                type_of(weight),
+                None if bias is None else type_of(bias),
+            )
+        super().__init__(
+            operands=[input, weight, [] if bias is None else [bias]],
+            result_types=[result_type],
+        )
+
+    @classmethod
+    def infer_type(
+        cls,
+        input_type: Attribute,
+        weight_type: Attribute,
+        bias_type: Attribute | None = None,
+    ) -> TensorType:
+        n = cls.name
+        x = tensor_shape(n, "input", input_type)
+        if not x:
+            raise verify_error(n, "input must have rank >= 1, got rank 0")
+        w = ranked_shape(n, "weight", weight_type, (2,))
+        if x[-1] >= 0 and w[1] >= 0 and x[-1] != w[1]:
+            raise verify_error(
+                n, f"input has {x[-1]} features, weight expects {w[1]} (K of [O, K])"
+            )
+        if bias_type is not None:
+            b = ranked_shape(n, "bias", bias_type, (1,))
+            msg = f"bias has length {b[0]}, weight has {w[0]} output features"
+            meet(n, msg, b[0], w[0])
+        return make_tensor((*x[:-1], w[0]))
+
+    def verify_(self) -> None:
+        inferred = self.infer_type(
+            self.input.type,
+            self.weight.type,
+            None if self.bias is None else self.bias.type,
+        )
+        check_result_type(self.name, self.output.type, inferred)
