@@ -28,6 +28,7 @@ from brainslug.lowering.backends.nvptx import (
 )
 from brainslug.passes.tile_depth_first import TileDepthFirstPass
 from brainslug.pipeline.default import default_passes
+from brainslug.pipeline.target import GPU_TILE_BUDGET
 from brainslug.testing.cuda_emulator import EmulatedCudaKernels
 from brainslug.testing.executor import CompiledGraph, graph_function
 
@@ -311,7 +312,7 @@ def test_tile_too_large_for_shared_memory(
     thread runs whole tiles out of its local memory."""
     monkeypatch.setattr(gpu_lanes, "SHARED_BYTES", shared)
     text, inputs, ref = maxpool_avgpool("NCHW", 3)
-    module = lower(text, tile=TileDepthFirstPass(cache=gpu_lanes.TILE_BUDGET, halo=halo))
+    module = lower(text, tile=TileDepthFirstPass(cache=GPU_TILE_BUDGET, halo=halo))
     info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
     block = "global" in scratch
     assert list(info.gpu_launch.tiles.get_values()) == [C if block else 0]

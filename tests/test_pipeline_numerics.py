@@ -322,14 +322,14 @@ def test_halo_tiles(monkeypatch, layout: str, pool: str, act: str) -> None:
     bs-tile-depth-first splits H into tiles with halos: every tile recomputes
     its overlap rows and fills the padding; results equal PyTorch's."""
     from brainslug.ir.context import make_context
-    from brainslug.passes import tile_depth_first
+    from brainslug.pipeline import target
     from brainslug.pipeline.default import default_passes
 
     h, w = 29, 23
     op, (oh, ow), ref_pool = HALO_POOLS[pool]
     # about 7 input rows of one channel (NCHW) or of all channels (NHWC)
     row = 4 * (2 * ow + 3) * (C if layout == "NHWC" else 1)
-    monkeypatch.setattr(tile_depth_first, "l2_cache_bytes", lambda: 2 * 7 * row)
+    monkeypatch.setattr(target, "l2_cache_bytes", lambda: 2 * 7 * row)
     xt = tensor(phys([-1, C, h, w], layout))
     yt = tensor(phys([-1, C, oh, ow], layout))
     p = tensor([C])

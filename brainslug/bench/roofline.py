@@ -108,7 +108,7 @@ def capture_stack_calls(opt: Any, x: torch.Tensor) -> list[StackCall]:
     originals = [k.runner for _, k in kernels]
 
     def recorder(k: Any, runner: Any) -> Callable[[list[Any], int], None]:
-        n_out = len(k.output_sizes())
+        n_out = len(k.output_shapes)
 
         def record(buffers: list[Any], batch: int) -> None:
             n_in = len(buffers) - n_out

@@ -66,7 +66,7 @@ class FastCalls:
 def _kernel_call(st: Step) -> Any:
     """The numpy_function body of a stack step."""
     s = st.stack
-    template = list(s.inputs)
+    template = [v if isinstance(v, str) else v.value for v in s.inputs]
     slots = [k for k, v in enumerate(template) if isinstance(v, str)]
     shapes = s.output_shapes
     runner = st.runner
@@ -185,7 +185,7 @@ class OptimizedModel:
                 env[p.name] = p.run(*[env[i] for i in p.inputs])
                 continue
             s = st.stack
-            bufs = [np.asarray(env[i]) if isinstance(i, str) else i for i in s.inputs]
+            bufs = [np.asarray(env[i]) if isinstance(i, str) else i.value for i in s.inputs]
             outs = []
             for j, shape in enumerate(s.output_shapes):
                 dims = tuple(batch if d < 0 else d for d in shape)

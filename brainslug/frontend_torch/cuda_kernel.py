@@ -68,10 +68,10 @@ class CudaStackKernel(torch.nn.Module):
             x.value if isinstance(x, Bound) else None for x in inputs
         ]
         self._slots = [i for i, x in enumerate(self._bound) if x is None]
-        self._out_shapes = [tuple(s) for s in output_shapes]
+        self.output_shapes = [tuple(s) for s in output_shapes]
 
     def extra_repr(self) -> str:
-        return f"{self.stack_name}, {len(self._bound)} inputs, {len(self._out_shapes)} outputs (CUDA)"
+        return f"{self.stack_name}, {len(self._bound)} inputs, {len(self.output_shapes)} outputs (CUDA)"
 
     def forward(self, *activations: torch.Tensor) -> Any:
         bufs: list[Any] = list(self._bound)
@@ -83,7 +83,7 @@ class CudaStackKernel(torch.nn.Module):
         )
         outs = [
             torch.empty(tuple(batch if d < 0 else d for d in s), dtype=torch.float32, device=device)
-            for s in self._out_shapes
+            for s in self.output_shapes
         ]
         self.runner([t.detach() if t.requires_grad else t for t in bufs] + outs, batch)
         return outs[0] if len(outs) == 1 else tuple(outs)

@@ -37,9 +37,9 @@ class StackKernel(torch.nn.Module):
             x.value if isinstance(x, Bound) else None for x in inputs
         ]
         self._slots = [i for i, x in enumerate(self._bound) if x is None]
-        self._out_shapes = [tuple(s) for s in output_shapes]
+        self.output_shapes = [tuple(s) for s in output_shapes]
         self._arena: Any = None
-        self._out_slots: list[int | None] = [None] * len(self._out_shapes)
+        self._out_slots: list[int | None] = [None] * len(self.output_shapes)
         # activations come first in the call; the first one carries the batch
         self._batch_input = 0 if self._slots else None
         # activation shapes -> the runner's shape slots, after one checked call
@@ -54,7 +54,7 @@ class StackKernel(torch.nn.Module):
         self._arena, self._out_slots = arena, list(slots)
 
     def extra_repr(self) -> str:
-        return f"{self.stack_name}, {len(self._bound)} inputs, {len(self._out_shapes)} outputs"
+        return f"{self.stack_name}, {len(self._bound)} inputs, {len(self.output_shapes)} outputs"
 
     def _pointers(self, activations: Sequence[torch.Tensor]) -> list[int] | None:
         """Data pointers of all arguments, when every activation is already in
@@ -75,7 +75,7 @@ class StackKernel(torch.nn.Module):
         if self._batch_input is not None:
             batch = activations[self._batch_input].shape[0]
         outs = []
-        for shape, slot in zip(self._out_shapes, self._out_slots, strict=True):
+        for shape, slot in zip(self.output_shapes, self._out_slots, strict=True):
             dims = tuple(batch if d < 0 else d for d in shape)
             if slot is None:
                 outs.append(torch.empty(dims, dtype=torch.float32))
