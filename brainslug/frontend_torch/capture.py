@@ -287,8 +287,9 @@ def _map_module(b: GraphBuilder, n: fx.Node, m: tnn.Module) -> Operation:
     spec = next((_MODULES[t] for t in type(m).__mro__ if t in _MODULES), None)
     if spec is None:
         raise Unmapped(f"module {type(m).__name__}")
-    if getattr(m, "padding_mode", "zeros") != "zeros":
-        raise Unmapped(f"padding mode {m.padding_mode}")  # the module pads before F.conv2d
+    if getattr(m, "padding_mode", "zeros") != "zeros":  # a conv that pads before F.conv2d
+        b.library_conv()
+        raise Unmapped(f"padding {m.padding!r} / mode {m.padding_mode}")
     attrs = {p.name: getattr(m, p.name) for p in spec.params
              if p.name != "input" and hasattr(m, p.name)}
     if "training" in attrs:

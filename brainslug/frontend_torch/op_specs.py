@@ -31,6 +31,8 @@ REQUIRED = object()
 
 @dataclass(frozen=True)
 class Param:
+    """A parameter of an op's functional signature."""
+
     name: str
     default: Any = REQUIRED
     keyword_only: bool = False
@@ -110,7 +112,7 @@ class OpSpec:
         return bound
 
 
-def _literal(node: Any) -> Any:
+def _literal(node: ast.expr | object) -> Any:
     return node if node is REQUIRED else ast.literal_eval(node)
 
 
