@@ -158,7 +158,7 @@ def _conv2d(c: Call) -> Operation:
 def _linear(c: Call) -> Operation:
     x = c.tensor("input")
     _no_channels_last(c, x)
-    bias = c.optional_tensor("bias")
+    bias = c.optional_tensor("bias")  # before the weight, as in `_conv2d`
     return nn.LinearOp(x, c.tensor("weight"), bias)
 
 
