@@ -1,0 +1,301 @@
+"""One argument spec per captured op: its PyTorch functional signature and its builder.
+
+An fx node reaches an op as a module call, a function call, a tensor method or an
+ATen op (see `capture`); each kind binds its arguments to the op's parameters by
+name, and the op's builder reads them from a `Call`. A builder raises `Unmapped`
+where the arguments have no `nn` form.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+from xdsl.ir import Operation, SSAValue
+
+from brainslug.dialects import nn
+from brainslug.frontend_torch.graph_builder import (
+    NCHW_TO_NHWC,
+    GraphBuilder,
+    Unmapped,
+    rank,
+)
+
+REQUIRED = object()
+"""The default of a parameter without one."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter of an op's functional signature."""
+
+    name: str
+    default: Any = REQUIRED
+    keyword_only: bool = False
+    variadic: bool = False  # `*shape`: the remaining positional arguments as a tuple
+
+
+@dataclass(frozen=True)
+class Call:
+    """A node's arguments bound by name to its op's parameters."""
+
+    b: GraphBuilder
+    node: fx.Node
+    args: dict[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.args[name]
+
+    def is_tensor(self, name: str) -> bool:
+        return isinstance(self.args[name], fx.Node | torch.Tensor)
+
+    def tensor(self, name: str) -> SSAValue:
+        """The IR value of a tensor argument: an fx node's, or a module's own tensor
+        as a function argument (made on first use)."""
+        v = self.args[name]
+        if isinstance(v, torch.Tensor):
+            return self.b.param(v, f"{self.node.target}.{name}")
+        return self.b.value(v)
+
+    def optional_tensor(self, name: str) -> SSAValue | None:
+        return None if self.args[name] is None else self.tensor(name)
+
+    def tensors(self, name: str) -> list[SSAValue]:
+        return [self.b.value(t) for t in self.args[name]]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """A captured op: its parameters in PyTorch's functional signature and its builder."""
+
+    name: str
+    params: tuple[Param, ...]
+    build: Callable[[Call], Operation]
+
+    @staticmethod
+    def parse(signature: str, build: Callable[[Call], Operation]) -> OpSpec:
+        """The spec of `signature`, written as in PyTorch's documentation:
+        `"max_pool2d(input, kernel_size, stride=None, ...)"`."""
+        fn = ast.parse(f"def {signature}: ...").body[0]
+        assert isinstance(fn, ast.FunctionDef)
+        a = fn.args
+        defaults = [REQUIRED] * (len(a.args) - len(a.defaults)) + a.defaults
+        params = [Param(x.arg, _literal(d)) for x, d in zip(a.args, defaults, strict=True)]
+        if a.vararg:
+            params.append(Param(a.vararg.arg, (), variadic=True))
+        params += [Param(x.arg, _literal(d if d is not None else REQUIRED), keyword_only=True)
+                   for x, d in zip(a.kwonlyargs, a.kw_defaults, strict=True)]
+        return OpSpec(fn.name, tuple(params), build)
+
+    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Every parameter's argument, by name (defaults filled in)."""
+        positional = [p.name for p in self.params if not (p.keyword_only or p.variadic)]
+        variadic = [p.name for p in self.params if p.variadic]
+        if len(args) > len(positional) and not variadic:
+            raise Unmapped("extra arguments")
+        bound = dict(zip(positional, args, strict=False))
+        if len(args) > len(positional):
+            bound[variadic[0]] = tuple(args[len(positional):])
+        for name, v in kwargs.items():
+            if name in bound or all(p.name != name for p in self.params):
+                raise Unmapped("extra arguments")
+            bound[name] = v
+        for p in self.params:
+            if p.name not in bound:
+                if p.default is REQUIRED:
+                    raise Unmapped(f"no argument {p.name}")
+                bound[p.name] = p.default
+        return bound
+
+
+def _literal(node: ast.expr | object) -> Any:
+    return node if node is REQUIRED else ast.literal_eval(node)
+
+
+# ---------------------------------------------------------------------- builders
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _unary(ctor: Callable[[SSAValue], Operation]) -> Callable[[Call], Operation]:
+    return lambda c: ctor(c.tensor("input"))
+
+
+def _no_channels_last(c: Call, x: SSAValue) -> None:
+    if c.b.channels_last(x):
+        raise Unmapped("a rank-4 operand of a layer that sees the memory order (channels-last)")
+
+
+def _hardtanh(c: Call) -> Operation:
+    return nn.ClampOp(c.tensor("input"), min=float(c["min_val"]), max=float(c["max_val"]))
+
+
+def _dropout(c: Call) -> Operation:
+    x = c.tensor("input")
+    if c["training"]:
+        raise Unmapped("dropout in training mode")
+    return nn.DropoutOp(x, float(c["p"]))
+
+
+def _conv2d(c: Call) -> Operation:
+    x = c.tensor("input")
+    c.b.library_conv()
+    if isinstance(c["padding"], str):
+        raise Unmapped(f"padding {c['padding']!r}")
+    ph, pw = _pair(c["padding"])
+    bias = c.optional_tensor("bias")  # a module's bias becomes an argument before its weight
+    return nn.Conv2dOp(x, c.tensor("weight"), bias, strides=_pair(c["stride"]),
+                       padding=(ph, pw, ph, pw), dilation=_pair(c["dilation"]),
+                       groups=int(c["groups"]), layout="NCHW")
+
+
+def _linear(c: Call) -> Operation:
+    x = c.tensor("input")
+    _no_channels_last(c, x)
+    bias = c.optional_tensor("bias")  # before the weight, as in `_conv2d`
+    return nn.LinearOp(x, c.tensor("weight"), bias)
+
+
+def _batch_norm(c: Call) -> Operation:
+    x = c.tensor("input")
+    if c["training"]:
+        raise Unmapped("batch norm with batch statistics")
+    if c["running_mean"] is None:
+        raise Unmapped("batch norm without running statistics")
+    weight, bias = c.optional_tensor("weight"), c.optional_tensor("bias")
+    return nn.BatchNormOp(x, weight, bias, c.tensor("running_mean"), c.tensor("running_var"),
+                          eps=float(c["eps"]), layout=c.b.layout_of(x))
+
+
+def _window(c: Call) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int]]:
+    """Kernel, strides (the kernel's by default) and padding of a pooling window."""
+    k = _pair(c["kernel_size"])
+    s = _pair(c["stride"]) if c["stride"] not in (None, []) else k
+    ph, pw = _pair(c["padding"])
+    return k, s, (ph, pw, ph, pw)
+
+
+def _max_pool2d(c: Call) -> Operation:
+    x = c.tensor("input")
+    if c["return_indices"]:
+        raise Unmapped("max pool returning indices")
+    return nn.MaxPool2dOp(x, *_window(c), _pair(c["dilation"]), bool(c["ceil_mode"]),
+                          layout=c.b.layout_of(x))
+
+
+def _avg_pool2d(c: Call) -> Operation:
+    x = c.tensor("input")
+    return nn.AvgPool2dOp(x, *_window(c), bool(c["ceil_mode"]), bool(c["count_include_pad"]),
+                          c["divisor_override"], layout=c.b.layout_of(x))
+
+
+def _adaptive_avg_pool2d(c: Call) -> Operation:
+    x = c.tensor("input")
+    size = c["output_size"]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if any(s is None for s in size):
+        raise Unmapped("adaptive pool with a None output extent")
+    return nn.AdaptiveAvgPool2dOp(x, _pair(size), layout=c.b.layout_of(x))
+
+
+def _flatten(c: Call) -> Operation:
+    """Flatten; of a channels-last tensor only where the order can't show (1x1 planes)."""
+    x, start, end = c.tensor("input"), c["start_dim"], c["end_dim"]
+    if c.b.channels_last(x):
+        lo, hi = start % 4, end % 4
+        if hi != 3 or any(d != 1 for d in x.type.get_shape()[1:3]) or lo > 1:
+            raise Unmapped("flatten of a channels-last tensor with spatial extent")
+    return nn.FlattenOp(x, start, end)
+
+
+def _mean(c: Call) -> Operation:
+    x, dims, keep = c.tensor("input"), c["dim"], c["keepdim"]
+    if dims is None or c["dtype"] is not None:
+        raise Unmapped("mean over all dimensions")
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    dims = [d % rank(x) for d in dims]
+    if c.b.channels_last(x) and not keep:
+        kept = [d for d in NCHW_TO_NHWC if d not in dims]
+        if kept != sorted(kept):
+            raise Unmapped("mean whose result order differs in channels-last")
+    return nn.MeanOp(x, sorted(c.b.axis(x, d) for d in dims), bool(keep))
+
+
+def _reshape(c: Call) -> Operation:
+    """The shape arguments are not read: the result's traced type is the shape."""
+    x, out = c.tensor("input"), c.b.result_type(c.node)
+    if c.b.layout == "NHWC" and (rank(x) == 4 or len(out.get_shape()) == 4):
+        raise Unmapped("reshape of a channels-last tensor")
+    return nn.ReshapeOp(x, out)
+
+
+def _cat(c: Call) -> Operation:
+    values = c.tensors("tensors")
+    return nn.CatOp(values, c.b.axis(values[0], c["dim"]))
+
+
+def _binary(ctor: Callable[[SSAValue, SSAValue], Operation]) -> Callable[[Call], Operation]:
+    def build(c: Call) -> Operation:
+        if not (c.is_tensor("input") and c.is_tensor("other")):
+            raise Unmapped("a scalar operand")
+        x, y = c.tensor("input"), c.tensor("other")
+        if c.b.channels_last(x, y) and rank(x) != rank(y):
+            raise Unmapped("broadcast between ranks of a channels-last tensor")
+        return ctor(x, y)
+    return build
+
+
+def _add(c: Call) -> Operation:
+    if c["alpha"] != 1:
+        raise Unmapped("add with alpha")
+    return _binary(nn.AddOp)(c)
+
+
+def _softmax(c: Call) -> Operation:
+    x = c.tensor("input")
+    if c["dim"] is None or c["dtype"] is not None:
+        raise Unmapped("softmax without an explicit dim")
+    return nn.SoftmaxOp(x, c.b.axis(x, c["dim"]))
+
+
+# ---------------------------------------------------------------------- specs
+
+_spec = OpSpec.parse
+RELU = _spec("relu(input, inplace=False)", _unary(nn.ReluOp))
+RELU6 = _spec("relu6(input, inplace=False)",
+             _unary(lambda x: nn.ClampOp(x, min=0.0, max=6.0)))
+HARDTANH = _spec("hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False)", _hardtanh)
+LEAKY_RELU = _spec("leaky_relu(input, negative_slope=0.01, inplace=False)",
+                  lambda c: nn.LeakyReluOp(c.tensor("input"), float(c["negative_slope"])))
+SILU = _spec("silu(input, inplace=False)", _unary(nn.SiluOp))
+SIGMOID = _spec("sigmoid(input)", _unary(nn.SigmoidOp))
+TANH = _spec("tanh(input)", _unary(nn.TanhOp))
+HARDSWISH = _spec("hardswish(input, inplace=False)", _unary(nn.HardswishOp))
+HARDSIGMOID = _spec("hardsigmoid(input, inplace=False)", _unary(nn.HardsigmoidOp))
+GELU = _spec("gelu(input, approximate='none')",
+            lambda c: nn.GeluOp(c.tensor("input"), c["approximate"]))
+DROPOUT = _spec("dropout(input, p=0.5, training=True, inplace=False)", _dropout)
+IDENTITY = _spec("identity(input)", _unary(nn.IdentityOp))
+CONV2D = _spec("conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)",
+              _conv2d)
+LINEAR = _spec("linear(input, weight, bias=None)", _linear)
+BATCH_NORM = _spec("batch_norm(input, running_mean, running_var, weight=None, bias=None, "
+                  "training=False, momentum=0.1, eps=1e-05)", _batch_norm)
+MAX_POOL2D = _spec("max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, "
+                  "ceil_mode=False, return_indices=False)", _max_pool2d)
+AVG_POOL2D = _spec("avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, "
+                  "count_include_pad=True, divisor_override=None)", _avg_pool2d)
+ADAPTIVE_AVG_POOL2D = _spec("adaptive_avg_pool2d(input, output_size)", _adaptive_avg_pool2d)
+FLATTEN = _spec("flatten(input, start_dim=0, end_dim=-1)", _flatten)
+MEAN = _spec("mean(input, dim=None, keepdim=False, *, dtype=None)", _mean)
+RESHAPE = _spec("reshape(input, *shape)", _reshape)
+CAT = _spec("cat(tensors, dim=0)", _cat)
+ADD = _spec("add(input, other, *, alpha=1)", _add)
+MUL = _spec("mul(input, other)", _binary(nn.MulOp))
+SOFTMAX = _spec("softmax(input, dim=None, _stacklevel=3, dtype=None)", _softmax)
