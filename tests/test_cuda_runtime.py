@@ -133,7 +133,7 @@ def test_launch_shape_of_a_tile_phase() -> None:
     """A block-mode tile phase (BN-ReLU-maxpool, one channel plane a tile):
     a block of the threads it asks for per tile, up to a few waves of blocks
     (the blocks stride over the tiles)."""
-    from brainslug.lowering.gpu_lanes import TILE_THREADS
+    from brainslug.lowering.gpu.analysis import TILE_THREADS
 
     r = _runner("bn_relu_maxpool")
     assert r.tiles == [0, 37] and r.lanes[1] == TILE_THREADS

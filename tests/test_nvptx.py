@@ -20,12 +20,12 @@ from halo_cases import HALO_POOLS
 
 from brainslug.dialects import loop
 from brainslug.ir.context import make_context, parse_module
-from brainslug.lowering import gpu_lanes
 from brainslug.lowering.backends.nvptx import (
     NVPTXBackend,
     emit_ptx,
     entry_names,
 )
+from brainslug.lowering.gpu import emitter as gpu_lanes
 from brainslug.passes.tile_depth_first import TileDepthFirstPass
 from brainslug.pipeline.default import default_passes
 from brainslug.pipeline.target import GPU_TILE_BUDGET
@@ -462,7 +462,7 @@ def test_independent_phases_share_a_launch() -> None:
 def test_overlapping_writes_are_not_merged() -> None:
     """Phases that write disjoint boxes of one buffer share a launch; phases
     whose boxes overlap stay in order."""
-    from brainslug.lowering.gpu_lanes import launch_groups
+    from brainslug.lowering.gpu.launches import launch_groups
 
     t = "memref<4x8xf32>"
 
@@ -487,7 +487,7 @@ def test_overlapping_writes_are_not_merged() -> None:
 
 def test_every_simd_op_has_a_gpu_lowering() -> None:
     """No simd op falls back to the CPU's vector lowering on the GPU."""
-    from brainslug.lowering.gpu_lanes import GPU_LOWERINGS
+    from brainslug.lowering.gpu.lowerings import GPU_LOWERINGS
     from brainslug.lowering.simd_to_llvm import SIMD_LOWERINGS
 
     assert set(SIMD_LOWERINGS) <= set(GPU_LOWERINGS)

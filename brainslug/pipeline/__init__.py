@@ -61,6 +61,12 @@ def _dedup():
     return DedupKernelsPass
 
 
+def _gpu_unit_tiles():
+    from brainslug.lowering.gpu.unit_tiles import GPUUnitTilesPass
+
+    return GPUUnitTilesPass
+
+
 def _lower_to_llvm():
     from brainslug.lowering.lower_to_llvm import LowerToLLVMPass
 
@@ -83,6 +89,7 @@ ALL_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "bs-merge-siblings": _merge_siblings,
     "bs-parallelize": _parallelize,
     "bs-dedup-kernels": _dedup,
+    "bs-gpu-unit-tiles": _gpu_unit_tiles,
     "bs-lower-to-llvm": _lower_to_llvm,
     "default": _default,
 }
@@ -97,6 +104,7 @@ PASS_SUMMARIES: dict[str, str] = {
     "bs-merge-siblings": "merge independent adjacent nests over the same domain (cat pieces)",
     "bs-parallelize": "mark the outer parallel dims of each top-level nest for threads/grid",
     "bs-dedup-kernels": "let stacks with identical kernels share one compiled kernel",
+    "bs-gpu-unit-tiles": "cut tiles too large for GPU shared memory to one point (in nvptx lowering)",
     "bs-lower-to-llvm": "lower kernels to the llvm dialect {target=x86-64|nvptx cpu=host|sm_90}",
     "default": "the whole pipeline, in the order above {target=x86-64 cpu=host}",
 }

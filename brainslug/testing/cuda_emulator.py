@@ -39,7 +39,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from brainslug.dialects import loop
 from brainslug.lowering.backends.nvptx import launches
-from brainslug.lowering.gpu_lanes import BARRIER, MATH_FUNCTIONS, SHARED_PREFIX
+from brainslug.lowering.gpu.nvvm import BARRIER, MATH_FUNCTIONS, SHARED_PREFIX
 from brainslug.runtime.cuda import CudaKernelRunner
 
 REGISTERS = (

@@ -1,13 +1,14 @@
 """The NVPTX backend: PTX for NVIDIA GPUs through llvmlite's NVPTX target.
 
-The generic lowering runs with `gpu_lanes.GPUPhaseEmitter`: the lanes of a
+The generic lowering runs with `gpu.emitter.GPUPhaseEmitter`: the lanes of a
 `simd.loop` are the threads of a block and the parallel loops are the grid; a
 depth-first tile is a block, with its scratch in shared memory (one static
 `.shared` array `bs_shared_<bytes>` per size, an `addrspace(3)` global).
 Phases keep the CPU's phase ABI `void (i64, i64, ptr args)` as device
 functions; each *launch* of a kernel is a `.entry` (`ptx_kernel` calling
 convention) named `<kernel>_g<j>` with the same ABI, which runs a run of
-consecutive independent phases, `ctaid.y` picking the phase (`launches`).
+consecutive independent phases, `ctaid.y` picking the phase (`launches`,
+grouped by `gpu.launches`).
 Each `loop.kernel_info` also gets a `#loop.gpu_launch`: the static lane extent
 of each phase (for the block shape), the tiles per batch item of each
 block-mode phase (0 for the others), the launch groups and the architecture.
@@ -33,22 +34,17 @@ from pathlib import Path
 import llvmlite.binding as llvm
 from llvmlite import ir
 from xdsl.backend.llvm.convert import convert_module
+from xdsl.context import Context
 from xdsl.dialects import llvm as xllvm
 from xdsl.dialects.builtin import ModuleOp, i8
 
 from brainslug.dialects import loop, loop_kernels
 from brainslug.lowering.backends.x86 import _OpsView
-from brainslug.lowering.gpu_lanes import (
-    GPU_LOWERINGS,
-    SHARED_PREFIX,
-    TO_GENERIC,
-    GPUPhaseEmitter,
-    block_phase,
-    launch_groups,
-    phase_hints,
-    tiles_per_item,
-    unit_tiles,
-)
+from brainslug.lowering.gpu.emitter import GPUPhaseEmitter
+from brainslug.lowering.gpu.launches import launch_shape
+from brainslug.lowering.gpu.lowerings import GPU_LOWERINGS
+from brainslug.lowering.gpu.nvvm import SHARED_PREFIX, TO_GENERIC
+from brainslug.lowering.gpu.unit_tiles import GPUUnitTilesPass
 from brainslug.lowering.loop_to_llvm import LOOP_LOWERINGS
 from brainslug.lowering.phase_emitter import TargetParams
 from brainslug.lowering.simd_to_llvm import SIMD_LOWERINGS
@@ -204,20 +200,16 @@ class NVPTXBackend:
 
     def lower(self, module: ModuleOp, generic: bool = True) -> None:
         """bs-lower-to-llvm for this target: depth-first tiles too large for
-        shared memory cut to one point (`unit_tiles`), the phases, the shared
-        arrays of the block-mode tiles, and each kernel's launch shape."""
-        launch_shapes: dict[str, loop.GpuLaunchAttr] = {}
-        for fn in loop_kernels.kernel_functions(module):
-            phases = [p for p in fn.body.block.ops if isinstance(p, loop.NestOp | loop.TileOp)]
-            for p in phases:
-                if isinstance(p, loop.TileOp) and not block_phase(p):
-                    unit_tiles(p)
-            launch_shapes[fn.sym_name.data] = loop.GpuLaunchAttr(
-                phase_hints(phases),
-                [tiles_per_item(p) for p in phases],
-                launch_groups(phases),
+        shared memory cut to one point (bs-gpu-unit-tiles), the phases, the
+        shared arrays of the block-mode tiles, and each kernel's launch shape."""
+        GPUUnitTilesPass().apply(Context(), module)
+        launch_shapes = {
+            fn.sym_name.data: launch_shape(
+                [p for p in fn.body.block.ops if isinstance(p, loop.NestOp | loop.TileOp)],
                 self.cpu,
             )
+            for fn in loop_kernels.kernel_functions(module)
+        }
         lower_kernels(module, self.params(), generic, launch_shapes)
         _add_shared_arrays(module)
 
