@@ -25,7 +25,8 @@ from brainslug.lowering.backends.nvptx import (
     emit_ptx,
     entry_names,
 )
-from brainslug.lowering.gpu import emitter as gpu_lanes
+from brainslug.lowering.gpu import analysis
+from brainslug.lowering.gpu.emitter import GPUPhaseEmitter
 from brainslug.passes.tile_depth_first import TileDepthFirstPass
 from brainslug.pipeline.default import default_passes
 from brainslug.pipeline.target import GPU_TILE_BUDGET
@@ -310,7 +311,7 @@ def test_tile_too_large_for_shared_memory(
     one point of its tiled dims where its scratch is sized by its steps (no
     halo); if it fits then, it is a block, else it runs in serial mode: each
     thread runs whole tiles out of its local memory."""
-    monkeypatch.setattr(gpu_lanes, "SHARED_BYTES", shared)
+    monkeypatch.setattr(analysis, "SHARED_BYTES", shared)
     text, inputs, ref = maxpool_avgpool("NCHW", 3)
     module = lower(text, tile=TileDepthFirstPass(cache=GPU_TILE_BUDGET, halo=halo))
     info = next(op for op in module.ops if isinstance(op, loop.KernelInfoOp))
@@ -379,7 +380,7 @@ def test_emulator_finds_missing_barriers(monkeypatch: pytest.MonkeyPatch) -> Non
     """The emulator runs each thread of a block until its next barrier, so a
     tile lowered without barriers reads scratch points that other threads have
     not written yet (or already overwrote): its results are wrong."""
-    monkeypatch.setattr(gpu_lanes.GPUPhaseEmitter, "barrier", lambda self: None)
+    monkeypatch.setattr(GPUPhaseEmitter, "barrier", lambda self: None)
     text, inputs, ref = bn_relu_pool("max3s2p1", 1)
     module = lower(text, tile=TileDepthFirstPass(cache=HALO_BUDGET))
     (out,) = run(module, *inputs, grid=3, block=(8, 2))
@@ -391,13 +392,13 @@ def test_emulator_rejects_divergent_barriers(monkeypatch: pytest.MonkeyPatch) ->
     """A barrier that some threads of a block pass more often than others
     (here one per point, and the threads have different numbers of points)
     is undefined on a GPU; the emulator raises."""
-    lane_point = gpu_lanes.GPUPhaseEmitter.lane_point
+    lane_point = GPUPhaseEmitter.lane_point
 
-    def divergent(self: gpu_lanes.GPUPhaseEmitter, op, w) -> None:
+    def divergent(self: GPUPhaseEmitter, op, w) -> None:
         lane_point(self, op, w)
         self.barrier()
 
-    monkeypatch.setattr(gpu_lanes.GPUPhaseEmitter, "lane_point", divergent)
+    monkeypatch.setattr(GPUPhaseEmitter, "lane_point", divergent)
     text, inputs, _ = bn_relu_pool("max3s2p1", 1)
     module = lower(text, tile=TileDepthFirstPass(cache=HALO_BUDGET))
     with pytest.raises(RuntimeError, match="different numbers of barriers"):

@@ -32,16 +32,8 @@ from brainslug.frontend_torch.graph_builder import (
     GraphBuilder,
     LibraryCall,
     Unmapped,
-    physical_axis,
-    physical_shape,
-    tensor_type,
 )
 from brainslug.plan.capture import NODE_ATTR, value_name
-
-__all__ = [
-    "NODE_ATTR", "Capture", "LibraryCall", "Unmapped", "capture", "export", "physical_axis",
-    "physical_shape", "propagate_shapes", "tensor_type", "trace",
-]
 
 
 @dataclass

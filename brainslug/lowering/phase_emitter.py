@@ -3,7 +3,7 @@ of a kernel) to an `llvm.func` `void (i64 tid, i64 nthreads, ptr args)`.
 
 The emitter walks the phase and hands each op to the lowering for its type in
 `TargetParams.lowerings` (the tables of `loop_to_llvm`, `simd_to_llvm` and, on
-the GPU, `gpu_lanes`, put together by the backend). It knows the kernel only
+the GPU, `lowering.gpu`, put together by the backend). It knows the kernel only
 through its `KernelScope`: its body, where its ABI buffers live in the slot
 array, the target and the shared declarations (see `to_llvm` for the ABI).
 """

@@ -31,7 +31,7 @@ named after the first phase that needed it. The ABI, per kernel:
 emitted by `phase_emitter.PhaseEmitter` (or the target's emitter) with the op
 lowerings that the backend hands over in `TargetParams.lowerings`:
 `loop_to_llvm` (arith, math, memref, loop), `simd_to_llvm` and, on the GPU,
-`gpu_lanes`. The lane count W of `simd.loop` is a parameter
+`lowering.gpu`. The lane count W of `simd.loop` is a parameter
 (`TargetParams.lanes`); what the `llvm` dialect cannot express is called as an
 LLVM intrinsic or as a `bs.*` helper that the backend defines (see `llvm_helpers`).
 """

@@ -9,7 +9,7 @@ numpy arrays or CPU tensors, so the GPU mapping is tested numerically without a
 GPU.
 
 A launch without barriers (lane and serial mode, see
-`brainslug.lowering.gpu_lanes`) runs every thread of the grid to completion, one
+`brainslug.lowering.gpu`) runs every thread of the grid to completion, one
 at a time: its threads never synchronize, so that is a valid schedule. A launch
 of a block-mode tile phase (shared memory, `bar.sync`) runs its blocks one after
 another, and the threads of a block as coroutines (`makecontext`/`swapcontext`
