@@ -14,7 +14,7 @@ as the batch). Kernels are `func.func`s with memref arguments marked `bs.kernel`
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from enum import StrEnum, auto
+from enum import auto
 from typing import Self
 
 from xdsl.dialects.builtin import (
@@ -60,6 +60,7 @@ from xdsl.traits import (
     ensure_terminator,
 )
 from xdsl.utils.exceptions import VerifyException
+from xdsl.utils.str_enum import StrEnum
 
 from brainslug.dialects.loop_kernels import GpuLaunchAttr, KernelInfoOp
 from brainslug.dialects.str_enum_constraint import StrEnumConstraint

@@ -11,7 +11,7 @@ Uniform (lane-invariant) values stay scalar and are broadcast by `simd.splat`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import StrEnum, auto
+from enum import auto
 from typing import ClassVar
 
 from xdsl.dialects.builtin import (
@@ -60,6 +60,7 @@ from xdsl.traits import (
     SingleBlockImplicitTerminator,
 )
 from xdsl.utils.exceptions import VerifyException
+from xdsl.utils.str_enum import StrEnum
 
 from brainslug.dialects import loop
 from brainslug.dialects.str_enum_constraint import StrEnumConstraint

@@ -312,7 +312,7 @@ _MATH_INTRINSICS = ("exp", "log", "sqrt")
 
 def _math(em: PhaseEmitter, op: simd.MathOp) -> None:
     x = em.value(op.input)
-    fn = op.fn.data
+    fn = op.fn_name
     if fn in _MATH_INTRINSICS:
         em.values[op.result] = em.b.intrinsic(f"llvm.{fn}", [x])
     else:
@@ -322,7 +322,7 @@ def _math(em: PhaseEmitter, op: simd.MathOp) -> None:
 def _cmpf(em: PhaseEmitter, op: simd.CmpfOp) -> None:
     lhs, rhs = em.value(op.lhs), em.value(op.rhs)
     em.values[op.result] = em.b.call(
-        f"bs.fcmp.{op.predicate.data}.{type_suffix(lhs.type)}",
+        f"bs.fcmp.{op.predicate_name}.{type_suffix(lhs.type)}",
         [lhs, rhs],
         VectorType(i1, [em.lanes]),
     )
@@ -330,7 +330,7 @@ def _cmpf(em: PhaseEmitter, op: simd.CmpfOp) -> None:
 
 def _cmpi(em: PhaseEmitter, op: simd.CmpiOp) -> None:
     lhs, rhs = em.value(op.lhs), em.value(op.rhs)
-    em.values[op.result] = em.b.icmp(op.predicate.data, lhs, rhs)
+    em.values[op.result] = em.b.icmp(op.predicate_name, lhs, rhs)
 
 
 def _select(em: PhaseEmitter, op: simd.SelectOp) -> None:
@@ -347,7 +347,7 @@ def _reduce(em: PhaseEmitter, op: simd.ReduceOp) -> None:
     b, lane = em.b, _lane(em)
     v = em.value(op.input)
     mask = lane.mask if lane.mask is not None else b.const(1, VectorType(i1, [em.lanes]))
-    em.values[op.result] = b.call(f"bs.reduce.{op.kind.data}.{type_suffix(v.type)}", [v, mask], f32)
+    em.values[op.result] = b.call(f"bs.reduce.{op.kind_name}.{type_suffix(v.type)}", [v, mask], f32)
 
 
 SIMD_LOWERINGS: dict[type[Operation], OpLowering] = {

@@ -10,7 +10,7 @@ runs where in a `PlanInfo`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from xdsl.dialects.builtin import ModuleOp
@@ -43,7 +43,6 @@ class CompiledStacks:
     runners: dict[str, Any]               # stack name -> its kernel's runner (compiled ones)
     aliases: dict[str, str]               # removed node -> the node it passes on
     module: ModuleOp
-    record: plan_cache.PlanRecord | None = field(default=None, repr=False)
 
 
 def cached_record(key_parts: list[str] | None) -> tuple[str | None, plan_cache.PlanRecord | None]:
@@ -97,4 +96,4 @@ def compile_stacks(
     info = PlanInfo(stacks=infos, notes=notes, target=target.name, layout=default_layout)
     record_library(info, fn, fallback_stacks, captured.library_reasons, library_prefix)
     info.compile_seconds = time.perf_counter() - t0
-    return CompiledStacks(info, bindings, runners, aliases, module, record)
+    return CompiledStacks(info, bindings, runners, aliases, module)

@@ -63,7 +63,7 @@ def math_call(em: PhaseEmitter, fn: str, x: SSAValue) -> SSAValue:
 
 
 def _simd_math(em: GPUPhaseEmitter, op: simd.MathOp) -> None:
-    em.values[op.result] = math_call(em, op.fn.data, em.value(op.input))
+    em.values[op.result] = math_call(em, op.fn_name, em.value(op.input))
 
 
 _SCALAR_MATH = {
@@ -82,12 +82,12 @@ def _scalar_math(em: GPUPhaseEmitter, op: Operation) -> None:
 
 def _cmpf(em: GPUPhaseEmitter, op: simd.CmpfOp) -> None:
     em.values[op.result] = em.b.add(
-        llvm.FCmpOp(em.value(op.lhs), em.value(op.rhs), op.predicate.data)
+        llvm.FCmpOp(em.value(op.lhs), em.value(op.rhs), op.predicate_name)
     )
 
 
 def _cmpi(em: GPUPhaseEmitter, op: simd.CmpiOp) -> None:
-    em.values[op.result] = em.b.icmp(op.predicate.data, em.ival(op.lhs), em.ival(op.rhs))
+    em.values[op.result] = em.b.icmp(op.predicate_name, em.ival(op.lhs), em.ival(op.rhs))
 
 
 def _select(em: GPUPhaseEmitter, op: simd.SelectOp) -> None:
