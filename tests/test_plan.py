@@ -17,17 +17,17 @@ from brainslug.plan.schedule import schedule
 from brainslug.plan.stacks import StackBinding
 from brainslug.plan.targets import CpuTarget
 
-C, H, W, O = 5, 9, 7, 3
+C, H, W, K = 5, 9, 7, 3
 T = f"tensor<?x{C}x{H}x{W}xf32>"
 P = f"tensor<{C}xf32>"
-CONV = f"tensor<?x{O}x{H - 2}x{W - 2}xf32>"
+CONV = f"tensor<?x{K}x{H - 2}x{W - 2}xf32>"
 
 # x -> BN -> ReLU -> conv (stays in the framework) -> ReLU -> dropout (removed)
 GRAPH = f"""
-func.func @forward(%x: {T}, %g: {P}, %b: {P}, %m: {P}, %v: {P}, %w: tensor<{O}x{C}x3x3xf32>) -> {CONV} {{
+func.func @forward(%x: {T}, %g: {P}, %b: {P}, %m: {P}, %v: {P}, %w: tensor<{K}x{C}x3x3xf32>) -> {CONV} {{
   %bn = nn.batch_norm %x weight %g bias %b mean %m var %v {{eps = 1.000000e-05 : f64, layout = "NCHW", bs.node = "bn"}} : ({T}, {P}, {P}, {P}, {P}) -> {T}
   %r = nn.relu %bn {{bs.node = "relu"}} : {T} -> {T}
-  %c = nn.conv2d %r, %w {{strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NCHW", bs.node = "conv"}} : ({T}, tensor<{O}x{C}x3x3xf32>) -> {CONV}
+  %c = nn.conv2d %r, %w {{strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NCHW", bs.node = "conv"}} : ({T}, tensor<{K}x{C}x3x3xf32>) -> {CONV}
   %r2 = nn.relu %c {{bs.node = "relu2"}} : {CONV} -> {CONV}
   %d = nn.dropout %r2 {{p = 5.000000e-01 : f64, training = false, bs.node = "drop"}} : {CONV} -> {CONV}
   func.return %d : {CONV}
@@ -41,7 +41,7 @@ def params(rng: np.random.Generator) -> dict[str, np.ndarray]:
         "b": rng.standard_normal(C).astype(np.float32),
         "m": rng.standard_normal(C).astype(np.float32),
         "v": rng.uniform(0.5, 2.0, C).astype(np.float32),
-        "w": rng.standard_normal((O, C, 3, 3)).astype(np.float32),
+        "w": rng.standard_normal((K, C, 3, 3)).astype(np.float32),
     }
 
 
