@@ -29,7 +29,7 @@ CHANNELS_LAST_NOTE = ("layout: NHWC (channels-last) activations; stacks are gene
                       "NHWC and PyTorch's convolutions run channels-last")
 
 
-def _key_parts(gm: fx.GraphModule, shape: list[int] | None, layout: str,
+def plan_key_parts(gm: fx.GraphModule, shape: list[int] | None, layout: str,
                target: CpuTarget) -> list[str]:
     """What determines a plan: the traced graph (its code and module tree,
     which shows every layer's hyperparameters), the names, shapes and dtypes of
@@ -74,7 +74,7 @@ def compile_plan(
     target = CpuTarget(cpu, threads)
     key = record = None
     if metas is None:
-        key, record = cached_record(_key_parts(gm, shape, layout, target))
+        key, record = cached_record(plan_key_parts(gm, shape, layout, target))
         metas = _metas_from_json(record.frontend) if record is not None else None
         if metas is None:
             record = None

@@ -10,12 +10,13 @@ from typing import Any
 
 import torch
 
-from brainslug.frontend_torch import cuda_kernel
-from brainslug.frontend_torch.compile import compile_plan
+from brainslug.frontend_torch import cuda_kernel, speed
+from brainslug.frontend_torch.compile import compile_plan, plan_key_parts
 from brainslug.frontend_torch.graph import check_shape, trace_model
 from brainslug.frontend_torch.module import BrainSlugModule
 from brainslug.ir.compile_time import gc_paused
 from brainslug.plan.report import PlanInfo
+from brainslug.plan.targets import CpuTarget
 
 
 def kernel_threads(threads: Any = "auto") -> int | None:
@@ -64,7 +65,12 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
     channels-last convolutions); `threads` (the kernels' threads; see
     `kernel_threads`); `fold_batchnorm` (default False: folds each
     batch norm that follows a convolution into its weights, which changes the
-    rounding; the report says so); `cpu` (LLVM CPU name, default the host)."""
+    rounding; the report says so); `cpu` (LLVM CPU name, default the host).
+
+    Never slower than eager: a plan is measured against the model (`speed`);
+    with `layout="auto"` an NCHW plan is tried when the channels-last one is
+    slower, and when every plan is, the model runs as it is, with the
+    measurements in the report."""
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"optimize() expects a torch.nn.Module, got {type(model).__name__}")
     spec = check_shape(shape)
@@ -77,14 +83,36 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
     for flag in ("fold_batchnorm", "pack_convolutions"):
         if not isinstance(options.get(flag, False), bool):
             raise ValueError(f"{flag} must be True or False, got {options[flag]!r}")
-    cpu = options.get("cpu", "host")
-    layout = choose_layout(model, options.get("layout", "auto"))
+    asked = options.get("layout", "auto")
+    first = choose_layout(model, asked)
+    layouts = [first, "NCHW"] if asked == "auto" and first == "NHWC" else [first]
     threads = kernel_threads(options.get("threads", "auto"))
+    measured: list[str] = []
+    for layout in layouts:
+        opt, key_parts = _plan(model, spec, layout, threads, options)
+        if opt.plan is None or model.training or not speed.enabled():
+            return opt
+        verdict = speed.measure(opt, model, spec, key_parts)
+        if verdict is None or verdict.plan_pays:
+            if verdict is not None:
+                opt.info.notes.append(verdict.describe(f"the {layout} plan"))
+            opt.info.notes[:0] = measured
+            return opt
+        measured.append(verdict.describe(f"the {layout} plan (slower, not used)"))
+    info = PlanInfo(capture=opt.info.capture, notes=measured)
+    info.fallbacks.append(("<model>", "every plan measured slower than the model: it runs "
+                           "as it is"))
+    return BrainSlugModule(model, None, spec, info)
+
+
+def _plan(model: torch.nn.Module, spec: list[int], layout: str, threads: int | None,
+          options: dict[str, Any]) -> tuple[BrainSlugModule, list[str]]:
+    """The CPU plan of `model` in `layout`, and what keys its speed verdict."""
     gm, how, notes = trace_model(model, spec)
     if gm is None:
         info = PlanInfo(capture="none", notes=notes[:-1])
         info.fallbacks.append(("<model>", notes[-1]))
-        return BrainSlugModule(model, None, spec, info)
+        return BrainSlugModule(model, None, spec, info), []
     if options.get("fold_batchnorm", False):
         from brainslug.frontend_torch.fold import fold_batchnorm
 
@@ -103,6 +131,9 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
         if fused := fuse_conv_activations(gm):
             notes.append(f"{len(fused)} ReLU/ReLU6 layers run as oneDNN post-ops of the "
                          f"convolutions before them (bit for bit the separate activation)")
+    cpu = options.get("cpu", "host")
+    key_parts = [*plan_key_parts(gm, spec, layout, CpuTarget(cpu, threads)), str(pack),
+                 str(threads)]
     with gc_paused():
         new_gm, info, _ = compile_plan(gm, spec, cpu=cpu, layout=layout, threads=threads)
     if pack:
@@ -115,4 +146,4 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
                      f"oneDNN with prepacked weights"
                      + (f" (the others: {'; '.join(reasons)})" if reasons else ""))
     info.capture, info.notes = how, notes + info.notes
-    return BrainSlugModule(model, new_gm, spec, info)
+    return BrainSlugModule(model, new_gm, spec, info), key_parts

@@ -1,0 +1,87 @@
+"""Never slower than eager: a plan is measured against the model at optimize().
+
+The plan and the model run on one random input of the plan's shape (batch 1
+where the batch is free), interleaved after a warm-up, and the plan is kept
+when its median is not slower than the model's by more than `MARGIN`. The
+verdict is kept in the kernel cache beside the plan, keyed like it, so a warm
+optimize() measures nothing. `BRAINSLUG_SPEED_CHECK=0` turns it off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from brainslug.runtime import cache
+
+ROUNDS = 5
+"""Interleaved timing rounds after the warm-up."""
+WARMUP = 2
+MARGIN = 1.05
+"""A plan up to 5% slower than the model is kept: within the noise of a shared
+machine, and its memory traffic is lower."""
+
+
+def enabled() -> bool:
+    return os.environ.get("BRAINSLUG_SPEED_CHECK", "1").strip().lower() not in (
+        "0", "off", "false", "no")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Median seconds of the plan and of the model on the measured input."""
+
+    plan: float
+    model: float
+    batch: int
+
+    @property
+    def plan_pays(self) -> bool:
+        return self.plan <= self.model * MARGIN
+
+    def describe(self, what: str) -> str:
+        return (f"{what} measured at batch {self.batch}: {self.plan * 1e3:.2f} ms, the model "
+                f"{self.model * 1e3:.2f} ms")
+
+
+def medians(candidates: dict[str, Callable[[torch.Tensor], object]], x: torch.Tensor,
+            rounds: int = ROUNDS, warmup: int = WARMUP) -> dict[str, float]:
+    """Median seconds of each candidate on `x`, timed interleaved after `warmup` calls."""
+    times: dict[str, list[float]] = {k: [] for k in candidates}
+    with torch.no_grad():
+        for _ in range(warmup):
+            for f in candidates.values():
+                f(x)
+        for _ in range(rounds):
+            for k, f in candidates.items():
+                t = time.perf_counter()
+                f(x)
+                times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def measure(plan: Callable[[torch.Tensor], object], model: torch.nn.Module, spec: list[int],
+            key_parts: list[str]) -> Verdict | None:
+    """The plan against the model on a random input of shape `spec`; from the
+    cache when measured before. None when the model does not run on it."""
+    key = cache.key("speed", *key_parts)
+    if (blob := cache.load(key)) is not None:
+        try:
+            return Verdict(**json.loads(blob))
+        except (ValueError, TypeError):
+            pass
+    batch = spec[0] or 1
+    x = torch.randn([batch, *spec[1:]])
+    try:
+        m = medians({"plan": plan, "model": model}, x)
+    except Exception:  # a model that needs other inputs than random ones: keep the plan
+        return None
+    verdict = Verdict(m["plan"], m["model"], batch)
+    cache.store(key, json.dumps(verdict.__dict__).encode())
+    return verdict

@@ -1,0 +1,117 @@
+"""Never slower than eager: optimize() measures each plan against the model and
+keeps the faster (the timings are replaced here, so the choices are exact)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import brainslug.pytorch as brainslug
+from brainslug.frontend_torch import speed
+from brainslug.frontend_torch.kernel_module import StackKernel
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 7, 3)
+        self.bn = nn.BatchNorm2d(7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)))
+
+
+@pytest.fixture
+def measured(tmp_path, monkeypatch):
+    """Turns the measurement on, with a fresh cache; returns the list the fake
+    timer appends each measured plan's layout to."""
+    monkeypatch.setenv("BRAINSLUG_SPEED_CHECK", "1")
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("BRAINSLUG_CACHE", raising=False)
+    return []
+
+
+def fake_timer(monkeypatch, calls: list[str], plan_ms: dict[str, float], model_ms: float):
+    def medians(candidates, x, rounds=5, warmup=2):
+        layout = candidates["plan"].info.layout
+        calls.append(layout)
+        return {"plan": plan_ms[layout] / 1e3, "model": model_ms / 1e3}
+
+    monkeypatch.setattr(speed, "medians", medians)
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    m = Net().eval()
+    m.bn.running_mean.uniform_(-1, 1)
+    m.bn.running_var.uniform_(0.5, 2)
+    return m
+
+
+def stacks(opt: nn.Module) -> int:
+    return 0 if opt.plan is None else sum(isinstance(k, StackKernel) for k in opt.plan.modules())
+
+
+def check(m: nn.Module, opt: nn.Module) -> None:
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 11, 9)
+        with torch.no_grad():
+            ref = m(x)
+            assert (opt(x) - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_a_faster_plan_is_kept(measured, monkeypatch) -> None:
+    fake_timer(monkeypatch, measured, {"NHWC": 1.0, "NCHW": 9.0}, 2.0)
+    m = model()
+    opt = brainslug.optimize(m, [0, 3, 11, 9])
+    assert measured == ["NHWC"] and opt.info.layout == "NHWC" and stacks(opt) == 1
+    assert any("NHWC plan measured at batch 1: 1.00 ms, the model 2.00 ms" in n
+               for n in opt.info.notes)
+    check(m, opt)
+
+
+def test_a_slower_layout_gives_way_to_the_other(measured, monkeypatch) -> None:
+    fake_timer(monkeypatch, measured, {"NHWC": 3.0, "NCHW": 1.5}, 2.0)
+    m = model()
+    opt = brainslug.optimize(m, [0, 3, 11, 9])
+    assert measured == ["NHWC", "NCHW"] and opt.info.layout == "NCHW" and stacks(opt) == 1
+    assert any("NHWC plan (slower, not used)" in n for n in opt.info.notes)
+    check(m, opt)
+
+
+def test_when_every_plan_is_slower_the_model_runs_as_it_is(measured, monkeypatch) -> None:
+    fake_timer(monkeypatch, measured, {"NHWC": 3.0, "NCHW": 2.5}, 2.0)
+    m = model()
+    opt = brainslug.optimize(m, [0, 3, 11, 9])
+    assert opt.plan is None and stacks(opt) == 0
+    assert [n for n, _ in opt.info.fallbacks] == ["<model>"]
+    assert "Fallbacks (layers BrainSlug could not optimize" in brainslug.report(opt)
+    check(m, opt)
+
+
+def test_a_fixed_layout_is_the_only_one_tried(measured, monkeypatch) -> None:
+    fake_timer(monkeypatch, measured, {"NHWC": 3.0, "NCHW": 1.0}, 2.0)
+    opt = brainslug.optimize(model(), [0, 3, 11, 9], layout="NHWC")
+    assert measured == ["NHWC"] and opt.plan is None
+
+
+def test_the_verdict_is_cached(measured, monkeypatch) -> None:
+    fake_timer(monkeypatch, measured, {"NHWC": 1.0, "NCHW": 9.0}, 2.0)
+    brainslug.optimize(model(), [0, 3, 11, 9])
+    opt = brainslug.optimize(model(), [0, 3, 11, 9])
+    assert measured == ["NHWC"] and stacks(opt) == 1
+
+
+def test_training_models_and_the_switch_skip_it(measured, monkeypatch) -> None:
+    fake_timer(monkeypatch, measured, {"NHWC": 3.0, "NCHW": 3.0}, 2.0)
+    assert brainslug.optimize(model().train(), [0, 3, 11, 9]).plan is not None
+    monkeypatch.setenv("BRAINSLUG_SPEED_CHECK", "0")
+    assert brainslug.optimize(model(), [0, 3, 11, 9]).plan is not None
+    assert measured == []
+
+
+def test_real_timing_runs_both() -> None:
+    m = model()
+    seen = speed.medians({"plan": m, "model": m}, torch.randn(1, 3, 11, 9), rounds=2, warmup=1)
+    assert set(seen) == {"plan", "model"} and all(t > 0 for t in seen.values())
