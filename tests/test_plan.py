@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 import pytest
+from xdsl.dialects import func
+from xdsl.passes import ModulePass
 
 from brainslug.ir.context import parse_module
 from brainslug.plan.arena import plan_buffers
@@ -125,3 +127,40 @@ def test_plan_imports_no_framework() -> None:
             "    importlib.import_module(m.name)\n"
             "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class FailOnKernel(ModulePass):
+    """Raises once the kernel of stack `stack` exists (a stand-in for a bug in
+    a pass that only one stack triggers)."""
+
+    name = "fail-on-kernel"
+
+    def __init__(self, stack: str):
+        self.stack = stack
+
+    def apply(self, ctx, op) -> None:
+        if any(isinstance(f, func.FuncOp) and f.sym_name.data == self.stack for f in op.ops):
+            raise RuntimeError(f"cannot compile {self.stack}")
+
+
+@pytest.mark.parametrize("strict", ["0", "1"])
+def test_a_stack_that_fails_to_compile_runs_in_the_framework(monkeypatch, strict: str) -> None:
+    from brainslug.plan import compile as plan_compile
+
+    passes = plan_compile.default_passes
+    monkeypatch.setattr(plan_compile, "default_passes", lambda target, cpu: [
+        *passes(target, cpu)[:2], FailOnKernel("stack1"), *passes(target, cpu)[2:]])
+    monkeypatch.setenv("BRAINSLUG_STRICT", strict)
+    p = params(np.random.default_rng(3))
+    sources = ["x", *(Bound(p[k], k) for k in ("g", "b", "m", "v", "w"))]
+    captured = Captured(parse_module(GRAPH), sources)
+    if strict == "1":
+        with pytest.raises(RuntimeError, match="cannot compile stack1"):
+            compile_stacks(captured, CpuTarget(threads=1))
+        return
+    compiled = compile_stacks(captured, CpuTarget(threads=1))
+    first, second = compiled.info.stacks
+    assert first.compiled and not second.compiled
+    assert second.reason == "compiling it failed: RuntimeError: cannot compile stack1"
+    assert (second.name, second.reason) in compiled.info.fallbacks
+    assert set(compiled.runners) == {first.name}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from brainslug.frontend_tf.optimize import check_shape, compile_plan
+from brainslug.plan.compile import strict
 from brainslug.plan.report import PlanInfo, format_report
 
 DEFAULT_THREADS: int | None = 1
@@ -47,6 +48,15 @@ def optimize(model: Any, shape: Any, **options: Any) -> Any:
     except Unmapped as e:
         info = PlanInfo(capture="none")
         info.fallbacks.append(("<model>", f"the model runs in Keras as it is: {e}"))
+        return OptimizedModel(model, None, spec, info)
+    except ValueError:  # bad input: the user's to fix
+        raise
+    except Exception as e:  # a bug of BrainSlug's: the model still runs
+        if strict():
+            raise
+        info = PlanInfo(capture="none")
+        info.fallbacks.append(("<model>", f"optimize() failed, the model runs as it is: "
+                               f"{type(e).__name__}: {e}"))
         return OptimizedModel(model, None, spec, info)
     opt = OptimizedModel(model, plan, spec, plan.info, mode)
     if mode == "graph":

@@ -78,7 +78,7 @@ def compile_plan(
         metas = _metas_from_json(record.frontend) if record is not None else None
         if metas is None:
             record = None
-            metas = propagate_shapes(gm, [shape] if shape else [])
+            metas = _shapes(gm, shape)
     cap = capture(gm, [shape] if shape is not None else [], metas, layout)
     stacks = compile_stacks(captured(cap), target, key=key, record=record,
                             frontend_data=_metas_to_json(metas))
@@ -95,6 +95,17 @@ def compile_plan(
     new_gm = rewrite_graph(gm, stacks, kernels, cl_inputs)
     info.compile_seconds = time.perf_counter() - t0
     return new_gm, info, stacks.module
+
+
+def _shapes(gm: fx.GraphModule, shape: list[int] | None) -> Metas:
+    """The traced graph's shapes for inputs of `shape`; ValueError when the
+    model does not run on them."""
+    try:
+        return propagate_shapes(gm, [shape] if shape else [])
+    except Exception as e:
+        want = "x".join("N" if d == 0 else str(d) for d in shape or [])
+        raise ValueError(f"the model does not run on inputs of shape {want}: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
 
 
 def _channels_last_inputs(cap: Capture, layout: str) -> list[str]:

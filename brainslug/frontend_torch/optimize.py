@@ -15,6 +15,7 @@ from brainslug.frontend_torch.compile import compile_plan, plan_key_parts
 from brainslug.frontend_torch.graph import check_shape, trace_model
 from brainslug.frontend_torch.module import BrainSlugModule
 from brainslug.ir.compile_time import gc_paused
+from brainslug.plan.compile import strict
 from brainslug.plan.report import PlanInfo
 from brainslug.plan.targets import CpuTarget
 
@@ -89,7 +90,17 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
     threads = kernel_threads(options.get("threads", "auto"))
     measured: list[str] = []
     for layout in layouts:
-        opt, key_parts = _plan(model, spec, layout, threads, options)
+        try:
+            opt, key_parts = _plan(model, spec, layout, threads, options)
+        except ValueError:  # bad input: the user's to fix
+            raise
+        except Exception as e:  # a bug of BrainSlug's: the model still runs
+            if strict():
+                raise
+            info = PlanInfo(capture="none", notes=measured)
+            info.fallbacks.append(("<model>", f"optimize() failed, the model runs as it is: "
+                                   f"{type(e).__name__}: {e}"))
+            return BrainSlugModule(model, None, spec, info)
         if opt.plan is None or model.training or not speed.enabled():
             return opt
         verdict = speed.measure(opt, model, spec, key_parts)

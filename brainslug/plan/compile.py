@@ -9,12 +9,15 @@ runs where in a `PlanInfo`.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 
+from brainslug.dialects import nn
 from brainslug.ir.context import make_context
 from brainslug.passes.form_stacks import FormStacksPass
 from brainslug.pipeline.default import default_passes
@@ -73,27 +76,81 @@ def compile_stacks(
     fn = captured.function
     aliases = removed_aliases(fn, captured.sources)
     ctx = make_context()
-    FormStacksPass().apply(ctx, module)
-    infos, bindings = describe(fn, captured.sources, default_layout)
-    notes: list[str] = []
+    info = PlanInfo(target=target.name, layout=default_layout)
+    try:
+        FormStacksPass().apply(ctx, module)
+    except Exception as e:  # no stacks: every layer runs in the framework
+        if strict():
+            raise
+        info.fallbacks.append(("<stacks>", f"bs-form-stacks failed, every layer runs in the "
+                               f"framework: {type(e).__name__}: {e}"))
+        return CompiledStacks(info, [], {}, aliases, module)
+    info.stacks, bindings = describe(fn, captured.sources, default_layout)
     kernels = None
     if record is not None:
         launch_of, fallback_stacks = record.launch_of, record.fallback_stacks
         kernels = target.load(plan_cache.infos_from_json(record.infos), record.unit_keys)
         if kernels is not None:
-            notes.append(PLAN_CACHE_HIT)
+            info.notes.append(PLAN_CACHE_HIT)
     if kernels is None:
-        for p in default_passes(target.name, target.cpu)[1:]:
-            p.apply(ctx, module)
+        module, kernels = lower_stacks(module, target)
+        fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
         launch_of, fallback_stacks = stack_launches(fn)
-        kernels = target.compile(module) if launch_of else None
         infos_json = plan_cache.infos_to_json(module)
         if key is not None and infos_json is not None and target.fingerprint() is not None:
             plan_cache.store(key, plan_cache.PlanRecord(
                 frontend_data, launch_of, fallback_stacks, infos_json,
                 target.unit_keys(kernels) if kernels is not None else {}))
     runners = {s: kernels[k] for s, k in launch_of.items()} if kernels is not None else {}
-    info = PlanInfo(stacks=infos, notes=notes, target=target.name, layout=default_layout)
     record_library(info, fn, fallback_stacks, captured.library_reasons, library_prefix)
     info.compile_seconds = time.perf_counter() - t0
     return CompiledStacks(info, bindings, runners, aliases, module)
+
+
+def strict() -> bool:
+    """`BRAINSLUG_STRICT=1`: an error while compiling raises instead of leaving
+    the stack (or the model) to the framework."""
+    return os.environ.get("BRAINSLUG_STRICT", "0").strip().lower() in ("1", "on", "true", "yes")
+
+
+def _lower(module: ModuleOp, target: Target, skip: dict[str, str]) -> Any:
+    """Runs the pipeline after bs-form-stacks on `module` (stacks in `skip` stay
+    in the framework, with that reason) and compiles its kernels."""
+    for op in module.walk():
+        if isinstance(op, nn.StackOp) and op.stack_name_value in skip:
+            op.attributes["bs.fallback"] = StringAttr(skip[op.stack_name_value])
+    ctx = make_context()
+    for p in default_passes(target.name, target.cpu)[1:]:
+        p.apply(ctx, module)
+    fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
+    return target.compile(module) if stack_launches(fn)[0] else None
+
+
+def lower_stacks(module: ModuleOp, target: Target) -> tuple[ModuleOp, Any]:
+    """The lowered module and its kernels. A stack whose passes or compilation
+    raise is found by bisection and left to the framework, with the error as
+    its reason (unless `strict()`)."""
+    pristine = None if strict() else module.clone()
+    try:
+        return module, _lower(module, target, {})
+    except Exception:
+        if pristine is None:
+            raise
+    names = [op.stack_name_value for op in pristine.walk() if isinstance(op, nn.StackOp)]
+    failed: dict[str, str] = {}
+
+    def bisect(group: list[str]) -> None:
+        others = {n: "not in this trial" for n in names if n not in group}
+        try:
+            _lower(pristine.clone(), target, others)
+        except Exception as e:
+            if len(group) == 1:
+                failed[group[0]] = f"compiling it failed: {type(e).__name__}: {e}"
+            else:
+                bisect(group[: len(group) // 2])
+                bisect(group[len(group) // 2:])
+
+    bisect(names)
+    if not failed:  # no stack fails alone: the stacks fail together
+        failed = {n: "compiling the stacks together failed" for n in names}
+    return pristine, _lower(pristine, target, failed)

@@ -1,0 +1,46 @@
+"""optimize() never fails on a model the framework can run: a bug of
+BrainSlug's leaves the model (or the stack) to the framework with the reason in
+the report; bad input is a ValueError; BRAINSLUG_STRICT=1 raises instead."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import brainslug.pytorch as brainslug
+
+# the module (the package's `optimize` attribute is the function)
+torch_optimize = sys.modules["brainslug.frontend_torch.optimize"]
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU()).eval()
+
+
+def test_a_compiler_error_leaves_the_model_to_the_framework(monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in a pass")
+
+    monkeypatch.setattr(torch_optimize, "compile_plan", broken)
+    monkeypatch.setenv("BRAINSLUG_STRICT", "0")
+    m = model()
+    opt = brainslug.optimize(m, [0, 3, 13, 11])
+    assert opt.plan is None
+    assert opt.info.fallbacks == [("<model>", "optimize() failed, the model runs as it is: "
+                                   "RuntimeError: a bug in a pass")]
+    x = torch.randn(2, 3, 13, 11)
+    with torch.no_grad():
+        assert torch.equal(opt(x), m(x))
+    monkeypatch.setenv("BRAINSLUG_STRICT", "1")
+    with pytest.raises(RuntimeError, match="a bug in a pass"):
+        brainslug.optimize(m, [0, 3, 13, 11])
+
+
+def test_a_shape_the_model_cannot_run_is_a_value_error(monkeypatch) -> None:
+    monkeypatch.setenv("BRAINSLUG_STRICT", "0")
+    with pytest.raises(ValueError, match=r"does not run on inputs of shape Nx4x13x11"):
+        brainslug.optimize(model(), [0, 4, 13, 11])
