@@ -15,6 +15,7 @@ from brainslug.ir.context import parse_module
 from brainslug.plan.arena import plan_buffers
 from brainslug.plan.capture import Bound, Captured
 from brainslug.plan.compile import compile_stacks
+from brainslug.plan.report import PlanInfo, format_report
 from brainslug.plan.schedule import schedule
 from brainslug.plan.stacks import StackBinding
 from brainslug.plan.targets import CpuTarget
@@ -164,3 +165,18 @@ def test_a_stack_that_fails_to_compile_runs_in_the_framework(monkeypatch, strict
     assert second.reason == "compiling it failed: RuntimeError: cannot compile stack1"
     assert (second.name, second.reason) in compiled.info.fallbacks
     assert set(compiled.runners) == {first.name}
+
+
+def test_report_groups_fallbacks_by_reason() -> None:
+    info = PlanInfo(fallbacks=[("a", "method permute"), ("b", "module LayerNorm"),
+                               ("c", "method permute"), ("stack3", "no loop lowering")])
+    text = format_report(info)
+    summary = text[text.index("Fallbacks by reason"):text.index("Fallbacks (layers")]
+    assert summary.splitlines()[:4] == [
+        "Fallbacks by reason (4 layers, 3 reasons):",
+        "      2  method permute",
+        "      1  module LayerNorm",
+        "      1  no loop lowering",
+    ]
+    assert "  c: method permute" in text
+    assert "Fallbacks: none" in format_report(PlanInfo())

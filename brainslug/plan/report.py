@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -73,6 +74,12 @@ def format_report(info: PlanInfo, title: str = "BrainSlug plan") -> str:
             lines.append(f"  {node}: {callee}")
     lines.append("")
     if info.fallbacks:
+        counts = Counter(why for _, why in info.fallbacks)
+        lines.append(f"Fallbacks by reason ({len(info.fallbacks)} layers, "
+                     f"{len(counts)} reasons):")
+        for why, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+            lines.append(f"  {n:5d}  {why}")
+        lines.append("")
         lines.append("Fallbacks (layers BrainSlug could not optimize, and why):")
         for node, why in info.fallbacks:
             lines.append(f"  {node}: {why}")
