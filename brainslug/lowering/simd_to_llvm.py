@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import IntegerAttr, VectorType, f32, i1, i32, i64
+from xdsl.dialects.builtin import IntegerAttr, StringAttr, VectorType, f32, i1, i32, i64
 from xdsl.ir import Operation, SSAValue
 from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
 from xdsl.ir.affine.affine_expr import AffineDimExpr
@@ -24,6 +24,7 @@ from xdsl.ir.affine.affine_expr import AffineDimExpr
 from brainslug.analysis.generic_phases import WHOLE_CHUNKS
 from brainslug.dialects import simd
 from brainslug.lowering.llvm_builder import ICMP, IVal, type_suffix
+from brainslug.lowering.nn_to_loop.aten_vec import MATH_IMPL
 from brainslug.lowering.phase_emitter import Buffer, LaneState, OpLowering, PhaseEmitter
 
 
@@ -311,8 +312,14 @@ _MATH_INTRINSICS = ("exp", "log", "sqrt")
 
 
 def _math(em: PhaseEmitter, op: simd.MathOp) -> None:
+    """`llvm.exp`/`llvm.log`/`llvm.sqrt` (libm per lane), else the helper
+    `bs.<fn>`, or `bs.<fn>_<impl>` for an op that names the function whose
+    rounding it reproduces in its `MATH_IMPL` attribute (`exp_sleef_u10`:
+    PyTorch's vector exp; `exp_libm`: expf per lane, none for all-NaN vectors)."""
     x = em.value(op.input)
-    fn = op.fn_name
+    fn = str(op.fn_name)
+    if isinstance(impl := op.attributes.get(MATH_IMPL), StringAttr):
+        fn = f"{fn}_{impl.data}"
     if fn in _MATH_INTRINSICS:
         em.values[op.result] = em.b.intrinsic(f"llvm.{fn}", [x])
     else:

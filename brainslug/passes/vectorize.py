@@ -191,6 +191,7 @@ class _Vectorizer:
             new_val = new.result
         elif t in _MATH:
             new = simd.MathOp(_MATH[t], self.vector(op.operands[0], dst))
+            new.attributes |= op.attributes  # e.g. which framework's function (bs.impl)
             dst.add_op(new)
             new_val = new.result
         elif isinstance(op, arith.CmpfOp | arith.CmpiOp):

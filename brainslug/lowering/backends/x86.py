@@ -24,7 +24,14 @@ from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import llvm as xllvm
 from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
 
-from brainslug.lowering.llvm_helpers import I32, declare, define_helpers, max_step, per_lane
+from brainslug.lowering.llvm_helpers import (
+    I32,
+    declare,
+    define_helpers,
+    max_step,
+    per_lane,
+    per_lane_unless_all_nan,
+)
 from brainslug.lowering.loop_to_llvm import LOOP_LOWERINGS
 from brainslug.lowering.phase_emitter import TargetParams
 from brainslug.lowering.simd_to_llvm import SIMD_LOWERINGS
@@ -66,9 +73,15 @@ def _fmax(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
     return b.select(b.fcmp_unordered("uno", v, v), v, m)
 
 
-LANE_FUNCTIONS = {"tanh": per_lane("tanhf"), "erf": per_lane("erff"), "fmax": _fmax}
+LANE_FUNCTIONS = {
+    "exp_libm": per_lane_unless_all_nan("expf"),
+    "tanh": per_lane("tanhf"),
+    "erf": per_lane("erff"),
+    "fmax": _fmax,
+}
 """x86 bodies of `bs.*` helpers: libm per lane (exp/log/sqrt use LLVM
-intrinsics), and the max step on `maxps`."""
+intrinsics; `bs.exp_libm` skips vectors that are all NaN), and the max step on
+`maxps`. PyTorch's vector exp (`bs.exp_sleef_u10`) is a generic helper."""
 
 
 @functools.cache

@@ -1,7 +1,8 @@
 """Elementwise layers: activations, dropout/identity, and broadcasting add and mul.
 
 Each formula repeats the framework's own operations in the framework's order
-(see DESIGN.md, "Exactness"); `impl = "eigen"` selects TensorFlow's (`eigen`).
+(see DESIGN.md, "Exactness"); `impl = "eigen"` selects TensorFlow's (`eigen`),
+absent it PyTorch's (`aten_vec`: its vector exp, and its scalar lambda in the tail).
 """
 
 from __future__ import annotations
@@ -9,11 +10,18 @@ from __future__ import annotations
 import math as pymath
 from collections.abc import Callable, Sequence
 
-from xdsl.dialects import arith, math
+from xdsl.dialects import math
 from xdsl.ir import Operation, SSAValue
 from xdsl.ir.affine import AffineMap
 
 from brainslug.dialects import nn
+from brainslug.lowering.nn_to_loop.aten_vec import (
+    aten_exp,
+    aten_tail_formula,
+    in_aten_tail,
+    logistic,
+    silu,
+)
 from brainslug.lowering.nn_to_loop.builder import (
     Buffers,
     Emitter,
@@ -55,9 +63,7 @@ def _leaky_relu(op: nn.LeakyReluOp) -> Formula:
 def _sigmoid(op: nn.SigmoidOp) -> Formula:
     if op.impl_value == "eigen":
         return eigen_logistic
-    return lambda e, x: e.div(
-        e.f(1.0), e.add(e.f(1.0), e.emit(math.ExpOp(e.emit(arith.NegfOp(x)))))
-    )
+    return logistic(aten_exp)
 
 
 def _tanh(op: nn.TanhOp) -> Formula:
@@ -67,7 +73,7 @@ def _tanh(op: nn.TanhOp) -> Formula:
 def _silu(op: nn.SiluOp) -> Formula:
     if op.impl_value == "eigen":
         return lambda e, x: e.mul(x, eigen_logistic(e, x))
-    return lambda e, x: e.div(x, e.add(e.f(1.0), e.emit(math.ExpOp(e.emit(arith.NegfOp(x))))))
+    return silu(aten_exp)
 
 
 def _hardswish(op: nn.HardswishOp) -> Formula:
@@ -130,17 +136,26 @@ def broadcast_map(in_shape: Sequence[int], out_shape: Sequence[int]) -> AffineMa
 
 
 def lower_unary(kb: KernelBuilder, op: Operation, buf: Buffers, out: SSAValue) -> None:
+    """One nest; where the framework computes the last elements of a tensor with
+    another formula (its scalar tail), a flat-index compare selects it. PyTorch's
+    tail formula sees NaN outside its tail, so that its libm calls (`bs.exp` skips
+    all-NaN vectors) run only in vectors that reach the tail."""
     x = buf[op.operands[0]]
     formula = UNARY_FORMULAS[type(op)](op)
-    tail_formula = eigen_tail_formula(op)
     shape = out.type.get_shape()
+    in_tail: Callable[[Emitter, Sequence[int], Sequence[SSAValue]], SSAValue | None]
+    if (tail_formula := eigen_tail_formula(op)) is not None:
+        in_tail, masked = in_eigen_tail, False
+    else:
+        tail_formula, in_tail, masked = aten_tail_formula(op), in_aten_tail, True
 
     def body(e: Emitter, ivs: list[SSAValue]) -> None:
         v = e.load(x, ivs)
         y = formula(e, v)
-        tail = None if tail_formula is None else in_eigen_tail(e, shape, ivs)
+        tail = None if tail_formula is None else in_tail(e, shape, ivs)
         if tail is not None:
-            y = e.select(tail, tail_formula(e, v), y)
+            vt = e.select(tail, v, e.f(float("nan"))) if masked else v
+            y = e.select(tail, tail_formula(e, vt), y)
         e.store(y, out, ivs)
 
     kb.nest(out.type.get_shape(), body)

@@ -1,0 +1,113 @@
+"""PyTorch's CPU numerics where they differ from the plain formula (the default `impl`).
+
+PyTorch's float32 CPU kernels (`cpu_kernel_vec`, aten/src/ATen/native/cpu/Loops.h)
+run a vector lambda on `Vectorized<float>` and a scalar lambda elsewhere:
+`vectorized_loop` takes two vectors per step (32 floats with AVX-512) and hands
+the last `numel % 32` elements of a contiguous tensor to the scalar lambda. The
+two differ in their exp: the vector one is Sleef's `expf_u10`
+(`Vectorized<float>::exp`, vec512_float.h), the scalar one libm's `expf`
+(`std::exp`). For sigmoid (UnaryOpsKernel.cpp) and SiLU (Activation.cpp):
+
+- sigmoid: vector `((0 - x).exp() + 1).reciprocal()`, scalar `1 / (1 + std::exp(-x))`;
+- SiLU: vector `x / (1 + x.neg().exp())`, scalar `x / (1 + std::exp(-x))`.
+
+Here `aten_exp` is the vector exp (a `math.exp` marked `MATH_IMPL = SLEEF_U10`,
+which the x86 vector lowering computes as Sleef does; scalar nests and the GPU
+call libm/libdevice as for any exp) and `aten_tail_formula` the scalar lambda
+(its exp marked `LIBM`: expf per lane, no call for a vector that is all NaN),
+which `lower_unary` selects on the flattened tensor's last `numel % 32` elements
+and feeds NaN elsewhere.
+This models one chunk: PyTorch also splits tensors of 32768 elements or more
+across its threads, with a scalar tail at the end of each thread's chunk.
+"""
+
+from __future__ import annotations
+
+import math as pymath
+from collections.abc import Callable, Sequence
+
+from xdsl.dialects import arith, math
+from xdsl.dialects.builtin import StringAttr
+from xdsl.ir import Operation, SSAValue
+
+from brainslug.dialects import nn
+from brainslug.lowering.nn_to_loop.builder import Emitter, Formula
+
+MATH_IMPL = "bs.impl"
+"""Attribute of a `math.exp` (kept on its `simd.math`) naming the vector function
+whose rounding it must reproduce."""
+
+SLEEF_U10 = "sleef_u10"
+"""`MATH_IMPL` value: Sleef's 1-ULP function (`Sleef_expf16_u10`), PyTorch's vector exp."""
+
+LIBM = "libm"
+"""`MATH_IMPL` value: libm's function per lane (`expf`), as plain `math.exp`, but
+with no calls for a vector whose lanes are all NaN."""
+
+ATEN_VEC_STEP = 32
+"""Floats per step of PyTorch's `vectorized_loop` in its AVX-512 build (two
+`Vectorized<float>` of 16); the remainder of a contiguous tensor runs scalar."""
+
+Exp = Callable[[Emitter, SSAValue], SSAValue]
+
+
+def _exp(e: Emitter, x: SSAValue, impl: str) -> SSAValue:
+    op = math.ExpOp(x)
+    op.attributes[MATH_IMPL] = StringAttr(impl)
+    return e.emit(op)
+
+
+def aten_exp(e: Emitter, x: SSAValue) -> SSAValue:
+    """PyTorch's vector exp, `Vectorized<float>::exp` (Sleef's `expf_u10`)."""
+    return _exp(e, x, SLEEF_U10)
+
+
+def libm_exp(e: Emitter, x: SSAValue) -> SSAValue:
+    """`std::exp` on a float: libm's `expf`."""
+    return _exp(e, x, LIBM)
+
+
+def logistic(exp: Exp) -> Formula:
+    """PyTorch's sigmoid `1 / (1 + exp(-x))` with the given exp."""
+    return lambda e, x: e.div(e.f(1.0), e.add(e.f(1.0), exp(e, e.emit(arith.NegfOp(x)))))
+
+
+def silu(exp: Exp) -> Formula:
+    """PyTorch's SiLU `x / (1 + exp(-x))` with the given exp."""
+    return lambda e, x: e.div(x, e.add(e.f(1.0), exp(e, e.emit(arith.NegfOp(x)))))
+
+
+def aten_tail_formula(op: Operation) -> Formula | None:
+    """The scalar lambda of a layer's PyTorch kernel, where it differs from the
+    vector one."""
+    if isinstance(op, nn.SigmoidOp) and op.impl_value is None:
+        return logistic(libm_exp)
+    if isinstance(op, nn.SiluOp) and op.impl_value is None:
+        return silu(libm_exp)
+    return None
+
+
+def in_flat_tail(e: Emitter, shape: Sequence[int], ivs: Sequence[SSAValue],
+                 step: int) -> SSAValue | None:
+    """i1: the point lies in the last `numel % step` elements (row-major); None when
+    numel is a multiple of `step` whatever the batch."""
+    inner = pymath.prod(shape[1:]) if shape else 1
+    if shape and shape[0] < 0:
+        if inner % step == 0:
+            return None
+        numel = e.index(arith.MuliOp, e.kernel.extent(shape[0]), e.i(inner))
+        start = e.index(arith.SubiOp, numel, e.index(arith.RemSIOp, numel, e.i(step)))
+    else:
+        numel = pymath.prod(shape)
+        if numel % step == 0:
+            return None
+        start = e.i(numel - numel % step)
+    flat = ivs[0] if ivs else e.i(0)
+    for extent, iv in zip(shape[1:], ivs[1:], strict=True):
+        flat = e.index(arith.AddiOp, e.index(arith.MuliOp, flat, e.i(extent)), iv)
+    return e.emit(arith.CmpiOp(flat, start, "sge"))
+
+
+def in_aten_tail(e: Emitter, shape: Sequence[int], ivs: Sequence[SSAValue]) -> SSAValue | None:
+    """i1: PyTorch's scalar lambda computes this point (see the module docstring)."""
+    return in_flat_tail(e, shape, ivs, ATEN_VEC_STEP)

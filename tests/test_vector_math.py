@@ -1,0 +1,130 @@
+"""PyTorch's vector math on x86: sigmoid and SiLU stacks bit for bit against eager
+PyTorch (Sleef's expf_u10 in the vector body, libm's expf on the last numel % 32
+elements), special values included, and no libm call left in the vector body."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from brainslug.ir.context import make_context, parse_module
+from brainslug.lowering.backends.x86 import emit_asm
+from brainslug.lowering.llvm_helpers import SLEEF_EXPF
+from brainslug.pipeline.default import default_passes
+from brainslug.testing.executor import compile_graph
+
+SPECIAL = np.array(
+    [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 1e-40, -1e-40, 1.17e-38,
+     88.72, 88.73, 89.0, -88.72, -87.3, -87.4, -103.9, -104.0, -104.1, 99.9, 100.0, 100.1,
+     -100.0, 16.6, -16.6, 0.5, -0.5, 1e-7, -1e-7, 3e38, -3e38],
+    np.float32,
+)
+
+
+def _values(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Random values over [-110, 110], denser near 0, with SPECIAL spread in and
+    some in the last 31 elements (PyTorch's scalar tail)."""
+    x = np.concatenate([rng.uniform(-110, 110, n // 2), rng.standard_normal(n - n // 2) * 8])
+    x = rng.permutation(x).astype(np.float32)
+    m = min(n, len(SPECIAL))
+    x[rng.choice(n, m, replace=False)] = SPECIAL[:m]
+    k = min(n, 12)
+    x[-k:] = SPECIAL[:k]
+    return x
+
+
+def _torch_fn(name: str):
+    return {"nn.sigmoid": torch.sigmoid, "nn.silu": F.silu}[name]
+
+
+def _graph(name: str, phys: list[int]) -> str:
+    """A stack of one layer on a tensor of shape [?, *phys[1:]] (as stored)."""
+    t = "tensor<?x" + "x".join(str(d) for d in phys[1:]) + "xf32>"
+    return f"""
+func.func @main(%x: {t}) -> {t} {{
+  %r = nn.stack "s" (%x) : ({t}) -> {t} {{
+  ^bb0(%a: {t}):
+    %y = {name} %a : {t} -> {t}
+    nn.yield %y : {t}
+  }}
+  func.return %r : {t}
+}}
+"""
+
+
+def _equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a.view(np.uint32) == b.view(np.uint32)) | (np.isnan(a) & np.isnan(b))
+
+
+@pytest.mark.parametrize("name", ["nn.sigmoid", "nn.silu"])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bit_for_bit(name: str, batch: int, layout: str) -> None:
+    c, h, w = 37, 13, 13
+    rng = np.random.default_rng(batch)
+    phys = [batch, h, w, c] if layout == "NHWC" else [batch, c, h, w]
+    x = _values(int(np.prod(phys)), rng).reshape(phys)
+    graph = compile_graph(parse_module(_graph(name, phys)))
+    (out,) = graph(x)
+    out = np.asarray(out)
+    # PyTorch runs the layer on the tensor in memory order (channels-last stays so)
+    t = torch.from_numpy(x)
+    if layout == "NHWC":
+        t = t.permute(0, 3, 1, 2)
+    ref = _torch_fn(name)(t)
+    if layout == "NHWC":
+        ref = ref.permute(0, 2, 3, 1)
+    ref = ref.contiguous().numpy()
+    ok = _equal(out, ref)
+    assert ok.all(), f"{(~ok).sum()} differ, e.g. x={x[~ok][:4]} out={out[~ok][:4]} ref={ref[~ok][:4]}"
+
+
+@pytest.mark.parametrize("name", ["nn.sigmoid", "nn.silu"])
+@pytest.mark.parametrize("n", [5, 31, 32, 33, 16 * 37 + 7])
+def test_flat_sizes_and_tail(name: str, n: int) -> None:
+    """Rank-2 tensors: every size class of the tail, where Sleef and libm differ."""
+    rng = np.random.default_rng(n)
+    x = _values(n, rng)
+    graph = compile_graph(parse_module(_graph(name, [1, n])))
+    out = np.asarray(graph(x.reshape(1, n))[0]).reshape(n)
+    ref = _torch_fn(name)(torch.from_numpy(x)).numpy()
+    assert _equal(out, ref).all()
+
+
+def test_pytorch_picks_the_exp_by_position() -> None:
+    """PyTorch's sigmoid of the same value differs between its vector body (a
+    tensor of 32) and its scalar tail (a tensor of 1) for some x: the tail tests
+    above discriminate."""
+    x = np.linspace(-20, 20, 2001, dtype=np.float32)
+    body = torch.sigmoid(torch.from_numpy(np.repeat(x, 32))).numpy()[::32]
+    tail = np.array([torch.sigmoid(torch.tensor([v]))[0].item() for v in x], np.float32)
+    assert (body != tail).sum() > 10
+
+
+def test_sleef_constants_are_float32() -> None:
+    for v in (SLEEF_EXPF["r_ln2"], SLEEF_EXPF["l2u"], SLEEF_EXPF["l2l"], *SLEEF_EXPF["poly"]):
+        assert float(np.float32(v)) == v
+
+
+def test_silu_stack_calls_no_expf_in_the_vector_body() -> None:
+    """With numel a multiple of 32 for every batch there is no scalar tail, and the
+    BN + SiLU stack's exp is vector code: no call to libm's expf (the old
+    lowering, `llvm.exp.v16f32`, made 16 calls per vector)."""
+    t = "tensor<?x56x56x96xf32>"
+    p = "tensor<96xf32>"
+    text = f"""
+func.func @main(%x: {t}, %g: {p}, %b: {p}, %m: {p}, %v: {p}) -> {t} {{
+  %bn = nn.batch_norm %x weight %g bias %b mean %m var %v {{eps = 1.0e-05 : f64, layout = "NHWC"}} : ({t}, {p}, {p}, {p}, {p}) -> {t}
+  %y = nn.silu %bn : {t} -> {t}
+  func.return %y : {t}
+}}
+"""
+    ctx = make_context()
+    module = parse_module(text, ctx=ctx)
+    for p in default_passes():
+        p.apply(ctx, module)
+    asm = emit_asm(module)
+    assert "vfmadd" in asm
+    assert "expf" not in asm
