@@ -205,6 +205,13 @@ _FUNCTIONS: dict[Any, ops.OpSpec] = {
     operator.mul: ops.MUL, torch.mul: ops.MUL,
     F.softmax: ops.SOFTMAX, torch.softmax: ops.SOFTMAX,
 }
+try:  # torchvision wraps stochastic depth for fx: a call of its own in the graph
+    from torchvision.ops import StochasticDepth, stochastic_depth
+except ImportError:
+    pass
+else:
+    _FUNCTIONS[stochastic_depth] = ops.STOCHASTIC_DEPTH
+    _MODULES[StochasticDepth] = ops.STOCHASTIC_DEPTH
 _IN_PLACE_FUNCTIONS: dict[Any, ops.OpSpec] = {operator.iadd: ops.ADD, operator.imul: ops.MUL}
 
 _METHODS: dict[str, ops.OpSpec] = {

@@ -143,6 +143,13 @@ def _dropout(c: Call) -> Operation:
     return nn.DropoutOp(x, float(c["p"]))
 
 
+def _stochastic_depth(c: Call) -> Operation:
+    x = c.tensor("input")
+    if c["training"] and c["p"] > 0:
+        raise Unmapped("stochastic depth in training mode")
+    return nn.IdentityOp(x)
+
+
 def _conv2d(c: Call) -> Operation:
     x = c.tensor("input")
     c.b.library_conv()
@@ -282,6 +289,8 @@ GELU = _spec("gelu(input, approximate='none')",
             lambda c: nn.GeluOp(c.tensor("input"), c["approximate"]))
 DROPOUT = _spec("dropout(input, p=0.5, training=True, inplace=False)", _dropout)
 IDENTITY = _spec("identity(input)", _unary(nn.IdentityOp))
+STOCHASTIC_DEPTH = _spec("stochastic_depth(input, p, mode, training=True)", _stochastic_depth)
+"""torchvision's stochastic depth (DropPath): the identity in eval."""
 CONV2D = _spec("conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)",
               _conv2d)
 LINEAR = _spec("linear(input, weight, bias=None)", _linear)
