@@ -128,3 +128,59 @@ func.func @main(%x: {t}, %g: {p}, %b: {p}, %m: {p}, %v: {p}) -> {t} {{
     asm = emit_asm(module)
     assert "vfmadd" in asm
     assert "expf" not in asm
+
+
+GELU_SPECIAL = np.array(
+    [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 1e-40, -1e-40, 1.17e-38,
+     5.54, 5.55, -5.54, -5.55, 13.0, -13.0, 0.5, -0.5, 1e-7, -1e-7, 3e38, -3e38, 1e20, -1e20],
+    np.float32,
+)
+
+
+def _gelu_values(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Random values over [-8, 8] and N(0, 3), with GELU_SPECIAL spread in and some
+    at the end."""
+    x = np.concatenate([rng.uniform(-8, 8, n // 2), rng.standard_normal(n - n // 2) * 3])
+    x = rng.permutation(x).astype(np.float32)
+    m = min(n, len(GELU_SPECIAL))
+    x[rng.choice(n, m, replace=False)] = GELU_SPECIAL[:m]
+    k = min(n, 12)
+    x[-k:] = GELU_SPECIAL[:k]
+    return x
+
+
+def _gelu_graph(phys: list[int]) -> str:
+    return _graph("nn.gelu", phys).replace("nn.gelu %a :", 'nn.gelu %a {approximate = "none"} :')
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("shape", [[37, 13, 13], [13, 13, 37], [197, 77], [5]])
+def test_gelu_bit_for_bit_with_onednn(batch: int, shape: list[int]) -> None:
+    """Exact GELU on contiguous tensors (NCHW, channels-last data stored as NHWC,
+    ViT's [N, tokens, C], tiny) is oneDNN's in eager PyTorch: bit for bit,
+    special values and the vector remainder included."""
+    phys = [batch, *shape]
+    rng = np.random.default_rng(batch * 1000 + len(shape))
+    x = _gelu_values(int(np.prod(phys)), rng).reshape(phys)
+    (out,) = compile_graph(parse_module(_gelu_graph(phys)))(x)
+    out = np.asarray(out)
+    ref = F.gelu(torch.from_numpy(x.copy())).numpy()
+    ok = _equal(out, ref)
+    assert ok.all(), f"{(~ok).sum()} differ, e.g. x={x[~ok][:4]} out={out[~ok][:4]} ref={ref[~ok][:4]}"
+
+
+def _gelu_stack_asm() -> str:
+    text = _gelu_graph([1, 56, 56, 96])
+    ctx = make_context()
+    module = parse_module(text, ctx=ctx)
+    for p in default_passes():
+        p.apply(ctx, module)
+    return emit_asm(module)
+
+
+def test_gelu_stack_calls_no_erff() -> None:
+    """GELU's erf is vector code (oneDNN's polynomial, its coefficients looked up
+    with vpermi2ps on AVX-512): no call to libm's erff, which made 16 per vector."""
+    asm = _gelu_stack_asm()
+    assert "erff" not in asm
+    assert "vfmadd" in asm

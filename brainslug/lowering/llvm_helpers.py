@@ -18,6 +18,9 @@ Helpers, for a vector type `vN<T>` of N lanes:
 - `bs.<fn>.vNf32(v)` with fn in `lane_functions`: a scalar function per lane
   (`bs.exp_libm`: libm's expf per lane, skipped when every lane is NaN)
 - `bs.exp_sleef_u10.vNf32(v)`: Sleef's `expf_u10` (PyTorch's vector exp), in vector code
+- `bs.erf_aten.vNf32(v)`: PyTorch's own `Vectorized<float>::erf`, in vector code
+- `bs.erf_onednn.vNf32(s)`: erf(s / sqrt 2) as oneDNN's GELU computes it, from s
+  (a backend gives its table lookup: `lookup_per_lane` or a permute)
 """
 
 from __future__ import annotations
@@ -211,6 +214,21 @@ SLEEF_EXPF = {
 two parts (Cody-Waite) and the degree-6 polynomial, highest power first."""
 
 
+def _vconst(vt: ir.VectorType, v: float | int) -> ir.Constant:
+    return ir.Constant(vt, [v] * vt.count)
+
+
+def _vcall(b: ir.IRBuilder, name: str, args: list[ir.Value], ret: ir.Type | None = None) -> ir.Value:
+    """A call of the LLVM intrinsic `name` (declared on first use)."""
+    ftype = ir.FunctionType(ret or args[0].type, [a.type for a in args])
+    return b.call(declare(b.module, name, ftype), args)
+
+
+def _fma(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
+    """`x * y + z` rounded once (`vfmadd`)."""
+    return _vcall(b, f"llvm.fma.v{x.type.count}f32", [x, y, z])
+
+
 def sleef_expf_u10(b: ir.IRBuilder, d: ir.Value) -> ir.Value:
     """Sleef's `expf_u10` on a vector of f32, as PyTorch's `Vectorized<float>::exp`
     (`Sleef_expf16_u10`, AVX-512F; `expf8_u10` with AVX2) computes it, bit for bit.
@@ -227,33 +245,26 @@ def sleef_expf_u10(b: ir.IRBuilder, d: ir.Value) -> ir.Value:
     c = SLEEF_EXPF
 
     def k(v: float) -> ir.Constant:
-        return ir.Constant(vt, [v] * n)
+        return _vconst(vt, v)
 
     def ki(v: int) -> ir.Constant:
-        return ir.Constant(it, [v] * n)
-
-    def intrinsic(name: str, args: list[ir.Value], ret: ir.Type = vt) -> ir.Value:
-        fn = declare(b.module, name, ir.FunctionType(ret, [a.type for a in args]))
-        return b.call(fn, args)
-
-    def fma(x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
-        return intrinsic(f"llvm.fma.v{n}f32", [x, y, z])
+        return _vconst(it, v)
 
     # cvtps2dq rounds to nearest even; q is clamped to [-256, 256] (NaN to -256)
     # where Sleef's integer differs, which changes no result: those lanes are
     # 0, inf or NaN below
-    r = intrinsic(f"llvm.roundeven.v{n}f32", [b.fmul(d, k(c["r_ln2"]))])
+    r = _vcall(b, f"llvm.roundeven.v{n}f32", [b.fmul(d, k(c["r_ln2"]))])
     r = b.select(b.fcmp_unordered("<", r, k(-256.0)), k(-256.0), r)
     r = b.select(b.fcmp_ordered(">", r, k(256.0)), k(256.0), r)
     q = b.fptosi(r, it)
     qf = b.sitofp(q, vt)
-    s = fma(qf, k(-c["l2u"]), d)
-    s = fma(qf, k(-c["l2l"]), s)
+    s = _fma(b, qf, k(-c["l2u"]), d)
+    s = _fma(b, qf, k(-c["l2l"]), s)
     poly = c["poly"]
     u = k(poly[0])
     for coef in poly[1:]:
-        u = fma(u, s, k(coef))
-    u = b.fadd(k(1.0), fma(b.fmul(s, s), u, s))
+        u = _fma(b, u, s, k(coef))
+    u = b.fadd(k(1.0), _fma(b, b.fmul(s, s), u, s))
     half = b.ashr(q, ki(1))
 
     def pow2i(e: ir.Value) -> ir.Value:
@@ -264,12 +275,129 @@ def sleef_expf_u10(b: ir.IRBuilder, d: ir.Value) -> ir.Value:
     return b.select(b.fcmp_ordered("<", k(100.0), d), k(float("inf")), u)
 
 
+ATEN_ERF = {
+    "p": _f32(0.3275911),
+    "poly": tuple(_f32(c) for c in (1.061405429, -1.453152027, 1.421413741, -0.284496736,
+                                    0.254829592)),
+}
+"""The float32 constants of PyTorch's `Vectorized<float>::erf` (vec512_float.h,
+vec256_float.h): Abramowitz and Stegun 7.1.26, t = 1 / (1 + p|x|) and the
+degree-4 polynomial in t, highest power first."""
+
+
+def _sign_bits(b: ir.IRBuilder, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(x's bits as integers, its sign bit alone)."""
+    it = ir.VectorType(I32, x.type.count)
+    bits = b.bitcast(x, it)
+    return bits, b.and_(bits, _vconst(it, -0x80000000))
+
+
+def aten_erf(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """PyTorch's `Vectorized<float>::erf` (AVX-512 and AVX2), bit for bit:
+    sign(x) * (1 - t * r(t) * exp(-x*x)) with t = 1 / fma(p, |x|, 1), r by Horner's
+    rule in FMAs, Sleef's `expf_u10` for the exp, and the last step
+    `fma(-exp(-x*x) * t, r, 1)`."""
+    vt = x.type
+    c = ATEN_ERF
+    bits, sign = _sign_bits(b, x)
+    absx = b.bitcast(b.and_(bits, _vconst(bits.type, 0x7FFFFFFF)), vt)
+    t = b.fdiv(_vconst(vt, 1.0), _fma(b, _vconst(vt, c["p"]), absx, _vconst(vt, 1.0)))
+    poly = c["poly"]
+    r = _vconst(vt, poly[0])
+    for coef in poly[1:]:
+        r = _fma(b, r, t, _vconst(vt, coef))
+    e = sleef_expf_u10(b, b.fneg(b.fmul(x, x)))
+    y = _fma(b, b.fmul(b.fneg(e), t), r, _vconst(vt, 1.0))
+    return b.bitcast(b.xor(b.bitcast(y, bits.type), sign), vt)
+
+
+def _hex_f32(words: str) -> tuple[float, ...]:
+    return tuple(struct.unpack("f", struct.pack("I", int(w, 16)))[0] for w in words.split())
+
+
+ONEDNN_GELU_ERF = {
+    "idx_bias": 0xC21FFFFF - (1 << 32),
+    "rbound": _hex_f32("40b15cee")[0],
+    "poly": (  # degree 5 down to 0; entry i is interval i (0 is never selected)
+        _hex_f32("""3cb7d80c 3c9b6050 3c978d11 3c92e850 3c8d058b 3c848454 3c6cd623 3c4c824b
+                    3c2a7935 3be0b390 3b0651ac bb232f53 bbd42fa0 bc2c5366 bc492c9e bc2a7aa6
+                    bbd55d04 ba823a76 3b102aa8 3ae25a7e 3a31f792 38b84375 3689bb5a 0 0"""),
+        _hex_f32("""ba3d61db 39f097a3 3a5845dc 3ab1fa35 3b0cefb8 3b653ab6 3bcae527 3c221712
+                    3c6c5840 3cc0a703 3d1dcc19 3d63656d 3d955907 3dbf9910 3dd53f69 3db7dcef
+                    3d639ebe ba6ede48 bd22be69 bd041cf1 bc64f5ab bb097a32 b8ebf380 0 0"""),
+        _hex_f32("""be081a19 be084570 be08639b be089837 be08f409 be09ab95 be0b66d0 be0e400a
+                    be124df8 be1bde02 be2f19c9 be4931bf be685fbc be89c95f be96cbca be8044aa
+                    be0550f2 3dcfd6a1 3e94c826 3e79345f 3decec91 3ca46568 3aa1e00a 0 0"""),
+        _hex_f32("""b62173f4 3735e4cf 37f2ff89 388c23be 3917535c 39ab2ab0 3a60fadb 3af9b960
+                    3b6e5491 3c0a4ec5 3ca5aa8c 3d2138d9 3d8737d4 3ddfb660 3e0f27ab 3d94004b
+                    be0efdeb bf1d96c3 bf89db58 bf6d9897 bef69fb8 bdc4f8a8 bbde6422 0 0"""),
+        _hex_f32("""3f4c422a 3f4c421f 3f4c4207 3f4c41cb 3f4c413b 3f4c3fad 3f4c3a2f 3f4c2d40
+                    3f4c146a 3f4bc341 3f4ad08c 3f48f8cf 3f45fac7 3f404e07 3f3b980f 3f48dff3
+                    3f78b21b 3fbb0704 40019c32 3fe536d6 3f81331e 3e6c8684 3c98f936 0 3f800000"""),
+        _hex_f32("""a6f2cb94 32827792 3381cc0c 34523d4a 351ac44d 35f36d88 36ee8229 37b8a3bb
+                    3867a213 3940033b 3a2a5a1d 3ae35863 3b7828f2 3c08b14b 3c515ed3 bb503236
+                    bd8d8e5e be8abcd9 bf0c19a2 beccb328 3e176ced 3f470d99 3f7abb28 3f800000 0"""),
+    ),
+}
+"""oneDNN's piecewise minimax GELU (`eltwise_gelu_erf` on AVX-512 cores,
+src/cpu/x64/injectors/jit_uni_eltwise_injector.cpp, v3.x): erf(s/sqrt 2) is a
+degree-5 polynomial in |s| on 25 intervals; the interval is
+`clamp((bits(|s|) + idx_bias) >> 21, 1, 24)` (four per binade: two mantissa
+bits), 23 (the constant 1) beyond `rbound`."""
+
+TableLookup = Callable[[ir.IRBuilder, tuple[float, ...], ir.Value], ir.Value]
+"""`(b, table of up to 32 floats, <N x i32> indices) -> <N x float>`: table[index] per lane."""
+
+
+def lookup_per_lane(b: ir.IRBuilder, table: tuple[float, ...], idx: ir.Value) -> ir.Value:
+    """`TableLookup` for any width: each lane extracted from a constant vector."""
+    n = idx.type.count
+    tv = ir.Constant(ir.VectorType(F32, len(table)), list(table))
+    out = ir.Constant(ir.VectorType(F32, n), ir.Undefined)
+    for lane in range(n):
+        i = ir.Constant(I32, lane)
+        out = b.insert_element(out, b.extract_element(tv, b.extract_element(idx, i)), i)
+    return out
+
+
+def onednn_gelu_erf(b: ir.IRBuilder, s: ir.Value, lookup: TableLookup) -> ir.Value:
+    """erf(s / sqrt 2) as oneDNN's `gelu_erf` computes it on AVX-512 from `s` itself
+    (`ONEDNN_GELU_ERF`): Horner's rule in FMAs on |s|, then s's sign put back.
+    oneDNN's GELU is then `(s * (1 + erf)) * 0.5`. For |s| = inf the polynomial
+    gives NaN (0 * inf), as oneDNN's does."""
+    vt = s.type
+    c = ONEDNN_GELU_ERF
+    bits, sign = _sign_bits(b, s)
+    it = bits.type
+    abs_bits = b.and_(bits, _vconst(it, 0x7FFFFFFF))
+    pos = b.bitcast(abs_bits, vt)
+    idx = b.ashr(b.add(abs_bits, _vconst(it, c["idx_bias"])), _vconst(it, 21))
+    idx = b.select(b.icmp_signed("<", idx, _vconst(it, 1)), _vconst(it, 1), idx)
+    idx = b.select(b.icmp_signed(">", idx, _vconst(it, 24)), _vconst(it, 24), idx)
+    idx = b.select(b.fcmp_ordered("<", _vconst(vt, c["rbound"]), pos), _vconst(it, 23), idx)
+    poly = c["poly"]
+    p = lookup(b, poly[0], idx)
+    for coefs in poly[1:]:
+        p = _fma(b, p, pos, lookup(b, coefs, idx))
+    return b.bitcast(b.xor(b.bitcast(p, it), sign), vt)
+
+
 def _exp_sleef_u10(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
     return sleef_expf_u10(b, fn.args[0])
 
 
+def _erf_aten(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
+    return aten_erf(b, fn.args[0])
+
+
+def _erf_onednn(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
+    return onednn_gelu_erf(b, fn.args[0], lookup_per_lane)
+
+
 GENERIC_HELPERS: dict[str, HelperBody] = {
     "exp_sleef_u10": _exp_sleef_u10,
+    "erf_aten": _erf_aten,
+    "erf_onednn": _erf_onednn,
     "fcmp": _fcmp,
     "select": _select,
     "fmax": _fmax,

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from xdsl.dialects import llvm
-from xdsl.dialects.builtin import IntegerAttr, StringAttr, VectorType, f32, i1, i32, i64
+from xdsl.dialects import arith, llvm
+from xdsl.dialects.builtin import FloatAttr, IntegerAttr, StringAttr, VectorType, f32, i1, i32, i64
 from xdsl.ir import Operation, SSAValue
 from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
 from xdsl.ir.affine.affine_expr import AffineDimExpr
@@ -24,7 +24,7 @@ from xdsl.ir.affine.affine_expr import AffineDimExpr
 from brainslug.analysis.generic_phases import WHOLE_CHUNKS
 from brainslug.dialects import simd
 from brainslug.lowering.llvm_builder import ICMP, IVal, type_suffix
-from brainslug.lowering.nn_to_loop.aten_vec import MATH_IMPL
+from brainslug.lowering.nn_to_loop.aten_vec import GELU_ERF_SCALE, MATH_IMPL, ONEDNN
 from brainslug.lowering.phase_emitter import Buffer, LaneState, OpLowering, PhaseEmitter
 
 
@@ -311,15 +311,36 @@ def _negf(em: PhaseEmitter, op: simd.NegfOp) -> None:
 _MATH_INTRINSICS = ("exp", "log", "sqrt")
 
 
+def _gelu_erf_operand(v: SSAValue) -> SSAValue | None:
+    """`s` where `v` is `s * splat(f32(sqrt 1/2))`: oneDNN computes GELU's erf from
+    s itself, which the rounded product no longer determines."""
+    mul = v.owner
+    if not isinstance(mul, simd.MulfOp):
+        return None
+    for s, c in ((mul.lhs, mul.rhs), (mul.rhs, mul.lhs)):
+        splat = c.owner
+        cst = splat.operands[0].owner if isinstance(splat, simd.SplatOp) else None
+        if isinstance(cst, arith.ConstantOp) and isinstance(cst.value, FloatAttr) \
+                and cst.value.value.data == GELU_ERF_SCALE:
+            return s
+    return None
+
+
 def _math(em: PhaseEmitter, op: simd.MathOp) -> None:
     """`llvm.exp`/`llvm.log`/`llvm.sqrt` (libm per lane), else the helper
     `bs.<fn>`, or `bs.<fn>_<impl>` for an op that names the function whose
     rounding it reproduces in its `MATH_IMPL` attribute (`exp_sleef_u10`:
-    PyTorch's vector exp; `exp_libm`: expf per lane, none for all-NaN vectors)."""
+    PyTorch's vector exp; `exp_libm`: expf per lane, none for all-NaN vectors;
+    `erf_onednn`: oneDNN's GELU erf, called on GELU's input s)."""
     x = em.value(op.input)
     fn = str(op.fn_name)
     if isinstance(impl := op.attributes.get(MATH_IMPL), StringAttr):
         fn = f"{fn}_{impl.data}"
+        if impl.data == ONEDNN:
+            if (s := _gelu_erf_operand(op.input)) is None:
+                fn = str(op.fn_name)  # not GELU's erf(s * sqrt 1/2): libm per lane
+            else:
+                x = em.value(s)
     if fn in _MATH_INTRINSICS:
         em.values[op.result] = em.b.intrinsic(f"llvm.{fn}", [x])
     else:

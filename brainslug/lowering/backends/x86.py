@@ -25,10 +25,13 @@ from xdsl.dialects import llvm as xllvm
 from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
 
 from brainslug.lowering.llvm_helpers import (
+    F32,
     I32,
     declare,
     define_helpers,
+    lookup_per_lane,
     max_step,
+    onednn_gelu_erf,
     per_lane,
     per_lane_unless_all_nan,
 )
@@ -73,15 +76,33 @@ def _fmax(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
     return b.select(b.fcmp_unordered("uno", v, v), v, m)
 
 
+def _permute_lookup(b: ir.IRBuilder, table: tuple[float, ...], idx: ir.Value) -> ir.Value:
+    """A 32-entry table lookup on 16 lanes in one `vpermi2ps` (oneDNN's own way)."""
+    if idx.type.count != 16:
+        return lookup_per_lane(b, table, idx)
+    vt = ir.VectorType(F32, 16)
+    padded = [*table, *[0.0] * (32 - len(table))]
+    lo, hi = ir.Constant(vt, padded[:16]), ir.Constant(vt, padded[16:])
+    perm = declare(b.module, "llvm.x86.avx512.vpermi2var.ps.512",
+                   ir.FunctionType(vt, [vt, idx.type, vt]))
+    return b.call(perm, [lo, idx, hi])
+
+
+def _erf_onednn(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
+    return onednn_gelu_erf(b, fn.args[0], _permute_lookup)
+
+
 LANE_FUNCTIONS = {
     "exp_libm": per_lane_unless_all_nan("expf"),
+    "erf_onednn": _erf_onednn,
     "tanh": per_lane("tanhf"),
     "erf": per_lane("erff"),
     "fmax": _fmax,
 }
 """x86 bodies of `bs.*` helpers: libm per lane (exp/log/sqrt use LLVM
 intrinsics; `bs.exp_libm` skips vectors that are all NaN), and the max step on
-`maxps`. PyTorch's vector exp (`bs.exp_sleef_u10`) is a generic helper."""
+`maxps`, oneDNN's GELU erf with its table lookups on `vpermi2ps`. PyTorch's
+vector exp (`bs.exp_sleef_u10`) is a generic helper."""
 
 
 @functools.cache

@@ -19,11 +19,22 @@ which `lower_unary` selects on the flattened tensor's last `numel % 32` elements
 and feeds NaN elsewhere.
 This models one chunk: PyTorch also splits tensors of 32768 elements or more
 across its threads, with a scalar tail at the end of each thread's chunk.
+
+GELU (approximate="none") on a contiguous float tensor of two or more elements
+does not reach `GeluKernelImpl`: PyTorch's `gelu_out_cpu` (native/Activation.cpp)
+hands it to oneDNN (`eltwise_gelu_erf`), which on AVX-512 cores computes
+`(s * (1 + erf)) * 0.5` with erf(s/sqrt 2) a piecewise minimax polynomial in |s|,
+the same for every element (no scalar tail). `onednn_gelu` is that formula; its
+erf is a `math.erf` of `s * GELU_ERF_SCALE` marked `ONEDNN`, which the x86 vector
+lowering computes from s as oneDNN does (elsewhere: libm/libdevice erf).
+Non-contiguous (channels-last) tensors take `GeluKernelImpl`, whose vector erf
+is PyTorch's own (`bs.erf_aten`); that path is not selected here.
 """
 
 from __future__ import annotations
 
 import math as pymath
+import struct
 from collections.abc import Callable, Sequence
 
 from xdsl.dialects import arith, math
@@ -43,6 +54,12 @@ SLEEF_U10 = "sleef_u10"
 LIBM = "libm"
 """`MATH_IMPL` value: libm's function per lane (`expf`), as plain `math.exp`, but
 with no calls for a vector whose lanes are all NaN."""
+
+ONEDNN = "onednn"
+"""`MATH_IMPL` value of GELU's erf: oneDNN's `gelu_erf` polynomial, from GELU's input."""
+
+GELU_ERF_SCALE = struct.unpack("f", struct.pack("f", pymath.sqrt(0.5)))[0]
+"""float32(M_SQRT1_2), GELU's erf argument scale."""
 
 ATEN_VEC_STEP = 32
 """Floats per step of PyTorch's `vectorized_loop` in its AVX-512 build (two
@@ -75,6 +92,14 @@ def logistic(exp: Exp) -> Formula:
 def silu(exp: Exp) -> Formula:
     """PyTorch's SiLU `x / (1 + exp(-x))` with the given exp."""
     return lambda e, x: e.div(x, e.add(e.f(1.0), exp(e, e.emit(arith.NegfOp(x)))))
+
+
+def onednn_gelu(e: Emitter, x: SSAValue) -> SSAValue:
+    """oneDNN's GELU `(x * (1 + erf(x / sqrt 2))) * 0.5` (PyTorch's exact GELU on
+    contiguous tensors)."""
+    op = math.ErfOp(e.mul(x, e.f(GELU_ERF_SCALE)))
+    op.attributes[MATH_IMPL] = StringAttr(ONEDNN)
+    return e.mul(e.mul(x, e.add(e.f(1.0), e.emit(op))), e.f(0.5))
 
 
 def aten_tail_formula(op: Operation) -> Formula | None:

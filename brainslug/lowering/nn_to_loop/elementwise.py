@@ -20,6 +20,7 @@ from brainslug.lowering.nn_to_loop.aten_vec import (
     aten_tail_formula,
     in_aten_tail,
     logistic,
+    onednn_gelu,
     silu,
 )
 from brainslug.lowering.nn_to_loop.builder import (
@@ -97,12 +98,7 @@ def _gelu(op: nn.GeluOp) -> Formula:
 
         return gelu_tanh
 
-    def gelu(e: Emitter, x: SSAValue) -> SSAValue:
-        half = e.mul(x, e.f(0.5))
-        erf = e.emit(math.ErfOp(e.mul(x, e.f(pymath.sqrt(0.5)))))
-        return e.mul(half, e.add(e.f(1.0), erf))
-
-    return gelu
+    return onednn_gelu
 
 
 def _identity(op: nn.DropoutOp | nn.IdentityOp) -> Formula:
