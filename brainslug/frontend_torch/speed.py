@@ -1,8 +1,9 @@
 """Never slower than eager: a plan is measured against the model at optimize().
 
 The plan and the model run on one random input of the plan's shape (batch 1
-where the batch is free), interleaved after a warm-up, and the plan is kept
-when its median is not slower than the model's by more than `MARGIN`. The
+where the batch is free), interleaved after a warm-up call, for 2 to 5 rounds
+(fewer when the times do not overlap), and the plan is kept
+when its median is not slower than the model's (`MARGIN`). The
 verdict is kept in the kernel cache beside the plan, keyed like it, so a warm
 optimize() measures nothing. `BRAINSLUG_SPEED_CHECK=0` turns it off.
 """
@@ -21,11 +22,12 @@ import torch
 from brainslug.runtime import cache
 
 ROUNDS = 5
-"""Interleaved timing rounds after the warm-up."""
-WARMUP = 2
-MARGIN = 1.05
-"""A plan up to 5% slower than the model is kept: within the noise of a shared
-machine, and its memory traffic is lower."""
+"""Interleaved timing rounds after the warm-up, at most."""
+MIN_ROUNDS = 2
+"""Rounds before a clear verdict may stop the timing."""
+WARMUP = 1
+MARGIN = 1.0
+"""How much slower than the model a kept plan may measure (not at all)."""
 
 
 def enabled() -> bool:
@@ -52,18 +54,28 @@ class Verdict:
 
 def medians(candidates: dict[str, Callable[[torch.Tensor], object]], x: torch.Tensor,
             rounds: int = ROUNDS, warmup: int = WARMUP) -> dict[str, float]:
-    """Median seconds of each candidate on `x`, timed interleaved after `warmup` calls."""
+    """Median seconds of each candidate on `x`, timed interleaved after `warmup`
+    calls, for `rounds` rounds, or fewer once every time of one candidate is
+    below every time of the others (at least `MIN_ROUNDS`)."""
     times: dict[str, list[float]] = {k: [] for k in candidates}
     with torch.no_grad():
         for _ in range(warmup):
             for f in candidates.values():
                 f(x)
-        for _ in range(rounds):
+        for r in range(rounds):
             for k, f in candidates.items():
                 t = time.perf_counter()
                 f(x)
                 times[k].append(time.perf_counter() - t)
+            if r + 1 >= MIN_ROUNDS and _separated(times):
+                break
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _separated(times: dict[str, list[float]]) -> bool:
+    """Whether one candidate's slowest time beats every other's fastest."""
+    return any(max(v) < min(min(w) for k2, w in times.items() if k2 != k)
+               for k, v in times.items())
 
 
 def measure(plan: Callable[[torch.Tensor], object], model: torch.nn.Module, spec: list[int],
