@@ -89,3 +89,23 @@ def test_cache_off(cache_dir, monkeypatch) -> None:
     model = randomized(Block())
     brainslug.optimize(model, [0, 3, 15, 13])
     assert HIT not in brainslug.optimize(model, [0, 3, 15, 13]).info.notes
+
+
+class WithConstant(nn.Module):
+    """fx stores the tensor built in forward as `_tensor_constantN`, numbered
+    with a process-wide counter, so every trace names it differently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(x)) * torch.tensor([2.0])[0]
+
+
+def test_a_second_trace_with_tensor_constants_hits(cache_dir) -> None:
+    model = WithConstant().eval()
+    assert HIT not in brainslug.optimize(model, [0, 3, 15, 13]).info.notes
+    again = brainslug.optimize(model, [0, 3, 15, 13])
+    assert HIT in again.info.notes
+    check(model, again)

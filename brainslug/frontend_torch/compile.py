@@ -8,6 +8,7 @@ does not map stay the original PyTorch calls, in a stable topological order.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -39,8 +40,18 @@ def plan_key_parts(gm: fx.GraphModule, shape: list[int] | None, layout: str,
         (name, tuple(t.shape), str(t.dtype))
         for name, t in [*gm.named_parameters(), *gm.named_buffers()]
     ]
-    return [type(gm).__name__, str(gm), gm.code, repr(tensors), repr(shape), layout,
-            target.fingerprint() or ""]
+    return [type(gm).__name__, _renumbered(str(gm)), _renumbered(gm.code),
+            _renumbered(repr(tensors)), repr(shape), layout, target.fingerprint() or ""]
+
+
+_CONSTANT = re.compile(r"_tensor_constant\d+")
+
+
+def _renumbered(text: str) -> str:
+    """`text` with fx's tensor constants numbered in order of appearance: fx
+    numbers them with a process-wide counter, so two traces of one model differ."""
+    names: dict[str, str] = {}
+    return _CONSTANT.sub(lambda m: names.setdefault(m[0], f"_tensor_constant{len(names)}"), text)
 
 
 def _metas_to_json(metas: Metas) -> dict[str, Any]:
