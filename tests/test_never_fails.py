@@ -44,3 +44,20 @@ def test_a_shape_the_model_cannot_run_is_a_value_error(monkeypatch) -> None:
     monkeypatch.setenv("BRAINSLUG_STRICT", "0")
     with pytest.raises(ValueError, match=r"does not run on inputs of shape Nx4x13x11"):
         brainslug.optimize(model(), [0, 4, 13, 11])
+
+
+@pytest.mark.parametrize("cpu", ["bogus", 123, ""])
+def test_an_unknown_cpu_is_a_value_error(cpu) -> None:
+    """LLVM aborts the process on an unknown CPU when it emits code: BrainSlug
+    checks the name first."""
+    with pytest.raises(ValueError, match="cpu"):
+        brainslug.optimize(model(), [0, 3, 13, 11], cpu=cpu)
+
+
+def test_a_named_cpu_compiles() -> None:
+    m = model()
+    opt = brainslug.optimize(m, [0, 3, 13, 11], cpu="haswell")
+    x = torch.randn(2, 3, 13, 11)
+    with torch.no_grad():
+        ref = m(x)
+        assert (opt(x) - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from brainslug.frontend_tf.optimize import check_shape, compile_plan
+from brainslug.lowering.backends.x86 import check_cpu
 from brainslug.plan.compile import strict
 from brainslug.plan.report import PlanInfo, format_report
 
@@ -40,6 +41,7 @@ def optimize(model: Any, shape: Any, **options: Any) -> Any:
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                 or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    check_cpu(options.get("cpu", "host"))
     mode = options.get("mode", "eager")
     if mode not in ("eager", "graph"):
         raise ValueError(f"mode must be 'eager' or 'graph', got {mode!r}")

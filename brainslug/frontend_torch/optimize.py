@@ -15,6 +15,7 @@ from brainslug.frontend_torch.compile import compile_plan, plan_key_parts
 from brainslug.frontend_torch.graph import check_shape, trace_model
 from brainslug.frontend_torch.module import BrainSlugModule
 from brainslug.ir.compile_time import gc_paused
+from brainslug.lowering.backends.x86 import check_cpu
 from brainslug.plan.compile import strict
 from brainslug.plan.report import PlanInfo
 from brainslug.plan.targets import CpuTarget
@@ -84,6 +85,7 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
     for flag in ("fold_batchnorm", "pack_convolutions"):
         if not isinstance(options.get(flag, False), bool):
             raise ValueError(f"{flag} must be True or False, got {options[flag]!r}")
+    check_cpu(options.get("cpu", "host"))
     asked = options.get("layout", "auto")
     first = choose_layout(model, asked)
     layouts = [first, "NCHW"] if asked == "auto" and first == "NHWC" else [first]

@@ -16,6 +16,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
+import sys
+import tempfile
 from dataclasses import dataclass
 
 import llvmlite.binding as llvm
@@ -115,6 +118,36 @@ def _init_llvm() -> None:
         llvm.add_symbol(fn, ctypes.cast(getattr(libm, fn), ctypes.c_void_p).value)
 
 
+@functools.cache
+def known_cpu(cpu: str) -> bool:
+    """Whether LLVM knows `cpu` as an x86-64 processor. LLVM only prints a
+    warning for an unknown one and then aborts the process while emitting code,
+    so the check reads that warning (from the stderr file descriptor) when a
+    target machine is made."""
+    _init_llvm()
+    with tempfile.TemporaryFile() as err:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(err.fileno(), 2)
+            llvm.Target.from_default_triple().create_target_machine(cpu=cpu)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        err.seek(0)
+        return b"not a recognized processor" not in err.read()
+
+
+def check_cpu(cpu: object) -> str:
+    """`cpu` if it is "host" or a processor LLVM knows, else ValueError."""
+    if not isinstance(cpu, str) or not cpu:
+        raise ValueError(f"cpu must be 'host' or an LLVM CPU name such as 'znver4', got {cpu!r}")
+    if cpu != "host" and not known_cpu(cpu):
+        raise ValueError(f"cpu {cpu!r} is not an x86-64 processor LLVM knows (for example "
+                         f"'znver4', 'skylake-avx512', 'haswell', or 'host')")
+    return cpu
+
+
 def lanes_for(cpu: str, features: str = "") -> int:
     """SIMD width in f32 lanes for a CPU name or an LLVM feature string."""
     feats = set(features.split(","))
@@ -145,6 +178,7 @@ class X86Backend:
 
     def __post_init__(self) -> None:
         _init_llvm()
+        check_cpu(self.cpu)
         self.features = ""
         if self.cpu == "host":
             self.cpu = llvm.get_host_cpu_name()
