@@ -61,3 +61,20 @@ def test_a_named_cpu_compiles() -> None:
     with torch.no_grad():
         ref = m(x)
         assert (opt(x) - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_another_dtype_runs_as_it_is_with_a_warning(dtype) -> None:
+    m = model().to(dtype)
+    with pytest.warns(UserWarning, match="float32 models"):
+        opt = brainslug.optimize(m, [0, 3, 13, 11])
+    assert opt.plan is None and opt.info.fallbacks[0][0] == "<model>"
+    assert "float32" in brainslug.report(opt)
+    x = torch.randn(2, 3, 13, 11, dtype=dtype)
+    with torch.no_grad():
+        assert torch.equal(opt(x), m(x))
+
+
+def test_a_meta_model_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="meta"):
+        brainslug.optimize(model().to("meta"), [0, 3, 13, 11])

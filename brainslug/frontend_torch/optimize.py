@@ -5,6 +5,7 @@ trace, and the CPU plan (`compile`) or, for a model on a GPU, the CUDA plan
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,6 +87,19 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
         if not isinstance(options.get(flag, False), bool):
             raise ValueError(f"{flag} must be True or False, got {options[flag]!r}")
     check_cpu(options.get("cpu", "host"))
+    devices = {t.device.type for t in (*model.parameters(), *model.buffers())}
+    if devices - {"cpu"}:
+        raise ValueError(f"the model's tensors are on {sorted(devices)}: BrainSlug plans CPU "
+                         f"and CUDA models (move it with model.to('cpu') or model.cuda())")
+    dtypes = {t.dtype for t in model.parameters() if t.is_floating_point()}
+    if dtypes - {torch.float32}:
+        names = ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes))
+        warnings.warn(f"BrainSlug compiles float32 models; this one has {names} parameters "
+                      f"and runs as it is (model.float() converts it)", stacklevel=2)
+        info = PlanInfo(capture="none")
+        info.fallbacks.append(("<model>", f"{names} parameters: BrainSlug compiles float32 "
+                               f"models, so the model runs as it is"))
+        return BrainSlugModule(model, None, spec, info)
     asked = options.get("layout", "auto")
     first = choose_layout(model, asked)
     layouts = [first, "NCHW"] if asked == "auto" and first == "NHWC" else [first]
