@@ -60,6 +60,35 @@ def spatial_axes(layout: str) -> tuple[int, int]:
 # ---------------------------------------------------------------------------
 
 
+class PropertyAccessors:
+    """The Python values of the properties that several ops share (an op uses
+    the ones it defines)."""
+
+    @property
+    def kernel_values(self) -> tuple[int, ...]:
+        return self.kernel.get_values()  # type: ignore[attr-defined]
+
+    @property
+    def strides_values(self) -> tuple[int, ...]:
+        return self.strides.get_values()  # type: ignore[attr-defined]
+
+    @property
+    def padding_values(self) -> tuple[int, ...]:
+        return self.padding.get_values()  # type: ignore[attr-defined]
+
+    @property
+    def dilation_values(self) -> tuple[int, ...]:
+        return self.dilation.get_values()  # type: ignore[attr-defined]
+
+    @property
+    def ceil_mode_value(self) -> bool:
+        return bool(self.ceil_mode.value.data)  # type: ignore[attr-defined]
+
+    @property
+    def layout_value(self) -> Layout:
+        return Layout(self.layout.data)  # type: ignore[attr-defined]
+
+
 class MemoryBound(OpTrait):
     """A memory-bound layer that BrainSlug may group into a stack."""
 

@@ -23,6 +23,7 @@ from xdsl.traits import Pure
 from brainslug.dialects.nn.base import (
     MemoryBound,
     Operand,
+    PropertyAccessors,
     channel_axis,
     check_result_type,
     f64_attr,
@@ -41,7 +42,7 @@ from brainslug.dialects.nn.properties import (
 
 
 @irdl_op_definition
-class BatchNormOp(IRDLOperation):
+class BatchNormOp(PropertyAccessors, IRDLOperation):
     """Inference batch normalisation.
 
     `y = (x - running_mean) / sqrt(running_var + eps) * weight + bias`, per
@@ -106,10 +107,6 @@ class BatchNormOp(IRDLOperation):
     @property
     def eps_value(self) -> float:
         return self.eps.value.data
-
-    @property
-    def layout_value(self) -> Layout:
-        return Layout(self.layout.data)
 
     @classmethod
     def infer_type(

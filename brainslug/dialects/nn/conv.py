@@ -20,6 +20,7 @@ from xdsl.traits import Pure
 
 from brainslug.dialects.nn.base import (
     Operand,
+    PropertyAccessors,
     channel_axis,
     check_result_type,
     i64_array_attr,
@@ -47,7 +48,7 @@ from brainslug.dialects.nn.properties import (
 
 
 @irdl_op_definition
-class Conv2dOp(IRDLOperation):
+class Conv2dOp(PropertyAccessors, IRDLOperation):
     """2-D convolution (cross-correlation), as `torch.nn.functional.conv2d`.
 
     The weight is OIHW `[O, I/groups, KH, KW]` in layout NCHW and HWIO
@@ -112,24 +113,8 @@ class Conv2dOp(IRDLOperation):
         )
 
     @property
-    def strides_values(self) -> tuple[int, ...]:
-        return self.strides.get_values()
-
-    @property
-    def padding_values(self) -> tuple[int, ...]:
-        return self.padding.get_values()
-
-    @property
-    def dilation_values(self) -> tuple[int, ...]:
-        return self.dilation.get_values()
-
-    @property
     def groups_value(self) -> int:
         return self.groups.value.data
-
-    @property
-    def layout_value(self) -> Layout:
-        return Layout(self.layout.data)
 
     @classmethod
     def infer_type(

@@ -22,6 +22,7 @@ from xdsl.traits import Pure
 from brainslug.dialects.nn.base import (
     MemoryBound,
     Operand,
+    PropertyAccessors,
     check_result_type,
     i64_array_attr,
     i64_attr,
@@ -88,7 +89,7 @@ def _pooled_shape(
 
 
 @irdl_op_definition
-class MaxPool2dOp(IRDLOperation):
+class MaxPool2dOp(PropertyAccessors, IRDLOperation):
     """2-D max pooling, as `torch.nn.functional.max_pool2d`.
 
     `padding` is (top, left, bottom, right); padded elements never win.
@@ -148,30 +149,6 @@ class MaxPool2dOp(IRDLOperation):
             },
         )
 
-    @property
-    def kernel_values(self) -> tuple[int, ...]:
-        return self.kernel.get_values()
-
-    @property
-    def strides_values(self) -> tuple[int, ...]:
-        return self.strides.get_values()
-
-    @property
-    def padding_values(self) -> tuple[int, ...]:
-        return self.padding.get_values()
-
-    @property
-    def dilation_values(self) -> tuple[int, ...]:
-        return self.dilation.get_values()
-
-    @property
-    def ceil_mode_value(self) -> bool:
-        return bool(self.ceil_mode.value.data)
-
-    @property
-    def layout_value(self) -> Layout:
-        return Layout(self.layout.data)
-
     @classmethod
     def infer_type(
         cls,
@@ -208,7 +185,7 @@ class MaxPool2dOp(IRDLOperation):
 
 
 @irdl_op_definition
-class AvgPool2dOp(IRDLOperation):
+class AvgPool2dOp(PropertyAccessors, IRDLOperation):
     """2-D average pooling, as `torch.nn.functional.avg_pool2d`.
 
     `padding` is (top, left, bottom, right). `count_include_pad` (default true)
@@ -276,22 +253,6 @@ class AvgPool2dOp(IRDLOperation):
         )
 
     @property
-    def kernel_values(self) -> tuple[int, ...]:
-        return self.kernel.get_values()
-
-    @property
-    def strides_values(self) -> tuple[int, ...]:
-        return self.strides.get_values()
-
-    @property
-    def padding_values(self) -> tuple[int, ...]:
-        return self.padding.get_values()
-
-    @property
-    def ceil_mode_value(self) -> bool:
-        return bool(self.ceil_mode.value.data)
-
-    @property
     def count_include_pad_value(self) -> bool:
         return bool(self.count_include_pad.value.data)
 
@@ -299,10 +260,6 @@ class AvgPool2dOp(IRDLOperation):
     def divisor_override_value(self) -> int | None:
         d = self.divisor_override
         return None if d is None else d.value.data
-
-    @property
-    def layout_value(self) -> Layout:
-        return Layout(self.layout.data)
 
     @classmethod
     def infer_type(
@@ -341,7 +298,7 @@ class AvgPool2dOp(IRDLOperation):
 
 
 @irdl_op_definition
-class AdaptiveAvgPool2dOp(IRDLOperation):
+class AdaptiveAvgPool2dOp(PropertyAccessors, IRDLOperation):
     """Adaptive 2-D average pooling to a fixed `output_size` (H, W)."""
 
     name = "nn.adaptive_avg_pool2d"
@@ -379,10 +336,6 @@ class AdaptiveAvgPool2dOp(IRDLOperation):
     @property
     def output_size_values(self) -> tuple[int, ...]:
         return self.output_size.get_values()
-
-    @property
-    def layout_value(self) -> Layout:
-        return Layout(self.layout.data)
 
     @classmethod
     def infer_type(
