@@ -28,7 +28,8 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m brainslug.bench",
         description="Benchmark BrainSlug against eager PyTorch, torch.compile and ONNX Runtime "
         "(all contenders in one process, checked against eager, timed interleaved), or "
-        "with --stacks a roofline of every compiled stack.",
+        "with --stacks a roofline of every compiled stack, or with --convs GFLOP/s per "
+        "convolution.",
     )
     p.add_argument("--framework", default="torch", choices=("torch", "tf"),
                    help="torch (torchvision models) or tf (keras.applications models)")
@@ -55,6 +56,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="roofline of the compiled stacks instead of the contenders",
     )
+    p.add_argument(
+        "--convs",
+        action="store_true",
+        help="per-convolution GFLOP/s of BrainSlug's kernels and of the library against "
+        "the measured peak FMA rate",
+    )
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--hw", type=int, default=None, help=argparse.SUPPRESS)  # input size (tests)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
@@ -66,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         print("error: --repeats must be >= 1 and --warmup >= 0", file=sys.stderr)
+        return 2
+    if args.convs and (args.framework != "torch" or args.device != "cpu" or args.stacks):
+        print("error: --convs is for --framework torch on the CPU, without --stacks",
+              file=sys.stderr)
         return 2
     if args.framework == "tf":
         return main_tf(args)
@@ -86,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     t0 = time.perf_counter()
-    doc = run_stacks(args) if args.stacks else run_models(args)
+    if args.convs:
+        doc = run_convs(args)
+    else:
+        doc = run_stacks(args) if args.stacks else run_models(args)
     if doc is None:
         return 1
     print(f"benchmark took {time.perf_counter() - t0:.1f} s", flush=True)
@@ -196,6 +210,33 @@ def run_models(args: argparse.Namespace) -> dict[str, Any]:
         hw=args.hw,
         log=_log,
     )
+
+
+def run_convs(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`--convs`: one table per model and batch, against the peak FMA rate
+    measured before and after them (the better of the two)."""
+    import torch
+
+    from brainslug.bench.convs import conv_rows, format_table, with_peak
+    from brainslug.bench.peak import lanes, peak_gflops
+
+    threads = torch.get_num_threads()
+    samples = [peak_gflops(threads)]
+    _log(f"peak FMA rate: {samples[0]:.1f} GFLOP/s on {threads} threads "
+         f"({lanes()}-lane float32 FMAs)")
+    rows = [conv_rows(name, batch, threads, hw=args.hw, log=_log)
+            for name in args.models for batch in args.batch]
+    samples.append(peak_gflops(threads))
+    _log(f"peak FMA rate again: {samples[1]:.1f} GFLOP/s (the tables use the better one)")
+    tables = [with_peak(doc, max(samples), samples) for doc in rows]
+    for doc in tables:
+        _log(format_table(doc))
+    if not tables:
+        return None
+    if len(tables) == 1:
+        return tables[0]
+    return {"peak_gflops": max(samples), "peak_samples": samples, "threads": threads,
+            "convs": tables[0]["convs"], "tables": tables}
 
 
 def run_stacks(args: argparse.Namespace) -> dict[str, Any] | None:
