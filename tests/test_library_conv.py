@@ -16,6 +16,7 @@ from brainslug.frontend_torch.library_conv import (
     pack_convolutions,
     pack_graph_convolutions,
 )
+from brainslug.frontend_torch.weight_watch import FINGERPRINT_SAMPLES
 
 HAVE_MKLDNN = library_conv._detect_support()[0]
 CL = torch.channels_last
@@ -104,7 +105,7 @@ def test_weight_updates_repack() -> None:
         assert m(x) is not y0 and m._packs[x.shape] is first_pack  # cached, not repacked
 
         conv.weight.data.mul_(2)  # bypasses _version: the fingerprint sees it
-        assert conv.weight._version == m._version
+        assert conv.weight._version == m._watch._version
         assert rel_err(m(x), conv(x)) <= 1e-5
         assert rel_err(m(x), 2 * (y0 - conv.bias[:, None, None]) + conv.bias[:, None, None]) \
             <= 1e-5
@@ -125,8 +126,8 @@ def test_weight_updates_repack() -> None:
         # an edit that no sample sees is missed until repack()
         w = m.weight
         assert w.is_contiguous()  # sampled: a strided slice of the flat weight
-        sampled = set(np.arange(w.numel())[m._sel].tolist())
-        assert 32 <= len(sampled) <= library_conv._FINGERPRINT_SAMPLES
+        sampled = set(np.arange(w.numel())[m._watch._sel].tolist())
+        assert 32 <= len(sampled) <= FINGERPRINT_SAMPLES
         hidden = next(i for i in range(w.numel()) if i not in sampled)
         w.data.view(-1)[hidden] += 100.0
         ref = nn.functional.conv2d(x, w, conv.bias, 1, 1)

@@ -149,7 +149,7 @@ def test_a_stack_that_fails_to_compile_runs_in_the_framework(monkeypatch, strict
     from brainslug.plan import compile as plan_compile
 
     passes = plan_compile.default_passes
-    monkeypatch.setattr(plan_compile, "default_passes", lambda target, cpu: [
+    monkeypatch.setattr(plan_compile, "default_passes", lambda target, cpu, **kw: [
         *passes(target, cpu)[:2], FailOnKernel("stack1"), *passes(target, cpu)[2:]])
     monkeypatch.setenv("BRAINSLUG_STRICT", strict)
     p = params(np.random.default_rng(3))

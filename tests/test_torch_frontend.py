@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -254,12 +255,12 @@ REPRESENTATIVE = {
 }
 
 
-def check_torchvision(name: str, hw: int) -> None:
+def check_torchvision(name: str, hw: int, **options: Any) -> nn.Module:
     torch.manual_seed(0)
     kw = {"init_weights": True} if name in ("inception_v3", "googlenet") else {}
     model = torchvision.models.get_model(name, weights=None, **kw).eval()
     randomize_bn(model)
-    opt = brainslug.optimize(model, [0, 3, hw, hw])
+    opt = brainslug.optimize(model, [0, 3, hw, hw], **options)
     assert isinstance(opt, nn.Module)
     for batch in (1, 3):
         x = torch.randn(batch, 3, hw, hw)
@@ -267,6 +268,7 @@ def check_torchvision(name: str, hw: int) -> None:
             err = max_rel_err(opt(x), model(x))
         assert err <= 1e-4, f"{name} batch {batch}: {err:.2e}"
     assert any(s.compiled for s in opt.info.stacks)
+    return opt
 
 
 @pytest.mark.parametrize("name", sorted(REPRESENTATIVE))
@@ -282,6 +284,15 @@ def _all_classifiers() -> list[str]:
 @pytest.mark.parametrize("name", _all_classifiers())
 def test_every_torchvision_classifier(name: str) -> None:
     check_torchvision(name, 299 if name == "inception_v3" else 224)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _all_classifiers())
+def test_every_torchvision_classifier_with_compiled_convolutions(name: str) -> None:
+    """conv="brainslug": every channels-last convolution in BrainSlug's kernels."""
+    opt = check_torchvision(name, 299 if name == "inception_v3" else 224, conv="brainslug")
+    convs = [x for s in opt.info.stacks if s.compiled for x in s.layers if "conv2d" in x]
+    assert convs, brainslug.report(opt)
 
 
 def test_buffer_plan_reuses_slots_and_outputs_survive(small) -> None:

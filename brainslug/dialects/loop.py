@@ -27,6 +27,7 @@ from xdsl.dialects.builtin import (
     StringAttr,
     SymbolRefAttr,
     TensorType,
+    UnitAttr,
     f32,
     i1,
     i64,
@@ -424,7 +425,11 @@ class ReduceOp(_DomainOp):
     """Combines the values its body yields over a box of window/reduction ivs.
 
     `max` follows the frameworks' NaN rule: a NaN anywhere in the window wins.
-    The result is f32, or a `!simd.vec<f32>` after vectorization.
+    Each result is f32, or a `!simd.vec<f32>` after vectorization. Several
+    results are independent accumulators over one domain (a register tile);
+    the body yields one value per result. `contract` lets an `add` whose
+    yielded value is a product accumulate it with one fused multiply-add (one
+    rounding instead of two, as the libraries' convolutions do).
     """
 
     name = "loop.reduce"
@@ -436,7 +441,8 @@ class ReduceOp(_DomainOp):
         )
     )
     init = prop_def(FloatAttr)
-    result = result_def()
+    contract = opt_prop_def(UnitAttr)
+    accumulators = var_result_def()
     body = region_def("single_block")
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
     traits = traits_def(AcceptsLoopYield(), RecursiveMemoryEffect())
@@ -448,17 +454,28 @@ class ReduceOp(_DomainOp):
         lower: Sequence[Bound],
         upper: Sequence[Bound],
         body: Region | None = None,
-        result_type: Attribute = f32,
+        result_type: Attribute | Sequence[Attribute] = f32,
+        contract: bool = False,
     ):
         props, operands = _domain_props(lower, upper, None)
         props["kind"] = StringAttr(str(kind))
         props["init"] = FloatAttr(init, f32)
+        if contract:
+            props["contract"] = UnitAttr()
+        types = [result_type] if isinstance(result_type, Attribute) else list(result_type)
         super().__init__(
             operands=operands,
             regions=[_new_body(len(lower), body)],
-            result_types=[result_type],
+            result_types=[types],
             properties=props,
         )
+
+    @property
+    def result(self) -> SSAValue:
+        """The accumulator of a single-result reduce."""
+        if len(self.accumulators) != 1:
+            raise ValueError(f"loop.reduce has {len(self.accumulators)} results, not one")
+        return self.accumulators[0]
 
     @property
     def kind_name(self) -> ReduceKind:
@@ -468,42 +485,60 @@ class ReduceOp(_DomainOp):
     def init_value(self) -> float:
         return self.init.value.data
 
+    @property
+    def contracts(self) -> bool:
+        return self.contract is not None
+
     def print(self, printer: Printer) -> None:
         printer.print_string(f" {self.kind.data} ")
+        if self.contracts:
+            printer.print_string("contract ")
         print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
         printer.print_string(" init ")
         printer.print_attribute(self.init)
         printer.print_string(" -> ")
-        printer.print_attribute(self.result.type)
+        printer.print_list(self.accumulators, lambda r: printer.print_attribute(r.type))
         self.print_body(printer)
 
     @classmethod
     def parse(cls, parser: Parser) -> ReduceOp:
         kind = parser.parse_identifier()
+        contract = parser.parse_optional_keyword("contract") is not None
         ivs, lower, upper = parse_domain(parser)
         parser.parse_keyword("init")
         init = parser.parse_attribute()
         if not isinstance(init, FloatAttr):
             parser.raise_error("expected a float attribute after 'init'")
         parser.parse_punctuation("->")
-        rtype = parser.parse_type()
+        types = [parser.parse_type()]
+        while parser.parse_optional_punctuation(",") is not None:
+            types.append(parser.parse_type())
         attrs, body = cls.parse_body(parser, ivs)
-        return cls(kind, init.value.data, lower, upper, body, rtype).with_attributes(attrs)
+        op = cls(kind, init.value.data, lower, upper, body, types, contract)
+        return op.with_attributes(attrs)
 
     def verify_(self) -> None:
         super().verify_()
-        rt = self.result.type
-        elem = getattr(rt, "element_type", rt)
-        if elem != f32:
-            raise VerifyException(f"loop.reduce: reduces f32 values, got {rt}")
+        if not self.accumulators:
+            raise VerifyException("loop.reduce: needs at least one result")
+        for r in self.accumulators:
+            elem = getattr(r.type, "element_type", r.type)
+            if elem != f32:
+                raise VerifyException(f"loop.reduce: reduces f32 values, got {r.type}")
+        if self.contracts and self.kind_name != ReduceKind.ADD:
+            raise VerifyException("loop.reduce: only an add reduction contracts")
         term = self.body.block.last_op
-        if not isinstance(term, YieldOp) or len(term.values) != 1:
-            raise VerifyException("loop.reduce: body must end in loop.yield of one value")
-        if term.values[0].type != self.result.type:
+        n = len(self.accumulators)
+        if not isinstance(term, YieldOp) or len(term.values) != n:
             raise VerifyException(
-                f"loop.reduce: body yields {term.values[0].type} but the result is "
-                f"{self.result.type}"
+                "loop.reduce: body must end in loop.yield of "
+                + ("one value" if n == 1 else f"{n} values")
             )
+        for v, r in zip(term.values, self.accumulators, strict=True):
+            if v.type != r.type:
+                raise VerifyException(
+                    f"loop.reduce: body yields {v.type} but the result is {r.type}"
+                )
 
 
 class _AccessOp(IRDLOperation):

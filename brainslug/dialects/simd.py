@@ -18,11 +18,13 @@ from xdsl.dialects.builtin import (
     AffineMapAttr,
     FloatAttr,
     IndexType,
+    IntegerAttr,
     IntegerType,
     MemRefType,
     StringAttr,
     f32,
     i1,
+    i64,
 )
 from xdsl.ir import (
     Attribute,
@@ -97,27 +99,46 @@ def lane_type(t: Attribute) -> Attribute:
 
 @irdl_op_definition
 class LoopOp(loop._DomainOp):
-    """Runs the body for every value of one dimension, W lanes at a time."""
+    """Runs the body for every value of one dimension, W lanes at a time.
+
+    With `vectors` V, a chunk is V*W lanes: every lane value of the body spans
+    V machine vectors (a register block of V vectors, bound by the backend).
+    """
 
     name = "simd.loop"
     dyn_lower = var_operand_def(IndexType)
     dyn_upper = var_operand_def(IndexType)
+    vectors = opt_prop_def(IntegerAttr)
     body = region_def("single_block")
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
     traits = traits_def(
         SingleBlockImplicitTerminator(loop.YieldOp), loop.AcceptsLoopYield(), RecursiveMemoryEffect()
     )
 
-    def __init__(self, lower: loop.Bound, upper: loop.Bound, body: Region | None = None):
+    def __init__(
+        self,
+        lower: loop.Bound,
+        upper: loop.Bound,
+        body: Region | None = None,
+        vectors: int | None = None,
+    ):
         ls, ld = loop.split_bounds([lower])
         us, ud = loop.split_bounds([upper])
         if body is None:
             body = Region(Block(arg_types=[IndexType()]))
-        super().__init__(operands=[ld, ud], regions=[body], properties={"lower": ls, "upper": us})
+        props: dict[str, Attribute] = {"lower": ls, "upper": us}
+        if vectors is not None:
+            props["vectors"] = IntegerAttr(vectors, i64)
+        super().__init__(operands=[ld, ud], regions=[body], properties=props)
 
     @property
     def iv(self) -> SSAValue:
         return self.body.block.args[0]
+
+    @property
+    def num_vectors(self) -> int:
+        """Machine vectors per lane value (1 unless register-blocked)."""
+        return 1 if self.vectors is None else self.vectors.value.data
 
     def verify_(self) -> None:
         super().verify_()
@@ -125,10 +146,14 @@ class LoopOp(loop._DomainOp):
             raise VerifyException(
                 f"simd.loop: has exactly one induction variable, got {len(self.ivs)}"
             )
+        if self.num_vectors < 1:
+            raise VerifyException(f"simd.loop: vectors must be positive, got {self.num_vectors}")
 
     def print(self, printer: Printer) -> None:
         printer.print_string(" ")
         loop.print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
+        if self.vectors is not None:
+            printer.print_string(f" vectors {self.num_vectors}")
         self.print_body(printer)
 
     @classmethod
@@ -136,8 +161,11 @@ class LoopOp(loop._DomainOp):
         ivs, lower, upper = loop.parse_domain(parser)
         if len(ivs) != 1:
             parser.raise_error("simd.loop has exactly one induction variable")
+        vectors = None
+        if parser.parse_optional_keyword("vectors") is not None:
+            vectors = parser.parse_integer(allow_boolean=False)
         attrs, body = cls.parse_body(parser, ivs)
-        return cls(lower[0], upper[0], body).with_attributes(attrs)
+        return cls(lower[0], upper[0], body, vectors).with_attributes(attrs)
 
 
 def enclosing_loop(op: Operation) -> LoopOp | None:

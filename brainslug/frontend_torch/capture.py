@@ -356,15 +356,17 @@ def capture(
     example_shapes: Sequence[Sequence[int]],
     metas: dict[str, Any] | None = None,
     layout: str = "NCHW",
+    compile_convs: bool = False,
 ) -> Capture:
     """Build the graph function `@forward` of a traced module.
 
     With `layout="NHWC"` every rank-4 tensor is typed as it is stored
     channels-last: the value of an fx tensor `t` is `t.permute(0, 2, 3, 1)`.
     Layers that see the memory order (reshape, rank-changing flatten,
-    broadcasts between ranks) then run in PyTorch, and so do convolutions."""
+    broadcasts between ranks) then run in PyTorch, and so do convolutions
+    unless `compile_convs`."""
     metas = metas if metas is not None else propagate_shapes(gm, example_shapes)
-    b = GraphBuilder(gm, metas, layout)
+    b = GraphBuilder(gm, metas, layout, compile_convs)
     modules = dict(gm.named_modules())
     outputs: list[SSAValue] = []
     for n in gm.graph.nodes:

@@ -74,15 +74,18 @@ def compile_plan(
     cpu: str = "host",
     layout: str = "NCHW",
     threads: int | None = None,
+    convs: bool = False,
 ) -> tuple[fx.GraphModule, PlanInfo, ModuleOp]:
     """Capture, compile, rewrite: the optimized graph, its report and its IR.
 
     Shapes come from running `gm` on inputs of `shape` (0 = the batch) unless
     `metas` (node name -> (shape, dtype)) are given. With `layout="NHWC"` the
     stacks are generated channels-last and rank-4 inputs are made channels-last
-    on entry, so that PyTorch's convolutions run channels-last too."""
+    on entry, so that PyTorch's convolutions run channels-last too. With
+    `convs` (NHWC only), the convolutions are compiled with their epilogues."""
     t0 = time.perf_counter()
-    target = CpuTarget(cpu, threads)
+    convs = convs and layout == "NHWC"
+    target = CpuTarget(cpu, threads, convs)
     key = record = None
     if metas is None:
         key, record = cached_record(plan_key_parts(gm, shape, layout, target))
@@ -90,7 +93,7 @@ def compile_plan(
         if metas is None:
             record = None
             metas = _shapes(gm, shape)
-    cap = capture(gm, [shape] if shape is not None else [], metas, layout)
+    cap = capture(gm, [shape] if shape is not None else [], metas, layout, convs)
     stacks = compile_stacks(captured(cap), target, key=key, record=record,
                             frontend_data=_metas_to_json(metas))
     kernels = {

@@ -57,14 +57,16 @@ def rank(v: SSAValue) -> int:
 class GraphBuilder:
     """Emits IR for fx nodes into the graph function's block."""
 
-    def __init__(self, gm: fx.GraphModule, metas: dict[str, Any], layout: str = "NCHW"):
+    def __init__(self, gm: fx.GraphModule, metas: dict[str, Any], layout: str = "NCHW",
+                 compile_convs: bool = False):
         self.gm = gm
         self.metas = metas
         self.layout = layout
+        self.compile_convs = compile_convs and layout == "NHWC"
         self.block = Block()
         self.args: list[fx.Node | torch.Tensor] = []
         self.values: dict[str, SSAValue] = {}
-        self.param_args: dict[int, SSAValue] = {}
+        self.param_args: dict[Any, SSAValue] = {}
         self.reasons: dict[str, str] = {}
 
     def arg(self, t: TensorType, source: fx.Node | torch.Tensor, name: str) -> SSAValue:
@@ -78,6 +80,18 @@ class GraphBuilder:
         if key not in self.param_args:
             shape = physical_shape(tensor.shape, self.layout)
             self.param_args[key] = self.arg(tensor_type(shape, tensor.dtype), tensor, name)
+        return self.param_args[key]
+
+    def conv_weight(self, tensor: torch.Tensor, name: str) -> SSAValue:
+        """A convolution's OIHW weight as the HWIO argument of a compiled
+        channels-last convolution (packed at run time, repacked on change)."""
+        key = ("hwio", id(tensor))
+        if key not in self.param_args:
+            from brainslug.frontend_torch.weight_watch import PackedWeight
+
+            packed = PackedWeight(tensor)
+            self.param_args[key] = self.arg(tensor_type(packed.shape, tensor.dtype), packed,
+                                            name)  # type: ignore[arg-type]
         return self.param_args[key]
 
     def value(self, n: Any) -> SSAValue:
@@ -105,7 +119,7 @@ class GraphBuilder:
         return "NHWC" if self.channels_last(v) else "NCHW"
 
     def library_conv(self) -> None:
-        if self.layout == "NHWC":
+        if self.layout == "NHWC" and not self.compile_convs:
             raise LibraryCall("channels-last convolution in PyTorch")
 
     def emit(self, n: fx.Node, op: Operation) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from brainslug.frontend_torch.weight_watch import PackedWeight
 from brainslug.plan.capture import Bound, Source
 
 
@@ -33,9 +34,10 @@ class StackKernel(torch.nn.Module):
         self.channels_last = channels_last
         self.stack_name = name
         self.runner = runner
-        self._bound: list[torch.Tensor | None] = [
-            x.value if isinstance(x, Bound) else None for x in inputs
-        ]
+        self._bound: list[Any] = [x.value if isinstance(x, Bound) else None for x in inputs]
+        # bound weights kept packed (`PackedWeight`: HWIO copies, repacked on change)
+        self._packed = [i for i, t in enumerate(self._bound) if isinstance(t, PackedWeight)]
+        self._packed_set = frozenset(self._packed)
         self._slots = [i for i, x in enumerate(self._bound) if x is None]
         self.output_shapes = [tuple(s) for s in output_shapes]
         self._arena: Any = None
@@ -46,7 +48,8 @@ class StackKernel(torch.nn.Module):
         self._checked: dict[tuple[torch.Size, ...], list[tuple[int, int]]] = {}
         # bound tensors stored as the kernel wants them: pointers can be passed as they are
         self._fast_ok = all(
-            t is None or (t.is_contiguous() and not (channels_last and t.dim() == 4))
+            t is None or isinstance(t, PackedWeight)
+            or (t.is_contiguous() and not (channels_last and t.dim() == 4))
             for t in self._bound
         )
 
@@ -61,7 +64,10 @@ class StackKernel(torch.nn.Module):
         the memory format of the kernel (else None: the checked path converts)."""
         if not self._fast_ok:
             return None
-        ptrs = [0 if t is None else t.data_ptr() for t in self._bound]
+        ptrs = [0 if t is None or i in self._packed_set else t.data_ptr()
+                for i, t in enumerate(self._bound)]
+        for i in self._packed:
+            ptrs[i] = self._bound[i].current().data_ptr()
         for slot, a in zip(self._slots, activations, strict=True):
             fmt = torch.channels_last if self.channels_last and a.dim() == 4 \
                 else torch.contiguous_format
@@ -93,7 +99,10 @@ class StackKernel(torch.nn.Module):
             for slot, a in zip(self._slots, activations, strict=True):
                 bufs[slot] = a
             if self.channels_last:
-                bufs = [t.permute(0, 2, 3, 1) if t.dim() == 4 else t for t in bufs]
+                bufs = [t.permute(0, 2, 3, 1) if i not in self._packed_set and t.dim() == 4
+                        else t for i, t in enumerate(bufs)]
+            for i in self._packed:
+                bufs[i] = bufs[i].current()
             bufs = [t if t.is_contiguous() else t.contiguous() for t in bufs]
             bufs += outs
             self.runner([t.detach() if t.requires_grad else t for t in bufs], batch)

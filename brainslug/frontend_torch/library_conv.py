@@ -30,17 +30,16 @@ from __future__ import annotations
 
 import functools
 import operator
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-_FINGERPRINT_SAMPLES = 64
+from brainslug.frontend_torch.weight_watch import WeightWatch
+
 CL = torch.channels_last
 _MAX_SHAPES = 4  # packed weights kept per module (one per input shape seen)
 
@@ -164,43 +163,19 @@ class PackedConv2d(nn.Module):
     # -- packed-weight snapshot ---------------------------------------------------------
     def _reset_cache(self) -> None:
         self._packs: dict[torch.Size, torch.Tensor] = {}
-        self._src: weakref.ref[torch.Tensor] | None = None  # weight the packs came from
-        self._version = -1
-        self._ptr = -1
-        self._np: np.ndarray | None = None  # a view of the weight's memory
-        self._sel: Any = slice(0)  # the sampled elements of _np
-        self._fingerprint = b""
+        self._watch = WeightWatch()  # the weight the packs came from
 
     def repack(self) -> None:
         """Drop the packed weights; the next call packs the current weight."""
         self._reset_cache()
 
-    def _snapshot(self, w: torch.Tensor) -> None:
-        """Record the weight the next packs are made from."""
-        self._packs.clear()
-        self._src, self._version, self._ptr = weakref.ref(w), w._version, w.data_ptr()
-        n, d = w.numel(), w.detach()
-        if d.is_contiguous() or d.is_contiguous(memory_format=torch.channels_last):
-            # dense: a strided slice of the flat memory (cheaper than fancy indexing)
-            self._np = d.as_strided((n,), (1,), d.storage_offset()).numpy()
-            self._sel = slice(0, n, max(1, -(-n // _FINGERPRINT_SAMPLES)))
-        else:
-            self._np = d.numpy()
-            flat = np.linspace(0, n - 1, min(n, _FINGERPRINT_SAMPLES)).astype(np.int64)
-            self._sel = np.unravel_index(np.unique(flat), self._np.shape)
-        self._fingerprint = self._np[self._sel].tobytes()
-
-    def _stale(self, w: torch.Tensor) -> bool:
-        return (self._src is None or self._src() is not w or w._version != self._version
-                or w.data_ptr() != self._ptr
-                or self._np[self._sel].tobytes() != self._fingerprint)  # type: ignore[index]
-
     def _packed_weight(self, w: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
         """The packed `w` for inputs of `shape`, None when `w` can't be packed."""
-        if self._stale(w):
+        if self._watch.changed(w):
             if w.dtype != torch.float32 or not w.is_cpu or w.is_mkldnn:
                 return None
-            self._snapshot(w)
+            self._packs.clear()
+            self._watch.remember(w)
         pw = self._packs.get(shape)
         if pw is None:
             if len(self._packs) >= _MAX_SHAPES:
@@ -256,7 +231,7 @@ class PackedConv2d(nn.Module):
         # packed oneDNN tensors and the numpy view of the weight are not copied:
         # a copy packs its own weight on first use
         state = self.__dict__.copy()
-        for k in ("_packs", "_src", "_np", "_sel"):
+        for k in ("_packs", "_watch"):
             state.pop(k, None)
         return state
 

@@ -21,6 +21,7 @@ from brainslug.dialects import nn
 from brainslug.frontend_torch.graph_builder import (
     NCHW_TO_NHWC,
     GraphBuilder,
+    LibraryCall,
     Unmapped,
     rank,
 )
@@ -157,9 +158,17 @@ def _conv2d(c: Call) -> Operation:
         raise Unmapped(f"padding {c['padding']!r}")
     ph, pw = _pair(c["padding"])
     bias = c.optional_tensor("bias")  # a module's bias becomes an argument before its weight
-    return nn.Conv2dOp(x, c.tensor("weight"), bias, strides=_pair(c["stride"]),
+    layout = c.b.layout_of(x)
+    if layout == "NHWC":  # compiled: the weight as HWIO, bound to the model's parameter
+        w = c.args["weight"]
+        if not isinstance(w, torch.Tensor) or w.dim() != 4:
+            raise LibraryCall("a convolution whose weight is computed runs in PyTorch")
+        weight = c.b.conv_weight(w, f"{c.node.target}.weight")
+    else:
+        weight = c.tensor("weight")
+    return nn.Conv2dOp(x, weight, bias, strides=_pair(c["stride"]),
                        padding=(ph, pw, ph, pw), dilation=_pair(c["dilation"]),
-                       groups=int(c["groups"]), layout="NCHW")
+                       groups=int(c["groups"]), layout=layout)
 
 
 def _linear(c: Call) -> Operation:

@@ -20,6 +20,7 @@ from brainslug.lowering.backends.x86 import check_cpu
 from brainslug.plan.compile import strict
 from brainslug.plan.report import PlanInfo
 from brainslug.plan.targets import CpuTarget
+from brainslug.runtime.threads import pool_kind
 
 
 def kernel_threads(threads: Any = "auto") -> int | None:
@@ -27,10 +28,12 @@ def kernel_threads(threads: Any = "auto") -> int | None:
     pool). `auto` leaves the cores PyTorch's own threads don't use, at least one:
     PyTorch's OpenMP threads keep spinning between its operators, so a second
     pool on the same cores waits for them at every phase (on 2 cores, densenet121
-    at batch 8 ran 127 ms with one kernel thread and 165 ms with two)."""
+    at batch 8 ran 127 ms with one kernel thread and 165 ms with two). Where the
+    kernels run on PyTorch's own OpenMP team (`OmpPool`) there is no contention
+    and `auto` means all of them."""
     if threads == "auto":
-        if os.environ.get("BRAINSLUG_NUM_THREADS"):
-            return None  # the process-wide pool, of that size
+        if os.environ.get("BRAINSLUG_NUM_THREADS") or pool_kind() == "omp":
+            return None  # the process-wide pool (PyTorch's own OpenMP team, or of that size)
         return max(1, (os.cpu_count() or 1) - torch.get_num_threads())
     if threads is None:
         return None
@@ -55,14 +58,34 @@ def choose_layout(model: torch.nn.Module, layout: Any = "auto") -> str:
     return "NHWC" if has_conv and torch.backends.mkldnn.is_available() else "NCHW"
 
 
-OPTIONS = ("cpu", "layout", "fold_batchnorm", "pack_convolutions", "threads")
+OPTIONS = ("cpu", "layout", "fold_batchnorm", "pack_convolutions", "threads", "conv")
 """optimize()'s keyword options (CPU plans)."""
+
+CONV_MODES = ("auto", "library", "brainslug")
+"""Values of optimize()'s `conv` option."""
+
+
+def conv_mode(options: dict[str, Any]) -> str:
+    """The `conv` option, checked: who computes the convolutions."""
+    mode = options.get("conv", "auto")
+    if mode not in CONV_MODES:
+        raise ValueError(f"conv must be one of {list(CONV_MODES)}, got {mode!r}")
+    if mode == "brainslug" and options.get("layout", "auto") == "NCHW":
+        raise ValueError("conv='brainslug' compiles channels-last convolutions: use "
+                         "layout='auto' or 'NHWC', not 'NCHW'")
+    if mode == "brainslug" and options.get("fold_batchnorm", False):
+        raise ValueError("conv='brainslug' applies batch norm in the convolution's epilogue "
+                         "exactly; fold_batchnorm=True is for library convolutions")
+    return "library" if mode == "auto" else mode
 
 
 def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
     """The BrainSlug-accelerated module for inputs of `shape` (0 = any size).
 
-    Options: `layout` ("auto", "NCHW", "NHWC"; see `choose_layout`);
+    Options: `conv` ("auto", "library", "brainslug": who computes the
+    convolutions; "brainslug" compiles each channels-last convolution with
+    the batch norm, activations and residual add after it in one kernel);
+    `layout` ("auto", "NCHW", "NHWC"; see `choose_layout`);
     `pack_convolutions` (default True: with a channels-last plan, convolutions
     run on oneDNN with prepacked weights, bitwise equal to PyTorch's
     channels-last convolutions); `threads` (the kernels' threads; see
@@ -87,6 +110,7 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
         if not isinstance(options.get(flag, False), bool):
             raise ValueError(f"{flag} must be True or False, got {options[flag]!r}")
     check_cpu(options.get("cpu", "host"))
+    convs = conv_mode(options)
     devices = {t.device.type for t in (*model.parameters(), *model.buffers())}
     if devices - {"cpu"}:
         raise ValueError(f"the model's tensors are on {sorted(devices)}: BrainSlug plans CPU "
@@ -101,8 +125,10 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
                                f"models, so the model runs as it is"))
         return BrainSlugModule(model, None, spec, info)
     asked = options.get("layout", "auto")
-    first = choose_layout(model, asked)
+    first = "NHWC" if convs == "brainslug" else choose_layout(model, asked)
     layouts = [first, "NCHW"] if asked == "auto" and first == "NHWC" else [first]
+    if convs == "brainslug":
+        layouts = ["NHWC"]
     threads = kernel_threads(options.get("threads", "auto"))
     measured: list[str] = []
     for layout in layouts:
@@ -117,8 +143,8 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
             info.fallbacks.append(("<model>", f"optimize() failed, the model runs as it is: "
                                    f"{type(e).__name__}: {e}"))
             return BrainSlugModule(model, None, spec, info)
-        if opt.plan is None or model.training or not speed.enabled():
-            return opt
+        if opt.plan is None or model.training or not speed.enabled() or convs == "brainslug":
+            return opt  # (conv="brainslug" is the user's choice: not second-guessed)
         verdict = speed.measure(opt, model, spec, key_parts)
         if verdict is None or verdict.plan_pays:
             if verdict is not None:
@@ -147,8 +173,9 @@ def _plan(model: torch.nn.Module, spec: list[int], layout: str, threads: int | N
         notes.append(f"fold_batchnorm=True: {len(folded)} batch norms folded into the "
                      f"convolutions before them (weights computed in float64 at optimize() "
                      f"time; results round differently from the model's)")
+    compile_convs = layout == "NHWC" and conv_mode(options) == "brainslug"
     pack = layout == "NHWC" and options.get("pack_convolutions", True)
-    if pack:
+    if pack and not compile_convs:
         from brainslug.frontend_torch.library_conv import fuse_conv_activations, fuse_conv_add
 
         if fused := fuse_conv_add(gm):
@@ -159,10 +186,11 @@ def _plan(model: torch.nn.Module, spec: list[int], layout: str, threads: int | N
             notes.append(f"{len(fused)} ReLU/ReLU6 layers run as oneDNN post-ops of the "
                          f"convolutions before them (bit for bit the separate activation)")
     cpu = options.get("cpu", "host")
-    key_parts = [*plan_key_parts(gm, spec, layout, CpuTarget(cpu, threads)), str(pack),
-                 str(threads)]
+    key_parts = [*plan_key_parts(gm, spec, layout, CpuTarget(cpu, threads, compile_convs)),
+                 str(pack), str(threads)]
     with gc_paused():
-        new_gm, info, _ = compile_plan(gm, spec, cpu=cpu, layout=layout, threads=threads)
+        new_gm, info, _ = compile_plan(gm, spec, cpu=cpu, layout=layout, threads=threads,
+                                       convs=compile_convs)
     if pack:
         from brainslug.frontend_torch.library_conv import PackedConv2d, pack_graph_convolutions
 

@@ -19,6 +19,9 @@ Helpers, for a vector type `vN<T>` of N lanes:
   (`bs.exp_libm`: libm's expf per lane, skipped when every lane is NaN)
 - `bs.exp_sleef_u10.vNf32(v)`: Sleef's `expf_u10` (PyTorch's vector exp), in vector code
 - `bs.erf_aten.vNf32(v)`: PyTorch's own `Vectorized<float>::erf`, in vector code
+- `bs.padcell.<hex>(i1 inside, ptr p) -> ptr`: `p` when inside, else the address
+  of a constant float whose bits are <hex> (a padded load reads it instead of
+  selecting its value, so a broadcast still folds into the load)
 - `bs.erf_onednn.vNf32(s)`: erf(s / sqrt 2) as oneDNN's GELU computes it, from s
   (a backend gives its table lookup: `lookup_per_lane` or a permute)
 """
@@ -394,7 +397,23 @@ def _erf_onednn(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
     return onednn_gelu_erf(b, fn.args[0], lookup_per_lane)
 
 
+def _padcell(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
+    bits = int(parts[2], 16)
+    name = f"bs_pad_{parts[2]}"
+    module = fn.module
+    cell = module.globals.get(name)
+    if cell is None:
+        cell = ir.GlobalVariable(module, F32, name)
+        cell.global_constant = True
+        cell.linkage = "internal"
+        cell.align = 4
+        cell.initializer = ir.Constant(F32, struct.unpack("<f", struct.pack("<I", bits))[0])
+    inside, p = fn.args
+    return b.select(inside, p, b.bitcast(cell, PTR))
+
+
 GENERIC_HELPERS: dict[str, HelperBody] = {
+    "padcell": _padcell,
     "exp_sleef_u10": _exp_sleef_u10,
     "erf_aten": _erf_aten,
     "erf_onednn": _erf_onednn,

@@ -10,6 +10,7 @@ propagates NaN like PyTorch: `acc = (v > acc || isnan(v)) ? v : acc`.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable
 
 from xdsl.dialects import arith, func, llvm, memref
@@ -26,7 +27,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Operation, SSAValue
 
-from brainslug.dialects import loop
+from brainslug.dialects import loop, simd
 from brainslug.lowering.llvm_builder import PTR, IVal
 from brainslug.lowering.phase_emitter import OpLowering, PhaseEmitter
 
@@ -245,17 +246,32 @@ def reduce_step(em: PhaseEmitter, kind: str, acc: SSAValue, v: SSAValue) -> SSAV
 
 def _reduce(em: PhaseEmitter, op: loop.ReduceOp) -> None:
     lbs, ubs = em.domain(op)
-    t = em.llvm_type(op.result.type)
-    init = em.b.const(op.init_value, t)
+    inits = [em.b.const(op.init_value, em.llvm_type(r.type)) for r in op.accumulators]
     kind = op.kind_name
+    term = op.body.block.last_op
+    assert isinstance(term, loop.YieldOp)
+    # with `contract`, a yielded product a*b accumulates as fma(a, b, acc)
+    products = [
+        v.owner if op.contracts and isinstance(v.owner, arith.MulfOp | simd.MulfOp) else None
+        for v in term.values
+    ]
 
     def body(ivs: list[IVal], carried: list[SSAValue]) -> list[SSAValue]:
         for x, v in zip(op.ivs, ivs, strict=True):
             em.values[x] = v
-        (v,) = em.emit_block(op.body.block)
-        return [reduce_step(em, kind, carried[0], v)]
+        values = em.emit_block(op.body.block)
+        out = []
+        for acc, v, prod in zip(carried, values, products, strict=True):
+            if prod is None:
+                out.append(reduce_step(em, kind, acc, v))
+            else:
+                a, c = em.value(prod.operands[0]), em.value(prod.operands[1])
+                out.append(em.b.intrinsic("llvm.fma", [a, c, acc]))
+        return out
 
-    (em.values[op.result],) = em.loops(lbs, ubs, [1] * len(lbs), body, [init])
+    results = em.loops(lbs, ubs, [1] * len(lbs), body, inits)
+    for r, v in zip(op.accumulators, results, strict=True):
+        em.values[r] = v
 
 
 def _load(em: PhaseEmitter, op: loop.LoadOp) -> None:
@@ -272,6 +288,14 @@ def _load(em: PhaseEmitter, op: loop.LoadOp) -> None:
         em.values[op.result] = pad
     elif inb is True:
         em.values[op.result] = b.load(b.gep(buf.ptr, off, buf.elem), t)
+    elif em.scope.target.name == "x86-64" and t == f32:
+        # an out-of-bounds point reads a constant cell holding the pad value:
+        # a select of addresses, so a broadcast of the value folds into the load
+        bits = struct.unpack("<I", struct.pack("<f", op.pad_value))[0]
+        # (no `inbounds`: the point may lie outside the buffer; then its address is unused)
+        addr = b.gep(buf.ptr, off, buf.elem, inbounds=False)
+        ptr = b.call(f"bs.padcell.{bits:08x}", [inb, addr], PTR)
+        em.values[op.result] = b.load(ptr, t)
     else:
         # clamp the address so that an out-of-bounds point reads element 0
         safe = b.add(llvm.SelectOp(inb, b.ssa(off), b.const(0)))

@@ -44,6 +44,15 @@ LaneIndex = Lin | SSAValue
 
 
 def _loop(em: PhaseEmitter, op: simd.LoopOp) -> None:
+    saved_lanes = em.lanes
+    em.lanes *= op.num_vectors  # a register block: each value spans V vectors
+    try:
+        _chunks(em, op)
+    finally:
+        em.lanes = saved_lanes
+
+
+def _chunks(em: PhaseEmitter, op: simd.LoopOp) -> None:
     b, w_lanes = em.b, em.lanes
     (lb,), (ub,) = em.domain(op)
     saved = em.lane

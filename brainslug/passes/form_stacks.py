@@ -203,10 +203,55 @@ def build_stack(name: str, members: list[Operation]) -> nn.StackOp:
     return stack
 
 
-def form_stacks(fn: func.FuncOp, first_index: int = 0, include_compute: bool = False) -> int:
+def _compiled_conv(op: Operation) -> bool:
+    """A channels-last convolution that BrainSlug compiles (with its epilogue)."""
+    return (isinstance(op, nn.Conv2dOp) and op.layout_value == "NHWC"
+            and stackable(op, include_compute=True) is None)
+
+
+def _epilogue_step(op: Operation, value: SSAValue) -> bool:
+    """`op` applies a pointwise layer to `value` (the convolution's running
+    result) that can join it in registers: batch norm, an activation, or an
+    add/mul with a tensor of the same shape."""
+    if not (nn.is_elementwise(op) or isinstance(op, nn.BatchNormOp)):
+        return False
+    if isinstance(op, nn.BatchNormOp) and op.operands[0] is not value:
+        return False
+    return (stackable(op) is None and all(r.type == value.type for r in op.results)
+            and all(o.type == value.type for o in op.operands if o is not value
+                    and not isinstance(op, nn.BatchNormOp)))
+
+
+def conv_epilogue_chains(block: Block) -> list[list[Operation]]:
+    """Each compiled convolution with the chain of pointwise layers that use
+    only its running result (BN, activations, a residual add)."""
+    chains = []
+    claimed: set[Operation] = set()  # a residual add joins the first chain that reaches it
+    for op in block.ops:
+        if not _compiled_conv(op):
+            continue
+        chain, value = [op], op.results[0]
+        while value.has_one_use():
+            user = next(iter(value.uses)).operation
+            if (user in claimed or user.parent_block() is not block
+                    or not _epilogue_step(user, value)):
+                break
+            chain.append(user)
+            value = user.results[0]
+        claimed.update(chain)
+        chains.append(chain)
+    return chains
+
+
+def form_stacks(fn: func.FuncOp, first_index: int = 0, include_compute: bool = False,
+                conv_epilogues: bool = False) -> int:
     """Form the stacks of one graph function; returns the next free stack index."""
     block = fn.body.block
     remove_identities(block)
+    if conv_epilogues:
+        for chain in conv_epilogue_chains(block):
+            build_stack(f"stack{first_index}", chain)
+            first_index += 1
     group_of = group_layers(block, include_compute)
     members: dict[int, list[Operation]] = {}
     for op in block.ops:
@@ -227,13 +272,17 @@ class FormStacksPass(ModulePass):
     """Group the optimizable layers of every graph function into nn.stack ops.
 
     With `include-compute=true`, convolutions and linear layers join stacks too
-    and are lowered to loop nests (slow, but no framework is needed)."""
+    and are lowered to loop nests (no framework is needed). With
+    `conv-epilogues=true`, each channels-last convolution instead starts a stack
+    of its own with the pointwise layers after it (its epilogue), which
+    bs-register-tile applies to the accumulators in registers."""
 
     name = "bs-form-stacks"
     include_compute: bool = False
+    conv_epilogues: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         index = 0
         for fn in op.ops:
             if isinstance(fn, func.FuncOp) and not loop_kernels.is_kernel(fn) and fn.body.blocks:
-                index = form_stacks(fn, index, self.include_compute)
+                index = form_stacks(fn, index, self.include_compute, self.conv_epilogues)

@@ -173,6 +173,7 @@ class _Vectorizer:
                 [self.get(b) if isinstance(b, SSAValue) else b for b in op.lower_bounds()],
                 [self.get(b) if isinstance(b, SSAValue) else b for b in op.upper_bounds()],
                 result_type=simd.vec(op.result.type),
+                contract=op.contracts,
             )
             for a, b in zip(op.body.block.args, red.body.block.args, strict=True):
                 self.mapping[a] = b

@@ -43,6 +43,12 @@ def _vectorize():
     return VectorizePass
 
 
+def _register_tile():
+    from brainslug.passes.register_tile import RegisterTilePass
+
+    return RegisterTilePass
+
+
 def _merge_siblings():
     from brainslug.passes.merge_siblings import MergeSiblingsPass
 
@@ -86,6 +92,7 @@ ALL_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "bs-reorder": _reorder,
     "bs-tile-depth-first": _tile,
     "bs-vectorize": _vectorize,
+    "bs-register-tile": _register_tile,
     "bs-merge-siblings": _merge_siblings,
     "bs-parallelize": _parallelize,
     "bs-dedup-kernels": _dedup,
@@ -101,6 +108,8 @@ PASS_SUMMARIES: dict[str, str] = {
     "bs-reorder": "interchange nest dims so the innermost runs along contiguous memory",
     "bs-tile-depth-first": "tile chains of nests so each tile's intermediates stay in cache",
     "bs-vectorize": "turn the innermost dim into a simd.loop of W lanes with a masked tail",
+    "bs-register-tile": "block contractions (convolutions) in registers: columns x vectors "
+    "{lanes=16 accumulators=24 max-vectors=4}",
     "bs-merge-siblings": "merge independent adjacent nests over the same domain (cat pieces)",
     "bs-parallelize": "mark the outer parallel dims of each top-level nest for threads/grid",
     "bs-dedup-kernels": "let stacks with identical kernels share one compiled kernel",

@@ -8,17 +8,24 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
-from brainslug.pipeline.target import is_gpu, tile_budget
+from brainslug.pipeline.target import is_gpu, tile_budget, vector_lanes
 
 
-def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True) -> list[ModulePass]:
-    """The passes of the default pipeline; `lower=False` stops before LLVM."""
+def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True,
+                   compute: bool = False) -> list[ModulePass]:
+    """The passes of the default pipeline; `lower=False` stops before LLVM.
+
+    With `compute`, channels-last convolutions are compiled, each in a stack
+    with its pointwise epilogue: a second bs-fuse after bs-reorder merges a convolution with its
+    epilogue (both then run in memory order), and bs-register-tile blocks it
+    in registers for the target's vector width."""
     from brainslug.lowering.nn_to_loop import LowerNNToLoopPass
     from brainslug.passes.dedup_kernels import DedupKernelsPass
     from brainslug.passes.form_stacks import FormStacksPass
     from brainslug.passes.fuse import FusePass
     from brainslug.passes.merge_siblings import MergeSiblingsPass
     from brainslug.passes.parallelize import ParallelizePass
+    from brainslug.passes.register_tile import RegisterTilePass
     from brainslug.passes.reorder import ReorderPass
     from brainslug.passes.tile_depth_first import TileDepthFirstPass
     from brainslug.passes.vectorize import VectorizePass
@@ -26,15 +33,18 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     # on a GPU a tile is a block, its scratch shared memory: more, smaller tiles
     tiling = TileDepthFirstPass(cache=tile_budget(target), split=is_gpu(target))
     passes: list[ModulePass] = [
-        FormStacksPass(),
+        FormStacksPass(conv_epilogues=compute),
         LowerNNToLoopPass(),
         # identical stacks (DenseNet's bottleneck BN-ReLU, 58 of them over 4
         # shapes) are lowered once
         DedupKernelsPass(),
         FusePass(overlap="tile"),
         ReorderPass(),
+        *([FusePass(overlap="tile")] if compute else []),
         tiling,
         VectorizePass(),
+        *([RegisterTilePass(lanes=vector_lanes(target, cpu), cache=tile_budget(target))]
+          if compute else []),
         MergeSiblingsPass(),
         ParallelizePass(),
         DedupKernelsPass(),

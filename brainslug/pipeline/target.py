@@ -46,3 +46,13 @@ def is_gpu(target: str) -> bool:
 def tile_budget(target: str) -> int:
     """Bytes one depth-first tile's scratch may fill on `target`."""
     return GPU_TILE_BUDGET if is_gpu(target) else l2_cache_bytes() // 2
+
+
+def vector_lanes(target: str, cpu: str = "host") -> int:
+    """f32 lanes of one machine vector (W) on `target`: what bs-register-tile
+    blocks by (AVX-512: 16, AVX2: 8; on a GPU, 32 threads of a warp)."""
+    if is_gpu(target):
+        return 32
+    from brainslug.lowering.backends.x86 import X86Backend
+
+    return X86Backend(cpu).lanes

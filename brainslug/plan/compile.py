@@ -78,7 +78,7 @@ def compile_stacks(
     ctx = make_context()
     info = PlanInfo(target=target.name, layout=default_layout)
     try:
-        FormStacksPass().apply(ctx, module)
+        FormStacksPass(conv_epilogues=target.convs).apply(ctx, module)
     except Exception as e:  # no stacks: every layer runs in the framework
         if strict():
             raise
@@ -120,7 +120,7 @@ def _lower(module: ModuleOp, target: Target, skip: dict[str, str]) -> Any:
         if isinstance(op, nn.StackOp) and op.stack_name_value in skip:
             op.attributes["bs.fallback"] = StringAttr(skip[op.stack_name_value])
     ctx = make_context()
-    for p in default_passes(target.name, target.cpu)[1:]:
+    for p in default_passes(target.name, target.cpu, compute=target.convs)[1:]:
         p.apply(ctx, module)
     fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
     return target.compile(module) if stack_launches(fn)[0] else None

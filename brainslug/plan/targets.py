@@ -18,6 +18,8 @@ class Target(Protocol):
     """The lowering target of the default pipeline (`x86-64`, `nvptx`)."""
     cpu: str
     """The CPU (or `sm_XY`) it lowers for."""
+    convs: bool
+    """Whether convolutions are compiled (else they stay in the framework)."""
 
     def fingerprint(self) -> str | None:
         """What its code depends on, for the plan cache; None: not cached."""
@@ -34,19 +36,21 @@ class Target(Protocol):
 
 class CpuTarget:
     """x86-64 kernels, JIT-compiled and run on a thread pool of `threads`
-    threads (None: the process-wide pool)."""
+    threads (None: the process-wide pool). With `convs`, channels-last
+    convolutions are compiled too, with their epilogues."""
 
     name = "x86-64"
 
-    def __init__(self, cpu: str = "host", threads: int | None = None):
+    def __init__(self, cpu: str = "host", threads: int | None = None, convs: bool = False):
         from brainslug.lowering.backends.x86 import X86Backend
 
         self.cpu = cpu
         self.threads = threads
+        self.convs = convs
         self.backend = X86Backend(cpu)
 
     def fingerprint(self) -> str | None:
-        return self.backend.fingerprint()
+        return self.backend.fingerprint() + (";convs" if self.convs else "")
 
     def _pool(self) -> Any:
         from brainslug.runtime.threads import sized_pool
@@ -72,6 +76,7 @@ class CudaTarget:
     architecture `cpu` (`sm_XY`), loaded with cuda-python."""
 
     name = "nvptx"
+    convs = False
 
     def __init__(self, cpu: str, device: Any):
         self.cpu = cpu

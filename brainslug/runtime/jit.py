@@ -31,7 +31,7 @@ from brainslug.dialects import loop
 from brainslug.ir.compile_time import gc_paused
 from brainslug.runtime.abi import KernelAbi
 from brainslug.runtime.forked import fork_map
-from brainslug.runtime.threads import NativePool, ThreadPool, default_pool
+from brainslug.runtime.threads import Pool, default_pool
 
 PARALLEL_THRESHOLD = 32 * 1024
 """A phase runs on all threads of a native pool when work * batch exceeds this
@@ -50,7 +50,7 @@ class KernelRunner:
         info: loop.KernelInfoOp,
         phases: Sequence[Any],
         owner: CompiledKernels,
-        pool: ThreadPool | NativePool | None = None,
+        pool: Pool | None = None,
     ):
         abi = self.abi = KernelAbi.of(info)
         self.name, self.phase_names, self.shapes = abi.name, abi.phases, abi.shapes
@@ -196,7 +196,7 @@ class CompiledKernels:
     the kernel cache."""
 
     def __init__(
-        self, module: ModuleOp, backend: Any = None, pool: ThreadPool | NativePool | None = None
+        self, module: ModuleOp, backend: Any = None, pool: Pool | None = None
     ):
         if backend is None:
             from brainslug.lowering.backends.x86 import backend_for
@@ -218,7 +218,7 @@ class CompiledKernels:
             self.engine.finalize_object()
         self._bind(module, pool)
 
-    def _bind(self, module: ModuleOp, pool: ThreadPool | NativePool | None) -> None:
+    def _bind(self, module: ModuleOp, pool: Pool | None) -> None:
         self.kernels: dict[str, KernelRunner] = {}
         self.functions: dict[str, Any] = {}
         """Every phase function by name (kernels share them)."""
@@ -233,7 +233,7 @@ class CompiledKernels:
         infos: ModuleOp,
         unit_keys: dict[str, str],
         backend: Any,
-        pool: ThreadPool | NativePool | None = None,
+        pool: Pool | None = None,
     ) -> CompiledKernels | None:
         """The kernels of `infos` (a module of `loop.kernel_info` ops) from object
         code in the kernel cache, without lowering anything; None on a miss."""
@@ -313,7 +313,7 @@ class CompiledKernels:
 
 
 def compile_kernels(
-    module: ModuleOp, backend: Any = None, pool: ThreadPool | NativePool | None = None
+    module: ModuleOp, backend: Any = None, pool: Pool | None = None
 ) -> CompiledKernels:
     """JIT-compiles every kernel of a module lowered by bs-lower-to-llvm."""
     return CompiledKernels(module, backend, pool)

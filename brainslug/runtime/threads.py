@@ -13,8 +13,11 @@ or the environment variable `BRAINSLUG_NUM_THREADS`). `run(fn, n, *args)` calls
   phase is a native function pointer called as `fn(tid, n, args)`. Dispatch
   costs a few microseconds and never touches the GIL.
 
-`default_pool()` is a NativePool where possible (BRAINSLUG_POOL=python forces
-the Python one).
+- `OmpPool`: the OpenMP team of PyTorch's libgomp, through `GOMP_parallel`, so
+  kernels and PyTorch's operators share one set of threads.
+
+`default_pool()` is an OmpPool where PyTorch's libgomp is loaded, else a
+NativePool where possible (BRAINSLUG_POOL=omp|native|python chooses).
 """
 
 from __future__ import annotations
@@ -346,33 +349,138 @@ class NativePool:
             self._pid = -1
 
 
+_OMP_IR = r"""
+%ctx = type { ptr, ptr }
+
+declare void @GOMP_parallel(ptr, ptr, i32, i32)
+declare i32 @omp_get_thread_num()
+declare i32 @omp_get_num_threads()
+
+define internal void @bs_omp_body(ptr %data) {
+  %fp = getelementptr %ctx, ptr %data, i32 0, i32 0
+  %f = load ptr, ptr %fp
+  %ap = getelementptr %ctx, ptr %data, i32 0, i32 1
+  %a = load ptr, ptr %ap
+  %t = call i32 @omp_get_thread_num()
+  %n = call i32 @omp_get_num_threads()
+  %t64 = sext i32 %t to i64
+  %n64 = sext i32 %n to i64
+  call void %f(i64 %t64, i64 %n64, ptr %a)
+  ret void
+}
+
+define void @bs_omp_run(ptr %f, i64 %n, ptr %a, i32 %unused) {
+  %c = alloca %ctx
+  %fp = getelementptr %ctx, ptr %c, i32 0, i32 0
+  store ptr %f, ptr %fp
+  %ap = getelementptr %ctx, ptr %c, i32 0, i32 1
+  store ptr %a, ptr %ap
+  %n32 = trunc i64 %n to i32
+  call void @GOMP_parallel(ptr @bs_omp_body, ptr %c, i32 %n32, i32 0)
+  ret void
+}
+"""
+
+
+def loaded_libgomp() -> str | None:
+    """Path of the GNU OpenMP runtime loaded in this process (PyTorch's), if any."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.rsplit(None, 1)[-1]
+                if "/libgomp" in path and ".so" in path:
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+class OmpPool:
+    """Phases run on the OpenMP team of the framework (GNU libgomp, loaded by
+    PyTorch): the threads that just ran PyTorch's operator are still spinning
+    and take the phase at once. A pool of our own would compete with them for
+    the cores while they spin (on 2 cores, a 3x3 convolution interleaved with
+    PyTorch calls ran at half speed on two NativePool threads)."""
+
+    native = True
+
+    def __init__(self, num_threads: int | None = None, libgomp: str | None = None):
+        import llvmlite.binding as llvm
+
+        path = libgomp or loaded_libgomp()
+        if path is None:
+            raise OSError("no libgomp in this process")
+        self.size = num_threads or default_num_threads()
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        llvm.load_library_permanently(path)
+        mod = llvm.parse_assembly(_OMP_IR)
+        mod.verify()
+        tm = llvm.Target.from_default_triple().create_target_machine(opt=2, jit=True)
+        self._engine = llvm.create_mcjit_compiler(mod, tm)
+        self._engine.finalize_object()
+        _ENGINES.append(self._engine)
+        self._run = ctypes.CFUNCTYPE(
+            None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int32
+        )(self._engine.get_function_address("bs_omp_run"))
+
+    def run(self, fn: Any, n: int | None = None, args: Any = None) -> None:
+        """Calls the native `fn(tid, n, args)` on a team of (at most) n threads."""
+        n = self.size if n is None else max(1, min(n, self.size))
+        addr = fn if isinstance(fn, int) else ctypes.cast(fn, ctypes.c_void_p).value
+        self._run(addr, n, args, 0)
+
+    def shutdown(self) -> None:
+        """Nothing to stop: the team belongs to the OpenMP runtime."""
+
+
+def pool_kind() -> str:
+    """`omp` where PyTorch's libgomp is loaded, else `native` where supported,
+    else `python`; BRAINSLUG_POOL=omp|native|python chooses."""
+    asked = os.environ.get("BRAINSLUG_POOL", "auto")
+    if asked == "python" or not native_pool_supported():
+        return "python"
+    if asked in ("auto", "omp") and loaded_libgomp() is not None:
+        return "omp"
+    return "native"
+
+
+def _new_pool(threads: int | None) -> ThreadPool | NativePool | OmpPool:
+    kind = pool_kind()
+    if kind == "omp":
+        try:
+            return OmpPool(threads)
+        except (OSError, RuntimeError):
+            kind = "native"
+    return NativePool(threads) if kind == "native" else ThreadPool(threads)
+
+
 def native_pool_supported() -> bool:
     return sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
 
 
-_default: ThreadPool | NativePool | None = None
+Pool = ThreadPool | NativePool | OmpPool
+
+_default: Pool | None = None
 
 
-def default_pool() -> ThreadPool | NativePool:
-    """The process-wide pool: native where supported, unless BRAINSLUG_POOL=python."""
+def default_pool() -> Pool:
+    """The process-wide pool (see `_pool_kind`)."""
     global _default
-    if _default is None:
-        if native_pool_supported() and os.environ.get("BRAINSLUG_POOL", "native") != "python":
-            _default = NativePool()
-        else:
-            _default = ThreadPool()
+    if _default is None or (isinstance(_default, NativePool) and pool_kind() == "omp"):
+        _default = _new_pool(None)  # (PyTorch may have been imported since)
     return _default
 
 
-_sized: dict[int, ThreadPool | NativePool] = {}
+_sized: dict[int, Pool] = {}
 
 
-def sized_pool(threads: int | None) -> ThreadPool | NativePool:
+def sized_pool(threads: int | None) -> Pool:
     """The process-wide pool (None), or one of `threads` threads, shared by
     every caller that asks for that many."""
     if threads is None:
         return default_pool()
-    if threads not in _sized:
-        native = native_pool_supported() and os.environ.get("BRAINSLUG_POOL", "native") != "python"
-        _sized[threads] = NativePool(threads) if native else ThreadPool(threads)
-    return _sized[threads]
+    pool = _sized.get(threads)
+    if pool is None or (isinstance(pool, NativePool) and pool_kind() == "omp"):
+        pool = _sized[threads] = _new_pool(threads)
+    return pool

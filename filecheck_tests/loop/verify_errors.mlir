@@ -412,3 +412,35 @@ func.func @gap_reduce_type() {
 
 // CHECK: {{// -+}}
 // CHECK-NEXT: loop.reduce: {{.*}}i32
+
+// -----
+
+// loop.reduce: only an add reduction may contract its products into FMAs
+func.func @gap_contract_max() {
+  loop.nest (%i) = (0) to (37) {
+    %m = loop.reduce max contract (%k) = (0) to (3) init 0.0 : f32 -> f32 {
+      %z = arith.constant 0.0 : f32
+      loop.yield %z : f32
+    }
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.reduce: only an add reduction contracts
+
+// -----
+
+// loop.reduce: one yielded value per accumulator
+func.func @gap_reduce_yields() {
+  loop.nest (%i) = (0) to (37) {
+    %a, %b = loop.reduce add (%k) = (0) to (3) init 0.0 : f32 -> f32, f32 {
+      %z = arith.constant 0.0 : f32
+      loop.yield %z : f32
+    }
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.reduce: body must end in loop.yield of 2 values

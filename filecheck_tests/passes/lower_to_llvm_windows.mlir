@@ -29,12 +29,13 @@ func.func @maxpool(%x: memref<?x3x11x13xf32>, %y: memref<?x3x6x7xf32>) attribute
   func.return
 }
 
-// A scalar padded window load clamps the address and selects the pad value.
+// A scalar padded window load reads through a select of addresses: the point's,
+// or that of a constant cell holding the pad value (bits 0xFF800000, -inf), so
+// that a broadcast of the value still folds into the load on x86.
 // CHECK-LABEL: llvm.func @spool_p0
-// CHECK:         %[[SAFE:.*]] = llvm.select %[[IN:.*]], %{{.*}}, %{{.*}} : i1, i64
-// CHECK-NEXT:    %[[P:.*]] = llvm.getelementptr inbounds %{{.*}}[%[[SAFE]]]
-// CHECK-NEXT:    %[[V:.*]] = llvm.load %[[P]]
-// CHECK-NEXT:    llvm.select %[[IN]], %[[V]], %{{.*}} : i1, f32
+// CHECK:         %[[P:.*]] = llvm.getelementptr %{{.*}}[%{{.*}}]
+// CHECK-NEXT:    %[[C:.*]] = llvm.call @bs.padcell.ff800000(%[[IN:.*]], %[[P]]) : (i1, !llvm.ptr) -> !llvm.ptr
+// CHECK-NEXT:    llvm.load %[[C]] {{.*}}: !llvm.ptr -> f32
 // CHECK:         llvm.fcmp "ogt"
 // CHECK:         llvm.fcmp "uno"
 func.func @spool(%x: memref<1x9x10xf32>, %y: memref<1x5x5xf32>) attributes {bs.kernel} {

@@ -322,3 +322,15 @@ func.func @gap_store_map_drops_lane(%b: memref<29xf32>, %v: !simd.vec<f32>) {
 
 // CHECK: {{// -+}}
 // CHECK-NEXT: simd.store: {{.*}}lane
+
+// -----
+
+// a register block spans at least one machine vector
+func.func @gap_vectors(%b: memref<37xf32>) {
+  simd.loop (%j) = (0) to (37) vectors 0 {
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: simd.loop: vectors must be positive, got 0

@@ -170,9 +170,11 @@ class Emitter:
 
     def reduce(self, kind: str, init: float, extents: Sequence[loop.Bound],
                body: Callable[[Emitter, list[SSAValue]], SSAValue],
-               lower: Sequence[loop.Bound] | None = None) -> SSAValue:
-        r = loop.ReduceOp(kind, init, list(lower or [0] * len(extents)), list(extents))
-        for a, name in zip(r.body.block.args, ("kh", "kw", "k2", "k3"), strict=False):
+               lower: Sequence[loop.Bound] | None = None, contract: bool = False,
+               names: Sequence[str] = ("kh", "kw", "k2", "k3")) -> SSAValue:
+        r = loop.ReduceOp(kind, init, list(lower or [0] * len(extents)), list(extents),
+                          contract=contract)
+        for a, name in zip(r.body.block.args, names, strict=False):
             a.name_hint = name
         em = Emitter(r.body.block, self.kernel)
         v = body(em, list(r.body.block.args))

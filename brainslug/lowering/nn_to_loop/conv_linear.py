@@ -1,5 +1,10 @@
-"""Convolution and linear layers as direct reductions (correct, not fast: by
-default both are library calls)."""
+"""Convolution and linear layers as direct reductions.
+
+A convolution sums its products in its own order with fused multiply-adds
+(`contract`), as the libraries do; in NHWC the reduction runs over (kh, kw, i)
+so that the innermost step walks along the channels of both the input and the
+HWIO weight. bs-register-tile then blocks the vectorized nest in registers.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ def lower_conv2d(kb: KernelBuilder, op: nn.Conv2dOp, buf: Buffers, out: SSAValue
     # (n, o, oh, ow, i, kh, kw) -> input / weight indices
     ch = d(4)
     if groups > 1:
-        ch = (d(1) // cout_g) * cin_g + d(4)
+        ch = (d(1) // cout_g if cout_g > 1 else d(1)) * cin_g + d(4)
     hh = d(2) * sh + d(5) * dh - pt
     ww = d(3) * sw + d(6) * dw - pl
     if layout == "NHWC":
@@ -53,12 +58,20 @@ def lower_conv2d(kb: KernelBuilder, op: nn.Conv2dOp, buf: Buffers, out: SSAValue
     pad = 0.0 if windows_leave_input(in_shape, out_shape, (kh, kw), (sh, sw),
                                      op.padding_values, (dh, dw)) else None
 
+    nhwc = layout == "NHWC"
+
     def body(e: Emitter, ivs: list[SSAValue]) -> None:
         def term(r: Emitter, red: list[SSAValue]) -> SSAValue:
-            idx = [*ivs, *red]
+            # NHWC sums over (kh, kw, i): i innermost runs along both x and w
+            idx = [*ivs, red[2], red[0], red[1]] if nhwc else [*ivs, *red]
             return r.mul(r.load(x, idx, xmap, pad=pad), r.load(w, idx, wmap))
 
-        s = e.reduce("add", 0.0, [cin_g, kh, kw], term)
+        if nhwc:
+            s = e.reduce("add", 0.0, [kh, kw, cin_g], term, contract=True,
+                         names=("kh", "kw", "ci"))
+        else:
+            s = e.reduce("add", 0.0, [cin_g, kh, kw], term, contract=True,
+                         names=("ci", "kh", "kw"))
         if bias is not None:
             s = e.add(s, e.load(bias, [ivs[1]]))
         e.store(s, out, ivs, omap)

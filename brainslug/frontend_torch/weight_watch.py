@@ -1,0 +1,92 @@
+"""`WeightWatch`: notices that a weight tensor changed since it was last seen,
+for the weights BrainSlug keeps in another order (packed copies).
+
+A check costs a few microseconds: the tensor's identity, `_version` (bumped by
+in-place ops on the parameter, `load_state_dict`, optimizer steps),
+`data_ptr()` and a fingerprint of 64 sampled elements (writes through `.data`
+do not bump `_version`). An edit through `.data` that touches none of the
+sampled elements is missed; the owners offer `repack()` for that.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+import torch
+
+FINGERPRINT_SAMPLES = 64
+
+
+class WeightWatch:
+    """Remembers one state of a weight; `changed(w)` says whether `w` differs."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._src: weakref.ref[torch.Tensor] | None = None
+        self._version = -1
+        self._ptr = -1
+        self._np: np.ndarray | None = None  # a view of the weight's memory
+        self._sel: Any = slice(0)  # the sampled elements of _np
+        self._fingerprint = b""
+
+    def remember(self, w: torch.Tensor) -> None:
+        """Record `w` as the state that copies are made from."""
+        self._src, self._version, self._ptr = weakref.ref(w), w._version, w.data_ptr()
+        n, d = w.numel(), w.detach()
+        if d.is_contiguous() or d.is_contiguous(memory_format=torch.channels_last):
+            # dense: a strided slice of the flat memory (cheaper than fancy indexing)
+            self._np = d.as_strided((n,), (1,), d.storage_offset()).numpy()
+            self._sel = slice(0, n, max(1, -(-n // FINGERPRINT_SAMPLES)))
+        else:
+            self._np = d.numpy()
+            flat = np.linspace(0, n - 1, min(n, FINGERPRINT_SAMPLES)).astype(np.int64)
+            self._sel = np.unravel_index(np.unique(flat), self._np.shape)
+        self._fingerprint = self._np[self._sel].tobytes()
+
+    def changed(self, w: torch.Tensor) -> bool:
+        return (self._src is None or self._src() is not w or w._version != self._version
+                or w.data_ptr() != self._ptr
+                or self._np[self._sel].tobytes() != self._fingerprint)  # type: ignore[index]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # a copy remembers nothing: it repacks on first use
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.reset()
+
+
+class PackedWeight:
+    """A parameter in the order a compiled kernel reads it (by default a
+    convolution's OIHW weight as HWIO, output channels contiguous), repacked
+    on first use after the parameter changes."""
+
+    def __init__(self, param: torch.Tensor, order: tuple[int, ...] = (2, 3, 1, 0)):
+        self.param = param
+        self.order = order
+        self.shape = tuple(param.shape[d] for d in order)
+        self._packed: torch.Tensor | None = None
+        self._watch = WeightWatch()
+
+    def current(self) -> torch.Tensor:
+        """The packed copy of the parameter as it is now."""
+        w = self.param
+        if self._packed is None or self._watch.changed(w):
+            with torch.no_grad():
+                self._packed = w.detach().permute(self.order).contiguous()
+            self._watch.remember(w)
+        return self._packed
+
+    def repack(self) -> None:
+        self._packed = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"param": self.param, "order": self.order, "shape": self.shape}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._packed = None
+        self._watch = WeightWatch()

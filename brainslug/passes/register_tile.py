@@ -1,0 +1,287 @@
+"""bs-register-tile: a contraction's accumulators blocked in registers.
+
+A vectorized convolution (or any `loop.reduce add contract` in a `simd.loop`)
+computes one W-lane vector of outputs per reduction, and every step loads an
+input and a weight for one FMA. This pass makes each reduction step feed a
+block of P rows × V vectors of accumulators, as MLAS and oneDNN do:
+
+- the `simd.loop` gets `vectors V`: each lane value spans V machine vectors of
+  output channels, so a weight row is loaded once for V vectors;
+- the innermost nest dimension that some load of the reduction uses and
+  another does not (the output column, whose input pixel is broadcast against
+  a weight row shared by all columns) is strip-mined by P: the reduction gets
+  P results, one per column, and the ops after it are cloned per column.
+
+Columns past the end are clamped to the last one: the last block recomputes
+and rewrites it with the same value instead of running a remainder loop.
+When the weights are larger than the cache budget, the blocks of V*W channels
+become the outermost nest dimension (each block's weights then stay in cache
+while all pixels use them, as oneDNN blocks output channels outside pixels).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects import arith
+from xdsl.dialects.builtin import IndexType, IntegerAttr, ModuleOp
+from xdsl.ir import Block, Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.pattern_rewriter import (
+    PatternRewriter,
+    PatternRewriteWalker,
+    RewritePattern,
+    op_type_rewrite_pattern,
+)
+from xdsl.rewriter import InsertPoint
+
+from brainslug.dialects import loop, simd
+
+_ACCESSES = (loop.LoadOp, simd.LoadOp)
+
+
+def _contraction(lp: simd.LoopOp) -> loop.ReduceOp | None:
+    """The one contracting add reduction directly in `lp`'s body, if that is all
+    the body nests (other regions would have to be cloned per column)."""
+    found = None
+    for op in lp.body.block.ops:
+        if isinstance(op, loop.ReduceOp) and op.contracts and len(op.accumulators) == 1:
+            if found is not None:
+                return None
+            found = op
+        elif op.regions:
+            return None
+    return found
+
+
+def _used_ivs(op: Operation, ivs: tuple[SSAValue, ...]) -> set[SSAValue]:
+    used = op.map.data.used_dims()  # type: ignore[attr-defined]
+    return {i for k, i in enumerate(op.indices) if k in used and i in ivs}  # type: ignore[attr-defined]
+
+
+def row_dim(nest: loop.NestOp, red: loop.ReduceOp) -> int | None:
+    """Position of the nest iv to block by columns: the innermost one that
+    some load of the reduction uses and another load does not (reuse)."""
+    loads = [op for op in red.body.walk() if isinstance(op, _ACCESSES)]
+    uses = [_used_ivs(op, nest.ivs) for op in loads]
+    for pos in reversed(range(len(nest.ivs))):
+        iv = nest.ivs[pos]
+        if any(iv in u for u in uses) and any(iv not in u for u in uses):
+            return pos
+    return None
+
+
+def _operands(op: Operation) -> list[SSAValue]:
+    """What `op`'s value depends on: an access's indices only where its map
+    uses them (a per-channel parameter ignores the column)."""
+    if isinstance(op, _ACCESSES + (loop.InBoundsOp, simd.InBoundsOp)):
+        used = op.map.data.used_dims()
+        return [i for k, i in enumerate(op.indices) if k in used] + [
+            o for o in op.operands if o not in op.indices
+        ]
+    return list(op.operands)
+
+
+def _varies(op: Operation, varying: set[SSAValue]) -> bool:
+    return any(v in varying for v in _operands(op)) or any(
+        v in varying for r in op.regions for o in r.walk() for v in _operands(o)
+    )
+
+
+def _shared_bytes(red: loop.ReduceOp, row: SSAValue) -> int:
+    """Bytes of the buffers that the reduction reads the same for every column
+    (the weights): what each column block streams through the cache."""
+    total = 0
+    seen: set[SSAValue] = set()
+    for op in red.body.walk():
+        if isinstance(op, _ACCESSES) and op.buffer not in seen and row not in _operands(op):
+            seen.add(op.buffer)
+            shape = op.buffer.type.get_shape()
+            if all(d > 0 for d in shape):
+                total += 4 * math.prod(shape)
+    return total
+
+
+def _channel_blocks(nest: loop.NestOp, lb: int, ub: int, block: int,
+                    rewriter: PatternRewriter) -> tuple[loop.NestOp, tuple[SSAValue, SSAValue]]:
+    """Moves the lane range's blocks of `block` channels out to a new outermost
+    nest dimension, so that one block's weights stay in cache while every
+    pixel uses them; the bounds of the block's lane range."""
+    lowers, uppers = nest.lower_bounds(), nest.upper_bounds()
+    new = loop.NestOp([0, *lowers], [-(-(ub - lb) // block), *uppers], parallel=None)
+    new.attributes |= nest.attributes
+    old_block, new_block = nest.body.block, new.body.block
+    new_block.args[0].name_hint = "cb"
+    for old_arg, arg in zip(old_block.args, new_block.args[1:], strict=True):
+        arg.name_hint = old_arg.name_hint
+        old_arg.replace_all_uses_with(arg)
+    first = [
+        k_block := arith.ConstantOp(IntegerAttr(block, IndexType())),
+        k_lb := arith.ConstantOp(IntegerAttr(lb, IndexType())),
+        k_ub := arith.ConstantOp(IntegerAttr(ub, IndexType())),
+        scaled := arith.MuliOp(new_block.args[0], k_block.result),
+        lower := arith.AddiOp(scaled.result, k_lb.result),
+        end := arith.AddiOp(lower.result, k_block.result),
+        upper := arith.MinSIOp(end.result, k_ub.result),
+    ]
+    for op in first:
+        new_block.add_op(op)
+    for op in list(old_block.ops):
+        op.detach()
+        new_block.add_op(op)
+    rewriter.replace(nest, new)
+    return new, (lower.result, upper.result)
+
+
+@dataclass
+class RegisterTile(RewritePattern):
+    lanes: int
+    accumulators: int
+    max_vectors: int
+    cache: int
+
+    def shape(self, lanes_extent: int, rows_extent: int) -> tuple[int, int]:
+        """(P columns, V vectors) for a lane extent and a column extent."""
+        v = max(1, min(self.max_vectors, -(-lanes_extent // self.lanes)))
+        p = max(1, min(rows_extent, self.accumulators // v))
+        return p, v
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, lp: simd.LoopOp, rewriter: PatternRewriter, /):
+        nest = lp.parent_op()
+        if lp.vectors is not None or not isinstance(nest, loop.NestOp):
+            return
+        red = _contraction(lp)
+        if red is None:
+            return
+        body_ops = [o for o in nest.body.block.ops if not isinstance(o, loop.YieldOp)]
+        if body_ops != [lp]:
+            return
+        (lane_lb,), (lane_ub,) = lp.lower_bounds(), lp.upper_bounds()
+        pos = row_dim(nest, red)
+        if pos is None or not isinstance(lane_ub, int) or not isinstance(lane_lb, int):
+            return
+        lb, ub = nest.lower_bounds()[pos], nest.upper_bounds()[pos]
+        if lb != 0 or not isinstance(ub, int):
+            return
+        row = nest.ivs[pos]
+        stores = [o for o in lp.body.walk() if isinstance(o, simd.StoreOp | loop.StoreOp)]
+        if not stores or any(row not in _used_ivs(s, nest.ivs) for s in stores):
+            return  # columns must write distinct points
+        p, v = self.shape(lane_ub - lane_lb, ub)
+        if p == 1 and v == 1:
+            return
+        weights = _shared_bytes(red, row)
+        rows = self._rows(nest, pos, p, ub, rewriter)
+        block = v * self.lanes
+        blocks = -(-(lane_ub - lane_lb) // block)
+        lower, upper = lane_lb, lane_ub
+        if blocks > 1 and weights > self.cache:
+            nest, (lower, upper) = _channel_blocks(nest, lane_lb, lane_ub, block, rewriter)
+            row = nest.ivs[pos + 1]  # the column iv of the new nest
+        new_lp = simd.LoopOp(lower, upper, vectors=v)
+        self._clone_body(lp, red, row, rows, new_lp)
+        rewriter.replace(lp, new_lp.with_attributes(dict(lp.attributes)))
+
+    def _rows(self, nest: loop.NestOp, pos: int, p: int, extent: int,
+              rewriter: PatternRewriter) -> list[SSAValue]:
+        """Blocks the nest dim `pos` by `p`; the clamped column ivs of a block."""
+        upper = nest.upper_bounds()
+        upper[pos] = -(-extent // p)
+        static, _ = loop.split_bounds(upper)
+        nest.upper = static
+        block_iv = nest.ivs[pos]
+        ops: list[Operation] = []
+
+        def const(k: int) -> SSAValue:
+            c = arith.ConstantOp(IntegerAttr(k, IndexType()))
+            ops.append(c)
+            return c.result
+
+        base = arith.MuliOp(block_iv, const(p))
+        last = const(extent - 1)
+        ops.append(base)
+        rows = []
+        for k in range(p):
+            add = arith.AddiOp(base.result, const(k))
+            clamp = arith.MinSIOp(add.result, last)
+            ops += [add, clamp]
+            clamp.result.name_hint = f"col{k}"
+            rows.append(clamp.result)
+        first = nest.body.block.first_op
+        assert first is not None
+        rewriter.insert(ops, InsertPoint.before(first))
+        return rows
+
+    def _clone_body(self, lp: simd.LoopOp, red: loop.ReduceOp, row: SSAValue,
+                    rows: list[SSAValue], new_lp: simd.LoopOp) -> None:
+        maps: list[dict[SSAValue, SSAValue]] = [{row: r, lp.iv: new_lp.iv} for r in rows]
+        new_lp.iv.name_hint = lp.iv.name_hint
+        varying: set[SSAValue] = {row}
+        for op in lp.body.block.ops:
+            if op is red:
+                new = self._tiled_reduce(red, maps, varying)
+                new_lp.body.block.add_op(new)
+                for m, acc in zip(maps, new.accumulators, strict=True):
+                    m[red.result] = acc
+                varying.add(red.result)
+            elif not isinstance(op, loop.YieldOp):
+                _clone_per_column(op, maps, varying, new_lp.body.block)
+
+    def _tiled_reduce(self, red: loop.ReduceOp, maps: list[dict[SSAValue, SSAValue]],
+                      varying: set[SSAValue]) -> loop.ReduceOp:
+        new = loop.ReduceOp(red.kind_name, red.init_value, red.lower_bounds(),
+                            red.upper_bounds(), result_type=[red.result.type] * len(maps),
+                            contract=True)
+        body = new.body.block
+        for old_arg, arg in zip(red.body.block.args, body.args, strict=True):
+            arg.name_hint = old_arg.name_hint
+            for m in maps:
+                m[old_arg] = arg
+        term = red.body.block.last_op
+        assert isinstance(term, loop.YieldOp)
+        for op in red.body.block.ops:
+            if op is not term:
+                _clone_per_column(op, maps, varying, body)
+        body.add_op(loop.YieldOp(*[m[term.values[0]] for m in maps]))
+        return new
+
+
+def _clone_per_column(op: Operation, maps: list[dict[SSAValue, SSAValue]],
+                      varying: set[SSAValue], dst: Block) -> None:
+    """Appends `op` to `dst` once per column if it depends on the column, else
+    once for all of them."""
+    if _varies(op, varying):
+        for m in maps:
+            new = op.clone(value_mapper=m)
+            dst.add_op(new)
+            m.update(zip(op.results, new.results, strict=True))
+        varying.update(op.results)
+        return
+    new = op.clone(value_mapper=maps[0])
+    dst.add_op(new)
+    for m in maps:
+        m.update(zip(op.results, new.results, strict=True))
+
+
+@dataclass(frozen=True)
+class RegisterTilePass(ModulePass):
+    """Block contractions in registers: `accumulators` vector registers in a
+    tile of columns × `vectors` (at most `max-vectors`) of `lanes` lanes. When
+    the weights exceed `cache` bytes, the channel blocks become the outermost
+    loop, so each block's weights stay in cache across all pixels."""
+
+    name = "bs-register-tile"
+    lanes: int = 16
+    accumulators: int = 24
+    max_vectors: int = 4
+    cache: int = 512 * 1024
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        PatternRewriteWalker(
+            RegisterTile(self.lanes, self.accumulators, self.max_vectors, self.cache),
+            apply_recursively=False,
+        ).rewrite_module(op)
+

@@ -1,0 +1,76 @@
+// RUN: bs-opt %s -p bs-register-tile | filecheck %s
+// RUN: bs-opt %s -p bs-register-tile{lanes=8} | filecheck %s --check-prefix=AVX2
+
+// bs-register-tile blocks a vectorized convolution (a `loop.reduce add
+// contract` in a simd.loop) in registers: the output column `%w` is
+// strip-mined by P (its input pixel is broadcast against a weight row that all
+// columns share) and the simd.loop spans V vectors. The reduction gets P
+// results; the body and the epilogue are cloned per column, except what does
+// not depend on the column (the weight row, the per-channel bias). Columns past
+// the end clamp to the last one, 12.
+
+// 1x1 convolution, 37 -> 53 channels, 13 columns, with bias and ReLU: with 16
+// lanes V = 4 (53 channels in 64 lanes) and P = 24 / 4 = 6 columns.
+func.func @conv1x1(%x: memref<?x13x13x37xf32>, %wt: memref<1x1x37x53xf32>, %b: memref<53xf32>, %out: memref<?x13x13x53xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x13x13x37xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+    simd.loop (%o) = (0) to (53) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 37) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4, d2 + d5, d6)> : memref<?x13x13x37xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<1x1x37x53xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      %bv = simd.load %b[%o] : memref<53xf32>
+      %y = simd.addf %acc, %bv : !simd.vec<f32>
+      simd.store %y, %out[%n, %h, %w, %o] : memref<?x13x13x53xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @conv1x1
+// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 3) {
+// CHECK:           %[[BASE:.*]] = arith.muli %w, %{{.*}} : index
+// CHECK:           %col0 = arith.minsi %{{.*}}, %{{.*}} : index
+// CHECK:           %col5 = arith.minsi %{{.*}}, %{{.*}} : index
+// CHECK-NEXT:      simd.loop (%o) = (0) to (53) vectors 4 {
+// CHECK-NEXT:        %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 37) init 0.000000e+00 : f32 -> !simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32> {
+// CHECK-NEXT:          loop.load %x[%n, %h, %col0, %o, %kh, %kw, %ci]
+// CHECK:               loop.load %x[%n, %h, %col5, %o, %kh, %kw, %ci]
+// CHECK-NEXT:          simd.load %wt[%kh, %kw, %ci, %o]
+// CHECK-NOT:           simd.load %wt
+// CHECK:               simd.mulf
+// CHECK:               loop.yield %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : !simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32>
+// CHECK-NEXT:        }
+// CHECK-NEXT:        %[[BIAS:.*]] = simd.load %b[%o] : memref<53xf32>
+// CHECK-NOT:         simd.load %b
+// CHECK:             simd.store %{{.*}}, %out[%n, %h, %col0, %o]
+// CHECK:             simd.store %{{.*}}, %out[%n, %h, %col5, %o]
+
+// With 8 lanes (AVX2) 53 channels would need 7 vectors: V = 4 (32 lanes), P = 6.
+// AVX2-LABEL: func.func @conv1x1
+// AVX2:         simd.loop (%o) = (0) to (53) vectors 4 {
+
+// A reduction without `contract` (an average pool) is not a contraction: unchanged.
+func.func @avg(%x: memref<?x13x13x37xf32>, %out: memref<?x13x13x37xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x13x13x37xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+    simd.loop (%c) = (0) to (37) {
+      %acc = loop.reduce add (%kh) = (0) to (1) init 0.0 : f32 -> !simd.vec<f32> {
+        %v = simd.load %x[%n, %h, %w, %c, %kh] map affine_map<(d0, d1, d2, d3, d4) -> (d0, d1 + d4, d2, d3)> : memref<?x13x13x37xf32>
+        loop.yield %v : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %c] : memref<?x13x13x37xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @avg
+// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+// CHECK-NEXT:      simd.loop (%c) = (0) to (37) {
+// CHECK-NEXT:        %{{.*}} = loop.reduce add (%kh)

@@ -1,0 +1,168 @@
+"""Convolutions compiled by BrainSlug (`optimize(..., conv="brainslug")`): every
+kernel kind against float64 and against the library, the fused epilogues,
+NaN/Inf, weight changes, and the option's checks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import brainslug.pytorch as brainslug
+
+# name: (Cin, Cout, k, stride, pad, dilation, groups); channel counts are not
+# multiples of 16, the maps (13x13) not multiples of the register block
+KINDS = {
+    "pointwise": (37, 53, 1, 1, 0, 1, 1),
+    "3x3": (37, 53, 3, 1, 1, 1, 1),
+    "3x3/2": (37, 53, 3, 2, 1, 1, 1),
+    "7x7/2 stem": (3, 29, 7, 2, 3, 1, 1),
+    "dilated": (21, 19, 3, 1, 2, 2, 1),
+    "grouped": (36, 52, 3, 1, 1, 1, 4),
+    "depthwise 3x3": (37, 37, 3, 1, 1, 1, 37),
+    "depthwise 3x3/2": (37, 37, 3, 2, 1, 1, 37),
+    "depthwise 5x5": (37, 37, 5, 1, 2, 1, 37),
+    "many channels": (37, 150, 1, 1, 0, 1, 1),
+}
+
+
+def random_bn(bn: nn.BatchNorm2d, seed: int = 0) -> nn.BatchNorm2d:
+    g = torch.Generator().manual_seed(seed)
+    c = bn.num_features
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.rand(c, generator=g) * 2 - 1)
+        bn.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
+        bn.weight.copy_(torch.rand(c, generator=g) + 0.5)
+        bn.bias.copy_(torch.randn(c, generator=g) * 0.3)
+    return bn
+
+
+def compiled_convs(opt: nn.Module) -> int:
+    """Convolutions inside compiled stacks, from the report's stack list."""
+    return sum(1 for s in opt.info.stacks if s.compiled for layer in s.layers
+               if layer.endswith("nn.conv2d"))
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_each_kind_is_as_accurate_as_the_library(kind: str) -> None:
+    ci, co, k, s, p, d, g = KINDS[kind]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(ci, co, k, s, p, d, g), random_bn(nn.BatchNorm2d(co)),
+                          nn.ReLU()).eval()
+    opt = brainslug.optimize(model, [0, ci, 13, 13], conv="brainslug")
+    assert compiled_convs(opt) == 1 and not opt.info.library, brainslug.report(opt)
+    m64 = copy.deepcopy(model).double()
+    for batch in (1, 3):
+        x = torch.randn(batch, ci, 13, 13)
+        with torch.no_grad():
+            ref = m64(x.double())
+            lib = model(channels_last(x)).double()
+            got = opt(x).double()
+        e_lib, e_bs = (lib - ref).abs().max().item(), (got - ref).abs().max().item()
+        assert e_bs <= 1.5 * e_lib + 1e-7 * ref.abs().max().item(), (kind, batch, e_bs, e_lib)
+        assert (got - lib).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+class Epilogues(nn.Module):
+    """Each convolution with a different epilogue: BN+hardswish, SiLU, ReLU6,
+    no bias with a residual add and ReLU, and BN then an add of a second input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(5, 21, 3, padding=1)
+        self.b1 = random_bn(nn.BatchNorm2d(21), 1)
+        self.c2 = nn.Conv2d(21, 21, 1)
+        self.c3 = nn.Conv2d(21, 21, 3, padding=1, groups=21)
+        self.c4 = nn.Conv2d(21, 21, 3, padding=1, bias=False)
+        self.c5 = nn.Conv2d(21, 21, 1)
+        self.b5 = random_bn(nn.BatchNorm2d(21), 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = nn.functional.hardswish(self.b1(self.c1(x)))
+        b = nn.functional.silu(self.c2(a))
+        c = nn.functional.relu6(self.c3(b))
+        d = torch.relu(self.c4(c) + b)
+        return self.b5(self.c5(d)) + a
+
+
+def test_fused_epilogues_match_eager() -> None:
+    torch.manual_seed(1)
+    model = Epilogues().eval()
+    opt = brainslug.optimize(model, [0, 5, 11, 11], conv="brainslug")
+    assert compiled_convs(opt) == 5
+    layers = [s.layers for s in opt.info.stacks if s.compiled]
+    assert any(any("add" in x for x in ls) and any("conv2d" in x for x in ls) for ls in layers)
+    for batch in (1, 3):
+        x = torch.randn(batch, 5, 11, 11)
+        with torch.no_grad():
+            ref, got = model(x), opt(x)
+        assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_nan_and_inf_propagate_as_in_pytorch() -> None:
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(7, 19, 3, padding=1), random_bn(nn.BatchNorm2d(19)),
+                          nn.ReLU()).eval()
+    opt = brainslug.optimize(model, [0, 7, 9, 9], conv="brainslug")
+    x = torch.randn(2, 7, 9, 9)
+    x[0, 3, 4, 4] = float("nan")
+    x[1, 0, 0, 8] = float("inf")
+    x[1, 5, 7, 1] = float("-inf")
+    with torch.no_grad():
+        ref, got = model(channels_last(x)), opt(x)
+    assert torch.equal(torch.isnan(ref), torch.isnan(got))
+    assert torch.isnan(got).any()
+    assert torch.equal(torch.isinf(ref), torch.isinf(got))
+    fin = torch.isfinite(ref)
+    assert (got[fin] - ref[fin]).abs().max().item() <= 1e-5 * max(1.0, ref[fin].abs().max().item())
+
+
+def test_weight_changes_are_repacked() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(6, 17, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(17, 9, 1)).eval()
+    opt = brainslug.optimize(model, [0, 6, 10, 10], conv="brainslug")
+    assert compiled_convs(opt) == 2
+    x = torch.randn(2, 6, 10, 10)
+
+    def check() -> None:
+        with torch.no_grad():
+            ref, got = model(x), opt(x)
+        assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+    check()
+    with torch.no_grad():
+        model[0].weight.mul_(1.5)  # in place: _version changes
+    check()
+    state = {k: v + 0.25 for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    check()
+    with torch.no_grad():
+        model[2].weight.data[0, 0] += 3.0  # through .data: the fingerprint sees it
+        model[2].weight.data.mul_(0.5)
+    check()
+
+
+def test_conv_option_is_checked() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3)).eval()
+    with pytest.raises(ValueError, match="conv must be one of"):
+        brainslug.optimize(model, [0, 3, 8, 8], conv="fast")
+    with pytest.raises(ValueError, match="channels-last"):
+        brainslug.optimize(model, [0, 3, 8, 8], conv="brainslug", layout="NCHW")
+    with pytest.raises(ValueError, match="fold_batchnorm"):
+        brainslug.optimize(model, [0, 3, 8, 8], conv="brainslug", fold_batchnorm=True)
+
+
+def test_library_mode_keeps_convolutions_in_the_library() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    opt = brainslug.optimize(model, [0, 3, 12, 12], conv="library")
+    assert compiled_convs(opt) == 0
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(opt(x), model(channels_last(x)))
