@@ -51,6 +51,7 @@ from xdsl.ir.affine import (
     AffineSymExpr,
 )
 
+from brainslug.analysis.ranges import inside_dims
 from brainslug.dialects import loop, simd
 
 DYNAMIC = loop.DYNAMIC
@@ -328,6 +329,9 @@ class Canonicalizer:
                 parts.append(f"extents=[{toks}]")
             else:
                 parts.append(f"{k}={_text(a)}")
+        if generic and isinstance(op, loop.LoadOp | simd.LoadOp) and op.pad is not None:
+            # which indices skip their bounds check depends on static extents
+            parts.append("inside=" + "".join("1" if x else "0" for x in inside_dims(op)))
         if generic and isinstance(op, simd.LoopOp) and _whole(op):
             self.sig.whole.add(id(op))
             parts.append("whole")

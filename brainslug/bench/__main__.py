@@ -46,7 +46,8 @@ def parser() -> argparse.ArgumentParser:
         type=_names,
         default=None,
         help="comma-separated subset of: eager, eager_channels_last, torch_compile, "
-        "torch_compile_freezing, onnxruntime, brainslug, brainslug_fold (torch) or "
+        "torch_compile_freezing, onnxruntime, brainslug, brainslug_fold, brainslug_library, "
+        "brainslug_convs (torch) or "
         "keras_eager, tf_function, xla, brainslug (tf) (default all)",
     )
     p.add_argument("--repeats", type=int, default=20, help="interleaved timing rounds")

@@ -199,6 +199,15 @@ def brainslug_fold(model: torch.nn.Module, ctx: BuildContext) -> Contender:
     return Contender("brainslug_fold", opt.eval())
 
 
+def _brainslug_conv(mode: str) -> Builder:
+    def build(model: torch.nn.Module, ctx: BuildContext) -> Contender:
+        from brainslug.pytorch import optimize
+
+        return Contender(f"brainslug_{mode}", optimize(model, ctx.shape, conv=mode).eval())
+
+    return build
+
+
 CONTENDERS: dict[str, Builder] = {
     "eager": eager,
     "eager_channels_last": eager_channels_last,
@@ -207,5 +216,7 @@ CONTENDERS: dict[str, Builder] = {
     "onnxruntime": onnxruntime,
     "brainslug": brainslug,
     "brainslug_fold": brainslug_fold,
+    "brainslug_library": _brainslug_conv("library"),  # convolutions in oneDNN
+    "brainslug_convs": _brainslug_conv("brainslug"),  # convolutions in BrainSlug's kernels
 }
 """Every contender, in the default order of the table."""

@@ -27,6 +27,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Operation, SSAValue
 
+from brainslug.analysis.ranges import inside_dims
 from brainslug.dialects import loop, simd
 from brainslug.lowering.llvm_builder import PTR, IVal
 from brainslug.lowering.phase_emitter import OpLowering, PhaseEmitter
@@ -283,7 +284,8 @@ def _load(em: PhaseEmitter, op: loop.LoadOp) -> None:
         em.values[op.result] = b.load(b.gep(buf.ptr, off, buf.elem), t)
         return
     pad = b.const(op.pad_value, t)  # type: ignore[arg-type]
-    inb = em.in_bounds(idx, buf.dims)
+    check = [k for k, inside in enumerate(inside_dims(op)) if not inside]
+    inb = em.in_bounds([idx[k] for k in check], [buf.dims[k] for k in check])
     if inb is False:
         em.values[op.result] = pad
     elif inb is True:

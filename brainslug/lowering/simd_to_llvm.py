@@ -22,6 +22,7 @@ from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
 from xdsl.ir.affine.affine_expr import AffineDimExpr
 
 from brainslug.analysis.generic_phases import WHOLE_CHUNKS
+from brainslug.analysis.ranges import inside_dims
 from brainslug.dialects import simd
 from brainslug.lowering.llvm_builder import ICMP, IVal, type_suffix
 from brainslug.lowering.nn_to_loop.aten_vec import GELU_ERF_SCALE, MATH_IMPL, ONEDNN
@@ -229,7 +230,9 @@ def _load(em: PhaseEmitter, op: simd.LoadOp) -> None:
     assert isinstance(vt, VectorType)
     mask = lane.mask
     if op.pad is not None:
-        mask = b.and_(mask, lane_bounds(em, acc.idx, acc.buf.dims))
+        check = [k for k, inside in enumerate(inside_dims(op)) if not inside]
+        mask = b.and_(mask, lane_bounds(em, [acc.idx[k] for k in check],
+                                        [acc.buf.dims[k] for k in check]))
         passthru = b.const(op.pad_value, vt)  # type: ignore[arg-type]
     else:
         passthru = b.add_undef(vt)

@@ -138,15 +138,29 @@ def _channel_blocks(nest: loop.NestOp, lb: int, ub: int, block: int,
 @dataclass
 class RegisterTile(RewritePattern):
     lanes: int
-    accumulators: int
+    registers: int
     max_vectors: int
     cache: int
 
     def shape(self, lanes_extent: int, rows_extent: int) -> tuple[int, int]:
-        """(P columns, V vectors) for a lane extent and a column extent."""
-        v = max(1, min(self.max_vectors, -(-lanes_extent // self.lanes)))
-        p = max(1, min(rows_extent, self.accumulators // v))
-        return p, v
+        """(P columns, V vectors) for a lane extent and a column extent.
+
+        V: as many vectors as the channels fill, a power of two (LLVM splits
+        those cleanly), at most `max-vectors`. P: the accumulators, V weight
+        vectors and a broadcast fit the register file, with at least 12
+        accumulators where the columns allow (two FMA pipes of 4 cycles'
+        latency need 8 in flight, and the broadcasts need hiding); among those,
+        the P that wastes the fewest columns past the end (then the larger)."""
+        v = 1
+        while v * 2 <= self.max_vectors and v * self.lanes < lanes_extent:
+            v *= 2
+        top = max(1, (self.registers - v - 1) // v)
+        low = min(top, max(1, -(-12 // v)))
+        if rows_extent <= top:
+            return rows_extent, v
+        best = max(range(low, top + 1),
+                   key=lambda p: (rows_extent / (-(-rows_extent // p) * p), p))
+        return best, v
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, lp: simd.LoopOp, rewriter: PatternRewriter, /):
@@ -268,20 +282,20 @@ def _clone_per_column(op: Operation, maps: list[dict[SSAValue, SSAValue]],
 
 @dataclass(frozen=True)
 class RegisterTilePass(ModulePass):
-    """Block contractions in registers: `accumulators` vector registers in a
-    tile of columns × `vectors` (at most `max-vectors`) of `lanes` lanes. When
+    """Block contractions in registers: a tile of columns × `vectors` (at
+    most `max-vectors`) of `lanes` lanes, within `registers` vector registers. When
     the weights exceed `cache` bytes, the channel blocks become the outermost
     loop, so each block's weights stay in cache across all pixels."""
 
     name = "bs-register-tile"
     lanes: int = 16
-    accumulators: int = 24
+    registers: int = 32
     max_vectors: int = 4
     cache: int = 512 * 1024
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         PatternRewriteWalker(
-            RegisterTile(self.lanes, self.accumulators, self.max_vectors, self.cache),
+            RegisterTile(self.lanes, self.registers, self.max_vectors, self.cache),
             apply_recursively=False,
         ).rewrite_module(op)
 

@@ -109,7 +109,7 @@ PASS_SUMMARIES: dict[str, str] = {
     "bs-tile-depth-first": "tile chains of nests so each tile's intermediates stay in cache",
     "bs-vectorize": "turn the innermost dim into a simd.loop of W lanes with a masked tail",
     "bs-register-tile": "block contractions (convolutions) in registers: columns x vectors "
-    "{lanes=16 accumulators=24 max-vectors=4}",
+    "{lanes=16 registers=32 max-vectors=4 cache=524288}",
     "bs-merge-siblings": "merge independent adjacent nests over the same domain (cat pieces)",
     "bs-parallelize": "mark the outer parallel dims of each top-level nest for threads/grid",
     "bs-dedup-kernels": "let stacks with identical kernels share one compiled kernel",

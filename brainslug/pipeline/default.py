@@ -25,7 +25,6 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     from brainslug.passes.fuse import FusePass
     from brainslug.passes.merge_siblings import MergeSiblingsPass
     from brainslug.passes.parallelize import ParallelizePass
-    from brainslug.passes.register_tile import RegisterTilePass
     from brainslug.passes.reorder import ReorderPass
     from brainslug.passes.tile_depth_first import TileDepthFirstPass
     from brainslug.passes.vectorize import VectorizePass
@@ -43,8 +42,7 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
         *([FusePass(overlap="tile")] if compute else []),
         tiling,
         VectorizePass(),
-        *([RegisterTilePass(lanes=vector_lanes(target, cpu), cache=tile_budget(target))]
-          if compute else []),
+        *([register_tiling(target, cpu)] if compute else []),
         MergeSiblingsPass(),
         ParallelizePass(),
         DedupKernelsPass(),
@@ -54,6 +52,16 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
 
         passes.append(LowerToLLVMPass(target=target, cpu=cpu))
     return passes
+
+
+def register_tiling(target: str, cpu: str) -> ModulePass:
+    """bs-register-tile for the target's vector width and register file
+    (AVX-512: 32 registers of 16 lanes; AVX2: 16 of 8)."""
+    from brainslug.passes.register_tile import RegisterTilePass
+
+    lanes = vector_lanes(target, cpu)
+    return RegisterTilePass(lanes=lanes, registers=32 if lanes == 16 else 16,
+                            cache=tile_budget(target))
 
 
 @dataclass(frozen=True)
