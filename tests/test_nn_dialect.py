@@ -361,7 +361,7 @@ def test_conv2d_symmetric_padding_shorthand():
             "weight has 5 output channels, not divisible by groups=2",
         ),
         ((N, 16, H, W), (8, 16, 3, 3), (7,), {}, "bias has length 7, weight has 8 output channels"),
-        ((N, 16, H, W), (8, 16, 3), None, {}, "weight must have rank 4, got rank 3"),
+        ((N, 16, H, W), (8, 16, 3), None, {}, "weight must have rank 4 or 5, got rank 3"),
         ((N, 16, H), (8, 16, 3, 3), None, {}, "input must have rank 4, got rank 3"),
         (
             (N, 16, H, W),
@@ -392,6 +392,22 @@ def test_conv2d_errors(x, w, b, kwargs, message):
     op = Conv2dOp(*args, **kwargs, result_type=t(N, 8, H, W))
     with pytest.raises(VerifyException, match="nn.conv2d: " + message):
         op.verify()
+
+
+def test_conv2d_blocked_weight():
+    """A channels-last weight blocked by output channels: O from the result or bias."""
+    x, w = value(N, H, W, 16), value(2, 3, 3, 16, 64)
+    op = Conv2dOp(x, w, padding=1, layout="NHWC", result_type=t(N, H, W, 100))
+    op.verify()
+    assert Conv2dOp(x, w, value(100), padding=1, layout="NHWC").output.type == t(N, H, W, 100)
+    with pytest.raises(VerifyException, match="needs the result type or a bias"):
+        Conv2dOp(x, w, layout="NHWC")
+    with pytest.raises(VerifyException, match="150 output channels do not fill 2 blocks of 64"):
+        Conv2dOp(x, w, value(150), padding=1, layout="NHWC")
+    with pytest.raises(VerifyException, match="64 output channels do not fill 2 blocks"):
+        Conv2dOp(x, w, padding=1, layout="NHWC", result_type=t(N, H, W, 64)).verify()
+    with pytest.raises(VerifyException, match="blocked .rank-5. weight needs layout NHWC"):
+        Conv2dOp(value(N, 16, H, W), w, value(100))
 
 
 def test_conv2d_result_mismatch():

@@ -357,6 +357,7 @@ def capture(
     metas: dict[str, Any] | None = None,
     layout: str = "NCHW",
     compile_convs: bool = False,
+    conv_block: int = 0,
 ) -> Capture:
     """Build the graph function `@forward` of a traced module.
 
@@ -364,9 +365,10 @@ def capture(
     channels-last: the value of an fx tensor `t` is `t.permute(0, 2, 3, 1)`.
     Layers that see the memory order (reshape, rank-changing flatten,
     broadcasts between ranks) then run in PyTorch, and so do convolutions
-    unless `compile_convs`."""
+    unless `compile_convs` (their weights blocked by `conv_block` output
+    channels where there are more)."""
     metas = metas if metas is not None else propagate_shapes(gm, example_shapes)
-    b = GraphBuilder(gm, metas, layout, compile_convs)
+    b = GraphBuilder(gm, metas, layout, compile_convs, conv_block)
     modules = dict(gm.named_modules())
     outputs: list[SSAValue] = []
     for n in gm.graph.nodes:

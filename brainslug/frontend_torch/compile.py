@@ -93,7 +93,9 @@ def compile_plan(
         if metas is None:
             record = None
             metas = _shapes(gm, shape)
-    cap = capture(gm, [shape] if shape is not None else [], metas, layout, convs)
+    # a register block of 4 vectors reads one block of packed weights
+    cap = capture(gm, [shape] if shape is not None else [], metas, layout, convs,
+                  conv_block=4 * target.backend.lanes)
     stacks = compile_stacks(captured(cap), target, key=key, record=record,
                             frontend_data=_metas_to_json(metas))
     kernels = {

@@ -58,11 +58,12 @@ class GraphBuilder:
     """Emits IR for fx nodes into the graph function's block."""
 
     def __init__(self, gm: fx.GraphModule, metas: dict[str, Any], layout: str = "NCHW",
-                 compile_convs: bool = False):
+                 compile_convs: bool = False, conv_block: int = 0):
         self.gm = gm
         self.metas = metas
         self.layout = layout
         self.compile_convs = compile_convs and layout == "NHWC"
+        self.conv_block = conv_block
         self.block = Block()
         self.args: list[fx.Node | torch.Tensor] = []
         self.values: dict[str, SSAValue] = {}
@@ -82,14 +83,17 @@ class GraphBuilder:
             self.param_args[key] = self.arg(tensor_type(shape, tensor.dtype), tensor, name)
         return self.param_args[key]
 
-    def conv_weight(self, tensor: torch.Tensor, name: str) -> SSAValue:
-        """A convolution's OIHW weight as the HWIO argument of a compiled
-        channels-last convolution (packed at run time, repacked on change)."""
-        key = ("hwio", id(tensor))
+    def conv_weight(self, tensor: torch.Tensor, name: str, groups: int) -> SSAValue:
+        """A convolution's OIHW weight as the argument of a compiled
+        channels-last convolution (packed at run time, repacked on change):
+        blocked by `conv_block` output channels when there are more than one
+        block of them (and no groups), else HWIO."""
+        block = self.conv_block if groups == 1 and tensor.shape[0] > self.conv_block else 0
+        key = ("packed", block, id(tensor))
         if key not in self.param_args:
             from brainslug.frontend_torch.weight_watch import PackedWeight
 
-            packed = PackedWeight(tensor)
+            packed = PackedWeight(tensor, block)
             self.param_args[key] = self.arg(tensor_type(packed.shape, tensor.dtype), packed,
                                             name)  # type: ignore[arg-type]
         return self.param_args[key]

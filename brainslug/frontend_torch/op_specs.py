@@ -163,12 +163,13 @@ def _conv2d(c: Call) -> Operation:
         w = c.args["weight"]
         if not isinstance(w, torch.Tensor) or w.dim() != 4:
             raise LibraryCall("a convolution whose weight is computed runs in PyTorch")
-        weight = c.b.conv_weight(w, f"{c.node.target}.weight")
+        weight = c.b.conv_weight(w, f"{c.node.target}.weight", int(c["groups"]))
     else:
         weight = c.tensor("weight")
     return nn.Conv2dOp(x, weight, bias, strides=_pair(c["stride"]),
                        padding=(ph, pw, ph, pw), dilation=_pair(c["dilation"]),
-                       groups=int(c["groups"]), layout=layout)
+                       groups=int(c["groups"]), layout=layout,
+                       result_type=c.b.result_type(c.node))
 
 
 def _linear(c: Call) -> Operation:

@@ -60,23 +60,36 @@ class WeightWatch:
 
 
 class PackedWeight:
-    """A parameter in the order a compiled kernel reads it (by default a
-    convolution's OIHW weight as HWIO, output channels contiguous), repacked
-    on first use after the parameter changes."""
+    """A convolution's OIHW weight in the order a compiled kernel reads it,
+    repacked on first use after the parameter changes: HWIO `[KH, KW, I, O]`
+    (output channels contiguous), or with `block` B, blocked by output
+    channels `[ceil(O/B), KH, KW, I, B]` (zeros past O), so that a register
+    block's weights are one contiguous stream."""
 
-    def __init__(self, param: torch.Tensor, order: tuple[int, ...] = (2, 3, 1, 0)):
+    def __init__(self, param: torch.Tensor, block: int = 0):
         self.param = param
-        self.order = order
-        self.shape = tuple(param.shape[d] for d in order)
+        self.block = block
+        o, i, kh, kw = param.shape
+        self.shape: tuple[int, ...] = (kh, kw, i, o) if not block else (
+            -(-o // block), kh, kw, i, block)
         self._packed: torch.Tensor | None = None
         self._watch = WeightWatch()
+
+    def pack(self, w: torch.Tensor) -> torch.Tensor:
+        hwio = w.detach().permute(2, 3, 1, 0)
+        if not self.block:
+            return hwio.contiguous()
+        blocks, kh, kw, i, b = self.shape
+        padded = torch.zeros(kh, kw, i, blocks * b, dtype=w.dtype)
+        padded[..., : w.shape[0]] = hwio
+        return padded.view(kh, kw, i, blocks, b).permute(3, 0, 1, 2, 4).contiguous()
 
     def current(self) -> torch.Tensor:
         """The packed copy of the parameter as it is now."""
         w = self.param
         if self._packed is None or self._watch.changed(w):
             with torch.no_grad():
-                self._packed = w.detach().permute(self.order).contiguous()
+                self._packed = self.pack(w)
             self._watch.remember(w)
         return self._packed
 
@@ -84,7 +97,7 @@ class PackedWeight:
         self._packed = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"param": self.param, "order": self.order, "shape": self.shape}
+        return {"param": self.param, "block": self.block, "shape": self.shape}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

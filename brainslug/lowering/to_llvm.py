@@ -79,22 +79,22 @@ def _static_extent(lb: loop.Bound, ub: loop.Bound) -> int:
 
 def phase_work(op: Operation) -> int:
     """Points of a phase per batch item: the product of the static extents of its
-    domain and, recursively, of the largest loop nested in it (dynamic extents count
-    as 1). A threading hint for the runtime."""
+    domain and, recursively, of the largest loop or reduction nested in it (a
+    convolution's work is mostly its reduction; dynamic extents count as 1). A
+    threading hint for the runtime."""
     own = 1
-    if isinstance(op, loop.NestOp | loop.TileOp | simd.LoopOp):
+    if isinstance(op, _WORK_DOMAINS):
         for lb, ub in zip(op.lower_bounds(), op.upper_bounds(), strict=True):
             own *= max(_static_extent(lb, ub), 1)
     inner = (
-        [
-            phase_work(o)
-            for o in op.regions[0].block.ops
-            if isinstance(o, loop.NestOp | loop.TileOp | simd.LoopOp)
-        ]
+        [phase_work(o) for o in op.regions[0].block.ops if isinstance(o, _WORK_DOMAINS)]
         if op.regions
         else []
     )
     return own * max(inner, default=1)
+
+
+_WORK_DOMAINS = (loop.NestOp, loop.TileOp, simd.LoopOp, loop.ReduceOp)
 
 
 class KernelLowering:

@@ -26,8 +26,16 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import arith
-from xdsl.dialects.builtin import IndexType, IntegerAttr, ModuleOp
+from xdsl.dialects.builtin import AffineMapAttr, IndexType, IntegerAttr, ModuleOp
 from xdsl.ir import Block, Operation, SSAValue
+from xdsl.ir.affine import (
+    AffineBinaryOpExpr,
+    AffineBinaryOpKind,
+    AffineConstantExpr,
+    AffineDimExpr,
+    AffineExpr,
+    AffineMap,
+)
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
     PatternRewriter,
@@ -104,24 +112,29 @@ def _shared_bytes(red: loop.ReduceOp, row: SSAValue) -> int:
     return total
 
 
-def _channel_blocks(nest: loop.NestOp, lb: int, ub: int, block: int,
+def _channel_blocks(nest: loop.NestOp, lb: int, ub: int, block: int, outer: bool,
                     rewriter: PatternRewriter) -> tuple[loop.NestOp, tuple[SSAValue, SSAValue]]:
-    """Moves the lane range's blocks of `block` channels out to a new outermost
-    nest dimension, so that one block's weights stay in cache while every
-    pixel uses them; the bounds of the block's lane range."""
+    """Moves the lane range's blocks of `block` channels to a new nest
+    dimension, outermost or innermost; the bounds of the block's lane range."""
     lowers, uppers = nest.lower_bounds(), nest.upper_bounds()
-    new = loop.NestOp([0, *lowers], [-(-(ub - lb) // block), *uppers], parallel=None)
+    count = -(-(ub - lb) // block)
+    if outer:
+        new = loop.NestOp([0, *lowers], [count, *uppers], parallel=None)
+    else:
+        new = loop.NestOp([*lowers, 0], [*uppers, count], parallel=None)
     new.attributes |= nest.attributes
     old_block, new_block = nest.body.block, new.body.block
-    new_block.args[0].name_hint = "cb"
-    for old_arg, arg in zip(old_block.args, new_block.args[1:], strict=True):
+    cb = new_block.args[0] if outer else new_block.args[-1]
+    cb.name_hint = "cb"
+    kept = new_block.args[1:] if outer else new_block.args[:-1]
+    for old_arg, arg in zip(old_block.args, kept, strict=True):
         arg.name_hint = old_arg.name_hint
         old_arg.replace_all_uses_with(arg)
     first = [
         k_block := arith.ConstantOp(IntegerAttr(block, IndexType())),
         k_lb := arith.ConstantOp(IntegerAttr(lb, IndexType())),
         k_ub := arith.ConstantOp(IntegerAttr(ub, IndexType())),
-        scaled := arith.MuliOp(new_block.args[0], k_block.result),
+        scaled := arith.MuliOp(cb, k_block.result),
         lower := arith.AddiOp(scaled.result, k_lb.result),
         end := arith.AddiOp(lower.result, k_block.result),
         upper := arith.MinSIOp(end.result, k_ub.result),
@@ -135,6 +148,58 @@ def _channel_blocks(nest: loop.NestOp, lb: int, ub: int, block: int,
     return new, (lower.result, upper.result)
 
 
+def _lane_block(e: AffineExpr, lane: int) -> int | None:
+    """B when `e` is `lane floordiv B` or `lane mod B`."""
+    if (isinstance(e, AffineBinaryOpExpr) and isinstance(e.lhs, AffineDimExpr)
+            and e.lhs.position == lane and isinstance(e.rhs, AffineConstantExpr)
+            and e.kind in (AffineBinaryOpKind.FloorDiv, AffineBinaryOpKind.Mod)):
+        return e.rhs.value
+    return None
+
+
+def _lane_positions(op: Operation, lane: SSAValue) -> list[int]:
+    return [k for k, i in enumerate(op.indices) if i is lane]  # type: ignore[attr-defined]
+
+
+def _packed_block(red: loop.ReduceOp, lane: SSAValue) -> int:
+    """The block B of a weight packed by output channels (its map reads
+    `o floordiv B` and `o mod B` of the lane iv `o`), else 0."""
+    for op in red.body.walk():
+        if isinstance(op, simd.LoadOp):
+            for k in _lane_positions(op, lane):
+                blocks = {_lane_block(e, k) for e in op.map.data.results} - {None}
+                if len(blocks) == 1:
+                    return blocks.pop()  # type: ignore[return-value]
+    return 0
+
+
+def _in_block(e: AffineExpr, lane: int, cb: int, block: int) -> AffineExpr:
+    """`e` with `lane floordiv B` as dim `cb` and `lane mod B` as `lane - cb*B`."""
+    if _lane_block(e, lane) != block:
+        return e
+    assert isinstance(e, AffineBinaryOpExpr)
+    if e.kind == AffineBinaryOpKind.FloorDiv:
+        return AffineDimExpr(cb)
+    return AffineDimExpr(lane) - AffineDimExpr(cb) * block
+
+
+def _index_blocks(lp: simd.LoopOp, block: int, cb: SSAValue) -> None:
+    """Rewrites the packed-weight loads of `lp`, whose lanes all lie in the
+    channel block `cb`: `o floordiv B` is `cb`, `o mod B` is `o - cb * B`."""
+    for op in lp.body.walk():
+        if not isinstance(op, simd.LoadOp):
+            continue
+        for k in _lane_positions(op, lp.iv):
+            amap = op.map.data
+            if not any(_lane_block(e, k) == block for e in amap.results):
+                continue
+            n = amap.num_dims
+            results = tuple(_in_block(e, k, n, block) for e in amap.results)
+            op.map = AffineMapAttr(AffineMap(n + 1, 0, results))
+            op.operands = [*op.operands, cb]
+            break
+
+
 @dataclass
 class RegisterTile(RewritePattern):
     lanes: int
@@ -142,7 +207,8 @@ class RegisterTile(RewritePattern):
     max_vectors: int
     cache: int
 
-    def shape(self, lanes_extent: int, rows_extent: int) -> tuple[int, int]:
+    def shape(self, lanes_extent: int, rows_extent: int,
+              vectors: int | None = None) -> tuple[int, int]:
         """(P columns, V vectors) for a lane extent and a column extent.
 
         V: as many vectors as the channels fill, a power of two (LLVM splits
@@ -154,6 +220,8 @@ class RegisterTile(RewritePattern):
         v = 1
         while v * 2 <= self.max_vectors and v * self.lanes < lanes_extent:
             v *= 2
+        if vectors is not None:  # the weights are packed in blocks of V vectors
+            v = vectors
         top = max(1, (self.registers - v - 1) // v)
         low = min(top, max(1, -(-12 // v)))
         if rows_extent <= top:
@@ -184,19 +252,32 @@ class RegisterTile(RewritePattern):
         stores = [o for o in lp.body.walk() if isinstance(o, simd.StoreOp | loop.StoreOp)]
         if not stores or any(row not in _used_ivs(s, nest.ivs) for s in stores):
             return  # columns must write distinct points
-        p, v = self.shape(lane_ub - lane_lb, ub)
-        if p == 1 and v == 1:
+        packed = _packed_block(red, lp.iv)
+        if packed and (lane_lb != 0 or packed % self.lanes
+                       or packed // self.lanes > self.max_vectors):
+            return  # blocks this target can't hold in registers: gathers stay
+        p, v = self.shape(lane_ub - lane_lb, ub, packed // self.lanes if packed else None)
+        if p == 1 and v == 1 and not packed:
             return
         weights = _shared_bytes(red, row)
         rows = self._rows(nest, pos, p, ub, rewriter)
         block = v * self.lanes
         blocks = -(-(lane_ub - lane_lb) // block)
         lower, upper = lane_lb, lane_ub
-        if blocks > 1 and weights > self.cache:
-            nest, (lower, upper) = _channel_blocks(nest, lane_lb, lane_ub, block, rewriter)
-            row = nest.ivs[pos + 1]  # the column iv of the new nest
+        cb = None
+        if packed or (blocks > 1 and weights > self.cache):
+            # large weights: a block's weights stay in cache while all pixels
+            # use them (outermost); small ones: every pixel block runs all
+            outer = weights > self.cache
+            nest, (lower, upper) = _channel_blocks(nest, lane_lb, lane_ub, block, outer,
+                                                   rewriter)
+            cb = nest.ivs[0] if outer else nest.ivs[-1]
+            row = nest.ivs[pos + 1] if outer else nest.ivs[pos]
         new_lp = simd.LoopOp(lower, upper, vectors=v)
         self._clone_body(lp, red, row, rows, new_lp)
+        if packed:
+            assert cb is not None
+            _index_blocks(new_lp, packed, cb)
         rewriter.replace(lp, new_lp.with_attributes(dict(lp.attributes)))
 
     def _rows(self, nest: loop.NestOp, pos: int, p: int, extent: int,

@@ -88,7 +88,7 @@ func.func @f(%x: tensor<?x16x13x13xf32>, %w: tensor<8x16x3xf32>) {
 }
 
 // CHECK: {{// -+}}
-// CHECK-NEXT: nn.conv2d: weight must have rank 4, got rank 3
+// CHECK-NEXT: nn.conv2d: weight must have rank 4 or 5, got rank 3
 
 // -----
 

@@ -6,10 +6,11 @@
 // CHECK-LABEL: llvm.func @maxpool_p0
 // CHECK:         llvm.icmp "ult" %{{.*}}, %{{.*}} : vector<16xi64>
 // CHECK:         llvm.call @bs.gather.v16f32(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}) : (!llvm.ptr, vector<16xi64>, vector<16xi1>, vector<16xf32>) -> vector<16xf32>
-// The NaN-propagating max step of loop.reduce.
+// The NaN-propagating max step of loop.reduce. The work hint counts the
+// window: 3 x 6 x 7 points x 9 taps.
 // CHECK:         llvm.call @bs.fmax.v16f32
 // CHECK:       loop.kernel_info
-// CHECK-SAME:    work = array<i64: 126>
+// CHECK-SAME:    work = array<i64: 1134>
 // AVX2-LABEL:  llvm.func @maxpool_p0
 // AVX2-SAME:     target_cpu = "haswell"
 // AVX2-NOT:      passthrough

@@ -78,3 +78,32 @@ func.func @avg(%x: memref<?x13x13x37xf32>, %out: memref<?x13x13x37xf32>) attribu
 // CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
 // CHECK-NEXT:      simd.loop (%c) = (0) to (37) {
 // CHECK-NEXT:        %{{.*}} = loop.reduce add (%kh)
+
+// Weights packed in blocks of 64 output channels ([2, 1, 1, 37, 64] for 100
+// channels): the lanes of a block are one channel block `cb` (a new innermost
+// nest dim, the weights being small), so `o floordiv 64` is `cb` and the
+// weight row is contiguous: `o mod 64` becomes `o - cb * 64`.
+func.func @packed(%x: memref<?x13x13x37xf32>, %wt: memref<2x1x1x37x64xf32>, %out: memref<?x13x13x100xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x13x13x37xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+    simd.loop (%o) = (0) to (100) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 37) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4, d2 + d5, d6)> : memref<?x13x13x37xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d3 floordiv 64, d0, d1, d2, d3 mod 64)> : memref<2x1x1x37x64xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %o] : memref<?x13x13x100xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @packed
+// CHECK:         loop.nest (%n, %h, %w, %cb) = (0, 0, 0, 0) to (%batch, 13, 3, 2) {
+// CHECK:           %[[LO:.*]] = arith.addi %{{.*}}, %{{.*}} : index
+// CHECK:           %[[HI:.*]] = arith.minsi %{{.*}}, %{{.*}} : index
+// CHECK:           simd.loop (%o) = (%[[LO]]) to (%[[HI]]) vectors 4 {
+// CHECK:             simd.load %wt[%kh, %kw, %ci, %o, %cb] map affine_map<(d0, d1, d2, d3, d4) -> (d4, d0, d1, d2, (d3 + (d4 * -64)))>

@@ -52,8 +52,11 @@ class Conv2dOp(PropertyAccessors, IRDLOperation):
     """2-D convolution (cross-correlation), as `torch.nn.functional.conv2d`.
 
     The weight is OIHW `[O, I/groups, KH, KW]` in layout NCHW and HWIO
-    `[KH, KW, I/groups, O]` in layout NHWC. `padding` is (top, left, bottom,
-    right).
+    `[KH, KW, I/groups, O]` in layout NHWC. A compiled NHWC convolution may
+    take it blocked by output channels, `[ceil(O/B), KH, KW, I/groups, B]`
+    (block `ob` holds channels `ob*B ..`, zero past O): each block's weights are
+    contiguous in the order a register block reads them. O then comes from the
+    result type. `padding` is (top, left, bottom, right).
     """
 
     name = "nn.conv2d"
@@ -128,17 +131,33 @@ class Conv2dOp(PropertyAccessors, IRDLOperation):
         dilation: Sequence[int],
         groups: int,
         layout: str,
+        out_channels: int | None = None,
     ) -> TensorType:
+        """The result type; a blocked weight needs `out_channels` (from the
+        declared result) or a bias to say how many of its channels are real."""
         n = cls.name
         x = ranked_shape(n, "input", input_type, (4,))
-        w = ranked_shape(n, "weight", weight_type, (4,))
+        w = ranked_shape(n, "weight", weight_type, (4, 5))
         strides = int_values(n, "strides", strides, 2, 1)
         padding = int_values(n, "padding", padding, 4, 0)
         dilation = int_values(n, "dilation", dilation, 2, 1)
         layout = enum_member(n, "layout", Layout, layout)
         if groups < 1:
             raise verify_error(n, f"groups must be >= 1, got {groups}")
-        if layout == Layout.NCHW:
+        if len(w) == 5:
+            if layout == Layout.NCHW:
+                raise verify_error(n, "a blocked (rank-5) weight needs layout NHWC")
+            blocks, kh, kw, in_per_group, block = w
+            if bias_type is not None:
+                out_channels = ranked_shape(n, "bias", bias_type, (1,))[0]
+            if out_channels is None:
+                raise verify_error(n, "a blocked weight needs the result type or a bias")
+            out_ch = out_channels
+            if out_ch >= 0 and blocks >= 0 and block >= 0 and not (
+                    (blocks - 1) * block < out_ch <= blocks * block):
+                raise verify_error(
+                    n, f"{out_ch} output channels do not fill {blocks} blocks of {block}")
+        elif layout == Layout.NCHW:
             out_ch, in_per_group, kh, kw = w
         else:
             kh, kw, in_per_group, out_ch = w
@@ -180,8 +199,17 @@ class Conv2dOp(PropertyAccessors, IRDLOperation):
             dilation=self.dilation_values,
             groups=self.groups_value,
             layout=self.layout_value,
+            out_channels=self.output_channels,
         )
         check_result_type(self.name, self.output.type, inferred)
+
+    @property
+    def output_channels(self) -> int | None:
+        """The declared result's channel count (None if it is not a rank-4 tensor)."""
+        t = self.output.type
+        if not isinstance(t, TensorType) or len(t.get_shape()) != 4:
+            return None
+        return t.get_shape()[1 if self.layout_value == Layout.NCHW else 3]
 
 
 @irdl_op_definition

@@ -31,7 +31,11 @@ def lower_conv2d(kb: KernelBuilder, op: nn.Conv2dOp, buf: Buffers, out: SSAValue
     bias = buf[op.bias] if op.bias is not None else None
     layout = op.layout_value
     wshape = w.type.get_shape()
-    if layout == "NHWC":
+    block = 0  # > 0: the weight is blocked by output channels
+    if len(wshape) == 5:
+        _, kh, kw, cin_g, block = wshape
+        cout = logical_shape(out.type.get_shape(), layout)[1]
+    elif layout == "NHWC":
         kh, kw, cin_g, cout = wshape
     else:
         cout, cin_g, kh, kw = wshape
@@ -46,7 +50,10 @@ def lower_conv2d(kb: KernelBuilder, op: nn.Conv2dOp, buf: Buffers, out: SSAValue
         ch = (d(1) // cout_g if cout_g > 1 else d(1)) * cin_g + d(4)
     hh = d(2) * sh + d(5) * dh - pt
     ww = d(3) * sw + d(6) * dw - pl
-    if layout == "NHWC":
+    if block:
+        xmap = AffineMap(7, 0, (d(0), hh, ww, ch))
+        wmap = AffineMap(7, 0, (d(1) // block, d(5), d(6), d(4), d(1) % block))
+    elif layout == "NHWC":
         xmap = AffineMap(7, 0, (d(0), hh, ww, ch))
         wmap = AffineMap(7, 0, (d(5), d(6), d(4), d(1)))
     else:
