@@ -112,9 +112,9 @@ def test_brainslug_column_null_for_a_wrong_result(monkeypatch: pytest.MonkeyPatc
 
 def test_brainslug_column_null_when_the_library_ran_it(monkeypatch: pytest.MonkeyPatch) -> None:
     real = brainslug.pytorch.optimize
-    # the real optimize() without conv=: the convolution is a (oneDNN) library call
+    # the real optimize() with conv="library": the convolution is a (oneDNN) library call
     monkeypatch.setattr(brainslug.pytorch, "optimize",
-                        lambda m, shape, conv="", **kw: real(m, shape, **kw))
+                        lambda m, shape, conv="", **kw: real(m, shape, conv="library", **kw))
     (r,) = convs.conv_table(_one_conv(), 1, 1, hw=10, peak=100.0, budget_s=0.01,
                             log=None)["convs"]
     assert r["brainslug_gflops"] is None and r["note"] == "convolution ran in the library"

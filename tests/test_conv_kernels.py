@@ -166,3 +166,31 @@ def test_library_mode_keeps_convolutions_in_the_library() -> None:
     x = torch.randn(2, 3, 12, 12)
     with torch.no_grad():
         assert torch.equal(opt(x), model(channels_last(x)))
+
+
+def test_auto_times_each_convolution_and_caches_the_choice(monkeypatch, tmp_path) -> None:
+    from brainslug.frontend_torch import conv_choice
+
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("BRAINSLUG_CACHE", raising=False)
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1), random_bn(nn.BatchNorm2d(24)),
+                          nn.ReLU(), nn.Conv2d(24, 40, 1), nn.ReLU6()).eval()
+    calls = []
+    measure = conv_choice._measure
+    monkeypatch.setattr(conv_choice, "_measure", lambda *a: calls.append(1) or measure(*a))
+    opt = brainslug.optimize(model, [0, 3, 15, 15])  # conv="auto" is the default
+    assert len(calls) == 1 and len(opt.info.convs) == 2
+    for c in opt.info.convs:
+        assert c.runs in ("brainslug", "library") and c.brainslug_ms > 0 and c.library_ms > 0
+    ours = {c.node for c in opt.info.convs if c.runs == "brainslug"}
+    assert compiled_convs(opt) == len(ours)
+    text = brainslug.report(opt)
+    assert "Convolutions: " in text and "library " in text and "brainslug " in text
+    x = torch.randn(3, 3, 15, 15)
+    with torch.no_grad():
+        ref, got = model(x), opt(x)
+    assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    again = brainslug.optimize(model, [0, 3, 15, 15])  # the choices come from the cache
+    assert len(calls) == 1 and [c.runs for c in again.info.convs] == [
+        c.runs for c in opt.info.convs]

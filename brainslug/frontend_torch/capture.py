@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,7 +287,7 @@ def _map_module(b: GraphBuilder, n: fx.Node, m: tnn.Module) -> Operation:
     if spec is None:
         raise Unmapped(f"module {type(m).__name__}")
     if getattr(m, "padding_mode", "zeros") != "zeros":  # a conv that pads before F.conv2d
-        b.library_conv()
+        b.library_conv(n.name)
         raise Unmapped(f"padding {m.padding!r} / mode {m.padding_mode}")
     attrs = {p.name: getattr(m, p.name) for p in spec.params
              if p.name != "input" and hasattr(m, p.name)}
@@ -356,7 +356,7 @@ def capture(
     example_shapes: Sequence[Sequence[int]],
     metas: dict[str, Any] | None = None,
     layout: str = "NCHW",
-    compile_convs: bool = False,
+    compile_convs: bool | Collection[str] = False,
     conv_block: int = 0,
 ) -> Capture:
     """Build the graph function `@forward` of a traced module.
@@ -365,8 +365,8 @@ def capture(
     channels-last: the value of an fx tensor `t` is `t.permute(0, 2, 3, 1)`.
     Layers that see the memory order (reshape, rank-changing flatten,
     broadcasts between ranks) then run in PyTorch, and so do convolutions
-    unless `compile_convs` (their weights blocked by `conv_block` output
-    channels where there are more)."""
+    unless `compile_convs` (True, or the fx names of those compiled; their
+    weights blocked by `conv_block` output channels where there are more)."""
     metas = metas if metas is not None else propagate_shapes(gm, example_shapes)
     b = GraphBuilder(gm, metas, layout, compile_convs, conv_block)
     modules = dict(gm.named_modules())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from brainslug.plan.targets import CpuTarget
 Metas = dict[str, tuple[tuple[int, ...], torch.dtype]]
 
 CHANNELS_LAST_NOTE = ("layout: NHWC (channels-last) activations; stacks are generated for "
-                      "NHWC and PyTorch's convolutions run channels-last")
+                      "NHWC and the library's convolutions run channels-last")
 
 
 def plan_key_parts(gm: fx.GraphModule, shape: list[int] | None, layout: str,
@@ -74,7 +75,7 @@ def compile_plan(
     cpu: str = "host",
     layout: str = "NCHW",
     threads: int | None = None,
-    convs: bool = False,
+    convs: bool | Collection[str] = False,
 ) -> tuple[fx.GraphModule, PlanInfo, ModuleOp]:
     """Capture, compile, rewrite: the optimized graph, its report and its IR.
 
@@ -82,13 +83,16 @@ def compile_plan(
     `metas` (node name -> (shape, dtype)) are given. With `layout="NHWC"` the
     stacks are generated channels-last and rank-4 inputs are made channels-last
     on entry, so that PyTorch's convolutions run channels-last too. With
-    `convs` (NHWC only), the convolutions are compiled with their epilogues."""
+    `convs` (NHWC only: True, or the fx names of some), convolutions are
+    compiled with their epilogues."""
     t0 = time.perf_counter()
-    convs = convs and layout == "NHWC"
-    target = CpuTarget(cpu, threads, convs)
+    if layout != "NHWC":
+        convs = False
+    target = CpuTarget(cpu, threads, bool(convs))
     key = record = None
     if metas is None:
-        key, record = cached_record(plan_key_parts(gm, shape, layout, target))
+        compiled = ",".join(sorted(convs)) if not isinstance(convs, bool) else str(convs)
+        key, record = cached_record([*plan_key_parts(gm, shape, layout, target), compiled])
         metas = _metas_from_json(record.frontend) if record is not None else None
         if metas is None:
             record = None

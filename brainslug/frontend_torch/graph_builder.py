@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
@@ -58,11 +58,11 @@ class GraphBuilder:
     """Emits IR for fx nodes into the graph function's block."""
 
     def __init__(self, gm: fx.GraphModule, metas: dict[str, Any], layout: str = "NCHW",
-                 compile_convs: bool = False, conv_block: int = 0):
+                 compile_convs: bool | Collection[str] = False, conv_block: int = 0):
         self.gm = gm
         self.metas = metas
         self.layout = layout
-        self.compile_convs = compile_convs and layout == "NHWC"
+        self.compile_convs = compile_convs if layout == "NHWC" else False
         self.conv_block = conv_block
         self.block = Block()
         self.args: list[fx.Node | torch.Tensor] = []
@@ -122,9 +122,15 @@ class GraphBuilder:
         """The `layout` property of a layer whose input is `v`."""
         return "NHWC" if self.channels_last(v) else "NCHW"
 
-    def library_conv(self) -> None:
-        if self.layout == "NHWC" and not self.compile_convs:
-            raise LibraryCall("channels-last convolution in PyTorch")
+    def library_conv(self, node: str) -> None:
+        """LibraryCall unless the convolution at fx node `node` is compiled:
+        `compile_convs` is True (all of them) or names it."""
+        if self.layout != "NHWC":
+            return
+        wanted = self.compile_convs
+        if wanted is True or (not isinstance(wanted, bool) and node in wanted):
+            return
+        raise LibraryCall("channels-last convolution in PyTorch")
 
     def emit(self, n: fx.Node, op: Operation) -> None:
         op.attributes[NODE_ATTR] = StringAttr(n.name)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import torch
@@ -329,12 +329,16 @@ def _activation_of(gm: fx.GraphModule, node: fx.Node, x: fx.Node) -> str | None:
     return None
 
 
-def _lone_convs(gm: fx.GraphModule) -> Iterator[tuple[fx.Node, fx.Node]]:
+def _lone_convs(gm: fx.GraphModule, skip: Collection[str] = ()) -> Iterator[
+        tuple[fx.Node, fx.Node]]:
     """(conv, user): the ``nn.Conv2d`` calls of one input that have one user, each
     looked at when reached (a fusion before it may have given it a new user: in
-    `conv_a + conv_b` only the first conv fuses, and the second feeds it)."""
+    `conv_a + conv_b` only the first conv fuses, and the second feeds it); the
+    nodes named in `skip` (compiled by BrainSlug) are left alone."""
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or type(gm.get_submodule(str(node.target))) is not nn.Conv2d:
+            continue
+        if node.name in skip:
             continue
         if len(node.users) == 1 and len(node.args) == 1 and not node.kwargs:
             yield node, next(iter(node.users))
@@ -363,14 +367,14 @@ def _done(gm: fx.GraphModule, fused: list[str]) -> list[str]:
     return fused
 
 
-def fuse_conv_activations(gm: fx.GraphModule) -> list[str]:
+def fuse_conv_activations(gm: fx.GraphModule, skip: Collection[str] = ()) -> list[str]:
     """Replace each ``nn.Conv2d`` call whose only user is a ReLU/ReLU6 of it, and
     that activation, by one call of a `ConvAct` (new top-level attributes
     ``bs_convact_<target>`` of `gm`; the convolution module is shared, not
     copied). With batch norms folded (``fold_batchnorm=True``), conv → BN →
     ReLU becomes this pattern. Returns the fused conv targets."""
     fused = []
-    for node, user in _lone_convs(gm):
+    for node, user in _lone_convs(gm, skip):
         act = _activation_of(gm, user, node)
         if act is not None:
             conv = gm.get_submodule(str(node.target))
@@ -379,14 +383,14 @@ def fuse_conv_activations(gm: fx.GraphModule) -> list[str]:
     return _done(gm, fused)
 
 
-def fuse_conv_add(gm: fx.GraphModule) -> list[str]:
+def fuse_conv_add(gm: fx.GraphModule, skip: Collection[str] = ()) -> list[str]:
     """Replace each ``nn.Conv2d`` call whose only user is a residual add (and the
     ReLU after it, if that is the add's only user) by one call of a `ConvAdd`
     (``bs_convadd_<target>``). The add runs as a oneDNN binary post-op, bit for
     bit ``conv(x) + other``. With batch norms folded, ResNet's
     conv3 → BN3 → add → ReLU becomes this pattern. Returns the fused targets."""
     fused = []
-    for node, add in _lone_convs(gm):
+    for node, add in _lone_convs(gm, skip):
         other = _residual_add(add, node)
         if other is None:
             continue

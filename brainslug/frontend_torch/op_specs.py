@@ -153,7 +153,7 @@ def _stochastic_depth(c: Call) -> Operation:
 
 def _conv2d(c: Call) -> Operation:
     x = c.tensor("input")
-    c.b.library_conv()
+    c.b.library_conv(c.node.name)
     if isinstance(c["padding"], str):
         raise Unmapped(f"padding {c['padding']!r}")
     ph, pw = _pair(c["padding"])

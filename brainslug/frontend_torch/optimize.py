@@ -18,7 +18,7 @@ from brainslug.frontend_torch.module import BrainSlugModule
 from brainslug.ir.compile_time import gc_paused
 from brainslug.lowering.backends.x86 import check_cpu
 from brainslug.plan.compile import strict
-from brainslug.plan.report import PlanInfo
+from brainslug.plan.report import ConvChoice, PlanInfo
 from brainslug.plan.targets import CpuTarget
 from brainslug.runtime.threads import pool_kind
 
@@ -76,7 +76,7 @@ def conv_mode(options: dict[str, Any]) -> str:
     if mode == "brainslug" and options.get("fold_batchnorm", False):
         raise ValueError("conv='brainslug' applies batch norm in the convolution's epilogue "
                          "exactly; fold_batchnorm=True is for library convolutions")
-    return "library" if mode == "auto" else mode
+    return mode
 
 
 def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
@@ -173,32 +173,48 @@ def _plan(model: torch.nn.Module, spec: list[int], layout: str, threads: int | N
         notes.append(f"fold_batchnorm=True: {len(folded)} batch norms folded into the "
                      f"convolutions before them (weights computed in float64 at optimize() "
                      f"time; results round differently from the model's)")
-    compile_convs = layout == "NHWC" and conv_mode(options) == "brainslug"
+    cpu = options.get("cpu", "host")
+    mode = conv_mode(options) if layout == "NHWC" else "library"
+    choices: list[ConvChoice] = []
+    compiled: bool | set[str] = mode == "brainslug"
+    if mode == "auto" and not options.get("fold_batchnorm", False):
+        from brainslug.frontend_torch.conv_choice import choose_convs
+
+        parts = [*plan_key_parts(gm, spec, layout, CpuTarget(cpu, threads, True)), str(threads)]
+        with gc_paused():
+            choices = choose_convs(gm, spec, parts, cpu=cpu, threads=threads)
+        compiled = {c.node for c in choices if c.runs == "brainslug"}
     pack = layout == "NHWC" and options.get("pack_convolutions", True)
-    if pack and not compile_convs:
+    if pack and compiled is not True:
         from brainslug.frontend_torch.library_conv import fuse_conv_activations, fuse_conv_add
 
-        if fused := fuse_conv_add(gm):
+        skip = compiled if isinstance(compiled, set) else set()
+        if fused := fuse_conv_add(gm, skip):
             notes.append(f"{len(fused)} residual adds (and the ReLUs after them) run as "
                          f"oneDNN post-ops of the convolutions before them (bit for bit the "
                          f"separate ops)")
-        if fused := fuse_conv_activations(gm):
+        if fused := fuse_conv_activations(gm, skip):
             notes.append(f"{len(fused)} ReLU/ReLU6 layers run as oneDNN post-ops of the "
                          f"convolutions before them (bit for bit the separate activation)")
-    cpu = options.get("cpu", "host")
-    key_parts = [*plan_key_parts(gm, spec, layout, CpuTarget(cpu, threads, compile_convs)),
-                 str(pack), str(threads)]
+    key_parts = [*plan_key_parts(gm, spec, layout, CpuTarget(cpu, threads, bool(compiled))),
+                 str(pack), str(threads),
+                 ",".join(sorted(compiled)) if isinstance(compiled, set) else str(compiled)]
     with gc_paused():
         new_gm, info, _ = compile_plan(gm, spec, cpu=cpu, layout=layout, threads=threads,
-                                       convs=compile_convs)
+                                       convs=compiled)
+    info.convs = choices or [
+        ConvChoice(name, "brainslug", why="conv='brainslug'")
+        for s in info.stacks if s.compiled for name, op in
+        (x.split(": ") for x in s.layers) if op == "nn.conv2d"]
     if pack:
         from brainslug.frontend_torch.library_conv import PackedConv2d, pack_graph_convolutions
 
         packed = pack_graph_convolutions(new_gm)
         convs = [m for m in new_gm.modules() if isinstance(m, PackedConv2d)]
         reasons = sorted({m.reason for m in convs if not m.packed})
-        notes.append(f"{sum(m.packed for m in convs)} of {len(packed)} convolutions run on "
-                     f"oneDNN with prepacked weights"
-                     + (f" (the others: {'; '.join(reasons)})" if reasons else ""))
+        if packed:
+            notes.append(f"{sum(m.packed for m in convs)} of {len(packed)} library "
+                         f"convolutions run on oneDNN with prepacked weights"
+                         + (f" (the others: {'; '.join(reasons)})" if reasons else ""))
     info.capture, info.notes = how, notes + info.notes
     return BrainSlugModule(model, new_gm, spec, info), key_parts

@@ -33,6 +33,18 @@ class PlanInfo:
     target: str = "x86-64"
     notes: list[str] = field(default_factory=list)
     layout: str = "NCHW"         # how the plan stores rank-4 activations
+    convs: list[ConvChoice] = field(default_factory=list)  # who runs each convolution
+
+
+@dataclass
+class ConvChoice:
+    """Who runs one convolution (with its epilogue), and the times that decided."""
+
+    node: str
+    runs: str                    # "brainslug" or "library"
+    brainslug_ms: float | None = None
+    library_ms: float | None = None
+    why: str = ""
 
 
 def _kb(n: int) -> str:
@@ -67,6 +79,16 @@ def format_report(info: PlanInfo, title: str = "BrainSlug plan") -> str:
                 f"  {s.name:10s} {s.layout:6s} {_kb(s.bytes_unfused):>13s} "
                 f"{_kb(s.bytes_fused):>13s}  {', '.join(s.layers)}{state}"
             )
+    if info.convs:
+        ours = sum(c.runs == "brainslug" for c in info.convs)
+        lines.append("")
+        lines.append(f"Convolutions: {ours} of {len(info.convs)} in BrainSlug's kernels "
+                     f"(with their epilogues)")
+        for c in info.convs:
+            times = ""
+            if c.brainslug_ms is not None and c.library_ms is not None:
+                times = (f"  brainslug {c.brainslug_ms:.3f} ms, library {c.library_ms:.3f} ms")
+            lines.append(f"  {c.node}: {c.runs}{times}" + (f"  ({c.why})" if c.why else ""))
     if info.library:
         lines.append("")
         lines.append("Library calls (run by the framework):")

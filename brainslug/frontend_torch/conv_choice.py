@@ -1,0 +1,121 @@
+"""`conv="auto"`: each convolution runs where it is faster, measured at optimize().
+
+The plan with every channels-last convolution compiled is built first. One
+call of it on a random input of the plan's shape (batch 1 where the batch is
+free) records the inputs of each convolution's kernel; then, per distinct
+convolution (shapes, hyperparameters and epilogue), BrainSlug's kernel with
+its epilogue is timed against what the library plan would run: oneDNN's
+convolution with prepacked weights, plus one memory pass for the epilogue
+where oneDNN's post-ops can't take it (batch norm, other activations). The
+faster wins, BrainSlug's kernel up to `FAVOR` slower (it also saves the
+epilogue's buffer and call). The choices are kept in the kernel cache, keyed like the plan, so a
+warm optimize() times nothing, and the report lists them with both times.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from brainslug.frontend_torch.compile import compile_plan
+from brainslug.frontend_torch.speed import medians
+from brainslug.plan.report import ConvChoice
+from brainslug.runtime import cache
+
+BUDGET_SECONDS = 3.0
+"""Timing stops after this long; the convolutions left run in the library."""
+FAVOR = 1.1
+"""BrainSlug's kernel wins up to this much slower than the library call: the
+library side's estimate leaves out the epilogue kernel's dispatch and the cache
+misses of its extra buffer (mobilenet_v2 at batch 1 ran 8.8 ms with the bare
+comparison, 7.6 ms with every convolution compiled)."""
+POST_OPS = {"nn.relu", "nn.clamp", "nn.add"}
+"""Epilogue layers the library plan applies inside oneDNN's convolution."""
+
+
+def choose_convs(gm: fx.GraphModule, spec: list[int], key_parts: list[str], *,
+                 cpu: str, threads: int | None) -> list[ConvChoice]:
+    """Who runs each channels-last convolution of `gm` (fx node names)."""
+    key = cache.key("conv-choice", *key_parts)
+    if (blob := cache.load(key)) is not None:
+        try:
+            return [ConvChoice(**c) for c in json.loads(blob)]
+        except (ValueError, TypeError):
+            pass
+    choices = _measure(gm, spec, cpu, threads)
+    cache.store(key, json.dumps([c.__dict__ for c in choices]).encode())
+    return choices
+
+
+def _conv_stacks(info: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Compiled stack name -> (its convolution's fx node, the layer ops)."""
+    out = {}
+    for s in info.stacks:
+        nodes = [x.split(": ") for x in s.layers]
+        convs = [n for n, op in nodes if op == "nn.conv2d"]
+        if s.compiled and len(convs) == 1:
+            out[s.name] = (convs[0], tuple(op for _, op in nodes))
+    return out
+
+
+def _measure(gm: fx.GraphModule, spec: list[int], cpu: str,
+             threads: int | None) -> list[ConvChoice]:
+    from brainslug.frontend_torch.library_conv import PackedConv2d
+
+    plan, info, _ = compile_plan(gm, spec, cpu=cpu, layout="NHWC", threads=threads, convs=True)
+    stacks = _conv_stacks(info)
+    kernels = {k.stack_name: k for k in plan.modules() if getattr(k, "is_stack_kernel", False)
+               and k.stack_name in stacks}
+    seen: dict[str, tuple[torch.Tensor, ...]] = {}
+    hooks = [k.register_forward_pre_hook(
+        lambda mod, args: seen.setdefault(mod.stack_name, tuple(a.clone() for a in args)))
+        for k in kernels.values()]
+    try:
+        with torch.no_grad():
+            plan(torch.randn([spec[0] or 1, *spec[1:]]))
+    finally:
+        for h in hooks:
+            h.remove()
+    nodes = {n.name: n for n in gm.graph.nodes}
+    measured: dict[tuple[Any, ...], tuple[float, float]] = {}
+    choices, start = [], time.perf_counter()
+    for name, kernel in kernels.items():
+        node_name, ops = stacks[name]
+        node, args = nodes.get(node_name), seen.get(name)
+        conv = gm.get_submodule(str(node.target)) if node is not None and \
+            node.op == "call_module" else None
+        if conv is None or not args or not isinstance(conv, torch.nn.Conv2d):
+            choices.append(ConvChoice(node_name, "brainslug", why="not a module call"))
+            continue
+        sig = (tuple(a.shape for a in args), repr(conv), ops)
+        if sig not in measured:
+            if time.perf_counter() - start > BUDGET_SECONDS:
+                choices.append(ConvChoice(node_name, "library", why="timing budget spent"))
+                continue
+            library = _library_call(PackedConv2d(conv), args, ops)
+            m = medians({"brainslug": lambda _, k=kernel, a=args: k(*a), "library": library},
+                        args[0], rounds=7)
+            measured[sig] = (m["brainslug"], m["library"])
+        bs, lib = measured[sig]
+        runs = "brainslug" if bs <= lib * FAVOR else "library"
+        choices.append(ConvChoice(node_name, runs, bs * 1e3, lib * 1e3))
+    return choices
+
+
+def _library_call(conv: torch.nn.Module, args: tuple[torch.Tensor, ...],
+                  ops: tuple[str, ...]) -> Callable[[torch.Tensor], Any]:
+    """The library plan's work for one convolution with this epilogue: the
+    convolution, and one pass over its output (and a residual) unless
+    oneDNN's post-ops apply the whole epilogue."""
+    epilogue = set(ops) - {"nn.conv2d"}
+    if epilogue <= POST_OPS:
+        return lambda x: conv(x)
+    if "nn.add" in epilogue and len(args) > 1:
+        other = args[1]
+        return lambda x: torch.add(conv(x), other)
+    return lambda x: torch.relu(conv(x))
