@@ -36,8 +36,11 @@ def randomize(model: keras.Model, seed: int = 0) -> keras.Model:
 
 
 def check(model: keras.Model, shape: list[int], tol: float = LAYER_TOL,
-          batches: tuple[int, ...] = (1, 3)):
-    opt = brainslug.optimize(model, shape)
+          batches: tuple[int, ...] = (1, 3), conv: str = "library"):
+    """The plan against the model; conv="library" by default: these tests check
+    the stacks between TensorFlow's convolutions (test_compiled_convolutions_*
+    check BrainSlug's own)."""
+    opt = brainslug.optimize(model, shape, conv=conv)
     for n in batches:
         x = tf.random.normal([n, *shape[1:]], seed=n)
         ref = model(x, training=False)
@@ -358,7 +361,33 @@ def test_every_keras_application(name):
     """Random batch-norm statistics, batch 1 and 3; within 1e-4·max(1, |ref|).
     Sigmoid, swish, batch norm and the global means compute TensorFlow's own
     operations in TensorFlow's order, so even the EfficientNets, whose random
-    activations reach 1e10 and amplify every rounding difference, match."""
+    activations reach 1e10 and amplify every rounding difference, match (with
+    TensorFlow's convolutions: BrainSlug's sum in their own order, see
+    test_every_keras_application_compiled)."""
+    keras.utils.set_random_seed(0)
+    try:
+        model = getattr(keras.applications, name)(weights=None, classifier_activation=None)
+    except TypeError:
+        model = getattr(keras.applications, name)(weights=None)
+    randomize(model)
+    shape = [0, *[224 if d is None else d for d in model.inputs[0].shape[1:]]]
+    opt = brainslug.optimize(model, shape, conv="library")
+    for n in (1, 3):
+        x = tf.random.normal([n, *shape[1:]], seed=n)
+        ref = np.asarray(model(x, training=False))
+        err = float(np.abs(opt(x).numpy() - ref).max())
+        assert err <= NET_TOL * max(1.0, float(np.abs(ref).max())), (n, err)
+
+
+COMPILED_APPS = ("DenseNet121", "MobileNet", "MobileNetV2", "ResNet50", "ResNet50V2",
+                 "VGG16", "Xception", "InceptionV3", "EfficientNetB0", "ConvNeXtTiny")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", COMPILED_APPS)
+def test_every_keras_application_compiled(name):
+    """The default plan, with the convolutions in BrainSlug's kernels (summing in
+    their own order), within 1e-4·max(1, |ref|) of Keras at batch 1 and 3."""
     keras.utils.set_random_seed(0)
     try:
         model = getattr(keras.applications, name)(weights=None, classifier_activation=None)
@@ -367,6 +396,7 @@ def test_every_keras_application(name):
     randomize(model)
     shape = [0, *[224 if d is None else d for d in model.inputs[0].shape[1:]]]
     opt = brainslug.optimize(model, shape)
+    assert any("nn.conv2d" in x for s in opt.info.stacks if s.compiled for x in s.layers)
     for n in (1, 3):
         x = tf.random.normal([n, *shape[1:]], seed=n)
         ref = np.asarray(model(x, training=False))
@@ -525,3 +555,27 @@ def test_bench_cli_tf(tmp_path):
     assert {(r["contender"], r["batch"]) for r in rows} == {("tf_function", 2), ("brainslug", 2)}
     assert all(r["status"] == "ok" and r["median_ms"] > 0 for r in rows)
     assert all(r["ratio_vs_brainslug_median"] == 1.0 for r in rows if r["contender"] == "brainslug")
+
+
+@pytest.mark.parametrize("kind", ["conv", "strided", "dilated", "depthwise", "separable",
+                                  "wide"])
+def test_compiled_convolutions_match_tensorflow(kind):
+    """conv="brainslug": each convolution kind in BrainSlug's kernels with its
+    bias, batch norm and activation, on odd sizes, at batch 1 and 3."""
+    conv = {
+        "conv": lambda: L.Conv2D(23, 3, padding="same"),
+        "strided": lambda: L.Conv2D(29, 5, strides=2, padding="valid"),
+        "dilated": lambda: L.Conv2D(19, 3, dilation_rate=2, padding="same"),
+        "depthwise": lambda: L.DepthwiseConv2D(3, padding="same"),
+        "separable": lambda: L.SeparableConv2D(21, 3, padding="same"),
+        "wide": lambda: L.Conv2D(150, 1),  # weights blocked by 64 output channels
+    }[kind]
+    model = functional(conv(), L.BatchNormalization(), L.ReLU(6.0))
+    opt = check(model, [0, H, W, C], conv="brainslug")
+    assert any("nn.conv2d" in x for s in opt.info.stacks if s.compiled for x in s.layers)
+    assert not opt.info.library, opt.info.library
+
+
+def test_conv_option_is_checked():
+    with pytest.raises(ValueError, match="conv must be one of"):
+        brainslug.optimize(functional(L.Conv2D(4, 3)), [0, H, W, C], conv="fast")

@@ -31,7 +31,7 @@ from brainslug.bench.harness import (
 )
 from brainslug.bench.stats import median, summarize, time_interleaved
 
-TF_CONTENDERS = ("keras_eager", "tf_function", "xla", "brainslug")
+TF_CONTENDERS = ("keras_eager", "tf_function", "xla", "brainslug", "brainslug_library")
 
 
 def load_keras_model(name: str) -> tuple[Any, int]:
@@ -60,6 +60,10 @@ def build(name: str, model: Any, shape: list[int], opt: Any) -> Callable[[Any], 
         if opt is None:
             raise RuntimeError("optimize() failed")
         return opt
+    if name == "brainslug_library":  # convolutions in TensorFlow
+        import brainslug.tensorflow as brainslug
+
+        return brainslug.optimize(model, shape, conv="library")
     raise ValueError(f"unknown contender {name!r}; known: {', '.join(TF_CONTENDERS)}")
 
 

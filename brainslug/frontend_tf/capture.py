@@ -63,7 +63,9 @@ def tensor_type(shape: Sequence[int | None]) -> TensorType:
 class _Builder:
     """Emits pieces into the graph function's block."""
 
-    def __init__(self) -> None:
+    def __init__(self, conv_block: int = 0) -> None:
+        self.conv_block = conv_block
+        """Output channels per block of a compiled convolution's packed weight."""
         self.block = Block()
         self.args: list[str | np.ndarray] = []
         self.values: dict[str, SSAValue] = {}
@@ -149,13 +151,15 @@ def functional_graph(model: Any, shape: Sequence[int]) -> Any:
     return model
 
 
-def capture(model: Any, shape: Sequence[int]) -> Capture:
-    """Build the graph function `@forward` of a Keras model."""
+def capture(model: Any, shape: Sequence[int], conv_block: int = 0) -> Capture:
+    """Build the graph function `@forward` of a Keras model; with `conv_block`,
+    convolutions with more output channels take their weights blocked by that
+    many (the order BrainSlug's kernels read them)."""
     g = functional_graph(model, shape)
     ins = list(g.inputs)
     if len(ins) != 1:
         raise Unmapped(f"{len(ins)} model inputs (BrainSlug takes one)")
-    b = _Builder()
+    b = _Builder(conv_block)
     kin = ins[0]
     want = tuple(shape[1:])
     got = tuple(kin.shape[1:])

@@ -287,7 +287,8 @@ def _conv(gb: _GraphBuilder, op: tf.Operation, run: Callable[..., Any]) -> str:
         raw = tf.raw_ops.Conv2D
     else:
         groups = shape[3]
-        wv = b.arg(nn.make_tensor((*k, 1, w.shape[2] * w.shape[3])), wc, f"{op.name}.filter")
+        dw = (*k, 1, w.shape[2] * w.shape[3])  # the same element order as (KH, KW, C, M)
+        wv = b.arg(nn.make_tensor(dw), wc.reshape(dw), f"{op.name}.filter")
         raw = tf.raw_ops.DepthwiseConv2dNative
     conv = nn.Conv2dOp(xv, wv, None, strides=s, padding=pad, dilation=dil, groups=groups,
                        layout=LAYOUT)

@@ -19,6 +19,7 @@ import tensorflow as tf
 from xdsl.ir import SSAValue
 
 from brainslug.dialects import nn
+from brainslug.dialects.nn.base import pair, quad
 
 if TYPE_CHECKING:
     from brainslug.frontend_tf.capture import _Builder
@@ -143,6 +144,18 @@ def _tf_padding(op: Any, in_hw: Sequence[int], k: Sequence[int], s: Sequence[int
     return (t, le, bo, r)
 
 
+def _blocked(hwio: np.ndarray, block: int) -> np.ndarray | None:
+    """An HWIO kernel blocked by `block` output channels, `[O/B, KH, KW, I, B]`
+    (zeros past O), when it has more than one block of them; else None."""
+    kh, kw, i, o = hwio.shape
+    if not block or o <= block:
+        return None
+    blocks = -(-o // block)
+    padded = np.zeros((kh, kw, i, blocks * block), dtype=hwio.dtype)
+    padded[..., :o] = hwio
+    return np.ascontiguousarray(padded.reshape(kh, kw, i, blocks, block).transpose(3, 0, 1, 2, 4))
+
+
 def _conv_like(nd: KerasNode) -> str:
     """Conv2D / DepthwiseConv2D / SeparableConv2D: the convolutions run in
     TensorFlow; the bias and the activation are `nn` ops that can join stacks."""
@@ -166,9 +179,14 @@ def _conv_like(nd: KerasNode) -> str:
     if cls == "Conv2D":
         w = op.kernel
         groups = int(getattr(op, "groups", 1))
-        wt = nn.make_tensor(tuple(w.shape))
-        conv = nn.Conv2dOp(xv, b.arg(wt, _snapshot(w), f"{op.name}.kernel"), None, strides=s,
-                           padding=pad, dilation=dil, groups=groups, layout=LAYOUT)
+        packed = _blocked(_snapshot(w), b.conv_block) if groups == 1 else None
+        weight = _snapshot(w) if packed is None else packed
+        out_type = nn.Conv2dOp.infer_type(
+            xv.type, nn.make_tensor(tuple(w.shape)), None, strides=pair(s), padding=quad(pad),
+            dilation=pair(dil), groups=groups, layout=LAYOUT)
+        conv = nn.Conv2dOp(xv, b.arg(nn.make_tensor(weight.shape), weight, f"{op.name}.kernel"),
+                           None, strides=s, padding=pad, dilation=dil, groups=groups,
+                           layout=LAYOUT, result_type=out_type)
         if groups == 1:
             kern = tf.convert_to_tensor(_snapshot(w))
             run = lambda t: tf.raw_ops.Conv2D(  # noqa: E731
@@ -191,7 +209,8 @@ def _conv_like(nd: KerasNode) -> str:
         dw = op.depthwise_kernel if cls == "SeparableConv2D" else op.kernel
         mult = int(op.depth_multiplier)
         shape_dw = (k[0], k[1], 1, cin * mult)
-        conv = nn.Conv2dOp(xv, b.arg(nn.make_tensor(shape_dw), _snapshot(dw),
+        # (KH, KW, C, M) and (KH, KW, 1, C*M) order their elements alike
+        conv = nn.Conv2dOp(xv, b.arg(nn.make_tensor(shape_dw), _snapshot(dw).reshape(shape_dw),
                                      f"{op.name}.depthwise_kernel"), None, strides=s,
                            padding=pad, dilation=dil, groups=cin, layout=LAYOUT)
         dkern = tf.convert_to_tensor(_snapshot(dw))

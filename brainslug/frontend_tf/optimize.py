@@ -82,9 +82,10 @@ def captured(cap: Capture) -> Captured:
 
 
 def compile_plan(model: Any, shape: list[int], *, cpu: str = "host",
-                 threads: int | None = None) -> Plan:
+                 threads: int | None = None, convs: bool = False) -> Plan:
     """Capture `model` (a Keras model or a tf.function), compile its stacks and
-    schedule them with its TensorFlow pieces."""
+    schedule them with its TensorFlow pieces. With `convs`, the convolutions
+    are compiled too, each with the layers after it that it can apply."""
     import keras
 
     t0 = time.perf_counter()
@@ -92,9 +93,9 @@ def compile_plan(model: Any, shape: list[int], *, cpu: str = "host",
     if not isinstance(model, keras.Model) and is_tf_function(model):
         cap, how = capture_function(model, shape), "tf.function (frozen graph)"
     else:
-        cap = capture(model, shape)
-    stacks = compile_stacks(captured(cap), CpuTarget(cpu, threads), default_layout=LAYOUT,
-                            library_prefix="tf ")
+        cap = capture(model, shape, conv_block=4 * CpuTarget(cpu).backend.lanes if convs else 0)
+    stacks = compile_stacks(captured(cap), CpuTarget(cpu, threads, convs),
+                            default_layout=LAYOUT, library_prefix="tf ")
     info = stacks.info
     info.capture = how
     if cap.folded_padding:
