@@ -20,6 +20,7 @@ from xdsl.ir import SSAValue
 
 from brainslug.dialects import nn
 from brainslug.dialects.nn.base import pair, quad
+from brainslug.pipeline.target import conv_weight_block
 
 if TYPE_CHECKING:
     from brainslug.frontend_tf.capture import _Builder
@@ -144,11 +145,13 @@ def _tf_padding(op: Any, in_hw: Sequence[int], k: Sequence[int], s: Sequence[int
     return (t, le, bo, r)
 
 
-def _blocked(hwio: np.ndarray, block: int) -> np.ndarray | None:
-    """An HWIO kernel blocked by `block` output channels, `[O/B, KH, KW, I, B]`
-    (zeros past O), when it has more than one block of them; else None."""
+def _blocked(hwio: np.ndarray, lanes4: int) -> np.ndarray | None:
+    """An HWIO kernel blocked by output channels, `[O/B, KH, KW, I, B]` (zeros
+    past O; B from `conv_weight_block` for register blocks of up to `lanes4`
+    lanes), when it has more than one block of them; else None."""
     kh, kw, i, o = hwio.shape
-    if not block or o <= block:
+    block = conv_weight_block(o, lanes4 // 4) if lanes4 else 0
+    if not block:
         return None
     blocks = -(-o // block)
     padded = np.zeros((kh, kw, i, blocks * block), dtype=hwio.dtype)

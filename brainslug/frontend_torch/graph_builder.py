@@ -11,6 +11,7 @@ from xdsl.dialects.builtin import StringAttr, TensorType, f32, i1, i64
 from xdsl.ir import Attribute, Block, Operation, SSAValue
 
 from brainslug.dialects import nn
+from brainslug.pipeline.target import conv_weight_block
 from brainslug.plan.capture import NODE_ATTR, value_name
 
 
@@ -86,9 +87,11 @@ class GraphBuilder:
     def conv_weight(self, tensor: torch.Tensor, name: str, groups: int) -> SSAValue:
         """A convolution's OIHW weight as the argument of a compiled
         channels-last convolution (packed at run time, repacked on change):
-        blocked by `conv_block` output channels when there are more than one
-        block of them (and no groups), else HWIO."""
-        block = self.conv_block if groups == 1 and tensor.shape[0] > self.conv_block else 0
+        blocked by output channels (`conv_weight_block`, for register blocks of
+        up to `conv_block` lanes) when there is more than one block of them
+        (and no groups), else HWIO."""
+        block = conv_weight_block(tensor.shape[0], self.conv_block // 4) \
+            if groups == 1 and self.conv_block else 0
         key = ("packed", block, id(tensor))
         if key not in self.param_args:
             from brainslug.frontend_torch.weight_watch import PackedWeight

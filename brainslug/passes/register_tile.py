@@ -12,8 +12,9 @@ block of P rows × V vectors of accumulators, as MLAS and oneDNN do:
   a weight row shared by all columns) is strip-mined by P: the reduction gets
   P results, one per column, and the ops after it are cloned per column.
 
-Columns past the end are clamped to the last one: the last block recomputes
-and rewrites it with the same value instead of running a remainder loop.
+Where P does not divide the columns, those past the end are clamped to the
+last one: the last block recomputes and rewrites it with the same value
+instead of running a remainder loop.
 When the weights are larger than the cache budget, the blocks of V*W channels
 become the outermost nest dimension (each block's weights then stay in cache
 while all pixels use them, as oneDNN blocks output channels outside pixels).
@@ -282,7 +283,9 @@ class RegisterTile(RewritePattern):
 
     def _rows(self, nest: loop.NestOp, pos: int, p: int, extent: int,
               rewriter: PatternRewriter) -> list[SSAValue]:
-        """Blocks the nest dim `pos` by `p`; the clamped column ivs of a block."""
+        """Blocks the nest dim `pos` by `p`; the column ivs of a block, clamped
+        to the last column unless `p` divides the extent (then they are plainly
+        consecutive, and LLVM can share loads between columns and taps)."""
         upper = nest.upper_bounds()
         upper[pos] = -(-extent // p)
         static, _ = loop.split_bounds(upper)
@@ -301,10 +304,13 @@ class RegisterTile(RewritePattern):
         rows = []
         for k in range(p):
             add = arith.AddiOp(base.result, const(k))
-            clamp = arith.MinSIOp(add.result, last)
-            ops += [add, clamp]
-            clamp.result.name_hint = f"col{k}"
-            rows.append(clamp.result)
+            ops.append(add)
+            col = add
+            if extent % p:
+                col = arith.MinSIOp(add.result, last)
+                ops.append(col)
+            col.result.name_hint = f"col{k}"
+            rows.append(col.result)
         first = nest.body.block.first_op
         assert first is not None
         rewriter.insert(ops, InsertPoint.before(first))

@@ -56,3 +56,20 @@ def vector_lanes(target: str, cpu: str = "host") -> int:
     from brainslug.lowering.backends.x86 import X86Backend
 
     return X86Backend(cpu).lanes
+
+
+def conv_weight_block(out_channels: int, lanes: int, max_vectors: int = 4) -> int:
+    """Output channels per block of a compiled convolution's packed weight:
+    V vectors of `lanes`, V a power of two up to `max_vectors`, the V that pads
+    the channels least (the larger on a tie); 0 when one block holds them all
+    (the weight then stays HWIO). 96 channels on 16 lanes: blocks of 32 (three
+    full ones), not of 64 (the second half empty)."""
+    best = 0
+    v = max_vectors
+    while v >= 1:
+        block = v * lanes
+        waste = -(-out_channels // block) * block - out_channels
+        if not best or waste < (-(-out_channels // best) * best - out_channels):
+            best = block
+        v //= 2
+    return best if out_channels > best else 0
