@@ -76,6 +76,7 @@ def compile_plan(
     layout: str = "NCHW",
     threads: int | None = None,
     convs: bool | Collection[str] = False,
+    only_convs: bool = False,
 ) -> tuple[fx.GraphModule, PlanInfo, ModuleOp]:
     """Capture, compile, rewrite: the optimized graph, its report and its IR.
 
@@ -84,7 +85,8 @@ def compile_plan(
     stacks are generated channels-last and rank-4 inputs are made channels-last
     on entry, so that PyTorch's convolutions run channels-last too. With
     `convs` (NHWC only: True, or the fx names of some), convolutions are
-    compiled with their epilogues."""
+    compiled with their epilogues; `only_convs` compiles only their stacks (a
+    plan that times them)."""
     t0 = time.perf_counter()
     if layout != "NHWC":
         convs = False
@@ -92,7 +94,8 @@ def compile_plan(
     key = record = None
     if metas is None:
         compiled = ",".join(sorted(convs)) if not isinstance(convs, bool) else str(convs)
-        key, record = cached_record([*plan_key_parts(gm, shape, layout, target), compiled])
+        key, record = cached_record([*plan_key_parts(gm, shape, layout, target), compiled,
+                                     f"only_convs={only_convs}"])
         metas = _metas_from_json(record.frontend) if record is not None else None
         if metas is None:
             record = None
@@ -101,7 +104,8 @@ def compile_plan(
     cap = capture(gm, [shape] if shape is not None else [], metas, layout, convs,
                   conv_block=4 * target.backend.lanes)
     stacks = compile_stacks(captured(cap), target, key=key, record=record,
-                            frontend_data=_metas_to_json(metas))
+                            frontend_data=_metas_to_json(metas),
+                            only=_has_conv if only_convs else None)
     kernels = {
         b.name: StackKernel(b.name, stacks.runners[b.name], b.inputs, b.output_shapes,
                             channels_last=layout == "NHWC")
@@ -115,6 +119,10 @@ def compile_plan(
     new_gm = rewrite_graph(gm, stacks, kernels, cl_inputs)
     info.compile_seconds = time.perf_counter() - t0
     return new_gm, info, stacks.module
+
+
+def _has_conv(stack: Any) -> bool:
+    return any(op.name == "nn.conv2d" for op in stack.body.walk())
 
 
 def _shapes(gm: fx.GraphModule, shape: list[int] | None) -> Metas:

@@ -1,6 +1,9 @@
 """`conv="auto"`: each convolution runs where it is faster, measured at optimize().
 
-The plan with every channels-last convolution compiled is built first. One
+A convolution whose epilogue oneDNN's post-ops apply (ReLU, a residual add),
+or that has none, saves no memory pass in BrainSlug's kernel: it stays in the
+library without being compiled or timed (all of DenseNet's, which feed a
+`cat`). The plan with the others compiled is built first. One
 call of it on a random input of the plan's shape (batch 1 where the batch is
 free) records the inputs of each convolution's kernel; then, per distinct
 convolution (shapes, hyperparameters and epilogue), BrainSlug's kernel with
@@ -22,6 +25,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
+from brainslug.frontend_torch.capture import capture
 from brainslug.frontend_torch.compile import compile_plan
 from brainslug.frontend_torch.speed import medians
 from brainslug.plan.report import ConvChoice
@@ -63,11 +67,38 @@ def _conv_stacks(info: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
     return out
 
 
+def candidates(gm: fx.GraphModule, spec: list[int]) -> tuple[set[str], list[ConvChoice]]:
+    """The convolutions worth timing (fx node names), and the choices made
+    without timing: a convolution whose epilogue oneDNN's post-ops apply (or
+    that has none, as DenseNet's before a `cat`) saves no memory pass in
+    BrainSlug's kernel, so it stays in the library, uncompiled."""
+    from brainslug.frontend_torch.compile import _shapes
+    from brainslug.frontend_torch.graph import captured
+    from brainslug.passes.form_stacks import conv_epilogue_chains, remove_identities
+    from brainslug.plan.capture import NODE_ATTR
+
+    cap = capture(gm, [spec], _shapes(gm, spec), "NHWC", compile_convs=True)
+    block = captured(cap).function.body.block
+    remove_identities(block)
+    timed, decided = set(), []
+    for chain in conv_epilogue_chains(block):
+        node = chain[0].attributes[NODE_ATTR].data  # type: ignore[attr-defined]
+        if {op.name for op in chain[1:]} <= POST_OPS:
+            decided.append(ConvChoice(node, "library", why="no epilogue pass to save"))
+        else:
+            timed.add(node)
+    return timed, decided
+
+
 def _measure(gm: fx.GraphModule, spec: list[int], cpu: str,
              threads: int | None) -> list[ConvChoice]:
     from brainslug.frontend_torch.library_conv import PackedConv2d
 
-    plan, info, _ = compile_plan(gm, spec, cpu=cpu, layout="NHWC", threads=threads, convs=True)
+    timed, decided = candidates(gm, spec)
+    if not timed:
+        return decided
+    plan, info, _ = compile_plan(gm, spec, cpu=cpu, layout="NHWC", threads=threads,
+                                 convs=timed, only_convs=True)
     stacks = _conv_stacks(info)
     kernels = {k.stack_name: k for k in plan.modules() if getattr(k, "is_stack_kernel", False)
                and k.stack_name in stacks}
@@ -104,7 +135,7 @@ def _measure(gm: fx.GraphModule, spec: list[int], cpu: str,
         bs, lib = measured[sig]
         runs = "brainslug" if bs <= lib * FAVOR else "library"
         choices.append(ConvChoice(node_name, runs, bs * 1e3, lib * 1e3))
-    return choices
+    return decided + choices
 
 
 def _library_call(conv: torch.nn.Module, args: tuple[torch.Tensor, ...],

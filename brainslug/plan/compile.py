@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,12 +66,15 @@ def compile_stacks(
     key: str | None = None,
     record: plan_cache.PlanRecord | None = None,
     frontend_data: Any = None,
+    only: Callable[[nn.StackOp], bool] | None = None,
 ) -> CompiledStacks:
     """Forms, compiles and describes the stacks of `captured` for `target`.
 
     With `record` (a plan-cache hit for `key`) no pass after bs-form-stacks
     runs and the kernels come from the kernel cache; with `key` and no record,
-    the result is stored under `key`, with `frontend_data` (plain JSON)."""
+    the result is stored under `key`, with `frontend_data` (plain JSON). With
+    `only`, the stacks it rejects are left to the framework uncompiled (a
+    trial plan that needs some kernels only)."""
     t0 = time.perf_counter()
     module = captured.module
     fn = captured.function
@@ -93,7 +97,7 @@ def compile_stacks(
         if kernels is not None:
             info.notes.append(PLAN_CACHE_HIT)
     if kernels is None:
-        module, kernels = lower_stacks(module, target)
+        module, kernels = lower_stacks(module, target, only)
         fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
         launch_of, fallback_stacks = stack_launches(fn)
         infos_json = plan_cache.infos_to_json(module)
@@ -126,13 +130,16 @@ def _lower(module: ModuleOp, target: Target, skip: dict[str, str]) -> Any:
     return target.compile(module) if stack_launches(fn)[0] else None
 
 
-def lower_stacks(module: ModuleOp, target: Target) -> tuple[ModuleOp, Any]:
-    """The lowered module and its kernels. A stack whose passes or compilation
-    raise is found by bisection and left to the framework, with the error as
-    its reason (unless `strict()`)."""
+def lower_stacks(module: ModuleOp, target: Target,
+                 only: Callable[[nn.StackOp], bool] | None = None) -> tuple[ModuleOp, Any]:
+    """The lowered module and its kernels (of the stacks `only` accepts, if
+    given). A stack whose passes or compilation raise is found by bisection and
+    left to the framework, with the error as its reason (unless `strict()`)."""
+    left = {op.stack_name_value: "not needed by this trial plan" for op in module.walk()
+            if isinstance(op, nn.StackOp) and only is not None and not only(op)}
     pristine = None if strict() else module.clone()
     try:
-        return module, _lower(module, target, {})
+        return module, _lower(module, target, left)
     except Exception:
         if pristine is None:
             raise
@@ -140,7 +147,7 @@ def lower_stacks(module: ModuleOp, target: Target) -> tuple[ModuleOp, Any]:
     failed: dict[str, str] = {}
 
     def bisect(group: list[str]) -> None:
-        others = {n: "not in this trial" for n in names if n not in group}
+        others = {**left, **{n: "not in this trial" for n in names if n not in group}}
         try:
             _lower(pristine.clone(), target, others)
         except Exception as e:
@@ -153,4 +160,4 @@ def lower_stacks(module: ModuleOp, target: Target) -> tuple[ModuleOp, Any]:
     bisect(names)
     if not failed:  # no stack fails alone: the stacks fail together
         failed = {n: "compiling the stacks together failed" for n in names}
-    return pristine, _lower(pristine, target, failed)
+    return pristine, _lower(pristine, target, {**left, **failed})
