@@ -6,9 +6,8 @@ optimize() check that a number is only reported for BrainSlug's own kernel."""
 
 from __future__ import annotations
 
-import time
-
 import json
+import time
 import types
 
 import pytest
