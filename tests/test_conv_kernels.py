@@ -199,3 +199,21 @@ def test_auto_times_each_convolution_and_caches_the_choice(monkeypatch, tmp_path
     again = brainslug.optimize(model, [0, 3, 15, 15])  # the choices come from the cache
     assert len(calls) == 1 and [c.runs for c in again.info.convs] == [
         c.runs for c in opt.info.convs]
+
+
+def test_auto_falls_back_to_the_library_when_timing_fails(monkeypatch) -> None:
+    from brainslug.frontend_torch import conv_choice
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("trial plan broke")
+
+    monkeypatch.setattr(conv_choice, "_measure", broken)
+    monkeypatch.setenv("BRAINSLUG_STRICT", "0")
+    monkeypatch.setenv("BRAINSLUG_CACHE", "0")
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), random_bn(nn.BatchNorm2d(8)), nn.ReLU()).eval()
+    opt = brainslug.optimize(model, [0, 3, 12, 12])
+    assert compiled_convs(opt) == 0 and opt.plan is not None
+    assert any("could not time the convolutions" in n for n in opt.info.notes)
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        assert (opt(x) - model(x)).abs().max().item() <= 1e-5
