@@ -17,7 +17,20 @@ from xdsl.ir.affine import (
     AffineMap,
 )
 
-from brainslug.dialects import loop
+from brainslug.dialects import loop, simd
+
+_INDEXED = (loop.LoadOp, loop.InBoundsOp, simd.LoadOp, simd.InBoundsOp)
+
+
+def value_operands(op: Operation) -> list[SSAValue]:
+    """What `op`'s value depends on: a load's or bounds check's indices only
+    where its map uses them (a per-channel parameter ignores the pixel)."""
+    if isinstance(op, _INDEXED):
+        used = op.map.data.used_dims()
+        return [i for k, i in enumerate(op.indices) if k in used] + [
+            o for o in op.operands if o not in op.indices
+        ]
+    return list(op.operands)
 
 
 def top_nest(op: Operation) -> loop.NestOp | None:

@@ -20,7 +20,7 @@ from xdsl.ir import SSAValue
 
 from brainslug.dialects import nn
 from brainslug.dialects.nn.base import pair, quad
-from brainslug.pipeline.target import conv_weight_block
+from brainslug.pipeline.target import block_weights, conv_weight_block
 
 if TYPE_CHECKING:
     from brainslug.frontend_tf.capture import _Builder
@@ -149,14 +149,8 @@ def _blocked(hwio: np.ndarray, lanes4: int) -> np.ndarray | None:
     """An HWIO kernel blocked by output channels, `[O/B, KH, KW, I, B]` (zeros
     past O; B from `conv_weight_block` for register blocks of up to `lanes4`
     lanes), when it has more than one block of them; else None."""
-    kh, kw, i, o = hwio.shape
-    block = conv_weight_block(o, lanes4 // 4) if lanes4 else 0
-    if not block:
-        return None
-    blocks = -(-o // block)
-    padded = np.zeros((kh, kw, i, blocks * block), dtype=hwio.dtype)
-    padded[..., :o] = hwio
-    return np.ascontiguousarray(padded.reshape(kh, kw, i, blocks, block).transpose(3, 0, 1, 2, 4))
+    block = conv_weight_block(hwio.shape[3], lanes4 // 4) if lanes4 else 0
+    return block_weights(hwio, block) if block else None
 
 
 def _conv_like(nd: KerasNode) -> str:

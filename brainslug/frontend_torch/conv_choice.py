@@ -64,7 +64,7 @@ def _conv_stacks(info: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
     """Compiled stack name -> (its convolution's fx node, the layer ops)."""
     out = {}
     for s in info.stacks:
-        nodes = [x.split(": ") for x in s.layers]
+        nodes = s.layer_ops()
         convs = [n for n, op in nodes if op == "nn.conv2d"]
         if s.compiled and len(convs) == 1:
             out[s.name] = (convs[0], tuple(op for _, op in nodes))

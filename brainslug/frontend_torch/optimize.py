@@ -210,8 +210,7 @@ def _plan(model: torch.nn.Module, spec: list[int], layout: str, threads: int | N
                                        convs=compiled)
     info.convs = choices or [
         ConvChoice(name, "brainslug", why="conv='brainslug'")
-        for s in info.stacks if s.compiled for name, op in
-        (x.split(": ") for x in s.layers) if op == "nn.conv2d"]
+        for s in info.stacks if s.compiled for name, op in s.layer_ops() if op == "nn.conv2d"]
     if pack:
         from brainslug.frontend_torch.library_conv import PackedConv2d, pack_graph_convolutions
 

@@ -76,13 +76,12 @@ class PackedWeight:
         self._watch = WeightWatch()
 
     def pack(self, w: torch.Tensor) -> torch.Tensor:
-        hwio = w.detach().permute(2, 3, 1, 0)
+        hwio = w.detach().permute(2, 3, 1, 0).contiguous()
         if not self.block:
-            return hwio.contiguous()
-        blocks, kh, kw, i, b = self.shape
-        padded = torch.zeros(kh, kw, i, blocks * b, dtype=w.dtype)
-        padded[..., : w.shape[0]] = hwio
-        return padded.view(kh, kw, i, blocks, b).permute(3, 0, 1, 2, 4).contiguous()
+            return hwio
+        from brainslug.pipeline.target import block_weights
+
+        return torch.from_numpy(block_weights(hwio.numpy(), self.block))
 
     def current(self) -> torch.Tensor:
         """The packed copy of the parameter as it is now."""

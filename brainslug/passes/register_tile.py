@@ -46,6 +46,7 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.rewriter import InsertPoint
 
+from brainslug.analysis.nests import value_operands
 from brainslug.dialects import loop, simd
 
 _ACCESSES = (loop.LoadOp, simd.LoadOp)
@@ -82,20 +83,9 @@ def row_dim(nest: loop.NestOp, red: loop.ReduceOp) -> int | None:
     return None
 
 
-def _operands(op: Operation) -> list[SSAValue]:
-    """What `op`'s value depends on: an access's indices only where its map
-    uses them (a per-channel parameter ignores the column)."""
-    if isinstance(op, _ACCESSES + (loop.InBoundsOp, simd.InBoundsOp)):
-        used = op.map.data.used_dims()
-        return [i for k, i in enumerate(op.indices) if k in used] + [
-            o for o in op.operands if o not in op.indices
-        ]
-    return list(op.operands)
-
-
 def _varies(op: Operation, varying: set[SSAValue]) -> bool:
-    return any(v in varying for v in _operands(op)) or any(
-        v in varying for r in op.regions for o in r.walk() for v in _operands(o)
+    return any(v in varying for v in value_operands(op)) or any(
+        v in varying for r in op.regions for o in r.walk() for v in value_operands(o)
     )
 
 
@@ -105,7 +95,7 @@ def _shared_bytes(red: loop.ReduceOp, row: SSAValue) -> int:
     total = 0
     seen: set[SSAValue] = set()
     for op in red.body.walk():
-        if isinstance(op, _ACCESSES) and op.buffer not in seen and row not in _operands(op):
+        if isinstance(op, _ACCESSES) and op.buffer not in seen and row not in value_operands(op):
             seen.add(op.buffer)
             shape = op.buffer.type.get_shape()
             if all(d > 0 for d in shape):

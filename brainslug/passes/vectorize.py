@@ -23,6 +23,7 @@ from xdsl.pattern_rewriter import (
     op_type_rewrite_pattern,
 )
 
+from brainslug.analysis.nests import value_operands
 from brainslug.dialects import loop, simd
 from brainslug.ir.compile_time import gc_paused
 
@@ -58,16 +59,6 @@ class NotVectorizable(Exception):
     """The nest stays scalar; the message says why."""
 
 
-def _value_operands(op: Operation):
-    """Operands that the op's value depends on (indices a map ignores don't count)."""
-    if isinstance(op, loop.LoadOp | loop.InBoundsOp):
-        used = op.map.data.used_dims()
-        return [i for k, i in enumerate(op.indices) if k in used] + [
-            o for o in op.operands if o not in op.indices
-        ]
-    return op.operands
-
-
 def _varying_values(body: Block, lane: SSAValue) -> set[SSAValue]:
     """Values of `body` (and nested regions) that differ between lanes."""
     varying: set[SSAValue] = {lane}
@@ -78,9 +69,9 @@ def _varying_values(body: Block, lane: SSAValue) -> set[SSAValue]:
                 for b in r.blocks:
                     visit(b)
             nested = any(
-                o in varying for x in op.walk() if x is not op for o in _value_operands(x)
+                o in varying for x in op.walk() if x is not op for o in value_operands(x)
             )
-            if nested or any(o in varying for o in _value_operands(op)):
+            if nested or any(o in varying for o in value_operands(op)):
                 varying.update(op.results)
 
     visit(body)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
+
 GPU_TARGETS = ("nvptx", "nvptx64", "cuda")
 
 GPU_TILE_BUDGET = 16 * 1024
@@ -73,3 +75,14 @@ def conv_weight_block(out_channels: int, lanes: int, max_vectors: int = 4) -> in
             best = block
         v //= 2
     return best if out_channels > best else 0
+
+
+def block_weights(hwio: np.ndarray, block: int) -> np.ndarray:
+    """An HWIO convolution weight blocked by `block` output channels,
+    `[ceil(O/B), KH, KW, I, B]`, zeros past O (the layout `nn.conv2d` takes for
+    a compiled channels-last convolution)."""
+    kh, kw, i, o = hwio.shape
+    blocks = -(-o // block)
+    padded = np.zeros((kh, kw, i, blocks * block), dtype=hwio.dtype)
+    padded[..., :o] = hwio
+    return np.ascontiguousarray(padded.reshape(kh, kw, i, blocks, block).transpose(3, 0, 1, 2, 4))

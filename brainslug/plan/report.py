@@ -20,6 +20,10 @@ class StackInfo:
     compiled: bool = True
     reason: str = ""
 
+    def layer_ops(self) -> list[tuple[str, str]]:
+        """(framework node, nn op name) of each layer."""
+        return [tuple(x.split(": ", 1)) for x in self.layers]  # type: ignore[misc]
+
 
 @dataclass
 class PlanInfo:
