@@ -27,7 +27,7 @@ from brainslug.dialects import loop, simd
 Range = tuple[int, int]
 """Inclusive [low, high]."""
 
-_DOMAINS = (loop.NestOp, loop.TileOp, loop.ReduceOp, simd.LoopOp)
+_DOMAINS = (loop.NestOp, loop.TileOp, loop.ReduceOp, *simd.LANE_LOOPS)
 
 
 def value_range(v: SSAValue) -> Range | None:
@@ -42,7 +42,7 @@ def value_range(v: SSAValue) -> Range | None:
     lo, hi = op.lower_bounds()[k], op.upper_bounds()[k]
     if not isinstance(lo, int) or not isinstance(hi, int) or hi <= lo:
         return None
-    if isinstance(op, simd.LoopOp):
+    if isinstance(op, simd.LANE_LOOPS):
         return lo, hi - 1  # lanes run iv .. iv + W - 1, masked to the bound
     return lo, hi - 1
 

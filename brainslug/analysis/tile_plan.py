@@ -90,13 +90,16 @@ def lead_dims(buf: SSAValue, store: loop.StoreOp, chain: list[loop.NestOp]) -> l
 
 
 def plan_tiles(dims: list[LeadDim], nest: loop.NestOp, shape: Sequence[int],
-               budget: int, whole: bool = True, split: bool = False) -> tuple[int, list[int]]:
+               budget: int, whole: bool = True, split: bool = False,
+               others: Sequence[Sequence[int]] = ()) -> tuple[int, list[int]]:
     """(tiled, steps): dims [0, tiled) run in the tile loop with these steps, the
     other leading dims whole (with `whole=False` every dim is in the loop).
-    Grows from the innermost dim while the scratch tile fits in `budget` bytes;
-    with `split`, direct dims stay one point per tile (more tiles: GPU blocks)."""
+    Grows from the innermost dim while a tile of the scratch buffer and of
+    `others` (the shapes of the other buffers that the chain reads and writes
+    along the same leading dims) fits in `budget` bytes; with `split`, direct
+    dims stay one point per tile (more tiles: GPU blocks)."""
     t = len(dims)
-    inner = 4 * math.prod(max(e, 1) for e in shape[t:])
+    inner = 4 * sum(math.prod(max(e, 1) for e in s[t:]) for s in (shape, *others))
     budget = max(budget, inner)
     lower, upper = nest.lower_bounds(), nest.upper_bounds()
     steps = [1] * t

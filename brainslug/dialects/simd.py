@@ -97,15 +97,9 @@ def lane_type(t: Attribute) -> Attribute:
 # --------------------------------------------------------------------------- the lane loop
 
 
-@irdl_op_definition
-class LoopOp(loop._DomainOp):
-    """Runs the body for every value of one dimension, W lanes at a time.
+class _LaneLoop(loop._DomainOp):
+    """What the lane loops share: one dimension, W lanes at a time."""
 
-    With `vectors` V, a chunk is V*W lanes: every lane value of the body spans
-    V machine vectors (a register block of V vectors, bound by the backend).
-    """
-
-    name = "simd.loop"
     dyn_lower = var_operand_def(IndexType)
     dyn_upper = var_operand_def(IndexType)
     vectors = opt_prop_def(IntegerAttr)
@@ -114,6 +108,35 @@ class LoopOp(loop._DomainOp):
     traits = traits_def(
         SingleBlockImplicitTerminator(loop.YieldOp), loop.AcceptsLoopYield(), RecursiveMemoryEffect()
     )
+
+    @property
+    def iv(self) -> SSAValue:
+        return self.body.block.args[0]
+
+    @property
+    def num_vectors(self) -> int:
+        """Machine vectors per lane value (1 unless register-blocked)."""
+        return 1 if self.vectors is None else self.vectors.value.data
+
+    def verify_(self) -> None:
+        super().verify_()
+        if len(self.ivs) != 1:
+            raise VerifyException(
+                f"{self.name}: has exactly one induction variable, got {len(self.ivs)}"
+            )
+        if self.num_vectors < 1:
+            raise VerifyException(f"{self.name}: vectors must be positive, got {self.num_vectors}")
+
+
+@irdl_op_definition
+class LoopOp(_LaneLoop):
+    """Runs the body for every value of one dimension, W lanes at a time.
+
+    With `vectors` V, a chunk is V*W lanes: every lane value of the body spans
+    V machine vectors (a register block of V vectors, bound by the backend).
+    """
+
+    name = "simd.loop"
 
     def __init__(
         self,
@@ -130,24 +153,6 @@ class LoopOp(loop._DomainOp):
         if vectors is not None:
             props["vectors"] = IntegerAttr(vectors, i64)
         super().__init__(operands=[ld, ud], regions=[body], properties=props)
-
-    @property
-    def iv(self) -> SSAValue:
-        return self.body.block.args[0]
-
-    @property
-    def num_vectors(self) -> int:
-        """Machine vectors per lane value (1 unless register-blocked)."""
-        return 1 if self.vectors is None else self.vectors.value.data
-
-    def verify_(self) -> None:
-        super().verify_()
-        if len(self.ivs) != 1:
-            raise VerifyException(
-                f"simd.loop: has exactly one induction variable, got {len(self.ivs)}"
-            )
-        if self.num_vectors < 1:
-            raise VerifyException(f"simd.loop: vectors must be positive, got {self.num_vectors}")
 
     def print(self, printer: Printer) -> None:
         printer.print_string(" ")
@@ -168,9 +173,76 @@ class LoopOp(loop._DomainOp):
         return cls(lower[0], upper[0], body, vectors).with_attributes(attrs)
 
 
-def enclosing_loop(op: Operation) -> LoopOp | None:
+@irdl_op_definition
+class ReduceLoopOp(_LaneLoop):
+    """A lane loop that reduces: over one dimension, W lanes at a time, it
+    combines the vectors its body yields into one vector accumulator (lanes
+    past the end keep theirs), then the accumulator's lanes into one scalar
+    (`add` or `max`, as `loop.reduce`). A row reduction along a contiguous dim
+    (layer norm, softmax) reads whole vectors instead of one element a step.
+    """
+
+    name = "simd.reduce_loop"
+    kind = prop_def(StrEnumConstraint(loop.ReduceKind, "simd.reduce_loop: unknown kind '{value}'"))
+    init = prop_def(FloatAttr)
+    result = result_def()
+
+    def __init__(self, kind: loop.ReduceKind | str, init: float, lower: loop.Bound,
+                 upper: loop.Bound, body: Region | None = None):
+        ls, ld = loop.split_bounds([lower])
+        us, ud = loop.split_bounds([upper])
+        if body is None:
+            body = Region(Block(arg_types=[IndexType()]))
+        IRDLOperation.__init__(
+            self, operands=[ld, ud], regions=[body], result_types=[f32],
+            properties={"lower": ls, "upper": us, "kind": StringAttr(str(kind)),
+                        "init": FloatAttr(init, f32)})
+
+    @property
+    def kind_name(self) -> loop.ReduceKind:
+        return loop.ReduceKind(self.kind.data)
+
+    @property
+    def init_value(self) -> float:
+        return self.init.value.data
+
+    def verify_(self) -> None:
+        super().verify_()
+        term = self.body.block.last_op
+        if not isinstance(term, loop.YieldOp) or len(term.values) != 1 \
+                or not isinstance(term.values[0].type, VecType):
+            raise VerifyException("simd.reduce_loop: the body yields one !simd.vec value")
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(f" {self.kind.data} ")
+        loop.print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
+        printer.print_string(" init ")
+        printer.print_attribute(self.init)
+        printer.print_op_attributes(self.attributes, print_keyword=True)
+        printer.print_string(" ")
+        printer.print_region(self.body, print_entry_block_args=False)  # the yield has a value
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ReduceLoopOp:
+        kind = parser.parse_identifier()
+        ivs, lower, upper = loop.parse_domain(parser)
+        if len(ivs) != 1:
+            parser.raise_error("simd.reduce_loop has exactly one induction variable")
+        parser.parse_keyword("init")
+        init = parser.parse_attribute()
+        if not isinstance(init, FloatAttr):
+            parser.raise_error("expected a float attribute after 'init'")
+        attrs, body = cls.parse_body(parser, ivs)
+        return cls(kind, init.value.data, lower[0], upper[0], body).with_attributes(attrs)
+
+
+LANE_LOOPS = (LoopOp, ReduceLoopOp)
+"""The ops whose body runs W lanes at a time."""
+
+
+def enclosing_loop(op: Operation) -> LoopOp | ReduceLoopOp | None:
     p = op.parent_op()
-    while p is not None and not isinstance(p, LoopOp):
+    while p is not None and not isinstance(p, LANE_LOOPS):
         p = p.parent_op()
     return p
 
@@ -178,7 +250,7 @@ def enclosing_loop(op: Operation) -> LoopOp | None:
 # --------------------------------------------------------------------------- memory
 
 
-def _verify_in_lane_loop(op: Operation) -> LoopOp:
+def _verify_in_lane_loop(op: Operation) -> LoopOp | ReduceLoopOp:
     lp = enclosing_loop(op)
     if lp is None:
         raise VerifyException(f"{op.name} must be inside a simd.loop")
@@ -743,6 +815,7 @@ SIMD = Dialect(
     "simd",
     [
         LoopOp,
+        ReduceLoopOp,
         LoadOp,
         StoreOp,
         InBoundsOp,

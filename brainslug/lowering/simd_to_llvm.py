@@ -25,6 +25,7 @@ from brainslug.analysis.generic_phases import WHOLE_CHUNKS
 from brainslug.analysis.ranges import inside_dims
 from brainslug.dialects import simd
 from brainslug.lowering.llvm_builder import ICMP, IVal, type_suffix
+from brainslug.lowering.loop_to_llvm import reduce_step
 from brainslug.lowering.nn_to_loop.aten_vec import GELU_ERF_SCALE, MATH_IMPL, ONEDNN
 from brainslug.lowering.phase_emitter import Buffer, LaneState, OpLowering, PhaseEmitter
 
@@ -88,6 +89,45 @@ def _chunks(em: PhaseEmitter, op: simd.LoopOp) -> None:
         if not whole:
             b.if_then(b.icmp("slt", last, ub), lambda: tail(last))
     em.lane = saved
+
+
+def _reduce_loop(em: PhaseEmitter, op: simd.ReduceLoopOp) -> None:
+    """A vector accumulator over the whole chunks, the tail chunk's inactive
+    lanes replaced by the identity (0 or -inf), then one horizontal combine."""
+    b, w_lanes = em.b, em.lanes
+    (lb,), (ub,) = em.domain(op)
+    vt = VectorType(f32, [w_lanes])
+    kind = op.kind_name
+    saved = em.lane
+    identity = b.splat(b.const(0.0 if kind == "add" else float("-inf"), f32), w_lanes)
+
+    def chunk(w: IVal, mask: SSAValue | None, acc: SSAValue) -> SSAValue:
+        em.lane = LaneState(op.iv, w, mask)
+        em.values[op.iv] = w
+        (v,) = em.emit_block(op.body.block)
+        if mask is not None:
+            v = b.call(f"bs.select.{type_suffix(vt)}", [mask, v, identity], vt)
+        return reduce_step(em, kind, acc, v)
+
+    init = b.splat(b.const(op.init_value, f32), w_lanes)
+    static = isinstance(lb, int) and isinstance(ub, int)
+    if static and ub - lb < w_lanes:
+        last, acc = lb, init
+    else:
+        last, (acc,) = b.loop(lb, b.isub(ub, w_lanes), w_lanes,
+                              lambda w, c: [chunk(w, None, c[0])], [init], pred="sle")
+    if not (static and (ub - lb) % w_lanes == 0):
+        left = b.isub(ub, last)
+        if isinstance(left, int):
+            mask = b.const_vector([lane < left for lane in range(w_lanes)],
+                                  VectorType(i1, [w_lanes]))
+        else:
+            mask = b.add(llvm.ICmpOp(b.iota(w_lanes), b.splat(left, w_lanes),
+                                     IntegerAttr(ICMP["slt"], i64)))
+        acc = chunk(last, mask, acc)  # an empty tail is all masked: the identity
+    em.lane = saved
+    every = b.const(1, VectorType(i1, [w_lanes]))
+    em.values[op.result] = b.call(f"bs.reduce.{kind}.{type_suffix(vt)}", [acc, every], f32)
 
 
 # ---------------------------------------------------------------------------- lanes
@@ -392,6 +432,7 @@ def _reduce(em: PhaseEmitter, op: simd.ReduceOp) -> None:
 
 SIMD_LOWERINGS: dict[type[Operation], OpLowering] = {
     simd.LoopOp: _loop,
+    simd.ReduceLoopOp: _reduce_loop,
     simd.LoadOp: _load,
     simd.StoreOp: _store,
     simd.InBoundsOp: _in_bounds,

@@ -94,7 +94,7 @@ def phase_work(op: Operation) -> int:
     return own * max(inner, default=1)
 
 
-_WORK_DOMAINS = (loop.NestOp, loop.TileOp, simd.LoopOp, loop.ReduceOp)
+_WORK_DOMAINS = (loop.NestOp, loop.TileOp, *simd.LANE_LOOPS, loop.ReduceOp)
 
 
 class KernelLowering:

@@ -51,6 +51,23 @@ from brainslug.analysis.tile_plan import (
 from brainslug.dialects import loop, loop_kernels
 
 
+def _along(chain: list[loop.NestOp], buf: SSAValue, lead: list[int]) -> list[list[int]]:
+    """The shapes of the other buffers that `chain` accesses whose leading dims
+    are `lead` (a tile of those is in cache with the scratch tile)."""
+    seen = {buf}
+    out = []
+    for nest in chain:
+        for op in nest.walk():
+            b = getattr(op, "buffer", None)
+            if b is None or b in seen or not hasattr(b.type, "get_shape"):
+                continue
+            seen.add(b)
+            s = list(b.type.get_shape())
+            if len(s) > len(lead) and s[:len(lead)] == lead:
+                out.append(s)
+    return out
+
+
 class _Body:
     """Builds index arithmetic at the end of a block."""
 
@@ -199,8 +216,9 @@ class TileChain(RewritePattern):
         if not dims or len(pads) > 1:
             return
         shape = list(buf.type.get_shape())
+        others = _along(chain, buf, shape[:len(dims)])
         tiled, steps = plan_tiles(dims, chain[1], shape, self.budget, whole=self.halo,
-                                  split=self.split)
+                                  split=self.split, others=others)
         if not _cross_reads_direct(chain, buf, tiled):
             return
         for h in hoist:

@@ -243,6 +243,37 @@ def vectorize_nest(nest: loop.NestOp) -> loop.NestOp:
     return outer
 
 
+def vectorize_row_reductions(nest: loop.NestOp, rewriter: PatternRewriter) -> bool:
+    """Where the nest's innermost dim has extent 1 (a row statistic, as layer
+    norm's mean), vectorize its one-dim `add`/`max` reductions along their own
+    iv instead: each becomes a `simd.reduce_loop`. Whether any did."""
+    lo, hi = nest.lower_bounds()[-1], nest.upper_bounds()[-1]
+    if not (isinstance(lo, int) and isinstance(hi, int) and hi - lo == 1):
+        return False
+    done = False
+    for red in list(nest.body.block.ops):
+        if not (isinstance(red, loop.ReduceOp) and len(red.ivs) == 1
+                and len(red.accumulators) == 1 and not red.contracts):
+            continue
+        (k,) = red.ivs
+        rl = simd.ReduceLoopOp(red.kind_name, red.init_value, red.lower_bounds()[0],
+                               red.upper_bounds()[0])
+        rl.iv.name_hint = k.name_hint
+        vec = _Vectorizer(k, _varying_values(red.body.block, k), {k: rl.iv}, {})
+        try:
+            body = rl.body.block
+            for op in red.body.block.ops:
+                if isinstance(op, loop.YieldOp):
+                    body.add_op(loop.YieldOp(vec.vector(op.values[0], body)))
+                else:
+                    vec.op(op, body)
+        except NotVectorizable:
+            continue
+        rewriter.replace(red, rl)
+        done = True
+    return done
+
+
 def _is_innermost(nest: loop.NestOp) -> bool:
     return not any(isinstance(o, loop.NestOp | simd.LoopOp) for o in nest.walk() if o is not nest)
 
@@ -251,6 +282,8 @@ class VectorizeNest(RewritePattern):
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: loop.NestOp, rewriter: PatternRewriter, /):
         if not _is_innermost(op) or not op.ivs:
+            return
+        if vectorize_row_reductions(op, rewriter):
             return
         try:
             new = vectorize_nest(op)

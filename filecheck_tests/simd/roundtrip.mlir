@@ -149,3 +149,22 @@ func.func @lanes(%x: memref<?x37x13x13xf32>, %p: memref<37xf32>, %out: memref<?x
 // GENERIC:           %sum = "simd.reduce"(%u) <{kind = "add"}> : (!simd.vec<f32>) -> f32
 // GENERIC-NEXT:      %max = "simd.reduce"(%u) <{kind = "max"}> : (!simd.vec<f32>) -> f32
 // GENERIC:         }) {note = "tail"} : (index) -> ()
+
+// simd.reduce_loop: a lane loop whose yielded vectors combine into one scalar.
+func.func @reduce_loop(%x: memref<3x37xf32>, %o: memref<3xf32>) {
+  loop.nest (%r) = (0) to (3) {
+    %s = simd.reduce_loop max (%k) = (0) to (37) init 0xff800000 : f32 {
+      %v = simd.load %x[%r, %k] : memref<3x37xf32>
+      loop.yield %v : !simd.vec<f32>
+    }
+    loop.store %s, %o[%r] : f32, memref<3xf32>
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @reduce_loop
+// CHECK:         %s = simd.reduce_loop max (%k) = (0) to (37) init 0xff800000 : f32 {
+// CHECK-NEXT:      %v = simd.load %x[%r, %k] : memref<3x37xf32>
+// CHECK-NEXT:      loop.yield %v : !simd.vec<f32>
+// CHECK-NEXT:    }
+// CHECK-NEXT:    loop.store %s, %o[%r] : f32, memref<3xf32>

@@ -334,3 +334,17 @@ func.func @gap_vectors(%b: memref<37xf32>) {
 
 // CHECK: {{// -+}}
 // CHECK-NEXT: simd.loop: vectors must be positive, got 0
+
+// -----
+
+// a reducing lane loop yields the vector it adds up
+func.func @reduce_scalar(%x: memref<37xf32>) {
+  %s = simd.reduce_loop add (%k) = (0) to (37) init 0.0 : f32 {
+    %v = arith.constant 1.0 : f32
+    loop.yield %v : f32
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: simd.reduce_loop: the body yields one !simd.vec value

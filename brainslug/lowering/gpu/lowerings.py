@@ -36,6 +36,25 @@ def _loop(em: GPUPhaseEmitter, op: simd.LoopOp) -> None:
     em.lane, em.lane_offset = saved, saved_offset
 
 
+def _reduce_loop(em: GPUPhaseEmitter, op: simd.ReduceLoopOp) -> None:
+    """A row reduction in the thread that needs it: one point at a time, in
+    order (the lanes of the CPU form are not spread across threads)."""
+    b = em.b
+    (lb,), (ub,) = em.domain(op)
+    saved, saved_offset = em.lane, em.lane_offset
+    em.lane_offset = 0
+
+    def body(k: SSAValue, carried: list[SSAValue]) -> list[SSAValue]:
+        em.lane = LaneState(op.iv, k, None)
+        em.values[op.iv] = k
+        (v,) = em.emit_block(op.body.block)
+        return [scalar.reduce_step(em, op.kind_name, carried[0], v)]
+
+    _, (acc,) = b.loop(lb, ub, 1, body, [b.const(op.init_value, f32)])
+    em.values[op.result] = acc
+    em.lane, em.lane_offset = saved, saved_offset
+
+
 def _same(em: GPUPhaseEmitter, op: Operation) -> None:
     em.values[op.results[0]] = em.ival(op.operands[0])
 
@@ -106,6 +125,7 @@ def _reduce(em: GPUPhaseEmitter, op: simd.ReduceOp) -> None:
 
 GPU_LOWERINGS: dict[type[Operation], OpLowering] = {
     simd.LoopOp: _loop,
+    simd.ReduceLoopOp: _reduce_loop,
     # one scalar access at this thread's point (padded: clamped address + select)
     simd.LoadOp: scalar._load,
     simd.StoreOp: scalar._store,
