@@ -132,6 +132,18 @@ func.func @shape(%x: tensor<?x37x13x13xf32>, %y: tensor<?x16x13x13xf32>, %p: ten
 // CHECK-NEXT:    %6 = nn.mean %x {dims = array<i64: 3, 2>, keepdim = false} : tensor<?x37x13x13xf32> -> tensor<?x37xf32>
 // CHECK-NEXT:    %7 = nn.softmax %z {axis = 1 : i64} : tensor<?x10xf32> -> tensor<?x10xf32>
 
+func.func @norm(%x: tensor<?x13x37xf32>, %w: tensor<37xf32>, %b: tensor<37xf32>) {
+  %0 = nn.layer_norm %x weight %w : tensor<37xf32> bias %b : tensor<37xf32> {eps = 1.000000e-05 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  %1 = nn.layer_norm %x {eps = 1.000000e-06 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  %2 = nn.layer_norm %x bias %b : tensor<37xf32> {eps = 0.000000e+00 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  func.return
+}
+
+// CHECK-LABEL: func.func @norm
+// CHECK-NEXT:    %0 = nn.layer_norm %x weight %w : tensor<37xf32> bias %b : tensor<37xf32> {eps = 1.000000e-05 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+// CHECK-NEXT:    %1 = nn.layer_norm %x {eps = 1.000000e-06 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+// CHECK-NEXT:    %2 = nn.layer_norm %x bias %b : tensor<37xf32> {eps = 0.000000e+00 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+
 func.func @stack(%x: tensor<?x37x13x13xf32>, %p: tensor<37xf32>) -> (tensor<?x37x13x13xf32>, tensor<?x37x7x7xf32>) {
   %r:2 = nn.stack "stack0" (%x, %p) : (tensor<?x37x13x13xf32>, tensor<37xf32>) -> (tensor<?x37x13x13xf32>, tensor<?x37x7x7xf32>) {
   ^bb0(%a: tensor<?x37x13x13xf32>, %m: tensor<37xf32>):

@@ -492,3 +492,33 @@ func.func @f(%x: tensor<?x37x13x13xf32>) {
 
 // CHECK: {{// -+}}
 // CHECK-NEXT: property 'ceil_mode' expected in operation 'nn.max_pool2d'
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>, %w: tensor<13xf32>) {
+  %0 = nn.layer_norm %x weight %w : tensor<13xf32> {eps = 1.0e-5 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.layer_norm: weight must have shape [37] (the innermost dim), got [13]
+
+// -----
+
+func.func @f(%x: tensor<?x13x?xf32>) {
+  %0 = nn.layer_norm %x {eps = 1.0e-5 : f64} : tensor<?x13x?xf32> -> tensor<?x13x?xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.layer_norm: the normalised (innermost) dim must be static
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.layer_norm %x {eps = -1.0 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.layer_norm: eps must be finite and >= 0, got -1.0

@@ -69,6 +69,7 @@ from brainslug.dialects.nn.elementwise import (
     SiluOp,
     TanhOp,
 )
+from brainslug.dialects.nn.norm import LayerNormOp
 from brainslug.dialects.nn.pooling import AdaptiveAvgPool2dOp, AvgPool2dOp, MaxPool2dOp
 from brainslug.dialects.nn.properties import GeluApproximation, Impl, Layout
 from brainslug.dialects.nn.shape import CatOp, FlattenOp, MeanOp, ReshapeOp, SoftmaxOp
@@ -80,6 +81,7 @@ NN = Dialect(
         Conv2dOp,
         LinearOp,
         BatchNormOp,
+        LayerNormOp,
         ReluOp,
         SigmoidOp,
         TanhOp,
@@ -127,6 +129,7 @@ __all__ = [
     "HardswishOp",
     "IdentityOp",
     "Impl",
+    "LayerNormOp",
     "Layout",
     "LeakyReluOp",
     "LibraryOp",

@@ -1,8 +1,9 @@
-"""Reductions over tensor dims: mean (in Eigen's order for `impl = "eigen"`) and softmax."""
+"""Reductions over tensor dims: mean (in Eigen's order for `impl = "eigen"`),
+softmax and layer norm."""
 
 from __future__ import annotations
 
-from xdsl.dialects import math
+from xdsl.dialects import arith, math
 from xdsl.dialects.builtin import MemRefType, f32
 from xdsl.ir import Operation, SSAValue
 from xdsl.ir.affine import AffineMap
@@ -101,7 +102,56 @@ def lower_softmax(kb: KernelBuilder, op: nn.SoftmaxOp, buf: Buffers, out: SSAVal
     kb.nest(shape, out_body)
 
 
+def lower_layer_norm(kb: KernelBuilder, op: nn.LayerNormOp, buf: Buffers,
+                     out: SSAValue) -> None:
+    """Per row: mean = sum(x) / n, then var = sum((x - mean)^2) / n (two passes
+    over a row in cache, more accurate than one), rstd = 1 / sqrt(var + eps);
+    then y = (x * rstd + (-mean * rstd)) * weight + bias, in PyTorch's order."""
+    x = buf[op.input]
+    weight = buf[op.weight] if op.weight is not None else None
+    bias = buf[op.bias] if op.bias is not None else None
+    shape = x.type.get_shape()
+    rank = len(shape)
+    n = shape[-1]
+    red_shape = [*shape[:-1], 1]
+    mean = kb.alloc(MemRefType(f32, red_shape), "mean")
+    rstd = kb.alloc(MemRefType(f32, red_shape), "rstd")
+    xmap = AffineMap(rank + 1, 0, tuple(d(k) for k in range(rank - 1)) + (d(rank),))
+    rmap = AffineMap(rank, 0, tuple(d(k) for k in range(rank - 1)) + (cst(0),))
+    cmap = AffineMap(rank, 0, (d(rank - 1),))
+    inv_n = 1.0 / n
+
+    def mean_body(e: Emitter, ivs: list[SSAValue]) -> None:
+        s = e.reduce("add", 0.0, [n], lambda r, w: r.load(x, [*ivs, *w], xmap))
+        e.store(e.div(s, e.f(float(n))), mean, ivs)
+
+    def rstd_body(e: Emitter, ivs: list[SSAValue]) -> None:
+        m = e.load(mean, ivs)
+
+        def term(r: Emitter, w: list[SSAValue]) -> SSAValue:
+            c = r.sub(r.load(x, [*ivs, *w], xmap), m)
+            return r.mul(c, c)
+
+        var = e.mul(e.reduce("add", 0.0, [n], term), e.f(inv_n))
+        e.store(e.div(e.f(1.0), e.emit(math.SqrtOp(e.add(var, e.f(op.eps_value))))), rstd, ivs)
+
+    def out_body(e: Emitter, ivs: list[SSAValue]) -> None:
+        r = e.load(rstd, ivs, rmap)
+        shift = e.mul(e.emit(arith.NegfOp(e.load(mean, ivs, rmap))), r)
+        y = e.add(e.mul(e.load(x, ivs), r), shift)
+        if weight is not None:
+            y = e.mul(y, e.load(weight, ivs, cmap))
+        if bias is not None:
+            y = e.add(y, e.load(bias, ivs, cmap))
+        e.store(y, out, ivs)
+
+    kb.nest(red_shape, mean_body)
+    kb.nest(red_shape, rstd_body)
+    kb.nest(shape, out_body)
+
+
 LOWERINGS: dict[type[Operation], LayerLowering] = {
     nn.MeanOp: lower_mean,
     nn.SoftmaxOp: lower_softmax,
+    nn.LayerNormOp: lower_layer_norm,
 }

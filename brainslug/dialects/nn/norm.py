@@ -1,0 +1,120 @@
+"""Normalisation over the innermost dim: `nn.layer_norm`."""
+
+from __future__ import annotations
+
+import math
+
+from xdsl.dialects.builtin import TensorType
+from xdsl.ir import Attribute
+from xdsl.irdl import (
+    AttrSizedOperandSegments,
+    IRDLOperation,
+    ParsePropInAttrDict,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    prop_def,
+    result_def,
+    traits_def,
+)
+from xdsl.traits import Pure
+
+from brainslug.dialects.nn.base import (
+    MemoryBound,
+    Operand,
+    check_result_type,
+    f64_attr,
+    make_tensor,
+    tensor_shape,
+    type_of,
+    verify_error,
+)
+from brainslug.dialects.nn.properties import ConstrainedProperties, F64Property
+
+
+@irdl_op_definition
+class LayerNormOp(IRDLOperation):
+    """Layer normalisation over the innermost dim of each row:
+    `y = (x - mean) * rstd * weight + bias`, with `mean` and the biased
+    variance `var` over the row and `rstd = 1 / sqrt(var + eps)`; `weight` and
+    `bias` (of the row's length) are optional. The row is the last dim of a
+    row-major tensor, or C of a channels-last one (ConvNeXt's LayerNorm2d).
+    """
+
+    name = "nn.layer_norm"
+
+    input = operand_def(TensorType)
+    weight = opt_operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    output = result_def(TensorType)
+
+    eps = prop_def(F64Property())
+
+    irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
+    assembly_format = (
+        "$input (`weight` $weight^ `:` type($weight))? (`bias` $bias^ `:` type($bias))? "
+        "attr-dict `:` type($input) `->` type($output)"
+    )
+    traits = traits_def(Pure(), MemoryBound(), ConstrainedProperties())
+
+    def __init__(
+        self,
+        input: Operand,
+        weight: Operand | None = None,
+        bias: Operand | None = None,
+        *,
+        eps: float = 1e-5,
+        result_type: Attribute | None = None,
+    ):
+        if result_type is None:
+            result_type = self.infer_type(
+                type_of(input),
+                None if weight is None else type_of(weight),
+                None if bias is None else type_of(bias),
+                eps=eps,
+            )
+        super().__init__(
+            operands=[input, [] if weight is None else [weight], [] if bias is None else [bias]],
+            result_types=[result_type],
+            properties={"eps": f64_attr(eps)},
+        )
+
+    @property
+    def eps_value(self) -> float:
+        return self.eps.value.data
+
+    @classmethod
+    def infer_type(
+        cls,
+        input_type: Attribute,
+        weight_type: Attribute | None,
+        bias_type: Attribute | None,
+        *,
+        eps: float,
+    ) -> TensorType:
+        n = cls.name
+        x = tensor_shape(n, "input", input_type)
+        if not x:
+            raise verify_error(n, "input must have at least one dim")
+        row = x[-1]
+        if row < 0:
+            raise verify_error(n, "the normalised (innermost) dim must be static")
+        if not eps >= 0.0 or math.isinf(eps):
+            raise verify_error(n, f"eps must be finite and >= 0, got {eps}")
+        for what, ty in (("weight", weight_type), ("bias", bias_type)):
+            if ty is None:
+                continue
+            shape = tensor_shape(n, what, ty)
+            if list(shape) != [row]:
+                raise verify_error(n, f"{what} must have shape [{row}] (the innermost dim), "
+                                      f"got {list(shape)}")
+        return make_tensor(x)
+
+    def verify_(self) -> None:
+        inferred = self.infer_type(
+            self.input.type,
+            None if self.weight is None else self.weight.type,
+            None if self.bias is None else self.bias.type,
+            eps=self.eps_value,
+        )
+        check_result_type(self.name, self.output.type, inferred)
