@@ -76,7 +76,10 @@ def test_layouts_match_eager(layout: str) -> None:
     model = Small().eval()
     randomize_bn(model)
     opt = brainslug.optimize(model, [0, 3, 17, 17], layout=layout)
-    assert all(s.layout == layout for s in opt.info.stacks if s.compiled)
+    # (the stack after PyTorch's cat of z and its transpose reads the cat as
+    # PyTorch stores it: row-major, whatever the plan's layout)
+    convs = [s for s in opt.info.stacks if s.compiled and "batch_norm" in " ".join(s.layers)]
+    assert convs and all(s.layout == layout for s in convs)
     for batch in (1, 3):
         x = torch.randn(batch, 3, 17, 17)
         with torch.no_grad():

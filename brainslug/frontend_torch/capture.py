@@ -29,11 +29,15 @@ from xdsl.ir import Operation, Region, SSAValue
 from brainslug.dialects import nn
 from brainslug.frontend_torch import op_specs as ops
 from brainslug.frontend_torch.graph_builder import (
+    NCHW_TO_NHWC,
     GraphBuilder,
     LibraryCall,
+    Order,
     Unmapped,
+    default_order,
+    rank,
 )
-from brainslug.plan.capture import NODE_ATTR, value_name
+from brainslug.plan.capture import NODE_ATTR
 
 
 @dataclass
@@ -48,6 +52,8 @@ class Capture:
     values: dict[str, SSAValue]
     # fx node name -> why it stayed in PyTorch
     library_reasons: dict[str, str] = field(default_factory=dict)
+    # fx node name -> memory order of its IR value (physical axis i holds logical axis [i])
+    orders: dict[str, Order] = field(default_factory=dict)
 
 
 
@@ -75,15 +81,41 @@ def export(model: tnn.Module, shape: Sequence[int]) -> fx.GraphModule:
         model.train(was_training)
 
 
-def _tensor_meta(gm: fx.GraphModule, inputs: Sequence[torch.Tensor]) -> dict[str, Any]:
-    """Shape and dtype of every node's result (tensors; tuples of tensors as lists)."""
+def stride_order(t: torch.Tensor) -> tuple[int, ...]:
+    """The logical dims of `t` from the outermost in memory to the innermost
+    (largest stride first; ties in logical order)."""
+    return tuple(sorted(range(t.dim()), key=lambda k: (-t.stride(k), k)))
+
+
+_CONV_FUNCTIONS = {F.conv2d, torch.conv2d, torch.ops.aten.conv2d.default,
+                   torch.ops.aten.convolution.default}
+_CONV_MODULES = ("Conv2d", "PackedConv2d", "ConvAct", "ConvAdd")
+
+
+def _is_conv(n: fx.Node, modules: dict[str, tnn.Module]) -> bool:
+    if n.op == "call_function":
+        return n.target in _CONV_FUNCTIONS
+    if n.op == "call_module" and str(n.target) in modules:
+        return any(t.__name__ in _CONV_MODULES for t in type(modules[str(n.target)]).__mro__)
+    return False
+
+
+def _tensor_meta(gm: fx.GraphModule, inputs: Sequence[torch.Tensor],
+                 orders: bool = False) -> dict[str, Any]:
+    """Shape and dtype of every node's result (tensors), or with `orders` its
+    `stride_order`."""
     metas: dict[str, Any] = {}
+    modules = dict(gm.named_modules())
 
     class Recorder(fx.Interpreter):
         def run_node(self, n: fx.Node) -> Any:
             out = super().run_node(n)
+            if orders and isinstance(out, torch.Tensor) and out.dim() == 4 \
+                    and _is_conv(n, modules):
+                # oneDNN's convolutions keep channels-last; their meta kernels don't
+                out = out.contiguous(memory_format=torch.channels_last)
             if isinstance(out, torch.Tensor):
-                metas[n.name] = (tuple(out.shape), out.dtype)
+                metas[n.name] = stride_order(out) if orders else (tuple(out.shape), out.dtype)
             return out
 
     mods = list(gm.modules())
@@ -100,7 +132,8 @@ def _tensor_meta(gm: fx.GraphModule, inputs: Sequence[torch.Tensor]) -> dict[str
 
 
 def _meta_run(
-    gm: fx.GraphModule, example_shapes: Sequence[Sequence[int]], batches: Sequence[int]
+    gm: fx.GraphModule, example_shapes: Sequence[Sequence[int]], batches: Sequence[int],
+    orders: bool = False,
 ) -> list[dict[str, Any]]:
     """`_tensor_meta` per batch size, on meta tensors: a copy of `gm` whose
     parameters and buffers are meta tensors (the model is neither changed nor
@@ -112,13 +145,36 @@ def _meta_run(
     for b in gm.buffers():
         memo[id(b)] = torch.empty_like(b, device="meta")
     meta = copy.deepcopy(gm, memo)
-    return [
-        _tensor_meta(meta, [
-            torch.empty([batch if d == 0 else d for d in shape], device="meta")
-            for shape in example_shapes
-        ])
-        for batch in batches
-    ]
+    out = []
+    for batch in batches:
+        xs = [_channels_last_if(orders, torch.empty([batch if d == 0 else d for d in shape],
+                                                    device="meta"))
+              for shape in example_shapes]
+        out.append(_tensor_meta(meta, xs, orders=True) if orders else _tensor_meta(meta, xs))
+    return out
+
+
+def _channels_last_if(cond: bool, x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if cond and x.dim() == 4 else x
+
+
+def memory_orders(gm: fx.GraphModule, example_shapes: Sequence[Sequence[int]]
+                  ) -> dict[str, tuple[int, ...]]:
+    """The `stride_order` of every tensor node's result when the rank-4 inputs
+    are channels-last, as in an NHWC plan: the memory order in which PyTorch
+    hands each layer's result to the next (a permute of a channels-last tensor
+    is a contiguous one). Meta tensors at batch 2, else a real run; {} when
+    neither runs."""
+    try:
+        return _meta_run(gm, example_shapes, (2,), orders=True)[0]
+    except Exception:
+        pass
+    try:
+        return _tensor_meta(gm, [
+            _channels_last_if(True, torch.randn([2 if d == 0 else d for d in shape]))
+            for shape in example_shapes], orders=True)
+    except Exception:
+        return {}
 
 
 def propagate_shapes(
@@ -177,6 +233,7 @@ _MODULES: dict[type, ops.OpSpec] = {
     tnn.AdaptiveAvgPool2d: ops.ADAPTIVE_AVG_POOL2D,
     tnn.Flatten: ops.FLATTEN,
     tnn.Softmax: ops.SOFTMAX,
+    tnn.LayerNorm: ops.LAYER_NORM,
 }
 """The op of each module type (and of its subclasses)."""
 
@@ -204,6 +261,8 @@ _FUNCTIONS: dict[Any, ops.OpSpec] = {
     operator.add: ops.ADD, torch.add: ops.ADD,
     operator.mul: ops.MUL, torch.mul: ops.MUL,
     F.softmax: ops.SOFTMAX, torch.softmax: ops.SOFTMAX,
+    torch.permute: ops.PERMUTE, torch.transpose: ops.TRANSPOSE,
+    F.layer_norm: ops.LAYER_NORM, torch.layer_norm: ops.LAYER_NORM,
 }
 try:  # torchvision wraps stochastic depth for fx: a call of its own in the graph
     from torchvision.ops import StochasticDepth, stochastic_depth
@@ -224,6 +283,8 @@ _METHODS: dict[str, ops.OpSpec] = {
     "reshape": ops.RESHAPE,
     "add": ops.ADD,
     "mul": ops.MUL,
+    "permute": ops.PERMUTE,
+    "transpose": ops.TRANSPOSE,
 }
 """Tensor methods by name; `x.name_()` is the in-place form of `x.name()`."""
 
@@ -253,6 +314,9 @@ _ATEN: dict[str, ops.OpSpec] = {
     "mul.Tensor": ops.MUL,
     "softmax.int": ops.SOFTMAX,
     "_softmax.default": ops.SOFTMAX,
+    "layer_norm.default": ops.LAYER_NORM,
+    "permute.default": ops.PERMUTE,
+    "transpose.int": ops.TRANSPOSE,
 }
 """ATen overloads (`packet.overload`) by op; `packet_` is the in-place form of `packet`."""
 
@@ -265,7 +329,7 @@ half inputs (which never have an IR value)."""
 
 
 def _build(b: GraphBuilder, n: fx.Node, spec: ops.OpSpec, args: Sequence[Any],
-           kwargs: Mapping[str, Any], in_place: bool = False) -> Operation:
+           kwargs: Mapping[str, Any], in_place: bool = False) -> Operation | ops.Ordered:
     """`n`'s op from its arguments bound to `spec`. An in-place form (or
     `inplace=True`) is functional only where nothing else sees its input."""
     call = ops.Call(b, n, spec.bind(args, kwargs))
@@ -276,13 +340,13 @@ def _build(b: GraphBuilder, n: fx.Node, spec: ops.OpSpec, args: Sequence[Any],
     return spec.build(call)
 
 
-def _map_module(b: GraphBuilder, n: fx.Node, m: tnn.Module) -> Operation:
+def _map_module(b: GraphBuilder, n: fx.Node, m: tnn.Module) -> Operation | ops.Ordered:
     """A module call: the module's attributes are the op's arguments of the same name
     (`training` aside: the capture is of inference)."""
     if type(m).__name__ in ("ConvAct", "ConvAdd"):
         what = "residual add" + (" and ReLU" if m.act else "") if type(m).__name__ == "ConvAdd" \
             else m.act
-        raise LibraryCall(f"convolution with its {what} as oneDNN post-ops")
+        raise LibraryCall(f"convolution with its {what} as oneDNN post-ops", NCHW_TO_NHWC)
     spec = next((_MODULES[t] for t in type(m).__mro__ if t in _MODULES), None)
     if spec is None:
         raise Unmapped(f"module {type(m).__name__}")
@@ -296,7 +360,7 @@ def _map_module(b: GraphBuilder, n: fx.Node, m: tnn.Module) -> Operation:
     return _build(b, n, spec, n.args, {**n.kwargs, **attrs})
 
 
-def _map_function(b: GraphBuilder, n: fx.Node) -> Operation:
+def _map_function(b: GraphBuilder, n: fx.Node) -> Operation | ops.Ordered:
     """A function call (torch, torch.nn.functional, operator) with its own arguments."""
     f = n.target
     if isinstance(f, torch._ops.OpOverload):
@@ -308,7 +372,7 @@ def _map_function(b: GraphBuilder, n: fx.Node) -> Operation:
     return _build(b, n, _FUNCTIONS[f], n.args, n.kwargs)
 
 
-def _map_method(b: GraphBuilder, n: fx.Node) -> Operation:
+def _map_method(b: GraphBuilder, n: fx.Node) -> Operation | ops.Ordered:
     """A tensor method: the tensor is the first argument."""
     name = str(n.target)
     in_place = name.endswith("_")
@@ -318,7 +382,7 @@ def _map_method(b: GraphBuilder, n: fx.Node) -> Operation:
     return _build(b, n, spec, n.args, n.kwargs, in_place)
 
 
-def _map_aten(b: GraphBuilder, n: fx.Node) -> Operation:
+def _map_aten(b: GraphBuilder, n: fx.Node) -> Operation | ops.Ordered:
     """An ATen op of a torch.export graph (high-level training IR), its arguments
     named by the overload's schema."""
     op = n.target
@@ -358,6 +422,7 @@ def capture(
     layout: str = "NCHW",
     compile_convs: bool | Collection[str] = False,
     conv_block: int = 0,
+    orders: dict[str, Order] | None = None,
 ) -> Capture:
     """Build the graph function `@forward` of a traced module.
 
@@ -366,15 +431,19 @@ def capture(
     Layers that see the memory order (reshape, rank-changing flatten,
     broadcasts between ranks) then run in PyTorch, and so do convolutions
     unless `compile_convs` (True, or the fx names of those compiled; their
-    weights blocked by `conv_block` output channels where there are more)."""
+    weights blocked by `conv_block` output channels where there are more).
+    `orders` (`memory_orders`) are the memory orders of the results that
+    PyTorch computes; each value is typed as it is stored, so that a permute
+    of a channels-last tensor is a row-major one, not a copy."""
     metas = metas if metas is not None else propagate_shapes(gm, example_shapes)
-    b = GraphBuilder(gm, metas, layout, compile_convs, conv_block)
+    b = GraphBuilder(gm, metas, layout, compile_convs, conv_block, orders)
     modules = dict(gm.named_modules())
     outputs: list[SSAValue] = []
     for n in gm.graph.nodes:
         if n.op == "placeholder":
             if n.name in metas:
-                b.values[n.name] = b.arg(b.result_type(n), n, n.name)
+                v = b.values[n.name] = b.arg(b.result_type(n), n, n.name)
+                b.orders[v] = default_order(rank(v), layout)
             continue
         if n.op == "get_attr":
             t = _get_attr(gm, str(n.target))
@@ -393,7 +462,10 @@ def capture(
                 op = _map_method(b, n)
             else:
                 raise Unmapped(n.op)
-            b.emit(n, op)
+            if isinstance(op, ops.Ordered):
+                b.emit(n, op.op, op.order)
+            else:
+                b.emit(n, op)
         except Exception as e:  # any node we can't map runs in PyTorch
             if n.name not in metas:
                 # not a tensor (sizes, tuples): PyTorch computes it; the marker keeps
@@ -407,16 +479,15 @@ def capture(
             if not isinstance(e, LibraryCall):
                 b.reasons[n.name] = str(e) if isinstance(e, Unmapped) \
                     else f"{type(e).__name__}: {e}"
-            lib = nn.LibraryOp(_callee(n), _tensor_inputs(b, n), [b.result_type(n)])
-            lib.attributes[NODE_ATTR] = StringAttr(n.name)
-            lib.results[0].name_hint = value_name(n.name)
-            b.block.add_op(lib)
-            b.values[n.name] = lib.results[0]
+            order = b.library_order(n, e.order if isinstance(e, LibraryCall) else None)
+            lib = nn.LibraryOp(_callee(n), _tensor_inputs(b, n), [b.result_type(n, order)])
+            b.emit_library(n, lib, order)
     b.block.add_op(func.ReturnOp(*outputs))
     fn = func.FuncOp("forward", ([a.type for a in b.block.args], [o.type for o in outputs]),
                      Region(b.block))
     module = ModuleOp([fn])
-    return Capture(gm, module, b.args, b.values, b.reasons)
+    orders = {name: b.order(v) for name, v in b.values.items()}
+    return Capture(gm, module, b.args, b.values, b.reasons, orders)
 
 
 def _flatten_nodes(a: Any) -> list[fx.Node]:

@@ -18,11 +18,13 @@ import torch.fx as fx
 from xdsl.dialects.builtin import ModuleOp
 
 from brainslug.frontend_torch.bind import rewrite_graph
-from brainslug.frontend_torch.capture import Capture, capture, propagate_shapes
+from brainslug.frontend_torch.capture import Capture, capture, memory_orders, propagate_shapes
 from brainslug.frontend_torch.graph import captured
+from brainslug.frontend_torch.graph_builder import Order, default_order
 from brainslug.frontend_torch.kernel_module import StackKernel
 from brainslug.plan.compile import cached_record, compile_stacks
 from brainslug.plan.report import PlanInfo
+from brainslug.plan.stacks import StackBinding
 from brainslug.plan.targets import CpuTarget
 
 Metas = dict[str, tuple[tuple[int, ...], torch.dtype]]
@@ -55,16 +57,30 @@ def _renumbered(text: str) -> str:
     return _CONSTANT.sub(lambda m: names.setdefault(m[0], f"_tensor_constant{len(names)}"), text)
 
 
-def _metas_to_json(metas: Metas) -> dict[str, Any]:
-    return {n: [list(s), str(t)] for n, (s, t) in metas.items()}
+def _metas_to_json(metas: Metas, orders: dict[str, Order]) -> dict[str, Any]:
+    return {"metas": {n: [list(s), str(t)] for n, (s, t) in metas.items()},
+            "orders": {n: list(o) for n, o in orders.items()}}
 
 
-def _metas_from_json(d: Any) -> Metas | None:
+def _metas_from_json(d: Any) -> tuple[Metas, dict[str, Order]] | None:
     try:
-        return {name: (tuple(shape), getattr(torch, dtype.removeprefix("torch.")))
-                for name, (shape, dtype) in d.items()}
-    except (ValueError, TypeError, AttributeError):
+        metas = {name: (tuple(shape), getattr(torch, dtype.removeprefix("torch.")))
+                 for name, (shape, dtype) in d["metas"].items()}
+        return metas, {name: tuple(o) for name, o in d["orders"].items()}
+    except (ValueError, TypeError, AttributeError, KeyError):
         return None
+
+
+def stack_orders(cap: Capture, binding: StackBinding, layout: str) -> list[Order | None]:
+    """The memory order of each buffer of a stack's kernel: inputs, then outputs."""
+    out: list[Order | None] = []
+    for src in binding.inputs:
+        if isinstance(src, str):
+            out.append(cap.orders.get(src))
+        else:
+            t = src.value
+            out.append(default_order(t.dim(), layout) if isinstance(t, torch.Tensor) else None)
+    return out + [cap.orders.get(name) for name in binding.outputs]
 
 
 def compile_plan(
@@ -92,23 +108,30 @@ def compile_plan(
         convs = False
     target = CpuTarget(cpu, threads, bool(convs))
     key = record = None
+    orders: dict[str, Order] = {}
+    examples = [shape] if shape is not None else []
     if metas is None:
         compiled = ",".join(sorted(convs)) if not isinstance(convs, bool) else str(convs)
         key, record = cached_record([*plan_key_parts(gm, shape, layout, target), compiled,
                                      f"only_convs={only_convs}"])
-        metas = _metas_from_json(record.frontend) if record is not None else None
-        if metas is None:
+        found = _metas_from_json(record.frontend) if record is not None else None
+        if found is None:
             record = None
             metas = _shapes(gm, shape)
+            orders = memory_orders(gm, examples) if layout == "NHWC" else {}
+        else:
+            metas, orders = found
+    elif layout == "NHWC":
+        orders = memory_orders(gm, examples)
     # a register block of 4 vectors reads one block of packed weights
-    cap = capture(gm, [shape] if shape is not None else [], metas, layout, convs,
-                  conv_block=4 * target.backend.lanes)
+    cap = capture(gm, examples, metas, layout, convs,
+                  conv_block=4 * target.backend.lanes, orders=orders)
     stacks = compile_stacks(captured(cap), target, key=key, record=record,
-                            frontend_data=_metas_to_json(metas),
+                            frontend_data=_metas_to_json(metas, orders),
                             only=_has_conv if only_convs else None)
     kernels = {
         b.name: StackKernel(b.name, stacks.runners[b.name], b.inputs, b.output_shapes,
-                            channels_last=layout == "NHWC")
+                            stack_orders(cap, b, layout))
         for b in stacks.bindings if b.name in stacks.runners
     }
     info = stacks.info

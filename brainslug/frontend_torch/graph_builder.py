@@ -20,23 +20,45 @@ class Unmapped(Exception):
 
 
 class LibraryCall(Exception):
-    """The node runs in PyTorch by design (a channels-last convolution), not as a fallback."""
+    """The node runs in PyTorch by design (a channels-last convolution), not as
+    a fallback; `order` is the memory order of its result where PyTorch's meta
+    kernels don't tell it (a channels-last convolution's)."""
+
+    def __init__(self, message: str, order: tuple[int, ...] | None = None):
+        super().__init__(message)
+        self.order = order
 
 
 NCHW_TO_NHWC = (0, 2, 3, 1)
 """Physical NHWC dims as logical NCHW dims: physical axis i holds logical axis [i]."""
 
+Order = tuple[int, ...]
+"""A value's memory order: physical axis i (row-major) holds logical axis order[i]."""
+
+
+def default_order(rank: int, layout: str) -> Order:
+    """Channels-last for rank-4 tensors of an NHWC plan, else row-major."""
+    return NCHW_TO_NHWC if layout == "NHWC" and rank == 4 else tuple(range(rank))
+
+
+def canonical_order(order: Sequence[int], shape: Sequence[int], preferred: Order) -> Order:
+    """`preferred` where it lays out the same memory as `order` (they differ
+    only in where extents of 1 go), else `order`."""
+    def moving(o: Sequence[int]) -> list[int]:
+        return [k for k in o if shape[k] != 1]
+    return preferred if moving(order) == moving(preferred) else tuple(order)
+
 
 def physical_axis(axis: int, rank: int, layout: str) -> int:
     """The physical axis of logical (PyTorch) axis `axis` under `layout`."""
-    return NCHW_TO_NHWC.index(axis) if layout == "NHWC" and rank == 4 else axis
+    return default_order(rank, layout).index(axis)
 
 
-def physical_shape(shape: Sequence[int], layout: str) -> tuple[int, ...]:
-    """A logical NCHW shape as stored under `layout` (rank-4 tensors only)."""
-    shape = tuple(shape)
-    return tuple(shape[d] for d in NCHW_TO_NHWC) if layout == "NHWC" and len(shape) == 4 \
-        else shape
+def physical_shape(shape: Sequence[int], layout_or_order: str | Sequence[int]) -> tuple[int, ...]:
+    """A logical shape as stored in `order` (or a layout's default order)."""
+    order = default_order(len(shape), layout_or_order) if isinstance(layout_or_order, str) \
+        else layout_or_order
+    return tuple(shape[k] for k in order)
 
 
 _DTYPES: dict[torch.dtype, Attribute] = {torch.float32: f32, torch.int64: i64, torch.bool: i1}
@@ -59,10 +81,15 @@ class GraphBuilder:
     """Emits IR for fx nodes into the graph function's block."""
 
     def __init__(self, gm: fx.GraphModule, metas: dict[str, Any], layout: str = "NCHW",
-                 compile_convs: bool | Collection[str] = False, conv_block: int = 0):
+                 compile_convs: bool | Collection[str] = False, conv_block: int = 0,
+                 memory_orders: dict[str, Order] | None = None):
         self.gm = gm
         self.metas = metas
         self.layout = layout
+        # the stride order PyTorch gives each node's result in this plan (`memory_orders`)
+        self.memory_orders = memory_orders or {}
+        # the memory order of every IR value (default_order where absent)
+        self.orders: dict[SSAValue, Order] = {}
         self.compile_convs = compile_convs if layout == "NHWC" else False
         self.conv_block = conv_block
         self.block = Block()
@@ -84,6 +111,30 @@ class GraphBuilder:
             self.param_args[key] = self.arg(tensor_type(shape, tensor.dtype), tensor, name)
         return self.param_args[key]
 
+    def param_like(self, tensor: torch.Tensor, name: str, like: SSAValue) -> SSAValue:
+        """`tensor` (a parameter) as an operand broadcast against `like`: where
+        `like` has a higher rank or another memory order, the argument is the
+        view of `tensor` in `like`'s physical order (`ParamView`); Unmapped
+        where no view of its memory has that order."""
+        r, order = rank(like), self.order(like)
+        if tensor.dim() > r:
+            raise Unmapped("a parameter of higher rank than the tensor it broadcasts to")
+        if (tensor.dim() == r and order == default_order(r, self.layout)) or (
+                tensor.dim() < 4 and order == tuple(range(r))):
+            return self.param(tensor, name)  # numpy broadcasting
+        ext = [1] * (r - tensor.dim()) + list(tensor.shape)
+        moving = [k for k in order if ext[k] != 1]
+        if moving != sorted(moving):
+            raise Unmapped("a parameter whose memory order differs from the tensor's")
+        shape = physical_shape(ext, order)
+        key = ("view", shape, id(tensor))
+        if key not in self.param_args:
+            from brainslug.frontend_torch.weight_watch import ParamView
+
+            view = ParamView(tensor, shape)
+            self.param_args[key] = self.arg(tensor_type(shape, tensor.dtype), view,
+                                            name)  # type: ignore[arg-type]
+        return self.param_args[key]
     def conv_weight(self, tensor: torch.Tensor, name: str, groups: int) -> SSAValue:
         """A convolution's OIHW weight as the argument of a compiled
         channels-last convolution (packed at run time, repacked on change):
@@ -106,24 +157,62 @@ class GraphBuilder:
             raise Unmapped(f"operand {n} is not a tensor known to BrainSlug")
         return self.values[n.name]
 
-    def result_type(self, n: fx.Node) -> TensorType:
+    def logical_shape(self, n: fx.Node) -> tuple[int, ...]:
         meta = self.metas.get(n.name)
         if meta is None:
             raise Unmapped("its result is not a tensor")
-        shape, dtype = meta
-        return tensor_type(physical_shape(shape, self.layout), dtype)
+        return tuple(meta[0])
+
+    def result_type(self, n: fx.Node, order: Sequence[int] | None = None) -> TensorType:
+        """The IR type of `n`'s result stored in `order` (the default order of its rank)."""
+        shape = self.logical_shape(n)
+        order = default_order(len(shape), self.layout) if order is None else order
+        return tensor_type(physical_shape(shape, order), self.metas[n.name][1])
+
+    def library_order(self, n: fx.Node, found: Sequence[int] | None = None) -> Order:
+        """The memory order of a result that PyTorch computes (`found`, else
+        what its meta kernel gives in this plan), as the default order of its
+        rank where that is the same memory."""
+        shape = self.logical_shape(n)
+        preferred = default_order(len(shape), self.layout)
+        found = found or self.memory_orders.get(n.name)
+        if found is None or len(found) != len(shape):
+            return preferred
+        return canonical_order(found, shape, preferred)
+
+    def logical_shape_of(self, v: SSAValue) -> tuple[int, ...]:
+        """The PyTorch shape of IR value `v`."""
+        phys, order = v.type.get_shape(), self.order(v)
+        shape = [0] * len(phys)
+        for i, k in enumerate(order):
+            shape[k] = phys[i]
+        return tuple(shape)
+
+    def order(self, v: SSAValue) -> Order:
+        """The memory order of IR value `v`."""
+        return self.orders.get(v) or default_order(rank(v), self.layout)
 
     def axis(self, v: SSAValue, axis: int) -> int:
         """The physical axis of logical axis `axis` of value `v`."""
-        r = rank(v)
-        return physical_axis(axis % r, r, self.layout)
+        return self.order(v).index(axis % rank(v))
 
     def channels_last(self, *values: SSAValue) -> bool:
-        return self.layout == "NHWC" and any(rank(v) == 4 for v in values)
+        """Whether a value is a rank-4 tensor stored channels-last."""
+        return any(rank(v) == 4 and self.order(v) == NCHW_TO_NHWC for v in values)
+
+    def row_major(self, v: SSAValue) -> bool:
+        return self.order(v) == tuple(range(rank(v)))
 
     def layout_of(self, v: SSAValue) -> str:
-        """The `layout` property of a layer whose input is `v`."""
-        return "NHWC" if self.channels_last(v) else "NCHW"
+        """The `layout` property of a layer whose input is `v`: NHWC for a
+        channels-last value, NCHW for a row-major one; Unmapped for any other
+        memory order."""
+        if self.channels_last(v):
+            return "NHWC"
+        if not self.row_major(v):
+            raise Unmapped(f"a layer that sees the memory order, on a tensor stored in "
+                           f"order {self.order(v)}")
+        return "NCHW"
 
     def library_conv(self, node: str) -> None:
         """LibraryCall unless the convolution at fx node `node` is compiled:
@@ -133,15 +222,32 @@ class GraphBuilder:
         wanted = self.compile_convs
         if wanted is True or (not isinstance(wanted, bool) and node in wanted):
             return
-        raise LibraryCall("channels-last convolution in PyTorch")
+        raise LibraryCall("channels-last convolution in PyTorch", NCHW_TO_NHWC)
 
-    def emit(self, n: fx.Node, op: Operation) -> None:
+    def emit(self, n: fx.Node, op: Operation, order: Sequence[int] | None = None) -> None:
+        """Add `op` as node `n`. Its result is stored in `order`; by default in
+        the order of its first operand of the same rank (elementwise layers,
+        norms, pools), else the default order of its rank."""
         op.attributes[NODE_ATTR] = StringAttr(n.name)
         if op.results:
-            declared = self.result_type(n)
+            r = len(op.results[0].type.get_shape())
+            if order is None:
+                same = [self.orders[v] for v in op.operands
+                        if v in self.orders and len(self.orders[v]) == r]
+                order = same[0] if same else default_order(r, self.layout)
+            declared = self.result_type(n, order)
             if op.results[0].type != declared:
                 raise Unmapped(f"inferred {op.results[0].type}, traced {declared}")
         self.block.add_op(op)
         if op.results:
             op.results[0].name_hint = value_name(n.name)
             self.values[n.name] = op.results[0]
+            self.orders[op.results[0]] = tuple(order)
+
+    def emit_library(self, n: fx.Node, op: Operation, order: Order) -> None:
+        """Add `op`, a call that PyTorch runs, as node `n` (its result stored in `order`)."""
+        op.attributes[NODE_ATTR] = StringAttr(n.name)
+        self.block.add_op(op)
+        op.results[0].name_hint = value_name(n.name)
+        self.values[n.name] = op.results[0]
+        self.orders[op.results[0]] = order

@@ -8,8 +8,31 @@ from typing import Any
 
 import torch
 
-from brainslug.frontend_torch.weight_watch import PackedWeight
+from brainslug.frontend_torch.weight_watch import PackedWeight, ParamView
 from brainslug.plan.capture import Bound, Source
+
+Order = tuple[int, ...] | None
+"""How a kernel buffer is stored: physical axis i holds logical axis order[i]
+(None: row-major)."""
+
+
+def physical_view(t: torch.Tensor, order: Order) -> torch.Tensor:
+    """`t` with its dims in physical order (no copy)."""
+    return t if order is None else t.permute(order)
+
+
+def logical_view(t: torch.Tensor, order: Order) -> torch.Tensor:
+    """A physical buffer `t` with its dims back in logical order (no copy)."""
+    if order is None:
+        return t
+    inverse = [0] * len(order)
+    for i, k in enumerate(order):
+        inverse[k] = i
+    return t.permute(inverse)
+
+
+def row_major_or_none(order: Sequence[int] | None) -> Order:
+    return None if order is None or tuple(order) == tuple(range(len(order))) else tuple(order)
 
 
 class StackKernel(torch.nn.Module):
@@ -20,23 +43,30 @@ class StackKernel(torch.nn.Module):
     come from the plan's arena (`use_arena`), or are allocated per call when
     they leave the graph.
 
-    With `channels_last`, the kernel's rank-4 buffers are NHWC: a tensor `t`
-    is passed as the view `t.permute(0, 2, 3, 1)` (no copy when `t` is
-    channels-last) and an output buffer `o` is returned as `o.permute(0, 3, 1, 2)`,
-    a channels-last tensor.
+    `orders` gives the memory order of each buffer (inputs, then outputs) as
+    the kernel reads it: a tensor `t` is passed as the view `t.permute(order)`
+    (no copy when `t` is stored that way, as a channels-last tensor is in
+    order (0, 2, 3, 1)) and an output buffer `o` is returned as the inverse
+    permute of `o`.
     """
 
     is_stack_kernel = True
 
     def __init__(self, name: str, runner: Any, inputs: Sequence[Source],
-                 output_shapes: Sequence[tuple[int, ...]], channels_last: bool = False):
+                 output_shapes: Sequence[tuple[int, ...]],
+                 orders: Sequence[Sequence[int] | None] = ()):
         super().__init__()
-        self.channels_last = channels_last
         self.stack_name = name
         self.runner = runner
         self._bound: list[Any] = [x.value if isinstance(x, Bound) else None for x in inputs]
-        # bound weights kept packed (`PackedWeight`: HWIO copies, repacked on change)
-        self._packed = [i for i, t in enumerate(self._bound) if isinstance(t, PackedWeight)]
+        orders = [row_major_or_none(o) for o in orders] or [None] * (
+            len(inputs) + len(output_shapes))
+        self._in_orders: list[Order] = orders[:len(inputs)]
+        self._out_orders: list[Order] = orders[len(inputs):]
+        # bound weights in another shape or order: `PackedWeight` (HWIO copies,
+        # repacked on change), `ParamView` (a view of another rank)
+        self._packed = [i for i, t in enumerate(self._bound)
+                        if isinstance(t, PackedWeight | ParamView)]
         self._packed_set = frozenset(self._packed)
         self._slots = [i for i, x in enumerate(self._bound) if x is None]
         self.output_shapes = [tuple(s) for s in output_shapes]
@@ -48,9 +78,9 @@ class StackKernel(torch.nn.Module):
         self._checked: dict[tuple[torch.Size, ...], list[tuple[int, int]]] = {}
         # bound tensors stored as the kernel wants them: pointers can be passed as they are
         self._fast_ok = all(
-            t is None or isinstance(t, PackedWeight)
-            or (t.is_contiguous() and not (channels_last and t.dim() == 4))
-            for t in self._bound
+            t is None or i in self._packed_set
+            or physical_view(t, self._in_orders[i]).is_contiguous()
+            for i, t in enumerate(self._bound)
         )
 
     def use_arena(self, arena: Any, slots: list[int | None]) -> None:
@@ -69,9 +99,7 @@ class StackKernel(torch.nn.Module):
         for i in self._packed:
             ptrs[i] = self._bound[i].current().data_ptr()
         for slot, a in zip(self._slots, activations, strict=True):
-            fmt = torch.channels_last if self.channels_last and a.dim() == 4 \
-                else torch.contiguous_format
-            if not a.is_contiguous(memory_format=fmt):
+            if not physical_view(a, self._in_orders[slot]).is_contiguous():
                 return None
             ptrs[slot] = a.data_ptr()
         return ptrs
@@ -98,9 +126,8 @@ class StackKernel(torch.nn.Module):
             bufs: list[Any] = list(self._bound)
             for slot, a in zip(self._slots, activations, strict=True):
                 bufs[slot] = a
-            if self.channels_last:
-                bufs = [t.permute(0, 2, 3, 1) if i not in self._packed_set and t.dim() == 4
-                        else t for i, t in enumerate(bufs)]
+            bufs = [t if i in self._packed_set else physical_view(t, self._in_orders[i])
+                    for i, t in enumerate(bufs)]
             for i in self._packed:
                 bufs[i] = bufs[i].current()
             bufs = [t if t.is_contiguous() else t.contiguous() for t in bufs]
@@ -108,6 +135,5 @@ class StackKernel(torch.nn.Module):
             self.runner([t.detach() if t.requires_grad else t for t in bufs], batch)
             if call is not None:
                 self._checked[key] = self.runner.shape_slots(bufs, batch)
-        if self.channels_last:
-            outs = [o.permute(0, 3, 1, 2) if o.dim() == 4 else o for o in outs]
+        outs = [logical_view(o, order) for o, order in zip(outs, self._out_orders, strict=True)]
         return outs[0] if len(outs) == 1 else tuple(outs)

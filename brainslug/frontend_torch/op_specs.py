@@ -19,7 +19,6 @@ from xdsl.ir import Operation, SSAValue
 
 from brainslug.dialects import nn
 from brainslug.frontend_torch.graph_builder import (
-    NCHW_TO_NHWC,
     GraphBuilder,
     LibraryCall,
     Unmapped,
@@ -41,6 +40,20 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Ordered:
+    """What a builder returns when its op's result is not stored in the order
+    of its operand (see `GraphBuilder.emit`): a flatten or mean that changes
+    the rank, a reshape."""
+
+    op: Operation
+    order: tuple[int, ...]
+
+
+def _with_order(op: Operation, order: Sequence[int]) -> Ordered:
+    return Ordered(op, tuple(order))
+
+
+@dataclass(frozen=True)
 class Call:
     """A node's arguments bound by name to its op's parameters."""
 
@@ -53,6 +66,17 @@ class Call:
 
     def is_tensor(self, name: str) -> bool:
         return isinstance(self.args[name], fx.Node | torch.Tensor)
+
+    def parameter(self, name: str) -> torch.Tensor | None:
+        """The model's own tensor passed as argument `name` (directly or as a
+        `get_attr` node), else None."""
+        v = self.args[name]
+        if isinstance(v, fx.Node) and v.op == "get_attr":
+            obj: Any = self.b.gm
+            for part in str(v.target).split("."):
+                obj = getattr(obj, part)
+            v = obj
+        return v if isinstance(v, torch.Tensor) else None
 
     def tensor(self, name: str) -> SSAValue:
         """The IR value of a tensor argument: an fx node's, or a module's own tensor
@@ -75,10 +99,10 @@ class OpSpec:
 
     name: str
     params: tuple[Param, ...]
-    build: Callable[[Call], Operation]
+    build: Callable[[Call], Operation | Ordered]
 
     @staticmethod
-    def parse(signature: str, build: Callable[[Call], Operation]) -> OpSpec:
+    def parse(signature: str, build: Callable[[Call], Operation | Ordered]) -> OpSpec:
         """The spec of `signature`, written as in PyTorch's documentation:
         `"max_pool2d(input, kernel_size, stride=None, ...)"`."""
         fn = ast.parse(f"def {signature}: ...").body[0]
@@ -128,9 +152,10 @@ def _unary(ctor: Callable[[SSAValue], Operation]) -> Callable[[Call], Operation]
     return lambda c: ctor(c.tensor("input"))
 
 
-def _no_channels_last(c: Call, x: SSAValue) -> None:
-    if c.b.channels_last(x):
-        raise Unmapped("a rank-4 operand of a layer that sees the memory order (channels-last)")
+def _row_major(c: Call, x: SSAValue) -> None:
+    if not c.b.row_major(x):
+        raise Unmapped("an operand that is not row-major, of a layer that sees the memory "
+                       f"order (stored in order {c.b.order(x)})")
 
 
 def _hardtanh(c: Call) -> Operation:
@@ -174,7 +199,7 @@ def _conv2d(c: Call) -> Operation:
 
 def _linear(c: Call) -> Operation:
     x = c.tensor("input")
-    _no_channels_last(c, x)
+    _row_major(c, x)
     bias = c.optional_tensor("bias")  # before the weight, as in `_conv2d`
     return nn.LinearOp(x, c.tensor("weight"), bias)
 
@@ -188,6 +213,21 @@ def _batch_norm(c: Call) -> Operation:
     weight, bias = c.optional_tensor("weight"), c.optional_tensor("bias")
     return nn.BatchNormOp(x, weight, bias, c.tensor("running_mean"), c.tensor("running_var"),
                           eps=float(c["eps"]), layout=c.b.layout_of(x))
+
+
+def _layer_norm(c: Call) -> Operation:
+    """Over the last dim, where that is the innermost in memory (the last dim
+    of a row-major tensor, C of a channels-last one seen through a permute)."""
+    x = c.tensor("input")
+    shape = tuple(c["normalized_shape"]) if not isinstance(c["normalized_shape"], int) \
+        else (c["normalized_shape"],)
+    if len(shape) != 1:
+        raise Unmapped(f"layer norm over {len(shape)} dims")
+    if c.b.order(x)[-1] != rank(x) - 1:
+        raise Unmapped("layer norm over a dim that is not innermost in memory "
+                       f"(stored in order {c.b.order(x)})")
+    return nn.LayerNormOp(x, c.optional_tensor("weight"), c.optional_tensor("bias"),
+                          eps=float(c["eps"]))
 
 
 def _window(c: Call) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int]]:
@@ -221,50 +261,78 @@ def _adaptive_avg_pool2d(c: Call) -> Operation:
     return nn.AdaptiveAvgPool2dOp(x, _pair(size), layout=c.b.layout_of(x))
 
 
-def _flatten(c: Call) -> Operation:
-    """Flatten; of a channels-last tensor only where the order can't show (1x1 planes)."""
-    x, start, end = c.tensor("input"), c["start_dim"], c["end_dim"]
-    if c.b.channels_last(x):
-        lo, hi = start % 4, end % 4
-        if hi != 3 or any(d != 1 for d in x.type.get_shape()[1:3]) or lo > 1:
-            raise Unmapped("flatten of a channels-last tensor with spatial extent")
-    return nn.FlattenOp(x, start, end)
+def _flatten(c: Call) -> Ordered:
+    """Flatten of logical dims start..end: the flatten of the physical dims they
+    occupy, where those are adjacent and in logical order (extents of 1 aside)."""
+    x = c.tensor("input")
+    r = rank(x)
+    lo, hi = c["start_dim"] % max(r, 1), c["end_dim"] % max(r, 1)
+    order, shape = c.b.order(x), c.b.logical_shape_of(x)
+    where = sorted(order.index(k) for k in range(lo, hi + 1))
+    p0, p1 = where[0], where[-1]
+    moving = [k for k in order[p0:p1 + 1] if shape[k] != 1]
+    if where != list(range(p0, p1 + 1)) or moving != sorted(moving):
+        raise Unmapped(f"flatten of dims {lo}..{hi} of a tensor stored in order {order}")
+    result = [k if k < lo else k - (hi - lo) for k in order[:p0]] + [lo] + [
+        k - (hi - lo) for k in order[p1 + 1:]]
+    return _with_order(nn.FlattenOp(x, p0, p1), result)
 
 
-def _mean(c: Call) -> Operation:
+def _mean(c: Call) -> Ordered:
     x, dims, keep = c.tensor("input"), c["dim"], c["keepdim"]
     if dims is None or c["dtype"] is not None:
         raise Unmapped("mean over all dimensions")
     dims = [dims] if isinstance(dims, int) else list(dims)
-    dims = [d % rank(x) for d in dims]
-    if c.b.channels_last(x) and not keep:
-        kept = [d for d in NCHW_TO_NHWC if d not in dims]
-        if kept != sorted(kept):
-            raise Unmapped("mean whose result order differs in channels-last")
-    return nn.MeanOp(x, sorted(c.b.axis(x, d) for d in dims), bool(keep))
+    dims = sorted({d % rank(x) for d in dims})
+    order = c.b.order(x)
+    kept = order if keep else tuple(k - sum(d < k for d in dims) for k in order if k not in dims)
+    return _with_order(nn.MeanOp(x, sorted(c.b.axis(x, d) for d in dims), bool(keep)), kept)
 
 
-def _reshape(c: Call) -> Operation:
+def _reshape(c: Call) -> Ordered:
     """The shape arguments are not read: the result's traced type is the shape."""
     x, out = c.tensor("input"), c.b.result_type(c.node)
-    if c.b.layout == "NHWC" and (rank(x) == 4 or len(out.get_shape()) == 4):
-        raise Unmapped("reshape of a channels-last tensor")
-    return nn.ReshapeOp(x, out)
+    _row_major(c, x)
+    return _with_order(nn.ReshapeOp(x, c.b.result_type(c.node, range(len(out.get_shape())))),
+                       tuple(range(len(out.get_shape()))))
+
+
+def _view(c: Call) -> Operation:
+    """permute, transpose and friends: a view that PyTorch makes without a copy;
+    the next layer reads it in its new memory order."""
+    raise LibraryCall("a view (a new memory order, no copy)")
 
 
 def _cat(c: Call) -> Operation:
     values = c.tensors("tensors")
+    if len({c.b.order(v) for v in values}) > 1:
+        raise Unmapped("cat of tensors stored in different memory orders")
     return nn.CatOp(values, c.b.axis(values[0], c["dim"]))
+
+
+def _param_name(c: Call, name: str) -> str:
+    v = c.args[name]
+    return str(v.target) if isinstance(v, fx.Node) else f"{c.node.target}.{name}"
 
 
 def _binary(ctor: Callable[[SSAValue, SSAValue], Operation]) -> Callable[[Call], Operation]:
     def build(c: Call) -> Operation:
         if not (c.is_tensor("input") and c.is_tensor("other")):
             raise Unmapped("a scalar operand")
-        x, y = c.tensor("input"), c.tensor("other")
-        if c.b.channels_last(x, y) and rank(x) != rank(y):
-            raise Unmapped("broadcast between ranks of a channels-last tensor")
-        return ctor(x, y)
+        a, b = c.parameter("input"), c.parameter("other")
+        if a is not None and b is None:
+            y = c.tensor("other")
+            return ctor(c.b.param_like(a, _param_name(c, "input"), y), y)
+        x = c.tensor("input")
+        if b is not None and a is None:
+            return ctor(x, c.b.param_like(b, _param_name(c, "other"), x))
+        y = c.tensor("other")
+        if rank(x) == rank(y) and c.b.order(x) == c.b.order(y):
+            return ctor(x, y)
+        if c.b.row_major(x) and c.b.row_major(y):
+            return ctor(x, y)  # numpy broadcasting of row-major tensors
+        raise Unmapped("broadcast between tensors of different ranks or memory orders "
+                       f"({c.b.order(x)}, {c.b.order(y)})")
     return build
 
 
@@ -318,3 +386,7 @@ CAT = _spec("cat(tensors, dim=0)", _cat)
 ADD = _spec("add(input, other, *, alpha=1)", _add)
 MUL = _spec("mul(input, other)", _binary(nn.MulOp))
 SOFTMAX = _spec("softmax(input, dim=None, _stacklevel=3, dtype=None)", _softmax)
+LAYER_NORM = _spec("layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05)",
+                   _layer_norm)
+PERMUTE = _spec("permute(input, *dims)", _view)
+TRANSPOSE = _spec("transpose(input, dim0, dim1)", _view)

@@ -102,3 +102,16 @@ class PackedWeight:
         self.__dict__.update(state)
         self._packed = None
         self._watch = WeightWatch()
+
+
+class ParamView:
+    """A parameter as a broadcast operand of another rank or memory order:
+    `param.reshape(shape)`, the same memory (a view) wherever the parameter is
+    contiguous, so that in-place updates are seen without a check."""
+
+    def __init__(self, param: torch.Tensor, shape: tuple[int, ...]):
+        self.param = param
+        self.shape = tuple(shape)
+
+    def current(self) -> torch.Tensor:
+        return self.param.detach().reshape(self.shape)

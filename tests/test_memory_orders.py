@@ -1,0 +1,150 @@
+"""Memory orders in the PyTorch frontend: every value is typed as PyTorch
+stores it, so that a permute of a channels-last tensor is a row-major one (a
+view, not a copy), and layer norm over its last dim runs compiled."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import brainslug.pytorch as brainslug
+from brainslug.frontend_torch.kernel_module import StackKernel
+
+
+class ConvNeXtBlock(nn.Module):
+    """torchvision's CNBlock in miniature: a depthwise conv, then in the
+    permuted (row-major) order LayerNorm, Linear, GELU, Linear, then back to
+    channels-last for a layer scale and the residual add."""
+
+    def __init__(self, c: int = 19):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.ln = nn.LayerNorm(c, eps=1e-6)
+        self.fc1, self.fc2 = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+        self.scale = nn.Parameter(torch.rand(c, 1, 1) + 0.5)
+        with torch.no_grad():
+            self.ln.weight.uniform_(0.5, 1.5)
+            self.ln.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.fc2(F.gelu(self.fc1(self.ln(y))))
+        return x + self.scale * torch.permute(y, (0, 3, 1, 2))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """timm's and torchvision's LayerNorm over C of an NCHW tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class Stem(nn.Module):
+    def __init__(self, c: int = 21):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.norm = LayerNorm2d(c)
+        with torch.no_grad():
+            self.norm.weight.uniform_(0.5, 1.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.conv(x)))
+
+
+def _kernels(opt: torch.nn.Module) -> list[StackKernel]:
+    return [m for m in opt.modules() if isinstance(m, StackKernel)]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_convnext_block_channels_last(batch: int) -> None:
+    torch.manual_seed(0)
+    m = ConvNeXtBlock().eval()
+    opt = brainslug.optimize(m, [0, 19, 13, 11], conv="library")
+    rep = brainslug.report(opt)
+    assert "Fallbacks: none" in rep, rep
+    assert "ln: nn.layer_norm" in rep and "nn.gelu" in rep
+    x = torch.randn(batch, 19, 13, 11) * 2
+    with torch.no_grad():
+        ref, out = m(x), opt(x)
+    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_kernels_take_views_without_copies() -> None:
+    """The layer norm kernel's input is the permuted conv output: row-major
+    [N, H, W, C], read in place (the fast path takes its pointer)."""
+    torch.manual_seed(1)
+    m = ConvNeXtBlock(c=23).eval()
+    opt = brainslug.optimize(m, [0, 23, 9, 10], conv="library")
+    x = torch.randn(2, 23, 9, 10)
+    seen: list[tuple[str, bool]] = []
+    for k in _kernels(opt):
+        real = k._pointers
+
+        def spy(acts, k=k, real=real):
+            ptrs = real(acts)
+            seen.append((k.stack_name, ptrs is not None))
+            return ptrs
+
+        k._pointers = spy  # type: ignore[method-assign]
+    with torch.no_grad():
+        opt(x)
+        opt(x)  # the second call takes the checked fast path
+    assert seen and all(fast for _, fast in seen), seen
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_layer_norm_2d_over_channels(batch: int) -> None:
+    """LayerNorm2d: permute, layer_norm, permute of a channels-last tensor is
+    a layer norm over C, compiled with no copy either way."""
+    torch.manual_seed(2)
+    m = Stem().eval()
+    opt = brainslug.optimize(m, [0, 3, 15, 14], conv="library")
+    rep = brainslug.report(opt)
+    assert "Fallbacks: none" in rep, rep
+    x = torch.randn(batch, 3, 15, 14)
+    with torch.no_grad():
+        ref, out = m(x), opt(x)
+    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+@pytest.mark.parametrize("d", [37, 197, 768])
+def test_layer_norm_against_float64(d: int) -> None:
+    """Compiled layer norm is as close to float64 as PyTorch's own (rows of
+    odd lengths, a mean far from 0, NaN and Inf rows propagate)."""
+    torch.manual_seed(3)
+    m = nn.Sequential(nn.LayerNorm(d)).eval()
+    with torch.no_grad():
+        m[0].weight.uniform_(0.5, 1.5)
+        m[0].bias.uniform_(-0.5, 0.5)
+    opt = brainslug.optimize(m, [0, 13, d])
+    assert "Fallbacks: none" in brainslug.report(opt)
+    x = torch.randn(3, 13, d) * 3 + 5
+    x[0, 1, 3] = float("nan")
+    x[1, 2, 0] = float("inf")
+    with torch.no_grad():
+        ref, out = m(x), opt(x)
+        r64 = m.double()(x.double())
+        m.float()
+    assert torch.equal(out.isnan(), ref.isnan())
+    ok = ~ref.isnan()
+    ours = (out[ok].double() - r64[ok]).abs().max().item()
+    theirs = (ref[ok].double() - r64[ok]).abs().max().item()
+    assert (out[ok] - ref[ok]).abs().max().item() <= 1e-5 * max(1.0, ref[ok].abs().max().item())
+    assert ours <= 2 * theirs + 1e-7, (ours, theirs)
+
+
+def test_layer_scale_parameter_broadcast() -> None:
+    """A [C, 1, 1] parameter times a channels-last [N, C, H, W] tensor reads
+    the parameter as [1, 1, 1, C] (a view of it), and follows its updates."""
+    torch.manual_seed(4)
+    m = ConvNeXtBlock(c=11).eval()
+    opt = brainslug.optimize(m, [0, 11, 8, 9], conv="library")
+    x = torch.randn(2, 11, 8, 9)
+    with torch.no_grad():
+        m.scale.mul_(-3.0)
+        ref, out = m(x), opt(x)
+    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
