@@ -148,3 +148,30 @@ def test_layer_scale_parameter_broadcast() -> None:
         m.scale.mul_(-3.0)
         ref, out = m(x), opt(x)
     assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+class MixedOrders(nn.Module):
+    """A product of a channels-last tensor and a transposed one, and a reshape of
+    a channels-last tensor: each reads its operand through a permuted map."""
+
+    def __init__(self, c: int = 13):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, c, 3, padding=1), nn.Conv2d(3, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.relu(self.a(x).transpose(2, 3) * self.b(x))
+        return z.reshape(z.shape[0], z.shape[1], -1).mean(-1)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_operands_in_other_orders_are_permuted_in_the_stack(batch: int) -> None:
+    torch.manual_seed(5)
+    m = MixedOrders().eval()
+    opt = brainslug.optimize(m, [0, 3, 11, 11], conv="library")
+    rep = brainslug.report(opt)
+    assert "Fallbacks: none" in rep, rep
+    assert "mul: nn.permute" in rep and "reshape: nn.permute" in rep, rep
+    x = torch.randn(batch, 3, 11, 11)
+    with torch.no_grad():
+        ref, out = m(x), opt(x)
+    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())

@@ -273,6 +273,46 @@ else:
     _MODULES[StochasticDepth] = ops.STOCHASTIC_DEPTH
 _IN_PLACE_FUNCTIONS: dict[Any, ops.OpSpec] = {operator.iadd: ops.ADD, operator.imul: ops.MUL}
 
+_MATRIX_FUNCTIONS = {torch.matmul, torch.bmm, torch.einsum, torch.baddbmm, torch.addmm,
+                     operator.matmul, F.scaled_dot_product_attention,
+                     F.multi_head_attention_forward}
+"""Matrix work: library calls by design (issue: the framework keeps its GEMMs
+and its fused attention), not fallbacks."""
+_VIEW_FUNCTIONS = {torch.swapaxes, torch.swapdims, torch.unsqueeze, torch.squeeze,
+                   torch.chunk, torch.split, torch.unbind, torch.narrow}
+_VIEW_METHODS = {"unsqueeze", "squeeze", "expand", "expand_as", "swapaxes", "swapdims",
+                 "chunk", "split", "unbind", "narrow", "view_as", "size", "dim"}
+"""Calls whose results are views of their input (or sizes): PyTorch makes them
+without touching memory; the next layer reads the view in its memory order."""
+try:  # Swin's attention and its relative position bias, wrapped for fx by torchvision
+    from torchvision.models import swin_transformer as _swin
+except ImportError:
+    pass
+else:
+    _MATRIX_FUNCTIONS |= {getattr(_swin, "shifted_window_attention", None),
+                          getattr(_swin, "_get_relative_position_bias", None)} - {None}
+
+
+def _library_function(b: GraphBuilder, n: fx.Node) -> None:
+    """LibraryCall for matrix work, attention, views and tuple elements."""
+    f = n.target
+    if f in _MATRIX_FUNCTIONS:
+        raise LibraryCall(f"matrix work ({getattr(f, '__name__', f)}) in the framework")
+    if f in _VIEW_FUNCTIONS:
+        raise LibraryCall("a view (no copy)")
+    if f is operator.getitem:
+        src = n.args[0]
+        if isinstance(src, fx.Node) and src.name not in b.metas:
+            raise LibraryCall("an element of a tuple result")
+        if _basic_index(n.args[1]):
+            raise LibraryCall("a view (basic indexing, no copy)")
+
+
+def _basic_index(idx: Any) -> bool:
+    """Whether `t[idx]` is a view: ints, slices, None and Ellipsis only."""
+    items = idx if isinstance(idx, tuple) else (idx,)
+    return all(i is None or i is Ellipsis or isinstance(i, int | slice) for i in items)
+
 _METHODS: dict[str, ops.OpSpec] = {
     "relu": ops.RELU,
     "sigmoid": ops.SIGMOID,
@@ -367,6 +407,7 @@ def _map_function(b: GraphBuilder, n: fx.Node) -> Operation | ops.Ordered:
         return _map_aten(b, n)
     if f in _IN_PLACE_FUNCTIONS:
         return _build(b, n, _IN_PLACE_FUNCTIONS[f], n.args, n.kwargs, in_place=True)
+    _library_function(b, n)
     if f not in _FUNCTIONS:
         raise Unmapped(f"function {getattr(f, '__name__', f)}")
     return _build(b, n, _FUNCTIONS[f], n.args, n.kwargs)
@@ -377,6 +418,10 @@ def _map_method(b: GraphBuilder, n: fx.Node) -> Operation | ops.Ordered:
     name = str(n.target)
     in_place = name.endswith("_")
     spec = _METHODS.get(name.removesuffix("_"))
+    if spec is None and name in _VIEW_METHODS:
+        raise LibraryCall("a view (no copy)")
+    if spec is None and name in ("matmul", "bmm", "baddbmm"):
+        raise LibraryCall(f"matrix work ({name}) in the framework")
     if spec is None:
         raise Unmapped(f"method {name}")
     return _build(b, n, spec, n.args, n.kwargs, in_place)
@@ -453,6 +498,7 @@ def capture(
         if n.op == "output":
             outputs = [b.values[x.name] for x in _flatten_nodes(n.args[0]) if x.name in b.values]
             continue
+        mark = b.block.last_op
         try:
             if n.op == "call_module":
                 op = _map_module(b, n, modules[str(n.target)])
@@ -467,6 +513,11 @@ def capture(
             else:
                 b.emit(n, op)
         except Exception as e:  # any node we can't map runs in PyTorch
+            while b.block.last_op is not mark:  # ops that its builder added (permutes)
+                dead = b.block.last_op
+                assert dead is not None
+                dead.detach()
+                dead.erase()
             if n.name not in metas:
                 # not a tensor (sizes, tuples): PyTorch computes it; the marker keeps
                 # the tensors it reads alive outside stacks

@@ -224,6 +224,27 @@ class GraphBuilder:
             return
         raise LibraryCall("channels-last convolution in PyTorch", NCHW_TO_NHWC)
 
+    def in_order(self, v: SSAValue, order: Sequence[int], node: fx.Node) -> SSAValue:
+        """`v` stored in `order`: `v` itself, or an `nn.permute` of it (part of
+        node `node`; bs-fuse turns it into its reader's load map)."""
+        have, order = self.order(v), tuple(order)
+        if have == order:
+            return v
+        if rank(v) and order[0] != have[0]:
+            raise Unmapped(f"a memory order {have} whose outermost dim is not the batch")
+        op = nn.PermuteOp(v, [have.index(k) for k in order])
+        op.attributes[NODE_ATTR] = StringAttr(node.name)
+        self.block.add_op(op)
+        self.orders[op.results[0]] = order
+        return op.results[0]
+
+    def layout_operand(self, v: SSAValue, node: fx.Node) -> SSAValue:
+        """`v` channels-last or row-major for a layer that sees the memory
+        order: as it is, or permuted to the default order of its rank."""
+        if self.channels_last(v) or self.row_major(v):
+            return v
+        return self.in_order(v, default_order(rank(v), self.layout), node)
+
     def emit(self, n: fx.Node, op: Operation, order: Sequence[int] | None = None) -> None:
         """Add `op` as node `n`. Its result is stored in `order`; by default in
         the order of its first operand of the same rank (elementwise layers,

@@ -22,6 +22,7 @@ from brainslug.frontend_torch.graph_builder import (
     GraphBuilder,
     LibraryCall,
     Unmapped,
+    default_order,
     rank,
 )
 
@@ -199,13 +200,14 @@ def _conv2d(c: Call) -> Operation:
 
 def _linear(c: Call) -> Operation:
     x = c.tensor("input")
-    _row_major(c, x)
+    if not c.b.row_major(x):
+        raise LibraryCall("linear of a tensor that is not row-major (PyTorch reads its strides)")
     bias = c.optional_tensor("bias")  # before the weight, as in `_conv2d`
     return nn.LinearOp(x, c.tensor("weight"), bias)
 
 
 def _batch_norm(c: Call) -> Operation:
-    x = c.tensor("input")
+    x = c.b.layout_operand(c.tensor("input"), c.node)
     if c["training"]:
         raise Unmapped("batch norm with batch statistics")
     if c["running_mean"] is None:
@@ -223,9 +225,8 @@ def _layer_norm(c: Call) -> Operation:
         else (c["normalized_shape"],)
     if len(shape) != 1:
         raise Unmapped(f"layer norm over {len(shape)} dims")
-    if c.b.order(x)[-1] != rank(x) - 1:
-        raise Unmapped("layer norm over a dim that is not innermost in memory "
-                       f"(stored in order {c.b.order(x)})")
+    if c.b.order(x)[-1] != rank(x) - 1:  # the rows contiguous first
+        x = c.b.in_order(x, range(rank(x)), c.node)
     return nn.LayerNormOp(x, c.optional_tensor("weight"), c.optional_tensor("bias"),
                           eps=float(c["eps"]))
 
@@ -239,7 +240,7 @@ def _window(c: Call) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, 
 
 
 def _max_pool2d(c: Call) -> Operation:
-    x = c.tensor("input")
+    x = c.b.layout_operand(c.tensor("input"), c.node)
     if c["return_indices"]:
         raise Unmapped("max pool returning indices")
     return nn.MaxPool2dOp(x, *_window(c), _pair(c["dilation"]), bool(c["ceil_mode"]),
@@ -247,13 +248,13 @@ def _max_pool2d(c: Call) -> Operation:
 
 
 def _avg_pool2d(c: Call) -> Operation:
-    x = c.tensor("input")
+    x = c.b.layout_operand(c.tensor("input"), c.node)
     return nn.AvgPool2dOp(x, *_window(c), bool(c["ceil_mode"]), bool(c["count_include_pad"]),
                           c["divisor_override"], layout=c.b.layout_of(x))
 
 
 def _adaptive_avg_pool2d(c: Call) -> Operation:
-    x = c.tensor("input")
+    x = c.b.layout_operand(c.tensor("input"), c.node)
     size = c["output_size"]
     size = (size, size) if isinstance(size, int) else tuple(size)
     if any(s is None for s in size):
@@ -272,7 +273,9 @@ def _flatten(c: Call) -> Ordered:
     p0, p1 = where[0], where[-1]
     moving = [k for k in order[p0:p1 + 1] if shape[k] != 1]
     if where != list(range(p0, p1 + 1)) or moving != sorted(moving):
-        raise Unmapped(f"flatten of dims {lo}..{hi} of a tensor stored in order {order}")
+        x = c.b.in_order(x, range(r), c.node)  # the dims adjacent first
+        order, where = c.b.order(x), list(range(lo, hi + 1))
+        p0, p1 = lo, hi
     result = [k if k < lo else k - (hi - lo) for k in order[:p0]] + [lo] + [
         k - (hi - lo) for k in order[p1 + 1:]]
     return _with_order(nn.FlattenOp(x, p0, p1), result)
@@ -292,7 +295,7 @@ def _mean(c: Call) -> Ordered:
 def _reshape(c: Call) -> Ordered:
     """The shape arguments are not read: the result's traced type is the shape."""
     x, out = c.tensor("input"), c.b.result_type(c.node)
-    _row_major(c, x)
+    x = c.b.in_order(x, range(rank(x)), c.node)
     return _with_order(nn.ReshapeOp(x, c.b.result_type(c.node, range(len(out.get_shape())))),
                        tuple(range(len(out.get_shape()))))
 
@@ -306,7 +309,10 @@ def _view(c: Call) -> Operation:
 def _cat(c: Call) -> Operation:
     values = c.tensors("tensors")
     if len({c.b.order(v) for v in values}) > 1:
-        raise Unmapped("cat of tensors stored in different memory orders")
+        want = default_order(rank(values[0]), c.b.layout)
+        orders = [c.b.order(v) for v in values]
+        order = want if want in orders else orders[0]
+        values = [c.b.in_order(v, order, c.node) for v in values]
     return nn.CatOp(values, c.b.axis(values[0], c["dim"]))
 
 
@@ -331,6 +337,13 @@ def _binary(ctor: Callable[[SSAValue, SSAValue], Operation]) -> Callable[[Call],
             return ctor(x, y)
         if c.b.row_major(x) and c.b.row_major(y):
             return ctor(x, y)  # numpy broadcasting of row-major tensors
+        if rank(x) == rank(y) and x.type.get_shape() and y.type.get_shape():
+            # one operand read through a permuted map: the plan's order if either has it
+            want = default_order(rank(x), c.b.layout)
+            order = want if want in (c.b.order(x), c.b.order(y)) else c.b.order(x)
+            lx, ly = c.b.logical_shape_of(x), c.b.logical_shape_of(y)
+            if lx == ly:
+                return ctor(c.b.in_order(x, order, c.node), c.b.in_order(y, order, c.node))
         raise Unmapped("broadcast between tensors of different ranks or memory orders "
                        f"({c.b.order(x)}, {c.b.order(y)})")
     return build

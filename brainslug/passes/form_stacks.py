@@ -36,6 +36,8 @@ def stackable(op: Operation, include_compute: bool = False) -> str | None:
         return "not a memory-bound layer"
     if isinstance(op, nn.FlattenOp) and op.normalized_dims[0] == 0:
         return "flattening the batch dimension"
+    if isinstance(op, nn.PermuteOp) and op.dims_values[0] != 0:
+        return "the permute moves the batch dimension"
     if isinstance(op, nn.ReshapeOp):
         a, b = op.operands[0].type.get_shape(), op.results[0].type.get_shape()
         if not a or not b or a[0] != b[0]:

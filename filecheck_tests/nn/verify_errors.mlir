@@ -522,3 +522,13 @@ func.func @f(%x: tensor<?x13x37xf32>) {
 
 // CHECK: {{// -+}}
 // CHECK-NEXT: nn.layer_norm: eps must be finite and >= 0, got -1.0
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.permute %x {dims = array<i64: 0, 2, 2>} : tensor<?x13x37xf32> -> tensor<?x37x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.permute: dims must be a permutation of 0..2, got [0, 2, 2]

@@ -72,7 +72,14 @@ from brainslug.dialects.nn.elementwise import (
 from brainslug.dialects.nn.norm import LayerNormOp
 from brainslug.dialects.nn.pooling import AdaptiveAvgPool2dOp, AvgPool2dOp, MaxPool2dOp
 from brainslug.dialects.nn.properties import GeluApproximation, Impl, Layout
-from brainslug.dialects.nn.shape import CatOp, FlattenOp, MeanOp, ReshapeOp, SoftmaxOp
+from brainslug.dialects.nn.shape import (
+    CatOp,
+    FlattenOp,
+    MeanOp,
+    PermuteOp,
+    ReshapeOp,
+    SoftmaxOp,
+)
 from brainslug.dialects.nn.stack import LibraryOp, StackOp, YieldOp
 
 NN = Dialect(
@@ -101,6 +108,7 @@ NN = Dialect(
         CatOp,
         FlattenOp,
         ReshapeOp,
+        PermuteOp,
         MeanOp,
         SoftmaxOp,
         LibraryOp,
@@ -138,6 +146,7 @@ __all__ = [
     "MeanOp",
     "MemoryBound",
     "MulOp",
+    "PermuteOp",
     "Removable",
     "ReluOp",
     "ReshapeOp",

@@ -1,5 +1,5 @@
 """Shape manipulation and reductions: `nn.cat`, `nn.flatten`, `nn.reshape`,
-`nn.mean` and `nn.softmax`.
+`nn.permute`, `nn.mean` and `nn.softmax`.
 
 Axes are stored non-negative; builders also take negative ones (counted from
 the end), except `nn.flatten`'s, which are stored as given.
@@ -282,6 +282,47 @@ class ReshapeOp(IRDLOperation):
         x = tensor_shape(self.name, "input", self.input.type)
         y = tensor_shape(self.name, "result", self.output.type)
         self._check_counts(x, y)
+
+
+@irdl_op_definition
+class PermuteOp(IRDLOperation):
+    """The input with its dims reordered: result dim i is input dim `dims[i]`.
+    It moves data into another memory order; after `bs-fuse` its reader loads
+    the input through the permuted map, with no copy between."""
+
+    name = "nn.permute"
+
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+
+    dims = prop_def(I64ArrayProperty())
+
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    traits = traits_def(Pure(), MemoryBound(), ConstrainedProperties())
+
+    def __init__(self, input: Operand, dims: Sequence[int], *,
+                 result_type: Attribute | None = None):
+        if result_type is None:
+            result_type = self.infer_type(type_of(input), dims=dims)
+        super().__init__(operands=[input], result_types=[result_type],
+                         properties={"dims": i64_array_attr(dims)})
+
+    @property
+    def dims_values(self) -> tuple[int, ...]:
+        return tuple(self.dims.get_values())
+
+    @classmethod
+    def infer_type(cls, input_type: Attribute, *, dims: Sequence[int]) -> TensorType:
+        x = tensor_shape(cls.name, "input", input_type)
+        if sorted(dims) != list(range(len(x))):
+            raise verify_error(cls.name, f"dims must be a permutation of 0..{len(x) - 1}, "
+                                         f"got {list(dims)}")
+        return make_tensor([x[d] for d in dims])
+
+    def verify_(self) -> None:
+        inferred = self.infer_type(self.input.type, dims=self.dims_values)
+        check_result_type(self.name, self.output.type, inferred)
 
 
 @irdl_op_definition

@@ -1,4 +1,5 @@
-"""Data movement: cat, flatten/reshape, and the copy of a value into a second output."""
+"""Data movement: cat, flatten/reshape, permute, and the copy of a value into a
+second output."""
 
 from __future__ import annotations
 
@@ -68,6 +69,18 @@ def lower_reshape(kb: KernelBuilder, op: nn.FlattenOp | nn.ReshapeOp, buf: Buffe
     kb.nest(out.type.get_shape(), body)
 
 
+def lower_permute(kb: KernelBuilder, op: nn.PermuteOp, buf: Buffers, out: SSAValue) -> None:
+    """out[i] = x[i permuted back]: input dim dims[k] is output iv k."""
+    x = buf[op.input]
+    dims = op.dims_values
+    m = AffineMap(len(dims), 0, tuple(d(dims.index(a)) for a in range(len(dims))))
+
+    def body(e: Emitter, ivs: list[SSAValue]) -> None:
+        e.store(e.load(x, ivs, m), out, ivs)
+
+    kb.nest(out.type.get_shape(), body)
+
+
 def lower_copy(kb: KernelBuilder, x: SSAValue, out: SSAValue) -> None:
     """`out` = `x`, element by element."""
 
@@ -81,4 +94,5 @@ LOWERINGS: dict[type[Operation], LayerLowering] = {
     nn.CatOp: lower_cat,
     nn.FlattenOp: lower_reshape,
     nn.ReshapeOp: lower_reshape,
+    nn.PermuteOp: lower_permute,
 }
