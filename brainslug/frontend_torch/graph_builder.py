@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-from xdsl.dialects.builtin import StringAttr, TensorType, f32, i1, i64
+from xdsl.dialects.builtin import StringAttr, TensorType, UnitAttr, f32, i1, i64
 from xdsl.ir import Attribute, Block, Operation, SSAValue
 
 from brainslug.dialects import nn
@@ -234,6 +234,7 @@ class GraphBuilder:
             raise Unmapped(f"a memory order {have} whose outermost dim is not the batch")
         op = nn.PermuteOp(v, [have.index(k) for k in order])
         op.attributes[NODE_ATTR] = StringAttr(node.name)
+        op.attributes[nn.OPERAND_OF_NEXT] = UnitAttr()
         self.block.add_op(op)
         self.orders[op.results[0]] = order
         return op.results[0]

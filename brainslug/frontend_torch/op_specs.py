@@ -273,9 +273,7 @@ def _flatten(c: Call) -> Ordered:
     p0, p1 = where[0], where[-1]
     moving = [k for k in order[p0:p1 + 1] if shape[k] != 1]
     if where != list(range(p0, p1 + 1)) or moving != sorted(moving):
-        x = c.b.in_order(x, range(r), c.node)  # the dims adjacent first
-        order, where = c.b.order(x), list(range(lo, hi + 1))
-        p0, p1 = lo, hi
+        raise Unmapped(f"flatten of dims {lo}..{hi} of a tensor stored in order {order}")
     result = [k if k < lo else k - (hi - lo) for k in order[:p0]] + [lo] + [
         k - (hi - lo) for k in order[p1 + 1:]]
     return _with_order(nn.FlattenOp(x, p0, p1), result)
@@ -295,7 +293,7 @@ def _mean(c: Call) -> Ordered:
 def _reshape(c: Call) -> Ordered:
     """The shape arguments are not read: the result's traced type is the shape."""
     x, out = c.tensor("input"), c.b.result_type(c.node)
-    x = c.b.in_order(x, range(rank(x)), c.node)
+    _row_major(c, x)  # (PyTorch's reshape is often a view where a permute here copies)
     return _with_order(nn.ReshapeOp(x, c.b.result_type(c.node, range(len(out.get_shape())))),
                        tuple(range(len(out.get_shape()))))
 

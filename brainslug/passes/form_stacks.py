@@ -120,6 +120,10 @@ def group_layers(block: Block, include_compute: bool = False) -> dict[Operation,
             indirect |= groups.canon(indirect_of.get(v, ()))
             if isinstance(v.owner, Operation) and v.owner in group_of:
                 direct.append(groups.find(group_of[v.owner]))
+        if nn.OPERAND_OF_NEXT in op.attributes:
+            # made for its user alone: it joins the user's group, not its producer's
+            indirect |= set(direct)
+            direct = []
         g = groups.new(indirect)
         for d in direct:
             if d not in groups.canon(indirect) and groups.can_merge(g, d):

@@ -80,7 +80,7 @@ from brainslug.dialects.nn.shape import (
     ReshapeOp,
     SoftmaxOp,
 )
-from brainslug.dialects.nn.stack import LibraryOp, StackOp, YieldOp
+from brainslug.dialects.nn.stack import OPERAND_OF_NEXT, LibraryOp, StackOp, YieldOp
 
 NN = Dialect(
     "nn",
@@ -121,6 +121,7 @@ NN = Dialect(
 __all__ = [
     "DYN",
     "NN",
+    "OPERAND_OF_NEXT",
     "AdaptiveAvgPool2dOp",
     "AddOp",
     "AvgPool2dOp",

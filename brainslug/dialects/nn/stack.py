@@ -22,6 +22,11 @@ from xdsl.traits import HasParent, IsolatedFromAbove, IsTerminator, Pure, Recurs
 
 from brainslug.dialects.nn.base import Operand, verify_error
 
+OPERAND_OF_NEXT = "bs.operand_of_next"
+"""Discardable unit attribute of a layer that a frontend made for its user
+alone (a permute into the user's memory order): `bs-form-stacks` puts it in
+its user's stack, never with its producer."""
+
 
 @irdl_op_definition
 class YieldOp(IRDLOperation):
