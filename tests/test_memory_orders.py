@@ -207,3 +207,30 @@ def test_permute_stays_with_its_user(batch: int) -> None:
     with torch.no_grad():
         ref, out = m(x), opt(x)
     assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+class ConvPlusTransposed(nn.Module):
+    def __init__(self, c: int = 10):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, c, 3, padding=1), nn.Conv2d(3, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.relu(self.b(x)).transpose(2, 3)
+        return self.a(x) + t
+
+
+def test_compiled_conv_epilogue_leaves_a_permuted_operand_to_its_user() -> None:
+    """A residual add whose other operand is permuted is not a compiled
+    convolution's epilogue: the add and its permute form a stack of their own
+    (the conv's chain once took the add and left the permute behind)."""
+    torch.manual_seed(7)
+    m = ConvPlusTransposed().eval()
+    opt = brainslug.optimize(m, [0, 3, 9, 9], conv="brainslug")
+    stacks = {s.name: s.layers for s in opt.info.stacks}
+    home = [n for n, layers in stacks.items() if "add: nn.permute" in layers]
+    assert len(home) == 1 and "add: nn.add" in stacks[home[0]], stacks
+    for batch in (1, 2):
+        x = torch.randn(batch, 3, 9, 9)
+        with torch.no_grad():
+            ref, out = m(x), opt(x)
+        assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())

@@ -223,6 +223,9 @@ def _epilogue_step(op: Operation, value: SSAValue) -> bool:
         return False
     if isinstance(op, nn.BatchNormOp) and op.operands[0] is not value:
         return False
+    if any(isinstance(o.owner, Operation) and nn.OPERAND_OF_NEXT in o.owner.attributes
+           for o in op.operands):
+        return False  # its permuted operand goes with it: a stack of their own
     return (stackable(op) is None and all(r.type == value.type for r in op.results)
             and all(o.type == value.type for o in op.operands if o is not value
                     and not isinstance(op, nn.BatchNormOp)))
