@@ -234,3 +234,26 @@ def test_compiled_conv_epilogue_leaves_a_permuted_operand_to_its_user() -> None:
         with torch.no_grad():
             ref, out = m(x), opt(x)
         assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+class Scalars(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(x * 0.3 + 1) * 2
+        return 0.7 + 3 * y + y * -1.25
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_scalar_operands_compiled_exactly(batch: int) -> None:
+    """x * c and x + c with Python numbers (either side) run compiled, as
+    PyTorch computes them: in float32 with float32(c), bit for bit."""
+    m = Scalars().eval()
+    opt = brainslug.optimize(m, [0, 5, 13, 11])
+    rep = brainslug.report(opt)
+    assert "Fallbacks: none" in rep, rep
+    x = torch.randn(batch, 5, 13, 11) * 3
+    x[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    with torch.no_grad():
+        ref, out = m(x), opt(x)
+    assert torch.equal(ref.isnan(), out.isnan())
+    ok = ~ref.isnan()
+    assert torch.equal(out[ok], ref[ok])

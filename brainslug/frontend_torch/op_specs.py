@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+from xdsl.dialects.builtin import TensorType, f32
 from xdsl.ir import Operation, SSAValue
 
 from brainslug.dialects import nn
@@ -314,6 +315,23 @@ def _cat(c: Call) -> Operation:
     return nn.CatOp(values, c.b.axis(values[0], c["dim"]))
 
 
+def _with_scalar(c: Call, ctor: Callable[[SSAValue, SSAValue], Operation]) -> Operation:
+    """`x + c` or `x * c` (either side) with a Python number: PyTorch computes
+    it in float32 with float32(c), so c becomes a bound float32 tensor of
+    extents 1, broadcast."""
+    t, k = ("input", "other") if c.is_tensor("input") else ("other", "input")
+    v = c[k]
+    if not c.is_tensor(t) or isinstance(v, bool) or not isinstance(v, int | float):
+        raise Unmapped("a scalar operand that is not a number")
+    x = c.tensor(t)
+    if not isinstance(x.type, TensorType) or x.type.element_type != f32:
+        raise Unmapped("a scalar operand of a tensor that is not float32")
+    const = torch.full([1] * rank(x), float(v), dtype=torch.float32)
+    c.b.constants.append(const)  # kept alive with the plan (the kernel reads it)
+    cv = c.b.param(const, f"{c.node.name}.scalar")
+    return ctor(x, cv) if t == "input" else ctor(cv, x)
+
+
 def _param_name(c: Call, name: str) -> str:
     v = c.args[name]
     return str(v.target) if isinstance(v, fx.Node) else f"{c.node.target}.{name}"
@@ -322,7 +340,7 @@ def _param_name(c: Call, name: str) -> str:
 def _binary(ctor: Callable[[SSAValue, SSAValue], Operation]) -> Callable[[Call], Operation]:
     def build(c: Call) -> Operation:
         if not (c.is_tensor("input") and c.is_tensor("other")):
-            raise Unmapped("a scalar operand")
+            return _with_scalar(c, ctor)
         a, b = c.parameter("input"), c.parameter("other")
         if a is not None and b is None:
             y = c.tensor("other")
