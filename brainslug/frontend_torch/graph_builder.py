@@ -96,7 +96,6 @@ class GraphBuilder:
         self.args: list[fx.Node | torch.Tensor] = []
         self.values: dict[str, SSAValue] = {}
         self.param_args: dict[Any, SSAValue] = {}
-        self.constants: list[torch.Tensor] = []  # tensors made at capture (scalar operands)
         self.reasons: dict[str, str] = {}
 
     def arg(self, t: TensorType, source: fx.Node | torch.Tensor, name: str) -> SSAValue:

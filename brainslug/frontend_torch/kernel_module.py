@@ -21,14 +21,27 @@ def physical_view(t: torch.Tensor, order: Order) -> torch.Tensor:
     return t if order is None else t.permute(order)
 
 
-def logical_view(t: torch.Tensor, order: Order) -> torch.Tensor:
-    """A physical buffer `t` with its dims back in logical order (no copy)."""
+def inverse_order(order: Order) -> Order:
+    """The permute that takes a physical buffer back to logical order."""
     if order is None:
-        return t
+        return None
     inverse = [0] * len(order)
     for i, k in enumerate(order):
         inverse[k] = i
-    return t.permute(inverse)
+    return tuple(inverse)
+
+
+CHANNELS_LAST = (0, 2, 3, 1)
+
+
+def stored_in(t: torch.Tensor, order: Order) -> bool:
+    """Whether `t` is dense in `order` (its pointer can be passed as is);
+    row-major and channels-last checked without making a view."""
+    if order is None:
+        return t.is_contiguous()
+    if order == CHANNELS_LAST:
+        return t.is_contiguous(memory_format=torch.channels_last)
+    return t.permute(order).is_contiguous()
 
 
 def row_major_or_none(order: Sequence[int] | None) -> Order:
@@ -62,7 +75,8 @@ class StackKernel(torch.nn.Module):
         orders = [row_major_or_none(o) for o in orders] or [None] * (
             len(inputs) + len(output_shapes))
         self._in_orders: list[Order] = orders[:len(inputs)]
-        self._out_orders: list[Order] = orders[len(inputs):]
+        # outputs go back to logical order through the inverse permute
+        self._out_inverse: list[Order] = [inverse_order(o) for o in orders[len(inputs):]]
         # bound weights in another shape or order: `PackedWeight` (HWIO copies,
         # repacked on change), `ParamView` (a view of another rank)
         self._packed = [i for i, t in enumerate(self._bound)
@@ -79,7 +93,7 @@ class StackKernel(torch.nn.Module):
         # bound tensors stored as the kernel wants them: pointers can be passed as they are
         self._fast_ok = all(
             t is None or i in self._packed_set
-            or physical_view(t, self._in_orders[i]).is_contiguous()
+            or stored_in(t, self._in_orders[i])
             for i, t in enumerate(self._bound)
         )
 
@@ -99,7 +113,7 @@ class StackKernel(torch.nn.Module):
         for i in self._packed:
             ptrs[i] = self._bound[i].current().data_ptr()
         for slot, a in zip(self._slots, activations, strict=True):
-            if not physical_view(a, self._in_orders[slot]).is_contiguous():
+            if not stored_in(a, self._in_orders[slot]):
                 return None
             ptrs[slot] = a.data_ptr()
         return ptrs
@@ -135,5 +149,5 @@ class StackKernel(torch.nn.Module):
             self.runner([t.detach() if t.requires_grad else t for t in bufs], batch)
             if call is not None:
                 self._checked[key] = self.runner.shape_slots(bufs, batch)
-        outs = [logical_view(o, order) for o, order in zip(outs, self._out_orders, strict=True)]
+        outs = [physical_view(o, inv) for o, inv in zip(outs, self._out_inverse, strict=True)]
         return outs[0] if len(outs) == 1 else tuple(outs)

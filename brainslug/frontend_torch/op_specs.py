@@ -327,8 +327,7 @@ def _with_scalar(c: Call, ctor: Callable[[SSAValue, SSAValue], Operation]) -> Op
     if not isinstance(x.type, TensorType) or x.type.element_type != f32:
         raise Unmapped("a scalar operand of a tensor that is not float32")
     const = torch.full([1] * rank(x), float(v), dtype=torch.float32)
-    c.b.constants.append(const)  # kept alive with the plan (the kernel reads it)
-    cv = c.b.param(const, f"{c.node.name}.scalar")
+    cv = c.b.param(const, f"{c.node.name}.scalar")  # bound: the plan keeps it alive
     return ctor(x, cv) if t == "input" else ctor(cv, x)
 
 
