@@ -257,3 +257,126 @@ def test_scalar_operands_compiled_exactly(batch: int) -> None:
     assert torch.equal(ref.isnan(), out.isnan())
     ok = ~ref.isnan()
     assert torch.equal(out[ok], ref[ok])
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's unit: a cat of two branches, the channel shuffle (view,
+    transpose, contiguous, view), then a split into halves."""
+
+    def __init__(self, c: int = 7):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 3, padding=1)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.cat([torch.relu(self.a(x)), self.bn(self.b(x))], 1)
+        n, c, h, w = z.size()
+        z = torch.transpose(z.view(n, 2, c // 2, h, w), 1, 2).contiguous()
+        z = z.view(n, c, h, w)
+        p, q = z.chunk(2, dim=1)
+        return torch.cat([p, torch.relu(self.a(q))], 1)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_channel_shuffle_compiled(batch: int, layout: str) -> None:
+    """view, transpose and contiguous of a channels-last (or row-major)
+    tensor compile: views keep the data where it is, contiguous is the
+    permute PyTorch's copy is."""
+    torch.manual_seed(2)
+    m = ChannelShuffle().eval()
+    opt = brainslug.optimize(m, [0, 7, 11, 9], layout=layout)
+    rep = brainslug.report(opt)
+    assert "Fallbacks: none" in rep, rep
+    x = torch.randn(batch, 7, 11, 9)
+    with torch.no_grad():
+        ref, out = m(x), opt(x)
+    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+class Reshapes(nn.Module):
+    """A conv's channels-last output reshaped as a view (ViT's patch
+    embedding), reshaped with a copy, flattened across non-adjacent dims, and
+    a transposed sequence made contiguous."""
+
+    def __init__(self, c: int = 6):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x))                     # [N, C, H, W] channels-last
+        n, c, h, w = y.shape
+        tokens = y.reshape(n, c, h * w).permute(0, 2, 1)  # a view: [N, HW, C]
+        copied = y.reshape(n, c * h, w) + 1               # a copy in PyTorch
+        flat = torch.flatten(y, 1)                        # (C, H, W) not adjacent
+        seq = tokens.transpose(1, 2).contiguous() * 2    # [N, C, HW]
+        return torch.cat([tokens.flatten(1), copied.flatten(1), flat, seq.flatten(1)], 1)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_reshapes_of_channels_last_tensors(batch: int) -> None:
+    torch.manual_seed(3)
+    m = Reshapes().eval()
+    opt = brainslug.optimize(m, [0, 3, 13, 11])
+    rep = brainslug.report(opt)
+    assert "Fallbacks: none" in rep, rep
+    x = torch.randn(batch, 3, 13, 11)
+    with torch.no_grad():
+        ref, out = m(x), opt(x)
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+class SequenceFirst(nn.Module):
+    """ViT's encoder block in miniature: a class token broadcast over the
+    batch (stride 0), and attention whose output is stored sequence-first,
+    added to the residual and normalised."""
+
+    def __init__(self, d: int = 12):
+        super().__init__()
+        self.token = nn.Parameter(torch.randn(1, 1, d))
+        self.ln = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, 3, batch_first=True)
+        self.ln2 = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.token.expand(x.shape[0], -1, -1), x], 1)
+        y = self.ln(x)
+        y, _ = self.attn(y, y, y, need_weights=False)
+        return self.ln2(torch.relu(y) + x)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_sequence_first_library_results(batch: int) -> None:
+    """A PyTorch result stored with the batch inside is copied batch-first
+    (PyTorch's contiguous) before the layers that BrainSlug compiles."""
+    torch.manual_seed(4)
+    m = SequenceFirst().eval()
+    opt = brainslug.optimize(m, [0, 7, 12])
+    rep = brainslug.report(opt)
+    assert "Fallbacks: none" in rep, rep
+    assert "nn.layer_norm" in rep and "nn.add" in rep
+    x = torch.randn(batch, 7, 12)
+    with torch.no_grad():
+        ref, out = m(x), opt(x)
+    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_swin_patch_merging() -> None:
+    from torchvision.models.swin_transformer import PatchMerging
+
+    torch.manual_seed(5)
+    m = PatchMerging(5).eval()
+    with torch.no_grad():
+        m.norm.weight.uniform_(0.5, 1.5)
+        m.norm.bias.uniform_(-0.5, 0.5)
+    opt = brainslug.optimize(m, [0, 6, 10, 5])
+    rep = brainslug.report(opt)
+    assert "Fallbacks: none" in rep, rep
+    for batch in (1, 3):
+        x = torch.randn(batch, 6, 10, 5)
+        with torch.no_grad():
+            ref, out = m(x), opt(x)
+        assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    # odd H or W: PyTorch pads first, and says so
+    opt = brainslug.optimize(m, [0, 7, 10, 5])
+    assert "odd H or W" in brainslug.report(opt)

@@ -34,6 +34,7 @@ from brainslug.frontend_torch.graph_builder import (
     LibraryCall,
     Order,
     Unmapped,
+    canonical_order,
     default_order,
     rank,
 )
@@ -101,17 +102,17 @@ def _is_conv(n: fx.Node, modules: dict[str, tnn.Module]) -> bool:
 
 
 def _tensor_meta(gm: fx.GraphModule, inputs: Sequence[torch.Tensor],
-                 orders: bool = False) -> dict[str, Any]:
+                 orders: bool = False, channels_last: bool = True) -> dict[str, Any]:
     """Shape and dtype of every node's result (tensors), or with `orders` its
-    `stride_order`."""
+    `stride_order` (convolutions channels-last with `channels_last`)."""
     metas: dict[str, Any] = {}
     modules = dict(gm.named_modules())
 
     class Recorder(fx.Interpreter):
         def run_node(self, n: fx.Node) -> Any:
             out = super().run_node(n)
-            if orders and isinstance(out, torch.Tensor) and out.dim() == 4 \
-                    and _is_conv(n, modules):
+            if orders and channels_last and isinstance(out, torch.Tensor) \
+                    and out.dim() == 4 and _is_conv(n, modules):
                 # oneDNN's convolutions keep channels-last; their meta kernels don't
                 out = out.contiguous(memory_format=torch.channels_last)
             if isinstance(out, torch.Tensor):
@@ -133,7 +134,7 @@ def _tensor_meta(gm: fx.GraphModule, inputs: Sequence[torch.Tensor],
 
 def _meta_run(
     gm: fx.GraphModule, example_shapes: Sequence[Sequence[int]], batches: Sequence[int],
-    orders: bool = False,
+    orders: bool = False, channels_last: bool = True,
 ) -> list[dict[str, Any]]:
     """`_tensor_meta` per batch size, on meta tensors: a copy of `gm` whose
     parameters and buffers are meta tensors (the model is neither changed nor
@@ -147,10 +148,12 @@ def _meta_run(
     meta = copy.deepcopy(gm, memo)
     out = []
     for batch in batches:
-        xs = [_channels_last_if(orders, torch.empty([batch if d == 0 else d for d in shape],
-                                                    device="meta"))
+        xs = [_channels_last_if(orders and channels_last,
+                                torch.empty([batch if d == 0 else d for d in shape],
+                                            device="meta"))
               for shape in example_shapes]
-        out.append(_tensor_meta(meta, xs, orders=True) if orders else _tensor_meta(meta, xs))
+        out.append(_tensor_meta(meta, xs, True, channels_last) if orders
+                   else _tensor_meta(meta, xs))
     return out
 
 
@@ -158,21 +161,21 @@ def _channels_last_if(cond: bool, x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if cond and x.dim() == 4 else x
 
 
-def memory_orders(gm: fx.GraphModule, example_shapes: Sequence[Sequence[int]]
-                  ) -> dict[str, tuple[int, ...]]:
+def memory_orders(gm: fx.GraphModule, example_shapes: Sequence[Sequence[int]],
+                  channels_last: bool = True) -> dict[str, tuple[int, ...]]:
     """The `stride_order` of every tensor node's result when the rank-4 inputs
-    are channels-last, as in an NHWC plan: the memory order in which PyTorch
-    hands each layer's result to the next (a permute of a channels-last tensor
-    is a contiguous one). Meta tensors at batch 2, else a real run; {} when
-    neither runs."""
+    are channels-last (as in an NHWC plan) or row-major: the memory order in
+    which PyTorch hands each layer's result to the next (a permute of a
+    channels-last tensor is a contiguous one). Meta tensors at batch 2, else a
+    real run; {} when neither runs."""
     try:
-        return _meta_run(gm, example_shapes, (2,), orders=True)[0]
+        return _meta_run(gm, example_shapes, (2,), True, channels_last)[0]
     except Exception:
         pass
     try:
         return _tensor_meta(gm, [
-            _channels_last_if(True, torch.randn([2 if d == 0 else d for d in shape]))
-            for shape in example_shapes], orders=True)
+            _channels_last_if(channels_last, torch.randn([2 if d == 0 else d for d in shape]))
+            for shape in example_shapes], True, channels_last)
     except Exception:
         return {}
 
@@ -291,6 +294,57 @@ except ImportError:
 else:
     _MATRIX_FUNCTIONS |= {getattr(_swin, "shifted_window_attention", None),
                           getattr(_swin, "_get_relative_position_bias", None)} - {None}
+    if hasattr(_swin, "_patch_merging_pad"):
+        _FUNCTIONS[_swin._patch_merging_pad] = ops.PATCH_MERGING
+
+
+_READS_ANY_ORDER_METHODS = {"permute", "transpose", "view", "reshape", "flatten", "contiguous",
+                            "size", "dim", "matmul", "bmm", "reshape_as"} | _VIEW_METHODS
+_READS_ANY_ORDER_FUNCTIONS = {operator.getitem, torch.permute, torch.transpose, torch.flatten,
+                              torch.reshape, F.linear} | _VIEW_FUNCTIONS
+
+
+def _reads_any_order(n: fx.Node, modules: Mapping[str, tnn.Module]) -> bool:
+    """Whether node `n` is a view or matrix work, which PyTorch does on any strides."""
+    if n.op == "call_method":
+        return n.target in _READS_ANY_ORDER_METHODS
+    if n.op == "call_function":
+        return n.target in _READS_ANY_ORDER_FUNCTIONS or n.target in _MATRIX_FUNCTIONS
+    if n.op == "call_module":
+        return isinstance(modules.get(str(n.target)), tnn.Linear | tnn.MultiheadAttention)
+    return False
+
+
+def batch_outer_copies(gm: fx.GraphModule, metas: dict[str, Any],
+                       orders: dict[str, Order]) -> fx.GraphModule:
+    """Make every PyTorch result stored with its batch dim inside (attention's
+    sequence-first output, a broadcast class token) dense with the batch
+    outermost before layers that BrainSlug compiles read it: a `contiguous()`
+    node after it (PyTorch's copy; compiled stacks keep the batch outermost).
+    Views and matrix work read such a tensor as it is. Returns `gm`, or a
+    copy of it with the new nodes, whose shapes and orders it adds."""
+    modules = dict(gm.named_modules())
+    gm = fx.GraphModule(gm, copy.deepcopy(gm.graph), type(gm).__name__)
+    added = []
+    for n in list(gm.graph.nodes):
+        order, meta = orders.get(n.name), metas.get(n.name)
+        if order is None or meta is None or len(order) < 2 or meta[0][0] != -1:
+            continue
+        shape = meta[0]
+        channels_last = len(shape) == 4 and order[0] == 0 and canonical_order(
+            order, shape, NCHW_TO_NHWC) == NCHW_TO_NHWC
+        if channels_last or canonical_order(order, shape, tuple(range(len(shape))))[0] == 0:
+            continue
+        if all(_reads_any_order(u, modules) for u in n.users):
+            continue
+        with gm.graph.inserting_after(n):
+            c = gm.graph.call_method("contiguous", (n,))
+        n.replace_all_uses_with(c, delete_user_cb=lambda u, c=c: u is not c)
+        metas[c.name] = meta
+        orders[c.name] = tuple(range(len(shape)))
+        added.append(c.name)
+    gm.recompile()
+    return gm
 
 
 def _library_function(b: GraphBuilder, n: fx.Node) -> None:
@@ -321,6 +375,8 @@ _METHODS: dict[str, ops.OpSpec] = {
     "mean": ops.MEAN,
     "view": ops.RESHAPE,
     "reshape": ops.RESHAPE,
+    "reshape_as": ops.RESHAPE_AS,
+    "contiguous": ops.CONTIGUOUS,
     "add": ops.ADD,
     "mul": ops.MUL,
     "permute": ops.PERMUTE,

@@ -18,7 +18,13 @@ import torch.fx as fx
 from xdsl.dialects.builtin import ModuleOp
 
 from brainslug.frontend_torch.bind import rewrite_graph
-from brainslug.frontend_torch.capture import Capture, capture, memory_orders, propagate_shapes
+from brainslug.frontend_torch.capture import (
+    Capture,
+    batch_outer_copies,
+    capture,
+    memory_orders,
+    propagate_shapes,
+)
 from brainslug.frontend_torch.graph import captured
 from brainslug.frontend_torch.graph_builder import Order, default_order
 from brainslug.frontend_torch.kernel_module import StackKernel
@@ -118,11 +124,13 @@ def compile_plan(
         if found is None:
             record = None
             metas = _shapes(gm, shape)
-            orders = memory_orders(gm, examples) if layout == "NHWC" else {}
+            orders = memory_orders(gm, examples, layout == "NHWC")
         else:
             metas, orders = found
-    elif layout == "NHWC":
-        orders = memory_orders(gm, examples)
+    else:
+        orders = memory_orders(gm, examples, layout == "NHWC")
+    metas, orders = dict(metas), dict(orders)
+    gm = batch_outer_copies(gm, metas, orders)
     # a register block of 4 vectors reads one block of packed weights
     cap = capture(gm, examples, metas, layout, convs,
                   conv_block=4 * target.backend.lanes, orders=orders)

@@ -15,17 +15,20 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-from xdsl.dialects.builtin import TensorType, f32
+from xdsl.dialects.builtin import StringAttr, TensorType, f32
 from xdsl.ir import Operation, SSAValue
 
 from brainslug.dialects import nn
 from brainslug.frontend_torch.graph_builder import (
+    NCHW_TO_NHWC,
     GraphBuilder,
     LibraryCall,
     Unmapped,
+    canonical_order,
     default_order,
     rank,
 )
+from brainslug.plan.capture import NODE_ATTR
 
 REQUIRED = object()
 """The default of a parameter without one."""
@@ -265,7 +268,8 @@ def _adaptive_avg_pool2d(c: Call) -> Operation:
 
 def _flatten(c: Call) -> Ordered:
     """Flatten of logical dims start..end: the flatten of the physical dims they
-    occupy, where those are adjacent and in logical order (extents of 1 aside)."""
+    occupy, where those are adjacent and in logical order (extents of 1 aside);
+    else, as PyTorch does, the flatten of a row-major copy."""
     x = c.tensor("input")
     r = rank(x)
     lo, hi = c["start_dim"] % max(r, 1), c["end_dim"] % max(r, 1)
@@ -274,7 +278,9 @@ def _flatten(c: Call) -> Ordered:
     p0, p1 = where[0], where[-1]
     moving = [k for k in order[p0:p1 + 1] if shape[k] != 1]
     if where != list(range(p0, p1 + 1)) or moving != sorted(moving):
-        raise Unmapped(f"flatten of dims {lo}..{hi} of a tensor stored in order {order}")
+        # PyTorch copies to row-major first: so do we
+        x = c.b.in_order(x, tuple(range(r)), c.node)
+        order, p0, p1 = tuple(range(r)), lo, hi
     result = [k if k < lo else k - (hi - lo) for k in order[:p0]] + [lo] + [
         k - (hi - lo) for k in order[p1 + 1:]]
     return _with_order(nn.FlattenOp(x, p0, p1), result)
@@ -292,17 +298,106 @@ def _mean(c: Call) -> Ordered:
 
 
 def _reshape(c: Call) -> Ordered:
-    """The shape arguments are not read: the result's traced type is the shape."""
-    x, out = c.tensor("input"), c.b.result_type(c.node)
-    _row_major(c, x)  # (PyTorch's reshape is often a view where a permute here copies)
-    return _with_order(nn.ReshapeOp(x, c.b.result_type(c.node, range(len(out.get_shape())))),
-                       tuple(range(len(out.get_shape()))))
+    """reshape, view, reshape_as (the result's traced type is the shape). Where
+    PyTorch makes a view (always for a row-major tensor), the data stays where
+    it is: `nn.reshape` of the stored (physical) shape, the result in the
+    view's memory order; else PyTorch's copy to row-major, as `nn.permute` and
+    `nn.reshape`."""
+    x = c.tensor("input")
+    shape = c.b.logical_shape(c.node)
+    order = view_order(c.b.logical_shape_of(x), c.b.order(x), shape)
+    if order is None:
+        x = c.b.in_order(x, tuple(range(rank(x))), c.node)
+        order = tuple(range(len(shape)))
+    order = canonical_order(order, shape, tuple(range(len(shape))))
+    if order[0] != 0:
+        raise LibraryCall("a view whose batch dim is not outermost", order)
+    return _with_order(nn.ReshapeOp(x, c.b.result_type(c.node, order)), order)
 
 
-def _view(c: Call) -> Operation:
-    """permute, transpose and friends: a view that PyTorch makes without a copy;
-    the next layer reads it in its new memory order."""
-    raise LibraryCall("a view (a new memory order, no copy)")
+def view_order(shape: Sequence[int], order: Sequence[int], new_shape: Sequence[int]
+               ) -> tuple[int, ...] | None:
+    """The memory order of the view of shape `new_shape` of a tensor of
+    `shape` stored in `order`, as PyTorch makes it (no copy); None where
+    PyTorch's reshape would copy. Dynamic (-1) extents count as 2."""
+    def extents(s: Sequence[int]) -> list[int]:
+        return [2 if d < 0 else d for d in s]
+    stored = torch.empty([extents(shape)[k] for k in order], device="meta")
+    inverse = sorted(range(len(order)), key=lambda i: order[i])
+    try:
+        v = stored.permute(inverse).view(extents(new_shape))
+    except RuntimeError:
+        return None
+    return tuple(sorted(range(v.dim()), key=lambda k: (-v.stride(k), k)))
+
+
+def _permute(c: Call) -> Ordered:
+    """permute and transpose: a view that PyTorch makes without a copy. The
+    data stays where it is; the result is the same stored tensor in a new
+    memory order (the next layer reads it so)."""
+    x = c.tensor("input")
+    r = rank(x)
+    if "dim0" in c.args:  # transpose
+        given = [c["dim0"], c["dim1"]]
+    else:
+        d = c["dims"]
+        given = list(d[0] if len(d) == 1 and isinstance(d[0], list | tuple) else d)
+    if not all(isinstance(k, int) for k in given):
+        raise LibraryCall("a view (a new memory order, no copy)")
+    if "dim0" in c.args:
+        dims = list(range(r))
+        i, j = given[0] % r, given[1] % r
+        dims[i], dims[j] = dims[j], dims[i]
+    else:
+        dims = [k % r for k in given]
+    have = c.b.order(x)
+    order = tuple(dims.index(k) for k in have)
+    if order[0] != 0:
+        raise LibraryCall("a view (a new memory order, no copy) that moves the batch dim",
+                          order)
+    return _with_order(nn.ReshapeOp(x, x.type), order)
+
+
+def _contiguous(c: Call) -> Ordered:
+    """A dense copy, row-major (or channels-last), as PyTorch makes it:
+    `nn.permute`, or nothing where the tensor is stored so already."""
+    x = c.tensor("input")
+    fmt = c["memory_format"] or torch.contiguous_format
+    if fmt is torch.preserve_format:
+        return _with_order(nn.IdentityOp(x), c.b.order(x))
+    want = NCHW_TO_NHWC if fmt is torch.channels_last else tuple(range(rank(x)))
+    if fmt not in (torch.contiguous_format, torch.channels_last) or len(want) != rank(x):
+        raise Unmapped(f"contiguous in {fmt}")
+    have = c.b.order(x)
+    shape = c.b.logical_shape_of(x)
+    if canonical_order(have, shape, want) == want:
+        # (PyTorch's contiguous() returns such a tensor itself; it stays the
+        # judge of strides that a library layer gave)
+        raise LibraryCall("nothing to copy: stored so already", want)
+    if have[0] != want[0]:
+        raise LibraryCall("a copy that brings the batch dim outermost (PyTorch's; stacks "
+                          "keep the batch outermost)", want)
+    return _with_order(nn.PermuteOp(x, [have.index(k) for k in want]), want)
+
+
+def _patch_merging(c: Call) -> Ordered:
+    """Swin's `_patch_merging_pad` at even H and W: the 2x2 patches of
+    [B, H, W, C] side by side in channels, [B, H/2, W/2, 4C] with the patch
+    (dh, dw) at 2 * dw + dh. A view as [B, H/2, 2, W/2, 2, C], a permute
+    and a view back (at odd H or W, PyTorch pads first: not mapped)."""
+    x = c.tensor("x")
+    shape = c.b.logical_shape_of(x)
+    if len(shape) != 4 or shape[1] % 2 or shape[2] % 2:
+        raise Unmapped(f"patch merging of shape {list(shape)} (odd H or W: padded)")
+    _, h, w, ch = shape
+    x = c.b.in_order(x, (0, 1, 2, 3), c.node)
+    patches = nn.ReshapeOp(x, nn.make_tensor([-1, h // 2, 2, w // 2, 2, ch]))
+    by_position = nn.PermuteOp(patches.results[0], [0, 1, 3, 4, 2, 5])
+    for op in (patches, by_position):
+        op.attributes[NODE_ATTR] = StringAttr(c.node.name)
+        c.b.block.add_op(op)
+    return _with_order(nn.ReshapeOp(by_position.results[0], c.b.result_type(c.node, range(4))),
+                       range(4))
 
 
 def _cat(c: Call) -> Operation:
@@ -410,11 +505,14 @@ ADAPTIVE_AVG_POOL2D = _spec("adaptive_avg_pool2d(input, output_size)", _adaptive
 FLATTEN = _spec("flatten(input, start_dim=0, end_dim=-1)", _flatten)
 MEAN = _spec("mean(input, dim=None, keepdim=False, *, dtype=None)", _mean)
 RESHAPE = _spec("reshape(input, *shape)", _reshape)
+RESHAPE_AS = _spec("reshape_as(input, other)", _reshape)
+CONTIGUOUS = _spec("contiguous(input, memory_format=None)", _contiguous)
 CAT = _spec("cat(tensors, dim=0)", _cat)
+PATCH_MERGING = _spec("patch_merging_pad(x)", _patch_merging)
 ADD = _spec("add(input, other, *, alpha=1)", _add)
 MUL = _spec("mul(input, other)", _binary(nn.MulOp))
 SOFTMAX = _spec("softmax(input, dim=None, _stacklevel=3, dtype=None)", _softmax)
 LAYER_NORM = _spec("layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05)",
                    _layer_norm)
-PERMUTE = _spec("permute(input, *dims)", _view)
-TRANSPOSE = _spec("transpose(input, dim0, dim1)", _view)
+PERMUTE = _spec("permute(input, *dims)", _permute)
+TRANSPOSE = _spec("transpose(input, dim0, dim1)", _permute)

@@ -38,23 +38,47 @@ def lower_cat(kb: KernelBuilder, op: nn.CatOp, buf: Buffers, out: SSAValue) -> N
 
 
 def reshape_map(in_shape: Sequence[int], out_shape: Sequence[int]) -> AffineMap:
-    """Output ivs to input indices of a row-major reshape that keeps dim 0."""
+    """Output ivs to input indices of a row-major reshape that keeps dim 0.
+
+    The dims split into groups whose extents multiply to the same count on both
+    sides (as PyTorch's view does): a dim kept as it is reads its own iv, a
+    merge reads `sum(iv * stride)`, and only a split needs a division, of one
+    iv, so that the reads stay affine where the reshape is a relabelling."""
     if in_shape[0] != out_shape[0] or any(e < 0 for e in (*in_shape[1:], *out_shape[1:])):
         raise UnsupportedLayer("reshape must keep the batch dimension")
-    flat: AffineExpr = cst(0)
-    stride = 1
-    for k in range(len(out_shape) - 1, 0, -1):
-        flat = flat + d(k) * stride
-        stride *= out_shape[k]
+    if 0 in (*in_shape[1:], *out_shape[1:]):
+        raise UnsupportedLayer("reshape of an empty tensor")
     results: list[AffineExpr] = [d(0)]
-    strides = []
-    s = 1
-    for k in range(len(in_shape) - 1, 0, -1):
-        strides.append(s)
-        s *= in_shape[k]
-    strides.reverse()
-    for k in range(1, len(in_shape)):
-        results.append((flat // strides[k - 1]) % in_shape[k])
+    i = o = 1
+    while i < len(in_shape) or o < len(out_shape):
+        gi, go = [i], [o]
+        count_in = in_shape[i] if i < len(in_shape) else 1
+        count_out = out_shape[o] if o < len(out_shape) else 1
+        while count_in != count_out:
+            if count_in < count_out:
+                i += 1
+                gi.append(i)
+                count_in *= in_shape[i]
+            else:
+                o += 1
+                go.append(o)
+                count_out *= out_shape[o]
+        i, o = i + 1, o + 1
+        flat: AffineExpr = cst(0)
+        stride = 1
+        for k in reversed([k for k in go if k < len(out_shape)]):
+            flat = flat + d(k) * stride
+            stride *= out_shape[k]
+        ins = [k for k in gi if k < len(in_shape)]
+        stride = 1
+        strides = []
+        for k in reversed(ins):
+            strides.append(stride)
+            stride *= in_shape[k]
+        strides.reverse()
+        for n, (k, st) in enumerate(zip(ins, strides, strict=True)):
+            e = flat if st == 1 else flat // st
+            results.append(cst(0) if in_shape[k] == 1 else e if n == 0 else e % in_shape[k])
     return AffineMap(len(out_shape), 0, tuple(results))
 
 
