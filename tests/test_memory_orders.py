@@ -380,3 +380,30 @@ def test_swin_patch_merging() -> None:
     # odd H or W: PyTorch pads first, and says so
     opt = brainslug.optimize(m, [0, 7, 10, 5])
     assert "odd H or W" in brainslug.report(opt)
+
+
+class GatheredBias(nn.Module):
+    """MaxViT's relative position bias: a table gathered by a fixed index."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(10, 5))
+        self.register_buffer("index", torch.tensor([3, 1, 4, 1, 5, 9, 2]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.table[self.index])
+
+
+def test_layers_of_parameters_alone_are_not_fallbacks() -> None:
+    """A layer computed from parameters alone (no activation reaches it) runs
+    in PyTorch as a library call, and follows weight changes."""
+    m = GatheredBias().eval()
+    opt = brainslug.optimize(m, [0, 7, 5])
+    rep = brainslug.report(opt)
+    assert "Fallbacks: none" in rep and "nn.relu" in rep, rep
+    for batch in (1, 3):
+        x = torch.randn(batch, 7, 5)
+        with torch.no_grad():
+            assert torch.equal(opt(x), m(x))
+            m.table.mul_(-2)
+            assert torch.equal(opt(x), m(x))

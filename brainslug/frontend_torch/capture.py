@@ -540,7 +540,12 @@ def capture(
     b = GraphBuilder(gm, metas, layout, compile_convs, conv_block, orders)
     modules = dict(gm.named_modules())
     outputs: list[SSAValue] = []
+    # nodes computed from the inputs; the others (a relative position bias
+    # gathered from its table) read parameters alone and stay PyTorch's
+    reads_input: set[str] = set()
     for n in gm.graph.nodes:
+        if n.op == "placeholder" or any(a.name in reads_input for a in n.all_input_nodes):
+            reads_input.add(n.name)
         if n.op == "placeholder":
             if n.name in metas:
                 v = b.values[n.name] = b.arg(b.result_type(n), n, n.name)
@@ -583,7 +588,7 @@ def capture(
                     marker.attributes[NODE_ATTR] = StringAttr(n.name)
                     b.block.add_op(marker)
                 continue
-            if not isinstance(e, LibraryCall):
+            if not isinstance(e, LibraryCall) and n.name in reads_input:
                 b.reasons[n.name] = str(e) if isinstance(e, Unmapped) \
                     else f"{type(e).__name__}: {e}"
             order = b.library_order(n, e.order if isinstance(e, LibraryCall) else None)

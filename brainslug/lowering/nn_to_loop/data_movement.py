@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from xdsl.ir import Operation, SSAValue
-from xdsl.ir.affine import AffineExpr, AffineMap
+from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr, AffineMap
 
 from brainslug.dialects import nn
 from brainslug.lowering.nn_to_loop.builder import (
@@ -82,15 +82,35 @@ def reshape_map(in_shape: Sequence[int], out_shape: Sequence[int]) -> AffineMap:
     return AffineMap(len(out_shape), 0, tuple(results))
 
 
+def _divides(m: AffineMap) -> bool:
+    """Whether a map divides (floordiv, mod): its lanes can't be read as one vector."""
+    return any(isinstance(x, AffineBinaryOpExpr) and x.kind in (
+        AffineBinaryOpKind.FloorDiv, AffineBinaryOpKind.Mod, AffineBinaryOpKind.CeilDiv)
+        for r in m.results for x in r.dfs())
+
+
 def lower_reshape(kb: KernelBuilder, op: nn.FlattenOp | nn.ReshapeOp, buf: Buffers,
                   out: SSAValue) -> None:
+    """A copy nest over the output that reads the input through `reshape_map`;
+    where that map divides and the reshape only merges dims, a nest over the
+    input that stores through the merged (affine) indices instead."""
     x = buf[op.input]
-    m = reshape_map(x.type.get_shape(), out.type.get_shape())
+    in_shape, out_shape = x.type.get_shape(), out.type.get_shape()
+    m = reshape_map(in_shape, out_shape)
+    if _divides(m):
+        store_map = reshape_map(out_shape, in_shape)
+        if not _divides(store_map):
+
+            def scatter(e: Emitter, ivs: list[SSAValue]) -> None:
+                e.store(e.load(x, ivs), out, ivs, store_map)
+
+            kb.nest(in_shape, scatter)
+            return
 
     def body(e: Emitter, ivs: list[SSAValue]) -> None:
         e.store(e.load(x, ivs, m), out, ivs)
 
-    kb.nest(out.type.get_shape(), body)
+    kb.nest(out_shape, body)
 
 
 def lower_permute(kb: KernelBuilder, op: nn.PermuteOp, buf: Buffers, out: SSAValue) -> None:
