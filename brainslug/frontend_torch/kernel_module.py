@@ -90,6 +90,7 @@ class StackKernel(torch.nn.Module):
         self._batch_input = 0 if self._slots else None
         # activation shapes -> the runner's shape slots, after one checked call
         self._checked: dict[tuple[torch.Size, ...], list[tuple[int, int]]] = {}
+        self._dims: dict[int, list[tuple[int, ...]]] = {}  # output extents per batch
         # bound tensors stored as the kernel wants them: pointers can be passed as they are
         self._fast_ok = all(
             t is None or i in self._packed_set
@@ -123,8 +124,11 @@ class StackKernel(torch.nn.Module):
         if self._batch_input is not None:
             batch = activations[self._batch_input].shape[0]
         outs = []
-        for shape, slot in zip(self.output_shapes, self._out_slots, strict=True):
-            dims = tuple(batch if d < 0 else d for d in shape)
+        all_dims = self._dims.get(batch)
+        if all_dims is None:
+            all_dims = self._dims[batch] = [tuple(batch if d < 0 else d for d in shape)
+                                            for shape in self.output_shapes]
+        for dims, slot in zip(all_dims, self._out_slots, strict=True):
             if slot is None:
                 outs.append(torch.empty(dims, dtype=torch.float32))
             else:

@@ -91,10 +91,11 @@ def _gelu(op: nn.GeluOp) -> Formula:
         kappa = 0.044715
 
         def gelu_tanh(e: Emitter, x: SSAValue) -> SSAValue:
+            # 0.5 * x * (1 + tanh(u)) is x / (1 + exp(-2u)): the vector exp
+            # (1 ULP), and none of the cancellation of 1 + tanh(u) at u < 0
             cube = e.mul(e.mul(x, x), x)
             inner = e.mul(e.f(beta), e.add(x, e.mul(e.f(kappa), cube)))
-            t = e.emit(math.TanhOp(inner))
-            return e.mul(e.mul(e.f(0.5), x), e.add(e.f(1.0), t))
+            return e.div(x, e.add(e.f(1.0), aten_exp(e, e.mul(e.f(-2.0), inner))))
 
         return gelu_tanh
 
