@@ -579,3 +579,21 @@ def test_compiled_convolutions_match_tensorflow(kind):
 def test_conv_option_is_checked():
     with pytest.raises(ValueError, match="conv must be one of"):
         brainslug.optimize(functional(L.Conv2D(4, 3)), [0, H, W, C], conv="fast")
+
+
+@pytest.mark.parametrize("center,scale", [(True, True), (False, True), (True, False)])
+def test_layer_normalization(center, scale):
+    """LayerNormalization over the channels (ConvNeXt's), in Keras's order:
+    inv = rsqrt(var + eps) * gamma, x * inv + (beta - mean * inv). The means
+    sum in BrainSlug's order and rsqrt is 1 / sqrt (TensorFlow's is an estimate
+    plus a Newton step), so within a few ulp, not bit for bit."""
+    rng = np.random.default_rng(7)
+    for c in (32, 19):
+        ln = L.LayerNormalization(epsilon=1e-6, center=center, scale=scale)
+        model = functional(ln, L.Activation("gelu"), shape=(H, W, c))
+        if scale:
+            ln.gamma.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
+        if center:
+            ln.beta.assign(rng.uniform(-0.5, 0.5, c).astype("float32"))
+        opt = check(model, [0, H, W, c], tol=2e-6)
+        assert compiled(opt) == 1 and not opt.info.fallbacks, opt.info.fallbacks

@@ -281,6 +281,24 @@ def _batch_norm(nd: KerasNode) -> str:
     return b.emit(n, bn, nd.ins, lambda t: op(t, training=False))
 
 
+def _layer_norm(nd: KerasNode) -> str:
+    """LayerNormalization over the last axis, as Keras computes it on TensorFlow
+    (`nn.layer_norm {impl = "eigen"}`)."""
+    b, op = nd.b, nd.op
+    xv = nd.x()
+    rank = len(xv.type.get_shape())
+    axes = [op.axis] if isinstance(op.axis, int) else list(op.axis)
+    if [a % rank for a in axes] != [rank - 1]:
+        raise Unmapped(f"layer normalization over axes {op.axis} of a rank-{rank} tensor")
+    if getattr(op, "rms_scaling", False):
+        raise Unmapped("layer normalization with RMS scaling")
+    n = op.name
+    weight = b.param(_snapshot(op.gamma), f"{n}.gamma") if op.scale else None
+    bias = b.param(_snapshot(op.beta), f"{n}.beta") if op.center else None
+    ln = nn.LayerNormOp(xv, weight, bias, eps=float(op.epsilon), impl="eigen")
+    return b.emit(n, ln, nd.ins, lambda t: op(t))
+
+
 def _tf_batch_norm_factors(op: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(inv, offset, mean) of a Keras BatchNormalization at inference.
 
@@ -529,6 +547,8 @@ def map_node(nd: KerasNode) -> str:
         return _dense(nd)
     if cls == "BatchNormalization":
         return _batch_norm(nd)
+    if cls == "LayerNormalization":
+        return _layer_norm(nd)
     if cls == "Activation":
         return _activation(nd, nd.ins[0], op.activation, op.name)
     if cls == "ReLU":

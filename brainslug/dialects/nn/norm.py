@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from xdsl.dialects.builtin import TensorType
+from xdsl.dialects.builtin import StringAttr, TensorType
 from xdsl.ir import Attribute
 from xdsl.irdl import (
     AttrSizedOperandSegments,
@@ -13,6 +13,7 @@ from xdsl.irdl import (
     irdl_op_definition,
     operand_def,
     opt_operand_def,
+    opt_prop_def,
     prop_def,
     result_def,
     traits_def,
@@ -29,7 +30,12 @@ from brainslug.dialects.nn.base import (
     type_of,
     verify_error,
 )
-from brainslug.dialects.nn.properties import ConstrainedProperties, F64Property
+from brainslug.dialects.nn.properties import (
+    ConstrainedProperties,
+    F64Property,
+    Impl,
+    StrEnumProperty,
+)
 
 
 @irdl_op_definition
@@ -39,6 +45,10 @@ class LayerNormOp(IRDLOperation):
     variance `var` over the row and `rstd = 1 / sqrt(var + eps)`; `weight` and
     `bias` (of the row's length) are optional. The row is the last dim of a
     row-major tensor, or C of a channels-last one (ConvNeXt's LayerNorm2d).
+
+    Absent `impl`, the result is `(x * rstd + (-mean * rstd)) * weight + bias`
+    (PyTorch's order); `impl = "eigen"` computes Keras's on TensorFlow:
+    `inv = rstd * weight`, then `x * inv + (-mean * inv + bias)`.
     """
 
     name = "nn.layer_norm"
@@ -49,6 +59,7 @@ class LayerNormOp(IRDLOperation):
     output = result_def(TensorType)
 
     eps = prop_def(F64Property())
+    impl = opt_prop_def(StrEnumProperty(Impl))
 
     irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
     assembly_format = (
@@ -64,6 +75,7 @@ class LayerNormOp(IRDLOperation):
         bias: Operand | None = None,
         *,
         eps: float = 1e-5,
+        impl: str | None = None,
         result_type: Attribute | None = None,
     ):
         if result_type is None:
@@ -76,12 +88,17 @@ class LayerNormOp(IRDLOperation):
         super().__init__(
             operands=[input, [] if weight is None else [weight], [] if bias is None else [bias]],
             result_types=[result_type],
-            properties={"eps": f64_attr(eps)},
+            properties={"eps": f64_attr(eps),
+                        "impl": None if impl is None else StringAttr(str(impl))},
         )
 
     @property
     def eps_value(self) -> float:
         return self.eps.value.data
+
+    @property
+    def impl_value(self) -> Impl | None:
+        return None if self.impl is None else Impl(self.impl.data)
 
     @classmethod
     def infer_type(

@@ -9,6 +9,7 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.ir.affine import AffineMap
 
 from brainslug.dialects import nn
+from brainslug.dialects.nn.properties import Impl
 from brainslug.lowering.nn_to_loop.aten_vec import aten_exp
 from brainslug.lowering.nn_to_loop.builder import (
     NEG_INF,
@@ -108,7 +109,8 @@ def lower_layer_norm(kb: KernelBuilder, op: nn.LayerNormOp, buf: Buffers,
                      out: SSAValue) -> None:
     """Per row: mean = sum(x) / n, then var = sum((x - mean)^2) / n (two passes
     over a row in cache, more accurate than one), rstd = 1 / sqrt(var + eps);
-    then y = (x * rstd + (-mean * rstd)) * weight + bias, in PyTorch's order."""
+    then y = (x * rstd + (-mean * rstd)) * weight + bias, in PyTorch's order
+    (`impl = "eigen"`: var = sum / n, and Keras's order, see `nn.layer_norm`)."""
     x = buf[op.input]
     weight = buf[op.weight] if op.weight is not None else None
     bias = buf[op.bias] if op.bias is not None else None
@@ -134,8 +136,21 @@ def lower_layer_norm(kb: KernelBuilder, op: nn.LayerNormOp, buf: Buffers,
             c = r.sub(r.load(x, [*ivs, *w], xmap), m)
             return r.mul(c, c)
 
-        var = e.mul(e.reduce("add", 0.0, [n], term), e.f(inv_n))
+        total = e.reduce("add", 0.0, [n], term)
+        # (TensorFlow's mean of the squares divides by n)
+        var = e.div(total, e.f(float(n))) if op.impl_value == Impl.EIGEN \
+            else e.mul(total, e.f(inv_n))
         e.store(e.div(e.f(1.0), e.emit(math.SqrtOp(e.add(var, e.f(op.eps_value))))), rstd, ivs)
+
+    def keras_body(e: Emitter, ivs: list[SSAValue]) -> None:
+        # inv = rstd * weight; y = x * inv + (-mean * inv + bias)
+        inv = e.load(rstd, ivs, rmap)
+        if weight is not None:
+            inv = e.mul(inv, e.load(weight, ivs, cmap))
+        res = e.mul(e.emit(arith.NegfOp(e.load(mean, ivs, rmap))), inv)
+        if bias is not None:
+            res = e.add(res, e.load(bias, ivs, cmap))
+        e.store(e.add(e.mul(e.load(x, ivs), inv), res), out, ivs)
 
     def out_body(e: Emitter, ivs: list[SSAValue]) -> None:
         r = e.load(rstd, ivs, rmap)
@@ -149,7 +164,7 @@ def lower_layer_norm(kb: KernelBuilder, op: nn.LayerNormOp, buf: Buffers,
 
     kb.nest(red_shape, mean_body)
     kb.nest(red_shape, rstd_body)
-    kb.nest(shape, out_body)
+    kb.nest(shape, keras_body if op.impl_value == Impl.EIGEN else out_body)
 
 
 LOWERINGS: dict[type[Operation], LayerLowering] = {
