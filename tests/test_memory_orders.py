@@ -407,3 +407,31 @@ def test_layers_of_parameters_alone_are_not_fallbacks() -> None:
             assert torch.equal(opt(x), m(x))
             m.table.mul_(-2)
             assert torch.equal(opt(x), m(x))
+
+
+class SubDiv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.rand(5, 1, 1) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = (x - 0.25) / self.scale        # by a parameter, broadcast
+        z = 1.5 - torch.relu(y)            # a number minus a tensor
+        return torch.div(z, x * x + 1) - y
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_sub_and_div_bit_for_bit(batch: int) -> None:
+    """sub (tensors and numbers) and div (of tensors) compile as IEEE
+    operations: bit for bit with PyTorch, NaN and Inf included."""
+    m = SubDiv().eval()
+    opt = brainslug.optimize(m, [0, 5, 13, 11])
+    rep = brainslug.report(opt)
+    assert "Fallbacks: none" in rep and "nn.div" in rep and "nn.sub" in rep, rep
+    x = torch.randn(batch, 5, 13, 11) * 3
+    x[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    with torch.no_grad():
+        ref, out = m(x), opt(x)
+    assert torch.equal(ref.isnan(), out.isnan())
+    ok = ~ref.isnan()
+    assert torch.equal(out[ok], ref[ok])

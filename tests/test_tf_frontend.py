@@ -256,8 +256,21 @@ def test_rescaling_normalization_zero_padding():
     x = L.BatchNormalization()(x)
     opt = check(randomize(keras.Model(inp, x)), [0, H, W, 3])
     reasons = dict(opt.info.fallbacks)
-    assert {n.rstrip("_0123456789") for n in reasons} == {"normalization", "zero_padding2d"}
+    assert {n.rstrip("_0123456789") for n in reasons} == {"zero_padding2d"}
     assert all(reasons.values())
+
+
+def test_normalization_bit_for_bit():
+    """The input Normalization, (x - mean) / max(sqrt(variance), eps), compiled
+    bit for bit, a zero variance included (the division by eps)."""
+    norm = L.Normalization(mean=[0.1, -0.2, 0.3], variance=[1.5, 0.0, 2.0])
+    model = functional(norm, L.Activation("relu"), shape=(H, W, 3))
+    opt = brainslug.optimize(model, [0, H, W, 3])
+    assert compiled(opt) == 1 and not opt.info.fallbacks, opt.info.fallbacks
+    for n in (1, 3):
+        x = tf.random.normal([n, H, W, 3], seed=n).numpy()
+        x[0, 0, 0] = [np.nan, np.inf, -np.inf]
+        assert _same_bits(opt(x).numpy(), model(x, training=False)), n
 
 
 def test_sequential():

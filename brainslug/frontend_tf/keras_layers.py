@@ -299,6 +299,28 @@ def _layer_norm(nd: KerasNode) -> str:
     return b.emit(n, ln, nd.ins, lambda t: op(t))
 
 
+def _normalization(nd: KerasNode) -> str:
+    """The input Normalization layer: `(x - mean) / max(sqrt(variance), eps)`,
+    the denominator from TensorFlow's own ops (as the layer computes it on
+    every call), the subtraction and division as IEEE operations: bit for bit."""
+    b, op = nd.b, nd.op
+    if getattr(op, "invert", False):
+        raise Unmapped("inverted Normalization")
+    mean = np.ascontiguousarray(np.asarray(op.mean, dtype=np.float32))
+    var = tf.convert_to_tensor(np.asarray(op.variance, dtype=np.float32))
+    denom = np.ascontiguousarray(
+        tf.maximum(tf.sqrt(var), keras.backend.epsilon()).numpy(), dtype=np.float32)
+    rank = len(nd.x().type.get_shape())
+    if mean.ndim != rank or denom.ndim != rank:
+        raise Unmapped(f"Normalization statistics of rank {mean.ndim} on a rank-{rank} tensor")
+    x = nd.ins[0]
+    mt, dt = tf.convert_to_tensor(mean), tf.convert_to_tensor(denom)
+    centred = b.emit(f"{op.name}.sub", nn.SubOp(b.values[x], b.param(mean, f"{op.name}.mean")),
+                     [x], lambda t: t - mt)
+    return b.emit(op.name, nn.DivOp(b.values[centred], b.param(denom, f"{op.name}.denom")),
+                  [centred], lambda t: t / dt)
+
+
 def _tf_batch_norm_factors(op: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(inv, offset, mean) of a Keras BatchNormalization at inference.
 
@@ -601,8 +623,7 @@ def map_node(nd: KerasNode) -> str:
     if cls == "Rescaling":
         return _rescaling(nd)
     if cls == "Normalization":
-        raise Unmapped("Normalization divides by max(sqrt(variance), epsilon): nn has no "
-                       "exact op for the division")
+        return _normalization(nd)
     if cls == "ZeroPadding2D":
         return _zero_padding(nd)
     if type(op).__module__.startswith("keras.src.applications."):

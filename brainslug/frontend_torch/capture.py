@@ -263,6 +263,8 @@ _FUNCTIONS: dict[Any, ops.OpSpec] = {
     torch.cat: ops.CAT, torch.concat: ops.CAT,
     operator.add: ops.ADD, torch.add: ops.ADD,
     operator.mul: ops.MUL, torch.mul: ops.MUL,
+    operator.sub: ops.SUB, torch.sub: ops.SUB,
+    operator.truediv: ops.DIV, torch.div: ops.DIV,
     F.softmax: ops.SOFTMAX, torch.softmax: ops.SOFTMAX,
     torch.permute: ops.PERMUTE, torch.transpose: ops.TRANSPOSE,
     F.layer_norm: ops.LAYER_NORM, torch.layer_norm: ops.LAYER_NORM,
@@ -379,6 +381,8 @@ _METHODS: dict[str, ops.OpSpec] = {
     "contiguous": ops.CONTIGUOUS,
     "add": ops.ADD,
     "mul": ops.MUL,
+    "sub": ops.SUB,
+    "div": ops.DIV,
     "permute": ops.PERMUTE,
     "transpose": ops.TRANSPOSE,
 }

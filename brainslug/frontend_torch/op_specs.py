@@ -465,6 +465,21 @@ def _add(c: Call) -> Operation:
     return _binary(nn.AddOp)(c)
 
 
+def _sub(c: Call) -> Operation:
+    if c["alpha"] != 1:
+        raise Unmapped("sub with alpha")
+    return _binary(nn.SubOp)(c)
+
+
+def _div(c: Call) -> Operation:
+    if c["rounding_mode"] is not None:
+        raise Unmapped(f"division with rounding mode {c['rounding_mode']}")
+    if not (c.is_tensor("input") and c.is_tensor("other")):
+        # (PyTorch divides by a number as a multiply by its reciprocal)
+        raise Unmapped("division by a Python number")
+    return _binary(nn.DivOp)(c)
+
+
 def _softmax(c: Call) -> Operation:
     x = c.tensor("input")
     if c["dim"] is None or c["dtype"] is not None:
@@ -511,6 +526,8 @@ CAT = _spec("cat(tensors, dim=0)", _cat)
 PATCH_MERGING = _spec("patch_merging_pad(x)", _patch_merging)
 ADD = _spec("add(input, other, *, alpha=1)", _add)
 MUL = _spec("mul(input, other)", _binary(nn.MulOp))
+SUB = _spec("sub(input, other, *, alpha=1)", _sub)
+DIV = _spec("div(input, other, *, rounding_mode=None)", _div)
 SOFTMAX = _spec("softmax(input, dim=None, _stacklevel=3, dtype=None)", _softmax)
 LAYER_NORM = _spec("layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05)",
                    _layer_norm)

@@ -182,6 +182,10 @@ def eval_layer(op: Operation, args: list[Any]) -> Any:
         return args[0] + args[1]
     if isinstance(op, nn.MulOp):
         return args[0] * args[1]
+    if isinstance(op, nn.SubOp):
+        return args[0] - args[1]
+    if isinstance(op, nn.DivOp):
+        return args[0] / args[1]
     if isinstance(op, nn.CatOp):
         return torch.cat(args, op.axis_value)
     if isinstance(op, nn.FlattenOp):

@@ -57,6 +57,7 @@ from brainslug.dialects.nn.conv import Conv2dOp, LinearOp
 from brainslug.dialects.nn.elementwise import (
     AddOp,
     ClampOp,
+    DivOp,
     DropoutOp,
     GeluOp,
     HardsigmoidOp,
@@ -67,6 +68,7 @@ from brainslug.dialects.nn.elementwise import (
     ReluOp,
     SigmoidOp,
     SiluOp,
+    SubOp,
     TanhOp,
 )
 from brainslug.dialects.nn.norm import LayerNormOp
@@ -102,6 +104,8 @@ NN = Dialect(
         IdentityOp,
         AddOp,
         MulOp,
+        SubOp,
+        DivOp,
         MaxPool2dOp,
         AvgPool2dOp,
         AdaptiveAvgPool2dOp,
@@ -147,6 +151,8 @@ __all__ = [
     "MeanOp",
     "MemoryBound",
     "MulOp",
+    "SubOp",
+    "DivOp",
     "PermuteOp",
     "Removable",
     "ReluOp",

@@ -286,7 +286,7 @@ class IdentityOp(_UnaryOp):
 
 
 class _BinaryOp(IRDLOperation):
-    """Base of add and mul: numpy-style broadcasting of `lhs` and `rhs`."""
+    """Base of add, sub, mul and div: numpy-style broadcasting of `lhs` and `rhs`."""
 
     lhs = operand_def(TensorType)
     rhs = operand_def(TensorType)
@@ -323,3 +323,17 @@ class MulOp(_BinaryOp):
     """`lhs * rhs` with broadcasting."""
 
     name = "nn.mul"
+
+
+@irdl_op_definition
+class SubOp(_BinaryOp):
+    """`lhs - rhs` with broadcasting."""
+
+    name = "nn.sub"
+
+
+@irdl_op_definition
+class DivOp(_BinaryOp):
+    """`lhs / rhs` with broadcasting (IEEE division, not a reciprocal)."""
+
+    name = "nn.div"

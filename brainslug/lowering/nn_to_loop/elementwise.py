@@ -158,21 +158,24 @@ def lower_unary(kb: KernelBuilder, op: Operation, buf: Buffers, out: SSAValue) -
     kb.nest(out.type.get_shape(), body)
 
 
-def lower_binary(kb: KernelBuilder, op: nn.AddOp | nn.MulOp, buf: Buffers, out: SSAValue) -> None:
-    a, b = buf[op.lhs], buf[op.rhs]
+_BINARY: dict[type[Operation], str] = {nn.AddOp: "add", nn.SubOp: "sub", nn.MulOp: "mul",
+                                       nn.DivOp: "div"}
+
+
+def lower_binary(kb: KernelBuilder, op: Operation, buf: Buffers, out: SSAValue) -> None:
+    a, b = buf[op.operands[0]], buf[op.operands[1]]
     shape = out.type.get_shape()
     ma = broadcast_map(a.type.get_shape(), shape)
     mb = broadcast_map(b.type.get_shape(), shape)
 
     def body(e: Emitter, ivs: list[SSAValue]) -> None:
         x, y = e.load(a, ivs, ma), e.load(b, ivs, mb)
-        e.store(e.add(x, y) if isinstance(op, nn.AddOp) else e.mul(x, y), out, ivs)
+        e.store(getattr(e, _BINARY[type(op)])(x, y), out, ivs)
 
     kb.nest(shape, body)
 
 
 LOWERINGS: dict[type[Operation], LayerLowering] = {
     **dict.fromkeys(UNARY_FORMULAS, lower_unary),
-    nn.AddOp: lower_binary,
-    nn.MulOp: lower_binary,
+    **dict.fromkeys(_BINARY, lower_binary),
 }
