@@ -59,6 +59,12 @@ def _kernels(opt: torch.nn.Module) -> list[StackKernel]:
     return [m for m in opt.modules() if isinstance(m, StackKernel)]
 
 
+def _close_to_eager(m: nn.Module, opt: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        ref, out = m(x), opt(x)
+    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_convnext_block_channels_last(batch: int) -> None:
     torch.manual_seed(0)
@@ -67,10 +73,7 @@ def test_convnext_block_channels_last(batch: int) -> None:
     rep = brainslug.report(opt)
     assert "Fallbacks: none" in rep, rep
     assert "ln: nn.layer_norm" in rep and "nn.gelu" in rep
-    x = torch.randn(batch, 19, 13, 11) * 2
-    with torch.no_grad():
-        ref, out = m(x), opt(x)
-    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    _close_to_eager(m, opt, torch.randn(batch, 19, 13, 11) * 2)
 
 
 def test_kernels_take_views_without_copies() -> None:
@@ -105,10 +108,7 @@ def test_layer_norm_2d_over_channels(batch: int) -> None:
     opt = brainslug.optimize(m, [0, 3, 15, 14], conv="library")
     rep = brainslug.report(opt)
     assert "Fallbacks: none" in rep, rep
-    x = torch.randn(batch, 3, 15, 14)
-    with torch.no_grad():
-        ref, out = m(x), opt(x)
-    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    _close_to_eager(m, opt, torch.randn(batch, 3, 15, 14))
 
 
 @pytest.mark.parametrize("d", [37, 197, 768])
@@ -171,10 +171,7 @@ def test_operands_in_other_orders_are_permuted_in_the_stack(batch: int) -> None:
     rep = brainslug.report(opt)
     assert "Fallbacks: none" in rep, rep
     assert "mul: nn.permute" in rep, rep
-    x = torch.randn(batch, 3, 11, 11)
-    with torch.no_grad():
-        ref, out = m(x), opt(x)
-    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    _close_to_eager(m, opt, torch.randn(batch, 3, 11, 11))
 
 
 class PermuteAcrossLibrary(nn.Module):
@@ -203,10 +200,7 @@ def test_permute_stays_with_its_user(batch: int) -> None:
     stacks = {s.name: s.layers for s in opt.info.stacks}
     home = [n for n, layers in stacks.items() if "add: nn.permute" in layers]
     assert len(home) == 1 and "add: nn.add" in stacks[home[0]], stacks
-    x = torch.randn(batch, 3, 9, 7)
-    with torch.no_grad():
-        ref, out = m(x), opt(x)
-    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    _close_to_eager(m, opt, torch.randn(batch, 3, 9, 7))
 
 
 class ConvPlusTransposed(nn.Module):
@@ -288,10 +282,7 @@ def test_channel_shuffle_compiled(batch: int, layout: str) -> None:
     opt = brainslug.optimize(m, [0, 7, 11, 9], layout=layout)
     rep = brainslug.report(opt)
     assert "Fallbacks: none" in rep, rep
-    x = torch.randn(batch, 7, 11, 9)
-    with torch.no_grad():
-        ref, out = m(x), opt(x)
-    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    _close_to_eager(m, opt, torch.randn(batch, 7, 11, 9))
 
 
 class Reshapes(nn.Module):
@@ -355,10 +346,7 @@ def test_sequence_first_library_results(batch: int) -> None:
     rep = brainslug.report(opt)
     assert "Fallbacks: none" in rep, rep
     assert "nn.layer_norm" in rep and "nn.add" in rep
-    x = torch.randn(batch, 7, 12)
-    with torch.no_grad():
-        ref, out = m(x), opt(x)
-    assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    _close_to_eager(m, opt, torch.randn(batch, 7, 12))
 
 
 def test_swin_patch_merging() -> None:

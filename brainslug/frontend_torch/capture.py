@@ -37,6 +37,7 @@ from brainslug.frontend_torch.graph_builder import (
     canonical_order,
     default_order,
     rank,
+    stride_order,
 )
 from brainslug.plan.capture import NODE_ATTR
 
@@ -80,12 +81,6 @@ def export(model: tnn.Module, shape: Sequence[int]) -> fx.GraphModule:
         return ep.module()
     finally:
         model.train(was_training)
-
-
-def stride_order(t: torch.Tensor) -> tuple[int, ...]:
-    """The logical dims of `t` from the outermost in memory to the innermost
-    (largest stride first; ties in logical order)."""
-    return tuple(sorted(range(t.dim()), key=lambda k: (-t.stride(k), k)))
 
 
 _CONV_FUNCTIONS = {F.conv2d, torch.conv2d, torch.ops.aten.conv2d.default,

@@ -41,6 +41,12 @@ def default_order(rank: int, layout: str) -> Order:
     return NCHW_TO_NHWC if layout == "NHWC" and rank == 4 else tuple(range(rank))
 
 
+def stride_order(t: torch.Tensor) -> tuple[int, ...]:
+    """The logical dims of `t` from the outermost in memory to the innermost
+    (largest stride first; ties in logical order)."""
+    return tuple(sorted(range(t.dim()), key=lambda k: (-t.stride(k), k)))
+
+
 def canonical_order(order: Sequence[int], shape: Sequence[int], preferred: Order) -> Order:
     """`preferred` where it lays out the same memory as `order` (they differ
     only in where extents of 1 go), else `order`."""

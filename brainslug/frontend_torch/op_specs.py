@@ -27,6 +27,7 @@ from brainslug.frontend_torch.graph_builder import (
     canonical_order,
     default_order,
     rank,
+    stride_order,
 )
 from brainslug.plan.capture import NODE_ATTR
 
@@ -328,7 +329,7 @@ def view_order(shape: Sequence[int], order: Sequence[int], new_shape: Sequence[i
         v = stored.permute(inverse).view(extents(new_shape))
     except RuntimeError:
         return None
-    return tuple(sorted(range(v.dim()), key=lambda k: (-v.stride(k), k)))
+    return stride_order(v)
 
 
 def _permute(c: Call) -> Ordered:
@@ -337,19 +338,19 @@ def _permute(c: Call) -> Ordered:
     memory order (the next layer reads it so)."""
     x = c.tensor("input")
     r = rank(x)
-    if "dim0" in c.args:  # transpose
+    transpose = "dim0" in c.args
+    if transpose:
         given = [c["dim0"], c["dim1"]]
     else:
         d = c["dims"]
         given = list(d[0] if len(d) == 1 and isinstance(d[0], list | tuple) else d)
     if not all(isinstance(k, int) for k in given):
         raise LibraryCall("a view (a new memory order, no copy)")
-    if "dim0" in c.args:
+    dims = [k % r for k in given]
+    if transpose:
+        i, j = dims
         dims = list(range(r))
-        i, j = given[0] % r, given[1] % r
-        dims[i], dims[j] = dims[j], dims[i]
-    else:
-        dims = [k % r for k in given]
+        dims[i], dims[j] = j, i
     have = c.b.order(x)
     order = tuple(dims.index(k) for k in have)
     if order[0] != 0:
