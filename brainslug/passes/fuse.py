@@ -12,7 +12,10 @@
   in place, and no concatenated copy is written.
 
 Producers whose values are reused across a consumer dimension they don't
-depend on (a per-channel parameter read at every pixel) stay materialised.
+depend on (a per-channel parameter read at every pixel) stay materialised, and
+so do producers whose computation costs more than a store and a reload in
+cache (`RECOMPUTE_LIMIT`) when it would be repeated: read at several places
+(a GELU feeding a layer norm's three passes) or also kept as an output.
 """
 
 from __future__ import annotations
@@ -343,6 +346,41 @@ def _inlinable(w: nu.SimpleStore) -> bool:
     return True
 
 
+RECOMPUTE_LIMIT = 8
+"""Most arithmetic a producer may repeat per value rather than keep its result
+in a scratch buffer (a store and a reload in cache cost about this much)."""
+
+_TRANSCENDENTAL_COST = 20
+_DIVIDE_COST = 4
+
+
+def _costly(nest: loop.NestOp) -> bool:
+    """Whether computing one value of `nest` costs more than `RECOMPUTE_LIMIT`."""
+    cost = 0
+    for o in nest.body.block.walk():
+        if isinstance(o, loop.LoadOp | loop.StoreOp | loop.YieldOp | loop.InBoundsOp
+                      | arith.ConstantOp):
+            continue
+        if o.dialect_name() == "math":
+            cost += _TRANSCENDENTAL_COST
+        elif isinstance(o, arith.DivfOp):
+            cost += _DIVIDE_COST
+        else:
+            cost += 1
+        if cost > RECOMPUTE_LIMIT:
+            return True
+    return False
+
+
+def _repeated(load: loop.LoadOp) -> bool:
+    """Whether inlining the producer at `load` would compute its values again:
+    the buffer is read elsewhere too, or is a kernel output that keeps its store."""
+    if not nu.is_alloc(load.buffer):
+        return True
+    return any(u.index == 0 and type(u.operation) is loop.LoadOp and u.operation is not load
+               for u in load.buffer.uses)
+
+
 def _reused(facts: _Facts, load: loop.LoadOp, cons: loop.NestOp) -> bool:
     """Whether the consumer nest `cons` reads each value that `load` loads at many
     of its points."""
@@ -385,6 +423,8 @@ class InlineProducer(RewritePattern):
                     for o in w.nest.body.block.ops)
         if not cheap and _reused(self.facts, op, cons):
             return
+        if not cheap and _repeated(op) and _costly(w.nest):
+            return  # computed once into scratch: bs-tile-depth-first keeps it in cache
         if not cheap and not self.inline_overlap and nu.overlapping_window(op):
             return  # bs-tile-depth-first computes it once per tile, with a halo
         if not w.nest.is_before_in_block(cons) or not _inlinable(w):

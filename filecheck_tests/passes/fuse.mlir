@@ -353,7 +353,7 @@ func.func @not_kernel(%x: memref<29xf32>, %o: memref<29xf32>) {
 // mirrored row 12 - h. MergeSameDomain merges the producer into the consumer
 // for the first load and leaves the second reading t inside the merged nest,
 // where rows above h are not written yet (a read of uninitialised memory for
-// h < 6). Expected: both loads recompute exp from x (the mirrored one through
+// h < 6). Expected: both loads recompute x * x from x (the mirrored one through
 // the mirrored map) and t disappears. (Keeping the two nests apart would also
 // be correct; update these lines if that is the fix.)
 func.func @mirrored(%x: memref<?x37x13x13xf32>, %out: memref<?x37x13x13xf32>) attributes {bs.kernel} {
@@ -362,7 +362,7 @@ func.func @mirrored(%x: memref<?x37x13x13xf32>, %out: memref<?x37x13x13xf32>) at
   %t = memref.alloc(%batch) : memref<?x37x13x13xf32>
   loop.nest (%n, %c, %h, %w) = (0, 0, 0, 0) to (%batch, 37, 13, 13) {
     %v = loop.load %x[%n, %c, %h, %w] : memref<?x37x13x13xf32>
-    %e = math.exp %v : f32
+    %e = arith.mulf %v, %v : f32
     loop.store %e, %t[%n, %c, %h, %w] : f32, memref<?x37x13x13xf32>
   }
   loop.nest (%n, %c, %h, %w) = (0, 0, 0, 0) to (%batch, 37, 13, 13) {
@@ -378,4 +378,60 @@ func.func @mirrored(%x: memref<?x37x13x13xf32>, %out: memref<?x37x13x13xf32>) at
 // CHECK-NOT:     %t
 // CHECK:         loop.load %x[%n, %c, %h, %w] map affine_map<(d0, d1, d2, d3) -> (d0, d1, ((d2 * -1) + 12), d3)>
 // CHECK-NOT:     %t
+// CHECK:         func.return
+
+// A costly producer (an exp) read at two places stays one nest into scratch:
+// inlining would compute each exp twice. Read once, it is inlined.
+func.func @costly_twice(%x: memref<?x37xf32>, %out: memref<?x37xf32>, %out2: memref<?x37xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x37xf32>
+  %t = memref.alloc(%batch) : memref<?x37xf32>
+  loop.nest (%n, %c) = (0, 0) to (%batch, 37) {
+    %v = loop.load %x[%n, %c] : memref<?x37xf32>
+    %e = math.exp %v : f32
+    loop.store %e, %t[%n, %c] : f32, memref<?x37xf32>
+  }
+  loop.nest (%n, %c) = (0, 0) to (%batch, 37) {
+    %a = loop.load %t[%n, %c] map affine_map<(d0, d1) -> (d0, 36 - d1)> : memref<?x37xf32>
+    %s = arith.addf %a, %a : f32
+    loop.store %s, %out[%n, %c] : f32, memref<?x37xf32>
+  }
+  loop.nest (%n, %c) = (0, 0) to (%batch, 37) {
+    %a = loop.load %t[%n, %c] map affine_map<(d0, d1) -> (d0, 36 - d1)> : memref<?x37xf32>
+    %s = arith.mulf %a, %a : f32
+    loop.store %s, %out2[%n, %c] : f32, memref<?x37xf32>
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @costly_twice
+// CHECK:         %t = memref.alloc
+// CHECK:         math.exp
+// CHECK-NEXT:    loop.store %{{.+}}, %t
+// CHECK:         loop.load %t
+// CHECK:         loop.load %t
+// CHECK-NOT:     math.exp
+// CHECK:         func.return
+
+func.func @costly_once(%x: memref<?x37xf32>, %out: memref<?x37xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x37xf32>
+  %t = memref.alloc(%batch) : memref<?x37xf32>
+  loop.nest (%n, %c) = (0, 0) to (%batch, 37) {
+    %v = loop.load %x[%n, %c] : memref<?x37xf32>
+    %e = math.exp %v : f32
+    loop.store %e, %t[%n, %c] : f32, memref<?x37xf32>
+  }
+  loop.nest (%n, %c) = (0, 0) to (%batch, 37) {
+    %a = loop.load %t[%n, %c] map affine_map<(d0, d1) -> (d0, 36 - d1)> : memref<?x37xf32>
+    %s = arith.addf %a, %a : f32
+    loop.store %s, %out[%n, %c] : f32, memref<?x37xf32>
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @costly_once
+// CHECK-NOT:     memref.alloc
+// CHECK:         loop.load %x[%n{{.*}}, %c{{.*}}] map affine_map<(d0, d1) -> (d0, ((d1 * -1) + 36))>
+// CHECK-NEXT:    math.exp
 // CHECK:         func.return

@@ -69,8 +69,9 @@ def lower_mean(kb: KernelBuilder, op: nn.MeanOp, buf: Buffers, out: SSAValue) ->
 
 
 def lower_softmax(kb: KernelBuilder, op: nn.SoftmaxOp, buf: Buffers, out: SSAValue) -> None:
-    """max, then sum of exp(x - max), then exp(x - max) * (1 / sum), as
-    PyTorch's vector softmax, with its vector exp (`aten_exp`: vector code, 1 ULP)."""
+    """max, then e = exp(x - max), its sum, and e * (1 / sum), as PyTorch's vector
+    softmax, with its vector exp (`aten_exp`: vector code, 1 ULP); e is computed
+    once, into scratch (bs-fuse keeps it: see `RECOMPUTE_LIMIT`)."""
     x = buf[op.input]
     shape = x.type.get_shape()
     rank = len(shape)
@@ -80,6 +81,7 @@ def lower_softmax(kb: KernelBuilder, op: nn.SoftmaxOp, buf: Buffers, out: SSAVal
     red_shape = [1 if k == axis else e for k, e in enumerate(shape)]
     mx = kb.alloc(MemRefType(f32, red_shape), "max")
     sm = kb.alloc(MemRefType(f32, red_shape), "sum")
+    ex = kb.alloc(MemRefType(f32, shape), "exp")  # one exp per element, kept in cache
     # (ivs of red_shape, r) -> x index
     xmap = AffineMap(rank + 1, 0, tuple(d(rank) if k == axis else d(k) for k in range(rank)))
     rmap = AffineMap(rank, 0, tuple(cst(0) if k == axis else d(k) for k in range(rank)))
@@ -88,19 +90,18 @@ def lower_softmax(kb: KernelBuilder, op: nn.SoftmaxOp, buf: Buffers, out: SSAVal
         e.store(e.reduce("max", NEG_INF, [shape[axis]], lambda r, w: r.load(x, [*ivs, *w], xmap)),
                 mx, ivs)
 
+    def exp_body(e: Emitter, ivs: list[SSAValue]) -> None:
+        e.store(aten_exp(e, e.sub(e.load(x, ivs), e.load(mx, ivs, rmap))), ex, ivs)
+
     def sum_body(e: Emitter, ivs: list[SSAValue]) -> None:
-        m = e.load(mx, ivs)
-
-        def term(r: Emitter, w: list[SSAValue]) -> SSAValue:
-            return aten_exp(r, r.sub(r.load(x, [*ivs, *w], xmap), m))
-
-        e.store(e.reduce("add", 0.0, [shape[axis]], term), sm, ivs)
+        e.store(e.reduce("add", 0.0, [shape[axis]], lambda r, w: r.load(ex, [*ivs, *w], xmap)),
+                sm, ivs)
 
     def out_body(e: Emitter, ivs: list[SSAValue]) -> None:
-        ex = aten_exp(e, e.sub(e.load(x, ivs), e.load(mx, ivs, rmap)))
-        e.store(e.mul(ex, e.div(e.f(1.0), e.load(sm, ivs, rmap))), out, ivs)
+        e.store(e.mul(e.load(ex, ivs), e.div(e.f(1.0), e.load(sm, ivs, rmap))), out, ivs)
 
     kb.nest(red_shape, max_body)
+    kb.nest(shape, exp_body)
     kb.nest(red_shape, sum_body)
     kb.nest(shape, out_body)
 
