@@ -384,22 +384,30 @@ def non_negative(v: SSAValue) -> bool:
 def _zero_padding(nd: KerasNode) -> str:
     """ZeroPadding2D folded into the padding of every layer that reads it: valid
     convolutions, valid average pools (counting the zeros), and valid max pools
-    of non-negative values."""
+    of non-negative values; elsewhere an `nn.pad`."""
     b, op = nd.b, nd.op
     _check_channels_last(op)
     (t, bo), (le, r) = (tuple(int(v) for v in p) for p in op.padding)
     pads = (t, le, bo, r)
     out = nd.node.outputs[0]
     users = b.consumers.get(id(out), [])
-    if not users or id(out) in b.model_outputs:
-        raise Unmapped("zero padding (nn has no pad op; its result leaves the model)")
-    for u in users:
-        why = _fold_blocker(u, b.values[nd.ins[0]], pads)
-        if why:
-            raise Unmapped(f"zero padding (nn has no pad op; not folded: {why})")
+    folds = bool(users) and id(out) not in b.model_outputs and not any(
+        _fold_blocker(u, b.values[nd.ins[0]], pads) for u in users)
+    if not folds:
+        return b.emit(op.name, nn.PadOp(nd.x(), [0, t, le, 0], [0, bo, r, 0]), nd.ins,
+                      lambda x: op(x))
     name = b.fresh(op.name)
     b.deferred[name] = (nd.ins[0], pads)
     return name
+
+
+def _cropping(nd: KerasNode) -> str:
+    """Cropping2D: an `nn.pad` by negative counts."""
+    b, op = nd.b, nd.op
+    _check_channels_last(op)
+    (t, bo), (le, r) = (tuple(int(v) for v in p) for p in op.cropping)
+    return b.emit(op.name, nn.PadOp(nd.x(), [0, -t, -le, 0], [0, -bo, -r, 0]), nd.ins,
+                  lambda x: op(x))
 
 
 def _fold_blocker(node: Any, x: SSAValue, pads: tuple[int, int, int, int]) -> str | None:
@@ -626,6 +634,8 @@ def map_node(nd: KerasNode) -> str:
         return _normalization(nd)
     if cls == "ZeroPadding2D":
         return _zero_padding(nd)
+    if cls == "Cropping2D":
+        return _cropping(nd)
     if type(op).__module__.startswith("keras.src.applications."):
         return _application_layer(nd, cls)
     raise Unmapped(f"layer {cls}")

@@ -232,6 +232,7 @@ _MODULES: dict[type, ops.OpSpec] = {
     tnn.Flatten: ops.FLATTEN,
     tnn.Softmax: ops.SOFTMAX,
     tnn.LayerNorm: ops.LAYER_NORM,
+    tnn.modules.padding._ConstantPadNd: ops.CONSTANT_PAD,
 }
 """The op of each module type (and of its subclasses)."""
 
@@ -263,6 +264,7 @@ _FUNCTIONS: dict[Any, ops.OpSpec] = {
     F.softmax: ops.SOFTMAX, torch.softmax: ops.SOFTMAX,
     torch.permute: ops.PERMUTE, torch.transpose: ops.TRANSPOSE,
     F.layer_norm: ops.LAYER_NORM, torch.layer_norm: ops.LAYER_NORM,
+    F.pad: ops.PAD, torch.constant_pad_nd: ops.CONSTANT_PAD_ND,
 }
 try:  # torchvision wraps stochastic depth for fx: a call of its own in the graph
     from torchvision.ops import StochasticDepth, stochastic_depth
@@ -412,6 +414,7 @@ _ATEN: dict[str, ops.OpSpec] = {
     "layer_norm.default": ops.LAYER_NORM,
     "permute.default": ops.PERMUTE,
     "transpose.int": ops.TRANSPOSE,
+    "constant_pad_nd.default": ops.CONSTANT_PAD_ND,
 }
 """ATen overloads (`packet.overload`) by op; `packet_` is the in-place form of `packet`."""
 

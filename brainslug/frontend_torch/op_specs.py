@@ -401,6 +401,28 @@ def _patch_merging(c: Call) -> Ordered:
                        range(4))
 
 
+def _pad(c: Call) -> Operation:
+    """Constant padding (`F.pad`, ZeroPad2d, ConstantPad1d/2d/3d), negative
+    counts cropping, in the input's memory order. The counts come last dim
+    first, as in `F.pad`."""
+    x = c.tensor("input")
+    counts = c["pad"] if "pad" in c.args else c["padding"]
+    if c.args.get("mode", "constant") != "constant":
+        raise Unmapped(f"padding mode {c['mode']!r}")
+    counts = list(counts) if isinstance(counts, list | tuple) else [counts] * 2
+    r = rank(x)
+    if len(counts) % 2 or len(counts) // 2 > r - 1 or not all(isinstance(k, int) for k in counts):
+        raise Unmapped(f"padding {counts} of a rank-{r} tensor (the batch dim stays)")
+    low, high = [0] * r, [0] * r
+    for j in range(len(counts) // 2):
+        low[r - 1 - j], high[r - 1 - j] = counts[2 * j], counts[2 * j + 1]
+    value = c["value"] or 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Unmapped("a padding value that is not a number")
+    order = c.b.order(x)
+    return nn.PadOp(x, [low[k] for k in order], [high[k] for k in order], float(value))
+
+
 def _cat(c: Call) -> Operation:
     values = c.tensors("tensors")
     if len({c.b.order(v) for v in values}) > 1:
@@ -475,10 +497,26 @@ def _sub(c: Call) -> Operation:
 def _div(c: Call) -> Operation:
     if c["rounding_mode"] is not None:
         raise Unmapped(f"division with rounding mode {c['rounding_mode']}")
-    if not (c.is_tensor("input") and c.is_tensor("other")):
-        # (PyTorch divides by a number as a multiply by its reciprocal)
-        raise Unmapped("division by a Python number")
-    return _binary(nn.DivOp)(c)
+    if c.is_tensor("other") and not c.is_tensor("input"):
+        return _number_over_tensor(c)
+    return _binary(nn.DivOp)(c)  # x / c: PyTorch divides by float32(c)
+
+
+def _number_over_tensor(c: Call) -> Operation:
+    """`c / x`: PyTorch's `Tensor.__rtruediv__` is `x.reciprocal() * c`."""
+    v = c["input"]
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise Unmapped("a scalar operand that is not a number")
+    x = c.tensor("other")
+    if not isinstance(x.type, TensorType) or x.type.element_type != f32:
+        raise Unmapped("a scalar operand of a tensor that is not float32")
+    ones = [1] * rank(x)
+    one = c.b.param(torch.ones(ones), f"{c.node.name}.one")
+    recip = nn.DivOp(one, x)
+    recip.attributes[NODE_ATTR] = StringAttr(c.node.name)
+    c.b.block.add_op(recip)
+    cv = c.b.param(torch.full(ones, float(v)), f"{c.node.name}.scalar")
+    return nn.MulOp(recip.results[0], cv)
 
 
 def _softmax(c: Call) -> Operation:
@@ -532,5 +570,9 @@ DIV = _spec("div(input, other, *, rounding_mode=None)", _div)
 SOFTMAX = _spec("softmax(input, dim=None, _stacklevel=3, dtype=None)", _softmax)
 LAYER_NORM = _spec("layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05)",
                    _layer_norm)
+PAD = _spec("pad(input, pad, mode='constant', value=None)", _pad)
+CONSTANT_PAD = _spec("constant_pad(input, padding, value=0.0)", _pad)
+"""The ConstantPad1d/2d/3d and ZeroPad2d modules (attributes `padding` and `value`)."""
+CONSTANT_PAD_ND = _spec("constant_pad_nd(input, pad, value=0.0)", _pad)
 PERMUTE = _spec("permute(input, *dims)", _permute)
 TRANSPOSE = _spec("transpose(input, dim0, dim1)", _permute)

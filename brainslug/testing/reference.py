@@ -195,6 +195,12 @@ def eval_layer(op: Operation, args: list[Any]) -> Any:
         if shape and shape[0] < 0:
             shape[0] = x.shape[0]
         return x.reshape(shape)
+    if isinstance(op, nn.PadOp):
+        counts = [c for lo, hi in zip(reversed(op.low_values), reversed(op.high_values),
+                                      strict=True) for c in (lo, hi)]
+        return F.pad(x, counts, value=op.value_value)
+    if isinstance(op, nn.PermuteOp):
+        return x.permute(*op.dims_values).contiguous()
     if isinstance(op, nn.MeanOp):
         return x.mean(list(op.dims_values), keepdim=op.keepdim_value)
     if isinstance(op, nn.SoftmaxOp):

@@ -124,6 +124,7 @@ func.func @shape(%x: tensor<?x37x13x13xf32>, %y: tensor<?x16x13x13xf32>, %p: ten
   %6 = nn.mean %x {dims = array<i64: 3, 2>, keepdim = false} : tensor<?x37x13x13xf32> -> tensor<?x37xf32>
   %7 = nn.softmax %z {axis = 1 : i64} : tensor<?x10xf32> -> tensor<?x10xf32>
   %8 = nn.permute %x {dims = array<i64: 0, 2, 3, 1>} : tensor<?x37x13x13xf32> -> tensor<?x13x13x37xf32>
+  %9 = nn.pad %x {low = array<i64: 0, 0, 1, -2>, high = array<i64: 0, 3, 2, -1>, value = -2.500000e-01 : f64} : tensor<?x37x13x13xf32> -> tensor<?x40x16x10xf32>
   func.return
 }
 
@@ -137,6 +138,7 @@ func.func @shape(%x: tensor<?x37x13x13xf32>, %y: tensor<?x16x13x13xf32>, %p: ten
 // CHECK-NEXT:    %6 = nn.mean %x {dims = array<i64: 3, 2>, keepdim = false} : tensor<?x37x13x13xf32> -> tensor<?x37xf32>
 // CHECK-NEXT:    %7 = nn.softmax %z {axis = 1 : i64} : tensor<?x10xf32> -> tensor<?x10xf32>
 // CHECK-NEXT:    %8 = nn.permute %x {dims = array<i64: 0, 2, 3, 1>} : tensor<?x37x13x13xf32> -> tensor<?x13x13x37xf32>
+// CHECK-NEXT:    %9 = nn.pad %x {low = array<i64: 0, 0, 1, -2>, high = array<i64: 0, 3, 2, -1>, value = -2.500000e-01 : f64} : tensor<?x37x13x13xf32> -> tensor<?x40x16x10xf32>
 
 func.func @norm(%x: tensor<?x13x37xf32>, %w: tensor<37xf32>, %b: tensor<37xf32>) {
   %0 = nn.layer_norm %x weight %w : tensor<37xf32> bias %b : tensor<37xf32> {eps = 1.000000e-05 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>

@@ -532,3 +532,43 @@ func.func @f(%x: tensor<?x13x37xf32>) {
 
 // CHECK: {{// -+}}
 // CHECK-NEXT: nn.permute: dims must be a permutation of 0..2, got [0, 2, 2]
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.pad %x {low = array<i64: 1, 0, 0>, high = array<i64: 0, 0, 0>, value = 0.0 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.pad: dim 0 is dynamic and can't be padded
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.pad %x {low = array<i64: 0, -7>, high = array<i64: 0, -6>, value = 0.0 : f64} : tensor<?x13x37xf32> -> tensor<?x1x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.pad: low and high need one count per dim (3), got 2 and 2
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.pad %x {low = array<i64: 0, -7, 0>, high = array<i64: 0, -6, 0>, value = 0.0 : f64} : tensor<?x13x37xf32> -> tensor<?x1x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.pad: dim 1 of extent 13 cropped to 0 (needs at least 1)
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.pad %x {low = array<i64: 0, 1, 0>, high = array<i64: 0, 1, 0>, value = 0.0 : f64} : tensor<?x13x37xf32> -> tensor<?x14x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.pad: {{.*}}15

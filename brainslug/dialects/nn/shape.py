@@ -1,5 +1,5 @@
 """Shape manipulation and reductions: `nn.cat`, `nn.flatten`, `nn.reshape`,
-`nn.permute`, `nn.mean` and `nn.softmax`.
+`nn.permute`, `nn.pad`, `nn.mean` and `nn.softmax`.
 
 Axes are stored non-negative; builders also take negative ones (counted from
 the end), except `nn.flatten`'s, which are stored as given.
@@ -32,6 +32,7 @@ from brainslug.dialects.nn.base import (
     Shape,
     check_axis,
     check_result_type,
+    f64_attr,
     format_extent,
     format_shape,
     i64_array_attr,
@@ -46,6 +47,7 @@ from brainslug.dialects.nn.base import (
 from brainslug.dialects.nn.properties import (
     BoolProperty,
     ConstrainedProperties,
+    F64Property,
     I64ArrayProperty,
     I64Property,
     Impl,
@@ -322,6 +324,73 @@ class PermuteOp(IRDLOperation):
 
     def verify_(self) -> None:
         inferred = self.infer_type(self.input.type, dims=self.dims_values)
+        check_result_type(self.name, self.output.type, inferred)
+
+
+@irdl_op_definition
+class PadOp(IRDLOperation):
+    """Constant padding: `low[k]` points of `value` before dim k and `high[k]`
+    after it. A negative count crops that many points instead (as PyTorch's
+    `F.pad` does), so `nn.pad` is also Keras's Cropping2D. Result dim k has
+    extent `in[k] + low[k] + high[k]`; a dynamic dim is neither padded nor
+    cropped. After `bs-fuse` its reader loads the input through a shifted map
+    that yields `value` out of bounds, with no copy between."""
+
+    name = "nn.pad"
+
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+
+    low = prop_def(I64ArrayProperty())
+    high = prop_def(I64ArrayProperty())
+    value = prop_def(F64Property())
+
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    traits = traits_def(Pure(), MemoryBound(), ConstrainedProperties())
+
+    def __init__(self, input: Operand, low: Sequence[int], high: Sequence[int],
+                 value: float = 0.0, *, result_type: Attribute | None = None):
+        if result_type is None:
+            result_type = self.infer_type(type_of(input), low=low, high=high)
+        super().__init__(operands=[input], result_types=[result_type],
+                         properties={"low": i64_array_attr(low), "high": i64_array_attr(high),
+                                     "value": f64_attr(value)})
+
+    @property
+    def low_values(self) -> tuple[int, ...]:
+        return tuple(self.low.get_values())
+
+    @property
+    def high_values(self) -> tuple[int, ...]:
+        return tuple(self.high.get_values())
+
+    @property
+    def value_value(self) -> float:
+        return self.value.value.data
+
+    @classmethod
+    def infer_type(cls, input_type: Attribute, *, low: Sequence[int],
+                   high: Sequence[int]) -> TensorType:
+        x = tensor_shape(cls.name, "input", input_type)
+        if len(low) != len(x) or len(high) != len(x):
+            raise verify_error(cls.name, f"low and high need one count per dim ({len(x)}), "
+                                         f"got {len(low)} and {len(high)}")
+        out = []
+        for k, (e, lo, hi) in enumerate(zip(x, low, high, strict=True)):
+            if e == DYN:
+                if lo or hi:
+                    raise verify_error(cls.name, f"dim {k} is dynamic and can't be padded")
+                out.append(e)
+                continue
+            if e + lo + hi < 1:
+                raise verify_error(cls.name, f"dim {k} of extent {e} cropped to "
+                                             f"{e + lo + hi} (needs at least 1)")
+            out.append(e + lo + hi)
+        return make_tensor(out)
+
+    def verify_(self) -> None:
+        inferred = self.infer_type(self.input.type, low=self.low_values, high=self.high_values)
         check_result_type(self.name, self.output.type, inferred)
 
 

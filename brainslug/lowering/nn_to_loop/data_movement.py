@@ -1,4 +1,4 @@
-"""Data movement: cat, flatten/reshape, permute, and the copy of a value into a
+"""Data movement: cat, flatten/reshape, permute, pad, and the copy of a value into a
 second output."""
 
 from __future__ import annotations
@@ -125,6 +125,21 @@ def lower_permute(kb: KernelBuilder, op: nn.PermuteOp, buf: Buffers, out: SSAVal
     kb.nest(out.type.get_shape(), body)
 
 
+def lower_pad(kb: KernelBuilder, op: nn.PadOp, buf: Buffers, out: SSAValue) -> None:
+    """out[i] = x[i - low], or `value` where that is out of bounds (a padded
+    load; a crop alone never is)."""
+    x = buf[op.input]
+    low = op.low_values
+    m = AffineMap(len(low), 0, tuple(d(k) - lo for k, lo in enumerate(low)))
+    pads = any(v > 0 for v in (*low, *op.high_values))
+    value = op.value_value if pads else None
+
+    def body(e: Emitter, ivs: list[SSAValue]) -> None:
+        e.store(e.load(x, ivs, m, value), out, ivs)
+
+    kb.nest(out.type.get_shape(), body)
+
+
 def lower_copy(kb: KernelBuilder, x: SSAValue, out: SSAValue) -> None:
     """`out` = `x`, element by element."""
 
@@ -139,4 +154,5 @@ LOWERINGS: dict[type[Operation], LayerLowering] = {
     nn.FlattenOp: lower_reshape,
     nn.ReshapeOp: lower_reshape,
     nn.PermuteOp: lower_permute,
+    nn.PadOp: lower_pad,
 }
