@@ -4,6 +4,8 @@ view, not a copy), and layer norm over its last dim runs compiled."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn as nn
@@ -347,6 +349,23 @@ def test_sequence_first_library_results(batch: int) -> None:
     assert "Fallbacks: none" in rep, rep
     assert "nn.layer_norm" in rep and "nn.add" in rep
     _close_to_eager(m, opt, torch.randn(batch, 7, 12))
+
+
+def test_one_copy_per_sequence_first_result() -> None:
+    """Only the attention's output is copied: the dropout and add after the
+    copy see the batch outermost, and the residual add and the norm after it
+    are one stack (before, every layer after attention got its own copy)."""
+    from torchvision.models.vision_transformer import EncoderBlock
+
+    torch.manual_seed(5)
+    m = nn.Sequential(EncoderBlock(4, 48, 96, 0.0, 0.0), EncoderBlock(4, 48, 96, 0.0, 0.0)).eval()
+    opt = brainslug.optimize(m, [0, 37, 48])
+    rep = brainslug.report(opt)
+    assert "Fallbacks: none" in rep, rep
+    assert rep.count("method:contiguous") == 2, rep  # one per attention output
+    assert re.search(r"add\w*: nn.add, \w*ln_2: nn.layer_norm", rep), rep
+    for batch in (1, 3):
+        _close_to_eager(m, opt, torch.randn(batch, 37, 48))
 
 
 def test_swin_patch_merging() -> None:

@@ -116,9 +116,26 @@ def plan_tiles(dims: list[LeadDim], nest: loop.NestOp, shape: Sequence[int],
             steps[k] = ub - lb
             inner *= d.span(steps[k])
             continue
-        steps[k] = min(fit, ub - lb) if static else 1
+        steps[k] = _balanced(min(fit, ub - lb), ub - lb) if static else 1
         tiled = max(tiled, k + 1)
         break
     if not whole:
         tiled = t
     return tiled, steps[:tiled]
+
+
+BALANCE_QUANTUM = 4
+"""Fewer than `BALANCE_BELOW` tiles along a dim are made a multiple of this
+many, so that 2 or 4 threads get equal shares (3 tiles on 2 threads take as
+long as 4)."""
+BALANCE_BELOW = 16
+
+
+def _balanced(step: int, extent: int) -> int:
+    """`step`, or a smaller one that cuts `extent` into a multiple of
+    `BALANCE_QUANTUM` tiles when there are few."""
+    count = -(-extent // step)
+    if count == 1 or count >= BALANCE_BELOW:
+        return step
+    want = min(extent, -(-count // BALANCE_QUANTUM) * BALANCE_QUANTUM)
+    return -(-extent // want)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -315,35 +315,66 @@ def _reads_any_order(n: fx.Node, modules: Mapping[str, tnn.Module]) -> bool:
 
 
 def batch_outer_copies(gm: fx.GraphModule, metas: dict[str, Any],
-                       orders: dict[str, Order]) -> fx.GraphModule:
+                       orders: dict[str, Order],
+                       reorder: Callable[[fx.GraphModule], dict[str, Order]] | None = None,
+                       ) -> fx.GraphModule:
     """Make every PyTorch result stored with its batch dim inside (attention's
     sequence-first output, a broadcast class token) dense with the batch
     outermost before layers that BrainSlug compiles read it: a `contiguous()`
     node after it (PyTorch's copy; compiled stacks keep the batch outermost).
-    Views and matrix work read such a tensor as it is. Returns `gm`, or a
-    copy of it with the new nodes, whose shapes and orders it adds."""
+    Views and matrix work read such a tensor as it is. The layers after a
+    copy see the batch outermost too: `reorder` gives the memory orders of the
+    new graph (None: `orders` already are the new graph's, as when they come
+    from the cache), and copies go only where a result still needs one.
+    Returns `gm`, or a copy of it with the new nodes; `metas` and `orders`
+    are updated in place."""
     modules = dict(gm.named_modules())
-    gm = fx.GraphModule(gm, copy.deepcopy(gm.graph), type(gm).__name__)
-    added = []
-    for n in list(gm.graph.nodes):
-        order, meta = orders.get(n.name), metas.get(n.name)
-        if order is None or meta is None or len(order) < 2 or meta[0][0] != -1:
-            continue
-        shape = meta[0]
-        channels_last = len(shape) == 4 and order[0] == 0 and canonical_order(
-            order, shape, NCHW_TO_NHWC) == NCHW_TO_NHWC
-        if channels_last or canonical_order(order, shape, tuple(range(len(shape))))[0] == 0:
-            continue
-        if all(_reads_any_order(u, modules) for u in n.users):
-            continue
-        with gm.graph.inserting_after(n):
-            c = gm.graph.call_method("contiguous", (n,))
-        n.replace_all_uses_with(c, delete_user_cb=lambda u, c=c: u is not c)
-        metas[c.name] = meta
-        orders[c.name] = tuple(range(len(shape)))
-        added.append(c.name)
-    gm.recompile()
-    return gm
+    copied = False
+    while True:
+        needy = [n for n in gm.graph.nodes if _batch_inside(n, metas, orders, modules)]
+        if not needy:
+            return gm
+        if not copied:
+            gm = fx.GraphModule(gm, copy.deepcopy(gm.graph), type(gm).__name__)
+            copied = True
+            by_name = {n.name: n for n in gm.graph.nodes}
+            needy = [by_name[n.name] for n in needy]
+        if reorder is not None:  # the layers after a copy may not need their own
+            inside = set(needy)
+            needy = [n for n in needy if not inside.intersection(n.all_input_nodes)]
+        for n in needy:
+            shape = metas[n.name][0]
+            with gm.graph.inserting_after(n):
+                # named by the node it copies: the same name whichever round adds it
+                c = gm.graph.create_node("call_method", "contiguous", (n,),
+                                         name=f"{n.name}_batch_outer")
+            n.replace_all_uses_with(c, delete_user_cb=lambda u, c=c: u is not c)
+            metas[c.name] = metas[n.name]
+            orders[c.name] = tuple(range(len(shape)))
+        gm.recompile()
+        if reorder is None:
+            return gm
+        new = reorder(gm)
+        if not new:
+            return gm
+        orders.update(new)
+
+
+def _batch_inside(n: fx.Node, metas: dict[str, Any], orders: dict[str, Order],
+                  modules: Mapping[str, tnn.Module]) -> bool:
+    """Whether `n`'s result is stored with its batch dim inside and read by a
+    layer that BrainSlug may compile."""
+    order, meta = orders.get(n.name), metas.get(n.name)
+    if order is None or meta is None or len(order) < 2 or meta[0][0] != -1:
+        return False
+    shape = meta[0]
+    channels_last = len(shape) == 4 and order[0] == 0 and canonical_order(
+        order, shape, NCHW_TO_NHWC) == NCHW_TO_NHWC
+    if channels_last or canonical_order(order, shape, tuple(range(len(shape))))[0] == 0:
+        return False
+    if any(u.op == "call_method" and u.target == "contiguous" for u in n.users):
+        return False
+    return not all(_reads_any_order(u, modules) for u in n.users)
 
 
 def _library_function(b: GraphBuilder, n: fx.Node) -> None:

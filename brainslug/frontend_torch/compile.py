@@ -130,7 +130,9 @@ def compile_plan(
     else:
         orders = memory_orders(gm, examples, layout == "NHWC")
     metas, orders = dict(metas), dict(orders)
-    gm = batch_outer_copies(gm, metas, orders)
+    cold = record is None and orders
+    gm = batch_outer_copies(gm, metas, orders, reorder=(
+        lambda g: memory_orders(g, examples, layout == "NHWC")) if cold else None)
     # a register block of 4 vectors reads one block of packed weights
     cap = capture(gm, examples, metas, layout, convs,
                   conv_block=4 * target.backend.lanes, orders=orders)
