@@ -232,6 +232,7 @@ _MODULES: dict[type, ops.OpSpec] = {
     tnn.Flatten: ops.FLATTEN,
     tnn.Softmax: ops.SOFTMAX,
     tnn.LayerNorm: ops.LAYER_NORM,
+    tnn.GroupNorm: ops.GROUP_NORM,
     tnn.modules.padding._ConstantPadNd: ops.CONSTANT_PAD,
 }
 """The op of each module type (and of its subclasses)."""
@@ -264,6 +265,7 @@ _FUNCTIONS: dict[Any, ops.OpSpec] = {
     F.softmax: ops.SOFTMAX, torch.softmax: ops.SOFTMAX,
     torch.permute: ops.PERMUTE, torch.transpose: ops.TRANSPOSE,
     F.layer_norm: ops.LAYER_NORM, torch.layer_norm: ops.LAYER_NORM,
+    F.group_norm: ops.GROUP_NORM, torch.group_norm: ops.GROUP_NORM,
     F.pad: ops.PAD, torch.constant_pad_nd: ops.CONSTANT_PAD_ND,
 }
 try:  # torchvision wraps stochastic depth for fx: a call of its own in the graph
@@ -446,6 +448,7 @@ _ATEN: dict[str, ops.OpSpec] = {
     "permute.default": ops.PERMUTE,
     "transpose.int": ops.TRANSPOSE,
     "constant_pad_nd.default": ops.CONSTANT_PAD_ND,
+    "group_norm.default": ops.GROUP_NORM,
 }
 """ATen overloads (`packet.overload`) by op; `packet_` is the in-place form of `packet`."""
 

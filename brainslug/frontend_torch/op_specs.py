@@ -236,6 +236,15 @@ def _layer_norm(c: Call) -> Operation:
                           eps=float(c["eps"]))
 
 
+def _group_norm(c: Call) -> Operation:
+    """Over groups of the channels (dim 1), in any memory order."""
+    x = c.tensor("input")
+    if rank(x) < 3:
+        raise Unmapped(f"group norm of a rank-{rank(x)} tensor")
+    return nn.GroupNormOp(x, int(c["num_groups"]), c.b.axis(x, 1), c.optional_tensor("weight"),
+                          c.optional_tensor("bias"), eps=float(c["eps"]))
+
+
 def _window(c: Call) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int]]:
     """Kernel, strides (the kernel's by default) and padding of a pooling window."""
     k = _pair(c["kernel_size"])
@@ -574,5 +583,7 @@ PAD = _spec("pad(input, pad, mode='constant', value=None)", _pad)
 CONSTANT_PAD = _spec("constant_pad(input, padding, value=0.0)", _pad)
 """The ConstantPad1d/2d/3d and ZeroPad2d modules (attributes `padding` and `value`)."""
 CONSTANT_PAD_ND = _spec("constant_pad_nd(input, pad, value=0.0)", _pad)
+GROUP_NORM = _spec("group_norm(input, num_groups, weight=None, bias=None, eps=1e-05)",
+                   _group_norm)
 PERMUTE = _spec("permute(input, *dims)", _permute)
 TRANSPOSE = _spec("transpose(input, dim0, dim1)", _permute)

@@ -195,6 +195,11 @@ def eval_layer(op: Operation, args: list[Any]) -> Any:
         if shape and shape[0] < 0:
             shape[0] = x.shape[0]
         return x.reshape(shape)
+    if isinstance(op, nn.GroupNormOp):
+        w, b = (args[1:] + [None, None])[:2] if op.weight is not None else (
+            None, args[1] if op.bias is not None else None)
+        y = F.group_norm(x.movedim(op.axis_value, 1), op.groups_value, w, b, op.eps_value)
+        return y.movedim(1, op.axis_value).contiguous()
     if isinstance(op, nn.PadOp):
         counts = [c for lo, hi in zip(reversed(op.low_values), reversed(op.high_values),
                                       strict=True) for c in (lo, hi)]

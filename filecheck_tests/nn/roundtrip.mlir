@@ -145,6 +145,7 @@ func.func @norm(%x: tensor<?x13x37xf32>, %w: tensor<37xf32>, %b: tensor<37xf32>)
   %1 = nn.layer_norm %x {eps = 1.000000e-06 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
   %2 = nn.layer_norm %x bias %b : tensor<37xf32> {eps = 0.000000e+00 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
   %3 = nn.layer_norm %x weight %w : tensor<37xf32> {eps = 1.000000e-03 : f64, impl = "eigen"} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  %4 = nn.group_norm %x weight %w : tensor<37xf32> {groups = 1 : i64, axis = 2 : i64, eps = 1.000000e-05 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
   func.return
 }
 
@@ -153,6 +154,7 @@ func.func @norm(%x: tensor<?x13x37xf32>, %w: tensor<37xf32>, %b: tensor<37xf32>)
 // CHECK-NEXT:    %1 = nn.layer_norm %x {eps = 1.000000e-06 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
 // CHECK-NEXT:    %2 = nn.layer_norm %x bias %b : tensor<37xf32> {eps = 0.000000e+00 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
 // CHECK-NEXT:    %3 = nn.layer_norm %x weight %w : tensor<37xf32> {eps = 1.000000e-03 : f64, impl = "eigen"} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+// CHECK:         %4 = nn.group_norm %x weight %w : tensor<37xf32> {groups = 1 : i64, axis = 2 : i64, eps = 1.000000e-05 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
 
 func.func @stack(%x: tensor<?x37x13x13xf32>, %p: tensor<37xf32>) -> (tensor<?x37x13x13xf32>, tensor<?x37x7x7xf32>) {
   %r:2 = nn.stack "stack0" (%x, %p) : (tensor<?x37x13x13xf32>, tensor<37xf32>) -> (tensor<?x37x13x13xf32>, tensor<?x37x7x7xf32>) {

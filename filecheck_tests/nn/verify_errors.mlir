@@ -572,3 +572,33 @@ func.func @f(%x: tensor<?x13x37xf32>) {
 
 // CHECK: {{// -+}}
 // CHECK-NEXT: nn.pad: {{.*}}15
+
+// -----
+
+func.func @f(%x: tensor<?x12x5xf32>) {
+  %0 = nn.group_norm %x {groups = 5 : i64, axis = 1 : i64, eps = 1.000000e-05 : f64} : tensor<?x12x5xf32> -> tensor<?x12x5xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.group_norm: 12 channels don't split into 5 groups
+
+// -----
+
+func.func @f(%x: tensor<?x12x5xf32>) {
+  %0 = nn.group_norm %x {groups = 1 : i64, axis = 0 : i64, eps = 1.000000e-05 : f64} : tensor<?x12x5xf32> -> tensor<?x12x5xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.group_norm: axis 0 is the batch, not the channels
+
+// -----
+
+func.func @f(%x: tensor<?x12x5xf32>, %w: tensor<5xf32>) {
+  %0 = nn.group_norm %x weight %w : tensor<5xf32> {groups = 3 : i64, axis = 1 : i64, eps = 1.000000e-05 : f64} : tensor<?x12x5xf32> -> tensor<?x12x5xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.group_norm: weight must have shape [12] (the channels), got [5]

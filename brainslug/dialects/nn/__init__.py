@@ -71,7 +71,7 @@ from brainslug.dialects.nn.elementwise import (
     SubOp,
     TanhOp,
 )
-from brainslug.dialects.nn.norm import LayerNormOp
+from brainslug.dialects.nn.norm import GroupNormOp, LayerNormOp
 from brainslug.dialects.nn.pooling import AdaptiveAvgPool2dOp, AvgPool2dOp, MaxPool2dOp
 from brainslug.dialects.nn.properties import GeluApproximation, Impl, Layout
 from brainslug.dialects.nn.shape import (
@@ -91,6 +91,7 @@ NN = Dialect(
         Conv2dOp,
         LinearOp,
         BatchNormOp,
+        GroupNormOp,
         LayerNormOp,
         ReluOp,
         SigmoidOp,
@@ -144,6 +145,7 @@ __all__ = [
     "HardswishOp",
     "IdentityOp",
     "Impl",
+    "GroupNormOp",
     "LayerNormOp",
     "Layout",
     "LeakyReluOp",

@@ -1,4 +1,5 @@
-"""Normalisation over the innermost dim: `nn.layer_norm`."""
+"""Normalisation: `nn.layer_norm` over the innermost dim, `nn.group_norm` over
+groups of channels."""
 
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ from xdsl.traits import Pure
 from brainslug.dialects.nn.base import (
     MemoryBound,
     Operand,
+    check_axis,
     check_result_type,
     f64_attr,
+    i64_attr,
     make_tensor,
     tensor_shape,
     type_of,
@@ -33,6 +36,7 @@ from brainslug.dialects.nn.base import (
 from brainslug.dialects.nn.properties import (
     ConstrainedProperties,
     F64Property,
+    I64Property,
     Impl,
     StrEnumProperty,
 )
@@ -134,4 +138,89 @@ class LayerNormOp(IRDLOperation):
             None if self.bias is None else self.bias.type,
             eps=self.eps_value,
         )
+        check_result_type(self.name, self.output.type, inferred)
+
+
+@irdl_op_definition
+class GroupNormOp(IRDLOperation):
+    """Group normalisation: the channels (dim `axis`, stored non-negative) in
+    `groups` equal groups; for each batch item and group, `mean` and the biased
+    variance `var` over its channels and every other non-batch dim, `rstd =
+    1 / sqrt(var + eps)`. Per channel c, `scale = rstd * weight[c]` and
+    `shift = -scale * mean + bias[c]`, and `y = x * scale + shift` (PyTorch's
+    order; `weight` and `bias`, of C elements, are optional)."""
+
+    name = "nn.group_norm"
+
+    input = operand_def(TensorType)
+    weight = opt_operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    output = result_def(TensorType)
+
+    groups = prop_def(I64Property())
+    axis = prop_def(I64Property())
+    eps = prop_def(F64Property())
+
+    irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
+    assembly_format = (
+        "$input (`weight` $weight^ `:` type($weight))? (`bias` $bias^ `:` type($bias))? "
+        "attr-dict `:` type($input) `->` type($output)"
+    )
+    traits = traits_def(Pure(), MemoryBound(), ConstrainedProperties())
+
+    def __init__(self, input: Operand, groups: int, axis: int, weight: Operand | None = None,
+                 bias: Operand | None = None, *, eps: float = 1e-5,
+                 result_type: Attribute | None = None):
+        if result_type is None:
+            result_type = self.infer_type(
+                type_of(input), None if weight is None else type_of(weight),
+                None if bias is None else type_of(bias), groups=groups, axis=axis, eps=eps)
+        super().__init__(
+            operands=[input, [] if weight is None else [weight], [] if bias is None else [bias]],
+            result_types=[result_type],
+            properties={"groups": i64_attr(groups), "axis": i64_attr(axis),
+                        "eps": f64_attr(eps)},
+        )
+
+    @property
+    def groups_value(self) -> int:
+        return self.groups.value.data
+
+    @property
+    def axis_value(self) -> int:
+        return self.axis.value.data
+
+    @property
+    def eps_value(self) -> float:
+        return self.eps.value.data
+
+    @classmethod
+    def infer_type(cls, input_type: Attribute, weight_type: Attribute | None,
+                   bias_type: Attribute | None, *, groups: int, axis: int,
+                   eps: float) -> TensorType:
+        n = cls.name
+        x = tensor_shape(n, "input", input_type)
+        if len(x) < 2:
+            raise verify_error(n, f"input must have a batch and a channel dim, got rank {len(x)}")
+        axis = check_axis(n, "axis", axis, len(x))
+        if axis == 0:
+            raise verify_error(n, "axis 0 is the batch, not the channels")
+        c = x[axis]
+        if any(e < 0 for e in x[1:]):
+            raise verify_error(n, "only the batch dim may be dynamic")
+        if groups < 1 or c % groups:
+            raise verify_error(n, f"{c} channels don't split into {groups} groups")
+        if not eps >= 0.0 or math.isinf(eps):
+            raise verify_error(n, f"eps must be finite and >= 0, got {eps}")
+        for what, ty in (("weight", weight_type), ("bias", bias_type)):
+            if ty is not None and list(tensor_shape(n, what, ty)) != [c]:
+                raise verify_error(n, f"{what} must have shape [{c}] (the channels), "
+                                      f"got {list(tensor_shape(n, what, ty))}")
+        return make_tensor(x)
+
+    def verify_(self) -> None:
+        inferred = self.infer_type(
+            self.input.type, None if self.weight is None else self.weight.type,
+            None if self.bias is None else self.bias.type, groups=self.groups_value,
+            axis=self.axis_value, eps=self.eps_value)
         check_result_type(self.name, self.output.type, inferred)

@@ -3,6 +3,8 @@ softmax and layer norm."""
 
 from __future__ import annotations
 
+import math as pymath
+
 from xdsl.dialects import arith, math
 from xdsl.dialects.builtin import MemRefType, f32
 from xdsl.ir import Operation, SSAValue
@@ -168,8 +170,70 @@ def lower_layer_norm(kb: KernelBuilder, op: nn.LayerNormOp, buf: Buffers,
     kb.nest(shape, keras_body if op.impl_value == Impl.EIGEN else out_body)
 
 
+def lower_group_norm(kb: KernelBuilder, op: nn.GroupNormOp, buf: Buffers,
+                     out: SSAValue) -> None:
+    """Per batch item and group: mean, then the biased variance in a second
+    pass (as `lower_layer_norm`), rstd = 1 / sqrt(var + eps); per channel
+    scale = rstd * weight, shift = -scale * mean + bias; y = x * scale + shift."""
+    x = buf[op.input]
+    weight = buf[op.weight] if op.weight is not None else None
+    bias = buf[op.bias] if op.bias is not None else None
+    shape = x.type.get_shape()
+    rank, a = len(shape), op.axis_value
+    cg = shape[a] // op.groups_value
+    box = [cg if k == a else shape[k] for k in range(1, rank)]
+    count = float(pymath.prod(box))
+    stat_shape = [shape[0], *[op.groups_value if k == a else 1 for k in range(1, rank)]]
+    chan_shape = [shape[0], *[shape[a] if k == a else 1 for k in range(1, rank)]]
+    mean = kb.alloc(MemRefType(f32, stat_shape), "mean")
+    rstd = kb.alloc(MemRefType(f32, stat_shape), "rstd")
+    scale = kb.alloc(MemRefType(f32, chan_shape), "scale")
+    shift = kb.alloc(MemRefType(f32, chan_shape), "shift")
+    # (stat ivs, box ivs) -> x: channel g * cg + c', other dims the box's
+    xmap = AffineMap(2 * rank - 1, 0, (d(0), *[
+        d(k) * cg + d(rank + k - 1) if k == a else d(rank + k - 1) for k in range(1, rank)]))
+    group_of = AffineMap(rank, 0, tuple(d(k) // cg if k == a else d(k)
+                                       for k in range(rank)))
+    channel = AffineMap(rank, 0, (d(a),))
+    per_channel = AffineMap(rank, 0, tuple(d(k) if k in (0, a) else cst(0) for k in range(rank)))
+
+    def mean_body(e: Emitter, ivs: list[SSAValue]) -> None:
+        s = e.reduce("add", 0.0, box, lambda r, w: r.load(x, [*ivs, *w], xmap))
+        e.store(e.div(s, e.f(count)), mean, ivs)
+
+    def rstd_body(e: Emitter, ivs: list[SSAValue]) -> None:
+        m = e.load(mean, ivs)
+
+        def term(r: Emitter, w: list[SSAValue]) -> SSAValue:
+            c = r.sub(r.load(x, [*ivs, *w], xmap), m)
+            return r.mul(c, c)
+
+        var = e.div(e.reduce("add", 0.0, box, term), e.f(count))
+        e.store(e.div(e.f(1.0), e.emit(math.SqrtOp(e.add(var, e.f(op.eps_value))))), rstd, ivs)
+
+    def scale_body(e: Emitter, ivs: list[SSAValue]) -> None:
+        sc = e.load(rstd, ivs, group_of)
+        if weight is not None:
+            sc = e.mul(sc, e.load(weight, ivs, channel))
+        sh = e.mul(e.emit(arith.NegfOp(sc)), e.load(mean, ivs, group_of))
+        if bias is not None:
+            sh = e.add(sh, e.load(bias, ivs, channel))
+        e.store(sc, scale, ivs)
+        e.store(sh, shift, ivs)
+
+    def out_body(e: Emitter, ivs: list[SSAValue]) -> None:
+        y = e.mul(e.load(x, ivs), e.load(scale, ivs, per_channel))
+        e.store(e.add(y, e.load(shift, ivs, per_channel)), out, ivs)
+
+    kb.nest(stat_shape, mean_body)
+    kb.nest(stat_shape, rstd_body)
+    kb.nest(chan_shape, scale_body)
+    kb.nest(shape, out_body)
+
+
 LOWERINGS: dict[type[Operation], LayerLowering] = {
     nn.MeanOp: lower_mean,
     nn.SoftmaxOp: lower_softmax,
     nn.LayerNormOp: lower_layer_norm,
+    nn.GroupNormOp: lower_group_norm,
 }
