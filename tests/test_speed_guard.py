@@ -33,7 +33,11 @@ def measured(tmp_path, monkeypatch):
 
 
 def fake_timer(monkeypatch, calls: list[str], plan_ms: dict[str, float], model_ms: float):
+    real = speed.medians
+
     def medians(candidates, x, rounds=5, warmup=2):
+        if "plan" not in candidates:  # conv="auto" timing its convolutions
+            return real(candidates, x, rounds, warmup)
         layout = candidates["plan"].info.layout
         calls.append(layout)
         return {"plan": plan_ms[layout] / 1e3, "model": model_ms / 1e3}
@@ -115,3 +119,21 @@ def test_real_timing_runs_both() -> None:
     m = model()
     seen = speed.medians({"plan": m, "model": m}, torch.randn(1, 3, 11, 9), rounds=2, warmup=1)
     assert set(seen) == {"plan", "model"} and all(t > 0 for t in seen.values())
+
+
+def test_close_medians_are_measured_again_for_longer(measured, monkeypatch) -> None:
+    """Within CLOSE of each other, a second, longer measurement decides."""
+    seen: list[int] = []
+    answers = iter([{"plan": 1.02e-3, "model": 1.0e-3}, {"plan": 0.97e-3, "model": 1.0e-3}])
+    real = speed.medians
+
+    def medians(candidates, x, rounds=5, warmup=1):
+        if "plan" not in candidates:  # conv="auto" timing its convolutions
+            return real(candidates, x, rounds, warmup)
+        seen.append(rounds)
+        return next(answers)
+
+    monkeypatch.setattr(speed, "medians", medians)
+    opt = brainslug.optimize(model(), [0, 3, 11, 9])
+    assert seen == [speed.ROUNDS, speed.CLOSE_ROUNDS]
+    assert stacks(opt) == 1

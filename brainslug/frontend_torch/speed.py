@@ -2,8 +2,9 @@
 
 The plan and the model run on one random input of the plan's shape (batch 1
 where the batch is free), interleaved after a warm-up call, for 2 to 5 rounds
-(fewer when the times do not overlap), and the plan is kept
-when its median is not slower than the model's (`MARGIN`). The
+(fewer when the times do not overlap; `CLOSE_ROUNDS` more when the medians are
+within `CLOSE` of each other, where a few rounds decide by noise), and the
+plan is kept when its median is not slower than the model's (`MARGIN`). The
 verdict is kept in the kernel cache beside the plan, keyed like it, so a warm
 optimize() measures nothing. `BRAINSLUG_SPEED_CHECK=0` turns it off.
 """
@@ -28,6 +29,9 @@ MIN_ROUNDS = 2
 WARMUP = 1
 MARGIN = 1.0
 """How much slower than the model a kept plan may measure (not at all)."""
+CLOSE = 0.05
+"""Medians closer than this (relative) are measured again, for longer."""
+CLOSE_ROUNDS = 9
 
 
 def enabled() -> bool:
@@ -92,6 +96,8 @@ def measure(plan: Callable[[torch.Tensor], object], model: torch.nn.Module, spec
     x = torch.randn([batch, *spec[1:]])
     try:
         m = medians({"plan": plan, "model": model}, x)
+        if abs(m["plan"] - m["model"]) < CLOSE * m["model"]:
+            m = medians({"plan": plan, "model": model}, x, rounds=CLOSE_ROUNDS, warmup=0)
     except Exception:  # a model that needs other inputs than random ones: keep the plan
         return None
     verdict = Verdict(m["plan"], m["model"], batch)
