@@ -4,6 +4,7 @@ view, not a copy), and layer norm over its last dim runs compiled."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -442,3 +443,48 @@ def test_sub_and_div_bit_for_bit(batch: int) -> None:
     assert torch.equal(ref.isnan(), out.isnan())
     ok = ~ref.isnan()
     assert torch.equal(out[ok], ref[ok])
+
+
+class FourierPositions(nn.Module):
+    """timm's PositionalEncodingFourier (EdgeNeXt, XCiT): sin/cos features of
+    the grid position, computed from the input's shape alone, projected and
+    added to the tokens. At W = hidden_dim = 32 a channels-last plan once
+    confused the two equal extents and was wrong by up to 2 (issue 13)."""
+
+    def __init__(self, hidden_dim: int = 32, dim: int = 24) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, dim, 3, padding=1)
+        self.token_projection = nn.Conv2d(hidden_dim * 2, dim, kernel_size=1)
+        self.hidden_dim = hidden_dim
+
+    def positions(self, shape: tuple[int, int, int]) -> torch.Tensor:
+        inv_mask = ~torch.zeros(shape).to(dtype=torch.bool)
+        y_embed = inv_mask.cumsum(1, dtype=torch.float32)
+        x_embed = inv_mask.cumsum(2, dtype=torch.float32)
+        y_embed = y_embed / (y_embed[:, -1:, :] + 1e-6) * (2 * math.pi)
+        x_embed = x_embed / (x_embed[:, :, -1:] + 1e-6) * (2 * math.pi)
+        dim_t = torch.arange(self.hidden_dim, dtype=torch.int64).to(torch.float32)
+        dim_t = 10000 ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / self.hidden_dim)
+        pos_x = x_embed[:, :, :, None] / dim_t
+        pos_y = y_embed[:, :, :, None] / dim_t
+        pos_x = torch.stack((pos_x[:, :, :, 0::2].sin(), pos_x[:, :, :, 1::2].cos()), dim=4)
+        pos_y = torch.stack((pos_y[:, :, :, 0::2].sin(), pos_y[:, :, :, 1::2].cos()), dim=4)
+        pos = torch.cat((pos_y.flatten(3), pos_x.flatten(3)), dim=3).permute(0, 3, 1, 2)
+        return self.token_projection(pos)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        b, c, h, w = x.shape
+        tokens = x.reshape(b, c, h * w).permute(0, 2, 1)
+        pos = self.positions((b, h, w)).reshape(b, -1, h * w).permute(0, 2, 1)
+        return torch.relu(tokens + pos) * 0.5 + x.mean((2, 3))[:, None, :]
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_fourier_positions_at_equal_extents(layout: str) -> None:
+    torch.manual_seed(6)
+    m = FourierPositions().eval()
+    opt = brainslug.optimize(m, [0, 3, 32, 32], layout=layout, conv="library")
+    assert "flatten: nn.flatten" in brainslug.report(opt)  # (sin, cos and stack stay PyTorch's)
+    for batch in (1, 3):
+        _close_to_eager(m, opt, torch.randn(batch, 3, 32, 32))
