@@ -78,3 +78,16 @@ def test_another_dtype_runs_as_it_is_with_a_warning(dtype) -> None:
 def test_a_meta_model_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="meta"):
         brainslug.optimize(model().to("meta"), [0, 3, 13, 11])
+
+
+def test_bs_opt_names_a_binary_input(tmp_path, capsys) -> None:
+    """Bytes that aren't UTF-8 get bs-opt's own error naming the file, not a
+    UnicodeDecodeError."""
+    from brainslug.tools.bs_opt import main
+
+    path = tmp_path / "k.mlir"
+    path.write_bytes(b"\x00\x01\x02\xff\xfe")
+    assert main([str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path} is not UTF-8 text (byte 0xff at offset 3)" in err
+    assert "UnicodeDecodeError" not in err

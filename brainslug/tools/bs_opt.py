@@ -151,6 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DiagnosticException, ArgSpecParseError) as e:
         print(f"bs-opt: error: {e}", file=sys.stderr)
         return 1
+    except UnicodeDecodeError as e:
+        where = next((a for a in argv if not a.startswith("-") and a.endswith(".mlir")), "input")
+        print(f"bs-opt: error: {where} is not UTF-8 text (byte {e.object[e.start]:#04x} at "
+              f"offset {e.start}): expected MLIR source", file=sys.stderr)
+        return 1
     except SystemExit as e:
         return int(e.code or 0) if isinstance(e.code, int) else 1
     except Exception as e:  # a pass failed on IR it can't handle: report, no traceback
