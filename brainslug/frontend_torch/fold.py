@@ -10,8 +10,10 @@
 float64 and cast back to the convolution's dtype (float32 here). That changes
 the rounding against running conv and BN separately, so it is opt-in.
 
-The folded weights are snapshots: later updates to the original conv/BN
-parameters are not seen by the folded graph.
+The folded convolution (`FoldedConv2d`) watches the parameters it was
+folded from: after the model's weights change (`load_state_dict`, in place),
+`refresh()` folds them again into the same tensors, which the plan calls
+before each run, so results follow the model's weights.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from brainslug.frontend_torch.weight_watch import WeightWatch
+
 _BN_SIGNATURE = inspect.signature(F.batch_norm)
 
 
@@ -35,10 +39,11 @@ def _get(gm: fx.GraphModule, target: str) -> Any:
     return obj
 
 
-def _folded_conv(conv: nn.Conv2d, mean: torch.Tensor, var: torch.Tensor,
-                 gamma: torch.Tensor | None, beta: torch.Tensor | None,
-                 eps: float) -> nn.Conv2d:
-    """A new Conv2d computing ``bn(conv(x))``; `conv` is left as it is."""
+def _fold(conv: nn.Conv2d, mean: torch.Tensor, var: torch.Tensor,
+          gamma: torch.Tensor | None, beta: torch.Tensor | None,
+          eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias of a convolution computing ``bn(conv(x))``, in
+    float64, cast to the convolution's dtype."""
     d = torch.float64
     w = conv.weight.detach().to(d)
     root = torch.sqrt(var.detach().to(d) + eps)
@@ -49,14 +54,49 @@ def _folded_conv(conv: nn.Conv2d, mean: torch.Tensor, var: torch.Tensor,
     if beta is not None:
         new_b = new_b + beta.detach().to(d)
     new_w = w * scale.reshape(-1, 1, 1, 1)
-    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,  # type: ignore[arg-type]
-                       conv.stride, conv.padding, conv.dilation, conv.groups,  # type: ignore[arg-type]
-                       bias=True, padding_mode=conv.padding_mode, device="meta")
     dtype = conv.weight.dtype
-    folded.weight = nn.Parameter(new_w.to(dtype).contiguous(), requires_grad=False)
-    folded.bias = nn.Parameter(new_b.to(dtype), requires_grad=False)
-    folded.train(conv.training)
-    return folded
+    return new_w.to(dtype).contiguous(), new_b.to(dtype)
+
+
+class FoldedConv2d(nn.Conv2d):
+    """A convolution computing ``bn(conv(x))`` with one weight and bias, folded
+    from `conv` and the batch norm's tensors, which it watches (`refresh`)."""
+
+    def __init__(self, conv: nn.Conv2d, mean: torch.Tensor, var: torch.Tensor,
+                 gamma: torch.Tensor | None, beta: torch.Tensor | None, eps: float):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size,  # type: ignore[arg-type]
+                         conv.stride, conv.padding, conv.dilation, conv.groups,  # type: ignore[arg-type]
+                         bias=True, padding_mode=conv.padding_mode, device="meta")
+        # (a tuple, not attributes: the model's modules and tensors stay the model's)
+        self._sources = (conv, mean, var, gamma, beta, eps)
+        w, b = _fold(conv, mean, var, gamma, beta, eps)
+        self.weight = nn.Parameter(w, requires_grad=False)
+        self.bias = nn.Parameter(b, requires_grad=False)
+        self._watches = [WeightWatch() for _ in range(6)]
+        self._remember()
+        self.train(conv.training)
+
+    def _tensors(self) -> list[torch.Tensor | None]:
+        conv, mean, var, gamma, beta, _ = self._sources
+        return [conv.weight, conv.bias, mean, var, gamma, beta]
+
+    def _remember(self) -> None:
+        for watch, t in zip(self._watches, self._tensors(), strict=True):
+            if t is not None:
+                watch.remember(t)
+
+    def refresh(self) -> bool:
+        """Folds again if a source changed (in place: the plan keeps its
+        pointers); True if it did."""
+        if not any(t is not None and w.changed(t)
+                   for w, t in zip(self._watches, self._tensors(), strict=True)):
+            return False
+        w, b = _fold(*self._sources)
+        with torch.no_grad():
+            self.weight.copy_(w)
+            self.bias.copy_(b)
+        self._remember()
+        return True
 
 
 def _bn_module_params(bn: nn.Module, assume_eval: bool) -> tuple[Any, ...] | None:
@@ -152,7 +192,7 @@ def fold_batchnorm(gm: fx.GraphModule, *,
         if mean.shape[0] != conv.out_channels:
             continue
         target = new_target(str(src.target))
-        overrides[target] = _folded_conv(conv, mean, var, gamma, beta, eps)
+        overrides[target] = FoldedConv2d(conv, mean, var, gamma, beta, eps)
         src.target = target
         node.replace_all_uses_with(src)
         graph.erase_node(node)

@@ -38,10 +38,16 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from brainslug.frontend_torch.fold import FoldedConv2d
 from brainslug.frontend_torch.weight_watch import WeightWatch
 
 CL = torch.channels_last
 _MAX_SHAPES = 4  # packed weights kept per module (one per input shape seen)
+
+
+PLAIN_CONVS = (nn.Conv2d, FoldedConv2d)
+"""Module types whose forward is exactly `nn.Conv2d`'s (a folded batch norm's
+convolution is one), which the wrappers here may run instead."""
 
 
 @functools.cache
@@ -336,7 +342,7 @@ def _lone_convs(gm: fx.GraphModule, skip: Collection[str] = ()) -> Iterator[
     `conv_a + conv_b` only the first conv fuses, and the second feeds it); the
     nodes named in `skip` (compiled by BrainSlug) are left alone."""
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or type(gm.get_submodule(str(node.target))) is not nn.Conv2d:
+        if node.op != "call_module" or type(gm.get_submodule(str(node.target))) not in PLAIN_CONVS:
             continue
         if node.name in skip:
             continue
@@ -409,7 +415,7 @@ def pack_convolutions(module: nn.Module, **kwargs: Any) -> list[str]:
     done = []
     for name, child in list(module.named_modules()):
         for cname, c in list(child.named_children()):
-            if type(c) is nn.Conv2d:
+            if type(c) in PLAIN_CONVS:
                 setattr(child, cname, PackedConv2d(c, **kwargs))
                 done.append(f"{name}.{cname}" if name else cname)
     return done
@@ -433,7 +439,7 @@ def pack_graph_convolutions(gm: fx.GraphModule, **kwargs: Any) -> list[str]:
         act, add = None, False
         if type(conv) in (ConvAct, ConvAdd):
             conv, act, add = conv.conv, conv.act, type(conv) is ConvAdd
-        if type(conv) is not nn.Conv2d:
+        if type(conv) not in PLAIN_CONVS:
             continue
         if target not in made:
             name, k = "bs_packed_" + target.replace(".", "_"), 1

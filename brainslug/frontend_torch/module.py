@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
+from brainslug.frontend_torch.fold import FoldedConv2d
 from brainslug.plan.report import PlanInfo
 
 
@@ -29,6 +30,10 @@ class BrainSlugModule(torch.nn.Module):
         self._warned_train = False
         self._warned_grad = False
         self._accepted: set[torch.Size] = set()  # input shapes that passed `check_input`
+        # called before each run: folded batch norms fold the model's weights again
+        # when they changed (`fold.FoldedConv2d.refresh`)
+        self._refresh = [m.refresh for m in plan.modules()
+                         if isinstance(m, FoldedConv2d)] if plan is not None else []
         self.train(original.training)
 
     def extra_repr(self) -> str:
@@ -79,4 +84,6 @@ class BrainSlugModule(torch.nn.Module):
                           "differentiable (use torch.no_grad() or .train())", stacklevel=2)
             self._warned_grad = True
         with torch.no_grad():
+            for refresh in self._refresh:
+                refresh()
             return self.plan.forward(x)  # (no module hooks: a call's overhead counts)
