@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,28 +60,61 @@ class Capture:
 
 
 
+TRACE_LOCK = threading.RLock()
+"""One capture at a time: fx and torch.export patch process-wide state while
+they trace."""
+
+
+class _ThreadTracer(fx.Tracer):
+    """fx's tracer for the calling thread only. While it traces, fx patches
+    `nn.Module.__call__` and `__getattr__` for the whole process: module calls
+    and attribute reads of other threads (a model being served) pass through
+    unchanged here, where fx's own would fail ("module is not installed as a
+    submodule") or record them into this graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._thread = threading.get_ident()
+
+    def call_module(self, m: tnn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+        if threading.get_ident() != self._thread:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        if threading.get_ident() != self._thread:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+
 def trace(model: tnn.Module) -> fx.GraphModule:
-    """fx symbolic trace of `model` in eval mode (dropout off, BN running stats)."""
-    was_training = model.training
-    model.eval()
-    try:
-        return fx.symbolic_trace(model)
-    finally:
-        model.train(was_training)
+    """fx symbolic trace of `model` in eval mode (dropout off, BN running stats),
+    safe against other threads (`TRACE_LOCK`, `_ThreadTracer`)."""
+    with TRACE_LOCK:
+        was_training = model.training
+        model.eval()
+        try:
+            tracer = _ThreadTracer()
+            graph = tracer.trace(model)
+            return fx.GraphModule(tracer.root, graph, type(model).__name__)
+        finally:
+            model.train(was_training)
 
 
 def export(model: tnn.Module, shape: Sequence[int]) -> fx.GraphModule:
     """torch.export of `model` in eval mode, the batch (0 in `shape`) dynamic:
     the fallback for models that symbolic tracing can't handle."""
-    was_training = model.training
-    model.eval()
-    try:
-        example = torch.randn([2 if d == 0 else d for d in shape])
-        dyn = {0: torch.export.Dim("batch", min=1)} if shape and shape[0] == 0 else {}
-        ep = torch.export.export(model, (example,), dynamic_shapes=(dyn,) if dyn else None)
-        return ep.module()
-    finally:
-        model.train(was_training)
+    with TRACE_LOCK:
+        was_training = model.training
+        model.eval()
+        try:
+            example = torch.randn([2 if d == 0 else d for d in shape])
+            dyn = {0: torch.export.Dim("batch", min=1)} if shape and shape[0] == 0 else {}
+            ep = torch.export.export(model, (example,), dynamic_shapes=(dyn,) if dyn else None)
+            return ep.module()
+        finally:
+            model.train(was_training)
 
 
 _CONV_FUNCTIONS = {F.conv2d, torch.conv2d, torch.ops.aten.conv2d.default,
