@@ -111,6 +111,20 @@ def test_damaged_entries_are_misses(cache_dir) -> None:
     assert k.stats == {"compiled": 0, "cached": 2}
 
 
+def test_an_entry_under_another_key_is_a_miss(cache_dir) -> None:
+    """A valid object stored under another entry's key (swapped files) is a
+    miss, not the wrong code run (before: a segfault in llvmlite, or KeyError)."""
+    compile_kernels(lowered(graph(37, 13)), X86Backend())
+    a, b = objects(cache_dir)[:2]
+    blob_a, blob_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(blob_b)
+    b.write_bytes(blob_a)
+    k = compile_kernels(lowered(graph(37, 13)), X86Backend())
+    assert k.stats == {"compiled": 2, "cached": 0}
+    run(k, 37, 13)
+    assert cache.load(a.stem) is not None and a.read_bytes() == blob_a  # rewritten
+
+
 def test_unwritable_directory_still_compiles(tmp_path, monkeypatch) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

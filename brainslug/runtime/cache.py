@@ -14,9 +14,10 @@ that shares phases with it, loads that code instead of running LLVM.
   or written.
 - Writes are atomic (a temporary file, then a rename), so concurrent processes
   at worst compile the same thing twice. Each file starts with a digest of its
-  content; a file that cannot be read, or whose digest is wrong, is a miss (LLVM
-  would abort on a damaged object), and one that cannot be written is skipped:
-  the cache never makes a compile fail.
+  key and content; a file that cannot be read, or whose digest is wrong, is a
+  miss (LLVM would abort on a damaged object, and a valid object stored under
+  another entry's key would run the wrong code), and one that cannot be written
+  is skipped: the cache never makes a compile fail.
 """
 
 from __future__ import annotations
@@ -85,7 +86,12 @@ def _path(k: str) -> Path:
     return directory() / "objects" / f"{k}.o"
 
 
-_MAGIC = b"BSK1"
+_MAGIC = b"BSK2"
+
+
+def _digest(k: str, data: bytes) -> bytes:
+    """What a file stores for key `k`: the digest ties its content to its key."""
+    return hashlib.sha256(k.encode() + b"\0" + data).digest()
 
 
 def load(k: str) -> bytes | None:
@@ -97,7 +103,7 @@ def load(k: str) -> bytes | None:
     except OSError:
         return None
     head, digest, data = blob[:4], blob[4:36], blob[36:]
-    if head != _MAGIC or hashlib.sha256(data).digest() != digest:
+    if head != _MAGIC or _digest(k, data) != digest:
         return None
     return data
 
@@ -112,7 +118,7 @@ def store(k: str, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".o")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(_MAGIC + hashlib.sha256(data).digest() + data)
+                f.write(_MAGIC + _digest(k, data) + data)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
