@@ -91,3 +91,29 @@ def test_bs_opt_names_a_binary_input(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert f"{path} is not UTF-8 text (byte 0xff at offset 3)" in err
     assert "UnicodeDecodeError" not in err
+
+
+def test_state_dict_and_pickling() -> None:
+    """The optimized module's state_dict is the model's (no `original.`
+    prefix; it loads into the plain model and back, and the plan follows);
+    pickle, deepcopy and torch.save raise an error saying what to do."""
+    import copy
+    import io
+    import pickle
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    opt = brainslug.optimize(m, [0, 3, 12, 12], conv="library")
+    assert list(opt.state_dict()) == list(m.state_dict())
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    plain.load_state_dict(opt.state_dict())
+    with torch.no_grad():
+        plain[1].running_mean.uniform_(-1, 1)
+    opt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        assert (opt(x) - plain(x)).abs().max().item() <= 1e-5
+    for attempt in (lambda: pickle.dumps(opt), lambda: copy.deepcopy(opt),
+                    lambda: torch.save(opt, io.BytesIO())):
+        with pytest.raises(TypeError, match="optimize"):
+            attempt()

@@ -36,6 +36,27 @@ class BrainSlugModule(torch.nn.Module):
                          if isinstance(m, FoldedConv2d)] if plan is not None else []
         self.train(original.training)
 
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """The original model's state_dict (its keys as in the plain model)."""
+        return self.original.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True,  # type: ignore[override]
+                        assign: bool = False) -> Any:
+        """Loads into the original model; the plan follows its weights."""
+        if assign:
+            raise ValueError("load_state_dict(assign=True) would replace the tensors the plan "
+                             "reads: load into the model without assign, or optimize() again")
+        return self.original.load_state_dict(state_dict, strict=strict)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            "an optimized module holds compiled machine code and can't be pickled, deep-copied "
+            "or torch.save()d: save the model (opt.original, or its state_dict()) and call "
+            "brainslug.optimize() on it where it is loaded (the kernel cache makes that fast)")
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self.__reduce_ex__(2)
+
     def extra_repr(self) -> str:
         n = sum(1 for s in self.info.stacks if s.compiled)
         return f"shape={self.input_shape}, stacks={n}"
