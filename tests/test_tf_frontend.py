@@ -290,6 +290,24 @@ def test_padding_and_cropping():
             assert _same_bits(opt(x).numpy(), model(x, training=False)), (n, nan)
 
 
+def test_nearest_upsampling():
+    """UpSampling2D (nearest) is `nn.resize_nearest`, bit for bit with NaN and
+    Inf; bilinear stays in TensorFlow with its reason."""
+    inp = keras.Input((H, W, C))
+    x = L.UpSampling2D((2, 3))(L.ReLU()(L.BatchNormalization()(inp)))
+    y = L.Activation("sigmoid")(L.UpSampling2D(2)(L.BatchNormalization()(x)))
+    model = randomize(keras.Model(inp, y))
+    opt = check(model, [0, H, W, C])
+    assert not opt.info.fallbacks and "nn.resize_nearest" in brainslug.report(opt)
+    for n in (1, 3):
+        x = tf.random.normal([n, H, W, C], seed=n).numpy()
+        x[0, 3, 4, :3] = [np.nan, np.inf, -np.inf]
+        assert _same_bits(opt(x).numpy(), model(x, training=False)), n
+    bilinear = functional(L.UpSampling2D(2, interpolation="bilinear"), L.ReLU(), shape=(H, W, C))
+    rep = brainslug.report(brainslug.optimize(bilinear, [0, H, W, C]))
+    assert "UpSampling2D with 'bilinear' interpolation" in rep, rep
+
+
 def test_normalization_bit_for_bit():
     """The input Normalization, (x - mean) / max(sqrt(variance), eps), compiled
     bit for bit, a zero variance included (the division by eps)."""

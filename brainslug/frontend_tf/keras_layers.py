@@ -410,6 +410,20 @@ def _cropping(nd: KerasNode) -> str:
                   lambda x: op(x))
 
 
+def _upsampling(nd: KerasNode) -> str:
+    """UpSampling2D with nearest interpolation: Keras repeats each row and column
+    (`ops.repeat`), an `nn.resize_nearest` reading point `i floordiv factor`."""
+    b, op = nd.b, nd.op
+    _check_channels_last(op)
+    if op.interpolation != "nearest":
+        raise Unmapped(f"UpSampling2D with {op.interpolation!r} interpolation")
+    fh, fw = (int(v) for v in op.size)
+    x = nd.x()
+    n, h, w, c = x.type.get_shape()
+    return b.emit(op.name, nn.ResizeNearestOp(x, [n, h * fh, w * fw, c], [1] * 4, [0] * 4,
+                                              [1, fh, fw, 1]), nd.ins, lambda t: op(t))
+
+
 def _fold_blocker(node: Any, x: SSAValue, pads: tuple[int, int, int, int]) -> str | None:
     """None if the padding can move into the layer of `node`, else why not."""
     u = node.operation
@@ -636,6 +650,8 @@ def map_node(nd: KerasNode) -> str:
         return _zero_padding(nd)
     if cls == "Cropping2D":
         return _cropping(nd)
+    if cls == "UpSampling2D":
+        return _upsampling(nd)
     if type(op).__module__.startswith("keras.src.applications."):
         return _application_layer(nd, cls)
     raise Unmapped(f"layer {cls}")

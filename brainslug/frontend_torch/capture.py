@@ -268,6 +268,7 @@ _MODULES: dict[type, ops.OpSpec] = {
     tnn.LayerNorm: ops.LAYER_NORM,
     tnn.GroupNorm: ops.GROUP_NORM,
     tnn.modules.padding._ConstantPadNd: ops.CONSTANT_PAD,
+    tnn.Upsample: ops.INTERPOLATE,
 }
 """The op of each module type (and of its subclasses)."""
 
@@ -301,6 +302,9 @@ _FUNCTIONS: dict[Any, ops.OpSpec] = {
     F.layer_norm: ops.LAYER_NORM, torch.layer_norm: ops.LAYER_NORM,
     F.group_norm: ops.GROUP_NORM, torch.group_norm: ops.GROUP_NORM,
     F.pad: ops.PAD, torch.constant_pad_nd: ops.CONSTANT_PAD_ND,
+    torch.pow: ops.POW, operator.pow: ops.POW, torch.square: ops.SQUARE,
+    torch.sqrt: ops.SQRT, torch.rsqrt: ops.RSQRT, torch.reciprocal: ops.RECIPROCAL,
+    torch.roll: ops.ROLL, F.interpolate: ops.INTERPOLATE, F.normalize: ops.NORMALIZE,
 }
 try:  # torchvision wraps stochastic depth for fx: a call of its own in the graph
     from torchvision.ops import StochasticDepth, stochastic_depth
@@ -449,6 +453,12 @@ _METHODS: dict[str, ops.OpSpec] = {
     "div": ops.DIV,
     "permute": ops.PERMUTE,
     "transpose": ops.TRANSPOSE,
+    "pow": ops.POW,
+    "square": ops.SQUARE,
+    "sqrt": ops.SQRT,
+    "rsqrt": ops.RSQRT,
+    "reciprocal": ops.RECIPROCAL,
+    "roll": ops.ROLL,
 }
 """Tensor methods by name; `x.name_()` is the in-place form of `x.name()`."""
 
@@ -483,6 +493,11 @@ _ATEN: dict[str, ops.OpSpec] = {
     "transpose.int": ops.TRANSPOSE,
     "constant_pad_nd.default": ops.CONSTANT_PAD_ND,
     "group_norm.default": ops.GROUP_NORM,
+    "pow.Tensor_Scalar": ops.POW,
+    "sqrt.default": ops.SQRT,
+    "rsqrt.default": ops.RSQRT,
+    "reciprocal.default": ops.RECIPROCAL,
+    "roll.default": ops.ROLL,
 }
 """ATen overloads (`packet.overload`) by op; `packet_` is the in-place form of `packet`."""
 

@@ -9,6 +9,7 @@ where the arguments have no `nn` form.
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -291,8 +292,10 @@ def _flatten(c: Call) -> Ordered:
         # PyTorch copies to row-major first: so do we
         x = c.b.in_order(x, tuple(range(r)), c.node)
         order, p0, p1 = tuple(range(r)), lo, hi
-    result = [k if k < lo else k - (hi - lo) for k in order[:p0]] + [lo] + [
-        k - (hi - lo) for k in order[p1 + 1:]]
+    def merged(k: int) -> int:  # a logical dim outside lo..hi, after the flatten
+        return k if k < lo else k - (hi - lo)
+
+    result = [merged(k) for k in order[:p0]] + [lo] + [merged(k) for k in order[p1 + 1:]]
     return _with_order(nn.FlattenOp(x, p0, p1), result)
 
 
@@ -535,6 +538,105 @@ def _softmax(c: Call) -> Operation:
     return nn.SoftmaxOp(x, c.b.axis(x, c["dim"]))
 
 
+def _power(exponent: float | None = None) -> Callable[[Call], Operation]:
+    """`pow(x, c)` for a number c (or a fixed `exponent`: sqrt, rsqrt,
+    reciprocal, square), where PyTorch computes it without `powf`."""
+
+    def build(c: Call) -> Operation:
+        if not c.is_tensor("input"):
+            raise Unmapped("a power of a number")
+        x = c.tensor("input")
+        e = exponent if exponent is not None else c["exponent"]
+        if isinstance(e, bool) or not isinstance(e, int | float):
+            raise Unmapped("a power with a tensor exponent")
+        if e == 1:
+            return nn.IdentityOp(x)
+        if float(e) not in nn.POW_EXPONENTS:
+            raise Unmapped(f"pow with exponent {e}: PyTorch computes it with powf, "
+                           f"BrainSlug only exponents {list(nn.POW_EXPONENTS)} and 1")
+        return nn.PowOp(x, float(e))
+
+    return build
+
+
+def _normalize(c: Call) -> Operation:
+    """`F.normalize` with p = 2 along one dim."""
+    x = c.tensor("input")
+    p, dim, eps = c["p"], c["dim"], c["eps"]
+    if c["out"] is not None:
+        raise Unmapped("normalize into an out= tensor")
+    if p != 2 or not isinstance(dim, int) or not isinstance(eps, int | float):
+        raise Unmapped(f"normalize with p={p} along {dim}")
+    if dim % rank(x) == 0:
+        raise Unmapped("normalize along the batch dim")
+    return nn.L2NormalizeOp(x, c.b.axis(x, dim), float(eps))
+
+
+def _roll(c: Call) -> Operation:
+    """`torch.roll` along given dims: a cyclic index map, in the stored order."""
+    x = c.tensor("input")
+    shifts, dims = c["shifts"], c["dims"]
+    if dims is None or (isinstance(dims, list | tuple) and not dims):
+        raise Unmapped("roll of the flattened tensor (no dims)")
+    shifts = list(shifts) if isinstance(shifts, list | tuple) else [shifts]
+    dims = list(dims) if isinstance(dims, list | tuple) else [dims]
+    if len(shifts) != len(dims) or not all(isinstance(v, int) for v in (*shifts, *dims)):
+        raise Unmapped(f"roll by {shifts} along {dims}")
+    r = rank(x)
+    by_dim = [0] * r
+    for s, k in zip(shifts, dims, strict=True):
+        by_dim[k % r] += s
+    if by_dim[0]:
+        raise Unmapped("roll along the batch dim")
+    return nn.RollOp(x, [by_dim[k] for k in c.b.order(x)])
+
+
+def nearest_map(src: Sequence[int], n: int) -> tuple[int, int, int] | None:
+    """(scale, offset, divisor) with `src[i] == (scale*i + offset) // divisor`
+    for every output point i of a dim of n input points, or None."""
+    m = len(src)
+    cands = [(1, 0, 1), (n, 0, m), (2 * n, n, 2 * m)]
+    if n % m == 0:
+        cands += [(n // m, o, 1) for o in range(n // m)]
+    for s, o, q in cands:
+        g = math.gcd(s, o, q)
+        if all((s * i + o) // q == v for i, v in enumerate(src)):
+            return s // g, o // g, q // g
+    return None
+
+
+def _interpolate(c: Call) -> Operation:
+    """Nearest-neighbour `F.interpolate` / `nn.Upsample`: the index map that
+    PyTorch's own kernel computes, asked of it at optimize() on input coded
+    with each point's flat index, where that map is periodic."""
+    x = c.tensor("input")
+    mode = c["mode"]
+    if mode not in ("nearest", "nearest-exact") or c.args.get("antialias"):
+        raise Unmapped(f"interpolation mode {mode!r}")
+    shape, out = c.b.logical_shape_of(x), c.b.logical_shape(c.node)
+    spatial = shape[2:]
+    if math.prod(spatial) >= 2**24:
+        raise Unmapped("nearest resampling of more than 2^24 points per channel")
+    coded = torch.arange(math.prod(spatial), dtype=torch.float32).reshape(1, 1, *spatial)
+    src = torch.nn.functional.interpolate(
+        coded, size=c["size"], scale_factor=c["scale_factor"], mode=mode,
+        recompute_scale_factor=c["recompute_scale_factor"])[0, 0].long()
+    maps = [(1, 0, 1)] * len(shape)
+    for k in range(len(spatial)):
+        line = src[tuple(slice(None) if j == k else 0 for j in range(len(spatial)))]
+        idx = line.div(math.prod(spatial[k + 1:]), rounding_mode="floor") % spatial[k]
+        found = nearest_map(idx.tolist(), spatial[k])
+        if found is None or len(idx) != out[k + 2]:
+            raise Unmapped(f"nearest resampling of {spatial[k]} points to {len(idx)} is "
+                           "not a periodic index map")
+        maps[k + 2] = found
+    order = c.b.order(x)
+    phys = [maps[k] for k in order]
+    return nn.ResizeNearestOp(x, c.b.result_type(c.node, order).get_shape(),
+                              [m[0] for m in phys], [m[1] for m in phys],
+                              [m[2] for m in phys])
+
+
 # ---------------------------------------------------------------------- specs
 
 _spec = OpSpec.parse
@@ -587,3 +689,13 @@ GROUP_NORM = _spec("group_norm(input, num_groups, weight=None, bias=None, eps=1e
                    _group_norm)
 PERMUTE = _spec("permute(input, *dims)", _permute)
 TRANSPOSE = _spec("transpose(input, dim0, dim1)", _permute)
+POW = _spec("pow(input, exponent)", _power())
+SQRT = _spec("sqrt(input)", _power(0.5))
+RSQRT = _spec("rsqrt(input)", _power(-0.5))
+RECIPROCAL = _spec("reciprocal(input)", _power(-1.0))
+SQUARE = _spec("square(input)", _power(2.0))
+NORMALIZE = _spec("normalize(input, p=2.0, dim=1, eps=1e-12, out=None)", _normalize)
+ROLL = _spec("roll(input, shifts, dims=None)", _roll)
+INTERPOLATE = _spec("interpolate(input, size=None, scale_factor=None, mode='nearest', "
+                    "align_corners=None, recompute_scale_factor=None, antialias=False)",
+                    _interpolate)

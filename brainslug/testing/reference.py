@@ -176,6 +176,20 @@ def eval_layer(op: Operation, args: list[Any]) -> Any:
         return F.gelu(x, approximate=op.approximate_value)
     if isinstance(op, nn.ClampOp):
         return torch.clamp(x, op.min_value, op.max_value)
+    if isinstance(op, nn.L2NormalizeOp):
+        return F.normalize(x, 2.0, op.axis_value, op.eps_value)
+    if isinstance(op, nn.PowOp):
+        return torch.pow(x, op.exponent_value)
+    if isinstance(op, nn.RollOp):
+        dims = [k for k, s in enumerate(op.shifts_values) if s]
+        return torch.roll(x, [op.shifts_values[k] for k in dims], dims) if dims else x.clone()
+    if isinstance(op, nn.ResizeNearestOp):
+        for k, (s, o, q) in enumerate(op.maps):
+            if (s, o, q) != (1, 0, 1):
+                m = op.results[0].type.get_shape()[k]
+                idx = (torch.arange(m) * s + o).div(q, rounding_mode="floor")
+                x = x.index_select(k, idx)
+        return x.contiguous()
     if isinstance(op, nn.LeakyReluOp):
         return F.leaky_relu(x, op.negative_slope_value)
     if isinstance(op, nn.AddOp):

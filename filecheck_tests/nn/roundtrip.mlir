@@ -125,6 +125,9 @@ func.func @shape(%x: tensor<?x37x13x13xf32>, %y: tensor<?x16x13x13xf32>, %p: ten
   %7 = nn.softmax %z {axis = 1 : i64} : tensor<?x10xf32> -> tensor<?x10xf32>
   %8 = nn.permute %x {dims = array<i64: 0, 2, 3, 1>} : tensor<?x37x13x13xf32> -> tensor<?x13x13x37xf32>
   %9 = nn.pad %x {low = array<i64: 0, 0, 1, -2>, high = array<i64: 0, 3, 2, -1>, value = -2.500000e-01 : f64} : tensor<?x37x13x13xf32> -> tensor<?x40x16x10xf32>
+  %10 = nn.roll %x {shifts = array<i64: 0, 0, 3, 12>} : tensor<?x37x13x13xf32> -> tensor<?x37x13x13xf32>
+  %11 = nn.resize_nearest %x {scale = array<i64: 1, 1, 1, 2>, offset = array<i64: 0, 0, 0, 1>, divisor = array<i64: 1, 1, 3, 1>} : tensor<?x37x13x13xf32> -> tensor<?x37x39x6xf32>
+  %12 = nn.pow %x {exponent = -5.000000e-01 : f64} : tensor<?x37x13x13xf32> -> tensor<?x37x13x13xf32>
   func.return
 }
 
@@ -139,6 +142,9 @@ func.func @shape(%x: tensor<?x37x13x13xf32>, %y: tensor<?x16x13x13xf32>, %p: ten
 // CHECK-NEXT:    %7 = nn.softmax %z {axis = 1 : i64} : tensor<?x10xf32> -> tensor<?x10xf32>
 // CHECK-NEXT:    %8 = nn.permute %x {dims = array<i64: 0, 2, 3, 1>} : tensor<?x37x13x13xf32> -> tensor<?x13x13x37xf32>
 // CHECK-NEXT:    %9 = nn.pad %x {low = array<i64: 0, 0, 1, -2>, high = array<i64: 0, 3, 2, -1>, value = -2.500000e-01 : f64} : tensor<?x37x13x13xf32> -> tensor<?x40x16x10xf32>
+// CHECK-NEXT:    %10 = nn.roll %x {shifts = array<i64: 0, 0, 3, 12>} : tensor<?x37x13x13xf32> -> tensor<?x37x13x13xf32>
+// CHECK-NEXT:    %11 = nn.resize_nearest %x {scale = array<i64: 1, 1, 1, 2>, offset = array<i64: 0, 0, 0, 1>, divisor = array<i64: 1, 1, 3, 1>} : tensor<?x37x13x13xf32> -> tensor<?x37x39x6xf32>
+// CHECK-NEXT:    %12 = nn.pow %x {exponent = -5.000000e-01 : f64} : tensor<?x37x13x13xf32> -> tensor<?x37x13x13xf32>
 
 func.func @norm(%x: tensor<?x13x37xf32>, %w: tensor<37xf32>, %b: tensor<37xf32>) {
   %0 = nn.layer_norm %x weight %w : tensor<37xf32> bias %b : tensor<37xf32> {eps = 1.000000e-05 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
@@ -146,6 +152,7 @@ func.func @norm(%x: tensor<?x13x37xf32>, %w: tensor<37xf32>, %b: tensor<37xf32>)
   %2 = nn.layer_norm %x bias %b : tensor<37xf32> {eps = 0.000000e+00 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
   %3 = nn.layer_norm %x weight %w : tensor<37xf32> {eps = 1.000000e-03 : f64, impl = "eigen"} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
   %4 = nn.group_norm %x weight %w : tensor<37xf32> {groups = 1 : i64, axis = 2 : i64, eps = 1.000000e-05 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  %5 = nn.l2_normalize %x {axis = 1 : i64, eps = 1.000000e-12 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
   func.return
 }
 
@@ -155,6 +162,7 @@ func.func @norm(%x: tensor<?x13x37xf32>, %w: tensor<37xf32>, %b: tensor<37xf32>)
 // CHECK-NEXT:    %2 = nn.layer_norm %x bias %b : tensor<37xf32> {eps = 0.000000e+00 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
 // CHECK-NEXT:    %3 = nn.layer_norm %x weight %w : tensor<37xf32> {eps = 1.000000e-03 : f64, impl = "eigen"} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
 // CHECK:         %4 = nn.group_norm %x weight %w : tensor<37xf32> {groups = 1 : i64, axis = 2 : i64, eps = 1.000000e-05 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+// CHECK-NEXT:    %5 = nn.l2_normalize %x {axis = 1 : i64, eps = 1.000000e-12 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
 
 func.func @stack(%x: tensor<?x37x13x13xf32>, %p: tensor<37xf32>) -> (tensor<?x37x13x13xf32>, tensor<?x37x7x7xf32>) {
   %r:2 = nn.stack "stack0" (%x, %p) : (tensor<?x37x13x13xf32>, tensor<37xf32>) -> (tensor<?x37x13x13xf32>, tensor<?x37x7x7xf32>) {

@@ -602,3 +602,103 @@ func.func @f(%x: tensor<?x12x5xf32>, %w: tensor<5xf32>) {
 
 // CHECK: {{// -+}}
 // CHECK-NEXT: nn.group_norm: weight must have shape [12] (the channels), got [5]
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.roll %x {shifts = array<i64: 0, 13, 0>} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.roll: shift 13 of dim 1 must be in [0, 13)
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.roll %x {shifts = array<i64: 1, 0, 0>} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.roll: dim 0 is dynamic and can't be shifted
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.roll %x {shifts = array<i64: 0, 1>} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.roll: needs one shift per dim (3), got 2
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.resize_nearest %x {scale = array<i64: 1, 1, 1>, offset = array<i64: 0, 0, 0>, divisor = array<i64: 1, 2, 1>} : tensor<?x13x37xf32> -> tensor<?x27x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.resize_nearest: dim 1: output point 26 reads input point 13, past extent 13
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.resize_nearest %x {scale = array<i64: 1, 1, 1>, offset = array<i64: 0, 0, 0>, divisor = array<i64: 1, 0, 1>} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.resize_nearest: dim 1: needs scale >= 0, offset >= 0 and divisor >= 1, got 1, 0, 0
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.resize_nearest %x {scale = array<i64: 2, 1, 1>, offset = array<i64: 0, 0, 0>, divisor = array<i64: 1, 1, 1>} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.resize_nearest: dim 0: a dynamic dim keeps its extent and the identity map, got [?] -> [?], (2*i + 0) floordiv 1
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.resize_nearest %x {scale = array<i64: 1, 1>, offset = array<i64: 0, 0>, divisor = array<i64: 1, 1>} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.resize_nearest: scale, offset and divisor need one value per dim (3)
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.pow %x {exponent = 2.5 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.pow: exponent must be one of [-2.0, -1.0, -0.5, 0.5, 2.0, 3.0], got 2.5
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.l2_normalize %x {axis = 0 : i64, eps = 1.000000e-12 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.l2_normalize: axis 0 is dynamic
+
+// -----
+
+func.func @f(%x: tensor<?x13x37xf32>) {
+  %0 = nn.l2_normalize %x {axis = 1 : i64, eps = -1.000000e+00 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.l2_normalize: eps must be finite and >= 0, got -1.0

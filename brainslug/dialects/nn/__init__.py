@@ -55,6 +55,7 @@ from brainslug.dialects.nn.base import (
 from brainslug.dialects.nn.batch_norm import BatchNormOp
 from brainslug.dialects.nn.conv import Conv2dOp, LinearOp
 from brainslug.dialects.nn.elementwise import (
+    POW_EXPONENTS,
     AddOp,
     ClampOp,
     DivOp,
@@ -65,13 +66,15 @@ from brainslug.dialects.nn.elementwise import (
     IdentityOp,
     LeakyReluOp,
     MulOp,
+    PowOp,
     ReluOp,
     SigmoidOp,
     SiluOp,
     SubOp,
     TanhOp,
 )
-from brainslug.dialects.nn.norm import GroupNormOp, LayerNormOp
+from brainslug.dialects.nn.index_map import ResizeNearestOp, RollOp
+from brainslug.dialects.nn.norm import GroupNormOp, L2NormalizeOp, LayerNormOp
 from brainslug.dialects.nn.pooling import AdaptiveAvgPool2dOp, AvgPool2dOp, MaxPool2dOp
 from brainslug.dialects.nn.properties import GeluApproximation, Impl, Layout
 from brainslug.dialects.nn.shape import (
@@ -93,6 +96,7 @@ NN = Dialect(
         BatchNormOp,
         GroupNormOp,
         LayerNormOp,
+        L2NormalizeOp,
         ReluOp,
         SigmoidOp,
         TanhOp,
@@ -108,6 +112,7 @@ NN = Dialect(
         MulOp,
         SubOp,
         DivOp,
+        PowOp,
         MaxPool2dOp,
         AvgPool2dOp,
         AdaptiveAvgPool2dOp,
@@ -116,6 +121,8 @@ NN = Dialect(
         ReshapeOp,
         PadOp,
         PermuteOp,
+        RollOp,
+        ResizeNearestOp,
         MeanOp,
         SoftmaxOp,
         LibraryOp,
@@ -129,6 +136,7 @@ __all__ = [
     "DYN",
     "NN",
     "OPERAND_OF_NEXT",
+    "POW_EXPONENTS",
     "AdaptiveAvgPool2dOp",
     "AddOp",
     "AvgPool2dOp",
@@ -146,6 +154,7 @@ __all__ = [
     "IdentityOp",
     "Impl",
     "GroupNormOp",
+    "L2NormalizeOp",
     "LayerNormOp",
     "Layout",
     "LeakyReluOp",
@@ -159,6 +168,9 @@ __all__ = [
     "DivOp",
     "PadOp",
     "PermuteOp",
+    "PowOp",
+    "ResizeNearestOp",
+    "RollOp",
     "Removable",
     "ReluOp",
     "ReshapeOp",

@@ -221,6 +221,36 @@ class ClampOp(_UnaryOp):
                 raise verify_error(self.name, f"{what} must not be NaN")
 
 
+POW_EXPONENTS = (-2.0, -1.0, -0.5, 0.5, 2.0, 3.0)
+"""The exponents `nn.pow` takes: those PyTorch computes without `powf`."""
+
+
+@irdl_op_definition
+class PowOp(_UnaryOp):
+    """`x ** exponent` for an exponent in `POW_EXPONENTS`, computed as PyTorch
+    computes those: `x * x`, `x * x * x`, `sqrt(x)`, `1 / sqrt(x)`, `1 / x` and
+    `1 / (x * x)`, each rounded as written (other exponents need `powf`). The
+    square root is IEEE's, correctly rounded; PyTorch's vector sqrt on CPU is
+    MKL's `vsSqrt`, which may differ from it by 1 ULP."""
+
+    name = "nn.pow"
+
+    exponent = prop_def(F64Property())
+
+    def __init__(self, input: Operand, exponent: float, *, result_type: Attribute | None = None):
+        super().__init__(input, result_type=result_type,
+                         properties={"exponent": f64_attr(exponent)})
+
+    @property
+    def exponent_value(self) -> float:
+        return self.exponent.value.data
+
+    def verify_props(self) -> None:
+        if self.exponent_value not in POW_EXPONENTS:
+            raise verify_error(self.name, f"exponent must be one of {list(POW_EXPONENTS)}, "
+                                          f"got {self.exponent_value}")
+
+
 @irdl_op_definition
 class LeakyReluOp(_UnaryOp):
     """`x if x >= 0 else negative_slope * x`."""

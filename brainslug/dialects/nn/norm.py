@@ -1,5 +1,5 @@
 """Normalisation: `nn.layer_norm` over the innermost dim, `nn.group_norm` over
-groups of channels."""
+groups of channels, `nn.l2_normalize` along any dim."""
 
 from __future__ import annotations
 
@@ -223,4 +223,55 @@ class GroupNormOp(IRDLOperation):
             self.input.type, None if self.weight is None else self.weight.type,
             None if self.bias is None else self.bias.type, groups=self.groups_value,
             axis=self.axis_value, eps=self.eps_value)
+        check_result_type(self.name, self.output.type, inferred)
+
+
+@irdl_op_definition
+class L2NormalizeOp(IRDLOperation):
+    """`x / max(sqrt(sum(x * x along axis)), eps)`: PyTorch's `F.normalize` with
+    p = 2. The sum of squares runs in BrainSlug's order (along a dim that isn't
+    innermost, PyTorch's: in order); NaN in a row makes the row NaN."""
+
+    name = "nn.l2_normalize"
+
+    input = operand_def(TensorType)
+    output = result_def(TensorType)
+
+    axis = prop_def(I64Property())
+    eps = prop_def(F64Property())
+
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
+    traits = traits_def(Pure(), MemoryBound(), ConstrainedProperties())
+
+    def __init__(self, input: Operand, axis: int, eps: float, *,
+                 result_type: Attribute | None = None):
+        rank = len(tensor_shape(self.name, "input", type_of(input)))
+        axis = axis % rank if -rank <= axis < rank else axis
+        if result_type is None:
+            result_type = self.infer_type(type_of(input), axis=axis, eps=eps)
+        super().__init__(operands=[input], result_types=[result_type],
+                         properties={"axis": i64_attr(axis), "eps": f64_attr(eps)})
+
+    @property
+    def axis_value(self) -> int:
+        return self.axis.value.data
+
+    @property
+    def eps_value(self) -> float:
+        return self.eps.value.data
+
+    @classmethod
+    def infer_type(cls, input_type: Attribute, *, axis: int, eps: float) -> TensorType:
+        n = cls.name
+        x = tensor_shape(n, "input", input_type)
+        axis = check_axis(n, "axis", axis, len(x))
+        if x[axis] < 0:
+            raise verify_error(n, f"axis {axis} is dynamic")
+        if not eps >= 0.0 or math.isinf(eps):
+            raise verify_error(n, f"eps must be finite and >= 0, got {eps}")
+        return make_tensor(x)
+
+    def verify_(self) -> None:
+        inferred = self.infer_type(self.input.type, axis=self.axis_value, eps=self.eps_value)
         check_result_type(self.name, self.output.type, inferred)

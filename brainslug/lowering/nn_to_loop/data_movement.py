@@ -1,5 +1,5 @@
-"""Data movement: cat, flatten/reshape, permute, pad, and the copy of a value into a
-second output."""
+"""Data movement: cat, flatten/reshape, permute, pad, roll, nearest resampling,
+and the copy of a value into a second output."""
 
 from __future__ import annotations
 
@@ -140,6 +140,35 @@ def lower_pad(kb: KernelBuilder, op: nn.PadOp, buf: Buffers, out: SSAValue) -> N
     kb.nest(out.type.get_shape(), body)
 
 
+def lower_roll(kb: KernelBuilder, op: nn.RollOp, buf: Buffers, out: SSAValue) -> None:
+    """out[i] = x[(i - shift) mod extent] along each shifted dim."""
+    x = buf[op.input]
+    shape = out.type.get_shape()
+    m = AffineMap(len(shape), 0, tuple(
+        (d(k) + (e - sh)) % e if sh else d(k)
+        for k, (sh, e) in enumerate(zip(op.shifts_values, shape, strict=True))))
+
+    def body(e: Emitter, ivs: list[SSAValue]) -> None:
+        e.store(e.load(x, ivs, m), out, ivs)
+
+    kb.nest(shape, body)
+
+
+def lower_resize_nearest(kb: KernelBuilder, op: nn.ResizeNearestOp, buf: Buffers,
+                         out: SSAValue) -> None:
+    """out[i] = x[(scale * i + offset) floordiv divisor] along each dim."""
+    x = buf[op.input]
+    shape = out.type.get_shape()
+    m = AffineMap(len(shape), 0, tuple(
+        (d(k) * s + o) // q if q != 1 else d(k) * s + o
+        for k, (s, o, q) in enumerate(op.maps)))
+
+    def body(e: Emitter, ivs: list[SSAValue]) -> None:
+        e.store(e.load(x, ivs, m), out, ivs)
+
+    kb.nest(shape, body)
+
+
 def lower_copy(kb: KernelBuilder, x: SSAValue, out: SSAValue) -> None:
     """`out` = `x`, element by element."""
 
@@ -155,4 +184,6 @@ LOWERINGS: dict[type[Operation], LayerLowering] = {
     nn.ReshapeOp: lower_reshape,
     nn.PermuteOp: lower_permute,
     nn.PadOp: lower_pad,
+    nn.RollOp: lower_roll,
+    nn.ResizeNearestOp: lower_resize_nearest,
 }

@@ -102,6 +102,24 @@ def _gelu(op: nn.GeluOp) -> Formula:
     return onednn_gelu
 
 
+def _pow(op: nn.PowOp) -> Formula:
+    """PyTorch's special cases of `pow(x, c)`, each operation rounded as it does."""
+    c = op.exponent_value
+
+    def sqrt(e: Emitter, x: SSAValue) -> SSAValue:
+        return e.emit(math.SqrtOp(x))
+
+    forms: dict[float, Formula] = {
+        2.0: lambda e, x: e.mul(x, x),
+        3.0: lambda e, x: e.mul(e.mul(x, x), x),
+        0.5: sqrt,
+        -0.5: lambda e, x: e.div(e.f(1.0), sqrt(e, x)),
+        -1.0: lambda e, x: e.div(e.f(1.0), x),
+        -2.0: lambda e, x: e.div(e.f(1.0), e.mul(x, x)),
+    }
+    return forms[c]
+
+
 def _identity(op: nn.DropoutOp | nn.IdentityOp) -> Formula:
     return lambda e, x: x
 
@@ -116,6 +134,7 @@ UNARY_FORMULAS: dict[type[Operation], Callable[[Operation], Formula]] = {
     nn.HardswishOp: _hardswish,
     nn.HardsigmoidOp: _hardsigmoid,
     nn.GeluOp: _gelu,
+    nn.PowOp: _pow,
     nn.DropoutOp: _identity,
     nn.IdentityOp: _identity,
 }

@@ -1,5 +1,5 @@
 """Reductions over tensor dims: mean (in Eigen's order for `impl = "eigen"`),
-softmax and layer norm."""
+softmax, layer and group norm, and L2 normalisation."""
 
 from __future__ import annotations
 
@@ -231,9 +231,37 @@ def lower_group_norm(kb: KernelBuilder, op: nn.GroupNormOp, buf: Buffers,
     kb.nest(shape, out_body)
 
 
+def lower_l2_normalize(kb: KernelBuilder, op: nn.L2NormalizeOp, buf: Buffers,
+                       out: SSAValue) -> None:
+    """Per row along `axis`: norm = max(sqrt(sum of squares), eps) into scratch,
+    then x / norm, as `F.normalize` (PyTorch's clamp_min keeps NaN)."""
+    x = buf[op.input]
+    shape = x.type.get_shape()
+    rank, axis = len(shape), op.axis_value
+    red_shape = [1 if k == axis else e for k, e in enumerate(shape)]
+    norm = kb.alloc(MemRefType(f32, red_shape), "norm")
+    xmap = AffineMap(rank + 1, 0, tuple(d(rank) if k == axis else d(k) for k in range(rank)))
+    rmap = AffineMap(rank, 0, tuple(cst(0) if k == axis else d(k) for k in range(rank)))
+
+    def norm_body(e: Emitter, ivs: list[SSAValue]) -> None:
+        def square(r: Emitter, w: list[SSAValue]) -> SSAValue:
+            v = r.load(x, [*ivs, *w], xmap)
+            return r.mul(v, v)
+
+        s = e.reduce("add", 0.0, [shape[axis]], square)
+        e.store(e.max0(e.emit(math.SqrtOp(s)), op.eps_value), norm, ivs)
+
+    def out_body(e: Emitter, ivs: list[SSAValue]) -> None:
+        e.store(e.div(e.load(x, ivs), e.load(norm, ivs, rmap)), out, ivs)
+
+    kb.nest(red_shape, norm_body)
+    kb.nest(shape, out_body)
+
+
 LOWERINGS: dict[type[Operation], LayerLowering] = {
     nn.MeanOp: lower_mean,
     nn.SoftmaxOp: lower_softmax,
     nn.LayerNormOp: lower_layer_norm,
     nn.GroupNormOp: lower_group_norm,
+    nn.L2NormalizeOp: lower_l2_normalize,
 }
