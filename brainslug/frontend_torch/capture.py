@@ -646,6 +646,8 @@ def capture(
             continue
         mark = b.block.last_op
         try:
+            if n.name not in reads_input:  # no batch: PyTorch computes it from the weights
+                raise LibraryCall("computed from parameters alone")
             if n.op == "call_module":
                 op = _map_module(b, n, modules[str(n.target)])
             elif n.op == "call_function":
