@@ -364,9 +364,12 @@ def test_fuse_conv_activations_patterns() -> None:
     assert rel_err(out, ref) <= 1e-5
 
 
-def test_optimize_fuses_conv_relu_bit_for_bit() -> None:
-    """A conv → ReLU network (VGG-like) in exact mode: the activations become
-    post-ops, the report says so, and the result equals eager channels-last."""
+def test_exact_mode_keeps_nan_through_conv_relu() -> None:
+    """oneDNN's activation post-ops turn NaN into 0, PyTorch's ReLU keeps it: in
+    exact mode a conv → ReLU (VGG-like) network keeps its ReLUs out of the
+    convolution and equals eager channels-last bit for bit, NaN and Inf
+    included; with `fold_batchnorm=True` they become post-ops (the report says
+    NaN becomes 0)."""
     import brainslug.pytorch as brainslug
 
     torch.manual_seed(7)
@@ -374,12 +377,21 @@ def test_optimize_fuses_conv_relu_bit_for_bit() -> None:
                           nn.MaxPool2d(3, 2, 1), nn.Conv2d(16, 8, 3, padding=1),
                           nn.ReLU6()).eval()
     opt = brainslug.optimize(model, [0, 3, 21, 19], conv="library")
-    if HAVE_MKLDNN:
-        assert any("post-ops" in n for n in opt.info.notes)
+    assert not any("ReLU" in n and "post-ops" in n for n in opt.info.notes), opt.info.notes
     x = torch.randn(3, 3, 21, 19)
+    x[0, :, 5, 7] = float("nan")
+    x[1, 0, 2, 2] = float("inf")
     cl = model.to(memory_format=CL)
     with torch.no_grad():
-        assert torch.equal(opt(x), cl(x.to(memory_format=CL)))
+        out, ref = opt(x), cl(x.to(memory_format=CL))
+    assert ref.isnan().any()
+    assert torch.equal(out.isnan(), ref.isnan()) and torch.equal(out.nan_to_num(), ref.nan_to_num())
+    folded = brainslug.optimize(model, [0, 3, 21, 19], conv="library", fold_batchnorm=True)
+    if HAVE_MKLDNN:
+        assert any("NaN becomes 0" in n for n in folded.info.notes), folded.info.notes
+    x = torch.randn(3, 3, 21, 19)
+    with torch.no_grad():
+        assert torch.equal(folded(x), cl(x.to(memory_format=CL)))
 
 
 @pytest.mark.parametrize("act", [None, "relu"])

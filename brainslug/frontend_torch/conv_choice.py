@@ -39,11 +39,13 @@ FAVOR = 1.25
 library side's estimate leaves out the epilogue kernel's dispatch and the cache
 misses of its extra buffer (mobilenet_v2 at batch 1 ran 8.8 ms with the bare
 comparison, 7.6 ms with every convolution compiled)."""
-POST_OPS = {"nn.relu", "nn.clamp", "nn.add"}
+POST_OPS = {"nn.add"}
+"""Epilogue layers the library plan applies inside oneDNN's convolution, bit for
+bit: a residual add. (oneDNN's ReLU post-op turns NaN into 0: in exact mode a
+ReLU after a library convolution is a pass of its own.)"""
 MAX_TIMED = 64
 """Convolutions compiled and timed at most, those with the largest outputs first
 (the largest epilogue passes saved): compiling is most of a cold optimize()."""
-"""Epilogue layers the library plan applies inside oneDNN's convolution."""
 
 
 def choose_convs(gm: fx.GraphModule, spec: list[int], key_parts: list[str], *,

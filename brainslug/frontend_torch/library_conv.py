@@ -378,7 +378,9 @@ def fuse_conv_activations(gm: fx.GraphModule, skip: Collection[str] = ()) -> lis
     that activation, by one call of a `ConvAct` (new top-level attributes
     ``bs_convact_<target>`` of `gm`; the convolution module is shared, not
     copied). With batch norms folded (``fold_batchnorm=True``), conv → BN →
-    ReLU becomes this pattern. Returns the fused conv targets."""
+    ReLU becomes this pattern. oneDNN's activation post-ops turn NaN into 0
+    (PyTorch's ReLU keeps it), so `optimize` fuses them only where results
+    may change anyway, with batch norms folded. Returns the fused conv targets."""
     fused = []
     for node, user in _lone_convs(gm, skip):
         act = _activation_of(gm, user, node)
@@ -389,19 +391,22 @@ def fuse_conv_activations(gm: fx.GraphModule, skip: Collection[str] = ()) -> lis
     return _done(gm, fused)
 
 
-def fuse_conv_add(gm: fx.GraphModule, skip: Collection[str] = ()) -> list[str]:
-    """Replace each ``nn.Conv2d`` call whose only user is a residual add (and the
-    ReLU after it, if that is the add's only user) by one call of a `ConvAdd`
-    (``bs_convadd_<target>``). The add runs as a oneDNN binary post-op, bit for
-    bit ``conv(x) + other``. With batch norms folded, ResNet's
-    conv3 → BN3 → add → ReLU becomes this pattern. Returns the fused targets."""
+def fuse_conv_add(gm: fx.GraphModule, skip: Collection[str] = (),
+                  relu: bool = True) -> list[str]:
+    """Replace each ``nn.Conv2d`` call whose only user is a residual add (and,
+    with `relu`, the ReLU after it if that is the add's only user) by one call
+    of a `ConvAdd` (``bs_convadd_<target>``). The add runs as a oneDNN binary
+    post-op, bit for bit ``conv(x) + other``; a ReLU post-op is not (oneDNN's
+    turns NaN into 0). With batch norms folded, ResNet's conv3 → BN3 → add →
+    ReLU becomes this pattern. Returns the fused targets."""
     fused = []
     for node, add in _lone_convs(gm, skip):
         other = _residual_add(add, node)
         if other is None:
             continue
         dead, act = [add, node], None
-        if len(add.users) == 1 and _activation_of(gm, next(iter(add.users)), add) == "relu":
+        if relu and len(add.users) == 1 and \
+                _activation_of(gm, next(iter(add.users)), add) == "relu":
             dead, act = [next(iter(add.users)), add, node], "relu"
         conv = gm.get_submodule(str(node.target))
         _splice(gm, "bs_convadd", node, ConvAdd(conv, act), (node.args[0], other), dead)

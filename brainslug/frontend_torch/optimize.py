@@ -195,13 +195,16 @@ def _plan(model: torch.nn.Module, spec: list[int], layout: str, threads: int | N
         from brainslug.frontend_torch.library_conv import fuse_conv_activations, fuse_conv_add
 
         skip = compiled if isinstance(compiled, set) else set()
-        if fused := fuse_conv_add(gm, skip):
-            notes.append(f"{len(fused)} residual adds (and the ReLUs after them) run as "
-                         f"oneDNN post-ops of the convolutions before them (bit for bit the "
-                         f"separate ops)")
-        if fused := fuse_conv_activations(gm, skip):
+        # oneDNN's activation post-ops turn NaN into 0: only where BN is folded
+        folded = bool(options.get("fold_batchnorm", False))
+        if fused := fuse_conv_add(gm, skip, relu=folded):
+            notes.append(f"{len(fused)} residual adds run as oneDNN post-ops of the "
+                         f"convolutions before them (bit for bit the separate add)"
+                         + (", with the ReLUs after them (NaN becomes 0)" if folded else ""))
+        if folded and (fused := fuse_conv_activations(gm, skip)):
             notes.append(f"{len(fused)} ReLU/ReLU6 layers run as oneDNN post-ops of the "
-                         f"convolutions before them (bit for bit the separate activation)")
+                         f"convolutions before them (as the separate activation, "
+                         f"except that NaN becomes 0)")
     key_parts = [*plan_key_parts(gm, spec, layout, CpuTarget(cpu, threads, bool(compiled))),
                  str(pack), str(threads),
                  ",".join(sorted(compiled)) if isinstance(compiled, set) else str(compiled)]
