@@ -7,6 +7,7 @@ Shapes are tuples of extents, `DYN` for `?`. The helpers raise
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from xdsl.dialects.builtin import (
@@ -249,6 +250,12 @@ def normalize_axis(op_name: str, what: str, axis: int, rank: int) -> int:
             op_name, f"{what} {axis} is out of range for rank {rank} [-{rank}, {rank})"
         )
     return axis + rank if axis < 0 else axis
+
+
+def check_eps(op_name: str, eps: float) -> None:
+    """A normalisation's epsilon: finite and >= 0."""
+    if not eps >= 0.0 or math.isinf(eps):
+        raise verify_error(op_name, f"eps must be finite and >= 0, got {eps}")
 
 
 def check_axis(op_name: str, what: str, axis: int, rank: int) -> int:

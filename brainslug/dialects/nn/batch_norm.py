@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from xdsl.dialects.builtin import StringAttr, TensorType
 from xdsl.ir import Attribute
 from xdsl.irdl import (
@@ -25,6 +23,7 @@ from brainslug.dialects.nn.base import (
     Operand,
     PropertyAccessors,
     channel_axis,
+    check_eps,
     check_result_type,
     f64_attr,
     make_tensor,
@@ -123,8 +122,7 @@ class BatchNormOp(PropertyAccessors, IRDLOperation):
         n = cls.name
         x = ranked_shape(n, "input", input_type, (2, 4))
         layout = enum_member(n, "layout", Layout, layout)
-        if not eps >= 0.0 or math.isinf(eps):
-            raise verify_error(n, f"eps must be finite and >= 0, got {eps}")
+        check_eps(n, eps)
         channels = x[channel_axis(layout, len(x))]
         params = (
             ("weight", weight_type),

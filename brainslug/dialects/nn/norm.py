@@ -3,8 +3,6 @@ groups of channels, `nn.l2_normalize` along any dim."""
 
 from __future__ import annotations
 
-import math
-
 from xdsl.dialects.builtin import StringAttr, TensorType
 from xdsl.ir import Attribute
 from xdsl.irdl import (
@@ -25,10 +23,12 @@ from brainslug.dialects.nn.base import (
     MemoryBound,
     Operand,
     check_axis,
+    check_eps,
     check_result_type,
     f64_attr,
     i64_attr,
     make_tensor,
+    normalize_axis,
     tensor_shape,
     type_of,
     verify_error,
@@ -120,8 +120,7 @@ class LayerNormOp(IRDLOperation):
         row = x[-1]
         if row < 0:
             raise verify_error(n, "the normalised (innermost) dim must be static")
-        if not eps >= 0.0 or math.isinf(eps):
-            raise verify_error(n, f"eps must be finite and >= 0, got {eps}")
+        check_eps(n, eps)
         for what, ty in (("weight", weight_type), ("bias", bias_type)):
             if ty is None:
                 continue
@@ -210,8 +209,7 @@ class GroupNormOp(IRDLOperation):
             raise verify_error(n, "only the batch dim may be dynamic")
         if groups < 1 or c % groups:
             raise verify_error(n, f"{c} channels don't split into {groups} groups")
-        if not eps >= 0.0 or math.isinf(eps):
-            raise verify_error(n, f"eps must be finite and >= 0, got {eps}")
+        check_eps(n, eps)
         for what, ty in (("weight", weight_type), ("bias", bias_type)):
             if ty is not None and list(tensor_shape(n, what, ty)) != [c]:
                 raise verify_error(n, f"{what} must have shape [{c}] (the channels), "
@@ -247,7 +245,7 @@ class L2NormalizeOp(IRDLOperation):
     def __init__(self, input: Operand, axis: int, eps: float, *,
                  result_type: Attribute | None = None):
         rank = len(tensor_shape(self.name, "input", type_of(input)))
-        axis = axis % rank if -rank <= axis < rank else axis
+        axis = normalize_axis(self.name, "axis", axis, rank)
         if result_type is None:
             result_type = self.infer_type(type_of(input), axis=axis, eps=eps)
         super().__init__(operands=[input], result_types=[result_type],
@@ -268,8 +266,7 @@ class L2NormalizeOp(IRDLOperation):
         axis = check_axis(n, "axis", axis, len(x))
         if x[axis] < 0:
             raise verify_error(n, f"axis {axis} is dynamic")
-        if not eps >= 0.0 or math.isinf(eps):
-            raise verify_error(n, f"eps must be finite and >= 0, got {eps}")
+        check_eps(n, eps)
         return make_tensor(x)
 
     def verify_(self) -> None:

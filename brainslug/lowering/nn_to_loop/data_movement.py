@@ -125,6 +125,16 @@ def lower_permute(kb: KernelBuilder, op: nn.PermuteOp, buf: Buffers, out: SSAVal
     kb.nest(out.type.get_shape(), body)
 
 
+def _read_through(kb: KernelBuilder, x: SSAValue, m: AffineMap, out: SSAValue,
+                  pad: float | None = None) -> None:
+    """out[i] = x[m(i)] (`pad` where that is out of bounds)."""
+
+    def body(e: Emitter, ivs: list[SSAValue]) -> None:
+        e.store(e.load(x, ivs, m, pad), out, ivs)
+
+    kb.nest(out.type.get_shape(), body)
+
+
 def lower_pad(kb: KernelBuilder, op: nn.PadOp, buf: Buffers, out: SSAValue) -> None:
     """out[i] = x[i - low], or `value` where that is out of bounds (a padded
     load; a crop alone never is)."""
@@ -133,11 +143,7 @@ def lower_pad(kb: KernelBuilder, op: nn.PadOp, buf: Buffers, out: SSAValue) -> N
     m = AffineMap(len(low), 0, tuple(d(k) - lo for k, lo in enumerate(low)))
     pads = any(v > 0 for v in (*low, *op.high_values))
     value = op.value_value if pads else None
-
-    def body(e: Emitter, ivs: list[SSAValue]) -> None:
-        e.store(e.load(x, ivs, m, value), out, ivs)
-
-    kb.nest(out.type.get_shape(), body)
+    _read_through(kb, x, m, out, value)
 
 
 def lower_roll(kb: KernelBuilder, op: nn.RollOp, buf: Buffers, out: SSAValue) -> None:
@@ -147,11 +153,7 @@ def lower_roll(kb: KernelBuilder, op: nn.RollOp, buf: Buffers, out: SSAValue) ->
     m = AffineMap(len(shape), 0, tuple(
         (d(k) + (e - sh)) % e if sh else d(k)
         for k, (sh, e) in enumerate(zip(op.shifts_values, shape, strict=True))))
-
-    def body(e: Emitter, ivs: list[SSAValue]) -> None:
-        e.store(e.load(x, ivs, m), out, ivs)
-
-    kb.nest(shape, body)
+    _read_through(kb, x, m, out)
 
 
 def lower_resize_nearest(kb: KernelBuilder, op: nn.ResizeNearestOp, buf: Buffers,
@@ -162,11 +164,7 @@ def lower_resize_nearest(kb: KernelBuilder, op: nn.ResizeNearestOp, buf: Buffers
     m = AffineMap(len(shape), 0, tuple(
         (d(k) * s + o) // q if q != 1 else d(k) * s + o
         for k, (s, o, q) in enumerate(op.maps)))
-
-    def body(e: Emitter, ivs: list[SSAValue]) -> None:
-        e.store(e.load(x, ivs, m), out, ivs)
-
-    kb.nest(shape, body)
+    _read_through(kb, x, m, out)
 
 
 def lower_copy(kb: KernelBuilder, x: SSAValue, out: SSAValue) -> None:
