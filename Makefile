@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# torch/torchvision pinned for CI and development (they come from the local disk here)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e '.[torch,tf,test,bench]'
+	$(PIP) install -q -e '.[torch,tf,test,bench,serve]'
 	touch $(STAMP)
 
 test: $(STAMP)

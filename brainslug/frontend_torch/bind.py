@@ -35,6 +35,11 @@ def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def allocate_f32(numel: int) -> torch.Tensor:
+    """Storage of an arena slot."""
+    return torch.empty(numel, dtype=torch.float32)
+
+
 def _getitem(t: Sequence[torch.Tensor], k: int) -> torch.Tensor:
     return t[k]
 
@@ -102,7 +107,7 @@ def rewrite_graph(gm: fx.GraphModule, compiled: CompiledStacks,
     if arena_users:
         outputs = [x for n in nodes.values() if n.op == "output" for x in inputs_of(n.name)]
         buffers = plan_buffers(plan, inputs_of, lambda name: _fresh(nodes[name], gm), outputs)
-        arena = Arena(buffers, lambda numel: torch.empty(numel, dtype=torch.float32))
+        arena = Arena(buffers, allocate_f32)
         for name, k in arena_users.items():
             outs = len(next(b for b in stacks if b.name == name).outputs)
             k.use_arena(arena, [buffers.assignment.get((name, i))  # type: ignore[operator]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import sys
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -91,6 +92,7 @@ class _ThreadTracer(fx.Tracer):
 def trace(model: tnn.Module) -> fx.GraphModule:
     """fx symbolic trace of `model` in eval mode (dropout off, BN running stats),
     safe against other threads (`TRACE_LOCK`, `_ThreadTracer`)."""
+    _know_torchvision()
     with TRACE_LOCK:
         was_training = model.training
         model.eval()
@@ -105,6 +107,7 @@ def trace(model: tnn.Module) -> fx.GraphModule:
 def export(model: tnn.Module, shape: Sequence[int]) -> fx.GraphModule:
     """torch.export of `model` in eval mode, the batch (0 in `shape`) dynamic:
     the fallback for models that symbolic tracing can't handle."""
+    _know_torchvision()
     with TRACE_LOCK:
         was_training = model.training
         model.eval()
@@ -306,13 +309,6 @@ _FUNCTIONS: dict[Any, ops.OpSpec] = {
     torch.sqrt: ops.SQRT, torch.rsqrt: ops.RSQRT, torch.reciprocal: ops.RECIPROCAL,
     torch.roll: ops.ROLL, F.interpolate: ops.INTERPOLATE, F.normalize: ops.NORMALIZE,
 }
-try:  # torchvision wraps stochastic depth for fx: a call of its own in the graph
-    from torchvision.ops import StochasticDepth, stochastic_depth
-except ImportError:
-    pass
-else:
-    _FUNCTIONS[stochastic_depth] = ops.STOCHASTIC_DEPTH
-    _MODULES[StochasticDepth] = ops.STOCHASTIC_DEPTH
 _IN_PLACE_FUNCTIONS: dict[Any, ops.OpSpec] = {operator.iadd: ops.ADD, operator.imul: ops.MUL}
 
 _MATRIX_FUNCTIONS = {torch.matmul, torch.bmm, torch.einsum, torch.baddbmm, torch.addmm,
@@ -326,15 +322,30 @@ _VIEW_METHODS = {"unsqueeze", "squeeze", "expand", "expand_as", "swapaxes", "swa
                  "chunk", "split", "unbind", "narrow", "view_as", "size", "dim"}
 """Calls whose results are views of their input (or sizes): PyTorch makes them
 without touching memory; the next layer reads the view in its memory order."""
-try:  # Swin's attention and its relative position bias, wrapped for fx by torchvision
-    from torchvision.models import swin_transformer as _swin
-except ImportError:
-    pass
-else:
-    _MATRIX_FUNCTIONS |= {getattr(_swin, "shifted_window_attention", None),
-                          getattr(_swin, "_get_relative_position_bias", None)} - {None}
-    if hasattr(_swin, "_patch_merging_pad"):
-        _FUNCTIONS[_swin._patch_merging_pad] = ops.PATCH_MERGING
+
+
+def _know_torchvision() -> None:
+    """Adds torchvision's functions wrapped for fx (stochastic depth, Swin's
+    attention, relative position bias and patch-merging pad) to the tables,
+    once torchvision is imported (a model using them has imported it; importing
+    it here would cost seconds to everyone else)."""
+    if _TORCHVISION_DONE or "torchvision" not in sys.modules:
+        return
+    globals()["_TORCHVISION_DONE"] = True
+    try:
+        from torchvision.models import swin_transformer as swin
+        from torchvision.ops import StochasticDepth, stochastic_depth
+    except ImportError:
+        return
+    _FUNCTIONS[stochastic_depth] = ops.STOCHASTIC_DEPTH
+    _MODULES[StochasticDepth] = ops.STOCHASTIC_DEPTH
+    _MATRIX_FUNCTIONS.update({getattr(swin, "shifted_window_attention", None),
+                              getattr(swin, "_get_relative_position_bias", None)} - {None})
+    if hasattr(swin, "_patch_merging_pad"):
+        _FUNCTIONS[swin._patch_merging_pad] = ops.PATCH_MERGING
+
+
+_TORCHVISION_DONE = False
 
 
 _READS_ANY_ORDER_METHODS = {"permute", "transpose", "view", "reshape", "flatten", "contiguous",
@@ -621,6 +632,7 @@ def capture(
     `orders` (`memory_orders`) are the memory orders of the results that
     PyTorch computes; each value is typed as it is stored, so that a permute
     of a channels-last tensor is a row-major one, not a copy."""
+    _know_torchvision()
     metas = metas if metas is not None else propagate_shapes(gm, example_shapes)
     b = GraphBuilder(gm, metas, layout, compile_convs, conv_block, orders)
     modules = dict(gm.named_modules())

@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-from xdsl.dialects.builtin import ModuleOp
 
 from brainslug.frontend_torch.bind import rewrite_graph
 from brainslug.frontend_torch.capture import (
@@ -28,7 +27,7 @@ from brainslug.frontend_torch.capture import (
 from brainslug.frontend_torch.graph import captured
 from brainslug.frontend_torch.graph_builder import Order, default_order
 from brainslug.frontend_torch.kernel_module import StackKernel
-from brainslug.plan.compile import cached_record, compile_stacks
+from brainslug.plan.compile import CompiledStacks, cached_record, compile_stacks
 from brainslug.plan.report import PlanInfo
 from brainslug.plan.stacks import StackBinding
 from brainslug.plan.targets import CpuTarget
@@ -99,8 +98,9 @@ def compile_plan(
     threads: int | None = None,
     convs: bool | Collection[str] = False,
     only_convs: bool = False,
-) -> tuple[fx.GraphModule, PlanInfo, ModuleOp]:
-    """Capture, compile, rewrite: the optimized graph, its report and its IR.
+) -> tuple[fx.GraphModule, PlanInfo, CompiledStacks]:
+    """Capture, compile, rewrite: the optimized graph, its report and its
+    compiled stacks (their IR, and the kernels as a saved plan stores them).
 
     Shapes come from running `gm` on inputs of `shape` (0 = the batch) unless
     `metas` (node name -> (shape, dtype)) are given. With `layout="NHWC"` the
@@ -151,7 +151,7 @@ def compile_plan(
     cl_inputs = _channels_last_inputs(cap, layout)
     new_gm = rewrite_graph(gm, stacks, kernels, cl_inputs)
     info.compile_seconds = time.perf_counter() - t0
-    return new_gm, info, stacks.module
+    return new_gm, info, stacks
 
 
 def _has_conv(stack: Any) -> bool:

@@ -1,8 +1,10 @@
-"""`StackKernel`: the torch.nn.Module that runs one compiled stack in the plan."""
+"""`StackKernel`: the torch.nn.Module that runs one compiled stack in the plan,
+and how many threads the kernels use (`kernel_threads`)."""
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +12,53 @@ import torch
 
 from brainslug.frontend_torch.weight_watch import PackedWeight, ParamView
 from brainslug.plan.capture import Bound, Source
+from brainslug.runtime.threads import loaded_libgomp, pool_kind
+
+
+def kernel_threads(threads: Any = "auto") -> int | None:
+    """How many threads the stack kernels use (None: all cores, the process-wide
+    pool). `auto` leaves the cores PyTorch's own threads don't use, at least one:
+    PyTorch's OpenMP threads keep spinning between its operators, so a second
+    pool on the same cores waits for them at every phase (on 2 cores, densenet121
+    at batch 8 ran 127 ms with one kernel thread and 165 ms with two). Where the
+    kernels run on PyTorch's own OpenMP team (`OmpPool`) there is no contention
+    and `auto` means all of them."""
+    if threads == "auto":
+        if os.environ.get("BRAINSLUG_NUM_THREADS") or pool_kind() == "omp":
+            return None  # the process-wide pool (PyTorch's own OpenMP team, or of that size)
+        return max(1, (os.cpu_count() or 1) - torch.get_num_threads())
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be 'auto', None or a positive int, got {threads!r}")
+    return threads
+
+
+class ForkedChild:
+    """Whether this process is a forked child whose PyTorch threads are not
+    yet made safe (`after_fork`)."""
+
+    pending = False
+
+
+def _after_fork_in_child() -> None:
+    ForkedChild.pending = True  # (only a flag: a child of a threaded process must not take locks here)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def after_fork() -> None:
+    """In a forked child, before its first optimized call: PyTorch's OpenMP
+    team does not survive fork (GNU libgomp), so an operator on more than one
+    thread would wait for it forever. As DataLoader does in its workers, the
+    child runs PyTorch's operators on one thread; BrainSlug's kernels get
+    threads of their own (`runtime.threads`)."""
+    ForkedChild.pending = False
+    if loaded_libgomp() is not None and torch.get_num_threads() > 1:
+        torch.set_num_threads(1)
+
 
 Order = tuple[int, ...] | None
 """How a kernel buffer is stored: physical axis i holds logical axis order[i]

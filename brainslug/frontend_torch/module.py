@@ -14,19 +14,24 @@ import torch
 import torch.fx as fx
 
 from brainslug.frontend_torch.fold import FoldedConv2d
+from brainslug.frontend_torch.kernel_module import ForkedChild, after_fork
 from brainslug.plan.report import PlanInfo
+from brainslug.plan.saved import PlanKernels
 
 
 class BrainSlugModule(torch.nn.Module):
     """The original model plus its BrainSlug plan."""
 
     def __init__(self, original: torch.nn.Module, plan: fx.GraphModule | None,
-                 shape: list[int], info: PlanInfo):
+                 shape: list[int], info: PlanInfo, *, kernels: PlanKernels | None = None,
+                 options: dict[str, Any] | None = None):
         super().__init__()
         self.original = original
         self.plan = plan
         self.input_shape = list(shape)
         self.info = info
+        self.kernels = kernels  # what `brainslug.save` stores of the plan's kernels
+        self.options = dict(options or {})  # optimize()'s options
         self._warned_train = False
         self._warned_grad = False
         self._accepted: set[torch.Size] = set()  # input shapes that passed `check_input`
@@ -49,13 +54,24 @@ class BrainSlugModule(torch.nn.Module):
         return self.original.load_state_dict(state_dict, strict=strict)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        raise TypeError(
-            "an optimized module holds compiled machine code and can't be pickled, deep-copied "
-            "or torch.save()d: save the model (opt.original, or its state_dict()) and call "
-            "brainslug.optimize() on it where it is loaded (the kernel cache makes that fast)")
+        """pickle, copy.deepcopy and torch.save: the plan in `brainslug.save`'s
+        format, the original model as it pickles."""
+        from brainslug.frontend_torch.plan_file import encode, external_names
+        from brainslug.runtime.bundle import to_bytes
 
-    def __deepcopy__(self, memo: Any) -> Any:
-        return self.__reduce_ex__(2)
+        why = "it was not optimized (it runs as it is)" if self.plan is None \
+            or self.kernels is None else ""
+        if not why:
+            try:
+                data = to_bytes(*encode(self.plan, self.original, self.info,  # type: ignore[arg-type]
+                                        self.input_shape, self.options, self.kernels,  # type: ignore[arg-type]
+                                        external_names(self.original)))
+                return _unpickle, (data, self.original)
+            except ValueError as e:
+                why = str(e)
+        raise TypeError(f"this optimized module can't be pickled or copied: {why}. "
+                        f"brainslug.save(opt, path) and brainslug.load(path) store the plan "
+                        f"alone; or pickle the model and optimize() it again")
 
     def extra_repr(self) -> str:
         n = sum(1 for s in self.info.stacks if s.compiled)
@@ -104,7 +120,22 @@ class BrainSlugModule(torch.nn.Module):
             warnings.warn("BrainSlug's optimized path is inference only: its outputs are not "
                           "differentiable (use torch.no_grad() or .train())", stacklevel=2)
             self._warned_grad = True
+        if ForkedChild.pending:
+            after_fork()
         with torch.no_grad():
             for refresh in self._refresh:
                 refresh()
             return self.plan.forward(x)  # (no module hooks: a call's overhead counts)
+
+
+def _unpickle(data: bytes, original: torch.nn.Module) -> BrainSlugModule:
+    """A pickled `BrainSlugModule` (see `__reduce_ex__`)."""
+    from brainslug.frontend_torch.kernel_module import kernel_threads
+    from brainslug.frontend_torch.plan_file import decode
+    from brainslug.runtime.bundle import from_bytes
+
+    d = decode(from_bytes(data, "<pickled BrainSlug module>"), original, kernel_threads)
+    opt = BrainSlugModule(original, d.plan, d.input_shape, d.info, kernels=d.kernels,
+                          options=d.options)
+    opt.train(original.training)
+    return opt

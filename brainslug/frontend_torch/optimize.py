@@ -4,7 +4,6 @@ trace, and the CPU plan (`compile`) or, for a model on a GPU, the CUDA plan
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -14,33 +13,13 @@ import torch
 from brainslug.frontend_torch import cuda_kernel, speed
 from brainslug.frontend_torch.compile import compile_plan, plan_key_parts
 from brainslug.frontend_torch.graph import check_shape, trace_model
+from brainslug.frontend_torch.kernel_module import kernel_threads
 from brainslug.frontend_torch.module import BrainSlugModule
 from brainslug.ir.compile_time import gc_paused
 from brainslug.lowering.backends.x86 import check_cpu
 from brainslug.plan.compile import strict
 from brainslug.plan.report import ConvChoice, PlanInfo
 from brainslug.plan.targets import CpuTarget
-from brainslug.runtime.threads import pool_kind
-
-
-def kernel_threads(threads: Any = "auto") -> int | None:
-    """How many threads the stack kernels use (None: all cores, the process-wide
-    pool). `auto` leaves the cores PyTorch's own threads don't use, at least one:
-    PyTorch's OpenMP threads keep spinning between its operators, so a second
-    pool on the same cores waits for them at every phase (on 2 cores, densenet121
-    at batch 8 ran 127 ms with one kernel thread and 165 ms with two). Where the
-    kernels run on PyTorch's own OpenMP team (`OmpPool`) there is no contention
-    and `auto` means all of them."""
-    if threads == "auto":
-        if os.environ.get("BRAINSLUG_NUM_THREADS") or pool_kind() == "omp":
-            return None  # the process-wide pool (PyTorch's own OpenMP team, or of that size)
-        return max(1, (os.cpu_count() or 1) - torch.get_num_threads())
-    if threads is None:
-        return None
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be 'auto', None or a positive int, got {threads!r}")
-    return threads
-
 
 LAYOUTS = ("auto", "NCHW", "NHWC")
 """Values of optimize()'s `layout` option."""
@@ -209,8 +188,8 @@ def _plan(model: torch.nn.Module, spec: list[int], layout: str, threads: int | N
                  str(pack), str(threads),
                  ",".join(sorted(compiled)) if isinstance(compiled, set) else str(compiled)]
     with gc_paused():
-        new_gm, info, _ = compile_plan(gm, spec, cpu=cpu, layout=layout, threads=threads,
-                                       convs=compiled)
+        new_gm, info, stacks = compile_plan(gm, spec, cpu=cpu, layout=layout, threads=threads,
+                                            convs=compiled)
     info.convs = choices or [
         ConvChoice(name, "brainslug", why="conv='brainslug'")
         for s in info.stacks if s.compiled for name, op in s.layer_ops() if op == "nn.conv2d"]
@@ -225,4 +204,6 @@ def _plan(model: torch.nn.Module, spec: list[int], layout: str, threads: int | N
                          f"convolutions run on oneDNN with prepacked weights"
                          + (f" (the others: {'; '.join(reasons)})" if reasons else ""))
     info.capture, info.notes = how, notes + info.notes
-    return BrainSlugModule(model, new_gm, spec, info), key_parts
+    saved = {k: v for k, v in options.items() if k != "cpu" or v != "host"}
+    return BrainSlugModule(model, new_gm, spec, info, kernels=stacks.kernels,
+                           options=saved), key_parts

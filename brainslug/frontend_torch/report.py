@@ -12,4 +12,5 @@ def report(opt: Any) -> str:
     info = getattr(opt, "info", None)
     if not isinstance(info, PlanInfo):
         raise ValueError("report() expects a module returned by brainslug.pytorch.optimize()")
-    return format_report(info, f"BrainSlug plan for {type(opt.original).__name__}")
+    name = getattr(opt.original, "model_name", None) or type(opt.original).__name__
+    return format_report(info, f"BrainSlug plan for {name}")

@@ -20,6 +20,7 @@ from xdsl.dialects.builtin import MemRefType, ModuleOp, f32
 
 from brainslug.dialects import loop
 from brainslug.runtime import cache
+from brainslug.runtime.abi import kernel_record
 
 FORMAT = "4"
 """Bump when the record's content or meaning changes."""
@@ -62,48 +63,14 @@ def store(key: str, record: PlanRecord) -> None:
 
 
 def infos_to_json(module: ModuleOp) -> list[dict[str, Any]] | None:
-    """The `loop.kernel_info` ops of a lowered module as plain data (parsing
-    their IR text back would cost more than the rest of a warm optimize());
-    None if a buffer is not an f32 memref."""
+    """The `loop.kernel_info` ops of a lowered module as plain data
+    (`runtime.abi.kernel_record`; runners are made from it without parsing or
+    building IR); None if a buffer is not an f32 memref."""
     out = []
     for op in module.ops:
         if not isinstance(op, loop.KernelInfoOp):
             continue
-        buffers = []
-        for t in op.buffers.data:
-            if not isinstance(t, MemRefType) or t.element_type != f32:
-                return None
-            buffers.append(list(t.get_shape()))
-        launch = op.gpu_launch
-        out.append({
-            "kernel": op.kernel.data,
-            "phases": [p.data for p in op.phases.data],
-            "buffers": buffers,
-            "work": list(op.work.get_values()),
-            "target": op.target.data,
-            "num_args": op.num_args.value.data,
-            "parallel": list(op.parallel.get_values()),
-            "scratch_dims": op.scratch_pairs(),
-            "phase_args": list(op.phase_args.get_values()) if op.phase_args else None,
-            "slots": list(op.slots.get_values()) if op.slots else None,
-            "gpu_launch": None if launch is None else [
-                list(launch.lanes.get_values()),
-                list(launch.tiles.get_values()),
-                list(launch.groups.get_values()),
-                launch.arch.data,
-            ],
-        })
+        if any(not isinstance(t, MemRefType) or t.element_type != f32 for t in op.buffers.data):
+            return None
+        out.append(kernel_record(op))
     return out
-
-
-def infos_from_json(infos: list[dict[str, Any]]) -> ModuleOp:
-    """The module of `loop.kernel_info` ops that `infos_to_json` describes."""
-    return ModuleOp([
-        loop.KernelInfoOp(
-            d["kernel"], d["phases"], [MemRefType(f32, s) for s in d["buffers"]], d["work"],
-            d["target"], d["num_args"], d["parallel"], [tuple(p) for p in d["scratch_dims"]],
-            d["phase_args"], d["slots"],
-            None if d["gpu_launch"] is None else loop.GpuLaunchAttr(*d["gpu_launch"]),
-        )
-        for d in infos
-    ])

@@ -25,6 +25,7 @@ from brainslug.pipeline.default import default_passes
 from brainslug.plan import cache as plan_cache
 from brainslug.plan.capture import Captured
 from brainslug.plan.report import PlanInfo
+from brainslug.plan.saved import PlanKernels
 from brainslug.plan.stacks import (
     StackBinding,
     describe,
@@ -47,6 +48,7 @@ class CompiledStacks:
     runners: dict[str, Any]               # stack name -> its kernel's runner (compiled ones)
     aliases: dict[str, str]               # removed node -> the node it passes on
     module: ModuleOp
+    kernels: PlanKernels | None = None    # what a saved plan stores of the kernels
 
 
 def cached_record(key_parts: list[str] | None) -> tuple[str | None, plan_cache.PlanRecord | None]:
@@ -91,13 +93,16 @@ def compile_stacks(
         return CompiledStacks(info, [], {}, aliases, module)
     info.stacks, bindings = describe(fn, captured.sources, default_layout)
     kernels = None
+    source: ModuleOp | None = None
     if record is not None:
         launch_of, fallback_stacks = record.launch_of, record.fallback_stacks
-        kernels = target.load(plan_cache.infos_from_json(record.infos), record.unit_keys)
+        kernels = target.load(record.infos, record.unit_keys)
+        infos_json = record.infos
         if kernels is not None:
             info.notes.append(PLAN_CACHE_HIT)
+            source = module  # (not lowered on a hit)
     if kernels is None:
-        module, kernels = lower_stacks(module, target, only)
+        module, kernels, source = lower_stacks(module, target, only)
         fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
         launch_of, fallback_stacks = stack_launches(fn)
         infos_json = plan_cache.infos_to_json(module)
@@ -108,7 +113,9 @@ def compile_stacks(
     runners = {s: kernels[k] for s, k in launch_of.items()} if kernels is not None else {}
     record_library(info, fn, fallback_stacks, captured.library_reasons, library_prefix)
     info.compile_seconds = time.perf_counter() - t0
-    return CompiledStacks(info, bindings, runners, aliases, module)
+    saved = PlanKernels(target, kernels, dict(launch_of), infos_json, source) \
+        if kernels is not None else None
+    return CompiledStacks(info, bindings, runners, aliases, module, saved)
 
 
 def strict() -> bool:
@@ -131,19 +138,24 @@ def _lower(module: ModuleOp, target: Target, skip: dict[str, str]) -> Any:
 
 
 def lower_stacks(module: ModuleOp, target: Target,
-                 only: Callable[[nn.StackOp], bool] | None = None) -> tuple[ModuleOp, Any]:
-    """The lowered module and its kernels (of the stacks `only` accepts, if
-    given). A stack whose passes or compilation raise is found by bisection and
-    left to the framework, with the error as its reason (unless `strict()`)."""
+                 only: Callable[[nn.StackOp], bool] | None = None,
+                 skip: dict[str, str] | None = None) -> tuple[ModuleOp, Any, ModuleOp]:
+    """The lowered module, its kernels (of the stacks `only` accepts, if given,
+    and not in `skip`: stack name -> why not), and a copy of `module` as it
+    was (what the kernels are rebuilt from). A stack whose passes or
+    compilation raise is found by bisection and left to the framework, with
+    the error as its reason (unless `strict()`)."""
     left = {op.stack_name_value: "not needed by this trial plan" for op in module.walk()
             if isinstance(op, nn.StackOp) and only is not None and not only(op)}
-    pristine = None if strict() else module.clone()
+    left.update(skip or {})
+    pristine = module.clone()
     try:
-        return module, _lower(module, target, left)
+        return module, _lower(module, target, left), pristine
     except Exception:
-        if pristine is None:
+        if strict():
             raise
-    names = [op.stack_name_value for op in pristine.walk() if isinstance(op, nn.StackOp)]
+    names = [op.stack_name_value for op in pristine.walk()
+             if isinstance(op, nn.StackOp) and op.stack_name_value not in left]
     failed: dict[str, str] = {}
 
     def bisect(group: list[str]) -> None:
@@ -160,4 +172,5 @@ def lower_stacks(module: ModuleOp, target: Target,
     bisect(names)
     if not failed:  # no stack fails alone: the stacks fail together
         failed = {n: "compiling the stacks together failed" for n in names}
-    return pristine, _lower(pristine, target, {**left, **failed})
+    lowered = pristine.clone()
+    return lowered, _lower(lowered, target, {**left, **failed}), pristine

@@ -27,8 +27,9 @@ class Target(Protocol):
     def compile(self, module: ModuleOp) -> Any:
         """Runners of the module's kernels, by kernel name."""
 
-    def load(self, infos: ModuleOp, unit_keys: dict[str, str]) -> Any | None:
-        """Runners from the kernel cache (None on a miss)."""
+    def load(self, infos: list[dict[str, Any]], unit_keys: dict[str, str]) -> Any | None:
+        """Runners from the kernel cache (None on a miss), of the kernels that
+        `infos` describe (`runtime.abi.kernel_record`s)."""
 
     def unit_keys(self, kernels: Any) -> dict[str, str]:
         """The kernel-cache keys of compiled kernels' object code."""
@@ -62,7 +63,7 @@ class CpuTarget:
 
         return compile_kernels(module, self.backend, self._pool())
 
-    def load(self, infos: ModuleOp, unit_keys: dict[str, str]) -> Any | None:
+    def load(self, infos: list[dict[str, Any]], unit_keys: dict[str, str]) -> Any | None:
         from brainslug.runtime.jit import CompiledKernels
 
         return CompiledKernels.from_cache(infos, unit_keys, self.backend, self._pool())
@@ -90,7 +91,7 @@ class CudaTarget:
 
         return cuda.compile_cuda_kernels(module, self.cpu, self.device)
 
-    def load(self, infos: ModuleOp, unit_keys: dict[str, str]) -> Any | None:
+    def load(self, infos: list[dict[str, Any]], unit_keys: dict[str, str]) -> Any | None:
         return None
 
     def unit_keys(self, kernels: Any) -> dict[str, str]:

@@ -19,6 +19,27 @@ import numpy as np
 from brainslug.dialects import loop
 
 
+def kernel_record(info: loop.KernelInfoOp) -> dict[str, Any]:
+    """A `loop.kernel_info` op as plain JSON data: what plan-cache records and
+    saved plans store, and what `KernelAbi.of` reads without building IR."""
+    launch = info.gpu_launch
+    return {
+        "kernel": info.kernel.data,
+        "phases": [p.data for p in info.phases],
+        "buffers": [list(t.get_shape()) for t in info.buffers],
+        "work": list(info.work.get_values()),
+        "target": info.target.data,
+        "num_args": info.num_args.value.data,
+        "parallel": list(info.parallel.get_values()),
+        "scratch_dims": info.scratch_pairs(),
+        "phase_args": list(info.phase_args.get_values()) if info.phase_args else None,
+        "slots": list(info.slots.get_values()) if info.slots else None,
+        "gpu_launch": None if launch is None else [
+            list(launch.lanes.get_values()), list(launch.tiles.get_values()),
+            list(launch.groups.get_values()), launch.arch.data],
+    }
+
+
 @dataclass(frozen=True)
 class BufferSlots:
     """Where one ABI buffer lives in the slot array."""
@@ -68,36 +89,35 @@ class KernelAbi:
     gpu: GpuLaunch | None
 
     @classmethod
-    def of(cls, info: loop.KernelInfoOp) -> KernelAbi:
-        shapes = [tuple(t.get_shape()) for t in info.buffers]
+    def of(cls, info: loop.KernelInfoOp | dict[str, Any]) -> KernelAbi:
+        """The ABI of a `loop.kernel_info` op, or of its record (the plain data
+        that `plan.cache.infos_to_json` makes of it: no IR to build on load)."""
+        return cls._make(info if isinstance(info, dict) else kernel_record(info))
+
+    @classmethod
+    def _make(cls, d: dict[str, Any]) -> KernelAbi:
+        shapes = [tuple(s) for s in d["buffers"]]
         layout, slot = [], 0
         for shape in shapes:
-            dynamic = [d for d, s in enumerate(shape) if s < 0]
-            layout.append(BufferSlots(slot, tuple((d, slot + 1 + i) for i, d in enumerate(dynamic))))
+            dynamic = [k for k, s in enumerate(shape) if s < 0]
+            layout.append(BufferSlots(slot, tuple((k, slot + 1 + i) for i, k in enumerate(dynamic))))
             slot += 1 + len(dynamic)
-        init = list(info.slots.get_values()) if info.slots is not None else []
+        init = list(d["slots"] or [])
         init += [0] * (slot - len(init))
-        n = len(info.phases)
-        launch = info.gpu_launch
+        n = len(d["phases"])
+        launch = d["gpu_launch"]
         return cls(
-            name=info.kernel.data,
-            phases=[p.data for p in info.phases],
+            name=d["kernel"],
+            phases=list(d["phases"]),
             shapes=shapes,
-            num_args=info.num_args.value.data,
-            parallel=list(info.parallel.get_values()),
-            scratch_dims=info.scratch_pairs(),
-            work=list(info.work.get_values()),
+            num_args=d["num_args"],
+            parallel=list(d["parallel"]),
+            scratch_dims=[tuple(p) for p in d["scratch_dims"]],  # type: ignore[misc]
+            work=list(d["work"]),
             layout=layout,
             initial_slots=np.array(init or [0], np.int64),
-            phase_offsets=(
-                list(info.phase_args.get_values()) if info.phase_args is not None else [0] * n
-            ),
-            gpu=None if launch is None else GpuLaunch(
-                list(launch.lanes.get_values()),
-                list(launch.tiles.get_values()),
-                list(launch.groups.get_values()),
-                launch.arch.data,
-            ),
+            phase_offsets=list(d["phase_args"]) if d["phase_args"] is not None else [0] * n,
+            gpu=None if launch is None else GpuLaunch(*launch),
         )
 
     def check_count(self, n: int) -> None:

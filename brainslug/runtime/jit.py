@@ -29,7 +29,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from brainslug.dialects import loop
 from brainslug.ir.compile_time import gc_paused
-from brainslug.runtime.abi import KernelAbi
+from brainslug.runtime.abi import KernelAbi, kernel_record
 from brainslug.runtime.forked import fork_map
 from brainslug.runtime.threads import Pool, default_pool
 
@@ -47,7 +47,7 @@ class KernelRunner:
 
     def __init__(
         self,
-        info: loop.KernelInfoOp,
+        info: loop.KernelInfoOp | dict[str, Any],
         phases: Sequence[Any],
         owner: CompiledKernels,
         pool: Pool | None = None,
@@ -218,38 +218,55 @@ class CompiledKernels:
             self.engine.finalize_object()
         self._bind(module, pool)
 
-    def _bind(self, module: ModuleOp, pool: Pool | None) -> None:
+    def _bind(self, infos: ModuleOp | list[dict[str, Any]], pool: Pool | None) -> None:
+        """Runners of the kernels of a lowered module, or of their records
+        (`abi.kernel_record`)."""
         self.kernels: dict[str, KernelRunner] = {}
         self.functions: dict[str, Any] = {}
         """Every phase function by name (kernels share them)."""
-        for op in module.ops:
-            if isinstance(op, loop.KernelInfoOp):
-                fns = [self.function(p.data) for p in op.phases]
-                self.kernels[op.kernel.data] = KernelRunner(op, fns, self, pool)
+        records = infos if isinstance(infos, list) else [
+            kernel_record(op) for op in infos.ops if isinstance(op, loop.KernelInfoOp)]
+        for d in records:
+            fns = [self.function(p) for p in d["phases"]]
+            self.kernels[d["kernel"]] = KernelRunner(d, fns, self, pool)
 
     @classmethod
     def from_cache(
         cls,
-        infos: ModuleOp,
+        infos: list[dict[str, Any]],
         unit_keys: dict[str, str],
         backend: Any,
         pool: Pool | None = None,
     ) -> CompiledKernels | None:
-        """The kernels of `infos` (a module of `loop.kernel_info` ops) from object
-        code in the kernel cache, without lowering anything; None on a miss."""
+        """The kernels of `infos` (`abi.kernel_record`s) from object code in the
+        kernel cache, without lowering anything; None on a miss."""
         from brainslug.runtime import cache
 
-        self = cls.__new__(cls)
-        self.backend = backend
-        self.symbols, self.unit_keys = {}, dict(unit_keys)
+        symbols = {name: f"bs_{k[:32]}" for name, k in unit_keys.items()}
         objects: dict[str, bytes] = {}
         for name, k in unit_keys.items():
-            sym = self.symbols[name] = f"bs_{k[:32]}"
-            if sym not in objects:
+            if symbols[name] not in objects:
                 data = cache.load(k)
                 if data is None:
                     return None
-                objects[sym] = data
+                objects[symbols[name]] = data
+        return cls.from_objects(infos, symbols, objects, backend, pool, unit_keys)
+
+    @classmethod
+    def from_objects(
+        cls,
+        infos: list[dict[str, Any]],
+        symbols: dict[str, str],
+        objects: dict[str, bytes],
+        backend: Any,
+        pool: Pool | None = None,
+        unit_keys: dict[str, str] | None = None,
+    ) -> CompiledKernels:
+        """The kernels of `infos` from object code (symbol -> its object file,
+        phase function -> its symbol), as a saved plan stores them."""
+        self = cls.__new__(cls)
+        self.backend = backend
+        self.symbols, self.unit_keys = dict(symbols), dict(unit_keys or {})
         self.stats = {"compiled": 0, "cached": len(objects)}
         self._link_objects(objects)
         self._bind(infos, pool)
@@ -292,6 +309,7 @@ class CompiledKernels:
         tm = tm or self.backend.target_machine(jit=True)
         empty = llvm.parse_assembly(f'target triple = "{llvm.get_default_triple()}"')
         self.engine = llvm.create_mcjit_compiler(empty, tm)  # owns tm
+        self.objects = objects  # (what a saved plan stores)
         self._objects = [llvm.ObjectFileRef.from_data(data) for data in objects.values()]
         for obj in self._objects:
             self.engine.add_object_file(obj)

@@ -18,6 +18,11 @@ or the environment variable `BRAINSLUG_NUM_THREADS`). `run(fn, n, *args)` calls
 
 `default_pool()` is an OmpPool where PyTorch's libgomp is loaded, else a
 NativePool where possible (BRAINSLUG_POOL=omp|native|python chooses).
+
+After `fork`, GNU OpenMP's team is gone in the child, but libgomp does not
+know it: a parallel region of more than one thread waits for it forever. In a
+forked child, OmpPools therefore hand their phases to NativePools (whose
+threads are started again in the child), and new pools are NativePools.
 """
 
 from __future__ import annotations
@@ -426,6 +431,9 @@ class OmpPool:
 
     def run(self, fn: Any, n: int | None = None, args: Any = None) -> None:
         """Calls the native `fn(tid, n, args)` on a team of (at most) n threads."""
+        if _forked_from_omp:  # the team did not survive fork: threads of our own
+            _native_after_fork(self.size).run(fn, n, args)
+            return
         n = self.size if n is None else max(1, min(n, self.size))
         addr = fn if isinstance(fn, int) else ctypes.cast(fn, ctypes.c_void_p).value
         self._run(addr, n, args, 0)
@@ -440,7 +448,7 @@ def pool_kind() -> str:
     asked = os.environ.get("BRAINSLUG_POOL", "auto")
     if asked == "python" or not native_pool_supported():
         return "python"
-    if asked in ("auto", "omp") and loaded_libgomp() is not None:
+    if asked in ("auto", "omp") and not _forked_from_omp and loaded_libgomp() is not None:
         return "omp"
     return "native"
 
@@ -473,6 +481,28 @@ def default_pool() -> Pool:
 
 
 _sized: dict[int, Pool] = {}
+_forked_from_omp = False
+"""True in a forked child (where an OmpPool exists, libgomp was loaded before fork)."""
+_native_pools: dict[int, NativePool] = {}
+
+
+def _native_after_fork(size: int) -> NativePool:
+    pool = _native_pools.get(size)
+    if pool is None:
+        pool = _native_pools[size] = NativePool(size)
+    return pool
+
+
+def _after_fork_in_child() -> None:
+    # (only flags: a child of a threaded process must not take locks here)
+    global _default, _forked_from_omp
+    _forked_from_omp = True
+    _default = None
+    _sized.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def sized_pool(threads: int | None) -> Pool:
