@@ -4,6 +4,7 @@
     opt = brainslug.optimize(model, [0, 224, 224, 3])   # NHWC, 0 = any batch size
     y = opt(x)                                          # == model(x, training=False)
     print(brainslug.report(opt))
+    brainslug.save(opt, "model.bslug")                  # brainslug.load() it anywhere
 
 `model` is a Keras Functional or Sequential model (nested models are inlined)
 or a `tf.function` / concrete function of one NHWC float32 tensor (captured
@@ -19,5 +20,6 @@ Weights are snapshotted by optimize(): call it again after changing them.
 from __future__ import annotations
 
 from brainslug.frontend_tf.api import optimize, report
+from brainslug.frontend_tf.saved import load, save
 
-__all__ = ["optimize", "report"]
+__all__ = ["load", "optimize", "report", "save"]

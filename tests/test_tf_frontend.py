@@ -658,3 +658,30 @@ def test_layer_normalization(center, scale):
             ln.beta.assign(rng.uniform(-0.5, 0.5, c).astype("float32"))
         opt = check(model, [0, H, W, c], tol=2e-6)
         assert compiled(opt) == 1 and not opt.info.fallbacks, opt.info.fallbacks
+
+
+@pytest.mark.parametrize("conv", ["library", "auto"])
+def test_save_and_load(conv, tmp_path):
+    """brainslug.tensorflow.save/load: the Keras model rebuilt from its config,
+    the saved kernels bound without compiling, outputs bit for bit; a damaged
+    file and a PyTorch plan are clear errors."""
+    model = randomize(keras.applications.MobileNetV2(
+        input_shape=(40, 40, 3), weights=None, alpha=0.35))
+    opt = brainslug.optimize(model, [0, 40, 40, 3], conv=conv)
+    path = tmp_path / "m.bslug"
+    brainslug.save(opt, path)
+    back = brainslug.load(path)
+    assert back.plan.kernels.kernels.stats["compiled"] == 0
+    assert "compiled again" not in brainslug.report(back)
+    for n in (1, 3):
+        x = tf.random.normal([n, 40, 40, 3], seed=n).numpy()
+        x[0, 0, 0, 0] = np.nan
+        want, got = opt(x).numpy(), back(x).numpy()
+        assert np.array_equal(want, got, equal_nan=True)
+    data = path.read_bytes()
+    (tmp_path / "cut.bslug").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match="cut.bslug"):
+        brainslug.load(tmp_path / "cut.bslug")
+    with pytest.raises(ValueError, match="not optimized"):
+        brainslug.save(brainslug.optimize(functional(keras.layers.Dense(3)), [0, H, W, C]),
+                       tmp_path / "none.bslug")

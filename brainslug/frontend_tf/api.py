@@ -72,6 +72,7 @@ def optimize(model: Any, shape: Any, **options: Any) -> Any:
                                f"{type(e).__name__}: {e}"))
         return OptimizedModel(model, None, spec, info)
     opt = OptimizedModel(model, plan, spec, plan.info, mode)
+    opt.options = {k: v for k, v in options.items() if k != "cpu" or v != "host"}
     if mode == "graph":
         plan.info.notes.append("the schedule runs as one tf.function; stacks are "
                                "tf.numpy_function calls")

@@ -23,6 +23,7 @@ from brainslug.plan.arena import BufferPlan, plan_buffers
 from brainslug.plan.capture import Bound, Captured
 from brainslug.plan.compile import compile_stacks
 from brainslug.plan.report import PlanInfo
+from brainslug.plan.saved import PlanKernels
 from brainslug.plan.schedule import schedule
 from brainslug.plan.stacks import StackBinding
 from brainslug.plan.targets import CpuTarget
@@ -69,6 +70,7 @@ class Plan:
     buffers: BufferPlan
     info: PlanInfo
     module: ModuleOp
+    kernels: PlanKernels | None = None  # what `brainslug.tensorflow.save` stores of them
 
 
 def captured(cap: Capture) -> Captured:
@@ -82,10 +84,12 @@ def captured(cap: Capture) -> Captured:
 
 
 def compile_plan(model: Any, shape: list[int], *, cpu: str = "host",
-                 threads: int | None = None, convs: bool = False) -> Plan:
+                 threads: int | None = None, convs: bool = False,
+                 saved: PlanKernels | None = None) -> Plan:
     """Capture `model` (a Keras model or a tf.function), compile its stacks and
     schedule them with its TensorFlow pieces. With `convs`, the convolutions
-    are compiled too, each with the layers after it that it can apply."""
+    are compiled too, each with the layers after it that it can apply. With
+    `saved` (a saved plan's kernels), they are used instead of compiling."""
     import keras
 
     t0 = time.perf_counter()
@@ -95,7 +99,7 @@ def compile_plan(model: Any, shape: list[int], *, cpu: str = "host",
     else:
         cap = capture(model, shape, conv_block=4 * CpuTarget(cpu).backend.lanes if convs else 0)
     stacks = compile_stacks(captured(cap), CpuTarget(cpu, threads, convs),
-                            default_layout=LAYOUT, library_prefix="tf ")
+                            default_layout=LAYOUT, library_prefix="tf ", saved=saved)
     info = stacks.info
     info.capture = how
     if cap.folded_padding:
@@ -120,4 +124,4 @@ def compile_plan(model: Any, shape: list[int], *, cpu: str = "host",
                            lambda name: cap.pieces[name].callee in FRESH_CALLEES, cap.outputs)
     outputs = [order.resolve(o) for o in cap.outputs]
     info.compile_seconds = time.perf_counter() - t0
-    return Plan(steps, cap.inputs[0], outputs, buffers, info, stacks.module)
+    return Plan(steps, cap.inputs[0], outputs, buffers, info, stacks.module, stacks.kernels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
@@ -138,7 +138,7 @@ class StackKernel(torch.nn.Module):
         # activations come first in the call; the first one carries the batch
         self._batch_input = 0 if self._slots else None
         # activation shapes -> the runner's shape slots, after one checked call
-        self._checked: dict[tuple[torch.Size, ...], list[tuple[int, int]]] = {}
+        self._checked: dict[tuple[torch.Size, ...], Any] = {}  # -> the runner's fill
         self._dims: dict[int, list[tuple[int, ...]]] = {}  # output extents per batch
         # bound tensors stored as the kernel wants them: pointers can be passed as they are
         self._fast_ok = all(
@@ -152,6 +152,18 @@ class StackKernel(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.stack_name}, {len(self._bound)} inputs, {len(self.output_shapes)} outputs"
+
+    def release(self, batches: Collection[int] | None = None) -> None:
+        """Drops what this kernel keeps for these batch sizes (all if None):
+        its runner's scratch, its output extents. (The arena is the plan's.)"""
+        release = getattr(self.runner, "release", None)
+        if release is not None:
+            release(batches)
+        self._checked = {k: f for k, f in self._checked.items()
+                         if batches is not None and (not k or not k[0] or k[0][0] not in batches)}
+        for b in list(self._dims):
+            if batches is None or b in batches:
+                self._dims.pop(b, None)
 
     def _pointers(self, activations: Sequence[torch.Tensor]) -> list[int] | None:
         """Data pointers of all arguments, when every activation is already in

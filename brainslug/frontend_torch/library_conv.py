@@ -175,6 +175,12 @@ class PackedConv2d(nn.Module):
         """Drop the packed weights; the next call packs the current weight."""
         self._reset_cache()
 
+    def release(self, batches: Collection[int] | None = None) -> None:
+        """Drop the weights packed for inputs of these batch sizes (all if None)."""
+        for shape in list(self._packs):
+            if batches is None or shape[0] in batches:
+                self._packs.pop(shape, None)
+
     def _packed_weight(self, w: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
         """The packed `w` for inputs of `shape`, None when `w` can't be packed."""
         if self._watch.changed(w):

@@ -7,16 +7,29 @@ switch between the two as on any module.
 
 from __future__ import annotations
 
+import collections
 import warnings
+from collections.abc import Collection
 from typing import Any
 
 import torch
 import torch.fx as fx
 
 from brainslug.frontend_torch.fold import FoldedConv2d
-from brainslug.frontend_torch.kernel_module import ForkedChild, after_fork
+from brainslug.frontend_torch.kernel_module import ForkedChild, StackKernel, after_fork
 from brainslug.plan.report import PlanInfo
 from brainslug.plan.saved import PlanKernels
+
+MAX_BATCH_SIZES = 8
+"""Batch sizes whose buffers a plan keeps (the last used)."""
+
+
+def _arenas(plan: fx.GraphModule | None) -> list[Any]:
+    if plan is None:
+        return []
+    found = {id(m._arena): m._arena for m in plan.modules()
+             if isinstance(m, StackKernel) and m._arena is not None}
+    return list(found.values())
 
 
 class BrainSlugModule(torch.nn.Module):
@@ -39,6 +52,12 @@ class BrainSlugModule(torch.nn.Module):
         # when they changed (`fold.FoldedConv2d.refresh`)
         self._refresh = [m.refresh for m in plan.modules()
                          if isinstance(m, FoldedConv2d)] if plan is not None else []
+        # what keeps buffers per batch size: kernels, packed convolutions, arenas
+        self._releasers = [m.release for m in plan.modules() if hasattr(m, "release")
+                           and callable(m.release)] if plan is not None else []
+        self._releasers += [a.release for a in _arenas(plan)]
+        self.max_batch_sizes = MAX_BATCH_SIZES
+        self._batches: collections.OrderedDict[int, None] = collections.OrderedDict()
         self.train(original.training)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -76,6 +95,38 @@ class BrainSlugModule(torch.nn.Module):
     def extra_repr(self) -> str:
         n = sum(1 for s in self.info.stacks if s.compiled)
         return f"shape={self.input_shape}, stacks={n}"
+
+    def release_buffers(self, batch_sizes: Collection[int] | None = None) -> None:
+        """Frees the buffers kept for inputs of these batch sizes (all if None),
+        in every thread: activations, kernel scratch, packed weights. They are
+        made again by the next call that needs them. Calls keep buffers for
+        the `max_batch_sizes` batch sizes used last (default 8) and release
+        the others by themselves."""
+        batches = None if batch_sizes is None else frozenset(int(b) for b in batch_sizes)
+        for release in self._releasers:
+            release(batches)
+        for b in list(self._batches):
+            if batches is None or b in batches:
+                self._batches.pop(b, None)
+
+    def buffer_bytes(self) -> int:
+        """Bytes of activation and scratch buffers the plan holds, all threads."""
+        if self.plan is None:
+            return 0
+        runners = {id(m.runner): m.runner for m in self.plan.modules()
+                   if isinstance(m, StackKernel)}
+        return sum(a.held_bytes() for a in _arenas(self.plan)) + sum(
+            r.scratch_bytes() for r in runners.values() if hasattr(r, "scratch_bytes"))
+
+    def _seen_batch(self, b: int) -> None:
+        """Keeps the buffers of the last `max_batch_sizes` batch sizes."""
+        recent = self._batches
+        if b in recent:
+            recent.move_to_end(b)
+            return
+        recent[b] = None
+        if len(recent) > max(1, self.max_batch_sizes):
+            self.release_buffers([next(iter(recent))])
 
     def check_input(self, x: Any) -> None:
         """ValueError naming what was expected when `x` does not fit the plan."""
@@ -122,6 +173,7 @@ class BrainSlugModule(torch.nn.Module):
             self._warned_grad = True
         if ForkedChild.pending:
             after_fork()
+        self._seen_batch(x.shape[0])
         with torch.no_grad():
             for refresh in self._refresh:
                 refresh()

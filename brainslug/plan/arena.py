@@ -11,7 +11,8 @@ calls of the same model apart.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,27 +96,51 @@ def plan_buffers(
     return out
 
 
+class _Store:
+    """One thread's slot buffers, by batch size."""
+
+    __slots__ = ("by_batch", "__weakref__")
+
+    def __init__(self) -> None:
+        self.by_batch: dict[int, list[Any]] = {}
+
+
 class Arena:
     """Storage of a buffer plan's slots, made by `allocate(numel)` once per
-    (thread, batch size)."""
+    (thread, batch size). A thread's storage goes when the thread ends;
+    `release` drops it for some batch sizes or all, in every thread (a call
+    running meanwhile keeps the buffers it holds until it returns)."""
 
     def __init__(self, plan: BufferPlan, allocate: Callable[[int], Any]):
         self.plan = plan
         self.allocate = allocate
         self._local = threading.local()
+        self._stores: weakref.WeakSet[_Store] = weakref.WeakSet()
 
     def storage(self, batch: int) -> list[Any]:
         """This thread's slot buffers for batch size `batch`."""
-        cache = getattr(self._local, "storage", None)
-        if cache is None:
-            cache = self._local.storage = {}
-        store = cache.get(batch)
+        store = getattr(self._local, "store", None)
         if store is None:
-            store = cache[batch] = [
+            store = self._local.store = _Store()
+            self._stores.add(store)
+        bufs = store.by_batch.get(batch)
+        if bufs is None:
+            bufs = store.by_batch[batch] = [
                 self.allocate(s.numel * (batch if s.per_batch else 1)) for s in self.plan.slots
             ]
-        return store
+        return bufs
 
-    def release(self) -> None:
-        """Drop this thread's storage (e.g. after a one-off large batch)."""
-        self._local.storage = {}
+    def release(self, batches: Collection[int] | None = None) -> None:
+        """Drops the storage of these batch sizes (all if None), in every thread."""
+        for store in list(self._stores):
+            for b in list(store.by_batch):
+                if batches is None or b in batches:
+                    store.by_batch.pop(b, None)
+
+    def held_bytes(self, itemsize: int = 4) -> int:
+        """Bytes of storage held, all threads together."""
+        total = 0
+        for store in list(self._stores):
+            for b in list(store.by_batch):
+                total += sum(s.numel * (b if s.per_batch else 1) for s in self.plan.slots)
+        return itemsize * total

@@ -10,6 +10,7 @@ runs where in a `PlanInfo`.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ def compile_stacks(
     record: plan_cache.PlanRecord | None = None,
     frontend_data: Any = None,
     only: Callable[[nn.StackOp], bool] | None = None,
+    saved: PlanKernels | None = None,
 ) -> CompiledStacks:
     """Forms, compiles and describes the stacks of `captured` for `target`.
 
@@ -76,7 +78,9 @@ def compile_stacks(
     runs and the kernels come from the kernel cache; with `key` and no record,
     the result is stored under `key`, with `frontend_data` (plain JSON). With
     `only`, the stacks it rejects are left to the framework uncompiled (a
-    trial plan that needs some kernels only)."""
+    trial plan that needs some kernels only). With `saved` (a saved plan's
+    kernels) they are used where the stacks are the ones they were compiled
+    from (else compiled, with a note)."""
     t0 = time.perf_counter()
     module = captured.module
     fn = captured.function
@@ -93,8 +97,15 @@ def compile_stacks(
         return CompiledStacks(info, [], {}, aliases, module)
     info.stacks, bindings = describe(fn, captured.sources, default_layout)
     kernels = None
-    source: ModuleOp | None = None
-    if record is not None:
+    source: ModuleOp | str | None = None
+    if saved is not None:
+        if _same_ir(saved.source_text() or "", str(module)):
+            launch_of, fallback_stacks = saved.launch_of, saved.fallback_stacks
+            kernels, infos_json, source = saved.kernels, saved.infos, saved.source
+        else:
+            info.notes.append("the model's stacks differ from the saved plan's: compiled "
+                              "again")
+    elif record is not None:
         launch_of, fallback_stacks = record.launch_of, record.fallback_stacks
         kernels = target.load(record.infos, record.unit_keys)
         infos_json = record.infos
@@ -113,9 +124,22 @@ def compile_stacks(
     runners = {s: kernels[k] for s, k in launch_of.items()} if kernels is not None else {}
     record_library(info, fn, fallback_stacks, captured.library_reasons, library_prefix)
     info.compile_seconds = time.perf_counter() - t0
-    saved = PlanKernels(target, kernels, dict(launch_of), infos_json, source) \
-        if kernels is not None else None
-    return CompiledStacks(info, bindings, runners, aliases, module, saved)
+    plan_kernels = PlanKernels(target, kernels, dict(launch_of), infos_json, source,
+                               dict(fallback_stacks)) if kernels is not None else None
+    return CompiledStacks(info, bindings, runners, aliases, module, plan_kernels)
+
+
+_SSA_NAME = re.compile(r"%[\w.$-]+")
+
+
+def _same_ir(a: str, b: str) -> bool:
+    """Whether two modules' texts are the same up to the names of values (a
+    rebuilt Keras model names its input anew)."""
+    def numbered(text: str) -> str:
+        names: dict[str, str] = {}
+        return _SSA_NAME.sub(lambda m: names.setdefault(m[0], f"%v{len(names)}"), text)
+
+    return a == b or numbered(a) == numbered(b)
 
 
 def strict() -> bool:

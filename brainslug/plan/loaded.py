@@ -45,7 +45,7 @@ def load_kernels(entry: dict[str, Any], bundle: Bundle, threads: int | None) -> 
         kernels = CompiledKernels.from_objects(entry["infos"], entry["symbols"], objects, target.backend,
                                                target._pool(), entry["unit_keys"])
         return PlanKernels(target, kernels, dict(entry["launch_of"]), entry["infos"],
-                           bytes(ir).decode())
+                           bytes(ir).decode(), dict(entry.get("fallback_stacks", {})))
     t0 = time.perf_counter()
     pk = recompile(bytes(ir).decode(), target, set(entry["launch_of"]), bundle.path)
     warnings.warn(f"{bundle.path}: {why}; its kernels were compiled again from the IR "
@@ -67,9 +67,10 @@ def recompile(text: str, target: CpuTarget, stacks: set[str], where: str) -> Pla
             if isinstance(op, nn.StackOp) and op.stack_name_value not in stacks}
     lowered, kernels = lower_stacks(module, target, skip=left)[:2]
     fn = next(o for o in lowered.ops if isinstance(o, func.FuncOp))
-    launch_of = stack_launches(fn)[0]
+    launch_of, fallback_stacks = stack_launches(fn)
     missing = sorted(stacks - set(launch_of))
     if missing or kernels is None:
         raise ValueError(f"{where}: its stacks {missing[:5]} can't be compiled for this CPU "
                          f"({target.fingerprint()}): optimize() the model again")
-    return PlanKernels(target, kernels, launch_of, plan_cache.infos_to_json(lowered), text)
+    return PlanKernels(target, kernels, launch_of, plan_cache.infos_to_json(lowered), text,
+                       fallback_stacks)

@@ -10,7 +10,7 @@ back).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from xdsl.dialects.builtin import ModuleOp
@@ -28,6 +28,7 @@ class PlanKernels:
     launch_of: dict[str, str]          # stack name -> kernel name (compiled stacks)
     infos: list[dict[str, Any]] | None  # the kernel_info ops (`plan_cache.infos_to_json`)
     source: ModuleOp | str | None      # the stacks after bs-form-stacks (IR or its text)
+    fallback_stacks: dict[str, str] = field(default_factory=dict)  # stack -> why not lowered
 
     def runners(self) -> dict[str, Any]:
         """Stack name -> its kernel's runner."""
@@ -64,6 +65,7 @@ def kernel_sections(pk: PlanKernels, threads: Any) -> tuple[dict[str, Any], dict
         "fingerprint": pk.target.fingerprint(),
         "versions": cache.versions(),
         "launch_of": pk.launch_of,
+        "fallback_stacks": pk.fallback_stacks,
         "infos": pk.infos,
         "symbols": dict(k.symbols),
         "unit_keys": dict(k.unit_keys),

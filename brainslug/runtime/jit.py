@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import llvmlite.binding as llvm
@@ -38,6 +38,9 @@ PARALLEL_THRESHOLD = 32 * 1024
 many points (dispatch costs a few microseconds)."""
 PYTHON_POOL_THRESHOLD = 256 * 1024
 """The same for the Python thread pool, whose dispatch costs 50-80 microseconds."""
+
+Fill = tuple[int, list[tuple[int, int]]]
+"""What `shape_slots` returns: the scratch generation, and (slot, value) pairs."""
 
 PhaseFn = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 
@@ -63,7 +66,8 @@ class KernelRunner:
         self._slots_ptr = self.slots.ctypes.data
         self._phase_args = [self._slots_ptr + 8 * o for o in self.phase_offsets]
         self._slots_lock = threading.Lock()
-        self._scratch: dict[tuple[tuple[int, ...], ...], list[np.ndarray]] = {}
+        self._scratch: dict[tuple[int, tuple[tuple[int, ...], ...]], list[np.ndarray]] = {}
+        self._generation = 0  # bumped when cached scratch is dropped (stale fast-path fills)
 
     def __repr__(self) -> str:
         return f"KernelRunner({self.name}, phases={self.phase_names}, buffers={self.shapes})"
@@ -78,12 +82,25 @@ class KernelRunner:
 
     def _scratch_for(self, args: Sequence[Any], batch: int, cached: bool) -> list[np.ndarray]:
         shapes = self.scratch_shapes(args, batch)
-        key = tuple(shapes)
+        key = (batch, tuple(shapes))
         if not cached:
             return [np.empty(s, np.float32) for s in shapes]
         if (bufs := self._scratch.get(key)) is None:
             bufs = self._scratch[key] = [np.empty(s, np.float32) for s in shapes]
         return bufs
+
+    def scratch_bytes(self) -> int:
+        """Bytes of the cached scratch buffers."""
+        return sum(a.nbytes for bufs in list(self._scratch.values()) for a in bufs)
+
+    def release(self, batches: Collection[int] | None = None) -> None:
+        """Drops the cached scratch buffers (of these batch sizes, or all);
+        fast-path fills made before are then refused (`call_pointers`)."""
+        with self._slots_lock:
+            for key in list(self._scratch):
+                if batches is None or key[0] in batches:
+                    del self._scratch[key]
+            self._generation += 1
 
     # ------------------------------------------------------------------ calls
 
@@ -147,13 +164,14 @@ class KernelRunner:
 
     # ------------------------------------------------------------------ fast path
 
-    def shape_slots(self, buffers: Sequence[Any], batch: int) -> list[tuple[int, int]]:
+    def shape_slots(self, buffers: Sequence[Any], batch: int) -> Fill:
         """(slot, value) of everything but the argument pointers for arguments
         of these shapes: dynamic extents, and the cached scratch buffers.
 
         For callers that pass buffers of the same shapes over and over (a
         plan's stack kernels): after one checked call (`__call__`) with them,
         `call_pointers` runs the kernel on new pointers without checking again."""
+        generation = self._generation  # (read first: a release after it refuses the fill)
         bufs = list(buffers)
         layout = self.abi.layout
         fill: list[tuple[int, int]] = []
@@ -164,20 +182,23 @@ class KernelRunner:
             bufs += scratch
         for i, buf in enumerate(bufs):
             fill += [(s, int(buf.shape[d])) for d, s in layout[i].dims]
-        return fill
+        return generation, fill
 
-    def call_pointers(self, pointers: Sequence[int], fill: Sequence[tuple[int, int]],
-                      batch: int) -> bool:
+    def call_pointers(self, pointers: Sequence[int], fill: Fill, batch: int) -> bool:
         """Runs the kernel on argument data pointers, with the other slots from
-        `shape_slots`. False (nothing run) when another thread holds the slots:
-        the caller then makes a checked call."""
+        `shape_slots`. False (nothing run) when another thread holds the slots,
+        or when the scratch that `fill` points at was released since: the
+        caller then makes a checked call (and takes a new fill)."""
         if not self._slots_lock.acquire(blocking=False):
             return False
         try:
+            generation, pairs = fill
+            if generation != self._generation:
+                return False
             slots = self.slots
             for where, p in zip(self.abi.layout, pointers, strict=False):
                 slots[where.pointer] = p
-            for slot, v in fill:
+            for slot, v in pairs:
                 slots[slot] = v
             self._run(self._phase_args, batch)
         finally:
