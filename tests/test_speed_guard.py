@@ -79,7 +79,9 @@ def test_a_slower_layout_gives_way_to_the_other(measured, monkeypatch) -> None:
     fake_timer(monkeypatch, measured, {"NHWC": 3.0, "NCHW": 1.5}, 2.0)
     m = model()
     opt = brainslug.optimize(m, [0, 3, 11, 9])
-    assert measured == ["NHWC", "NCHW"] and opt.info.layout == "NCHW" and stacks(opt) == 1
+    # (a slower plan is measured twice before it is dropped)
+    assert measured == ["NHWC", "NHWC", "NCHW"] and opt.info.layout == "NCHW" \
+        and stacks(opt) == 1
     assert any("NHWC plan (slower, not used)" in n for n in opt.info.notes)
     check(m, opt)
 
@@ -97,7 +99,7 @@ def test_when_every_plan_is_slower_the_model_runs_as_it_is(measured, monkeypatch
 def test_a_fixed_layout_is_the_only_one_tried(measured, monkeypatch) -> None:
     fake_timer(monkeypatch, measured, {"NHWC": 3.0, "NCHW": 1.0}, 2.0)
     opt = brainslug.optimize(model(), [0, 3, 11, 9], layout="NHWC")
-    assert measured == ["NHWC"] and opt.plan is None
+    assert measured == ["NHWC", "NHWC"] and opt.plan is None
 
 
 def test_the_verdict_is_cached(measured, monkeypatch) -> None:
@@ -137,3 +139,25 @@ def test_close_medians_are_measured_again_for_longer(measured, monkeypatch) -> N
     opt = brainslug.optimize(model(), [0, 3, 11, 9])
     assert seen == [speed.ROUNDS, speed.CLOSE_ROUNDS]
     assert stacks(opt) == 1
+
+
+def test_a_plan_slowed_once_by_interference_is_kept(measured, monkeypatch) -> None:
+    """A slower first measurement is measured again; each side keeps its lower
+    median, so a plan slowed by another process for a moment is not dropped
+    (and the cached verdict is the good one)."""
+    answers = iter([{"plan": 4.4e-3, "model": 1.8e-3}, {"plan": 1.2e-3, "model": 1.9e-3}])
+    real = speed.medians
+
+    def medians(candidates, x, rounds=5, warmup=1):
+        if "plan" not in candidates:  # conv="auto" timing its convolutions
+            return real(candidates, x, rounds, warmup)
+        return next(answers)
+
+    monkeypatch.setattr(speed, "medians", medians)
+    m = model()
+    opt = brainslug.optimize(m, [0, 3, 11, 9])
+    assert stacks(opt) == 1
+    assert any("1.20 ms, the model 1.80 ms" in n for n in opt.info.notes)
+    again = brainslug.optimize(m, [0, 3, 11, 9])  # from the cache: no more answers needed
+    assert stacks(again) == 1
+    check(m, opt)

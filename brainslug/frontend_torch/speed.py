@@ -4,9 +4,12 @@ The plan and the model run on one random input of the plan's shape (batch 1
 where the batch is free), interleaved after a warm-up call, for 2 to 5 rounds
 (fewer when the times do not overlap; `CLOSE_ROUNDS` more when the medians are
 within `CLOSE` of each other, where a few rounds decide by noise), and the
-plan is kept when its median is not slower than the model's (`MARGIN`). The
-verdict is kept in the kernel cache beside the plan, keyed like it, so a warm
-optimize() measures nothing. `BRAINSLUG_SPEED_CHECK=0` turns it off.
+plan is kept when its median is not slower than the model's (`MARGIN`). A
+plan that measures slower is measured a second time, and each side keeps the
+lower of its two medians: interference from other processes only adds time,
+and slows the plan's threads more than the model's. The verdict is kept in
+the kernel cache beside the plan, keyed like it, so a warm optimize()
+measures nothing. `BRAINSLUG_SPEED_CHECK=0` turns it off.
 """
 
 from __future__ import annotations
@@ -94,10 +97,17 @@ def measure(plan: Callable[[torch.Tensor], object], model: torch.nn.Module, spec
             pass
     batch = spec[0] or 1
     x = torch.randn([batch, *spec[1:]])
+    candidates = {"plan": plan, "model": model}
     try:
-        m = medians({"plan": plan, "model": model}, x)
+        m = medians(candidates, x)
         if abs(m["plan"] - m["model"]) < CLOSE * m["model"]:
-            m = medians({"plan": plan, "model": model}, x, rounds=CLOSE_ROUNDS, warmup=0)
+            m = medians(candidates, x, rounds=CLOSE_ROUNDS, warmup=0)
+        if m["plan"] > m["model"] * MARGIN:
+            # a plan dropped for good (the verdict is cached) is measured twice: another
+            # process on the cores slows the plan's threads more than the model's, and
+            # interference only adds time, so each keeps the lower of its two medians
+            again = medians(candidates, x, rounds=CLOSE_ROUNDS, warmup=0)
+            m = {k: min(m[k], again[k]) for k in m}
     except Exception:  # a model that needs other inputs than random ones: keep the plan
         return None
     verdict = Verdict(m["plan"], m["model"], batch)
