@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 
@@ -42,3 +44,52 @@ def test_bad_worker_count_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("BRAINSLUG_COMPILE_WORKERS", "many")
     with pytest.raises(ValueError, match="BRAINSLUG_COMPILE_WORKERS"):
         workers()
+
+
+def test_fork_map_kills_a_child_that_never_answers(monkeypatch):
+    import brainslug.runtime.forked as forked
+
+    monkeypatch.setenv("BRAINSLUG_COMPILE_WORKERS", "2")
+    monkeypatch.setattr(forked, "CHILD_GRACE", 0.5)
+    parent = os.getpid()
+
+    def stuck_in_children(x: int) -> int:
+        if os.getpid() != parent:
+            time.sleep(3600)
+        return -x
+
+    t = time.monotonic()
+    assert fork_map(stuck_in_children, list(range(8))) == [-x for x in range(8)]
+    assert time.monotonic() - t < 30
+
+
+def test_fork_map_waits_for_llvm_calls_of_other_threads(monkeypatch):
+    """A thread inside LLVM while another forks: the children would inherit
+    llvmlite's lock held by a thread they don't have and wait for ever (the
+    4-thread optimize() of the deploy check hung so)."""
+    import llvmlite.binding as llvm
+    from llvmlite.binding import ffi
+
+    from brainslug.lowering.backends.x86 import X86Backend
+
+    monkeypatch.setenv("BRAINSLUG_COMPILE_WORKERS", "2")
+    backend = X86Backend("host")
+    text = ('define void @f(ptr %p) {\n  store float 1.0, ptr %p\n  ret void\n}\n')
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_llvm() -> None:
+        with ffi.lib._lock:
+            held.set()
+            release.wait(10)
+        llvm.parse_assembly(text)
+
+    other = threading.Thread(target=hold_llvm)
+    other.start()
+    held.wait(10)
+    threading.Timer(0.5, release.set).start()  # it leaves LLVM only after fork_map began
+    t = time.monotonic()
+    out = fork_map(lambda _: len(backend.compile_object(text)), list(range(6)))
+    other.join()
+    assert all(n > 0 for n in out)
+    assert time.monotonic() - t < 60

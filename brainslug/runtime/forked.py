@@ -7,15 +7,22 @@ items and send their results back through a pipe (pickled); this process
 compiles a share too. A child that fails leaves its items to this process, so
 the result never depends on the children. The children only run `fn`: they
 never touch the framework (whose thread pools do not survive a fork) and leave
-with `os._exit`.
+with `os._exit`. No thread is inside LLVM when they are forked (llvmlite's
+lock is held around the forks), and a child that never answers is killed and
+its items computed here.
 
 `BRAINSLUG_COMPILE_WORKERS=1` turns it off; another number caps the processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import select
+import signal
+import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -46,29 +53,66 @@ def fork_map(fn: Callable[[T], Any], items: Sequence[T], min_items: int = 4) -> 
         return [fn(x) for x in items]
     shares = [range(k, len(items), n) for k in range(n)]
     children: list[tuple[int, int]] = []
-    for share in shares[1:]:
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: compute its share, send it, leave
-            status = 1
-            try:
-                os.close(r)
-                data = pickle.dumps({i: fn(items[i]) for i in share})
-                with os.fdopen(w, "wb") as out:
-                    out.write(data)
-                status = 0
-            finally:
-                os._exit(status)
-        os.close(w)
-        children.append((pid, r))
+    # No other thread may be inside LLVM when we fork: a child would wait for
+    # ever on llvmlite's process-wide lock, held by a thread it does not have.
+    # The forking thread holds it (reentrant) in the children too.
+    with _llvm_lock():
+        for share in shares[1:]:
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: compute its share, send it, leave
+                status = 1
+                try:
+                    os.close(r)
+                    data = pickle.dumps({i: fn(items[i]) for i in share})
+                    with os.fdopen(w, "wb") as out:
+                        out.write(data)
+                    status = 0
+                finally:
+                    os._exit(status)
+            os.close(w)
+            children.append((pid, r))
+    t0 = time.monotonic()
     results: dict[int, Any] = {i: fn(items[i]) for i in shares[0]}
+    # a child that is not done long after this process did its share is stuck:
+    # this process computes its items (a hang here would hang optimize())
+    deadline = time.monotonic() + CHILD_GRACE + 2 * (time.monotonic() - t0)
     for pid, r in children:
-        with os.fdopen(r, "rb") as inp:
-            data = inp.read()
+        data = _read_until(r, deadline)
+        if data is None:
+            os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
-        if status == 0:
+        if status == 0 and data:
             try:
                 results.update(pickle.loads(data))
             except Exception:  # a partial message: this process computes those
                 pass
     return [results[i] if i in results else fn(items[i]) for i in range(len(items))]
+
+
+CHILD_GRACE = 60.0
+"""Seconds a compile child may take beyond twice this process's own share."""
+
+
+def _llvm_lock() -> Any:
+    """llvmlite's process-wide lock around every call into LLVM (a no-op
+    context where llvmlite is not loaded or has none)."""
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    lock = getattr(getattr(ffi, "lib", None), "_lock", None)
+    return lock if lock is not None else contextlib.nullcontext()
+
+
+def _read_until(fd: int, deadline: float) -> bytes | None:
+    """All of pipe `fd` (closed after), or None when the deadline passes first."""
+    chunks = []
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)

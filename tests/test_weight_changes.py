@@ -1,0 +1,72 @@
+"""Weights changed after optimize(), in every mode: by load_state_dict, in
+place (an optimizer step), and through `.data`; the plan's results follow
+eager's, never stale."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import brainslug.pytorch as brainslug
+
+MODES = [{}, {"conv": "library"}, {"conv": "brainslug"}, {"layout": "NCHW"},
+         {"fold_batchnorm": True}]
+
+
+class Net(nn.Module):
+    """Convolutions with BN and residuals, a depthwise one, a LayerNorm'd head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16))
+        self.pw = nn.Sequential(nn.Conv2d(16, 16, 1), nn.BatchNorm2d(16), nn.SiLU())
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(x + self.dw(x))
+        x = x + self.pw(x)
+        return self.head(self.norm(x.mean((2, 3))))
+
+
+def _net(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    m = Net()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.3, 0.3)
+    return m.eval()
+
+
+def _close(opt: nn.Module, m: nn.Module) -> None:
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 17, 15)
+        with torch.no_grad():
+            ref, got = m(x), opt(x)
+        assert (got - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
+
+
+@pytest.mark.parametrize("options", MODES, ids=lambda o: ",".join(f"{k}={v}" for k, v in
+                                                                  o.items()) or "default")
+def test_plan_follows_weight_changes(options: dict) -> None:
+    m = _net(0)
+    opt = brainslug.optimize(m, [0, 3, 17, 15], **options)
+    assert opt.plan is not None, brainslug.report(opt)
+    _close(opt, m)
+    m.load_state_dict(_net(1).state_dict())  # another model's weights
+    _close(opt, m)
+    with torch.no_grad():  # in place, as an optimizer step
+        for p in m.parameters():
+            p.mul_(1.1)
+        m.stem[1].running_var.add_(0.25)
+    _close(opt, m)
+    m.pw[0].weight.data = m.pw[0].weight.data * 0.5 + 0.01  # a new tensor through .data
+    m.dw[1].running_mean.data.copy_(torch.rand(16))        # same tensor, bypassing _version
+    _close(opt, m)
