@@ -161,3 +161,36 @@ def test_a_plan_slowed_once_by_interference_is_kept(measured, monkeypatch) -> No
     again = brainslug.optimize(m, [0, 3, 11, 9])  # from the cache: no more answers needed
     assert stacks(again) == 1
     check(m, opt)
+
+
+def test_a_timing_taken_while_other_optimizations_run_does_not_drop_the_plan(
+        measured, monkeypatch) -> None:
+    """Four threads optimizing at once compile on the same cores: a slower
+    timing then says little. The plan is kept, the report says why, and the
+    verdict is not cached (the next optimize() measures again)."""
+    fake_timer(monkeypatch, measured, {"NHWC": 3.0, "NCHW": 3.0}, 2.0)
+    monkeypatch.setattr(speed, "others_running", lambda: True)
+    m = model()
+    opt = brainslug.optimize(m, [0, 3, 11, 9])
+    assert stacks(opt) == 1 and opt.info.layout == "NHWC"
+    assert any("not trusted to drop the plan" in n for n in opt.info.notes)
+    check(m, opt)
+    monkeypatch.setattr(speed, "others_running", lambda: False)
+    opt = brainslug.optimize(m, [0, 3, 11, 9])  # alone: measured again, and dropped
+    assert opt.plan is None
+    assert measured.count("NHWC") == 4  # twice each time (slower: measured again)
+
+
+def test_optimize_counts_the_optimizations_in_progress(measured, monkeypatch) -> None:
+    seen: list[bool] = []
+
+    def medians(candidates, x, rounds=5, warmup=1):
+        if "plan" in candidates:
+            seen.append(speed.others_running())
+        return {k: 1e-3 for k in candidates}
+
+    monkeypatch.setattr(speed, "medians", medians)
+    brainslug.optimize(model(), [0, 3, 11, 9], layout="NHWC", conv="library")
+    with speed.optimizing():  # as if another thread were optimizing
+        brainslug.optimize(model(), [0, 3, 13, 9], layout="NHWC", conv="library")
+    assert seen == [False, False, True, True] and speed._active == 0  # (close: twice)

@@ -76,6 +76,12 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
     with `layout="auto"` an NCHW plan is tried when the channels-last one is
     slower, and when every plan is, the model runs as it is, with the
     measurements in the report."""
+    with speed.optimizing():
+        return _optimize(model, shape, **options)
+
+
+def _optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
+    """optimize(), with its timing marked as in progress (`speed.optimizing`)."""
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"optimize() expects a torch.nn.Module, got {type(model).__name__}")
     spec = check_shape(shape)
@@ -125,7 +131,7 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
         if opt.plan is None or model.training or not speed.enabled() or convs == "brainslug":
             return opt  # (conv="brainslug" is the user's choice: not second-guessed)
         verdict = speed.measure(opt, model, spec, key_parts)
-        if verdict is None or verdict.plan_pays:
+        if verdict is None or verdict.plan_pays or verdict.contended:
             if verdict is not None:
                 opt.info.notes.append(verdict.describe(f"the {layout} plan"))
             opt.info.notes[:0] = measured

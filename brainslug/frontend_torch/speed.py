@@ -9,16 +9,20 @@ plan that measures slower is measured a second time, and each side keeps the
 lower of its two medians: interference from other processes only adds time,
 and slows the plan's threads more than the model's. The verdict is kept in
 the kernel cache beside the plan, keyed like it, so a warm optimize()
-measures nothing. `BRAINSLUG_SPEED_CHECK=0` turns it off.
+measures nothing. A timing taken while other optimize() calls run in the same
+process (they compile on the same cores) is not trusted to drop a plan and is
+not cached. `BRAINSLUG_SPEED_CHECK=0` turns it off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -44,11 +48,14 @@ def enabled() -> bool:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Median seconds of the plan and of the model on the measured input."""
+    """Median seconds of the plan and of the model on the measured input;
+    `contended`: measured while other optimize() calls ran in this process
+    (not trusted to drop a plan, and not cached)."""
 
     plan: float
     model: float
     batch: int
+    contended: bool = False
 
     @property
     def plan_pays(self) -> bool:
@@ -56,7 +63,33 @@ class Verdict:
 
     def describe(self, what: str) -> str:
         return (f"{what} measured at batch {self.batch}: {self.plan * 1e3:.2f} ms, the model "
-                f"{self.model * 1e3:.2f} ms")
+                f"{self.model * 1e3:.2f} ms" + (
+                    " (while other optimize() calls ran in this process: not trusted to "
+                    "drop the plan, not cached; optimize() alone to measure it)"
+                    if self.contended else ""))
+
+
+_active = 0
+_active_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def optimizing() -> Iterator[None]:
+    """Marks an optimize() call in progress (`others_running`)."""
+    global _active
+    with _active_lock:
+        _active += 1
+    try:
+        yield
+    finally:
+        with _active_lock:
+            _active -= 1
+
+
+def others_running() -> bool:
+    """Whether other optimize() calls than this one are in progress: they
+    compile on the same cores, and a timing taken meanwhile says little."""
+    return _active > 1
 
 
 def medians(candidates: dict[str, Callable[[torch.Tensor], object]], x: torch.Tensor,
@@ -98,6 +131,7 @@ def measure(plan: Callable[[torch.Tensor], object], model: torch.nn.Module, spec
     batch = spec[0] or 1
     x = torch.randn([batch, *spec[1:]])
     candidates = {"plan": plan, "model": model}
+    contended = others_running()
     try:
         m = medians(candidates, x)
         if abs(m["plan"] - m["model"]) < CLOSE * m["model"]:
@@ -110,6 +144,7 @@ def measure(plan: Callable[[torch.Tensor], object], model: torch.nn.Module, spec
             m = {k: min(m[k], again[k]) for k in m}
     except Exception:  # a model that needs other inputs than random ones: keep the plan
         return None
-    verdict = Verdict(m["plan"], m["model"], batch)
-    cache.store(key, json.dumps(verdict.__dict__).encode())
+    verdict = Verdict(m["plan"], m["model"], batch, contended or others_running())
+    if not verdict.contended:
+        cache.store(key, json.dumps(verdict.__dict__).encode())
     return verdict
