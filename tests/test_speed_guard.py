@@ -194,3 +194,12 @@ def test_optimize_counts_the_optimizations_in_progress(measured, monkeypatch) ->
     with speed.optimizing():  # as if another thread were optimizing
         brainslug.optimize(model(), [0, 3, 13, 9], layout="NHWC", conv="library")
     assert seen == [False, False, True, True] and speed._active == 0  # (close: twice)
+
+
+def test_a_tie_within_the_timings_resolution_keeps_the_plan(measured, monkeypatch) -> None:
+    fake_timer(monkeypatch, measured, {"NHWC": 2.05, "NCHW": 9.0}, 2.0)  # 2.5% slower
+    m = model()
+    opt = brainslug.optimize(m, [0, 3, 11, 9])
+    assert stacks(opt) == 1 and opt.info.layout == "NHWC"
+    fake_timer(monkeypatch, measured, {"NHWC": 2.1, "NCHW": 9.0}, 2.0)  # 5%: dropped
+    assert brainslug.optimize(model(), [0, 3, 13, 9]).plan is None

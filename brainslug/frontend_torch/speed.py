@@ -4,7 +4,8 @@ The plan and the model run on one random input of the plan's shape (batch 1
 where the batch is free), interleaved after a warm-up call, for 2 to 5 rounds
 (fewer when the times do not overlap; `CLOSE_ROUNDS` more when the medians are
 within `CLOSE` of each other, where a few rounds decide by noise), and the
-plan is kept when its median is not slower than the model's (`MARGIN`). A
+plan is kept unless its median is slower than the model's by more than the
+timing's resolution (`MARGIN`). A
 plan that measures slower is measured a second time, and each side keeps the
 lower of its two medians: interference from other processes only adds time,
 and slows the plan's threads more than the model's. The verdict is kept in
@@ -34,8 +35,11 @@ ROUNDS = 5
 MIN_ROUNDS = 2
 """Rounds before a clear verdict may stop the timing."""
 WARMUP = 1
-MARGIN = 1.0
-"""How much slower than the model a kept plan may measure (not at all)."""
+MARGIN = 1.03
+"""How much slower than the model a kept plan may measure: the resolution of
+a few interleaved rounds on a shared machine (densenet121 at 64x64 measured
+37.98 ms against the model's 37.63 ms, a tie that dropped the plan by noise).
+Within it the plan is kept: it computes the same results in fewer passes."""
 CLOSE = 0.05
 """Medians closer than this (relative) are measured again, for longer."""
 CLOSE_ROUNDS = 9
