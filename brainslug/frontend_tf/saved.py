@@ -57,8 +57,7 @@ def save(opt: OptimizedModel, path: str | os.PathLike[str]) -> None:
     for k, w in enumerate(weights):
         if w.dtype not in DTYPES:
             raise SaveError(f"weight {k} is {w.dtype}, which a file can't store")
-    threads = opt.options.get("threads")
-    kernels, sections = kernel_sections(opt.plan.kernels, threads)
+    kernels, sections = kernel_sections(opt.plan.kernels)
     sections["tensors"] = bundle.encode_tensors(
         {f"w{k}": (DTYPES[w.dtype], w.shape, np.ascontiguousarray(w).tobytes())
          for k, w in enumerate(weights)}, {"format": "keras weights, in get_weights() order"})
@@ -77,13 +76,8 @@ def load(path: str | os.PathLike[str]) -> OptimizedModel:
     from brainslug.frontend_tf.module import OptimizedModel
 
     b = bundle.read(path)
-    m = b.manifest
-    if m.get("kind") != KIND:
-        raise bundle.BundleError(f"{b.path}: holds a {m.get('kind')!r} plan, not a TensorFlow "
-                                 f"one (brainslug.pytorch.load reads PyTorch plans)")
-    if m.get("version") != VERSION:
-        raise bundle.BundleError(f"{b.path}: plan encoding {m.get('version')}, this "
-                                 f"BrainSlug reads {VERSION}: save the model again")
+    m = b.expect(KIND, VERSION, "a TensorFlow one (brainslug.pytorch.load reads PyTorch "
+                                "plans)")
     try:
         raw = bundle.decode_tensors(b.section("tensors"))
         weights = [np.frombuffer(bytes(data), NUMPY[dtype]).reshape(shape)

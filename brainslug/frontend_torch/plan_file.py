@@ -362,16 +362,6 @@ class _Decoder:
 
 # ------------------------------------------------------------------------ the file
 
-def _tensor_bytes(t: torch.Tensor) -> tuple[str, tuple[int, ...], bytes]:
-    flat = t.detach().contiguous().reshape(-1)
-    return DTYPES[t.dtype], tuple(t.shape), flat.view(torch.uint8).numpy().tobytes()
-
-
-def _channels_last(t: torch.Tensor) -> bool:
-    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(
-        memory_format=torch.channels_last)
-
-
 def encode(plan: fx.GraphModule, original: torch.nn.Module, info: PlanInfo,
            input_shape: list[int], options: dict[str, Any], kernels: PlanKernels,
            external: dict[int, str] | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -382,7 +372,7 @@ def encode(plan: fx.GraphModule, original: torch.nn.Module, info: PlanInfo,
     plan_json = enc.value(plan, "plan")
     state = {} if external is not None else {
         k: enc.tensor(t, k) for k, t in original.state_dict(keep_vars=True).items()}
-    kernels_json, sections = kernel_sections(kernels, options.get("threads", "auto"))
+    kernels_json, sections = kernel_sections(kernels)
     manifest = {
         "kind": KIND, "version": VERSION, "torch": torch.__version__,
         "model": getattr(original, "model_name", None) or type(original).__name__,
@@ -461,13 +451,8 @@ def decode(b: bundle.Bundle, original: torch.nn.Module | None,
     """The plan of file `b`: its tensors refer to `original`'s where it was
     pickled beside it, else the file's own (held by a `LoadedWeights`).
     `threads(option)` is the kernel threads for optimize()'s `threads` option."""
-    m = b.manifest
-    if m.get("kind") != KIND:
-        raise bundle.BundleError(f"{b.path}: holds a {m.get('kind')!r} plan, not a PyTorch "
-                                 f"one (brainslug.tensorflow.load reads TensorFlow plans)")
-    if m.get("version") != VERSION:
-        raise bundle.BundleError(f"{b.path}: plan encoding {m.get('version')}, this "
-                                 f"BrainSlug reads {VERSION}: save the model again")
+    m = b.expect(KIND, VERSION, "a PyTorch one (brainslug.tensorflow.load reads TensorFlow "
+                                "plans)")
     try:
         tensors = _decode_tensors(b, m["tensors"])
     except (KeyError, ValueError, TypeError) as e:

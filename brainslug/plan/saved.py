@@ -44,7 +44,7 @@ class SaveError(ValueError):
     """A plan that can't be written to a file, and why."""
 
 
-def kernel_sections(pk: PlanKernels, threads: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
+def kernel_sections(pk: PlanKernels) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The manifest entry and the file sections of `pk` (the kernels' object
     code by symbol, and their IR)."""
     k = pk.kernels
@@ -61,7 +61,6 @@ def kernel_sections(pk: PlanKernels, threads: Any) -> tuple[dict[str, Any], dict
         "target": pk.target.name,
         "cpu": pk.target.cpu,
         "convs": pk.target.convs,
-        "threads": threads,
         "fingerprint": pk.target.fingerprint(),
         "versions": cache.versions(),
         "launch_of": pk.launch_of,

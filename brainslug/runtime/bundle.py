@@ -108,6 +108,17 @@ class Bundle:
                              "(the file was altered or corrupted after it was written)")
         return manifest, start
 
+    def expect(self, kind: str, version: int, wanted: str) -> dict[str, Any]:
+        """The manifest of a plan of `kind` encoded as `version`; BundleError
+        saying the file holds a plan of another kind (not `wanted`) or encoding."""
+        m = self.manifest
+        if m.get("kind") != kind:
+            raise self._fail(f"holds a {m.get('kind')!r} plan, not {wanted}")
+        if m.get("version") != version:
+            raise self._fail(f"plan encoding {m.get('version')}, this BrainSlug reads "
+                             f"{version}: save the model again")
+        return m
+
     def names(self) -> list[str]:
         return list(self.manifest["sections"])
 
