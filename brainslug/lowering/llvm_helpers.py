@@ -22,6 +22,9 @@ Helpers, for a vector type `vN<T>` of N lanes:
 - `bs.padcell.<hex>(i1 inside, ptr p) -> ptr`: `p` when inside, else the address
   of a constant float whose bits are <hex> (a padded load reads it instead of
   selecting its value, so a broadcast still folds into the load)
+- `bs.padrow.<hex>.<n>(i1 inside, ptr p) -> ptr`: `p` when inside, else the
+  address of a constant row of n floats whose bits are <hex> (a padded load
+  whose channels stay inside selects its row once for all of them)
 - `bs.erf_onednn.vNf32(s)`: erf(s / sqrt 2) as oneDNN's GELU computes it, from s
   (a backend gives its table lookup: `lookup_per_lane` or a permute)
 """
@@ -412,8 +415,26 @@ def _padcell(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
     return b.select(inside, p, b.bitcast(cell, PTR))
 
 
+def _padrow(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
+    bits, n = int(parts[2], 16), int(parts[3])
+    name = f"bs_padrow_{parts[2]}_{n}"
+    module = fn.module
+    row = module.globals.get(name)
+    if row is None:
+        typ = ir.ArrayType(F32, n)
+        row = ir.GlobalVariable(module, typ, name)
+        row.global_constant = True
+        row.linkage = "internal"
+        row.align = 64
+        value = struct.unpack("<f", struct.pack("<I", bits))[0]
+        row.initializer = ir.Constant(typ, [value] * n)
+    inside, p = fn.args
+    return b.select(inside, p, b.bitcast(row, PTR))
+
+
 GENERIC_HELPERS: dict[str, HelperBody] = {
     "padcell": _padcell,
+    "padrow": _padrow,
     "exp_sleef_u10": _exp_sleef_u10,
     "erf_aten": _erf_aten,
     "erf_onednn": _erf_onednn,

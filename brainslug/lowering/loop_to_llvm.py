@@ -25,12 +25,13 @@ from xdsl.dialects.builtin import (
     i1,
     i64,
 )
-from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.ir import Attribute, Block, Operation, SSAValue
+from xdsl.ir.affine import AffineDimExpr
 
-from brainslug.analysis.ranges import inside_dims
+from brainslug.analysis.ranges import inside_dims, value_range
 from brainslug.dialects import loop, simd
 from brainslug.lowering.llvm_builder import PTR, IVal
-from brainslug.lowering.phase_emitter import OpLowering, PhaseEmitter
+from brainslug.lowering.phase_emitter import Buffer, OpLowering, PhaseEmitter
 
 
 def _trunc_div(a: int, b: int) -> int:
@@ -291,18 +292,57 @@ def _load(em: PhaseEmitter, op: loop.LoadOp) -> None:
     elif inb is True:
         em.values[op.result] = b.load(b.gep(buf.ptr, off, buf.elem), t)
     elif em.scope.target.name == "x86-64" and t == f32:
-        # an out-of-bounds point reads a constant cell holding the pad value:
-        # a select of addresses, so a broadcast of the value folds into the load
+        # an out-of-bounds point reads constant memory holding the pad value: a
+        # select of addresses, so a broadcast of the value folds into the load
         bits = struct.unpack("<I", struct.pack("<f", op.pad_value))[0]
-        # (no `inbounds`: the point may lie outside the buffer; then its address is unused)
-        addr = b.gep(buf.ptr, off, buf.elem, inbounds=False)
-        ptr = b.call(f"bs.padcell.{bits:08x}", [inb, addr], PTR)
+        span = _pad_row_span(em, op, buf, check)
+        if span is None:
+            # (no `inbounds`: the point may lie outside the buffer; then its address is unused)
+            addr = b.gep(buf.ptr, off, buf.elem, inbounds=False)
+            ptr = b.call(f"bs.padcell.{bits:08x}", [inb, addr], PTR)
+        else:
+            # the dims after the checked ones select within a row of pad values:
+            # the select depends on the checked dims alone, and leaves a
+            # reduction over channels (a padded convolution's inner loop)
+            first = check[-1] + 1
+            head = b.gep(buf.ptr, em.offset(buf, [*idx[:first], *[0] * (len(idx) - first)]),
+                         buf.elem, inbounds=False)
+            base = b.call(f"bs.padrow.{bits:08x}.{span}", [inb, head], PTR)
+            tail: IVal = 0
+            for i, stride in zip(idx[first:], buf.strides[first:], strict=True):
+                tail = b.iadd(tail, b.imul(i, stride))
+            ptr = b.gep(base, tail, buf.elem, inbounds=False)
         em.values[op.result] = b.load(ptr, t)
     else:
         # clamp the address so that an out-of-bounds point reads element 0
         safe = b.add(llvm.SelectOp(inb, b.ssa(off), b.const(0)))
         v = b.load(b.gep(buf.ptr, safe, buf.elem), t)
         em.values[op.result] = b.add(llvm.SelectOp(inb, v, pad))
+
+
+PAD_ROW_MAX = 16384
+"""Floats in the longest row of pad values a padded load selects into."""
+
+
+def _pad_row_span(em: PhaseEmitter, op: loop.LoadOp, buf: Buffer, check: list[int]) -> int | None:
+    """The length of a row of pad values that covers the load's innermost
+    index, when the checked dims are all the others and that index is a
+    reduction's iv with static bounds (a convolution's input channel: its
+    bounds are part of the generic phase key, so every shape sharing the code
+    has them), of at most `PAD_ROW_MAX` elements; else None."""
+    last = len(buf.dims) - 1
+    if not check or check[-1] != last - 1 or buf.strides[last] != 1:
+        return None
+    e = em.map_results(op)[last]
+    if not isinstance(e, AffineDimExpr):
+        return None
+    iv = op.indices[e.position]
+    if not isinstance(iv.owner, Block) or not isinstance(iv.owner.parent_op(), loop.ReduceOp):
+        return None
+    span = value_range(iv)
+    if span is None or span[0] < 0 or not 1 < span[1] + 1 <= PAD_ROW_MAX:
+        return None
+    return span[1] + 1
 
 
 def _store(em: PhaseEmitter, op: loop.StoreOp) -> None:

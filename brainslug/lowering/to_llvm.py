@@ -77,17 +77,25 @@ def _static_extent(lb: loop.Bound, ub: loop.Bound) -> int:
     return ub - lb if isinstance(lb, int) and isinstance(ub, int) else 1
 
 
-def phase_work(op: Operation) -> int:
+def phase_work(op: Operation, lanes: int = 1) -> int:
     """Points of a phase per batch item: the product of the static extents of its
     domain and, recursively, of the largest loop or reduction nested in it (a
     convolution's work is mostly its reduction; dynamic extents count as 1). A
-    threading hint for the runtime."""
+    lane loop over a dynamic range (a register block's channel block) counts its
+    vectors of `lanes`, and a reduction with several accumulators (a register
+    block's columns) counts each. A threading hint for the runtime."""
     own = 1
     if isinstance(op, _WORK_DOMAINS):
-        for lb, ub in zip(op.lower_bounds(), op.upper_bounds(), strict=True):
+        bounds = list(zip(op.lower_bounds(), op.upper_bounds(), strict=True))
+        for lb, ub in bounds:
             own *= max(_static_extent(lb, ub), 1)
+        if isinstance(op, simd.LoopOp) and not all(
+                isinstance(b, int) for pair in bounds for b in pair):
+            own = op.num_vectors * lanes
+        if isinstance(op, loop.ReduceOp):
+            own *= len(op.accumulators)
     inner = (
-        [phase_work(o) for o in op.regions[0].block.ops if isinstance(o, _WORK_DOMAINS)]
+        [phase_work(o, lanes) for o in op.regions[0].block.ops if isinstance(o, _WORK_DOMAINS)]
         if op.regions
         else []
     )
@@ -179,7 +187,7 @@ class KernelLowering:
             self.name,
             names,
             [self.buffers[v].type for v in self.buffer_order],
-            [phase_work(p) for p in self.phases],
+            [phase_work(p, self.target.lanes) for p in self.phases],
             self.target.name,
             num_args=len(self.kernel.body.block.args),
             parallel=[p.num_parallel for p in self.phases],

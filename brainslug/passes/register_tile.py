@@ -197,6 +197,7 @@ class RegisterTile(RewritePattern):
     registers: int
     max_vectors: int
     cache: int
+    broadcast_operands: bool = False
 
     def shape(self, lanes_extent: int, rows_extent: int,
               vectors: int | None = None) -> tuple[int, int]:
@@ -204,7 +205,8 @@ class RegisterTile(RewritePattern):
 
         V: as many vectors as the channels fill, a power of two (LLVM splits
         those cleanly), at most `max-vectors`. P: the accumulators, V weight
-        vectors and a broadcast fit the register file, with at least 12
+        vectors and a broadcast fit the register file (the broadcast needs
+        none where an FMA takes it as a memory operand), with at least 12
         accumulators where the columns allow (two FMA pipes of 4 cycles'
         latency need 8 in flight, and the broadcasts need hiding); among those,
         the P that wastes the fewest columns past the end (then the larger)."""
@@ -213,7 +215,7 @@ class RegisterTile(RewritePattern):
             v *= 2
         if vectors is not None:  # the weights are packed in blocks of V vectors
             v = vectors
-        top = max(1, (self.registers - v - 1) // v)
+        top = max(1, (self.registers - v - (0 if self.broadcast_operands else 1)) // v)
         low = min(top, max(1, -(-12 // v)))
         if rows_extent <= top:
             return rows_extent, v
@@ -360,19 +362,23 @@ def _clone_per_column(op: Operation, maps: list[dict[SSAValue, SSAValue]],
 @dataclass(frozen=True)
 class RegisterTilePass(ModulePass):
     """Block contractions in registers: a tile of columns × `vectors` (at
-    most `max-vectors`) of `lanes` lanes, within `registers` vector registers. When
-    the weights exceed `cache` bytes, the channel blocks become the outermost
-    loop, so each block's weights stay in cache across all pixels."""
+    most `max-vectors`) of `lanes` lanes, within `registers` vector registers
+    (with `broadcast-operands`, the FMA reads the broadcast input from memory, as
+    AVX-512's `{1toN}` operand does, and it takes no register). When the weights
+    exceed `cache` bytes, the channel blocks become the outermost loop, so each
+    block's weights stay in cache across all pixels."""
 
     name = "bs-register-tile"
     lanes: int = 16
     registers: int = 32
     max_vectors: int = 4
     cache: int = 512 * 1024
+    broadcast_operands: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         PatternRewriteWalker(
-            RegisterTile(self.lanes, self.registers, self.max_vectors, self.cache),
+            RegisterTile(self.lanes, self.registers, self.max_vectors, self.cache,
+                         self.broadcast_operands),
             apply_recursively=False,
         ).rewrite_module(op)
 

@@ -56,12 +56,13 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
 
 def register_tiling(target: str, cpu: str) -> ModulePass:
     """bs-register-tile for the target's vector width and register file
-    (AVX-512: 32 registers of 16 lanes; AVX2: 16 of 8)."""
+    (AVX-512: 32 registers of 16 lanes, and FMAs that take a broadcast memory
+    operand; AVX2: 16 of 8)."""
     from brainslug.passes.register_tile import RegisterTilePass
 
     lanes = vector_lanes(target, cpu)
     return RegisterTilePass(lanes=lanes, registers=32 if lanes == 16 else 16,
-                            cache=tile_budget(target))
+                            cache=tile_budget(target), broadcast_operands=lanes == 16)
 
 
 @dataclass(frozen=True)

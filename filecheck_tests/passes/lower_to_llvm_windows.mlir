@@ -49,3 +49,31 @@ func.func @spool(%x: memref<1x9x10xf32>, %y: memref<1x5x5xf32>) attributes {bs.k
   }
   func.return
 }
+
+// A padded convolution's input load (channels last): the channel index is the
+// iv of a reduction over 0..6, so an outside pixel selects a row of 6 pad
+// values (`bs.padrow.<bits>.<length>`) from the address of the pixel's first
+// channel, and the channel offset is added after the select: the select depends
+// on the pixel and tap alone, and LLVM hoists it out of the channel loop.
+// CHECK-LABEL: llvm.func @conv3x3_p0
+// CHECK:         %[[HEAD:.*]] = llvm.getelementptr %{{.*}}[%{{.*}}]
+// CHECK-NEXT:    %[[ROW:.*]] = llvm.call @bs.padrow.00000000.6(%{{.*}}, %[[HEAD]]) : (i1, !llvm.ptr) -> !llvm.ptr
+// CHECK-NEXT:    %[[PT:.*]] = llvm.getelementptr %[[ROW]][%{{.*}}]
+// CHECK-NEXT:    llvm.load %[[PT]] {{.*}}: !llvm.ptr -> f32
+func.func @conv3x3(%x: memref<?x7x7x6xf32>, %wt: memref<3x3x6x8xf32>, %out: memref<?x7x7x8xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %n = memref.dim %x, %c0 : memref<?x7x7x6xf32>
+  loop.nest parallel 1 (%i, %h, %w) = (0, 0, 0) to (%n, 7, 7) {
+    simd.loop (%o) = (0) to (8) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (3, 3, 6) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%i, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4 - 1, d2 + d5 - 1, d6)> pad 0.0 : f32 : memref<?x7x7x6xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<3x3x6x8xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%i, %h, %w, %o] : memref<?x7x7x8xf32>
+    }
+  }
+  func.return
+}

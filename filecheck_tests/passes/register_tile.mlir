@@ -1,5 +1,6 @@
 // RUN: bs-opt %s -p bs-register-tile | filecheck %s
 // RUN: bs-opt %s -p 'bs-register-tile{lanes=8 registers=16}' | filecheck %s --check-prefix=AVX2
+// RUN: bs-opt %s -p 'bs-register-tile{broadcast-operands=true}' | filecheck %s --check-prefix=BCAST
 
 // bs-register-tile blocks a vectorized convolution (a `loop.reduce add
 // contract` in a simd.loop) in registers: the output column `%w` is
@@ -57,6 +58,14 @@ func.func @conv1x1(%x: memref<?x13x13x37xf32>, %wt: memref<1x1x37x53xf32>, %b: m
 // AVX2-LABEL: func.func @conv1x1
 // AVX2:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 7) {
 // AVX2:         simd.loop (%o) = (0) to (53) vectors 4 {
+
+// With broadcast-operands (AVX-512: the FMA reads the broadcast input from
+// memory), the broadcast takes no register: 28 are left for accumulators, P is
+// 3 to 7, and P = 7 wastes the fewest columns (14 for 13).
+// BCAST-LABEL: func.func @conv1x1
+// BCAST:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 2) {
+// BCAST:           %col6 = arith.minsi
+// BCAST-NEXT:      simd.loop (%o) = (0) to (53) vectors 4 {
 
 // A reduction without `contract` (an average pool) is not a contraction: unchanged.
 func.func @avg(%x: memref<?x13x13x37xf32>, %out: memref<?x13x13x37xf32>) attributes {bs.kernel} {
