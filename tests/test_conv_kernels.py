@@ -25,6 +25,11 @@ KINDS = {
     "depthwise 3x3/2": (37, 37, 3, 2, 1, 1, 37),
     "depthwise 5x5": (37, 37, 5, 1, 2, 1, 37),
     "many channels": (37, 150, 1, 1, 0, 1, 1),
+    # channel sums whose weights exceed the L1 chunk: bs-block-reduction
+    "chunked pointwise": (520, 128, 1, 1, 0, 1, 1),
+    "chunked 3x3": (96, 13, 3, 1, 1, 1, 1),
+    # each block's weights fit, all of them do not: blocks outside the pixels
+    "blocked pointwise": (128, 520, 1, 1, 0, 1, 1),
 }
 
 
@@ -67,6 +72,38 @@ def test_each_kind_is_as_accurate_as_the_library(kind: str) -> None:
         e_lib, e_bs = (lib - ref).abs().max().item(), (got - ref).abs().max().item()
         assert e_bs <= 1.5 * e_lib + 1e-7 * ref.abs().max().item(), (kind, batch, e_bs, e_lib)
         assert (got - lib).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+@pytest.mark.parametrize("kind", ["chunked pointwise", "chunked 3x3", "blocked pointwise"])
+def test_chunked_channel_sums_take_the_blocked_path(kind: str, monkeypatch, tmp_path) -> None:
+    """The chunked kinds above do run through bs-block-reduction (else their
+    accuracy test would not test it), and agree with one long sum."""
+    from brainslug.passes import block_reduction
+
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))  # compile, don't reuse
+
+    seen: list[str] = []
+    shape = block_reduction.BlockReduction.shape
+
+    def spy(self, nest):  # type: ignore[no-untyped-def]
+        found = shape(self, nest)
+        if found is not None:
+            seen.append(f"{found.chunks} chunks of {found.chunk}")
+        return found
+
+    monkeypatch.setattr(block_reduction.BlockReduction, "shape", spy)
+    ci, co, k, s, p, d, g = KINDS[kind]
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(ci, co, k, s, p, d, g)).eval()
+    opt = brainslug.optimize(model, [0, ci, 13, 13], conv="brainslug")
+    assert seen, "the channel sum was not chunked"
+    monkeypatch.setattr(block_reduction.BlockReduction, "shape", lambda self, nest: None)
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path / "whole"))
+    whole = brainslug.optimize(copy.deepcopy(model), [0, ci, 13, 13], conv="brainslug")
+    x = torch.randn(2, ci, 13, 13)
+    with torch.no_grad():
+        got, ref = opt(x), whole(x)
+    assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item()), seen
 
 
 class Epilogues(nn.Module):

@@ -21,6 +21,32 @@ from brainslug.dialects import loop, simd
 
 _INDEXED = (loop.LoadOp, loop.InBoundsOp, simd.LoadOp, simd.InBoundsOp)
 
+MIN_CHUNK = 16
+"""Fewest input channels per chunk of a blocked channel sum: below it, storing
+and reloading the partial sums costs more than the weights' trips to L2."""
+
+MAX_CHUNK_TERMS = 256
+"""Most products in one chunk's sum: each chunk sums from zero, and the chunk
+sums are added, so a long sum's rounding error grows with the chunk and the
+count of chunks, not with the whole sum (as in the libraries' blocked GEMMs)."""
+
+
+def channel_chunk(channels: int, taps: int, lane_bytes: int, cache: int) -> int:
+    """Input channels per chunk of a register block's channel sum whose
+    weights (taps × channels × `lane_bytes`) exceed `cache` bytes: the largest
+    divisor Kc of `channels` whose weights fit, with at most `MAX_CHUNK_TERMS`
+    products, at least `MIN_CHUNK` channels, leaving two chunks or more; 0 when
+    the weights fit already or no Kc does (bs-block-reduction splits the sums,
+    bs-register-tile sizes their blocks)."""
+    if taps * channels * lane_bytes <= cache:
+        return 0
+    best = 0
+    for kc in range(MIN_CHUNK, channels // 2 + 1):
+        if channels % kc == 0 and taps * kc * lane_bytes <= cache and (
+                taps * kc <= MAX_CHUNK_TERMS):
+            best = kc
+    return best
+
 
 def value_operands(op: Operation) -> list[SSAValue]:
     """What `op`'s value depends on: a load's or bounds check's indices only

@@ -26,7 +26,13 @@ from xdsl.dialects.builtin import (
     i64,
 )
 from xdsl.ir import Attribute, Block, Operation, SSAValue
-from xdsl.ir.affine import AffineDimExpr
+from xdsl.ir.affine import (
+    AffineBinaryOpExpr,
+    AffineBinaryOpKind,
+    AffineConstantExpr,
+    AffineDimExpr,
+    AffineExpr,
+)
 
 from brainslug.analysis.ranges import inside_dims, value_range
 from brainslug.dialects import loop, simd
@@ -295,23 +301,21 @@ def _load(em: PhaseEmitter, op: loop.LoadOp) -> None:
         # an out-of-bounds point reads constant memory holding the pad value: a
         # select of addresses, so a broadcast of the value folds into the load
         bits = struct.unpack("<I", struct.pack("<f", op.pad_value))[0]
-        span = _pad_row_span(em, op, buf, check)
-        if span is None:
+        row = _pad_row(em, op, buf, check)
+        if row is None:
             # (no `inbounds`: the point may lie outside the buffer; then its address is unused)
             addr = b.gep(buf.ptr, off, buf.elem, inbounds=False)
             ptr = b.call(f"bs.padcell.{bits:08x}", [inb, addr], PTR)
         else:
-            # the dims after the checked ones select within a row of pad values:
-            # the select depends on the checked dims alone, and leaves a
-            # reduction over channels (a padded convolution's inner loop)
-            first = check[-1] + 1
-            head = b.gep(buf.ptr, em.offset(buf, [*idx[:first], *[0] * (len(idx) - first)]),
+            # the channel index selects within a row of pad values: the select
+            # depends on the pixel and tap alone, and leaves the reduction over
+            # channels (a padded convolution's inner loop)
+            span, head_e, tail_e = row
+            dims = [em.ival(x) for x in op.indices]
+            head = b.gep(buf.ptr, em.offset(buf, [*idx[:-1], em.affine(head_e, dims)]),
                          buf.elem, inbounds=False)
             base = b.call(f"bs.padrow.{bits:08x}.{span}", [inb, head], PTR)
-            tail: IVal = 0
-            for i, stride in zip(idx[first:], buf.strides[first:], strict=True):
-                tail = b.iadd(tail, b.imul(i, stride))
-            ptr = b.gep(base, tail, buf.elem, inbounds=False)
+            ptr = b.gep(base, em.affine(tail_e, dims), buf.elem, inbounds=False)
         em.values[op.result] = b.load(ptr, t)
     else:
         # clamp the address so that an out-of-bounds point reads element 0
@@ -324,25 +328,41 @@ PAD_ROW_MAX = 16384
 """Floats in the longest row of pad values a padded load selects into."""
 
 
-def _pad_row_span(em: PhaseEmitter, op: loop.LoadOp, buf: Buffer, check: list[int]) -> int | None:
-    """The length of a row of pad values that covers the load's innermost
-    index, when the checked dims are all the others and that index is a
-    reduction's iv with static bounds (a convolution's input channel: its
-    bounds are part of the generic phase key, so every shape sharing the code
-    has them), of at most `PAD_ROW_MAX` elements; else None."""
+def _terms(e: AffineExpr) -> list[AffineExpr]:
+    """The summands of `e`."""
+    if isinstance(e, AffineBinaryOpExpr) and e.kind == AffineBinaryOpKind.Add:
+        return [*_terms(e.lhs), *_terms(e.rhs)]
+    return [e]
+
+
+def _pad_row(em: PhaseEmitter, op: loop.LoadOp, buf: Buffer, check: list[int]
+             ) -> tuple[int, AffineExpr, AffineExpr] | None:
+    """A padded load whose checked dims are all but the last (contiguous) one,
+    where the last index has a summand that is a reduction's iv with static
+    bounds (a convolution's input channel; those bounds are part of the
+    generic phase key, so every shape sharing the code has them): the length
+    of a row of pad values that covers that iv, at most `PAD_ROW_MAX`, the
+    rest of the index (the head, added before the select) and the iv (the
+    tail, added after it). Else None."""
     last = len(buf.dims) - 1
     if not check or check[-1] != last - 1 or buf.strides[last] != 1:
         return None
-    e = em.map_results(op)[last]
-    if not isinstance(e, AffineDimExpr):
-        return None
-    iv = op.indices[e.position]
-    if not isinstance(iv.owner, Block) or not isinstance(iv.owner.parent_op(), loop.ReduceOp):
-        return None
-    span = value_range(iv)
-    if span is None or span[0] < 0 or not 1 < span[1] + 1 <= PAD_ROW_MAX:
-        return None
-    return span[1] + 1
+    terms = _terms(em.map_results(op)[last])
+    for k, e in enumerate(terms):
+        if not isinstance(e, AffineDimExpr):
+            continue
+        iv = op.indices[e.position]
+        if not isinstance(iv.owner, Block) or not isinstance(iv.owner.parent_op(), loop.ReduceOp):
+            continue
+        span = value_range(iv)
+        if span is None or span[0] < 0 or not 1 < span[1] + 1 <= PAD_ROW_MAX:
+            return None
+        rest = terms[:k] + terms[k + 1:]
+        head: AffineExpr = rest[0] if rest else AffineConstantExpr(0)
+        for r in rest[1:]:
+            head = head + r
+        return span[1] + 1, head, e
+    return None
 
 
 def _store(em: PhaseEmitter, op: loop.StoreOp) -> None:

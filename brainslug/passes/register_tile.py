@@ -46,10 +46,13 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.rewriter import InsertPoint
 
-from brainslug.analysis.nests import value_operands
+from brainslug.analysis.nests import channel_chunk, value_operands
 from brainslug.dialects import loop, simd
 
 _ACCESSES = (loop.LoadOp, simd.LoadOp)
+
+COLUMNS_ATTR = "bs.columns"
+"""On a register-blocked nest: the position of the dim of column blocks."""
 
 
 def _contraction(lp: simd.LoopOp) -> loop.ReduceOp | None:
@@ -198,15 +201,20 @@ class RegisterTile(RewritePattern):
     max_vectors: int
     cache: int
     broadcast_operands: bool = False
+    chunk_cache: int = 0
 
     def shape(self, lanes_extent: int, rows_extent: int,
-              vectors: int | None = None) -> tuple[int, int]:
+              vectors: int | None = None, sum_extents: tuple[int, int] = (1, 1)
+              ) -> tuple[int, int]:
         """(P columns, V vectors) for a lane extent and a column extent.
 
         V: as many vectors as the channels fill, a power of two (LLVM splits
         those cleanly), at most `max-vectors`. P: the accumulators, V weight
         vectors and a broadcast fit the register file (the broadcast needs
-        none where an FMA takes it as a memory operand), with at least 12
+        none where an FMA takes it as a memory operand, except in a channel
+        sum of (taps, channels) `sum_extents` that bs-block-reduction will
+        chunk for `chunk-cache`: its loop kept a spare register measurably
+        faster), with at least 12
         accumulators where the columns allow (two FMA pipes of 4 cycles'
         latency need 8 in flight, and the broadcasts need hiding); among those,
         the P that wastes the fewest columns past the end (then the larger)."""
@@ -215,7 +223,11 @@ class RegisterTile(RewritePattern):
             v *= 2
         if vectors is not None:  # the weights are packed in blocks of V vectors
             v = vectors
-        top = max(1, (self.registers - v - (0 if self.broadcast_operands else 1)) // v)
+        taps, channels = sum_extents
+        chunked = self.chunk_cache and channel_chunk(
+            channels, taps, 4 * v * self.lanes, self.chunk_cache)
+        spare = 0 if self.broadcast_operands and not chunked else 1
+        top = max(1, (self.registers - v - spare) // v)
         low = min(top, max(1, -(-12 // v)))
         if rows_extent <= top:
             return rows_extent, v
@@ -249,7 +261,11 @@ class RegisterTile(RewritePattern):
         if packed and (lane_lb != 0 or packed % self.lanes
                        or packed // self.lanes > self.max_vectors):
             return  # blocks this target can't hold in registers: gathers stay
-        p, v = self.shape(lane_ub - lane_lb, ub, packed // self.lanes if packed else None)
+        sums = red.upper_bounds()
+        extents = (math.prod(sums[:-1]), sums[-1]) if all(
+            isinstance(x, int) for x in sums) else (1, 1)
+        p, v = self.shape(lane_ub - lane_lb, ub, packed // self.lanes if packed else None,
+                          extents)  # type: ignore[arg-type]
         if p == 1 and v == 1 and not packed:
             return
         weights = _shared_bytes(red, row)
@@ -266,6 +282,8 @@ class RegisterTile(RewritePattern):
                                                    rewriter)
             cb = nest.ivs[0] if outer else nest.ivs[-1]
             row = nest.ivs[pos + 1] if outer else nest.ivs[pos]
+        # which dim holds the blocks of columns (bs-block-reduction reads it)
+        nest.attributes[COLUMNS_ATTR] = IntegerAttr(nest.ivs.index(row), IndexType())
         new_lp = simd.LoopOp(lower, upper, vectors=v)
         self._clone_body(lp, red, row, rows, new_lp)
         if packed:
@@ -364,7 +382,8 @@ class RegisterTilePass(ModulePass):
     """Block contractions in registers: a tile of columns × `vectors` (at
     most `max-vectors`) of `lanes` lanes, within `registers` vector registers
     (with `broadcast-operands`, the FMA reads the broadcast input from memory, as
-    AVX-512's `{1toN}` operand does, and it takes no register). When the weights
+    AVX-512's `{1toN}` operand does, and it takes no register, except in channel
+    sums that bs-block-reduction chunks for `chunk-cache`). When the weights
     exceed `cache` bytes, the channel blocks become the outermost loop, so each
     block's weights stay in cache across all pixels."""
 
@@ -374,11 +393,12 @@ class RegisterTilePass(ModulePass):
     max_vectors: int = 4
     cache: int = 512 * 1024
     broadcast_operands: bool = False
+    chunk_cache: int = 0
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         PatternRewriteWalker(
             RegisterTile(self.lanes, self.registers, self.max_vectors, self.cache,
-                         self.broadcast_operands),
+                         self.broadcast_operands, self.chunk_cache),
             apply_recursively=False,
         ).rewrite_module(op)
 

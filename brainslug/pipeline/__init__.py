@@ -49,6 +49,12 @@ def _register_tile():
     return RegisterTilePass
 
 
+def _block_reduction():
+    from brainslug.passes.block_reduction import BlockReductionPass
+
+    return BlockReductionPass
+
+
 def _merge_siblings():
     from brainslug.passes.merge_siblings import MergeSiblingsPass
 
@@ -93,6 +99,7 @@ ALL_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "bs-tile-depth-first": _tile,
     "bs-vectorize": _vectorize,
     "bs-register-tile": _register_tile,
+    "bs-block-reduction": _block_reduction,
     "bs-merge-siblings": _merge_siblings,
     "bs-parallelize": _parallelize,
     "bs-dedup-kernels": _dedup,
@@ -109,7 +116,9 @@ PASS_SUMMARIES: dict[str, str] = {
     "bs-tile-depth-first": "tile chains of nests so each tile's intermediates stay in cache",
     "bs-vectorize": "turn the innermost dim into a simd.loop of W lanes with a masked tail",
     "bs-register-tile": "block contractions (convolutions) in registers: columns x vectors "
-    "{lanes=16 registers=32 max-vectors=4 cache=524288}",
+    "{lanes=16 registers=32 max-vectors=4 cache=524288 broadcast-operands=false chunk-cache=0}",
+    "bs-block-reduction": "split register-blocked channel sums into chunks whose weights stay "
+    "in L1, run over bands of rows {lanes=16 cache=32768 band-bytes=65536}",
     "bs-merge-siblings": "merge independent adjacent nests over the same domain (cat pieces)",
     "bs-parallelize": "mark the outer parallel dims of each top-level nest for threads/grid",
     "bs-dedup-kernels": "let stacks with identical kernels share one compiled kernel",

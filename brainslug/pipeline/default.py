@@ -8,7 +8,7 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
-from brainslug.pipeline.target import is_gpu, tile_budget, vector_lanes
+from brainslug.pipeline.target import is_gpu, l1_cache_bytes, tile_budget, vector_lanes
 
 
 def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True,
@@ -17,8 +17,9 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
 
     With `compute`, channels-last convolutions are compiled, each in a stack
     with its pointwise epilogue: a second bs-fuse after bs-reorder merges a convolution with its
-    epilogue (both then run in memory order), and bs-register-tile blocks it
-    in registers for the target's vector width."""
+    epilogue (both then run in memory order), bs-register-tile blocks it
+    in registers for the target's vector width, and bs-block-reduction sums
+    its input channels in chunks whose weights stay in L1."""
     from brainslug.lowering.nn_to_loop import LowerNNToLoopPass
     from brainslug.passes.dedup_kernels import DedupKernelsPass
     from brainslug.passes.form_stacks import FormStacksPass
@@ -42,7 +43,7 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
         *([FusePass(overlap="tile")] if compute else []),
         tiling,
         VectorizePass(),
-        *([register_tiling(target, cpu)] if compute else []),
+        *(register_tiling(target, cpu) if compute else []),
         MergeSiblingsPass(),
         ParallelizePass(),
         DedupKernelsPass(),
@@ -54,15 +55,21 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     return passes
 
 
-def register_tiling(target: str, cpu: str) -> ModulePass:
+def register_tiling(target: str, cpu: str) -> list[ModulePass]:
     """bs-register-tile for the target's vector width and register file
     (AVX-512: 32 registers of 16 lanes, and FMAs that take a broadcast memory
-    operand; AVX2: 16 of 8)."""
+    operand; AVX2: 16 of 8), then on a CPU bs-block-reduction for its L1."""
+    from brainslug.passes.block_reduction import BlockReductionPass
     from brainslug.passes.register_tile import RegisterTilePass
 
     lanes = vector_lanes(target, cpu)
-    return RegisterTilePass(lanes=lanes, registers=32 if lanes == 16 else 16,
-                            cache=tile_budget(target), broadcast_operands=lanes == 16)
+    chunk = 0 if is_gpu(target) else l1_cache_bytes() * 2 // 3
+    passes: list[ModulePass] = [RegisterTilePass(
+        lanes=lanes, registers=32 if lanes == 16 else 16, cache=tile_budget(target),
+        broadcast_operands=lanes == 16, chunk_cache=chunk)]
+    if chunk:
+        passes.append(BlockReductionPass(lanes=lanes, cache=chunk))
+    return passes
 
 
 @dataclass(frozen=True)

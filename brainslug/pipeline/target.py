@@ -4,6 +4,8 @@ passes never read the machine.
 - The scratch budget of a depth-first tile (bs-tile-depth-first's `cache`):
   half of the core's L2 on a CPU (read from sysfs here), a share of a
   multiprocessor's shared memory on a GPU.
+- The weight chunk of a blocked channel sum (bs-block-reduction's `cache`):
+  two thirds of the core's L1 data cache, the rest for inputs and sums.
 - The vector width W: bs-lower-to-llvm's backend binds it from its `cpu`
   option (AVX-512: 16 lanes, AVX2: 8; on a GPU the lanes are threads).
 """
@@ -26,19 +28,33 @@ maximum while a 3x3/2 pool on a 112-wide map still gets tiles of 17 output
 rows (one halo row per 34 computed: 3 % recomputed)."""
 
 
-@functools.cache
-def l2_cache_bytes() -> int:
-    """Per-core L2 size of this machine (sysfs), 1 MiB if it can't be read."""
+def _cache_bytes(level: int, default: int) -> int:
+    """Per-core size of this machine's data (or unified) cache at `level`
+    (sysfs), `default` if it can't be read."""
     base = Path("/sys/devices/system/cpu/cpu0/cache")
     try:
         for idx in sorted(base.glob("index*")):
-            if (idx / "level").read_text().strip() == "2":
+            if (idx / "level").read_text().strip() == str(level) and (
+                    idx / "type").read_text().strip() != "Instruction":
                 text = (idx / "size").read_text().strip().upper()
                 mult = {"K": 1024, "M": 1024 * 1024}.get(text[-1], 1)
                 return int(text.rstrip("KM")) * mult
     except (OSError, ValueError):
         pass
-    return 1 << 20
+    return default
+
+
+@functools.cache
+def l2_cache_bytes() -> int:
+    """Per-core L2 size of this machine (sysfs), 1 MiB if it can't be read."""
+    return _cache_bytes(2, 1 << 20)
+
+
+@functools.cache
+def l1_cache_bytes() -> int:
+    """Per-core L1 data cache size of this machine (sysfs), 32 KiB if it can't
+    be read."""
+    return _cache_bytes(1, 32 << 10)
 
 
 def is_gpu(target: str) -> bool:

@@ -34,7 +34,7 @@ func.func @conv1x1(%x: memref<?x13x13x37xf32>, %wt: memref<1x1x37x53xf32>, %b: m
 }
 
 // CHECK-LABEL: func.func @conv1x1
-// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 3) {
+// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 3) attributes {bs.columns = 2 : index} {
 // CHECK:           %[[BASE:.*]] = arith.muli %w, %{{.*}} : index
 // CHECK:           %col0 = arith.minsi %{{.*}}, %{{.*}} : index
 // CHECK:           %col4 = arith.minsi %{{.*}}, %{{.*}} : index
@@ -56,14 +56,14 @@ func.func @conv1x1(%x: memref<?x13x13x37xf32>, %wt: memref<1x1x37x53xf32>, %b: m
 // With 8 lanes and 16 registers (AVX2): V = 4 (32 lanes, two chunks for 53
 // channels) leaves 11 registers, P = 2 (columns 13 in 14).
 // AVX2-LABEL: func.func @conv1x1
-// AVX2:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 7) {
+// AVX2:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 7) attributes {bs.columns = 2 : index} {
 // AVX2:         simd.loop (%o) = (0) to (53) vectors 4 {
 
 // With broadcast-operands (AVX-512: the FMA reads the broadcast input from
 // memory), the broadcast takes no register: 28 are left for accumulators, P is
 // 3 to 7, and P = 7 wastes the fewest columns (14 for 13).
 // BCAST-LABEL: func.func @conv1x1
-// BCAST:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 2) {
+// BCAST:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 2) attributes {bs.columns = 2 : index} {
 // BCAST:           %col6 = arith.minsi
 // BCAST-NEXT:      simd.loop (%o) = (0) to (53) vectors 4 {
 
@@ -111,7 +111,7 @@ func.func @packed(%x: memref<?x13x13x37xf32>, %wt: memref<2x1x1x37x64xf32>, %out
 }
 
 // CHECK-LABEL: func.func @packed
-// CHECK:         loop.nest (%n, %h, %w, %cb) = (0, 0, 0, 0) to (%batch, 13, 3, 2) {
+// CHECK:         loop.nest (%n, %h, %w, %cb) = (0, 0, 0, 0) to (%batch, 13, 3, 2) attributes {bs.columns = 2 : index} {
 // CHECK:           %[[LO:.*]] = arith.addi %{{.*}}, %{{.*}} : index
 // CHECK:           %[[HI:.*]] = arith.minsi %{{.*}}, %{{.*}} : index
 // CHECK:           simd.loop (%o) = (%[[LO]]) to (%[[HI]]) vectors 4 {

@@ -1,0 +1,362 @@
+"""bs-block-reduction: a register-blocked convolution's channel sum in chunks
+whose weights stay in L1.
+
+After bs-register-tile, each block of P columns × V vectors of output channels
+sums over every tap and input channel, reading the whole weight block of its
+output channels. With many input channels (a 1×1 over 1024 channels: 256 KiB
+per block of 64 outputs) that block streams from L2 once per column block; on
+a 2-core Xeon such a convolution ran no faster on two threads than on one.
+Like oneDNN and MLAS, this pass splits the input channels into chunks of Kc
+whose weights fit `cache` bytes, and runs every column block of a band of rows
+through one chunk before the next: the chunk is read from L2 once per band.
+
+The nest over (..., rows, column blocks, ...) becomes a nest over the other
+dims and bands of R rows, with a buffer of partial sums for the band (a
+`memref.alloca`) and sequential nests over the band's column blocks:
+
+- the first chunk stores its sums to the buffer;
+- each middle chunk adds its sums to the buffer;
+- the last chunk adds its sums to the buffer's and runs the epilogue (bias,
+  batch norm, activations, residual) and the stores, as before.
+
+Every chunk sums from zero, and the chunk sums are added in order: a sum of
+many products is rounded like the libraries' blocked sums (`channel_chunk`
+keeps a chunk to at most 256 products), more accurately than one long sum.
+A band's rows past the last one clamp to it and recompute it, as register
+blocks do with columns.
+
+Where each block's weights fit but all blocks' do not (a 1×1 from 128 to 512
+channels: 32 KiB per block, 256 KiB in all), the sum stays whole and only the
+order changes: the blocks of output channels go outside the band's column
+blocks, so each block's weights stay in L1 for the band.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects import arith, memref
+from xdsl.dialects.builtin import (
+    AffineMapAttr,
+    IndexType,
+    IntegerAttr,
+    ModuleOp,
+    f32,
+)
+from xdsl.ir import Operation, SSAValue
+from xdsl.ir.affine import AffineConstantExpr, AffineDimExpr, AffineExpr, AffineMap
+from xdsl.passes import ModulePass
+from xdsl.pattern_rewriter import (
+    PatternRewriter,
+    PatternRewriteWalker,
+    RewritePattern,
+    op_type_rewrite_pattern,
+)
+
+from brainslug.analysis.nests import channel_chunk, value_operands
+from brainslug.dialects import loop, simd
+from brainslug.passes.register_tile import COLUMNS_ATTR
+
+MIN_REUSE = 4
+"""Fewest column blocks that run through one chunk of weights."""
+
+MIN_UNITS = 8
+"""Parallel units the nest over bands keeps where the rows allow (the batch,
+dynamic, counts as one)."""
+
+
+def _index(k: int, ops: list[Operation]) -> SSAValue:
+    c = arith.ConstantOp(IntegerAttr(k, IndexType()))
+    ops.append(c)
+    return c.result
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What the rewrite needs to know about one register-blocked nest."""
+
+    nest: loop.NestOp
+    lp: simd.LoopOp
+    red: loop.ReduceOp
+    row: int  # nest dim of rows
+    col: int  # nest dim of column blocks
+    rows: int
+    col_blocks: int
+    chunk: int
+    chunks: int
+    band: int  # rows per band
+    width: int  # lanes of the register block
+
+
+def _channel_loads(red: loop.ReduceOp) -> list[Operation]:
+    """The loads of the reduction that read its last iv (the input channel)."""
+    ci = red.ivs[-1]
+    return [op for op in red.body.walk()
+            if isinstance(op, loop.LoadOp | simd.LoadOp) and ci in op.indices]
+
+
+@dataclass
+class BlockReduction(RewritePattern):
+    lanes: int
+    cache: int
+    band_bytes: int
+
+    def shape(self, nest: loop.NestOp) -> _Shape | None:
+        col_attr = nest.attributes.get(COLUMNS_ATTR)
+        if not isinstance(col_attr, IntegerAttr):
+            return None
+        col = col_attr.value.data
+        body = [o for o in nest.body.block.ops if not isinstance(o, loop.YieldOp)]
+        lp = body[-1] if body else None
+        if not isinstance(lp, simd.LoopOp) or any(o.regions for o in body[:-1]):
+            return None
+        reds = [o for o in lp.body.block.ops if isinstance(o, loop.ReduceOp)]
+        if len(reds) != 1 or any(
+                o.regions for o in lp.body.block.ops if o is not reds[0]):
+            return None
+        red = reds[0]
+        lows, ups = red.lower_bounds(), red.upper_bounds()
+        if not red.contracts or any(lb != 0 for lb in lows) or not all(
+                isinstance(u, int) for u in ups):
+            return None
+        # a sum over input channels: the broadcast input reads the last iv as
+        # its innermost index (a depthwise window sums taps only)
+        ci = red.ivs[-1]
+        if not any(isinstance(op, loop.LoadOp) and op.indices[_last_dim(op)] is ci
+                   for op in _channel_loads(red)):
+            return None
+        channels, taps = ups[-1], math.prod(ups[:-1])  # type: ignore[arg-type]
+        lane_bytes = 4 * self.lanes * lp.num_vectors
+        chunk = channel_chunk(channels, taps, lane_bytes, self.cache)  # type: ignore[arg-type]
+        row = col - 1
+        n_up = nest.upper_bounds()
+        if not chunk and taps * channels * lane_bytes <= self.cache and _blocks_exceed(  # type: ignore[operator]
+                nest, red, (row, col), self.cache):
+            chunk = channels  # one chunk: the blocks of channels go outside the band's pixels
+        if not chunk or row < 0 or not isinstance(n_up[row], int) or not isinstance(
+                n_up[col], int) or nest.lower_bounds()[row] != 0:
+            return None
+        rows, col_blocks = n_up[row], n_up[col]
+        per_row = col_blocks * len(red.accumulators) * lane_bytes  # type: ignore[operator]
+        band = max(1, min(rows, self.band_bytes // per_row))  # type: ignore[type-var]
+        # enough bands for the threads, where the other dims are few (a
+        # batch of one, one block of output channels)
+        others = math.prod(u for k, u in enumerate(n_up)
+                           if k not in (row, col) and isinstance(u, int))
+        least = -(-MIN_REUSE // col_blocks)  # type: ignore[operator]
+        band = min(band, max(least, -(-rows // -(-MIN_UNITS // others))))  # type: ignore[operator]
+        band = -(-rows // -(-rows // band))  # as even as the bands can be
+        if band * col_blocks < MIN_REUSE:  # type: ignore[operator]
+            return None  # too few column blocks share a chunk
+        return _Shape(nest, lp, red, row, col, rows, col_blocks, chunk,  # type: ignore[arg-type]
+                      channels // chunk, band, self.lanes * lp.num_vectors)  # type: ignore[operator]
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, nest: loop.NestOp, rewriter: PatternRewriter, /):
+        if not isinstance(nest.parent_op(), loop.NestOp | loop.TileOp) and (
+                s := self.shape(nest)) is not None:
+            rewriter.replace(nest, _rewrite(s))
+
+
+def _blocks_exceed(nest: loop.NestOp, red: loop.ReduceOp, pixels: tuple[int, int],
+                   cache: int) -> bool:
+    """Whether the reduction's weights are blocked by a nest dim other than the
+    rows and columns (blocks of output channels) and exceed `cache` bytes in
+    all: each block fits, but a column block reads them all."""
+    others = {nest.ivs[k] for k in range(len(nest.ivs)) if k not in pixels}
+    for op in red.body.walk():
+        if isinstance(op, simd.LoadOp) and others & set(value_operands(op)):
+            shape = op.buffer.type.get_shape()  # type: ignore[attr-defined]
+            if all(d > 0 for d in shape) and 4 * math.prod(shape) > cache:
+                return True
+    return False
+
+
+def _last_dim(op: loop.LoadOp | simd.LoadOp) -> int:
+    """Position of the operand that the map's last result is, when it is a plain
+    dim (else -1: no operand is)."""
+    e = op.map.data.results[-1]
+    return e.position if isinstance(e, AffineDimExpr) else -1
+
+
+def _rewrite(s: _Shape) -> loop.NestOp:
+    """The nest over bands: the partial-sum buffer and the chunk nests."""
+    nest = s.nest
+    lows, ups = nest.lower_bounds(), nest.upper_bounds()
+    keep = [k for k in range(len(lows)) if k != s.col]
+    bands = -(-s.rows // s.band)
+    outer = loop.NestOp([lows[k] for k in keep],
+                        [bands if k == s.row else ups[k] for k in keep])
+    outer.attributes |= {k: v for k, v in nest.attributes.items() if k != COLUMNS_ATTR}
+    for k, arg in zip(keep, outer.body.block.args, strict=True):
+        arg.name_hint = nest.ivs[k].name_hint
+    band_iv = outer.body.block.args[keep.index(s.row)]
+    band_iv.name_hint = "band"
+    body = outer.body.block
+    part: SSAValue | None = None
+    if s.chunks > 1:
+        alloca = memref.AllocaOp.get(f32, 64, [s.band, s.col_blocks, len(s.red.accumulators),
+                                               s.width])
+        body.add_op(alloca)
+        part = alloca.memref
+        part.name_hint = "partial"
+    outer_of = {nest.ivs[k]: arg for k, arg in zip(keep, body.args, strict=True)}
+    stages = {1: ("whole",), 2: ("first", "last")}.get(s.chunks, ("first", "middle", "last"))
+    for which in stages:
+        body.add_op(_chunk_nest(s, outer_of, band_iv, part, which))
+    body.add_op(loop.YieldOp())
+    return outer
+
+
+def _chunk_nest(s: _Shape, outer_of: dict[SSAValue, SSAValue], band_iv: SSAValue,
+                part: SSAValue | None, which: str) -> loop.NestOp:
+    """One sequential nest over the band's column blocks (and, for the middle
+    chunks, the chunk index first) that sums one chunk per column block."""
+    middle = which == "middle"
+    lo = [1, 0, 0] if middle else [0, 0]
+    up = [s.chunks - 1, s.band, s.col_blocks] if middle else [s.band, s.col_blocks]
+    inner = loop.NestOp(lo, up)
+    args = inner.body.block.args
+    kc = args[0] if middle else None
+    hh, wb = args[-2], args[-1]
+    if kc is not None:
+        kc.name_hint = "chunk"
+    hh.name_hint, wb.name_hint = "r", s.nest.ivs[s.col].name_hint
+    ops: list[Operation] = []
+    # the row: band * R + r, clamped to the last row where the bands overhang
+    base = arith.MuliOp(band_iv, _index(s.band, ops))
+    row = arith.AddiOp(base.result, hh)
+    ops += [base, row]
+    row_v: SSAValue = row.result
+    if s.rows % s.band:
+        clamp = arith.MinSIOp(row.result, _index(s.rows - 1, ops))
+        ops.append(clamp)
+        row_v = clamp.result
+    row_v.name_hint = s.nest.ivs[s.row].name_hint
+    vm: dict[SSAValue, SSAValue] = dict(outer_of)
+    vm[s.nest.ivs[s.row]] = row_v
+    vm[s.nest.ivs[s.col]] = wb
+    for op in s.nest.body.block.ops:
+        if op is s.lp or isinstance(op, loop.YieldOp):
+            continue
+        new = op.clone(value_mapper=vm)
+        ops.append(new)
+        vm.update(zip(op.results, new.results, strict=True))
+    for op in ops:
+        inner.body.block.add_op(op)
+    inner.body.block.add_op(_chunk_loop(s, vm, part, hh, wb, kc, which))
+    inner.body.block.add_op(loop.YieldOp())
+    return inner
+
+
+def _bound(b: loop.Bound, vm: dict[SSAValue, SSAValue]) -> loop.Bound:
+    return b if isinstance(b, int) else vm.get(b, b)
+
+
+def _chunk_loop(s: _Shape, vm: dict[SSAValue, SSAValue], part: SSAValue | None, hh: SSAValue,
+                wb: SSAValue, kc: SSAValue | None, which: str) -> simd.LoopOp:
+    (lower,), (upper,) = s.lp.lower_bounds(), s.lp.upper_bounds()
+    lower, upper = _bound(lower, vm), _bound(upper, vm)
+    lp = simd.LoopOp(lower, upper, vectors=s.lp.num_vectors)
+    lp.attributes |= dict(s.lp.attributes)
+    lp.iv.name_hint = s.lp.iv.name_hint
+    vm[s.lp.iv] = lp.iv
+    block = lp.body.block
+    p = len(s.red.accumulators)
+
+    def part_access(k: int) -> tuple[list[SSAValue], AffineMap]:
+        """The buffer's [r, column block, column k, lane - lower]."""
+        if isinstance(lower, int):
+            return [hh, wb, lp.iv], AffineMap(3, 0, (
+                AffineDimExpr(0), AffineDimExpr(1), AffineConstantExpr(k),
+                AffineDimExpr(2) - lower))
+        return [hh, wb, lp.iv, lower], AffineMap(4, 0, (
+            AffineDimExpr(0), AffineDimExpr(1), AffineConstantExpr(k),
+            AffineDimExpr(2) - AffineDimExpr(3)))
+
+    red = s.red
+    ups = red.upper_bounds()
+    new = loop.ReduceOp(red.kind_name, red.init_value, red.lower_bounds(),
+                        [*ups[:-1], s.chunk], result_type=[r.type for r in red.accumulators],
+                        contract=True)
+    for old_arg, arg in zip(red.body.block.args, new.body.block.args, strict=True):
+        arg.name_hint = old_arg.name_hint
+        vm[old_arg] = arg
+    for op in red.body.block.ops:
+        cloned = op.clone(value_mapper=vm)
+        new.body.block.add_op(cloned)
+        vm.update(zip(op.results, cloned.results, strict=True))
+    offset: int | SSAValue = 0 if which in ("first", "whole") else (
+        (s.chunks - 1) * s.chunk if which == "last" else kc)  # type: ignore[assignment]
+    _offset_channels(new, offset, s.chunk)
+    block.add_op(new)
+    sums: list[SSAValue] = list(new.accumulators)
+    if which in ("middle", "last"):  # the chunk's own sum, added to the chunks' before
+        assert part is not None
+        for k in range(p):
+            idx, amap = part_access(k)
+            ld = simd.LoadOp(part, idx, amap)
+            add = simd.AddfOp(ld.result, sums[k])
+            block.add_ops([ld, add])
+            sums[k] = add.result
+    if which in ("last", "whole"):  # the epilogue and the stores, after the sum
+        vm.update(zip(red.accumulators, sums, strict=True))
+        ops = list(s.lp.body.block.ops)
+        for op in ops[ops.index(red) + 1:]:
+            cloned = op.clone(value_mapper=vm)
+            block.add_op(cloned)
+            vm.update(zip(op.results, cloned.results, strict=True))
+    else:
+        assert part is not None
+        for k, acc in enumerate(sums):
+            idx, amap = part_access(k)
+            block.add_op(simd.StoreOp(acc, part, idx, amap))
+        block.add_op(loop.YieldOp())
+    return lp
+
+
+def _offset_channels(red: loop.ReduceOp, offset: int | SSAValue, chunk: int) -> None:
+    """Every access of `red`'s body that reads its last iv `c` reads `c + offset`
+    (`offset` a constant, or a chunk index `k` for `c + k * chunk`)."""
+    ci = red.ivs[-1]
+    if isinstance(offset, int) and offset == 0:
+        return
+    for op in red.body.walk():
+        if not isinstance(op, loop.LoadOp | simd.LoadOp) or ci not in op.indices:
+            continue
+        amap = op.map.data
+        n = amap.num_dims
+        dims: list[AffineExpr] = [AffineDimExpr(i) for i in range(n)]
+        if isinstance(offset, int):
+            extra: AffineExpr = AffineConstantExpr(offset)
+            new_dims = n
+        else:
+            extra = AffineDimExpr(n) * chunk
+            new_dims = n + 1
+            op.operands = [*op.operands, offset]
+        for i, x in enumerate(op.indices[:n]):
+            if x is ci:
+                dims[i] = AffineDimExpr(i) + extra
+        op.map = AffineMapAttr(amap.replace_dims_and_symbols(dims, [], new_dims, 0))
+
+
+@dataclass(frozen=True)
+class BlockReductionPass(ModulePass):
+    """Split register-blocked channel sums whose weights exceed `cache` bytes
+    per block into chunks that fit, each run over a band of rows whose partial
+    sums take at most `band-bytes`, for `lanes` lanes per vector."""
+
+    name = "bs-block-reduction"
+    lanes: int = 16
+    cache: int = 32 * 1024
+    band_bytes: int = 64 * 1024
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        PatternRewriteWalker(
+            BlockReduction(self.lanes, self.cache, self.band_bytes),
+            apply_recursively=False,
+        ).rewrite_module(op)
+
+

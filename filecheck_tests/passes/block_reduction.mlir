@@ -1,0 +1,118 @@
+// RUN: bs-opt %s -p 'bs-register-tile{broadcast-operands=true chunk-cache=16384},bs-block-reduction{cache=16384}' | filecheck %s
+
+// bs-block-reduction splits a register-blocked channel sum whose weights
+// exceed `cache` bytes per block of output channels (here 192 channels x 64
+// lanes x 4 bytes = 48 KiB) into chunks that fit: 3 chunks of 64 channels
+// (16 KiB). The nest over rows and column blocks becomes a nest over bands of
+// rows (13 rows in 7 bands of 2, for 8 parallel units with a batch of one; the
+// last band clamps to row 12), each with a buffer of partial sums and three
+// sequential nests: the first chunk stores its sums, each middle chunk adds
+// its own sum (from zero) to the buffer, the last adds its sum and runs the
+// epilogue.
+// bs-register-tile keeps a spare register for such a sum: P = 5 (15 columns
+// for 13), not 7.
+func.func @conv1x1(%x: memref<?x13x13x192xf32>, %wt: memref<1x1x192x64xf32>, %b: memref<64xf32>, %out: memref<?x13x13x64xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x13x13x192xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+    simd.loop (%o) = (0) to (64) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 192) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4, d2 + d5, d6)> : memref<?x13x13x192xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<1x1x192x64xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      %bv = simd.load %b[%o] : memref<64xf32>
+      %y = simd.addf %acc, %bv : !simd.vec<f32>
+      simd.store %y, %out[%n, %h, %w, %o] : memref<?x13x13x64xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @conv1x1
+// CHECK:         loop.nest (%n, %band) = (0, 0) to (%batch, 7) {
+// CHECK-NEXT:      %partial = memref.alloca() {alignment = 64 : i64} : memref<2x3x5x64xf32>
+// CHECK-NEXT:      loop.nest (%r, %w) = (0, 0) to (2, 3) {
+// CHECK:             %h = arith.minsi %{{.*}}, %{{.*}} : index
+// CHECK:             simd.loop (%o) = (0) to (64) vectors 4 {
+// CHECK-NEXT:          %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[A4:.*]] = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 64) init 0.000000e+00 : f32 -> !simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32> {
+// CHECK-NEXT:            loop.load %x[%n, %h, %col0, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, (d1 + d4), (d2 + d5), d6)>
+// CHECK:               simd.store %[[A4]], %partial[%r, %w, %o] map affine_map<(d0, d1, d2) -> (d0, d1, 4, d2)>
+// CHECK-NOT:           simd.store {{.*}} %out
+// CHECK:           loop.nest (%chunk, %r_1, %w_1) = (1, 0, 0) to (2, 2, 3) {
+// CHECK:             simd.loop (%o_1) = (0) to (64) vectors 4 {
+// CHECK-NEXT:          %[[S0:.*]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = loop.reduce add contract (%kh_1, %kw_1, %ci_1) = (0, 0, 0) to (1, 1, 64) init 0.000000e+00 : f32
+// CHECK-NEXT:            loop.load %x[%n, %h_1, %col0_1, %o_1, %kh_1, %kw_1, %ci_1, %chunk] map affine_map<(d0, d1, d2, d3, d4, d5, d6, d7) -> (d0, (d1 + d4), (d2 + d5), (d6 + (d7 * 64)))>
+// CHECK:                 simd.load %wt[%kh_1, %kw_1, %ci_1, %o_1, %chunk] map affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, (d2 + (d4 * 64)), d3)>
+// CHECK:               %[[P0:.*]] = simd.load %partial[%r_1, %w_1, %o_1] map affine_map<(d0, d1, d2) -> (d0, d1, 0, d2)>
+// CHECK-NEXT:          %[[T0:.*]] = simd.addf %[[P0]], %[[S0]]
+// CHECK:               simd.store %[[T0]], %partial[%r_1, %w_1, %o_1] map affine_map<(d0, d1, d2) -> (d0, d1, 0, d2)>
+// CHECK-NOT:           simd.store {{.*}} %out
+// CHECK:           loop.nest (%r_2, %w_2) = (0, 0) to (2, 3) {
+// CHECK:             simd.loop (%o_2) = (0) to (64) vectors 4 {
+// CHECK-NEXT:          %[[L0:.*]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = loop.reduce add contract
+// CHECK-NEXT:            loop.load %x[{{.*}}] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, (d1 + d4), (d2 + d5), (d6 + 128))>
+// CHECK:               %[[Q0:.*]] = simd.load %partial[%r_2, %w_2, %o_2]
+// CHECK-NEXT:          %[[U0:.*]] = simd.addf %[[Q0]], %[[L0]]
+// CHECK:               %bv = simd.load %b[%o_2]
+// CHECK-NEXT:          %y = simd.addf %[[U0]], %bv
+// CHECK:               simd.store %y, %out[%n, %h_2, %col0_2, %o_2]
+
+// Weights that fit the cache (64 channels: 16 KiB) stay one sum, and the
+// register block takes all 7 columns the broadcast operands allow.
+func.func @small(%x: memref<?x13x13x64xf32>, %wt: memref<1x1x64x64xf32>, %out: memref<?x13x13x64xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x13x13x64xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+    simd.loop (%o) = (0) to (64) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 64) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4, d2 + d5, d6)> : memref<?x13x13x64xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<1x1x64x64xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %o] : memref<?x13x13x64xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @small
+// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 2) attributes {bs.columns = 2 : index} {
+// CHECK-NOT:     memref.alloca
+// CHECK:         %col6
+// CHECK-NOT:     loop.nest
+
+// Each block of 64 output channels has 16 KiB of weights (they fit), all four
+// have 64 KiB: the sum stays whole (no buffer), and the blocks go outside the
+// column blocks of a band, so that a block's weights stay in the cache for it.
+func.func @blocks(%x: memref<?x13x13x64xf32>, %wt: memref<4x1x1x64x64xf32>, %out: memref<?x13x13x256xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x13x13x64xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+    simd.loop (%o) = (0) to (256) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 64) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4, d2 + d5, d6)> : memref<?x13x13x64xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d3 floordiv 64, d0, d1, d2, d3 mod 64)> : memref<4x1x1x64x64xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %o] : memref<?x13x13x256xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @blocks
+// CHECK:         loop.nest (%n, %band, %cb) = (0, 0, 0) to (%batch, 2, 4) {
+// CHECK-NOT:       memref.alloca
+// CHECK-NEXT:      loop.nest (%r, %w) = (0, 0) to (7, 2) {
+// CHECK:             simd.loop (%o) = (%{{.*}}) to (%{{.*}}) vectors 4 {
+// CHECK-NEXT:          loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 64)
+// CHECK:               simd.load %wt[%kh, %kw, %ci, %o, %cb]
+// CHECK:             simd.store %{{.*}}, %out[%n, %h, %col0, %o]
+// CHECK-NOT:       loop.nest
