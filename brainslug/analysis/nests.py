@@ -25,6 +25,10 @@ MIN_CHUNK = 16
 """Fewest input channels per chunk of a blocked channel sum: below it, storing
 and reloading the partial sums costs more than the weights' trips to L2."""
 
+MIN_CHUNK_TERMS = 64
+"""Fewest products in one chunk's sum: adding each chunk's sum to the partial
+sums costs a load, an add and a store per accumulator."""
+
 MAX_CHUNK_TERMS = 256
 """Most products in one chunk's sum: each chunk sums from zero, and the chunk
 sums are added, so a long sum's rounding error grows with the chunk and the
@@ -34,17 +38,21 @@ count of chunks, not with the whole sum (as in the libraries' blocked GEMMs)."""
 def channel_chunk(channels: int, taps: int, lane_bytes: int, cache: int) -> int:
     """Input channels per chunk of a register block's channel sum whose
     weights (taps × channels × `lane_bytes`) exceed `cache` bytes: the largest
-    divisor Kc of `channels` whose weights fit, with at most `MAX_CHUNK_TERMS`
-    products, at least `MIN_CHUNK` channels, leaving two chunks or more; 0 when
-    the weights fit already or no Kc does (bs-block-reduction splits the sums,
-    bs-register-tile sizes their blocks)."""
+    power of two Kc dividing `channels` whose weights fit, with
+    `MIN_CHUNK_TERMS` to `MAX_CHUNK_TERMS` products, at least `MIN_CHUNK`
+    channels, leaving two
+    chunks or more; 0 when the weights fit already or no Kc does
+    (bs-block-reduction splits the sums, bs-register-tile sizes their blocks).
+    A power of two is the same for most of a network's convolutions (DenseNet's
+    channel counts step by 32), so their chunks share compiled code."""
     if taps * channels * lane_bytes <= cache:
         return 0
-    best = 0
-    for kc in range(MIN_CHUNK, channels // 2 + 1):
+    best, kc = 0, MIN_CHUNK
+    while 2 * kc <= channels:
         if channels % kc == 0 and taps * kc * lane_bytes <= cache and (
-                taps * kc <= MAX_CHUNK_TERMS):
+                MIN_CHUNK_TERMS <= taps * kc <= MAX_CHUNK_TERMS):
             best = kc
+        kc *= 2
     return best
 
 

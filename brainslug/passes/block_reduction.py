@@ -14,8 +14,8 @@ The nest over (..., rows, column blocks, ...) becomes a nest over the other
 dims and bands of R rows, with a buffer of partial sums for the band (a
 `memref.alloca`) and sequential nests over the band's column blocks:
 
-- the first chunk stores its sums to the buffer;
-- each middle chunk adds its sums to the buffer;
+- zeros in the buffer;
+- each chunk but the last adds its sums to the buffer;
 - the last chunk adds its sums to the buffer's and runs the epilogue (bias,
   batch norm, activations, residual) and the stores, as before.
 
@@ -40,6 +40,7 @@ from xdsl.context import Context
 from xdsl.dialects import arith, memref
 from xdsl.dialects.builtin import (
     AffineMapAttr,
+    FloatAttr,
     IndexType,
     IntegerAttr,
     ModuleOp,
@@ -202,24 +203,40 @@ def _rewrite(s: _Shape) -> loop.NestOp:
         body.add_op(alloca)
         part = alloca.memref
         part.name_hint = "partial"
+        body.add_op(_zero_nest(s, part))
     outer_of = {nest.ivs[k]: arg for k, arg in zip(keep, body.args, strict=True)}
-    stages = {1: ("whole",), 2: ("first", "last")}.get(s.chunks, ("first", "middle", "last"))
-    for which in stages:
+    for which in ("whole",) if s.chunks == 1 else ("add", "last"):
         body.add_op(_chunk_nest(s, outer_of, band_iv, part, which))
     body.add_op(loop.YieldOp())
     return outer
 
 
+def _zero_nest(s: _Shape, part: SSAValue) -> loop.NestOp:
+    """Zeros in the band's buffer of partial sums."""
+    p = len(s.red.accumulators)
+    nest = loop.NestOp([0, 0, 0], [s.band, s.col_blocks, p])
+    lp = simd.LoopOp(0, s.width, vectors=s.lp.num_vectors)
+    for iv, name in zip((*nest.ivs, lp.iv), ("r", "cols", "col", "lane"), strict=True):
+        iv.name_hint = name
+    zero = arith.ConstantOp(FloatAttr(0.0, f32))
+    splat = simd.SplatOp(zero.result)
+    lp.body.block.add_ops([zero, splat, simd.StoreOp(splat.result, part,
+                                                     [*nest.ivs, lp.iv]), loop.YieldOp()])
+    nest.body.block.add_ops([lp, loop.YieldOp()])
+    return nest
+
+
 def _chunk_nest(s: _Shape, outer_of: dict[SSAValue, SSAValue], band_iv: SSAValue,
                 part: SSAValue | None, which: str) -> loop.NestOp:
-    """One sequential nest over the band's column blocks (and, for the middle
-    chunks, the chunk index first) that sums one chunk per column block."""
-    middle = which == "middle"
-    lo = [1, 0, 0] if middle else [0, 0]
-    up = [s.chunks - 1, s.band, s.col_blocks] if middle else [s.band, s.col_blocks]
+    """One sequential nest over the band's column blocks (and, adding to the
+    buffer, over the chunks but the last first) that sums one chunk per column
+    block."""
+    chunked = which == "add"
+    lo = [0, 0, 0] if chunked else [0, 0]
+    up = [s.chunks - 1, s.band, s.col_blocks] if chunked else [s.band, s.col_blocks]
     inner = loop.NestOp(lo, up)
     args = inner.body.block.args
-    kc = args[0] if middle else None
+    kc = args[0] if chunked else None
     hh, wb = args[-2], args[-1]
     if kc is not None:
         kc.name_hint = "chunk"
@@ -288,12 +305,12 @@ def _chunk_loop(s: _Shape, vm: dict[SSAValue, SSAValue], part: SSAValue | None, 
         cloned = op.clone(value_mapper=vm)
         new.body.block.add_op(cloned)
         vm.update(zip(op.results, cloned.results, strict=True))
-    offset: int | SSAValue = 0 if which in ("first", "whole") else (
+    offset: int | SSAValue = 0 if which == "whole" else (
         (s.chunks - 1) * s.chunk if which == "last" else kc)  # type: ignore[assignment]
     _offset_channels(new, offset, s.chunk)
     block.add_op(new)
     sums: list[SSAValue] = list(new.accumulators)
-    if which in ("middle", "last"):  # the chunk's own sum, added to the chunks' before
+    if which in ("add", "last"):  # the chunk's own sum, added to the chunks' before
         assert part is not None
         for k in range(p):
             idx, amap = part_access(k)
