@@ -304,7 +304,10 @@ def _store(em: PhaseEmitter, op: simd.StoreOp) -> None:
         if lane.mask is None:
             b.store(v, ptr)
         else:
-            b.add(llvm.MaskedStoreOp(v, ptr, lane.mask, alignment=4))
+            # (by its mangled name: xDSL's `llvm.masked_store` declares one
+            # unmangled intrinsic, which a second vector width then mismatches)
+            b.add(llvm.CallIntrinsicOp(f"llvm.masked.store.{type_suffix(v.type)}.p0",
+                                       [v, ptr, b.const(4, i32), lane.mask], []))
         return
     mask = lane.mask if lane.mask is not None else b.const(1, VectorType(i1, [em.lanes]))
     b.call(f"bs.scatter.{type_suffix(v.type)}", [v, acc.buf.ptr, acc.offsets(em), mask], None)

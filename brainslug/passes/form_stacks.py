@@ -10,6 +10,7 @@ library call.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -231,10 +232,38 @@ def _epilogue_step(op: Operation, value: SSAValue) -> bool:
                     and not isinstance(op, nn.BatchNormOp)))
 
 
-def conv_epilogue_chains(block: Block) -> list[list[Operation]]:
+def depthwise(op: Operation) -> bool:
+    """A convolution with one channel per group (MobileNet's 3×3)."""
+    if not isinstance(op, nn.Conv2dOp) or op.groups_value < 2:
+        return False
+    cin, cout = op.operands[0].type, op.results[0].type
+    axis = 3 if op.layout_value == "NHWC" else 1
+    return op.groups_value == cin.get_shape()[axis] == cout.get_shape()[axis]  # type: ignore[attr-defined]
+
+
+def _joins(chain: list[Operation], prev: list[Operation], chain_bytes: int) -> bool:
+    """Whether a depthwise convolution's `chain` runs depth-first after `prev`:
+    `prev` is a convolution that is not depthwise, with its epilogue, whose
+    result only the depthwise convolution reads, and that result is over
+    `chain_bytes` per batch item (so that depth-first tiles of the cache size
+    still leave several tiles per item for the threads)."""
+    head = chain[0]
+    if not depthwise(head) or depthwise(prev[0]) or sum(
+            isinstance(o, nn.Conv2dOp) for o in prev) != 1:
+        return False
+    value = prev[-1].results[0]
+    if not value.has_one_use() or next(iter(value.uses)).operation is not head:
+        return False
+    return 4 * math.prod(value.type.get_shape()[1:]) > chain_bytes  # type: ignore[attr-defined]
+
+
+def conv_epilogue_chains(block: Block, chain_bytes: int = 0) -> list[list[Operation]]:
     """Each compiled convolution with the chain of pointwise layers that use
-    only its running result (BN, activations, a residual add)."""
-    chains = []
+    only its running result (BN, activations, a residual add). With
+    `chain_bytes`, a depthwise convolution's chain follows the convolution
+    chain before it in one (`_joins`): MobileNet's expanded tensor then never
+    leaves the cache."""
+    chains: list[list[Operation]] = []
     claimed: set[Operation] = set()  # a residual add joins the first chain that reaches it
     for op in block.ops:
         if not _compiled_conv(op):
@@ -248,17 +277,20 @@ def conv_epilogue_chains(block: Block) -> list[list[Operation]]:
             chain.append(user)
             value = user.results[0]
         claimed.update(chain)
-        chains.append(chain)
+        if chain_bytes and chains and _joins(chain, chains[-1], chain_bytes):
+            chains[-1] += chain
+        else:
+            chains.append(chain)
     return chains
 
 
 def form_stacks(fn: func.FuncOp, first_index: int = 0, include_compute: bool = False,
-                conv_epilogues: bool = False) -> int:
+                conv_epilogues: bool = False, conv_chains: int = 0) -> int:
     """Form the stacks of one graph function; returns the next free stack index."""
     block = fn.body.block
     remove_identities(block)
     if conv_epilogues:
-        for chain in conv_epilogue_chains(block):
+        for chain in conv_epilogue_chains(block, conv_chains):
             build_stack(f"stack{first_index}", chain)
             first_index += 1
     group_of = group_layers(block, include_compute)
@@ -284,14 +316,19 @@ class FormStacksPass(ModulePass):
     and are lowered to loop nests (no framework is needed). With
     `conv-epilogues=true`, each channels-last convolution instead starts a stack
     of its own with the pointwise layers after it (its epilogue), which
-    bs-register-tile applies to the accumulators in registers."""
+    bs-register-tile applies to the accumulators in registers. With
+    `conv-chains=N` as well, a depthwise convolution joins the stack of the
+    convolution before it where that one's result, over N bytes per batch
+    item, feeds only it: bs-tile-depth-first then runs the two tile by tile."""
 
     name = "bs-form-stacks"
     include_compute: bool = False
     conv_epilogues: bool = False
+    conv_chains: int = 0
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         index = 0
         for fn in op.ops:
             if isinstance(fn, func.FuncOp) and not loop_kernels.is_kernel(fn) and fn.body.blocks:
-                index = form_stacks(fn, index, self.include_compute, self.conv_epilogues)
+                index = form_stacks(fn, index, self.include_compute, self.conv_epilogues,
+                                    self.conv_chains)

@@ -54,6 +54,14 @@ _ACCESSES = (loop.LoadOp, simd.LoadOp)
 COLUMNS_ATTR = "bs.columns"
 """On a register-blocked nest: the position of the dim of column blocks."""
 
+REGISTER_BROADCAST_ACCUMULATORS = 20
+"""At most this many accumulators in a block of one or two vectors whose
+columns broadcast a scalar input. With V <= 2 an input feeds too few FMAs for
+LLVM to fold it into them as a memory operand: each broadcast takes a register,
+and the scheduler keeps several in flight. Measured with AVX-512, 144→24 1×1 at
+56×56, batch 8: P = 8 2.47 ms, 12 2.77 ms, 14 2.99 ms (14 spilled 4
+accumulators); 32→16 at 112×112: P = 16 1.26 ms, 28 1.54 ms."""
+
 
 def _contraction(lp: simd.LoopOp) -> loop.ReduceOp | None:
     """The one contracting add reduction directly in `lp`'s body, if that is all
@@ -204,8 +212,8 @@ class RegisterTile(RewritePattern):
     chunk_cache: int = 0
 
     def shape(self, lanes_extent: int, rows_extent: int,
-              vectors: int | None = None, sum_extents: tuple[int, int] = (1, 1)
-              ) -> tuple[int, int]:
+              vectors: int | None = None, sum_extents: tuple[int, int] = (1, 1),
+              broadcast: bool = True) -> tuple[int, int]:
         """(P columns, V vectors) for a lane extent and a column extent.
 
         V: as many vectors as the channels fill, a power of two (LLVM splits
@@ -216,8 +224,10 @@ class RegisterTile(RewritePattern):
         chunk for `chunk-cache`: its loop kept a spare register measurably
         faster), with at least 12
         accumulators where the columns allow (two FMA pipes of 4 cycles'
-        latency need 8 in flight, and the broadcasts need hiding); among those,
-        the P that wastes the fewest columns past the end (then the larger)."""
+        latency need 8 in flight, and the broadcasts need hiding), and at most
+        `REGISTER_BROADCAST_ACCUMULATORS` where V <= 2 columns `broadcast` a
+        scalar input; among those, the P that wastes the fewest columns past
+        the end (then the larger)."""
         v = 1
         while v * 2 <= self.max_vectors and v * self.lanes < lanes_extent:
             v *= 2
@@ -228,6 +238,8 @@ class RegisterTile(RewritePattern):
             channels, taps, 4 * v * self.lanes, self.chunk_cache)
         spare = 0 if self.broadcast_operands and not chunked else 1
         top = max(1, (self.registers - v - spare) // v)
+        if broadcast and self.broadcast_operands and v <= 2:
+            top = min(top, REGISTER_BROADCAST_ACCUMULATORS // v)
         low = min(top, max(1, -(-12 // v)))
         if rows_extent <= top:
             return rows_extent, v
@@ -264,8 +276,10 @@ class RegisterTile(RewritePattern):
         sums = red.upper_bounds()
         extents = (math.prod(sums[:-1]), sums[-1]) if all(
             isinstance(x, int) for x in sums) else (1, 1)
+        broadcast = any(isinstance(o, loop.LoadOp) and row in _used_ivs(o, nest.ivs)
+                        for o in red.body.walk())
         p, v = self.shape(lane_ub - lane_lb, ub, packed // self.lanes if packed else None,
-                          extents)  # type: ignore[arg-type]
+                          extents, broadcast)  # type: ignore[arg-type]
         if p == 1 and v == 1 and not packed:
             return
         weights = _shared_bytes(red, row)

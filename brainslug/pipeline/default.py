@@ -33,7 +33,8 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     # on a GPU a tile is a block, its scratch shared memory: more, smaller tiles
     tiling = TileDepthFirstPass(cache=tile_budget(target), split=is_gpu(target))
     passes: list[ModulePass] = [
-        FormStacksPass(conv_epilogues=compute),
+        FormStacksPass(conv_epilogues=compute,
+                       conv_chains=tile_budget(target) if compute and not is_gpu(target) else 0),
         LowerNNToLoopPass(),
         # identical stacks (DenseNet's bottleneck BN-ReLU, 58 of them over 4
         # shapes) are lowered once

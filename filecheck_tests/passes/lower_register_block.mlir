@@ -34,6 +34,6 @@ func.func @block(%x: memref<2x37xf32>, %w: memref<37x29xf32>, %y: memref<2x29xf3
 // CHECK:         llvm.call_intrinsic "llvm.masked.load.v32f32.p0"
 // CHECK:         llvm.call_intrinsic "llvm.fma.v32f32"
 // CHECK-NEXT:    llvm.call_intrinsic "llvm.fma.v32f32"
-// CHECK:         llvm.intr.masked.store %{{.*}}, %{{.*}}, %{{.*}} {alignment = 4 : i32} : vector<32xf32>, vector<32xi1> into !llvm.ptr
-// CHECK:         llvm.intr.masked.store
+// CHECK:         llvm.call_intrinsic "llvm.masked.store.v32f32.p0"(%{{.*}}) : (vector<32xf32>, !llvm.ptr, i32, vector<32xi1>) -> ()
+// CHECK:         llvm.call_intrinsic "llvm.masked.store.
 // CHECK-NOT:     llvm.fadd

@@ -30,7 +30,7 @@ func.func @graph(%a: tensor<?x37x13xf32>) -> tensor<?x37x13xf32> {
 // CHECK:         llvm.load %{{.*}} {alignment = 4 : i64} : !llvm.ptr -> vector<16xf32>
 // CHECK:         llvm.call_intrinsic "llvm.masked.load.v16f32.p0"(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}) : (!llvm.ptr, i32, vector<16xi1>, vector<16xf32>) -> vector<16xf32>
 // CHECK:         llvm.fmul %{{.*}}, %{{.*}} : vector<16xf32>
-// CHECK:         llvm.intr.masked.store %{{.*}}, %{{.*}}, %{{.*}} {alignment = 4 : i32} : vector<16xf32>, vector<16xi1> into !llvm.ptr
+// CHECK:         llvm.call_intrinsic "llvm.masked.store.v16f32.p0"(%{{.*}}) : (vector<16xf32>, !llvm.ptr, i32, vector<16xi1>) -> ()
 // The runner's slots: 4 buffer slots (pointer and batch of %x and %y), then
 // the phase's block at slot 4: references to them (-4, -3, -2, -1), then the
 // parameters (37 and 13; equal numbers share one).
@@ -68,7 +68,7 @@ func.func @scale(%x: memref<?x37x13xf32>, %y: memref<?x37x13xf32>) attributes {b
 // CHECK:         llvm.call @bs.select.v16f32
 // CHECK:         llvm.store %{{.*}}, %{{.*}} {alignment = 4 : i64} : vector<16xf32>, !llvm.ptr
 // CHECK:         llvm.call_intrinsic "llvm.masked.load.v16f32.p0"
-// CHECK:         llvm.intr.masked.store
+// CHECK:         llvm.call_intrinsic "llvm.masked.store.
 func.func @wide(%x: memref<8x50xf32>, %y: memref<8x50xf32>) attributes {bs.kernel} {
   %z = arith.constant 0.0 : f32
   loop.nest parallel 1 (%i) = (0) to (8) {

@@ -116,3 +116,31 @@ func.func @packed(%x: memref<?x13x13x37xf32>, %wt: memref<2x1x1x37x64xf32>, %out
 // CHECK:           %[[HI:.*]] = arith.minsi %{{.*}}, %{{.*}} : index
 // CHECK:           simd.loop (%o) = (%[[LO]]) to (%[[HI]]) vectors 4 {
 // CHECK:             simd.load %wt[%kh, %kw, %ci, %o, %cb] map affine_map<(d0, d1, d2, d3, d4) -> (d4, d0, d1, d2, (d3 + (d4 * -64)))>
+
+// 37 -> 24 channels over 56 columns: V = 2. Each broadcast feeds only two
+// FMAs, so LLVM keeps it in a register rather than folding it into them:
+// at most REGISTER_BROADCAST_ACCUMULATORS = 20 accumulators, P = 8 (56 = 7 x 8),
+// not the 14 that 30 free registers would allow (LLVM spilled 4 of those).
+func.func @conv1x1_narrow(%x: memref<?x3x56x37xf32>, %wt: memref<1x1x37x24xf32>, %out: memref<?x3x56x24xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x3x56x37xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 3, 56) {
+    simd.loop (%o) = (0) to (24) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 37) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4, d2 + d5, d6)> : memref<?x3x56x37xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<1x1x37x24xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %o] : memref<?x3x56x24xf32>
+    }
+  }
+  func.return
+}
+
+// BCAST-LABEL: func.func @conv1x1_narrow
+// BCAST:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 3, 7) attributes {bs.columns = 2 : index} {
+// BCAST:           %col7 = arith.addi
+// BCAST-NOT:       %col8
+// BCAST:           simd.loop (%o) = (0) to (24) vectors 2 {

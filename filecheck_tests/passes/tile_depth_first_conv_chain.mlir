@@ -1,0 +1,30 @@
+// RUN: bs-opt %s -p 'bs-form-stacks{conv-epilogues=true conv-chains=1024},bs-lower-nn-to-loop,bs-fuse{overlap=tile},bs-reorder,bs-fuse{overlap=tile},bs-tile-depth-first{cache=4096}' | filecheck %s
+
+// MobileNet's expand → depthwise pair in one stack (bs-form-stacks with
+// conv-chains) runs depth-first: each tile computes the 1×1 convolution's
+// rows that a row of the depthwise 3×3 reads (its row and a halo row on each
+// side, here in a 1×3×11×24 tile of scratch: 4 KiB of cache) and runs the
+// depthwise convolution on them. The expanded tensor is never written whole.
+// Halo points outside the image get the depthwise convolution's pad value.
+func.func @expand_depthwise(%x: tensor<?x9x9x8xf32>, %we: tensor<1x1x8x24xf32>, %wd: tensor<3x3x1x24xf32>) -> tensor<?x9x9x24xf32> {
+  %e = nn.conv2d %x, %we {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x9x9x8xf32>, tensor<1x1x8x24xf32>) -> tensor<?x9x9x24xf32>
+  %er = nn.relu %e : tensor<?x9x9x24xf32> -> tensor<?x9x9x24xf32>
+  %d = nn.conv2d %er, %wd {strides = array<i64: 1, 1>, padding = array<i64: 1, 1, 1, 1>, dilation = array<i64: 1, 1>, groups = 24 : i64, layout = "NHWC"} : (tensor<?x9x9x24xf32>, tensor<3x3x1x24xf32>) -> tensor<?x9x9x24xf32>
+  func.return %d : tensor<?x9x9x24xf32>
+}
+
+// CHECK:      func.func @stack0(%x: memref<?x9x9x8xf32>, %we: memref<1x1x8x24xf32>, %wd: memref<3x3x1x24xf32>, %out: memref<?x9x9x24xf32>)
+// CHECK-NOT:    memref.alloc()
+// CHECK:        loop.tile (%[[N:.*]], %[[ROW:.*]]) = (0, 0) to (%batch, 9) step (1, 1) {
+// CHECK-NEXT:     %[[TILE:.*]] = memref.alloca() : memref<1x3x11x24xf32>
+// CHECK:          loop.nest
+// CHECK-NEXT:       loop.reduce add contract (%{{.*}}, %{{.*}}, %{{.*}}) = (0, 0, 0) to (1, 1, 8)
+// CHECK-NEXT:         loop.load %x
+// CHECK-NEXT:         loop.load %we
+// CHECK:            loop.store %{{.*}}, %[[TILE]]
+// CHECK:          arith.constant 0.000000e+00 : f32
+// CHECK-NEXT:     loop.store %{{.*}}, %[[TILE]]
+// CHECK:          loop.reduce add contract (%{{.*}}, %{{.*}}, %{{.*}}) = (0, 0, 0) to (3, 3, 1)
+// CHECK-NEXT:         loop.load %[[TILE]]
+// CHECK-NEXT:         loop.load %wd
+// CHECK:            loop.store %{{.*}}, %out

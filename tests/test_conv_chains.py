@@ -1,0 +1,111 @@
+"""Depth-first chains of convolutions: MobileNet's 1×1 expand and the
+depthwise convolution after it in one stack (bs-form-stacks `conv-chains`),
+run tile by tile by bs-tile-depth-first, against float64, the library and
+eager, with NaN/Inf and weight changes."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from test_conv_kernels import channels_last, random_bn
+from torch import nn
+
+import brainslug.pytorch as brainslug
+from brainslug.pipeline.target import tile_budget
+
+EXPANDED = 101  # channels of the expanded tensor: not a multiple of 16
+
+
+def side() -> int:
+    """An odd map size whose expanded tensor is over the tile budget per item
+    (the planner chains the pair only then)."""
+    s = math.isqrt(tile_budget("x86-64") // (4 * EXPANDED)) + 2
+    return s | 1
+
+
+class Expand(nn.Module):
+    """An inverted residual: 1×1 expand, depthwise 3×3, 1×1 project."""
+
+    def __init__(self, cin: int, stride: int, residual: bool) -> None:
+        super().__init__()
+        self.expand = nn.Sequential(nn.Conv2d(cin, EXPANDED, 1, bias=False),
+                                    random_bn(nn.BatchNorm2d(EXPANDED), 1), nn.ReLU6())
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(EXPANDED, EXPANDED, 3, stride, 1, groups=EXPANDED, bias=False),
+            random_bn(nn.BatchNorm2d(EXPANDED), 2), nn.ReLU6())
+        self.project = nn.Sequential(nn.Conv2d(EXPANDED, cin, 1, bias=False),
+                                     random_bn(nn.BatchNorm2d(cin), 3))
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.depthwise(self.expand(x)))
+        return x + y if self.residual else y
+
+
+def chained_stacks(opt: nn.Module) -> list[list[str]]:
+    return [s.layers for s in opt.info.stacks if s.compiled
+            and sum(layer.endswith("nn.conv2d") for layer in s.layers) == 2]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_expand_and_depthwise_run_depth_first(stride: int) -> None:
+    torch.manual_seed(stride)
+    h = side()
+    model = Expand(37, stride, residual=stride == 1).eval()
+    opt = brainslug.optimize(model, [0, 37, h, h], conv="brainslug")
+    chains = chained_stacks(opt)
+    assert len(chains) == 1, brainslug.report(opt)
+    assert any("expand" in x for x in chains[0]) and any("depthwise" in x for x in chains[0])
+    m64 = copy.deepcopy(model).double()
+    for batch in (1, 3):
+        x = torch.randn(batch, 37, h, h)
+        with torch.no_grad():
+            ref = m64(x.double())
+            lib = model(channels_last(x)).double()
+            got = opt(x).double()
+        e_lib, e_bs = (lib - ref).abs().max().item(), (got - ref).abs().max().item()
+        assert e_bs <= 1.5 * e_lib + 1e-7 * ref.abs().max().item(), (batch, e_bs, e_lib)
+        assert (got - lib).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_small_expanded_tensors_stay_in_two_stacks() -> None:
+    """Under the budget the pair would run as one tile per item (one thread at
+    batch 1): each convolution keeps its own stack."""
+    model = Expand(37, 1, residual=True).eval()
+    opt = brainslug.optimize(model, [0, 37, 13, 13], conv="brainslug")
+    assert not chained_stacks(opt)
+    x = torch.randn(2, 37, 13, 13)
+    with torch.no_grad():
+        ref, got = model(x), opt(x)
+    assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_nan_inf_and_weight_changes_in_a_chain() -> None:
+    torch.manual_seed(5)
+    h = side()
+    model = Expand(37, 1, residual=False).eval()
+    opt = brainslug.optimize(model, [0, 37, h, h], conv="brainslug")
+    assert len(chained_stacks(opt)) == 1
+    x = torch.randn(2, 37, h, h)
+    x[0, 3, 0, 0] = float("nan")  # on the border: read through the halo
+    x[1, 0, h // 2, 7] = float("inf")
+    x[1, 5, h - 1, h - 2] = float("-inf")
+
+    def check() -> None:
+        with torch.no_grad():
+            ref, got = model(channels_last(x)), opt(x)
+        assert torch.equal(torch.isnan(ref), torch.isnan(got))
+        assert torch.equal(torch.isinf(ref), torch.isinf(got))
+        fin = torch.isfinite(ref)
+        scale = max(1.0, ref[fin].abs().max().item())
+        assert (got[fin] - ref[fin]).abs().max().item() <= 1e-5 * scale
+
+    check()
+    with torch.no_grad():
+        model.expand[0].weight.mul_(1.5)
+        model.depthwise[0].weight.add_(0.25)
+        model.depthwise[1].running_var.mul_(2.0)
+    check()
