@@ -241,28 +241,42 @@ def depthwise(op: Operation) -> bool:
     return op.groups_value == cin.get_shape()[axis] == cout.get_shape()[axis]  # type: ignore[attr-defined]
 
 
-def _joins(chain: list[Operation], prev: list[Operation], chain_bytes: int) -> bool:
-    """Whether a depthwise convolution's `chain` runs depth-first after `prev`:
-    `prev` is a convolution that is not depthwise, with its epilogue, whose
-    result only the depthwise convolution reads, and that result is over
-    `chain_bytes` per batch item (so that depth-first tiles of the cache size
-    still leave several tiles per item for the threads)."""
-    head = chain[0]
-    if not depthwise(head) or depthwise(prev[0]) or sum(
-            isinstance(o, nn.Conv2dOp) for o in prev) != 1:
+def pointwise(op: Operation) -> bool:
+    """A 1×1 convolution of stride 1 without padding or groups."""
+    if not isinstance(op, nn.Conv2dOp) or op.groups_value != 1:
         return False
+    w = op.operands[1].type.get_shape()  # type: ignore[attr-defined]
+    # HWIO, or blocked by output channels [O/B, KH, KW, I, B]; OIHW for NCHW
+    taps = w[-4:-2] if op.layout_value == "NHWC" else w[2:4]
+    return (tuple(taps) == (1, 1) and set(op.strides_values) == {1}
+            and not any(op.padding_values))
+
+
+def _joins(chain: list[Operation], prev: list[Operation], chain_bytes: int) -> bool:
+    """Whether `chain` (a convolution with its epilogue) runs depth-first after
+    `prev`, whose result only `chain`'s convolution reads:
+    - a depthwise convolution after a convolution that is not depthwise, when
+      that one's result is over `chain_bytes` per batch item (so that
+      depth-first tiles of the cache size still leave several tiles per item
+      for the threads): MobileNet's expand → depthwise;
+    - a pointwise convolution after such a pair (its tiles are already made):
+      the project convolution."""
+    head = chain[0]
     value = prev[-1].results[0]
     if not value.has_one_use() or next(iter(value.uses)).operation is not head:
         return False
-    return 4 * math.prod(value.type.get_shape()[1:]) > chain_bytes  # type: ignore[attr-defined]
+    convs = [o for o in prev if isinstance(o, nn.Conv2dOp)]
+    if depthwise(head):
+        return (len(convs) == 1 and not depthwise(convs[0])
+                and 4 * math.prod(value.type.get_shape()[1:]) > chain_bytes)  # type: ignore[attr-defined]
+    return pointwise(head) and len(convs) == 2 and depthwise(convs[1])
 
 
 def conv_epilogue_chains(block: Block, chain_bytes: int = 0) -> list[list[Operation]]:
     """Each compiled convolution with the chain of pointwise layers that use
     only its running result (BN, activations, a residual add). With
-    `chain_bytes`, a depthwise convolution's chain follows the convolution
-    chain before it in one (`_joins`): MobileNet's expanded tensor then never
-    leaves the cache."""
+    `chain_bytes`, MobileNet's expand, depthwise and project convolutions are
+    one chain (`_joins`): its expanded tensors then never leave the cache."""
     chains: list[list[Operation]] = []
     claimed: set[Operation] = set()  # a residual add joins the first chain that reaches it
     for op in block.ops:

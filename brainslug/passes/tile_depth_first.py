@@ -145,8 +145,10 @@ def _pad_strip(store: loop.StoreOp, nest: loop.NestOp, lower: list[loop.Bound],
 
 def _cross_reads_direct(chain: list[loop.NestOp], buf: SSAValue, tiled: int) -> bool:
     """Whether every read, between chain nests, of a buffer other than `buf`
-    indexes the tiled dims directly (a tile only sees its own block)."""
-    written = {s.buffer for n in chain for s in nu.nest_stores(n)} - {buf}
+    (or a tile's own scratch) indexes the tiled dims directly (a tile only
+    sees its own block)."""
+    written = {s.buffer for n in chain for s in nu.nest_stores(n)
+               if not isinstance(s.buffer.owner, memref.AllocaOp)} - {buf}
     for n in chain:
         for ld in n.walk():
             if isinstance(ld, loop.LoadOp) and ld.buffer in written:
@@ -294,6 +296,92 @@ class TileChain(RewritePattern):
         return tile
 
 
+class JoinTile(RewritePattern):
+    """A full-size scratch buffer that the last nest of a `loop.tile` writes and
+    the nests right after the tile read point by point along the tiled dims
+    (MobileNet's project convolution after its depth-first expand and
+    depthwise pair): the readers join the tile, each on the tile's block, and
+    the buffer becomes a tile-sized scratch. A tile then runs a chain of three
+    nests or more."""
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: memref.AllocOp, rewriter: PatternRewriter, /):
+        fn = op.parent_op()
+        if not loop_kernels.is_kernel(fn):
+            return
+        buf = op.memref
+        stores = nu.stores_to(buf)
+        if len(stores) != 1:
+            return
+        prod = nu.top_nest(stores[0])
+        tile = prod.parent_op() if prod is not None else None
+        if (prod is None or stores[0].parent_op() is not prod
+                or not isinstance(tile, loop.TileOp) or tile.parent_op() is not fn
+                or prod is not _last_nest(tile)):
+            return
+        readers = {nu.top_nest(ld) for ld in nu.loads_of(buf)}
+        if not readers or None in readers or any(r.parent_op() is not fn for r in readers):
+            return
+        chain: list[loop.NestOp] = []
+        hoist: list[Operation] = []
+        cur = tile.next_op
+        inside = [n for n in tile.body.block.ops if isinstance(n, loop.NestOp)]
+        while cur is not None and readers - set(chain):
+            if isinstance(cur, loop.NestOp) and cur in readers:
+                chain.append(cur)
+            elif _independent(cur, [*inside, *chain]):
+                hoist.append(cur)
+            else:
+                return
+            cur = cur.next_op
+        if readers - set(chain):
+            return
+        tiled = len(tile.steps)
+        tlo, thi = tile.lower_bounds(), tile.upper_bounds()
+        if any(lead_dim(stores[0], k, prod) != DIRECT for k in range(tiled)):
+            return
+        for nest in chain:
+            lo, hi = nest.lower_bounds(), nest.upper_bounds()
+            if len(nest.ivs) < tiled or not all(
+                    nu.same_bound(lo[k], tlo[k]) and nu.same_bound(hi[k], thi[k])
+                    for k in range(tiled)):
+                return
+            if any(lead_dim(ld, k, nest) != DIRECT for ld in nu.loads_of(buf)
+                   if nu.top_nest(ld) is nest for k in range(tiled)):
+                return
+        if not _cross_reads_direct([*inside, *chain], buf, tiled):
+            return
+        for h in hoist:
+            h.detach()
+            rewriter.insert(h, InsertPoint.before(tile))
+        shape = list(buf.type.get_shape())  # type: ignore[attr-defined]
+        scratch = memref.AllocaOp.get(buf.type.element_type,  # type: ignore[attr-defined]
+                                      shape=[*tile.steps, *shape[tiled:]])
+        rewriter.insert(scratch, InsertPoint.at_start(tile.body.block))
+        start = list(tile.body.block.args)
+        block_lo, block_hi = prod.lower_bounds()[:tiled], prod.upper_bounds()[:tiled]
+        terminator = tile.body.block.last_op
+        assert terminator is not None
+        moved = []
+        for nest in chain:
+            lo, hi = nest.lower_bounds(), nest.upper_bounds()
+            new = nu.rebound(nest, [*block_lo, *lo[tiled:]], [*block_hi, *hi[tiled:]])
+            rewriter.insert(new, InsertPoint.before(terminator))
+            moved.append(new)
+        for nest in [prod, *moved]:
+            for acc in [o for o in nest.walk() if isinstance(o, Access) and o.buffer is buf]:
+                rewriter.replace_op(acc, _shift(acc, [DIRECT] * tiled, start, scratch.memref,
+                                                False))
+        for nest in chain:
+            rewriter.erase(nest)
+        rewriter.erase(op)
+
+
+def _last_nest(tile: loop.TileOp) -> loop.NestOp | None:
+    nests = [n for n in tile.body.block.ops if isinstance(n, loop.NestOp)]
+    return nests[-1] if nests else None
+
+
 DEFAULT_TILE_BUDGET = 512 * 1024
 """Tile scratch budget without a `cache` option: half of a 1 MiB L2."""
 
@@ -318,6 +406,8 @@ class TileDepthFirstPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         PatternRewriteWalker(TileChain(self.cache, self.halo, self.split),
                              apply_recursively=False).rewrite_module(op)
+        if self.halo:
+            PatternRewriteWalker(JoinTile(), apply_recursively=False).rewrite_module(op)
         _inline_untiled_windows(op)
 
 

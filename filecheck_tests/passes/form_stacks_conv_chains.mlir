@@ -3,10 +3,10 @@
 
 // With conv-chains=N, a depthwise convolution joins the stack of the
 // convolution before it when that one's result (after its epilogue) feeds only
-// the depthwise convolution and holds over N bytes per batch item: MobileNet's
-// expand → depthwise pair becomes one stack, which bs-tile-depth-first runs
-// tile by tile. The 9×9×24 expanded tensor is 7,776 bytes per item. The
-// project convolution after the depthwise one starts a stack of its own.
+// the depthwise convolution and holds over N bytes per batch item (the
+// 9×9×24 expanded tensor: 7,776 bytes), and a pointwise convolution joins such
+// a pair: MobileNet's expand → depthwise → project becomes one stack, which
+// bs-tile-depth-first runs tile by tile.
 func.func @expand_depthwise(%x: tensor<?x9x9x8xf32>, %we: tensor<1x1x8x24xf32>, %wd: tensor<3x3x1x24xf32>, %wp: tensor<1x1x24x8xf32>, %g: tensor<24xf32>, %b: tensor<24xf32>, %m: tensor<24xf32>, %v: tensor<24xf32>) -> tensor<?x9x9x8xf32> {
   %e = nn.conv2d %x, %we {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x9x9x8xf32>, tensor<1x1x8x24xf32>) -> tensor<?x9x9x24xf32>
   %en = nn.batch_norm %e weight %g bias %b mean %m var %v {eps = 1.0e-05 : f64, layout = "NHWC"} : (tensor<?x9x9x24xf32>, tensor<24xf32>, tensor<24xf32>, tensor<24xf32>, tensor<24xf32>) -> tensor<?x9x9x24xf32>
@@ -18,25 +18,24 @@ func.func @expand_depthwise(%x: tensor<?x9x9x8xf32>, %we: tensor<1x1x8x24xf32>, 
 }
 
 // CHECK-LABEL: func.func @expand_depthwise
-// CHECK:         %{{.*}} = nn.stack "stack0" (%x, %we, %g, %b, %m, %v, %wd)
+// CHECK:         %{{.*}} = nn.stack "stack0" (%x, %we, %g, %b, %m, %v, %wd, %wp)
 // CHECK-NEXT:    ^{{.*}}
 // CHECK-NEXT:      nn.conv2d
 // CHECK-NEXT:      nn.batch_norm
 // CHECK-NEXT:      nn.relu
 // CHECK-NEXT:      nn.conv2d {{.*}} groups = 24
 // CHECK-NEXT:      nn.relu
+// CHECK-NEXT:      nn.conv2d {{.*}} groups = 1
 // CHECK-NEXT:      nn.yield
-// CHECK:         %{{.*}} = nn.stack "stack1"
-// CHECK-NEXT:    ^{{.*}}
-// CHECK-NEXT:      nn.conv2d
-// CHECK-NEXT:      nn.yield
+// CHECK-NOT:     nn.stack "stack1"
 
 // SMALL-LABEL: func.func @expand_depthwise
 // SMALL:         nn.stack "stack0" (%x, %we, %g, %b, %m, %v)
 // SMALL:         nn.stack "stack1"
 // SMALL:         nn.stack "stack2"
 
-// The expanded tensor has a second user: each convolution keeps its stack.
+// Under the byte budget (SMALL), and where the expanded tensor has a second
+// user, each convolution keeps its stack.
 func.func @second_user(%x: tensor<?x9x9x8xf32>, %we: tensor<1x1x8x24xf32>, %wd: tensor<3x3x1x24xf32>) -> (tensor<?x9x9x24xf32>, tensor<?x9x9x24xf32>) {
   %e = nn.conv2d %x, %we {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x9x9x8xf32>, tensor<1x1x8x24xf32>) -> tensor<?x9x9x24xf32>
   %d = nn.conv2d %e, %wd {strides = array<i64: 1, 1>, padding = array<i64: 1, 1, 1, 1>, dilation = array<i64: 1, 1>, groups = 24 : i64, layout = "NHWC"} : (tensor<?x9x9x24xf32>, tensor<3x3x1x24xf32>) -> tensor<?x9x9x24xf32>

@@ -1,5 +1,5 @@
 // RUN: bs-opt %s -p bs-tile-depth-first | filecheck %s
-// RUN: bs-opt %s -p bs-tile-depth-first | not filecheck %s --check-prefix=BUG
+// RUN: bs-opt %s -p bs-tile-depth-first | filecheck %s --check-prefix=THREE
 // RUN: bs-opt %s -p 'bs-tile-depth-first{cache=300}' | filecheck %s --check-prefix=HALO
 
 // bs-tile-depth-first wraps a producer nest and the adjacent nests that read
@@ -10,9 +10,6 @@
 // disappears. Tile sizes follow the machine's L2 size; with these small shapes
 // one (n) slice of all 37 channels always fits, so the CHECK lines hold on any
 // machine. The HALO lines set the budget with the pass's `cache` option.
-//
-// The BUG lines describe a known bug and are expected to fail until it is
-// fixed (the last function); the second RUN line then starts failing.
 
 // max_pool -> avg_pool (NCHW), as bs-fuse leaves it.
 func.func @pool_pool(%x: memref<?x37x13x13xf32>, %out: memref<?x37x3x3xf32>) attributes {bs.kernel} {
@@ -286,13 +283,14 @@ func.func @flip_c(%x: memref<?x37x13x13xf32>, %out: memref<?x37x7x7xf32>) attrib
 // CHECK:           loop.nest (%{{.+}}) = (%[[TN]], 0, 0, 0) to (%{{.+}}, 37, 7, 7)
 // CHECK-NEXT:        loop.load %[[S]][{{.*}}] map affine_map<(d0, d1, d2, d3, d4) -> ((d0 + (d4 * -1)), ((d1 * -1) + 36), d2, d3)>
 
-// Known bug (BUG lines): a chain of three windowed layers (max_pool ->
-// avg_pool -> max_pool), as bs-lower-nn-to-loop + bs-fuse leave it, with each
-// scratch buffer allocated right before its producer. The memref.alloc of %b
-// between the first two nests ends the adjacency check in TileChain, so only
-// the last two nests get tiled and %a stays a full-size buffer streamed
-// through memory. Expected (DESIGN.md: one tile's working set of every layer
-// of the stack): all three nests in one loop.tile, no full-size buffer left.
+// A chain of three windowed layers (max_pool -> avg_pool -> max_pool), as
+// bs-lower-nn-to-loop + bs-fuse leave it, with each scratch buffer allocated
+// right before its producer (THREE lines). TileChain tiles the first two
+// nests over n (their windowed dims fit whole); the third reads %b along n
+// directly, so JoinTile adds it to that tile on the tile's block, and %b
+// becomes a tile-sized alloca too: all three nests in one loop.tile, no
+// full-size buffer left (DESIGN.md: one tile's working set of every layer of
+// the stack).
 func.func @three(%x: memref<?x37x29x29xf32>, %out: memref<?x37x3x3xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index
   %batch = memref.dim %x, %c0 : memref<?x37x29x29xf32>
@@ -324,15 +322,15 @@ func.func @three(%x: memref<?x37x29x29xf32>, %out: memref<?x37x3x3xf32>) attribu
   func.return
 }
 
-// BUG-LABEL: func.func @three
-// BUG-NOT:     loop.nest
-// BUG-NOT:     memref.alloc(
-// BUG:         loop.tile
-// BUG-NOT:     memref.alloc(
-// BUG:         loop.nest {{.*}} 15, 15) {
-// BUG-NOT:     memref.alloc(
-// BUG:         loop.nest {{.*}} 7, 7) {
-// BUG-NOT:     memref.alloc(
-// BUG:         loop.nest {{.*}} 3, 3) {
-// BUG-NOT:     memref.alloc(
-// BUG:         func.return
+// THREE-LABEL: func.func @three
+// THREE-NOT:     loop.nest
+// THREE-NOT:     memref.alloc(
+// THREE:         loop.tile
+// THREE-NOT:     memref.alloc(
+// THREE:         loop.nest {{.*}} 15, 15) {
+// THREE-NOT:     memref.alloc(
+// THREE:         loop.nest {{.*}} 7, 7) {
+// THREE-NOT:     memref.alloc(
+// THREE:         loop.nest {{.*}} 3, 3) {
+// THREE-NOT:     memref.alloc(
+// THREE:         func.return

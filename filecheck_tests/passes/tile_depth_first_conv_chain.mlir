@@ -28,3 +28,38 @@ func.func @expand_depthwise(%x: tensor<?x9x9x8xf32>, %we: tensor<1x1x8x24xf32>, 
 // CHECK-NEXT:         loop.load %[[TILE]]
 // CHECK-NEXT:         loop.load %wd
 // CHECK:            loop.store %{{.*}}, %out
+
+// With the project convolution after the pair (bs-form-stacks chains it too),
+// the depthwise convolution's output is a second scratch buffer that the next
+// nest reads point by point along the tiled dims: the project nest joins the
+// tile on the tile's block of rows, and that buffer becomes a tile-sized
+// alloca as well. Three convolutions run per tile; only the block's input and
+// output touch full-size tensors.
+func.func @inverted_residual(%x: tensor<?x9x9x8xf32>, %we: tensor<1x1x8x24xf32>, %wd: tensor<3x3x1x24xf32>, %wp: tensor<1x1x24x8xf32>) -> tensor<?x9x9x8xf32> {
+  %e = nn.conv2d %x, %we {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x9x9x8xf32>, tensor<1x1x8x24xf32>) -> tensor<?x9x9x24xf32>
+  %er = nn.relu %e : tensor<?x9x9x24xf32> -> tensor<?x9x9x24xf32>
+  %d = nn.conv2d %er, %wd {strides = array<i64: 1, 1>, padding = array<i64: 1, 1, 1, 1>, dilation = array<i64: 1, 1>, groups = 24 : i64, layout = "NHWC"} : (tensor<?x9x9x24xf32>, tensor<3x3x1x24xf32>) -> tensor<?x9x9x24xf32>
+  %dr = nn.relu %d : tensor<?x9x9x24xf32> -> tensor<?x9x9x24xf32>
+  %p = nn.conv2d %dr, %wp {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x9x9x24xf32>, tensor<1x1x24x8xf32>) -> tensor<?x9x9x8xf32>
+  %s = nn.add %p, %x : (tensor<?x9x9x8xf32>, tensor<?x9x9x8xf32>) -> tensor<?x9x9x8xf32>
+  func.return %s : tensor<?x9x9x8xf32>
+}
+
+// CHECK:      func.func @stack1(%x: memref<?x9x9x8xf32>, %we: memref<1x1x8x24xf32>, %wd: memref<3x3x1x24xf32>, %wp: memref<1x1x24x8xf32>, %out: memref<?x9x9x8xf32>)
+// CHECK-NOT:    memref.alloc()
+// CHECK:        loop.tile (%[[N:.*]], %[[ROW:.*]]) = (0, 0) to (%batch, 9) step (1, 1) {
+// CHECK-NEXT:     %[[DEPTHWISE:.*]] = memref.alloca() : memref<1x1x9x24xf32>
+// CHECK-NEXT:     %[[EXPANDED:.*]] = memref.alloca() : memref<1x3x11x24xf32>
+// CHECK:          loop.reduce add contract (%{{.*}}, %{{.*}}, %{{.*}}) = (0, 0, 0) to (1, 1, 8)
+// CHECK:          loop.store %{{.*}}, %[[EXPANDED]]
+// CHECK:          loop.reduce add contract (%{{.*}}, %{{.*}}, %{{.*}}) = (0, 0, 0) to (3, 3, 1)
+// CHECK-NEXT:       loop.load %[[EXPANDED]]
+// CHECK:          loop.store %{{.*}}, %[[DEPTHWISE]]
+// CHECK:          loop.nest (%{{.*}}) = (%[[N]], %[[ROW]], 0, 0) to
+// CHECK-NEXT:       loop.reduce add contract (%{{.*}}, %{{.*}}, %{{.*}}) = (0, 0, 0) to (1, 1, 24)
+// CHECK-NEXT:         loop.load %[[DEPTHWISE]]
+// CHECK:            loop.load %x
+// CHECK:            loop.store %{{.*}}, %out
+// CHECK-NEXT:     }
+// CHECK-NEXT:   }
+// CHECK-NEXT:   func.return
