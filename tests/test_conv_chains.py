@@ -14,15 +14,16 @@ from test_conv_kernels import channels_last, random_bn
 from torch import nn
 
 import brainslug.pytorch as brainslug
-from brainslug.pipeline.target import tile_budget
+from brainslug.pipeline.target import conv_chain_bytes, tile_budget
 
 EXPANDED = 101  # channels of the expanded tensor: not a multiple of 16
 
 
-def side() -> int:
-    """An odd map size whose expanded tensor is over the tile budget per item
-    (the planner chains the pair only then)."""
-    s = math.isqrt(tile_budget("x86-64") // (4 * EXPANDED)) + 2
+def side(budget: int | None = None) -> int:
+    """An odd map size whose expanded tensor is over `budget` bytes per item
+    (by default the chain threshold: the planner chains the pair only above
+    it; over the tile budget, an item takes several tiles of rows)."""
+    s = math.isqrt((budget or conv_chain_bytes("x86-64")) // (4 * EXPANDED)) + 2
     return s | 1
 
 
@@ -51,9 +52,10 @@ def chained_stacks(opt: nn.Module) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_expand_and_depthwise_run_depth_first(stride: int) -> None:
+@pytest.mark.parametrize("size", ["two tiles per item", "over the tile budget"])
+def test_expand_and_depthwise_run_depth_first(stride: int, size: str) -> None:
     torch.manual_seed(stride)
-    h = side()
+    h = side(tile_budget("x86-64") if size == "over the tile budget" else None)
     model = Expand(37, stride, residual=stride == 1).eval()
     opt = brainslug.optimize(model, [0, 37, h, h], conv="brainslug")
     chains = chained_stacks(opt)

@@ -370,8 +370,7 @@ class JoinTile(RewritePattern):
             moved.append(new)
         for nest in [prod, *moved]:
             for acc in [o for o in nest.walk() if isinstance(o, Access) and o.buffer is buf]:
-                rewriter.replace_op(acc, _shift(acc, [DIRECT] * tiled, start, scratch.memref,
-                                                False))
+                rewriter.replace(acc, _shift(acc, [DIRECT] * tiled, start, scratch.memref, False))
         for nest in chain:
             rewriter.erase(nest)
         rewriter.erase(op)

@@ -8,7 +8,13 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
-from brainslug.pipeline.target import is_gpu, l1_cache_bytes, tile_budget, vector_lanes
+from brainslug.pipeline.target import (
+    conv_chain_bytes,
+    is_gpu,
+    l1_cache_bytes,
+    tile_budget,
+    vector_lanes,
+)
 
 
 def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True,
@@ -34,7 +40,7 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     tiling = TileDepthFirstPass(cache=tile_budget(target), split=is_gpu(target))
     passes: list[ModulePass] = [
         FormStacksPass(conv_epilogues=compute,
-                       conv_chains=tile_budget(target) if compute and not is_gpu(target) else 0),
+                       conv_chains=conv_chain_bytes(target) if compute and not is_gpu(target) else 0),
         LowerNNToLoopPass(),
         # identical stacks (DenseNet's bottleneck BN-ReLU, 58 of them over 4
         # shapes) are lowered once

@@ -66,6 +66,15 @@ def tile_budget(target: str) -> int:
     return GPU_TILE_BUDGET if is_gpu(target) else l2_cache_bytes() // 2
 
 
+def conv_chain_bytes(target: str) -> int:
+    """bs-form-stacks `conv-chains`: the bytes per batch item over which a
+    convolution's result chains depth-first into the depthwise convolution
+    that reads it. A quarter of the tile budget: with `ITEM_TILES` tiles per
+    item the threads still share an item at batch 1 (MobileNet's blocks at
+    28×28 and 14×14 chain too)."""
+    return tile_budget(target) // 4
+
+
 def vector_lanes(target: str, cpu: str = "host") -> int:
     """f32 lanes of one machine vector (W) on `target`: what bs-register-tile
     blocks by (AVX-512: 16, AVX2: 8; on a GPU, 32 threads of a warp)."""

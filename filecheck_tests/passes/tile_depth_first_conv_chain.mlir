@@ -1,4 +1,5 @@
 // RUN: bs-opt %s -p 'bs-form-stacks{conv-epilogues=true conv-chains=1024},bs-lower-nn-to-loop,bs-fuse{overlap=tile},bs-reorder,bs-fuse{overlap=tile},bs-tile-depth-first{cache=4096}' | filecheck %s
+// RUN: bs-opt %s -p 'bs-form-stacks{conv-epilogues=true conv-chains=1024},bs-lower-nn-to-loop,bs-fuse{overlap=tile},bs-reorder,bs-fuse{overlap=tile},bs-tile-depth-first{cache=1000000}' | filecheck %s --check-prefix=ITEM
 
 // MobileNet's expand → depthwise pair in one stack (bs-form-stacks with
 // conv-chains) runs depth-first: each tile computes the 1×1 convolution's
@@ -6,6 +7,8 @@
 // side, here in a 1×3×11×24 tile of scratch: 4 KiB of cache) and runs the
 // depthwise convolution on them. The expanded tensor is never written whole.
 // Halo points outside the image get the depthwise convolution's pad value.
+// With a large budget (the ITEM lines), where one tile would hold an item whole, its rows are
+// cut in two tiles (ITEM_TILES), so that two threads share an item at batch 1.
 func.func @expand_depthwise(%x: tensor<?x9x9x8xf32>, %we: tensor<1x1x8x24xf32>, %wd: tensor<3x3x1x24xf32>) -> tensor<?x9x9x24xf32> {
   %e = nn.conv2d %x, %we {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x9x9x8xf32>, tensor<1x1x8x24xf32>) -> tensor<?x9x9x24xf32>
   %er = nn.relu %e : tensor<?x9x9x24xf32> -> tensor<?x9x9x24xf32>
@@ -63,3 +66,7 @@ func.func @inverted_residual(%x: tensor<?x9x9x8xf32>, %we: tensor<1x1x8x24xf32>,
 // CHECK-NEXT:     }
 // CHECK-NEXT:   }
 // CHECK-NEXT:   func.return
+
+// ITEM-LABEL: func.func @stack0
+// ITEM:         loop.tile (%{{.*}}, %{{.*}}) = (0, 0) to (%batch, 9) step (1, 5) {
+// ITEM-NEXT:      memref.alloca() : memref<1x7x11x24xf32>
