@@ -172,6 +172,31 @@ def _independent(op: Operation, chain: list[loop.NestOp]) -> bool:
     return not (read & chain_written) and not (written & (chain_written | buffers(chain, loop.LoadOp)))
 
 
+def _adjacent_readers(after: Operation, readers: set[loop.NestOp], before: list[loop.NestOp]
+                      ) -> tuple[list[loop.NestOp], list[Operation]] | None:
+    """The `readers` as the run of nests right after `after`, and the ops
+    between them that can move above `after` (`_independent` of `before` and
+    the readers found so far); None when something else is in between."""
+    chain: list[loop.NestOp] = []
+    hoist: list[Operation] = []
+    cur = after.next_op
+    while cur is not None and readers - set(chain):
+        if isinstance(cur, loop.NestOp) and cur in readers:
+            chain.append(cur)
+        elif _independent(cur, [*before, *chain]):
+            hoist.append(cur)
+        else:
+            return None
+        cur = cur.next_op
+    return None if readers - set(chain) else (chain, hoist)
+
+
+def _hoist(ops: list[Operation], above: Operation, rewriter: PatternRewriter) -> None:
+    for op in ops:
+        op.detach()
+        rewriter.insert(op, InsertPoint.before(above))
+
+
 class TileChain(RewritePattern):
     """Tile a producer nest and its adjacent reader nests over leading dims."""
 
@@ -195,19 +220,10 @@ class TileChain(RewritePattern):
             return
         # the producer and its readers must be one run of adjacent nests, once
         # the independent ops between them move above the producer
-        chain: list[loop.NestOp] = [prod]
-        hoist: list[Operation] = []
-        cur = prod.next_op
-        while cur is not None and readers - set(chain):
-            if isinstance(cur, loop.NestOp) and cur in readers:
-                chain.append(cur)
-            elif _independent(cur, chain):
-                hoist.append(cur)
-            else:
-                return
-            cur = cur.next_op
-        if readers - set(chain):
+        found = _adjacent_readers(prod, readers, [prod])
+        if found is None:
             return
+        chain, hoist = [prod, *found[0]], found[1]
         dims = lead_dims(buf, stores[0], chain)
         if not self.halo or any(
             s.buffer is not buf for s in prod.walk() if isinstance(s, loop.StoreOp)
@@ -223,9 +239,7 @@ class TileChain(RewritePattern):
                                   split=self.split, others=others)
         if not _cross_reads_direct(chain, buf, tiled):
             return
-        for h in hoist:
-            h.detach()
-            rewriter.insert(h, InsertPoint.before(prod))
+        _hoist(hoist, prod, rewriter)
         rewriter.insert(self._tile(buf, chain, dims, tiled, steps, shape, pads),
                         InsertPoint.before(chain[0]))
         for nest in chain:
@@ -322,20 +336,11 @@ class JoinTile(RewritePattern):
         readers = {nu.top_nest(ld) for ld in nu.loads_of(buf)}
         if not readers or None in readers or any(r.parent_op() is not fn for r in readers):
             return
-        chain: list[loop.NestOp] = []
-        hoist: list[Operation] = []
-        cur = tile.next_op
         inside = [n for n in tile.body.block.ops if isinstance(n, loop.NestOp)]
-        while cur is not None and readers - set(chain):
-            if isinstance(cur, loop.NestOp) and cur in readers:
-                chain.append(cur)
-            elif _independent(cur, [*inside, *chain]):
-                hoist.append(cur)
-            else:
-                return
-            cur = cur.next_op
-        if readers - set(chain):
+        found = _adjacent_readers(tile, readers, inside)
+        if found is None:
             return
+        chain, hoist = found
         tiled = len(tile.steps)
         tlo, thi = tile.lower_bounds(), tile.upper_bounds()
         if any(lead_dim(stores[0], k, prod) != DIRECT for k in range(tiled)):
@@ -351,9 +356,7 @@ class JoinTile(RewritePattern):
                 return
         if not _cross_reads_direct([*inside, *chain], buf, tiled):
             return
-        for h in hoist:
-            h.detach()
-            rewriter.insert(h, InsertPoint.before(tile))
+        _hoist(hoist, tile, rewriter)
         shape = list(buf.type.get_shape())  # type: ignore[attr-defined]
         scratch = memref.AllocaOp.get(buf.type.element_type,  # type: ignore[attr-defined]
                                       shape=[*tile.steps, *shape[tiled:]])
