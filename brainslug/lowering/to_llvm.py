@@ -55,14 +55,20 @@ def lower_kernels(
     target: TargetParams,
     generic: bool = True,
     gpu_launches: Mapping[str, loop.GpuLaunchAttr] | None = None,
+    shared: dict[str, str] | None = None,
 ) -> None:
     """Replaces every kernel function of `module` by its phases and kernel info.
 
     With `generic`, phases are generic over extents and shared between kernels;
     otherwise every phase gets its own function with its extents built in.
-    `gpu_launches` gives the launch shape of each kernel, by name (nvptx)."""
+    `gpu_launches` gives the launch shape of each kernel, by name (nvptx).
+    `shared` (generic key -> function name) carries the generic phases lowered
+    before, in other modules: a phase found there is called, not emitted."""
     decls = Declarations()
-    shared: dict[str, str] | None = {} if generic else None
+    if not generic:
+        shared = None
+    elif shared is None:
+        shared = {}
     for kernel in loop_kernels.kernel_functions(module):
         launch = gpu_launches[kernel.sym_name.data] if gpu_launches is not None else None
         new_ops = KernelLowering(kernel, target, decls).run(shared, launch)

@@ -116,10 +116,11 @@ def compile_stacks(
             info.notes.append(PLAN_CACHE_HIT)
             source = module  # (not lowered on a hit)
     if kernels is None:
-        module, kernels, source = lower_stacks(module, target, only)
+        lowered = lower_stacks(module, target, only)
+        module, kernels, source = lowered.module, lowered.kernels, lowered.source
         fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
-        launch_of, fallback_stacks = stack_launches(fn)
-        infos_json = plan_cache.infos_to_json(module)
+        launch_of, fallback_stacks = lowered.launch_of, lowered.fallback_stacks
+        infos_json = lowered.infos
         if key is not None and infos_json is not None and target.fingerprint() is not None:
             plan_cache.store(key, plan_cache.PlanRecord(
                 frontend_data, launch_of, fallback_stacks, infos_json,
@@ -151,6 +152,21 @@ def strict() -> bool:
     return os.environ.get("BRAINSLUG_STRICT", "0").strip().lower() in ("1", "on", "true", "yes")
 
 
+@dataclass
+class Lowered:
+    """A module's stacks compiled: the graph (lowered, or as it was where the
+    stacks were compiled one by one), the kernels' runners, the IR they were
+    lowered from, which stack runs which kernel, which stacks stay in the
+    framework and why, and the kernel records (`plan_cache.infos_to_json`)."""
+
+    module: ModuleOp
+    kernels: Any
+    source: ModuleOp
+    launch_of: dict[str, str]
+    fallback_stacks: dict[str, str]
+    infos: list[dict[str, Any]] | None
+
+
 def _lower(module: ModuleOp, target: Target, skip: dict[str, str]) -> Any:
     """Runs the pipeline after bs-form-stacks on `module` (stacks in `skip` stay
     in the framework, with that reason) and compiles its kernels."""
@@ -166,18 +182,27 @@ def _lower(module: ModuleOp, target: Target, skip: dict[str, str]) -> Any:
 
 def lower_stacks(module: ModuleOp, target: Target,
                  only: Callable[[nn.StackOp], bool] | None = None,
-                 skip: dict[str, str] | None = None) -> tuple[ModuleOp, Any, ModuleOp]:
-    """The lowered module, its kernels (of the stacks `only` accepts, if given,
-    and not in `skip`: stack name -> why not), and a copy of `module` as it
-    was (what the kernels are rebuilt from). A stack whose passes or
-    compilation raise is found by bisection and left to the framework, with
-    the error as its reason (unless `strict()`)."""
+                 skip: dict[str, str] | None = None) -> Lowered:
+    """The kernels of `module`'s stacks (of those `only` accepts, if given,
+    and not in `skip`: stack name -> why not). On a CPU each distinct stack
+    is compiled on its own (`plan.units`); elsewhere the module is lowered as
+    a whole. A stack whose passes or compilation raise is left to the
+    framework, with the error as its reason (unless `strict()`)."""
     left = {op.stack_name_value: "not needed by this trial plan" for op in module.walk()
             if isinstance(op, nn.StackOp) and only is not None and not only(op)}
     left.update(skip or {})
+    if hasattr(getattr(target, "backend", None), "phase_units"):
+        return _lower_units(module, target, left)
     pristine = module.clone()
+
+    def done(lowered: ModuleOp, kernels: Any) -> Lowered:
+        fn = next(o for o in lowered.ops if isinstance(o, func.FuncOp))
+        launch_of, fallback_stacks = stack_launches(fn)
+        return Lowered(lowered, kernels, pristine, launch_of, fallback_stacks,
+                       plan_cache.infos_to_json(lowered))
+
     try:
-        return module, _lower(module, target, left), pristine
+        return done(module, _lower(module, target, left))
     except Exception:
         if strict():
             raise
@@ -200,4 +225,96 @@ def lower_stacks(module: ModuleOp, target: Target,
     if not failed:  # no stack fails alone: the stacks fail together
         failed = {n: "compiling the stacks together failed" for n in names}
     lowered = pristine.clone()
-    return lowered, _lower(lowered, target, {**left, **failed}), pristine
+    return done(lowered, _lower(lowered, target, {**left, **failed}))
+
+
+def _lower_units(module: ModuleOp, target: Any, left: dict[str, str]) -> Lowered:
+    """`lower_stacks` one distinct stack at a time (`plan.units`): from the
+    stack cache, else through the passes and LLVM in forked processes."""
+    from brainslug.plan.units import UnitCompiler, UnitResult, renamed, standalone, structure_key
+    from brainslug.runtime.forked import fork_map
+
+    fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
+    compiler = UnitCompiler(target, lambda: default_passes(
+        target.name, target.cpu, compute=target.convs)[1:])
+    fallback_stacks: dict[str, str] = {}
+    rep_of: dict[str, str] = {}                 # stack -> the stack whose kernel it runs
+    first: dict[str, str] = {}                  # structure -> its first stack
+    results: dict[str, UnitResult] = {}
+    todo: list[tuple[str, ModuleOp, str]] = []  # (stack, standalone module, cache key)
+    for op in fn.body.block.ops:
+        if not isinstance(op, nn.StackOp):
+            continue
+        name = op.stack_name_value
+        if name in left:
+            fallback_stacks[name] = left[name]
+            continue
+        unit = standalone(op)
+        structure = structure_key(unit, name)
+        if structure in first:
+            rep_of[name] = first[structure]
+            continue
+        first[structure] = rep_of[name] = name
+        key = compiler.cache_key(structure)
+        hit = _cached_unit(key)
+        if hit is not None:
+            results[name] = hit
+        else:
+            todo.append((name, unit, key))
+
+    def build(item: tuple[str, ModuleOp, str]) -> UnitResult:
+        name, unit, key = item
+        try:
+            result = compiler.compile(unit, name)
+        except Exception as e:
+            if strict():
+                raise
+            return UnitResult(fallback=f"compiling it failed: {type(e).__name__}: {e}")
+        if result.record is not None:
+            cache.store(key, result.to_json().encode())
+        return result
+
+    for (name, _, _), result in zip(todo, fork_map(build, todo), strict=True):
+        results[name] = result
+    infos: list[dict[str, Any]] = []
+    objects: dict[str, bytes] = {}
+    unit_keys: dict[str, str] = {}
+    launch_of: dict[str, str] = {}
+    for name, rep in rep_of.items():
+        result = results[rep]
+        if result.record is None:
+            fallback_stacks[name] = result.fallback or "no loop lowering"
+            continue
+        launch_of[name] = rep
+        if rep == name:
+            infos.append(renamed(result.record, rep))
+            objects.update(result.objects)
+            unit_keys.update(result.unit_keys)
+    kernels = None
+    if infos:
+        missing = {sym: k for sym, k in unit_keys.items() if sym not in objects}
+        for sym, k in missing.items():  # generic phases another process compiled
+            data = cache.load(k)
+            if data is None:
+                raise RuntimeError(f"the object code of phase {sym} went missing")
+            objects[sym] = data
+        kernels = target.link(infos, objects, unit_keys,
+                              compiled=sum(r.compiled for r in results.values()))
+    return Lowered(module, kernels, module, launch_of, fallback_stacks, infos)
+
+
+def _cached_unit(key: str) -> Any:
+    """A compiled stack from the stack cache, with its object code (None on a miss)."""
+    from brainslug.plan.units import UnitResult
+
+    if not cache.enabled() or (blob := cache.load(key)) is None:
+        return None
+    result = UnitResult.from_json(blob)
+    if result is None or result.record is None:
+        return None
+    for sym, k in result.unit_keys.items():
+        data = cache.load(k)
+        if data is None:
+            return None
+        result.objects[sym] = data
+    return result

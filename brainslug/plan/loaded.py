@@ -8,13 +8,9 @@ import time
 import warnings
 from typing import Any
 
-from xdsl.dialects import func
-
 from brainslug.dialects import nn
-from brainslug.plan import cache as plan_cache
 from brainslug.plan.compile import lower_stacks
 from brainslug.plan.saved import PlanKernels
-from brainslug.plan.stacks import stack_launches
 from brainslug.plan.targets import CpuTarget
 from brainslug.runtime import cache
 from brainslug.runtime.bundle import Bundle
@@ -65,12 +61,10 @@ def recompile(text: str, target: CpuTarget, stacks: set[str], where: str) -> Pla
                          f"optimize() the model again") from None
     left = {op.stack_name_value: "not compiled when the plan was saved" for op in module.walk()
             if isinstance(op, nn.StackOp) and op.stack_name_value not in stacks}
-    lowered, kernels = lower_stacks(module, target, skip=left)[:2]
-    fn = next(o for o in lowered.ops if isinstance(o, func.FuncOp))
-    launch_of, fallback_stacks = stack_launches(fn)
-    missing = sorted(stacks - set(launch_of))
-    if missing or kernels is None:
+    lowered = lower_stacks(module, target, skip=left)
+    missing = sorted(stacks - set(lowered.launch_of))
+    if missing or lowered.kernels is None:
         raise ValueError(f"{where}: its stacks {missing[:5]} can't be compiled for this CPU "
                          f"({target.fingerprint()}): optimize() the model again")
-    return PlanKernels(target, kernels, launch_of, plan_cache.infos_to_json(lowered), text,
-                       fallback_stacks)
+    return PlanKernels(target, lowered.kernels, lowered.launch_of, lowered.infos, text,
+                       lowered.fallback_stacks)

@@ -71,6 +71,18 @@ class CpuTarget:
     def unit_keys(self, kernels: Any) -> dict[str, str]:
         return dict(kernels.unit_keys)
 
+    def link(self, infos: list[dict[str, Any]], objects: dict[str, bytes],
+             unit_keys: dict[str, str], compiled: int = 0) -> Any:
+        """Runners of the kernels of `infos` (`runtime.abi.kernel_record`s whose
+        phases are named by their symbols) from the object code of those
+        symbols; `compiled` of them were compiled just now."""
+        from brainslug.runtime.jit import CompiledKernels
+
+        kernels = CompiledKernels.from_objects(infos, {s: s for s in objects}, objects,
+                                               self.backend, self._pool(), unit_keys)
+        kernels.stats = {"compiled": compiled, "cached": max(0, len(objects) - compiled)}
+        return kernels
+
 
 class CudaTarget:
     """PTX kernels for the GPU `device` (an opaque framework device), of

@@ -1,0 +1,175 @@
+"""Stacks compiled one by one: each stack is a compilation unit of its own.
+
+After bs-form-stacks a plan's stacks are independent: each is
+IsolatedFromAbove, and every pass after it works inside one stack's kernel.
+So each distinct stack is lifted into a module of its own (`standalone`) and
+taken through the rest of the pipeline and LLVM there, which gives:
+
+- **work per distinct stack**: stacks whose IR is the same up to their name
+  and SSA names (DenseNet's bottleneck BN-ReLU, ResNet's repeated blocks) are
+  compiled once and share the kernel;
+- **a stack cache**: a compiled stack is kept in the kernel cache under its
+  IR, so a plan that meets it again (the final plan after `conv="auto"`'s trial
+  plan, another model with the same layers) runs no pass for it;
+- **parallel passes**: the units are shared between forked processes
+  (`fork_map`), passes and LLVM alike, not only LLVM;
+- **failures stay local**: a stack whose passes or compilation raise is left
+  to the framework with the error as its reason (no bisection).
+
+A unit's phase functions are named by their object code's symbol
+(`bs_<key>`), so kernel records are the same whichever plan or process
+compiled them. Phases generic over extents are still shared across the units
+of one process (`lower_kernels`' memo of generic phases).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import FunctionType, ModuleOp
+from xdsl.ir import Block, Region
+from xdsl.passes import ModulePass
+
+from brainslug.dialects import loop, nn
+from brainslug.runtime import cache
+
+_SSA = re.compile(r"%[A-Za-z_0-9][\w$.-]*")
+_NODE = re.compile(r'bs\.node = "[^"]*"')
+KERNEL_NAME = "bs.unit"
+"""The name a stack's kernel has in a cached record (the stack's own name on load)."""
+
+
+def standalone(stack: nn.StackOp) -> ModuleOp:
+    """A module whose graph function runs a copy of `stack` alone, on arguments
+    of its input types."""
+    types = [v.type for v in stack.inputs]
+    block = Block(arg_types=types)
+    copy = stack.clone()
+    for i, arg in enumerate(block.args):
+        copy.operands[i] = arg
+    block.add_op(copy)
+    block.add_op(func.ReturnOp(*copy.results))
+    fn = func.FuncOp("forward", FunctionType.from_lists(types, [r.type for r in copy.results]),
+                     Region(block))
+    return ModuleOp([fn])
+
+
+def structure_key(module: ModuleOp, name: str) -> str:
+    """The text of a `standalone` module up to the stack's name, the framework's
+    layer names (`bs.node`) and SSA names: equal for stacks that compile to
+    the same kernel."""
+    text = _NODE.sub('bs.node = ""', str(module).replace(f'"{name}"', '"bs.unit"'))
+    names: dict[str, str] = {}
+    return _SSA.sub(lambda m: names.setdefault(m[0], f"%{len(names)}"), text)
+
+
+@dataclass
+class UnitResult:
+    """What compiling one stack gave: its kernel record (kernel named
+    `KERNEL_NAME`, phases named by symbol), the kernel-cache key of each
+    phase's object code, the object code this process has for them, or why
+    the stack stays in the framework."""
+
+    record: dict[str, Any] | None = None
+    unit_keys: dict[str, str] = field(default_factory=dict)
+    objects: dict[str, bytes] = field(default_factory=dict)
+    compiled: int = 0
+    fallback: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"record": self.record, "unit_keys": self.unit_keys,
+                           "fallback": self.fallback})
+
+    @classmethod
+    def from_json(cls, blob: bytes) -> UnitResult | None:
+        try:
+            d = json.loads(blob)
+            return cls(d["record"], dict(d["unit_keys"]), fallback=d["fallback"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+class UnitCompiler:
+    """Takes standalone stack modules through the pipeline after bs-form-stacks
+    and LLVM, for one CPU target. One instance per plan: it keeps the generic
+    phases lowered so far (shared by later units of the same process)."""
+
+    def __init__(self, target: Any, passes: Callable[[], list[ModulePass]]):
+        self.target = target
+        self.passes = passes
+        """The passes after bs-form-stacks, bs-lower-to-llvm last."""
+        self._pipeline: str | None = None
+        self.backend = target.backend
+        self.generic: dict[str, str] = {}
+        """Generic phase key -> the name of the function that computes it."""
+        self.symbol_of: dict[str, tuple[str, str]] = {}
+        """Phase function name -> (its symbol, its kernel-cache key)."""
+
+    def cache_key(self, structure: str) -> str:
+        """The stack cache's key of a stack: its structure, the target and the
+        passes (by their reprs, which name their options)."""
+        if self._pipeline is None:
+            self._pipeline = ";".join(repr(p) for p in self.passes())
+        return cache.key("stack-unit", self.target.fingerprint() or "", self.target.name,
+                         self.target.cpu, self._pipeline, structure)
+
+    def compile(self, module: ModuleOp, name: str) -> UnitResult:
+        """Lowers the stack `name` of standalone `module` (changed in place) and
+        compiles its phases (object code from the kernel cache where it is)."""
+        from brainslug.ir.compile_time import gc_paused
+        from brainslug.ir.context import make_context
+        from brainslug.lowering.lower_to_llvm import LowerToLLVMPass
+        from brainslug.lowering.to_llvm import lower_kernels
+        from brainslug.plan.stacks import stack_launches
+        from brainslug.runtime.abi import kernel_record
+        from brainslug.runtime.jit import OPT_LEVEL
+
+        ctx = make_context()
+        for p in self.passes():
+            if isinstance(p, LowerToLLVMPass):
+                with gc_paused():
+                    lower_kernels(module, self.backend.params(), shared=self.generic)
+            else:
+                p.apply(ctx, module)
+        fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
+        launch_of, fallback = stack_launches(fn)
+        if name not in launch_of:
+            return UnitResult(fallback=fallback.get(name) or "no loop lowering")
+        infos = [op for op in module.ops if isinstance(op, loop.KernelInfoOp)]
+        (info,) = infos
+        record = kernel_record(info)
+        tm = self.backend.target_machine(jit=True)
+        fingerprint = f"{self.backend.fingerprint()};O{OPT_LEVEL}"
+        from brainslug.lowering.backends.x86 import PLACEHOLDER
+
+        result = UnitResult()
+        for phase, text in self.backend.phase_units(module, str(tm.target_data)):
+            k = cache.key(fingerprint, text)
+            sym = f"bs_{k[:32]}"
+            self.symbol_of[phase] = (sym, k)
+            data = cache.load(k)
+            if data is None:
+                data = self.backend.compile_object(
+                    text.replace(f'@"{PLACEHOLDER}"', f'@"{sym}"'), OPT_LEVEL)
+                cache.store(k, data)
+                result.compiled += 1
+            result.objects[sym] = data
+        phases = []
+        for p in record["phases"]:
+            sym, k = self.symbol_of[p]
+            phases.append(sym)
+            result.unit_keys[sym] = k
+        record["phases"] = phases
+        record["kernel"] = KERNEL_NAME
+        result.record = record
+        return result
+
+
+def renamed(record: dict[str, Any], kernel: str) -> dict[str, Any]:
+    """A unit's kernel record with its kernel named `kernel`."""
+    return {**record, "kernel": kernel}
