@@ -145,13 +145,43 @@ def type_of(value: Operand) -> Attribute:
     return SSAValue.get(value).type
 
 
+F32_BYTES = 4
+MAX_TENSOR_BYTES = 2**63 - 1
+"""The largest tensor an `nn` op takes: its byte size must fit an int64, the
+type of every size and offset the lowering computes."""
+
+
+def check_extents(op_name: str, what: str, shape: Sequence[int]) -> Shape:
+    """Extents an `nn` op can take: none is 0 (a zero-size tensor's kernels
+    would have nothing to do, and the tiling and vectorizing passes divide by
+    extents), and the static ones multiply to at most `MAX_TENSOR_BYTES` bytes
+    of f32 (a `?` extent counts as 1 here)."""
+    shape = tuple(shape)
+    for axis, extent in enumerate(shape):
+        if extent == 0:
+            raise verify_error(
+                op_name,
+                f"{what} {format_shape(shape)} has extent 0 on axis {axis}: "
+                "zero-size tensors are not supported",
+            )
+    count = math.prod(d for d in shape if d > 0)
+    if count * F32_BYTES > MAX_TENSOR_BYTES:
+        raise verify_error(
+            op_name,
+            f"{what} {format_shape(shape)} is too large: its {count} elements take "
+            f"{count * F32_BYTES} bytes, more than an int64 holds ({MAX_TENSOR_BYTES})",
+        )
+    return shape
+
+
 def tensor_shape(op_name: str, what: str, ty: Attribute) -> Shape:
-    """The shape of a `tensor<...xf32>` operand type, `?` mapped to `DYN`."""
+    """The shape of a `tensor<...xf32>` operand type, `?` mapped to `DYN`;
+    its extents must pass `check_extents`."""
     if not isinstance(ty, TensorType):
         raise verify_error(op_name, f"{what} must be a ranked tensor, got {ty}")
     if not isinstance(ty.element_type, Float32Type):
         raise verify_error(op_name, f"{what} must have element type f32, got {ty.element_type}")
-    return tuple(DYN if d < 0 else d for d in ty.get_shape())
+    return check_extents(op_name, what, (DYN if d < 0 else d for d in ty.get_shape()))
 
 
 def ranked_shape(op_name: str, what: str, ty: Attribute, ranks: Sequence[int]) -> Shape:
@@ -168,6 +198,7 @@ def check_result_type(op_name: str, declared: Attribute, inferred: TensorType) -
         raise verify_error(
             op_name, f"result type {declared} does not match inferred type {inferred}"
         )
+    check_extents(op_name, "result", (DYN if d < 0 else d for d in inferred.get_shape()))
 
 
 def meet(op_name: str, msg: str, a: int, b: int) -> int:
