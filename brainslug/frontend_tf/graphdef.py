@@ -22,6 +22,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType, f32, i1, i32
 from xdsl.ir import Attribute, Region
 
 from brainslug.dialects import nn
+from brainslug.dialects.nn.pooling import MaxPoolNaN
 from brainslug.frontend_tf.capture import Capture, Piece, _Builder
 from brainslug.frontend_tf.keras_layers import LAYOUT, Unmapped, same_padding, tf_mean
 from brainslug.plan.capture import NODE_ATTR, value_name
@@ -183,6 +184,8 @@ def _emit(gb: _GraphBuilder, op: tf.Operation) -> str:
         return b.emit(name, o, [x], _fbn(run, cs))
     if t in ("MaxPool", "AvgPool"):
         return _pool(gb, op, run)
+    if t in ("Pad", "PadV2"):
+        return _pad(gb, op, run)
     if t in ("Mean", "Max"):
         x = gb.value(ins[0])
         axes = gb.const(ins[1])
@@ -197,6 +200,7 @@ def _emit(gb: _GraphBuilder, op: tf.Operation) -> str:
         if axes != [1, 2] or rank != 4 or shape[1] < 0 or shape[2] < 0:
             raise Unmapped("max over other axes than H and W")
         hw = (shape[1], shape[2])
+        # reduce_max propagates NaN (a window of -inf gives -inf): nan = "propagate"
         pool = nn.MaxPool2dOp(b.values[x], hw, hw, layout=LAYOUT)
         if keep:
             return b.emit(name, pool, [x], run)
@@ -308,23 +312,36 @@ def _pool(gb: _GraphBuilder, op: tf.Operation, run: Callable[..., Any]) -> str:
     b = gb.b
     if _attr(op, "data_format", "NHWC") != "NHWC":
         raise Unmapped("pooling in NCHW")
-    src = op.inputs[0].name
-    x, extra = gb.deferred[src] if src in gb.deferred else (gb.value(op.inputs[0]), None)
+    x = gb.value(op.inputs[0])  # a zero Pad never folds into a pool (`_pad_blocker`)
     xv = b.values[x]
     ks, ss = list(_attr(op, "ksize")), list(_attr(op, "strides"))
     if ks[0] != 1 or ks[3] != 1 or ss[0] != 1 or ss[3] != 1:
         raise Unmapped("pooling over the batch or the channels")
     k, s = tuple(ks[1:3]), tuple(ss[1:3])
-    pad = extra if extra is not None else _explicit(op, xv.type.get_shape(), k, s, (1, 1))
-    if extra is not None:
-        pads = [[0, 0], [pad[0], pad[2]], [pad[1], pad[3]], [0, 0]]
-        return b.emit(op.name, nn.MaxPool2dOp(xv, k, s, pad, layout=LAYOUT), [x],
-                      lambda v: run(tf.pad(v, pads)))
+    pad = _explicit(op, xv.type.get_shape(), k, s, (1, 1))
     if op.type == "MaxPool":
-        o = nn.MaxPool2dOp(xv, k, s, pad, layout=LAYOUT)
+        # TensorFlow's MaxPool skips NaN (see MaxPoolNaN.SKIP)
+        o = nn.MaxPool2dOp(xv, k, s, pad, layout=LAYOUT, nan=MaxPoolNaN.SKIP)
     else:
         o = nn.AvgPool2dOp(xv, k, s, pad, count_include_pad=False, layout=LAYOUT)
     return b.emit(op.name, o, [x], run)
+
+
+def _pad(gb: _GraphBuilder, op: tf.Operation, run: Callable[..., Any]) -> str:
+    """A constant Pad (or PadV2) that did not fold into its readers: `nn.pad`,
+    which its reader loads through (a max pool's padded zeros are values)."""
+    ins = list(op.inputs)
+    consts = [gb.const(a) for a in ins[1:]]
+    if any(c is None for c in consts):
+        raise Unmapped("padding by non-constant amounts or with a non-constant value")
+    p = np.asarray(consts[0]).reshape(-1, 2)
+    value = float(np.asarray(consts[1], np.float32)) if op.type == "PadV2" else 0.0
+    if p.shape[0] != ins[0].shape.rank or p[0].any():
+        raise Unmapped("padding of the batch")
+    x = gb.value(ins[0])
+    tensors = [tf.constant(c) for c in consts]
+    o = nn.PadOp(gb.b.values[x], [int(v) for v in p[:, 0]], [int(v) for v in p[:, 1]], value)
+    return gb.b.emit(op.name, o, [x], lambda v: run(v, *tensors))
 
 
 def fold_constants(graph: Any) -> dict[str, np.ndarray]:
@@ -396,28 +413,20 @@ def _fold_pad(gb: _GraphBuilder, op: tf.Operation) -> bool:
         return False
     users = op.outputs[0].consumers()
     pads = (int(p[1, 0]), int(p[2, 0]), int(p[1, 1]), int(p[2, 1]))
-    if not users or any(_pad_blocker(gb, u, op.outputs[0], src, pads) for u in users):
+    if not users or any(_pad_blocker(u, op.outputs[0]) for u in users):
         return False
     gb.deferred[op.outputs[0].name] = (src, pads)
     return True
 
 
-def _pad_blocker(gb: _GraphBuilder, u: tf.Operation, t: tf.Tensor, src: str,
-                 pads: tuple[int, int, int, int]) -> bool:
-    """Whether zero padding `t` can't move into reader `u`: a VALID NHWC convolution,
-    or a VALID max pool of non-negative values (where a zero never wins)."""
-    from brainslug.frontend_tf.keras_layers import non_negative
-
+def _pad_blocker(u: tf.Operation, t: tf.Tensor) -> bool:
+    """Whether zero padding `t` can't move into reader `u`, anything but a VALID
+    NHWC convolution. (Not into a max pool, even of non-negative values: its
+    padded zeros beat a window of NaN, which TensorFlow's MaxPool skips.)"""
     if _attr(u, "data_format", "NHWC") != "NHWC" or _attr(u, "padding") != "VALID" \
             or u.inputs[0].name != t.name:
         return True
-    if u.type in ("Conv2D", "DepthwiseConv2dNative"):
-        return False
-    if u.type == "MaxPool":
-        k = list(_attr(u, "ksize"))[1:3]
-        return any(p > k[i % 2] // 2 for i, p in enumerate(pads)) or \
-            not non_negative(gb.b.values[src])
-    return True
+    return u.type not in ("Conv2D", "DepthwiseConv2dNative")
 
 
 def capture_function(f: Any, shape: Sequence[int]) -> Capture:

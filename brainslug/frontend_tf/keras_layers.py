@@ -20,6 +20,7 @@ from xdsl.ir import SSAValue
 
 from brainslug.dialects import nn
 from brainslug.dialects.nn.base import pair, quad
+from brainslug.dialects.nn.pooling import MaxPoolNaN
 from brainslug.pipeline.target import block_weights, conv_weight_block
 
 if TYPE_CHECKING:
@@ -353,9 +354,8 @@ def _pool(nd: KerasNode, kind: str) -> str:
     pad = extra if extra is not None else _tf_padding(op, shape[1:3], k, s)
     mode = op.padding.upper()
     if kind == "max":
-        # a folded ZeroPadding2D only precedes a max pool of non-negative values,
-        # where a padded zero never changes the maximum
-        pool = nn.MaxPool2dOp(xv, k, s, pad, layout=LAYOUT)
+        # TensorFlow's MaxPool skips NaN (see MaxPoolNaN.SKIP)
+        pool = nn.MaxPool2dOp(xv, k, s, pad, layout=LAYOUT, nan=MaxPoolNaN.SKIP)
         tf_run = lambda t: tf.nn.max_pool2d(  # noqa: E731
             t if extra is None else zero_pad(t, extra), k, s, mode)
     else:
@@ -373,18 +373,10 @@ def zero_pad(t: Any, p: tuple[int, int, int, int]) -> Any:
     return tf.pad(t, [[0, 0], [p[0], p[2]], [p[1], p[3]], [0, 0]])
 
 
-def non_negative(v: SSAValue) -> bool:
-    """Whether `v` is never negative: a relu, or a clamp with a non-negative min."""
-    o = v.owner
-    if isinstance(o, nn.ReluOp):
-        return True
-    return isinstance(o, nn.ClampOp) and o.min_value is not None and o.min_value >= 0.0
-
-
 def _zero_padding(nd: KerasNode) -> str:
     """ZeroPadding2D folded into the padding of every layer that reads it: valid
-    convolutions, valid average pools (counting the zeros), and valid max pools
-    of non-negative values; elsewhere an `nn.pad`."""
+    convolutions and valid average pools (counting the zeros); elsewhere (a max
+    pool among its readers, see `_fold_blocker`) an `nn.pad`."""
     b, op = nd.b, nd.op
     _check_channels_last(op)
     (t, bo), (le, r) = (tuple(int(v) for v in p) for p in op.padding)
@@ -392,7 +384,7 @@ def _zero_padding(nd: KerasNode) -> str:
     out = nd.node.outputs[0]
     users = b.consumers.get(id(out), [])
     folds = bool(users) and id(out) not in b.model_outputs and not any(
-        _fold_blocker(u, b.values[nd.ins[0]], pads) for u in users)
+        _fold_blocker(u, pads) for u in users)
     if not folds:
         return b.emit(op.name, nn.PadOp(nd.x(), [0, t, le, 0], [0, bo, r, 0]), nd.ins,
                       lambda x: op(x))
@@ -424,7 +416,7 @@ def _upsampling(nd: KerasNode) -> str:
                                               [1, fh, fw, 1]), nd.ins, lambda t: op(t))
 
 
-def _fold_blocker(node: Any, x: SSAValue, pads: tuple[int, int, int, int]) -> str | None:
+def _fold_blocker(node: Any, pads: tuple[int, int, int, int]) -> str | None:
     """None if the padding can move into the layer of `node`, else why not."""
     u = node.operation
     cls = type(u).__name__
@@ -434,14 +426,17 @@ def _fold_blocker(node: Any, x: SSAValue, pads: tuple[int, int, int, int]) -> st
         return "channels_first"
     if cls in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D"):
         return None if u.padding == "valid" else f"{u.name} has padding {u.padding!r}"
-    if cls in ("MaxPooling2D", "AveragePooling2D"):
+    if cls == "MaxPooling2D":
+        # TensorFlow's max pool skips NaN, but not the padded zeros: a window
+        # whose values are all NaN gives 0 where it reaches into the padding and
+        # -FLT_MAX elsewhere, which no padding of the pool itself repeats
+        return f"{u.name} is a max pool (a padded zero beats a window of NaN)"
+    if cls == "AveragePooling2D":
         if u.padding != "valid":
             return f"{u.name} has padding {u.padding!r}"
         k = _pair(u.pool_size)
         if any(p > k[i % 2] // 2 for i, p in enumerate(pads)):
             return f"padding {pads} exceeds half the pool window of {u.name}"
-        if cls == "MaxPooling2D" and not non_negative(x):
-            return f"{u.name} may see negative values"
         return None
     return f"{u.name} is a {cls}"
 
@@ -459,6 +454,8 @@ def _global_pool(nd: KerasNode, kind: str) -> str:
                       lambda t: tf.reduce_mean(t, axis=[1, 2], keepdims=keep))
     if shape[1] < 0 or shape[2] < 0:
         raise Unmapped("global max pool of an unknown spatial size")
+    # TensorFlow's reduce_max, unlike its MaxPool, propagates NaN (and a window
+    # of -inf gives -inf): the default nan = "propagate"
     run = lambda t: tf.reduce_max(t, axis=[1, 2], keepdims=keep)  # noqa: E731
     hw = (shape[1], shape[2])
     if keep:

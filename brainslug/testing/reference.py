@@ -141,6 +141,11 @@ def eval_layer(op: Operation, args: list[Any]) -> Any:
     if isinstance(op, nn.MaxPool2dOp):
         lay = op.layout_value
         xi = _nchw(x, lay)
+        skip = op.nan_value == "skip"
+        if skip:
+            # TensorFlow's MaxPool: NaN never wins (as -inf), and the max starts at
+            # -FLT_MAX; of equal values PyTorch's kernel keeps the first, as it does
+            xi = torch.where(torch.isnan(xi), float("-inf"), xi)
         t, l_, b_, r = op.padding_values
         if (t, l_) != (b_, r):
             xi = F.pad(xi, (l_, r, t, b_), value=float("-inf"))
@@ -149,6 +154,8 @@ def eval_layer(op: Operation, args: list[Any]) -> Any:
             pad = (t, l_)
         y = F.max_pool2d(xi, op.kernel_values, op.strides_values, pad, op.dilation_values,
                          op.ceil_mode_value)
+        if skip:
+            y = y.clamp_min(float(np.finfo(np.float32).min))
         return _back(y, lay)
     if isinstance(op, nn.AvgPool2dOp):
         lay = op.layout_value

@@ -18,6 +18,7 @@ from xdsl.irdl import (
     traits_def,
 )
 from xdsl.traits import Pure
+from xdsl.utils.str_enum import StrEnum
 
 from brainslug.dialects.nn.base import (
     MemoryBound,
@@ -45,6 +46,41 @@ from brainslug.dialects.nn.properties import (
     StrEnumProperty,
     enum_member,
 )
+
+
+class MaxPoolNaN(StrEnum):
+    """How `nn.max_pool2d` treats NaN (its `nan` property; absent means
+    `propagate`). Both modes scan a window in row-major (kh, kw) order, leave
+    padded elements out, and keep the first of equal values (of -0.0 and +0.0,
+    whichever comes first)."""
+
+    PROPAGATE = "propagate"
+    """PyTorch's max_pool2d: `acc = -inf; acc = (v > acc || isnan(v)) ? v : acc`.
+    A NaN anywhere in the window is the result; a window of -inf gives -inf."""
+
+    SKIP = "skip"
+    """TensorFlow's MaxPool: `acc = -FLT_MAX; acc = v > acc ? v : acc`. A value
+    replaces the running max only if it compares greater, so NaN never does.
+    Measured on TensorFlow 2.21 (CPU, with oneDNN custom ops on, the default, and
+    off; eager, tf.function and Keras MaxPooling2D alike, C = 1, 8 and 37, bit
+    for bit against that loop on random windows of NaN, +-inf, +-0, +-FLT_MAX):
+
+    - a NaN at the first, a middle or the last window position is skipped
+      (`[nan, 1, 2]`, `[1, nan, 2]`, `[1, 2, nan]` all give 2);
+    - a window of NaN only gives -FLT_MAX (-3.4028235e38), not NaN;
+    - -inf never compares greater than -FLT_MAX: a window of -inf, or of -inf
+      and NaN, gives -FLT_MAX, not -inf; +inf wins over everything;
+    - 'SAME' padding is not part of the window: a window whose elements inside
+      the input are all NaN gives -FLT_MAX;
+    - `[-0.0, 0.0]` gives -0.0 and `[0.0, -0.0]` gives 0.0.
+
+    One difference remains: TensorFlow runs its kernels with denormals as zero,
+    so it compares a denormal as 0 (`[0.0, 1e-45]` gives 0.0); the compiled
+    kernel compares it as itself (1e-45).
+
+    (TensorFlow's reduce_max, the kernel of GlobalMaxPooling2D, is not this: it
+    propagates NaN and a window of -inf gives -inf, as `propagate` does.)
+    """
 
 
 def _check_padding(
@@ -92,7 +128,10 @@ def _pooled_shape(
 class MaxPool2dOp(PropertyAccessors, IRDLOperation):
     """2-D max pooling, as `torch.nn.functional.max_pool2d`.
 
-    `padding` is (top, left, bottom, right); padded elements never win.
+    `padding` is (top, left, bottom, right); padded elements never win. `nan`
+    (a `MaxPoolNaN`; absent means "propagate", PyTorch's rule) says what a NaN
+    in the window does: "propagate" makes it the result, "skip" (TensorFlow's
+    MaxPool) ignores it, and a window without a number then gives -FLT_MAX.
     """
 
     name = "nn.max_pool2d"
@@ -106,6 +145,7 @@ class MaxPool2dOp(PropertyAccessors, IRDLOperation):
     dilation = prop_def(I64ArrayProperty())
     ceil_mode = prop_def(BoolProperty())
     layout = prop_def(StrEnumProperty(Layout))
+    nan = opt_prop_def(StrEnumProperty(MaxPoolNaN))
 
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
@@ -121,8 +161,12 @@ class MaxPool2dOp(PropertyAccessors, IRDLOperation):
         ceil_mode: bool = False,
         layout: str = Layout.NCHW,
         *,
+        nan: str = MaxPoolNaN.PROPAGATE,
         result_type: Attribute | None = None,
     ):
+        """`nan = "propagate"` (the default) leaves the property out, so the op
+        prints as it did before the property existed."""
+        nan = enum_member(self.name, "nan", MaxPoolNaN, str(nan))
         kernel = pair(kernel)
         strides = kernel if strides is None else pair(strides)
         padding, dilation = quad(padding), pair(dilation)
@@ -146,8 +190,14 @@ class MaxPool2dOp(PropertyAccessors, IRDLOperation):
                 "dilation": i64_array_attr(dilation),
                 "ceil_mode": BoolAttr.from_bool(ceil_mode),
                 "layout": StringAttr(str(layout)),
+                "nan": None if nan == MaxPoolNaN.PROPAGATE else StringAttr(str(nan)),
             },
         )
+
+    @property
+    def nan_value(self) -> MaxPoolNaN:
+        """What a NaN in the window does; "propagate" when `nan` is absent."""
+        return MaxPoolNaN.PROPAGATE if self.nan is None else MaxPoolNaN(self.nan.data)
 
     @classmethod
     def infer_type(

@@ -9,6 +9,7 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.ir.affine import AffineMap
 
 from brainslug.dialects import nn
+from brainslug.dialects.nn.pooling import MaxPoolNaN
 from brainslug.lowering.nn_to_loop.builder import (
     NEG_INF,
     Buffers,
@@ -46,7 +47,20 @@ def windows_leave_input(in_shape: Sequence[int], out_shape: Sequence[int], kerne
     return False
 
 
+FLT_LOWEST = -3.4028234663852886e38
+"""The most negative finite float32, TensorFlow's initial max (`lowest()`)."""
+
+
 def lower_max_pool(kb: KernelBuilder, op: nn.MaxPool2dOp, buf: Buffers, out: SSAValue) -> None:
+    """A `loop.reduce max` over the window, whose step is `acc = (v > acc ||
+    isnan(v)) ? v : acc`; padded elements load -inf (they never win).
+
+    nan = "propagate": from -inf, the loaded value itself (PyTorch's rule).
+    nan = "skip": from -FLT_MAX, of `isnan(v) ? -inf : v` (`cmpf uno` and a
+    select), which is never NaN and never greater than the accumulator, so the
+    step is the ordered-greater select `acc = v > acc ? v : acc` of TensorFlow's
+    MaxPool: NaN never wins, a window without a number (or of -inf) gives -FLT_MAX.
+    """
     x = buf[op.input]
     layout = op.layout_value
     wmap = window_map(layout, op.strides_values, op.padding_values, op.dilation_values)
@@ -55,10 +69,15 @@ def lower_max_pool(kb: KernelBuilder, op: nn.MaxPool2dOp, buf: Buffers, out: SSA
     pad = NEG_INF if windows_leave_input(
         logical_shape(x.type.get_shape(), layout), logical_shape(out.type.get_shape(), layout),
         (kh, kw), op.strides_values, op.padding_values, op.dilation_values) else None
+    skip = op.nan_value == MaxPoolNaN.SKIP
+
+    def element(r: Emitter, ivs: list[SSAValue], w: list[SSAValue]) -> SSAValue:
+        v = r.load(x, [*ivs, *w], wmap, pad=pad)
+        return r.select(r.cmp("uno", v, v), r.f(NEG_INF), v) if skip else v
 
     def body(e: Emitter, ivs: list[SSAValue]) -> None:
-        m = e.reduce("max", NEG_INF, [kh, kw],
-                     lambda r, w: r.load(x, [*ivs, *w], wmap, pad=pad))
+        m = e.reduce("max", FLT_LOWEST if skip else NEG_INF, [kh, kw],
+                     lambda r, w: element(r, ivs, w))
         e.store(m, out, ivs, omap)
 
     kb.nest(logical_shape(out.type.get_shape(), layout), body)
