@@ -30,16 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m brainslug.frontend_torch",
                                 description="Print the nn IR of a PyTorch model.")
     p.add_argument("--model", required=True, help="torchvision:NAME or package.module:factory")
-    p.add_argument("--shape", required=True, help="input shape, e.g. 1,3,224,224 (0 = any)")
+    p.add_argument("--shape", required=True, action="append",
+                   help="input shape, e.g. 1,3,224,224 (0 = any); once per input of the model")
     args = p.parse_args(argv)
     try:
-        shape = [int(s) for s in args.shape.split(",")]
         from brainslug.frontend_torch.capture import capture, trace
-        from brainslug.frontend_torch.graph import check_shape
+        from brainslug.frontend_torch.graph import check_shape, input_shapes
 
-        shape = check_shape(shape)
+        spec = check_shape([[int(s) for s in shape.split(",")] for shape in args.shape])
         model = load_model(args.model)
-        cap = capture(trace(model), [shape])
+        cap = capture(trace(model), input_shapes(spec))
     except Exception as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -104,17 +104,23 @@ def trace(model: tnn.Module) -> fx.GraphModule:
             model.train(was_training)
 
 
-def export(model: tnn.Module, shape: Sequence[int]) -> fx.GraphModule:
-    """torch.export of `model` in eval mode, the batch (0 in `shape`) dynamic:
-    the fallback for models that symbolic tracing can't handle."""
+def export(model: tnn.Module, shape: Sequence[int] | Sequence[Sequence[int]]) -> fx.GraphModule:
+    """torch.export of `model` in eval mode on inputs of `shape` (one shape, or
+    one per input), the batch (0 in dim 0 of an input's shape) dynamic and
+    shared by those inputs: the fallback for models that symbolic tracing
+    can't handle."""
     _know_torchvision()
+    shapes = [list(s) for s in shape] if shape and all(
+        isinstance(s, Sequence) for s in shape) else [list(shape)]  # type: ignore[arg-type]
     with TRACE_LOCK:
         was_training = model.training
         model.eval()
         try:
-            example = torch.randn([2 if d == 0 else d for d in shape])
-            dyn = {0: torch.export.Dim("batch", min=1)} if shape and shape[0] == 0 else {}
-            ep = torch.export.export(model, (example,), dynamic_shapes=(dyn,) if dyn else None)
+            examples = tuple(torch.randn([2 if d == 0 else d for d in s]) for s in shapes)
+            batch = torch.export.Dim("batch", min=1)
+            dyn = tuple({0: batch} if s and s[0] == 0 else {} for s in shapes)
+            ep = torch.export.export(model, examples,
+                                     dynamic_shapes=dyn if any(dyn) else None)
             return ep.module()
         finally:
             model.train(was_training)

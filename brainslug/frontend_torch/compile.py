@@ -24,7 +24,7 @@ from brainslug.frontend_torch.capture import (
     memory_orders,
     propagate_shapes,
 )
-from brainslug.frontend_torch.graph import captured
+from brainslug.frontend_torch.graph import Spec, captured, input_shapes, spec_text
 from brainslug.frontend_torch.graph_builder import Order, default_order
 from brainslug.frontend_torch.kernel_module import StackKernel
 from brainslug.plan.compile import CompiledStacks, cached_record, compile_stacks
@@ -38,11 +38,11 @@ CHANNELS_LAST_NOTE = ("layout: NHWC (channels-last) activations; stacks are gene
                       "NHWC and the library's convolutions run channels-last")
 
 
-def plan_key_parts(gm: fx.GraphModule, shape: list[int] | None, layout: str,
-               target: CpuTarget) -> list[str]:
+def plan_key_parts(gm: fx.GraphModule, shape: Spec | None, layout: str,
+                   target: CpuTarget) -> list[str]:
     """What determines a plan: the traced graph (its code and module tree,
     which shows every layer's hyperparameters), the names, shapes and dtypes of
-    the parameters and buffers, the input shape, the layout and the target.
+    the parameters and buffers, the input shapes (all of them), the layout and the target.
     Parameter values are not part of it: kernels read them at run time."""
     tensors = [
         (name, tuple(t.shape), str(t.dtype))
@@ -90,7 +90,7 @@ def stack_orders(cap: Capture, binding: StackBinding, layout: str) -> list[Order
 
 def compile_plan(
     gm: fx.GraphModule,
-    shape: list[int] | None = None,
+    shape: Spec | None = None,
     *,
     metas: Metas | None = None,
     cpu: str = "host",
@@ -103,7 +103,8 @@ def compile_plan(
     compiled stacks (their IR, and the kernels as a saved plan stores them).
 
     Shapes come from running `gm` on inputs of `shape` (0 = the batch) unless
-    `metas` (node name -> (shape, dtype)) are given. With `layout="NHWC"` the
+    `metas` (node name -> (shape, dtype)) are given; `shape` is one shape or
+    one per input (`graph.check_shape`). With `layout="NHWC"` the
     stacks are generated channels-last and rank-4 inputs are made channels-last
     on entry, so that PyTorch's convolutions run channels-last too. With
     `convs` (NHWC only: True, or the fx names of some), convolutions are
@@ -115,7 +116,7 @@ def compile_plan(
     target = CpuTarget(cpu, threads, bool(convs))
     key = record = None
     orders: dict[str, Order] = {}
-    examples = [shape] if shape is not None else []
+    examples = input_shapes(shape)
     if metas is None:
         compiled = ",".join(sorted(convs)) if not isinstance(convs, bool) else str(convs)
         key, record = cached_record([*plan_key_parts(gm, shape, layout, target), compiled,
@@ -141,7 +142,7 @@ def compile_plan(
                             only=_has_conv if only_convs else None)
     kernels = {
         b.name: StackKernel(b.name, stacks.runners[b.name], b.inputs, b.output_shapes,
-                            stack_orders(cap, b, layout))
+                            stack_orders(cap, b, layout), _batched(b, metas))
         for b in stacks.bindings if b.name in stacks.runners
     }
     info = stacks.info
@@ -154,18 +155,26 @@ def compile_plan(
     return new_gm, info, stacks
 
 
+def _batched(binding: StackBinding, metas: Metas) -> list[bool]:
+    """Whether each input of a stack's kernel has the batch in dim 0 (its
+    extent there follows the batch size)."""
+    return [isinstance(src, str) and src in metas and bool(metas[src][0])
+            and metas[src][0][0] < 0 for src in binding.inputs]
+
+
 def _has_conv(stack: Any) -> bool:
     return any(op.name == "nn.conv2d" for op in stack.body.walk())
 
 
-def _shapes(gm: fx.GraphModule, shape: list[int] | None) -> Metas:
-    """The traced graph's shapes for inputs of `shape`; ValueError when the
-    model does not run on them."""
+def _shapes(gm: fx.GraphModule, shape: Spec | None) -> Metas:
+    """The traced graph's shapes for inputs of `shape` (one shape, or one per
+    input); ValueError when the model does not run on them."""
+    shapes = input_shapes(shape)
     try:
-        return propagate_shapes(gm, [shape] if shape else [])
+        return propagate_shapes(gm, shapes)
     except Exception as e:
-        want = "x".join("N" if d == 0 else str(d) for d in shape or [])
-        raise ValueError(f"the model does not run on inputs of shape {want}: "
+        what = "inputs of shape" if len(shapes) == 1 else "inputs of shapes"
+        raise ValueError(f"the model does not run on {what} {spec_text(shape)}: "
                          f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
 
 

@@ -28,6 +28,7 @@ import torch.fx as fx
 
 from brainslug.frontend_torch.capture import capture
 from brainslug.frontend_torch.compile import compile_plan
+from brainslug.frontend_torch.graph import Spec, example_inputs, input_shapes
 from brainslug.frontend_torch.speed import medians
 from brainslug.plan.report import ConvChoice
 from brainslug.runtime import cache
@@ -48,7 +49,7 @@ MAX_TIMED = 64
 (the largest epilogue passes saved): compiling is most of a cold optimize()."""
 
 
-def choose_convs(gm: fx.GraphModule, spec: list[int], key_parts: list[str], *,
+def choose_convs(gm: fx.GraphModule, spec: Spec, key_parts: list[str], *,
                  cpu: str, threads: int | None) -> list[ConvChoice]:
     """Who runs each channels-last convolution of `gm` (fx node names)."""
     key = cache.key("conv-choice", *key_parts)
@@ -73,7 +74,7 @@ def _conv_stacks(info: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
     return out
 
 
-def candidates(gm: fx.GraphModule, spec: list[int]) -> tuple[set[str], list[ConvChoice]]:
+def candidates(gm: fx.GraphModule, spec: Spec) -> tuple[set[str], list[ConvChoice]]:
     """The convolutions worth timing (fx node names), and the choices made
     without timing: a convolution whose epilogue oneDNN's post-ops apply (or
     that has none, as DenseNet's before a `cat`) saves no memory pass in
@@ -83,7 +84,7 @@ def candidates(gm: fx.GraphModule, spec: list[int]) -> tuple[set[str], list[Conv
     from brainslug.passes.form_stacks import conv_epilogue_chains, remove_identities
     from brainslug.plan.capture import NODE_ATTR
 
-    cap = capture(gm, [spec], _shapes(gm, spec), "NHWC", compile_convs=True)
+    cap = capture(gm, input_shapes(spec), _shapes(gm, spec), "NHWC", compile_convs=True)
     block = captured(cap).function.body.block
     remove_identities(block)
     decided, worth = [], []
@@ -99,7 +100,7 @@ def candidates(gm: fx.GraphModule, spec: list[int]) -> tuple[set[str], list[Conv
     return {node for _, node in worth[:MAX_TIMED]}, decided
 
 
-def _measure(gm: fx.GraphModule, spec: list[int], cpu: str,
+def _measure(gm: fx.GraphModule, spec: Spec, cpu: str,
              threads: int | None) -> list[ConvChoice]:
     from brainslug.frontend_torch.library_conv import PackedConv2d
 
@@ -117,7 +118,7 @@ def _measure(gm: fx.GraphModule, spec: list[int], cpu: str,
         for k in kernels.values()]
     try:
         with torch.no_grad():
-            plan(torch.randn([spec[0] or 1, *spec[1:]]))
+            plan(*example_inputs(spec))
     finally:
         for h in hooks:
             h.remove()

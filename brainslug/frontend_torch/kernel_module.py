@@ -109,14 +109,18 @@ class StackKernel(torch.nn.Module):
     the kernel reads it: a tensor `t` is passed as the view `t.permute(order)`
     (no copy when `t` is stored that way, as a channels-last tensor is in
     order (0, 2, 3, 1)) and an output buffer `o` is returned as the inverse
-    permute of `o`.
+    permute of `o`. `batched` says which inputs have the batch in dim 0 (the
+    first of their activations gives the kernel its batch size; default the
+    first activation): an input of a fixed batch (a model input of spec
+    [1, ...] beside batched ones, a tensor computed from the weights) does not.
     """
 
     is_stack_kernel = True
 
     def __init__(self, name: str, runner: Any, inputs: Sequence[Source],
                  output_shapes: Sequence[tuple[int, ...]],
-                 orders: Sequence[Sequence[int] | None] = ()):
+                 orders: Sequence[Sequence[int] | None] = (),
+                 batched: Sequence[bool] = ()):
         super().__init__()
         self.stack_name = name
         self.runner = runner
@@ -135,8 +139,10 @@ class StackKernel(torch.nn.Module):
         self.output_shapes = [tuple(s) for s in output_shapes]
         self._arena: Any = None
         self._out_slots: list[int | None] = [None] * len(self.output_shapes)
-        # activations come first in the call; the first one carries the batch
-        self._batch_input = 0 if self._slots else None
+        # activations come first in the call; the first batched one carries the batch
+        self._batch_input = next((k for k, slot in enumerate(self._slots)
+                                  if slot < len(batched) and batched[slot]),
+                                 0 if self._slots else None)
         # activation shapes -> the runner's shape slots, after one checked call
         self._checked: dict[tuple[torch.Size, ...], Any] = {}  # -> the runner's fill
         self._dims: dict[int, list[tuple[int, ...]]] = {}  # output extents per batch

@@ -16,6 +16,7 @@ import torch
 import torch.fx as fx
 
 from brainslug.frontend_torch.fold import FoldedConv2d
+from brainslug.frontend_torch.graph import input_shapes, shape_text, spec_text
 from brainslug.frontend_torch.kernel_module import ForkedChild, StackKernel, after_fork
 from brainslug.plan.report import PlanInfo
 from brainslug.plan.saved import PlanKernels
@@ -35,13 +36,20 @@ def _arenas(plan: fx.GraphModule | None) -> list[Any]:
 class BrainSlugModule(torch.nn.Module):
     """The original model plus its BrainSlug plan."""
 
+    device_type = "cpu"
+    """Where the plan's inputs must be (the inputs of a model of several are
+    checked against it; `check_input` checks the input of a model of one)."""
+
     def __init__(self, original: torch.nn.Module, plan: fx.GraphModule | None,
-                 shape: list[int], info: PlanInfo, *, kernels: PlanKernels | None = None,
-                 options: dict[str, Any] | None = None):
+                 shape: list[int] | list[list[int]], info: PlanInfo, *,
+                 kernels: PlanKernels | None = None, options: dict[str, Any] | None = None):
         super().__init__()
         self.original = original
         self.plan = plan
-        self.input_shape = list(shape)
+        # the input spec as optimize() took it: one shape, or one per input
+        self.input_shape = [list(s) if isinstance(s, list | tuple) else s for s in shape]
+        self.input_shapes = input_shapes(self.input_shape)  # one per input
+        self.input_names = _input_names(plan, original, len(self.input_shapes))
         self.info = info
         self.kernels = kernels  # what `brainslug.save` stores of the plan's kernels
         self.options = dict(options or {})  # optimize()'s options
@@ -94,7 +102,9 @@ class BrainSlugModule(torch.nn.Module):
 
     def extra_repr(self) -> str:
         n = sum(1 for s in self.info.stacks if s.compiled)
-        return f"shape={self.input_shape}, stacks={n}"
+        shape = f"shape={self.input_shape}" if len(self.input_shapes) == 1 \
+            else f"shapes={self.input_shapes}"
+        return f"{shape}, stacks={n}"
 
     def release_buffers(self, batch_sizes: Collection[int] | None = None) -> None:
         """Frees the buffers kept for inputs of these batch sizes (all if None),
@@ -129,29 +139,76 @@ class BrainSlugModule(torch.nn.Module):
             self.release_buffers([next(iter(recent))])
 
     def check_input(self, x: Any) -> None:
-        """ValueError naming what was expected when `x` does not fit the plan."""
+        """ValueError naming what was expected when `x` does not fit the plan
+        (a model of one input)."""
         if isinstance(x, torch.Tensor) and x.shape in self._accepted \
                 and x.dtype is torch.float32 and x.device.type == "cpu":
             return
-        want = "x".join("N" if d == 0 else str(d) for d in self.input_shape)
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"expected a torch.Tensor of shape {want}, got {type(x).__name__}")
-        if x.dtype != torch.float32:
-            raise ValueError(f"expected dtype torch.float32, got {x.dtype}")
-        if x.device.type != "cpu":
-            raise ValueError(f"expected a CPU tensor (the plan was compiled for x86-64), "
-                             f"got device {x.device}")
-        if x.dim() != len(self.input_shape):
-            raise ValueError(f"expected a {len(self.input_shape)}-d input of shape {want}, "
-                             f"got {x.dim()}-d {tuple(x.shape)}")
-        for k, (d, e) in enumerate(zip(x.shape, self.input_shape, strict=True)):
-            if e and d != e:
-                raise ValueError(f"expected input shape {want}, got {tuple(x.shape)} "
-                                 f"(dim {k} is {d}, expected {e})")
-            if not e and d == 0:
-                raise ValueError(f"dim {k} of the input is empty")
+        self._check_tensor(x, self.input_shapes[0], "the input", "the input")
         if len(self._accepted) < 64:
             self._accepted.add(x.shape)
+
+    def _check_tensor(self, x: Any, shape: list[int], what: str, which: str) -> None:
+        """ValueError naming what was expected when tensor `x` (`what` in
+        messages, `which` before "dim k") does not fit `shape`."""
+        want = shape_text(shape)
+        of = "" if what == "the input" else f" for {what}"
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"expected a torch.Tensor of shape {want}{of}, "
+                             f"got {type(x).__name__}")
+        if x.dtype != torch.float32:
+            raise ValueError(f"expected dtype torch.float32{of}, got {x.dtype}")
+        if x.device.type != self.device_type:
+            where = "a CPU tensor" if self.device_type == "cpu" \
+                else f"a {self.device_type.upper()} tensor"
+            plan = "x86-64" if self.device_type == "cpu" else "the GPU"
+            raise ValueError(f"expected {where}{of} (the plan was compiled for {plan}), "
+                             f"got device {x.device}")
+        if x.dim() != len(shape):
+            raise ValueError(f"expected a {len(shape)}-d input of shape {want}{of}, "
+                             f"got {x.dim()}-d {tuple(x.shape)}")
+        for k, (d, e) in enumerate(zip(x.shape, shape, strict=True)):
+            if e and d != e:
+                raise ValueError(f"expected input shape {want}{of}, got {tuple(x.shape)} "
+                                 f"(dim {k} is {d}, expected {e})")
+            if not e and d == 0:
+                raise ValueError(f"dim {k} of {which} is empty")
+
+    def check_inputs(self, args: tuple[Any, ...]) -> int:
+        """ValueError naming what was expected when the call's inputs do not
+        fit the plan: one tensor per shape of the spec, each of its shape, and
+        one batch size (dim 0 of the inputs whose spec has 0 there) for all.
+        Returns the batch size (dim 0 of the first input when none is free)."""
+        shapes = self.input_shapes
+        if len(args) != len(shapes):
+            names = ", ".join(self.input_names)
+            raise ValueError(
+                f"the optimized model takes {len(shapes)} input tensor"
+                f"{'' if len(shapes) == 1 else 's'} ({names}) of shape"
+                f"{'' if len(shapes) == 1 else 's'} {spec_text(self.input_shape)} as "
+                f"positional arguments, got {len(args)}")
+        if len(shapes) == 1:
+            self.check_input(args[0])
+            return args[0].shape[0]
+        key = tuple(x.shape if isinstance(x, torch.Tensor) and x.dtype is torch.float32
+                    and x.device.type == self.device_type else None for x in args)
+        if None in key or key not in self._accepted:
+            batch = None
+            for k, (x, shape, name) in enumerate(zip(args, shapes, self.input_names,
+                                                     strict=True)):
+                what = f"input {k} ({name})"
+                self._check_tensor(x, shape, what, what)
+                if shape[0] == 0:
+                    if batch is not None and x.shape[0] != batch[0]:
+                        raise ValueError(
+                            f"the inputs' batch sizes differ: {what} has {x.shape[0]} in "
+                            f"dim 0, {batch[1]} has {batch[0]} (the spec "
+                            f"{spec_text(self.input_shape)} gives them one batch, the N)")
+                    batch = batch or (x.shape[0], what)
+            if len(self._accepted) < 64:
+                self._accepted.add(key)  # type: ignore[arg-type]
+        return next((x.shape[0] for x, s in zip(args, shapes, strict=True) if s[0] == 0),
+                    args[0].shape[0])
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.training or self.plan is None:
@@ -161,23 +218,51 @@ class BrainSlugModule(torch.nn.Module):
                               stacklevel=2)
                 self._warned_train = True
             return self.original(*args, **kwargs)
-        if kwargs or len(args) != 1:
-            raise ValueError("the optimized model takes exactly one input tensor")
-        x = args[0]
-        self.check_input(x)
+        if kwargs:
+            args = self._positional(args, kwargs)
+        batch = self.check_inputs(args)
         if torch.is_grad_enabled() and not self._warned_grad and (
-            x.requires_grad or any(p.requires_grad for p in self.original.parameters())
+            any(x.requires_grad for x in args)
+            or any(p.requires_grad for p in self.original.parameters())
         ):
             warnings.warn("BrainSlug's optimized path is inference only: its outputs are not "
                           "differentiable (use torch.no_grad() or .train())", stacklevel=2)
             self._warned_grad = True
         if ForkedChild.pending:
             after_fork()
-        self._seen_batch(x.shape[0])
+        self._seen_batch(batch)
         with torch.no_grad():
             for refresh in self._refresh:
                 refresh()
-            return self.plan.forward(x)  # (no module hooks: a call's overhead counts)
+            return self.plan.forward(*args)  # (no module hooks: a call's overhead counts)
+
+    def _positional(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """The call's inputs in the order of the forward's parameters (inputs
+        after the positional ones may be passed by their names)."""
+        names, rest = self.input_names, self.input_names[len(args):]
+        unknown = [k for k in kwargs if k not in rest]
+        missing = [n for n in rest if n not in kwargs]
+        if unknown or missing:
+            got = f"unexpected {', '.join(map(repr, unknown))}" if unknown \
+                else f"missing {', '.join(missing)}"
+            raise ValueError(f"the optimized model takes {len(names)} input tensor"
+                             f"{'' if len(names) == 1 else 's'} ({', '.join(names)}), "
+                             f"positional or by name: {got}")
+        return (*args, *(kwargs[n] for n in rest))
+
+
+def _input_names(plan: fx.GraphModule | None, original: torch.nn.Module, n: int) -> list[str]:
+    """Names of the model's `n` inputs: its forward's parameters, else the
+    plan's placeholders, else x0, x1, ..."""
+    from brainslug.frontend_torch.graph import forward_parameters
+
+    found = forward_parameters(original)
+    names = found[0] if found is not None else []
+    if len(names) < n and plan is not None:
+        names = [str(p.target) for p in plan.graph.nodes if p.op == "placeholder"]
+    if len(names) < n:
+        names = [f"x{k}" for k in range(n)]
+    return names[:n]
 
 
 def _unpickle(data: bytes, original: torch.nn.Module) -> BrainSlugModule:

@@ -12,7 +12,13 @@ import torch
 
 from brainslug.frontend_torch import cuda_kernel, speed
 from brainslug.frontend_torch.compile import compile_plan, plan_key_parts
-from brainslug.frontend_torch.graph import check_shape, trace_model
+from brainslug.frontend_torch.graph import (
+    Spec,
+    check_shape,
+    check_spec_fits,
+    input_shapes,
+    trace_model,
+)
 from brainslug.frontend_torch.kernel_module import kernel_threads
 from brainslug.frontend_torch.module import BrainSlugModule
 from brainslug.ir.compile_time import gc_paused
@@ -58,8 +64,14 @@ def conv_mode(options: dict[str, Any]) -> str:
     return mode
 
 
-def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
+def optimize(model: torch.nn.Module, shape: Sequence[int] | Sequence[Sequence[int]],
+             **options: Any):
     """The BrainSlug-accelerated module for inputs of `shape` (0 = any size).
+
+    `shape` is one shape for a model of one input (`[0, 3, 224, 224]`), or
+    one shape per input of the model's forward (`[[0, 37, 13, 13], [0, 37]]`);
+    a 0 in dim 0 is the batch, any size but the same for all inputs of one
+    call. A spec that does not fit the forward's parameters is a ValueError.
 
     Options: `conv` ("auto", "library", "brainslug": who computes the
     convolutions; "brainslug" compiles each channels-last convolution with
@@ -80,11 +92,18 @@ def optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
         return _optimize(model, shape, **options)
 
 
-def _optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
+def _optimize(model: torch.nn.Module, shape: Sequence[int] | Sequence[Sequence[int]],
+              **options: Any):
     """optimize(), with its timing marked as in progress (`speed.optimizing`)."""
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"optimize() expects a torch.nn.Module, got {type(model).__name__}")
     spec = check_shape(shape)
+    check_spec_fits(model, spec)
+    if cuda_kernel.is_cuda_model(model) and len(input_shapes(spec)) > 1:
+        info = PlanInfo(capture="none", target="nvptx")
+        info.fallbacks.append(("<model>", "the CUDA plan takes models of one input: this "
+                               "one runs as it is"))
+        return BrainSlugModule(model, None, spec, info)
     if cuda_kernel.is_cuda_model(model):  # stacks become CUDA kernels; convolutions stay in cuDNN
         return cuda_kernel.optimize_cuda(model, spec, **options)
     unknown = set(options) - set(OPTIONS)
@@ -143,7 +162,7 @@ def _optimize(model: torch.nn.Module, shape: Sequence[int], **options: Any):
     return BrainSlugModule(model, None, spec, info)
 
 
-def _plan(model: torch.nn.Module, spec: list[int], layout: str, threads: int | None,
+def _plan(model: torch.nn.Module, spec: Spec, layout: str, threads: int | None,
           options: dict[str, Any]) -> tuple[BrainSlugModule, list[str]]:
     """The CPU plan of `model` in `layout`, and what keys its speed verdict."""
     gm, how, notes = trace_model(model, spec)

@@ -1,11 +1,11 @@
 """Never slower than eager: a plan is measured against the model at optimize().
 
-The plan and the model run on one random input of the plan's shape (batch 1
-where the batch is free), interleaved after a warm-up call, for 2 to 5 rounds
-(fewer when the times do not overlap; `CLOSE_ROUNDS` more when the medians are
-within `CLOSE` of each other, where a few rounds decide by noise), and the
-plan is kept unless its median is slower than the model's by more than the
-timing's resolution (`MARGIN`). A
+The plan and the model run on one random input of the plan's shape (one per
+input of a model of several; batch 1 where the batch is free), interleaved
+after a warm-up call, for 2 to 5 rounds (fewer when the times do not overlap;
+`CLOSE_ROUNDS` more when the medians are within `CLOSE` of each other, where
+a few rounds decide by noise), and the plan is kept unless its median is
+slower than the model's by more than the timing's resolution (`MARGIN`). A
 plan that measures slower is measured a second time, and each side keeps the
 lower of its two medians: interference from other processes only adds time,
 and slows the plan's threads more than the model's. The verdict is kept in
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from brainslug.frontend_torch.graph import example_inputs, input_shapes
 from brainslug.runtime import cache
 
 ROUNDS = 5
@@ -96,20 +97,23 @@ def others_running() -> bool:
     return _active > 1
 
 
-def medians(candidates: dict[str, Callable[[torch.Tensor], object]], x: torch.Tensor,
+def medians(candidates: dict[str, Callable[..., object]],
+            x: torch.Tensor | tuple[torch.Tensor, ...],
             rounds: int = ROUNDS, warmup: int = WARMUP) -> dict[str, float]:
-    """Median seconds of each candidate on `x`, timed interleaved after `warmup`
-    calls, for `rounds` rounds, or fewer once every time of one candidate is
-    below every time of the others (at least `MIN_ROUNDS`)."""
+    """Median seconds of each candidate on `x` (a tuple: the inputs of a model
+    of several), timed interleaved after `warmup` calls, for `rounds` rounds,
+    or fewer once every time of one candidate is below every time of the
+    others (at least `MIN_ROUNDS`)."""
     times: dict[str, list[float]] = {k: [] for k in candidates}
+    xs = x if isinstance(x, tuple) else (x,)
     with torch.no_grad():
         for _ in range(warmup):
             for f in candidates.values():
-                f(x)
+                f(*xs)
         for r in range(rounds):
             for k, f in candidates.items():
                 t = time.perf_counter()
-                f(x)
+                f(*xs)
                 times[k].append(time.perf_counter() - t)
             if r + 1 >= MIN_ROUNDS and _separated(times):
                 break
@@ -122,18 +126,21 @@ def _separated(times: dict[str, list[float]]) -> bool:
                for k, v in times.items())
 
 
-def measure(plan: Callable[[torch.Tensor], object], model: torch.nn.Module, spec: list[int],
-            key_parts: list[str]) -> Verdict | None:
-    """The plan against the model on a random input of shape `spec`; from the
-    cache when measured before. None when the model does not run on it."""
+def measure(plan: Callable[..., object], model: torch.nn.Module,
+            spec: list[int] | list[list[int]], key_parts: list[str]) -> Verdict | None:
+    """The plan against the model on a random input of shape `spec` (one per
+    input where it gives several shapes); from the cache when measured
+    before. None when the model does not run on it."""
     key = cache.key("speed", *key_parts)
     if (blob := cache.load(key)) is not None:
         try:
             return Verdict(**json.loads(blob))
         except (ValueError, TypeError):
             pass
-    batch = spec[0] or 1
-    x = torch.randn([batch, *spec[1:]])
+    inputs = example_inputs(spec, 1)
+    shapes = input_shapes(spec)
+    batch = 1 if any(s[0] == 0 for s in shapes) else int(inputs[0].shape[0])
+    x = inputs[0] if len(inputs) == 1 else tuple(inputs)
     candidates = {"plan": plan, "model": model}
     contended = others_running()
     try:
