@@ -28,20 +28,26 @@ def optimize(model: Any, shape: Any, **options: Any) -> Any:
     `threads` (the kernels' thread pool, default `DEFAULT_THREADS`;
     None = the process-wide pool), `mode` ("eager": the schedule runs op by op
     from Python, the default; "graph": as one tf.function whose stacks are
-    `tf.numpy_function` calls), `cpu` (LLVM CPU name, default the host)."""
+    `tf.numpy_function` calls), `cpu` (LLVM CPU name, default the host),
+    `verbose` (default True: a cold optimize() that runs past 2 s shows one
+    line of progress on stderr, when it is a terminal, erased when done)."""
     import keras
 
     from brainslug.frontend_tf.graphdef import is_tf_function
     from brainslug.frontend_tf.keras_layers import Unmapped
     from brainslug.frontend_tf.module import OptimizedModel
+    from brainslug.plan import progress
 
     if not isinstance(model, keras.Model) and not is_tf_function(model):
         raise ValueError(f"optimize() expects a keras.Model or a tf.function, got "
                          f"{type(model).__name__}")
     spec = check_shape(list(shape) if isinstance(shape, tuple) else shape)
-    unknown = set(options) - {"cpu", "threads", "mode", "conv"}
+    unknown = set(options) - {"cpu", "threads", "mode", "conv", "verbose"}
     if unknown:
         raise ValueError(f"unknown optimize() options: {sorted(unknown)}")
+    verbose = options.get("verbose", True)
+    if not isinstance(verbose, bool):
+        raise ValueError(f"verbose must be True or False, got {verbose!r}")
     conv = options.get("conv", "auto")
     # with the convolutions in BrainSlug's kernels, TensorFlow runs little and
     # its spinning threads cost little: the kernels get every core
@@ -56,8 +62,9 @@ def optimize(model: Any, shape: Any, **options: Any) -> Any:
     if mode not in ("eager", "graph"):
         raise ValueError(f"mode must be 'eager' or 'graph', got {mode!r}")
     try:
-        plan = compile_plan(model, spec, cpu=options.get("cpu", "host"), threads=threads,
-                            convs=conv != "library")
+        with progress.showing(verbose):
+            plan = compile_plan(model, spec, cpu=options.get("cpu", "host"), threads=threads,
+                                convs=conv != "library")
     except Unmapped as e:
         info = PlanInfo(capture="none")
         info.fallbacks.append(("<model>", f"the model runs in Keras as it is: {e}"))

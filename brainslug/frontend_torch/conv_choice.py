@@ -30,6 +30,7 @@ from brainslug.frontend_torch.capture import capture
 from brainslug.frontend_torch.compile import compile_plan
 from brainslug.frontend_torch.graph import Spec, example_inputs, input_shapes
 from brainslug.frontend_torch.speed import medians
+from brainslug.plan import progress
 from brainslug.plan.report import ConvChoice
 from brainslug.runtime import cache
 
@@ -125,7 +126,8 @@ def _measure(gm: fx.GraphModule, spec: Spec, cpu: str,
     nodes = {n.name: n for n in gm.graph.nodes}
     measured: dict[tuple[Any, ...], tuple[float, float]] = {}
     choices, start = [], time.perf_counter()
-    for name, kernel in kernels.items():
+    for i, (name, kernel) in enumerate(kernels.items()):
+        progress.note("timing convolutions", i, len(kernels))
         node_name, ops = stacks[name]
         node, args = nodes.get(node_name), seen.get(name)
         conv = gm.get_submodule(str(node.target)) if node is not None and \

@@ -23,6 +23,7 @@ from brainslug.frontend_torch.kernel_module import kernel_threads
 from brainslug.frontend_torch.module import BrainSlugModule
 from brainslug.ir.compile_time import gc_paused
 from brainslug.lowering.backends.x86 import check_cpu
+from brainslug.plan import progress
 from brainslug.plan.compile import strict
 from brainslug.plan.report import ConvChoice, PlanInfo
 from brainslug.plan.targets import CpuTarget
@@ -43,7 +44,8 @@ def choose_layout(model: torch.nn.Module, layout: Any = "auto") -> str:
     return "NHWC" if has_conv and torch.backends.mkldnn.is_available() else "NCHW"
 
 
-OPTIONS = ("cpu", "layout", "fold_batchnorm", "pack_convolutions", "threads", "conv")
+OPTIONS = ("cpu", "layout", "fold_batchnorm", "pack_convolutions", "threads", "conv",
+           "verbose")
 """optimize()'s keyword options (CPU plans)."""
 
 CONV_MODES = ("auto", "library", "brainslug")
@@ -82,13 +84,18 @@ def optimize(model: torch.nn.Module, shape: Sequence[int] | Sequence[Sequence[in
     channels-last convolutions); `threads` (the kernels' threads; see
     `kernel_threads`); `fold_batchnorm` (default False: folds each
     batch norm that follows a convolution into its weights, which changes the
-    rounding; the report says so); `cpu` (LLVM CPU name, default the host).
+    rounding; the report says so); `cpu` (LLVM CPU name, default the host);
+    `verbose` (default True: a cold optimize() that runs past 2 s shows one
+    line of progress on stderr, when it is a terminal, erased when done).
 
     Never slower than eager: a plan is measured against the model (`speed`);
     with `layout="auto"` an NCHW plan is tried when the channels-last one is
     slower, and when every plan is, the model runs as it is, with the
     measurements in the report."""
-    with speed.optimizing():
+    verbose = options.pop("verbose", True)
+    if not isinstance(verbose, bool):
+        raise ValueError(f"verbose must be True or False, got {verbose!r}")
+    with speed.optimizing(), progress.showing(verbose):
         return _optimize(model, shape, **options)
 
 

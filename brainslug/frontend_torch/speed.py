@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from brainslug.frontend_torch.graph import example_inputs, input_shapes
+from brainslug.plan import progress
 from brainslug.runtime import cache
 
 ROUNDS = 5
@@ -137,6 +138,7 @@ def measure(plan: Callable[..., object], model: torch.nn.Module,
             return Verdict(**json.loads(blob))
         except (ValueError, TypeError):
             pass
+    progress.note("measuring the plan against the model")
     inputs = example_inputs(spec, 1)
     shapes = input_shapes(spec)
     batch = 1 if any(s[0] == 0 for s in shapes) else int(inputs[0].shape[0])

@@ -9,6 +9,7 @@ runs where in a `PlanInfo`.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import time
@@ -25,6 +26,7 @@ from brainslug.passes.form_stacks import FormStacksPass
 from brainslug.pipeline.default import default_passes
 from brainslug.pipeline.target import conv_chain_bytes
 from brainslug.plan import cache as plan_cache
+from brainslug.plan import progress
 from brainslug.plan.capture import Captured
 from brainslug.plan.report import PlanInfo
 from brainslug.plan.saved import PlanKernels
@@ -262,6 +264,11 @@ def _lower_units(module: ModuleOp, target: Any, left: dict[str, str]) -> Lowered
         else:
             todo.append((name, unit, key))
 
+    done = multiprocessing.Value("i", len(results))  # shared with the forked workers
+    total = len(results) + len(todo)
+    what = "compiling stacks" if not left else "compiling the stacks to time"
+    progress.note(what, done.value, total)
+
     def build(item: tuple[str, ModuleOp, str]) -> UnitResult:
         name, unit, key = item
         try:
@@ -269,9 +276,13 @@ def _lower_units(module: ModuleOp, target: Any, left: dict[str, str]) -> Lowered
         except Exception as e:
             if strict():
                 raise
-            return UnitResult(fallback=f"compiling it failed: {type(e).__name__}: {e}")
-        if result.record is not None:
-            cache.store(key, result.to_json().encode())
+            result = UnitResult(fallback=f"compiling it failed: {type(e).__name__}: {e}")
+        else:
+            if result.record is not None:
+                cache.store(key, result.to_json().encode())
+        with done.get_lock():
+            done.value += 1
+        progress.note(what, done.value, total)
         return result
 
     for (name, _, _), result in zip(todo, fork_map(build, todo), strict=True):
