@@ -110,3 +110,29 @@ def test_state_dict_is_the_models() -> None:
     with torch.no_grad():
         assert (opt(x) - plain(x)).abs().max().item() <= 1e-5
 
+
+
+def test_a_reshape_across_the_batch_dimension_runs_in_the_framework() -> None:
+    """LeViT's batch norm over the B*N tokens of a (B, N, C) tensor, reshaped
+    back to B x N: the stack's reshape moves elements between the batch and
+    the other dims, which a compiled reshape can't (it raised IndexError)."""
+    import torch.nn as nn
+
+    class TokensBN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = nn.BatchNorm1d(36).eval()
+            with torch.no_grad():
+                self.bn.running_mean.normal_()
+                self.bn.running_var.uniform_(0.5, 2.0)
+
+        def forward(self, x):
+            y = self.bn(x.flatten(0, 1)).reshape_as(x)
+            return torch.relu(y.view(x.shape[0], 13, 4, 9))
+
+    m = TokensBN().eval()
+    opt = brainslug.optimize(m, [0, 13, 36])
+    for batch in (1, 3):
+        x = torch.randn(batch, 13, 36)
+        with torch.no_grad():
+            assert (opt(x) - m(x)).abs().max().item() <= 1e-5

@@ -3,6 +3,7 @@ and the copy of a value into a second output."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from xdsl.ir import Operation, SSAValue
@@ -48,6 +49,10 @@ def reshape_map(in_shape: Sequence[int], out_shape: Sequence[int]) -> AffineMap:
         raise UnsupportedLayer("reshape must keep the batch dimension")
     if 0 in (*in_shape[1:], *out_shape[1:]):
         raise UnsupportedLayer("reshape of an empty tensor")
+    if math.prod(in_shape[1:]) != math.prod(out_shape[1:]):
+        # (LeViT's batch norm over B*N tokens, then reshaped to B x N)
+        raise UnsupportedLayer("reshape moves elements between the batch dimension and "
+                               "the others")
     results: list[AffineExpr] = [d(0)]
     i = o = 1
     while i < len(in_shape) or o < len(out_shape):
