@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from xdsl.dialects import func
+from test_plan import FailOnKernel
 from xdsl.passes import ModulePass
 
 from brainslug.ir.context import parse_module
@@ -106,19 +106,6 @@ def test_stack_cache_serves_a_later_plan(counted, monkeypatch, tmp_path) -> None
     assert counted.runs == 3
 
 
-class FailOn(ModulePass):
-    """Raises in the unit of stack `stack` (a bug one stack triggers)."""
-
-    name = "fail-on"
-
-    def __init__(self, stack: str):
-        self.stack = stack
-
-    def apply(self, ctx, op) -> None:
-        if any(isinstance(f, func.FuncOp) and f.sym_name.data == self.stack for f in op.ops):
-            raise RuntimeError(f"cannot compile {self.stack}")
-
-
 def test_forked_units_and_a_failing_stack(monkeypatch, tmp_path) -> None:
     """Six distinct stacks shared between two processes; the one whose passes
     raise (in whichever process) stays in the framework with the error, the
@@ -127,7 +114,7 @@ def test_forked_units_and_a_failing_stack(monkeypatch, tmp_path) -> None:
 
     passes = plan_compile.default_passes
     monkeypatch.setattr(plan_compile, "default_passes", lambda target, cpu, **kw: [
-        *passes(target, cpu, **kw)[:2], FailOn("stack3"), *passes(target, cpu, **kw)[2:]])
+        *passes(target, cpu, **kw)[:2], FailOnKernel("stack3"), *passes(target, cpu, **kw)[2:]])
     monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("BRAINSLUG_COMPILE_WORKERS", "2")
     monkeypatch.setenv("BRAINSLUG_STRICT", "0")
