@@ -74,9 +74,25 @@ class _Groups:
     def canon(self, gs: Iterable[int]) -> set[int]:
         return {self.find(g) for g in gs}
 
-    def can_merge(self, a: int, b: int) -> bool:
+    def reaches(self, a: int, b: int) -> bool:
+        """Whether group `a` depends on group `b` through a path that leaves
+        `a`: directly through `indirect`, or through the groups in it (whose
+        own dependencies may have grown by merges since)."""
         a, b = self.find(a), self.find(b)
-        return a not in self.canon(self.indirect[b]) and b not in self.canon(self.indirect[a])
+        seen, todo = {a}, [a]
+        while todo:
+            for h in self.canon(self.indirect[todo.pop()]):
+                if h == b:
+                    return True
+                if h not in seen:
+                    seen.add(h)
+                    todo.append(h)
+        return False
+
+    def can_merge(self, a: int, b: int) -> bool:
+        """Whether `a` and `b` can be one group without a cycle through
+        layers outside it."""
+        return not self.reaches(a, b) and not self.reaches(b, a)
 
     def union(self, a: int, b: int) -> int:
         a, b = self.find(a), self.find(b)
@@ -126,9 +142,20 @@ def group_layers(block: Block, include_compute: bool = False) -> dict[Operation,
             indirect |= set(direct)
             direct = []
         g = groups.new(indirect)
-        for d in direct:
-            if d not in groups.canon(indirect) and groups.can_merge(g, d):
-                g = groups.union(d, g)
+        merged: list[int] = []
+        for d in dict.fromkeys(direct):
+            # joining d makes a cycle when another operand's group, or a group
+            # reached through a layer outside, depends on d
+            others = groups.canon(indirect) | {
+                groups.find(e) for e in direct if e != d and e not in merged}
+            if any(o == groups.find(d) or groups.reaches(o, d) for o in others):
+                continue
+            if merged and not groups.can_merge(g, d):
+                continue
+            g = groups.union(d, g)
+            merged.append(d)
+        # a producer's group that this op does not join is one it depends on
+        groups.indirect[groups.find(g)].update(d for d in direct if d not in merged)
         group_of[op] = g
         for r in op.results:
             indirect_of[r] = indirect
