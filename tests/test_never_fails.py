@@ -136,3 +136,31 @@ def test_a_reshape_across_the_batch_dimension_runs_in_the_framework() -> None:
         x = torch.randn(batch, 13, 36)
         with torch.no_grad():
             assert (opt(x) - m(x)).abs().max().item() <= 1e-5
+
+
+def test_a_shape_read_of_a_stack_value_needs_no_cycle(tmp_path) -> None:
+    """XCiT reads the shape of its patch embedding's tokens (a stack's value)
+    to build the positional encoding that the same stack adds: the plan's
+    schedule had a cycle through `x.shape[1]` (KeyError 'transpose is used
+    outside its stack but is not an output'). The shape now comes from the
+    static extents and the input's batch, and the plan saves and loads."""
+    xcit = pytest.importorskip("timm.models.xcit")
+    torch.manual_seed(0)
+    m = xcit.Xcit(img_size=48, patch_size=16, embed_dim=32, depth=1, num_heads=4,
+                  cls_attn_layers=1, num_classes=7).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn(p.shape) * 0.1)
+    opt = brainslug.optimize(m, [0, 3, 48, 48])
+    assert "stacks: 0 compiled" not in brainslug.report(opt)
+    path = tmp_path / "xcit.bslug"
+    brainslug.save(opt, path)
+    loaded = brainslug.load(path)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 48, 48)
+        with torch.no_grad():
+            ref = m(x)
+            assert ref.abs().max() > 0.1
+            assert (opt(x) - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
+            assert torch.equal(loaded(x), opt(x))

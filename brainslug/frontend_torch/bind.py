@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -44,6 +45,37 @@ def _getitem(t: Sequence[torch.Tensor], k: int) -> torch.Tensor:
     return t[k]
 
 
+def shape_from(batch: torch.Tensor | None, shape: tuple[int, ...], what: str,
+               *args: int) -> Any:
+    """What `what` ("shape", "size", "dim") gives for a tensor of `shape`
+    (a negative extent: the batch, dim 0 of `batch`) without the tensor:
+    `t.shape`, `t.size()`, `t.size(d)`, `t.dim()`."""
+    if what == "dim":
+        return len(shape)
+    dims = torch.Size(int(batch.shape[0]) if s < 0 and batch is not None else s
+                      for s in shape)
+    return dims[args[0]] if args else dims
+
+
+def _shape_read(n: fx.Node) -> tuple[fx.Node, str, tuple[int, ...]] | None:
+    """(the tensor, what, the dim) when `n` reads only a tensor's shape:
+    `t.shape`, `t.size()`, `t.size(d)`, `t.dim()`, `aten.sym_size.int(t, d)`."""
+    args, t = n.args, n.args[0] if n.args else None
+    if not isinstance(t, fx.Node):
+        return None
+    if n.op == "call_function" and n.target is getattr and args[1:] == ("shape",):
+        return t, "shape", ()
+    if n.op == "call_function" and n.target is torch.ops.aten.sym_size.int \
+            and isinstance(args[1], int):
+        return t, "size", (args[1],)
+    if n.op == "call_method" and n.target in ("size", "dim"):
+        dim = (*args[1:], *n.kwargs.values())
+        if n.kwargs.keys() <= {"dim"} and all(isinstance(d, int) for d in dim) \
+                and (n.target == "size" or not dim):
+            return t, str(n.target), tuple(dim)  # type: ignore[arg-type]
+    return None
+
+
 def _fresh(n: fx.Node, gm: fx.GraphModule) -> bool:
     if n.op == "call_function":
         return n.target in FRESH_FUNCTIONS
@@ -53,17 +85,54 @@ def _fresh(n: fx.Node, gm: fx.GraphModule) -> bool:
     return False
 
 
+def _shape_reads(nodes: Mapping[str, fx.Node], members: set[str], aliases: Mapping[str, str],
+                 metas: Mapping[str, Any]) -> dict[str, tuple[str | None, tuple[Any, ...]]]:
+    """Nodes that read only the shape of a stack's value, with the input that
+    gives the batch (None where the shape has none) and `shape_from`'s other
+    arguments. Where no input has a free batch, nothing is rewritten."""
+    batch_input = next((name for name, n in nodes.items() if n.op == "placeholder"
+                        and metas.get(name) and metas[name][0] and metas[name][0][0] < 0),
+                       None)
+    out: dict[str, tuple[str | None, tuple[Any, ...]]] = {}
+    for name, n in nodes.items():
+        read = _shape_read(n)
+        if read is None:
+            continue
+        t, what, dim = read
+        source = t.name
+        while source in aliases:
+            source = aliases[source]
+        meta = metas.get(source)
+        if source not in members or not meta or not isinstance(meta[0], tuple | list):
+            continue
+        shape = tuple(int(d) for d in meta[0])
+        batched = any(d < 0 for d in shape)
+        if batched and batch_input is None:
+            continue
+        out[name] = (batch_input if batched else None, (shape, what, *dim))
+    return out
+
+
 def rewrite_graph(gm: fx.GraphModule, compiled: CompiledStacks,
                   kernels: dict[str, torch.nn.Module],
-                  channels_last_inputs: Sequence[str] = ()) -> fx.GraphModule:
+                  channels_last_inputs: Sequence[str] = (),
+                  metas: Mapping[str, Any] | None = None) -> fx.GraphModule:
     """A new GraphModule: the stacks in `kernels` (stack name -> module)
     replace their layers, in the plan's schedule. Placeholders named in
-    `channels_last_inputs` are made channels-last on entry."""
+    `channels_last_inputs` are made channels-last on entry. With `metas`
+    (node -> (shape, dtype), negative extents the batch), a node that reads
+    only the shape of a stack's value computes it from the shape instead
+    (`shape_from`): the stack need not run first (XCiT reads the shape of its
+    patch embedding, a stack's value, to build the positional encoding that
+    the same stack adds)."""
     nodes = {n.name: n for n in gm.graph.nodes}
     stacks = [b for b in compiled.bindings if b.name in kernels]
     members = {m for b in stacks for m in b.members}
+    shape_reads = _shape_reads(nodes, members, compiled.aliases, metas or {})
 
     def inputs_of(name: str) -> list[str]:
+        if name in shape_reads:
+            return [shape_reads[name][0]] if shape_reads[name][0] else []
         return [x.name for x in nodes[name].all_input_nodes]
 
     plan = schedule(
@@ -81,6 +150,11 @@ def rewrite_graph(gm: fx.GraphModule, compiled: CompiledStacks,
         return env[plan.resolve(n.name)]
 
     for st in plan.steps:
+        if st.stack is None and st.node in shape_reads:
+            batch, args = shape_reads[st.node]
+            env[st.node] = graph.call_function(shape_from, (
+                env[batch] if batch else None, *args))
+            continue
         if st.stack is None:
             n = nodes[st.node]  # type: ignore[index]
             env[n.name] = graph.node_copy(n, value)

@@ -150,7 +150,7 @@ def compile_plan(
     if layout == "NHWC":
         info.notes.append(CHANNELS_LAST_NOTE)
     cl_inputs = _channels_last_inputs(cap, layout)
-    new_gm = rewrite_graph(gm, stacks, kernels, cl_inputs)
+    new_gm = rewrite_graph(gm, stacks, kernels, cl_inputs, metas)
     info.compile_seconds = time.perf_counter() - t0
     return new_gm, info, stacks
 
