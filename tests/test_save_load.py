@@ -58,6 +58,20 @@ class Block(nn.Module):
         return t.mean(1)[:, : c - 3]
 
 
+class ExportOnly(nn.Module):
+    """A model that symbolic tracing can't capture (a buffer expanded to the
+    traced batch), so torch.export does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.register_buffer("shift", torch.randn(1, 8, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x))
+        return y + self.shift.expand(x.shape[0], -1, -1, -1)
+
+
 def _save_load(opt: nn.Module, tmp_path: Path) -> nn.Module:
     path = tmp_path / "m.bslug"
     brainslug.save(opt, path)
@@ -70,6 +84,7 @@ def _save_load(opt: nn.Module, tmp_path: Path) -> nn.Module:
     (lambda: torchvision.models.resnet18(), [0, 3, 45, 37], {"fold_batchnorm": True}),
     (lambda: torchvision.models.squeezenet1_1(), [0, 3, 47, 47], {"layout": "NCHW"}),
     (Block, [0, 3, 19, 21], {}),
+    (ExportOnly, [0, 3, 13, 11], {}),
 ])
 def test_loaded_module_computes_what_the_optimized_one_does(make, shape, options,
                                                             tmp_path: Path) -> None:
@@ -77,6 +92,8 @@ def test_loaded_module_computes_what_the_optimized_one_does(make, shape, options
     m = _perturbed(make())
     opt = brainslug.optimize(m, shape, **options)
     assert opt.plan is not None, brainslug.report(opt)
+    if make is ExportOnly:  # (its plan had torch.export's guard, a local function)
+        assert "capture: torch.export" in brainslug.report(opt)
     back = _save_load(opt, tmp_path)
     assert back.kernels.kernels.stats["compiled"] == 0
     for batch in (1, 3):

@@ -121,9 +121,23 @@ def export(model: tnn.Module, shape: Sequence[int] | Sequence[Sequence[int]]) ->
             dyn = tuple({0: batch} if s and s[0] == 0 else {} for s in shapes)
             ep = torch.export.export(model, examples,
                                      dynamic_shapes=dyn if any(dyn) else None)
-            return ep.module()
+            return _without_guards(ep.module())
         finally:
             model.train(was_training)
+
+
+def _without_guards(gm: fx.GraphModule) -> fx.GraphModule:
+    """`gm` without torch.export's input-guard call (`_guards_fn`, a local
+    function that a saved plan can't name): a plan checks its inputs against
+    its shape itself."""
+    for n in list(gm.graph.nodes):
+        if n.op == "call_module" and n.target == "_guards_fn" and not n.users:
+            gm.graph.erase_node(n)
+    if hasattr(gm, "_guards_fn") and not any(
+            n.op == "call_module" and n.target == "_guards_fn" for n in gm.graph.nodes):
+        delattr(gm, "_guards_fn")
+    gm.recompile()
+    return gm
 
 
 _CONV_FUNCTIONS = {F.conv2d, torch.conv2d, torch.ops.aten.conv2d.default,
