@@ -338,3 +338,36 @@ def test_torch_export_fallback() -> None:
         x = torch.randn(batch, 3, 17, 17)
         with torch.no_grad():
             assert max_rel_err(opt(x), model(x)) <= 1e-5
+
+
+class BranchyNorms(nn.Module):
+    """torch.export's ATen layer norm (with its `cudnn_enable` argument) and
+    group norm, behind a shape condition that fx cannot trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 12, 3)
+        self.ln = nn.LayerNorm(15)
+        self.gn = nn.GroupNorm(3, 12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 3:
+            x = x * 2
+        y = self.gn(self.conv(x))
+        return self.ln(torch.relu(y)) + y
+
+
+def test_torch_export_maps_its_norms() -> None:
+    torch.manual_seed(4)
+    model = BranchyNorms().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn(p.shape) * 0.3)
+    opt = brainslug.optimize(model, [0, 3, 17, 17])
+    assert opt.info.capture == "torch.export"
+    assert not opt.info.fallbacks, opt.info.fallbacks
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 17, 17)
+        with torch.no_grad():
+            assert max_rel_err(opt(x), model(x)) <= 1e-5

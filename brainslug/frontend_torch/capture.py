@@ -535,7 +535,7 @@ _ATEN: dict[str, ops.OpSpec] = {
 _ATEN_NAMES = {"self": "input", "train": "training", "size": "shape"}
 """ATen argument names that the functional signatures spell otherwise."""
 
-_ATEN_IGNORED = {"cudnn_enabled", "half_to_float"}
+_ATEN_IGNORED = {"cudnn_enabled", "cudnn_enable", "half_to_float"}
 """ATen-only arguments that change nothing here: a backend choice, and a flag for
 half inputs (which never have an IR value)."""
 
