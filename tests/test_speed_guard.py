@@ -3,6 +3,8 @@ keeps the faster (the timings are replaced here, so the choices are exact)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
@@ -32,15 +34,21 @@ def measured(tmp_path, monkeypatch):
     return []
 
 
-def fake_timer(monkeypatch, calls: list[str], plan_ms: dict[str, float], model_ms: float):
+def fake_timer(monkeypatch, calls: list[str], plan_ms: dict[str, Any], model_ms: Any):
+    """Timings by layout (a number, or batch -> number) and batch; each
+    measurement appends its layout to `calls` (with `@batch` past batch 1)."""
     real = speed.medians
+
+    def at(ms: Any, batch: int) -> float:
+        return (ms[batch] if isinstance(ms, dict) else ms * batch) / 1e3
 
     def medians(candidates, x, rounds=5, warmup=2):
         if "plan" not in candidates:  # conv="auto" timing its convolutions
             return real(candidates, x, rounds, warmup)
         layout = candidates["plan"].info.layout
-        calls.append(layout)
-        return {"plan": plan_ms[layout] / 1e3, "model": model_ms / 1e3}
+        batch = x.shape[0]
+        calls.append(layout if batch == 1 else f"{layout}@{batch}")
+        return {"plan": at(plan_ms[layout], batch), "model": at(model_ms, batch)}
 
     monkeypatch.setattr(speed, "medians", medians)
 
@@ -80,8 +88,8 @@ def test_a_slower_layout_gives_way_to_the_other(measured, monkeypatch) -> None:
     m = model()
     opt = brainslug.optimize(m, [0, 3, 11, 9])
     # (a slower plan is measured twice before it is dropped)
-    assert measured == ["NHWC", "NHWC", "NCHW"] and opt.info.layout == "NCHW" \
-        and stacks(opt) == 1
+    assert measured == ["NHWC", "NHWC", "NHWC@8", "NHWC@8", "NCHW"] \
+        and opt.info.layout == "NCHW" and stacks(opt) == 1
     assert any("NHWC plan (slower, not used)" in n for n in opt.info.notes)
     check(m, opt)
 
@@ -99,7 +107,7 @@ def test_when_every_plan_is_slower_the_model_runs_as_it_is(measured, monkeypatch
 def test_a_fixed_layout_is_the_only_one_tried(measured, monkeypatch) -> None:
     fake_timer(monkeypatch, measured, {"NHWC": 3.0, "NCHW": 1.0}, 2.0)
     opt = brainslug.optimize(model(), [0, 3, 11, 9], layout="NHWC")
-    assert measured == ["NHWC", "NHWC"] and opt.plan is None
+    assert measured == ["NHWC", "NHWC", "NHWC@8", "NHWC@8"] and opt.plan is None
 
 
 def test_the_verdict_is_cached(measured, monkeypatch) -> None:
@@ -203,3 +211,50 @@ def test_a_tie_within_the_timings_resolution_keeps_the_plan(measured, monkeypatc
     assert stacks(opt) == 1 and opt.info.layout == "NHWC"
     fake_timer(monkeypatch, measured, {"NHWC": 2.1, "NCHW": 9.0}, 2.0)  # 5%: dropped
     assert brainslug.optimize(model(), [0, 3, 13, 9]).plan is None
+
+
+def test_a_plan_slower_at_batch_1_runs_from_the_batch_where_it_pays(measured, monkeypatch,
+                                                                    tmp_path) -> None:
+    """Per-call overhead weighs most at batch 1: a plan slower there but faster
+    at larger batches runs from the smallest measured batch where it is faster
+    (and at every larger one measured); smaller batches run the model."""
+    plan = {1: 2.2, 2: 4.3, 4: 7.0, 8: 12.0}
+    fake_timer(monkeypatch, measured, {"NHWC": plan, "NCHW": 9.0}, 2.0)
+    m = model()
+    opt = brainslug.optimize(m, [0, 3, 11, 9])
+    assert measured == ["NHWC", "NHWC", "NHWC@8", "NHWC@2", "NHWC@2", "NHWC@4"]
+    assert opt.info.layout == "NHWC" and opt.info.min_batch == 4 and stacks(opt) == 1
+    report = brainslug.report(opt)
+    assert "runs batches of 4 and more; smaller batches run the model as it is" in report
+    calls: list[int] = []
+    plan_forward = opt.plan.forward
+    opt.plan.forward = lambda *a: calls.append(a[0].shape[0]) or plan_forward(*a)
+    for batch in (1, 3, 4, 6):
+        x = torch.randn(batch, 3, 11, 9)
+        with torch.no_grad():
+            ref = m(x)
+            assert (opt(x) - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    assert calls == [4, 6]
+    brainslug.save(opt, tmp_path / "m.bslug")
+    assert brainslug.load(tmp_path / "m.bslug").info.min_batch == 4
+    measured.clear()
+    again = brainslug.optimize(model(), [0, 3, 11, 9])  # the verdicts are cached
+    assert measured == [] and again.info.min_batch == 4
+
+
+def test_no_larger_batch_pays_or_the_model_is_slow(measured, monkeypatch) -> None:
+    # slower at batch 8 too: no smaller batch is measured
+    fake_timer(monkeypatch, measured, {"NHWC": {1: 2.2, 8: 17.0}}, 2.0)
+    opt = brainslug.optimize(model(), [0, 3, 11, 9], layout="NHWC")
+    assert measured == ["NHWC", "NHWC", "NHWC@8", "NHWC@8"] and opt.plan is None
+    # a model slower than MAX_MODEL_SECONDS at batch 1 is not measured at larger batches
+    measured.clear()
+    slow = speed.MAX_MODEL_SECONDS * 1e3 * 2
+    fake_timer(monkeypatch, measured, {"NHWC": slow * 1.5}, slow)
+    opt = brainslug.optimize(model(), [0, 3, 11, 8], layout="NHWC")
+    assert measured == ["NHWC", "NHWC"] and opt.plan is None
+    # a fixed batch has no other batch to run
+    measured.clear()
+    fake_timer(monkeypatch, measured, {"NHWC": {2: 5.0, 8: 1.0}}, {2: 4.0, 8: 2.0})
+    opt = brainslug.optimize(model(), [2, 3, 11, 9], layout="NHWC")
+    assert measured == ["NHWC@2", "NHWC@2"] and opt.plan is None

@@ -162,7 +162,16 @@ def _optimize(model: torch.nn.Module, shape: Sequence[int] | Sequence[Sequence[i
                 opt.info.notes.append(verdict.describe(f"the {layout} plan"))
             opt.info.notes[:0] = measured
             return opt
+        start, larger = speed.from_batch(opt, model, spec, key_parts, verdict)
+        if start is not None:
+            opt.info.min_batch = start
+            opt.info.notes[:0] = [
+                *measured, f"the {layout} plan runs batches of {start} and more; smaller "
+                f"batches run the model as it is (where the plan measured slower):",
+                *(f"  {v.describe('the plan')}" for v in [verdict, *larger])]
+            return opt
         measured.append(verdict.describe(f"the {layout} plan (slower, not used)"))
+        measured += [f"  {v.describe('the plan')}" for v in larger]
     info = PlanInfo(capture=opt.info.capture, notes=measured)
     info.fallbacks.append(("<model>", "every plan measured slower than the model: it runs "
                            "as it is"))

@@ -13,6 +13,12 @@ the kernel cache beside the plan, keyed like it, so a warm optimize()
 measures nothing. A timing taken while other optimize() calls run in the same
 process (they compile on the same cores) is not trusted to drop a plan and is
 not cached. `BRAINSLUG_SPEED_CHECK=0` turns it off.
+
+A plan slower at batch 1 may still pay at larger batches (densenet121 at
+64x64: even at batch 1, 1.8x faster at batch 8), where per-call overhead
+weighs less: `from_batch` measures larger batches where the batch is free
+and the model is quick enough to time, and the plan then runs from the
+smallest batch where it measured faster (smaller ones run the model).
 """
 
 from __future__ import annotations
@@ -139,9 +145,19 @@ def measure(plan: Callable[..., object], model: torch.nn.Module,
         except (ValueError, TypeError):
             pass
     progress.note("measuring the plan against the model")
-    inputs = example_inputs(spec, 1)
+    verdict = _measure_at(plan, model, spec, 1)
+    if verdict is not None and not verdict.contended:
+        cache.store(key, json.dumps(verdict.__dict__).encode())
+    return verdict
+
+
+def _measure_at(plan: Callable[..., object], model: torch.nn.Module,
+                spec: list[int] | list[list[int]], batch: int) -> Verdict | None:
+    """The plan against the model on random inputs of batch size `batch`
+    (where the spec's batch is free; else the spec's)."""
+    inputs = example_inputs(spec, batch)
     shapes = input_shapes(spec)
-    batch = 1 if any(s[0] == 0 for s in shapes) else int(inputs[0].shape[0])
+    batch = batch if any(s[0] == 0 for s in shapes) else int(inputs[0].shape[0])
     x = inputs[0] if len(inputs) == 1 else tuple(inputs)
     candidates = {"plan": plan, "model": model}
     contended = others_running()
@@ -157,7 +173,48 @@ def measure(plan: Callable[..., object], model: torch.nn.Module,
             m = {k: min(m[k], again[k]) for k in m}
     except Exception:  # a model that needs other inputs than random ones: keep the plan
         return None
-    verdict = Verdict(m["plan"], m["model"], batch, contended or others_running())
-    if not verdict.contended:
-        cache.store(key, json.dumps(verdict.__dict__).encode())
-    return verdict
+    return Verdict(m["plan"], m["model"], batch, contended or others_running())
+
+
+LARGER_BATCHES = (8, 2, 4)
+"""The batches `from_batch` measures, in order: the largest first (where the
+plan pays most), then down."""
+MAX_MODEL_SECONDS = 0.03
+"""Larger batches are measured only where the model takes at most this at
+batch 1 (a larger batch takes about that many times as long, per round)."""
+
+
+def from_batch(plan: Callable[..., object], model: torch.nn.Module,
+               spec: list[int] | list[list[int]], key_parts: list[str],
+               at_one: Verdict) -> tuple[int | None, list[Verdict]]:
+    """The smallest batch size from which the plan runs (it measured faster
+    there and at every larger batch measured), or None, with the timings;
+    for a plan slower at batch 1 (`at_one`). From the cache when measured
+    before."""
+    if not any(s[0] == 0 for s in input_shapes(spec)) or at_one.model > MAX_MODEL_SECONDS:
+        return None, []
+    key = cache.key("speed-batches", *key_parts)
+    if (blob := cache.load(key)) is not None:
+        try:
+            d = json.loads(blob)
+            return d["from"], [Verdict(**v) for v in d["verdicts"]]
+        except (ValueError, TypeError, KeyError):
+            pass
+    progress.note("measuring the plan against the model at larger batches")
+    verdicts: list[Verdict] = []
+    found: int | None = None
+    for batch in LARGER_BATCHES:
+        if found is None and verdicts:
+            break  # slower at the largest batch: no smaller one pays
+        if found is not None and batch > found:
+            continue
+        v = _measure_at(plan, model, spec, batch)
+        if v is None:
+            return None, verdicts
+        verdicts.append(v)
+        if v.plan_pays:
+            found = batch
+    if not any(v.contended for v in verdicts):
+        cache.store(key, json.dumps({"from": found,
+                                     "verdicts": [v.__dict__ for v in verdicts]}).encode())
+    return found, verdicts

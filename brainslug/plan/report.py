@@ -38,6 +38,7 @@ class PlanInfo:
     notes: list[str] = field(default_factory=list)
     layout: str = "NCHW"         # how the plan stores rank-4 activations
     convs: list[ConvChoice] = field(default_factory=list)  # who runs each convolution
+    min_batch: int = 1  # smaller batches run the model as it is (the plan measured slower)
 
 
 @dataclass
