@@ -435,3 +435,39 @@ def test_shapes_fall_back_to_real_runs() -> None:
     gm = capture.trace(_DataDependent())
     shape = [0, 4, 5, 5]
     assert capture.propagate_shapes(gm, [shape]) == _real_shapes(gm, shape)
+
+
+def test_meta_runs_are_reused_until_the_graph_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold optimize() asks for shapes and memory orders several times
+    (conv="auto"'s candidates, trial plan and final plan): each question runs
+    the graph on meta tensors once, and a graph or module that changes is run
+    again."""
+    import torchvision
+
+    import brainslug.pytorch as brainslug
+    from brainslug.frontend_torch import capture
+
+    runs: list[tuple[int, ...]] = []
+    real = capture._meta_run_uncached
+
+    def counted(gm, shapes, batches, orders, channels_last):
+        runs.append(tuple(batches))
+        return real(gm, shapes, batches, orders, channels_last)
+
+    monkeypatch.setattr(capture, "_meta_run_uncached", counted)
+    monkeypatch.setenv("BRAINSLUG_CACHE", "0")
+    m = torchvision.models.resnet18(weights=None).eval()
+    opt = brainslug.optimize(m, [0, 3, 35, 37], conv="auto")
+    # shapes at batch 1 and 2, orders channels-last (at most once more for the
+    # graph the final plan rewrote: residual adds into its convolutions)
+    assert runs.count((1, 2)) <= 2 and runs.count((2,)) <= 2 and len(runs) <= 4, runs
+    x = torch.randn(2, 3, 35, 37)
+    with torch.no_grad():
+        assert (opt(x) - m(x)).abs().max().item() <= 1e-4 * max(1.0, m(x).abs().max().item())
+    gm = capture.trace(_Flatten().eval())
+    first = capture.propagate_shapes(gm, [[0, 3, 13, 13]])
+    runs.clear()
+    assert capture.propagate_shapes(gm, [[0, 3, 13, 13]]) == first and runs == []
+    gm.fc = torch.nn.Linear(gm.fc.in_features, 5)  # a module replaced under its name
+    assert capture.propagate_shapes(gm, [[0, 3, 13, 13]])["fc"][0] == (-1, 5)
+    assert runs == [(1, 2)]

@@ -16,6 +16,7 @@ import copy
 import operator
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,6 +193,42 @@ def _meta_run(
     parameters and buffers are meta tensors (the model is neither changed nor
     copied in memory), so nothing is computed. Raises where an op has no meta
     kernel or a value depends on data."""
+    key = (_structure(gm), tuple(map(tuple, example_shapes)), tuple(batches), orders,
+           channels_last)
+    runs = _META_RUNS.setdefault(gm, {})
+    if key not in runs:
+        try:
+            runs[key] = _meta_run_uncached(gm, example_shapes, batches, orders, channels_last)
+        except Exception as e:
+            runs[key] = e.with_traceback(None)
+    found = runs[key]
+    if isinstance(found, Exception):
+        raise found
+    return [dict(d) for d in found]
+
+
+_META_RUNS: weakref.WeakKeyDictionary[fx.GraphModule, dict[Any, Any]] = \
+    weakref.WeakKeyDictionary()
+"""`_meta_run`'s results per graph module: a cold optimize() asks for the same
+shapes and orders several times (conv="auto"'s candidates, its trial plan and
+the final plan), each a run of the whole graph on meta tensors."""
+
+
+def _structure(gm: fx.GraphModule) -> tuple[Any, ...]:
+    """What a meta run's results depend on: the graph, and the type and tensor
+    shapes of each module (a module replaced under its name changes it)."""
+    return (str(gm.graph), tuple(
+        (name, type(m).__name__,
+         tuple((k, tuple(t.shape)) for k, t in m.named_parameters(recurse=False)),
+         tuple((k, tuple(t.shape)) for k, t in m.named_buffers(recurse=False)
+               if t is not None))
+        for name, m in gm.named_modules()))
+
+
+def _meta_run_uncached(
+    gm: fx.GraphModule, example_shapes: Sequence[Sequence[int]], batches: Sequence[int],
+    orders: bool, channels_last: bool,
+) -> list[dict[str, Any]]:
     memo: dict[int, Any] = {}
     for p in gm.parameters():
         memo[id(p)] = tnn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
