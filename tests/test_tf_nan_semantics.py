@@ -350,3 +350,70 @@ def test_torch_max_pool_still_propagates_nan():
     r = subprocess.run([sys.executable, "-c", TORCH_CHECK], capture_output=True, text=True,
                        timeout=900, cwd=Path(__file__).parent)
     assert r.returncode == 0 and "propagates" in r.stdout, r.stdout + r.stderr
+
+
+# ---------------------------------------------- signed zeros and denormals
+
+SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, 1e-45, 1.1754944e-38,
+                    1.17e-38, 2.3e-38, -2.3e-38, 5.0, -5.0, 6.0, 7.5, -1e-3], np.float32)
+"""Signed zeros, positive denormals, the smallest normals (whose halves are
+denormal), NaN and Inf. (A negative denormal through TensorFlow's Relu gives
+-0.0 while its Relu6 keeps it: kernels of their own, not followed here.)"""
+
+
+@pytest.mark.parametrize("layer", ["relu", "relu6", "activation_relu", "leaky_relu", "swish",
+                                   "hard_swish", "sigmoid", "add_relu", "mul_relu"])
+def test_signed_zeros_and_denormals_like_tensorflow(layer: str):
+    """TensorFlow's Relu and Relu6 give +0 for -0 (Eigen's max), and its kernels
+    run with denormals flushed (FTZ and DAZ): the TensorFlow path's kernels
+    do both, bit for bit (before, -0 stayed -0 and denormals went through)."""
+    inp = keras.Input((H, W, C))
+    y = {"relu": lambda t: L.ReLU()(t), "relu6": lambda t: L.ReLU(6.0)(t),
+         "activation_relu": lambda t: L.Activation("relu")(t),
+         "leaky_relu": lambda t: L.LeakyReLU(0.1)(t),
+         "swish": lambda t: L.Activation("swish")(t),
+         "hard_swish": lambda t: L.Activation("hard_swish")(t),
+         "sigmoid": lambda t: L.Activation("sigmoid")(t),
+         "add_relu": lambda t: L.Add()([t, L.ReLU()(t)]),
+         "mul_relu": lambda t: L.Multiply()([t, L.ReLU()(t)])}[layer](inp)
+    m = keras.Model(inp, L.Activation("linear")(y))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, H, W, C)).astype(np.float32)
+    flat = x.reshape(-1)
+    at = rng.choice(flat.size, 600, replace=False)
+    flat[at] = np.resize(SPECIAL, 600)
+    opt = bst.optimize(m, [0, H, W, C])
+    assert "stacks: 0 compiled" not in bst.report(opt)
+    for batch in (1, 3):
+        ref = m(x[:batch], training=False).numpy()
+        out = np.asarray(opt(x[:batch]))
+        assert same_bits(out, ref), f"{layer} batch {batch}: {n_differ(out, ref)} differ"
+
+
+def test_flushed_phases_set_and_restore_the_mode():
+    """A backend that flushes denormals sets FTZ and DAZ in every phase and
+    restores the caller's mode on return; its code is keyed apart."""
+    from brainslug.ir.context import make_context
+    from brainslug.lowering.backends.x86 import X86Backend
+    from brainslug.lowering.nn_to_loop.lower_nn_to_loop import LowerNNToLoopPass
+    from brainslug.lowering.to_llvm import lower_kernels
+
+    text = """
+    func.func @f(%x: tensor<?x5x3xf32>) -> tensor<?x5x3xf32> {
+      %r = nn.stack "k" (%x) : (tensor<?x5x3xf32>) -> tensor<?x5x3xf32> {
+      ^bb0(%a: tensor<?x5x3xf32>):
+        %y = nn.relu %a {impl = "eigen"} : tensor<?x5x3xf32> -> tensor<?x5x3xf32>
+        nn.yield %y : tensor<?x5x3xf32>
+      }
+      func.return %r : tensor<?x5x3xf32>
+    }"""
+    texts = {}
+    for flush in (False, True):
+        module = parse_module(text)
+        LowerNNToLoopPass().apply(make_context(), module)
+        backend = X86Backend("host", flush)
+        lower_kernels(module, backend.params())
+        texts[flush] = str(backend.to_llvmlite(module))
+        assert ("stmxcsr" in texts[flush]) == flush and ("ldmxcsr" in texts[flush]) == flush
+    assert '"denormal-fp-math"="preserve-sign,preserve-sign"' in texts[True]
+    assert X86Backend("host", True).fingerprint() != X86Backend("host").fingerprint()

@@ -146,8 +146,9 @@ def _emit(gb: _GraphBuilder, op: tf.Operation) -> str:
         if t == "Sigmoid":
             o = nn.SigmoidOp(v, "eigen")  # TensorFlow's CPU kernel (Eigen's logistic)
         else:
-            ctor = {"Relu": nn.ReluOp, "Tanh": nn.TanhOp}.get(t)
-            o = ctor(v) if ctor else nn.ClampOp(v, 0.0, 6.0)
+            # Relu and Relu6 as TensorFlow's kernels compute them (+0 for -0)
+            o = nn.ReluOp(v, "eigen") if t == "Relu" else nn.TanhOp(v) if t == "Tanh" \
+                else nn.ClampOp(v, 0.0, 6.0, impl="eigen")
         return b.emit(name, o, [x], run)
     if t in ("AddV2", "Add", "Mul", "BiasAdd", "Sub"):
         if t == "BiasAdd" and _attr(op, "data_format", "NHWC") != "NHWC":

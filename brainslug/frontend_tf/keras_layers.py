@@ -74,12 +74,12 @@ def _activation(nd: KerasNode, x: str, fn: Any, name: str) -> str:
     if key == "linear":
         return x
     if key in ("relu",):
-        return b.emit(name, nn.ReluOp(v), [x], tf.nn.relu)
+        return b.emit(name, nn.ReluOp(v, "eigen"), [x], tf.nn.relu)
     if key == "leaky_relu":
         slope = float(_default_arg(fn, "negative_slope", 0.2))
         return _leaky(b, name, x, slope)
     if key == "relu6":
-        return b.emit(name, nn.ClampOp(v, 0.0, 6.0), [x], tf.nn.relu6)
+        return b.emit(name, nn.ClampOp(v, 0.0, 6.0, impl="eigen"), [x], tf.nn.relu6)
     if key == "sigmoid":
         # TensorFlow's CPU kernel (Eigen's logistic), not 1 / (1 + exp(-x))
         return b.emit(name, nn.SigmoidOp(v, "eigen"), [x], tf.nn.sigmoid)
@@ -509,10 +509,10 @@ def _relu_layer(nd: KerasNode) -> str:
         raise Unmapped("ReLU with a threshold or a negative slope")
     xv = nd.x()
     if mx is None:
-        return b.emit(op.name, nn.ReluOp(xv), nd.ins, tf.nn.relu)
+        return b.emit(op.name, nn.ReluOp(xv, "eigen"), nd.ins, tf.nn.relu)
     if mx == 6.0:
-        return b.emit(op.name, nn.ClampOp(xv, 0.0, 6.0), nd.ins, tf.nn.relu6)
-    return b.emit(op.name, nn.ClampOp(xv, 0.0, mx), nd.ins,
+        return b.emit(op.name, nn.ClampOp(xv, 0.0, 6.0, impl="eigen"), nd.ins, tf.nn.relu6)
+    return b.emit(op.name, nn.ClampOp(xv, 0.0, mx, impl="eigen"), nd.ins,
                   lambda t: tf.clip_by_value(tf.nn.relu(t), 0.0, mx))
 
 

@@ -98,7 +98,8 @@ def compile_plan(model: Any, shape: list[int], *, cpu: str = "host",
         cap, how = capture_function(model, shape), "tf.function (frozen graph)"
     else:
         cap = capture(model, shape, conv_block=4 * CpuTarget(cpu).backend.lanes if convs else 0)
-    stacks = compile_stacks(captured(cap), CpuTarget(cpu, threads, convs),
+    # TensorFlow's kernels run with denormals flushed: so do the plan's
+    stacks = compile_stacks(captured(cap), CpuTarget(cpu, threads, convs, flush_denormals=True),
                             default_layout=LAYOUT, library_prefix="tf ", saved=saved)
     info = stacks.info
     info.capture = how

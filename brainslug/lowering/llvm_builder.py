@@ -85,6 +85,8 @@ class LLVMBuilder:
         )
         self.block = self.new_block()
         self._consts: dict[tuple[Attribute, object], SSAValue] = {}
+        self.before_return: Callable[[], object] | None = None
+        """Emitted before the return (`finish`), in the last block."""
 
     @property
     def args(self) -> tuple[SSAValue, ...]:
@@ -93,6 +95,8 @@ class LLVMBuilder:
     def finish(self) -> llvm.FuncOp:
         """Terminates the entry block (constants, prologue) and the last block."""
         self.entry.add_op(llvm.BrOp(self.func.body.blocks[1]))
+        if self.before_return is not None:
+            self.before_return()
         self.add(llvm.ReturnOp())
         return self.func
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from xdsl.dialects import llvm
-from xdsl.dialects.builtin import IndexType, MemRefType, VectorType, i64
+from xdsl.dialects.builtin import IndexType, MemRefType, VectorType, i32, i64
 from xdsl.ir import Attribute, Block, Operation, SSAValue
 from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
 from xdsl.ir.affine.affine_expr import AffineConstantExpr, AffineDimExpr, AffineSymExpr
@@ -40,6 +40,10 @@ class TargetParams:
     """Properties set on every phase `llvm.func` (target_cpu, passthrough, ...)."""
     emitter: type[PhaseEmitter] | None = None
     """The phase emitter class (None: `PhaseEmitter`; the GPU maps lanes to threads)."""
+    flush_denormals: bool = False
+    """Phases run with denormals flushed, as TensorFlow's kernels do: each sets
+    FTZ and DAZ (`bs.mxcsr_flush`) on entry and restores the caller's mode on
+    exit (the thread pool's threads are the caller's too)."""
 
 
 @dataclass
@@ -115,6 +119,9 @@ class PhaseEmitter:
         op = self.phase
         b = self.b
         tid, nth, _ = b.args
+        if self.scope.target.flush_denormals:
+            saved = b.call("bs.mxcsr_flush", [], i32)
+            b.before_return = lambda: b.call("bs.mxcsr_set", [saved], None)
         lbs, ubs = self.domain(op)
         steps = list(op.steps) if isinstance(op, loop.TileOp) else [1] * len(lbs)
         k = op.num_parallel

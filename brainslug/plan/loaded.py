@@ -23,10 +23,11 @@ def load_kernels(entry: dict[str, Any], bundle: Bundle, threads: int | None) -> 
     from brainslug.lowering.backends.x86 import check_cpu
     from brainslug.runtime.jit import CompiledKernels
 
+    flush = bool(entry.get("flush_denormals", False))
     try:
-        target = CpuTarget(check_cpu(entry["cpu"]), threads, bool(entry["convs"]))
+        target = CpuTarget(check_cpu(entry["cpu"]), threads, bool(entry["convs"]), flush)
     except ValueError as e:
-        target, why = CpuTarget("host", threads, bool(entry["convs"])), str(e)
+        target, why = CpuTarget("host", threads, bool(entry["convs"]), flush), str(e)
     else:
         why = ""
         if target.fingerprint() != entry["fingerprint"]:

@@ -61,6 +61,7 @@ def kernel_sections(pk: PlanKernels) -> tuple[dict[str, Any], dict[str, bytes]]:
         "target": pk.target.name,
         "cpu": pk.target.cpu,
         "convs": pk.target.convs,
+        "flush_denormals": getattr(pk.target, "flush_denormals", False),
         "fingerprint": pk.target.fingerprint(),
         "versions": cache.versions(),
         "launch_of": pk.launch_of,

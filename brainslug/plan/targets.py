@@ -38,17 +38,20 @@ class Target(Protocol):
 class CpuTarget:
     """x86-64 kernels, JIT-compiled and run on a thread pool of `threads`
     threads (None: the process-wide pool). With `convs`, channels-last
-    convolutions are compiled too, with their epilogues."""
+    convolutions are compiled too, with their epilogues; with
+    `flush_denormals`, kernels flush denormals as TensorFlow's do."""
 
     name = "x86-64"
 
-    def __init__(self, cpu: str = "host", threads: int | None = None, convs: bool = False):
+    def __init__(self, cpu: str = "host", threads: int | None = None, convs: bool = False,
+                 flush_denormals: bool = False):
         from brainslug.lowering.backends.x86 import X86Backend
 
         self.cpu = cpu
         self.threads = threads
         self.convs = convs
-        self.backend = X86Backend(cpu)
+        self.flush_denormals = flush_denormals
+        self.backend = X86Backend(cpu, flush_denormals)
 
     def fingerprint(self) -> str | None:
         return self.backend.fingerprint() + (";convs" if self.convs else "")

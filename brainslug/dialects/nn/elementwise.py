@@ -74,23 +74,9 @@ class _UnaryOp(IRDLOperation):
         check_result_type(self.name, self.output.type, self.infer_type(self.input.type))
 
 
-@irdl_op_definition
-class ReluOp(_UnaryOp):
-    """`max(x, 0)`."""
-
-    name = "nn.relu"
-
-
-class _SigmoidLike(_UnaryOp):
-    """A layer built on the logistic function, with an optional `impl`.
-
-    Absent, the logistic function is `1 / (1 + exp(-x))` (PyTorch's). `impl =
-    "eigen"` is TensorFlow's CPU kernel for float32: Eigen's
-    `scalar_logistic_op<float>` as the x86-64 TensorFlow wheel runs it (AVX
-    packets of 8 floats, multiply and add rounded separately, a degree-5
-    polynomial for exp(x/2) squared, denormal results flushed to zero); see
-    `nn_to_loop.eigen_logistic`.
-    """
+class _WithImpl(_UnaryOp):
+    """A unary layer with an optional `impl`: absent, PyTorch's kernel;
+    `"eigen"`, TensorFlow's CPU kernel."""
 
     impl = opt_prop_def(StrEnumProperty(Impl))
 
@@ -109,8 +95,29 @@ class _SigmoidLike(_UnaryOp):
 
     @property
     def impl_value(self) -> Impl | None:
-        """None (the exact formula) or an `Impl`."""
+        """None (PyTorch's kernel) or an `Impl`."""
         return None if self.impl is None else Impl(self.impl.data)
+
+
+@irdl_op_definition
+class ReluOp(_WithImpl):
+    """`max(x, 0)`. PyTorch's keeps -0 and NaN (`x < 0 ? 0 : x`); with `impl =
+    "eigen"`, TensorFlow's Relu (Eigen's `cwiseMax(0)`, `maxps`) gives +0 for
+    ±0 and keeps NaN (`x <= 0 ? 0 : x`)."""
+
+    name = "nn.relu"
+
+
+class _SigmoidLike(_WithImpl):
+    """A layer built on the logistic function, with an optional `impl`.
+
+    Absent, the logistic function is `1 / (1 + exp(-x))` (PyTorch's). `impl =
+    "eigen"` is TensorFlow's CPU kernel for float32: Eigen's
+    `scalar_logistic_op<float>` as the x86-64 TensorFlow wheel runs it (AVX
+    packets of 8 floats, multiply and add rounded separately, a degree-5
+    polynomial for exp(x/2) squared, denormal results flushed to zero); see
+    `nn_to_loop.eigen_logistic`.
+    """
 
 
 @irdl_op_definition
@@ -179,13 +186,16 @@ class GeluOp(_UnaryOp):
 class ClampOp(_UnaryOp):
     """`min(max(x, min), max)`; either bound may be absent, not both.
 
-    relu6 is `nn.clamp {min = 0.0, max = 6.0}`.
+    relu6 is `nn.clamp {min = 0.0, max = 6.0}`. With `impl = "eigen"` the lower
+    bound is TensorFlow's `cwiseMax` (`x <= min ? min : x`: +0 for -0 at min
+    0, as its Relu6), else PyTorch's (`x < min ? min : x`).
     """
 
     name = "nn.clamp"
 
     min = opt_prop_def(F64Property())
     max = opt_prop_def(F64Property())
+    impl = opt_prop_def(StrEnumProperty(Impl))
 
     def __init__(
         self,
@@ -193,6 +203,7 @@ class ClampOp(_UnaryOp):
         min: float | None = None,
         max: float | None = None,
         *,
+        impl: str | None = None,
         result_type: Attribute | None = None,
     ):
         super().__init__(
@@ -201,8 +212,13 @@ class ClampOp(_UnaryOp):
             properties={
                 "min": None if min is None else f64_attr(min),
                 "max": None if max is None else f64_attr(max),
+                "impl": None if impl is None else StringAttr(str(impl)),
             },
         )
+
+    @property
+    def impl_value(self) -> Impl | None:
+        return None if self.impl is None else Impl(self.impl.data)
 
     @property
     def min_value(self) -> float | None:

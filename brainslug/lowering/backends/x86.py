@@ -30,6 +30,7 @@ from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
 from brainslug.lowering.llvm_helpers import (
     F32,
     I32,
+    PTR,
     declare,
     define_helpers,
     lookup_per_lane,
@@ -95,7 +96,39 @@ def _erf_onednn(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
     return onednn_gelu_erf(b, fn.args[0], _permute_lookup)
 
 
+MXCSR_FLUSH = 0x8040
+"""MXCSR's FTZ (bit 15: denormal results are zero) and DAZ (bit 6: denormal
+inputs are zero), as TensorFlow's threads run its kernels."""
+
+
+def _mxcsr_calls(b: ir.IRBuilder) -> tuple[ir.Function, ir.Function]:
+    void = ir.FunctionType(ir.VoidType(), [PTR])
+    return (declare(b.module, "llvm.x86.sse.stmxcsr", void),
+            declare(b.module, "llvm.x86.sse.ldmxcsr", void))
+
+
+def _mxcsr_flush(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
+    """`bs.mxcsr_flush() -> i32`: sets FTZ and DAZ, returns the mode before."""
+    store, load = _mxcsr_calls(b)
+    cell = b.alloca(I32)
+    b.call(store, [cell])
+    old = b.load(cell)
+    b.store(b.or_(old, ir.Constant(I32, MXCSR_FLUSH)), cell)
+    b.call(load, [cell])
+    return old
+
+
+def _mxcsr_set(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> None:
+    """`bs.mxcsr_set(i32 mode)`: restores a mode `bs.mxcsr_flush` returned."""
+    _, load = _mxcsr_calls(b)
+    cell = b.alloca(I32)
+    b.store(fn.args[0], cell)
+    b.call(load, [cell])
+
+
 LANE_FUNCTIONS = {
+    "mxcsr_flush": _mxcsr_flush,
+    "mxcsr_set": _mxcsr_set,
     "exp_libm": per_lane_unless_all_nan("expf"),
     "erf_onednn": _erf_onednn,
     "tanh": per_lane("tanhf"),
@@ -174,6 +207,8 @@ class X86Backend:
     """Compiles the `llvm` dialect output of bs-lower-to-llvm for x86-64."""
 
     cpu: str = "host"
+    flush_denormals: bool = False
+    """Kernels run with denormals flushed (FTZ and DAZ), as TensorFlow's do."""
     name = TARGET
 
     def __post_init__(self) -> None:
@@ -192,6 +227,8 @@ class X86Backend:
         if self.lanes == 16:
             attrs["min-legal-vector-width"] = "512"
             attrs["prefer-vector-width"] = "512"
+        if self.flush_denormals:  # (LLVM folds constants in the mode the code runs in)
+            attrs["denormal-fp-math"] = "preserve-sign,preserve-sign"
         return attrs
 
     def params(self) -> TargetParams:
@@ -205,7 +242,8 @@ class X86Backend:
         props: list[tuple[str, ArrayAttr | StringAttr]] = [("target_cpu", StringAttr(self.cpu))]
         if passthrough:
             props.append(("passthrough", ArrayAttr(passthrough)))
-        return TargetParams(TARGET, self.lanes, {**LOOP_LOWERINGS, **SIMD_LOWERINGS}, tuple(props))
+        return TargetParams(TARGET, self.lanes, {**LOOP_LOWERINGS, **SIMD_LOWERINGS}, tuple(props),
+                            flush_denormals=self.flush_denormals)
 
     def target_machine(self, jit: bool = False) -> llvm.TargetMachine:
         """A fresh TargetMachine (MCJIT takes ownership of the one it is given)."""
@@ -252,7 +290,8 @@ class X86Backend:
 
     def fingerprint(self) -> str:
         """What, besides the IR, decides the machine code (part of cache keys)."""
-        return f"{llvm.get_default_triple()};{self.cpu};{self.features};{self.lanes}"
+        return (f"{llvm.get_default_triple()};{self.cpu};{self.features};{self.lanes}"
+                + (";ftz" if self.flush_denormals else ""))
 
     def phase_units(self, module: ModuleOp, data_layout: str) -> list[tuple[str, str]]:
         """One compilation unit per phase function: (its name, the LLVM IR of a

@@ -39,16 +39,25 @@ from brainslug.lowering.nn_to_loop.eigen import (
 )
 
 
+def _max_eigen(e: Emitter, x: SSAValue, lo: float) -> SSAValue:
+    """TensorFlow's `max(x, lo)` (Eigen's `cwiseMax`): `lo` where `x <= lo`
+    (+0 for -0 at lo 0), NaN kept."""
+    return e.select(e.cmp("ole", x, e.f(lo)), e.f(lo), x)
+
+
 def _relu(op: nn.ReluOp) -> Formula:
+    if op.impl_value == "eigen":
+        return lambda e, x: _max_eigen(e, x, 0.0)
     return lambda e, x: e.max0(x, 0.0)
 
 
 def _clamp(op: nn.ClampOp) -> Formula:
     lo, hi = op.min_value, op.max_value
+    eigen = op.impl_value == "eigen"
 
     def clamp(e: Emitter, x: SSAValue) -> SSAValue:
         if lo is not None:
-            x = e.max0(x, lo)
+            x = _max_eigen(e, x, lo) if eigen else e.max0(x, lo)
         if hi is not None:
             x = e.min0(x, hi)
         return x
