@@ -417,3 +417,28 @@ def test_flushed_phases_set_and_restore_the_mode():
         assert ("stmxcsr" in texts[flush]) == flush and ("ldmxcsr" in texts[flush]) == flush
     assert '"denormal-fp-math"="preserve-sign,preserve-sign"' in texts[True]
     assert X86Backend("host", True).fingerprint() != X86Backend("host").fingerprint()
+
+
+def test_gelu_keeps_tensorflows_infinities():
+    """Keras's exact GELU is TensorFlow's 0.5 * x * erfc(-x / sqrt 2): +inf at
+    +inf and finite at 3.4e38, where PyTorch's formula (which the TensorFlow
+    path used) gives NaN and inf; NaN where TensorFlow's is, values within
+    1e-6 (erfc as 1 + erf, not TensorFlow's erfc)."""
+    inp = keras.Input((H, W, C))
+    m = keras.Model(inp, L.Activation("linear")(L.Activation("gelu")(inp)))
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, H, W, C)) * 4).astype(np.float32)
+    flat = x.reshape(-1)
+    at = rng.choice(flat.size, 300, replace=False)
+    flat[at] = np.resize(np.array([np.inf, -np.inf, np.nan, 3.4e38, -3.4e38, 1e38, -1e38,
+                                   -0.0, 0.0, 30.0, -30.0, -6.0], np.float32), 300)
+    opt = bst.optimize(m, [0, H, W, C])
+    assert "stacks: 0 compiled" not in bst.report(opt)
+    for batch in (1, 3):
+        ref = m(x[:batch], training=False).numpy()
+        out = np.asarray(opt(x[:batch]))
+        assert np.isposinf(ref).any() and np.array_equal(np.isposinf(out), np.isposinf(ref))
+        assert np.array_equal(np.isnan(out), np.isnan(ref))
+        assert np.array_equal(np.isneginf(out), np.isneginf(ref))
+        finite = np.isfinite(ref)
+        np.testing.assert_allclose(out[finite], ref[finite], rtol=1e-6, atol=1e-6)

@@ -99,7 +99,7 @@ def _activation(nd: KerasNode, x: str, fn: Any, name: str) -> str:
         return b.emit(name, nn.MulOp(v, b.values[s]), [x, s], tf.multiply)
     if key == "gelu":
         approx = _default_arg(fn, "approximate", False)
-        return b.emit(name, nn.GeluOp(v, "tanh" if approx else "none"), [x],
+        return b.emit(name, nn.GeluOp(v, "tanh" if approx else "none", impl="eigen"), [x],
                       lambda t: tf.nn.gelu(t, approximate=approx))
     if key == "softmax":
         axis = _default_arg(fn, "axis", -1)

@@ -158,24 +158,34 @@ class HardsigmoidOp(_UnaryOp):
 
 @irdl_op_definition
 class GeluOp(_UnaryOp):
-    """GELU; `approximate` is "none" (exact, erf form; the default) or "tanh"."""
+    """GELU; `approximate` is "none" (exact, erf form; the default) or "tanh".
+    The exact form is PyTorch's `(x * (1 + erf(x / sqrt 2))) * 0.5` (infinite
+    at 3.4e38, NaN at +inf), or with `impl = "eigen"` TensorFlow's
+    `0.5 * x * erfc(-x / sqrt 2)` (finite at 3.4e38, +inf at +inf)."""
 
     name = "nn.gelu"
 
     approximate = prop_def(StrEnumProperty(GeluApproximation))
+    impl = opt_prop_def(StrEnumProperty(Impl))
 
     def __init__(
         self,
         input: Operand,
         approximate: str = GeluApproximation.NONE,
         *,
+        impl: str | None = None,
         result_type: Attribute | None = None,
     ):
         super().__init__(
             input,
             result_type=result_type,
-            properties={"approximate": StringAttr(str(approximate))},
+            properties={"approximate": StringAttr(str(approximate)),
+                        "impl": None if impl is None else StringAttr(str(impl))},
         )
+
+    @property
+    def impl_value(self) -> Impl | None:
+        return None if self.impl is None else Impl(self.impl.data)
 
     @property
     def approximate_value(self) -> GeluApproximation:

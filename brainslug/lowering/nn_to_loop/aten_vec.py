@@ -57,6 +57,8 @@ with no calls for a vector whose lanes are all NaN."""
 
 ONEDNN = "onednn"
 """`MATH_IMPL` value of GELU's erf: oneDNN's `gelu_erf` polynomial, from GELU's input."""
+ATEN_ERF = "aten"
+"""`MATH_IMPL` value: PyTorch's vector erf (`Vectorized<float>::erf`, `bs.erf_aten`)."""
 
 GELU_ERF_SCALE = struct.unpack("f", struct.pack("f", pymath.sqrt(0.5)))[0]
 """float32(M_SQRT1_2), GELU's erf argument scale."""

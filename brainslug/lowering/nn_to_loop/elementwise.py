@@ -11,11 +11,15 @@ import math as pymath
 from collections.abc import Callable, Sequence
 
 from xdsl.dialects import math
+from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Operation, SSAValue
 from xdsl.ir.affine import AffineMap
 
 from brainslug.dialects import nn
 from brainslug.lowering.nn_to_loop.aten_vec import (
+    ATEN_ERF,
+    GELU_ERF_SCALE,
+    MATH_IMPL,
     aten_exp,
     aten_tail_formula,
     in_aten_tail,
@@ -108,7 +112,19 @@ def _gelu(op: nn.GeluOp) -> Formula:
 
         return gelu_tanh
 
+    if op.impl_value == "eigen":
+        return _tf_gelu
     return onednn_gelu
+
+
+def _tf_gelu(e: Emitter, x: SSAValue) -> SSAValue:
+    """TensorFlow's exact GELU, `0.5 * x * erfc(-x / sqrt 2)`, with erfc(-z) as
+    `1 + erf(z)` (PyTorch's vector erf): half of x first, so it stays finite
+    at 3.4e38 and is +inf at +inf (1 + erf loses the tiny tail below x = -5.5,
+    where TensorFlow's is below 2e-8·|x|)."""
+    erf = math.ErfOp(e.mul(x, e.f(GELU_ERF_SCALE)))
+    erf.attributes[MATH_IMPL] = StringAttr(ATEN_ERF)
+    return e.mul(e.mul(e.f(0.5), x), e.add(e.f(1.0), e.emit(erf)))
 
 
 def _pow(op: nn.PowOp) -> Formula:
