@@ -442,3 +442,27 @@ def test_gelu_keeps_tensorflows_infinities():
         assert np.array_equal(np.isneginf(out), np.isneginf(ref))
         finite = np.isfinite(ref)
         np.testing.assert_allclose(out[finite], ref[finite], rtol=1e-6, atol=1e-6)
+
+
+def test_softmax_rows_with_nan_and_inf_like_tensorflow():
+    """TensorFlow's softmax (oneDNN's): a row with NaN or +inf is NaN where
+    x - max is and 0 elsewhere (PyTorch's is NaN throughout, which the path
+    computed); rows of -inf are NaN; other rows within 1e-6."""
+    inp = keras.Input((H, W, C))
+    m = keras.Model(inp, L.Activation("linear")(L.Softmax()(inp)))
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((3, H, W, C)) * 3).astype(np.float32)
+    x[0, 0, 0, 3] = np.nan
+    x[0, 0, 1, 5] = np.inf
+    x[1, 2, 3, :4] = np.inf
+    x[1, 4, 4, :] = -np.inf
+    x[2, 5, 6, 7] = -np.inf
+    x[2, 6, 2, [1, 9]] = [np.inf, np.nan]
+    opt = bst.optimize(m, [0, H, W, C])
+    assert "stacks: 0 compiled" not in bst.report(opt)
+    for batch in (1, 3):
+        ref = m(x[:batch], training=False).numpy()
+        out = np.asarray(opt(x[:batch]))
+        assert np.array_equal(np.isnan(out), np.isnan(ref)), n_differ(out, ref)
+        assert (ref[0, 0, 0] == 0).sum() == C - 1 and (out[0, 0, 0] == 0).sum() == C - 1
+        np.testing.assert_allclose(out[~np.isnan(ref)], ref[~np.isnan(ref)], rtol=0, atol=1e-6)

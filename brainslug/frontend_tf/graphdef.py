@@ -224,7 +224,7 @@ def _emit(gb: _GraphBuilder, op: tf.Operation) -> str:
     if t == "Softmax":
         x = gb.value(ins[0])
         rank = ins[0].shape.rank
-        return b.emit(name, nn.SoftmaxOp(b.values[x], rank - 1), [x], run)
+        return b.emit(name, nn.SoftmaxOp(b.values[x], rank - 1, impl="eigen"), [x], run)
     if t == "MatMul":
         w = gb.const(ins[1])
         if w is None or _attr(op, "transpose_a") or _attr(op, "transpose_b"):

@@ -104,7 +104,7 @@ def _activation(nd: KerasNode, x: str, fn: Any, name: str) -> str:
     if key == "softmax":
         axis = _default_arg(fn, "axis", -1)
         rank = len(v.type.get_shape())
-        return b.emit(name, nn.SoftmaxOp(v, axis % rank), [x],
+        return b.emit(name, nn.SoftmaxOp(v, axis % rank, impl="eigen"), [x],
                       lambda t: tf.nn.softmax(t, axis=axis))
     types = [v.type]
     return b.library(name, [x], types, fn, f"keras.activations.{key}",
@@ -602,7 +602,7 @@ def map_node(nd: KerasNode) -> str:
         if axis is None:
             raise Unmapped(f"softmax over axes {op.axis}")
         rank = len(xv.type.get_shape())
-        return b.emit(op.name, nn.SoftmaxOp(xv, axis % rank), nd.ins,
+        return b.emit(op.name, nn.SoftmaxOp(xv, axis % rank, impl="eigen"), nd.ins,
                       lambda t: tf.nn.softmax(t, axis=axis))
     if cls == "MaxPooling2D":
         return _pool(nd, "max")

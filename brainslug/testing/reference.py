@@ -230,6 +230,12 @@ def eval_layer(op: Operation, args: list[Any]) -> Any:
     if isinstance(op, nn.MeanOp):
         return x.mean(list(op.dims_values), keepdim=op.keepdim_value)
     if isinstance(op, nn.SoftmaxOp):
+        if op.impl_value == "eigen":  # TensorFlow's: the max skips NaN, a NaN sums as +inf
+            axis = op.axis_value
+            e = torch.exp(x - x.nan_to_num(nan=float("-inf"), posinf=float("inf"))
+                          .amax(axis, keepdim=True))
+            s = torch.where(e.isnan(), float("inf"), e).sum(axis, keepdim=True)
+            return e * (1.0 / s)
         return torch.softmax(x, op.axis_value)
     if isinstance(op, nn.StackOp):
         env = dict(zip(op.body.block.args, args, strict=True))

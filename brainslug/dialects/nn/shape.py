@@ -482,7 +482,10 @@ class MeanOp(IRDLOperation):
 
 @irdl_op_definition
 class SoftmaxOp(IRDLOperation):
-    """Softmax along `axis` (stored non-negative)."""
+    """Softmax along `axis` (stored non-negative). A row with NaN, or where
+    `x - max` is NaN (+inf in it), is NaN throughout in PyTorch's; with `impl
+    = "eigen"` it follows TensorFlow's CPU kernel (oneDNN's): the max skips
+    NaN, and the outputs are NaN where `x - max` is and 0 elsewhere."""
 
     name = "nn.softmax"
 
@@ -490,12 +493,14 @@ class SoftmaxOp(IRDLOperation):
     output = result_def(TensorType)
 
     axis = prop_def(I64Property())
+    impl = opt_prop_def(StrEnumProperty(Impl))
 
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($output)"
     traits = traits_def(Pure(), MemoryBound(), ConstrainedProperties())
 
-    def __init__(self, input: Operand, axis: int, *, result_type: Attribute | None = None):
+    def __init__(self, input: Operand, axis: int, *, impl: str | None = None,
+                 result_type: Attribute | None = None):
         rank = len(tensor_shape(self.name, "input", type_of(input)))
         axis = normalize_axis(self.name, "axis", axis, rank)
         if result_type is None:
@@ -503,12 +508,17 @@ class SoftmaxOp(IRDLOperation):
         super().__init__(
             operands=[input],
             result_types=[result_type],
-            properties={"axis": i64_attr(axis)},
+            properties={"axis": i64_attr(axis),
+                        "impl": None if impl is None else StringAttr(str(impl))},
         )
 
     @property
     def axis_value(self) -> int:
         return self.axis.value.data
+
+    @property
+    def impl_value(self) -> Impl | None:
+        return None if self.impl is None else Impl(self.impl.data)
 
     @classmethod
     def infer_type(cls, input_type: Attribute, *, axis: int) -> TensorType:

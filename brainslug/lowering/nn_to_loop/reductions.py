@@ -88,16 +88,23 @@ def lower_softmax(kb: KernelBuilder, op: nn.SoftmaxOp, buf: Buffers, out: SSAVal
     xmap = AffineMap(rank + 1, 0, tuple(d(rank) if k == axis else d(k) for k in range(rank)))
     rmap = AffineMap(rank, 0, tuple(cst(0) if k == axis else d(k) for k in range(rank)))
 
+    tf = op.impl_value == "eigen"
+
+    def unless_nan(r: Emitter, v: SSAValue, instead: float) -> SSAValue:
+        """`v`, or `instead` for NaN (TensorFlow's rows, `impl = "eigen"`)."""
+        return r.select(r.cmp("uno", v, v), r.f(instead), v) if tf else v
+
     def max_body(e: Emitter, ivs: list[SSAValue]) -> None:
-        e.store(e.reduce("max", NEG_INF, [shape[axis]], lambda r, w: r.load(x, [*ivs, *w], xmap)),
-                mx, ivs)
+        e.store(e.reduce("max", NEG_INF, [shape[axis]], lambda r, w: unless_nan(
+            r, r.load(x, [*ivs, *w], xmap), float("-inf"))), mx, ivs)
 
     def exp_body(e: Emitter, ivs: list[SSAValue]) -> None:
         e.store(aten_exp(e, e.sub(e.load(x, ivs), e.load(mx, ivs, rmap))), ex, ivs)
 
     def sum_body(e: Emitter, ivs: list[SSAValue]) -> None:
-        e.store(e.reduce("add", 0.0, [shape[axis]], lambda r, w: r.load(ex, [*ivs, *w], xmap)),
-                sm, ivs)
+        # (TensorFlow's: a NaN counts as +inf, so the row's other outputs are 0)
+        e.store(e.reduce("add", 0.0, [shape[axis]], lambda r, w: unless_nan(
+            r, r.load(ex, [*ivs, *w], xmap), float("inf"))), sm, ivs)
 
     def out_body(e: Emitter, ivs: list[SSAValue]) -> None:
         e.store(e.mul(e.load(ex, ivs), e.div(e.f(1.0), e.load(sm, ivs, rmap))), out, ivs)
