@@ -74,20 +74,22 @@ class _Groups:
     def canon(self, gs: Iterable[int]) -> set[int]:
         return {self.find(g) for g in gs}
 
-    def reaches(self, a: int, b: int) -> bool:
-        """Whether group `a` depends on group `b` through a path that leaves
-        `a`: directly through `indirect`, or through the groups in it (whose
-        own dependencies may have grown by merges since)."""
-        a, b = self.find(a), self.find(b)
-        seen, todo = {a}, [a]
+    def closure(self, starts: Iterable[int]) -> set[int]:
+        """The groups `starts` are, and those they depend on through paths that
+        leave them (following `indirect`, which merges may have grown since)."""
+        seen: set[int] = set()
+        todo = [self.find(g) for g in starts]
         while todo:
-            for h in self.canon(self.indirect[todo.pop()]):
-                if h == b:
-                    return True
-                if h not in seen:
-                    seen.add(h)
-                    todo.append(h)
-        return False
+            g = todo.pop()
+            if g in seen:
+                continue
+            seen.add(g)
+            todo.extend(r for h in self.indirect[g] if (r := self.find(h)) not in seen)
+        return seen
+
+    def reaches(self, a: int, b: int) -> bool:
+        """Whether group `a` depends on group `b` through a path that leaves `a`."""
+        return self.find(b) in self.closure(self.indirect[self.find(a)])
 
     def can_merge(self, a: int, b: int) -> bool:
         """Whether `a` and `b` can be one group without a cycle through
@@ -143,12 +145,15 @@ def group_layers(block: Block, include_compute: bool = False) -> dict[Operation,
             direct = []
         g = groups.new(indirect)
         merged: list[int] = []
-        for d in dict.fromkeys(direct):
-            # joining d makes a cycle when another operand's group, or a group
-            # reached through a layer outside, depends on d
-            others = groups.canon(indirect) | {
-                groups.find(e) for e in direct if e != d and e not in merged}
-            if any(o == groups.find(d) or groups.reaches(o, d) for o in others):
+        producers = list(dict.fromkeys(direct))
+        # joining d makes a cycle when a group reached through a layer outside,
+        # or another producer's group (or one it depends on), depends on d
+        outside = groups.closure(indirect) if producers else set()
+        needs = {e: groups.closure(groups.indirect[e]) for e in producers} \
+            if len(producers) > 1 else {}
+        for d in producers:
+            if d in outside or any(d in needs[e] for e in producers
+                                   if e != d and e not in merged):
                 continue
             if merged and not groups.can_merge(g, d):
                 continue
