@@ -55,15 +55,22 @@ def stackable(op: Operation, include_compute: bool = False) -> str | None:
 @dataclass
 class _Groups:
     """Union-find over group ids with the set of groups each one reaches
-    through a path that leaves the group."""
+    through a path that leaves the group. Ids follow block order (a group per
+    layer, made in order) and a merged group is named by its first id, so a
+    group whose last layer comes before another's first can't depend on it:
+    `depends` searches only what is after its target."""
 
     parent: list[int] = field(default_factory=list)
     indirect: list[set[int]] = field(default_factory=list)
+    last: list[int] = field(default_factory=list)
+    """Per group (root): the id of its last layer."""
 
     def new(self, indirect: Iterable[int]) -> int:
-        self.parent.append(len(self.parent))
+        g = len(self.parent)
+        self.parent.append(g)
         self.indirect.append(set(indirect))
-        return len(self.parent) - 1
+        self.last.append(g)
+        return g
 
     def find(self, g: int) -> int:
         while self.parent[g] != g:
@@ -74,22 +81,26 @@ class _Groups:
     def canon(self, gs: Iterable[int]) -> set[int]:
         return {self.find(g) for g in gs}
 
-    def closure(self, starts: Iterable[int]) -> set[int]:
-        """The groups `starts` are, and those they depend on through paths that
-        leave them (following `indirect`, which merges may have grown since)."""
+    def depends(self, starts: Iterable[int], target: int) -> bool:
+        """Whether any group of `starts` is `target` or depends on it through
+        paths that leave it (following `indirect`, which merges may have grown
+        since)."""
+        target = self.find(target)
         seen: set[int] = set()
         todo = [self.find(g) for g in starts]
         while todo:
             g = todo.pop()
-            if g in seen:
+            if g == target:
+                return True
+            if g in seen or self.last[g] < target:  # all of g is before target
                 continue
             seen.add(g)
             todo.extend(r for h in self.indirect[g] if (r := self.find(h)) not in seen)
-        return seen
+        return False
 
     def reaches(self, a: int, b: int) -> bool:
         """Whether group `a` depends on group `b` through a path that leaves `a`."""
-        return self.find(b) in self.closure(self.indirect[self.find(a)])
+        return self.depends(self.indirect[self.find(a)], b)
 
     def can_merge(self, a: int, b: int) -> bool:
         """Whether `a` and `b` can be one group without a cycle through
@@ -97,11 +108,12 @@ class _Groups:
         return not self.reaches(a, b) and not self.reaches(b, a)
 
     def union(self, a: int, b: int) -> int:
-        a, b = self.find(a), self.find(b)
+        a, b = sorted((self.find(a), self.find(b)))
         if a == b:
             return a
-        self.parent[b] = a
+        self.parent[b] = a  # (named by its first layer)
         self.indirect[a] |= self.indirect[b]
+        self.last[a] = max(self.last[a], self.last[b])
         return a
 
 
@@ -146,14 +158,12 @@ def group_layers(block: Block, include_compute: bool = False) -> dict[Operation,
         g = groups.new(indirect)
         merged: list[int] = []
         producers = list(dict.fromkeys(direct))
-        # joining d makes a cycle when a group reached through a layer outside,
-        # or another producer's group (or one it depends on), depends on d
-        outside = groups.closure(indirect) if producers else set()
-        needs = {e: groups.closure(groups.indirect[e]) for e in producers} \
-            if len(producers) > 1 else {}
         for d in producers:
-            if d in outside or any(d in needs[e] for e in producers
-                                   if e != d and e not in merged):
+            # joining d makes a cycle when a group reached through a layer
+            # outside, or another producer's group, is d or depends on it
+            others = [groups.find(e) for e in producers if e != d and e not in merged]
+            if groups.depends(indirect, d) or any(
+                    groups.depends(groups.indirect[e], d) for e in others):
                 continue
             if merged and not groups.can_merge(g, d):
                 continue
