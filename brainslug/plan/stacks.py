@@ -61,9 +61,11 @@ def _layout_of(ops, default: str) -> str:
     return default
 
 
-def _source(v: SSAValue, args: list[SSAValue], sources: list[Source]) -> Source:
-    if v in args:
-        return sources[args.index(v)]
+def _source(v: SSAValue, args: dict[int, int], sources: list[Source]) -> Source:
+    """Where stack input `v` comes from; `args`: id of a function argument -> its
+    position."""
+    if (k := args.get(id(v))) is not None:
+        return sources[k]
     name = node_of(v)
     if name is None:
         raise KeyError(f"stack input {v} comes from no framework node")
@@ -75,7 +77,7 @@ def describe(fn: func.FuncOp, sources: list[Source], default_layout: str = "NCHW
     """Report rows and bindings of the stacks of `fn` (after bs-form-stacks);
     `sources[i]` is where argument i of `fn` comes from."""
     infos, bindings = [], []
-    args = list(fn.body.block.args)
+    args = {id(a): k for k, a in enumerate(fn.body.block.args)}
     for op in fn.body.block.ops:
         if not isinstance(op, nn.StackOp):
             continue
