@@ -145,8 +145,6 @@ class UnitCompiler:
         record = kernel_record(info)
         tm = self.backend.target_machine(jit=True)
         fingerprint = f"{self.backend.fingerprint()};O{OPT_LEVEL}"
-        from brainslug.lowering.backends.x86 import PLACEHOLDER
-
         result = UnitResult()
         for phase, text in self.backend.phase_units(module, str(tm.target_data)):
             k = cache.key(fingerprint, text)
@@ -154,8 +152,7 @@ class UnitCompiler:
             self.symbol_of[phase] = (sym, k)
             data = cache.load(k)
             if data is None:
-                data = self.backend.compile_object(
-                    text.replace(f'@"{PLACEHOLDER}"', f'@"{sym}"'), OPT_LEVEL)
+                data = self.backend.compile_object(self.backend.named(text, sym), OPT_LEVEL)
                 cache.store(k, data)
                 result.compiled += 1
             result.objects[sym] = data

@@ -294,7 +294,6 @@ class CompiledKernels:
         return self
 
     def _link_units(self, module: ModuleOp) -> None:
-        from brainslug.lowering.backends.x86 import PLACEHOLDER
         from brainslug.runtime import cache
 
         backend = self.backend
@@ -309,7 +308,7 @@ class CompiledKernels:
                 continue
             data = cache.load(k)
             if data is None:
-                todo[sym] = (k, text.replace(f'@"{PLACEHOLDER}"', f'@"{sym}"'))
+                todo[sym] = (k, backend.named(text, sym))
             else:
                 objects[sym] = data
         self.stats = {"compiled": len(todo), "cached": len(objects)}

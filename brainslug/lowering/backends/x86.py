@@ -315,6 +315,11 @@ class X86Backend:
             units.append((name, text.replace(f'@"{name}"', f'@"{PLACEHOLDER}"')))
         return units
 
+    @staticmethod
+    def named(text: str, symbol: str) -> str:
+        """A `phase_units` text with its phase function named `symbol`."""
+        return text.replace(f'@"{PLACEHOLDER}"', f'@"{symbol}"')
+
     def compile_object(self, text: str, opt: int = 3) -> bytes:
         """Object code of one unit (in its own LLVM context, with its own
         TargetMachine)."""
