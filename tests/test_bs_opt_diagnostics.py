@@ -53,31 +53,27 @@ def assert_no_traceback(err: str) -> None:
     assert "Traceback" not in err and 'File "' not in err, err
 
 
-def test_zero_channels_are_a_located_verifier_error(tmp_path, capsys) -> None:
-    path = tmp_path / "zero.mlir"
-    path.write_text(with_channels(IR, 0))
+@pytest.mark.parametrize("text, line, col, op, message", [
+    (with_channels(IR, 0), 3, 9, "nn.batch_norm",
+     "input [?, 0, 13, 13] has extent 0 on axis 1: zero-size tensors are not supported"),
+    (NEGATIVE_STRIDE, 5, 8, "nn.max_pool2d", "strides values must be >= 1, got [-2, 2]"),
+], ids=["zero_channels", "negative_stride"])
+def test_a_verifier_error_is_located_at_its_op(tmp_path, capsys, text: str, line: int,
+                                               col: int, op: str, message: str) -> None:
+    """Zero channels (was ZeroDivisionError in a pass) and a negative pooling
+    stride: FILE:LINE:COL, the op and the problem, the source line and a caret
+    under the op's name, with a pipeline or without one (the input is verified
+    after parsing)."""
+    path = tmp_path / "bad.mlir"
+    path.write_text(text)
     rc, err = bs_opt(capsys, path, "-p", "default")
     assert rc == 1
     assert_no_traceback(err)
     assert "ZeroDivisionError" not in err
     first, source, caret = lines_of(err)[:3]
-    assert first == (f"{path}:3:9: error: nn.batch_norm: input [?, 0, 13, 13] has extent 0 "
-                     "on axis 1: zero-size tensors are not supported")
-    assert source == with_channels(IR, 0).splitlines()[2]
-    assert caret == " " * 8 + "^" + "~" * (len("nn.batch_norm") - 1)
-
-
-def test_negative_stride_names_the_pooling_op(tmp_path, capsys) -> None:
-    path = tmp_path / "stride.mlir"
-    path.write_text(NEGATIVE_STRIDE)
-    rc, err = bs_opt(capsys, path, "-p", "default")
-    assert rc == 1
-    assert_no_traceback(err)
-    first, source, caret = lines_of(err)[:3]
-    assert first == f"{path}:5:8: error: nn.max_pool2d: strides values must be >= 1, got [-2, 2]"
-    assert source.startswith("  %p = nn.max_pool2d %r {kernel")
-    assert caret == " " * 7 + "^" + "~" * (len("nn.max_pool2d") - 1)
-    # the same without a pipeline: the input is verified after parsing
+    assert first == f"{path}:{line}:{col}: error: {op}: {message}"
+    assert source == text.splitlines()[line - 1]
+    assert caret == " " * (col - 1) + "^" + "~" * (len(op) - 1)
     assert bs_opt(capsys, path)[1] == err
 
 
