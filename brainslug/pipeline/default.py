@@ -28,7 +28,6 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     its input channels in chunks whose weights stay in L1."""
     from brainslug.lowering.nn_to_loop import LowerNNToLoopPass
     from brainslug.passes.dedup_kernels import DedupKernelsPass
-    from brainslug.passes.form_stacks import FormStacksPass
     from brainslug.passes.fuse import FusePass
     from brainslug.passes.merge_siblings import MergeSiblingsPass
     from brainslug.passes.parallelize import ParallelizePass
@@ -39,8 +38,7 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     # on a GPU a tile is a block, its scratch shared memory: more, smaller tiles
     tiling = TileDepthFirstPass(cache=tile_budget(target), split=is_gpu(target))
     passes: list[ModulePass] = [
-        FormStacksPass(conv_epilogues=compute,
-                       conv_chains=conv_chain_bytes(target) if compute and not is_gpu(target) else 0),
+        form_stacks_pass(target, compute),
         LowerNNToLoopPass(),
         # identical stacks (DenseNet's bottleneck BN-ReLU, 58 of them over 4
         # shapes) are lowered once
@@ -60,6 +58,19 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
 
         passes.append(LowerToLLVMPass(target=target, cpu=cpu))
     return passes
+
+
+def form_stacks_pass(target: str = "x86-64", compute: bool = False,
+                     chains: bool = True) -> ModulePass:
+    """The pipeline's bs-form-stacks: with `compute`, convolutions start stacks
+    with their epilogues and, on a CPU with `chains`, chain depth-first into
+    the depthwise convolutions after them (a plan that times each
+    convolution alone has none)."""
+    from brainslug.passes.form_stacks import FormStacksPass
+
+    chain = compute and chains and not is_gpu(target)
+    return FormStacksPass(conv_epilogues=compute,
+                          conv_chains=conv_chain_bytes(target) if chain else 0)
 
 
 def register_tiling(target: str, cpu: str) -> list[ModulePass]:

@@ -22,9 +22,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 
 from brainslug.dialects import nn
 from brainslug.ir.context import make_context
-from brainslug.passes.form_stacks import FormStacksPass
-from brainslug.pipeline.default import default_passes
-from brainslug.pipeline.target import conv_chain_bytes
+from brainslug.pipeline.default import default_passes, form_stacks_pass
 from brainslug.plan import cache as plan_cache
 from brainslug.plan import progress
 from brainslug.plan.capture import Captured
@@ -92,8 +90,7 @@ def compile_stacks(
     info = PlanInfo(target=target.name, layout=default_layout)
     try:
         # (a trial plan times each convolution alone: no depth-first chains)
-        chains = conv_chain_bytes(target.name) if target.convs and only is None else 0
-        FormStacksPass(conv_epilogues=target.convs, conv_chains=chains).apply(ctx, module)
+        form_stacks_pass(target.name, target.convs, chains=only is None).apply(ctx, module)
     except Exception as e:  # no stacks: every layer runs in the framework
         if strict():
             raise
