@@ -38,6 +38,8 @@ from brainslug.dialects.nn.properties import (
     GeluApproximation,
     Impl,
     StrEnumProperty,
+    WithImpl,
+    impl_attr,
 )
 
 
@@ -74,7 +76,7 @@ class _UnaryOp(IRDLOperation):
         check_result_type(self.name, self.output.type, self.infer_type(self.input.type))
 
 
-class _WithImpl(_UnaryOp):
+class _WithImpl(_UnaryOp, WithImpl):
     """A unary layer with an optional `impl`: absent, PyTorch's kernel;
     `"eigen"`, TensorFlow's CPU kernel."""
 
@@ -90,13 +92,9 @@ class _WithImpl(_UnaryOp):
         super().__init__(
             input,
             result_type=result_type,
-            properties={"impl": None if impl is None else StringAttr(str(impl))},
+            properties={"impl": impl_attr(impl)},
         )
 
-    @property
-    def impl_value(self) -> Impl | None:
-        """None (PyTorch's kernel) or an `Impl`."""
-        return None if self.impl is None else Impl(self.impl.data)
 
 
 @irdl_op_definition
@@ -157,7 +155,7 @@ class HardsigmoidOp(_UnaryOp):
 
 
 @irdl_op_definition
-class GeluOp(_UnaryOp):
+class GeluOp(_UnaryOp, WithImpl):
     """GELU; `approximate` is "none" (exact, erf form; the default) or "tanh".
     The exact form is PyTorch's `(x * (1 + erf(x / sqrt 2))) * 0.5` (infinite
     at 3.4e38, NaN at +inf), or with `impl = "eigen"` TensorFlow's
@@ -180,12 +178,9 @@ class GeluOp(_UnaryOp):
             input,
             result_type=result_type,
             properties={"approximate": StringAttr(str(approximate)),
-                        "impl": None if impl is None else StringAttr(str(impl))},
+                        "impl": impl_attr(impl)},
         )
 
-    @property
-    def impl_value(self) -> Impl | None:
-        return None if self.impl is None else Impl(self.impl.data)
 
     @property
     def approximate_value(self) -> GeluApproximation:
@@ -193,7 +188,7 @@ class GeluOp(_UnaryOp):
 
 
 @irdl_op_definition
-class ClampOp(_UnaryOp):
+class ClampOp(_UnaryOp, WithImpl):
     """`min(max(x, min), max)`; either bound may be absent, not both.
 
     relu6 is `nn.clamp {min = 0.0, max = 6.0}`. With `impl = "eigen"` the lower
@@ -222,13 +217,10 @@ class ClampOp(_UnaryOp):
             properties={
                 "min": None if min is None else f64_attr(min),
                 "max": None if max is None else f64_attr(max),
-                "impl": None if impl is None else StringAttr(str(impl)),
+                "impl": impl_attr(impl),
             },
         )
 
-    @property
-    def impl_value(self) -> Impl | None:
-        return None if self.impl is None else Impl(self.impl.data)
 
     @property
     def min_value(self) -> float | None:

@@ -3,7 +3,7 @@ groups of channels, `nn.l2_normalize` along any dim."""
 
 from __future__ import annotations
 
-from xdsl.dialects.builtin import StringAttr, TensorType
+from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Attribute
 from xdsl.irdl import (
     AttrSizedOperandSegments,
@@ -39,11 +39,13 @@ from brainslug.dialects.nn.properties import (
     I64Property,
     Impl,
     StrEnumProperty,
+    WithImpl,
+    impl_attr,
 )
 
 
 @irdl_op_definition
-class LayerNormOp(IRDLOperation):
+class LayerNormOp(IRDLOperation, WithImpl):
     """Layer normalisation over the innermost dim of each row:
     `y = (x - mean) * rstd * weight + bias`, with `mean` and the biased
     variance `var` over the row and `rstd = 1 / sqrt(var + eps)`; `weight` and
@@ -93,16 +95,13 @@ class LayerNormOp(IRDLOperation):
             operands=[input, [] if weight is None else [weight], [] if bias is None else [bias]],
             result_types=[result_type],
             properties={"eps": f64_attr(eps),
-                        "impl": None if impl is None else StringAttr(str(impl))},
+                        "impl": impl_attr(impl)},
         )
 
     @property
     def eps_value(self) -> float:
         return self.eps.value.data
 
-    @property
-    def impl_value(self) -> Impl | None:
-        return None if self.impl is None else Impl(self.impl.data)
 
     @classmethod
     def infer_type(

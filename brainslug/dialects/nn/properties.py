@@ -59,6 +59,22 @@ class Impl(StrEnum):
     """TensorFlow's CPU kernels, built on Eigen."""
 
 
+def impl_attr(impl: str | None) -> StringAttr | None:
+    """The `impl` property of an op built with `impl` (None: absent)."""
+    return None if impl is None else StringAttr(str(impl))
+
+
+class WithImpl:
+    """Mixin of the ops with an optional `impl` property
+    (`opt_prop_def(StrEnumProperty(Impl))`): absent, PyTorch's kernel or the
+    exact formula; else the framework kernel named."""
+
+    @property
+    def impl_value(self) -> Impl | None:
+        impl = self.impl
+        return None if impl is None else Impl(impl.data)
+
+
 class GeluApproximation(StrEnum):
     """`nn.gelu`'s `approximate`: the exact erf form or the tanh approximation."""
 

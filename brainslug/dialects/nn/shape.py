@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from xdsl.dialects.builtin import BoolAttr, StringAttr, TensorType
+from xdsl.dialects.builtin import BoolAttr, TensorType
 from xdsl.ir import Attribute
 from xdsl.irdl import (
     IRDLOperation,
@@ -52,6 +52,8 @@ from brainslug.dialects.nn.properties import (
     I64Property,
     Impl,
     StrEnumProperty,
+    WithImpl,
+    impl_attr,
 )
 
 
@@ -395,7 +397,7 @@ class PadOp(IRDLOperation):
 
 
 @irdl_op_definition
-class MeanOp(IRDLOperation):
+class MeanOp(IRDLOperation, WithImpl):
     """Mean over `dims` (stored non-negative, unique), keeping them if `keepdim`.
 
     The sum runs over the reduced points in row-major order. `impl = "eigen"`
@@ -437,14 +439,10 @@ class MeanOp(IRDLOperation):
             properties={
                 "dims": i64_array_attr(dims),
                 "keepdim": BoolAttr.from_bool(keepdim),
-                "impl": None if impl is None else StringAttr(str(impl)),
+                "impl": impl_attr(impl),
             },
         )
 
-    @property
-    def impl_value(self) -> Impl | None:
-        """None (the sum in order) or an `Impl`."""
-        return None if self.impl is None else Impl(self.impl.data)
 
     @property
     def dims_values(self) -> tuple[int, ...]:
@@ -481,7 +479,7 @@ class MeanOp(IRDLOperation):
 
 
 @irdl_op_definition
-class SoftmaxOp(IRDLOperation):
+class SoftmaxOp(IRDLOperation, WithImpl):
     """Softmax along `axis` (stored non-negative). A row with NaN, or where
     `x - max` is NaN (+inf in it), is NaN throughout in PyTorch's; with `impl
     = "eigen"` it follows TensorFlow's CPU kernel (oneDNN's): the max skips
@@ -509,16 +507,13 @@ class SoftmaxOp(IRDLOperation):
             operands=[input],
             result_types=[result_type],
             properties={"axis": i64_attr(axis),
-                        "impl": None if impl is None else StringAttr(str(impl))},
+                        "impl": impl_attr(impl)},
         )
 
     @property
     def axis_value(self) -> int:
         return self.axis.value.data
 
-    @property
-    def impl_value(self) -> Impl | None:
-        return None if self.impl is None else Impl(self.impl.data)
 
     @classmethod
     def infer_type(cls, input_type: Attribute, *, axis: int) -> TensorType:
