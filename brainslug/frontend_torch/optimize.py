@@ -27,6 +27,7 @@ from brainslug.plan import progress
 from brainslug.plan.compile import strict
 from brainslug.plan.report import ConvChoice, PlanInfo
 from brainslug.plan.targets import CpuTarget
+from brainslug.runtime.threads import default_pool
 
 LAYOUTS = ("auto", "NCHW", "NHWC")
 """Values of optimize()'s `layout` option."""
@@ -200,7 +201,8 @@ def _plan(model: torch.nn.Module, spec: Spec, layout: str, threads: int | None,
     if mode == "auto" and not options.get("fold_batchnorm", False):
         from brainslug.frontend_torch.conv_choice import choose_convs
 
-        parts = [*plan_key_parts(gm, spec, layout, CpuTarget(cpu, threads, True)), str(threads)]
+        parts = [*plan_key_parts(gm, spec, layout, CpuTarget(cpu, threads, True)),
+                 str(threads or default_pool().size)]  # timed on this many threads
         try:
             with gc_paused():
                 choices = choose_convs(gm, spec, parts, cpu=cpu, threads=threads)

@@ -155,10 +155,11 @@ class KernelRunner:
     def _run(self, phase_args: Sequence[int], batch: int) -> None:
         pool = self.pool or default_pool()
         threshold = PARALLEL_THRESHOLD if pool.native else PYTHON_POOL_THRESHOLD
+        size = pool.size
         for i, fn in enumerate(self.phases):
             args = phase_args[i]
-            if self.abi.parallel[i] and pool.size > 1 and self.work[i] * batch > threshold:
-                pool.run(self.phase_addrs[i] if pool.native else fn, pool.size, args)
+            if self.abi.parallel[i] and size > 1 and self.work[i] * batch > threshold:
+                pool.run(self.phase_addrs[i] if pool.native else fn, size, args)
             else:
                 fn(0, 1, args)
 

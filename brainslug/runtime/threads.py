@@ -40,11 +40,14 @@ WORKER_STACK_SIZE = 64 << 20
 """Stack of each worker (per-tile scratch lives on the stack)."""
 
 
-def default_num_threads() -> int:
+def asked_num_threads() -> int | None:
+    """`BRAINSLUG_NUM_THREADS`, where it is set."""
     env = os.environ.get("BRAINSLUG_NUM_THREADS")
-    if env:
-        return max(1, int(env))
-    return os.cpu_count() or 1
+    return max(1, int(env)) if env else None
+
+
+def default_num_threads() -> int:
+    return asked_num_threads() or os.cpu_count() or 1
 
 
 class ThreadPool:
@@ -405,7 +408,12 @@ class OmpPool:
     PyTorch): the threads that just ran PyTorch's operator are still spinning
     and take the phase at once. A pool of our own would compete with them for
     the cores while they spin (on 2 cores, a 3x3 convolution interleaved with
-    PyTorch calls ran at half speed on two NativePool threads)."""
+    PyTorch calls ran at half speed on two NativePool threads).
+
+    Unless a size is given (or `BRAINSLUG_NUM_THREADS`), the team is as large
+    as the OpenMP runtime's `omp_get_max_threads()`, as PyTorch's operators'
+    teams are: `torch.set_num_threads(1)` makes the kernels run on one thread
+    too (a Ray actor given one core otherwise ran them on all)."""
 
     native = True
 
@@ -415,7 +423,10 @@ class OmpPool:
         path = libgomp or loaded_libgomp()
         if path is None:
             raise OSError("no libgomp in this process")
-        self.size = num_threads or default_num_threads()
+        self._fixed = num_threads or asked_num_threads()
+        self._omp_max_threads = ctypes.CDLL(path).omp_get_max_threads
+        self._omp_max_threads.restype = ctypes.c_int
+        self._omp_max_threads.argtypes = []
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         llvm.load_library_permanently(path)
@@ -428,6 +439,11 @@ class OmpPool:
         self._run = ctypes.CFUNCTYPE(
             None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int32
         )(self._engine.get_function_address("bs_omp_run"))
+
+    @property
+    def size(self) -> int:
+        """The team's size: the one given, else the OpenMP runtime's for this thread."""
+        return self._fixed or max(1, self._omp_max_threads())
 
     def run(self, fn: Any, n: int | None = None, args: Any = None) -> None:
         """Calls the native `fn(tid, n, args)` on a team of (at most) n threads."""
