@@ -223,12 +223,15 @@ def test_auto_times_each_convolution_and_caches_the_choice(monkeypatch, tmp_path
     assert len(timed) == 2  # the last one has no epilogue: nothing to time
     for c in timed:
         assert c.runs in ("brainslug", "library") and c.brainslug_ms > 0 and c.library_ms > 0
+        (batch, bs, lib), = c.more  # the batch is free: timed at batch 1 and 8
+        assert batch == 8 and bs > 0 and lib > 0
     (untimed,) = [c for c in opt.info.convs if c.brainslug_ms is None]
     assert untimed.runs == "library" and "no epilogue pass" in untimed.why
     ours = {c.node for c in opt.info.convs if c.runs == "brainslug"}
     assert compiled_convs(opt) == len(ours)
     text = brainslug.report(opt)
     assert "Convolutions: " in text and "library " in text and "brainslug " in text
+    assert "at batch 8: " in text
     x = torch.randn(3, 3, 15, 15)
     with torch.no_grad():
         ref, got = model(x), opt(x)
@@ -254,3 +257,32 @@ def test_auto_falls_back_to_the_library_when_timing_fails(monkeypatch) -> None:
     x = torch.randn(2, 3, 12, 12)
     with torch.no_grad():
         assert (opt(x) - model(x)).abs().max().item() <= 1e-5
+
+
+def test_auto_weighs_the_batch_sizes_and_a_fixed_cost() -> None:
+    from brainslug.frontend_torch.conv_choice import FAVOR_RATIO, FAVOR_SECONDS, _brainslug_wins
+
+    ms = 1e-3
+    # a quarter slower on a large convolution loses (the old ratio let it win)
+    assert not _brainslug_wins([(1, 1.25 * ms, 1.0 * ms)])
+    assert _brainslug_wins([(1, 1.0 * ms, 1.0 * ms)])
+    # a small one wins within the epilogue stack's fixed cost
+    assert _brainslug_wins([(1, 30e-6 * FAVOR_RATIO + 0.9 * FAVOR_SECONDS, 30e-6)])
+    assert not _brainslug_wins([(1, 2 * (30e-6 * FAVOR_RATIO + FAVOR_SECONDS), 30e-6)])
+    # slower at batch 1 by 1.26x, 2.5x faster at batch 8: the kernel runs
+    assert _brainslug_wins([(1, 0.30 * ms, 0.238 * ms), (8, 1.0 * ms, 2.5 * ms)])
+    assert not _brainslug_wins([(1, 0.30 * ms, 0.238 * ms), (8, 2.4 * ms, 2.3 * ms)])
+
+
+def test_auto_times_a_fixed_batch_once(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1), random_bn(nn.BatchNorm2d(24)),
+                          nn.ReLU()).eval()
+    opt = brainslug.optimize(model, [2, 3, 15, 15])
+    (c,) = opt.info.convs
+    assert c.brainslug_ms is not None and c.more is None
+    x = torch.randn(2, 3, 15, 15)
+    with torch.no_grad():
+        ref, got = model(x), opt(x)
+    assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())

@@ -47,9 +47,10 @@ class ConvChoice:
 
     node: str
     runs: str                    # "brainslug" or "library"
-    brainslug_ms: float | None = None
+    brainslug_ms: float | None = None   # at the first batch size timed
     library_ms: float | None = None
     why: str = ""
+    more: list[list[float]] | None = None  # [batch, brainslug ms, library ms] at others
 
 
 def _kb(n: int) -> str:
@@ -93,6 +94,8 @@ def format_report(info: PlanInfo, title: str = "BrainSlug plan") -> str:
             times = ""
             if c.brainslug_ms is not None and c.library_ms is not None:
                 times = (f"  brainslug {c.brainslug_ms:.3f} ms, library {c.library_ms:.3f} ms")
+                for batch, bs, lib in c.more or ():
+                    times += f"; at batch {batch:g}: {bs:.3f} ms, {lib:.3f} ms"
             lines.append(f"  {c.node}: {c.runs}{times}" + (f"  ({c.why})" if c.why else ""))
     if info.library:
         lines.append("")
