@@ -54,6 +54,19 @@ def _loop(em: PhaseEmitter, op: simd.LoopOp) -> None:
         em.lanes = saved_lanes
 
 
+def _fixed_span(op: simd.LoopOp) -> int | None:
+    """ub - lb where the upper bound is `arith.addi lb, constant` (a register
+    block of channels that the blocks divide): whole chunks need no tail."""
+    (lb,), (ub,) = op.lower_bounds(), op.upper_bounds()
+    if not isinstance(ub, SSAValue) or not isinstance(ub.owner, arith.AddiOp):
+        return None
+    for base, step in ((ub.owner.lhs, ub.owner.rhs), (ub.owner.rhs, ub.owner.lhs)):
+        if base == lb and isinstance(step.owner, arith.ConstantOp) and isinstance(
+                value := step.owner.value, IntegerAttr):
+            return value.value.data
+    return None
+
+
 def _chunks(em: PhaseEmitter, op: simd.LoopOp) -> None:
     b, w_lanes = em.b, em.lanes
     (lb,), (ub,) = em.domain(op)
@@ -83,7 +96,11 @@ def _chunks(em: PhaseEmitter, op: simd.LoopOp) -> None:
             tail(lb)
     else:
         last, _ = b.loop(lb, b.isub(ub, w_lanes), w_lanes, lambda w, c: chunk(w, None), pred="sle")
+        span = _fixed_span(op)
+        sites = em.sig.bounds.get(id(op)) if em.sig is not None else None
         whole = (static and (ub - lb) % w_lanes == 0) or (
+            span is not None and span % w_lanes == 0
+            and (sites is None or all(p is None for p in (*sites[0], *sites[1])))) or (
             em.sig is not None and id(op) in em.sig.whole and WHOLE_CHUNKS % w_lanes == 0
         )
         if not whole:

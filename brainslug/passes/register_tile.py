@@ -117,7 +117,8 @@ def _shared_bytes(red: loop.ReduceOp, row: SSAValue) -> int:
 def _channel_blocks(nest: loop.NestOp, lb: int, ub: int, block: int, outer: bool,
                     rewriter: PatternRewriter) -> tuple[loop.NestOp, tuple[SSAValue, SSAValue]]:
     """Moves the lane range's blocks of `block` channels to a new nest
-    dimension, outermost or innermost; the bounds of the block's lane range."""
+    dimension, outermost or innermost; the bounds of the block's lane range
+    (`lower + block` where the blocks divide the range: no masked tail)."""
     lowers, uppers = nest.lower_bounds(), nest.upper_bounds()
     count = -(-(ub - lb) // block)
     if outer:
@@ -139,8 +140,10 @@ def _channel_blocks(nest: loop.NestOp, lb: int, ub: int, block: int, outer: bool
         scaled := arith.MuliOp(cb, k_block.result),
         lower := arith.AddiOp(scaled.result, k_lb.result),
         end := arith.AddiOp(lower.result, k_block.result),
-        upper := arith.MinSIOp(end.result, k_ub.result),
     ]
+    upper = end
+    if (ub - lb) % block:  # the last block is partial
+        first.append(upper := arith.MinSIOp(end.result, k_ub.result))
     for op in first:
         new_block.add_op(op)
     for op in list(old_block.ops):

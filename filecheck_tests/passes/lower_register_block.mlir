@@ -37,3 +37,32 @@ func.func @block(%x: memref<2x37xf32>, %w: memref<37x29xf32>, %y: memref<2x29xf3
 // CHECK:         llvm.call_intrinsic "llvm.masked.store.v32f32.p0"(%{{.*}}) : (vector<32xf32>, !llvm.ptr, i32, vector<32xi1>) -> ()
 // CHECK:         llvm.call_intrinsic "llvm.masked.store.
 // CHECK-NOT:     llvm.fadd
+
+// A block of channels whose upper bound is `lower + 32` (bs-register-tile's
+// blocks where they divide the channels) is whole: no masked chunk.
+func.func @whole_block(%x: memref<2x37xf32>, %w: memref<37x64xf32>, %y: memref<2x64xf32>) attributes {bs.kernel} {
+  loop.nest parallel 1 (%cb) = (0) to (2) {
+    %c0 = arith.constant 0 : index
+    %c32 = arith.constant 32 : index
+    %lo = arith.muli %cb, %c32 : index
+    %hi = arith.addi %lo, %c32 : index
+    simd.loop (%o) = (%lo) to (%hi) vectors 2 {
+      %a = loop.reduce add contract (%k) = (0) to (37) init 0.0 : f32 -> !simd.vec<f32> {
+        %x0 = loop.load %x[%c0, %k] : memref<2x37xf32>
+        %wv = simd.load %w[%k, %o] : memref<37x64xf32>
+        %s0 = simd.splat %x0 : f32
+        %m0 = simd.mulf %s0, %wv : !simd.vec<f32>
+        loop.yield %m0 : !simd.vec<f32>
+      }
+      simd.store %a, %y[%c0, %o] : memref<2x64xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: llvm.func @whole_block_p0
+// CHECK-NOT:     llvm.masked
+// CHECK:         llvm.call_intrinsic "llvm.fma.v32f32"
+// CHECK-NOT:     llvm.masked
+// CHECK-NOT:     llvm.call_intrinsic "llvm.fma.v32f32"
+// CHECK:         loop.kernel_info {{{.*}}kernel = "whole_block"

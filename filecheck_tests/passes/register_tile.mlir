@@ -117,6 +117,34 @@ func.func @packed(%x: memref<?x13x13x37xf32>, %wt: memref<2x1x1x37x64xf32>, %out
 // CHECK:           simd.loop (%o) = (%[[LO]]) to (%[[HI]]) vectors 4 {
 // CHECK:             simd.load %wt[%kh, %kw, %ci, %o, %cb] map affine_map<(d0, d1, d2, d3, d4) -> (d4, d0, d1, d2, (d3 + (d4 * -64)))>
 
+// Where the blocks divide the channels (128 in blocks of 64), every block is
+// whole: its upper bound is `lower + 64`, with no `min` (the lowering then
+// emits no masked tail).
+func.func @packed_whole(%x: memref<?x13x13x37xf32>, %wt: memref<2x1x1x37x64xf32>, %out: memref<?x13x13x128xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x13x13x37xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+    simd.loop (%o) = (0) to (128) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 37) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4, d2 + d5, d6)> : memref<?x13x13x37xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d3 floordiv 64, d0, d1, d2, d3 mod 64)> : memref<2x1x1x37x64xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %o] : memref<?x13x13x128xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @packed_whole
+// CHECK:         loop.nest (%n, %h, %w, %cb) = (0, 0, 0, 0) to (%batch, 13, 3, 2) attributes {bs.columns = 2 : index} {
+// CHECK:           %[[LO:.*]] = arith.addi %{{.*}}, %{{.*}} : index
+// CHECK-NEXT:      %[[HI:.*]] = arith.addi %[[LO]], %{{.*}} : index
+// CHECK-NOT:       arith.minsi %[[HI]]
+// CHECK:           simd.loop (%o) = (%[[LO]]) to (%[[HI]]) vectors 4 {
+
 // 37 -> 24 channels over 56 columns: V = 2. Each broadcast feeds only two
 // FMAs, so LLVM keeps it in a register rather than folding it into them:
 // at most REGISTER_BROADCAST_ACCUMULATORS = 20 accumulators, P = 8 (56 = 7 x 8),
