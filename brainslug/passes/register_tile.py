@@ -46,7 +46,7 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.rewriter import InsertPoint
 
-from brainslug.analysis.nests import channel_chunk, value_operands
+from brainslug.analysis.nests import value_operands
 from brainslug.dialects import loop, simd
 
 _ACCESSES = (loop.LoadOp, simd.LoadOp)
@@ -212,20 +212,20 @@ class RegisterTile(RewritePattern):
     max_vectors: int
     cache: int
     broadcast_operands: bool = False
-    chunk_cache: int = 0
 
     def shape(self, lanes_extent: int, rows_extent: int,
-              vectors: int | None = None, sum_extents: tuple[int, int] = (1, 1),
-              broadcast: bool = True) -> tuple[int, int]:
+              vectors: int | None = None, broadcast: bool = True) -> tuple[int, int]:
         """(P columns, V vectors) for a lane extent and a column extent.
 
         V: as many vectors as the channels fill, a power of two (LLVM splits
         those cleanly), at most `max-vectors`. P: the accumulators, V weight
         vectors and a broadcast fit the register file (the broadcast needs
-        none where an FMA takes it as a memory operand, except in a channel
-        sum of (taps, channels) `sum_extents` that bs-block-reduction will
-        chunk for `chunk-cache`: its loop kept a spare register measurably
-        faster), with at least 12
+        none where an FMA takes it as a memory operand: P = 7 for V = 4, also
+        in channel sums that bs-block-reduction chunks: keeping a register
+        spare there was 4-15% slower on 6 of 9 of resnet50's shapes at batch 8
+        on one thread and no faster on the others, e.g. 512->2048 1x1 at 7x7
+        5.7 ms with P = 7 against 6.7 ms with P = 4),
+        with at least 12
         accumulators where the columns allow (two FMA pipes of 4 cycles'
         latency need 8 in flight, and the broadcasts need hiding), and at most
         `REGISTER_BROADCAST_ACCUMULATORS` where V <= 2 columns `broadcast` a
@@ -236,10 +236,7 @@ class RegisterTile(RewritePattern):
             v *= 2
         if vectors is not None:  # the weights are packed in blocks of V vectors
             v = vectors
-        taps, channels = sum_extents
-        chunked = self.chunk_cache and channel_chunk(
-            channels, taps, 4 * v * self.lanes, self.chunk_cache)
-        spare = 0 if self.broadcast_operands and not chunked else 1
+        spare = 0 if self.broadcast_operands else 1
         top = max(1, (self.registers - v - spare) // v)
         if broadcast and self.broadcast_operands and v <= 2:
             top = min(top, REGISTER_BROADCAST_ACCUMULATORS // v)
@@ -276,13 +273,10 @@ class RegisterTile(RewritePattern):
         if packed and (lane_lb != 0 or packed % self.lanes
                        or packed // self.lanes > self.max_vectors):
             return  # blocks this target can't hold in registers: gathers stay
-        sums = red.upper_bounds()
-        extents = (math.prod(sums[:-1]), sums[-1]) if all(
-            isinstance(x, int) for x in sums) else (1, 1)
         broadcast = any(isinstance(o, loop.LoadOp) and row in _used_ivs(o, nest.ivs)
                         for o in red.body.walk())
         p, v = self.shape(lane_ub - lane_lb, ub, packed // self.lanes if packed else None,
-                          extents, broadcast)  # type: ignore[arg-type]
+                          broadcast)  # type: ignore[arg-type]
         if p == 1 and v == 1 and not packed:
             return
         weights = _shared_bytes(red, row)
@@ -399,8 +393,7 @@ class RegisterTilePass(ModulePass):
     """Block contractions in registers: a tile of columns × `vectors` (at
     most `max-vectors`) of `lanes` lanes, within `registers` vector registers
     (with `broadcast-operands`, the FMA reads the broadcast input from memory, as
-    AVX-512's `{1toN}` operand does, and it takes no register, except in channel
-    sums that bs-block-reduction chunks for `chunk-cache`). When the weights
+    AVX-512's `{1toN}` operand does, and it takes no register). When the weights
     exceed `cache` bytes, the channel blocks become the outermost loop, so each
     block's weights stay in cache across all pixels."""
 
@@ -410,12 +403,11 @@ class RegisterTilePass(ModulePass):
     max_vectors: int = 4
     cache: int = 512 * 1024
     broadcast_operands: bool = False
-    chunk_cache: int = 0
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         PatternRewriteWalker(
             RegisterTile(self.lanes, self.registers, self.max_vectors, self.cache,
-                         self.broadcast_operands, self.chunk_cache),
+                         self.broadcast_operands),
             apply_recursively=False,
         ).rewrite_module(op)
 

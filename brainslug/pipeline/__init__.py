@@ -116,7 +116,7 @@ PASS_SUMMARIES: dict[str, str] = {
     "bs-tile-depth-first": "tile chains of nests so each tile's intermediates stay in cache",
     "bs-vectorize": "turn the innermost dim into a simd.loop of W lanes with a masked tail",
     "bs-register-tile": "block contractions (convolutions) in registers: columns x vectors "
-    "{lanes=16 registers=32 max-vectors=4 cache=524288 broadcast-operands=false chunk-cache=0}",
+    "{lanes=16 registers=32 max-vectors=4 cache=524288 broadcast-operands=false}",
     "bs-block-reduction": "split register-blocked channel sums into chunks whose weights stay "
     "in L1, run over bands of rows {lanes=16 cache=32768 band-bytes=65536}",
     "bs-merge-siblings": "merge independent adjacent nests over the same domain (cat pieces)",

@@ -84,7 +84,7 @@ def register_tiling(target: str, cpu: str) -> list[ModulePass]:
     chunk = 0 if is_gpu(target) else l1_cache_bytes() * 2 // 3
     passes: list[ModulePass] = [RegisterTilePass(
         lanes=lanes, registers=32 if lanes == 16 else 16, cache=tile_budget(target),
-        broadcast_operands=lanes == 16, chunk_cache=chunk)]
+        broadcast_operands=lanes == 16)]
     if chunk:
         passes.append(BlockReductionPass(lanes=lanes, cache=chunk))
     return passes
