@@ -98,8 +98,9 @@ def test_time_interleaved_order_and_failure() -> None:
     times, errors = time_interleaved(
         {"A": make("A", 1.0), "B": make("B", 2.0), "C": flaky}, rounds=3, warmup=1, clock=clock
     )
-    # warm-up A B C, then round 1 A B C, round 2 A B C(raises), round 3 A B
-    assert log == ["A", "B", "C", "A", "B", "C", "A", "B", "C", "A", "B"]
+    # warm-up A B C, then round 1 A B C, round 2 B C(raises) A, round 3 A B
+    # (C A B without C): each round starts one later
+    assert log == ["A", "B", "C", "A", "B", "C", "B", "C", "A", "A", "B"]
     assert times == {"A": [1.0, 1.0, 1.0], "B": [2.0, 2.0, 2.0]}
     assert errors == {"C": "RuntimeError: boom"}
 

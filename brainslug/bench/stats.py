@@ -67,13 +67,21 @@ def summarize(
     return out
 
 
+def rotated(names: list[str], r: int) -> list[str]:
+    """`names` starting at position r (mod their count): round r's order."""
+    k = r % len(names) if names else 0
+    return names[k:] + names[:k]
+
+
 def time_interleaved(
     fns: Mapping[str, Callable[[], Any]],
     rounds: int,
     warmup: int,
     clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """Runs the functions A B C A B C … and times every call.
+    """Runs the functions A B C, B C A, C A B, … (each round starts one later:
+    a call's time depends on what ran just before it, and on this machine the
+    one after a library convolution ran up to 2x slower) and times every call.
 
     Returns (times in seconds per name and round, errors): a function that
     raises is reported in `errors` (name -> message) and dropped from the
@@ -96,9 +104,11 @@ def time_interleaved(
         for name, f in list(live.items()):
             call(name, f)
     times: dict[str, list[float]] = {name: [] for name in live}
-    for _ in range(rounds):
-        for name, f in list(live.items()):
-            t = call(name, f)
+    for r in range(rounds):
+        for name in rotated(list(live), r):
+            if name not in live:
+                continue
+            t = call(name, live[name])
             if t is not None:
                 times[name].append(t)
     return {k: v for k, v in times.items() if k in live}, errors

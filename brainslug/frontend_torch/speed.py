@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from brainslug.bench.stats import rotated
 from brainslug.frontend_torch.graph import example_inputs, input_shapes
 from brainslug.plan import progress
 from brainslug.runtime import cache
@@ -108,7 +109,8 @@ def medians(candidates: dict[str, Callable[..., object]],
             x: torch.Tensor | tuple[torch.Tensor, ...],
             rounds: int = ROUNDS, warmup: int = WARMUP) -> dict[str, float]:
     """Median seconds of each candidate on `x` (a tuple: the inputs of a model
-    of several), timed interleaved after `warmup` calls, for `rounds` rounds,
+    of several), timed interleaved after `warmup` calls (each round in another
+    order, `bench.stats.rotated`), for `rounds` rounds,
     or fewer once every time of one candidate is below every time of the
     others (at least `MIN_ROUNDS`)."""
     times: dict[str, list[float]] = {k: [] for k in candidates}
@@ -118,9 +120,9 @@ def medians(candidates: dict[str, Callable[..., object]],
             for f in candidates.values():
                 f(*xs)
         for r in range(rounds):
-            for k, f in candidates.items():
+            for k in rotated(list(candidates), r):
                 t = time.perf_counter()
-                f(*xs)
+                candidates[k](*xs)
                 times[k].append(time.perf_counter() - t)
             if r + 1 >= MIN_ROUNDS and _separated(times):
                 break
