@@ -349,3 +349,28 @@ def test_json_has_no_nan() -> None:
     assert res.rows[1].status == "FAILED"
     text = json.dumps(to_json([res]), allow_nan=False)
     assert json.loads(text)["results"][1]["max_abs_diff"] is None
+
+
+def test_bench_models_give_informative_outputs() -> None:
+    """The correctness check before timing compares outputs that depend on the
+    layers: mobilenet_v3_small's are about 1e-9 at initialisation."""
+    from brainslug.bench.contenders import load_model
+
+    model, size = load_model("mobilenet_v3_small")
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size))
+    assert size == 224 and out.abs().max().item() > 1e-2
+
+
+def test_perturb_moves_norms_heads_and_layer_scales() -> None:
+    from brainslug.testing.weights import perturb
+
+    model = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.Flatten(), nn.Linear(5 * 9, 4))
+    scale = nn.Parameter(torch.full((4,), 1e-6))
+    model.register_parameter("layer_scale", scale)
+    nn.init.zeros_(model[3].weight)
+    nn.init.zeros_(model[3].bias)
+    perturb(model, seed=3)
+    assert model[1].running_var.min() >= 0.5 and model[1].running_mean.abs().max() > 0
+    assert model[3].weight.abs().max() > 0 and model[3].bias.abs().max() > 0
+    assert (scale - 1).abs().max() < 0.5 and (scale - 1).abs().max() > 0

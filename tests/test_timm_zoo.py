@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn as nn
+
+from brainslug.testing.weights import perturb
 
 timm = pytest.importorskip("timm")
 
@@ -35,27 +36,6 @@ ZOO = [
     "tinynet_a", "hgnet_tiny", "hgnetv2_b0", "inception_v3", "xception41", "gernet_s",
 ]
 """At least 60 models of the families the compile-time issue names, in the slow suite."""
-
-
-def perturb(model: nn.Module, seed: int = 0) -> None:
-    """Makes every layer count in the output: random BN statistics, every 1-D
-    parameter moved (biases, norm affines), layer scales (tiny 1-D factors)
-    near 1, and heads that are not zero."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.running_mean is not None:
-                mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=g) * 0.2)
-                mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) * 1.5 + 0.5)
-            if isinstance(mod, nn.Linear) and not mod.weight.abs().sum():
-                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * 0.02)
-        for _, p in model.named_parameters():
-            if p.dim() != 1:
-                continue
-            if p.numel() and p.abs().max() < 1e-3 and p.abs().max() > 0:  # a layer scale
-                p.copy_(1 + torch.randn(p.shape, generator=g) * 0.1)
-            else:
-                p.add_(torch.randn(p.shape, generator=g) * 0.1)
 
 
 def sweep(name: str) -> None:

@@ -48,8 +48,14 @@ Builder = Callable[[torch.nn.Module, BuildContext], Contender]
 
 
 def load_model(name: str) -> tuple[torch.nn.Module, int]:
-    """A torchvision classification model without weights, and its input size."""
+    """A torchvision classification model without weights, and its input size.
+    Its weights are perturbed (`testing.weights.perturb`: random BN statistics,
+    no zero head, layer scales near 1) so that the correctness check before
+    timing compares outputs that depend on every layer: at initialisation
+    vit_b_16's logits are exactly 0 and efficientnet_b0's about 1e-20."""
     import torchvision
+
+    from brainslug.testing.weights import perturb
 
     kwargs: dict[str, Any] = {"weights": None}
     if name in ("inception_v3", "googlenet"):
@@ -58,7 +64,7 @@ def load_model(name: str) -> tuple[torch.nn.Module, int]:
         model = torchvision.models.get_model(name, **kwargs)
     except ValueError as e:
         raise ValueError(f"unknown torchvision model {name!r}: {e}") from None
-    return model.eval(), 299 if name == "inception_v3" else 224
+    return perturb(model.eval()), 299 if name == "inception_v3" else 224
 
 
 # --------------------------------------------------------------------- eager
