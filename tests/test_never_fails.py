@@ -164,3 +164,33 @@ def test_a_shape_read_of_a_stack_value_needs_no_cycle(tmp_path) -> None:
             assert ref.abs().max() > 0.1
             assert (opt(x) - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
             assert torch.equal(loaded(x), opt(x))
+
+
+class _InPlaceViews(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn, self.bn2 = nn.BatchNorm2d(5), nn.BatchNorm2d(5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(x))
+        y.transpose_(2, 3)  # fx's graph keeps y's old shape for the users below
+        z = torch.sigmoid(self.bn2(y)) * 2
+        z.unsqueeze_(1)
+        return z.squeeze_(1) + 1
+
+
+def test_in_place_view_methods_are_followed() -> None:
+    """`y.transpose_()` changes the shape of `y` for the code after it: the plan
+    follows (the first call used to raise a shape error)."""
+    torch.manual_seed(3)
+    m = _InPlaceViews().eval()
+    with torch.no_grad():
+        m.bn.running_mean.uniform_(-1, 1)
+        m.bn2.running_var.uniform_(0.5, 2)
+    opt = brainslug.optimize(m, [0, 5, 7, 9])
+    for b in (1, 3):
+        x = torch.randn(b, 5, 7, 9)
+        with torch.no_grad():
+            ref, got = m(x), opt(x)
+        assert got.shape == ref.shape == (b, 5, 9, 7)
+        assert (got - ref).abs().max().item() <= 1e-5

@@ -100,9 +100,39 @@ def trace(model: tnn.Module) -> fx.GraphModule:
         try:
             tracer = _ThreadTracer()
             graph = tracer.trace(model)
-            return fx.GraphModule(tracer.root, graph, type(model).__name__)
+            return _functional_views(fx.GraphModule(tracer.root, graph, type(model).__name__))
         finally:
             model.train(was_training)
+
+
+_IN_PLACE_VIEWS = {"transpose_": "transpose", "t_": "t", "squeeze_": "squeeze",
+                   "unsqueeze_": "unsqueeze", "swapdims_": "swapdims",
+                   "swapaxes_": "swapaxes", "as_strided_": "as_strided"}
+"""Tensor methods that change a tensor's shape in place, and their functional
+forms."""
+
+
+def _functional_views(gm: fx.GraphModule) -> fx.GraphModule:
+    """`gm` with each in-place change of a tensor's shape (`y.transpose_(2, 3)`)
+    made functional: the call returns the new view, and the nodes after it that
+    read `y` read that view. fx's graph otherwise gives `y` the shape it had
+    before the call, and the plan expected the wrong one (the first call
+    raised)."""
+    nodes = list(gm.graph.nodes)
+    changed = False
+    for i, n in enumerate(nodes):
+        if n.op != "call_method" or n.target not in _IN_PLACE_VIEWS or not n.args or \
+                not isinstance(n.args[0], fx.Node):
+            continue
+        src = n.args[0]
+        n.target = _IN_PLACE_VIEWS[n.target]
+        for later in nodes[i + 1:]:
+            if src in later.all_input_nodes:
+                later.replace_input_with(src, n)
+        changed = True
+    if changed:
+        gm.recompile()
+    return gm
 
 
 def export(model: tnn.Module, shape: Sequence[int] | Sequence[Sequence[int]]) -> fx.GraphModule:
