@@ -123,3 +123,36 @@ def test_rss_stays_flat_over_10000_calls_at_alternating_batch_sizes() -> None:
         grown = _rss() - before
     # bound: 4 MiB (one batch-7 activation of this model is about 0.2 MiB)
     assert grown <= 4 << 20, f"resident set grew by {grown / 2**20:.1f} MiB"
+
+
+def test_kernels_reuse_their_arena_views_until_released() -> None:
+    """A kernel's output views into the arena are made once per thread and
+    batch size, and go with the storage: results stay right across batch
+    sizes, releases and a view changed in place."""
+    from brainslug.frontend_torch.kernel_module import StackKernel
+
+    m = _model()
+    opt = brainslug.optimize(m, [0, 3, 21, 19])
+    kernels = [k for k in opt.plan.modules() if isinstance(k, StackKernel) and k._arena is not None
+               and any(s is not None for s in k._out_slots)]
+    assert kernels
+    arena = kernels[0]._arena
+    with torch.no_grad():
+        for b in (2, 3, 2, 2, 3):
+            x = torch.randn(b, 3, 21, 19)
+            assert (opt(x) - m(x)).abs().max().item() <= 1e-5
+        assert set(arena._local.store.views) == {2, 3}
+        first = arena.views(2)[id(kernels[0])]
+        opt(torch.randn(2, 3, 21, 19))
+        assert arena.views(2)[id(kernels[0])] is first  # made once
+        (_, view, _), = [c for c in first if c is not None][:1]
+        view.unsqueeze_(0)  # a shape changed in place: made again
+        x = torch.randn(2, 3, 21, 19)
+        assert (opt(x) - m(x)).abs().max().item() <= 1e-5
+        assert arena.views(2)[id(kernels[0])] is not first
+        opt.release_buffers([3])
+        assert set(arena._local.store.views) == {2} and opt.buffer_bytes() > 0
+        opt.release_buffers()
+        assert not arena._local.store.views
+        x = torch.randn(3, 3, 21, 19)
+        assert (opt(x) - m(x)).abs().max().item() <= 1e-5

@@ -99,10 +99,11 @@ def plan_buffers(
 class _Store:
     """One thread's slot buffers, by batch size."""
 
-    __slots__ = ("by_batch", "__weakref__")
+    __slots__ = ("by_batch", "views", "__weakref__")
 
     def __init__(self) -> None:
         self.by_batch: dict[int, list[Any]] = {}
+        self.views: dict[int, dict[Any, Any]] = {}
 
 
 class Arena:
@@ -130,12 +131,26 @@ class Arena:
             ]
         return bufs
 
+    def views(self, batch: int) -> dict[Any, Any]:
+        """This thread's cache of views into its storage for batch size `batch`
+        (a kernel keeps the views it returns there, instead of slicing the
+        storage on every call); emptied with the storage."""
+        store = getattr(self._local, "store", None)
+        if store is None or batch not in store.by_batch:
+            self.storage(batch)
+            store = self._local.store
+        cache = store.views.get(batch)
+        if cache is None:
+            cache = store.views[batch] = {}
+        return cache
+
     def release(self, batches: Collection[int] | None = None) -> None:
         """Drops the storage of these batch sizes (all if None), in every thread."""
         for store in list(self._stores):
             for b in list(store.by_batch):
                 if batches is None or b in batches:
                     store.by_batch.pop(b, None)
+                    store.views.pop(b, None)
 
     def held_bytes(self, itemsize: int = 4) -> int:
         """Bytes of storage held, all threads together."""
