@@ -286,3 +286,39 @@ def test_auto_times_a_fixed_batch_once(monkeypatch, tmp_path) -> None:
     with torch.no_grad():
         ref, got = model(x), opt(x)
     assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_auto_times_the_library_side_on_each_batch_sizes_own_residual(monkeypatch,
+                                                                       tmp_path) -> None:
+    """At batch 8 the library side adds the batch-8 residual (a batch-1 one
+    would broadcast, and time less work)."""
+    from brainslug.frontend_torch import conv_choice
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn0 = random_bn(nn.BatchNorm2d(24))
+            self.conv = nn.Conv2d(24, 24, 3, padding=1)
+            self.bn = random_bn(nn.BatchNorm2d(24))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.bn0(x))
+            return torch.relu(self.bn(self.conv(h)) + x)
+
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))
+    batches = []
+    library_call = conv_choice._library_call
+
+    def recorded(conv, args, ops):
+        batches.append(tuple(a.shape[0] for a in args))
+        return library_call(conv, args, ops)
+
+    monkeypatch.setattr(conv_choice, "_library_call", recorded)
+    torch.manual_seed(6)
+    model = Block().eval()
+    opt = brainslug.optimize(model, [0, 24, 11, 13])
+    assert batches == [(1, 1), (8, 8)]  # the input and the residual, per batch size timed
+    x = torch.randn(3, 24, 11, 13)
+    with torch.no_grad():
+        ref, got = model(x), opt(x)
+    assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())

@@ -158,11 +158,12 @@ def _measure(gm: fx.GraphModule, spec: Spec, cpu: str,
             if time.perf_counter() - start > BUDGET_SECONDS:
                 choices.append(ConvChoice(node_name, "library", why="timing budget spent"))
                 continue
-            library = _library_call(PackedConv2d(conv), calls[0], ops)  # type: ignore[arg-type]
+            packed = PackedConv2d(conv)
             measured[sig] = []
-            for j, args in enumerate(calls):
+            for j, args in enumerate(calls):  # (a residual is of each batch's own size)
                 m = medians({"brainslug": lambda _, k=kernel, a=args: k(*a),  # type: ignore[misc]
-                             "library": library}, args[0],  # type: ignore[index]
+                             "library": _library_call(packed, args, ops)},  # type: ignore[arg-type]
+                            args[0],  # type: ignore[index]
                             rounds=7 if j == 0 else LARGER_BATCH_ROUNDS)
                 measured[sig].append((args[0].shape[0], m["brainslug"], m["library"]))  # type: ignore[index]
         times = measured[sig]
