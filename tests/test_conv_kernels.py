@@ -322,3 +322,26 @@ def test_auto_times_the_library_side_on_each_batch_sizes_own_residual(monkeypatc
     with torch.no_grad():
         ref, got = model(x), opt(x)
     assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+@pytest.mark.parametrize("out_channels", [64, 37])
+def test_gelu_epilogue_of_a_register_block_matches_eager(out_channels: int) -> None:
+    """oneDNN's GELU erf in a register block's epilogue (4 vectors of 16 lanes:
+    its table lookups are one vpermi2ps per 16 lanes, joined again), on outputs
+    across the table's ranges, with NaN and Inf."""
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Conv2d(9, out_channels, 1), nn.GELU()).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(6.0)
+    opt = brainslug.optimize(model, [0, 9, 5, 13], conv="brainslug")
+    assert compiled_convs(opt) == 1
+    for batch in (1, 3):
+        x = torch.randn(batch, 9, 5, 13) * 2
+        x[0, 2, 1, 3] = float("nan")
+        x[-1, 4, 4, 12] = float("inf")
+        with torch.no_grad():
+            ref, got = model(x), opt(x)  # (oneDNN's GELU: NCHW, as the user calls it)
+        assert ref[torch.isfinite(ref)].abs().max() > 8  # past the table's last range
+        assert torch.equal(torch.isnan(ref), torch.isnan(got)) and torch.isnan(got).any()
+        fin = torch.isfinite(ref)
+        assert (got[fin] - ref[fin]).abs().max().item() <= 1e-5 * ref[fin].abs().max().item()

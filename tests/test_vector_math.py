@@ -184,3 +184,47 @@ def test_gelu_stack_calls_no_erff() -> None:
     asm = _gelu_stack_asm()
     assert "erff" not in asm
     assert "vfmadd" in asm
+
+
+@pytest.mark.parametrize("lanes", [16, 32, 64])
+def test_table_lookup_of_a_register_block_is_per_16_lanes(lanes: int) -> None:
+    """oneDNN's erf table lookup on a register block of several vectors: one
+    vpermi2ps per 16 lanes, joined in lane order, equal to a lookup per lane."""
+    import ctypes
+
+    import llvmlite.binding as llvm
+    from llvmlite import ir
+
+    from brainslug.lowering.backends.x86 import X86Backend, _Attributes, _permute_lookup
+    from brainslug.lowering.llvm_helpers import lookup_per_lane
+
+    backend = X86Backend("host")
+    if backend.lanes < 16:
+        pytest.skip("needs AVX-512")
+    table = tuple(float(k) * 1.5 - 7 for k in range(25))
+    mod = ir.Module("lookup")
+    mod.triple = llvm.get_default_triple()
+    it = ir.VectorType(ir.IntType(32), lanes)
+    for name, lookup in (("permute", _permute_lookup), ("per_lane", lookup_per_lane)):
+        fn = ir.Function(mod, ir.FunctionType(ir.VoidType(), [ir.PointerType()] * 2), name)
+        fn.attributes = _Attributes(backend.func_attributes(), {"noinline"})
+        b = ir.IRBuilder(fn.append_basic_block())
+        idx = b.load(fn.args[0], typ=it, align=4)
+        b.store(lookup(b, table, idx), fn.args[1], align=4)
+        b.ret_void()
+    text = str(mod)
+    asm = backend.target_machine().emit_assembly(llvm.parse_assembly(text))
+    permute_asm = asm[asm.index("permute:"):asm.index("per_lane:")]
+    assert permute_asm.count("vpermi2ps") + permute_asm.count("vpermt2ps") == lanes // 16
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(text), backend.target_machine(jit=True))
+    engine.finalize_object()
+    idx = np.random.default_rng(lanes).integers(0, 25, lanes).astype(np.int32)
+    outs = {}
+    for name in ("permute", "per_lane"):
+        out = np.zeros(lanes, np.float32)
+        f = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(
+            engine.get_function_address(name))
+        f(idx.ctypes.data, out.ctypes.data)
+        outs[name] = out
+    np.testing.assert_array_equal(outs["permute"], np.array(table, np.float32)[idx])
+    np.testing.assert_array_equal(outs["permute"], outs["per_lane"])
