@@ -18,8 +18,9 @@ What becomes a parameter (generic mode):
 What stays in the key (it decides the shape of the code): window and reduction
 bounds (`loop.reduce`), tile steps, strides, `parallel`, op kinds, constants
 (`arith.constant`, pads, inits), types, `memref.alloca` shapes, whether a
-`simd.loop` with sibling loops (merged `cat` pieces) has an extent that is a
-multiple of 16 (then its code has no masked tail) and the structure of the ops. In exact mode (`generic=False`) everything is in the key;
+`simd.loop` with sibling loops (merged `cat` pieces) or a register block of V
+vectors has an extent that is a multiple of 16 (times V; then its code has no
+masked tail) and the structure of the ops. In exact mode (`generic=False`) everything is in the key;
 bs-dedup-kernels uses it to find identical kernels.
 
 Parameters with the same value share one slot, and the key says which are
@@ -64,9 +65,9 @@ KEEP = frozenset((0, 1))
 """Values that stay in the key rather than becoming parameters."""
 
 WHOLE_CHUNKS = 16
-"""A `simd.loop` (with sibling loops) whose static extent is a multiple of this
-is keyed as such (`whole`), so that its generic code has no masked tail (lanes
-4, 8 and 16)."""
+"""A `simd.loop` (with sibling loops, or a register block of V vectors) whose
+static extent is a multiple of this (times V) is keyed as such (`whole`), so
+that its generic code has no masked tail (lanes 4, 8 and 16)."""
 
 
 class NotGeneric(Exception):
@@ -181,15 +182,20 @@ _IN_BOUNDS = (loop.InBoundsOp, simd.InBoundsOp)
 
 
 def _whole(op: simd.LoopOp) -> bool:
-    """Whether the loop is one of several sibling simd.loops (the pieces of a
-    merged `cat`, where a masked tail would be repeated per piece) and its
-    extents are static multiples of `WHOLE_CHUNKS`. A lone loop is not keyed
-    so: its phases keep sharing one function whatever their extents."""
+    """Whether the loop's extents are static multiples of its whole chunk
+    (`WHOLE_CHUNKS` lanes, times its vectors) and a masked tail would cost
+    much code: the loop is one of several siblings (the pieces of a merged
+    `cat`, where the tail would be repeated per piece), or a register block
+    (the tail repeats the whole reduction and its epilogue per column: a
+    GELU epilogue's units took 5 s of LLVM each). Another lone loop is not
+    keyed so: its phases keep sharing one function whatever their extents."""
     block = op.parent_block()
-    if block is None or sum(isinstance(o, simd.LoopOp) for o in block.ops) < 2:
+    if block is None or (op.num_vectors == 1 and sum(
+            isinstance(o, simd.LoopOp) for o in block.ops) < 2):
         return False
+    chunk = WHOLE_CHUNKS * op.num_vectors
     return all(
-        isinstance(lb, int) and isinstance(ub, int) and (ub - lb) % WHOLE_CHUNKS == 0
+        isinstance(lb, int) and isinstance(ub, int) and (ub - lb) % chunk == 0
         for lb, ub in zip(op.lower_bounds(), op.upper_bounds(), strict=True)
     )
 

@@ -101,7 +101,8 @@ def _chunks(em: PhaseEmitter, op: simd.LoopOp) -> None:
         whole = (static and (ub - lb) % w_lanes == 0) or (
             span is not None and span % w_lanes == 0
             and (sites is None or all(p is None for p in (*sites[0], *sites[1])))) or (
-            em.sig is not None and id(op) in em.sig.whole and WHOLE_CHUNKS % w_lanes == 0
+            em.sig is not None and id(op) in em.sig.whole
+            and WHOLE_CHUNKS * op.num_vectors % w_lanes == 0
         )
         if not whole:
             b.if_then(b.icmp("slt", last, ub), lambda: tail(last))

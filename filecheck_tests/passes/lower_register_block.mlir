@@ -66,3 +66,30 @@ func.func @whole_block(%x: memref<2x37xf32>, %w: memref<37x64xf32>, %y: memref<2
 // CHECK-NOT:     llvm.masked
 // CHECK-NOT:     llvm.call_intrinsic "llvm.fma.v32f32"
 // CHECK:         loop.kernel_info {{{.*}}kernel = "whole_block"
+
+// A register block over a static extent that is a multiple of its chunk
+// (64 = 2 vectors x 16 lanes x 2) is keyed `whole` in the generic phase: its
+// extent is a parameter, but no masked chunk is emitted.
+func.func @whole_static(%x: memref<2x37xf32>, %w: memref<37x64xf32>, %y: memref<2x64xf32>) attributes {bs.kernel} {
+  loop.nest parallel 1 (%i) = (0) to (1) {
+    %c0 = arith.constant 0 : index
+    simd.loop (%o) = (0) to (64) vectors 2 {
+      %a = loop.reduce add contract (%k) = (0) to (37) init 0.0 : f32 -> !simd.vec<f32> {
+        %x0 = loop.load %x[%c0, %k] : memref<2x37xf32>
+        %wv = simd.load %w[%k, %o] : memref<37x64xf32>
+        %s0 = simd.splat %x0 : f32
+        %m0 = simd.mulf %s0, %wv : !simd.vec<f32>
+        loop.yield %m0 : !simd.vec<f32>
+      }
+      simd.store %a, %y[%c0, %o] : memref<2x64xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: llvm.func @whole_static_p0
+// CHECK-NOT:     llvm.masked
+// CHECK:         llvm.call_intrinsic "llvm.fma.v32f32"
+// CHECK-NOT:     llvm.masked
+// CHECK-NOT:     llvm.call_intrinsic "llvm.fma.v32f32"
+// CHECK:         loop.kernel_info {{{.*}}kernel = "whole_static"
