@@ -406,10 +406,10 @@ def _real_shapes(gm: torch.fx.GraphModule, shape: list[int]) -> dict:
 def test_shapes_from_meta_tensors(shape: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     """Shape propagation runs on meta tensors (nothing computed, the model's
     parameters and statistics untouched) and finds what real runs find."""
-    from brainslug.frontend_torch import capture
+    from brainslug.frontend_torch import capture, tracing
 
     model = _Flatten().eval()
-    gm = capture.trace(model)
+    gm = tracing.trace(model)
     ref = _real_shapes(gm, shape)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     calls = []
@@ -430,9 +430,9 @@ def test_shapes_from_meta_tensors(shape: list[int], monkeypatch: pytest.MonkeyPa
 
 
 def test_shapes_fall_back_to_real_runs() -> None:
-    from brainslug.frontend_torch import capture
+    from brainslug.frontend_torch import capture, tracing
 
-    gm = capture.trace(_DataDependent())
+    gm = tracing.trace(_DataDependent())
     shape = [0, 4, 5, 5]
     assert capture.propagate_shapes(gm, [shape]) == _real_shapes(gm, shape)
 
@@ -445,7 +445,7 @@ def test_meta_runs_are_reused_until_the_graph_changes(monkeypatch: pytest.Monkey
     import torchvision
 
     import brainslug.pytorch as brainslug
-    from brainslug.frontend_torch import capture
+    from brainslug.frontend_torch import capture, tracing
 
     runs: list[tuple[int, ...]] = []
     real = capture._meta_run_uncached
@@ -464,7 +464,7 @@ def test_meta_runs_are_reused_until_the_graph_changes(monkeypatch: pytest.Monkey
     x = torch.randn(2, 3, 35, 37)
     with torch.no_grad():
         assert (opt(x) - m(x)).abs().max().item() <= 1e-4 * max(1.0, m(x).abs().max().item())
-    gm = capture.trace(_Flatten().eval())
+    gm = tracing.trace(_Flatten().eval())
     first = capture.propagate_shapes(gm, [[0, 3, 13, 13]])
     runs.clear()
     assert capture.propagate_shapes(gm, [[0, 3, 13, 13]]) == first and runs == []

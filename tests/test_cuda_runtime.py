@@ -168,7 +168,7 @@ def _emulated_plan(monkeypatch: pytest.MonkeyPatch):
 def test_cuda_plan_on_the_emulator(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
     """The CUDA plan end to end (stacks lowered for nvptx, kernels called by
     CudaStackKernel), with the kernels run by the CPU emulator."""
-    from brainslug.frontend_torch.capture import trace
+    from brainslug.frontend_torch.tracing import trace
 
     _emulated_plan(monkeypatch)
     model = Net().eval()
@@ -326,7 +326,7 @@ def test_network_cuda_plan_on_the_emulator(
     """Whole torchvision networks through the CUDA plan, kernels emulated."""
     import torchvision
 
-    from brainslug.frontend_torch.capture import trace
+    from brainslug.frontend_torch.tracing import trace
 
     _emulated_plan(monkeypatch)
     torch.manual_seed(0)

@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="input shape, e.g. 1,3,224,224 (0 = any); once per input of the model")
     args = p.parse_args(argv)
     try:
-        from brainslug.frontend_torch.capture import capture, trace
+        from brainslug.frontend_torch.capture import capture
         from brainslug.frontend_torch.graph import check_shape, input_shapes
+        from brainslug.frontend_torch.tracing import trace
 
         spec = check_shape([[int(s) for s in shape.split(",")] for shape in args.shape])
         model = load_model(args.model)

@@ -8,8 +8,9 @@ import torch
 import torch.fx as fx
 from xdsl.dialects.builtin import ModuleOp
 
-from brainslug.frontend_torch.capture import Capture, export, trace
+from brainslug.frontend_torch.capture import Capture
 from brainslug.frontend_torch.graph import capture_on_device, check_shape, model_device
+from brainslug.frontend_torch.tracing import export, trace
 from brainslug.ir.context import make_context
 from brainslug.lowering.backends.nvptx import emit_ptx as module_ptx
 from brainslug.pipeline.default import default_passes
