@@ -324,6 +324,50 @@ def test_auto_times_the_library_side_on_each_batch_sizes_own_residual(monkeypatc
     assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
 
 
+def test_auto_times_on_inputs_stored_as_the_kernel_reads_them(monkeypatch, tmp_path) -> None:
+    """conv='auto' times each kernel on random activations of its own shapes
+    (the input and a residual, at batch 1 and 8), channels-last and dense, so
+    that the kernel takes its pointer path (no conversion timed), without
+    running the trial plan."""
+    from brainslug.frontend_torch import conv_choice
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn0 = random_bn(nn.BatchNorm2d(19))
+            self.conv = nn.Conv2d(19, 19, 3, padding=1)
+            self.bn = random_bn(nn.BatchNorm2d(19))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.bn(self.conv(torch.relu(self.bn0(x)))) + x)
+
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))
+    made = []
+    timing_inputs = conv_choice.timing_inputs
+
+    def recorded(kernel, batch, pool):
+        args = timing_inputs(kernel, batch, pool)
+        made.append((batch, [tuple(a.shape) for a in args],
+                     all(a.is_contiguous(memory_format=torch.channels_last) for a in args)
+                     and args[0].data_ptr() != args[1].data_ptr(),
+                     args[0].abs().min().item() != args[0].abs().max().item()))
+        return args
+
+    monkeypatch.setattr(conv_choice, "timing_inputs", recorded)
+    torch.manual_seed(7)
+    model = Block().eval()
+    opt = brainslug.optimize(model, [0, 19, 11, 13])
+    assert made == [(1, [(1, 19, 11, 13)] * 2, True, True),
+                    (8, [(8, 19, 11, 13)] * 2, True, True)]
+    (choice,) = opt.info.convs
+    assert choice.brainslug_ms > 0 and choice.library_ms > 0
+    monkeypatch.undo()
+    x = torch.randn(3, 19, 11, 13)
+    with torch.no_grad():
+        ref, got = model(x), opt(x)
+    assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
 @pytest.mark.parametrize("out_channels", [64, 37])
 def test_gelu_epilogue_of_a_register_block_matches_eager(out_channels: int) -> None:
     """oneDNN's GELU erf in a register block's epilogue (4 vectors of 16 lanes:
