@@ -45,8 +45,8 @@ def choose_layout(model: torch.nn.Module, layout: Any = "auto") -> str:
     return "NHWC" if has_conv and torch.backends.mkldnn.is_available() else "NCHW"
 
 
-OPTIONS = ("cpu", "layout", "fold_batchnorm", "pack_convolutions", "threads", "conv",
-           "verbose")
+OPTIONS = ("cpu", "layout", "fold_batchnorm", "pack_convolutions", "pack_linear", "threads",
+           "conv", "verbose")
 """optimize()'s keyword options (CPU plans)."""
 
 CONV_MODES = ("auto", "library", "brainslug")
@@ -82,7 +82,9 @@ def optimize(model: torch.nn.Module, shape: Sequence[int] | Sequence[Sequence[in
     `layout` ("auto", "NCHW", "NHWC"; see `choose_layout`);
     `pack_convolutions` (default True: with a channels-last plan, convolutions
     run on oneDNN with prepacked weights, bitwise equal to PyTorch's
-    channels-last convolutions); `threads` (the kernels' threads; see
+    channels-last convolutions); `pack_linear` (default True: linear layers
+    run on MKL with a prepacked weight in calls of 16 to 1024 rows, which takes
+    2-4 times the weight's memory; see `library_linear`); `threads` (the kernels' threads; see
     `kernel_threads`); `fold_batchnorm` (default False: folds each
     batch norm that follows a convolution into its weights, which changes the
     rounding; the report says so); `cpu` (LLVM CPU name, default the host);
@@ -118,7 +120,7 @@ def _optimize(model: torch.nn.Module, shape: Sequence[int] | Sequence[Sequence[i
     if unknown:
         raise ValueError(f"unknown optimize() options: {sorted(unknown)} "
                          f"(known: {', '.join(OPTIONS)})")
-    for flag in ("fold_batchnorm", "pack_convolutions"):
+    for flag in ("fold_batchnorm", "pack_convolutions", "pack_linear"):
         if not isinstance(options.get(flag, False), bool):
             raise ValueError(f"{flag} must be True or False, got {options[flag]!r}")
     check_cpu(options.get("cpu", "host"))
@@ -245,6 +247,22 @@ def _plan(model: torch.nn.Module, spec: Spec, layout: str, threads: int | None,
         if packed:
             notes.append(f"{sum(m.packed for m in convs)} of {len(packed)} library "
                          f"convolutions run on oneDNN with prepacked weights"
+                         + (f" (the others: {'; '.join(reasons)})" if reasons else ""))
+    if options.get("pack_linear", True):
+        from brainslug.frontend_torch.library_linear import (
+            MAX_ROWS,
+            MIN_ROWS,
+            PackedLinear,
+            pack_graph_linears,
+        )
+
+        if packed := pack_graph_linears(new_gm):
+            linears = [m for m in new_gm.modules() if isinstance(m, PackedLinear)]
+            reasons = sorted({m.reason for m in linears if not m.packed})
+            notes.append(f"{sum(m.packed for m in linears)} of {len(packed)} library linear "
+                         f"layers run on MKL with prepacked weights in calls of {MIN_ROWS} "
+                         f"to {MAX_ROWS} rows (packed on the first: 2-4 times the weight's "
+                         f"memory; pack_linear=False keeps the plain layers)"
                          + (f" (the others: {'; '.join(reasons)})" if reasons else ""))
     info.capture, info.notes = how, notes + info.notes
     saved = {k: v for k, v in options.items() if k != "cpu" or v != "host"}
