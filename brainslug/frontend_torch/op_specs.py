@@ -20,6 +20,7 @@ from xdsl.dialects.builtin import StringAttr, TensorType, f32
 from xdsl.ir import Operation, SSAValue
 
 from brainslug.dialects import nn
+from brainslug.frontend_torch import resampling
 from brainslug.frontend_torch.graph_builder import (
     NCHW_TO_NHWC,
     GraphBuilder,
@@ -611,7 +612,11 @@ def _interpolate(c: Call) -> Operation:
     with each point's flat index, where that map is periodic."""
     x = c.tensor("input")
     mode = c["mode"]
-    if mode not in ("nearest", "nearest-exact") or c.args.get("antialias"):
+    if c.args.get("antialias"):
+        raise Unmapped(f"interpolation mode {mode!r} with antialias")
+    if mode == "bilinear":
+        return _bilinear(c, x)
+    if mode not in ("nearest", "nearest-exact"):
         raise Unmapped(f"interpolation mode {mode!r}")
     shape, out = c.b.logical_shape_of(x), c.b.logical_shape(c.node)
     spatial = shape[2:]
@@ -635,6 +640,38 @@ def _interpolate(c: Call) -> Operation:
     return nn.ResizeNearestOp(x, c.b.result_type(c.node, order).get_shape(),
                               [m[0] for m in phys], [m[1] for m in phys],
                               [m[2] for m in phys])
+
+
+def _bilinear(c: Call, x: SSAValue) -> Operation:
+    """Bilinear `F.interpolate` of a 4-D tensor: PyTorch's tables and weights
+    (`resampling.linear_table`), checked at optimize() against its own kernel."""
+    shape, out = c.b.logical_shape_of(x), c.b.logical_shape(c.node)
+    if len(shape) != 4:
+        raise Unmapped(f"bilinear resampling of a rank-{len(shape)} tensor")
+    align = bool(c["align_corners"])
+    sf = c["scale_factor"]
+    if c["recompute_scale_factor"] or sf is None:
+        sfs: list[float | None] = [None, None]
+    else:
+        sfs = [float(v) for v in sf] if isinstance(sf, list | tuple) else [float(sf)] * 2
+    tables = [resampling.linear_table(shape[k], out[k], align, sfs[k - 2]) for k in (2, 3)]
+    for k, (first, second, _) in zip((2, 3), tables, strict=True):
+        if len(nn.linear_pieces(first, second, shape[k])) > resampling.MAX_RUNS:
+            raise Unmapped(f"bilinear resampling of {shape[k]} points to {out[k]}: its "
+                           f"index table is not affine in {resampling.MAX_RUNS} runs")
+    probe = torch.randn(1, 2, *shape[2:], generator=torch.Generator().manual_seed(0))
+    by = {"size": tuple(out[2:])} if sfs[0] is None else {"scale_factor": tuple(sfs)}
+    ref = torch.nn.functional.interpolate(probe, mode="bilinear", align_corners=align, **by)
+    ours = resampling.apply_tables(probe.double(), *tables)
+    if ref.shape != ours.shape or not torch.allclose(ours.float(), ref, rtol=1e-5, atol=1e-5):
+        raise Unmapped("bilinear weights that differ from PyTorch's")
+    dims = [c.b.axis(x, 2), c.b.axis(x, 3)]
+    if dims[0] > dims[1]:
+        raise Unmapped("bilinear resampling of a tensor stored with W before H")
+    weights = [c.b.param(torch.from_numpy(w), f"{c.node.name}.{what}_weights")
+               for (_, _, w), what in zip(tables, ("row", "col"), strict=True)]
+    return nn.ResizeBilinearOp(x, *weights, dims, [*tables[0][0], *tables[0][1]],
+                               [*tables[1][0], *tables[1][1]])
 
 
 # ---------------------------------------------------------------------- specs

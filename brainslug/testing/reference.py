@@ -190,6 +190,21 @@ def eval_layer(op: Operation, args: list[Any]) -> Any:
     if isinstance(op, nn.RollOp):
         dims = [k for k, s in enumerate(op.shifts_values) if s]
         return torch.roll(x, [op.shifts_values[k] for k in dims], dims) if dims else x.clone()
+    if isinstance(op, nn.ResizeBilinearOp):
+        dh, dw = op.dims.get_values()
+        rw, cw = args[1], args[2]
+        (r0, r1), (c0, c1) = op.tables
+        xh = [x.index_select(dh, torch.tensor(r)) for r in (r0, r1)]
+        shape = [1] * x.dim()
+
+        def w(t: torch.Tensor, k: int) -> torch.Tensor:
+            s = list(shape)
+            s[k] = -1
+            return t.reshape(s)
+
+        t = [v.index_select(dw, torch.tensor(c0)) * w(cw[0], dw)
+             + v.index_select(dw, torch.tensor(c1)) * w(cw[1], dw) for v in xh]
+        return t[0] * w(rw[0], dh) + t[1] * w(rw[1], dh)
     if isinstance(op, nn.ResizeNearestOp):
         for k, (s, o, q) in enumerate(op.maps):
             if (s, o, q) != (1, 0, 1):

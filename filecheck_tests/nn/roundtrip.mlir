@@ -202,3 +202,13 @@ func.func @library(%x: tensor<?x37x13x13xf32>) -> tensor<?x37x13x13xf32> {
 // CHECK-LABEL: func.func @library
 // CHECK-NEXT:    %t = nn.library "torch.transpose"(%x) : (tensor<?x37x13x13xf32>) -> tensor<?x37x13x13xf32>
 // CHECK-NEXT:    nn.library "method:size"(%t) : (tensor<?x37x13x13xf32>) -> ()
+
+// Bilinear 4 -> 8 rows and 3 -> 6 columns of a channels-last tensor: two input
+// points per output point (all first points, then all second points).
+func.func @bilinear(%x: tensor<?x4x3x37xf32>, %rw: tensor<2x8xf32>, %cw: tensor<2x6xf32>) {
+  %0 = nn.resize_bilinear %x, %rw, %cw {dims = array<i64: 1, 2>, rows = array<i64: 0, 0, 0, 1, 1, 2, 2, 3, 1, 1, 1, 2, 2, 3, 3, 3>, cols = array<i64: 0, 0, 0, 1, 1, 2, 1, 1, 1, 2, 2, 2>} : tensor<?x4x3x37xf32>, tensor<2x8xf32>, tensor<2x6xf32> -> tensor<?x8x6x37xf32>
+  func.return
+}
+
+// CHECK-LABEL: func.func @bilinear
+// CHECK-NEXT:    %0 = nn.resize_bilinear %x, %rw, %cw {dims = array<i64: 1, 2>, rows = array<i64: 0, 0, 0, 1, 1, 2, 2, 3, 1, 1, 1, 2, 2, 3, 3, 3>, cols = array<i64: 0, 0, 0, 1, 1, 2, 1, 1, 1, 2, 2, 2>} : tensor<?x4x3x37xf32>, tensor<2x8xf32>, tensor<2x6xf32> -> tensor<?x8x6x37xf32>

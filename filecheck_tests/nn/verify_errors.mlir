@@ -702,3 +702,43 @@ func.func @f(%x: tensor<?x13x37xf32>) {
 
 // CHECK: {{// -+}}
 // CHECK-NEXT: nn.l2_normalize: eps must be finite and >= 0, got -1.0
+
+// -----
+
+func.func @f(%x: tensor<?x4x3x37xf32>, %rw: tensor<2x8xf32>, %cw: tensor<2x6xf32>) {
+  %0 = nn.resize_bilinear %x, %rw, %cw {dims = array<i64: 1, 2>, rows = array<i64: 0, 0, 0, 1, 1, 2, 2, 3, 1, 1, 1, 2, 2, 3, 3, 4>, cols = array<i64: 0, 0, 0, 1, 1, 2, 1, 1, 1, 2, 2, 2>} : tensor<?x4x3x37xf32>, tensor<2x8xf32>, tensor<2x6xf32> -> tensor<?x8x6x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.resize_bilinear: rows reads a point outside [0, 4)
+
+// -----
+
+func.func @f(%x: tensor<?x4x3x37xf32>, %rw: tensor<2x8xf32>, %cw: tensor<2x6xf32>) {
+  %0 = nn.resize_bilinear %x, %rw, %cw {dims = array<i64: 1, 2>, rows = array<i64: 0, 0, 0, 1, 1, 2, 2, 3, 1, 1, 1, 2, 2, 3, 3, 3>, cols = array<i64: 0, 0, 0, 1, 1, 2, 1, 1, 1, 2, 2, 2>} : tensor<?x4x3x37xf32>, tensor<2x8xf32>, tensor<2x6xf32> -> tensor<?x8x7x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.resize_bilinear: cols needs two input points per output point (14 values), got 12
+
+// -----
+
+func.func @f(%x: tensor<?x4x3x37xf32>, %rw: tensor<8x2xf32>, %cw: tensor<2x6xf32>) {
+  %0 = nn.resize_bilinear %x, %rw, %cw {dims = array<i64: 1, 2>, rows = array<i64: 0, 0, 0, 1, 1, 2, 2, 3, 1, 1, 1, 2, 2, 3, 3, 3>, cols = array<i64: 0, 0, 0, 1, 1, 2, 1, 1, 1, 2, 2, 2>} : tensor<?x4x3x37xf32>, tensor<8x2xf32>, tensor<2x6xf32> -> tensor<?x8x6x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.resize_bilinear: rows weights must be 2x8, got [8, 2]
+
+// -----
+
+func.func @f(%x: tensor<?x4x3x37xf32>, %rw: tensor<2x8xf32>, %cw: tensor<2x6xf32>) {
+  %0 = nn.resize_bilinear %x, %rw, %cw {dims = array<i64: 0, 2>, rows = array<i64: 0, 0, 0, 1, 1, 2, 2, 3, 1, 1, 1, 2, 2, 3, 3, 3>, cols = array<i64: 0, 0, 0, 1, 1, 2, 1, 1, 1, 2, 2, 2>} : tensor<?x4x3x37xf32>, tensor<2x8xf32>, tensor<2x6xf32> -> tensor<?x8x6x37xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.resize_bilinear: dims must be two ascending dims after the first of a rank-4 input, got [0, 2]

@@ -73,7 +73,12 @@ from brainslug.dialects.nn.elementwise import (
     SubOp,
     TanhOp,
 )
-from brainslug.dialects.nn.index_map import ResizeNearestOp, RollOp
+from brainslug.dialects.nn.index_map import (
+    ResizeBilinearOp,
+    ResizeNearestOp,
+    RollOp,
+    linear_pieces,
+)
 from brainslug.dialects.nn.norm import GroupNormOp, L2NormalizeOp, LayerNormOp
 from brainslug.dialects.nn.pooling import AdaptiveAvgPool2dOp, AvgPool2dOp, MaxPool2dOp
 from brainslug.dialects.nn.properties import GeluApproximation, Impl, Layout
@@ -123,6 +128,7 @@ NN = Dialect(
         PermuteOp,
         RollOp,
         ResizeNearestOp,
+        ResizeBilinearOp,
         MeanOp,
         SoftmaxOp,
         LibraryOp,
@@ -169,6 +175,8 @@ __all__ = [
     "PadOp",
     "PermuteOp",
     "PowOp",
+    "ResizeBilinearOp",
+    "linear_pieces",
     "ResizeNearestOp",
     "RollOp",
     "Removable",

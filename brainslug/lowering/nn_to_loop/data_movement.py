@@ -1,5 +1,5 @@
-"""Data movement: cat, flatten/reshape, permute, pad, roll, nearest resampling,
-and the copy of a value into a second output."""
+"""Data movement: cat, flatten/reshape, permute, pad, roll, nearest and
+bilinear resampling, and the copy of a value into a second output."""
 
 from __future__ import annotations
 
@@ -172,6 +172,55 @@ def lower_resize_nearest(kb: KernelBuilder, op: nn.ResizeNearestOp, buf: Buffers
     _read_through(kb, x, m, out)
 
 
+def lower_resize_bilinear(kb: KernelBuilder, op: nn.ResizeBilinearOp, buf: Buffers,
+                           out: SSAValue) -> None:
+    """One nest per pair of row and column runs (`nn.linear_pieces`), in which
+    the four input points are affine reads:
+    `(x[r0, c0] * cw0 + x[r0, c1] * cw1) * rw0 + (x[r1, c0] * cw0 + x[r1, c1] * cw1) * rw1`."""
+    x, rw, cw = buf[op.input], buf[op.row_weights], buf[op.col_weights]
+    shape = out.type.get_shape()
+    rank = len(shape)
+    dh, dw = op.dims.get_values()
+    n_in = x.type.get_shape()
+    (r0, r1), (c0, c1) = op.tables
+    row_runs = nn.linear_pieces(r0, r1, n_in[dh])
+    col_runs = nn.linear_pieces(c0, c1, n_in[dw])
+
+    def read(k: int, run: tuple[int, int, int]) -> AffineExpr:
+        s, o, q = run
+        if s == 0:
+            return cst(o // q)
+        e = d(k) * s + o if s != 1 else d(k) + o
+        return e // q if q != 1 else e
+
+    for rs, re_, rmap0, rmap1 in row_runs:
+        for cs, ce, cmap0, cmap1 in col_runs:
+            extents = list(shape)
+            extents[dh], extents[dw] = re_ - rs, ce - cs
+
+            def point(rm: tuple[int, int, int], cm: tuple[int, int, int]) -> AffineMap:
+                return AffineMap(rank, 0, tuple(read(dh, rm) if k == dh else read(dw, cm)
+                                               if k == dw else d(k) for k in range(rank)))
+
+            store = AffineMap(rank, 0, tuple(d(k) + rs if k == dh else d(k) + cs if k == dw
+                                             else d(k) for k in range(rank)))
+            w_at = [AffineMap(rank, 0, (cst(j), d(k) + start))
+                    for k, start in ((dh, rs), (dw, cs)) for j in (0, 1)]
+            maps = (point(rmap0, cmap0), point(rmap0, cmap1), point(rmap1, cmap0),
+                    point(rmap1, cmap1))
+
+            def body(e: Emitter, ivs: list[SSAValue], maps: tuple[AffineMap, ...] = maps,
+                     w_at: list[AffineMap] = w_at, store: AffineMap = store) -> None:
+                rw0, rw1, cw0, cw1 = (e.load(t, ivs, m) for t, m in zip((rw, rw, cw, cw), w_at,
+                                                                        strict=True))
+                v00, v01, v10, v11 = (e.load(x, ivs, m) for m in maps)
+                t0 = e.add(e.mul(v00, cw0), e.mul(v01, cw1))
+                t1 = e.add(e.mul(v10, cw0), e.mul(v11, cw1))
+                e.store(e.add(e.mul(t0, rw0), e.mul(t1, rw1)), out, ivs, store)
+
+            kb.nest(extents, body)
+
+
 def lower_copy(kb: KernelBuilder, x: SSAValue, out: SSAValue) -> None:
     """`out` = `x`, element by element."""
 
@@ -189,4 +238,5 @@ LOWERINGS: dict[type[Operation], LayerLowering] = {
     nn.PadOp: lower_pad,
     nn.RollOp: lower_roll,
     nn.ResizeNearestOp: lower_resize_nearest,
+    nn.ResizeBilinearOp: lower_resize_bilinear,
 }
