@@ -55,6 +55,12 @@ def _block_reduction():
     return BlockReductionPass
 
 
+def _lane_blocks():
+    from brainslug.passes.lane_blocks import LaneBlocksPass
+
+    return LaneBlocksPass
+
+
 def _merge_siblings():
     from brainslug.passes.merge_siblings import MergeSiblingsPass
 
@@ -100,6 +106,7 @@ ALL_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "bs-vectorize": _vectorize,
     "bs-register-tile": _register_tile,
     "bs-block-reduction": _block_reduction,
+    "bs-lane-blocks": _lane_blocks,
     "bs-merge-siblings": _merge_siblings,
     "bs-parallelize": _parallelize,
     "bs-dedup-kernels": _dedup,

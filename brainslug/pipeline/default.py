@@ -29,6 +29,7 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     from brainslug.lowering.nn_to_loop import LowerNNToLoopPass
     from brainslug.passes.dedup_kernels import DedupKernelsPass
     from brainslug.passes.fuse import FusePass
+    from brainslug.passes.lane_blocks import LaneBlocksPass
     from brainslug.passes.merge_siblings import MergeSiblingsPass
     from brainslug.passes.parallelize import ParallelizePass
     from brainslug.passes.reorder import ReorderPass
@@ -49,6 +50,8 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
         tiling,
         VectorizePass(),
         *(register_tiling(target, cpu) if compute else []),
+        # on a CPU, pools and means over rows read several adjacent vectors a step
+        *([] if is_gpu(target) else [LaneBlocksPass(vector_lanes(target, cpu))]),
         MergeSiblingsPass(),
         ParallelizePass(),
         DedupKernelsPass(),
@@ -93,8 +96,8 @@ def register_tiling(target: str, cpu: str) -> list[ModulePass]:
 @dataclass(frozen=True)
 class DefaultPipelinePass(ModulePass):
     """bs-form-stacks, bs-lower-nn-to-loop, bs-dedup-kernels, bs-fuse, bs-reorder,
-    bs-tile-depth-first, bs-vectorize, bs-merge-siblings, bs-parallelize,
-    bs-dedup-kernels and bs-lower-to-llvm, in that order."""
+    bs-tile-depth-first, bs-vectorize, (on a CPU) bs-lane-blocks, bs-merge-siblings,
+    bs-parallelize, bs-dedup-kernels and bs-lower-to-llvm, in that order."""
 
     name = "default"
     target: str = "x86-64"
