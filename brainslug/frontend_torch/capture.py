@@ -420,6 +420,48 @@ def _library_function(b: GraphBuilder, n: fx.Node) -> None:
             raise LibraryCall("a view (basic indexing, no copy)")
 
 
+_SPLITS = {"chunk", "split", torch.chunk, torch.split}
+
+
+def _split_part(b: GraphBuilder, n: fx.Node) -> tuple[Any, ...] | None:
+    """(input, dim, start, length) of `chunk(...)[i]` or `split(...)[i]` along
+    the channels of a rank-4 tensor BrainSlug computes, else None (a view).
+    ShuffleNet and Res2Net convolve such parts: as views, oneDNN first copies
+    each strided part (twice: to and from its blocked order)."""
+    src, idx = n.args[0], n.args[1]
+    if not (isinstance(src, fx.Node) and src.target in _SPLITS and isinstance(idx, int)):
+        return None
+    x = src.args[0]
+    if not (isinstance(x, fx.Node) and x.name in b.values and x.name in b.metas):
+        return None
+    shape = b.logical_shape(x)
+    spec = ("chunks", "dim") if src.target in ("chunk", torch.chunk) else ("sizes", "dim")
+    named = dict(zip(spec, src.args[1:], strict=False)) | {
+        {"split_size_or_sections": "sizes", "split_size": "sizes"}.get(k, k): v
+        for k, v in src.kwargs.items()}
+    dim = named.get("dim", 0)
+    if not isinstance(dim, int) or len(shape) != 4 or dim % 4 != 1 or shape[1] < 0:
+        return None
+    extent = shape[1]
+    if "chunks" in named:
+        k = named["chunks"]
+        if not isinstance(k, int) or k < 1:
+            return None
+        step = -(-extent // k)
+        sizes = [min(step, extent - s) for s in range(0, extent, step)]
+    elif isinstance(named.get("sizes"), int) and named["sizes"] > 0:
+        sizes = [min(named["sizes"], extent - s) for s in range(0, extent, named["sizes"])]
+    elif isinstance(named.get("sizes"), list | tuple) and all(
+            isinstance(v, int) for v in named["sizes"]) and sum(named["sizes"]) == extent:
+        sizes = list(named["sizes"])
+    else:
+        return None
+    if not -len(sizes) <= idx < len(sizes):
+        return None
+    idx %= len(sizes)
+    return x, 1, sum(sizes[:idx]), sizes[idx]
+
+
 def _basic_index(idx: Any) -> bool:
     """Whether `t[idx]` is a view: ints, slices, None and Ellipsis only."""
     items = idx if isinstance(idx, tuple) else (idx,)
@@ -536,6 +578,8 @@ def _map_function(b: GraphBuilder, n: fx.Node) -> Operation | ops.Ordered:
         return _map_aten(b, n)
     if f in _IN_PLACE_FUNCTIONS:
         return _build(b, n, _IN_PLACE_FUNCTIONS[f], n.args, n.kwargs, in_place=True)
+    if f is operator.getitem and (part := _split_part(b, n)) is not None:
+        return _build(b, n, ops.SPLIT_PART, part, {})
     _library_function(b, n)
     if f not in _FUNCTIONS:
         raise Unmapped(f"function {getattr(f, '__name__', f)}")
@@ -649,6 +693,10 @@ def capture(
                 b.emit(n, op.op, op.order)
             else:
                 b.emit(n, op)
+            v = b.values[n.name]
+            if (layout == "NHWC" and rank(v) == 4 and not isinstance(v.owner, nn.LibraryOp)
+                    and _read_by_convolutions_only(n, modules)):
+                b.store_result_in(n, NCHW_TO_NHWC)
         except Exception as e:  # any node we can't map runs in PyTorch
             while b.block.last_op is not mark:  # ops that its builder added (permutes)
                 dead = b.block.last_op
@@ -676,6 +724,16 @@ def capture(
     module = ModuleOp([fn])
     orders = {name: b.order(v) for name, v in b.values.items()}
     return Capture(gm, module, b.args, b.values, b.reasons, orders)
+
+
+def _read_by_convolutions_only(n: fx.Node, modules: Mapping[str, tnn.Module]) -> bool:
+    """Whether every user of `n` is a 2-d convolution module: in a
+    channels-last plan its result is then stored channels-last, whatever
+    order PyTorch's views give it (ShuffleNet's channel shuffle ends in a
+    row-major view), so that oneDNN does not copy it first."""
+    return bool(n.users) and all(
+        u.op == "call_module" and isinstance(modules.get(str(u.target)), tnn.Conv2d)
+        for u in n.users)
 
 
 def _flatten_nodes(a: Any) -> list[fx.Node]:

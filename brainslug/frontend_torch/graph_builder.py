@@ -245,6 +245,21 @@ class GraphBuilder:
         self.orders[op.results[0]] = order
         return op.results[0]
 
+    def store_result_in(self, node: fx.Node, order: Sequence[int]) -> None:
+        """Store the result of `node` (a layer BrainSlug computes) in `order`
+        instead: an `nn.permute` of it, part of the node, that joins its
+        producer's stack, which then writes that order."""
+        v = self.values[node.name]
+        have, order = self.order(v), tuple(order)
+        if have == order or (rank(v) and order[0] != have[0]):
+            return
+        op = nn.PermuteOp(v, [have.index(k) for k in order])
+        op.attributes[NODE_ATTR] = StringAttr(node.name)
+        self.block.add_op(op)
+        op.results[0].name_hint = value_name(node.name)
+        self.values[node.name] = op.results[0]
+        self.orders[op.results[0]] = order
+
     def layout_operand(self, v: SSAValue, node: fx.Node) -> SSAValue:
         """`v` channels-last or row-major for a layer that sees the memory
         order: as it is, or permuted to the default order of its rank."""

@@ -436,6 +436,23 @@ def _pad(c: Call) -> Operation:
     return nn.PadOp(x, [low[k] for k in order], [high[k] for k in order], float(value))
 
 
+def _split_part(c: Call) -> Ordered:
+    """One part of `chunk`/`split` along a static dim: the points [start,
+    start + length) of that dim, a crop in the input's memory order. Its
+    reader loads through the crop's map; a library reader gets it contiguous
+    from the producer's stack instead of copying a strided view."""
+    x, dim, start, length = c.tensor("input"), c["dim"], c["start"], c["length"]
+    extent = c.b.logical_shape_of(x)[dim]
+    low, high = [0] * rank(x), [0] * rank(x)
+    low[dim], high[dim] = -start, -(extent - start - length)
+    # in the plan's order (channels-last: what oneDNN's convolutions read) even
+    # where the input is stored otherwise (ShuffleNet's shuffle is row-major)
+    order = default_order(rank(x), c.b.layout)
+    x = c.b.in_order(x, order, c.node)
+    return _with_order(nn.PadOp(x, [low[k] for k in order], [high[k] for k in order], 0.0),
+                       order)
+
+
 def _cat(c: Call) -> Operation:
     values = c.tensors("tensors")
     if len({c.b.order(v) for v in values}) > 1:
@@ -719,6 +736,7 @@ SOFTMAX = _spec("softmax(input, dim=None, _stacklevel=3, dtype=None)", _softmax)
 LAYER_NORM = _spec("layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05)",
                    _layer_norm)
 PAD = _spec("pad(input, pad, mode='constant', value=None)", _pad)
+SPLIT_PART = _spec("split_part(input, dim, start, length)", _split_part)
 CONSTANT_PAD = _spec("constant_pad(input, padding, value=0.0)", _pad)
 """The ConstantPad1d/2d/3d and ZeroPad2d modules (attributes `padding` and `value`)."""
 CONSTANT_PAD_ND = _spec("constant_pad_nd(input, pad, value=0.0)", _pad)
