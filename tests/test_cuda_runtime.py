@@ -158,6 +158,17 @@ def test_runner_rejects_cpu_tensors() -> None:
         r._check(0, x)
 
 
+def test_shape_check_fast_path_covers_leading_dynamic_extents() -> None:
+    """`_check` compares a buffer's static extents in one slice where the
+    dynamic ones lead (the batch); other shapes take the full check."""
+    assert cuda_rt._leading_dynamic((-1, 37, 13, 13)) == 1
+    assert cuda_rt._leading_dynamic((37, 13)) == 0
+    assert cuda_rt._leading_dynamic((-1, -1, 5)) == 2
+    assert cuda_rt._leading_dynamic((5, -1)) is None
+    r = _runner("add_relu")
+    assert [lead for _, lead in r._expected] == [1] * len(r.shapes)
+
+
 def _emulated_plan(monkeypatch: pytest.MonkeyPatch):
     from brainslug.testing.cuda_emulator import EmulatedCudaKernels
 
