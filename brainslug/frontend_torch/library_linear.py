@@ -39,6 +39,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from brainslug.frontend_torch.linear_bias import LinearWithoutBias
 from brainslug.frontend_torch.weight_watch import WeightWatch
 
 MIN_ROWS = 16
@@ -168,7 +169,7 @@ def pack_graph_linears(gm: fx.GraphModule) -> list[str]:
         if node.op != "call_module":
             continue
         target = str(node.target)
-        if type(gm.get_submodule(target)) is not nn.Linear:
+        if type(gm.get_submodule(target)) not in (nn.Linear, LinearWithoutBias):
             continue
         if target not in made:
             name, k = "bs_packed_" + target.replace(".", "_"), 1

@@ -196,6 +196,10 @@ def _plan(model: torch.nn.Module, spec: Spec, layout: str, threads: int | None,
         notes.append(f"fold_batchnorm=True: {len(folded)} batch norms folded into the "
                      f"convolutions before them (weights computed in float64 at optimize() "
                      f"time; results round differently from the model's)")
+    if how == "torch.fx":
+        from brainslug.frontend_torch.linear_bias import split_linear_biases
+
+        split_linear_biases(gm)  # biases join the stacks after their linear layers
     cpu = options.get("cpu", "host")
     mode = conv_mode(options) if layout == "NHWC" else "library"
     choices: list[ConvChoice] = []
