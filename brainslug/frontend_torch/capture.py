@@ -423,7 +423,7 @@ def _library_function(b: GraphBuilder, n: fx.Node) -> None:
 _SPLITS = {"chunk", "split", torch.chunk, torch.split}
 
 
-def _split_part(b: GraphBuilder, n: fx.Node) -> tuple[Any, ...] | None:
+def _split_part_args(b: GraphBuilder, n: fx.Node) -> tuple[Any, ...] | None:
     """(input, dim, start, length) of `chunk(...)[i]` or `split(...)[i]` along
     the channels of a rank-4 tensor BrainSlug computes, else None (a view).
     ShuffleNet and Res2Net convolve such parts: as views, oneDNN first copies
@@ -578,7 +578,7 @@ def _map_function(b: GraphBuilder, n: fx.Node) -> Operation | ops.Ordered:
         return _map_aten(b, n)
     if f in _IN_PLACE_FUNCTIONS:
         return _build(b, n, _IN_PLACE_FUNCTIONS[f], n.args, n.kwargs, in_place=True)
-    if f is operator.getitem and (part := _split_part(b, n)) is not None:
+    if f is operator.getitem and (part := _split_part_args(b, n)) is not None:
         return _build(b, n, ops.SPLIT_PART, part, {})
     _library_function(b, n)
     if f not in _FUNCTIONS:

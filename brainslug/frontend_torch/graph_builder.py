@@ -230,9 +230,12 @@ class GraphBuilder:
             return
         raise LibraryCall("channels-last convolution in PyTorch", NCHW_TO_NHWC)
 
-    def in_order(self, v: SSAValue, order: Sequence[int], node: fx.Node) -> SSAValue:
-        """`v` stored in `order`: `v` itself, or an `nn.permute` of it (part of
-        node `node`; bs-fuse turns it into its reader's load map)."""
+    def in_order(self, v: SSAValue, order: Sequence[int], node: fx.Node,
+                 for_reader: bool = True) -> SSAValue:
+        """`v` stored in `order`: `v` itself, or an `nn.permute` of it, part of
+        node `node`. `for_reader`: made for the reader alone (it joins the
+        reader's stack, where bs-fuse turns it into the load map); else it
+        joins the producer's stack, which then writes `order`."""
         have, order = self.order(v), tuple(order)
         if have == order:
             return v
@@ -240,25 +243,22 @@ class GraphBuilder:
             raise Unmapped(f"a memory order {have} whose outermost dim is not the batch")
         op = nn.PermuteOp(v, [have.index(k) for k in order])
         op.attributes[NODE_ATTR] = StringAttr(node.name)
-        op.attributes[nn.OPERAND_OF_NEXT] = UnitAttr()
+        if for_reader:
+            op.attributes[nn.OPERAND_OF_NEXT] = UnitAttr()
         self.block.add_op(op)
         self.orders[op.results[0]] = order
         return op.results[0]
 
     def store_result_in(self, node: fx.Node, order: Sequence[int]) -> None:
-        """Store the result of `node` (a layer BrainSlug computes) in `order`
-        instead: an `nn.permute` of it, part of the node, that joins its
-        producer's stack, which then writes that order."""
+        """Store the result of `node` (a layer BrainSlug computes, its batch
+        outermost) in `order` instead: its producer's stack writes that order."""
         v = self.values[node.name]
-        have, order = self.order(v), tuple(order)
-        if have == order or (rank(v) and order[0] != have[0]):
+        if rank(v) and self.order(v)[0] != order[0]:
             return
-        op = nn.PermuteOp(v, [have.index(k) for k in order])
-        op.attributes[NODE_ATTR] = StringAttr(node.name)
-        self.block.add_op(op)
-        op.results[0].name_hint = value_name(node.name)
-        self.values[node.name] = op.results[0]
-        self.orders[op.results[0]] = order
+        w = self.in_order(v, order, node, for_reader=False)
+        if w is not v:
+            w.name_hint = value_name(node.name)
+            self.values[node.name] = w
 
     def layout_operand(self, v: SSAValue, node: fx.Node) -> SSAValue:
         """`v` channels-last or row-major for a layer that sees the memory

@@ -438,15 +438,15 @@ def _pad(c: Call) -> Operation:
 
 def _split_part(c: Call) -> Ordered:
     """One part of `chunk`/`split` along a static dim: the points [start,
-    start + length) of that dim, a crop in the input's memory order. Its
-    reader loads through the crop's map; a library reader gets it contiguous
-    from the producer's stack instead of copying a strided view."""
+    start + length) of that dim, a crop stored in the plan's default order.
+    Its reader loads through the crop's map; a library reader gets it
+    contiguous from the producer's stack instead of copying a strided view."""
     x, dim, start, length = c.tensor("input"), c["dim"], c["start"], c["length"]
     extent = c.b.logical_shape_of(x)[dim]
     low, high = [0] * rank(x), [0] * rank(x)
     low[dim], high[dim] = -start, -(extent - start - length)
-    # in the plan's order (channels-last: what oneDNN's convolutions read) even
-    # where the input is stored otherwise (ShuffleNet's shuffle is row-major)
+    # channels-last (what oneDNN's convolutions read) even where the input is
+    # stored otherwise (ShuffleNet's shuffle is row-major)
     order = default_order(rank(x), c.b.layout)
     x = c.b.in_order(x, order, c.node)
     return _with_order(nn.PadOp(x, [low[k] for k in order], [high[k] for k in order], 0.0),

@@ -28,6 +28,7 @@ launch shape is correct).
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -332,10 +333,16 @@ def _raw_stream(device: Any) -> int:
     import torch
 
     index = device.index if device.index is not None else torch.cuda.current_device()
-    fast = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-    if fast is not None:
+    if (fast := _raw_stream_accessor()) is not None:
         return int(fast(index))
     return torch.cuda.current_stream(index).cuda_stream
+
+
+@functools.cache
+def _raw_stream_accessor() -> Any:
+    import torch
+
+    return getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
 
 class CompiledCudaKernels:
