@@ -385,9 +385,19 @@ def test_swin_patch_merging() -> None:
         with torch.no_grad():
             ref, out = m(x), opt(x)
         assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
-    # odd H or W: PyTorch pads first, and says so
-    opt = brainslug.optimize(m, [0, 7, 10, 5])
-    assert "odd H or W" in brainslug.report(opt)
+    # odd H or W: a zero row or column padded first, as PyTorch does
+    for shape in ([7, 10, 5], [6, 9, 5], [7, 9, 5]):
+        opt = brainslug.optimize(m, [0, *shape])
+        assert "Fallbacks: none" in brainslug.report(opt)
+        for batch in (1, 3):
+            x = torch.randn(batch, *shape)
+            x[0, -1, -1, 0] = float("nan")  # the last row and column reach the output
+            with torch.no_grad():
+                ref, out = m(x), opt(x)
+            assert torch.equal(out.isnan(), ref.isnan())
+            ok = ~ref.isnan()
+            assert (out[ok] - ref[ok]).abs().max().item() <= \
+                1e-5 * max(1.0, ref[ok].abs().max().item())
 
 
 class GatheredBias(nn.Module):

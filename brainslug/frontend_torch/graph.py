@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from brainslug.frontend_torch.capture import Capture, capture
+from brainslug.frontend_torch.capture import Capture, capture, propagate_shapes
 from brainslug.frontend_torch.tracing import export, trace
 from brainslug.plan.capture import Bound, Captured
 
@@ -142,10 +142,12 @@ def trace_model(model: torch.nn.Module, spec: Spec, device: torch.device | None 
     example inputs on `device`); no graph when neither can capture the model,
     the reason being the last note."""
     try:
-        return trace(model), "torch.fx", []
+        gm = trace(model)
     except Exception as e:  # fx can't trace it: torch.export, else run the model as it is
         notes = [f"torch.fx could not trace the model ({type(e).__name__}: "
                  f"{str(e).splitlines()[0][:200]}); captured with torch.export"]
+    else:
+        return gm, "torch.fx", _traced_through(gm, model, spec)
     ctx = torch.device(device) if device is not None and device.type != "cpu" \
         else contextlib.nullcontext()
     try:
@@ -154,6 +156,25 @@ def trace_model(model: torch.nn.Module, spec: Spec, device: torch.device | None 
     except Exception as e2:
         return None, "none", [*notes, f"neither torch.fx nor torch.export could capture it: "
                               f"{type(e2).__name__}: {e2}"]
+
+
+def _traced_through(gm: fx.GraphModule, model: torch.nn.Module, spec: Spec) -> list[str]:
+    """Trace through the calls that torchvision wraps for fx where the plan's
+    static shapes decide their branches (Swin's window attention); notes."""
+    from brainslug.frontend_torch.window_attention import (
+        inline_window_attention,
+        wraps_window_attention,
+    )
+
+    if not wraps_window_attention(gm):
+        return []
+    try:
+        metas = propagate_shapes(gm, input_shapes(spec))
+    except Exception:  # the model does not run on the spec: capture says so
+        return []
+    done = inline_window_attention(gm, metas, model)
+    return [f"{len(done)} calls of torchvision's shifted_window_attention traced through "
+            f"for H x W of the plan"] if done else []
 
 
 def capture_on_device(

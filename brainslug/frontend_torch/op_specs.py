@@ -395,23 +395,32 @@ def _contiguous(c: Call) -> Ordered:
 
 
 def _patch_merging(c: Call) -> Ordered:
-    """Swin's `_patch_merging_pad` at even H and W: the 2x2 patches of
-    [B, H, W, C] side by side in channels, [B, H/2, W/2, 4C] with the patch
-    (dh, dw) at 2 * dw + dh. A view as [B, H/2, 2, W/2, 2, C], a permute
-    and a view back (at odd H or W, PyTorch pads first: not mapped)."""
+    """Swin's `_patch_merging_pad`: the 2x2 patches of [B, H, W, C] side by
+    side in channels, [B, H/2, W/2, 4C] with the patch (dh, dw) at 2 * dw + dh.
+    At odd H or W a zero row or column is padded first, as PyTorch does; then a
+    view as [B, H/2, 2, W/2, 2, C], a permute and a view back."""
     x = c.tensor("x")
     shape = c.b.logical_shape_of(x)
-    if len(shape) != 4 or shape[1] % 2 or shape[2] % 2:
-        raise Unmapped(f"patch merging of shape {list(shape)} (odd H or W: padded)")
+    if len(shape) != 4 or min(shape[1:]) < 0:
+        raise Unmapped(f"patch merging of shape {_shape_text(shape)} (static [B, H, W, C])")
     _, h, w, ch = shape
     x = c.b.in_order(x, (0, 1, 2, 3), c.node)
-    patches = nn.ReshapeOp(x, nn.make_tensor([-1, h // 2, 2, w // 2, 2, ch]))
-    by_position = nn.PermuteOp(patches.results[0], [0, 1, 3, 4, 2, 5])
-    for op in (patches, by_position):
+    steps: list[Operation] = []
+    if h % 2 or w % 2:
+        steps.append(nn.PadOp(x, [0, 0, 0, 0], [0, h % 2, w % 2, 0], 0.0))
+        x, h, w = steps[-1].results[0], h + h % 2, w + w % 2
+    steps.append(nn.ReshapeOp(x, nn.make_tensor([-1, h // 2, 2, w // 2, 2, ch])))
+    steps.append(nn.PermuteOp(steps[-1].results[0], [0, 1, 3, 4, 2, 5]))
+    for op in steps:
         op.attributes[NODE_ATTR] = StringAttr(c.node.name)
         c.b.block.add_op(op)
-    return _with_order(nn.ReshapeOp(by_position.results[0], c.b.result_type(c.node, range(4))),
-                       range(4))
+    return _with_order(nn.ReshapeOp(steps[-1].results[0],
+                                    c.b.result_type(c.node, range(4))), range(4))
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    """[?, 15, 19, 24]: a shape with its dynamic extents as `?`."""
+    return "[" + ", ".join(str(e) if e >= 0 else "?" for e in shape) + "]"
 
 
 def _pad(c: Call) -> Operation:

@@ -151,7 +151,7 @@ def group_layers(block: Block, include_compute: bool = False) -> dict[Operation,
             indirect |= groups.canon(indirect_of.get(v, ()))
             if isinstance(v.owner, Operation) and v.owner in group_of:
                 direct.append(groups.find(group_of[v.owner]))
-        if nn.OPERAND_OF_NEXT in op.attributes:
+        if nn.OPERAND_OF_NEXT in op.attributes and not _read_by_library(op, include_compute):
             # made for its user alone: it joins the user's group, not its producer's
             indirect |= set(direct)
             direct = []
@@ -175,6 +175,25 @@ def group_layers(block: Block, include_compute: bool = False) -> dict[Operation,
         for r in op.results:
             indirect_of[r] = indirect
     return {op: groups.find(g) for op, g in group_of.items()}
+
+
+def _read_by_library(op: Operation, include_compute: bool) -> bool:
+    """Whether what `op` makes is read only by layers that don't stack
+    (library calls), through reshapes: a copy such as `nn.permute` for a GEMM
+    then joins its producer's stack, which writes the new order, instead of
+    being a stack of its own that reads the tensor again."""
+    seen: set[Operation] = set()
+    todo = [u.operation for r in op.results for u in r.uses]
+    while todo:
+        user = todo.pop()
+        if user in seen:
+            continue
+        seen.add(user)
+        if isinstance(user, nn.ReshapeOp | nn.FlattenOp):
+            todo += [u.operation for r in user.results for u in r.uses]
+        elif stackable(user, include_compute) is None:
+            return False
+    return bool(seen)
 
 
 def _topological_sort(block: Block) -> None:
