@@ -200,6 +200,12 @@ def _plan(model: torch.nn.Module, spec: Spec, layout: str, threads: int | None,
         from brainslug.frontend_torch.linear_bias import split_linear_biases
 
         split_linear_biases(gm)  # biases join the stacks after their linear layers
+    from brainslug.frontend_torch.weight_derived import cache_weight_derived
+
+    if cached := cache_weight_derived(gm):
+        notes.append(f"{len(cached)} values computed from parameters alone (a relative "
+                     f"position bias, a standardised weight) are computed again only when "
+                     f"a parameter changes")
     cpu = options.get("cpu", "host")
     mode = conv_mode(options) if layout == "NHWC" else "library"
     choices: list[ConvChoice] = []
