@@ -5,6 +5,7 @@ original calls), and the kernels' outputs in the plan's static arena."""
 from __future__ import annotations
 
 import copy
+import math
 import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,7 +14,9 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from brainslug.plan.arena import Arena, plan_buffers
+from brainslug.frontend_torch.library_linear import ArenaLinear
+from brainslug.frontend_torch.linear_bias import LinearWithoutBias
+from brainslug.plan.arena import LIBRARY, Arena, plan_buffers
 from brainslug.plan.compile import CompiledStacks
 from brainslug.plan.schedule import schedule
 
@@ -139,6 +142,8 @@ def rewrite_graph(gm: fx.GraphModule, compiled: CompiledStacks,
         list(nodes), inputs_of, stacks, compiled.aliases,
         [n for n in nodes if n not in members and n not in compiled.aliases],
     )
+    library_sizes = _arena_linears(gm, nodes, metas or {}) if any(
+        hasattr(k, "use_arena") for k in kernels.values()) else {}
     graph = fx.Graph()
     graph._codegen = copy.deepcopy(gm.graph._codegen)  # pytree in/out specs (torch.export)
     root = torch.nn.Module()
@@ -154,6 +159,12 @@ def rewrite_graph(gm: fx.GraphModule, compiled: CompiledStacks,
             batch, args = shape_reads[st.node]
             env[st.node] = graph.call_function(shape_from, (
                 env[batch] if batch else None, *args))
+            continue
+        if st.stack is None and st.node in library_sizes:
+            n = nodes[st.node]
+            attr = f"bs_arena_{n.name}"
+            root.add_module(attr, ArenaLinear(gm.get_submodule(str(n.target))))
+            env[n.name] = graph.call_module(attr, (value(n.args[0]),))
             continue
         if st.stack is None:
             n = nodes[st.node]  # type: ignore[index]
@@ -180,10 +191,37 @@ def rewrite_graph(gm: fx.GraphModule, compiled: CompiledStacks,
     arena_users = {name: k for name, k in kernels.items() if hasattr(k, "use_arena")}
     if arena_users:
         outputs = [x for n in nodes.values() if n.op == "output" for x in inputs_of(n.name)]
-        buffers = plan_buffers(plan, inputs_of, lambda name: _fresh(nodes[name], gm), outputs)
+        buffers = plan_buffers(plan, inputs_of, lambda name: _fresh(nodes[name], gm), outputs,
+                               library_sizes)
         arena = Arena(buffers, allocate_f32)
         for name, k in arena_users.items():
             outs = len(next(b for b in stacks if b.name == name).outputs)
             k.use_arena(arena, [buffers.assignment.get((name, i))  # type: ignore[operator]
                                 for i in range(outs)])
+        for name in library_sizes:
+            new.get_submodule(f"bs_arena_{name}").use_arena(  # type: ignore[operator]
+                arena, buffers.assignment.get((LIBRARY + name, 0)))
     return new
+
+
+def _arena_linears(gm: fx.GraphModule, nodes: Mapping[str, fx.Node],
+                   metas: Mapping[str, Any]) -> dict[str, tuple[int, bool]]:
+    """The library linear layers (call_module of an `nn.Linear` on the CPU,
+    one input) whose float32 result has static extents but for a batch in dim
+    0, with (elements per batch item or in all, whether it has a batch): their
+    results go into the arena (`ArenaLinear`)."""
+    out: dict[str, tuple[int, bool]] = {}
+    for name, n in nodes.items():
+        if n.op != "call_module" or len(n.args) != 1 or n.kwargs or \
+                not isinstance(n.args[0], fx.Node):
+            continue
+        m = gm.get_submodule(str(n.target))
+        meta = metas.get(name)
+        if type(m) not in (torch.nn.Linear, LinearWithoutBias) or m.weight.device.type != "cpu" \
+                or not meta or meta[1] != torch.float32 or not meta[0]:
+            continue
+        shape = [int(d) for d in meta[0]]
+        if any(d < 0 for d in shape[1:]):
+            continue
+        out[name] = (math.prod(shape[1:]) if shape[0] < 0 else math.prod(shape), shape[0] < 0)
+    return out

@@ -1,6 +1,8 @@
 """The static buffer arena of a schedule's kernel outputs.
 
-Every kernel output that does not leave the graph gets a slot of one arena;
+Every kernel output that does not leave the graph gets a slot of one arena,
+and so does the result of each framework node that can write into a given
+buffer (a library linear layer, `library_sizes`);
 a slot is reused once the value in it is dead (liveness over the schedule,
 extended through every framework node that may return a view of its input).
 The arena allocates each slot once per batch size, so the hot path allocates
@@ -12,14 +14,16 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from brainslug.plan.schedule import Schedule
 
 OutputKey = tuple[str, int]
-"""(stack name, output index)."""
+"""(stack name, output index), or (`LIBRARY` + node name, 0)."""
+LIBRARY = "@"
+"""Prefix of a framework node's name in its `OutputKey`."""
 
 
 @dataclass
@@ -44,12 +48,16 @@ def plan_buffers(
     inputs_of: Callable[[str], Sequence[str]],
     fresh: Callable[[str], bool],
     outputs: Sequence[str],
+    library_sizes: Mapping[str, tuple[int, bool]] | None = None,
 ) -> BufferPlan:
     """Assigns arena slots to the kernel outputs of `plan`.
 
     `inputs_of(node)` are the values a framework node reads, `fresh(node)`
     whether its result is a new buffer (never a view of an input), `outputs`
-    the values that leave the graph."""
+    the values that leave the graph; `library_sizes` the framework nodes that
+    write into a given buffer, with (elements per batch item or in all,
+    whether it has a batch) of their result."""
+    library_sizes = library_sizes or {}
     alias: dict[str, set[OutputKey]] = {}
     last_use: dict[OutputKey, int] = {}
     for k, st in enumerate(plan.steps):
@@ -66,6 +74,9 @@ def plan_buffers(
             for j, o in enumerate(st.stack.outputs):
                 alias[o] = {(st.stack.name, j)}
                 last_use.setdefault((st.stack.name, j), k)
+        elif st.node in library_sizes:
+            alias[st.node] = {(LIBRARY + st.node, 0)}
+            last_use.setdefault((LIBRARY + st.node, 0), k)
         elif carried and not fresh(st.node):  # type: ignore[arg-type]
             alias[st.node] = carried  # type: ignore[index]  # may be a view: keeps them alive
     escaping: set[OutputKey] = set()
@@ -73,10 +84,14 @@ def plan_buffers(
         escaping |= alias.get(plan.resolve(o), set())
     out = BufferPlan()
     for k, st in enumerate(plan.steps):
-        if st.stack is None:
+        if st.stack is not None:
+            sized = [((st.stack.name, j), size)
+                     for j, size in enumerate(st.stack.output_sizes())]
+        elif st.node in library_sizes:
+            sized = [((LIBRARY + st.node, 0), library_sizes[st.node])]
+        else:
             continue
-        for j, (numel, per_batch) in enumerate(st.stack.output_sizes()):
-            key = (st.stack.name, j)
+        for key, (numel, per_batch) in sized:
             if key in escaping:
                 continue
             free = [s for s, slot in enumerate(out.slots)
