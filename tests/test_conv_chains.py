@@ -112,3 +112,48 @@ def test_nan_inf_and_weight_changes_in_a_chain() -> None:
         model.depthwise[0].weight.add_(0.25)
         model.depthwise[1].running_var.mul_(2.0)
     check()
+
+
+class SqueezeExcite(nn.Module):
+    """A depthwise convolution and torchvision's squeeze-excite block on it:
+    pool, two one-pixel 1×1 convolutions (SiLU, sigmoid), scale."""
+
+    def __init__(self, c: int = 43) -> None:
+        super().__init__()
+        from torchvision.ops import SqueezeExcitation
+
+        self.dw = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False),
+                                random_bn(nn.BatchNorm2d(c), 4), nn.SiLU())
+        self.se = SqueezeExcitation(c, 11, activation=nn.SiLU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.se(self.dw(x))
+
+
+def test_squeeze_excite_layers_run_in_one_stack() -> None:
+    """conv="auto" compiles the one-pixel convolutions untimed, and the two run
+    in one stack with their activations; as accurate as the library against
+    float64, NaN kept, weight changes followed."""
+    pytest.importorskip("torchvision")
+    torch.manual_seed(6)
+    model = SqueezeExcite().eval()
+    opt = brainslug.optimize(model, [0, 43, 15, 13], conv="auto")
+    chosen = {c.node: c for c in opt.info.convs}
+    assert {chosen[n].runs for n in ("se_fc1", "se_fc2")} == {"brainslug"}, chosen
+    assert "one pixel" in chosen["se_fc1"].why
+    assert any(len([x for x in chain if x.endswith("nn.conv2d")]) == 2 and
+               any("fc1" in x for x in chain) for chain in chained_stacks(opt))
+    m64 = copy.deepcopy(model).double()
+    for batch in (1, 3):
+        x = torch.randn(batch, 43, 15, 13)
+        with torch.no_grad():
+            ref, lib, got = m64(x.double()), model(x).double(), opt(x).double()
+        e_lib, e_bs = (lib - ref).abs().max().item(), (got - ref).abs().max().item()
+        assert e_bs <= 1.5 * e_lib + 1e-7, (batch, e_bs, e_lib)
+    x[0, 2, 4, 4] = float("nan")  # pooled into every pixel of channel 2's scale
+    with torch.no_grad():
+        model.se.fc2.weight.mul_(-1.5)
+        ref, got = model(x), opt(x)
+    assert torch.equal(ref.isnan(), got.isnan())
+    ok = ~ref.isnan()
+    assert (got[ok] - ref[ok]).abs().max().item() <= 1e-5 * max(1.0, ref[ok].abs().max().item())

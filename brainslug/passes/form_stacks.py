@@ -321,7 +321,9 @@ def _joins(chain: list[Operation], prev: list[Operation], chain_bytes: int) -> b
       depth-first tiles of the cache size still leave several tiles per item
       for the threads): MobileNet's expand → depthwise;
     - a pointwise convolution after such a pair (its tiles are already made):
-      the project convolution."""
+      the project convolution;
+    - a pointwise convolution of one pixel after another (a squeeze-excite
+      block's two fully connected layers on pooled channels)."""
     head = chain[0]
     value = prev[-1].results[0]
     if not value.has_one_use() or next(iter(value.uses)).operation is not head:
@@ -330,7 +332,17 @@ def _joins(chain: list[Operation], prev: list[Operation], chain_bytes: int) -> b
     if depthwise(head):
         return (len(convs) == 1 and not depthwise(convs[0])
                 and 4 * math.prod(value.type.get_shape()[1:]) > chain_bytes)  # type: ignore[attr-defined]
+    if pointwise(head) and len(convs) == 1 and pointwise(convs[0]) and \
+            _one_pixel(convs[0]) and _one_pixel(head):
+        return True
     return pointwise(head) and len(convs) == 2 and depthwise(convs[1])
+
+
+def _one_pixel(conv: nn.Conv2dOp) -> bool:
+    """A channels-last convolution that reads and writes 1x1 pixels."""
+    return conv.layout_value == "NHWC" and all(
+        tuple(v.type.get_shape()[1:3]) == (1, 1)  # type: ignore[attr-defined]
+        for v in (conv.operands[0], conv.results[0]))
 
 
 def conv_epilogue_chains(block: Block, chain_bytes: int = 0) -> list[list[Operation]]:

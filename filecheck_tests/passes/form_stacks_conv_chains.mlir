@@ -45,3 +45,31 @@ func.func @second_user(%x: tensor<?x9x9x8xf32>, %we: tensor<1x1x8x24xf32>, %wd: 
 // CHECK-LABEL: func.func @second_user
 // CHECK:         nn.stack "stack{{[0-9]+}}" (%x, %we)
 // CHECK:         nn.stack "stack{{[0-9]+}}" (%{{.*}}, %wd)
+
+// A squeeze-excite block's two fully connected layers, pointwise convolutions
+// of one pixel, run as one stack at any byte budget; a pointwise convolution
+// after one of more pixels does not join it.
+func.func @squeeze_excite(%x: tensor<?x1x1x40xf32>, %w1: tensor<1x1x40x10xf32>, %w2: tensor<1x1x10x40xf32>, %y: tensor<?x5x5x40xf32>, %w3: tensor<1x1x40x40xf32>) -> (tensor<?x1x1x40xf32>, tensor<?x5x5x40xf32>) {
+  %a = nn.conv2d %x, %w1 {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x1x1x40xf32>, tensor<1x1x40x10xf32>) -> tensor<?x1x1x10xf32>
+  %s = nn.silu %a : tensor<?x1x1x10xf32> -> tensor<?x1x1x10xf32>
+  %b = nn.conv2d %s, %w2 {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x1x1x10xf32>, tensor<1x1x10x40xf32>) -> tensor<?x1x1x40xf32>
+  %g = nn.sigmoid %b : tensor<?x1x1x40xf32> -> tensor<?x1x1x40xf32>
+  %c = nn.conv2d %y, %w3 {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x5x5x40xf32>, tensor<1x1x40x40xf32>) -> tensor<?x5x5x40xf32>
+  %cs = nn.silu %c : tensor<?x5x5x40xf32> -> tensor<?x5x5x40xf32>
+  %d = nn.conv2d %cs, %w3 {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x5x5x40xf32>, tensor<1x1x40x40xf32>) -> tensor<?x5x5x40xf32>
+  func.return %g, %d : tensor<?x1x1x40xf32>, tensor<?x5x5x40xf32>
+}
+
+// CHECK-LABEL: func.func @squeeze_excite
+// CHECK:         nn.stack "stack{{[0-9]+}}" (%x, %w1, %w2)
+// CHECK-NEXT:    ^{{.*}}
+// CHECK-NEXT:      nn.conv2d
+// CHECK-NEXT:      nn.silu
+// CHECK-NEXT:      nn.conv2d
+// CHECK-NEXT:      nn.sigmoid
+// CHECK-NEXT:      nn.yield
+// CHECK:         nn.stack "stack{{[0-9]+}}" (%y, %w3)
+// CHECK:         nn.stack "stack{{[0-9]+}}" ({{.*}}, %w3)
+
+// SMALL-LABEL: func.func @squeeze_excite
+// SMALL:         nn.stack "stack{{[0-9]+}}" (%x, %w1, %w2)
