@@ -228,3 +228,42 @@ def test_table_lookup_of_a_register_block_is_per_16_lanes(lanes: int) -> None:
         outs[name] = out
     np.testing.assert_array_equal(outs["permute"], np.array(table, np.float32)[idx])
     np.testing.assert_array_equal(outs["permute"], outs["per_lane"])
+
+
+def _softmax_graph(rows: int, n: int) -> str:
+    t = f"tensor<?x{rows}x{n}xf32>"
+    return f"""
+func.func @main(%x: {t}) -> {t} {{
+  %r = nn.stack "s" (%x) : ({t}) -> {t} {{
+  ^bb0(%a: {t}):
+    %y = nn.softmax %a {{axis = 2 : i64}} : {t} -> {t}
+    nn.yield %y : {t}
+  }}
+  func.return %r : {t}
+}}
+"""
+
+
+@pytest.mark.parametrize("n", [49, 64])
+def test_softmax_of_subnormal_exps_bit_for_bit(n: int) -> None:
+    """Rows whose exps fall below 2**-126 (Swin's -100 mask): subnormal exps,
+    sums and quotients bit for bit PyTorch's, at offsets from -86.5 to -104.5
+    (each row's max is 0, so x - max spans the subnormal range and its
+    edges). Sigmoid and SiLU round such exps away (1 + e == 1): only softmax
+    shows them."""
+    rng = np.random.default_rng(n)
+    rows = 4001
+    x = np.concatenate([np.linspace(-86.5, -104.5, rows * (n - 1), dtype=np.float32),
+                        ]).reshape(rows, n - 1)
+    x = rng.permuted(x, axis=1)
+    x = np.concatenate([x, np.zeros((rows, 1), np.float32)], axis=1)  # the max
+    x[::7, 3] = rng.uniform(-5, 0, x[::7, 3].shape)  # rows with a larger sum
+    x[5, 5] = np.nan
+    x = x.reshape(1, rows, n)
+    graph = compile_graph(parse_module(_softmax_graph(rows, n)))
+    out = np.asarray(graph(x)[0])
+    ref = torch.softmax(torch.from_numpy(x), dim=-1).numpy()
+    sub = (ref != 0) & (np.abs(ref) < 2.0 ** -126)
+    assert sub.sum() > rows * n // 4  # the range is covered
+    ok = _equal(out, ref)
+    assert ok.all(), f"{(~ok).sum()} differ, e.g. x={x[~ok][:4]} out={out[~ok][:4]} ref={ref[~ok][:4]}"
