@@ -85,6 +85,10 @@ def _save_load(opt: nn.Module, tmp_path: Path) -> nn.Module:
     (lambda: torchvision.models.squeezenet1_1(), [0, 3, 47, 47], {"layout": "NCHW"}),
     (Block, [0, 3, 19, 21], {}),
     (ExportOnly, [0, 3, 13, 11], {}),
+    # window attention traced through, its bias cached, linear layers in the arena
+    (lambda: torchvision.models.swin_transformer.SwinTransformer(
+        patch_size=[4, 4], embed_dim=24, depths=[2, 2], num_heads=[2, 3],
+        window_size=[7, 7], num_classes=11), [0, 3, 60, 76], {}),
 ])
 def test_loaded_module_computes_what_the_optimized_one_does(make, shape, options,
                                                             tmp_path: Path) -> None:
