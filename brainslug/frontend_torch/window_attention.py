@@ -209,7 +209,7 @@ def _inline(gm: fx.GraphModule, model: nn.Module | None, n: fx.Node, a: dict[str
         qkv_layer = None
     qkv = e.module(qkv_layer, x) if qkv_layer else \
         e.function(F.linear, x, a["qkv_weight"], qkv_bias)
-    qkv = e.method("view", qkv, -1, windows, tokens, 3, heads, c // heads)
+    qkv = e.method("reshape", qkv, -1, windows, tokens, 3, heads, c // heads)
     q, k, v = (e.method("transpose", e.function(
         operator.getitem, qkv, (slice(None), slice(None), slice(None), i)), 2, 3)
         for i in range(3))  # (B, windows, heads, N, C / heads)
