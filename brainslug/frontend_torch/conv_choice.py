@@ -69,13 +69,6 @@ ONE_PIXEL = ("a convolution of one pixel (squeeze-excite): one compiled call wit
              "timed 0.06 against 0.16 ms)")
 
 
-def _one_pixel(conv: Any) -> bool:
-    """Whether a channels-last convolution reads and writes 1x1 pixels (the
-    fully connected layers of a squeeze-excite block, on pooled channels)."""
-    return all(tuple(v.type.get_shape()[1:3]) == (1, 1) for v in (conv.operands[0],
-                                                                    conv.results[0]))
-
-
 def choose_convs(gm: fx.GraphModule, spec: Spec, key_parts: list[str], *,
                  cpu: str, threads: int | None) -> list[ConvChoice]:
     """Who runs each channels-last convolution of `gm` (fx node names)."""
@@ -108,7 +101,11 @@ def candidates(gm: fx.GraphModule, spec: Spec) -> tuple[set[str], list[ConvChoic
     BrainSlug's kernel, so it stays in the library, uncompiled."""
     from brainslug.frontend_torch.compile import _shapes
     from brainslug.frontend_torch.graph import captured
-    from brainslug.passes.form_stacks import conv_epilogue_chains, remove_identities
+    from brainslug.passes.form_stacks import (
+        conv_epilogue_chains,
+        one_pixel,
+        remove_identities,
+    )
     from brainslug.plan.capture import NODE_ATTR
 
     cap = capture(gm, input_shapes(spec), _shapes(gm, spec), "NHWC", compile_convs=True)
@@ -119,7 +116,7 @@ def candidates(gm: fx.GraphModule, spec: Spec) -> tuple[set[str], list[ConvChoic
         node = chain[0].attributes[NODE_ATTR].data  # type: ignore[attr-defined]
         if {op.name for op in chain[1:]} <= POST_OPS:
             decided.append(ConvChoice(node, "library", why="no epilogue pass to save"))
-        elif _one_pixel(chain[0]):
+        elif one_pixel(chain[0]):
             decided.append(ConvChoice(node, "brainslug", why=ONE_PIXEL))
         else:  # the pass saved is one over the output
             worth.append((-math.prod(chain[-1].results[0].type.get_shape()[1:]), node))

@@ -34,6 +34,7 @@ from torch.fx.node import _get_qualified_name
 
 from brainslug.frontend_torch.bind import allocate_f32
 from brainslug.frontend_torch.kernel_module import StackKernel
+from brainslug.frontend_torch.weight_derived import attr_at
 from brainslug.plan.arena import Arena
 from brainslug.plan.loaded import load_kernels
 from brainslug.plan.report import PlanInfo
@@ -218,7 +219,7 @@ class _Encoder:
             if n.op == "call_function":
                 target = {"$fn": _function_name(n.target, f"{where}: node {n.name}")}
             elif n.op == "get_attr" and n.target.split(".")[0] not in attrs:
-                attrs[n.target] = self.value(_get_path(gm, n.target), f"{where}.{n.target}")
+                attrs[n.target] = self.value(attr_at(gm, n.target), f"{where}.{n.target}")
             nodes.append({"name": n.name, "op": n.op, "target": target,
                           "args": self.value(n.args, f"{where}: node {n.name}"),
                           "kwargs": self.value(n.kwargs, f"{where}: node {n.name}")})
@@ -237,11 +238,6 @@ class _Encoder:
         return {"class_name": type(gm).__name__, "nodes": nodes, "attrs": attrs,
                 "pytree": pytree}
 
-
-def _get_path(root: Any, path: str) -> Any:
-    for part in path.split("."):
-        root = getattr(root, part)
-    return root
 
 
 def _set_path(root: torch.nn.Module, path: str, value: Any) -> None:

@@ -111,7 +111,7 @@ def cache_weight_derived(gm: fx.GraphModule) -> list[str]:
                 for m in members):
             continue
         sources = [m for m in nodes if m in members and m.op == "get_attr"]
-        tensors = [_get_path(gm, str(s.target)) for s in sources]
+        tensors = [attr_at(gm, str(s.target)) for s in sources]
         if not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in tensors):
             continue
         compute = _subgraph(gm, members, sources, n)
@@ -148,9 +148,11 @@ def _ancestors(n: fx.Node) -> set[fx.Node]:
     return out
 
 
-def _get_path(gm: fx.GraphModule, target: str) -> Any:
-    owner, _, leaf = target.rpartition(".")
-    return getattr(gm.get_submodule(owner) if owner else gm, leaf)
+def attr_at(root: Any, path: str) -> Any:
+    """`root.a.b.c` for the dotted `path` "a.b.c" (what a get_attr node reads)."""
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root
 
 
 def _subgraph(gm: fx.GraphModule, members: set[fx.Node], sources: list[fx.Node],

@@ -30,6 +30,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from brainslug.frontend_torch.weight_derived import attr_at
+
 
 def _shifted_window_attention() -> Any:
     """torchvision's function, where torchvision is imported (a model using it
@@ -251,12 +253,7 @@ def _numel(gm: fx.GraphModule, t: Any) -> int:
     """The element count of the parameter that get_attr node `t` reads."""
     if not isinstance(t, fx.Node) or t.op != "get_attr":
         raise ValueError(f"expected a parameter, got {t}")
-    return int(_get_attr(gm, str(t.target)).numel())
-
-
-def _get_attr(gm: fx.GraphModule, target: str) -> Any:
-    owner, _, leaf = target.rpartition(".")
-    return getattr(gm.get_submodule(owner) if owner else gm, leaf)
+    return int(attr_at(gm, str(t.target)).numel())
 
 
 def _register_mask(gm: fx.GraphModule, pad_h: int, pad_w: int, window: list[int],

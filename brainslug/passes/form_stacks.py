@@ -333,12 +333,12 @@ def _joins(chain: list[Operation], prev: list[Operation], chain_bytes: int) -> b
         return (len(convs) == 1 and not depthwise(convs[0])
                 and 4 * math.prod(value.type.get_shape()[1:]) > chain_bytes)  # type: ignore[attr-defined]
     if pointwise(head) and len(convs) == 1 and pointwise(convs[0]) and \
-            _one_pixel(convs[0]) and _one_pixel(head):
+            one_pixel(convs[0]) and one_pixel(head):
         return True
     return pointwise(head) and len(convs) == 2 and depthwise(convs[1])
 
 
-def _one_pixel(conv: nn.Conv2dOp) -> bool:
+def one_pixel(conv: nn.Conv2dOp) -> bool:
     """A channels-last convolution that reads and writes 1x1 pixels."""
     return conv.layout_value == "NHWC" and all(
         tuple(v.type.get_shape()[1:3]) == (1, 1)  # type: ignore[attr-defined]
