@@ -26,7 +26,7 @@ from xdsl.context import Context
 from xdsl.dialects import arith, memref
 from xdsl.dialects.builtin import DenseArrayBase, FloatAttr, ModuleOp, f32, i64
 from xdsl.ir import Attribute, Operation, SSAValue
-from xdsl.ir.affine import AffineDimExpr, AffineMap
+from xdsl.ir.affine import AffineConstantExpr, AffineDimExpr, AffineExpr, AffineMap
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
     GreedyRewritePatternApplier,
@@ -479,6 +479,64 @@ class InlineProducer(RewritePattern):
                 rewriter.notify_op_modified(st)
 
 
+class DropUnitDims(RewritePattern):
+    """A nest dim of one point (bounds c, c + 1) that a store combines with
+    another dim, as a rank-reducing reshape stores `d4 + d3 * 3` where d3 is
+    that point: the dim goes, and its iv becomes c in every map. The store then
+    names each iv once, so the nest inlines into its readers."""
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: loop.NestOp, rewriter: PatternRewriter, /):
+        if not _in_kernel_block(op):
+            return
+        lower, upper = op.lower_bounds(), op.upper_bounds()
+        unit = {iv: lo for iv, lo, hi in zip(op.ivs, lower, upper, strict=True)
+                if isinstance(lo, int) and isinstance(hi, int) and hi - lo == 1}
+        if not unit or len(unit) == len(op.ivs) or not any(
+                nu.dim_plus_const(r) is None and any(
+                    s.indices[k] in unit for k in _dims_of(r))
+                for s in op.body.block.ops if isinstance(s, loop.StoreOp)
+                for r in s.map.data.results):
+            return
+        accesses: dict[Operation, None] = {}
+        for iv in unit:
+            for u in iv.uses:
+                if not isinstance(u.operation, loop.LoadOp | loop.StoreOp | loop.InBoundsOp):
+                    return
+                accesses[u.operation] = None
+        for acc in accesses:
+            assert isinstance(acc, loop.LoadOp | loop.StoreOp | loop.InBoundsOp)
+            kept = [v for v in acc.indices if v not in unit]
+            exprs: list[AffineExpr] = []
+            for v in acc.indices:
+                exprs.append(AffineConstantExpr(unit[v]) if v in unit
+                             else AffineDimExpr(kept.index(v)))
+            amap = nu.substitute(acc.map.data, exprs, len(kept))
+            if isinstance(acc, loop.LoadOp):
+                new: Operation = loop.LoadOp(acc.buffer, kept, amap, acc.pad_value)
+            elif isinstance(acc, loop.StoreOp):
+                new = loop.StoreOp(acc.value, acc.buffer, kept, amap)
+            else:
+                new = loop.InBoundsOp(acc.extent_bounds(), kept, amap)
+            new.attributes |= acc.attributes
+            rewriter.replace(acc, new)
+        keep = [k for k, iv in enumerate(op.ivs) if iv not in unit]
+        body = op.detach_region(op.body)
+        for iv in list(unit):
+            body.block.erase_arg(iv)
+        parallel = op.num_parallel - sum(1 for k in range(op.num_parallel) if op.ivs[k] in unit) \
+            if op.num_parallel else None
+        nest = loop.NestOp([lower[k] for k in keep], [upper[k] for k in keep], body,
+                           parallel or None)
+        nest.attributes |= op.attributes
+        rewriter.replace(op, nest)
+
+
+def _dims_of(e: AffineExpr) -> list[int]:
+    """The positions of the dims that `e` uses."""
+    return sorted({d.position for d in e.dfs() if isinstance(d, AffineDimExpr)})
+
+
 class DropDeadStore(RewritePattern):
     """A store into a scratch buffer that nobody reads is dead."""
 
@@ -533,6 +591,9 @@ class FusePass(ModulePass):
         if self.overlap not in ("tile", "inline"):
             raise ValueError(f"bs-fuse: overlap must be 'tile' or 'inline', got {self.overlap!r}")
         facts = _Facts()
+        unit_dims = PatternRewriteWalker(DropUnitDims(), apply_recursively=False)
+        for fn in loop_kernels.kernel_functions(op):
+            unit_dims.rewrite_region(fn.body)
         walker = PatternRewriteWalker(
             GreedyRewritePatternApplier(
                 [
