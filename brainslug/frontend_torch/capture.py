@@ -41,6 +41,7 @@ from brainslug.frontend_torch.graph_builder import (
     rank,
     stride_order,
 )
+from brainslug.frontend_torch.index_box import index_box_args
 from brainslug.plan.capture import NODE_ATTR
 
 
@@ -580,6 +581,8 @@ def _map_function(b: GraphBuilder, n: fx.Node) -> Operation | ops.Ordered:
         return _build(b, n, _IN_PLACE_FUNCTIONS[f], n.args, n.kwargs, in_place=True)
     if f is operator.getitem and (part := _split_part_args(b, n)) is not None:
         return _build(b, n, ops.SPLIT_PART, part, {})
+    if f is operator.getitem and (box := index_box_args(b, n, _reads_any_order)) is not None:
+        return _build(b, n, ops.INDEX_BOX, box, {})
     _library_function(b, n)
     if f not in _FUNCTIONS:
         raise Unmapped(f"function {getattr(f, '__name__', f)}")

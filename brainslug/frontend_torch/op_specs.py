@@ -462,6 +462,30 @@ def _split_part(c: Call) -> Ordered:
                        order)
 
 
+def _index_box(c: Call) -> Ordered:
+    """`x[index]` with ints and unit-step slices: a crop to the box in x's
+    memory order, then the int-indexed dims (extent 1 after the crop) dropped
+    by a reshape. Its reader loads through the crop's map, so a stack reads
+    the part it needs of the whole tensor, which is stored densely, where
+    PyTorch would hand over a strided view and the stack's call copy it."""
+    x, starts, lengths, dropped = c.tensor("input"), c["starts"], c["lengths"], c["dropped"]
+    shape, order = c.b.logical_shape_of(x), c.b.order(x)
+    low = [-starts[k] for k in order]
+    high = [-(shape[k] - starts[k] - lengths[k]) if shape[k] >= 0 else 0 for k in order]
+    if any(low) or any(high):
+        crop = nn.PadOp(x, low, high, 0.0)
+        if not dropped:
+            return _with_order(crop, order)
+        crop.attributes[NODE_ATTR] = StringAttr(c.node.name)
+        c.b.block.add_op(crop)
+        x = crop.results[0]
+    kept = [k for k in order if k not in dropped]
+    renumber = {k: i for i, k in enumerate(sorted(kept))}
+    physical = [lengths[k] if shape[k] >= 0 else shape[k] for k in kept]
+    return _with_order(nn.ReshapeOp(x, nn.make_tensor(physical)),
+                       tuple(renumber[k] for k in kept))
+
+
 def _cat(c: Call) -> Operation:
     values = c.tensors("tensors")
     if len({c.b.order(v) for v in values}) > 1:
@@ -746,6 +770,7 @@ LAYER_NORM = _spec("layer_norm(input, normalized_shape, weight=None, bias=None, 
                    _layer_norm)
 PAD = _spec("pad(input, pad, mode='constant', value=None)", _pad)
 SPLIT_PART = _spec("split_part(input, dim, start, length)", _split_part)
+INDEX_BOX = _spec("index_box(input, starts, lengths, dropped)", _index_box)
 CONSTANT_PAD = _spec("constant_pad(input, padding, value=0.0)", _pad)
 """The ConstantPad1d/2d/3d and ZeroPad2d modules (attributes `padding` and `value`)."""
 CONSTANT_PAD_ND = _spec("constant_pad_nd(input, pad, value=0.0)", _pad)

@@ -212,17 +212,23 @@ def _inline(gm: fx.GraphModule, model: nn.Module | None, n: fx.Node, a: dict[str
     qkv = e.module(qkv_layer, x) if qkv_layer else \
         e.function(F.linear, x, a["qkv_weight"], qkv_bias)
     qkv = e.method("reshape", qkv, -1, windows, tokens, 3, heads, c // heads)
+
+    def dense(t: fx.Node) -> fx.Node:
+        # the matrix operands as torch.matmul copies them (it can't fold their
+        # batch dims as views), here written by the stacks that compute them
+        return e.method("contiguous", t)
+
     q, k, v = (e.method("transpose", e.function(
         operator.getitem, qkv, (slice(None), slice(None), slice(None), i)), 2, 3)
         for i in range(3))  # (B, windows, heads, N, C / heads)
     if logit_scale is not None:
-        attn = e.function(operator.matmul, e.function(F.normalize, q, dim=-1),
-                          e.method("transpose", e.function(F.normalize, k, dim=-1), -2, -1))
+        attn = e.function(operator.matmul, dense(e.function(F.normalize, q, dim=-1)),
+                          dense(e.method("transpose", e.function(F.normalize, k, dim=-1), -2, -1)))
         scale = e.method("exp", e.function(torch.clamp, logit_scale, max=math.log(100.0)))
         attn = e.function(operator.mul, attn, scale)
     else:
-        q = e.function(operator.mul, q, (c // heads) ** -0.5)
-        attn = e.method("matmul", q, e.method("transpose", k, -2, -1))
+        q = dense(e.function(operator.mul, q, (c // heads) ** -0.5))
+        attn = e.method("matmul", q, dense(e.method("transpose", k, -2, -1)))
     attn = e.function(operator.add, attn, a["relative_position_bias"])
     if sum(shift) > 0:
         key = (pad_h, pad_w, *window, *shift)
@@ -231,7 +237,7 @@ def _inline(gm: fx.GraphModule, model: nn.Module | None, n: fx.Node, a: dict[str
         attn = e.function(operator.add, attn, e.attr(masks[key]))
     attn = e.function(F.softmax, attn, dim=-1)
 
-    x = e.method("matmul", attn, v)
+    x = e.method("matmul", attn, dense(v))
     x = e.method("transpose", x, 2, 3)
     x = e.method("reshape", x, -1, windows, tokens, c)
     proj_layer = _owning_linear(gm, model, a["proj_weight"], a["proj_bias"])
