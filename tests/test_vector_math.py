@@ -267,3 +267,25 @@ def test_softmax_of_subnormal_exps_bit_for_bit(n: int) -> None:
     assert sub.sum() > rows * n // 4  # the range is covered
     ok = _equal(out, ref)
     assert ok.all(), f"{(~ok).sum()} differ, e.g. x={x[~ok][:4]} out={out[~ok][:4]} ref={ref[~ok][:4]}"
+
+
+@pytest.mark.parametrize("n", [7, 16, 33, 49, 197])
+def test_softmax_bit_for_bit(n: int) -> None:
+    """Rows of any length bit for bit PyTorch's softmax: its vector exp, and its
+    row sums (and maxima) with a vector's lanes combined by halves (rows of 16
+    or more) or in lane order (shorter rows), as `vec::reduce_all` does. Rows
+    with NaN or +-inf too."""
+    rng = np.random.default_rng(n)
+    rows = 301
+    x = (rng.standard_normal((rows, n)) * rng.uniform(0.1, 30, (rows, 1))).astype(np.float32)
+    x[3, n // 2] = np.nan
+    x[5, 0] = np.inf
+    x[6, -1] = -np.inf
+    x[7] = -np.inf
+    x = x.reshape(1, rows, n)
+    graph = compile_graph(parse_module(_softmax_graph(rows, n)))
+    out = np.asarray(graph(x)[0])
+    with np.errstate(all="ignore"):
+        ref = torch.softmax(torch.from_numpy(x), dim=-1).numpy()
+    ok = _equal(out, ref)
+    assert ok.all(), f"{(~ok).sum()} differ, rows {np.nonzero(~ok)[1][:8]}"

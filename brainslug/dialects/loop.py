@@ -413,6 +413,16 @@ class TileOp(_LoopOp):
         self.verify_loop()
 
 
+LANE_ORDER = "bs.lane_order"
+"""Attribute of a `loop.reduce` (kept by the `simd.reduce_loop` it vectorizes
+into) saying how a vector accumulator's lanes combine into one value: in lane
+order without it; with `HALVES`, lane i with lane i + W/2, then i + W/4, ...,
+as PyTorch's `vec_reduce_all` does (its softmax sums a row so). A row shorter
+than W sums in lane order either way, as PyTorch's does."""
+
+HALVES = "halves"
+
+
 class ReduceKind(StrEnum):
     """How `loop.reduce` and `simd.reduce` combine values."""
 

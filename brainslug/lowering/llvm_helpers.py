@@ -13,11 +13,15 @@ Helpers, for a vector type `vN<T>` of N lanes:
 - `bs.fmax.vNf32(acc, v)`: `(v > acc || isnan(v)) ? v : acc`, the max-reduction step
 - `bs.reduce.add.vNf32(v, <N x i1> m) -> float`: active lanes summed in lane order
 - `bs.reduce.max.vNf32(v, <N x i1> m) -> float`: active lanes folded with the max step
+- `bs.reduce_halves.<add|max>.vNf32(v) -> float`: lane i combined with lane i + N/2,
+  then i + N/4, ... down to lane 0, as PyTorch's `vec_reduce_all` combines a vector
 - `bs.gather.vNf32(ptr p, <N x i64> off, <N x i1> m, passthru)`: p[off] where m
 - `bs.scatter.vNf32(v, ptr p, <N x i64> off, <N x i1> m)`: p[off] = v where m
 - `bs.<fn>.vNf32(v)` with fn in `lane_functions`: a scalar function per lane
   (`bs.exp_libm`: libm's expf per lane, skipped when every lane is NaN)
 - `bs.exp_sleef_u10.vNf32(v)`: Sleef's `expf_u10` (PyTorch's vector exp), in vector code
+- `bs.mul_subnormal.vNf32(x, y)`: `fmul`'s product, where it or x is subnormal computed
+  on the integer grid of the subnormals (`llvm_subnormal`)
 - `bs.erf_aten.vNf32(v)`: PyTorch's own `Vectorized<float>::erf`, in vector code
 - `bs.padcell.<hex>(i1 inside, ptr p) -> ptr`: `p` when inside, else the address
   of a constant float whose bits are <hex> (a padded load reads it instead of
@@ -35,6 +39,8 @@ import struct
 from collections.abc import Callable, Mapping
 
 from llvmlite import ir
+
+from brainslug.lowering.llvm_subnormal import ldexp_rounded, mul_subnormal
 
 HelperBody = Callable[[ir.IRBuilder, ir.Function, list[str]], ir.Value | None]
 
@@ -122,6 +128,18 @@ def _reduce(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
     for lane in range(n):
         acc = max_step(b, acc, b.extract_element(live, ir.Constant(I32, lane)))
     return acc
+
+
+def _reduce_halves(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
+    (v,) = fn.args
+    n = _lanes(fn)
+    step = n // 2
+    while step:
+        other = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(I32, n),
+                                                   [lane ^ step for lane in range(n)]))
+        v = b.fadd(v, other) if parts[2] == "add" else max_step(b, v, other)
+        step //= 2
+    return b.extract_element(v, ir.Constant(I32, 0))
 
 
 def _lane_pointers(b: ir.IRBuilder, base: ir.Value, offsets: ir.Value) -> ir.Value:
@@ -253,9 +271,6 @@ def sleef_expf_u10(b: ir.IRBuilder, d: ir.Value) -> ir.Value:
     def k(v: float) -> ir.Constant:
         return _vconst(vt, v)
 
-    def ki(v: int) -> ir.Constant:
-        return _vconst(it, v)
-
     # cvtps2dq rounds to nearest even; q is clamped to [-256, 256] (NaN to -256)
     # where Sleef's integer differs, which changes no result: those lanes are
     # 0, inf or NaN below
@@ -271,12 +286,7 @@ def sleef_expf_u10(b: ir.IRBuilder, d: ir.Value) -> ir.Value:
     for coef in poly[1:]:
         u = _fma(b, u, s, k(coef))
     u = b.fadd(k(1.0), _fma(b, b.fmul(s, s), u, s))
-    half = b.ashr(q, ki(1))
-
-    def pow2i(e: ir.Value) -> ir.Value:
-        return b.bitcast(b.shl(b.add(e, ki(0x7F)), ki(23)), vt)
-
-    u = b.fmul(b.fmul(u, pow2i(half)), pow2i(b.sub(q, half)))
+    u = ldexp_rounded(b, u, q)  # u * 2**half * 2**(q - half), subnormals on the integer grid
     u = b.select(b.fcmp_ordered("<", d, k(-104.0)), k(0.0), u)
     return b.select(b.fcmp_ordered("<", k(100.0), d), k(float("inf")), u)
 
@@ -442,6 +452,8 @@ GENERIC_HELPERS: dict[str, HelperBody] = {
     "select": _select,
     "fmax": _fmax,
     "reduce": _reduce,
+    "reduce_halves": _reduce_halves,
+    "mul_subnormal": mul_subnormal,
     "gather": _gather,
     "scatter": _scatter,
 }

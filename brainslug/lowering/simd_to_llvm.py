@@ -23,10 +23,10 @@ from xdsl.ir.affine.affine_expr import AffineDimExpr
 
 from brainslug.analysis.generic_phases import WHOLE_CHUNKS
 from brainslug.analysis.ranges import inside_dims
-from brainslug.dialects import simd
+from brainslug.dialects import loop, simd
 from brainslug.lowering.llvm_builder import ICMP, IVal, type_suffix
 from brainslug.lowering.loop_to_llvm import reduce_step
-from brainslug.lowering.nn_to_loop.aten_vec import GELU_ERF_SCALE, MATH_IMPL, ONEDNN
+from brainslug.lowering.nn_to_loop.aten_vec import GELU_ERF_SCALE, MATH_IMPL, ONEDNN, SUBNORMAL_GRID
 from brainslug.lowering.phase_emitter import Buffer, LaneState, OpLowering, PhaseEmitter
 
 
@@ -144,6 +144,10 @@ def _reduce_loop(em: PhaseEmitter, op: simd.ReduceLoopOp) -> None:
                                      IntegerAttr(ICMP["slt"], i64)))
         acc = chunk(last, mask, acc)  # an empty tail is all masked: the identity
     em.lane = saved
+    if op.attributes.get(loop.LANE_ORDER) == StringAttr(loop.HALVES) and not (
+            static and ub - lb < w_lanes):
+        em.values[op.result] = b.call(f"bs.reduce_halves.{kind}.{type_suffix(vt)}", [acc], f32)
+        return
     every = b.const(1, VectorType(i1, [w_lanes]))
     em.values[op.result] = b.call(f"bs.reduce.{kind}.{type_suffix(vt)}", [acc, every], f32)
 
@@ -368,7 +372,10 @@ def _binary(em: PhaseEmitter, op: Operation) -> None:
     b = em.b
     lhs, rhs = em.value(op.operands[0]), em.value(op.operands[1])
     t = type(op)
-    if (cls := _FLOAT.get(t) or _INT.get(t)) is not None:
+    if t is simd.MulfOp and SUBNORMAL_GRID in op.attributes:
+        em.values[op.results[0]] = b.call(f"bs.mul_subnormal.{type_suffix(lhs.type)}",
+                                          [lhs, rhs], lhs.type)
+    elif (cls := _FLOAT.get(t) or _INT.get(t)) is not None:
         em.values[op.results[0]] = b.add(cls(lhs, rhs))
     elif t is simd.FloordivsiOp:
         em.values[op.results[0]] = b.idiv_floor(lhs, rhs)  # type: ignore[assignment]

@@ -175,6 +175,7 @@ class _Vectorizer:
         elif t in _FLOAT_BINARY or t in _INT_BINARY:
             ctor = _FLOAT_BINARY.get(t) or _INT_BINARY[t]
             new = ctor(self.vector(op.operands[0], dst), self.vector(op.operands[1], dst))
+            new.attributes |= op.attributes
             dst.add_op(new)
             new_val = new.result
         elif isinstance(op, arith.NegfOp):
@@ -258,6 +259,7 @@ def vectorize_row_reductions(nest: loop.NestOp, rewriter: PatternRewriter) -> bo
         (k,) = red.ivs
         rl = simd.ReduceLoopOp(red.kind_name, red.init_value, red.lower_bounds()[0],
                                red.upper_bounds()[0])
+        rl.attributes |= red.attributes  # how its lanes combine (`loop.LANE_ORDER`, ...)
         rl.iv.name_hint = k.name_hint
         vec = _Vectorizer(k, _varying_values(red.body.block, k), {k: rl.iv}, {})
         try:

@@ -60,6 +60,12 @@ ONEDNN = "onednn"
 ATEN_ERF = "aten"
 """`MATH_IMPL` value: PyTorch's vector erf (`Vectorized<float>::erf`, `bs.erf_aten`)."""
 
+SUBNORMAL_GRID = "bs.subnormal_grid"
+"""Attribute of an `arith.mulf` (kept on its `simd.mulf`): the x86 vector lowering
+computes the product with no subnormal value in the FPU (`bs.mul_subnormal`),
+the same IEEE product, where a plain multiply would take the slow microcode
+path (softmax's quotients in rows that a -100 mask makes subnormal)."""
+
 GELU_ERF_SCALE = struct.unpack("f", struct.pack("f", pymath.sqrt(0.5)))[0]
 """float32(M_SQRT1_2), GELU's erf argument scale."""
 

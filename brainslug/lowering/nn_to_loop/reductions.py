@@ -6,13 +6,13 @@ from __future__ import annotations
 import math as pymath
 
 from xdsl.dialects import arith, math
-from xdsl.dialects.builtin import MemRefType, f32
+from xdsl.dialects.builtin import MemRefType, StringAttr, UnitAttr, f32
 from xdsl.ir import Operation, SSAValue
 from xdsl.ir.affine import AffineMap
 
-from brainslug.dialects import nn
+from brainslug.dialects import loop, nn
 from brainslug.dialects.nn.properties import Impl
-from brainslug.lowering.nn_to_loop.aten_vec import aten_exp
+from brainslug.lowering.nn_to_loop.aten_vec import SUBNORMAL_GRID, aten_exp
 from brainslug.lowering.nn_to_loop.builder import (
     NEG_INF,
     Buffers,
@@ -72,8 +72,9 @@ def lower_mean(kb: KernelBuilder, op: nn.MeanOp, buf: Buffers, out: SSAValue) ->
 
 def lower_softmax(kb: KernelBuilder, op: nn.SoftmaxOp, buf: Buffers, out: SSAValue) -> None:
     """max, then e = exp(x - max), its sum, and e * (1 / sum), as PyTorch's vector
-    softmax, with its vector exp (`aten_exp`: vector code, 1 ULP); e is computed
-    once, into scratch (bs-fuse keeps it: see `RECOMPUTE_LIMIT`)."""
+    softmax, with its vector exp (`aten_exp`: vector code, 1 ULP) and its order
+    of summing a row (`loop.HALVES`); e is computed once, into scratch (bs-fuse
+    keeps it: see `RECOMPUTE_LIMIT`)."""
     x = buf[op.input]
     shape = x.type.get_shape()
     rank = len(shape)
@@ -94,20 +95,28 @@ def lower_softmax(kb: KernelBuilder, op: nn.SoftmaxOp, buf: Buffers, out: SSAVal
         """`v`, or `instead` for NaN (TensorFlow's rows, `impl = "eigen"`)."""
         return r.select(r.cmp("uno", v, v), r.f(instead), v) if tf else v
 
+    def halves(v: SSAValue) -> SSAValue:
+        """PyTorch's vector softmax combines a row's lanes by halves."""
+        if not tf:
+            v.owner.attributes[loop.LANE_ORDER] = StringAttr(loop.HALVES)
+        return v
+
     def max_body(e: Emitter, ivs: list[SSAValue]) -> None:
-        e.store(e.reduce("max", NEG_INF, [shape[axis]], lambda r, w: unless_nan(
-            r, r.load(x, [*ivs, *w], xmap), float("-inf"))), mx, ivs)
+        e.store(halves(e.reduce("max", NEG_INF, [shape[axis]], lambda r, w: unless_nan(
+            r, r.load(x, [*ivs, *w], xmap), float("-inf")))), mx, ivs)
 
     def exp_body(e: Emitter, ivs: list[SSAValue]) -> None:
         e.store(aten_exp(e, e.sub(e.load(x, ivs), e.load(mx, ivs, rmap))), ex, ivs)
 
     def sum_body(e: Emitter, ivs: list[SSAValue]) -> None:
         # (TensorFlow's: a NaN counts as +inf, so the row's other outputs are 0)
-        e.store(e.reduce("add", 0.0, [shape[axis]], lambda r, w: unless_nan(
-            r, r.load(ex, [*ivs, *w], xmap), float("inf"))), sm, ivs)
+        e.store(halves(e.reduce("add", 0.0, [shape[axis]], lambda r, w: unless_nan(
+            r, r.load(ex, [*ivs, *w], xmap), float("inf")))), sm, ivs)
 
     def out_body(e: Emitter, ivs: list[SSAValue]) -> None:
-        e.store(e.mul(e.load(ex, ivs), e.div(e.f(1.0), e.load(sm, ivs, rmap))), out, ivs)
+        q = e.mul(e.load(ex, ivs), e.div(e.f(1.0), e.load(sm, ivs, rmap)))
+        q.owner.attributes[SUBNORMAL_GRID] = UnitAttr()  # exps below 2**-126: Swin's mask
+        e.store(q, out, ivs)
 
     kb.nest(red_shape, max_body)
     kb.nest(shape, exp_body)
