@@ -32,12 +32,32 @@ def _intrinsic(b: ir.IRBuilder, name: str, args: list[ir.Value]) -> ir.Value:
     return b.call(fn, args)
 
 
+BARRIER_LANES = 8
+"""Lanes per empty `asm` that `_opaque` passes a vector through: one ymm
+register, on AVX2 and AVX-512 alike (a register block of 64 lanes is split)."""
+
+
 def _opaque(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
     """`v`, which LLVM can't see through: a lane chosen so that a multiply stays
     normal is not folded back into a select after the multiply (which would
     run it on the subnormal lanes after all)."""
-    asm = ir.InlineAsm(ir.FunctionType(v.type, [v.type]), "", "=v,0")
-    return b.call(asm, [v])
+    n = v.type.count
+    if n <= BARRIER_LANES or n % BARRIER_LANES:
+        pieces = [v]
+    else:
+        mask = ir.VectorType(I32, BARRIER_LANES)
+        pieces = [b.shuffle_vector(v, v, ir.Constant(mask, list(range(k, k + BARRIER_LANES))))
+                  for k in range(0, n, BARRIER_LANES)]
+    pieces = [b.call(ir.InlineAsm(ir.FunctionType(p.type, [p.type]), "", "=v,0"), [p])
+              for p in pieces]
+    while len(pieces) > 1:
+        pairs = []
+        for a, c in zip(pieces[::2], pieces[1::2], strict=True):
+            width = a.type.count * 2
+            pairs.append(b.shuffle_vector(a, c, ir.Constant(ir.VectorType(I32, width),
+                                                            list(range(width)))))
+        pieces = pairs
+    return pieces[0]
 
 
 def _pow2(b: ir.IRBuilder, e: ir.Value, vt: ir.VectorType) -> ir.Value:
