@@ -113,7 +113,9 @@ def _mul_on_grid(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     t = b.select(up, b.fadd(floor, _const(vt, 1.0)), b.select(down, floor, nearest))
     on_grid = b.fcmp_ordered("<", hi, _const(vt, 2.0 ** 23))
     t = b.select(on_grid, t, _const(vt, 0.0))
-    scaled_back = b.fmul(b.fmul(hi, _const(vt, 2.0 ** -100)), _const(vt, 2.0 ** -49))
+    # (a lane on the grid scales 2**30 instead: hi * 2**-149 would be subnormal)
+    normal_hi = _opaque(b, b.select(on_grid, _const(vt, 2.0 ** 30), hi))
+    scaled_back = b.fmul(b.fmul(normal_hi, _const(vt, 2.0 ** -100)), _const(vt, 2.0 ** -49))
     return b.select(on_grid, _from_grid(b, t, vt), scaled_back)
 
 
@@ -152,4 +154,3 @@ def mul_subnormal(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Valu
     result.add_incoming(plain, entry)
     result.add_incoming(grid_result, grid_block)
     return result
-
