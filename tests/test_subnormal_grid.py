@@ -39,7 +39,7 @@ def _kernel(body) -> tuple[object, X86Backend]:
     y = b.load(b.gep(fn.args[1], [i], source_etype=ir.FloatType()), typ=vt, align=4)
     b.store(body(b, mod, x, y), b.gep(fn.args[2], [i], source_etype=ir.FloatType()), align=4)
     nxt = b.add(i, ir.Constant(i64, LANES))
-    i.add_incoming(nxt, loop)
+    i.add_incoming(nxt, b.block)  # the body may end in another block than it began
     b.cbranch(b.icmp_signed("<", nxt, fn.args[3]), loop, done)
     b.position_at_end(done)
     b.ret_void()

@@ -74,21 +74,42 @@ def _from_grid(b: ir.IRBuilder, t: ir.Value, vt: ir.VectorType) -> ir.Value:
 def ldexp_rounded(b: ir.IRBuilder, u: ir.Value, q: ir.Value) -> ir.Value:
     """u * 2**q rounded once, for u in [0.5, 2) (or NaN) and integer lanes q,
     as Sleef's `vldexp2` computes it (u * 2**(q >> 1) * 2**(q - (q >> 1))),
-    bit for bit. Where q < -125 the result may be subnormal: for q >= -151 it
-    is round-to-nearest-even of the exact u * 2**(q + 149) on the integer
-    grid; below that (and for NaN's clamped q) the caller's cut-off applies,
-    and the lane computes u alone."""
+    bit for bit. Where some q < -125 the result may be subnormal, and a branch
+    takes those vectors: for q >= -151 the result is round-to-nearest-even of
+    the exact u * 2**(q + 149) on the integer grid; below that (and for NaN's
+    clamped q) the caller's cut-off applies, and the lane computes u alone.
+    Other vectors multiply as Sleef does."""
     vt = u.type
     it = q.type
+
+    def sleef(qv: ir.Value) -> ir.Value:
+        half = b.ashr(qv, _const(it, 1))
+        return b.fmul(b.fmul(u, _pow2(b, half, vt)), _pow2(b, b.sub(qv, half), vt))
+
     low = b.icmp_signed("<", q, _const(it, -125))
-    qn = _opaque(b, b.select(low, _const(it, 0), q))
-    half = b.ashr(qn, _const(it, 1))
-    normal = b.fmul(b.fmul(u, _pow2(b, half, vt)), _pow2(b, b.sub(qn, half), vt))
+    any_low = b.icmp_unsigned("!=", b.bitcast(low, ir.IntType(vt.count)),
+                              ir.Constant(ir.IntType(vt.count), 0))
+    fn = b.block.function
+    plain_block = fn.append_basic_block("ldexp_plain")
+    grid_block = fn.append_basic_block("ldexp_grid")
+    done = fn.append_basic_block("ldexp_done")
+    b.cbranch(any_low, grid_block, plain_block)
+    b.position_at_end(plain_block)
+    plain = sleef(q)
+    b.branch(done)
+    b.position_at_end(grid_block)
+    normal = sleef(_opaque(b, b.select(low, _const(it, 0), q)))
     grid = b.and_(low, b.icmp_signed(">", q, _const(it, -152)))
     shift = b.select(grid, b.add(q, _const(it, 149)), _const(it, 0))
     scaled = b.select(grid, b.fmul(u, _pow2(b, shift, vt)), _const(vt, 0.0))
     t = _intrinsic(b, f"llvm.roundeven.v{vt.count}f32", [scaled])
-    return b.select(grid, _from_grid(b, t, vt), normal)
+    blended = b.select(grid, _from_grid(b, t, vt), normal)
+    b.branch(done)
+    b.position_at_end(done)
+    result = b.phi(vt)
+    result.add_incoming(plain, plain_block)
+    result.add_incoming(blended, grid_block)
+    return result
 
 
 def _mul_on_grid(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
