@@ -17,13 +17,15 @@ from brainslug.lowering.backends.x86 import X86Backend, _Attributes  # noqa: E40
 from brainslug.lowering.llvm_helpers import define_helpers  # noqa: E402
 from brainslug.lowering.llvm_subnormal import ldexp_rounded  # noqa: E402
 
-LANES = 16
+TARGETS = [("host", 16), ("haswell", 8)]
+"""AVX-512 vectors of 16 lanes, and AVX2's of 8 (the host runs both)."""
 
 
-def _kernel(body) -> tuple[object, X86Backend]:
-    """A compiled `f(x, y, out, n)` over n (a multiple of 16) floats: out = body(x, y)."""
-    backend = X86Backend("host")
-    vt = ir.VectorType(ir.FloatType(), LANES)
+def _kernel(body, cpu: str, lanes: int) -> tuple[object, X86Backend]:
+    """A compiled `f(x, y, out, n)` over n (a multiple of `lanes`) floats:
+    out = body(x, y), for `cpu`."""
+    backend = X86Backend(cpu)
+    vt = ir.VectorType(ir.FloatType(), lanes)
     mod = ir.Module("grid")
     mod.triple = llvm.get_default_triple()
     i64 = ir.IntType(64)
@@ -38,7 +40,7 @@ def _kernel(body) -> tuple[object, X86Backend]:
     x = b.load(b.gep(fn.args[0], [i], source_etype=ir.FloatType()), typ=vt, align=4)
     y = b.load(b.gep(fn.args[1], [i], source_etype=ir.FloatType()), typ=vt, align=4)
     b.store(body(b, mod, x, y), b.gep(fn.args[2], [i], source_etype=ir.FloatType()), align=4)
-    nxt = b.add(i, ir.Constant(i64, LANES))
+    nxt = b.add(i, ir.Constant(i64, lanes))
     i.add_incoming(nxt, b.block)  # the body may end in another block than it began
     b.cbranch(b.icmp_signed("<", nxt, fn.args[3]), loop, done)
     b.position_at_end(done)
@@ -49,11 +51,12 @@ def _kernel(body) -> tuple[object, X86Backend]:
     engine.finalize_object()
     f = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                          ctypes.c_int64)(engine.get_function_address("f"))
-    return (engine, f), backend
+    return (engine, f, lanes), backend
 
 
 def _run(kernel, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    n = -(-len(x) // LANES) * LANES
+    lanes = kernel[2]
+    n = -(-len(x) // lanes) * lanes
     xs, ys = (np.resize(a, n).astype(np.float32) for a in (x, y))
     out = np.zeros(n, np.float32)
     kernel[1](xs.ctypes.data, ys.ctypes.data, out.ctypes.data, n)
@@ -64,15 +67,17 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a.view(np.uint32) == b.view(np.uint32)) | (np.isnan(a) & np.isnan(b))
 
 
-def test_products_bit_for_bit() -> None:
+@pytest.mark.parametrize(("cpu", "lanes"), TARGETS)
+def test_products_bit_for_bit(cpu: str, lanes: int) -> None:
     def mul(b, mod, x, y):
-        fn = mod.globals.get("bs.mul_subnormal.v16f32") or ir.Function(
-            mod, ir.FunctionType(x.type, [x.type, x.type]), "bs.mul_subnormal.v16f32")
+        name = f"bs.mul_subnormal.v{lanes}f32"
+        fn = mod.globals.get(name) or ir.Function(
+            mod, ir.FunctionType(x.type, [x.type, x.type]), name)
         return b.call(fn, [x, y])
 
-    kernel, backend = _kernel(mul)
-    if backend.lanes < LANES:
-        pytest.skip("needs 16 lanes")
+    kernel, backend = _kernel(mul, cpu, lanes)
+    if backend.lanes < lanes:
+        pytest.skip(f"needs {lanes} lanes")
     rng = np.random.default_rng(0)
     n = 200_000
     subnormal = (rng.integers(0, 1 << 23, n).astype(np.uint32)).view(np.float32)
@@ -98,16 +103,17 @@ def test_products_bit_for_bit() -> None:
     assert ((want != 0) & (np.abs(want) < 2.0 ** -126)).sum() > n // 2  # the grid is covered
 
 
-def test_exp_scaling_bit_for_bit() -> None:
-    """u * 2**q with u in [0.5, 2) and q from -160 to 10, as Sleef's two
+@pytest.mark.parametrize(("cpu", "lanes"), TARGETS)
+def test_exp_scaling_bit_for_bit(cpu: str, lanes: int) -> None:
+    """u * 2**q with u in [0.5, 2) and q from -151 to 10, as Sleef's two
     multiplies round it (numpy: u * 2**half * 2**(q - half))."""
     def ldexp(b, mod, u, qf):
-        q = b.fptosi(qf, ir.VectorType(ir.IntType(32), LANES))
+        q = b.fptosi(qf, ir.VectorType(ir.IntType(32), lanes))
         return ldexp_rounded(b, u, q)
 
-    kernel, backend = _kernel(ldexp)
-    if backend.lanes < LANES:
-        pytest.skip("needs 16 lanes")
+    kernel, backend = _kernel(ldexp, cpu, lanes)
+    if backend.lanes < lanes:
+        pytest.skip(f"needs {lanes} lanes")
     rng = np.random.default_rng(1)
     n = 100_000
     u = rng.uniform(0.5, 2.0, n).astype(np.float32)
