@@ -12,6 +12,8 @@ integer multiple of 2**-149, and that integer is its bit pattern (up to
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from llvmlite import ir
 
 F32 = ir.FloatType()
@@ -60,6 +62,28 @@ def _opaque(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
     return pieces[0]
 
 
+def _when_any(b: ir.IRBuilder, mask: ir.Value, usual: Callable[[], ir.Value],
+              rare: Callable[[], ir.Value]) -> ir.Value:
+    """`usual()` for a vector where no lane of `mask` is set, else `rare()`: a
+    branch, so that the usual vector pays one test."""
+    n = mask.type.count
+    any_set = b.icmp_unsigned("!=", b.bitcast(mask, ir.IntType(n)), ir.Constant(ir.IntType(n), 0))
+    fn = b.block.function
+    usual_block, rare_block, done = (fn.append_basic_block(name)
+                                     for name in ("usual", "rare", "either"))
+    b.cbranch(any_set, rare_block, usual_block)
+    results = []
+    for block, make in ((usual_block, usual), (rare_block, rare)):
+        b.position_at_end(block)
+        results.append((make(), b.block))
+        b.branch(done)
+    b.position_at_end(done)
+    result = b.phi(results[0][0].type)
+    for value, block in results:
+        result.add_incoming(value, block)
+    return result
+
+
 def _pow2(b: ir.IRBuilder, e: ir.Value, vt: ir.VectorType) -> ir.Value:
     """2**e for integer lanes e in [-126, 127], from its exponent bits."""
     it = ir.VectorType(I32, vt.count)
@@ -87,29 +111,16 @@ def ldexp_rounded(b: ir.IRBuilder, u: ir.Value, q: ir.Value) -> ir.Value:
         return b.fmul(b.fmul(u, _pow2(b, half, vt)), _pow2(b, b.sub(qv, half), vt))
 
     low = b.icmp_signed("<", q, _const(it, -125))
-    any_low = b.icmp_unsigned("!=", b.bitcast(low, ir.IntType(vt.count)),
-                              ir.Constant(ir.IntType(vt.count), 0))
-    fn = b.block.function
-    plain_block = fn.append_basic_block("ldexp_plain")
-    grid_block = fn.append_basic_block("ldexp_grid")
-    done = fn.append_basic_block("ldexp_done")
-    b.cbranch(any_low, grid_block, plain_block)
-    b.position_at_end(plain_block)
-    plain = sleef(q)
-    b.branch(done)
-    b.position_at_end(grid_block)
-    normal = sleef(_opaque(b, b.select(low, _const(it, 0), q)))
-    grid = b.and_(low, b.icmp_signed(">", q, _const(it, -152)))
-    shift = b.select(grid, b.add(q, _const(it, 149)), _const(it, 0))
-    scaled = b.select(grid, b.fmul(u, _pow2(b, shift, vt)), _const(vt, 0.0))
-    t = _intrinsic(b, f"llvm.roundeven.v{vt.count}f32", [scaled])
-    blended = b.select(grid, _from_grid(b, t, vt), normal)
-    b.branch(done)
-    b.position_at_end(done)
-    result = b.phi(vt)
-    result.add_incoming(plain, plain_block)
-    result.add_incoming(blended, grid_block)
-    return result
+
+    def on_grid() -> ir.Value:
+        normal = sleef(_opaque(b, b.select(low, _const(it, 0), q)))
+        grid = b.and_(low, b.icmp_signed(">", q, _const(it, -152)))
+        shift = b.select(grid, b.add(q, _const(it, 149)), _const(it, 0))
+        scaled = b.select(grid, b.fmul(u, _pow2(b, shift, vt)), _const(vt, 0.0))
+        t = _intrinsic(b, f"llvm.roundeven.v{vt.count}f32", [scaled])
+        return b.select(grid, _from_grid(b, t, vt), normal)
+
+    return _when_any(b, low, lambda: sleef(q), on_grid)
 
 
 def _mul_on_grid(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
@@ -158,22 +169,12 @@ def mul_subnormal(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Valu
     tiny = b.and_(b.icmp_unsigned("<", b.sub(magnitude, _const(it, 1)),
                                   _const(it, 0x0C800000 - 1)), y_ok)
     plain = b.fmul(_opaque(b, b.select(tiny, _const(vt, 1.0), x)), y)
-    any_tiny = b.icmp_unsigned("!=", b.bitcast(tiny, ir.IntType(vt.count)),
-                               ir.Constant(ir.IntType(vt.count), 0))
-    entry = b.block
-    grid_block = fn.append_basic_block("grid")
-    done = fn.append_basic_block("done")
-    b.cbranch(any_tiny, grid_block, done)
-    b.position_at_end(grid_block)
-    # the other lanes compute 0 * 1 there: no subnormal y reaches the FPU either
-    x_grid = b.bitcast(b.select(tiny, magnitude, _const(it, 0)), vt)
-    on_grid = _mul_on_grid(b, x_grid, _opaque(b, b.select(tiny, y, _const(vt, 1.0))))
-    sign = b.and_(bits, _const(it, -0x80000000))
-    signed = b.bitcast(b.or_(b.bitcast(on_grid, it), sign), vt)
-    grid_result = b.select(tiny, signed, plain)
-    b.branch(done)
-    b.position_at_end(done)
-    result = b.phi(vt)
-    result.add_incoming(plain, entry)
-    result.add_incoming(grid_result, grid_block)
-    return result
+
+    def on_grid() -> ir.Value:
+        # the other lanes compute 0 * 1 there: no subnormal y reaches the FPU either
+        x_grid = b.bitcast(b.select(tiny, magnitude, _const(it, 0)), vt)
+        product = _mul_on_grid(b, x_grid, _opaque(b, b.select(tiny, y, _const(vt, 1.0))))
+        sign = b.and_(bits, _const(it, -0x80000000))
+        return b.select(tiny, b.bitcast(b.or_(b.bitcast(product, it), sign), vt), plain)
+
+    return _when_any(b, tiny, lambda: plain, on_grid)
