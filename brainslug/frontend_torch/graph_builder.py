@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -162,6 +163,11 @@ class GraphBuilder:
         if not isinstance(n, fx.Node) or n.name not in self.values:
             raise Unmapped(f"operand {n} is not a tensor known to BrainSlug")
         return self.values[n.name]
+
+    @functools.cached_property
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The graph module's submodules by name (made once per capture)."""
+        return dict(self.gm.named_modules())
 
     def logical_shape(self, n: fx.Node) -> tuple[int, ...]:
         meta = self.metas.get(n.name)

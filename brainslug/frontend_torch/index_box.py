@@ -85,6 +85,6 @@ def index_box_args(b: GraphBuilder, n: fx.Node,
             return None
     if not dropped and lengths == list(shape):
         return None
-    if not _computed_on(n, dict(b.gm.named_modules()), reads_in_place):
+    if not _computed_on(n, b.modules, reads_in_place):
         return None
     return x, tuple(starts), tuple(lengths), tuple(dropped)
