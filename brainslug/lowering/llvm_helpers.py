@@ -20,6 +20,7 @@ Helpers, for a vector type `vN<T>` of N lanes:
 - `bs.<fn>.vNf32(v)` with fn in `lane_functions`: a scalar function per lane
   (`bs.exp_libm`: libm's expf per lane, skipped when every lane is NaN)
 - `bs.exp_sleef_u10.vNf32(v)`: Sleef's `expf_u10` (PyTorch's vector exp), in vector code
+- `bs.exp_sleef_u10_normal.vNf32(v)`: the same for arguments >= -87 (normal results)
 - `bs.mul_subnormal.vNf32(x, y)`: `fmul`'s product, where it or x is subnormal computed
   on the integer grid of the subnormals (`llvm_subnormal`)
 - `bs.erf_aten.vNf32(v)`: PyTorch's own `Vectorized<float>::erf`, in vector code
@@ -40,7 +41,7 @@ from collections.abc import Callable, Mapping
 
 from llvmlite import ir
 
-from brainslug.lowering.llvm_subnormal import ldexp_rounded, mul_subnormal
+from brainslug.lowering.llvm_subnormal import ldexp_rounded, ldexp_sleef, mul_subnormal
 
 HelperBody = Callable[[ir.IRBuilder, ir.Function, list[str]], ir.Value | None]
 
@@ -253,7 +254,7 @@ def _fma(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
     return _vcall(b, f"llvm.fma.v{x.type.count}f32", [x, y, z])
 
 
-def sleef_expf_u10(b: ir.IRBuilder, d: ir.Value) -> ir.Value:
+def sleef_expf_u10(b: ir.IRBuilder, d: ir.Value, normal: bool = False) -> ir.Value:
     """Sleef's `expf_u10` on a vector of f32, as PyTorch's `Vectorized<float>::exp`
     (`Sleef_expf16_u10`, AVX-512F; `expf8_u10` with AVX2) computes it, bit for bit.
 
@@ -262,6 +263,8 @@ def sleef_expf_u10(b: ir.IRBuilder, d: ir.Value) -> ir.Value:
     Horner's rule and the last multiply-add fused (Sleef's `vmla` is an FMA on
     these targets); u * 2**(q >> 1) * 2**(q - (q >> 1)) (`vldexp2`, exponent bits
     built directly); 0 for d < -104, +inf for d > 100. NaN stays NaN.
+    Subnormal results are rounded on the integer grid (`ldexp_rounded`), in a
+    branch; `normal` (every d >= -87, so every result normal) leaves it out.
     """
     vt = d.type
     n = vt.count
@@ -286,7 +289,8 @@ def sleef_expf_u10(b: ir.IRBuilder, d: ir.Value) -> ir.Value:
     for coef in poly[1:]:
         u = _fma(b, u, s, k(coef))
     u = b.fadd(k(1.0), _fma(b, b.fmul(s, s), u, s))
-    u = ldexp_rounded(b, u, q)  # u * 2**half * 2**(q - half), subnormals on the integer grid
+    # u * 2**half * 2**(q - half), subnormals on the integer grid
+    u = ldexp_sleef(b, u, q) if normal else ldexp_rounded(b, u, q)
     u = b.select(b.fcmp_ordered("<", d, k(-104.0)), k(0.0), u)
     return b.select(b.fcmp_ordered("<", k(100.0), d), k(float("inf")), u)
 
@@ -322,7 +326,11 @@ def aten_erf(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     r = _vconst(vt, poly[0])
     for coef in poly[1:]:
         r = _fma(b, r, t, _vconst(vt, coef))
-    e = sleef_expf_u10(b, b.fneg(b.fmul(x, x)))
+    # below -87 the exp's tiny result leaves y at 1: raised to -87 (NaN stays),
+    # the exp is a normal float, with no subnormal path
+    arg = b.fneg(b.fmul(x, x))
+    arg = b.select(b.fcmp_ordered("<", arg, _vconst(vt, -87.0)), _vconst(vt, -87.0), arg)
+    e = sleef_expf_u10(b, arg, normal=True)
     y = _fma(b, b.fmul(b.fneg(e), t), r, _vconst(vt, 1.0))
     return b.bitcast(b.xor(b.bitcast(y, bits.type), sign), vt)
 
@@ -402,6 +410,10 @@ def _exp_sleef_u10(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Val
     return sleef_expf_u10(b, fn.args[0])
 
 
+def _exp_sleef_u10_normal(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
+    return sleef_expf_u10(b, fn.args[0], normal=True)
+
+
 def _erf_aten(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
     return aten_erf(b, fn.args[0])
 
@@ -446,6 +458,7 @@ GENERIC_HELPERS: dict[str, HelperBody] = {
     "padcell": _padcell,
     "padrow": _padrow,
     "exp_sleef_u10": _exp_sleef_u10,
+    "exp_sleef_u10_normal": _exp_sleef_u10_normal,
     "erf_aten": _erf_aten,
     "erf_onednn": _erf_onednn,
     "fcmp": _fcmp,

@@ -95,6 +95,14 @@ def _from_grid(b: ir.IRBuilder, t: ir.Value, vt: ir.VectorType) -> ir.Value:
     return b.bitcast(b.fptosi(t, ir.VectorType(I32, vt.count)), vt)
 
 
+def ldexp_sleef(b: ir.IRBuilder, u: ir.Value, q: ir.Value) -> ir.Value:
+    """u * 2**(q >> 1) * 2**(q - (q >> 1)), Sleef's `vldexp2`: exact where the
+    result is a normal float (a subnormal one takes the slow microcode path)."""
+    it = q.type
+    half = b.ashr(q, _const(it, 1))
+    return b.fmul(b.fmul(u, _pow2(b, half, u.type)), _pow2(b, b.sub(q, half), u.type))
+
+
 def ldexp_rounded(b: ir.IRBuilder, u: ir.Value, q: ir.Value) -> ir.Value:
     """u * 2**q rounded once, for u in [0.5, 2) (or NaN) and integer lanes q,
     as Sleef's `vldexp2` computes it (u * 2**(q >> 1) * 2**(q - (q >> 1))),
@@ -107,8 +115,7 @@ def ldexp_rounded(b: ir.IRBuilder, u: ir.Value, q: ir.Value) -> ir.Value:
     it = q.type
 
     def sleef(qv: ir.Value) -> ir.Value:
-        half = b.ashr(qv, _const(it, 1))
-        return b.fmul(b.fmul(u, _pow2(b, half, vt)), _pow2(b, b.sub(qv, half), vt))
+        return ldexp_sleef(b, u, qv)
 
     low = b.icmp_signed("<", q, _const(it, -125))
 

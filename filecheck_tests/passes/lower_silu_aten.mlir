@@ -2,11 +2,14 @@
 // RUN: bs-opt %s -p 'default{cpu=skylake-avx512}' --target 'llvm-ir{cpu=skylake-avx512}' | filecheck %s --check-prefix=IR
 
 // nn.silu (no impl: PyTorch's numerics) is x / (1 + exp(-x)), with PyTorch's
-// vector exp, Sleef's expf_u10 (`math.exp {bs.impl = "sleef_u10"}`), except on
+// vector exp, Sleef's expf_u10, except on
 // the last numel % 32 elements, which PyTorch's scalar lambda computes with
 // libm's expf (`bs.impl = "libm"`); the tail formula sees NaN elsewhere, so its
 // libm calls are skipped in vectors without tail lanes. On x86 the vector exp is
-// FMA code (`bs.exp_sleef_u10`), with no call to expf.
+// FMA code (`bs.exp_sleef_u10_normal`), with no call to expf. Its argument is
+// raised to -87 first (NaN stays): exp(-87) is a normal float, and 1 + it is 1,
+// as 1 + exp(y) for any y below, so the exp needs no subnormal path
+// (`math.exp {bs.impl = "sleef_u10_normal"}`).
 
 func.func @tail(%x: tensor<?x5x3xf32>) -> tensor<?x5x3xf32> {
   %r = nn.stack "k_tail" (%x) : (tensor<?x5x3xf32>) -> tensor<?x5x3xf32> {
@@ -22,7 +25,10 @@ func.func @tail(%x: tensor<?x5x3xf32>) -> tensor<?x5x3xf32> {
 // CHECK-NEXT:      %[[X:.+]] = loop.load %x[%i, %j, %k] : memref<?x5x3xf32>
 // CHECK-NEXT:      %[[ONE:.+]] = arith.constant 1.000000e+00 : f32
 // CHECK-NEXT:      %[[NEG:.+]] = arith.negf %[[X]] : f32
-// CHECK-NEXT:      %[[E:.+]] = math.exp %[[NEG]] {bs.impl = "sleef_u10"} : f32
+// CHECK-NEXT:      %[[FLOOR:.+]] = arith.constant -8.700000e+01 : f32
+// CHECK-NEXT:      %[[LOW:.+]] = arith.cmpf olt, %[[NEG]], %[[FLOOR]] : f32
+// CHECK-NEXT:      %[[ARG:.+]] = arith.select %[[LOW]], %[[FLOOR]], %[[NEG]] : f32
+// CHECK-NEXT:      %[[E:.+]] = math.exp %[[ARG]] {bs.impl = "sleef_u10_normal"} : f32
 // CHECK-NEXT:      %[[DEN:.+]] = arith.addf %[[ONE]], %[[E]] : f32
 // CHECK-NEXT:      %[[VEC:.+]] = arith.divf %[[X]], %[[DEN]] : f32
 //   the tail: flat index >= numel - numel % 32, numel = batch * 15
@@ -53,7 +59,7 @@ func.func @whole(%x: tensor<?x8x4xf32>) -> tensor<?x8x4xf32> {
 
 // 32 elements per batch: no tail for any batch, no libm exp.
 // CHECK-LABEL: func.func @k_whole
-// CHECK:           math.exp %{{.+}} {bs.impl = "sleef_u10"} : f32
+// CHECK:           math.exp %{{.+}} {bs.impl = "sleef_u10_normal"} : f32
 // CHECK-NOT:       math.exp
 // CHECK:           loop.store
 

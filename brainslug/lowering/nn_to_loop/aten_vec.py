@@ -51,6 +51,14 @@ whose rounding it must reproduce."""
 SLEEF_U10 = "sleef_u10"
 """`MATH_IMPL` value: Sleef's 1-ULP function (`Sleef_expf16_u10`), PyTorch's vector exp."""
 
+SLEEF_U10_NORMAL = "sleef_u10_normal"
+"""`MATH_IMPL` value: Sleef's `expf_u10` on arguments of at least `EXP_ADDEND_FLOOR`,
+so every result is a normal float and the lowering needs no subnormal path."""
+
+EXP_ADDEND_FLOOR = -87.0
+"""exp(-87) is about 1.65e-38: a normal float (above 2**-126), and below 2**-24,
+so 1 + exp(x) is 1 for every x below it, as for -87 itself."""
+
 LIBM = "libm"
 """`MATH_IMPL` value: libm's function per lane (`expf`), as plain `math.exp`, but
 with no calls for a vector whose lanes are all NaN."""
@@ -85,6 +93,14 @@ def _exp(e: Emitter, x: SSAValue, impl: str) -> SSAValue:
 def aten_exp(e: Emitter, x: SSAValue) -> SSAValue:
     """PyTorch's vector exp, `Vectorized<float>::exp` (Sleef's `expf_u10`)."""
     return _exp(e, x, SLEEF_U10)
+
+
+def aten_exp_addend(e: Emitter, x: SSAValue) -> SSAValue:
+    """PyTorch's vector exp where the result is only added to 1 (sigmoid, SiLU):
+    x below `EXP_ADDEND_FLOOR` is raised to it (NaN stays), which changes no sum,
+    and spares the exp the subnormal results that the FPU computes slowly."""
+    floor = e.f(EXP_ADDEND_FLOOR)
+    return _exp(e, e.select(e.cmp("olt", x, floor), floor, x), SLEEF_U10_NORMAL)
 
 
 def libm_exp(e: Emitter, x: SSAValue) -> SSAValue:

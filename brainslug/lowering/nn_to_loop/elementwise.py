@@ -20,7 +20,7 @@ from brainslug.lowering.nn_to_loop.aten_vec import (
     ATEN_ERF,
     GELU_ERF_SCALE,
     MATH_IMPL,
-    aten_exp,
+    aten_exp_addend,
     aten_tail_formula,
     in_aten_tail,
     logistic,
@@ -77,7 +77,7 @@ def _leaky_relu(op: nn.LeakyReluOp) -> Formula:
 def _sigmoid(op: nn.SigmoidOp) -> Formula:
     if op.impl_value == "eigen":
         return eigen_logistic
-    return logistic(aten_exp)
+    return logistic(aten_exp_addend)
 
 
 def _tanh(op: nn.TanhOp) -> Formula:
@@ -87,7 +87,7 @@ def _tanh(op: nn.TanhOp) -> Formula:
 def _silu(op: nn.SiluOp) -> Formula:
     if op.impl_value == "eigen":
         return lambda e, x: e.mul(x, eigen_logistic(e, x))
-    return silu(aten_exp)
+    return silu(aten_exp_addend)
 
 
 def _hardswish(op: nn.HardswishOp) -> Formula:
@@ -108,7 +108,7 @@ def _gelu(op: nn.GeluOp) -> Formula:
             # (1 ULP), and none of the cancellation of 1 + tanh(u) at u < 0
             cube = e.mul(e.mul(x, x), x)
             inner = e.mul(e.f(beta), e.add(x, e.mul(e.f(kappa), cube)))
-            return e.div(x, e.add(e.f(1.0), aten_exp(e, e.mul(e.f(-2.0), inner))))
+            return e.div(x, e.add(e.f(1.0), aten_exp_addend(e, e.mul(e.f(-2.0), inner))))
 
         return gelu_tanh
 
