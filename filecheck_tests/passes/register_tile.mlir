@@ -50,7 +50,12 @@ func.func @conv1x1(%x: memref<?x13x13x37xf32>, %wt: memref<1x1x37x53xf32>, %b: m
 // CHECK-NEXT:        }
 // CHECK-NEXT:        %[[BIAS:.*]] = simd.load %b[%o] : memref<53xf32>
 // CHECK-NOT:         simd.load %b
-// CHECK:             simd.store %{{.*}}, %out[%n, %h, %col0, %o]
+//   each column's epilogue whole before the next one's: a long one (SiLU's
+//   exp) then keeps one column's values live, not every column's
+// CHECK-NEXT:        %[[Y0:.*]] = simd.addf %{{.*}}, %[[BIAS]] : !simd.vec<f32>
+// CHECK-NEXT:        simd.store %[[Y0]], %out[%n, %h, %col0, %o]
+// CHECK-NEXT:        %[[Y1:.*]] = simd.addf %{{.*}}, %[[BIAS]] : !simd.vec<f32>
+// CHECK-NEXT:        simd.store %[[Y1]], %out[%n, %h, %col1, %o]
 // CHECK:             simd.store %{{.*}}, %out[%n, %h, %col4, %o]
 
 // With 8 lanes and 16 registers (AVX2): V = 4 (32 lanes, two chunks for 53
