@@ -295,6 +295,31 @@ def test_cli_stacks_json(tmp_path, capsys) -> None:
         assert s["bytes"] > 0 and s["ms"] > 0
         assert s["gbps"] == pytest.approx(s["bytes"] / (s["ms"] / 1e3) / 1e9)
         assert s["copy_fraction"] == pytest.approx(s["gbps"] / doc["copy_gbps"])
+        # the roof: memory time or, for a stack with convolutions, compute time
+        compute_s = s["flops"] / (doc["peak_gflops"] * 1e9) if s["flops"] else 0.0
+        roof_s = max(s["bytes"] / (doc["copy_gbps"] * 1e9), compute_s)
+        assert s["roof_fraction"] == pytest.approx(roof_s / (s["ms"] / 1e3))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_stack_flops_are_twice_the_multiply_adds(groups: int) -> None:
+    """The report's flops of a stack: 2 per multiply-add of its convolutions
+    (strided, grouped or not; the plan packs the weights in blocks of output
+    channels, 10 padded to 16), per batch item; 0 for a stack without one."""
+    import brainslug.pytorch as brainslug
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(
+        torch.nn.Conv2d(6, 10, 3, stride=2, padding=1, groups=groups, bias=False),
+        torch.nn.BatchNorm2d(10), torch.nn.ReLU(),
+    ).eval()
+    opt = brainslug.optimize(m, [0, 6, 13, 11], conv="brainslug", layout="NHWC")
+    (conv_stack,) = [s for s in opt.info.stacks if any("conv2d" in x for x in s.layers)]
+    out_hw = 7 * 6
+    assert conv_stack.flops == 2 * (10 * out_hw) * (6 // groups * 3 * 3)
+    pool = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.MaxPool2d(2)).eval()
+    (stack,) = brainslug.optimize(pool, [0, 6, 13, 11]).info.stacks
+    assert stack.flops == 0
 
 
 def test_cli_tf_unknown_model() -> None:

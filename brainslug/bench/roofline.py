@@ -1,7 +1,11 @@
-"""Roofline of the compiled stacks: achieved bandwidth against a copy.
+"""Roofline of the compiled stacks: achieved bandwidth against a copy, and time
+against the roof.
 
-The stacks are memory-bound by construction, so the question is how close each
-gets to what the machine can move. The copy bandwidth is measured in the same
+A stack of pointwise layers is memory-bound, so the question is how close it
+gets to what the machine can move; one that computes convolutions may be bound
+by the FMA units instead. Its roof is the longer of bytes / copy bandwidth and
+flops / measured FMA peak (`peak.peak_gflops` on the threads the plan uses),
+and "of roof" is that time over the time taken. The copy bandwidth is measured in the same
 run (`torch.Tensor.copy_` of a 256 MiB buffer, bytes read + written per second,
 median of several, half before and half after the stacks); each `StackKernel`
 of the optimized model is timed alone on the inputs it got during one real
@@ -25,6 +29,7 @@ from typing import Any
 
 import torch
 
+from brainslug.bench.peak import peak_gflops
 from brainslug.bench.stats import median
 
 
@@ -70,6 +75,8 @@ class StackResult:
     gbps_hot: float
     model: str = ""
     batch: int = 0
+    flops: int = 0  # of its convolutions and linears, for the whole batch
+    roof_fraction: float | None = None  # time at the roof / measured time
 
 
 def _nbytes(b: Any) -> int:
@@ -208,7 +215,9 @@ def roofline(
     copy_bytes: int = 256 << 20,
 ) -> dict[str, Any]:
     """{"copy_gbps", "stacks": [{"name", "layers", "bytes", "ms", "gbps", ...}], ...}."""
-    layers = {s.name: s.layers for s in getattr(getattr(opt, "info", None), "stacks", [])}
+    infos = getattr(getattr(opt, "info", None), "stacks", [])
+    layers = {s.name: s.layers for s in infos}
+    flops = {s.name: s.flops for s in infos}
     with torch.no_grad():
         opt(x)  # warm: arena, scratch, thread pool
     calls = capture_stack_calls(opt, x)
@@ -230,18 +239,23 @@ def roofline(
                 gbps_hot=c.bytes / hot / 1e9,
                 model=model_name,
                 batch=int(x.shape[0]),
+                flops=flops.get(c.name, 0) * c.batch,
             )
         )
     flush_bytes = flush.buffer.numel() * 4
     del flush
     bw += copy_bandwidth(copy_bytes)
     copy_gbps = median(bw)
+    peak = peak_gflops(torch.get_num_threads()) if any(s.flops for s in stacks) else None
     for s in stacks:
         s.copy_fraction = s.gbps / copy_gbps
+        roof_s = max(s.bytes / (copy_gbps * 1e9), s.flops / (peak * 1e9) if peak else 0.0)
+        s.roof_fraction = roof_s / (s.ms / 1e3)
     with torch.no_grad():
         forward_s = time_call(lambda: opt(x), max(3, repeats // 2), min_time=0.0)
     return {
         "copy_gbps": copy_gbps,
+        "peak_gflops": peak,
         "copy_gbps_samples": bw,
         "forward_ms": forward_s * 1e3,
         "flush_bytes": flush_bytes,
@@ -261,21 +275,36 @@ def format_roofline(doc: dict[str, Any], title: str) -> str:
         f"written, median of {len(samples)} [{min(samples):.2f}, {max(samples):.2f}])",
         f"stack times: single calls after a {doc['flush_bytes'] >> 20} MiB cache flush; "
         f"hot = back-to-back calls",
-        f"{'stack':10s} {'ms':>8s} {'MiB':>8s} {'GB/s':>7s} {'of copy':>8s} {'hot GB/s':>9s}"
-        f"  layers",
     ]
+    if doc.get("peak_gflops"):
+        lines.append(
+            f"FMA peak: {doc['peak_gflops']:.0f} GFLOP/s (measured); \"of roof\": the time at "
+            f"the roof, max(bytes / copy bandwidth, flops / peak), over the time taken"
+        )
+    lines.append(
+        f"{'stack':10s} {'ms':>8s} {'MiB':>8s} {'GB/s':>7s} {'of copy':>8s} {'GFLOP/s':>8s} "
+        f"{'of roof':>8s} {'hot GB/s':>9s}  layers"
+    )
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x * 100:.0f}%"
+
     for s in stacks:
-        frac = "-" if s["copy_fraction"] is None else f"{s['copy_fraction'] * 100:.0f}%"
         short = ", ".join(x.split(": ")[-1].removeprefix("nn.") for x in s["layers"])
+        gf = f"{s['flops'] / s['ms'] / 1e6:.1f}" if s.get("flops") else "-"
         lines.append(
             f"{s['name']:10s} {s['ms']:8.3f} {s['bytes'] / 2**20:8.2f} "
-            f"{s['gbps']:7.2f} {frac:>8s} {s['gbps_hot']:9.2f}  {short}"
+            f"{s['gbps']:7.2f} {pct(s['copy_fraction']):>8s} {gf:>8s} "
+            f"{pct(s.get('roof_fraction')):>8s} {s['gbps_hot']:9.2f}  {short}"
         )
     if stacks and total_ms > 0:
         gbps = total_b / (total_ms / 1e3) / 1e9
+        roof_ms = sum(s["ms"] * s["roof_fraction"] for s in stacks
+                      if s.get("roof_fraction") is not None)
         lines.append(
             f"{'all':10s} {total_ms:8.3f} {total_b / 2**20:8.2f} {gbps:7.2f} "
-            f"{gbps / doc['copy_gbps'] * 100:7.0f}% {'':9s}  ({len(stacks)} stacks; the "
-            f"whole forward pass takes {doc['forward_ms']:.3f} ms)"
+            f"{gbps / doc['copy_gbps'] * 100:7.0f}% {'':8s} {roof_ms / total_ms * 100:7.0f}% "
+            f"{'':9s}  ({len(stacks)} stacks; the whole forward pass takes "
+            f"{doc['forward_ms']:.3f} ms)"
         )
     return "\n".join(lines) + "\n"

@@ -19,6 +19,7 @@ class StackInfo:
     bytes_fused: int             # per batch item: the stack reads its inputs, writes its outputs
     compiled: bool = True
     reason: str = ""
+    flops: int = 0               # per batch item: 2 per multiply-add of its convolutions and linears
 
     def layer_ops(self) -> list[tuple[str, str]]:
         """(framework node, nn op name) of each layer."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import StringAttr
-from xdsl.ir import SSAValue
+from xdsl.ir import Operation, SSAValue
 
 from brainslug.dialects import loop, nn
 from brainslug.plan.capture import NODE_ATTR, Bound, Source
@@ -54,6 +54,30 @@ def _bytes(v: SSAValue) -> int:
     return n
 
 
+def _per_item(shape: tuple[int, ...] | list[int]) -> int:
+    """Elements per batch item of a result shape (batch first)."""
+    n = 1
+    for d in shape[1:]:
+        n *= max(d, 1)
+    return n
+
+
+def macs_per_item(op: Operation) -> int:
+    """Multiply-adds per batch item of a convolution or linear layer, else 0."""
+    if isinstance(op, nn.Conv2dOp):
+        w = op.weight.type.get_shape()
+        if op.layout_value == "NCHW":
+            per_output = w[1] * w[2] * w[3]  # OIHW
+        elif len(w) == 5:
+            per_output = w[1] * w[2] * w[3]  # blocked [O/B, KH, KW, I/g, B]
+        else:
+            per_output = w[0] * w[1] * w[2]  # HWIO
+        return per_output * _per_item(op.output.type.get_shape())
+    if isinstance(op, nn.LinearOp):
+        return op.weight.type.get_shape()[-1] * _per_item(op.output.type.get_shape())
+    return 0
+
+
 def _layout_of(ops, default: str) -> str:
     for o in ops:
         if lay := getattr(o, "layout_value", None):
@@ -91,7 +115,8 @@ def describe(fn: func.FuncOp, sources: list[Source], default_layout: str = "NCHW
             op.stack_name_value,
             [f"{o.attributes[NODE_ATTR].data}: {o.name}" for o in members],
             [s.name if isinstance(s, Bound) else s for s in inputs],
-            outs, _layout_of(members, default_layout), unfused, fused))
+            outs, _layout_of(members, default_layout), unfused, fused,
+            flops=2 * sum(macs_per_item(o) for o in members)))
         bindings.append(StackBinding(
             op.stack_name_value,
             {o.attributes[NODE_ATTR].data for o in members if NODE_ATTR in o.attributes},
