@@ -290,8 +290,11 @@ def sleef_expf_u10(b: ir.IRBuilder, d: ir.Value, normal: bool = False) -> ir.Val
         u = _fma(b, u, s, k(coef))
     u = b.fadd(k(1.0), _fma(b, b.fmul(s, s), u, s))
     # u * 2**half * 2**(q - half), subnormals on the integer grid
-    u = ldexp_sleef(b, u, q) if normal else ldexp_rounded(b, u, q)
-    u = b.select(b.fcmp_ordered("<", d, k(-104.0)), k(0.0), u)
+    if normal:  # d >= -87: no subnormal result, and no 0 below -104
+        u = ldexp_sleef(b, u, q)
+    else:
+        u = ldexp_rounded(b, u, q)
+        u = b.select(b.fcmp_ordered("<", d, k(-104.0)), k(0.0), u)
     return b.select(b.fcmp_ordered("<", k(100.0), d), k(float("inf")), u)
 
 
