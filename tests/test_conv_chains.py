@@ -157,3 +157,46 @@ def test_squeeze_excite_layers_run_in_one_stack() -> None:
     assert torch.equal(ref.isnan(), got.isnan())
     ok = ~ref.isnan()
     assert (got[ok] - ref[ok]).abs().max().item() <= 1e-5 * max(1.0, ref[ok].abs().max().item())
+
+
+class ScaledProject(nn.Module):
+    """A squeeze-excite block's scale read by a 1x1 project convolution + BN."""
+
+    def __init__(self, c: int = 43, out: int = 17) -> None:
+        super().__init__()
+        self.se = SqueezeExcite(c)
+        self.project = nn.Sequential(nn.Conv2d(c, out, 1, bias=False),
+                                     random_bn(nn.BatchNorm2d(out), 7))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.se(x))
+
+
+@pytest.mark.parametrize("hw", [(15, 13), (side(tile_budget("x86-64")), 9)])
+def test_scale_is_the_project_convolutions_prologue(hw: tuple[int, int]) -> None:
+    """The scale `x * s` that only the project convolution reads runs in its
+    stack, tile by tile (also an item of several tiles of rows): as accurate
+    as the library against float64, NaN kept, weight changes followed."""
+    pytest.importorskip("torchvision")
+    torch.manual_seed(8)
+    model = ScaledProject().eval()
+    opt = brainslug.optimize(model, [0, 43, *hw], conv="brainslug")
+    ops = [[x.split(": ")[1] for x in s.layers] for s in opt.info.stacks]
+    assert ["nn.mul", "nn.conv2d", "nn.batch_norm"] in ops, ops
+    m64 = copy.deepcopy(model).double()
+    for batch in (1, 3):
+        x = torch.randn(batch, 43, *hw)
+        with torch.no_grad():
+            ref, lib, got = m64(x.double()), model(x).double(), opt(x).double()
+        e_lib, e_bs = (lib - ref).abs().max().item(), (got - ref).abs().max().item()
+        assert e_bs <= 1.5 * e_lib + 1e-7, (batch, e_bs, e_lib)
+    x[1, 2, 4, 4] = float("nan")
+    x[0, 5, 1, 2] = float("inf")
+    with torch.no_grad():
+        model.se.se.fc2.weight.mul_(-1.5)
+        model.project[0].weight.add_(0.1)
+        ref, got = model(x), opt(x)
+    assert torch.equal(ref.isnan(), got.isnan())
+    ok = torch.isfinite(ref)
+    assert torch.equal(ok, torch.isfinite(got))
+    assert (got[ok] - ref[ok]).abs().max().item() <= 1e-5 * max(1.0, ref[ok].abs().max().item())

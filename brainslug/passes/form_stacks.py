@@ -345,11 +345,35 @@ def one_pixel(conv: nn.Conv2dOp) -> bool:
         for v in (conv.operands[0], conv.results[0]))
 
 
+def _prologue(conv: nn.Conv2dOp, block: Block, claimed: set[Operation]) -> list[Operation]:
+    """The pointwise layers before `conv` whose results only it reads, in order:
+    a squeeze-excite block's per-channel scale (`x * s`, s broadcast over the
+    pixels) before its project convolution. Each computes a tensor of the
+    convolution's input type, and none belongs to another chain."""
+    ops: list[Operation] = []
+    value = conv.operands[0]
+    while isinstance(op := value.owner, Operation) and op.parent_block() is block:
+        if (op in claimed or not value.has_one_use() or not nn.is_elementwise(op)
+                or stackable(op) is not None or len(op.results) != 1
+                or op.results[0].type != conv.operands[0].type
+                or any(isinstance(o.owner, Operation) and nn.OPERAND_OF_NEXT in o.owner.attributes
+                       for o in op.operands)):
+            break
+        ops.insert(0, op)
+        same = [o for o in op.operands if o.type == value.type]
+        if len(same) != 1:
+            break  # the chain goes on through one operand of the result's own type
+        value = same[0]
+    return ops
+
+
 def conv_epilogue_chains(block: Block, chain_bytes: int = 0) -> list[list[Operation]]:
     """Each compiled convolution with the chain of pointwise layers that use
     only its running result (BN, activations, a residual add). With
     `chain_bytes`, MobileNet's expand, depthwise and project convolutions are
-    one chain (`_joins`): its expanded tensors then never leave the cache."""
+    one chain (`_joins`): its expanded tensors then never leave the cache; and
+    a convolution takes the pointwise layers that only it reads (`_prologue`),
+    which then run tile by tile before it."""
     chains: list[list[Operation]] = []
     claimed: set[Operation] = set()  # a residual add joins the first chain that reaches it
     for op in block.ops:
@@ -363,11 +387,13 @@ def conv_epilogue_chains(block: Block, chain_bytes: int = 0) -> list[list[Operat
                 break
             chain.append(user)
             value = user.results[0]
-        claimed.update(chain)
         if chain_bytes and chains and _joins(chain, chains[-1], chain_bytes):
             chains[-1] += chain
         else:
+            if chain_bytes:
+                chain = _prologue(op, block, claimed) + chain
             chains.append(chain)
+        claimed.update(chain)
     return chains
 
 
