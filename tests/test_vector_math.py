@@ -289,3 +289,32 @@ def test_softmax_bit_for_bit(n: int) -> None:
         ref = torch.softmax(torch.from_numpy(x), dim=-1).numpy()
     ok = _equal(out, ref)
     assert ok.all(), f"{(~ok).sum()} differ, rows {np.nonzero(~ok)[1][:8]}"
+
+
+@pytest.mark.parametrize("name", ["nn.sigmoid", "nn.silu"])
+def test_exp_rounding_boundaries_bit_for_bit(name: str) -> None:
+    """The exp's integer part q = rint(x / ln 2) (AVX-512: by adding 1.5 * 2**23)
+    and its scaling (vscalefps) against PyTorch's Sleef, bit for bit: 2**20
+    values over [-110, 110] and every float within 300 ulps of the half-integers
+    of x / ln 2, where rint's ties and its neighbours lie."""
+    rng = np.random.default_rng(7)
+    ties = (np.arange(-160, 160) + 0.5) * np.log(2.0)
+    near = [np.float32(t) for t in ties]
+    steps = []
+    for t in near:
+        up, down = [t], [t]
+        for _ in range(300):
+            up.append(np.nextafter(up[-1], np.float32(np.inf)))
+            down.append(np.nextafter(down[-1], np.float32(-np.inf)))
+        steps += up + down[1:]
+    x = np.concatenate([rng.uniform(-110, 110, 1 << 20).astype(np.float32),
+                        np.array(steps, np.float32)])
+    x = np.concatenate([x, np.zeros(-len(x) % 32, np.float32) + 1.5])  # no scalar tail
+    n = len(x)
+    graph = compile_graph(parse_module(_graph(name, [1, n])))
+    out = np.asarray(graph(x.reshape(1, n))[0]).reshape(n)
+    # PyTorch's vector body: pieces of 32000 (one thread's chunk, a multiple of 32)
+    ref = np.concatenate([_torch_fn(name)(torch.from_numpy(x[i:i + 32000])).numpy()
+                          for i in range(0, n, 32000)])
+    ok = _equal(out, ref)
+    assert ok.all(), f"{(~ok).sum()} differ, e.g. x={x[~ok][:4]} out={out[~ok][:4]} ref={ref[~ok][:4]}"

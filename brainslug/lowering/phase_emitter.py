@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from xdsl.dialects import llvm
 from xdsl.dialects.builtin import IndexType, MemRefType, VectorType, i32, i64
@@ -40,6 +40,9 @@ class TargetParams:
     """Properties set on every phase `llvm.func` (target_cpu, passthrough, ...)."""
     emitter: type[PhaseEmitter] | None = None
     """The phase emitter class (None: `PhaseEmitter`; the GPU maps lanes to threads)."""
+    helper_variants: Mapping[str, str] = field(default_factory=dict)
+    """Helper name -> the one this target computes it with (the same results;
+    e.g. with AVX-512 `exp_sleef_u10_normal` -> `exp_sleef_u10_scalef`)."""
     flush_denormals: bool = False
     """Phases run with denormals flushed, as TensorFlow's kernels do: each sets
     FTZ and DAZ (`bs.mxcsr_flush`) on entry and restores the caller's mode on

@@ -416,6 +416,7 @@ def _math(em: PhaseEmitter, op: simd.MathOp) -> None:
     fn = str(op.fn_name)
     if isinstance(impl := op.attributes.get(MATH_IMPL), StringAttr):
         fn = f"{fn}_{impl.data}"
+        fn = em.scope.target.helper_variants.get(fn, fn)
         if impl.data == ONEDNN:
             if (s := _gelu_erf_operand(op.input)) is None:
                 fn = str(op.fn_name)  # not GELU's erf(s * sqrt 1/2): libm per lane

@@ -9,7 +9,7 @@
 // FMA code (`bs.exp_sleef_u10_normal`), with no call to expf. Its argument is
 // raised to -87 first (NaN stays): exp(-87) is a normal float, and 1 + it is 1,
 // as 1 + exp(y) for any y below, so the exp needs no subnormal path
-// (`math.exp {bs.impl = "sleef_u10_normal"}`).
+// (`math.exp {bs.impl = "sleef_u10_normal"}`; with AVX-512, `bs.exp_sleef_u10_scalef`).
 
 func.func @tail(%x: tensor<?x5x3xf32>) -> tensor<?x5x3xf32> {
   %r = nn.stack "k_tail" (%x) : (tensor<?x5x3xf32>) -> tensor<?x5x3xf32> {
@@ -70,5 +70,7 @@ func.func @whole(%x: tensor<?x8x4xf32>) -> tensor<?x8x4xf32> {
 // IR-LABEL: define {{.*}}@k_whole_p0(
 // IR-NOT: call float @expf
 // IR: @llvm.fma.v16f32(
+//   with AVX-512, the scaling by 2**q is one vscalefps
+// IR: @llvm.x86.avx512.mask.scalef.ps.512(
 // IR-NOT: call float @expf
 // IR: declare

@@ -256,6 +256,7 @@ class X86Backend:
         if passthrough:
             props.append(("passthrough", ArrayAttr(passthrough)))
         return TargetParams(TARGET, self.lanes, {**LOOP_LOWERINGS, **SIMD_LOWERINGS}, tuple(props),
+                            helper_variants=AVX512_HELPERS if self.lanes == 16 else {},
                             flush_denormals=self.flush_denormals)
 
     def target_machine(self, jit: bool = False) -> llvm.TargetMachine:
@@ -353,6 +354,9 @@ class X86Backend:
         tm = self.target_machine()
         return tm.emit_assembly(self.build(module, opt, tm))
 
+
+AVX512_HELPERS = {"exp_sleef_u10_normal": "exp_sleef_u10_scalef"}
+"""Helpers computed otherwise with AVX-512, to the same bits (`helper_variants`)."""
 
 PLACEHOLDER = "bs.phase"
 """The name a phase function has in its compilation unit."""
