@@ -1,7 +1,7 @@
 """IEEE results in the subnormal range without a subnormal value in the FPU.
 
 A multiply whose operand or result is subnormal takes a microcode path on
-current x86 cores (a vector multiply about 15 times slower on Zen 5). Swin's
+current x86 cores (a vector multiply about 15 times slower on this host, an AVX-512 Xeon). Swin's
 shifted-window attention is full of them: its mask adds -100, so softmax's
 exps are about 1e-44, and so are the quotients. The functions here compute
 the same values as the plain operations (round to nearest even, no flushing)
