@@ -318,3 +318,22 @@ def test_exp_rounding_boundaries_bit_for_bit(name: str) -> None:
                           for i in range(0, n, 32000)])
     ok = _equal(out, ref)
     assert ok.all(), f"{(~ok).sum()} differ, e.g. x={x[~ok][:4]} out={out[~ok][:4]} ref={ref[~ok][:4]}"
+
+
+@pytest.mark.parametrize("lanes", [16, 32, 48, 64])
+def test_scalef_exp_on_register_blocks(lanes: int) -> None:
+    """The AVX-512 exp of normal results on a register block's value of any
+    multiple of 16 lanes (48: three vscalefps), bit for bit the two-multiply
+    exp's, NaN and +-inf included."""
+    from test_subnormal_grid import _kernel, _run
+
+    from brainslug.lowering.llvm_helpers import sleef_expf_u10, sleef_expf_u10_scalef
+
+    rng = np.random.default_rng(lanes)
+    x = np.concatenate([rng.uniform(-87, 110, 20000),
+                        [np.nan, np.inf, 88.72, 88.73, 100.0, 100.5, -87.0, 0.0, -0.0]])
+    x = x.astype(np.float32)
+    got, _ = _kernel(lambda b, mod, v, w: sleef_expf_u10_scalef(b, v), "host", lanes)
+    ref, _ = _kernel(lambda b, mod, v, w: sleef_expf_u10(b, v, normal=True), "host", 16)
+    a, r = _run(got, x, x), _run(ref, x, x)
+    assert _equal(a, r).all()

@@ -318,11 +318,17 @@ def _scalef(b: ir.IRBuilder, u: ir.Value, e: ir.Value) -> ir.Value:
         pieces.append(_vcall(b, "llvm.x86.avx512.mask.scalef.ps.512",
                              [*part, ir.Constant(v16, None), ir.Constant(ir.IntType(16), -1),
                               ir.Constant(I32, 4)], v16))
-    while len(pieces) > 1:  # concatenate pairs: <16>, <32>, ...
+    while len(pieces) > 1:  # concatenate pairs (an odd one with undef lanes)
+        if len(pieces) % 2:
+            pieces.append(ir.Constant(pieces[0].type, None))
         pieces = [b.shuffle_vector(x, y, ir.Constant(ir.VectorType(I32, 2 * x.type.count),
                                                      list(range(2 * x.type.count))))
                   for x, y in zip(pieces[::2], pieces[1::2], strict=True)]
-    return pieces[0]
+    whole = pieces[0]
+    if whole.type.count != n:  # 48 lanes came out as 64
+        whole = b.shuffle_vector(whole, ir.Constant(whole.type, None),
+                                 ir.Constant(ir.VectorType(I32, n), list(range(n))))
+    return whole
 
 
 def sleef_expf_u10_scalef(b: ir.IRBuilder, d: ir.Value) -> ir.Value:
