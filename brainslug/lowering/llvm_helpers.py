@@ -255,6 +255,23 @@ def _fma(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
     return _vcall(b, f"llvm.fma.v{x.type.count}f32", [x, y, z])
 
 
+def _sleef_mantissa(b: ir.IRBuilder, d: ir.Value, qf: ir.Value) -> ir.Value:
+    """Sleef's exp(d - q ln 2) for q = `qf`: s = d - q ln 2 in two fused steps,
+    then 1 + (s*s * p(s) + s), every step of Horner's rule an FMA."""
+    c = SLEEF_EXPF
+
+    def k(v: float) -> ir.Constant:
+        return _vconst(d.type, v)
+
+    s = _fma(b, qf, k(-c["l2u"]), d)
+    s = _fma(b, qf, k(-c["l2l"]), s)
+    poly = c["poly"]
+    u = k(poly[0])
+    for coef in poly[1:]:
+        u = _fma(b, u, s, k(coef))
+    return b.fadd(k(1.0), _fma(b, b.fmul(s, s), u, s))
+
+
 def sleef_expf_u10(b: ir.IRBuilder, d: ir.Value, normal: bool = False) -> ir.Value:
     """Sleef's `expf_u10` on a vector of f32, as PyTorch's `Vectorized<float>::exp`
     (`Sleef_expf16_u10`, AVX-512F; `expf8_u10` with AVX2) computes it, bit for bit.
@@ -283,13 +300,7 @@ def sleef_expf_u10(b: ir.IRBuilder, d: ir.Value, normal: bool = False) -> ir.Val
     r = b.select(b.fcmp_ordered(">", r, k(256.0)), k(256.0), r)
     q = b.fptosi(r, it)
     qf = b.sitofp(q, vt)
-    s = _fma(b, qf, k(-c["l2u"]), d)
-    s = _fma(b, qf, k(-c["l2l"]), s)
-    poly = c["poly"]
-    u = k(poly[0])
-    for coef in poly[1:]:
-        u = _fma(b, u, s, k(coef))
-    u = b.fadd(k(1.0), _fma(b, b.fmul(s, s), u, s))
+    u = _sleef_mantissa(b, d, qf)
     # u * 2**half * 2**(q - half), subnormals on the integer grid
     if normal:  # d >= -87: no subnormal result, and no 0 below -104
         u = ldexp_sleef(b, u, q)
@@ -347,13 +358,7 @@ def sleef_expf_u10_scalef(b: ir.IRBuilder, d: ir.Value) -> ir.Value:
 
     d = b.select(b.fcmp_ordered(">", d, k(100.0)), k(100.0), d)
     qf = b.fsub(b.fadd(b.fmul(d, k(c["r_ln2"])), k(ROUNDING_MAGIC)), k(ROUNDING_MAGIC))
-    s = _fma(b, qf, k(-c["l2u"]), d)
-    s = _fma(b, qf, k(-c["l2l"]), s)
-    poly = c["poly"]
-    u = k(poly[0])
-    for coef in poly[1:]:
-        u = _fma(b, u, s, k(coef))
-    u = b.fadd(k(1.0), _fma(b, b.fmul(s, s), u, s))
+    u = _sleef_mantissa(b, d, qf)
     return _scalef(b, u, qf)
 
 

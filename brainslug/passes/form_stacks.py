@@ -277,6 +277,12 @@ def _compiled_conv(op: Operation) -> bool:
             and stackable(op, include_compute=True) is None)
 
 
+def _reads_permuted_operand(op: Operation) -> bool:
+    """An operand of `op` is a permute made for it (`nn.OPERAND_OF_NEXT`)."""
+    return any(isinstance(o.owner, Operation) and nn.OPERAND_OF_NEXT in o.owner.attributes
+               for o in op.operands)
+
+
 def _epilogue_step(op: Operation, value: SSAValue) -> bool:
     """`op` applies a pointwise layer to `value` (the convolution's running
     result) that can join it in registers: batch norm, an activation, or an
@@ -285,8 +291,7 @@ def _epilogue_step(op: Operation, value: SSAValue) -> bool:
         return False
     if isinstance(op, nn.BatchNormOp) and op.operands[0] is not value:
         return False
-    if any(isinstance(o.owner, Operation) and nn.OPERAND_OF_NEXT in o.owner.attributes
-           for o in op.operands):
+    if _reads_permuted_operand(op):
         return False  # its permuted operand goes with it: a stack of their own
     return (stackable(op) is None and all(r.type == value.type for r in op.results)
             and all(o.type == value.type for o in op.operands if o is not value
@@ -356,8 +361,7 @@ def _prologue(conv: nn.Conv2dOp, block: Block, claimed: set[Operation]) -> list[
         if (op in claimed or not value.has_one_use() or not nn.is_elementwise(op)
                 or stackable(op) is not None or len(op.results) != 1
                 or op.results[0].type != conv.operands[0].type
-                or any(isinstance(o.owner, Operation) and nn.OPERAND_OF_NEXT in o.owner.attributes
-                       for o in op.operands)):
+                or _reads_permuted_operand(op)):
             break
         ops.insert(0, op)
         same = [o for o in op.operands if o.type == value.type]
