@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import brainslug.pytorch as brainslug
 
@@ -389,3 +390,48 @@ def test_gelu_epilogue_of_a_register_block_matches_eager(out_channels: int) -> N
         assert torch.equal(torch.isnan(ref), torch.isnan(got)) and torch.isnan(got).any()
         fin = torch.isfinite(ref)
         assert (got[fin] - ref[fin]).abs().max().item() <= 1e-5 * ref[fin].abs().max().item()
+
+
+def test_auto_times_a_scale_prologue_against_its_own_pass(monkeypatch, tmp_path) -> None:
+    """A squeeze-excite scale before the project convolution is that kernel's
+    prologue in the trial plan as in the final one (so the final plan reuses
+    the kernel timed). The library side is timed with the scale's pass, the
+    convolution and the residual of each batch size, told apart by shape."""
+    from brainslug.frontend_torch import conv_choice
+
+    class Excite(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn0 = random_bn(nn.BatchNorm2d(40), seed=1)
+            self.fc1, self.fc2 = nn.Conv2d(40, 10, 1), nn.Conv2d(10, 40, 1)
+            self.project = nn.Conv2d(40, 24, 1, bias=False)
+            self.bn = random_bn(nn.BatchNorm2d(24), seed=2)
+
+        def forward(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+            h = F.silu(self.bn0(x))
+            s = torch.sigmoid(self.fc2(F.silu(self.fc1(F.adaptive_avg_pool2d(h, 1)))))
+            return self.bn(self.project(s * h)) + r
+
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))
+    seen = []
+    library_call = conv_choice._library_call
+
+    def recorded(conv, args, ops):
+        seen.append((ops, [tuple(a.shape) for a in args]))
+        return library_call(conv, args, ops)
+
+    monkeypatch.setattr(conv_choice, "_library_call", recorded)
+    torch.manual_seed(8)
+    model = Excite().eval()
+    opt = brainslug.optimize(model, [[0, 40, 13, 11], [0, 24, 13, 11]])
+    (ops, shapes), _ = seen
+    assert ops[:2] == ("nn.mul", "nn.conv2d") and ops[-1] == "nn.add"
+    assert sorted(shapes) == [(1, 24, 13, 11), (1, 40, 1, 1), (1, 40, 13, 11)]
+    project = next(c for c in opt.info.convs if "project" in c.node)
+    assert project.brainslug_ms > 0 and project.library_ms > 0
+    monkeypatch.undo()
+    for batch in (1, 3):
+        x, r = torch.randn(batch, 40, 13, 11), torch.randn(batch, 24, 13, 11)
+        with torch.no_grad():
+            ref, got = model(x, r), opt(x, r)
+        assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())

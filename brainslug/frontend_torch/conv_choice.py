@@ -209,15 +209,35 @@ def _brainslug_wins(times: list[tuple[int, float, float]]) -> bool:
     return sum(logs) <= 0
 
 
-def _library_call(conv: torch.nn.Module, args: tuple[torch.Tensor, ...],
+def _library_call(conv: torch.nn.Conv2d, args: tuple[torch.Tensor, ...],
                   ops: tuple[str, ...]) -> Callable[[torch.Tensor], Any]:
-    """The library plan's work for one convolution with this epilogue: the
-    convolution, and one pass over its output (and a residual) unless
-    oneDNN's post-ops apply the whole epilogue."""
-    epilogue = set(ops) - {"nn.conv2d"}
-    if epilogue <= POST_OPS:
-        return lambda x: conv(x)
-    if "nn.add" in epilogue and len(args) > 1:
-        other = args[1]
-        return lambda x: torch.add(conv(x), other)
-    return lambda x: torch.relu(conv(x))
+    """The library plan's work for one convolution with this prologue and
+    epilogue: a pass for the prologue (BrainSlug takes one only where the
+    library plan runs it as a stack of its own: a squeeze-excite scale `x * s`
+    is that multiply), the convolution, and one pass over its output (and a
+    residual) unless oneDNN's post-ops apply the whole epilogue. `args` are the
+    kernel's activations (the convolution's input, a scale, a residual: told
+    apart by their shapes), and the first argument of the call is ignored
+    (the convolution's input is among `args`)."""
+    at = ops.index("nn.conv2d")
+    prologue, epilogue = ops[:at], set(ops[at + 1:])
+    inputs = [i for i, a in enumerate(args) if a.shape[1] == conv.in_channels]
+    x_at = max(inputs, key=lambda i: args[i].numel()) if inputs else 0
+    x = args[x_at]
+    rest = [i for i in range(len(args)) if i != x_at]
+    residual = max((i for i in rest if args[i].shape[1] == conv.out_channels
+                    and args[i].shape[2:] != (1, 1)),
+                   key=lambda i: args[i].numel(), default=None)
+    scales = [args[i] for i in rest if i != residual]
+
+    def before() -> torch.Tensor:
+        if not prologue:
+            return x
+        return torch.mul(x, scales[0]) if scales else torch.relu(x)
+
+    if epilogue <= POST_OPS:  # (the add inside oneDNN's call)
+        return lambda _: conv(before())
+    if "nn.add" in epilogue and residual is not None:
+        other = args[residual]
+        return lambda _: torch.add(conv(before()), other)
+    return lambda _: torch.relu(conv(before()))

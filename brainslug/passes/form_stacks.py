@@ -354,7 +354,10 @@ def _prologue(conv: nn.Conv2dOp, block: Block, claimed: set[Operation]) -> list[
     """The pointwise layers before `conv` whose results only it reads, in order:
     a squeeze-excite block's per-channel scale (`x * s`, s broadcast over the
     pixels) before its project convolution. Each computes a tensor of the
-    convolution's input type, and none belongs to another chain."""
+    convolution's input type, and none belongs to another chain. None where
+    they would join the stack of the layer before them, whose result only
+    they read (DenseNet's BN → ReLU): they then save no pass, and tile by tile
+    before the convolution they cost a copy of its input."""
     ops: list[Operation] = []
     value = conv.operands[0]
     while isinstance(op := value.owner, Operation) and op.parent_block() is block:
@@ -362,7 +365,8 @@ def _prologue(conv: nn.Conv2dOp, block: Block, claimed: set[Operation]) -> list[
                 or stackable(op) is not None or len(op.results) != 1
                 or op.results[0].type != conv.operands[0].type
                 or _reads_permuted_operand(op)):
-            break
+            absorbs = value.has_one_use() and op not in claimed and stackable(op) is None
+            return [] if absorbs else ops
         ops.insert(0, op)
         same = [o for o in op.operands if o.type == value.type]
         if len(same) != 1:
@@ -371,13 +375,15 @@ def _prologue(conv: nn.Conv2dOp, block: Block, claimed: set[Operation]) -> list[
     return ops
 
 
-def conv_epilogue_chains(block: Block, chain_bytes: int = 0) -> list[list[Operation]]:
+def conv_epilogue_chains(block: Block, chain_bytes: int = 0,
+                         prologues: bool = False) -> list[list[Operation]]:
     """Each compiled convolution with the chain of pointwise layers that use
     only its running result (BN, activations, a residual add). With
     `chain_bytes`, MobileNet's expand, depthwise and project convolutions are
-    one chain (`_joins`): its expanded tensors then never leave the cache; and
-    a convolution takes the pointwise layers that only it reads (`_prologue`),
-    which then run tile by tile before it."""
+    one chain (`_joins`): its expanded tensors then never leave the cache.
+    With `prologues`, a convolution that starts a chain takes the pointwise
+    layers that only it reads (`_prologue`), which then run tile by tile
+    before it."""
     chains: list[list[Operation]] = []
     claimed: set[Operation] = set()  # a residual add joins the first chain that reaches it
     for op in block.ops:
@@ -394,7 +400,7 @@ def conv_epilogue_chains(block: Block, chain_bytes: int = 0) -> list[list[Operat
         if chain_bytes and chains and _joins(chain, chains[-1], chain_bytes):
             chains[-1] += chain
         else:
-            if chain_bytes:
+            if prologues:
                 chain = _prologue(op, block, claimed) + chain
             chains.append(chain)
         claimed.update(chain)
@@ -402,12 +408,13 @@ def conv_epilogue_chains(block: Block, chain_bytes: int = 0) -> list[list[Operat
 
 
 def form_stacks(fn: func.FuncOp, first_index: int = 0, include_compute: bool = False,
-                conv_epilogues: bool = False, conv_chains: int = 0) -> int:
+                conv_epilogues: bool = False, conv_chains: int = 0,
+                conv_prologues: bool = False) -> int:
     """Form the stacks of one graph function; returns the next free stack index."""
     block = fn.body.block
     remove_identities(block)
     if conv_epilogues:
-        for chain in conv_epilogue_chains(block, conv_chains):
+        for chain in conv_epilogue_chains(block, conv_chains, conv_prologues):
             build_stack(f"stack{first_index}", chain)
             first_index += 1
     group_of = group_layers(block, include_compute)
@@ -436,16 +443,20 @@ class FormStacksPass(ModulePass):
     bs-register-tile applies to the accumulators in registers. With
     `conv-chains=N` as well, a depthwise convolution joins the stack of the
     convolution before it where that one's result, over N bytes per batch
-    item, feeds only it: bs-tile-depth-first then runs the two tile by tile."""
+    item, feeds only it: bs-tile-depth-first then runs the two tile by tile.
+    With `conv-prologues=true`, a convolution's stack also takes the pointwise
+    layers before it that only it reads (a squeeze-excite scale), run tile by
+    tile before it."""
 
     name = "bs-form-stacks"
     include_compute: bool = False
     conv_epilogues: bool = False
     conv_chains: int = 0
+    conv_prologues: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         index = 0
         for fn in op.ops:
             if isinstance(fn, func.FuncOp) and not loop_kernels.is_kernel(fn) and fn.body.blocks:
                 index = form_stacks(fn, index, self.include_compute, self.conv_epilogues,
-                                    self.conv_chains)
+                                    self.conv_chains, self.conv_prologues)

@@ -66,14 +66,16 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
 def form_stacks_pass(target: str = "x86-64", compute: bool = False,
                      chains: bool = True) -> ModulePass:
     """The pipeline's bs-form-stacks: with `compute`, convolutions start stacks
-    with their epilogues and, on a CPU with `chains`, chain depth-first into
-    the depthwise convolutions after them (a plan that times each
-    convolution alone has none)."""
+    with their epilogues and, on a CPU, their prologues, and with `chains`
+    chain depth-first into the depthwise convolutions after them (a plan that
+    times each convolution alone has none, but the same prologues: its
+    kernels are then the final plan's where no chain forms)."""
     from brainslug.passes.form_stacks import FormStacksPass
 
-    chain = compute and chains and not is_gpu(target)
+    cpu = compute and not is_gpu(target)
     return FormStacksPass(conv_epilogues=compute,
-                          conv_chains=conv_chain_bytes(target) if chain else 0)
+                          conv_chains=conv_chain_bytes(target) if cpu and chains else 0,
+                          conv_prologues=cpu)
 
 
 def register_tiling(target: str, cpu: str) -> list[ModulePass]:
