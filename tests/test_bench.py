@@ -399,3 +399,28 @@ def test_perturb_moves_norms_heads_and_layer_scales() -> None:
     assert model[1].running_var.min() >= 0.5 and model[1].running_mean.abs().max() > 0
     assert model[3].weight.abs().max() > 0 and model[3].bias.abs().max() > 0
     assert (scale - 1).abs().max() < 0.5 and (scale - 1).abs().max() > 0
+
+
+def test_cli_compile_time_json(tmp_path, capsys) -> None:
+    """--compile-time: a cold optimize() in a fresh process compiles stacks and
+    times the convolutions (each compile step summed over the stacks), a warm
+    one compiles nothing; the stages add up to at most the call."""
+    out = tmp_path / "ct.json"
+    assert main(["--models", "resnet18", "--hw", "40", "--compile-time",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "resnet18: cold optimize()" in text and "LLVM optimization" in text
+    (run,) = json.loads(out.read_text())["runs"]
+    cold, warm = run["cold_profile"], run["warm_profile"]
+    assert cold["units"] > 0 and warm["units"] == 0 and not warm["passes"]
+    assert {"capture", "convolution choice: trial compile", "convolution choice: timing",
+            "plan: stacks formed and compiled"} <= set(cold["stages"])
+    assert {"bs-fuse", "bs-register-tile", "LLVM IR built (llvmlite)",
+            "LLVM optimization + code generation"} <= set(cold["passes"])
+    assert 0 < sum(cold["stages"].values()) <= run["cold_s"]
+    assert 0 < sum(warm["stages"].values()) <= run["warm_s"] < run["cold_s"]
+
+
+def test_cli_compile_time_is_for_torch_on_the_cpu() -> None:
+    assert main(["--models", "resnet18", "--compile-time", "--stacks"]) == 2
+    assert main(["--framework", "tf", "--models", "ResNet50", "--compile-time"]) == 2

@@ -28,8 +28,8 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m brainslug.bench",
         description="Benchmark BrainSlug against eager PyTorch, torch.compile and ONNX Runtime "
         "(all contenders in one process, checked against eager, timed interleaved), or "
-        "with --stacks a roofline of every compiled stack, or with --convs GFLOP/s per "
-        "convolution.",
+        "with --stacks a roofline of every compiled stack, with --convs GFLOP/s per "
+        "convolution, or with --compile-time where optimize()'s time goes.",
     )
     p.add_argument("--framework", default="torch", choices=("torch", "tf"),
                    help="torch (torchvision models) or tf (keras.applications models)")
@@ -63,6 +63,12 @@ def parser() -> argparse.ArgumentParser:
         help="per-convolution GFLOP/s of BrainSlug's kernels and of the library against "
         "the measured peak FMA rate",
     )
+    p.add_argument(
+        "--compile-time",
+        action="store_true",
+        help="cold and warm optimize() of each model in a fresh process on an empty "
+        "kernel cache, with the time of each stage and compile step",
+    )
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--hw", type=int, default=None, help=argparse.SUPPRESS)  # input size (tests)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
@@ -78,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.convs and (args.framework != "torch" or args.device != "cpu" or args.stacks):
         print("error: --convs is for --framework torch on the CPU, without --stacks",
               file=sys.stderr)
+        return 2
+    if args.compile_time and (args.framework != "torch" or args.device != "cpu"
+                              or args.stacks or args.convs):
+        print("error: --compile-time is for --framework torch on the CPU, without --stacks "
+              "or --convs", file=sys.stderr)
         return 2
     if args.framework == "tf":
         return main_tf(args)
@@ -98,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     t0 = time.perf_counter()
-    if args.convs:
+    if args.compile_time:
+        from brainslug.bench.compile_time import run_compile_time
+
+        doc = run_compile_time(args.models, args.hw, _log)
+    elif args.convs:
         doc = run_convs(args)
     else:
         doc = run_stacks(args) if args.stacks else run_models(args)

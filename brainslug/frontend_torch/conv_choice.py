@@ -31,7 +31,7 @@ from brainslug.frontend_torch.compile import compile_plan
 from brainslug.frontend_torch.graph import Spec, input_shapes
 from brainslug.frontend_torch.kernel_module import inverse_order, physical_view
 from brainslug.frontend_torch.speed import medians
-from brainslug.plan import progress
+from brainslug.plan import compile_profile, progress
 from brainslug.plan.report import ConvChoice
 from brainslug.runtime import cache
 
@@ -128,13 +128,20 @@ def candidates(gm: fx.GraphModule, spec: Spec) -> tuple[set[str], list[ConvChoic
 
 def _measure(gm: fx.GraphModule, spec: Spec, cpu: str,
              threads: int | None) -> list[ConvChoice]:
-    from brainslug.frontend_torch.library_conv import PackedConv2d
-
     timed, decided = candidates(gm, spec)
     if not timed:
         return decided
-    plan, info, _ = compile_plan(gm, spec, cpu=cpu, layout="NHWC", threads=threads,
-                                 convs=timed, only_convs=True)
+    with compile_profile.stage("convolution choice: trial compile"):
+        plan, info, _ = compile_plan(gm, spec, cpu=cpu, layout="NHWC", threads=threads,
+                                     convs=timed, only_convs=True)
+    with compile_profile.stage("convolution choice: timing"):
+        return decided + _time(gm, spec, plan, info)
+
+
+def _time(gm: fx.GraphModule, spec: Spec, plan: Any, info: Any) -> list[ConvChoice]:
+    """Each trial kernel against the library plan's work (see `_measure`)."""
+    from brainslug.frontend_torch.library_conv import PackedConv2d
+
     stacks = _conv_stacks(info)
     kernels = {k.stack_name: k for k in plan.modules() if getattr(k, "is_stack_kernel", False)
                and k.stack_name in stacks}
@@ -172,7 +179,7 @@ def _measure(gm: fx.GraphModule, spec: Spec, cpu: str,
         (_, bs, lib), *more = times
         choices.append(ConvChoice(node_name, runs, bs * 1e3, lib * 1e3,
                                   more=[[b, t * 1e3, u * 1e3] for b, t, u in more] or None))
-    return decided + choices
+    return choices
 
 
 def timing_shapes(kernel: Any, batch: int) -> list[list[int]]:

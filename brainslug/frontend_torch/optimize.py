@@ -4,6 +4,7 @@ trace, and the CPU plan (`compile`) or, for a model on a GPU, the CUDA plan
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +24,7 @@ from brainslug.frontend_torch.kernel_module import kernel_threads
 from brainslug.frontend_torch.module import BrainSlugModule
 from brainslug.ir.compile_time import gc_paused
 from brainslug.lowering.backends.x86 import check_cpu
-from brainslug.plan import progress
+from brainslug.plan import compile_profile, progress
 from brainslug.plan.compile import strict
 from brainslug.plan.report import ConvChoice, PlanInfo
 from brainslug.plan.targets import CpuTarget
@@ -98,8 +99,15 @@ def optimize(model: torch.nn.Module, shape: Sequence[int] | Sequence[Sequence[in
     verbose = options.pop("verbose", True)
     if not isinstance(verbose, bool):
         raise ValueError(f"verbose must be True or False, got {verbose!r}")
-    with speed.optimizing(), progress.showing(verbose):
-        return _optimize(model, shape, **options)
+    t0 = time.perf_counter()
+    with speed.optimizing(), progress.showing(verbose), \
+            compile_profile.profiling() as profile:
+        opt = _optimize(model, shape, **options)
+    info = getattr(opt, "info", None)
+    if isinstance(info, PlanInfo):
+        info.compile_seconds = time.perf_counter() - t0
+        info.compile_profile = profile.to_json()
+    return opt
 
 
 def _optimize(model: torch.nn.Module, shape: Sequence[int] | Sequence[Sequence[int]],
@@ -159,13 +167,15 @@ def _optimize(model: torch.nn.Module, shape: Sequence[int] | Sequence[Sequence[i
             return BrainSlugModule(model, None, spec, info)
         if opt.plan is None or model.training or not speed.enabled() or convs == "brainslug":
             return opt  # (conv="brainslug" is the user's choice: not second-guessed)
-        verdict = speed.measure(opt, model, spec, key_parts)
+        with compile_profile.stage("speed check"):
+            verdict = speed.measure(opt, model, spec, key_parts)
         if verdict is None or verdict.plan_pays or verdict.contended:
             if verdict is not None:
                 opt.info.notes.append(verdict.describe(f"the {layout} plan"))
             opt.info.notes[:0] = measured
             return opt
-        start, larger = speed.from_batch(opt, model, spec, key_parts, verdict)
+        with compile_profile.stage("speed check"):
+            start, larger = speed.from_batch(opt, model, spec, key_parts, verdict)
         if start is not None:
             opt.info.min_batch = start
             opt.info.notes[:0] = [
@@ -184,7 +194,8 @@ def _optimize(model: torch.nn.Module, shape: Sequence[int] | Sequence[Sequence[i
 def _plan(model: torch.nn.Module, spec: Spec, layout: str, threads: int | None,
           options: dict[str, Any]) -> tuple[BrainSlugModule, list[str]]:
     """The CPU plan of `model` in `layout`, and what keys its speed verdict."""
-    gm, how, notes = trace_model(model, spec)
+    with compile_profile.stage("capture"):
+        gm, how, notes = trace_model(model, spec)
     if gm is None:
         info = PlanInfo(capture="none", notes=notes[:-1])
         info.fallbacks.append(("<model>", notes[-1]))
@@ -242,7 +253,7 @@ def _plan(model: torch.nn.Module, spec: Spec, layout: str, threads: int | None,
     key_parts = [*plan_key_parts(gm, spec, layout, CpuTarget(cpu, threads, bool(compiled))),
                  str(pack), str(threads),
                  ",".join(sorted(compiled)) if isinstance(compiled, set) else str(compiled)]
-    with gc_paused():
+    with gc_paused(), compile_profile.stage("plan: stacks formed and compiled"):
         new_gm, info, stacks = compile_plan(gm, spec, cpu=cpu, layout=layout, threads=threads,
                                             convs=compiled)
     info.convs = choices or [

@@ -230,6 +230,7 @@ def lower_stacks(module: ModuleOp, target: Target,
 def _lower_units(module: ModuleOp, target: Any, left: dict[str, str]) -> Lowered:
     """`lower_stacks` one distinct stack at a time (`plan.units`): from the
     stack cache, else through the passes and LLVM in forked processes."""
+    from brainslug.plan import compile_profile
     from brainslug.plan.units import UnitCompiler, UnitResult, renamed, standalone, structure_key
     from brainslug.runtime.forked import fork_map
 
@@ -284,6 +285,7 @@ def _lower_units(module: ModuleOp, target: Any, left: dict[str, str]) -> Lowered
 
     for (name, _, _), result in zip(todo, fork_map(build, todo), strict=True):
         results[name] = result
+        compile_profile.add_unit(result.seconds)
     infos: list[dict[str, Any]] = []
     objects: dict[str, bytes] = {}
     unit_keys: dict[str, str] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -40,6 +41,7 @@ class PlanInfo:
     layout: str = "NCHW"         # how the plan stores rank-4 activations
     convs: list[ConvChoice] = field(default_factory=list)  # who runs each convolution
     min_batch: int = 1  # smaller batches run the model as it is (the plan measured slower)
+    compile_profile: dict[str, Any] | None = None  # `plan.compile_profile`, JSON form
 
 
 @dataclass
@@ -69,6 +71,12 @@ def format_report(info: PlanInfo, title: str = "BrainSlug plan") -> str:
         f"{len(info.stacks) - len(compiled)} in the framework   library calls: "
         f"{len(info.library)}"
     )
+    if info.compile_profile and (stages := info.compile_profile.get("stages")):
+        other = info.compile_seconds - sum(stages.values())
+        parts = [f"{k} {v:.2f}" for k, v in stages.items()] + [f"the rest {max(other, 0):.2f}"]
+        units = info.compile_profile.get("units", 0)
+        lines.append(f"optimize()'s time (s): {', '.join(parts)}; {units} stacks compiled "
+                     f"(bench --compile-time: each step)")
     lines += info.notes
     if info.stacks:
         before = sum(s.bytes_unfused for s in compiled)

@@ -80,6 +80,8 @@ class UnitResult:
     objects: dict[str, bytes] = field(default_factory=dict)
     compiled: int = 0
     fallback: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Per compile step (`compile_profile`): empty for a stack from the cache."""
 
     def to_json(self) -> str:
         return json.dumps({"record": self.record, "unit_keys": self.unit_keys,
@@ -125,34 +127,41 @@ class UnitCompiler:
         from brainslug.ir.context import make_context
         from brainslug.lowering.lower_to_llvm import LowerToLLVMPass
         from brainslug.lowering.to_llvm import lower_kernels
+        from brainslug.plan.compile_profile import StepTimer
         from brainslug.plan.stacks import stack_launches
         from brainslug.runtime.abi import kernel_record
         from brainslug.runtime.jit import OPT_LEVEL
 
+        step = StepTimer()
         ctx = make_context()
         for p in self.passes():
             if isinstance(p, LowerToLLVMPass):
-                with gc_paused():
+                with gc_paused(), step("LLVM IR built (llvmlite)"):
                     lower_kernels(module, self.backend.params(), shared=self.generic)
             else:
-                p.apply(ctx, module)
+                with step(p.name):
+                    p.apply(ctx, module)
         fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
         launch_of, fallback = stack_launches(fn)
         if name not in launch_of:
-            return UnitResult(fallback=fallback.get(name) or "no loop lowering")
+            return UnitResult(fallback=fallback.get(name) or "no loop lowering",
+                              seconds=step.seconds)
         infos = [op for op in module.ops if isinstance(op, loop.KernelInfoOp)]
         (info,) = infos
         record = kernel_record(info)
         tm = self.backend.target_machine(jit=True)
         fingerprint = f"{self.backend.fingerprint()};O{OPT_LEVEL}"
-        result = UnitResult()
-        for phase, text in self.backend.phase_units(module, str(tm.target_data)):
+        result = UnitResult(seconds=step.seconds)
+        with step("LLVM IR text"):
+            units = list(self.backend.phase_units(module, str(tm.target_data)))
+        for phase, text in units:
             k = cache.key(fingerprint, text)
             sym = f"bs_{k[:32]}"
             self.symbol_of[phase] = (sym, k)
             data = cache.load(k)
             if data is None:
-                data = self.backend.compile_object(self.backend.named(text, sym), OPT_LEVEL)
+                with step("LLVM optimization + code generation"):
+                    data = self.backend.compile_object(self.backend.named(text, sym), OPT_LEVEL)
                 cache.store(k, data)
                 result.compiled += 1
             result.objects[sym] = data
