@@ -334,3 +334,41 @@ func.func @three(%x: memref<?x37x29x29xf32>, %out: memref<?x37x3x3xf32>) attribu
 // THREE:         loop.nest {{.*}} 3, 3) {
 // THREE-NOT:     memref.alloc(
 // THREE:         func.return
+
+// The pieces of a `cat` (channels-last) are nests that each write their
+// channels of the scratch buffer: together they are its producer, and a tile
+// runs every piece before the readers. (A halo would not be shared between
+// pieces: only direct dims are tiled.)
+func.func @cat_pieces(%x: memref<?x9x9x16xf32>, %y: memref<?x9x9x21xf32>, %out: memref<?x9x9x37xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x9x9x16xf32>
+  %m = memref.alloc(%batch) : memref<?x9x9x37xf32>
+  loop.nest (%n, %h, %w, %c) = (0, 0, 0, 0) to (%batch, 9, 9, 16) {
+    %e = loop.load %x[%n, %h, %w, %c] : memref<?x9x9x16xf32>
+    loop.store %e, %m[%n, %h, %w, %c] : f32, memref<?x9x9x37xf32>
+  }
+  loop.nest (%n, %h, %w, %c) = (0, 0, 0, 16) to (%batch, 9, 9, 37) {
+    %e = loop.load %y[%n, %h, %w, %c] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3 - 16)> : memref<?x9x9x21xf32>
+    loop.store %e, %m[%n, %h, %w, %c] : f32, memref<?x9x9x37xf32>
+  }
+  loop.nest (%n, %h, %w, %c) = (0, 0, 0, 0) to (%batch, 9, 9, 37) {
+    %e = loop.load %m[%n, %h, %w, %c] : memref<?x9x9x37xf32>
+    %r = arith.addf %e, %e : f32
+    loop.store %r, %out[%n, %h, %w, %c] : f32, memref<?x9x9x37xf32>
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @cat_pieces
+// CHECK-NOT:     memref.alloc(
+// CHECK:         loop.tile
+// CHECK-NEXT:      %[[S:.*]] = memref.alloca() : memref<1x9x9x37xf32>
+// CHECK:           loop.nest
+// CHECK:             loop.load %x
+// CHECK-NEXT:        loop.store %{{.*}}, %[[S]]
+// CHECK:           loop.nest
+// CHECK:             loop.load %y
+// CHECK-NEXT:        loop.store %{{.*}}, %[[S]]
+// CHECK:           loop.nest
+// CHECK:             loop.load %[[S]]
+// CHECK:             loop.store %{{.*}}, %out
