@@ -15,11 +15,32 @@ def _square_and_pid(x: int) -> tuple[int, int]:
     return x * x, os.getpid()
 
 
+def _slow_square_and_pid(x: int) -> tuple[int, int]:
+    time.sleep(0.01)
+    return x * x, os.getpid()
+
+
 def test_fork_map_keeps_order_and_uses_children(monkeypatch):
     monkeypatch.setenv("BRAINSLUG_COMPILE_WORKERS", "3")
-    out = fork_map(_square_and_pid, list(range(23)))
+    out = fork_map(_slow_square_and_pid, list(range(23)))
     assert [v for v, _ in out] == [x * x for x in range(23)]
     assert len({pid for _, pid in out}) == 3  # this process and two children
+
+
+def test_fork_map_balances_items_of_unequal_cost(monkeypatch):
+    """Each process takes the next item when it is done with one: a long item
+    does not leave the others' share waiting behind it (fixed shares would
+    give one process items 0, 2, 4, ...)."""
+    monkeypatch.setenv("BRAINSLUG_COMPILE_WORKERS", "2")
+    costs = [0.4] + [0.02] * 20
+
+    def work(k: int) -> int:
+        time.sleep(costs[k])
+        return os.getpid()
+
+    pids = fork_map(work, list(range(len(costs))))
+    assert pids.count(pids[0]) == 1  # whoever took the long item took no other
+    assert len(set(pids)) == 2
 
 
 def test_fork_map_recomputes_what_a_child_failed(monkeypatch):

@@ -242,6 +242,7 @@ def _lower_units(module: ModuleOp, target: Any, left: dict[str, str]) -> Lowered
     first: dict[str, str] = {}                  # structure -> its first stack
     results: dict[str, UnitResult] = {}
     todo: list[tuple[str, ModuleOp, str]] = []  # (stack, standalone module, cache key)
+    sizes: dict[str, int] = {}                  # stack -> the length of its IR text
     for op in fn.body.block.ops:
         if not isinstance(op, nn.StackOp):
             continue
@@ -251,6 +252,7 @@ def _lower_units(module: ModuleOp, target: Any, left: dict[str, str]) -> Lowered
             continue
         unit = standalone(op)
         structure = structure_key(unit, name)
+        sizes[name] = len(structure)
         if structure in first:
             rep_of[name] = first[structure]
             continue
@@ -262,6 +264,8 @@ def _lower_units(module: ModuleOp, target: Any, left: dict[str, str]) -> Lowered
         else:
             todo.append((name, unit, key))
 
+    # the largest first, so that none is left to run alone at the end
+    todo.sort(key=lambda t: -sizes[t[0]])
     done = multiprocessing.Value("i", len(results))  # shared with the forked workers
     total = len(results) + len(todo)
     what = "compiling stacks" if not left else "compiling the stacks to time"

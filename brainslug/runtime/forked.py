@@ -2,9 +2,10 @@
 
 For CPU-bound work that cannot run in parallel threads: llvmlite serializes
 every call into LLVM with a process-wide lock, so a network's kernels compile
-one after the other in threads. Forked children each compile a share of the
-items and send their results back through a pipe (pickled); this process
-compiles a share too. A child that fails leaves its items to this process, so
+one after the other in threads. Forked children and this process take the
+next item from a shared counter until none is left (the items' costs differ
+tenfold: fixed shares left one process idle for a third of densenet121's
+compile), and the children send their results back through a pipe (pickled). A child that fails leaves its items to this process, so
 the result never depends on the children. The children only run `fn`: they
 never touch the framework (whose thread pools do not survive a fork) and leave
 with `os._exit`. No thread is inside LLVM when they are forked (llvmlite's
@@ -17,6 +18,7 @@ its items computed here.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import pickle
 import select
@@ -51,20 +53,33 @@ def fork_map(fn: Callable[[T], Any], items: Sequence[T], min_items: int = 4) -> 
     n = min(workers(), len(items) // max(1, min_items // 2))
     if n <= 1 or len(items) < min_items:
         return [fn(x) for x in items]
-    shares = [range(k, len(items), n) for k in range(n)]
+    taken = multiprocessing.Value("l", 0)  # the next item to take, shared by the processes
+
+    def mine() -> dict[int, Any]:
+        out = {}
+        lock = taken.get_lock()
+        while lock.acquire(timeout=TAKE_TIMEOUT):  # (a process killed holding it: stop)
+            i = taken.value
+            taken.value += 1
+            lock.release()
+            if i >= len(items):
+                break
+            out[i] = fn(items[i])
+        return out
+
     children: list[tuple[int, int]] = []
     # No other thread may be inside LLVM when we fork: a child would wait for
     # ever on llvmlite's process-wide lock, held by a thread it does not have.
     # The forking thread holds it (reentrant) in the children too.
     with _llvm_lock():
-        for share in shares[1:]:
+        for _ in range(n - 1):
             r, w = os.pipe()
             pid = os.fork()
-            if pid == 0:  # the child: compute its share, send it, leave
+            if pid == 0:  # the child: compute what it takes, send it, leave
                 status = 1
                 try:
                     os.close(r)
-                    data = pickle.dumps({i: fn(items[i]) for i in share})
+                    data = pickle.dumps(mine())
                     with os.fdopen(w, "wb") as out:
                         out.write(data)
                     status = 0
@@ -73,9 +88,9 @@ def fork_map(fn: Callable[[T], Any], items: Sequence[T], min_items: int = 4) -> 
             os.close(w)
             children.append((pid, r))
     t0 = time.monotonic()
-    results: dict[int, Any] = {i: fn(items[i]) for i in shares[0]}
-    # a child that is not done long after this process did its share is stuck:
-    # this process computes its items (a hang here would hang optimize())
+    results: dict[int, Any] = mine()
+    # a child that is not done long after this process ran out of items is
+    # stuck: this process computes its items (a hang here would hang optimize())
     deadline = time.monotonic() + CHILD_GRACE + 2 * (time.monotonic() - t0)
     for pid, r in children:
         data = _read_until(r, deadline)
@@ -89,6 +104,10 @@ def fork_map(fn: Callable[[T], Any], items: Sequence[T], min_items: int = 4) -> 
                 pass
     return [results[i] if i in results else fn(items[i]) for i in range(len(items))]
 
+
+TAKE_TIMEOUT = 10.0
+"""Seconds a process waits to take the next item; past them it stops taking
+(what is left, this process computes at the end)."""
 
 CHILD_GRACE = 60.0
 """Seconds a compile child may take beyond twice this process's own share."""
