@@ -159,6 +159,32 @@ def test_squeeze_excite_layers_run_in_one_stack() -> None:
     assert (got[ok] - ref[ok]).abs().max().item() <= 1e-5 * max(1.0, ref[ok].abs().max().item())
 
 
+def test_squeeze_is_the_excitations_prologue() -> None:
+    """The global pool of a squeeze-excite block whose input a convolution's
+    kernel writes runs in the excitation's stack (one call, not two): as
+    accurate as the library against float64, NaN pooled into its channel."""
+    pytest.importorskip("torchvision")
+    torch.manual_seed(9)
+    model = SqueezeExcite().eval()
+    opt = brainslug.optimize(model, [0, 43, 15, 13], conv="brainslug")
+    ops = [[x.split(": ")[1] for x in s.layers] for s in opt.info.stacks]
+    assert ["nn.adaptive_avg_pool2d", "nn.conv2d", "nn.silu", "nn.conv2d",
+            "nn.sigmoid"] in ops, ops
+    m64 = copy.deepcopy(model).double()
+    for batch in (1, 3):
+        x = torch.randn(batch, 43, 15, 13)
+        with torch.no_grad():
+            ref, lib, got = m64(x.double()), model(x).double(), opt(x).double()
+        e_lib, e_bs = (lib - ref).abs().max().item(), (got - ref).abs().max().item()
+        assert e_bs <= 1.5 * e_lib + 1e-7, (batch, e_bs, e_lib)
+    x[1, 2, 4, 4] = float("nan")
+    with torch.no_grad():
+        ref, got = model(x), opt(x)
+    assert torch.equal(ref.isnan(), got.isnan())
+    ok = ~ref.isnan()
+    assert (got[ok] - ref[ok]).abs().max().item() <= 1e-5 * max(1.0, ref[ok].abs().max().item())
+
+
 class ScaledProject(nn.Module):
     """A squeeze-excite block's scale read by a 1x1 project convolution + BN."""
 

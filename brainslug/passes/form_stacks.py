@@ -353,11 +353,13 @@ def one_pixel(conv: nn.Conv2dOp) -> bool:
 def _prologue(conv: nn.Conv2dOp, block: Block, claimed: set[Operation]) -> list[Operation]:
     """The pointwise layers before `conv` whose results only it reads, in order:
     a squeeze-excite block's per-channel scale (`x * s`, s broadcast over the
-    pixels) before its project convolution. Each computes a tensor of the
+    pixels) before its project convolution (or its squeeze: `_squeeze`). Each computes a tensor of the
     convolution's input type, and none belongs to another chain. None where
     they would join the stack of the layer before them, whose result only
     they read (DenseNet's BN → ReLU): they then save no pass, and tile by tile
     before the convolution they cost a copy of its input."""
+    if one_pixel(conv) and (squeeze := _squeeze(conv, block, claimed)) is not None:
+        return squeeze
     ops: list[Operation] = []
     value = conv.operands[0]
     while isinstance(op := value.owner, Operation) and op.parent_block() is block:
@@ -373,6 +375,26 @@ def _prologue(conv: nn.Conv2dOp, block: Block, claimed: set[Operation]) -> list[
             break  # the chain goes on through one operand of the result's own type
         value = same[0]
     return ops
+
+
+def _squeeze(conv: nn.Conv2dOp, block: Block, claimed: set[Operation]) -> list[Operation] | None:
+    """A squeeze-excite block's squeeze, the global average pool that only its
+    first fully connected layer (`conv`, of one pixel) reads, as that layer's
+    prologue: the excitation then runs in the pool's kernel, one call instead
+    of two. None where the pool would join the stack of its input's layer
+    (a batch norm and activation before it, not a convolution's chain): it
+    pools the activation there as it is written, and here it would read it
+    again."""
+    pool = conv.operands[0].owner
+    if not (isinstance(pool, nn.AdaptiveAvgPool2dOp) and pool.parent_block() is block
+            and pool not in claimed and conv.operands[0].has_one_use()
+            and stackable(pool) is None):
+        return None
+    source = pool.operands[0].owner
+    if isinstance(source, Operation) and source.parent_block() is block and \
+            source not in claimed and stackable(source) is None:
+        return []
+    return [pool]
 
 
 def conv_epilogue_chains(block: Block, chain_bytes: int = 0,

@@ -64,3 +64,36 @@ func.func @pre_activation(%x: tensor<?x5x5x40xf32>, %w: tensor<1x1x40x16xf32>, %
 // CHECK-NEXT:      nn.relu
 // CHECK-NEXT:      nn.conv2d
 // CHECK-NEXT:      nn.yield
+
+// A squeeze-excite block's squeeze (the global pool that only its first fully
+// connected layer reads) is that layer's prologue: the excitation runs in the
+// pool's kernel. Where a batch norm before the pool would take it into its
+// own stack (it pools the activation as it writes it), it stays there.
+func.func @squeeze(%x: tensor<?x5x5x40xf32>, %w1: tensor<1x1x40x8xf32>, %w2: tensor<1x1x8x40xf32>, %g: tensor<40xf32>, %b: tensor<40xf32>, %m: tensor<40xf32>, %v: tensor<40xf32>) -> (tensor<?x1x1x40xf32>, tensor<?x1x1x8xf32>, tensor<?x5x5x40xf32>) {
+  %p = nn.adaptive_avg_pool2d %x {output_size = array<i64: 1, 1>, layout = "NHWC"} : tensor<?x5x5x40xf32> -> tensor<?x1x1x40xf32>
+  %f1 = nn.conv2d %p, %w1 {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x1x1x40xf32>, tensor<1x1x40x8xf32>) -> tensor<?x1x1x8xf32>
+  %a = nn.silu %f1 : tensor<?x1x1x8xf32> -> tensor<?x1x1x8xf32>
+  %f2 = nn.conv2d %a, %w2 {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x1x1x8xf32>, tensor<1x1x8x40xf32>) -> tensor<?x1x1x40xf32>
+  %s = nn.sigmoid %f2 : tensor<?x1x1x40xf32> -> tensor<?x1x1x40xf32>
+  %n = nn.batch_norm %x weight %g bias %b mean %m var %v {eps = 1.0e-05 : f64, layout = "NHWC"} : (tensor<?x5x5x40xf32>, tensor<40xf32>, tensor<40xf32>, tensor<40xf32>, tensor<40xf32>) -> tensor<?x5x5x40xf32>
+  %p2 = nn.adaptive_avg_pool2d %n {output_size = array<i64: 1, 1>, layout = "NHWC"} : tensor<?x5x5x40xf32> -> tensor<?x1x1x40xf32>
+  %f3 = nn.conv2d %p2, %w1 {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x1x1x40xf32>, tensor<1x1x40x8xf32>) -> tensor<?x1x1x8xf32>
+  func.return %s, %f3, %n : tensor<?x1x1x40xf32>, tensor<?x1x1x8xf32>, tensor<?x5x5x40xf32>
+}
+
+// (Without conv-chains the second fully connected layer is a stack of its own.)
+// CHECK-LABEL: func.func @squeeze
+// CHECK:         nn.stack "stack{{[0-9]+}}" (%x, %w1)
+// CHECK-NEXT:    ^{{.*}}
+// CHECK-NEXT:      nn.adaptive_avg_pool2d
+// CHECK-NEXT:      nn.conv2d
+// CHECK-NEXT:      nn.silu
+// CHECK-NEXT:      nn.yield
+// CHECK:         nn.stack "stack{{[0-9]+}}" (%x, %g, %b, %m, %v)
+// CHECK-NEXT:    ^{{.*}}
+// CHECK-NEXT:      nn.batch_norm
+// CHECK-NEXT:      nn.adaptive_avg_pool2d
+// CHECK:         nn.stack "stack{{[0-9]+}}" (%{{.*}}, %w1)
+// CHECK-NEXT:    ^{{.*}}
+// CHECK-NEXT:      nn.conv2d
+// CHECK-NEXT:      nn.yield
