@@ -258,3 +258,28 @@ def test_convolution_options(options: dict) -> None:
             assert (out - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
         else:
             _close(out, ref)
+
+
+def test_a_forward_of_star_args_is_captured_input_by_input() -> None:
+    """`forward(self, *xs)`: torch.fx would pass the inputs as one tuple (a
+    cat of it failed as a fallback); torch.export takes them one by one, and
+    the cat, batch norm and ReLU of them run in one stack."""
+
+    class Pieces(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = nn.BatchNorm2d(42)
+
+        def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.bn(torch.cat(xs, 1)))
+
+    model = _perturbed(Pieces())
+    opt = brainslug.optimize(model, [[0, 37, 13, 11], [0, 5, 13, 11]])
+    assert opt.info.capture == "torch.export"
+    assert not opt.info.fallbacks, opt.info.fallbacks
+    assert [[x.split(": ")[1] for x in s.layers] for s in opt.info.stacks] == [
+        ["nn.cat", "nn.batch_norm", "nn.relu"]]
+    for batch in (1, 3):
+        x, y = torch.randn(batch, 37, 13, 11), torch.randn(batch, 5, 13, 11)
+        with torch.no_grad():
+            assert (opt(x, y) - model(x, y)).abs().max().item() <= 1e-6

@@ -143,6 +143,11 @@ def trace_model(model: torch.nn.Module, spec: Spec, device: torch.device | None 
     the reason being the last note."""
     try:
         gm = trace(model)
+        packed = [str(n.target) for n in gm.graph.nodes
+                  if n.op == "placeholder" and str(n.target).startswith("*")]
+        if packed:  # a forward(*xs): fx passes the tuple as one value
+            raise TypeError(f"the forward takes {packed[0]}, which torch.fx traces as one "
+                            f"tuple")
     except Exception as e:  # fx can't trace it: torch.export, else run the model as it is
         notes = [f"torch.fx could not trace the model ({type(e).__name__}: "
                  f"{str(e).splitlines()[0][:200]}); captured with torch.export"]

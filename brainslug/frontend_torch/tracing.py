@@ -5,6 +5,7 @@ torch.export's guard call dropped)."""
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -104,10 +105,22 @@ def export(model: tnn.Module, shape: Sequence[int] | Sequence[Sequence[int]]) ->
             batch = torch.export.Dim("batch", min=1)
             dyn = tuple({0: batch} if s and s[0] == 0 else {} for s in shapes)
             ep = torch.export.export(model, examples,
-                                     dynamic_shapes=dyn if any(dyn) else None)
+                                     dynamic_shapes=_by_parameter(model, dyn) if any(dyn)
+                                     else None)
             return _without_guards(ep.module())
         finally:
             model.train(was_training)
+
+
+def _by_parameter(model: tnn.Module, dyn: tuple[dict[int, Any], ...]) -> tuple[Any, ...]:
+    """Dynamic shapes per input, as torch.export matches them to the forward's
+    parameters: the inputs that a `*args` parameter takes are one tuple."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return dyn
+    star = next((k for k, p in enumerate(params) if p.kind is p.VAR_POSITIONAL), None)
+    return dyn if star is None else (*dyn[:star], tuple(dyn[star:]))
 
 
 def _without_guards(gm: fx.GraphModule) -> fx.GraphModule:
