@@ -212,32 +212,21 @@ class TileChain(RewritePattern):
             return
         buf = op.memref
         stores = nu.stores_to(buf)
-        if not stores or any(s.parent_op() is not nu.top_nest(s) for s in stores):
+        if len(stores) != 1 or any(s.parent_op() is not nu.top_nest(s) for s in stores):
             return
-        # one producer, or a run of them that each write one part (a cat's pieces)
-        prods = [nu.top_nest(s) for s in stores]
+        prod = nu.top_nest(stores[0])
         readers = {nu.top_nest(ld) for ld in nu.loads_of(buf)}
-        if None in prods or len(set(prods)) != len(prods) or not readers or None in readers \
-                or readers & set(prods):
+        if prod is None or not readers or None in readers or prod in readers:
             return
-        if len(prods) > 1:  # in block order
-            at = {o: k for k, o in enumerate(prods[0].parent_block().ops)}
-            stores, prods = map(list, zip(*sorted(zip(stores, prods, strict=True),
-                                                  key=lambda sp: at.get(sp[1], -1)), strict=True))
-        found = _adjacent_readers(prods[0], set(prods[1:]), [prods[0]])
-        if found is None or found[0] != prods[1:]:
-            return
-        hoist = found[1]
-        # the producers and the readers must be one run of adjacent nests, once
-        # the independent ops between them move above the first producer
-        found = _adjacent_readers(prods[-1], readers, prods)
+        # the producer and its readers must be one run of adjacent nests, once
+        # the independent ops between them move above the producer
+        found = _adjacent_readers(prod, readers, [prod])
         if found is None:
             return
-        chain, hoist = [*prods, *found[0]], hoist + found[1]
-        dims = [lead_dims(buf, s, [p, *found[0]]) for s, p in zip(stores, prods, strict=True)]
-        dims = dims[0] if all(d == dims[0] for d in dims) else []
-        if not self.halo or len(prods) > 1 or any(
-            s.buffer is not buf for p in prods for s in p.walk() if isinstance(s, loop.StoreOp)
+        chain, hoist = [prod, *found[0]], found[1]
+        dims = lead_dims(buf, stores[0], chain)
+        if not self.halo or any(
+            s.buffer is not buf for s in prod.walk() if isinstance(s, loop.StoreOp)
         ):
             # a halo would recompute (and write out of range) its other outputs
             dims = dims[: next((k for k, d in enumerate(dims) if d.windowed), len(dims))]
@@ -246,19 +235,19 @@ class TileChain(RewritePattern):
             return
         shape = list(buf.type.get_shape())
         others = _along(chain, buf, shape[:len(dims)])
-        tiled, steps = plan_tiles(dims, chain[len(prods)], shape, self.budget, whole=self.halo,
+        tiled, steps = plan_tiles(dims, chain[1], shape, self.budget, whole=self.halo,
                                   split=self.split, others=others)
         if not _cross_reads_direct(chain, buf, tiled):
             return
-        _hoist(hoist, prods[0], rewriter)
-        rewriter.insert(self._tile(buf, chain, len(prods), dims, tiled, steps, shape, pads),
+        _hoist(hoist, prod, rewriter)
+        rewriter.insert(self._tile(buf, chain, dims, tiled, steps, shape, pads),
                         InsertPoint.before(chain[0]))
         for nest in chain:
             rewriter.erase(nest)
         rewriter.erase(op)
 
-    def _tile(self, buf, chain, producers, dims, tiled, steps, shape, pads) -> loop.TileOp:
-        prods, reader = chain[:producers], chain[producers]
+    def _tile(self, buf, chain, dims, tiled, steps, shape, pads) -> loop.TileOp:
+        prod, reader = chain[0], chain[1]
         rlo, rhi = reader.lower_bounds(), reader.upper_bounds()
         tile = loop.TileOp(rlo[:tiled], rhi[:tiled], steps)
         body = _Body(tile.body.block)
@@ -278,7 +267,7 @@ class TileChain(RewritePattern):
         for nest in chain:
             lo, hi = nest.lower_bounds(), nest.upper_bounds()
             padded: list[int] = []
-            if nest in prods:
+            if nest is prod:
                 lo, hi = list(lo), list(hi)
                 for k, d in enumerate(dims):
                     if d.windowed:
