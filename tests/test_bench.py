@@ -415,6 +415,8 @@ def test_cli_compile_time_json(tmp_path, capsys) -> None:
     assert cold["units"] > 0 and warm["units"] == 0 and not warm["passes"]
     assert {"capture", "convolution choice: trial compile", "convolution choice: timing",
             "plan: stacks formed and compiled"} <= set(cold["stages"])
+    assert "conv2d, batch_norm, relu" in cold["kinds"] and not warm["kinds"]
+    assert sum(n for n, _ in cold["kinds"].values()) == cold["units"]
     assert {"bs-fuse", "bs-register-tile", "LLVM IR built (llvmlite)",
             "LLVM optimization + code generation"} <= set(cold["passes"])
     assert 0 < sum(cold["stages"].values()) <= run["cold_s"]

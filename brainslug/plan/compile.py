@@ -287,9 +287,9 @@ def _lower_units(module: ModuleOp, target: Any, left: dict[str, str]) -> Lowered
         progress.note(what, done.value, total)
         return result
 
-    for (name, _, _), result in zip(todo, fork_map(build, todo), strict=True):
+    for (name, unit, _), result in zip(todo, fork_map(build, todo), strict=True):
         results[name] = result
-        compile_profile.add_unit(result.seconds)
+        compile_profile.add_unit(result.seconds, compile_profile.stack_kind(unit))
     infos: list[dict[str, Any]] = []
     objects: dict[str, bytes] = {}
     unit_keys: dict[str, str] = {}

@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from xdsl.ir import Operation
+
 
 @dataclass
 class CompileProfile:
@@ -30,15 +32,21 @@ class CompileProfile:
     stages: dict[str, float] = field(default_factory=dict)
     passes: dict[str, float] = field(default_factory=dict)
     units: int = 0
+    kinds: dict[str, list[float]] = field(default_factory=dict)
+    """Per kind of stack (its layers' ops): [stacks compiled, seconds]."""
 
-    def add_passes(self, seconds: dict[str, float]) -> None:
+    def add_passes(self, seconds: dict[str, float], kind: str = "") -> None:
         """One compiled stack's seconds per step."""
         self.units += 1
         for k, v in seconds.items():
             self.passes[k] = self.passes.get(k, 0.0) + v
+        count = self.kinds.setdefault(kind, [0, 0.0])
+        count[0] += 1
+        count[1] += sum(seconds.values())
 
     def to_json(self) -> dict[str, object]:
-        return {"stages": dict(self.stages), "passes": dict(self.passes), "units": self.units}
+        return {"stages": dict(self.stages), "passes": dict(self.passes), "units": self.units,
+                "kinds": {k: list(v) for k, v in self.kinds.items()}}
 
 
 _active: contextvars.ContextVar[CompileProfile | None] = contextvars.ContextVar(
@@ -71,10 +79,20 @@ def stage(name: str) -> Iterator[None]:
             profile.stages[name] = profile.stages.get(name, 0.0) + time.perf_counter() - t0
 
 
-def add_unit(seconds: dict[str, float]) -> None:
+def add_unit(seconds: dict[str, float], kind: str = "") -> None:
     """Adds one compiled stack's seconds per step to the active profile."""
     if (profile := _active.get()) is not None:
-        profile.add_passes(seconds)
+        profile.add_passes(seconds, kind)
+
+
+def stack_kind(module: Operation) -> str:
+    """A stack's kind: the distinct ops of its layers, in order (a DenseNet
+    layer's `nn.cat`, `nn.batch_norm`, `nn.relu` whatever its pieces)."""
+    seen: dict[str, None] = {}
+    for op in module.walk():
+        if op.name.startswith("nn.") and op.name not in ("nn.stack", "nn.yield"):
+            seen.setdefault(op.name.removeprefix("nn."), None)
+    return ", ".join(seen)
 
 
 class StepTimer:
@@ -112,4 +130,12 @@ def format_profile(profile: dict[str, object], title: str) -> str:
                          f"  {v / total:5.0%}")
         lines.append(f"  {'all steps':<{width}}  {total:7.2f}  "
                      f"{total / max(units, 1) * 1e3:8.1f}")
+    kinds: dict[str, list[float]] = profile.get("kinds", {})  # type: ignore[assignment]
+    if kinds:
+        total = sum(s for _, s in kinds.values())
+        lines.append(f"  {'stacks compiled, by kind':<{width}}  {'s':>7}  {'ms/stack':>8}"
+                     f"  {'share':>5}  stacks")
+        for k, (n, sec) in sorted(kinds.items(), key=lambda kv: -kv[1][1]):
+            lines.append(f"  {k[:width]:<{width}}  {sec:7.2f}  {sec / max(n, 1) * 1e3:8.1f}"
+                         f"  {sec / max(total, 1e-9):5.0%}  {int(n)}")
     return "\n".join(lines)
