@@ -287,9 +287,10 @@ def _lower_units(module: ModuleOp, target: Any, left: dict[str, str]) -> Lowered
         progress.note(what, done.value, total)
         return result
 
-    for (name, unit, _), result in zip(todo, fork_map(build, todo), strict=True):
+    kinds = [compile_profile.stack_kind(unit) for _, unit, _ in todo]  # (lowered in place)
+    for (name, _, _), kind, result in zip(todo, kinds, fork_map(build, todo), strict=True):
         results[name] = result
-        compile_profile.add_unit(result.seconds, compile_profile.stack_kind(unit))
+        compile_profile.add_unit(result.seconds, kind)
     infos: list[dict[str, Any]] = []
     objects: dict[str, bytes] = {}
     unit_keys: dict[str, str] = {}
