@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import brainslug.pytorch as brainslug
+from brainslug.plan.report import ConvChoice
 
 # name: (Cin, Cout, k, stride, pad, dilation, groups); channel counts are not
 # multiples of 16, the maps (13x13) not multiples of the register block
@@ -435,3 +436,52 @@ def test_auto_times_a_scale_prologue_against_its_own_pass(monkeypatch, tmp_path)
         with torch.no_grad():
             ref, got = model(x, r), opt(x, r)
         assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_a_family_of_convolutions_follows_its_timed_members(monkeypatch, tmp_path) -> None:
+    """Convolutions that differ only in their input channels (DenseNet's 1×1
+    ones in a dense block) are a family: the fewest, middle and most channels
+    are timed, and the others take the choice of the two that enclose them
+    where those agree, else the library."""
+    from brainslug.frontend_torch.conv_choice import _as_family, _followers
+
+    class Growing(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = nn.ModuleList(nn.Conv2d(8 * (k + 1), 24, 1, bias=False)
+                                       for k in range(5))
+            self.bns = nn.ModuleList(random_bn(nn.BatchNorm2d(24), k) for k in range(5))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            pairs = enumerate(zip(self.convs, self.bns, strict=True))
+            return torch.cat([torch.relu(bn(conv(x[:, :8 * (k + 1)] * 1.5)))
+                              for k, (conv, bn) in pairs], 1)
+
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(10)
+    model = Growing().eval()
+    opt = brainslug.optimize(model, [0, 40, 13, 11])
+    by = {c.node: c for c in opt.info.convs}
+    timed = sorted(n for n, c in by.items() if c.brainslug_ms is not None)
+    assert timed == ["convs_0", "convs_2", "convs_4"], by
+    for node, (lo, hi) in (("convs_1", ("convs_0", "convs_2")),
+                           ("convs_3", ("convs_2", "convs_4"))):
+        c = by[node]
+        assert c.brainslug_ms is None, c
+        if by[lo].runs == by[hi].runs:
+            assert c.runs == by[lo].runs and c.why.startswith(f"as {lo} and {hi}"), c
+        else:
+            assert c.runs == "library", c
+    for batch in (1, 3):
+        x = torch.randn(batch, 40, 13, 11)
+        with torch.no_grad():
+            ref, got = model(x), opt(x)
+        assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    # the enclosing members decide; where they disagree, the library runs it
+    members = [(8 * (k + 1), f"c{k}") for k in (4, 0, 3, 1, 2)]
+    assert _followers(members) == {"c1": ("c0", "c2"), "c3": ("c2", "c4")}
+    assert _followers(members[:3]) == {}
+    chosen = [ConvChoice("c0", "brainslug"), ConvChoice("c2", "brainslug"),
+              ConvChoice("c4", "library")]
+    got = {c.node: c.runs for c in _as_family(_followers(members), chosen)}
+    assert got == {"c1": "brainslug", "c3": "library"}
