@@ -138,11 +138,6 @@ def candidates(gm: fx.GraphModule, spec: Spec
     return {node for _, node in worth[:MAX_TIMED]}, decided, follows
 
 
-FAMILY_ANCHORS = 3
-"""Members of a family of convolutions (`_family`) timed: the fewest, middle
-and most input channels; a family of more has the others follow them."""
-
-
 def _family(chain: list[Any]) -> tuple[tuple[Any, ...], int] | None:
     """(what a convolution's kernel is but for its input channels, those
     channels): DenseNet's 1×1 convolutions of one dense block differ only in
@@ -157,11 +152,13 @@ def _family(chain: list[Any]) -> tuple[tuple[Any, ...], int] | None:
 
 def _followers(members: list[tuple[int, str]]) -> dict[str, tuple[str, str]]:
     """Of a family's (input channels, node): those not timed, each with the two
-    timed members whose channel counts enclose its own."""
+    timed members whose channel counts enclose its own. The members with the
+    fewest, middle and most channels are timed; a family of three or fewer
+    has no followers."""
     members = sorted(members)
-    if len(members) <= FAMILY_ANCHORS:
-        return {}
     ends = [0, (len(members) - 1) // 2, len(members) - 1]
+    if len(members) <= len(ends):
+        return {}
     out = {}
     for k, (_, node) in enumerate(members):
         if k not in ends:
