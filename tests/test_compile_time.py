@@ -471,3 +471,131 @@ def test_meta_runs_are_reused_until_the_graph_changes(monkeypatch: pytest.Monkey
     gm.fc = torch.nn.Linear(gm.fc.in_features, 5)  # a module replaced under its name
     assert capture.propagate_shapes(gm, [[0, 3, 13, 13]])["fc"][0] == (-1, 5)
     assert runs == [(1, 2)]
+
+
+# ---------------------------------------------------------------------------- rolled runs
+
+
+def cat_kernel(name: str, first: int, piece: int, pieces: int, h: int = 3) -> str:
+    """A kernel that copies a first buffer of `first` lanes and `pieces` buffers
+    of `piece` lanes each into one output, one sibling simd.loop per buffer
+    (the shape of a merged `cat`), scaling each by 2."""
+    total = first + piece * pieces
+    args = [f"%a: memref<?x{h}x{first}xf32>"]
+    args += [f"%p{k}: memref<?x{h}x{piece}xf32>" for k in range(pieces)]
+    args.append(f"%y: memref<?x{h}x{total}xf32>")
+    loops = [f"""    simd.loop (%w) = (0) to ({first}) {{
+      %v = simd.load %a[%i, %j, %w] : memref<?x{h}x{first}xf32>
+      %r = simd.mulf %v, %two : !simd.vec<f32>
+      simd.store %r, %y[%i, %j, %w] : memref<?x{h}x{total}xf32>
+    }}"""]
+    for k in range(pieces):
+        lo = first + piece * k
+        loops.append(f"""    simd.loop (%w) = ({lo}) to ({lo + piece}) {{
+      %v = simd.load %p{k}[%i, %j, %w] map affine_map<(d0, d1, d2) -> (d0, d1, d2 - {lo})> : memref<?x{h}x{piece}xf32>
+      %r = simd.mulf %v, %two : !simd.vec<f32>
+      simd.store %r, %y[%i, %j, %w] : memref<?x{h}x{total}xf32>
+    }}""")
+    body = "\n".join(loops)
+    return f"""func.func @{name}({', '.join(args)}) attributes {{bs.kernel}} {{
+  %c0 = arith.constant 0 : index
+  %n = memref.dim %a, %c0 : memref<?x{h}x{first}xf32>
+  %f = arith.constant 2.0 : f32
+  loop.nest parallel 2 (%i, %j) = (0, 0) to (%n, {h}) {{
+    %two = simd.splat %f : f32
+{body}
+  }}
+  func.return
+}}"""
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_cat_pieces_roll_into_one_function(batch: int) -> None:
+    """Kernels of 2 to 6 like pieces (37 lanes each: a masked tail per piece)
+    after a first one share one phase function: the pieces run as a loop over
+    a table of rows. Each computes its own concatenation."""
+    from brainslug.lowering.backends.x86 import X86Backend
+    from brainslug.lowering.lower_to_llvm import LowerToLLVMPass
+    from brainslug.runtime.jit import compile_kernels
+
+    counts = [2, 3, 4, 6]
+    text = "\n".join(cat_kernel(f"cat{n}", 13 + 2 * n, 37, n) for n in counts)
+    module = parse_module(text)
+    LowerToLLVMPass().apply(make_context(), module)
+    module.verify()
+    assert len(phase_functions(module)) == 1
+    kernels = compile_kernels(module, X86Backend())
+    for n in counts:
+        first = rand(batch, 3, 13 + 2 * n)
+        pieces = [rand(batch, 3, 37) for _ in range(n)]
+        y = np.full((batch, 3, 13 + 2 * n + 37 * n), np.nan, np.float32)
+        kernels[f"cat{n}"]([first, *pieces, y])
+        np.testing.assert_array_equal(y, 2 * np.concatenate([first, *pieces], 2))
+
+
+def test_runs_need_like_members() -> None:
+    """Siblings that differ in more than buffers and numbers (another op)
+    are not rolled together; a lone like pair is."""
+    text = cat_kernel("k", 16, 16, 3).replace(
+        "%r = simd.mulf %v, %two", "%r = simd.addf %v, %two", 2)  # first loop and piece 0
+    module = parse_module(text)
+    block = next(iter(module.ops)).body.block
+    phase = next(op for op in block.ops if isinstance(op, loop.NestOp))
+    sig = Canonicalizer(block, set(block.args), roll=True).phase(phase)
+    (run,) = sig.runs
+    assert len(run.ops) == 2 and run.params == [[32, 48, -32], [48, 64, -48]]
+    assert not Canonicalizer(block, set(block.args)).phase(phase).runs
+
+
+REDUCE = """
+func.func @k(%x: memref<?x{K}xf32>, %y: memref<?xf32>) attributes {{bs.kernel}} {{
+  %c0 = arith.constant 0 : index
+  %n = memref.dim %x, %c0 : memref<?x{K}xf32>
+  loop.nest parallel 1 (%i) = (0) to (%n) {{
+    %s = loop.reduce add (%k) = (0) to ({K}) init 0.0 : f32 -> f32 {{
+      %v = loop.load %x[%i, %k] : memref<?x{K}xf32>
+      loop.yield %v : f32
+    }}
+    loop.store %s, %y[%i] : f32, memref<?xf32>
+  }}
+  func.return
+}}
+"""
+
+
+def test_long_reductions_are_parameters() -> None:
+    """A reduction over 16 or more points (a convolution's input channels)
+    has its bound as a parameter; a window's few taps stay in the key."""
+
+    def key(k: int):
+        module = parse_module(REDUCE.format(K=k))
+        block = next(iter(module.ops)).body.block
+        phase = next(op for op in block.ops if isinstance(op, loop.NestOp))
+        return Canonicalizer(block, set(block.args)).phase(phase)
+
+    assert key(37).key == key(70).key and key(37).params == [37]
+    assert key(3).key != key(5).key  # (the buffer's dim is a parameter either way)
+
+
+@pytest.mark.parametrize("k", [17, 70])
+def test_long_reductions_compute_each_length(k: int) -> None:
+    from brainslug.lowering.backends.x86 import X86Backend
+    from brainslug.lowering.lower_to_llvm import LowerToLLVMPass
+    from brainslug.runtime.jit import compile_kernels
+
+    module = parse_module(REDUCE.format(K=k))
+    LowerToLLVMPass().apply(make_context(), module)
+    x = rand(3, k)
+    y = np.zeros(3, np.float32)
+    compile_kernels(module, X86Backend())["k"]([x, y])
+    np.testing.assert_allclose(y, x.astype(np.float64).sum(1), rtol=1e-5, atol=1e-4)
+
+
+def test_bare_constant_map_results_stay_in_the_key() -> None:
+    """A map result that is a constant (a fixed column of a register block's
+    partial sums) is a position, not an offset: it is not a parameter."""
+    from xdsl.ir.affine import AffineExpr, AffineMap
+
+    d0 = AffineExpr.dimension(0)
+    text, consts = map_template(AffineMap(1, 0, (d0 + 5, AffineExpr.constant(3))))
+    assert consts == (5,) and "3" in text

@@ -13,15 +13,26 @@ What becomes a parameter (generic mode):
 - the static extents of `loop.in_bounds`/`simd.in_bounds`;
 - the constants of affine maps that are added (offsets such as a `cat`
   operand's channel offset or a window's padding), not the ones that multiply
-  or divide (strides, reshape divisors).
+  or divide (strides, reshape divisors);
+- the bounds of `loop.reduce` from `REDUCE_PARAMS` up (a convolution's input
+  channels: such a loop is not unrolled whatever its length).
 
-What stays in the key (it decides the shape of the code): window and reduction
-bounds (`loop.reduce`), tile steps, strides, `parallel`, op kinds, constants
-(`arith.constant`, pads, inits), types, `memref.alloca` shapes, whether a
-`simd.loop` with sibling loops (merged `cat` pieces) or a register block of V
-vectors has an extent that is a multiple of 16 (times V; then its code has no
-masked tail) and the structure of the ops. In exact mode (`generic=False`) everything is in the key;
-bs-dedup-kernels uses it to find identical kernels.
+What stays in the key (it decides the shape of the code): window bounds (the
+smaller bounds of `loop.reduce`), tile steps, strides, `parallel`, op kinds,
+constants (`arith.constant`, pads, inits), types, `memref.alloca` shapes,
+whether a `simd.loop` with sibling loops (merged `cat` pieces) or a register
+block of V vectors has an extent that is a multiple of 16 (times V; then its
+code has no masked tail) and the structure of the ops. In exact mode
+(`generic=False`) everything is in the key; bs-dedup-kernels uses it to find
+identical kernels.
+
+*Runs* (with `roll`): consecutive sibling ops with regions and no results
+that are the same code up to the buffers only they touch and their own
+numbers (the pieces of a merged `cat`: a DenseNet layer has one per earlier
+layer) are keyed once, as a loop over a table with one row per member (the
+member's buffers and numbers). Their count is not in the key, so every layer
+of a dense block shares one phase function, and its code size does not grow
+with the layer's depth.
 
 Parameters with the same value share one slot, and the key says which are
 equal: the code then knows, as it did with the numbers built in, that two
@@ -61,6 +72,10 @@ STATIC_INNER = False
 """Keep the innermost dim of buffers and the bounds of `simd.loop` static (in the
 key) instead of parameters."""
 
+REDUCE_PARAMS = 16
+"""`loop.reduce` bounds from this up are parameters (a convolution's input
+channels); smaller ones (a window's taps) stay in the key."""
+
 KEEP = frozenset((0, 1))
 """Values that stay in the key rather than becoming parameters."""
 
@@ -70,8 +85,47 @@ static extent is a multiple of this (times V) is keyed as such (`whole`), so
 that its generic code has no masked tail (lanes 4, 8 and 16)."""
 
 
+ROLL_MIN = 2
+"""The fewest members of a rolled run."""
+
+
 class NotGeneric(Exception):
     """The phase uses a value the canonicalizer does not know how to key."""
+
+
+class _NotRollable(Exception):
+    """A would-be run member uses a value that is not keyed yet outside it."""
+
+
+@dataclass
+class RunSignature:
+    """A run of sibling ops keyed once: the generic code of `ops[0]` (the
+    template) runs once per row of a table in the phase's parameter block.
+
+    A row holds, for each of the member's own buffers (those no op of the
+    phase before the run touches), a slot that refers to its pointer and one
+    per dynamic dim (as a phase's buffers have), then the member's own
+    parameters (sites `-1 - q` in the template's sites)."""
+
+    ops: list[Operation]
+    buffers: list[list[SSAValue]]
+    """Per member, its own buffers in first-use order (the same types)."""
+    params: list[list[int]]
+    """Per member, its own parameter values in key order."""
+    dims: list[list[int | None]] = field(default_factory=list)
+    """Per own buffer, the phase-level sites of its static dims."""
+
+    def row_size(self) -> int:
+        return sum(1 + _dynamic(v) for v in self.buffers[0]) + len(self.params[0])
+
+
+def _dynamic(v: SSAValue) -> int:
+    return sum(1 for s in v.type.get_shape() if s < 0)  # type: ignore[attr-defined]
+
+
+def local_site(site: int) -> int:
+    """The index in a run's row parameters of a negative (run-local) site."""
+    return -1 - site
 
 
 @dataclass
@@ -98,6 +152,9 @@ class PhaseSignature:
     whole: set[int] = field(default_factory=set)
     """id(simd.loop) of the loops whose static extent is a multiple of
     `WHOLE_CHUNKS` lanes: no partial last chunk at any lane count dividing it."""
+    runs: list[RunSignature] = field(default_factory=list)
+    run_of: dict[int, int] = field(default_factory=dict)
+    """id(member op) -> the index of its run in `runs`."""
 
     def buffer_index(self) -> dict[SSAValue, int]:
         return {v: j for j, v in enumerate(self.buffers)}
@@ -111,8 +168,15 @@ class PhaseSignature:
         k = 0
         for v in self.buffers:
             offsets.append(k)
-            k += 1 + sum(1 for s in v.type.get_shape() if s < 0)  # type: ignore[attr-defined]
-        return offsets, k, k + len(self.params)
+            k += 1 + _dynamic(v)
+        return offsets, k, k + len(self.params) + 2 * len(self.runs)
+
+    def run_header(self, run: int) -> int:
+        """The slot (relative to `args`) of run `run`'s member count; the next
+        one holds where its table starts (also relative to `args`). The
+        tables follow the fixed part of the block (`layout`)."""
+        _, first, _ = self.layout()
+        return first + len(self.params) + 2 * run
 
 
 # ---------------------------------------------------------------------------- maps
@@ -140,7 +204,10 @@ def map_template(amap: AffineMap, generic: bool = True) -> tuple[str, tuple[int,
             return f"({walk(e.lhs, add)} {e.kind.get_token()} {walk(e.rhs, add)})"
         return str(e)
 
-    text = f"{amap.num_dims};" + ",".join(walk(r, generic) for r in amap.results)
+    # a result that is a bare constant is a fixed position (a column of a
+    # register block's partial sums), not an offset: it stays in the key
+    text = f"{amap.num_dims};" + ",".join(
+        walk(r, generic and not isinstance(r, AffineConstantExpr)) for r in amap.results)
     hit = _MAP_CACHE[ck] = (text, tuple(consts))
     return hit
 
@@ -161,7 +228,7 @@ def generalize_map(amap: AffineMap, sites: Sequence[int | None]) -> tuple[Affine
             return AffineBinaryOpExpr(e.kind, walk(e.lhs, add), walk(e.rhs, add))
         return e
 
-    return tuple(walk(r, True) for r in amap.results)
+    return tuple(walk(r, not isinstance(r, AffineConstantExpr)) for r in amap.results)
 
 
 # ---------------------------------------------------------------------------- keys
@@ -200,13 +267,26 @@ def _whole(op: simd.LoopOp) -> bool:
     )
 
 
+def _rollable(ops: Sequence[Operation], i: int) -> bool:
+    """Whether `ops[i]` may start or continue a run: it has regions and no
+    results, and a like op follows or precedes it."""
+    op = ops[i]
+    if not op.regions or op.results:
+        return False
+    near = [ops[j] for j in (i - 1, i + 1) if 0 <= j < len(ops)]
+    return any(type(o) is type(op) for o in near)
+
+
 class Canonicalizer:
     """Keys the phases (or whole bodies) of one kernel."""
 
-    def __init__(self, top: Block, buffers: Collection[SSAValue], generic: bool = True):
+    def __init__(self, top: Block, buffers: Collection[SSAValue], generic: bool = True,
+                 roll: bool = False):
         self.top = top
         self.abi = buffers
         self.generic = generic
+        self.roll = roll and generic
+        """Key runs of like siblings once (`RunSignature`)."""
 
     # ------------------------------------------------------------------ entry points
 
@@ -236,6 +316,8 @@ class Canonicalizer:
         self.n = 0
         self.sig = PhaseSignature("", [], [])
         self.classes: dict[int, int] = {}
+        self.local: list[SSAValue] | None = None
+        """While a run member is keyed: its own buffers so far."""
 
     def _finish(self) -> PhaseSignature:
         sig = self.sig
@@ -275,6 +357,8 @@ class Canonicalizer:
         if p is None:
             p = self.classes[value] = len(self.sig.params)
             self.sig.params.append(value)
+        if self.local is not None:
+            return f"L{p}", -1 - p
         return f"P{p}", p
 
     def _params(self, values: Sequence[int]) -> tuple[str, list[int | None]]:
@@ -295,17 +379,32 @@ class Canonicalizer:
         if t is not None:
             return t
         if v in self.abi:
+            if self.local is not None:
+                if v not in self.local:
+                    self.local.append(v)
+                return f"R{self.local.index(v)}"
             t = self.vals[v] = f"B{len(self.sig.buffers)}"
             self.sig.buffers.append(v)
             return t
         owner = v.owner
         if isinstance(owner, Operation) and owner.parent_block() is self.top:
+            if self.local is not None:
+                raise _NotRollable
             self._op(owner)  # a top-level scalar op: keyed where first used
             return self.vals[v]
         raise NotGeneric(f"value {v} comes from outside the phase")
 
     def _bounds(self, op: loop._DomainOp, name: str) -> tuple[str, list[int | None]]:
         values = getattr(op, name).get_values()
+        if isinstance(op, loop.ReduceOp):
+            # a long reduction (a convolution's input channels) runs as a loop
+            # whatever its length; a window's few taps unroll
+            toks, sites = [], []
+            for v in values:
+                tok, site = self._param(v) if v >= REDUCE_PARAMS else (str(v), None)
+                toks.append(f"{tok}" if site is None else f"r{tok}")
+                sites.append(site)
+            return ",".join(toks), sites
         if not isinstance(op, _PARAM_DOMAIN) or (STATIC_INNER and isinstance(op, simd.LoopOp)):
             return ",".join(map(str, values)), [None] * len(values)
         return self._params(values)
@@ -353,17 +452,85 @@ class Canonicalizer:
         props = self._props(op) if op.properties or op.attributes else ""
         types = []
         for r in op.results:
-            self.vals[r] = f"%{self.n}"
-            self.n += 1
+            self.vals[r] = self._name()
             types.append(_text(r.type))
         self.out.append(f"{op.name}({operands}){{{props}}}:{','.join(types)}")
         for region in op.regions:
             self.out.append("{")
             for block in region.blocks:
                 for a in block.args:
-                    self.vals[a] = f"%{self.n}"
-                    self.n += 1
+                    self.vals[a] = self._name()
                 self.out.append(f"^{','.join(_text(a.type) for a in block.args)}")
-                for child in block.ops:
-                    self._op(child)
+                self._ops(block)
             self.out.append("}")
+
+    def _name(self) -> str:
+        name = f"%{'l' if self.local is not None else ''}{self.n}"
+        self.n += 1
+        return name
+
+    # ------------------------------------------------------------------ runs
+
+    def _ops(self, block: Block) -> None:
+        ops = list(block.ops)
+        i = 0
+        while i < len(ops):
+            if self.roll and self.local is None and _rollable(ops, i):
+                first = self._member(ops[i])
+                members = [first] if first is not None else []
+                j = i + 1
+                while first is not None and j < len(ops) and _rollable(ops, j):
+                    m = self._member(ops[j])
+                    if m is None or m[0] != first[0]:
+                        break
+                    members.append(m)
+                    j += 1
+                if len(members) >= ROLL_MIN:
+                    self._run(ops[i:j], members)
+                    i = j
+                    continue
+            self._op(ops[i])
+            i += 1
+
+    def _member(self, op: Operation) -> tuple[str, list[SSAValue], PhaseSignature] | None:
+        """The key of `op` as a run member (its own buffers and numbers keyed
+        locally), its own buffers and its local signature; None where it uses
+        a value that is not keyed yet outside it."""
+        saved = self.out, self.n, self.sig, self.classes
+        self.out, self.n, self.sig, self.classes = [], 0, PhaseSignature("", [], []), {}
+        self.local = []
+        try:
+            self._op(op)
+            own = self.local
+            # members agree on their buffers' types; the run's key has them generic
+            return "\n".join(self.out) + "@" + ",".join(_text(v.type) for v in own), own, self.sig
+        except _NotRollable:
+            return None
+        finally:
+            self.local = None
+            self.out, self.n, self.sig, self.classes = saved
+
+    def _run(self, ops: list[Operation],
+             members: list[tuple[str, list[SSAValue], PhaseSignature]]) -> None:
+        key, own, local = members[0]
+        run = RunSignature(ops, [m[1] for m in members], [m[2].params for m in members])
+        sig = self.sig
+        sig.bounds.update(local.bounds)
+        sig.extents.update(local.extents)
+        sig.maps.update(local.maps)
+        sig.whole |= local.whole
+        descs = []
+        for v in own:
+            toks, sites = [], []
+            for size in v.type.get_shape():  # type: ignore[attr-defined]
+                tok, site = ("?", None) if size < 0 else self._param(size)
+                toks.append(tok)
+                sites.append(site)
+            run.dims.append(sites)
+            descs.append(",".join(toks))
+        for op in ops:
+            sig.run_of[id(op)] = len(sig.runs)
+            self.done.add(op)
+        sig.runs.append(run)
+        body = key[: key.rindex("@")]
+        self.out.append(f"run[{';'.join(descs)}]{{\n{body}\n}}")

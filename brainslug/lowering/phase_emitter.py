@@ -20,7 +20,7 @@ from xdsl.ir import Attribute, Block, Operation, SSAValue
 from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
 from xdsl.ir.affine.affine_expr import AffineConstantExpr, AffineDimExpr, AffineSymExpr
 
-from brainslug.analysis.generic_phases import PhaseSignature, generalize_map
+from brainslug.analysis.generic_phases import PhaseSignature, generalize_map, local_site
 from brainslug.dialects import loop, simd
 from brainslug.lowering.llvm_builder import PTR, Declarations, IVal, LLVMBuilder
 
@@ -43,6 +43,9 @@ class TargetParams:
     helper_variants: Mapping[str, str] = field(default_factory=dict)
     """Helper name -> the one this target computes it with (the same results;
     e.g. with AVX-512 `exp_sleef_u10_normal` -> `exp_sleef_u10_scalef`)."""
+    rolled_runs: bool = False
+    """Runs of like sibling ops are lowered once, as a loop over a table
+    (`generic_phases.RunSignature`)."""
     flush_denormals: bool = False
     """Phases run with denormals flushed, as TensorFlow's kernels do: each sets
     FTZ and DAZ (`bs.mxcsr_flush`) on entry and restores the caller's mode on
@@ -116,6 +119,8 @@ class PhaseEmitter:
             self.buf_index = sig.buffer_index()
             self.buf_offsets, self.first_param, _ = sig.layout()
         self.params: dict[int, SSAValue] = {}
+        self.row_params: list[SSAValue] = []
+        """The current row's own parameters, while a rolled run is emitted."""
         self.maps: dict[int, tuple[AffineExpr, ...]] = {}
 
     def run(self) -> llvm.FuncOp:
@@ -283,7 +288,10 @@ class PhaseEmitter:
         return b.add_entry(llvm.LoadOp(b.gep_entry(args, rel), typ, alignment=8))
 
     def param(self, p: int) -> SSAValue:
-        """Parameter `p` of a generic phase (loaded once, in the entry block)."""
+        """Parameter `p` of a generic phase (loaded once, in the entry block), or
+        for a negative `p` the run row's own parameter (`emit_run`)."""
+        if p < 0:
+            return self.row_params[local_site(p)]
         if (v := self.params.get(p)) is None:
             b = self.b
             ptr = b.gep_entry(b.args[2], self.first_param + p)
@@ -315,11 +323,58 @@ class PhaseEmitter:
 
     def emit_block(self, block: Block) -> list[SSAValue]:
         """Emits the ops of a region body; returns the yielded values."""
+        runs = self.sig.run_of if self.sig is not None else {}
         for op in block.ops:
             if isinstance(op, loop.YieldOp):
                 return [self.value(v) for v in op.values]
-            self.emit(op)
+            if (r := runs.get(id(op))) is None:
+                self.emit(op)
+            elif self.sig.runs[r].ops[0] is op:  # type: ignore[union-attr]
+                self.emit_run(r)
         return []
+
+    def emit_run(self, r: int) -> None:
+        """A rolled run: its template, once per row of its table (each row
+        binds the template's own buffers and parameters to a member's)."""
+        assert self.sig is not None
+        run = self.sig.runs[r]
+        b = self.b
+        args = b.args[2]
+        head = self.sig.run_header(r)
+        count = b.add_entry(llvm.LoadOp(b.gep_entry(args, head), i64, alignment=8))
+        table = b.add_entry(llvm.LoadOp(b.gep_entry(args, head + 1), i64, alignment=8))
+        own = run.buffers[0]
+        size = run.row_size()
+
+        def row(i: SSAValue, carried: list[SSAValue]) -> list[SSAValue]:
+            at = b.gep(args, b.iadd(table, b.imul(i, size)), i64)
+            k = 0
+
+            def slot(j: int, typ: Attribute) -> SSAValue:
+                return b.load(b.gep(at, j, i64) if j else at, typ, align=8)
+
+            for v, sites in zip(own, run.dims, strict=True):
+                t = v.type
+                assert isinstance(t, MemRefType)
+                ptr = b.load(b.gep(args, slot(k, i64), i64), PTR, align=8)
+                dims: list[IVal] = []
+                dyn = 0
+                for extent, site in zip(t.get_shape(), sites, strict=True):
+                    if extent < 0:
+                        dyn += 1
+                        dims.append(b.load(b.gep(args, slot(k + dyn, i64), i64), i64, align=8))
+                    else:
+                        dims.append(extent if site is None else self.param(site))
+                self.bufs[v] = self._describe(ptr, dims, t.element_type)
+                k += 1 + dyn
+            self.row_params = [slot(k + q, i64) for q in range(len(run.params[0]))]
+            self.emit(run.ops[0])
+            for v in own:
+                del self.bufs[v]
+            self.row_params = []
+            return carried
+
+        b.loop(0, count, 1, row)
 
     def emit(self, op: Operation) -> None:
         if (lower := self.lowerings.get(type(op))) is None:

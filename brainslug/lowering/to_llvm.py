@@ -168,7 +168,8 @@ class KernelLowering:
         names: list[str] = []
         offsets: list[int] = []
         slots = [0] * self.num_slots
-        canon = Canonicalizer(self.kernel.body.block, self.buffers) if shared is not None else None
+        canon = (Canonicalizer(self.kernel.body.block, self.buffers, roll=self.target.rolled_runs)
+                 if shared is not None else None)
         for i, phase in enumerate(self.phases):
             name = f"{self.name}_p{i}"
             sig = None
@@ -209,12 +210,22 @@ class KernelLowering:
         buf_offsets, first_param, end = sig.layout()
         block = [0] * end
         for j, v in enumerate(sig.buffers):
-            abi = self.buffers[v]
-            k = buf_offsets[j]
-            block[k] = abi.ptr_slot - at
-            for i, d in enumerate(sorted(abi.dim_slots)):
-                block[k + 1 + i] = abi.dim_slots[d] - at
-        block[first_param:end] = sig.params
+            block[buf_offsets[j]:buf_offsets[j] + 1 + len(self.buffers[v].dim_slots)] = \
+                self.buffer_refs(v, at)
+        block[first_param:first_param + len(sig.params)] = sig.params
+        for r, run in enumerate(sig.runs):
+            head = sig.run_header(r)
+            block[head:head + 2] = [len(run.ops), len(block)]
+            for own, params in zip(run.buffers, run.params, strict=True):
+                for v in own:
+                    block.extend(self.buffer_refs(v, at))
+                block.extend(params)
         return block
+
+    def buffer_refs(self, v: SSAValue, at: int) -> list[int]:
+        """The slots of buffer `v` (its pointer, then each dynamic dim), relative
+        to a parameter block at slot `at`."""
+        abi = self.buffers[v]
+        return [abi.ptr_slot - at, *(abi.dim_slots[d] - at for d in sorted(abi.dim_slots))]
 
 
