@@ -20,6 +20,7 @@ cache (`RECOMPUTE_LIMIT`) when it would be repeated: read at several places
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from xdsl.context import Context
@@ -77,6 +78,7 @@ class _Facts:
         self._simple: dict[loop.StoreOp, tuple[Operation | None, nu.SimpleStore | None]] = {}
         self._slabs: dict[SSAValue, tuple[tuple, tuple[int, list[int]] | None]] = {}
         self._used: dict[AffineMap, set[int]] = {}
+        self._index: dict[SSAValue, tuple[tuple, tuple | None]] = {}
 
     def values(self, attr: DenseArrayBase) -> tuple[int, ...]:
         hit = self._values.get(id(attr))
@@ -106,6 +108,7 @@ class _Facts:
     def bounds_changed(self) -> None:
         """Called when a nest's bounds change in place (slabs depend on them)."""
         self._slabs.clear()
+        self._index.clear()
 
     def used_dims(self, amap: AffineMap) -> set[int]:
         hit = self._used.get(amap)
@@ -142,6 +145,55 @@ class _Facts:
             else:
                 result = (axis, sorted(points))
         self._slabs[buffer] = (key, result)
+        return result
+
+    def covering(
+        self,
+        buffer: SSAValue,
+        writers: list[nu.SimpleStore],
+        shape: tuple[int, ...],
+        ranges: list[tuple[loop.Bound, loop.Bound] | None],
+    ) -> list[nu.SimpleStore]:
+        """The writers that `_covers` the load's `ranges`. Where the writers are
+        disjoint slabs along one axis (a lowered `cat`) and the load's range
+        along it is static and not empty, only the slab where it starts can:
+        a `cat` of N pieces has N writers and N consumer parts, and trying every
+        writer for every part was quadratic."""
+        index = self._slab_index(buffer, writers) if len(writers) > 2 else None
+        candidates = writers
+        if index is not None:
+            axis, starts, ordered = index
+            rng = ranges[axis]
+            if rng is not None and isinstance(rng[0], int) and isinstance(rng[1], int) \
+                    and rng[0] < rng[1]:
+                k = bisect.bisect_right(starts, rng[0]) - 1
+                candidates = [ordered[k]] if k >= 0 else []
+        return [w for w in candidates if _covers(self, w, shape, ranges)]
+
+    def _slab_index(
+        self, buffer: SSAValue, writers: list[nu.SimpleStore]
+    ) -> tuple[int, list[int], list[nu.SimpleStore]] | None:
+        """(axis, slab starts, writers in that order) when the writers' ranges
+        along their one differing axis are static and disjoint."""
+        key = tuple((w.store, w.nest) for w in writers)
+        hit = self._index.get(buffer)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        result = None
+        slabs = self.slabs(buffer, writers)
+        if slabs is not None:
+            axis = slabs[0]
+            spans = []
+            for w in writers:
+                lo, hi, c = self.region(w)[axis]
+                if not (isinstance(lo, int) and isinstance(hi, int)):
+                    break
+                spans.append((lo + c, hi + c, w))
+            else:
+                spans.sort(key=lambda t: t[0])
+                if all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)):
+                    result = (axis, [t[0] for t in spans], [t[2] for t in spans])
+        self._index[buffer] = (key, result)
         return result
 
 
@@ -413,7 +465,7 @@ class InlineProducer(RewritePattern):
             return
         shape = op.buffer.type.get_shape()
         ranges = _load_ranges(self.facts, op)
-        cover = [w for w in writers if w is not None and _covers(self.facts, w, shape, ranges)]
+        cover = self.facts.covering(op.buffer, writers, shape, ranges)  # type: ignore[arg-type]
         if len(cover) != 1:
             return
         w = cover[0]

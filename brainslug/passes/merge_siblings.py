@@ -14,7 +14,7 @@ input. Two adjacent top-level nests merge when
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from xdsl.context import Context
 from xdsl.dialects import func
@@ -44,37 +44,63 @@ def _same_domain(a: loop.NestOp, b: loop.NestOp) -> bool:
     )
 
 
-def _effects(nest: loop.NestOp) -> tuple[set[SSAValue], set[SSAValue]]:
-    """(buffers read, buffers written) anywhere in `nest`."""
-    reads: set[SSAValue] = set()
-    writes: set[SSAValue] = set()
-    for op in nest.walk():
-        if isinstance(op, simd.StoreOp | loop.StoreOp):
-            writes.add(op.buffer)
-            continue
-        reads.update(x for x in op.operands if isinstance(x.type, MemRefType))
-    return reads, writes
+@dataclass
+class _Effects:
+    """What a nest does to buffers: those it reads and writes, and for each
+    buffer written the static lane ranges of its stores, or None where some
+    store is not at `buffer[ivs..., lane]` over a static lane range."""
+
+    reads: set[SSAValue] = field(default_factory=set)
+    writes: dict[SSAValue, list[tuple[int, int]] | None] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, nest: loop.NestOp) -> _Effects:
+        fx = cls()
+        for op in nest.walk():
+            if isinstance(op, simd.StoreOp | loop.StoreOp):
+                rows = fx.writes.setdefault(op.buffer, [])
+                row = _row(nest, op)
+                if rows is None or row is None:
+                    fx.writes[op.buffer] = None
+                else:
+                    rows.append(row)
+                continue
+            fx.reads.update(x for x in op.operands if isinstance(x.type, MemRefType))
+        return fx
+
+    def commutes_with(self, other: _Effects) -> bool:
+        """Whether the two nests may run point by point together."""
+        if not self.reads.isdisjoint(other.writes) or not other.reads.isdisjoint(self.writes):
+            return False
+        for buf, rows in self.writes.items():
+            if buf not in other.writes:
+                continue
+            theirs = other.writes[buf]
+            if rows is None or theirs is None or not _disjoint(rows, theirs):
+                return False
+        return True
+
+    def absorb(self, other: _Effects) -> None:
+        """The effects of the merged nest."""
+        self.reads |= other.reads
+        for buf, rows in other.writes.items():
+            mine = self.writes.get(buf, [])
+            self.writes[buf] = None if mine is None or rows is None else mine + rows
 
 
-def _row_ranges(nest: loop.NestOp, buffer: SSAValue) -> list[tuple[int, int]] | None:
-    """The static lane ranges of every store of `nest` to `buffer`, if each one
-    stores at `buffer[ivs..., lane]`; else None."""
-    out = []
-    for op in nest.walk():
-        if isinstance(op, loop.StoreOp) and op.buffer == buffer:
-            return None
-        if not isinstance(op, simd.StoreOp) or op.buffer != buffer:
-            continue
-        lane_loop = simd.enclosing_loop(op)
-        if lane_loop is None or lane_loop.parent_op() is not nest:
-            return None
-        lo, hi = lane_loop.lower_bounds()[0], lane_loop.upper_bounds()[0]
-        if not (isinstance(lo, int) and isinstance(hi, int)):
-            return None
-        if tuple(op.indices) != (*nest.ivs, lane_loop.iv) or op.map.data != AffineMap.identity(len(op.indices)):
-            return None
-        out.append((lo, hi))
-    return out
+def _row(nest: loop.NestOp, op: simd.StoreOp | loop.StoreOp) -> tuple[int, int] | None:
+    """The static lane range of a store at `buffer[ivs..., lane]`, else None."""
+    if not isinstance(op, simd.StoreOp):
+        return None
+    lane_loop = simd.enclosing_loop(op)
+    if lane_loop is None or lane_loop.parent_op() is not nest:
+        return None
+    lo, hi = lane_loop.lower_bounds()[0], lane_loop.upper_bounds()[0]
+    if not (isinstance(lo, int) and isinstance(hi, int)):
+        return None
+    if tuple(op.indices) != (*nest.ivs, lane_loop.iv) or op.map.data != AffineMap.identity(len(op.indices)):
+        return None
+    return lo, hi
 
 
 def _disjoint(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:
@@ -83,40 +109,35 @@ def _disjoint(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:
 
 def can_merge(a: loop.NestOp, b: loop.NestOp) -> bool:
     """Whether `b` may run point by point together with `a`."""
-    if not _same_domain(a, b):
-        return False
-    ra, wa = _effects(a)
-    rb, wb = _effects(b)
-    if ra & wb or rb & wa:
-        return False
-    for buf in wa & wb:
-        xa, xb = _row_ranges(a, buf), _row_ranges(b, buf)
-        if xa is None or xb is None or not _disjoint(xa, xb):
-            return False
-    return True
+    return _same_domain(a, b) and _Effects.of(a).commutes_with(_Effects.of(b))
 
 
 class MergeSiblingNests(RewritePattern):
-    """Fold each top-level nest of a kernel into the preceding one when they commute."""
+    """Fold each top-level nest of a kernel into the preceding one when they
+    commute. The merged nest's effects are kept as it grows (a `cat` of N
+    pieces merges N nests: walking the merged nest again each time was
+    quadratic)."""
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: func.FuncOp, rewriter: PatternRewriter, /):
         if not loop_kernels.is_kernel(op):
             return
         prev: Operation | None = None
+        prev_fx: _Effects | None = None
         for child in list(op.body.block.ops):
-            if (
-                isinstance(prev, loop.NestOp)
-                and isinstance(child, loop.NestOp)
-                and can_merge(prev, child)
-            ):
-                term = prev.body.block.last_op
-                assert term is not None
-                rewriter.inline_block(child.body.block, InsertPoint.before(term), prev.ivs)
-                rewriter.erase(term)
-                rewriter.erase(child)
-                continue
-            prev = child
+            if isinstance(prev, loop.NestOp) and isinstance(child, loop.NestOp) and \
+                    _same_domain(prev, child):
+                prev_fx = prev_fx or _Effects.of(prev)
+                child_fx = _Effects.of(child)
+                if prev_fx.commutes_with(child_fx):
+                    term = prev.body.block.last_op
+                    assert term is not None
+                    rewriter.inline_block(child.body.block, InsertPoint.before(term), prev.ivs)
+                    rewriter.erase(term)
+                    rewriter.erase(child)
+                    prev_fx.absorb(child_fx)
+                    continue
+            prev, prev_fx = child, None
 
 
 @dataclass(frozen=True)
