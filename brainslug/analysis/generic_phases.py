@@ -343,7 +343,8 @@ class Canonicalizer:
                     toks.append(tok)
                     sites.append(site)
             sig.dims.append(sites)
-            descs.append(f"{'x'.join(toks)}x{_text(t.element_type)}")
+            pieces = f"|pieces{v.owner.width}" if isinstance(v.owner, loop.PiecesOp) else ""
+            descs.append(f"{'x'.join(toks)}x{_text(t.element_type)}{pieces}")
         self.out.append("@" + ",".join(descs))
         sig.key = "\n".join(self.out)
         return sig
@@ -380,6 +381,8 @@ class Canonicalizer:
             return t
         if v in self.abi:
             if self.local is not None:
+                if isinstance(v.owner, loop.PiecesOp):
+                    raise _NotRollable  # (its row would need the pieces' slots)
                 if v not in self.local:
                     self.local.append(v)
                 return f"R{self.local.index(v)}"

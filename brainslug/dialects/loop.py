@@ -63,7 +63,7 @@ from xdsl.traits import (
 from xdsl.utils.exceptions import VerifyException
 from xdsl.utils.str_enum import StrEnum
 
-from brainslug.dialects.loop_kernels import GpuLaunchAttr, KernelInfoOp
+from brainslug.dialects.loop_kernels import GpuLaunchAttr, KernelInfoOp, PiecesOp
 from brainslug.dialects.str_enum_constraint import StrEnumConstraint
 
 DYNAMIC = -(2**63)
@@ -772,6 +772,7 @@ class LaunchOp(IRDLOperation):
 
 Loop = Dialect(
     "loop",
-    [NestOp, TileOp, ReduceOp, LoadOp, StoreOp, InBoundsOp, YieldOp, LaunchOp, KernelInfoOp],
+    [NestOp, TileOp, ReduceOp, LoadOp, StoreOp, InBoundsOp, YieldOp, LaunchOp, KernelInfoOp,
+     PiecesOp],
     [GpuLaunchAttr],
 )

@@ -1,4 +1,5 @@
-"""Kernels in the `loop` dialect: the marker of kernel functions, and
+"""Kernels in the `loop` dialect: the marker of kernel functions,
+`loop.pieces` (like kernel arguments read as one buffer), and
 `loop.kernel_info`, the kernel ABI that bs-lower-to-llvm leaves for the
 runtime (with `#loop.gpu_launch`, how a GPU launches its phases).
 
@@ -24,7 +25,7 @@ from xdsl.dialects.builtin import (
     UnitAttr,
     i64,
 )
-from xdsl.ir import Attribute, Operation, ParametrizedAttribute
+from xdsl.ir import Attribute, Operation, ParametrizedAttribute, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
     ParsePropInAttrDict,
@@ -33,7 +34,9 @@ from xdsl.irdl import (
     opt_prop_def,
     param_def,
     prop_def,
+    result_def,
     traits_def,
+    var_operand_def,
 )
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
@@ -59,6 +62,54 @@ def mark_kernel(fn: func.FuncOp) -> None:
 def kernel_functions(module: ModuleOp) -> list[func.FuncOp]:
     """The kernel functions of `module`, in order."""
     return [op for op in module.ops if is_kernel(op)]
+
+
+@irdl_op_definition
+class PiecesOp(IRDLOperation):
+    """Like kernel arguments read side by side along their last dim, as one
+    read-only buffer (the pieces of a `cat`), without a copy: an access finds
+    its piece through the kernel's slot array. The pieces are consecutive
+    arguments of the kernel, so that their slots are evenly spaced, and the
+    piece count is a number in the code, not part of it (every layer of a
+    dense block reads its growing list of pieces with one function)."""
+
+    name = "loop.pieces"
+    pieces = var_operand_def(MemRefType)
+    result = result_def(MemRefType)
+    assembly_format = "$pieces attr-dict `:` type($pieces) `->` type($result)"
+
+    def __init__(self, pieces: Sequence[SSAValue]):
+        t = pieces[0].type
+        assert isinstance(t, MemRefType)
+        shape = list(t.get_shape())
+        shape[-1] *= len(pieces)
+        super().__init__(operands=[pieces], result_types=[MemRefType(t.element_type, shape)])
+
+    @property
+    def width(self) -> int:
+        """The extent of each piece along the last dim."""
+        return self.pieces[0].type.get_shape()[-1]  # type: ignore[attr-defined]
+
+    def verify_(self) -> None:
+        types = {v.type for v in self.pieces}
+        if len(self.pieces) < 2 or len(types) != 1:
+            raise VerifyException("loop.pieces takes two or more buffers of one type")
+        (t,) = types
+        r = self.result.type
+        assert isinstance(t, MemRefType) and isinstance(r, MemRefType)
+        shape = list(t.get_shape())
+        shape[-1] *= len(self.pieces)
+        if r.element_type != t.element_type or list(r.get_shape()) != shape \
+                or shape[-1] < 0:
+            raise VerifyException(
+                f"loop.pieces of {len(self.pieces)} {t} must be {MemRefType(t.element_type, shape)}")
+        block = self.parent_block()
+        if block is None or not is_kernel(block.parent_op()):
+            raise VerifyException("loop.pieces must be at the top level of a kernel")
+        args = list(block.args)
+        if not all(v in args for v in self.pieces) or [args.index(v) for v in self.pieces] != \
+                list(range(args.index(self.pieces[0]), args.index(self.pieces[0]) + len(self.pieces))):
+            raise VerifyException("loop.pieces reads consecutive arguments of its kernel")
 
 
 GPU_LAUNCH_ARRAYS = ("lanes", "tiles", "groups")

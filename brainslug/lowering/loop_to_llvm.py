@@ -36,6 +36,7 @@ from xdsl.ir.affine import (
 
 from brainslug.analysis.ranges import inside_dims, value_range
 from brainslug.dialects import loop, simd
+from brainslug.lowering import pieces_to_llvm
 from brainslug.lowering.llvm_builder import PTR, IVal
 from brainslug.lowering.phase_emitter import Buffer, OpLowering, PhaseEmitter
 
@@ -286,6 +287,9 @@ def _load(em: PhaseEmitter, op: loop.LoadOp) -> None:
     b = em.b
     buf, idx = em.scalar_access(op)
     t = em.llvm_type(op.result.type)
+    if buf.pieces is not None:
+        em.values[op.result] = _pieces_load(em, op, buf, idx, t)
+        return
     off = em.offset(buf, idx)
     if op.pad is None:
         em.values[op.result] = b.load(b.gep(buf.ptr, off, buf.elem), t)
@@ -365,8 +369,29 @@ def _pad_row(em: PhaseEmitter, op: loop.LoadOp, buf: Buffer, check: list[int]
     return None
 
 
+def _pieces_load(em: PhaseEmitter, op: loop.LoadOp, buf: Buffer, idx: list[IVal],
+                 t: Attribute) -> SSAValue:
+    """A scalar load from `loop.pieces` (a point outside reads a clamped one,
+    then takes the pad value)."""
+    b = em.b
+    inb: SSAValue | bool = True
+    if op.pad is not None:
+        check = [k for k, inside in enumerate(inside_dims(op)) if not inside]
+        inb = em.in_bounds([idx[k] for k in check], [buf.dims[k] for k in check])
+        if inb is False:
+            return b.const(op.pad_value, t)  # type: ignore[arg-type]
+    if inb is not True:
+        idx = [b.add(llvm.SelectOp(inb, b.ssa(i), b.const(0))) for i in idx]
+    v = b.load(pieces_to_llvm.address(em, buf, idx), t)
+    if inb is True:
+        return v
+    return b.add(llvm.SelectOp(inb, v, b.const(op.pad_value, t)))  # type: ignore[arg-type]
+
+
 def _store(em: PhaseEmitter, op: loop.StoreOp) -> None:
     buf, idx = em.scalar_access(op)
+    if buf.pieces is not None:
+        raise NotImplementedError("bs-lower-to-llvm: a store into loop.pieces (read-only)")
     em.b.store(em.value(op.value), em.b.gep(buf.ptr, em.offset(buf, idx), buf.elem))
 
 

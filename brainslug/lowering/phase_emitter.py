@@ -61,14 +61,28 @@ class AbiBuffer:
     dim_slots: dict[int, int]
 
 
+@dataclass(frozen=True)
+class Pieces:
+    """Where the pieces of a `loop.pieces` buffer are: their data pointers sit
+    in the slot array, `stride` slots apart from `slots` on."""
+
+    slots: SSAValue
+    stride: int
+    width: int
+    """Each piece's extent along the last dim (in the code, not a parameter)."""
+
+
 @dataclass
 class Buffer:
-    """A buffer as seen by generated code."""
+    """A buffer as seen by generated code. For `loop.pieces` (`pieces` set),
+    `dims` are the whole buffer's and `strides` a piece's, and `ptr` is not
+    a data pointer: accesses go through `lowering.pieces_to_llvm`."""
 
     ptr: SSAValue
     dims: list[IVal]
     strides: list[IVal]
     elem: Attribute
+    pieces: Pieces | None = None
 
 
 
@@ -257,10 +271,15 @@ class PhaseEmitter:
         saved, b.block = b.block, b.entry
         args = b.args[2]
         shape = abi.type.get_shape()
+        table = isinstance(x.owner, loop.PiecesOp)
         if self.sig is not None:
             j = self.buf_index[x]
             k = self.buf_offsets[j]
-            ptr = self._indirect(k, PTR)
+            if table:  # the address of the first piece's pointer slot
+                rel = b.add_entry(llvm.LoadOp(b.gep_entry(args, k), i64, alignment=8))
+                ptr = b.gep_entry(args, rel)
+            else:
+                ptr = self._indirect(k, PTR)
             dims: list[IVal] = []
             dyn = 0
             for size, site in zip(shape, self.sig.dims[j], strict=True):
@@ -270,12 +289,21 @@ class PhaseEmitter:
                 else:
                     dims.append(size if site is None else self.param(site))
         else:
-            ptr = b.load(b.gep(args, abi.ptr_slot, i64), PTR, align=8)
+            ptr = b.gep(args, abi.ptr_slot, i64) if table else \
+                b.load(b.gep(args, abi.ptr_slot, i64), PTR, align=8)
             dims = [
                 b.load(b.gep(args, abi.dim_slots[d], i64), i64, align=8) if s < 0 else s
                 for d, s in enumerate(shape)
             ]
-        buf = self.bufs[x] = self._describe(ptr, dims, abi.type.element_type)
+        if table:
+            owner = x.owner
+            assert isinstance(owner, loop.PiecesOp)
+            piece = self._describe(ptr, [*dims[:-1], owner.width], abi.type.element_type)
+            buf = Buffer(ptr, dims, piece.strides, piece.elem,
+                         Pieces(ptr, 1 + len(abi.dim_slots), owner.width))
+        else:
+            buf = self._describe(ptr, dims, abi.type.element_type)
+        self.bufs[x] = buf
         b.block = saved
         return buf
 

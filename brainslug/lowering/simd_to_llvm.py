@@ -24,6 +24,7 @@ from xdsl.ir.affine.affine_expr import AffineDimExpr
 from brainslug.analysis.generic_phases import WHOLE_CHUNKS
 from brainslug.analysis.ranges import inside_dims
 from brainslug.dialects import loop, simd
+from brainslug.lowering import pieces_to_llvm
 from brainslug.lowering.llvm_builder import ICMP, IVal, type_suffix
 from brainslug.lowering.loop_to_llvm import reduce_step
 from brainslug.lowering.nn_to_loop.aten_vec import GELU_ERF_SCALE, MATH_IMPL, ONEDNN, SUBNORMAL_GRID
@@ -274,7 +275,8 @@ def access(em: PhaseEmitter, op: simd.LoadOp | simd.StoreOp) -> Access:
     buf = em.buffer(op.buffer)
     idx = lane_indices(em, op.indices, em.map_results(op))
     contiguous = None
-    if all(isinstance(x, Lin) for x in idx) and all(x.coef == 0 for x in idx[:-1]):  # type: ignore[union-attr]
+    if buf.pieces is None and all(isinstance(x, Lin) for x in idx) and \
+            all(x.coef == 0 for x in idx[:-1]):  # type: ignore[union-attr]
         last = idx[-1]
         assert isinstance(last, Lin)
         if last.coef == 1:
@@ -298,6 +300,11 @@ def _load(em: PhaseEmitter, op: simd.LoadOp) -> None:
         passthru = b.const(op.pad_value, vt)  # type: ignore[arg-type]
     else:
         passthru = b.add_undef(vt)
+    if acc.buf.pieces is not None:
+        em.values[op.result] = pieces_to_llvm.load_lanes(
+            em, acc.buf, [(x.scalar, x.coef) if isinstance(x, Lin) else x for x in acc.idx],
+            mask, passthru, vt)
+        return
     if acc.contiguous is not None:
         # no `inbounds`: a padded access may point outside the buffer (masked off)
         ptr = b.gep(acc.buf.ptr, acc.contiguous, acc.buf.elem, inbounds=op.pad is None)
@@ -320,6 +327,8 @@ def _load(em: PhaseEmitter, op: simd.LoadOp) -> None:
 def _store(em: PhaseEmitter, op: simd.StoreOp) -> None:
     b, lane = em.b, _lane(em)
     acc = access(em, op)
+    if acc.buf.pieces is not None:
+        raise NotImplementedError("bs-lower-to-llvm: a store into loop.pieces (read-only)")
     v = em.value(op.value)
     if acc.contiguous is not None:
         ptr = b.gep(acc.buf.ptr, acc.contiguous, acc.buf.elem)

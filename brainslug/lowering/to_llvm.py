@@ -133,6 +133,11 @@ class KernelLowering:
             self.buffer_order.append(v)
             slot += 1 + len(dyn)
         self.num_slots = slot
+        for op in top.ops:  # read through the slots of their pieces
+            if isinstance(op, loop.PiecesOp):
+                first = self.buffers[op.pieces[0]]
+                self.buffers[op.result] = AbiBuffer(op.result.type, first.ptr_slot,  # type: ignore[arg-type]
+                                                    dict(first.dim_slots))
         self.phases = [op for op in top.ops if isinstance(op, loop.NestOp | loop.TileOp)]
         self.emitter = target.emitter or PhaseEmitter
         self.scope = KernelScope(top, self.buffers, target, decls)

@@ -40,7 +40,7 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     tiling = TileDepthFirstPass(cache=tile_budget(target), split=is_gpu(target))
     passes: list[ModulePass] = [
         form_stacks_pass(target, compute),
-        LowerNNToLoopPass(),
+        LowerNNToLoopPass(piece_tables=not is_gpu(target)),
         # identical stacks (DenseNet's bottleneck BN-ReLU, 58 of them over 4
         # shapes) are lowered once
         DedupKernelsPass(),

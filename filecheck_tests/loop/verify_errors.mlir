@@ -444,3 +444,36 @@ func.func @gap_reduce_yields() {
 
 // CHECK: {{// -+}}
 // CHECK-NEXT: loop.reduce: body must end in loop.yield of 2 values
+
+// -----
+
+// loop.pieces: buffers of one type
+func.func @f(%a: memref<?x3x16xf32>, %b: memref<?x3x32xf32>) attributes {bs.kernel} {
+  %t = loop.pieces %a, %b : memref<?x3x16xf32>, memref<?x3x32xf32> -> memref<?x3x48xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.pieces takes two or more buffers of one type
+
+// -----
+
+// loop.pieces: its type is the pieces side by side along the last dim
+func.func @f(%a: memref<?x3x16xf32>, %b: memref<?x3x16xf32>) attributes {bs.kernel} {
+  %t = loop.pieces %a, %b : memref<?x3x16xf32>, memref<?x3x16xf32> -> memref<?x6x16xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.pieces of 2 memref<?x3x16xf32> must be memref<?x3x32xf32>
+
+// -----
+
+// loop.pieces: consecutive arguments of its kernel (their slots are evenly spaced)
+func.func @f(%a: memref<?x3x16xf32>, %x: memref<?x3x16xf32>, %b: memref<?x3x16xf32>) attributes {bs.kernel} {
+  %t = loop.pieces %a, %b : memref<?x3x16xf32>, memref<?x3x16xf32> -> memref<?x3x32xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.pieces reads consecutive arguments of its kernel

@@ -70,6 +70,8 @@ class KernelBuilder:
         self.outputs = list(self.block.args[len(inputs) :])
         for k, o in enumerate(self.outputs):
             o.name_hint = "out" if len(self.outputs) == 1 else f"out{k}"
+        self.piece_tables = False
+        """A `cat` reads runs of like stack inputs through `loop.pieces`."""
         self.batch: SSAValue | None = None
         for a in self.block.args:
             if a.type.get_shape() and a.type.get_shape()[0] < 0:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from xdsl.ir import Operation, SSAValue
 from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr, AffineMap
 
-from brainslug.dialects import nn
+from brainslug.dialects import loop, nn
 from brainslug.lowering.nn_to_loop.builder import (
     Buffers,
     Emitter,
@@ -20,14 +20,41 @@ from brainslug.lowering.nn_to_loop.builder import (
     d,
 )
 
+PIECE_ALIGN = 16
+"""Pieces read through `loop.pieces` are a multiple of this wide (so that a
+lane chunk of any width up to it stays in one piece)."""
+
+
+def piece_runs(kb: KernelBuilder, xs: Sequence[SSAValue], axis: int) -> list[list[SSAValue]]:
+    """`xs` (a cat's operand buffers) in runs: two or more like kernel inputs,
+    consecutive arguments, cut along their last dim at a multiple of
+    `PIECE_ALIGN` (what `loop.pieces` reads as one), or single operands."""
+    runs: list[list[SSAValue]] = []
+    for x in xs:
+        last = runs[-1] if runs else None
+        t = x.type
+        if (kb.piece_tables and last is not None and x in kb.inputs and last[-1] in kb.inputs
+                and kb.inputs.index(x) == kb.inputs.index(last[-1]) + 1
+                and t == last[-1].type and axis == len(t.get_shape()) - 1
+                and t.get_shape()[-1] % PIECE_ALIGN == 0):
+            last.append(x)
+        else:
+            runs.append([x])
+    return runs
+
 
 def lower_cat(kb: KernelBuilder, op: nn.CatOp, buf: Buffers, out: SSAValue) -> None:
     """One copy nest per operand into its slab of the output (bs-fuse reads the
-    operands in place instead, where it can)."""
+    operands in place instead, where it can). With `KernelBuilder.piece_tables`
+    a run of like inputs is one operand (`loop.pieces`): its code does not grow
+    with the run's length."""
     rank = len(out.type.get_shape())
     axis = op.axis_value
     offset = 0
-    for x in (buf[v] for v in op.inputs):
+    xs = []
+    for run in piece_runs(kb, [buf[v] for v in op.inputs], axis):
+        xs.append(run[0] if len(run) == 1 else kb.top(loop.PiecesOp(run)))
+    for x in xs:
         shape = x.type.get_shape()
         omap = AffineMap(rank, 0, tuple(d(k) + offset if k == axis else d(k) for k in range(rank)))
 

@@ -29,8 +29,11 @@ from brainslug.lowering.nn_to_loop.builder import UnsupportedLayer
 from brainslug.lowering.nn_to_loop.stack import lower_stack
 
 
+@dataclass
 class LowerStack(RewritePattern):
     """Replaces an `nn.stack` by a `loop.launch` of its kernel, or marks its fallback."""
+
+    piece_tables: bool = False
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: nn.StackOp, rewriter: PatternRewriter, /):
@@ -38,7 +41,7 @@ class LowerStack(RewritePattern):
             return
         name = op.stack_name_value
         try:
-            kernel = lower_stack(op, name)
+            kernel = lower_stack(op, name, self.piece_tables)
         except UnsupportedLayer as e:
             op.attributes["bs.fallback"] = StringAttr(str(e))
             rewriter.notify_op_modified(op)
@@ -61,6 +64,12 @@ class LowerNNToLoopPass(ModulePass):
 
     name = "bs-lower-nn-to-loop"
 
+    piece_tables: bool = False
+    """A `cat` reads a run of like stack inputs as one buffer (`loop.pieces`),
+    so that its code is the same whatever the run's length (a CPU target's
+    bs-lower-to-llvm finds the pieces through the slot array)."""
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         with gc_paused():
-            PatternRewriteWalker(LowerStack(), apply_recursively=False).rewrite_module(op)
+            PatternRewriteWalker(LowerStack(self.piece_tables),
+                                 apply_recursively=False).rewrite_module(op)

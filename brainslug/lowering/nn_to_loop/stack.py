@@ -28,13 +28,15 @@ LOWERINGS: dict[type[Operation], LayerLowering] = {
 """The lowering of each layer type that has one."""
 
 
-def lower_stack(stack: nn.StackOp, name: str) -> func.FuncOp:
-    """The kernel of `stack`: memref arguments for its inputs, then its outputs."""
+def lower_stack(stack: nn.StackOp, name: str, piece_tables: bool = False) -> func.FuncOp:
+    """The kernel of `stack`: memref arguments for its inputs, then its outputs
+    (`piece_tables`: see `KernelBuilder.piece_tables`)."""
     yielded = list(stack.yield_op.values)
     for v in (*stack.inputs, *yielded):
         if any(e < 0 for e in v.type.get_shape()[1:]):
             raise UnsupportedLayer("only the batch (dim 0) may be dynamic")
     kb = KernelBuilder(name, [v.type for v in stack.inputs], [v.type for v in yielded])
+    kb.piece_tables = piece_tables
     buf: dict[SSAValue, SSAValue] = dict(zip(stack.body.block.args, kb.inputs, strict=True))
     for outer, a, arg in zip(stack.inputs, stack.body.block.args, kb.inputs, strict=True):
         arg.name_hint = outer.name_hint or a.name_hint
