@@ -599,3 +599,47 @@ def test_bare_constant_map_results_stay_in_the_key() -> None:
     d0 = AffineExpr.dimension(0)
     text, consts = map_template(AffineMap(1, 0, (d0 + 5, AffineExpr.constant(3))))
     assert consts == (5,) and "3" in text
+
+
+INNER = """
+func.func @k(%x: memref<?x{C}xf32>, %y: memref<?x{C}xf32>) attributes {{bs.kernel}} {{
+  %c0 = arith.constant 0 : index
+  %n = memref.dim %x, %c0 : memref<?x{C}xf32>
+  loop.nest parallel 1 (%i) = (0) to (%n) {{
+    loop.nest (%k) = (0) to ({K}) {{
+      %v = loop.load %x[%i, %k] : memref<?x{C}xf32>
+      loop.store %v, %y[%i, %k] : f32, memref<?x{C}xf32>
+    }}
+  }}
+  func.return
+}}
+"""
+
+
+def test_inner_counts_do_not_split_keys() -> None:
+    """A count of a nest inside the phase (a convolution's chunks of input
+    channels) has a slot of its own: equal to a dim by chance, it keys the
+    phase as any other count does (densenet121: 25 -> 19 convolution phases)."""
+    def sig(c: int, k: int):
+        module = parse_module(INNER.format(C=c, K=k))
+        block = next(iter(module.ops)).body.block
+        phase = next(op for op in block.ops if isinstance(op, loop.NestOp))
+        return Canonicalizer(block, set(block.args)).phase(phase)
+
+    assert sig(37, 5).key == sig(37, 37).key == sig(64, 9).key
+    assert sig(37, 37).params == [37, 37]
+
+
+@pytest.mark.parametrize("k", [5, 37])
+def test_inner_counts_compute_each_count(k: int) -> None:
+    from brainslug.lowering.backends.x86 import X86Backend
+    from brainslug.lowering.lower_to_llvm import LowerToLLVMPass
+    from brainslug.runtime.jit import compile_kernels
+
+    module = parse_module(INNER.format(C=37, K=k))
+    LowerToLLVMPass().apply(make_context(), module)
+    x = rand(3, 37)
+    y = np.zeros((3, 37), np.float32)
+    compile_kernels(module, X86Backend())["k"]([x, y])
+    np.testing.assert_array_equal(y[:, :k], x[:, :k])
+    assert not y[:, k:].any()

@@ -38,7 +38,10 @@ Parameters with the same value share one slot, and the key says which are
 equal: the code then knows, as it did with the numbers built in, that two
 buffers of the same shape have the same strides, or that a loop runs over a
 whole dim (without that, LLVM keeps every stride in its own register and the
-inner loops spill). The values 0 and 1 stay in the key: they fold away (lower
+inner loops spill). The bounds of a `loop.nest` inside the phase are counts
+(a convolution's chunks of input channels, its bands of rows): each has a
+slot of its own, so that a count equal to another number by chance does not
+split the key. The values 0 and 1 stay in the key: they fold away (lower
 bounds, unit dims).
 
 Buffers are numbered by first use inside the phase, values by definition
@@ -292,6 +295,7 @@ class Canonicalizer:
 
     def phase(self, op: Operation) -> PhaseSignature:
         self._reset()
+        self.root = op
         self._op(op)
         return self._finish()
 
@@ -316,6 +320,7 @@ class Canonicalizer:
         self.n = 0
         self.sig = PhaseSignature("", [], [])
         self.classes: dict[int, int] = {}
+        self.root: Operation | None = None
         self.local: list[SSAValue] | None = None
         """While a run member is keyed: its own buffers so far."""
 
@@ -349,15 +354,17 @@ class Canonicalizer:
         sig.key = "\n".join(self.out)
         return sig
 
-    def _param(self, value: int) -> tuple[str, int | None]:
+    def _param(self, value: int, shared: bool = True) -> tuple[str, int | None]:
         """The key token and site of a number that may become a parameter (equal
-        numbers share one)."""
+        numbers share one, unless not `shared`: then it has a slot of its own)."""
         if value in KEEP:
             return str(value), None
-        p = self.classes.get(value)
+        p = self.classes.get(value) if shared else None
         if p is None:
-            p = self.classes[value] = len(self.sig.params)
+            p = len(self.sig.params)
             self.sig.params.append(value)
+            if shared:
+                self.classes[value] = p
         if self.local is not None:
             return f"L{p}", -1 - p
         return f"P{p}", p
@@ -410,6 +417,16 @@ class Canonicalizer:
             return ",".join(toks), sites
         if not isinstance(op, _PARAM_DOMAIN) or (STATIC_INNER and isinstance(op, simd.LoopOp)):
             return ",".join(map(str, values)), [None] * len(values)
+        if isinstance(op, loop.NestOp) and op is not self.root:
+            # a nest inside the phase counts (a convolution's chunks of input
+            # channels, its bands of rows): a count equal to some other number
+            # by chance would split the key
+            toks, sites = [], []
+            for v in values:
+                tok, site = ("D", None) if v == DYNAMIC else self._param(v, shared=False)
+                toks.append(f"c{tok}")
+                sites.append(site)
+            return ",".join(toks), sites
         return self._params(values)
 
     def _props(self, op: Operation) -> str:
