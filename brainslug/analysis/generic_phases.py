@@ -512,10 +512,11 @@ class Canonicalizer:
             self._op(ops[i])
             i += 1
 
-    def _member(self, op: Operation) -> tuple[str, list[SSAValue], PhaseSignature] | None:
+    def _member(self, op: Operation
+                ) -> tuple[tuple[str, str], list[SSAValue], PhaseSignature] | None:
         """The key of `op` as a run member (its own buffers and numbers keyed
-        locally), its own buffers and its local signature; None where it uses
-        a value that is not keyed yet outside it."""
+        locally) with its own buffers' types, its own buffers and its local
+        signature; None where it uses a value that is not keyed yet outside it."""
         saved = self.out, self.n, self.sig, self.classes
         self.out, self.n, self.sig, self.classes = [], 0, PhaseSignature("", [], []), {}
         self.local = []
@@ -523,7 +524,7 @@ class Canonicalizer:
             self._op(op)
             own = self.local
             # members agree on their buffers' types; the run's key has them generic
-            return "\n".join(self.out) + "@" + ",".join(_text(v.type) for v in own), own, self.sig
+            return ("\n".join(self.out), ",".join(_text(v.type) for v in own)), own, self.sig
         except _NotRollable:
             return None
         finally:
@@ -531,7 +532,7 @@ class Canonicalizer:
             self.out, self.n, self.sig, self.classes = saved
 
     def _run(self, ops: list[Operation],
-             members: list[tuple[str, list[SSAValue], PhaseSignature]]) -> None:
+             members: list[tuple[tuple[str, str], list[SSAValue], PhaseSignature]]) -> None:
         key, own, local = members[0]
         run = RunSignature(ops, [m[1] for m in members], [m[2].params for m in members])
         sig = self.sig
@@ -552,5 +553,4 @@ class Canonicalizer:
             sig.run_of[id(op)] = len(sig.runs)
             self.done.add(op)
         sig.runs.append(run)
-        body = key[: key.rindex("@")]
-        self.out.append(f"run[{';'.join(descs)}]{{\n{body}\n}}")
+        self.out.append(f"run[{';'.join(descs)}]{{\n{key[0]}\n}}")

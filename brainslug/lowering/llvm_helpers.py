@@ -17,9 +17,10 @@ Helpers, for a vector type `vN<T>` of N lanes:
   then i + N/4, ... down to lane 0, as PyTorch's `vec_reduce_all` combines a vector
 - `bs.gather.vNf32(ptr p, <N x i64> off, <N x i1> m, passthru)`: p[off] where m
 - `bs.scatter.vNf32(v, ptr p, <N x i64> off, <N x i1> m)`: p[off] = v where m
-- `bs.pieces_gather.vNf32(ptr slots, i64 stride, i64 width, <N x i64> c, <N x i64> row,
-  <N x i1> m, passthru)`: lane i reads `piece[row + c % width]` of piece
-  `c / width`, whose data pointer is at `slots[stride * (c / width)]`, where m
+- `bs.pieces_gather.vNf32(ptr slots, i64 stride, i64 width, <N x i64> c, <N x i64> off,
+  <N x i1> m, passthru)`: lane i reads `piece[off - width * (c / width)]` of
+  piece `c / width` (c: the last-dim index, off: the offset with a piece's
+  strides), whose data pointer is at `slots[stride * (c / width)]`, where m
   (a `loop.pieces` buffer; `pieces_to_llvm`)
 - `bs.<fn>.vNf32(v)` with fn in `lane_functions`: a scalar function per lane
   (`bs.exp_libm`: libm's expf per lane, skipped when every lane is NaN)
@@ -168,7 +169,7 @@ def _gather(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
 
 
 def _pieces_gather(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
-    slots, stride, width, c, row, mask, passthru = fn.args
+    slots, stride, width, c, off, mask, passthru = fn.args
     n = c.type.count
     ptrs = ir.Constant(ir.VectorType(PTR, n), ir.Undefined)
     for lane in range(n):
@@ -176,11 +177,11 @@ def _pieces_gather(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Val
         on = b.extract_element(mask, i)
         # a masked-off lane reads (nothing at) the first piece's first element
         cl = b.select(on, b.extract_element(c, i), ir.Constant(I64, 0))
-        rl = b.select(on, b.extract_element(row, i), ir.Constant(I64, 0))
+        ol = b.select(on, b.extract_element(off, i), ir.Constant(I64, 0))
         piece = b.udiv(cl, width)
         slot = b.gep(slots, [b.mul(piece, stride)], inbounds=True, source_etype=I64)
         base = b.load(slot, typ=PTR, align=8)
-        at = b.add(rl, b.sub(cl, b.mul(piece, width)))
+        at = b.sub(ol, b.mul(piece, width))
         ptrs = b.insert_element(ptrs, b.gep(base, [at], inbounds=False, source_etype=F32), i)
     intr = declare(
         b.module,

@@ -280,14 +280,7 @@ class PhaseEmitter:
                 ptr = b.gep_entry(args, rel)
             else:
                 ptr = self._indirect(k, PTR)
-            dims: list[IVal] = []
-            dyn = 0
-            for size, site in zip(shape, self.sig.dims[j], strict=True):
-                if size < 0:
-                    dyn += 1
-                    dims.append(self._indirect(k + dyn, i64))
-                else:
-                    dims.append(size if site is None else self.param(site))
+            dims = self._dims(shape, self.sig.dims[j], lambda n: self._indirect(k + n, i64))
         else:
             ptr = b.gep(args, abi.ptr_slot, i64) if table else \
                 b.load(b.gep(args, abi.ptr_slot, i64), PTR, align=8)
@@ -306,6 +299,20 @@ class PhaseEmitter:
         self.bufs[x] = buf
         b.block = saved
         return buf
+
+    def _dims(self, shape: Sequence[int], sites: Sequence[int | None],
+              dynamic: Callable[[int], SSAValue]) -> list[IVal]:
+        """A generic phase's buffer's dims: a static one from its site (or as
+        it is), the n-th dynamic one (from 1) from `dynamic(n)`."""
+        dims: list[IVal] = []
+        dyn = 0
+        for size, site in zip(shape, sites, strict=True):
+            if size < 0:
+                dyn += 1
+                dims.append(dynamic(dyn))
+            else:
+                dims.append(size if site is None else self.param(site))
+        return dims
 
     def _indirect(self, slot: int, typ: Attribute) -> SSAValue:
         """`args[args[slot]]` (in the entry block): a value of a generic phase's
@@ -385,16 +392,10 @@ class PhaseEmitter:
                 t = v.type
                 assert isinstance(t, MemRefType)
                 ptr = b.load(b.gep(args, slot(k, i64), i64), PTR, align=8)
-                dims: list[IVal] = []
-                dyn = 0
-                for extent, site in zip(t.get_shape(), sites, strict=True):
-                    if extent < 0:
-                        dyn += 1
-                        dims.append(b.load(b.gep(args, slot(k + dyn, i64), i64), i64, align=8))
-                    else:
-                        dims.append(extent if site is None else self.param(site))
+                dims = self._dims(t.get_shape(), sites, lambda n, k=k: b.load(
+                    b.gep(args, slot(k + n, i64), i64), i64, align=8))
                 self.bufs[v] = self._describe(ptr, dims, t.element_type)
-                k += 1 + dyn
+                k += 1 + sum(1 for e in t.get_shape() if e < 0)
             self.row_params = [slot(k + q, i64) for q in range(len(run.params[0]))]
             self.emit(run.ops[0])
             for v in own:

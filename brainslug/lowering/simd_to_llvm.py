@@ -275,8 +275,7 @@ def access(em: PhaseEmitter, op: simd.LoadOp | simd.StoreOp) -> Access:
     buf = em.buffer(op.buffer)
     idx = lane_indices(em, op.indices, em.map_results(op))
     contiguous = None
-    if buf.pieces is None and all(isinstance(x, Lin) for x in idx) and \
-            all(x.coef == 0 for x in idx[:-1]):  # type: ignore[union-attr]
+    if all(isinstance(x, Lin) for x in idx) and all(x.coef == 0 for x in idx[:-1]):  # type: ignore[union-attr]
         last = idx[-1]
         assert isinstance(last, Lin)
         if last.coef == 1:
@@ -301,8 +300,10 @@ def _load(em: PhaseEmitter, op: simd.LoadOp) -> None:
     else:
         passthru = b.add_undef(vt)
     if acc.buf.pieces is not None:
+        last = acc.idx[-1]
+        chunk = None if acc.contiguous is None else (last.scalar, acc.contiguous)  # type: ignore[union-attr]
         em.values[op.result] = pieces_to_llvm.load_lanes(
-            em, acc.buf, [(x.scalar, x.coef) if isinstance(x, Lin) else x for x in acc.idx],
+            em, acc.buf, chunk, lambda: (vec_index(em, last), acc.offsets(em)),
             mask, passthru, vt)
         return
     if acc.contiguous is not None:

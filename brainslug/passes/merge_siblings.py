@@ -107,11 +107,6 @@ def _disjoint(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:
     return all(ha <= lb or hb <= la for la, ha in a for lb, hb in b)
 
 
-def can_merge(a: loop.NestOp, b: loop.NestOp) -> bool:
-    """Whether `b` may run point by point together with `a`."""
-    return _same_domain(a, b) and _Effects.of(a).commutes_with(_Effects.of(b))
-
-
 class MergeSiblingNests(RewritePattern):
     """Fold each top-level nest of a kernel into the preceding one when they
     commute. The merged nest's effects are kept as it grows (a `cat` of N
