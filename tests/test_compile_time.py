@@ -450,9 +450,9 @@ def test_meta_runs_are_reused_until_the_graph_changes(monkeypatch: pytest.Monkey
     runs: list[tuple[int, ...]] = []
     real = capture._meta_run_uncached
 
-    def counted(gm, shapes, batches, orders, channels_last):
+    def counted(gm, shapes, batches, orders, channels_last, meta=None):
         runs.append(tuple(batches))
-        return real(gm, shapes, batches, orders, channels_last)
+        return real(gm, shapes, batches, orders, channels_last, meta)
 
     monkeypatch.setattr(capture, "_meta_run_uncached", counted)
     monkeypatch.setenv("BRAINSLUG_CACHE", "0")
@@ -471,6 +471,66 @@ def test_meta_runs_are_reused_until_the_graph_changes(monkeypatch: pytest.Monkey
     gm.fc = torch.nn.Linear(gm.fc.in_features, 5)  # a module replaced under its name
     assert capture.propagate_shapes(gm, [[0, 3, 13, 13]])["fc"][0] == (-1, 5)
     assert runs == [(1, 2)]
+
+
+class _Norms(torch.nn.Module):
+    """Batch norms of every rank and layout a meta run meets: channels-last
+    and contiguous 4-D, 2-D and 3-D BatchNorm1d, one without running
+    statistics, and a permuted (neither layout) input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 6, 3)
+        self.bn = torch.nn.BatchNorm2d(6)
+        self.bn_free = torch.nn.BatchNorm2d(6, track_running_stats=False)
+        self.bn1 = torch.nn.BatchNorm1d(6)
+        self.bn_seq = torch.nn.BatchNorm1d(6)
+        self.bn3 = torch.nn.BatchNorm3d(6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        y = self.bn_free(y) + self.bn(y.permute(0, 1, 3, 2)).permute(0, 1, 3, 2)
+        seq = self.bn_seq(y.flatten(2))
+        vol = self.bn3(y.unsqueeze(2))
+        return self.bn1(y.mean((2, 3))) + seq.mean(2) + vol.mean((2, 3, 4))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_meta_batch_norms_match_pytorch(channels_last: bool,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A meta run takes an eval batch norm's result as a tensor like its input
+    (`_meta_batch_norm`) instead of PyTorch's slow decomposition: the shapes,
+    dtypes and memory orders are the decomposition's, for every rank and
+    layout; the permuted input runs the module."""
+    from brainslug.frontend_torch import capture, tracing
+
+    gm = tracing.trace(_Norms().eval())
+    taken: list[str] = []
+    real = capture._meta_batch_norm
+
+    def spy(m, args, kwargs):  # type: ignore[no-untyped-def]
+        out = real(m, args, kwargs)
+        taken.append("shortcut" if out is not None else "module")
+        return out
+
+    monkeypatch.setattr(capture, "_meta_batch_norm", spy)
+    shapes = [[0, 3, 11, 9]]
+    fast = capture._meta_run_uncached(gm, shapes, (1, 2), False, channels_last)
+    fast_orders = capture._meta_run_uncached(gm, shapes, (2,), True, channels_last)
+    assert "shortcut" in taken and "module" in taken, taken
+    monkeypatch.setattr(capture, "_meta_batch_norm", lambda m, args, kwargs: None)
+    assert capture._meta_run_uncached(gm, shapes, (1, 2), False, channels_last) == fast
+    assert capture._meta_run_uncached(gm, shapes, (2,), True, channels_last) == fast_orders
+
+
+def test_meta_batch_norm_errors_are_pytorchs() -> None:
+    """A batch norm given the wrong channel count still fails in the meta run
+    (optimize() reports that the model does not run on the shape)."""
+    from brainslug.frontend_torch import capture, tracing
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 1), torch.nn.BatchNorm2d(6)).eval()
+    with pytest.raises(RuntimeError):
+        capture._meta_run_uncached(tracing.trace(model), [[0, 3, 4, 4]], (1, 2), False, True)
 
 
 # ---------------------------------------------------------------------------- rolled runs

@@ -27,12 +27,28 @@ KINDS = {
     "depthwise 3x3/2": (37, 37, 3, 2, 1, 1, 37),
     "depthwise 5x5": (37, 37, 5, 1, 2, 1, 37),
     "many channels": (37, 150, 1, 1, 0, 1, 1),
-    # channel sums whose weights exceed the L1 chunk: bs-block-reduction
+    # channel sums whose weights exceed the L1 chunk (and `SMALL_L2`):
+    # bs-block-reduction
     "chunked pointwise": (576, 128, 1, 1, 0, 1, 1),
+    # chunks of 128 channels and a last one of the 44 left
+    "chunked pointwise, short last chunk": (300, 77, 1, 1, 0, 1, 1),
     "chunked 3x3": (96, 13, 3, 1, 1, 1, 1),
     # each block's weights fit, all of them do not: blocks outside the pixels
     "blocked pointwise": (128, 520, 1, 1, 0, 1, 1),
 }
+
+
+SMALL_L2 = 64 * 1024
+"""The L2 that the chunked kinds' tests give bs-block-reduction: all their
+weights exceed it (on the machine's own L2 they would stay whole sums)."""
+
+
+def small_l2(kind: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """For the chunked and blocked kinds: an L2 their weights exceed, and a
+    kernel cache of their own (the plan cache does not key the L2)."""
+    if kind.startswith(("chunked", "blocked")):
+        monkeypatch.setattr("brainslug.pipeline.default.l2_cache_bytes", lambda: SMALL_L2)
+        monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path / "small-l2"))
 
 
 def random_bn(bn: nn.BatchNorm2d, seed: int = 0) -> nn.BatchNorm2d:
@@ -57,7 +73,8 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_each_kind_is_as_accurate_as_the_library(kind: str) -> None:
+def test_each_kind_is_as_accurate_as_the_library(kind: str, monkeypatch, tmp_path) -> None:
+    small_l2(kind, monkeypatch, tmp_path)
     ci, co, k, s, p, d, g = KINDS[kind]
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(ci, co, k, s, p, d, g), random_bn(nn.BatchNorm2d(co)),
@@ -76,13 +93,15 @@ def test_each_kind_is_as_accurate_as_the_library(kind: str) -> None:
         assert (got - lib).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
 
 
-@pytest.mark.parametrize("kind", ["chunked pointwise", "chunked 3x3", "blocked pointwise"])
+@pytest.mark.parametrize("kind", ["chunked pointwise", "chunked pointwise, short last chunk",
+                                  "chunked 3x3", "blocked pointwise"])
 def test_chunked_channel_sums_take_the_blocked_path(kind: str, monkeypatch, tmp_path) -> None:
     """The chunked kinds above do run through bs-block-reduction (else their
     accuracy test would not test it), and agree with one long sum."""
     from brainslug.passes import block_reduction
 
     monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))  # compile, don't reuse
+    small_l2(kind, monkeypatch, tmp_path)
 
     seen: list[str] = []
     shape = block_reduction.BlockReduction.shape
@@ -90,7 +109,7 @@ def test_chunked_channel_sums_take_the_blocked_path(kind: str, monkeypatch, tmp_
     def spy(self, nest):  # type: ignore[no-untyped-def]
         found = shape(self, nest)
         if found is not None:
-            seen.append(f"{found.chunks} chunks of {found.chunk}")
+            seen.append(f"{found.chunks} chunks of {found.chunk}, the last of {found.last}")
         return found
 
     monkeypatch.setattr(block_reduction.BlockReduction, "shape", spy)
@@ -106,6 +125,29 @@ def test_chunked_channel_sums_take_the_blocked_path(kind: str, monkeypatch, tmp_
     with torch.no_grad():
         got, ref = opt(x), whole(x)
     assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item()), seen
+
+
+def test_weights_that_fit_l2_stay_one_sum(monkeypatch, tmp_path) -> None:
+    """A channel sum whose weights all fit the core's L2 is not chunked (the
+    chunked pointwise kind's 288 KiB, with a 1 MiB L2), and is as accurate."""
+    from brainslug.passes import block_reduction
+
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("brainslug.pipeline.default.l2_cache_bytes", lambda: 1 << 20)
+    seen: list[object] = []
+    shape = block_reduction.BlockReduction.shape
+    monkeypatch.setattr(block_reduction.BlockReduction, "shape",
+                        lambda self, nest: seen.append(shape(self, nest)) or seen[-1])
+    ci, co, k, s, p, d, g = KINDS["chunked pointwise"]
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(ci, co, k, s, p, d, g), random_bn(nn.BatchNorm2d(co))).eval()
+    opt = brainslug.optimize(model, [0, ci, 13, 13], conv="brainslug")
+    assert seen and not any(seen), seen
+    m64 = copy.deepcopy(model).double()
+    x = torch.randn(3, ci, 13, 13)
+    with torch.no_grad():
+        ref, lib, got = m64(x.double()), model(channels_last(x)).double(), opt(x).double()
+    assert (got - ref).abs().max() <= 1.5 * (lib - ref).abs().max() + 1e-7 * ref.abs().max()
 
 
 class Epilogues(nn.Module):

@@ -38,19 +38,19 @@ count of chunks, not with the whole sum (as in the libraries' blocked GEMMs)."""
 def channel_chunk(channels: int, taps: int, lane_bytes: int, cache: int) -> int:
     """Input channels per chunk of a register block's channel sum whose
     weights (taps × channels × `lane_bytes`) exceed `cache` bytes: the largest
-    power of two Kc dividing `channels` whose weights fit, with
-    `MIN_CHUNK_TERMS` to `MAX_CHUNK_TERMS` products, at least `MIN_CHUNK`
-    channels, leaving two
-    chunks or more; 0 when the weights fit already or no Kc does
-    (bs-block-reduction splits the sums, bs-register-tile sizes their blocks).
-    A power of two is the same for most of a network's convolutions (DenseNet's
-    channel counts step by 32), so their chunks share compiled code."""
+    power of two Kc whose weights fit, with `MIN_CHUNK_TERMS` to
+    `MAX_CHUNK_TERMS` products and at least `MIN_CHUNK` channels; 0 when the
+    weights fit already or no Kc does (bs-block-reduction splits the sums,
+    bs-register-tile sizes their blocks). Kc need not divide `channels`: the
+    last chunk takes the rest. It depends on the taps and the register block
+    only, so the convolutions of a network that differ in their input
+    channels alone (DenseNet's 1×1 ones, whose channels step by 32) share one
+    chunked form and its compiled code, with the counts as parameters."""
     if taps * channels * lane_bytes <= cache:
         return 0
     best, kc = 0, MIN_CHUNK
-    while 2 * kc <= channels:
-        if channels % kc == 0 and taps * kc * lane_bytes <= cache and (
-                MIN_CHUNK_TERMS <= taps * kc <= MAX_CHUNK_TERMS):
+    while kc < channels:
+        if taps * kc * lane_bytes <= cache and MIN_CHUNK_TERMS <= taps * kc <= MAX_CHUNK_TERMS:
             best = kc
         kc *= 2
     return best

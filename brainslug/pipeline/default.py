@@ -12,6 +12,7 @@ from brainslug.pipeline.target import (
     conv_chain_bytes,
     is_gpu,
     l1_cache_bytes,
+    l2_cache_bytes,
     tile_budget,
     vector_lanes,
 )
@@ -91,7 +92,7 @@ def register_tiling(target: str, cpu: str) -> list[ModulePass]:
         lanes=lanes, registers=32 if lanes == 16 else 16, cache=tile_budget(target),
         broadcast_operands=lanes == 16)]
     if chunk:
-        passes.append(BlockReductionPass(lanes=lanes, cache=chunk))
+        passes.append(BlockReductionPass(lanes=lanes, cache=chunk, l2=l2_cache_bytes()))
     return passes
 
 

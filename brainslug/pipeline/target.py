@@ -5,7 +5,8 @@ passes never read the machine.
   half of the core's L2 on a CPU (read from sysfs here), a share of a
   multiprocessor's shared memory on a GPU.
 - The weight chunk of a blocked channel sum (bs-block-reduction's `cache`):
-  two thirds of the core's L1 data cache, the rest for inputs and sums.
+  two thirds of the core's L1 data cache, the rest for inputs and sums; and
+  the weights under which a sum stays whole (its `l2`): the core's L2.
 - The vector width W: bs-lower-to-llvm's backend binds it from its `cpu`
   option (AVX-512: 16 lanes, AVX2: 8; on a GPU the lanes are threads).
 """

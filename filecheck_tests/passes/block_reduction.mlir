@@ -55,6 +55,36 @@ func.func @conv1x1(%x: memref<?x13x13x192xf32>, %wt: memref<1x1x192x64xf32>, %b:
 // CHECK-NEXT:          %y = simd.addf %[[U0]], %bv
 // CHECK:               simd.store %y, %out[%n, %h_1, %col0_1, %o_1]
 
+// Chunks need not divide the channels: 160 channels (40 KiB) sum in chunks of
+// 64, as 192 do, and the last chunk takes the 32 left, from channel 128.
+func.func @rest(%x: memref<?x13x13x160xf32>, %wt: memref<1x1x160x64xf32>, %out: memref<?x13x13x64xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x13x13x160xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+    simd.loop (%o) = (0) to (64) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 160) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4, d2 + d5, d6)> : memref<?x13x13x160xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<1x1x160x64xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %o] : memref<?x13x13x64xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @rest
+// CHECK:           loop.nest (%chunk, %r_1, %w) = (0, 0, 0) to (2, 2, 2) {
+// CHECK:               loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 64)
+// CHECK-NEXT:            loop.load %x[%n, %h, %col0, %o, %kh, %kw, %ci, %chunk] map affine_map<(d0, d1, d2, d3, d4, d5, d6, d7) -> (d0, (d1 + d4), (d2 + d5), (d6 + (d7 * 64)))>
+// CHECK:           loop.nest (%r_2, %w_1) = (0, 0) to (2, 2) {
+// CHECK:               loop.reduce add contract (%{{.*}}, %{{.*}}, %{{.*}}) = (0, 0, 0) to (1, 1, 32)
+// CHECK-NEXT:            loop.load %x[{{.*}}] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, (d1 + d4), (d2 + d5), (d6 + 128))>
+// CHECK:                 simd.load %wt[{{.*}}] map affine_map<(d0, d1, d2, d3) -> (d0, d1, (d2 + 128), d3)>
+// CHECK:               simd.store %{{.*}}, %out[%n, %h_1, %col0_1, %o_1]
+
 // Weights that fit the cache (64 channels: 16 KiB) stay one sum, and the
 // register block takes all 7 columns the broadcast operands allow.
 func.func @small(%x: memref<?x13x13x64xf32>, %wt: memref<1x1x64x64xf32>, %out: memref<?x13x13x64xf32>) attributes {bs.kernel} {
