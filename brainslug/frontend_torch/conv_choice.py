@@ -1,22 +1,30 @@
 """`conv="auto"`: each convolution runs where it is faster, measured at optimize().
 
-A convolution whose epilogue oneDNN's post-ops apply (ReLU, a residual add),
-or that has none, saves no memory pass in BrainSlug's kernel: it stays in the
-library without being compiled or timed (all of DenseNet's, which feed a
-`cat`). The kernels of the others are compiled first (a trial plan); then, on
-random inputs of each kernel's shapes (at batch 1 and 8 where the batch is
-free, `TIMING_BATCHES`), per distinct convolution (shapes, hyperparameters and epilogue), BrainSlug's kernel
-with its epilogue is timed against what the library plan would run: oneDNN's
+A convolution whose epilogue oneDNN's post-ops apply (a residual add), or that
+has none (DenseNet's 3×3 ones, which feed a `cat`), saves no memory pass in
+BrainSlug's kernel: it stays in the library without being compiled or timed.
+The others may win. The plan is compiled with all of them (`start`,
+`Pending.optimistic`); then, on random inputs of each kernel's shapes (at
+batch 1 and 8 where the batch is free, `TIMING_BATCHES`), per distinct
+convolution (shapes, hyperparameters and epilogue), BrainSlug's kernel with
+its epilogue is timed against what the library plan would run: oneDNN's
 convolution with prepacked weights, plus one memory pass for the epilogue
-where oneDNN's post-ops can't take it (batch norm, other activations). The
-faster over the batch sizes wins, BrainSlug's kernel even a little slower
-(`FAVOR_RATIO`, `FAVOR_SECONDS`: it also saves the epilogue's buffer and
-call). Of a family of convolutions that differ only in their input channels
-(DenseNet's 1×1 ones of a dense block), three are timed and compiled for it,
-and the others follow the two whose channel counts enclose theirs where
-those agree (densenet121: 13 timed instead of 58, 0.32 s of timing instead
-of 0.73). The choices are kept in the kernel cache, keyed like the plan, so a
-warm optimize() times nothing, and the report lists them with their times.
+where oneDNN's post-ops can't take it (batch norm, other activations)
+(`finish`). The faster over the batch sizes wins, BrainSlug's kernel even a
+little slower (`FAVOR_RATIO`, `FAVOR_SECONDS`: it also saves the epilogue's
+buffer and call). Where some lose, the plan is compiled again with them in
+the library; its other stacks come from the kernel cache. A convolution that
+the plan compiled together with others (a depth-first chain) is timed in a
+trial plan of its own. Compiling the plan first spares a trial plan's
+capture and stack formation where every convolution wins (densenet121: 0.6 s
+of a 3.1 s cold optimize()).
+
+Of a family of convolutions that differ only in their input channels
+(DenseNet's 1×1 ones of a dense block), three are timed, and the others
+follow the two whose channel counts enclose theirs where those agree
+(densenet121: 13 timed instead of 58, 0.32 s of timing instead of 0.73). The
+choices are kept in the kernel cache, keyed like the plan, so a warm
+optimize() times nothing, and the report lists them with their times.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -73,17 +82,48 @@ ONE_PIXEL = ("a convolution of one pixel (squeeze-excite): one compiled call wit
              "timed 0.06 against 0.16 ms)")
 
 
-def choose_convs(gm: fx.GraphModule, spec: Spec, key_parts: list[str], *,
-                 cpu: str, threads: int | None) -> list[ConvChoice]:
-    """Who runs each channels-last convolution of `gm` (fx node names)."""
+@dataclass
+class Pending:
+    """conv="auto" between its plans: the convolutions to time, those decided
+    without timing, the followers of timed families (`candidates`), and the
+    kernel-cache key of the choices."""
+
+    key: str
+    timed: set[str]
+    decided: list[ConvChoice]
+    follows: dict[str, tuple[str, str]]
+
+    @property
+    def optimistic(self) -> set[str]:
+        """The convolutions the first plan compiles: every one that may win."""
+        return self.timed | set(self.follows) | {
+            c.node for c in self.decided if c.runs == "brainslug"}
+
+
+def start(gm: fx.GraphModule, spec: Spec, key_parts: list[str]) -> list[ConvChoice] | Pending:
+    """The choices for `gm`'s channels-last convolutions (fx node names) where
+    the kernel cache has them or nothing needs timing; else what to compile
+    first (`Pending.optimistic`) and time after (`finish`)."""
     key = cache.key("conv-choice", *key_parts)
     if (blob := cache.load(key)) is not None:
         try:
             return [ConvChoice(**c) for c in json.loads(blob)]
         except (ValueError, TypeError):
             pass
-    choices = _measure(gm, spec, cpu, threads)
-    cache.store(key, json.dumps([c.__dict__ for c in choices]).encode())
+    timed, decided, follows = candidates(gm, spec)
+    if not timed:
+        choices = decided + _as_family(follows, decided)
+        cache.store(key, json.dumps([c.__dict__ for c in choices]).encode())
+        return choices
+    return Pending(key, timed, decided, follows)
+
+
+def finish(pending: Pending, gm: fx.GraphModule, spec: Spec, plan: fx.GraphModule, info: Any,
+           *, cpu: str, threads: int | None) -> list[ConvChoice]:
+    """The choices, from timing the kernels of `plan` (compiled with
+    `pending.optimistic`), kept in the kernel cache."""
+    choices = _measure(pending, gm, spec, plan, info, cpu, threads)
+    cache.store(pending.key, json.dumps([c.__dict__ for c in choices]).encode())
     return choices
 
 
@@ -184,24 +224,34 @@ def _as_family(follows: dict[str, tuple[str, str]],
     return out
 
 
-def _measure(gm: fx.GraphModule, spec: Spec, cpu: str,
-             threads: int | None) -> list[ConvChoice]:
-    timed, decided, follows = candidates(gm, spec)
-    if not timed:
-        return decided + _as_family(follows, decided)
-    with compile_profile.stage("convolution choice: trial compile"):
-        plan, info, _ = compile_plan(gm, spec, cpu=cpu, layout="NHWC", threads=threads,
-                                     convs=timed, only_convs=True)
+def _measure(pending: Pending, gm: fx.GraphModule, spec: Spec, plan: fx.GraphModule,
+             info: Any, cpu: str, threads: int | None) -> list[ConvChoice]:
+    """Each timed convolution's kernel in `plan` against the library's work;
+    a trial plan of its own for those that `plan` compiled with others in one
+    stack (a depth-first chain), which can't be timed alone there."""
+    alone = {node for node, _ in _conv_stacks(info).values()}
     with compile_profile.stage("convolution choice: timing"):
-        choices = decided + _time(gm, spec, plan, info)
-    return choices + _as_family(follows, choices)
+        choices = pending.decided + _time(gm, spec, plan, info, pending.timed & alone)
+    if chained := pending.timed - alone:
+        with compile_profile.stage("convolution choice: trial compile"):
+            trial, trial_info, _ = compile_plan(gm, spec, cpu=cpu, layout="NHWC",
+                                                threads=threads, convs=chained,
+                                                only_convs=True)
+        with compile_profile.stage("convolution choice: timing"):
+            choices += _time(gm, spec, trial, trial_info, chained)
+    timed = {c.node for c in choices}
+    choices += [ConvChoice(node, "library", why="its kernel did not compile")
+                for node in sorted(pending.timed - timed)]
+    return choices + _as_family(pending.follows, choices)
 
 
-def _time(gm: fx.GraphModule, spec: Spec, plan: Any, info: Any) -> list[ConvChoice]:
-    """Each trial kernel against the library plan's work (see `_measure`)."""
+def _time(gm: fx.GraphModule, spec: Spec, plan: Any, info: Any,
+          nodes_timed: set[str]) -> list[ConvChoice]:
+    """The kernels in `plan` of the convolutions `nodes_timed` against the
+    library plan's work (see the module's docstring)."""
     from brainslug.frontend_torch.library_conv import PackedConv2d
 
-    stacks = _conv_stacks(info)
+    stacks = {name: s for name, s in _conv_stacks(info).items() if s[0] in nodes_timed}
     kernels = {k.stack_name: k for k in plan.modules() if getattr(k, "is_stack_kernel", False)
                and k.stack_name in stacks}
     batches = TIMING_BATCHES if any(s and s[0] == 0 for s in input_shapes(spec)) else (1,)

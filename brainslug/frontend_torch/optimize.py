@@ -218,44 +218,49 @@ def _plan(model: torch.nn.Module, spec: Spec, layout: str, threads: int | None,
                      f"position bias, a standardised weight) are computed again only when "
                      f"a parameter changes")
     cpu = options.get("cpu", "host")
-    mode = conv_mode(options) if layout == "NHWC" else "library"
+    mode = conv_mode(options)
     choices: list[ConvChoice] = []
     compiled: bool | set[str] = mode == "brainslug"
+    auto = None
     if mode == "auto" and not options.get("fold_batchnorm", False):
-        from brainslug.frontend_torch.conv_choice import choose_convs
+        from brainslug.frontend_torch import conv_choice
 
         parts = [*plan_key_parts(gm, spec, layout, CpuTarget(cpu, threads, True)),
                  str(threads or default_pool().size)]  # timed on this many threads
         try:
             with gc_paused():
-                choices = choose_convs(gm, spec, parts, cpu=cpu, threads=threads)
+                found = conv_choice.start(gm, spec, parts)
         except Exception as e:  # a bug of BrainSlug's: the convolutions stay in the library
             if strict():
                 raise
             notes.append(f"conv='auto' could not time the convolutions, they run in the "
                          f"library: {type(e).__name__}: {str(e)[:200]}")
-        compiled = {c.node for c in choices if c.runs == "brainslug"}
+            found = []
+        if isinstance(found, list):  # chosen before (the kernel cache), or nothing to time
+            choices = found
+            compiled = {c.node for c in choices if c.runs == "brainslug"}
+        else:  # compiled first, then timed: the losers go back to the library
+            auto, compiled = found, found.optimistic
+    post_ops: list[str] = []  # the library convolutions with an add as oneDNN's post-op
+    new_gm, info, stacks, key_parts, plan_notes = _compile(gm, spec, layout, threads, options,
+                                                           compiled, post_ops)
+    if auto is not None:
+        try:
+            with gc_paused():
+                choices = conv_choice.finish(auto, gm, spec, new_gm, info, cpu=cpu,
+                                             threads=threads)
+        except Exception as e:
+            if strict():
+                raise
+            notes.append(f"conv='auto' could not time the convolutions, they run in the "
+                         f"library: {type(e).__name__}: {str(e)[:200]}")
+            choices = []
+        if (chosen := {c.node for c in choices if c.runs == "brainslug"}) != compiled:
+            new_gm, info, stacks, key_parts, plan_notes = _compile(
+                gm, spec, layout, threads, options, chosen, post_ops,
+                stage="plan: compiled again, the convolutions that lost in the library")
+    notes += plan_notes
     pack = layout == "NHWC" and options.get("pack_convolutions", True)
-    if pack and compiled is not True:
-        from brainslug.frontend_torch.library_conv import fuse_conv_activations, fuse_conv_add
-
-        skip = compiled if isinstance(compiled, set) else set()
-        # oneDNN's activation post-ops turn NaN into 0: only where BN is folded
-        folded = bool(options.get("fold_batchnorm", False))
-        if fused := fuse_conv_add(gm, skip, relu=folded):
-            notes.append(f"{len(fused)} residual adds run as oneDNN post-ops of the "
-                         f"convolutions before them (bit for bit the separate add)"
-                         + (", with the ReLUs after them (NaN becomes 0)" if folded else ""))
-        if folded and (fused := fuse_conv_activations(gm, skip)):
-            notes.append(f"{len(fused)} ReLU/ReLU6 layers run as oneDNN post-ops of the "
-                         f"convolutions before them (as the separate activation, "
-                         f"except that NaN becomes 0)")
-    key_parts = [*plan_key_parts(gm, spec, layout, CpuTarget(cpu, threads, bool(compiled))),
-                 str(pack), str(threads),
-                 ",".join(sorted(compiled)) if isinstance(compiled, set) else str(compiled)]
-    with gc_paused(), compile_profile.stage("plan: stacks formed and compiled"):
-        new_gm, info, stacks = compile_plan(gm, spec, cpu=cpu, layout=layout, threads=threads,
-                                            convs=compiled)
     info.convs = choices or [
         ConvChoice(name, "brainslug", why="conv='brainslug'")
         for s in info.stacks if s.compiled for name, op in s.layer_ops() if op == "nn.conv2d"]
@@ -289,3 +294,39 @@ def _plan(model: torch.nn.Module, spec: Spec, layout: str, threads: int | None,
     saved = {k: v for k, v in options.items() if k != "cpu" or v != "host"}
     return BrainSlugModule(model, new_gm, spec, info, kernels=stacks.kernels,
                            options=saved), key_parts
+
+
+def _compile(gm: Any, spec: Spec, layout: str, threads: int | None, options: dict[str, Any],
+             compiled: bool | set[str], post_ops: list[str],
+             stage: str = "plan: stacks formed and compiled"
+             ) -> tuple[Any, PlanInfo, Any, list[str], list[str]]:
+    """The plan of `gm` with the convolutions `compiled` (the others in the
+    library, with oneDNN's post-ops where they apply): the rewritten graph, its
+    report, its stacks, what keys its speed verdict, and notes. `gm` keeps the
+    post-ops, and `post_ops` their convolutions: a later call with fewer
+    convolutions compiled adds those of the others."""
+    cpu = options.get("cpu", "host")
+    notes: list[str] = []
+    pack = layout == "NHWC" and options.get("pack_convolutions", True)
+    if pack and compiled is not True:
+        from brainslug.frontend_torch.library_conv import fuse_conv_activations, fuse_conv_add
+
+        skip = compiled if isinstance(compiled, set) else set()
+        # oneDNN's activation post-ops turn NaN into 0: only where BN is folded
+        folded = bool(options.get("fold_batchnorm", False))
+        post_ops += fuse_conv_add(gm, skip, relu=folded)
+        if post_ops:
+            notes.append(f"{len(post_ops)} residual adds run as oneDNN post-ops of the "
+                         f"convolutions before them (bit for bit the separate add)"
+                         + (", with the ReLUs after them (NaN becomes 0)" if folded else ""))
+        if folded and (fused := fuse_conv_activations(gm, skip)):
+            notes.append(f"{len(fused)} ReLU/ReLU6 layers run as oneDNN post-ops of the "
+                         f"convolutions before them (as the separate activation, "
+                         f"except that NaN becomes 0)")
+    key_parts = [*plan_key_parts(gm, spec, layout, CpuTarget(cpu, threads, bool(compiled))),
+                 str(pack), str(threads),
+                 ",".join(sorted(compiled)) if isinstance(compiled, set) else str(compiled)]
+    with gc_paused(), compile_profile.stage(stage):
+        new_gm, info, stacks = compile_plan(gm, spec, cpu=cpu, layout=layout, threads=threads,
+                                            convs=compiled)
+    return new_gm, info, stacks, key_parts, notes
