@@ -533,6 +533,72 @@ def test_meta_batch_norm_errors_are_pytorchs() -> None:
         capture._meta_run_uncached(tracing.trace(model), [[0, 3, 4, 4]], (1, 2), False, True)
 
 
+class _AlikeStacks(torch.nn.Module):
+    """Stacks (between library convolutions) that differ only in an attribute
+    (a LeakyReLU's slope, a batch norm's eps) or in the order of operands."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(6, 6, 1) for _ in range(6))
+        self.acts = torch.nn.ModuleList([torch.nn.LeakyReLU(0.1), torch.nn.LeakyReLU(0.2),
+                                         torch.nn.LeakyReLU(0.1)])
+        self.bns = torch.nn.ModuleList([torch.nn.BatchNorm2d(6, eps=1e-3),
+                                        torch.nn.BatchNorm2d(6)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, act in zip(self.convs, self.acts):
+            x = act(conv(x))
+        y = self.convs[3](x)
+        z = self.convs[4](x)
+        x = self.convs[5](torch.relu(y - z)) * self.convs[5](torch.relu(z - y))
+        return self.bns[1](self.bns[0](x) + x)
+
+
+@pytest.mark.parametrize("name", ["alike", "resnet18", "mobilenet_v3_small", "densenet121"])
+def test_structure_keys_group_stacks_as_their_text_does(name: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`structure_key` (built from ops, attributes and types) puts two stacks
+    in one class exactly where the printed standalone modules agree up to the
+    stack's name, layer names and SSA names (the key it replaced)."""
+    import re
+
+    import torchvision
+
+    import brainslug.pytorch as brainslug
+    from brainslug.plan import units
+
+    ssa, node = re.compile(r"%[A-Za-z_0-9][\w$.-]*"), re.compile(r'bs\.node = "[^"]*"')
+
+    def printed(module, stack):  # type: ignore[no-untyped-def]
+        text = node.sub('bs.node = ""', str(module).replace(f'"{stack}"', '"bs.unit"'))
+        names: dict[str, str] = {}
+        return ssa.sub(lambda m: names.setdefault(m[0], f"%{len(names)}"), text)
+
+    seen: list[tuple[str, str]] = []
+    key = units.structure_key
+
+    def both(module, stack):  # type: ignore[no-untyped-def]
+        seen.append((printed(module, stack), key(module, stack)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(units, "structure_key", both)
+    monkeypatch.setenv("BRAINSLUG_CACHE", "0")
+    model = _AlikeStacks().eval() if name == "alike" else \
+        torchvision.models.get_model(name, weights=None).eval()
+    channels = 6 if name == "alike" else 3
+    for conv in ("library", "brainslug"):
+        brainslug.optimize(model, [0, channels, 40, 40], conv=conv)
+
+    def classes(k: int) -> list[list[int]]:
+        out: dict[str, list[int]] = {}
+        for i, pair in enumerate(seen):
+            out.setdefault(pair[k], []).append(i)
+        return sorted(out.values())
+
+    assert len(seen) > 10 and 1 < len(classes(0)) < len(seen)
+    assert classes(1) == classes(0)
+
+
 # ---------------------------------------------------------------------------- rolled runs
 
 

