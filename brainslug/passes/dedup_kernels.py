@@ -57,9 +57,12 @@ class DedupKernelsPass(ModulePass):
             self._apply(op)
 
     def _apply(self, op: ModuleOp) -> None:
+        kernels = list(loop_kernels.kernel_functions(op))
+        if len(kernels) < 2:
+            return  # (a stack compiled on its own: nothing to share)
         first: dict[str, str] = {}
         rename: dict[str, str] = {}
-        for fn in loop_kernels.kernel_functions(op):
+        for fn in kernels:
             key = structural_key(fn)
             name = fn.sym_name.data
             if key in first:

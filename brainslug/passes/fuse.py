@@ -605,7 +605,9 @@ class DropDeadStore(RewritePattern):
 
 
 class DropDeadNest(RewritePattern):
-    """Remove nests without effects (no stores) and the dead ops of a nest's body."""
+    """Remove nests without effects (no stores) and the dead ops of a nest's body
+    (a nest inside is its own match: its effects are not computed again on
+    every visit of the nest around it)."""
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: loop.NestOp, rewriter: PatternRewriter, /):
@@ -613,7 +615,7 @@ class DropDeadNest(RewritePattern):
             rewriter.erase(op)
             return
         for o in reversed(list(op.body.block.ops)):
-            if is_trivially_dead(o):
+            if not isinstance(o, loop.NestOp) and is_trivially_dead(o):
                 rewriter.erase(o)
 
 
