@@ -546,7 +546,7 @@ class _AlikeStacks(torch.nn.Module):
                                         torch.nn.BatchNorm2d(6)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv, act in zip(self.convs, self.acts):
+        for conv, act in zip(self.convs[:3], self.acts, strict=True):
             x = act(conv(x))
         y = self.convs[3](x)
         z = self.convs[4](x)

@@ -5,6 +5,7 @@ NaN/Inf, weight changes, and the option's checks."""
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -267,6 +268,10 @@ def test_auto_times_each_convolution_and_caches_the_choice(monkeypatch, tmp_path
     assert len(timed) == 2  # the last one has no epilogue: nothing to time
     for c in timed:
         assert c.runs in ("brainslug", "library") and c.brainslug_ms > 0 and c.library_ms > 0
+        if c.more is None:  # decided at batch 1 alone
+            ratio = c.library_ms * conv_choice.FAVOR_RATIO + conv_choice.FAVOR_SECONDS * 1e3
+            assert abs(math.log(ratio / c.brainslug_ms)) > math.log(conv_choice.DECISIVE)
+            continue
         (batch, bs, lib), = c.more  # the batch is free: timed at batch 1 and 8
         assert batch == 8 and bs > 0 and lib > 0
     (untimed,) = [c for c in opt.info.convs if c.brainslug_ms is None]
@@ -275,7 +280,7 @@ def test_auto_times_each_convolution_and_caches_the_choice(monkeypatch, tmp_path
     assert compiled_convs(opt) == len(ours)
     text = brainslug.report(opt)
     assert "Convolutions: " in text and "library " in text and "brainslug " in text
-    assert "at batch 8: " in text
+    assert ("at batch 8: " in text) == any(c.more for c in timed)
     x = torch.randn(3, 3, 15, 15)
     with torch.no_grad():
         ref, got = model(x), opt(x)
@@ -318,6 +323,17 @@ def test_auto_weighs_the_batch_sizes_and_a_fixed_cost() -> None:
     assert not _brainslug_wins([(1, 0.30 * ms, 0.238 * ms), (8, 2.4 * ms, 2.3 * ms)])
 
 
+def test_auto_skips_the_larger_batch_only_where_batch_1_decides() -> None:
+    from brainslug.frontend_torch.conv_choice import DECISIVE, FAVOR_RATIO, _decided
+
+    ms = 1e-3
+    favored = 1.0 * ms * FAVOR_RATIO  # (the fixed favor is negligible at 1 ms)
+    assert _decided([(1, favored / (DECISIVE * 1.02), 1.0 * ms)])  # ours far faster
+    assert _decided([(1, favored * DECISIVE * 1.02, 1.0 * ms)])  # the library's far faster
+    assert not _decided([(1, favored * 1.26, 1.0 * ms)])  # mobilenet_v2's depthwise 3x3/2
+    assert not _decided([(1, favored / 1.2, 1.0 * ms)])
+
+
 def test_auto_times_a_fixed_batch_once(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))
     torch.manual_seed(5)
@@ -358,6 +374,7 @@ def test_auto_times_the_library_side_on_each_batch_sizes_own_residual(monkeypatc
         return library_call(conv, args, ops)
 
     monkeypatch.setattr(conv_choice, "_library_call", recorded)
+    monkeypatch.setattr(conv_choice, "DECISIVE", math.inf)  # (time batch 8 however 1 went)
     torch.manual_seed(6)
     model = Block().eval()
     opt = brainslug.optimize(model, [0, 24, 11, 13])
@@ -398,6 +415,7 @@ def test_auto_times_on_inputs_stored_as_the_kernel_reads_them(monkeypatch, tmp_p
         return args
 
     monkeypatch.setattr(conv_choice, "timing_inputs", recorded)
+    monkeypatch.setattr(conv_choice, "DECISIVE", math.inf)  # (time batch 8 however 1 went)
     torch.manual_seed(7)
     model = Block().eval()
     opt = brainslug.optimize(model, [0, 19, 11, 13])
@@ -464,6 +482,7 @@ def test_auto_times_a_scale_prologue_against_its_own_pass(monkeypatch, tmp_path)
         return library_call(conv, args, ops)
 
     monkeypatch.setattr(conv_choice, "_library_call", recorded)
+    monkeypatch.setattr(conv_choice, "DECISIVE", math.inf)  # (time batch 8 however 1 went)
     torch.manual_seed(8)
     model = Excite().eval()
     opt = brainslug.optimize(model, [[0, 40, 13, 11], [0, 24, 13, 11]])

@@ -72,6 +72,13 @@ LARGER_BATCH_ROUNDS = 2
 """Rounds at batch 8: its calls are 8 times as long, so less noisy, and cost
 most of the timing (resnet50 on 2 cores: 0.25 s of timing at batch 1 with 7
 rounds, 1.1 s at batch 8 with 3)."""
+DECISIVE = 1.3
+"""A ratio at batch 1 (with the favor) beyond which the larger batch is not
+timed: the geometric mean over the batch sizes would need the other side
+faster by more than that at batch 8. Of the 63 such convolutions of
+densenet121, resnet50, mobilenet_v2 and efficientnet_b0, timed at both, none
+changed side with batch 8 counted (two of efficientnet_b0's ran 1.45 times
+slower at batch 1 and even at 8); densenet121's 9 of 13 skip batch 8."""
 MAX_TIMED = 64
 """Convolutions compiled and timed at most, those with the largest outputs first
 (the largest epilogue passes saved): compiling is most of a cold optimize()."""
@@ -283,6 +290,8 @@ def _time(gm: fx.GraphModule, spec: Spec, plan: Any, info: Any,
                             args[0],  # type: ignore[index]
                             rounds=7 if j == 0 else LARGER_BATCH_ROUNDS)
                 measured[sig].append((args[0].shape[0], m["brainslug"], m["library"]))  # type: ignore[index]
+                if j == 0 and _decided(measured[sig]):
+                    break  # (the larger batch would not turn it)
         times = measured[sig]
         runs = "brainslug" if _brainslug_wins(times) else "library"
         (_, bs, lib), *more = times
@@ -316,6 +325,13 @@ def timing_inputs(kernel: Any, batch: int, pool: torch.Tensor) -> tuple[torch.Te
 def random_pool(size: int) -> torch.Tensor:
     """`size` random floats in [-1, 1), the same on every run."""
     return torch.empty(size).uniform_(-1, 1, generator=torch.Generator().manual_seed(0))
+
+
+def _decided(times: list[tuple[int, float, float]]) -> bool:
+    """Whether the first batch size's times decide alone: one side faster by
+    more than `DECISIVE` (with the favor)."""
+    (_, bs, lib), = times
+    return abs(math.log(bs / (lib * FAVOR_RATIO + FAVOR_SECONDS))) > math.log(DECISIVE)
 
 
 def _brainslug_wins(times: list[tuple[int, float, float]]) -> bool:
