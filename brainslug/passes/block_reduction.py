@@ -28,6 +28,8 @@ one form, whose counts bs-lower-to-llvm's generic phases pass as parameters.
 Every chunk sums from zero, and the chunk sums are added in order: a sum of
 many products is rounded like the libraries' blocked sums (`channel_chunk`
 keeps a chunk to at most 256 products), more accurately than one long sum.
+So a long sum is chunked even where no chunk's weights fit the cache (a 3×3
+convolution's 16 channels, 36 KiB for a block of 64 outputs).
 A band's rows past the last one clamp to it and recompute it, as register
 blocks do with columns.
 
