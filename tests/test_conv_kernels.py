@@ -327,6 +327,32 @@ def test_auto_weighs_the_batch_sizes_and_a_fixed_cost() -> None:
     assert not _brainslug_wins([(1, 0.30 * ms, 0.238 * ms), (8, 2.4 * ms, 2.3 * ms)])
 
 
+def test_auto_measures_a_loss_twice(monkeypatch, tmp_path) -> None:
+    """A kernel the plan already compiled goes back to the library only if it
+    loses on both measurements, each side keeping its lower time: a noisy
+    first loss is not a second compile of the plan."""
+    from brainslug.frontend_torch import conv_choice
+
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))
+    rounds = iter([{"brainslug": 1.3e-3, "library": 1.0e-3},   # a loss (noise)
+                   {"brainslug": 0.95e-3, "library": 1.1e-3}])  # then a win
+    calls = []
+
+    def fake(candidates, x, rounds_=7, warmup=1, **kw):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return next(rounds)
+
+    monkeypatch.setattr(conv_choice, "medians", fake)
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1), random_bn(nn.BatchNorm2d(24)),
+                          nn.ReLU()).eval()
+    opt = brainslug.optimize(model, [2, 3, 15, 15])  # one batch size
+    (c,) = opt.info.convs
+    assert len(calls) == 2 and c.runs == "brainslug"
+    assert c.brainslug_ms == pytest.approx(0.95) and c.library_ms == pytest.approx(1.0)
+    assert compiled_convs(opt) == 1
+
+
 def test_auto_skips_the_larger_batch_only_where_batch_1_decides() -> None:
     from brainslug.frontend_torch.conv_choice import DECISIVE, FAVOR_RATIO, _decided
 
@@ -382,7 +408,8 @@ def test_auto_times_the_library_side_on_each_batch_sizes_own_residual(monkeypatc
     torch.manual_seed(6)
     model = Block().eval()
     opt = brainslug.optimize(model, [0, 24, 11, 13])
-    assert batches == [(1, 1), (8, 8)]  # the input and the residual, per batch size timed
+    # the input and the residual, per batch size timed (twice where ours lost)
+    assert batches[:2] == [(1, 1), (8, 8)] and set(batches) == {(1, 1), (8, 8)}
     x = torch.randn(3, 24, 11, 13)
     with torch.no_grad():
         ref, got = model(x), opt(x)
@@ -490,7 +517,8 @@ def test_auto_times_a_scale_prologue_against_its_own_pass(monkeypatch, tmp_path)
     torch.manual_seed(8)
     model = Excite().eval()
     opt = brainslug.optimize(model, [[0, 40, 13, 11], [0, 24, 13, 11]])
-    (ops, shapes), _ = seen
+    (ops, shapes), _, *again = seen  # (measured again where ours lost)
+    assert len(again) in (0, 2)
     assert ops[:2] == ("nn.mul", "nn.conv2d") and ops[-1] == "nn.add"
     assert sorted(shapes) == [(1, 24, 13, 11), (1, 40, 1, 1), (1, 40, 13, 11)]
     project = next(c for c in opt.info.convs if "project" in c.node)
