@@ -392,12 +392,12 @@ class _DataDependent(torch.nn.Module):
 
 
 def _real_shapes(gm: torch.fx.GraphModule, shape: list[int]) -> dict:
-    from brainslug.frontend_torch.capture import _tensor_meta
+    from brainslug.frontend_torch.shapes import tensor_meta
 
-    a = _tensor_meta(gm, [torch.randn([1 if d == 0 else d for d in shape])])
+    a = tensor_meta(gm, [torch.randn([1 if d == 0 else d for d in shape])])
     if 0 not in shape:
         return a
-    b = _tensor_meta(gm, [torch.randn([2 if d == 0 else d for d in shape])])
+    b = tensor_meta(gm, [torch.randn([2 if d == 0 else d for d in shape])])
     return {n: (tuple(-1 if x != y else x for x, y in zip(s, b[n][0], strict=True)), dt)
             for n, (s, dt) in a.items() if len(b[n][0]) == len(s)}
 
@@ -406,22 +406,23 @@ def _real_shapes(gm: torch.fx.GraphModule, shape: list[int]) -> dict:
 def test_shapes_from_meta_tensors(shape: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     """Shape propagation runs on meta tensors (nothing computed, the model's
     parameters and statistics untouched) and finds what real runs find."""
-    from brainslug.frontend_torch import capture, tracing
+    from brainslug.frontend_torch import shapes as shape_inference
+    from brainslug.frontend_torch import tracing
 
     model = _Flatten().eval()
     gm = tracing.trace(model)
     ref = _real_shapes(gm, shape)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     calls = []
-    real = capture._tensor_meta
+    real = shape_inference.tensor_meta
     def record(g: torch.fx.GraphModule, xs: list[torch.Tensor]) -> dict:
         # the graph runs on meta parameters; the model's own stay as they are
         calls.append({x.device.type for x in [*xs, *g.parameters()]})
         assert {p.device.type for p in model.parameters()} == {"cpu"}
         return real(g, xs)
 
-    monkeypatch.setattr(capture, "_tensor_meta", record)
-    shapes = capture.propagate_shapes(gm, [shape])
+    monkeypatch.setattr(shape_inference, "tensor_meta", record)
+    shapes = shape_inference.propagate_shapes(gm, [shape])
     assert shapes == ref
     assert shapes["fc"][0] == ((-1 if 0 in shape else 3), 7)
     assert calls and all(c == {"meta"} for c in calls)
@@ -430,11 +431,12 @@ def test_shapes_from_meta_tensors(shape: list[int], monkeypatch: pytest.MonkeyPa
 
 
 def test_shapes_fall_back_to_real_runs() -> None:
-    from brainslug.frontend_torch import capture, tracing
+    from brainslug.frontend_torch import shapes as shape_inference
+    from brainslug.frontend_torch import tracing
 
     gm = tracing.trace(_DataDependent())
     shape = [0, 4, 5, 5]
-    assert capture.propagate_shapes(gm, [shape]) == _real_shapes(gm, shape)
+    assert shape_inference.propagate_shapes(gm, [shape]) == _real_shapes(gm, shape)
 
 
 def test_meta_runs_are_reused_until_the_graph_changes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -445,16 +447,17 @@ def test_meta_runs_are_reused_until_the_graph_changes(monkeypatch: pytest.Monkey
     import torchvision
 
     import brainslug.pytorch as brainslug
-    from brainslug.frontend_torch import capture, tracing
+    from brainslug.frontend_torch import shapes as shape_inference
+    from brainslug.frontend_torch import tracing
 
     runs: list[tuple[int, ...]] = []
-    real = capture._meta_run_uncached
+    real = shape_inference._meta_run_uncached
 
     def counted(gm, shapes, batches, orders, channels_last, meta=None):
         runs.append(tuple(batches))
         return real(gm, shapes, batches, orders, channels_last, meta)
 
-    monkeypatch.setattr(capture, "_meta_run_uncached", counted)
+    monkeypatch.setattr(shape_inference, "_meta_run_uncached", counted)
     monkeypatch.setenv("BRAINSLUG_CACHE", "0")
     m = torchvision.models.resnet18(weights=None).eval()
     opt = brainslug.optimize(m, [0, 3, 35, 37], conv="auto")
@@ -465,11 +468,11 @@ def test_meta_runs_are_reused_until_the_graph_changes(monkeypatch: pytest.Monkey
     with torch.no_grad():
         assert (opt(x) - m(x)).abs().max().item() <= 1e-4 * max(1.0, m(x).abs().max().item())
     gm = tracing.trace(_Flatten().eval())
-    first = capture.propagate_shapes(gm, [[0, 3, 13, 13]])
+    first = shape_inference.propagate_shapes(gm, [[0, 3, 13, 13]])
     runs.clear()
-    assert capture.propagate_shapes(gm, [[0, 3, 13, 13]]) == first and runs == []
+    assert shape_inference.propagate_shapes(gm, [[0, 3, 13, 13]]) == first and runs == []
     gm.fc = torch.nn.Linear(gm.fc.in_features, 5)  # a module replaced under its name
-    assert capture.propagate_shapes(gm, [[0, 3, 13, 13]])["fc"][0] == (-1, 5)
+    assert shape_inference.propagate_shapes(gm, [[0, 3, 13, 13]])["fc"][0] == (-1, 5)
     assert runs == [(1, 2)]
 
 
@@ -502,35 +505,37 @@ def test_meta_batch_norms_match_pytorch(channels_last: bool,
     (`_meta_batch_norm`) instead of PyTorch's slow decomposition: the shapes,
     dtypes and memory orders are the decomposition's, for every rank and
     layout; the permuted input runs the module."""
-    from brainslug.frontend_torch import capture, tracing
+    from brainslug.frontend_torch import shapes as shape_inference
+    from brainslug.frontend_torch import tracing
 
     gm = tracing.trace(_Norms().eval())
     taken: list[str] = []
-    real = capture._meta_batch_norm
+    real = shape_inference._meta_batch_norm
 
     def spy(m, args, kwargs):  # type: ignore[no-untyped-def]
         out = real(m, args, kwargs)
         taken.append("shortcut" if out is not None else "module")
         return out
 
-    monkeypatch.setattr(capture, "_meta_batch_norm", spy)
+    monkeypatch.setattr(shape_inference, "_meta_batch_norm", spy)
     shapes = [[0, 3, 11, 9]]
-    fast = capture._meta_run_uncached(gm, shapes, (1, 2), False, channels_last)
-    fast_orders = capture._meta_run_uncached(gm, shapes, (2,), True, channels_last)
+    fast = shape_inference._meta_run_uncached(gm, shapes, (1, 2), False, channels_last)
+    fast_orders = shape_inference._meta_run_uncached(gm, shapes, (2,), True, channels_last)
     assert "shortcut" in taken and "module" in taken, taken
-    monkeypatch.setattr(capture, "_meta_batch_norm", lambda m, args, kwargs: None)
-    assert capture._meta_run_uncached(gm, shapes, (1, 2), False, channels_last) == fast
-    assert capture._meta_run_uncached(gm, shapes, (2,), True, channels_last) == fast_orders
+    monkeypatch.setattr(shape_inference, "_meta_batch_norm", lambda m, args, kwargs: None)
+    assert shape_inference._meta_run_uncached(gm, shapes, (1, 2), False, channels_last) == fast
+    assert shape_inference._meta_run_uncached(gm, shapes, (2,), True, channels_last) == fast_orders
 
 
 def test_meta_batch_norm_errors_are_pytorchs() -> None:
     """A batch norm given the wrong channel count still fails in the meta run
     (optimize() reports that the model does not run on the shape)."""
-    from brainslug.frontend_torch import capture, tracing
+    from brainslug.frontend_torch import shapes as shape_inference
+    from brainslug.frontend_torch import tracing
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 1), torch.nn.BatchNorm2d(6)).eval()
     with pytest.raises(RuntimeError):
-        capture._meta_run_uncached(tracing.trace(model), [[0, 3, 4, 4]], (1, 2), False, True)
+        shape_inference._meta_run_uncached(tracing.trace(model), [[0, 3, 4, 4]], (1, 2), False, True)
 
 
 class _AlikeStacks(torch.nn.Module):

@@ -17,16 +17,11 @@ import torch
 import torch.fx as fx
 
 from brainslug.frontend_torch.bind import rewrite_graph
-from brainslug.frontend_torch.capture import (
-    Capture,
-    batch_outer_copies,
-    capture,
-    memory_orders,
-    propagate_shapes,
-)
+from brainslug.frontend_torch.capture import Capture, batch_outer_copies, capture
 from brainslug.frontend_torch.graph import Spec, captured, input_shapes, spec_text
 from brainslug.frontend_torch.graph_builder import Order, default_order
 from brainslug.frontend_torch.kernel_module import StackKernel
+from brainslug.frontend_torch.shapes import memory_orders, propagate_shapes
 from brainslug.plan.compile import CompiledStacks, cached_record, compile_stacks
 from brainslug.plan.report import PlanInfo
 from brainslug.plan.stacks import StackBinding

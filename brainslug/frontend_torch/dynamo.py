@@ -19,15 +19,15 @@ BACKEND_NAME = "brainslug"
 
 def brainslug_backend(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
     """Compile one dynamo graph; inference only (training graphs run as they are)."""
-    from brainslug.frontend_torch.capture import _tensor_meta
     from brainslug.frontend_torch.compile import compile_plan
+    from brainslug.frontend_torch.shapes import tensor_meta
 
     tensors = [x for x in example_inputs if isinstance(x, torch.Tensor)]
     if len(tensors) != len(example_inputs) or any(t.device.type != "cpu" for t in tensors):
         return gm.forward  # symbolic sizes or device tensors: leave the graph to PyTorch
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return gm.forward
-    metas = _tensor_meta(gm, list(example_inputs))
+    metas = tensor_meta(gm, list(example_inputs))
     plan, _, _ = compile_plan(gm, metas=metas)
 
     def run(*args: Any) -> Any:

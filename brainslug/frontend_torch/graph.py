@@ -17,7 +17,8 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from brainslug.frontend_torch.capture import Capture, capture, propagate_shapes
+from brainslug.frontend_torch.capture import Capture, capture
+from brainslug.frontend_torch.shapes import propagate_shapes
 from brainslug.frontend_torch.tracing import export, trace
 from brainslug.plan.capture import Bound, Captured
 
