@@ -578,3 +578,27 @@ def test_a_family_of_convolutions_follows_its_timed_members(monkeypatch, tmp_pat
               ConvChoice("c4", "library")]
     got = {c.node: c.runs for c in _as_family(_followers(members), chosen)}
     assert got == {"c1": "brainslug", "c3": "library"}
+
+
+def test_pointwise_register_blocks_of_six_run_across_rows() -> None:
+    """With AVX-512's 32 registers, 4 vectors of outputs and a broadcast, 6
+    columns need no spill: a 1x1 convolution takes 6 where they fit the
+    columns or, taken row-major, the points of the rows with at most 3% past
+    the end (56, 28 and 14 columns: none do, 3136, 784 and 196 points do); a
+    convolution with taps, or one whose points don't fit (7x7), keeps 7
+    columns of a row."""
+    from brainslug.passes.register_tile import MIN_USED, RegisterTile
+
+    tile = RegisterTile(lanes=16, registers=32, max_vectors=4, cache=1 << 20,
+                        broadcast_operands=True)
+    for side in (56, 28, 14):
+        p, v, across = tile.shape(64, side, None, True, side)
+        assert (p, v) == (6, 4) and across is not None, side
+        per_row, rows = across
+        assert per_row * rows * p >= side * side > (per_row * rows - 1) * p
+        assert side * side / (per_row * rows * p) >= MIN_USED
+    assert tile.shape(64, 7, None, True, 7) == (7, 4, None)
+    assert tile.shape(64, 56, None, True, None) == (7, 4, None)  # taps: no rows above
+    assert tile.shape(64, 12, None, True, 12) == (6, 4, None)  # 6 fit a row
+    # V = 2 keeps the broadcasts' own limit, in a row
+    assert tile.shape(32, 56, None, True, 56) == (8, 2, None)

@@ -14,7 +14,10 @@ block of P rows × V vectors of accumulators, as MLAS and oneDNN do:
 
 Where P does not divide the columns, those past the end are clamped to the
 last one: the last block recomputes and rewrites it with the same value
-instead of running a remainder loop.
+instead of running a remainder loop. A 1x1 convolution's block may instead
+take P consecutive points of the row-major (row, column) space, each column
+with its own row and column: 6 columns fit no row of 56, 28 or 14, but they
+fit those maps' points with at most 1.4% past the end.
 When the weights are larger than the cache budget, the blocks of V*W channels
 become the outermost nest dimension (each block's weights then stay in cache
 while all pixels use them, as oneDNN blocks output channels outside pixels).
@@ -61,6 +64,24 @@ LLVM to fold it into them as a memory operand: each broadcast takes a register,
 and the scheduler keeps several in flight. Measured with AVX-512, 144→24 1×1 at
 56×56, batch 8: P = 8 2.47 ms, 12 2.77 ms, 14 2.99 ms (14 spilled 4
 accumulators); 32→16 at 112×112: P = 16 1.26 ms, 28 1.54 ms."""
+
+
+MIN_USED = 0.97
+"""Least fraction of the computed points that are real points (the rest are
+past the end, clamped) for which a register block takes the most columns
+that need no spill."""
+
+
+def across_rows(points: int, columns: int, p: int) -> tuple[int, int]:
+    """(blocks per row, rows) for blocks of `p` consecutive points of a
+    row-major space of `points` whose rows have `columns`: as few blocks in
+    all as `points` allow, with rows of about as many blocks as a row of
+    `columns` has."""
+    blocks = -(-points // p)
+    per_row = -(-columns // p)
+    best = min(range(1, 2 * per_row + 1),
+               key=lambda b: (-(-blocks // b) * b, abs(b - per_row)))
+    return best, -(-blocks // best)
 
 
 def _contraction(lp: simd.LoopOp) -> loop.ReduceOp | None:
@@ -214,20 +235,30 @@ class RegisterTile(RewritePattern):
     broadcast_operands: bool = False
 
     def shape(self, lanes_extent: int, rows_extent: int,
-              vectors: int | None = None, broadcast: bool = True) -> tuple[int, int]:
-        """(P columns, V vectors) for a lane extent and a column extent.
+              vectors: int | None = None, broadcast: bool = True,
+              rows_above: int | None = None) -> tuple[int, int, tuple[int, int] | None]:
+        """(P columns, V vectors, and for blocks that run across rows their
+        (blocks per row, rows), else None) for a lane extent and a column
+        extent; `rows_above`: the static extent of the dim of rows above the
+        columns where a block may run across rows (a single tap's sum), else None.
 
         V: as many vectors as the channels fill, a power of two (LLVM splits
-        those cleanly), at most `max-vectors`. P: the accumulators, V weight
-        vectors and a broadcast fit the register file (the broadcast needs
-        none where an FMA takes it as a memory operand: P = 7 for V = 4, also
-        in channel sums that bs-block-reduction chunks: keeping a register
-        spare there was 4-15% slower on 6 of 9 of resnet50's shapes at batch 8
-        on one thread and no faster on the others, e.g. 512->2048 1x1 at 7x7
-        5.7 ms with P = 7 against 6.7 ms with P = 4),
-        with at least 12
-        accumulators where the columns allow (two FMA pipes of 4 cycles'
-        latency need 8 in flight, and the broadcasts need hiding), and at most
+        those cleanly), at most `max-vectors`. P: the accumulators, the V
+        weight vectors and a broadcast fit the register file. The broadcast
+        takes no register only where one FMA takes it as a memory operand (V
+        = 1 with `broadcast-operands`): LLVM folds a load into one use only, so
+        with V = 4, P = 7 spills one accumulator on every step. A 1x1
+        convolution takes P = 6 where the columns, or the points of the rows
+        taken row-major, fit blocks of 6 with at most `1 - MIN_USED` of them
+        past the end (56, 28 and 14 columns: 1.4%, 1% and 1%).
+        Otherwise P may take the broadcast's register too (with
+        `broadcast-operands`: P = 7 for V = 4, also in channel sums that
+        bs-block-reduction chunks: keeping a register spare there was 4-15%
+        slower on 6 of 9 of resnet50's shapes at batch 8 on one thread and no
+        faster on the others, e.g. 512->2048 1x1 at 7x7 5.7 ms with P = 7
+        against 6.7 ms with P = 4), with at least 12 accumulators where the
+        columns allow (two FMA pipes of 4 cycles' latency need 8 in flight,
+        and the broadcasts need hiding), at most
         `REGISTER_BROADCAST_ACCUMULATORS` where V <= 2 columns `broadcast` a
         scalar input; among those, the P that wastes the fewest columns past
         the end (then the larger)."""
@@ -236,16 +267,38 @@ class RegisterTile(RewritePattern):
             v *= 2
         if vectors is not None:  # the weights are packed in blocks of V vectors
             v = vectors
-        spare = 0 if self.broadcast_operands else 1
-        top = max(1, (self.registers - v - spare) // v)
+        folds = self.broadcast_operands and v == 1
+        top = max(1, (self.registers - v - (0 if folds else 1)) // v)
         if broadcast and self.broadcast_operands and v <= 2:
             top = min(top, REGISTER_BROADCAST_ACCUMULATORS // v)
+        if rows_extent <= top:
+            return rows_extent, v, None
+
+        def used(p: int) -> float:
+            return rows_extent / (-(-rows_extent // p) * p)
+
+        # where one more column would fit but for the broadcast's register
+        # (which V = 1 does not need), the most columns without a spill, if
+        # they fit the columns (or the points of the rows) with few past the end
+        if rows_above is not None and self.broadcast_operands and not folds and \
+                top == (self.registers - v - 1) // v:
+            if used(top) >= MIN_USED:
+                return top, v, None
+            flat = across_rows(rows_above * rows_extent, rows_extent, top)
+            if rows_above * rows_extent / (flat[0] * flat[1] * top) >= MIN_USED:
+                return top, v, flat
+        # else one more column where it fits without the broadcast's register
+        # (one accumulator spills), and the P that wastes the fewest columns
+        # (then the larger)
+        if self.broadcast_operands:
+            top = max(1, (self.registers - v) // v)
+            if broadcast and v <= 2:
+                top = min(top, REGISTER_BROADCAST_ACCUMULATORS // v)
         low = min(top, max(1, -(-12 // v)))
         if rows_extent <= top:
-            return rows_extent, v
-        best = max(range(low, top + 1),
-                   key=lambda p: (rows_extent / (-(-rows_extent // p) * p), p))
-        return best, v
+            return rows_extent, v, None
+        best = max(range(low, top + 1), key=lambda p: (used(p), p))
+        return best, v, None
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, lp: simd.LoopOp, rewriter: PatternRewriter, /):
@@ -275,12 +328,22 @@ class RegisterTile(RewritePattern):
             return  # blocks this target can't hold in registers: gathers stay
         broadcast = any(isinstance(o, loop.LoadOp) and row in _used_ivs(o, nest.ivs)
                         for o in red.body.walk())
-        p, v = self.shape(lane_ub - lane_lb, ub, packed // self.lanes if packed else None,
-                          broadcast)  # type: ignore[arg-type]
+        above = None  # a single tap's sum: the static dim of rows above the columns
+        if pos > 0 and nest.lower_bounds()[pos - 1] == 0 and isinstance(
+                h_ub := nest.upper_bounds()[pos - 1], int) and all(
+                    u == 1 for u in red.upper_bounds()[:-1]):
+            above = h_ub
+        p, v, flat = self.shape(lane_ub - lane_lb, ub,  # type: ignore[arg-type]
+                                packed // self.lanes if packed else None, broadcast, above)
         if p == 1 and v == 1 and not packed:
             return
         weights = _shared_bytes(red, row)
-        rows = self._rows(nest, pos, p, ub, rewriter)
+        if flat is None:
+            columns = [{row: r} for r in self._rows(nest, pos, p, ub, rewriter)]
+        else:
+            columns = self._across_rows(nest, pos, p, ub, above, flat,  # type: ignore[arg-type]
+                                        rewriter)
+        column_ivs = list(columns[0])
         block = v * self.lanes
         blocks = -(-(lane_ub - lane_lb) // block)
         lower, upper = lane_lb, lane_ub
@@ -293,10 +356,15 @@ class RegisterTile(RewritePattern):
                                                    rewriter)
             cb = nest.ivs[0] if outer else nest.ivs[-1]
             row = nest.ivs[pos + 1] if outer else nest.ivs[pos]
+            # the column ivs are the new nest's (the old block args are gone)
+            shift = 1 if outer else 0
+            renamed = {iv: nest.ivs[k + shift] for iv, k in zip(
+                column_ivs, [pos - 1, pos] if flat is not None else [pos], strict=True)}
+            columns = [{renamed[iv]: val for iv, val in col.items()} for col in columns]
         # which dim holds the blocks of columns (bs-block-reduction reads it)
         nest.attributes[COLUMNS_ATTR] = IntegerAttr(nest.ivs.index(row), IndexType())
         new_lp = simd.LoopOp(lower, upper, vectors=v)
-        self._clone_body(lp, red, row, rows, new_lp)
+        self._clone_body(lp, red, columns, new_lp)
         if packed:
             assert cb is not None
             _index_blocks(new_lp, packed, cb)
@@ -337,11 +405,53 @@ class RegisterTile(RewritePattern):
         rewriter.insert(ops, InsertPoint.before(first))
         return rows
 
-    def _clone_body(self, lp: simd.LoopOp, red: loop.ReduceOp, row: SSAValue,
-                    rows: list[SSAValue], new_lp: simd.LoopOp) -> None:
-        maps: list[dict[SSAValue, SSAValue]] = [{row: r, lp.iv: new_lp.iv} for r in rows]
+    def _across_rows(self, nest: loop.NestOp, pos: int, p: int, columns: int, rows: int,
+                     shape: tuple[int, int], rewriter: PatternRewriter
+                     ) -> list[dict[SSAValue, SSAValue]]:
+        """Blocks the nest dims `pos - 1` (rows) and `pos` (columns) into rows
+        of `shape[0]` blocks of `p` consecutive points of the row-major (row,
+        column) space, `shape[1]` such rows; per column of a block, its row
+        and column, both past the last point clamped to it."""
+        per_row, new_rows = shape
+        upper = nest.upper_bounds()
+        upper[pos - 1], upper[pos] = new_rows, per_row
+        static, _ = loop.split_bounds(upper)
+        nest.upper = static
+        row_iv, block_iv = nest.ivs[pos - 1], nest.ivs[pos]
+        ops: list[Operation] = []
+
+        def const(k: int) -> SSAValue:
+            c = arith.ConstantOp(IntegerAttr(k, IndexType()))
+            ops.append(c)
+            return c.result
+
+        first = arith.MuliOp(row_iv, const(per_row))
+        block = arith.AddiOp(first.result, block_iv)
+        base = arith.MuliOp(block.result, const(p))
+        ops += [first, block, base]
+        last, width = const(rows * columns - 1), const(columns)
+        out = []
+        for k in range(p):
+            point = arith.AddiOp(base.result, const(k))
+            clamped = arith.MinSIOp(point.result, last)
+            r = arith.DivSIOp(clamped.result, width)  # points are >= 0
+            r_start = arith.MuliOp(r.result, width)
+            c = arith.SubiOp(clamped.result, r_start.result)
+            ops += [point, clamped, r, r_start, c]
+            r.result.name_hint, c.result.name_hint = f"row{k}", f"col{k}"
+            out.append({row_iv: r.result, block_iv: c.result})
+        first_op = nest.body.block.first_op
+        assert first_op is not None
+        rewriter.insert(ops, InsertPoint.before(first_op))
+        return out
+
+    def _clone_body(self, lp: simd.LoopOp, red: loop.ReduceOp,
+                    columns: list[dict[SSAValue, SSAValue]], new_lp: simd.LoopOp) -> None:
+        """Clones `lp`'s body into `new_lp` once per column, each substituting
+        its own ivs (`columns`) where the body depends on them."""
+        maps: list[dict[SSAValue, SSAValue]] = [{**col, lp.iv: new_lp.iv} for col in columns]
         new_lp.iv.name_hint = lp.iv.name_hint
-        varying: set[SSAValue] = {row}
+        varying: set[SSAValue] = set(columns[0])
         epilogue: list[Operation] = []
         for op in lp.body.block.ops:
             if op is red:

@@ -4,11 +4,12 @@
 // exceed `cache` bytes per block of output channels (here 192 channels x 64
 // lanes x 4 bytes = 48 KiB) into chunks that fit: 3 chunks of 64 channels
 // (16 KiB). The nest over rows and column blocks becomes a nest over bands of
-// rows (13 rows in 7 bands of 2, for 8 parallel units with a batch of one; the
-// last band clamps to row 12), each with a buffer of partial sums and three
+// rows (29 rows in 8 bands of 4, for 8 parallel units with a batch of one; the
+// last band clamps to row 28), each with a buffer of partial sums and three
 // sequential nests: zeros in the buffer, each chunk but the last adds its own
 // sum (from zero) to the buffer, the last adds its sum and runs the epilogue.
-// bs-register-tile blocks such a sum as any other: P = 7 (14 columns for 13).
+// bs-register-tile blocks such a sum as any other: the 13x13 points in 29
+// rows of one block of 6 (`register_tile.mlir` @across_rows).
 func.func @conv1x1(%x: memref<?x13x13x192xf32>, %wt: memref<1x1x192x64xf32>, %b: memref<64xf32>, %out: memref<?x13x13x64xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index
   %batch = memref.dim %x, %c0 : memref<?x13x13x192xf32>
@@ -30,30 +31,30 @@ func.func @conv1x1(%x: memref<?x13x13x192xf32>, %wt: memref<1x1x192x64xf32>, %b:
 }
 
 // CHECK-LABEL: func.func @conv1x1
-// CHECK:         loop.nest (%n, %band) = (0, 0) to (%batch, 7) {
-// CHECK-NEXT:      %partial = memref.alloca() {alignment = 64 : i64} : memref<2x2x7x64xf32>
-// CHECK-NEXT:      loop.nest (%r, %cols, %col) = (0, 0, 0) to (2, 2, 7) {
+// CHECK:         loop.nest (%n, %band) = (0, 0) to (%batch, 8) {
+// CHECK-NEXT:      %partial = memref.alloca() {alignment = 64 : i64} : memref<4x1x6x64xf32>
+// CHECK-NEXT:      loop.nest (%r, %cols, %col) = (0, 0, 0) to (4, 1, 6) {
 // CHECK-NEXT:        simd.loop (%lane) = (0) to (64) vectors 4 {
 // CHECK:               simd.store %{{.*}}, %partial[%r, %cols, %col, %lane]
-// CHECK:           loop.nest (%chunk, %r_1, %w) = (0, 0, 0) to (2, 2, 2) {
+// CHECK:           loop.nest (%chunk, %r_1, %w) = (0, 0, 0) to (2, 4, 1) {
 // CHECK:             %h = arith.minsi %{{.*}}, %{{.*}} : index
 // CHECK:             simd.loop (%o) = (0) to (64) vectors 4 {
-// CHECK-NEXT:          %[[S0:.*]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 64) init 0.000000e+00 : f32
-// CHECK-NEXT:            loop.load %x[%n, %h, %col0, %o, %kh, %kw, %ci, %chunk] map affine_map<(d0, d1, d2, d3, d4, d5, d6, d7) -> (d0, (d1 + d4), (d2 + d5), (d6 + (d7 * 64)))>
+// CHECK-NEXT:          %[[S0:.*]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 64) init 0.000000e+00 : f32
+// CHECK-NEXT:            loop.load %x[%n, %row0, %col0, %o, %kh, %kw, %ci, %chunk] map affine_map<(d0, d1, d2, d3, d4, d5, d6, d7) -> (d0, (d1 + d4), (d2 + d5), (d6 + (d7 * 64)))>
 // CHECK:                 simd.load %wt[%kh, %kw, %ci, %o, %chunk] map affine_map<(d0, d1, d2, d3, d4) -> (d0, d1, (d2 + (d4 * 64)), d3)>
 // CHECK:               %[[P0:.*]] = simd.load %partial[%r_1, %w, %o] map affine_map<(d0, d1, d2) -> (d0, d1, 0, d2)>
 // CHECK-NEXT:          %[[T0:.*]] = simd.addf %[[P0]], %[[S0]]
 // CHECK:               simd.store %[[T0]], %partial[%r_1, %w, %o] map affine_map<(d0, d1, d2) -> (d0, d1, 0, d2)>
 // CHECK-NOT:           simd.store {{.*}} %out
-// CHECK:           loop.nest (%r_2, %w_1) = (0, 0) to (2, 2) {
+// CHECK:           loop.nest (%r_2, %w_1) = (0, 0) to (4, 1) {
 // CHECK:             simd.loop (%o_1) = (0) to (64) vectors 4 {
-// CHECK-NEXT:          %[[L0:.*]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = loop.reduce add contract
+// CHECK-NEXT:          %[[L0:.*]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = loop.reduce add contract
 // CHECK-NEXT:            loop.load %x[{{.*}}] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, (d1 + d4), (d2 + d5), (d6 + 128))>
 // CHECK:               %[[Q0:.*]] = simd.load %partial[%r_2, %w_1, %o_1]
 // CHECK-NEXT:          %[[U0:.*]] = simd.addf %[[Q0]], %[[L0]]
 // CHECK:               %bv = simd.load %b[%o_1]
 // CHECK-NEXT:          %y = simd.addf %[[U0]], %bv
-// CHECK:               simd.store %y, %out[%n, %h_1, %col0_1, %o_1]
+// CHECK:               simd.store %y, %out[%n, %row0_1, %col0_1, %o_1]
 
 // Chunks need not divide the channels: 160 channels (40 KiB) sum in chunks of
 // 64, as 192 do, and the last chunk takes the 32 left, from channel 128.
@@ -76,17 +77,17 @@ func.func @rest(%x: memref<?x13x13x160xf32>, %wt: memref<1x1x160x64xf32>, %out: 
 }
 
 // CHECK-LABEL: func.func @rest
-// CHECK:           loop.nest (%chunk, %r_1, %w) = (0, 0, 0) to (2, 2, 2) {
+// CHECK:           loop.nest (%chunk, %r_1, %w) = (0, 0, 0) to (2, 4, 1) {
 // CHECK:               loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 64)
-// CHECK-NEXT:            loop.load %x[%n, %h, %col0, %o, %kh, %kw, %ci, %chunk] map affine_map<(d0, d1, d2, d3, d4, d5, d6, d7) -> (d0, (d1 + d4), (d2 + d5), (d6 + (d7 * 64)))>
-// CHECK:           loop.nest (%r_2, %w_1) = (0, 0) to (2, 2) {
+// CHECK-NEXT:            loop.load %x[%n, %row0, %col0, %o, %kh, %kw, %ci, %chunk] map affine_map<(d0, d1, d2, d3, d4, d5, d6, d7) -> (d0, (d1 + d4), (d2 + d5), (d6 + (d7 * 64)))>
+// CHECK:           loop.nest (%r_2, %w_1) = (0, 0) to (4, 1) {
 // CHECK:               loop.reduce add contract (%{{.*}}, %{{.*}}, %{{.*}}) = (0, 0, 0) to (1, 1, 32)
 // CHECK-NEXT:            loop.load %x[{{.*}}] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, (d1 + d4), (d2 + d5), (d6 + 128))>
 // CHECK:                 simd.load %wt[{{.*}}] map affine_map<(d0, d1, d2, d3) -> (d0, d1, (d2 + 128), d3)>
-// CHECK:               simd.store %{{.*}}, %out[%n, %h_1, %col0_1, %o_1]
+// CHECK:               simd.store %{{.*}}, %out[%n, %row0_1, %col0_1, %o_1]
 
-// Weights that fit the cache (64 channels: 16 KiB) stay one sum, and the
-// register block takes all 7 columns the broadcast operands allow.
+// Weights that fit the cache (64 channels: 16 KiB) stay one sum, in register
+// blocks of 6 points across rows.
 func.func @small(%x: memref<?x13x13x64xf32>, %wt: memref<1x1x64x64xf32>, %out: memref<?x13x13x64xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index
   %batch = memref.dim %x, %c0 : memref<?x13x13x64xf32>
@@ -106,9 +107,9 @@ func.func @small(%x: memref<?x13x13x64xf32>, %wt: memref<1x1x64x64xf32>, %out: m
 }
 
 // CHECK-LABEL: func.func @small
-// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 2) attributes {bs.columns = 2 : index} {
+// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 29, 1) attributes {bs.columns = 2 : index} {
 // CHECK-NOT:     memref.alloca
-// CHECK:         %col6
+// CHECK:         %col5
 // CHECK-NOT:     loop.nest
 
 // Each block of 64 output channels has 16 KiB of weights (they fit), all four
@@ -135,9 +136,9 @@ func.func @blocks(%x: memref<?x13x13x64xf32>, %wt: memref<4x1x1x64x64xf32>, %out
 // CHECK-LABEL: func.func @blocks
 // CHECK:         loop.nest (%n, %band, %cb) = (0, 0, 0) to (%batch, 2, 4) {
 // CHECK-NOT:       memref.alloca
-// CHECK-NEXT:      loop.nest (%r, %w) = (0, 0) to (7, 2) {
+// CHECK-NEXT:      loop.nest (%r, %w) = (0, 0) to (15, 1) {
 // CHECK:             simd.loop (%o) = (%{{.*}}) to (%{{.*}}) vectors 4 {
 // CHECK-NEXT:          loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 64)
 // CHECK:               simd.load %wt[%kh, %kw, %ci, %o, %cb]
-// CHECK:             simd.store %{{.*}}, %out[%n, %h, %col0, %o]
+// CHECK:             simd.store %{{.*}}, %out[%n, %row0, %col0, %o]
 // CHECK-NOT:       loop.nest

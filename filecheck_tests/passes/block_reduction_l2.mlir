@@ -23,12 +23,12 @@ func.func @conv1x1(%x: memref<?x13x13x192xf32>, %wt: memref<1x1x192x64xf32>, %ou
 }
 
 // FITS-LABEL: func.func @conv1x1
-// FITS:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 2) attributes {bs.columns = 2 : index} {
+// FITS:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 29, 1) attributes {bs.columns = 2 : index} {
 // FITS-NOT:     memref.alloca
 // FITS:           loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 192)
 // FITS-NOT:     loop.nest
 
 // EXCEEDS-LABEL: func.func @conv1x1
-// EXCEEDS:         loop.nest (%n, %band) = (0, 0) to (%batch, 7) {
+// EXCEEDS:         loop.nest (%n, %band) = (0, 0) to (%batch, 8) {
 // EXCEEDS-NEXT:      %partial = memref.alloca()
 // EXCEEDS:             loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 64)

@@ -10,16 +10,17 @@
 // not depend on the column (the weight row, the per-channel bias). Columns past
 // the end clamp to the last one, 12.
 
-// 1x1 convolution, 37 -> 53 channels, 13 columns, with bias: with 16 lanes
-// V = 4 (53 channels in 64 lanes); 27 of the 32 registers are left for
-// accumulators, so P is 3 to 6, and P = 5 wastes the fewest columns (15 for 13).
-func.func @conv1x1(%x: memref<?x13x13x37xf32>, %wt: memref<1x1x37x53xf32>, %b: memref<53xf32>, %out: memref<?x13x13x53xf32>) attributes {bs.kernel} {
+// 1x1 convolution, 37 -> 53 channels, one row of 13 columns, with bias: with
+// 16 lanes V = 4 (53 channels in 64 lanes); 27 of the 32 registers are left
+// for accumulators, so P is 3 to 6, and P = 5 wastes the fewest columns (15
+// for 13).
+func.func @conv1x1(%x: memref<?x1x13x37xf32>, %wt: memref<1x1x37x53xf32>, %b: memref<53xf32>, %out: memref<?x1x13x53xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index
-  %batch = memref.dim %x, %c0 : memref<?x13x13x37xf32>
-  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+  %batch = memref.dim %x, %c0 : memref<?x1x13x37xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 1, 13) {
     simd.loop (%o) = (0) to (53) {
       %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 37) init 0.0 : f32 -> !simd.vec<f32> {
-        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4, d2 + d5, d6)> : memref<?x13x13x37xf32>
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4, d2 + d5, d6)> : memref<?x1x13x37xf32>
         %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<1x1x37x53xf32>
         %s = simd.splat %xv : f32
         %m = simd.mulf %s, %wv : !simd.vec<f32>
@@ -27,14 +28,14 @@ func.func @conv1x1(%x: memref<?x13x13x37xf32>, %wt: memref<1x1x37x53xf32>, %b: m
       }
       %bv = simd.load %b[%o] : memref<53xf32>
       %y = simd.addf %acc, %bv : !simd.vec<f32>
-      simd.store %y, %out[%n, %h, %w, %o] : memref<?x13x13x53xf32>
+      simd.store %y, %out[%n, %h, %w, %o] : memref<?x1x13x53xf32>
     }
   }
   func.return
 }
 
 // CHECK-LABEL: func.func @conv1x1
-// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 3) attributes {bs.columns = 2 : index} {
+// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 1, 3) attributes {bs.columns = 2 : index} {
 // CHECK:           %[[BASE:.*]] = arith.muli %w, %{{.*}} : index
 // CHECK:           %col0 = arith.minsi %{{.*}}, %{{.*}} : index
 // CHECK:           %col4 = arith.minsi %{{.*}}, %{{.*}} : index
@@ -61,16 +62,98 @@ func.func @conv1x1(%x: memref<?x13x13x37xf32>, %wt: memref<1x1x37x53xf32>, %b: m
 // With 8 lanes and 16 registers (AVX2): V = 4 (32 lanes, two chunks for 53
 // channels) leaves 11 registers, P = 2 (columns 13 in 14).
 // AVX2-LABEL: func.func @conv1x1
-// AVX2:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 7) attributes {bs.columns = 2 : index} {
+// AVX2:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 1, 7) attributes {bs.columns = 2 : index} {
 // AVX2:         simd.loop (%o) = (0) to (53) vectors 4 {
 
-// With broadcast-operands (AVX-512: the FMA reads the broadcast input from
-// memory), the broadcast takes no register: 28 are left for accumulators, P is
-// 3 to 7, and P = 7 wastes the fewest columns (14 for 13).
+// With broadcast-operands (AVX-512: an FMA can read a broadcast input from
+// memory), where no block of 6 columns fits, P may also take the broadcast's
+// register (LLVM then spills one accumulator per step): P is 3 to 7, and P = 7
+// wastes the fewest columns (14 for 13).
 // BCAST-LABEL: func.func @conv1x1
-// BCAST:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 2) attributes {bs.columns = 2 : index} {
+// BCAST:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 1, 2) attributes {bs.columns = 2 : index} {
 // BCAST:           %col6 = arith.minsi
 // BCAST-NEXT:      simd.loop (%o) = (0) to (53) vectors 4 {
+
+// A 1x1 convolution over 13 rows of 13 columns, with broadcast-operands: 6
+// columns (24 accumulators, the V = 4 weight vectors and the broadcast,
+// which 4 FMAs share: no spill) fit no row of 13 (18 for 13), but they fit
+// the 169 points taken row-major in 29 blocks of 6 (174, 2.9% past the end). The nest runs over 29 rows of one block; each
+// column computes its point (clamped to the last one, 168) and from it its
+// own row and column, which every access of the column uses.
+func.func @across_rows(%x: memref<?x13x13x37xf32>, %wt: memref<1x1x37x53xf32>, %out: memref<?x13x13x53xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x13x13x37xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+    simd.loop (%o) = (0) to (53) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 37) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4, d2 + d5, d6)> : memref<?x13x13x37xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<1x1x37x53xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %o] : memref<?x13x13x53xf32>
+    }
+  }
+  func.return
+}
+
+// Without broadcast-operands a register is kept for the broadcast anyway, and
+// the columns stay in their row (P = 5).
+// CHECK-LABEL: func.func @across_rows
+// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 3) attributes {bs.columns = 2 : index} {
+
+// BCAST-LABEL: func.func @across_rows
+// BCAST:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 29, 1) attributes {bs.columns = 2 : index} {
+// BCAST:           %[[ROW:.*]] = arith.muli %h, %[[ONE:.*]] : index
+// BCAST-NEXT:      %[[BLOCK:.*]] = arith.addi %[[ROW]], %w : index
+// BCAST-NEXT:      %[[BASE:.*]] = arith.muli %[[BLOCK]], %[[SIX:.*]] : index
+// BCAST:           %[[P0:.*]] = arith.addi %[[BASE]], %{{.*}} : index
+// BCAST-NEXT:      %[[C0:.*]] = arith.minsi %[[P0]], %[[LAST:.*]] : index
+// BCAST-NEXT:      %row0 = arith.divsi %[[C0]], %[[WIDTH:.*]] : index
+// BCAST-NEXT:      %[[S0:.*]] = arith.muli %row0, %[[WIDTH]] : index
+// BCAST-NEXT:      %col0 = arith.subi %[[C0]], %[[S0]] : index
+// BCAST:           %col5 = arith.subi
+// BCAST-NOT:       %col6
+// BCAST-NEXT:      simd.loop (%o) = (0) to (53) vectors 4 {
+// BCAST-NEXT:        %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = loop.reduce add contract
+// BCAST-NEXT:          loop.load %x[%n, %row0, %col0, %o, %kh, %kw, %ci]
+// BCAST:               loop.load %x[%n, %row5, %col5, %o, %kh, %kw, %ci]
+// BCAST:             simd.store %{{.*}}, %out[%n, %row0, %col0, %o]
+// BCAST:             simd.store %{{.*}}, %out[%n, %row5, %col5, %o]
+
+// A 3x3 convolution's columns stay in their row (its taps then share a
+// row's checks and addresses): 13 rows of 13 columns, P = 5 (15 for 13), and
+// with broadcast-operands P = 7 (14 for 13).
+func.func @taps_in_rows(%x: memref<?x13x13x37xf32>, %wt: memref<3x3x37x53xf32>, %out: memref<?x13x13x53xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x13x13x37xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+    simd.loop (%o) = (0) to (53) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (3, 3, 37) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4 - 1, d2 + d5 - 1, d6)> pad 0.000000e+00 : f32 : memref<?x13x13x37xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<3x3x37x53xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %o] : memref<?x13x13x53xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @taps_in_rows
+// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 3) attributes {bs.columns = 2 : index} {
+// CHECK:           %col4 = arith.minsi
+// CHECK-NOT:       %row0
+// CHECK:           simd.loop (%o) = (0) to (53) vectors 4 {
+
+// BCAST-LABEL: func.func @taps_in_rows
+// BCAST:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 2) attributes {bs.columns = 2 : index} {
+// BCAST:           %col6 = arith.minsi
+// BCAST-NOT:       %row0
+// BCAST:           simd.loop (%o) = (0) to (53) vectors 4 {
 
 // A reduction without `contract` (an average pool) is not a contraction: unchanged.
 func.func @avg(%x: memref<?x13x13x37xf32>, %out: memref<?x13x13x37xf32>) attributes {bs.kernel} {
