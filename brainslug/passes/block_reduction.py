@@ -61,7 +61,6 @@ from xdsl.dialects import arith, memref
 from xdsl.dialects.builtin import (
     AffineMapAttr,
     FloatAttr,
-    IndexType,
     IntegerAttr,
     ModuleOp,
     f32,
@@ -78,7 +77,7 @@ from xdsl.pattern_rewriter import (
 
 from brainslug.analysis.nests import MAX_CHUNK_TERMS, channel_chunk, value_operands
 from brainslug.dialects import loop, simd
-from brainslug.passes.register_tile import COLUMNS_ATTR
+from brainslug.passes.register_tile import COLUMNS_ATTR, index_constant
 
 MIN_REUSE = 4
 """Fewest column blocks that run through one chunk of weights."""
@@ -86,12 +85,6 @@ MIN_REUSE = 4
 MIN_UNITS = 8
 """Parallel units the nest over bands keeps where the rows allow (the batch,
 dynamic, counts as one)."""
-
-
-def _index(k: int, ops: list[Operation]) -> SSAValue:
-    c = arith.ConstantOp(IntegerAttr(k, IndexType()))
-    ops.append(c)
-    return c.result
 
 
 @dataclass(frozen=True)
@@ -280,12 +273,12 @@ def _chunk_nest(s: _Shape, outer_of: dict[SSAValue, SSAValue], band_iv: SSAValue
     hh.name_hint, wb.name_hint = "r", s.nest.ivs[s.col].name_hint
     ops: list[Operation] = []
     # the row: band * R + r, clamped to the last row where the bands overhang
-    base = arith.MuliOp(band_iv, _index(s.band, ops))
+    base = arith.MuliOp(band_iv, index_constant(s.band, ops))
     row = arith.AddiOp(base.result, hh)
     ops += [base, row]
     row_v: SSAValue = row.result
     if s.rows % s.band:
-        clamp = arith.MinSIOp(row.result, _index(s.rows - 1, ops))
+        clamp = arith.MinSIOp(row.result, index_constant(s.rows - 1, ops))
         ops.append(clamp)
         row_v = clamp.result
     row_v.name_hint = s.nest.ivs[s.row].name_hint

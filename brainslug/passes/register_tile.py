@@ -98,6 +98,13 @@ def _contraction(lp: simd.LoopOp) -> loop.ReduceOp | None:
     return found
 
 
+def index_constant(k: int, ops: list[Operation]) -> SSAValue:
+    """An `index` constant `k`, appended to `ops`."""
+    c = arith.ConstantOp(IntegerAttr(k, IndexType()))
+    ops.append(c)
+    return c.result
+
+
 def _used_ivs(op: Operation, ivs: tuple[SSAValue, ...]) -> set[SSAValue]:
     used = op.map.data.used_dims()  # type: ignore[attr-defined]
     return {i for k, i in enumerate(op.indices) if k in used and i in ivs}  # type: ignore[attr-defined]
@@ -382,17 +389,12 @@ class RegisterTile(RewritePattern):
         block_iv = nest.ivs[pos]
         ops: list[Operation] = []
 
-        def const(k: int) -> SSAValue:
-            c = arith.ConstantOp(IntegerAttr(k, IndexType()))
-            ops.append(c)
-            return c.result
-
-        base = arith.MuliOp(block_iv, const(p))
-        last = const(extent - 1)
+        base = arith.MuliOp(block_iv, index_constant(p, ops))
+        last = index_constant(extent - 1, ops)
         ops.append(base)
         rows = []
         for k in range(p):
-            add = arith.AddiOp(base.result, const(k))
+            add = arith.AddiOp(base.result, index_constant(k, ops))
             ops.append(add)
             col = add
             if extent % p:
@@ -420,19 +422,14 @@ class RegisterTile(RewritePattern):
         row_iv, block_iv = nest.ivs[pos - 1], nest.ivs[pos]
         ops: list[Operation] = []
 
-        def const(k: int) -> SSAValue:
-            c = arith.ConstantOp(IntegerAttr(k, IndexType()))
-            ops.append(c)
-            return c.result
-
-        first = arith.MuliOp(row_iv, const(per_row))
+        first = arith.MuliOp(row_iv, index_constant(per_row, ops))
         block = arith.AddiOp(first.result, block_iv)
-        base = arith.MuliOp(block.result, const(p))
+        base = arith.MuliOp(block.result, index_constant(p, ops))
         ops += [first, block, base]
-        last, width = const(rows * columns - 1), const(columns)
+        last, width = index_constant(rows * columns - 1, ops), index_constant(columns, ops)
         out = []
         for k in range(p):
-            point = arith.AddiOp(base.result, const(k))
+            point = arith.AddiOp(base.result, index_constant(k, ops))
             clamped = arith.MinSIOp(point.result, last)
             r = arith.DivSIOp(clamped.result, width)  # points are >= 0
             r_start = arith.MuliOp(r.result, width)
