@@ -278,10 +278,17 @@ class RegisterTile(RewritePattern):
             v *= 2
         if vectors is not None:  # the weights are packed in blocks of V vectors
             v = vectors
+
+        def fitting(spare: int) -> int:
+            """The most columns whose accumulators fit with the V weight
+            vectors and `spare` registers, within the broadcasts' own limit."""
+            p = max(1, (self.registers - v - spare) // v)
+            if broadcast and self.broadcast_operands and v <= 2:
+                p = min(p, REGISTER_BROADCAST_ACCUMULATORS // v)
+            return p
+
         folds = self.broadcast_operands and v == 1
-        top = max(1, (self.registers - v - (0 if folds else 1)) // v)
-        if broadcast and self.broadcast_operands and v <= 2:
-            top = min(top, REGISTER_BROADCAST_ACCUMULATORS // v)
+        top = fitting(0 if folds else 1)
         if rows_extent <= top:
             return rows_extent, v, None
 
@@ -291,8 +298,7 @@ class RegisterTile(RewritePattern):
         # where one more column would fit but for the broadcast's register
         # (which V = 1 does not need), the most columns without a spill, if
         # they fit the columns (or the points of the rows) with few past the end
-        if rows_above is not None and self.broadcast_operands and not folds and \
-                top == (self.registers - v - 1) // v:
+        if rows_above is not None and self.broadcast_operands and top < fitting(0):
             if used(top) >= MIN_USED:
                 return top, v, None
             flat = across_rows(rows_above * rows_extent, rows_extent, top)
@@ -302,9 +308,7 @@ class RegisterTile(RewritePattern):
         # (one accumulator spills), and the P that wastes the fewest columns
         # (then the larger)
         if self.broadcast_operands:
-            top = max(1, (self.registers - v) // v)
-            if broadcast and v <= 2:
-                top = min(top, REGISTER_BROADCAST_ACCUMULATORS // v)
+            top = fitting(0)
         low = min(top, max(1, -(-12 // v)))
         if rows_extent <= top:
             return rows_extent, v, None
