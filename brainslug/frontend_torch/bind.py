@@ -14,6 +14,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
+from brainslug.frontend_torch.kernel_sequence import group_kernel_runs
 from brainslug.frontend_torch.library_linear import ArenaLinear
 from brainslug.frontend_torch.linear_bias import LinearWithoutBias
 from brainslug.plan.arena import LIBRARY, Arena, plan_buffers
@@ -201,6 +202,7 @@ def rewrite_graph(gm: fx.GraphModule, compiled: CompiledStacks,
         for name in library_sizes:
             new.get_submodule(f"bs_arena_{name}").use_arena(  # type: ignore[operator]
                 arena, buffers.assignment.get((LIBRARY + name, 0)))
+    group_kernel_runs(new, _getitem)
     return new
 
 

@@ -11,7 +11,7 @@ sampled elements is missed; the owners offer `repack()` for that.
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -19,38 +19,47 @@ import torch
 FINGERPRINT_SAMPLES = 64
 
 
+class _Seen(NamedTuple):
+    """One remembered state of a weight."""
+
+    src: weakref.ref[torch.Tensor]
+    version: int
+    ptr: int
+    np: np.ndarray  # a view of the weight's memory
+    sel: Any  # the sampled elements of np
+    fingerprint: bytes
+
+
 class WeightWatch:
-    """Remembers one state of a weight; `changed(w)` says whether `w` differs."""
+    """Remembers one state of a weight; `changed(w)` says whether `w` differs.
+
+    The state is one tuple, replaced whole: a thread that checks while
+    another remembers sees the old state or the new, never half of each."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self._src: weakref.ref[torch.Tensor] | None = None
-        self._version = -1
-        self._ptr = -1
-        self._np: np.ndarray | None = None  # a view of the weight's memory
-        self._sel: Any = slice(0)  # the sampled elements of _np
-        self._fingerprint = b""
+        self._seen: _Seen | None = None
 
     def remember(self, w: torch.Tensor) -> None:
         """Record `w` as the state that copies are made from."""
-        self._src, self._version, self._ptr = weakref.ref(w), w._version, w.data_ptr()
         n, d = w.numel(), w.detach()
         if d.is_contiguous() or d.is_contiguous(memory_format=torch.channels_last):
             # dense: a strided slice of the flat memory (cheaper than fancy indexing)
-            self._np = d.as_strided((n,), (1,), d.storage_offset()).numpy()
-            self._sel = slice(0, n, max(1, -(-n // FINGERPRINT_SAMPLES)))
+            view = d.as_strided((n,), (1,), d.storage_offset()).numpy()
+            sel: Any = slice(0, n, max(1, -(-n // FINGERPRINT_SAMPLES)))
         else:
-            self._np = d.numpy()
+            view = d.numpy()
             flat = np.linspace(0, n - 1, min(n, FINGERPRINT_SAMPLES)).astype(np.int64)
-            self._sel = np.unravel_index(np.unique(flat), self._np.shape)
-        self._fingerprint = self._np[self._sel].tobytes()
+            sel = np.unravel_index(np.unique(flat), view.shape)
+        self._seen = _Seen(weakref.ref(w), w._version, w.data_ptr(), view, sel,
+                           view[sel].tobytes())
 
     def changed(self, w: torch.Tensor) -> bool:
-        return (self._src is None or self._src() is not w or w._version != self._version
-                or w.data_ptr() != self._ptr
-                or self._np[self._sel].tobytes() != self._fingerprint)  # type: ignore[index]
+        seen = self._seen
+        return (seen is None or seen.src() is not w or w._version != seen.version
+                or w.data_ptr() != seen.ptr or seen.np[seen.sel].tobytes() != seen.fingerprint)
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # a copy remembers nothing: it repacks on first use

@@ -31,7 +31,7 @@ from brainslug.dialects import loop
 from brainslug.ir.compile_time import gc_paused
 from brainslug.runtime.abi import KernelAbi, kernel_record
 from brainslug.runtime.forked import fork_map
-from brainslug.runtime.threads import Pool, default_pool
+from brainslug.runtime.threads import PhaseFn, Pool, default_pool
 
 PARALLEL_THRESHOLD = 32 * 1024
 """A phase runs on all threads of a native pool when work * batch exceeds this
@@ -41,8 +41,6 @@ PYTHON_POOL_THRESHOLD = 256 * 1024
 
 Fill = tuple[int, list[tuple[int, int]]]
 """What `shape_slots` returns: the scratch generation, and (slot, value) pairs."""
-
-PhaseFn = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 
 
 class KernelRunner:
@@ -152,14 +150,19 @@ class KernelRunner:
             if locked:
                 self._slots_lock.release()
 
-    def _run(self, phase_args: Sequence[int], batch: int) -> None:
-        pool = self.pool or default_pool()
+    def threads(self, pool: Pool, batch: int) -> list[int]:
+        """On how many of the pool's threads each phase runs at this batch size."""
         threshold = PARALLEL_THRESHOLD if pool.native else PYTHON_POOL_THRESHOLD
         size = pool.size
-        for i, fn in enumerate(self.phases):
-            args = phase_args[i]
-            if self.abi.parallel[i] and size > 1 and self.work[i] * batch > threshold:
-                pool.run(self.phase_addrs[i] if pool.native else fn, size, args)
+        return [size if parallel and size > 1 and work * batch > threshold else 1
+                for parallel, work in zip(self.abi.parallel, self.work, strict=True)]
+
+    def _run(self, phase_args: Sequence[int], batch: int) -> None:
+        pool = self.pool or default_pool()
+        for i, n in enumerate(self.threads(pool, batch)):
+            fn, args = self.phases[i], phase_args[i]
+            if n > 1:
+                pool.run(self.phase_addrs[i] if pool.native else fn, n, args)
             else:
                 fn(0, 1, args)
 

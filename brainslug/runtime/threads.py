@@ -125,6 +125,14 @@ class ThreadPool:
         finally:
             self._run_lock.release()
 
+    def run_phases(self, entries: int, count: int) -> None:
+        """Runs `count` phases in order (see `NativePool.run_phases`), through
+        ctypes: this pool has no native driver."""
+        rows = (ctypes.c_int64 * (3 * count)).from_address(entries)
+        for i in range(count):
+            fn, args, n = rows[3 * i], rows[3 * i + 1], rows[3 * i + 2]
+            self.run(PhaseFn(fn), n, args)
+
     def shutdown(self) -> None:
         """Stops the workers (the pool restarts them on the next run)."""
         with self._run_lock:
@@ -257,6 +265,39 @@ out:
   ret void
 }
 
+; runs `count` phases, each {fn, args, n}: on n threads where n > 1 (and not
+; `serial`), else on this one; no Python between them
+define void @bs_run_phases(ptr %entries, i64 %count, i32 %workers, i32 %serial) {
+entry:
+  %none = icmp sle i64 %count, 0
+  %ser = icmp ne i32 %serial, 0
+  br i1 %none, label %out, label %phase
+phase:
+  %i = phi i64 [ 0, %entry ], [ %i1, %next ]
+  %e = getelementptr [3 x i64], ptr %entries, i64 %i
+  %f = load ptr, ptr %e, align 8
+  %ap = getelementptr i64, ptr %e, i64 1
+  %a = load ptr, ptr %ap, align 8
+  %np = getelementptr i64, ptr %e, i64 2
+  %n = load i64, ptr %np, align 8
+  %many = icmp sgt i64 %n, 1
+  %notser = xor i1 %ser, true
+  %par = and i1 %many, %notser
+  br i1 %par, label %pool, label %one
+pool:
+  call void @bs_pool_run(ptr %f, i64 %n, ptr %a, i32 %workers)
+  br label %next
+one:
+  call void %f(i64 0, i64 1, ptr %a)
+  br label %next
+next:
+  %i1 = add i64 %i, 1
+  %more = icmp slt i64 %i1, %count
+  br i1 %more, label %phase, label %out
+out:
+  ret void
+}
+
 define void @bs_pool_reset() {
   store atomic i32 0, ptr @stop seq_cst, align 4
   store atomic i32 0, ptr @sleepers seq_cst, align 4
@@ -274,6 +315,11 @@ define void @bs_pool_stop() {
 """
 
 _ENGINES: list[Any] = []
+
+PhasesFn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int32)
+"""`bs_run_phases(entries, count, workers, serial)`: entries are `count` rows of
+int64 {phase function, its args pointer, threads}."""
+PhaseFn = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 
 SPIN_ITERATIONS = 4096
 """`pause` iterations a native worker spins before it sleeps (tens of microseconds)."""
@@ -304,6 +350,7 @@ class NativePool:
         )(addr("bs_pool_run"))
         self._stop = ctypes.CFUNCTYPE(None)(addr("bs_pool_stop"))
         self._reset = ctypes.CFUNCTYPE(None)(addr("bs_pool_reset"))
+        self._phases = PhasesFn(addr("bs_run_phases"))
         self._worker = addr("bs_pool_worker")
         self._lock = threading.Lock()
         self._threads: list[ctypes.c_ulong] = []
@@ -342,6 +389,22 @@ class NativePool:
                 self._threads.clear()
                 self._start()
             self._run(self._address(fn), n, args, len(self._threads))
+        finally:
+            self._lock.release()
+
+    def run_phases(self, entries: int, count: int) -> None:
+        """Runs `count` phases in order in one native call: `entries` is the
+        address of int64 rows {phase function, its args pointer, threads}
+        (a row of more than one thread runs on the pool, clamped to its size).
+        A concurrent or nested caller runs them all on its own thread."""
+        if not self._lock.acquire(blocking=False):
+            self._phases(entries, count, 0, 1)
+            return
+        try:
+            if self._pid != os.getpid():
+                self._threads.clear()
+                self._start()
+            self._phases(entries, count, len(self._threads), 1 if self.size == 1 else 0)
         finally:
             self._lock.release()
 
@@ -385,6 +448,38 @@ define void @bs_omp_run(ptr %f, i64 %n, ptr %a, i32 %unused) {
   store ptr %a, ptr %ap
   %n32 = trunc i64 %n to i32
   call void @GOMP_parallel(ptr @bs_omp_body, ptr %c, i32 %n32, i32 0)
+  ret void
+}
+
+; as the native pool's: `count` phases {fn, args, n}, one after the other
+define void @bs_run_phases(ptr %entries, i64 %count, i32 %unused, i32 %serial) {
+entry:
+  %none = icmp sle i64 %count, 0
+  %ser = icmp ne i32 %serial, 0
+  br i1 %none, label %out, label %phase
+phase:
+  %i = phi i64 [ 0, %entry ], [ %i1, %next ]
+  %e = getelementptr [3 x i64], ptr %entries, i64 %i
+  %f = load ptr, ptr %e, align 8
+  %ap = getelementptr i64, ptr %e, i64 1
+  %a = load ptr, ptr %ap, align 8
+  %np = getelementptr i64, ptr %e, i64 2
+  %n = load i64, ptr %np, align 8
+  %many = icmp sgt i64 %n, 1
+  %notser = xor i1 %ser, true
+  %par = and i1 %many, %notser
+  br i1 %par, label %team, label %one
+team:
+  call void @bs_omp_run(ptr %f, i64 %n, ptr %a, i32 0)
+  br label %next
+one:
+  call void %f(i64 0, i64 1, ptr %a)
+  br label %next
+next:
+  %i1 = add i64 %i, 1
+  %more = icmp slt i64 %i1, %count
+  br i1 %more, label %phase, label %out
+out:
   ret void
 }
 """
@@ -439,6 +534,7 @@ class OmpPool:
         self._run = ctypes.CFUNCTYPE(
             None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int32
         )(self._engine.get_function_address("bs_omp_run"))
+        self._phases = PhasesFn(self._engine.get_function_address("bs_run_phases"))
 
     @property
     def size(self) -> int:
@@ -453,6 +549,15 @@ class OmpPool:
         n = self.size if n is None else max(1, min(n, self.size))
         addr = fn if isinstance(fn, int) else ctypes.cast(fn, ctypes.c_void_p).value
         self._run(addr, n, args, 0)
+
+    def run_phases(self, entries: int, count: int) -> None:
+        """Runs `count` phases in order in one native call (see
+        `NativePool.run_phases`), each of more than one thread on a team of
+        at most that many."""
+        if _forked_from_omp:
+            _native_after_fork(self.size).run_phases(entries, count)
+            return
+        self._phases(entries, count, 0, 0)
 
     def shutdown(self) -> None:
         """Nothing to stop: the team belongs to the OpenMP runtime."""

@@ -1,0 +1,196 @@
+"""Consecutive stack kernels run as one native call (`StackSequence`,
+`runtime.sequence.PhaseProgram`): the same results as kernel by kernel and as
+eager, weights that change, a framework layer between stacks, a stand-in
+runner, concurrent callers, and every kind of thread pool."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+import brainslug.pytorch as brainslug
+from brainslug.frontend_torch import kernel_sequence
+from brainslug.frontend_torch.kernel_module import StackKernel
+from brainslug.frontend_torch.kernel_sequence import StackSequence
+from brainslug.runtime import jit, threads
+
+
+def _perturb(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    return model.eval()
+
+
+class Flip(nn.Module):
+    """A layer that runs in PyTorch between stacks."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flip(x, dims=[3]) * 1.0
+
+
+def _model(flip: bool = False) -> nn.Module:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [
+        nn.Conv2d(5, 37, 3, padding=1), nn.BatchNorm2d(37), nn.ReLU(),
+        nn.Conv2d(37, 19, 1), nn.BatchNorm2d(19), nn.SiLU(),
+        nn.MaxPool2d(3, 2, 1),
+    ]
+    if flip:
+        layers.append(Flip())
+    layers += [nn.Conv2d(19, 23, 3, padding=1, groups=1), nn.BatchNorm2d(23), nn.ReLU(),
+               nn.Conv2d(23, 23, 3, padding=1, groups=23), nn.BatchNorm2d(23), nn.Hardswish()]
+    return _perturb(nn.Sequential(*layers))
+
+
+def _runs(opt: nn.Module) -> list[StackSequence]:
+    return [m for m in opt.modules() if isinstance(m, StackSequence)]
+
+
+def _close(got: torch.Tensor, ref: torch.Tensor) -> None:
+    err = ((got - ref).abs() / ref.abs().clamp(min=1)).max().item()
+    assert err <= 1e-4, err
+
+
+def _one_by_one(opt: nn.Module, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> torch.Tensor:
+    with monkeypatch.context() as m:
+        m.setattr(kernel_sequence._Prepared, "__call__", lambda self, args: None)
+        return opt(x).clone()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_consecutive_stacks_run_in_one_native_call(batch: int,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _model()
+    opt = brainslug.optimize(model, [0, 5, 13, 13], conv="brainslug")
+    runs = _runs(opt)
+    kernels = [m for m in opt.modules() if isinstance(m, StackKernel)]
+    assert len(runs) == 1 and len(runs[0].kernels) == len(kernels) >= 4, opt.plan.code
+    x = torch.randn(batch, 5, 13, 13)
+    x[0, 0, 0, 0] = float("nan")
+    x[-1, 1, 5, 6] = float("inf")
+    with torch.no_grad():
+        ref = model(x)
+        first = opt(x).clone()  # kernel by kernel, checked; prepares the run
+        calls = []
+        monkeypatch.setattr(StackKernel, "forward",
+                            lambda self, *a: calls.append(self) or pytest.fail("called"))
+        native = opt(x).clone()
+        monkeypatch.undo()
+        assert not calls
+        again = _one_by_one(opt, x, monkeypatch)
+    assert torch.equal(native.isnan(), ref.isnan())
+    finite = ref.isfinite()
+    _close(native[finite], ref[finite])
+    assert torch.allclose(native, first, rtol=0, atol=0, equal_nan=True)
+    assert torch.allclose(native, again, rtol=0, atol=0, equal_nan=True)
+
+
+def test_weight_changes_reach_a_native_run() -> None:
+    model = _model()
+    opt = brainslug.optimize(model, [0, 5, 13, 13], conv="brainslug")
+    x = torch.randn(2, 5, 13, 13)
+    with torch.no_grad():
+        opt(x)
+        opt(x)
+        model[0].weight.mul_(-0.7)  # a packed convolution weight, in place
+        model[1].running_var.mul_(3.0)  # a batch norm's statistics, in place
+        model[4].bias.data = torch.randn(19)  # a new tensor through .data
+        _close(opt(x), model(x))
+        _close(opt(x), model(x))
+
+
+def test_a_framework_layer_between_stacks_splits_the_run() -> None:
+    model = _model(flip=True)
+    opt = brainslug.optimize(model, [0, 5, 13, 13], conv="brainslug")
+    runs = _runs(opt)
+    assert len(runs) == 2, opt.plan.code
+    code = opt.plan.code
+    assert code.index("bs_run0") < code.index("flip") < code.index("bs_run1")
+    x = torch.randn(3, 5, 13, 13)
+    with torch.no_grad():
+        for _ in range(2):
+            _close(opt(x), model(x))
+
+
+def test_a_stand_in_runner_is_called_kernel_by_kernel() -> None:
+    model = _model()
+    opt = brainslug.optimize(model, [0, 5, 13, 13], conv="brainslug")
+    x = torch.randn(1, 5, 13, 13)
+    with torch.no_grad():
+        opt(x)
+        opt(x)
+        seen: list[str] = []
+        for k in _runs(opt)[0].kernels:
+            real = k.runner
+
+            def recorder(bufs, batch, real=real, name=k.stack_name):  # type: ignore[no-untyped-def]
+                seen.append(name)
+                real(bufs, batch)
+
+            k.runner = recorder
+        _close(opt(x), model(x))
+    assert seen == [k.stack_name for k in _runs(opt)[0].kernels]
+
+
+def test_concurrent_callers_get_their_own_results() -> None:
+    model = _model()
+    opt = brainslug.optimize(model, [0, 5, 13, 13], conv="brainslug")
+    inputs = [torch.randn(b, 5, 13, 13) for b in (1, 2, 3, 2)]
+    with torch.no_grad():
+        refs = [model(x) for x in inputs]
+    errors: list[str] = []
+
+    def serve(k: int) -> None:
+        try:
+            with torch.no_grad():
+                for _ in range(30):
+                    got = opt(inputs[k])
+                    err = ((got - refs[k]).abs() / refs[k].abs().clamp(min=1)).max().item()
+                    if err > 1e-4:
+                        errors.append(f"caller {k}: {err}")
+                        return
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(f"caller {k}: {e!r}")
+
+    workers = [threading.Thread(target=serve, args=(k,)) for k in range(len(inputs))]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("kind", ["python", "native", "omp"])
+def test_every_pool_runs_the_phases(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if kind != "python" and not threads.native_pool_supported():
+        pytest.skip("native pools need Linux x86-64")
+    if kind == "omp" and threads.loaded_libgomp() is None:
+        pytest.skip("no libgomp in this process")
+    monkeypatch.setattr(jit, "PARALLEL_THRESHOLD", 0)  # every parallel phase on the pool
+    monkeypatch.setattr(jit, "PYTHON_POOL_THRESHOLD", 0)
+    pool = {"python": threads.ThreadPool, "native": threads.NativePool,
+            "omp": threads.OmpPool}[kind](2)
+    model = _model()
+    opt = brainslug.optimize(model, [0, 5, 13, 13], conv="brainslug")
+    run = _runs(opt)[0]
+    for k in run.kernels:
+        k.runner.pool = pool
+    run.release()
+    x = torch.randn(3, 5, 13, 13)
+    try:
+        with torch.no_grad():
+            ref = model(x)
+            for _ in range(3):
+                _close(opt(x), ref)
+    finally:
+        for k in run.kernels:
+            k.runner.pool = None
+        if kind != "omp":
+            pool.shutdown()
