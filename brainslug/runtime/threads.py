@@ -265,6 +265,23 @@ out:
   ret void
 }
 
+define void @bs_pool_reset() {
+  store atomic i32 0, ptr @stop seq_cst, align 4
+  store atomic i32 0, ptr @sleepers seq_cst, align 4
+  store atomic i32 0, ptr @done seq_cst, align 4
+  store atomic i32 0, ptr @gen seq_cst, align 4
+  ret void
+}
+
+define void @bs_pool_stop() {
+  store atomic i32 1, ptr @stop seq_cst, align 4
+  %old = atomicrmw add ptr @gen, i32 1 seq_cst
+  call void @futex_wake(ptr @gen)
+  ret void
+}
+"""
+
+_PHASES_IR = r"""
 ; runs `count` phases, each {fn, args, n}: on n threads where n > 1 (and not
 ; `serial`), else on this one; no Python between them
 define void @bs_run_phases(ptr %entries, i64 %count, i32 %workers, i32 %serial) {
@@ -285,7 +302,7 @@ phase:
   %par = and i1 %many, %notser
   br i1 %par, label %pool, label %one
 pool:
-  call void @bs_pool_run(ptr %f, i64 %n, ptr %a, i32 %workers)
+  call void @RUN(ptr %f, i64 %n, ptr %a, i32 %workers)
   br label %next
 one:
   call void %f(i64 0, i64 1, ptr %a)
@@ -297,22 +314,8 @@ next:
 out:
   ret void
 }
-
-define void @bs_pool_reset() {
-  store atomic i32 0, ptr @stop seq_cst, align 4
-  store atomic i32 0, ptr @sleepers seq_cst, align 4
-  store atomic i32 0, ptr @done seq_cst, align 4
-  store atomic i32 0, ptr @gen seq_cst, align 4
-  ret void
-}
-
-define void @bs_pool_stop() {
-  store atomic i32 1, ptr @stop seq_cst, align 4
-  %old = atomicrmw add ptr @gen, i32 1 seq_cst
-  call void @futex_wake(ptr @gen)
-  ret void
-}
 """
+"""The driver of `run_phases`, with RUN the pool's `run(fn, n, args, workers)`."""
 
 _ENGINES: list[Any] = []
 
@@ -336,7 +339,8 @@ class NativePool:
         self.size = num_threads or default_num_threads()
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
-        mod = llvm.parse_assembly(_NATIVE_IR.replace("SPIN", str(SPIN_ITERATIONS)))
+        mod = llvm.parse_assembly(_NATIVE_IR.replace("SPIN", str(SPIN_ITERATIONS))
+                                  + _PHASES_IR.replace("RUN", "bs_pool_run"))
         mod.verify()
         tm = llvm.Target.from_default_triple().create_target_machine(opt=2, jit=True)
         self._engine = llvm.create_mcjit_compiler(mod, tm)
@@ -450,38 +454,6 @@ define void @bs_omp_run(ptr %f, i64 %n, ptr %a, i32 %unused) {
   call void @GOMP_parallel(ptr @bs_omp_body, ptr %c, i32 %n32, i32 0)
   ret void
 }
-
-; as the native pool's: `count` phases {fn, args, n}, one after the other
-define void @bs_run_phases(ptr %entries, i64 %count, i32 %unused, i32 %serial) {
-entry:
-  %none = icmp sle i64 %count, 0
-  %ser = icmp ne i32 %serial, 0
-  br i1 %none, label %out, label %phase
-phase:
-  %i = phi i64 [ 0, %entry ], [ %i1, %next ]
-  %e = getelementptr [3 x i64], ptr %entries, i64 %i
-  %f = load ptr, ptr %e, align 8
-  %ap = getelementptr i64, ptr %e, i64 1
-  %a = load ptr, ptr %ap, align 8
-  %np = getelementptr i64, ptr %e, i64 2
-  %n = load i64, ptr %np, align 8
-  %many = icmp sgt i64 %n, 1
-  %notser = xor i1 %ser, true
-  %par = and i1 %many, %notser
-  br i1 %par, label %team, label %one
-team:
-  call void @bs_omp_run(ptr %f, i64 %n, ptr %a, i32 0)
-  br label %next
-one:
-  call void %f(i64 0, i64 1, ptr %a)
-  br label %next
-next:
-  %i1 = add i64 %i, 1
-  %more = icmp slt i64 %i1, %count
-  br i1 %more, label %phase, label %out
-out:
-  ret void
-}
 """
 
 
@@ -525,7 +497,7 @@ class OmpPool:
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         llvm.load_library_permanently(path)
-        mod = llvm.parse_assembly(_OMP_IR)
+        mod = llvm.parse_assembly(_OMP_IR + _PHASES_IR.replace("RUN", "bs_omp_run"))
         mod.verify()
         tm = llvm.Target.from_default_triple().create_target_machine(opt=2, jit=True)
         self._engine = llvm.create_mcjit_compiler(mod, tm)
