@@ -104,6 +104,14 @@ def test_weight_changes_reach_a_native_run() -> None:
         model[4].bias.data = torch.randn(19)  # a new tensor through .data
         _close(opt(x), model(x))
         _close(opt(x), model(x))
+        model[4].weight = nn.Parameter(torch.rand(19) + 0.5)  # a new parameter
+        model[7].running_var = torch.rand(23) + 0.5  # a new buffer
+        model[0].weight = nn.Parameter(torch.randn(37, 5, 3, 3))  # a new packed weight
+        _close(opt(x), model(x))
+        _close(opt(x), model(x))
+        model[3].weight = nn.Parameter(torch.randn(19, 37, 3, 3))  # of another shape
+        with pytest.raises(ValueError, match="optimize\\(\\) the model again"):
+            opt(x)
 
 
 def test_a_framework_layer_between_stacks_splits_the_run() -> None:

@@ -105,7 +105,7 @@ def test_weight_updates_repack() -> None:
         assert m(x) is not y0 and m._packs[x.shape] is first_pack  # cached, not repacked
 
         conv.weight.data.mul_(2)  # bypasses _version: the fingerprint sees it
-        assert conv.weight._version == m._watch._version
+        assert conv.weight._version == m._watch._seen.version
         assert rel_err(m(x), conv(x)) <= 1e-5
         assert rel_err(m(x), 2 * (y0 - conv.bias[:, None, None]) + conv.bias[:, None, None]) \
             <= 1e-5
@@ -126,7 +126,7 @@ def test_weight_updates_repack() -> None:
         # an edit that no sample sees is missed until repack()
         w = m.weight
         assert w.is_contiguous()  # sampled: a strided slice of the flat weight
-        sampled = set(np.arange(w.numel())[m._watch._sel].tolist())
+        sampled = set(np.arange(w.numel())[m._watch._seen.sel].tolist())
         assert 32 <= len(sampled) <= FINGERPRINT_SAMPLES
         hidden = next(i for i in range(w.numel()) if i not in sampled)
         w.data.view(-1)[hidden] += 100.0

@@ -70,3 +70,21 @@ def test_plan_follows_weight_changes(options: dict) -> None:
     m.pw[0].weight.data = m.pw[0].weight.data * 0.5 + 0.01  # a new tensor through .data
     m.dw[1].running_mean.data.copy_(torch.rand(16))        # same tensor, bypassing _version
     _close(opt, m)
+
+
+@pytest.mark.parametrize("options", MODES, ids=lambda o: ",".join(f"{k}={v}" for k, v in
+                                                                  o.items()) or "default")
+def test_plan_follows_replaced_tensors(options: dict) -> None:
+    """A module's parameter or buffer replaced by a new tensor (`m.weight =
+    nn.Parameter(...)`): the plan reads the new one."""
+    m = _net(0)
+    opt = brainslug.optimize(m, [0, 3, 17, 15], **options)
+    _close(opt, m)
+    other = _net(1)
+    m.stem[0].weight = nn.Parameter(other.stem[0].weight.detach().clone())
+    m.dw[0].weight = nn.Parameter(other.dw[0].weight.detach().clone())
+    m.pw[1].bias = nn.Parameter(other.pw[1].bias.detach().clone())
+    m.stem[1].running_var = other.stem[1].running_var.clone()
+    m.norm.weight = nn.Parameter(torch.rand(16) + 0.5)
+    m.head.weight = nn.Parameter(torch.randn(5, 16))
+    _close(opt, m)

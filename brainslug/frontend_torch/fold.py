@@ -27,6 +27,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from brainslug.frontend_torch.replaced_tensors import watch
 from brainslug.frontend_torch.weight_watch import WeightWatch
 
 _BN_SIGNATURE = inspect.signature(F.batch_norm)
@@ -80,10 +81,20 @@ class FoldedConv2d(nn.Conv2d):
         conv, mean, var, gamma, beta, _ = self._sources
         return [conv.weight, conv.bias, mean, var, gamma, beta]
 
+    def held_tensors(self) -> list[torch.Tensor]:
+        """The batch norm's tensors it folds (`replaced_tensors`; the
+        convolution is the model's own module)."""
+        return [t for t in self._sources[1:5] if isinstance(t, torch.Tensor)]
+
+    def rebind(self, old: torch.Tensor, new: torch.Tensor) -> None:
+        """Fold `new` where it folded `old` (`refresh` sees the change)."""
+        self._sources = tuple(new if s is old else s for s in self._sources)  # type: ignore[assignment]
+        watch(new, self)
+
     def _remember(self) -> None:
-        for watch, t in zip(self._watches, self._tensors(), strict=True):
+        for seen, t in zip(self._watches, self._tensors(), strict=True):
             if t is not None:
-                watch.remember(t)
+                seen.remember(t)
 
     def refresh(self) -> bool:
         """Folds again if a source changed (in place: the plan keeps its

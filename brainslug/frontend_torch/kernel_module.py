@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from brainslug.frontend_torch.replaced_tensors import watch
 from brainslug.frontend_torch.weight_watch import PackedWeight, ParamView
 from brainslug.plan.capture import Bound, Source
 from brainslug.runtime.threads import loaded_libgomp, pool_kind
@@ -146,12 +147,49 @@ class StackKernel(torch.nn.Module):
         # activation shapes -> the runner's shape slots, after one checked call
         self._checked: dict[tuple[torch.Size, ...], Any] = {}  # -> the runner's fill
         self._dims: dict[int, list[tuple[int, ...]]] = {}  # output extents per batch
-        # bound tensors stored as the kernel wants them: pointers can be passed as they are
-        self._fast_ok = all(
-            t is None or i in self._packed_set
-            or stored_in(t, self._in_orders[i])
-            for i, t in enumerate(self._bound)
-        )
+        self._replaced_badly = ""  # why a replaced tensor can't be read (`rebind`)
+        self._fast_ok = self._bound_as_stored()
+
+    def _bound_as_stored(self) -> bool:
+        """Whether the bound tensors are stored as the kernel reads them (their
+        pointers can be passed as they are)."""
+        return all(t is None or i in self._packed_set or stored_in(t, self._in_orders[i])
+                   for i, t in enumerate(self._bound))
+
+    def _tensors(self) -> list[tuple[int, torch.Tensor]]:
+        """(bound input, the model's tensor it reads)."""
+        return [(i, t.param if isinstance(t, PackedWeight | ParamView) else t)
+                for i, t in enumerate(self._bound) if t is not None]
+
+    def held_tensors(self) -> list[torch.Tensor]:
+        """The model's tensors this kernel reads (`replaced_tensors`)."""
+        return [t for _, t in self._tensors()]
+
+    def rebind(self, old: torch.Tensor, new: torch.Tensor) -> None:
+        """Read `new` where the kernel read `old` (the module's tensor was
+        replaced); a tensor of another shape or kind makes the next call fail
+        with what to do."""
+        for i, t in self._tensors():
+            if t is not old:
+                continue
+            b = self._bound[i]
+            if new.shape != old.shape or new.dtype != old.dtype or new.device != old.device:
+                self._replaced_badly = (
+                    f"{self.stack_name}: a tensor of the model ({tuple(old.shape)}, "
+                    f"{old.dtype}) was replaced by one of shape {tuple(new.shape)}, "
+                    f"{new.dtype} on {new.device} after optimize(); optimize() the model "
+                    f"again, or write new values into the old tensor (`.data`, `copy_`, "
+                    f"`load_state_dict`)")
+            elif isinstance(b, PackedWeight):
+                b.param = new
+                b.repack()
+            elif isinstance(b, ParamView):
+                b.param = new
+            else:
+                self._bound[i] = new
+        self._fast_ok = self._bound_as_stored()
+        if not self._replaced_badly:
+            watch(new, self)
 
     def use_arena(self, arena: Any, slots: list[int | None]) -> None:
         self._arena, self._out_slots = arena, list(slots)
@@ -187,6 +225,8 @@ class StackKernel(torch.nn.Module):
         return ptrs
 
     def forward(self, *activations: torch.Tensor) -> Any:
+        if self._replaced_badly:
+            raise ValueError(self._replaced_badly)
         batch = 1
         if self._batch_input is not None:
             batch = activations[self._batch_input].shape[0]

@@ -27,6 +27,7 @@ from brainslug.frontend_torch.kernel_module import (
     physical_view,
     stored_in,
 )
+from brainslug.frontend_torch.replaced_tensors import replacements
 from brainslug.runtime.sequence import PhaseProgram
 
 Wire = int | tuple[int, int]
@@ -56,6 +57,7 @@ class _Prepared:
         self.calls = calls
         self.program = program
         self.index = np.asarray(index, np.int64)
+        self.replacements = replacements()  # (a replaced tensor: prepared again)
 
     def __call__(self, args: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...] | None:
         """The outputs of every kernel, in order; None where the run can't be
@@ -126,6 +128,9 @@ class StackSequence(torch.nn.Module):
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         key = tuple(a.shape for a in args)
         prepared = self._prepared.get(key)
+        if prepared is not None and prepared.replacements != replacements():
+            del self._prepared[key]
+            prepared = None
         lock = self._lock
         if prepared is not None and lock.acquire(blocking=False):
             try:

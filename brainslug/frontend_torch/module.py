@@ -18,6 +18,7 @@ import torch.fx as fx
 from brainslug.frontend_torch.fold import FoldedConv2d
 from brainslug.frontend_torch.graph import input_shapes, shape_text, spec_text
 from brainslug.frontend_torch.kernel_module import ForkedChild, StackKernel, after_fork
+from brainslug.frontend_torch.replaced_tensors import watch_plan
 from brainslug.plan.report import PlanInfo
 from brainslug.plan.saved import PlanKernels
 
@@ -64,6 +65,8 @@ class BrainSlugModule(torch.nn.Module):
         self._releasers = [m.release for m in plan.modules() if hasattr(m, "release")
                            and callable(m.release)] if plan is not None else []
         self._releasers += [a.release for a in _arenas(plan)]
+        # the plan's copies of tensors the model replaces later take the new ones
+        self._holders = watch_plan(plan, original) if plan is not None else []
         self.max_batch_sizes = MAX_BATCH_SIZES
         self._batches: collections.OrderedDict[int, None] = collections.OrderedDict()
         self.train(original.training)

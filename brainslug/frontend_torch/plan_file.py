@@ -473,6 +473,7 @@ def decode(b: bundle.Bundle, original: torch.nn.Module | None,
             if mod.stack_name not in runners:
                 raise ValueError(f"{b.path}: no kernel for stack {mod.stack_name} ({name})")
             mod.runner, mod._checked, mod._dims = runners[mod.stack_name], {}, {}
+            mod.__dict__.setdefault("_replaced_badly", "")  # (a file from before it)
     return Decoded(original, plan, list(m["input_shape"]), dec.value(m["info"]), pk, options)
 
 
