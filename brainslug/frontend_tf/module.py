@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from brainslug.frontend_tf.kernel_runs import kernel_runs
 from brainslug.frontend_tf.optimize import Plan, Step
 from brainslug.plan.arena import Arena
 from brainslug.plan.report import PlanInfo
@@ -50,17 +51,17 @@ class FastCalls:
     Checking every buffer on every call cost DenseNet-121 about 5 ms at batch 1."""
 
     def __init__(self) -> None:
-        self._fill: dict[tuple, Any] = {}
+        self.fills: dict[tuple, Any] = {}
 
     def __call__(self, key: Any, runner: Any, bufs: list[np.ndarray], batch: int) -> None:
         k = (key, batch, *(b.shape for b in bufs))
-        fill = self._fill.get(k)
+        fill = self.fills.get(k)
         if fill is not None and all(b.flags.c_contiguous for b in bufs) and \
                 runner.call_pointers([_pointer(b) for b in bufs], fill, batch):
             return
         runner(bufs, batch)
         if hasattr(runner, "call_pointers"):  # (new, or refused: scratch released since)
-            self._fill[k] = runner.shape_slots(bufs, batch)
+            self.fills[k] = runner.shape_slots(bufs, batch)
 
 
 def _kernel_call(st: Step) -> Any:
@@ -103,6 +104,8 @@ class OptimizedModel:
         self.mode = mode
         self.options: dict[str, Any] = {}  # optimize()'s options (what a saved plan keeps)
         self._calls = FastCalls()
+        # runs of stacks with no TensorFlow op between: one native call each
+        self._runs = kernel_runs(self.steps, self.outputs) if self.steps else {}
 
     def __repr__(self) -> str:
         n = sum(1 for s in self.info.stacks if s.compiled)
@@ -180,23 +183,42 @@ class OptimizedModel:
         env: dict[str, Any] = {self.input_name: x}
         plan = self._plan
         store = self.arena.storage(batch) if plan.slots else []
-        for k, st in enumerate(self.steps):
+        steps, runs = self.steps, self._runs
+        k = 0
+        while k < len(steps):
+            run = runs.get(k)
+            if run is not None:
+                if run(env, batch, store, to_tf, aligned_empty):
+                    k = run.end
+                    continue
+                for j in range(k, run.end):
+                    self._stack_step(j, steps[j], env, batch, store)
+                run.prepare(env, batch, self._calls.fills, plan.assignment)
+                k = run.end
+                continue
+            st = steps[k]
             p = st.piece
             if p is not None:
                 env[p.name] = p.run(*[env[i] for i in p.inputs])
-                continue
-            s = st.stack
-            bufs = [np.asarray(env[i]) if isinstance(i, str) else i.value for i in s.inputs]
-            outs = []
-            for j, shape in enumerate(s.output_shapes):
-                dims = tuple(batch if d < 0 else d for d in shape)
-                slot = plan.assignment.get((s.name, j))
-                if slot is None:
-                    outs.append(aligned_empty(dims))
-                else:
-                    outs.append(store[slot][: math.prod(dims)].reshape(dims))
-            self._calls(k, st.runner, bufs + outs, batch)
-            for o, a in zip(s.outputs, outs, strict=True):
-                env[o] = to_tf(a)
+            else:
+                self._stack_step(k, st, env, batch, store)
+            k += 1
         res = [env[o] for o in self.outputs]
         return res[0] if len(res) == 1 else res
+
+    def _stack_step(self, k: int, st: Step, env: dict[str, Any], batch: int,
+                    store: list[Any]) -> None:
+        s = st.stack
+        plan = self._plan
+        bufs = [np.asarray(env[i]) if isinstance(i, str) else i.value for i in s.inputs]
+        outs = []
+        for j, shape in enumerate(s.output_shapes):
+            dims = tuple(batch if d < 0 else d for d in shape)
+            slot = plan.assignment.get((s.name, j))
+            if slot is None:
+                outs.append(aligned_empty(dims))
+            else:
+                outs.append(store[slot][: math.prod(dims)].reshape(dims))
+        self._calls(k, st.runner, bufs + outs, batch)
+        for o, a in zip(s.outputs, outs, strict=True):
+            env[o] = to_tf(a)
