@@ -92,13 +92,20 @@ def test_consecutive_stacks_run_in_one_native_call(batch: int,
     assert torch.allclose(native, again, rtol=0, atol=0, equal_nan=True)
 
 
-def test_weight_changes_reach_a_native_run() -> None:
+def _warm(batch: int) -> tuple[nn.Module, nn.Module, torch.Tensor]:
+    """The model, its plan after two calls (the second one native), an input."""
     model = _model()
     opt = brainslug.optimize(model, [0, 5, 13, 13], conv="brainslug")
-    x = torch.randn(2, 5, 13, 13)
+    x = torch.randn(batch, 5, 13, 13)
     with torch.no_grad():
         opt(x)
         opt(x)
+    return model, opt, x
+
+
+def test_weight_changes_reach_a_native_run() -> None:
+    model, opt, x = _warm(2)
+    with torch.no_grad():
         model[0].weight.mul_(-0.7)  # a packed convolution weight, in place
         model[1].running_var.mul_(3.0)  # a batch norm's statistics, in place
         model[4].bias.data = torch.randn(19)  # a new tensor through .data
@@ -128,12 +135,8 @@ def test_a_framework_layer_between_stacks_splits_the_run() -> None:
 
 
 def test_a_stand_in_runner_is_called_kernel_by_kernel() -> None:
-    model = _model()
-    opt = brainslug.optimize(model, [0, 5, 13, 13], conv="brainslug")
-    x = torch.randn(1, 5, 13, 13)
+    model, opt, x = _warm(1)
     with torch.no_grad():
-        opt(x)
-        opt(x)
         seen: list[str] = []
         for k in _runs(opt)[0].kernels:
             real = k.runner
