@@ -205,3 +205,48 @@ def test_every_pool_runs_the_phases(kind: str, monkeypatch: pytest.MonkeyPatch) 
             k.runner.pool = None
         if kind != "omp":
             pool.shutdown()
+
+
+def test_grouping_keeps_every_pick_of_a_kernels_outputs() -> None:
+    """A kernel of two outputs whose second output is picked after a PyTorch
+    layer: the pick reads the sequence's flat outputs."""
+    from brainslug.frontend_torch.bind import _getitem
+
+    graph = torch.fx.Graph()
+    root = nn.Module()
+    root.add_module("k1", StackKernel("k1", object(), ["x"], [(-1, 4), (-1, 4)]))
+    root.add_module("k2", StackKernel("k2", object(), ["a"], [(-1, 4)]))
+    x = graph.placeholder("x")
+    k1 = graph.call_module("k1", (x,))
+    a = graph.call_function(_getitem, (k1, 0))
+    k2 = graph.call_module("k2", (a,))
+    r = graph.call_function(torch.relu, (x,))
+    b = graph.call_function(_getitem, (k1, 1))
+    graph.output((k2, r, b))
+    gm = torch.fx.GraphModule(root, graph)
+    assert kernel_sequence.group_kernel_runs(gm, _getitem) == 1
+    nodes = list(gm.graph.nodes)
+    (seq,) = [n for n in nodes if n.op == "call_module"]
+    assert isinstance(gm.get_submodule(str(seq.target)), StackSequence)
+    assert seq.args == (nodes[0],)
+    out = nodes[-1].args[0]
+    picks = [o if o.target is _getitem else None for o in (out[0], out[2])]
+    assert [(p.args[0], p.args[1]) for p in picks] == [(seq, 2), (seq, 1)]  # type: ignore[union-attr]
+    assert out[1].target is torch.relu
+    assert gm.get_submodule(str(seq.target)).wiring == [[0], [(0, 0)]]
+
+
+def test_a_kernels_tuple_used_whole_is_not_grouped() -> None:
+    from brainslug.frontend_torch.bind import _getitem
+
+    graph = torch.fx.Graph()
+    root = nn.Module()
+    root.add_module("k1", StackKernel("k1", object(), ["x"], [(-1, 4), (-1, 4)]))
+    root.add_module("k2", StackKernel("k2", object(), ["a"], [(-1, 4)]))
+    x = graph.placeholder("x")
+    k1 = graph.call_module("k1", (x,))
+    a = graph.call_function(_getitem, (k1, 0))
+    k2 = graph.call_module("k2", (a,))
+    graph.output((k2, k1))
+    gm = torch.fx.GraphModule(root, graph)
+    assert kernel_sequence.group_kernel_runs(gm, _getitem) == 0

@@ -228,12 +228,27 @@ def group_kernel_runs(gm: fx.GraphModule, getitem: Any, min_kernels: int = 2) ->
             run = []
     made = 0
     for run in runs:
-        _replace_run(gm, run, kernel, getitem, made)
-        made += 1
+        if _picked_apart(run, kernel, getitem):
+            _replace_run(gm, run, kernel, getitem, made)
+            made += 1
     if made:
         gm.graph.lint()
         gm.recompile()
     return made
+
+
+def _picked_apart(run: list[fx.Node], kernel: Any, getitem: Any) -> bool:
+    """Whether every use of a kernel of several outputs picks one of them
+    (`getitem(kernel, k)`), as the plan's graph does: the sequence returns
+    the outputs one by one, not a kernel's tuple."""
+    for n in run:
+        k = kernel(n)
+        if k is None or len(k.output_shapes) == 1:
+            continue
+        if any(u.op != "call_function" or u.target is not getitem or u.args[0] is not n
+               or not isinstance(u.args[1], int) for u in n.users):
+            return False
+    return True
 
 
 def _replace_run(gm: fx.GraphModule, run: list[fx.Node], kernel: Any, getitem: Any,
@@ -282,6 +297,10 @@ def _replace_run(gm: fx.GraphModule, run: list[fx.Node], kernel: Any, getitem: A
             value = gm.graph.call_function(getitem, (call, flat[got]))
         after = value
         n.replace_all_uses_with(value, delete_user_cb=lambda u: u not in members)
+    for n in kernels:  # picks of a kernel's outputs after the run
+        for u in list(n.users):
+            if u not in members:
+                u.args = (call, flat[(position[n], int(u.args[1]))])  # type: ignore[arg-type]
     for n in reversed(run):
         gm.graph.erase_node(n)
     for n in kernels:
