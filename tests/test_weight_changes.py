@@ -88,3 +88,23 @@ def test_plan_follows_replaced_tensors(options: dict) -> None:
     m.norm.weight = nn.Parameter(torch.rand(16) + 0.5)
     m.head.weight = nn.Parameter(torch.randn(5, 16))
     _close(opt, m)
+
+
+def test_watches_of_dropped_plans_are_swept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from brainslug.frontend_torch import replaced_tensors
+
+    class Holder:
+        def rebind(self, old: torch.Tensor, new: torch.Tensor) -> None:
+            pass
+
+    monkeypatch.setattr(replaced_tensors, "PURGE_EVERY", 1)
+    kept = [torch.zeros(2) for _ in range(3)]
+    holders = [Holder() for _ in kept]
+    for t, h in zip(kept, holders, strict=True):
+        replaced_tensors.watch(t, h)
+    assert all(id(t) in replaced_tensors._holders for t in kept)
+    del holders, h  # a plan dropped
+    alive, other = Holder(), torch.zeros(2)
+    replaced_tensors.watch(other, alive)
+    assert not any(id(t) in replaced_tensors._holders for t in kept)
+    assert id(other) in replaced_tensors._holders

@@ -43,12 +43,23 @@ def replacements() -> int:
     return _replacements
 
 
+PURGE_EVERY = 4096
+"""Entries made between two sweeps of the entries whose holders are gone
+(plans dropped: their tensors' ids may be reused)."""
+_made = 0
+
+
 def watch(t: torch.Tensor, holder: Holder) -> None:
     """Tell `holder` (`rebind(t, new)`) when a module's `t` is replaced."""
+    global _made
     with _lock:
         refs = _holders.setdefault(id(t), [])
         if not any(r() is holder for r in refs):
             refs.append(weakref.ref(holder))
+        _made += 1
+        if _made % PURGE_EVERY == 0:
+            for key in [k for k, rs in _holders.items() if all(r() is None for r in rs)]:
+                del _holders[key]
 
 
 class _Registered:
