@@ -6,6 +6,7 @@ runner, concurrent callers, and every kind of thread pool."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from torch import nn
 
 import brainslug.pytorch as brainslug
 from brainslug.frontend_torch import kernel_sequence
+from brainslug.frontend_torch.bind import _getitem
 from brainslug.frontend_torch.kernel_module import StackKernel
 from brainslug.frontend_torch.kernel_sequence import StackSequence
 from brainslug.runtime import jit, threads
@@ -207,11 +209,9 @@ def test_every_pool_runs_the_phases(kind: str, monkeypatch: pytest.MonkeyPatch) 
             pool.shutdown()
 
 
-def test_grouping_keeps_every_pick_of_a_kernels_outputs() -> None:
-    """A kernel of two outputs whose second output is picked after a PyTorch
-    layer: the pick reads the sequence's flat outputs."""
-    from brainslug.frontend_torch.bind import _getitem
-
+def _two_kernels(tail: Any) -> torch.fx.GraphModule:
+    """A graph of kernel k1 (two outputs) whose first output feeds kernel k2;
+    `tail(graph, x, k1, k2)` adds the rest and returns the graph's outputs."""
     graph = torch.fx.Graph()
     root = nn.Module()
     root.add_module("k1", StackKernel("k1", object(), ["x"], [(-1, 4), (-1, 4)]))
@@ -220,10 +220,15 @@ def test_grouping_keeps_every_pick_of_a_kernels_outputs() -> None:
     k1 = graph.call_module("k1", (x,))
     a = graph.call_function(_getitem, (k1, 0))
     k2 = graph.call_module("k2", (a,))
-    r = graph.call_function(torch.relu, (x,))
-    b = graph.call_function(_getitem, (k1, 1))
-    graph.output((k2, r, b))
-    gm = torch.fx.GraphModule(root, graph)
+    graph.output(tail(graph, x, k1, k2))
+    return torch.fx.GraphModule(root, graph)
+
+
+def test_grouping_keeps_every_pick_of_a_kernels_outputs() -> None:
+    """A kernel of two outputs whose second output is picked after a PyTorch
+    layer: the pick reads the sequence's flat outputs."""
+    gm = _two_kernels(lambda g, x, k1, k2: (
+        k2, g.call_function(torch.relu, (x,)), g.call_function(_getitem, (k1, 1))))
     assert kernel_sequence.group_kernel_runs(gm, _getitem) == 1
     nodes = list(gm.graph.nodes)
     (seq,) = [n for n in nodes if n.op == "call_module"]
@@ -237,16 +242,5 @@ def test_grouping_keeps_every_pick_of_a_kernels_outputs() -> None:
 
 
 def test_a_kernels_tuple_used_whole_is_not_grouped() -> None:
-    from brainslug.frontend_torch.bind import _getitem
-
-    graph = torch.fx.Graph()
-    root = nn.Module()
-    root.add_module("k1", StackKernel("k1", object(), ["x"], [(-1, 4), (-1, 4)]))
-    root.add_module("k2", StackKernel("k2", object(), ["a"], [(-1, 4)]))
-    x = graph.placeholder("x")
-    k1 = graph.call_module("k1", (x,))
-    a = graph.call_function(_getitem, (k1, 0))
-    k2 = graph.call_module("k2", (a,))
-    graph.output((k2, k1))
-    gm = torch.fx.GraphModule(root, graph)
+    gm = _two_kernels(lambda g, x, k1, k2: (k2, k1))
     assert kernel_sequence.group_kernel_runs(gm, _getitem) == 0
