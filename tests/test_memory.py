@@ -89,7 +89,7 @@ def test_release_while_another_thread_calls() -> None:
     with torch.no_grad():
         refs = {b: m(x) for b, x in xs.items()}
     errors: list[float] = []
-    stop = threading.Event()
+    stop, serving = threading.Event(), threading.Event()
 
     def serve() -> None:
         k = 0
@@ -97,10 +97,12 @@ def test_release_while_another_thread_calls() -> None:
             b = 1 + k % 3
             with torch.no_grad():
                 errors.append((opt(xs[b]) - refs[b]).abs().max().item())
+            serving.set()
             k += 1
 
     t = threading.Thread(target=serve)
     t.start()
+    serving.wait(timeout=60)  # (releases from the first call on)
     for _ in range(300):
         opt.release_buffers()
     stop.set()

@@ -139,6 +139,7 @@ class StackSequence(torch.nn.Module):
                 lock.release()
             if outs is not None:
                 return outs
+            self._prepared.pop(key, None)  # (prepared again: its fills may be stale)
         outs, acts = self._one_by_one(args)
         if key not in self._prepared:
             self._prepared[key] = self._prepare(args, acts, outs)
