@@ -19,7 +19,9 @@ What becomes a parameter (generic mode):
 
 What stays in the key (it decides the shape of the code): window bounds (the
 smaller bounds of `loop.reduce`), tile steps, strides, `parallel`, op kinds,
-constants (`arith.constant`, pads, inits), types, `memref.alloca` shapes,
+constants (`arith.constant`, pads, inits), types (but with `allocas`, on a
+CPU, the static dims of a `memref.alloca` outside a run are parameters: a
+DenseNet layer's depth-first tile holds its growing input channels),
 whether a `simd.loop` with sibling loops (merged `cat` pieces) or a register
 block of V vectors has an extent that is a multiple of 16 (times V; then its
 code has no masked tail) and the structure of the ops. In exact mode
@@ -55,6 +57,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
+from xdsl.dialects import memref
 from xdsl.dialects.builtin import MemRefType
 from xdsl.ir import Attribute, Block, Operation, SSAValue
 from xdsl.ir.affine import (
@@ -152,6 +155,9 @@ class PhaseSignature:
     dims: list[list[int | None]] = field(default_factory=list)
     """Per buffer, the sites of its static dims (None for a dynamic dim, which the
     phase reads through the kernel's buffer slots, or for a number kept as is)."""
+    allocas: dict[int, list[int | None]] = field(default_factory=dict)
+    """id(memref.alloca) -> the sites of its static dims (a depth-first tile's
+    scratch has the channels of the layers it holds)."""
     whole: set[int] = field(default_factory=set)
     """id(simd.loop) of the loops whose static extent is a multiple of
     `WHOLE_CHUNKS` lanes: no partial last chunk at any lane count dividing it."""
@@ -284,12 +290,14 @@ class Canonicalizer:
     """Keys the phases (or whole bodies) of one kernel."""
 
     def __init__(self, top: Block, buffers: Collection[SSAValue], generic: bool = True,
-                 roll: bool = False):
+                 roll: bool = False, allocas: bool = False):
         self.top = top
         self.abi = buffers
         self.generic = generic
         self.roll = roll and generic
         """Key runs of like siblings once (`RunSignature`)."""
+        self.allocas = allocas and generic
+        """The static dims of a `memref.alloca` (outside a run) are parameters."""
 
     # ------------------------------------------------------------------ entry points
 
@@ -336,6 +344,7 @@ class Canonicalizer:
                 continue
             toks = []
             sites: list[int | None] = []
+            pieces = isinstance(v.owner, loop.PiecesOp)
             for d, size in enumerate(shape):
                 if size < 0:
                     toks.append("?")
@@ -344,12 +353,14 @@ class Canonicalizer:
                     toks.append(str(size))
                     sites.append(None)
                 else:
-                    tok, site = self._param(size)
+                    # the pieces' total width (a DenseNet layer's earlier
+                    # layers) equals other numbers by chance only
+                    tok, site = self._param(size, shared=not (pieces and d == len(shape) - 1))
                     toks.append(tok)
                     sites.append(site)
             sig.dims.append(sites)
-            pieces = f"|pieces{v.owner.width}" if isinstance(v.owner, loop.PiecesOp) else ""
-            descs.append(f"{'x'.join(toks)}x{_text(t.element_type)}{pieces}")
+            table = f"|pieces{v.owner.width}" if pieces else ""  # type: ignore[attr-defined]
+            descs.append(f"{'x'.join(toks)}x{_text(t.element_type)}{table}")
         self.out.append("@" + ",".join(descs))
         sig.key = "\n".join(self.out)
         return sig
@@ -474,6 +485,12 @@ class Canonicalizer:
         for r in op.results:
             self.vals[r] = self._name()
             types.append(_text(r.type))
+        if self.allocas and self.local is None and isinstance(op, memref.AllocaOp):
+            t = op.memref.type
+            assert isinstance(t, MemRefType)
+            toks, sites = self._params([DYNAMIC if d < 0 else d for d in t.get_shape()])
+            self.sig.allocas[id(op)] = sites
+            types = [f"alloca<{toks}x{_text(t.element_type)}>"]
         self.out.append(f"{op.name}({operands}){{{props}}}:{','.join(types)}")
         for region in op.regions:
             self.out.append("{")

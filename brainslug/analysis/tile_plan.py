@@ -62,14 +62,17 @@ def lead_dim(acc: Access, k: int, nest: loop.NestOp) -> LeadDim | None:
     return LeadDim(stride, lo, hi) if stride >= 1 else None
 
 
-def lead_dims(buf: SSAValue, store: loop.StoreOp, chain: list[loop.NestOp]) -> list[LeadDim]:
-    """The leading dims of `buf` that a tile loop can run over, in order."""
-    prod, readers = chain[0], chain[1:]
+def lead_dims(buf: SSAValue, stores: Sequence[loop.StoreOp], chain: list[loop.NestOp],
+              producers: int = 1) -> list[LeadDim]:
+    """The leading dims of `buf` that a tile loop can run over, in order: the
+    first `producers` nests of `chain` write `buf` through `stores` (the parts
+    of a split `cat`'s consumer write slabs of it), the rest read it."""
+    readers = chain[producers:]
     loads = nu.loads_of(buf)
     shape = buf.type.get_shape()
     dims: list[LeadDim] = []
     for k in range(min(len(n.ivs) for n in chain)):
-        if lead_dim(store, k, prod) != DIRECT:
+        if any(lead_dim(s, k, nu.top_nest(s)) != DIRECT for s in stores):
             break
         found = [lead_dim(ld, k, nu.top_nest(ld)) for ld in loads]
         if None in found or len({d.stride for d in found}) != 1:
@@ -79,14 +82,21 @@ def lead_dims(buf: SSAValue, store: loop.StoreOp, chain: list[loop.NestOp]) -> l
         if not all(nu.same_bound(n.lower_bounds()[k], lo) and nu.same_bound(n.upper_bounds()[k], hi)
                    for n in readers):
             break
-        plo, phi = prod.lower_bounds()[k], prod.upper_bounds()[k]
-        if dim.windowed:
-            if not (isinstance(lo, int) and isinstance(hi, int) and plo == 0 and phi == shape[k]):
-                break
-        elif not (nu.same_bound(plo, lo) and nu.same_bound(phi, hi)):
+        if not all(_covers(prod, k, dim, lo, hi, shape[k]) for prod in chain[:producers]):
             break
         dims.append(dim)
     return dims
+
+
+def _covers(prod: loop.NestOp, k: int, dim: LeadDim, lo: loop.Bound, hi: loop.Bound,
+            extent: int) -> bool:
+    """Whether producer `prod` runs over what the readers' `[lo, hi)` along
+    dim k read: the same bounds where they read directly, the whole `extent`
+    where they read windows."""
+    plo, phi = prod.lower_bounds()[k], prod.upper_bounds()[k]
+    if dim.windowed:
+        return isinstance(lo, int) and isinstance(hi, int) and plo == 0 and phi == extent
+    return nu.same_bound(plo, lo) and nu.same_bound(phi, hi)
 
 
 def plan_tiles(dims: list[LeadDim], nest: loop.NestOp, shape: Sequence[int],

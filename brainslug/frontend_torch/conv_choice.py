@@ -374,24 +374,30 @@ def _library_call(conv: torch.nn.Conv2d, args: tuple[torch.Tensor, ...],
     epilogue: a pass for the prologue (BrainSlug takes one only where the
     library plan runs it as a stack of its own: a squeeze-excite scale `x * s`
     is that multiply), the convolution, and one pass over its output (and a
-    residual) unless oneDNN's post-ops apply the whole epilogue. `args` are the
+    residual) unless oneDNN's post-ops apply the whole epilogue. A `cat` that
+    starts the prologue (with a batch norm and activation after it) is one
+    pass that reads its pieces and writes the convolution's input, as the
+    library plan's stack does. `args` are the
     kernel's activations (the convolution's input, a scale, a residual: told
     apart by their shapes), and the first argument of the call is ignored
     (the convolution's input is among `args`)."""
     at = ops.index("nn.conv2d")
     prologue, epilogue = ops[:at], set(ops[at + 1:])
+    pieces = prologue[:1] == ("nn.cat",)
     inputs = [i for i, a in enumerate(args) if a.shape[1] == conv.in_channels]
-    x_at = max(inputs, key=lambda i: args[i].numel()) if inputs else 0
+    x_at = max(inputs, key=lambda i: args[i].numel()) if inputs and not pieces else 0
     x = args[x_at]
     rest = [i for i in range(len(args)) if i != x_at]
     residual = max((i for i in rest if args[i].shape[1] == conv.out_channels
                     and args[i].shape[2:] != (1, 1)),
-                   key=lambda i: args[i].numel(), default=None)
+                   key=lambda i: args[i].numel(), default=None) if "nn.add" in epilogue else None
     scales = [args[i] for i in rest if i != residual]
 
     def before() -> torch.Tensor:
         if not prologue:
             return x
+        if pieces:  # DenseNet's cat -> BN -> ReLU: one pass over the pieces
+            return torch.cat([args[i] for i in range(len(args)) if i != residual], 1)
         return torch.mul(x, scales[0]) if scales else torch.relu(x)
 
     if epilogue <= POST_OPS:  # (the add inside oneDNN's call)

@@ -170,7 +170,9 @@ class StackSequence(torch.nn.Module):
             if fill is None or not k._fast_ok or not hasattr(k.runner, "abi"):
                 return None
             batch = a[k._batch_input].shape[0] if k._batch_input is not None else 1
-            c = _Call(k, k.runner, batch, k._dims[batch], [], [], [], [])
+            if (dims := k._dims.get(batch)) is None:
+                return None  # (released since by another thread)
+            c = _Call(k, k.runner, batch, dims, [], [], [], [])
             order: list[int] = []  # buffers in the order their values are written
             for j, t in enumerate(k._bound):
                 if t is not None and j not in k._packed_set:

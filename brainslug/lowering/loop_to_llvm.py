@@ -206,7 +206,10 @@ def _alloca(em: PhaseEmitter, op: memref.AllocaOp) -> None:
             )
     saved, b.block = b.block, b.entry
     sizes = iter(op.dynamic_sizes)
+    sites = em.sig.allocas.get(id(op)) if em.sig is not None else None
     dims: list[IVal] = [em.ival(next(sizes)) if s < 0 else s for s in t.get_shape()]
+    if sites is not None:  # a generic phase's static dims are its parameters
+        dims = [d if p is None else em.param(p) for d, p in zip(dims, sites, strict=True)]
     count = b.ssa(math.prod(d for d in dims if isinstance(d, int)))
     for d in dims:
         if not isinstance(d, int):

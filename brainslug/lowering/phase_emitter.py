@@ -46,6 +46,9 @@ class TargetParams:
     rolled_runs: bool = False
     """Runs of like sibling ops are lowered once, as a loop over a table
     (`generic_phases.RunSignature`)."""
+    generic_allocas: bool = False
+    """A generic phase's `memref.alloca` sizes may be parameters (a CPU's stack
+    takes a size known at run time; a GPU's shared memory does not)."""
     flush_denormals: bool = False
     """Phases run with denormals flushed, as TensorFlow's kernels do: each sets
     FTZ and DAZ (`bs.mxcsr_flush`) on entry and restores the caller's mode on

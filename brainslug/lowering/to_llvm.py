@@ -173,7 +173,8 @@ class KernelLowering:
         names: list[str] = []
         offsets: list[int] = []
         slots = [0] * self.num_slots
-        canon = (Canonicalizer(self.kernel.body.block, self.buffers, roll=self.target.rolled_runs)
+        canon = (Canonicalizer(self.kernel.body.block, self.buffers, roll=self.target.rolled_runs,
+                               allocas=self.target.generic_allocas)
                  if shared is not None else None)
         for i, phase in enumerate(self.phases):
             name = f"{self.name}_p{i}"

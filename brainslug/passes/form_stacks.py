@@ -351,30 +351,52 @@ def one_pixel(conv: nn.Conv2dOp) -> bool:
 
 
 def _prologue(conv: nn.Conv2dOp, block: Block, claimed: set[Operation]) -> list[Operation]:
-    """The pointwise layers before `conv` whose results only it reads, in order:
-    a squeeze-excite block's per-channel scale (`x * s`, s broadcast over the
-    pixels) before its project convolution (or its squeeze: `_squeeze`). Each computes a tensor of the
-    convolution's input type, and none belongs to another chain. None where
-    they would join the stack of the layer before them, whose result only
-    they read (DenseNet's BN → ReLU): they then save no pass, and tile by tile
-    before the convolution they cost a copy of its input."""
+    """The pointwise layers before `conv` whose results only it reads, in order,
+    which then run tile by tile before it, out of cache:
+    - a squeeze-excite block's per-channel scale (`x * s`, s broadcast over
+      the pixels) before its project convolution (or its squeeze: `_squeeze`);
+    - the pre-activation of a channel `cat` (DenseNet's cat -> BN -> ReLU): the
+      convolution reads the pieces in place, and neither the concatenation
+      nor its BN-ReLU output is written.
+    Each computes a tensor of the convolution's input type, and none belongs
+    to another chain. None where they would join the stack of the layer
+    before them, whose result only they read: they then save no pass, and
+    tile by tile before the convolution they cost a copy of its input. (A
+    batch norm of another tensor stays with its own stack.)"""
     if one_pixel(conv) and (squeeze := _squeeze(conv, block, claimed)) is not None:
         return squeeze
     ops: list[Operation] = []
     value = conv.operands[0]
     while isinstance(op := value.owner, Operation) and op.parent_block() is block:
-        if (op in claimed or not value.has_one_use() or not nn.is_elementwise(op)
+        if ops and _channel_cat(op) and value.has_one_use() and op not in claimed:
+            return [op, *ops]
+        if (op in claimed or not value.has_one_use()
+                or not (nn.is_elementwise(op) or isinstance(op, nn.BatchNormOp))
                 or stackable(op) is not None or len(op.results) != 1
                 or op.results[0].type != conv.operands[0].type
                 or _reads_permuted_operand(op)):
             absorbs = value.has_one_use() and op not in claimed and stackable(op) is None
-            return [] if absorbs else ops
+            return [] if absorbs else _without_norm(ops)
         ops.insert(0, op)
         same = [o for o in op.operands if o.type == value.type]
         if len(same) != 1:
             break  # the chain goes on through one operand of the result's own type
         value = same[0]
-    return ops
+    return _without_norm(ops)
+
+
+def _without_norm(ops: list[Operation]) -> list[Operation]:
+    """`ops` without a batch norm (not after a `cat`): the batch norm's stack
+    would take the layers after it, whose input only they read."""
+    return [] if any(isinstance(o, nn.BatchNormOp) for o in ops) else ops
+
+
+def _channel_cat(op: Operation) -> bool:
+    """A stackable `cat` along the channels of a channels-last tensor (a
+    depth-first tile's rows then hold every piece's channels)."""
+    if not isinstance(op, nn.CatOp) or stackable(op) is not None:
+        return False
+    return op.axis_value == len(op.results[0].type.get_shape()) - 1  # type: ignore[attr-defined]
 
 
 def _squeeze(conv: nn.Conv2dOp, block: Block, claimed: set[Operation]) -> list[Operation] | None:

@@ -17,7 +17,9 @@ last one: the last block recomputes and rewrites it with the same value
 instead of running a remainder loop. A 1x1 convolution's block may instead
 take P consecutive points of the row-major (row, column) space, each column
 with its own row and column: 6 columns fit no row of 56, 28 or 14, but they
-fit those maps' points with 0.06%, 0.3% and 1% past the end.
+fit those maps' points with 0.06%, 0.3% and 1% past the end. In a depth-first
+tile (a DenseNet layer's 1x1 convolution after its BN-ReLU prologue) the rows
+are the tile's, and so are the blocks of points.
 When the weights are larger than the cache budget, the blocks of V*W channels
 become the outermost nest dimension (each block's weights then stay in cache
 while all pixels use them, as oneDNN blocks output channels outside pixels).
@@ -250,8 +252,9 @@ class RegisterTile(RewritePattern):
               rows_above: int | None = None) -> tuple[int, int, tuple[int, int] | None]:
         """(P columns, V vectors, and for blocks that run across rows their
         (blocks per row, rows), else None) for a lane extent and a column
-        extent; `rows_above`: the static extent of the dim of rows above the
-        columns where a block may run across rows (a single tap's sum), else None.
+        extent; `rows_above`: the extent of the dim of rows above the columns
+        where a block may run across rows (a single tap's sum; in a depth-first
+        tile, its step), else None.
 
         V: as many vectors as the channels fill, a power of two (LLVM splits
         those cleanly), at most `max-vectors`. P: the accumulators, the V
@@ -343,11 +346,15 @@ class RegisterTile(RewritePattern):
             return  # blocks this target can't hold in registers: gathers stay
         broadcast = any(isinstance(o, loop.LoadOp) and row in _used_ivs(o, nest.ivs)
                         for o in red.body.walk())
-        above = None  # a single tap's sum: the static dim of rows above the columns
-        if pos > 0 and nest.lower_bounds()[pos - 1] == 0 and isinstance(
-                h_ub := nest.upper_bounds()[pos - 1], int) and all(
-                    u == 1 for u in red.upper_bounds()[:-1]):
-            above = h_ub
+        # a single tap's sum: the extent of the dim of rows above the columns,
+        # static, or a depth-first tile's rows (their extent is the tile's step)
+        above, tile_rows = None, False
+        if pos > 0 and all(u == 1 for u in red.upper_bounds()[:-1]):
+            h_lb, h_ub = nest.lower_bounds()[pos - 1], nest.upper_bounds()[pos - 1]
+            if h_lb == 0 and isinstance(h_ub, int):
+                above = h_ub
+            elif (step := _tile_step(h_lb)) is not None:
+                above, tile_rows = step, True
         p, v, flat = self.shape(lane_ub - lane_lb, ub,  # type: ignore[arg-type]
                                 packed // self.lanes if packed else None, broadcast, above)
         if p == 1 and v == 1 and not packed:
@@ -355,6 +362,9 @@ class RegisterTile(RewritePattern):
         weights = _shared_bytes(red, row)
         if flat is None:
             columns = [{row: r} for r in self._rows(nest, pos, p, ub, rewriter)]
+        elif tile_rows:
+            nest, columns = _across_tile_rows(nest, pos, p, ub, rewriter)  # type: ignore[arg-type]
+            row = nest.ivs[pos]
         else:
             columns = self._across_rows(nest, pos, p, ub, above, flat,  # type: ignore[arg-type]
                                         rewriter)
@@ -490,6 +500,67 @@ class RegisterTile(RewritePattern):
                 _clone_per_column(op, maps, varying, body)
         body.add_op(loop.YieldOp(*[m[term.values[0]] for m in maps]))
         return new
+
+
+def _tile_step(lower: loop.Bound) -> int | None:
+    """The step of a `loop.tile` dim whose iv is `lower` (a nest's lower
+    bound inside the tile: its extent is at most that step), else None."""
+    if isinstance(lower, int) or not isinstance(lower.owner, Block):
+        return None
+    tile = lower.owner.parent_op()
+    if not isinstance(tile, loop.TileOp):
+        return None
+    return tile.steps[lower.index]
+
+
+def _across_tile_rows(nest: loop.NestOp, pos: int, p: int, columns: int,
+                      rewriter: PatternRewriter) -> tuple[loop.NestOp, list[dict[SSAValue, SSAValue]]]:
+    """`_across_rows` for rows of dynamic bounds `[lo, hi)` (a depth-first
+    tile's): a new nest whose dim `pos - 1` has one point and whose dim `pos`
+    runs over the blocks of `p` consecutive points of the rows' row-major
+    (row, column) space, `ceil((hi - lo) * columns / p)` of them; per column of
+    a block, its row and column, both past the last point clamped to it."""
+    lows, ups = nest.lower_bounds(), nest.upper_bounds()
+    lo, hi = lows[pos - 1], ups[pos - 1]
+    before: list[Operation] = []
+    width = index_constant(columns, before)
+    start = arith.MuliOp(lo, width)  # type: ignore[arg-type]
+    end = arith.MuliOp(hi, width)  # type: ignore[arg-type]
+    span = arith.SubiOp(end.result, start.result)
+    rounded = arith.AddiOp(span.result, index_constant(p - 1, before))
+    blocks = arith.DivSIOp(rounded.result, index_constant(p, before))
+    last = arith.SubiOp(end.result, index_constant(1, before))
+    before += [start, end, span, rounded, blocks, last]
+    rewriter.insert(before, InsertPoint.before(nest))
+    lows[pos - 1], ups[pos - 1], lows[pos], ups[pos] = 0, 1, 0, blocks.result
+    new = loop.NestOp(lows, ups, parallel=None)
+    new.attributes |= nest.attributes
+    old_block, block = nest.body.block, new.body.block
+    for old_arg, arg in zip(old_block.args, block.args, strict=True):
+        arg.name_hint = old_arg.name_hint
+        old_arg.replace_all_uses_with(arg)
+    row_iv, block_iv = block.args[pos - 1], block.args[pos]
+    ops: list[Operation] = []
+    base = arith.MuliOp(block_iv, index_constant(p, ops))
+    first = arith.AddiOp(start.result, base.result)
+    ops += [base, first]
+    out = []
+    for k in range(p):
+        point = arith.AddiOp(first.result, index_constant(k, ops))
+        clamped = arith.MinSIOp(point.result, last.result)
+        r = arith.DivSIOp(clamped.result, width)  # points are >= 0
+        r_start = arith.MuliOp(r.result, width)
+        c = arith.SubiOp(clamped.result, r_start.result)
+        ops += [point, clamped, r, r_start, c]
+        r.result.name_hint, c.result.name_hint = f"row{k}", f"col{k}"
+        out.append({row_iv: r.result, block_iv: c.result})
+    for op in ops:
+        block.add_op(op)
+    for op in list(old_block.ops):
+        op.detach()
+        block.add_op(op)
+    rewriter.replace(nest, new)
+    return new, out
 
 
 def _clone_per_column(op: Operation, maps: list[dict[SSAValue, SSAValue]],

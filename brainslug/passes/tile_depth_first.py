@@ -2,6 +2,9 @@
 
 Adjacent top-level nests that pass a scratch buffer (a `memref.alloc`) from a
 producer to its readers are wrapped in one `loop.tile` over their leading dims.
+The producer may be a run of nests that write slabs of the buffer along a dim
+that is not leading: the parts of a split `cat`'s consumer (DenseNet's BN-ReLU
+of the pieces, each part its own channels, before the 1x1 convolution).
 Each tile computes the producer's block into a tile-sized `memref.alloca` and
 runs the readers on it while it is in cache; the full-size buffer disappears.
 
@@ -191,6 +194,31 @@ def _adjacent_readers(after: Operation, readers: set[loop.NestOp], before: list[
     return None if readers - set(chain) else (chain, hoist)
 
 
+def _producers(stores: list[loop.StoreOp]) -> list[loop.NestOp] | None:
+    """The top nests of `stores`, in block order; None unless they are one
+    run of nests, apart from independent ops between them (the parts of a
+    split `cat`'s consumer, each writing its slab)."""
+    nests = list(dict.fromkeys(nu.top_nest(s) for s in stores))
+    if None in nests or len({n.parent_op() for n in nests}) != 1:  # type: ignore[union-attr]
+        return None
+    first = min(nests, key=lambda n: n.parent_block().get_operation_index(n))  # type: ignore[union-attr]
+    if len(nests) == 1:
+        return [first]  # type: ignore[list-item]
+    found = _adjacent_readers(first, set(nests) - {first}, [first])  # type: ignore[arg-type]
+    return None if found is None else [first, *found[0]]  # type: ignore[list-item]
+
+
+def _between_producers(producers: list[loop.NestOp]) -> list[Operation]:
+    """The (independent) ops between the first and the last producer."""
+    out: list[Operation] = []
+    cur = producers[0].next_op if len(producers) > 1 else None
+    while cur is not None and cur is not producers[-1]:
+        if cur not in producers:
+            out.append(cur)
+        cur = cur.next_op
+    return out
+
+
 def _hoist(ops: list[Operation], above: Operation, rewriter: PatternRewriter) -> None:
     for op in ops:
         op.detach()
@@ -212,21 +240,22 @@ class TileChain(RewritePattern):
             return
         buf = op.memref
         stores = nu.stores_to(buf)
-        if len(stores) != 1 or any(s.parent_op() is not nu.top_nest(s) for s in stores):
+        if not stores or any(s.parent_op() is not nu.top_nest(s) for s in stores):
             return
-        prod = nu.top_nest(stores[0])
+        producers = _producers(stores)
         readers = {nu.top_nest(ld) for ld in nu.loads_of(buf)}
-        if prod is None or not readers or None in readers or prod in readers:
+        if producers is None or not readers or None in readers or readers & set(producers):
             return
-        # the producer and its readers must be one run of adjacent nests, once
-        # the independent ops between them move above the producer
-        found = _adjacent_readers(prod, readers, [prod])
+        # the producers and the readers must be one run of adjacent nests, once
+        # the independent ops between them move above the first producer
+        found = _adjacent_readers(producers[-1], readers, producers)
         if found is None:
             return
-        chain, hoist = [prod, *found[0]], found[1]
-        dims = lead_dims(buf, stores[0], chain)
+        chain, hoist = [*producers, *found[0]], [*_between_producers(producers), *found[1]]
+        dims = lead_dims(buf, stores, chain, len(producers))
         if not self.halo or any(
-            s.buffer is not buf for s in prod.walk() if isinstance(s, loop.StoreOp)
+            s.buffer is not buf for prod in producers for s in prod.walk()
+            if isinstance(s, loop.StoreOp)
         ):
             # a halo would recompute (and write out of range) its other outputs
             dims = dims[: next((k for k, d in enumerate(dims) if d.windowed), len(dims))]
@@ -235,19 +264,19 @@ class TileChain(RewritePattern):
             return
         shape = list(buf.type.get_shape())
         others = _along(chain, buf, shape[:len(dims)])
-        tiled, steps = plan_tiles(dims, chain[1], shape, self.budget, whole=self.halo,
-                                  split=self.split, others=others)
+        tiled, steps = plan_tiles(dims, chain[len(producers)], shape, self.budget,
+                                  whole=self.halo, split=self.split, others=others)
         if not _cross_reads_direct(chain, buf, tiled):
             return
-        _hoist(hoist, prod, rewriter)
-        rewriter.insert(self._tile(buf, chain, dims, tiled, steps, shape, pads),
+        _hoist(hoist, producers[0], rewriter)
+        rewriter.insert(self._tile(buf, chain, len(producers), dims, tiled, steps, shape, pads),
                         InsertPoint.before(chain[0]))
         for nest in chain:
             rewriter.erase(nest)
         rewriter.erase(op)
 
-    def _tile(self, buf, chain, dims, tiled, steps, shape, pads) -> loop.TileOp:
-        prod, reader = chain[0], chain[1]
+    def _tile(self, buf, chain, producers, dims, tiled, steps, shape, pads) -> loop.TileOp:
+        reader = chain[producers]
         rlo, rhi = reader.lower_bounds(), reader.upper_bounds()
         tile = loop.TileOp(rlo[:tiled], rhi[:tiled], steps)
         body = _Body(tile.body.block)
@@ -267,7 +296,7 @@ class TileChain(RewritePattern):
         for nest in chain:
             lo, hi = nest.lower_bounds(), nest.upper_bounds()
             padded: list[int] = []
-            if nest is prod:
+            if nest in chain[:producers]:
                 lo, hi = list(lo), list(hi)
                 for k, d in enumerate(dims):
                     if d.windowed:

@@ -36,17 +36,23 @@ func.func @scale_prologue(%x: tensor<?x5x5x40xf32>, %s: tensor<?x1x1x40xf32>, %w
 // NONE-NEXT:      nn.mul
 // NONE-NEXT:      nn.yield
 
-// A ReLU after a batch norm whose result only it reads (DenseNet's
-// pre-activation) would join the batch norm's stack anyway: as a prologue it
-// would save no pass, so the convolution takes none. A ReLU of the function's
-// argument would be a pass of its own: the convolution takes it.
-func.func @pre_activation(%x: tensor<?x5x5x40xf32>, %w: tensor<1x1x40x16xf32>, %g: tensor<40xf32>, %b: tensor<40xf32>, %m: tensor<40xf32>, %v: tensor<40xf32>) -> (tensor<?x5x5x16xf32>, tensor<?x5x5x16xf32>) {
+// A ReLU after a batch norm whose result only it reads would join the batch
+// norm's stack anyway: as a prologue it would save no pass, so the convolution
+// takes none. A ReLU of the function's argument would be a pass of its own:
+// the convolution takes it. So does the pre-activation of a `cat` along the
+// channels (DenseNet): the convolution then reads the pieces in place, and
+// neither the concatenation nor its BN-ReLU is written.
+func.func @pre_activation(%x: tensor<?x5x5x40xf32>, %y: tensor<?x5x5x32xf32>, %w: tensor<1x1x40x16xf32>, %w72: tensor<1x1x72x16xf32>, %g: tensor<40xf32>, %b: tensor<40xf32>, %m: tensor<40xf32>, %v: tensor<40xf32>, %g72: tensor<72xf32>) -> (tensor<?x5x5x16xf32>, tensor<?x5x5x16xf32>, tensor<?x5x5x16xf32>) {
   %n = nn.batch_norm %x weight %g bias %b mean %m var %v {eps = 1.0e-05 : f64, layout = "NHWC"} : (tensor<?x5x5x40xf32>, tensor<40xf32>, tensor<40xf32>, tensor<40xf32>, tensor<40xf32>) -> tensor<?x5x5x40xf32>
   %r = nn.relu %n : tensor<?x5x5x40xf32> -> tensor<?x5x5x40xf32>
   %c = nn.conv2d %r, %w {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x5x5x40xf32>, tensor<1x1x40x16xf32>) -> tensor<?x5x5x16xf32>
   %r2 = nn.relu %x : tensor<?x5x5x40xf32> -> tensor<?x5x5x40xf32>
   %c2 = nn.conv2d %r2, %w {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x5x5x40xf32>, tensor<1x1x40x16xf32>) -> tensor<?x5x5x16xf32>
-  func.return %c, %c2 : tensor<?x5x5x16xf32>, tensor<?x5x5x16xf32>
+  %k = nn.cat %x, %y {axis = 3 : i64} : (tensor<?x5x5x40xf32>, tensor<?x5x5x32xf32>) -> tensor<?x5x5x72xf32>
+  %n3 = nn.batch_norm %k weight %g72 bias %g72 mean %g72 var %g72 {eps = 1.0e-05 : f64, layout = "NHWC"} : (tensor<?x5x5x72xf32>, tensor<72xf32>, tensor<72xf32>, tensor<72xf32>, tensor<72xf32>) -> tensor<?x5x5x72xf32>
+  %r3 = nn.relu %n3 : tensor<?x5x5x72xf32> -> tensor<?x5x5x72xf32>
+  %c3 = nn.conv2d %r3, %w72 {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x5x5x72xf32>, tensor<1x1x72x16xf32>) -> tensor<?x5x5x16xf32>
+  func.return %c, %c2, %c3 : tensor<?x5x5x16xf32>, tensor<?x5x5x16xf32>, tensor<?x5x5x16xf32>
 }
 
 // CHECK-LABEL: func.func @pre_activation
@@ -61,6 +67,13 @@ func.func @pre_activation(%x: tensor<?x5x5x40xf32>, %w: tensor<1x1x40x16xf32>, %
 // CHECK-NEXT:      nn.yield
 // CHECK:         nn.stack "stack{{[0-9]+}}" (%x, %w)
 // CHECK-NEXT:    ^{{.*}}
+// CHECK-NEXT:      nn.relu
+// CHECK-NEXT:      nn.conv2d
+// CHECK-NEXT:      nn.yield
+// CHECK:         nn.stack "stack{{[0-9]+}}" (%x, %y, %g72, %w72)
+// CHECK-NEXT:    ^{{.*}}
+// CHECK-NEXT:      nn.cat
+// CHECK-NEXT:      nn.batch_norm
 // CHECK-NEXT:      nn.relu
 // CHECK-NEXT:      nn.conv2d
 // CHECK-NEXT:      nn.yield

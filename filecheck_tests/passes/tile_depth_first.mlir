@@ -1,6 +1,7 @@
 // RUN: bs-opt %s -p bs-tile-depth-first | filecheck %s
 // RUN: bs-opt %s -p bs-tile-depth-first | filecheck %s --check-prefix=THREE
 // RUN: bs-opt %s -p 'bs-tile-depth-first{cache=300}' | filecheck %s --check-prefix=HALO
+// RUN: bs-opt %s -p 'bs-tile-depth-first{cache=5000}' | filecheck %s --check-prefix=CAT
 
 // bs-tile-depth-first wraps a producer nest and the adjacent nests that read
 // its scratch buffer (a memref.alloc) in one loop.tile over the leading dims
@@ -334,3 +335,50 @@ func.func @three(%x: memref<?x37x29x29xf32>, %out: memref<?x37x3x3xf32>) attribu
 // THREE:         loop.nest {{.*}} 3, 3) {
 // THREE-NOT:     memref.alloc(
 // THREE:         func.return
+
+// A `cat`'s consumer split into parts (bs-fuse's SplitCatConsumer: DenseNet's
+// BN-ReLU of the pieces, each part its own channels) writes a scratch buffer
+// that a 1x1 convolution reads: the parts are the producers, each running on
+// the tile's block in its own channels of the scratch before the reader. A
+// row of all three buffers' channels is 2080 bytes: tiles of 2 rows (CAT).
+func.func @cat_parts(%x: memref<?x6x5x32xf32>, %y: memref<?x6x5x16xf32>, %wt: memref<1x1x48x8xf32>, %out: memref<?x6x5x8xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x6x5x32xf32>
+  %s = memref.alloc(%batch) : memref<?x6x5x48xf32>
+  loop.nest (%n, %h, %w, %c) = (0, 0, 0, 0) to (%batch, 6, 5, 32) {
+    %e = loop.load %x[%n, %h, %w, %c] : memref<?x6x5x32xf32>
+    %r = arith.maximumf %e, %e : f32
+    loop.store %r, %s[%n, %h, %w, %c] : f32, memref<?x6x5x48xf32>
+  }
+  loop.nest (%n, %h, %w, %c) = (0, 0, 0, 32) to (%batch, 6, 5, 48) {
+    %e = loop.load %y[%n, %h, %w, %c] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3 - 32)> : memref<?x6x5x16xf32>
+    %r = arith.maximumf %e, %e : f32
+    loop.store %r, %s[%n, %h, %w, %c] : f32, memref<?x6x5x48xf32>
+  }
+  loop.nest (%n, %h, %w, %o) = (0, 0, 0, 0) to (%batch, 6, 5, 8) {
+    %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 48) init 0.0 : f32 -> f32 {
+      %xv = loop.load %s[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4, d2 + d5, d6)> : memref<?x6x5x48xf32>
+      %wv = loop.load %wt[%kh, %kw, %ci, %o] : memref<1x1x48x8xf32>
+      %m = arith.mulf %xv, %wv : f32
+      loop.yield %m : f32
+    }
+    loop.store %acc, %out[%n, %h, %w, %o] : f32, memref<?x6x5x8xf32>
+  }
+  func.return
+}
+
+// CAT-LABEL: func.func @cat_parts
+// CAT-NOT:     memref.alloc(
+// CAT:         loop.tile (%[[N:.+]], %[[H:.+]]) = (0, 0) to (%batch, 6) step (1, 2) {
+// CAT-NEXT:      %[[S:.+]] = memref.alloca() : memref<1x2x5x48xf32>
+// CAT:           loop.nest (%n, %h, %w, %c) = (%[[N]], %[[H]], 0, 0) to (%{{.+}}, %[[HE:.+]], 5, 32) {
+// CAT:             loop.store %r, %[[S]][%n, %h, %w, %c, %[[N]], %[[H]]]
+// CAT:           loop.nest (%{{.+}}) = (%[[N]], %[[H]], 0, 32) to (%{{.+}}, %[[HE]], 5, 48) {
+// CAT:             loop.load %y
+// CAT:             loop.store %{{.+}}, %[[S]]
+// CAT:           loop.nest (%{{.+}}) = (%[[N]], %[[H]], 0, 0) to (%{{.+}}, %[[HE]], 5, 8) {
+// CAT:             loop.reduce add contract
+// CAT-NEXT:          loop.load %[[S]]
+// CAT:           loop.store %acc, %out
+// CAT-NEXT:    }
+// CAT-NEXT:  }

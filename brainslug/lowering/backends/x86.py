@@ -257,7 +257,8 @@ class X86Backend:
             props.append(("passthrough", ArrayAttr(passthrough)))
         return TargetParams(TARGET, self.lanes, {**LOOP_LOWERINGS, **SIMD_LOWERINGS}, tuple(props),
                             helper_variants=AVX512_HELPERS if self.lanes == 16 else {},
-                            rolled_runs=True, flush_denormals=self.flush_denormals)
+                            rolled_runs=True, generic_allocas=True,
+                            flush_denormals=self.flush_denormals)
 
     def target_machine(self, jit: bool = False) -> llvm.TargetMachine:
         """A fresh TargetMachine (MCJIT takes ownership of the one it is given)."""
