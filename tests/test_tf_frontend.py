@@ -637,6 +637,24 @@ def test_compiled_convolutions_match_tensorflow(kind):
     assert not opt.info.library, opt.info.library
 
 
+def test_nested_concatenations_are_the_convolutions_prologue():
+    """Keras's DenseNet concatenates the previous concatenation with each
+    layer's new features: the concatenations flatten, and each BN -> ReLU ->
+    1x1 convolution reads the layers' features in place (one stack each)."""
+    inp = keras.Input(shape=(H, W, C))
+    x = inp
+    for _ in range(3):
+        y = L.ReLU()(L.BatchNormalization()(x))
+        y = L.Conv2D(24, 1, use_bias=False)(y)
+        y = L.Conv2D(16, 3, padding="same", use_bias=False)(L.ReLU()(L.BatchNormalization()(y)))
+        x = L.Concatenate()([x, y])
+    model = randomize(keras.Model(inp, x))
+    opt = check(model, [0, H, W, C], conv="brainslug")
+    kinds = [[x.split(": ")[1] for x in s.layers] for s in opt.info.stacks if s.compiled]
+    prologues = [k for k in kinds if k[:4] == ["nn.cat", "nn.batch_norm", "nn.relu", "nn.conv2d"]]
+    assert len(prologues) == 2, kinds  # the second and third layers'
+
+
 def test_conv_option_is_checked():
     with pytest.raises(ValueError, match="conv must be one of"):
         brainslug.optimize(functional(L.Conv2D(4, 3)), [0, H, W, C], conv="fast")

@@ -118,10 +118,40 @@ class _Groups:
 
 
 def remove_identities(block: Block) -> None:
+    """Drops the layers that are the identity at inference (dropout), and
+    flattens nested concatenations (`flatten_cats`)."""
     for op in list(block.ops):
         if nn.is_removable(op):
             op.results[0].replace_all_uses_with(op.operands[0])
             Rewriter.erase_op(op)
+    flatten_cats(block)
+
+
+def flatten_cats(block: Block) -> None:
+    """A `cat` of a `cat` along the same axis reads the inner one's operands
+    instead (Keras's DenseNet concatenates the previous concatenation with the
+    new features, layer after layer): each then reads the layers' features in
+    place, as PyTorch's does, and an inner `cat` that nothing else reads goes."""
+    for op in list(block.ops):
+        if not isinstance(op, nn.CatOp):
+            continue
+        inner = [v.owner for v in op.inputs if _same_cat(v.owner, op, block)]
+        if not inner:
+            continue
+        flat: list[SSAValue] = []
+        for v in op.inputs:
+            flat += list(v.owner.inputs) if _same_cat(v.owner, op, block) else [v]  # type: ignore[union-attr]
+        new = nn.CatOp(flat, op.axis_value, result_type=op.output.type)
+        new.attributes |= op.attributes
+        Rewriter.replace_op(op, new)
+        for cat in dict.fromkeys(inner):
+            if not cat.results[0].uses:  # type: ignore[union-attr]
+                Rewriter.erase_op(cat)  # type: ignore[arg-type]
+
+
+def _same_cat(owner: object, cat: nn.CatOp, block: Block) -> bool:
+    return (isinstance(owner, nn.CatOp) and owner.parent_block() is block
+            and owner.axis_value == cat.axis_value)
 
 
 def group_layers(block: Block, include_compute: bool = False) -> dict[Operation, int]:

@@ -244,8 +244,9 @@ class TileChain(RewritePattern):
             return
         producers = _producers(stores)
         readers = {nu.top_nest(ld) for ld in nu.loads_of(buf)}
-        if producers is None or not readers or None in readers or readers & set(producers):
-            return
+        if (producers is None or len(producers) != len(stores) or not readers
+                or None in readers or readers & set(producers)):
+            return  # (each producer writes its part through one store)
         # the producers and the readers must be one run of adjacent nests, once
         # the independent ops between them move above the first producer
         found = _adjacent_readers(producers[-1], readers, producers)
