@@ -271,7 +271,7 @@ def test_auto_times_each_convolution_and_caches_the_choice(monkeypatch, tmp_path
     timed = [c for c in opt.info.convs if c.brainslug_ms is not None]
     assert len(timed) == 3  # the last one too, which has no epilogue pass to save
     for c, favor in zip(timed, [conv_choice.EPILOGUE_FAVOR_RATIO] * 2
-                        + [conv_choice.FAVOR_RATIO], strict=True):
+                        + [conv_choice.BARE_FAVOR_RATIO], strict=True):
         assert c.runs in ("brainslug", "library") and c.brainslug_ms > 0 and c.library_ms > 0
         if c.more is None:  # decided at batch 1 alone
             ratio = c.library_ms * favor + conv_choice.FAVOR_SECONDS * 1e3
@@ -336,6 +336,10 @@ def test_auto_weighs_the_batch_sizes_and_a_fixed_cost() -> None:
     passes = ("nn.conv2d", "nn.batch_norm", "nn.relu")
     assert _brainslug_wins([(1, 1.25 * ms, 1.0 * ms)], passes)
     assert not _brainslug_wins([(1, 1.02 * EPILOGUE_FAVOR_RATIO * ms, 1.0 * ms)], passes)
+    # with no epilogue at all (DenseNet's 3x3 before a cat), a favor between the two
+    alone = ("nn.conv2d",)
+    assert _brainslug_wins([(1, 1.15 * ms, 1.0 * ms)], alone)
+    assert not _brainslug_wins([(1, 1.25 * ms, 1.0 * ms)], alone)
 
 
 def test_auto_measures_a_loss_twice(monkeypatch, tmp_path) -> None:
@@ -365,11 +369,11 @@ def test_auto_measures_a_loss_twice(monkeypatch, tmp_path) -> None:
 
 
 def test_auto_skips_the_larger_batch_only_where_batch_1_decides() -> None:
-    from brainslug.frontend_torch.conv_choice import DECISIVE, FAVOR_RATIO, _decided
+    from brainslug.frontend_torch.conv_choice import BARE_FAVOR_RATIO, DECISIVE, _decided
 
     ms = 1e-3
     bare = ("nn.conv2d",)
-    favored = 1.0 * ms * FAVOR_RATIO  # (the fixed favor is negligible at 1 ms)
+    favored = 1.0 * ms * BARE_FAVOR_RATIO  # (the fixed favor is negligible at 1 ms)
     assert _decided([(1, favored / (DECISIVE * 1.02), 1.0 * ms)], bare)  # ours far faster
     assert _decided([(1, favored * DECISIVE * 1.02, 1.0 * ms)], bare)  # the library's
     assert not _decided([(1, favored * 1.26, 1.0 * ms)], bare)  # mobilenet_v2's dw 3x3/2
