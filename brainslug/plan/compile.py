@@ -231,7 +231,14 @@ def _lower_units(module: ModuleOp, target: Any, left: dict[str, str]) -> Lowered
     """`lower_stacks` one distinct stack at a time (`plan.units`): from the
     stack cache, else through the passes and LLVM in forked processes."""
     from brainslug.plan import compile_profile
-    from brainslug.plan.units import UnitCompiler, UnitResult, renamed, standalone, structure_key
+    from brainslug.plan.units import (
+        UnitCompiler,
+        UnitResult,
+        family_key,
+        renamed,
+        standalone,
+        structure_key,
+    )
     from brainslug.runtime.forked import fork_map
 
     fn = next(o for o in module.ops if isinstance(o, func.FuncOp))
@@ -287,10 +294,17 @@ def _lower_units(module: ModuleOp, target: Any, left: dict[str, str]) -> Lowered
         progress.note(what, done.value, total)
         return result
 
-    kinds = [compile_profile.stack_kind(unit) for _, unit, _ in todo]  # (lowered in place)
-    for (name, _, _), kind, result in zip(todo, kinds, fork_map(build, todo), strict=True):
-        results[name] = result
-        compile_profile.add_unit(result.seconds, kind)
+    kinds = {name: compile_profile.stack_kind(unit) for name, unit, _ in todo}  # (lowered in place)
+    # a family's units in one process, which compiles their shared phases once;
+    # the families largest first
+    families: dict[str, list[tuple[str, ModuleOp, str]]] = {}
+    for item in todo:
+        families.setdefault(family_key(item[1]), []).append(item)
+    work = sorted(families.values(), key=lambda f: -sum(sizes[name] for name, _, _ in f))
+    for family, built in zip(work, fork_map(lambda f: [build(i) for i in f], work), strict=True):
+        for (name, _, _), result in zip(family, built, strict=True):
+            results[name] = result
+            compile_profile.add_unit(result.seconds, kinds[name])
     infos: list[dict[str, Any]] = []
     objects: dict[str, bytes] = {}
     unit_keys: dict[str, str] = {}

@@ -58,6 +58,19 @@ def standalone(stack: nn.StackOp) -> ModuleOp:
     return ModuleOp([fn])
 
 
+def family_key(module: ModuleOp) -> str:
+    """What `standalone` modules that likely share generic phases have in
+    common: their layers and the shapes of their results but for the last dim
+    (DenseNet's dense layers of one block, which differ in their input
+    channels and number of `cat` pieces). A family is compiled in one process,
+    so that each of its phases is compiled once (`fork_map` hands out work)."""
+    stack = next(op for op in module.walk() if isinstance(op, nn.StackOp))
+    layers = ",".join(op.name for op in stack.body.block.ops)
+    shapes = ";".join(str(r.type.get_shape()[:-1]) for r in stack.results  # type: ignore[attr-defined]
+                      if hasattr(r.type, "get_shape"))
+    return f"{layers}|{shapes}"
+
+
 def structure_key(module: ModuleOp, name: str) -> str:
     """What a `standalone` module is up to the stack's name, the framework's
     layer names (`bs.node`) and SSA names: equal for stacks that compile to the
