@@ -28,6 +28,7 @@ while all pixels use them, as oneDNN blocks output channels outside pixels).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xdsl.context import Context
@@ -159,14 +160,10 @@ def _channel_blocks(nest: loop.NestOp, lb: int, ub: int, block: int, outer: bool
         new = loop.NestOp([0, *lowers], [count, *uppers], parallel=None)
     else:
         new = loop.NestOp([*lowers, 0], [*uppers, count], parallel=None)
-    new.attributes |= nest.attributes
-    old_block, new_block = nest.body.block, new.body.block
+    new_block = new.body.block
     cb = new_block.args[0] if outer else new_block.args[-1]
     cb.name_hint = "cb"
     kept = new_block.args[1:] if outer else new_block.args[:-1]
-    for old_arg, arg in zip(old_block.args, kept, strict=True):
-        arg.name_hint = old_arg.name_hint
-        old_arg.replace_all_uses_with(arg)
     first = [
         k_block := arith.ConstantOp(IntegerAttr(block, IndexType())),
         k_lb := arith.ConstantOp(IntegerAttr(lb, IndexType())),
@@ -178,13 +175,25 @@ def _channel_blocks(nest: loop.NestOp, lb: int, ub: int, block: int, outer: bool
     upper = end
     if (ub - lb) % block:  # the last block is partial
         first.append(upper := arith.MinSIOp(end.result, k_ub.result))
+    _take_body(nest, new, kept, first, rewriter)
+    return new, (lower.result, upper.result)
+
+
+def _take_body(nest: loop.NestOp, new: loop.NestOp, args: Sequence[SSAValue],
+               first: list[Operation], rewriter: PatternRewriter) -> None:
+    """Replaces `nest` by `new`, whose block gets `first` and then `nest`'s
+    body, with `nest`'s ivs as `args` (of `new`'s block)."""
+    new.attributes |= nest.attributes
+    old_block, block = nest.body.block, new.body.block
+    for old_arg, arg in zip(old_block.args, args, strict=True):
+        arg.name_hint = old_arg.name_hint
+        old_arg.replace_all_uses_with(arg)
     for op in first:
-        new_block.add_op(op)
+        block.add_op(op)
     for op in list(old_block.ops):
         op.detach()
-        new_block.add_op(op)
+        block.add_op(op)
     rewriter.replace(nest, new)
-    return new, (lower.result, upper.result)
 
 
 def _lane_block(e: AffineExpr, lane: int) -> int | None:
@@ -445,16 +454,7 @@ class RegisterTile(RewritePattern):
         base = arith.MuliOp(block.result, index_constant(p, ops))
         ops += [first, block, base]
         last, width = index_constant(rows * columns - 1, ops), index_constant(columns, ops)
-        out = []
-        for k in range(p):
-            point = arith.AddiOp(base.result, index_constant(k, ops))
-            clamped = arith.MinSIOp(point.result, last)
-            r = arith.DivSIOp(clamped.result, width)  # points are >= 0
-            r_start = arith.MuliOp(r.result, width)
-            c = arith.SubiOp(clamped.result, r_start.result)
-            ops += [point, clamped, r, r_start, c]
-            r.result.name_hint, c.result.name_hint = f"row{k}", f"col{k}"
-            out.append({row_iv: r.result, block_iv: c.result})
+        out = _block_points(base.result, p, last, width, (row_iv, block_iv), ops)
         first_op = nest.body.block.first_op
         assert first_op is not None
         rewriter.insert(ops, InsertPoint.before(first_op))
@@ -502,6 +502,27 @@ class RegisterTile(RewritePattern):
         return new
 
 
+def _block_points(first: SSAValue, p: int, last: SSAValue, width: SSAValue,
+                  ivs: tuple[SSAValue, SSAValue], ops: list[Operation]
+                  ) -> list[dict[SSAValue, SSAValue]]:
+    """Per column of a block of `p` consecutive points of a row-major (row,
+    column) space of rows `width` wide, from point `first`: the point (past
+    `last` clamped to it) as a row and a column, in place of the nest's row
+    and column ivs `ivs`. The ops go to the end of `ops`."""
+    row_iv, column_iv = ivs
+    out = []
+    for k in range(p):
+        point = arith.AddiOp(first, index_constant(k, ops))
+        clamped = arith.MinSIOp(point.result, last)
+        r = arith.DivSIOp(clamped.result, width)  # points are >= 0
+        r_start = arith.MuliOp(r.result, width)
+        c = arith.SubiOp(clamped.result, r_start.result)
+        ops += [point, clamped, r, r_start, c]
+        r.result.name_hint, c.result.name_hint = f"row{k}", f"col{k}"
+        out.append({row_iv: r.result, column_iv: c.result})
+    return out
+
+
 def _tile_step(lower: loop.Bound) -> int | None:
     """The step of a `loop.tile` dim whose iv is `lower` (a nest's lower
     bound inside the tile: its extent is at most that step), else None."""
@@ -534,32 +555,13 @@ def _across_tile_rows(nest: loop.NestOp, pos: int, p: int, columns: int,
     rewriter.insert(before, InsertPoint.before(nest))
     lows[pos - 1], ups[pos - 1], lows[pos], ups[pos] = 0, 1, 0, blocks.result
     new = loop.NestOp(lows, ups, parallel=None)
-    new.attributes |= nest.attributes
-    old_block, block = nest.body.block, new.body.block
-    for old_arg, arg in zip(old_block.args, block.args, strict=True):
-        arg.name_hint = old_arg.name_hint
-        old_arg.replace_all_uses_with(arg)
-    row_iv, block_iv = block.args[pos - 1], block.args[pos]
+    row_iv, block_iv = new.body.block.args[pos - 1], new.body.block.args[pos]
     ops: list[Operation] = []
     base = arith.MuliOp(block_iv, index_constant(p, ops))
     first = arith.AddiOp(start.result, base.result)
     ops += [base, first]
-    out = []
-    for k in range(p):
-        point = arith.AddiOp(first.result, index_constant(k, ops))
-        clamped = arith.MinSIOp(point.result, last.result)
-        r = arith.DivSIOp(clamped.result, width)  # points are >= 0
-        r_start = arith.MuliOp(r.result, width)
-        c = arith.SubiOp(clamped.result, r_start.result)
-        ops += [point, clamped, r, r_start, c]
-        r.result.name_hint, c.result.name_hint = f"row{k}", f"col{k}"
-        out.append({row_iv: r.result, block_iv: c.result})
-    for op in ops:
-        block.add_op(op)
-    for op in list(old_block.ops):
-        op.detach()
-        block.add_op(op)
-    rewriter.replace(nest, new)
+    out = _block_points(first.result, p, last.result, width, (row_iv, block_iv), ops)
+    _take_body(nest, new, new.body.block.args, ops, rewriter)
     return new, out
 
 
