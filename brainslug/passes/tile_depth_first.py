@@ -194,29 +194,20 @@ def _adjacent_readers(after: Operation, readers: set[loop.NestOp], before: list[
     return None if readers - set(chain) else (chain, hoist)
 
 
-def _producers(stores: list[loop.StoreOp]) -> list[loop.NestOp] | None:
-    """The top nests of `stores`, in block order; None unless they are one
-    run of nests, apart from independent ops between them (the parts of a
-    split `cat`'s consumer, each writing its slab)."""
+def _producers(stores: list[loop.StoreOp]
+               ) -> tuple[list[loop.NestOp], list[Operation]] | None:
+    """The top nests of `stores` in block order, and the independent ops
+    between them (to move above the first); None unless they are one run of
+    nests apart from those (the parts of a split `cat`'s consumer, each
+    writing its slab)."""
     nests = list(dict.fromkeys(nu.top_nest(s) for s in stores))
     if None in nests or len({n.parent_op() for n in nests}) != 1:  # type: ignore[union-attr]
         return None
     first = min(nests, key=lambda n: n.parent_block().get_operation_index(n))  # type: ignore[union-attr]
     if len(nests) == 1:
-        return [first]  # type: ignore[list-item]
+        return [first], []  # type: ignore[list-item]
     found = _adjacent_readers(first, set(nests) - {first}, [first])  # type: ignore[arg-type]
-    return None if found is None else [first, *found[0]]  # type: ignore[list-item]
-
-
-def _between_producers(producers: list[loop.NestOp]) -> list[Operation]:
-    """The (independent) ops between the first and the last producer."""
-    out: list[Operation] = []
-    cur = producers[0].next_op if len(producers) > 1 else None
-    while cur is not None and cur is not producers[-1]:
-        if cur not in producers:
-            out.append(cur)
-        cur = cur.next_op
-    return out
+    return None if found is None else ([first, *found[0]], found[1])  # type: ignore[list-item]
 
 
 def _hoist(ops: list[Operation], above: Operation, rewriter: PatternRewriter) -> None:
@@ -242,17 +233,20 @@ class TileChain(RewritePattern):
         stores = nu.stores_to(buf)
         if not stores or any(s.parent_op() is not nu.top_nest(s) for s in stores):
             return
-        producers = _producers(stores)
+        run = _producers(stores)
         readers = {nu.top_nest(ld) for ld in nu.loads_of(buf)}
-        if (producers is None or len(producers) != len(stores) or not readers
-                or None in readers or readers & set(producers)):
+        if run is None:
+            return
+        producers, between = run
+        if len(producers) != len(stores) or not readers or None in readers or \
+                readers & set(producers):
             return  # (each producer writes its part through one store)
         # the producers and the readers must be one run of adjacent nests, once
         # the independent ops between them move above the first producer
         found = _adjacent_readers(producers[-1], readers, producers)
         if found is None:
             return
-        chain, hoist = [*producers, *found[0]], [*_between_producers(producers), *found[1]]
+        chain, hoist = [*producers, *found[0]], [*between, *found[1]]
         dims = lead_dims(buf, stores, chain, len(producers))
         if not self.halo or any(
             s.buffer is not buf for prod in producers for s in prod.walk()

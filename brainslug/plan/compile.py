@@ -271,8 +271,6 @@ def _lower_units(module: ModuleOp, target: Any, left: dict[str, str]) -> Lowered
         else:
             todo.append((name, unit, key))
 
-    # the largest first, so that none is left to run alone at the end
-    todo.sort(key=lambda t: -sizes[t[0]])
     done = multiprocessing.Value("i", len(results))  # shared with the forked workers
     total = len(results) + len(todo)
     what = "compiling stacks" if not left else "compiling the stacks to time"
@@ -296,7 +294,7 @@ def _lower_units(module: ModuleOp, target: Any, left: dict[str, str]) -> Lowered
 
     kinds = {name: compile_profile.stack_kind(unit) for name, unit, _ in todo}  # (lowered in place)
     # a family's units in one process, which compiles their shared phases once;
-    # the families largest first
+    # the largest families first, so that none is left to run alone at the end
     families: dict[str, list[tuple[str, ModuleOp, str]]] = {}
     for item in todo:
         families.setdefault(family_key(item[1]), []).append(item)
