@@ -69,6 +69,18 @@ and the scheduler keeps several in flight. Measured with AVX-512, 144→24 1×1 
 accumulators); 32→16 at 112×112: P = 16 1.26 ms, 28 1.54 ms."""
 
 
+WINDOW_VECTORS = 2
+"""At most this many vectors in a block whose columns read vectors, not a
+broadcast scalar (a depthwise convolution: each tap loads every column's
+input and one weight row). With V = 4, LLVM hoists a window's loads of all
+taps ahead of their FMAs and spills them; with V = 2 (14 columns) the loads
+fold into the FMAs. Expand, BN, SiLU, depthwise, BN, SiLU at batch 8
+(EfficientNet's and MobileNet's chains), V = 4 against V = 2: 24→144 3×3 at
+56×56 3.36 ms against 2.75, 16→96 3×3 at 112×112 17.6 against 15.3, 80→480
+3×3 at 14×14 1.06 against 0.94, 192→1152 5×5 at 7×7 1.18 against 0.99; one
+vector (28 columns) was slower on the last (1.27)."""
+
+
 MIN_USED = 0.97
 """Least fraction of the computed points that are real points (the rest are
 past the end, clamped) for which a register block takes the most columns
@@ -266,7 +278,8 @@ class RegisterTile(RewritePattern):
         tile, its step), else None.
 
         V: as many vectors as the channels fill, a power of two (LLVM splits
-        those cleanly), at most `max-vectors`. P: the accumulators, the V
+        those cleanly), at most `max-vectors` (`WINDOW_VECTORS` where the
+        columns read vectors, not a `broadcast`). P: the accumulators, the V
         weight vectors and a broadcast fit the register file. The broadcast
         takes no register only where one FMA takes it as a memory operand (V
         = 1 with `broadcast-operands`): LLVM folds a load into one use only, so
@@ -286,7 +299,8 @@ class RegisterTile(RewritePattern):
         scalar input; among those, the P that wastes the fewest columns past
         the end (then the larger)."""
         v = 1
-        while v * 2 <= self.max_vectors and v * self.lanes < lanes_extent:
+        most = self.max_vectors if broadcast else min(self.max_vectors, WINDOW_VECTORS)
+        while v * 2 <= most and v * self.lanes < lanes_extent:
             v *= 2
         if vectors is not None:  # the weights are packed in blocks of V vectors
             v = vectors

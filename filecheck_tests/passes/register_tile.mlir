@@ -260,3 +260,29 @@ func.func @conv1x1_narrow(%x: memref<?x3x56x37xf32>, %wt: memref<1x1x37x24xf32>,
 // BCAST:           %col7 = arith.addi
 // BCAST-NOT:       %col8
 // BCAST:           simd.loop (%o) = (0) to (24) vectors 2 {
+
+// A depthwise 3×3 window: each column loads its own input vectors (no
+// broadcast), so a block holds at most WINDOW_VECTORS = 2 vectors of
+// channels (V = 4 spills the window's hoisted loads) and 14 columns (28
+// accumulators, two weight vectors and a spare register).
+func.func @depthwise(%x: memref<?x58x58x144xf32>, %wt: memref<3x3x144xf32>, %out: memref<?x56x56x144xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x58x58x144xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 56, 56) {
+    simd.loop (%c) = (0) to (144) {
+      %acc = loop.reduce add contract (%kh, %kw) = (0, 0) to (3, 3) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = simd.load %x[%n, %h, %w, %c, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1 + d4, d2 + d5, d3)> : memref<?x58x58x144xf32>
+        %wv = simd.load %wt[%kh, %kw, %c] : memref<3x3x144xf32>
+        %m = simd.mulf %xv, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %c] : memref<?x56x56x144xf32>
+    }
+  }
+  func.return
+}
+
+// BCAST-LABEL: func.func @depthwise
+// BCAST:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 56, 4) attributes {bs.columns = 2 : index} {
+// BCAST:           simd.loop (%c) = (0) to (144) vectors 2 {
+// BCAST-NEXT:        {{(%[0-9]+, ){13}%[0-9]+}} = loop.reduce add contract (%kh, %kw)
