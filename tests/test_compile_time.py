@@ -732,6 +732,58 @@ def test_bare_constant_map_results_stay_in_the_key() -> None:
     assert consts == (5,) and "3" in text
 
 
+BLOCK = """
+func.func @k(%x: memref<?x{K}xf32>, %w: memref<{K}x{O}xf32>, %y: memref<?x{O}xf32>) attributes {{bs.kernel}} {{
+  %c0 = arith.constant 0 : index
+  %n = memref.dim %x, %c0 : memref<?x{K}xf32>
+  loop.nest parallel 1 (%i) = (0) to (%n) {{
+    simd.loop (%o) = (0) to ({O}){V} {{
+      %a = loop.reduce add contract (%k) = (0) to ({K}) init 0.0 : f32 -> !simd.vec<f32> {{
+        %xv = loop.load %x[%i, %k] : memref<?x{K}xf32>
+        %wv = simd.load %w[%k, %o] : memref<{K}x{O}xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }}
+      simd.store %a, %y[%i, %o] : memref<?x{O}xf32>
+    }}
+  }}
+  func.return
+}}
+"""
+
+
+def block_sig(k: int, o: int, vectors: int | None):
+    text = BLOCK.format(K=k, O=o, V=f" vectors {vectors}" if vectors else "")
+    block = next(iter(parse_module(text).ops)).body.block
+    phase = next(op for op in block.ops if isinstance(op, loop.NestOp))
+    return Canonicalizer(block, set(block.args)).phase(phase)
+
+
+def test_register_block_channels_stay_in_the_key() -> None:
+    """A register block's output channels (its simd.loop of V vectors) stay
+    in the key, so LLVM knows its blocks and tail; its input channels, and a
+    plain simd.loop's extent, are parameters."""
+    assert block_sig(37, 53, 2).key == block_sig(70, 53, 2).key
+    assert block_sig(37, 53, 2).key != block_sig(37, 80, 2).key
+    assert "53" in block_sig(37, 53, 2).key
+    assert block_sig(37, 53, None).key == block_sig(37, 80, None).key
+
+
+@pytest.mark.parametrize("o", [53, 64])
+def test_register_block_computes_each_width(o: int) -> None:
+    from brainslug.lowering.backends.x86 import X86Backend
+    from brainslug.lowering.lower_to_llvm import LowerToLLVMPass
+    from brainslug.runtime.jit import compile_kernels
+
+    module = parse_module(BLOCK.format(K=37, O=o, V=" vectors 2"))
+    LowerToLLVMPass().apply(make_context(), module)
+    x, w = rand(3, 37), rand(37, o)
+    y = np.zeros((3, o), np.float32)
+    compile_kernels(module, X86Backend())["k"]([x, w, y])
+    np.testing.assert_allclose(y, x.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
+
+
 INNER = """
 func.func @k(%x: memref<?x{C}xf32>, %y: memref<?x{C}xf32>) attributes {{bs.kernel}} {{
   %c0 = arith.constant 0 : index

@@ -4,30 +4,30 @@
 // <32 x float> (two zmm registers once LLVM legalizes it), and each product
 // that a contracting reduction yields accumulates with one llvm.fma, one per
 // column, instead of a rounded multiply and an add.
-func.func @block(%x: memref<2x37xf32>, %w: memref<37x29xf32>, %y: memref<2x29xf32>) attributes {bs.kernel} {
+func.func @block(%x: memref<2x37xf32>, %w: memref<37x45xf32>, %y: memref<2x45xf32>) attributes {bs.kernel} {
   loop.nest parallel 1 (%i) = (0) to (1) {
     %c0 = arith.constant 0 : index
     %c1 = arith.constant 1 : index
-    simd.loop (%o) = (0) to (29) vectors 2 {
+    simd.loop (%o) = (0) to (45) vectors 2 {
       %a, %b = loop.reduce add contract (%k) = (0) to (37) init 0.0 : f32 -> !simd.vec<f32>, !simd.vec<f32> {
         %x0 = loop.load %x[%c0, %k] : memref<2x37xf32>
         %x1 = loop.load %x[%c1, %k] : memref<2x37xf32>
-        %wv = simd.load %w[%k, %o] : memref<37x29xf32>
+        %wv = simd.load %w[%k, %o] : memref<37x45xf32>
         %s0 = simd.splat %x0 : f32
         %s1 = simd.splat %x1 : f32
         %m0 = simd.mulf %s0, %wv : !simd.vec<f32>
         %m1 = simd.mulf %s1, %wv : !simd.vec<f32>
         loop.yield %m0, %m1 : !simd.vec<f32>, !simd.vec<f32>
       }
-      simd.store %a, %y[%c0, %o] : memref<2x29xf32>
-      simd.store %b, %y[%c1, %o] : memref<2x29xf32>
+      simd.store %a, %y[%c0, %o] : memref<2x45xf32>
+      simd.store %b, %y[%c1, %o] : memref<2x45xf32>
     }
   }
   func.return
 }
 
-// The extent (29) is a parameter of the generic phase: a loop of whole chunks of
-// 32 lanes, then the masked last chunk.
+// The extent (45) stays in the generic phase's key (a register block's output
+// channels): the whole chunks of 32 lanes, then the masked last one of 13.
 // CHECK-LABEL: llvm.func @block_p0
 // CHECK:         llvm.call_intrinsic "llvm.fma.v32f32"(%{{.*}}, %{{.*}}, %{{.*}}) : (vector<32xf32>, vector<32xf32>, vector<32xf32>) -> vector<32xf32>
 // CHECK-NEXT:    llvm.call_intrinsic "llvm.fma.v32f32"
