@@ -72,13 +72,15 @@ accumulators); 32→16 at 112×112: P = 16 1.26 ms, 28 1.54 ms."""
 WINDOW_VECTORS = 2
 """At most this many vectors in a block whose columns read vectors, not a
 broadcast scalar (a depthwise convolution: each tap loads every column's
-input and one weight row). With V = 4, LLVM hoists a window's loads of all
-taps ahead of their FMAs and spills them; with V = 2 (14 columns) the loads
-fold into the FMAs. Expand, BN, SiLU, depthwise, BN, SiLU at batch 8
-(EfficientNet's and MobileNet's chains), V = 4 against V = 2: 24→144 3×3 at
-56×56 3.36 ms against 2.75, 16→96 3×3 at 112×112 17.6 against 15.3, 80→480
-3×3 at 14×14 1.06 against 0.94, 192→1152 5×5 at 7×7 1.18 against 0.99; one
-vector (28 columns) was slower on the last (1.27)."""
+input and one weight row), where the columns fill such a block (14 of them
+with 32 registers). With V = 4, LLVM hoists a window's loads of all taps
+ahead of their FMAs and spills them; with V = 2 the loads fold into the
+FMAs. Expand, BN, SiLU, depthwise, BN, SiLU at batch 8 (EfficientNet's
+chains), V = 2 against V = 4, both compiled in one process and timed
+interleaved, in both orders: 0.87 of the time for 24→144 3×3 at 56×56,
+0.98 for 80→480 3×3 at 14×14; but 1.06 for 192→1152 5×5 at 7×7, whose 7
+columns then hold 14 accumulators instead of 28 (so fewer columns keep
+more vectors)."""
 
 
 MIN_USED = 0.97
@@ -299,7 +301,9 @@ class RegisterTile(RewritePattern):
         scalar input; among those, the P that wastes the fewest columns past
         the end (then the larger)."""
         v = 1
-        most = self.max_vectors if broadcast else min(self.max_vectors, WINDOW_VECTORS)
+        most = self.max_vectors
+        if not broadcast and rows_extent >= (self.registers - WINDOW_VECTORS - 1) // WINDOW_VECTORS:
+            most = min(most, WINDOW_VECTORS)  # (fewer columns keep more vectors)
         while v * 2 <= most and v * self.lanes < lanes_extent:
             v *= 2
         if vectors is not None:  # the weights are packed in blocks of V vectors

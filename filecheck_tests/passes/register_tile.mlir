@@ -286,3 +286,26 @@ func.func @depthwise(%x: memref<?x58x58x144xf32>, %wt: memref<3x3x144xf32>, %out
 // BCAST:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 56, 4) attributes {bs.columns = 2 : index} {
 // BCAST:           simd.loop (%c) = (0) to (144) vectors 2 {
 // BCAST-NEXT:        {{(%[0-9]+, ){13}%[0-9]+}} = loop.reduce add contract (%kh, %kw)
+
+// Fewer columns than such a block (a 7×7 map) keep 4 vectors: 7 columns × 4
+// vectors hold 28 accumulators, where 2 vectors would hold 14.
+func.func @depthwise_narrow(%x: memref<?x9x9x192xf32>, %wt: memref<3x3x192xf32>, %out: memref<?x7x7x192xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x9x9x192xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 7, 7) {
+    simd.loop (%c) = (0) to (192) {
+      %acc = loop.reduce add contract (%kh, %kw) = (0, 0) to (3, 3) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = simd.load %x[%n, %h, %w, %c, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1 + d4, d2 + d5, d3)> : memref<?x9x9x192xf32>
+        %wv = simd.load %wt[%kh, %kw, %c] : memref<3x3x192xf32>
+        %m = simd.mulf %xv, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %c] : memref<?x7x7x192xf32>
+    }
+  }
+  func.return
+}
+
+// BCAST-LABEL: func.func @depthwise_narrow
+// BCAST:         simd.loop (%c) = (0) to (192) vectors 4 {
+// BCAST-NEXT:      {{(%[0-9]+, ){6}%[0-9]+}} = loop.reduce add contract (%kh, %kw)
