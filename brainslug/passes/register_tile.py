@@ -302,7 +302,7 @@ class RegisterTile(RewritePattern):
         the end (then the larger)."""
         v = 1
         most = self.max_vectors
-        if not broadcast and rows_extent >= (self.registers - WINDOW_VECTORS - 1) // WINDOW_VECTORS:
+        if not broadcast and rows_extent >= self._columns(WINDOW_VECTORS, 1):
             most = min(most, WINDOW_VECTORS)  # (fewer columns keep more vectors)
         while v * 2 <= most and v * self.lanes < lanes_extent:
             v *= 2
@@ -312,7 +312,7 @@ class RegisterTile(RewritePattern):
         def fitting(spare: int) -> int:
             """The most columns whose accumulators fit with the V weight
             vectors and `spare` registers, within the broadcasts' own limit."""
-            p = max(1, (self.registers - v - spare) // v)
+            p = self._columns(v, spare)
             if broadcast and self.broadcast_operands and v <= 2:
                 p = min(p, REGISTER_BROADCAST_ACCUMULATORS // v)
             return p
@@ -344,6 +344,11 @@ class RegisterTile(RewritePattern):
             return rows_extent, v, None
         best = max(range(low, top + 1), key=lambda p: (used(p), p))
         return best, v, None
+
+    def _columns(self, vectors: int, spare: int) -> int:
+        """The most columns whose accumulators fit the register file beside
+        `vectors` weight vectors and `spare` other registers."""
+        return max(1, (self.registers - vectors - spare) // vectors)
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, lp: simd.LoopOp, rewriter: PatternRewriter, /):
