@@ -6,8 +6,10 @@ runner, concurrent callers, and every kind of thread pool."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -17,6 +19,7 @@ from brainslug.frontend_torch import kernel_sequence
 from brainslug.frontend_torch.bind import _getitem
 from brainslug.frontend_torch.kernel_module import StackKernel
 from brainslug.frontend_torch.kernel_sequence import StackSequence
+from brainslug.frontend_torch.weight_watch import PackedWeight
 from brainslug.runtime import jit, threads
 
 
@@ -178,6 +181,66 @@ def test_concurrent_callers_get_their_own_results() -> None:
     for t in workers:
         t.join()
     assert not errors, errors
+
+
+def _at_once(fn: Any, n: int = 4) -> list[Any]:
+    """`fn()` on n threads started together; their results."""
+    start, got = threading.Barrier(n), []
+
+    def call() -> None:
+        start.wait()
+        got.append(fn())
+
+    workers = [threading.Thread(target=call) for _ in range(n)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return got
+
+
+def test_concurrent_first_calls_pack_a_weight_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Callers that find a weight unpacked at once get one packed copy: a copy
+    made twice freed the first under the kernel that read it."""
+    packs = []
+    original = PackedWeight.pack
+
+    def slow_pack(self: PackedWeight, w: torch.Tensor) -> torch.Tensor:
+        packs.append(w)
+        time.sleep(0.05)
+        return original(self, w)
+
+    monkeypatch.setattr(PackedWeight, "pack", slow_pack)
+    packed = PackedWeight(torch.randn(19, 37, 3, 3), block=16)
+    got = _at_once(packed.current)
+    assert len(packs) == 1 and all(t is got[0] for t in got)
+
+
+def test_concurrent_scratch_requests_get_one_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fills taken at once on a new batch size point at the one cached scratch
+    (a second buffer cached over the first left a fill pointing at freed memory)."""
+    _, opt, _ = _warm(1)
+    runner = next(k.runner for k in _runs(opt)[0].kernels
+                  if k.runner.abi.needs_scratch(k.runner.num_args))
+
+    class SlowNumpy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(np, name)
+
+        def empty(self, *args: Any, **kw: Any) -> np.ndarray:
+            time.sleep(0.01)
+            return np.empty(*args, **kw)
+
+    monkeypatch.setattr(jit, "np", SlowNumpy())
+    batch = 29
+    args = [torch.empty([batch if s < 0 else s for s in shape])
+            for shape in runner.shapes[:runner.num_args]]
+    fills = _at_once(lambda: runner.shape_slots(args, batch))
+    scratch = {a.ctypes.data for bufs in runner._scratch.values() for a in bufs}
+    for _, pairs in fills:
+        assert pairs == fills[0][1]
+        pointers = {v for s, v in pairs if any(s == w.pointer for w in runner.abi.layout)}
+        assert pointers <= scratch and pointers
 
 
 @pytest.mark.parametrize("kind", ["python", "native", "omp"])

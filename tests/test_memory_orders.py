@@ -90,8 +90,8 @@ def test_kernels_take_views_without_copies() -> None:
     for k in _kernels(opt):
         real = k._pointers
 
-        def spy(acts, k=k, real=real):
-            ptrs = real(acts)
+        def spy(acts, held, k=k, real=real):
+            ptrs = real(acts, held)
             seen.append((k.stack_name, ptrs is not None))
             return ptrs
 

@@ -209,15 +209,19 @@ class StackKernel(torch.nn.Module):
             if batches is None or b in batches:
                 self._dims.pop(b, None)
 
-    def _pointers(self, activations: Sequence[torch.Tensor]) -> list[int] | None:
+    def _pointers(self, activations: Sequence[torch.Tensor],
+                  held: list[torch.Tensor]) -> list[int] | None:
         """Data pointers of all arguments, when every activation is already in
-        the memory format of the kernel (else None: the checked path converts)."""
+        the memory format of the kernel (else None: the checked path converts).
+        The packed weights they point at go to `held`, for the caller to keep
+        until the kernel returns."""
         if not self._fast_ok:
             return None
         ptrs = [0 if t is None or i in self._packed_set else t.data_ptr()
                 for i, t in enumerate(self._bound)]
         for i in self._packed:
-            ptrs[i] = self._bound[i].current().data_ptr()
+            held.append(t := self._bound[i].current())
+            ptrs[i] = t.data_ptr()
         for slot, a in zip(self._slots, activations, strict=True):
             if not stored_in(a, self._in_orders[slot]):
                 return None
@@ -241,7 +245,8 @@ class StackKernel(torch.nn.Module):
         fill = self._checked.get(key)
         # (a stand-in runner, such as the roofline's recorder, gets the checked call)
         call = getattr(self.runner, "call_pointers", None)
-        ptrs = self._pointers(activations) if fill is not None and call else None
+        held: list[torch.Tensor] = []  # (packed weights: alive until the kernel returns)
+        ptrs = self._pointers(activations, held) if fill is not None and call else None
         if ptrs is None or not call(
             ptrs + [o.data_ptr() for o in outs], fill, batch  # type: ignore[arg-type]
         ):

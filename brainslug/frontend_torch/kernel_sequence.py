@@ -63,6 +63,7 @@ class _Prepared:
         """The outputs of every kernel, in order; None where the run can't be
         made natively this time (the caller then calls kernel by kernel)."""
         values: list[int] = []
+        held: list[torch.Tensor] = []  # (packed weights: alive until the run returns)
         results: list[torch.Tensor] = []
         physical: list[list[torch.Tensor]] = []
         for c in self.calls:
@@ -70,7 +71,9 @@ class _Prepared:
             if k.runner is not c.runner:  # (a stand-in runner, such as the roofline's)
                 return None
             values += [t.data_ptr() for t in c.plain]
-            values += [w.current().data_ptr() for w in c.packed]
+            for w in c.packed:
+                held.append(t := w.current())
+                values.append(t.data_ptr())
             for arg, order in c.external:
                 a = args[arg]
                 if not stored_in(a, order):
@@ -129,7 +132,7 @@ class StackSequence(torch.nn.Module):
         key = tuple(a.shape for a in args)
         prepared = self._prepared.get(key)
         if prepared is not None and prepared.replacements != replacements():
-            del self._prepared[key]
+            self._prepared.pop(key, None)  # (another thread may have dropped it)
             prepared = None
         lock = self._lock
         if prepared is not None and lock.acquire(blocking=False):

@@ -10,6 +10,7 @@ sampled elements is missed; the owners offer `repack()` for that.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any, NamedTuple
 
@@ -73,7 +74,11 @@ class PackedWeight:
     repacked on first use after the parameter changes: HWIO `[KH, KW, I, O]`
     (output channels contiguous), or with `block` B, blocked by output
     channels `[ceil(O/B), KH, KW, I, B]` (zeros past O), so that a register
-    block's weights are one contiguous stream."""
+    block's weights are one contiguous stream.
+
+    Callers that run concurrently get one copy; a caller holds the tensor
+    `current()` returns while a kernel reads it (a repack for a changed weight
+    replaces the copy, and would free it under the kernel)."""
 
     def __init__(self, param: torch.Tensor, block: int = 0):
         self.param = param
@@ -83,6 +88,7 @@ class PackedWeight:
             -(-o // block), kh, kw, i, block)
         self._packed: torch.Tensor | None = None
         self._watch = WeightWatch()
+        self._lock = threading.Lock()
 
     def pack(self, w: torch.Tensor) -> torch.Tensor:
         hwio = w.detach().permute(2, 3, 1, 0).contiguous()
@@ -94,12 +100,13 @@ class PackedWeight:
 
     def current(self) -> torch.Tensor:
         """The packed copy of the parameter as it is now."""
-        w = self.param
-        if self._packed is None or self._watch.changed(w):
-            with torch.no_grad():
-                self._packed = self.pack(w)
-            self._watch.remember(w)
-        return self._packed
+        with self._lock:  # (check and repack as one: a copy made twice frees the first)
+            w = self.param
+            if self._packed is None or self._watch.changed(w):
+                with torch.no_grad():
+                    self._packed = self.pack(w)
+                self._watch.remember(w)
+            return self._packed
 
     def repack(self) -> None:
         self._packed = None
@@ -111,16 +118,18 @@ class PackedWeight:
         self.__dict__.update(state)
         self._packed = None
         self._watch = WeightWatch()
+        self._lock = threading.Lock()
 
 
 class ParamView:
     """A parameter as a broadcast operand of another rank or memory order:
     `param.reshape(shape)`, the same memory (a view) wherever the parameter is
-    contiguous, so that in-place updates are seen without a check."""
+    contiguous, so that in-place updates are seen without a check; else a
+    contiguous copy per call, which the caller holds while a kernel reads it."""
 
     def __init__(self, param: torch.Tensor, shape: tuple[int, ...]):
         self.param = param
         self.shape = tuple(shape)
 
     def current(self) -> torch.Tensor:
-        return self.param.detach().reshape(self.shape)
+        return self.param.detach().reshape(self.shape).contiguous()

@@ -65,6 +65,7 @@ class KernelRunner:
         self._phase_args = [self._slots_ptr + 8 * o for o in self.phase_offsets]
         self._slots_lock = threading.Lock()
         self._scratch: dict[tuple[int, tuple[tuple[int, ...], ...]], list[np.ndarray]] = {}
+        self._scratch_lock = threading.Lock()  # (made once: a fill points at them)
         self._generation = 0  # bumped when cached scratch is dropped (stale fast-path fills)
 
     def __repr__(self) -> str:
@@ -83,8 +84,9 @@ class KernelRunner:
         key = (batch, tuple(shapes))
         if not cached:
             return [np.empty(s, np.float32) for s in shapes]
-        if (bufs := self._scratch.get(key)) is None:
-            bufs = self._scratch[key] = [np.empty(s, np.float32) for s in shapes]
+        with self._scratch_lock:
+            if (bufs := self._scratch.get(key)) is None:
+                bufs = self._scratch[key] = [np.empty(s, np.float32) for s in shapes]
         return bufs
 
     def scratch_bytes(self) -> int:
@@ -94,7 +96,7 @@ class KernelRunner:
     def release(self, batches: Collection[int] | None = None) -> None:
         """Drops the cached scratch buffers (of these batch sizes, or all);
         fast-path fills made before are then refused (`call_pointers`)."""
-        with self._slots_lock:
+        with self._slots_lock, self._scratch_lock:
             for key in list(self._scratch):
                 if batches is None or key[0] in batches:
                     del self._scratch[key]
