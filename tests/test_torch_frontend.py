@@ -86,6 +86,30 @@ def test_layouts_match_eager(layout: str) -> None:
             assert max_rel_err(opt(x.contiguous(memory_format=torch.channels_last)), ref) <= 1e-5
 
 
+@pytest.mark.parametrize("act", [nn.ReLU, nn.SiLU, nn.Sigmoid, nn.Hardswish, nn.Identity])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_batch_norm_stacks_are_bit_exact(act: type[nn.Module], layout: str) -> None:
+    """A stack of batch norms and activations gives eager's bits, NaN included:
+    the batch norm's two sums are fused multiply-adds, as in PyTorch's kernel.
+    (The input is in the plan's memory order: PyTorch computes the last
+    `numel % 32` elements of a SiLU or sigmoid with libm's expf, the last in
+    memory order, and the plan follows the order it was made for.)"""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.BatchNorm2d(37), act(), nn.BatchNorm2d(37)).eval()
+    randomize_bn(model)
+    opt = brainslug.optimize(model, [0, 37, 13, 11], layout=layout)
+    assert len(opt.info.stacks) == 1 and opt.info.stacks[0].compiled
+    for batch in (1, 3):
+        x = torch.randn(batch, 37, 13, 11) * 3
+        x.view(-1)[::89] = float("nan")
+        if layout == "NHWC":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            ref = model(x)
+            for _ in range(2):  # the checked call, then the fast path
+                assert torch.equal(opt(x).nan_to_num(7.0), ref.nan_to_num(7.0))
+
+
 def test_fold_batchnorm_and_packed_convolutions() -> None:
     """fold_batchnorm is opt-in and reported; channels-last plans prepack convolutions."""
     from brainslug.frontend_torch.library_conv import PackedConv2d

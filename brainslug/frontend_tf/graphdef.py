@@ -181,7 +181,7 @@ def _emit(gb: _GraphBuilder, op: tf.Operation) -> str:
         scale, offset, mean, var = (gb.param(c, f"{name}.{k}") for k, c in zip(
             ("scale", "offset", "mean", "variance"), cs, strict=True))
         o = nn.BatchNormOp(b.values[x], scale, offset, mean, var,
-                           eps=float(_attr(op, "epsilon")), layout=LAYOUT)
+                           eps=float(_attr(op, "epsilon")), layout=LAYOUT, impl="eigen")
         return b.emit(name, o, [x], _fbn(run, cs))
     if t in ("MaxPool", "AvgPool"):
         return _pool(gb, op, run)

@@ -278,7 +278,8 @@ def _batch_norm(nd: KerasNode) -> str:
     # operations on TensorFlow's per-channel factors
     bn = nn.BatchNormOp(xv, b.param(inv, f"{n}.inv"), b.param(offset, f"{n}.offset"),
                         b.param(mean, f"{n}.moving_mean"),
-                        b.param(np.ones_like(inv), f"{n}.one"), eps=0.0, layout=LAYOUT)
+                        b.param(np.ones_like(inv), f"{n}.one"), eps=0.0, layout=LAYOUT,
+                        impl="eigen")
     return b.emit(n, bn, nd.ins, lambda t: op(t, training=False))
 
 

@@ -92,6 +92,11 @@ def _float_bin(em: PhaseEmitter, op: Operation) -> None:
     em.values[op.results[0]] = em.b.add(cls(em.value(op.operands[0]), em.value(op.operands[1])))
 
 
+def lower_fma(em: PhaseEmitter, op: xmath.FmaOp | simd.FmaOp) -> None:
+    """`a * b + c` rounded once (`llvm.fma`), on scalars or vectors."""
+    em.values[op.results[0]] = em.b.intrinsic("llvm.fma", [em.value(v) for v in op.operands])
+
+
 def _int_bin(em: PhaseEmitter, op: Operation) -> None:
     b = em.b
     lhs, rhs = em.ival(op.operands[0]), em.ival(op.operands[1])
@@ -411,6 +416,7 @@ LOOP_LOWERINGS: dict[type[Operation], OpLowering] = {
     **{t: _int_bin for t in (*_INT_BIN, arith.FloorDivSIOp, arith.MinSIOp, arith.MaxSIOp)},
     **{t: _minmaxf for t in _MINMAXF},
     arith.NegfOp: _negf,
+    xmath.FmaOp: lower_fma,
     arith.CmpfOp: _cmpf,
     arith.CmpiOp: _cmpi,
     arith.SelectOp: _select,

@@ -26,7 +26,7 @@ from brainslug.analysis.ranges import inside_dims
 from brainslug.dialects import loop, simd
 from brainslug.lowering import pieces_to_llvm
 from brainslug.lowering.llvm_builder import ICMP, IVal, type_suffix
-from brainslug.lowering.loop_to_llvm import reduce_step
+from brainslug.lowering.loop_to_llvm import lower_fma, reduce_step
 from brainslug.lowering.nn_to_loop.aten_vec import GELU_ERF_SCALE, MATH_IMPL, ONEDNN, SUBNORMAL_GRID
 from brainslug.lowering.phase_emitter import Buffer, LaneState, OpLowering, PhaseEmitter
 
@@ -479,6 +479,7 @@ SIMD_LOWERINGS: dict[type[Operation], OpLowering] = {
     simd.IotaOp: _iota,
     **{t: _binary for t in (*_FLOAT, *_INT, simd.FloordivsiOp, simd.MinsiOp, simd.MaxsiOp)},
     simd.NegfOp: _negf,
+    simd.FmaOp: lower_fma,
     simd.MathOp: _math,
     simd.CmpfOp: _cmpf,
     simd.CmpiOp: _cmpi,

@@ -24,7 +24,7 @@ import bisect
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects import arith, memref
+from xdsl.dialects import arith, math, memref
 from xdsl.dialects.builtin import DenseArrayBase, FloatAttr, ModuleOp, f32, i64
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.ir.affine import AffineConstantExpr, AffineDimExpr, AffineExpr, AffineMap
@@ -413,7 +413,7 @@ def _costly(nest: loop.NestOp) -> bool:
         if isinstance(o, loop.LoadOp | loop.StoreOp | loop.YieldOp | loop.InBoundsOp
                       | arith.ConstantOp):
             continue
-        if o.dialect_name() == "math":
+        if o.dialect_name() == "math" and not isinstance(o, math.FmaOp):
             cost += _TRANSCENDENTAL_COST
         elif isinstance(o, arith.DivfOp):
             cost += _DIVIDE_COST

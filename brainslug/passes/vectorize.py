@@ -182,6 +182,10 @@ class _Vectorizer:
             new = simd.NegfOp(self.vector(op.operand, dst))
             dst.add_op(new)
             new_val = new.result
+        elif isinstance(op, math.FmaOp):
+            new = simd.FmaOp(*(self.vector(v, dst) for v in op.operands))
+            dst.add_op(new)
+            new_val = new.result
         elif t in _MATH:
             new = simd.MathOp(_MATH[t], self.vector(op.operands[0], dst))
             new.attributes |= op.attributes  # e.g. which framework's function (bs.impl)

@@ -32,7 +32,8 @@ func.func @bn_nchw(%x: tensor<?x37x13x13xf32>, %g: tensor<37xf32>, %b: tensor<37
 // CHECK-NEXT:    %y = memref.alloc(%batch) : memref<?x37x13x13xf32>
 // CHECK-NEXT:    %alpha = memref.alloc() : memref<37xf32>
 // CHECK-NEXT:    %beta = memref.alloc() : memref<37xf32>
-//   alpha = weight * (1 / sqrt(var + eps)), beta = bias - mean * alpha
+//   alpha = weight * (1 / sqrt(var + eps)), beta = bias - mean * alpha, rounded
+//   once (a fused multiply-add, as PyTorch's kernel computes it)
 // CHECK-NEXT:    loop.nest (%i) = (0) to (37) {
 // CHECK-NEXT:      %[[ONE:.+]] = arith.constant 1.000000e+00 : f32
 // CHECK-NEXT:      %[[VAR:.+]] = loop.load %v[%i] : memref<37xf32>
@@ -45,16 +46,15 @@ func.func @bn_nchw(%x: tensor<?x37x13x13xf32>, %g: tensor<37xf32>, %b: tensor<37
 // CHECK-NEXT:      %[[B:.+]] = loop.load %b[%i] : memref<37xf32>
 // CHECK-NEXT:      loop.store %[[A]], %alpha[%i] : f32, memref<37xf32>
 // CHECK-NEXT:      %[[M:.+]] = loop.load %m[%i] : memref<37xf32>
-// CHECK-NEXT:      %[[MA:.+]] = arith.mulf %[[M]], %[[A]] : f32
-// CHECK-NEXT:      %[[BE:.+]] = arith.subf %[[B]], %[[MA]] : f32
+// CHECK-NEXT:      %[[NM:.+]] = arith.negf %[[M]] : f32
+// CHECK-NEXT:      %[[BE:.+]] = math.fma %[[NM]], %[[A]], %[[B]] : f32
 // CHECK-NEXT:      loop.store %[[BE]], %beta[%i] : f32, memref<37xf32>
 // CHECK-NEXT:    }
 // CHECK-NEXT:    loop.nest (%n, %c, %h, %w) = (0, 0, 0, 0) to (%batch, 37, 13, 13) {
 // CHECK-NEXT:      %[[X:.+]] = loop.load %x[%n, %c, %h, %w] : memref<?x37x13x13xf32>
 // CHECK-NEXT:      %[[AL:.+]] = loop.load %alpha[%n, %c, %h, %w] map affine_map<(d0, d1, d2, d3) -> (d1)> : memref<37xf32>
-// CHECK-NEXT:      %[[XA:.+]] = arith.mulf %[[X]], %[[AL]] : f32
 // CHECK-NEXT:      %[[BL:.+]] = loop.load %beta[%n, %c, %h, %w] map affine_map<(d0, d1, d2, d3) -> (d1)> : memref<37xf32>
-// CHECK-NEXT:      %[[Y:.+]] = arith.addf %[[XA]], %[[BL]] : f32
+// CHECK-NEXT:      %[[Y:.+]] = math.fma %[[X]], %[[AL]], %[[BL]] : f32
 // CHECK-NEXT:      loop.store %[[Y]], %y[%n, %c, %h, %w] : f32, memref<?x37x13x13xf32>
 // CHECK-NEXT:    }
 //   relu(x) = x < 0 ? 0 : x (NaN stays NaN)
@@ -70,11 +70,12 @@ func.func @bn_nchw(%x: tensor<?x37x13x13xf32>, %g: tensor<37xf32>, %b: tensor<37
 
 // NHWC: the nest still runs over logical (N, C, H, W) with C = 37; x and the
 // output are reached through the permuted map (n, h, w, c). Without weight
-// and bias the formula uses 1 and 0.
+// and bias the formula uses 1 and 0. With impl = "eigen" (TensorFlow's
+// operations) every product and sum is rounded.
 func.func @bn_nhwc(%x: tensor<?x13x11x37xf32>, %m: tensor<37xf32>, %v: tensor<37xf32>) -> tensor<?x13x11x37xf32> {
   %r = nn.stack "k_bn_nhwc" (%x, %m, %v) : (tensor<?x13x11x37xf32>, tensor<37xf32>, tensor<37xf32>) -> tensor<?x13x11x37xf32> {
   ^bb0(%a: tensor<?x13x11x37xf32>, %ma: tensor<37xf32>, %va: tensor<37xf32>):
-    %y = nn.batch_norm %a mean %ma var %va {eps = 1.000000e-05 : f64, layout = "NHWC"} : (tensor<?x13x11x37xf32>, tensor<37xf32>, tensor<37xf32>) -> tensor<?x13x11x37xf32>
+    %y = nn.batch_norm %a mean %ma var %va {eps = 1.000000e-05 : f64, layout = "NHWC", impl = "eigen"} : (tensor<?x13x11x37xf32>, tensor<37xf32>, tensor<37xf32>) -> tensor<?x13x11x37xf32>
     nn.yield %y : tensor<?x13x11x37xf32>
   }
   func.return %r : tensor<?x13x11x37xf32>
@@ -88,12 +89,16 @@ func.func @bn_nhwc(%x: tensor<?x13x11x37xf32>, %m: tensor<37xf32>, %v: tensor<37
 // CHECK-NEXT:    %beta = memref.alloc() : memref<37xf32>
 // CHECK-NEXT:    loop.nest (%i) = (0) to (37) {
 // CHECK-NOT:       loop.load %g
-// CHECK:         }
+// CHECK:           %[[M:.+]] = loop.load %m[%i] : memref<37xf32>
+// CHECK-NEXT:      %[[MA:.+]] = arith.mulf %[[M]], %{{.+}} : f32
+// CHECK-NEXT:      %[[BE:.+]] = arith.subf %{{.+}}, %[[MA]] : f32
+// CHECK-NEXT:      loop.store %[[BE]], %beta[%i] : f32, memref<37xf32>
+// CHECK-NEXT:    }
 // CHECK-NEXT:    loop.nest (%n, %c, %h, %w) = (0, 0, 0, 0) to (%batch, 37, 13, 11) {
 // CHECK-NEXT:      loop.load %x[%n, %c, %h, %w] map affine_map<(d0, d1, d2, d3) -> (d0, d2, d3, d1)> : memref<?x13x11x37xf32>
 // CHECK-NEXT:      loop.load %alpha[%n, %c, %h, %w] map affine_map<(d0, d1, d2, d3) -> (d1)> : memref<37xf32>
-// CHECK-NEXT:      arith.mulf
 // CHECK-NEXT:      loop.load %beta[%n, %c, %h, %w] map affine_map<(d0, d1, d2, d3) -> (d1)> : memref<37xf32>
+// CHECK-NEXT:      arith.mulf
 // CHECK-NEXT:      arith.addf
 // CHECK-NEXT:      loop.store %{{.+}}, %out[%n, %c, %h, %w] map affine_map<(d0, d1, d2, d3) -> (d0, d2, d3, d1)> : f32, memref<?x13x11x37xf32>
 // CHECK-NEXT:    }

@@ -61,6 +61,24 @@ func.func @scale(%x: memref<?x37x13xf32>, %y: memref<?x37x13xf32>) attributes {b
   func.return
 }
 
+// simd.fma is LLVM's fused multiply-add, rounded once.
+// CHECK-LABEL: llvm.func @fma_p0
+// CHECK:         llvm.call_intrinsic "llvm.fma.v16f32"(%{{.*}}, %{{.*}}, %{{.*}}) : (vector<16xf32>, vector<16xf32>, vector<16xf32>) -> vector<16xf32>
+func.func @fma(%x: memref<?x37x13xf32>, %y: memref<?x37x13xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %n = memref.dim %x, %c0 : memref<?x37x13xf32>
+  %two = arith.constant 2.0 : f32
+  loop.nest parallel 2 (%i, %c) = (0, 0) to (%n, 37) {
+    %t = simd.splat %two : f32
+    simd.loop (%w) = (0) to (13) {
+      %v = simd.load %x[%i, %c, %w] : memref<?x37x13xf32>
+      %r = simd.fma %v, %t, %v : !simd.vec<f32>
+      simd.store %r, %y[%i, %c, %w] : memref<?x37x13xf32>
+    }
+  }
+  func.return
+}
+
 // Full chunks are unmasked vector loads/stores, align 4; the tail is masked.
 // CHECK-LABEL: llvm.func @wide_p0
 // CHECK:         llvm.load %{{.*}} {alignment = 4 : i64} : !llvm.ptr -> vector<16xf32>

@@ -44,6 +44,30 @@ func.func @bn_relu(%x: memref<?x37x13x13xf32>, %alpha: memref<37xf32>, %out: mem
 // CHECK-NEXT:    }
 // CHECK-NEXT:    func.return
 
+// A fused multiply-add becomes simd.fma: lane-varying operands stay vectors,
+// uniform ones are splat.
+func.func @fma(%x: memref<?x37xf32>, %alpha: memref<37xf32>, %out: memref<?x37xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x37xf32>
+  loop.nest (%n, %c) = (0, 0) to (%batch, 37) {
+    %v = loop.load %x[%n, %c] : memref<?x37xf32>
+    %a = loop.load %alpha[%n, %c] map affine_map<(d0, d1) -> (d1)> : memref<37xf32>
+    %b = arith.constant 0.5 : f32
+    %y = math.fma %v, %a, %b : f32
+    loop.store %y, %out[%n, %c] : f32, memref<?x37xf32>
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @fma
+// CHECK:           simd.loop (%c) = (0) to (37) {
+// CHECK-NEXT:        %[[V:.+]] = simd.load %x[%n, %c] : memref<?x37xf32>
+// CHECK-NEXT:        %[[A:.+]] = simd.load %alpha[%n, %c] map affine_map<(d0, d1) -> (d1)> : memref<37xf32>
+// CHECK-NEXT:        %b = arith.constant 5.000000e-01 : f32
+// CHECK-NEXT:        %[[BS:.+]] = simd.splat %b : f32
+// CHECK-NEXT:        %[[Y:.+]] = simd.fma %[[V]], %[[A]], %[[BS]] : !simd.vec<f32>
+// CHECK-NEXT:        simd.store %[[Y]], %out[%n, %c] : memref<?x37xf32>
+
 // A 1-D nest keeps an outer nest with no dims around its lane loop.
 func.func @one_dim(%p: memref<37xf32>, %q: memref<37xf32>) attributes {bs.kernel} {
   loop.nest (%i) = (0) to (37) {

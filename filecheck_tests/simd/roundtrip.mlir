@@ -24,6 +24,7 @@ func.func @lanes(%x: memref<?x37x13x13xf32>, %p: memref<37xf32>, %out: memref<?x
       %2 = simd.mulf %1, %sh : !simd.vec<f32>
       %3 = simd.divf %2, %as : !simd.vec<f32>
       %4 = simd.negf %3 : !simd.vec<f32>
+      %fm = simd.fma %3, %as, %4 : !simd.vec<f32>
       %5 = simd.math "exp" %4 : !simd.vec<f32>
       %6 = simd.math "log" %5 : !simd.vec<f32>
       %7 = simd.math "tanh" %6 : !simd.vec<f32>
@@ -85,6 +86,7 @@ func.func @lanes(%x: memref<?x37x13x13xf32>, %p: memref<37xf32>, %out: memref<?x
 // CHECK-NEXT:        %2 = simd.mulf %1, %sh : !simd.vec<f32>
 // CHECK-NEXT:        %3 = simd.divf %2, %as : !simd.vec<f32>
 // CHECK-NEXT:        %4 = simd.negf %3 : !simd.vec<f32>
+// CHECK-NEXT:        %fm = simd.fma %3, %as, %4 : !simd.vec<f32>
 // CHECK-NEXT:        %5 = simd.math "exp" %4 : !simd.vec<f32>
 // CHECK-NEXT:        %6 = simd.math "log" %5 : !simd.vec<f32>
 // CHECK-NEXT:        %7 = simd.math "tanh" %6 : !simd.vec<f32>
@@ -138,6 +140,7 @@ func.func @lanes(%x: memref<?x37x13x13xf32>, %p: memref<37xf32>, %out: memref<?x
 // GENERIC-NEXT:      %i = "simd.iota"(%w) : (index) -> !simd.vec<index>
 // GENERIC-NEXT:      %f = "simd.sitofp"(%i) : (!simd.vec<index>) -> !simd.vec<f32>
 // GENERIC:           %4 = "simd.negf"(%3) : (!simd.vec<f32>) -> !simd.vec<f32>
+// GENERIC-NEXT:      %fm = "simd.fma"(%3, %as, %4) : (!simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32>) -> !simd.vec<f32>
 // GENERIC-NEXT:      %5 = "simd.math"(%4) <{fn = "exp"}> : (!simd.vec<f32>) -> !simd.vec<f32>
 // GENERIC:           %lt = "simd.cmpf"(%9, %as) <{predicate = "olt"}> : (!simd.vec<f32>, !simd.vec<f32>) -> !simd.vec<i1>
 // GENERIC-NEXT:      %10 = "simd.select"(%lt, %as, %9) : (!simd.vec<i1>, !simd.vec<f32>, !simd.vec<f32>) -> !simd.vec<f32>

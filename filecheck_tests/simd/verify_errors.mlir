@@ -228,6 +228,17 @@ func.func @gap_loop_rank() {
 
 // -----
 
+// fma is on floats
+func.func @gap_fma_int(%a: !simd.vec<i32>) {
+  %r = simd.fma %a, %a, %a : !simd.vec<i32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: simd.fma: {{.*}}f32
+
+// -----
+
 // negf is float negation
 func.func @gap_negf_int(%a: !simd.vec<i32>) {
   %r = simd.negf %a : !simd.vec<i32>

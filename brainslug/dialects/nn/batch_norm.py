@@ -10,6 +10,7 @@ from xdsl.irdl import (
     irdl_op_definition,
     operand_def,
     opt_operand_def,
+    opt_prop_def,
     prop_def,
     result_def,
     traits_def,
@@ -34,18 +35,25 @@ from brainslug.dialects.nn.base import (
 from brainslug.dialects.nn.properties import (
     ConstrainedProperties,
     F64Property,
+    Impl,
     Layout,
     StrEnumProperty,
+    WithImpl,
     enum_member,
+    impl_attr,
 )
 
 
 @irdl_op_definition
-class BatchNormOp(PropertyAccessors, IRDLOperation):
+class BatchNormOp(PropertyAccessors, IRDLOperation, WithImpl):
     """Inference batch normalisation.
 
     `y = (x - running_mean) / sqrt(running_var + eps) * weight + bias`, per
     channel; `weight` and `bias` are optional. Input rank 2 (`[N, C]`) or 4.
+    Computed as `x * alpha + beta` with `alpha = weight * (1 / sqrt(var + eps))`
+    and `beta = bias - mean * alpha`: absent `impl`, both sums rounded once (fused
+    multiply-adds), as PyTorch's CPU kernel computes them; `impl = "eigen"`,
+    each product and sum rounded (TensorFlow's operations).
 
     Custom format (operands named by keyword, absent ones left out):
     `nn.batch_norm %x weight %w bias %b mean %m var %v {eps = ..., layout = ..}
@@ -65,6 +73,7 @@ class BatchNormOp(PropertyAccessors, IRDLOperation):
 
     eps = prop_def(F64Property())
     layout = prop_def(StrEnumProperty(Layout))
+    impl = opt_prop_def(StrEnumProperty(Impl))
 
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
     traits = traits_def(Pure(), MemoryBound(), ConstrainedProperties())
@@ -79,6 +88,7 @@ class BatchNormOp(PropertyAccessors, IRDLOperation):
         *,
         eps: float = 1e-5,
         layout: str = Layout.NCHW,
+        impl: str | None = None,
         result_type: Attribute | None = None,
     ):
         if result_type is None:
@@ -100,7 +110,8 @@ class BatchNormOp(PropertyAccessors, IRDLOperation):
                 running_var,
             ],
             result_types=[result_type],
-            properties={"eps": f64_attr(eps), "layout": StringAttr(str(layout))},
+            properties={"eps": f64_attr(eps), "layout": StringAttr(str(layout)),
+                        "impl": impl_attr(impl)},
         )
 
     @property

@@ -1,4 +1,4 @@
-"""The `simd` dialect's lane-wise operations: arithmetic, negation, math
+"""The `simd` dialect's lane-wise operations: arithmetic, fused multiply-add, negation, math
 functions, compares, select, int-to-float conversion and the lane reduction."""
 
 from __future__ import annotations
@@ -133,6 +133,26 @@ class NegfOp(_ElementwiseOp):
         super().verify_()
         if not _is_float_vec(self.result.type):
             raise VerifyException(f"simd.negf: expects vectors of f32, got {self.result.type}")
+
+
+@irdl_op_definition
+class FmaOp(_ElementwiseOp):
+    """Lane-wise fused multiply-add `a * b + c`, rounded once."""
+
+    name = "simd.fma"
+    a = operand_def(VecType)
+    b = operand_def(VecType)
+    c = operand_def(VecType)
+    result = result_def(VecType)
+    traits = traits_def(Pure())
+
+    def __init__(self, a: SSAValue, b: SSAValue, c: SSAValue):
+        super().__init__(operands=[a, b, c], result_types=[a.type])
+
+    def verify_(self) -> None:
+        super().verify_()
+        if not _is_float_vec(self.result.type):
+            raise VerifyException(f"simd.fma: expects vectors of f32, got {self.result.type}")
 
 
 class MathFunction(StrEnum):

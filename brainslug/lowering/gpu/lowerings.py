@@ -152,6 +152,7 @@ GPU_LOWERINGS: dict[type[Operation], OpLowering] = {
         )
     },
     simd.NegfOp: _negf,
+    simd.FmaOp: scalar.lower_fma,  # (on this thread's scalars)
     simd.MathOp: _simd_math,
     **{t: _scalar_math for t in _SCALAR_MATH},
     simd.CmpfOp: _cmpf,

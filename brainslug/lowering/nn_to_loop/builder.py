@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from xdsl.dialects import arith, func, memref
+from xdsl.dialects import arith, func, math, memref
 from xdsl.dialects.builtin import (
     FloatAttr,
     IndexType,
@@ -154,6 +154,10 @@ class Emitter:
 
     def div(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.emit(arith.DivfOp(a, b))
+
+    def fma(self, a: SSAValue, b: SSAValue, c: SSAValue) -> SSAValue:
+        """`a * b + c`, rounded once."""
+        return self.emit(math.FmaOp(a, b, c))
 
     def cmp(self, pred: str, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.emit(arith.CmpfOp(a, b, pred))
