@@ -117,8 +117,17 @@ AndiOp = _binary("simd.andi", "AndiOp", False, "Lane-wise and (masks are vectors
 OriOp = _binary("simd.ori", "OriOp", False, "Lane-wise or.")
 
 
+class _FloatOp(_ElementwiseOp):
+    """A lane-wise op on vectors of f32 only."""
+
+    def verify_(self) -> None:
+        super().verify_()
+        if not _is_float_vec(self.result.type):
+            raise VerifyException(f"{self.name}: expects vectors of f32, got {self.result.type}")
+
+
 @irdl_op_definition
-class NegfOp(_ElementwiseOp):
+class NegfOp(_FloatOp):
     """Lane-wise float negation."""
 
     name = "simd.negf"
@@ -129,14 +138,9 @@ class NegfOp(_ElementwiseOp):
     def __init__(self, value: SSAValue):
         super().__init__(operands=[value], result_types=[value.type])
 
-    def verify_(self) -> None:
-        super().verify_()
-        if not _is_float_vec(self.result.type):
-            raise VerifyException(f"simd.negf: expects vectors of f32, got {self.result.type}")
-
 
 @irdl_op_definition
-class FmaOp(_ElementwiseOp):
+class FmaOp(_FloatOp):
     """Lane-wise fused multiply-add `a * b + c`, rounded once."""
 
     name = "simd.fma"
@@ -148,11 +152,6 @@ class FmaOp(_ElementwiseOp):
 
     def __init__(self, a: SSAValue, b: SSAValue, c: SSAValue):
         super().__init__(operands=[a, b, c], result_types=[a.type])
-
-    def verify_(self) -> None:
-        super().verify_()
-        if not _is_float_vec(self.result.type):
-            raise VerifyException(f"simd.fma: expects vectors of f32, got {self.result.type}")
 
 
 class MathFunction(StrEnum):
