@@ -21,6 +21,7 @@ from brainslug.frontend_torch.kernel_module import StackKernel
 from brainslug.frontend_torch.kernel_sequence import StackSequence
 from brainslug.frontend_torch.weight_watch import PackedWeight
 from brainslug.runtime import jit, threads
+from brainslug.runtime.aligned import aligned_empty
 
 
 def _perturb(model: nn.Module) -> nn.Module:
@@ -223,15 +224,11 @@ def test_concurrent_scratch_requests_get_one_buffer(monkeypatch: pytest.MonkeyPa
     runner = next(k.runner for k in _runs(opt)[0].kernels
                   if k.runner.abi.needs_scratch(k.runner.num_args))
 
-    class SlowNumpy:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(np, name)
+    def slow_empty(*args: Any, **kw: Any) -> np.ndarray:
+        time.sleep(0.01)
+        return aligned_empty(*args, **kw)
 
-        def empty(self, *args: Any, **kw: Any) -> np.ndarray:
-            time.sleep(0.01)
-            return np.empty(*args, **kw)
-
-    monkeypatch.setattr(jit, "np", SlowNumpy())
+    monkeypatch.setattr(jit, "aligned_empty", slow_empty)
     batch = 29
     args = [torch.empty([batch if s < 0 else s for s in shape])
             for shape in runner.shapes[:runner.num_args]]

@@ -26,6 +26,7 @@ from xdsl.ir import Block, Operation, Region, SSAValue
 from brainslug.dialects import nn
 from brainslug.frontend_tf.keras_layers import KerasNode, Unmapped, map_node, zero_pad
 from brainslug.plan.capture import NODE_ATTR, value_name
+from brainslug.runtime.aligned import aligned_copy
 
 Run = Callable[..., Any]
 
@@ -89,7 +90,8 @@ class _Builder:
     def arg(self, t: TensorType, source: str | np.ndarray, name: str) -> SSAValue:
         v = self.block.insert_arg(t, len(self.block.args))
         v.name_hint = value_name(name)
-        self.args.append(source)
+        # (kernels read parameters with full-vector loads: a cache line each)
+        self.args.append(aligned_copy(source) if isinstance(source, np.ndarray) else source)
         return v
 
     def param(self, array: np.ndarray, name: str) -> SSAValue:

@@ -12,7 +12,6 @@ buffers.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,17 +21,7 @@ from brainslug.frontend_tf.kernel_runs import kernel_runs
 from brainslug.frontend_tf.optimize import Plan, Step
 from brainslug.plan.arena import Arena
 from brainslug.plan.report import PlanInfo
-
-ALIGN = 64
-"""Byte alignment of kernel output buffers (TensorFlow wants 64 for zero-copy)."""
-
-
-def aligned_empty(shape: Sequence[int], align: int = ALIGN) -> np.ndarray:
-    """An uninitialised C-contiguous float32 array whose data is `align`-aligned."""
-    n = max(math.prod(shape), 1) * 4
-    raw = np.empty(n + align, np.uint8)
-    off = (-raw.ctypes.data) % align
-    return raw[off:off + n].view(np.float32)[: math.prod(shape)].reshape(shape)
+from brainslug.runtime.aligned import aligned_empty
 
 
 def to_tf(a: np.ndarray) -> tf.Tensor:

@@ -32,6 +32,7 @@ from brainslug.frontend_torch.graph_builder import (
     stride_order,
 )
 from brainslug.plan.capture import NODE_ATTR
+from brainslug.runtime.aligned import aligned_copy
 
 REQUIRED = object()
 """The default of a parameter without one."""
@@ -718,7 +719,7 @@ def _bilinear(c: Call, x: SSAValue) -> Operation:
     dims = [c.b.axis(x, 2), c.b.axis(x, 3)]
     if dims[0] > dims[1]:
         raise Unmapped("bilinear resampling of a tensor stored with W before H")
-    weights = [c.b.param(torch.from_numpy(w), f"{c.node.name}.{what}_weights")
+    weights = [c.b.param(torch.from_numpy(aligned_copy(w)), f"{c.node.name}.{what}_weights")
                for (_, _, w), what in zip(tables, ("row", "col"), strict=True)]
     return nn.ResizeBilinearOp(x, *weights, dims, [*tables[0][0], *tables[0][1]],
                                [*tables[1][0], *tables[1][1]])

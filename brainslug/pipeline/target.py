@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from brainslug.runtime.aligned import aligned_empty
+
 GPU_TARGETS = ("nvptx", "nvptx64", "cuda")
 
 GPU_TILE_BUDGET = 16 * 1024
@@ -111,4 +113,6 @@ def block_weights(hwio: np.ndarray, block: int) -> np.ndarray:
     blocks = -(-o // block)
     padded = np.zeros((kh, kw, i, blocks * block), dtype=hwio.dtype)
     padded[..., :o] = hwio
-    return np.ascontiguousarray(padded.reshape(kh, kw, i, blocks, block).transpose(3, 0, 1, 2, 4))
+    out = aligned_empty((blocks, kh, kw, i, block), hwio.dtype)
+    out[...] = padded.reshape(kh, kw, i, blocks, block).transpose(3, 0, 1, 2, 4)
+    return out

@@ -30,6 +30,7 @@ from xdsl.dialects.builtin import ModuleOp
 from brainslug.dialects import loop
 from brainslug.ir.compile_time import gc_paused
 from brainslug.runtime.abi import KernelAbi, kernel_record
+from brainslug.runtime.aligned import aligned_empty
 from brainslug.runtime.forked import fork_map
 from brainslug.runtime.threads import PhaseFn, Pool, default_pool
 
@@ -83,10 +84,10 @@ class KernelRunner:
         shapes = self.scratch_shapes(args, batch)
         key = (batch, tuple(shapes))
         if not cached:
-            return [np.empty(s, np.float32) for s in shapes]
+            return [aligned_empty(s) for s in shapes]
         with self._scratch_lock:
             if (bufs := self._scratch.get(key)) is None:
-                bufs = self._scratch[key] = [np.empty(s, np.float32) for s in shapes]
+                bufs = self._scratch[key] = [aligned_empty(s) for s in shapes]
         return bufs
 
     def scratch_bytes(self) -> int:
