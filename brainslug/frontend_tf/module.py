@@ -21,7 +21,7 @@ from brainslug.frontend_tf.kernel_runs import kernel_runs
 from brainslug.frontend_tf.optimize import Plan, Step
 from brainslug.plan.arena import Arena
 from brainslug.plan.report import PlanInfo
-from brainslug.runtime.aligned import aligned_empty
+from brainslug.runtime.aligned import aligned_copy, aligned_empty
 
 
 def to_tf(a: np.ndarray) -> tf.Tensor:
@@ -65,7 +65,7 @@ def _kernel_call(st: Step) -> Any:
     def call(*acts: np.ndarray) -> list[np.ndarray]:
         bufs = list(template)
         for k, a in zip(slots, acts, strict=True):
-            bufs[k] = a if a.flags.c_contiguous else np.ascontiguousarray(a)
+            bufs[k] = a if a.flags.c_contiguous else aligned_copy(a)
         batch = int(acts[0].shape[0]) if acts else 1
         outs = [aligned_empty(tuple(batch if d < 0 else d for d in sh)) for sh in shapes]
         fast(0, runner, bufs + outs, batch)
