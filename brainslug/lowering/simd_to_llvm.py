@@ -325,6 +325,27 @@ def _load(em: PhaseEmitter, op: simd.LoadOp) -> None:
     )
 
 
+CACHE_LINE = 64
+"""Bytes per cache line: `simd.prefetch` issues one `llvm.prefetch` per line."""
+
+
+def _prefetch(em: PhaseEmitter, op: simd.PrefetchOp) -> None:
+    """One `llvm.prefetch` (read, data) per cache line of the lanes' elements,
+    where they are consecutive; nothing otherwise (it is a hint)."""
+    acc = access(em, op)  # type: ignore[arg-type]
+    if acc.contiguous is None or acc.buf.pieces is not None:
+        return
+    b = em.b
+    # no `inbounds`: a prefetch may point past the buffer (it never faults)
+    ptr = b.gep(acc.buf.ptr, acc.contiguous, acc.buf.elem, inbounds=False)
+    per_line = CACHE_LINE // (acc.buf.elem.bitwidth // 8)  # type: ignore[attr-defined]
+    locality = op.locality.value.data
+    for k in range(0, em.lanes, per_line):
+        line = b.gep(ptr, k, acc.buf.elem, inbounds=False)
+        b.add(llvm.CallIntrinsicOp("llvm.prefetch.p0", [
+            line, b.const(0, i32), b.const(locality, i32), b.const(1, i32)], []))
+
+
 def _store(em: PhaseEmitter, op: simd.StoreOp) -> None:
     b, lane = em.b, _lane(em)
     acc = access(em, op)
@@ -474,6 +495,7 @@ SIMD_LOWERINGS: dict[type[Operation], OpLowering] = {
     simd.ReduceLoopOp: _reduce_loop,
     simd.LoadOp: _load,
     simd.StoreOp: _store,
+    simd.PrefetchOp: _prefetch,
     simd.InBoundsOp: _in_bounds,
     simd.SplatOp: _splat,
     simd.IotaOp: _iota,

@@ -359,3 +359,16 @@ func.func @reduce_scalar(%x: memref<37xf32>) {
 
 // CHECK: {{// -+}}
 // CHECK-NEXT: simd.reduce_loop: the body yields one !simd.vec value
+
+// -----
+
+// prefetch localities are those of llvm.prefetch, 0 to 3
+func.func @far_prefetch(%w: memref<64xf32>) {
+  simd.loop (%c) = (0) to (64) {
+    simd.prefetch %w[%c] locality 4 : memref<64xf32>
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: simd.prefetch: locality 4 is not 0 to 3

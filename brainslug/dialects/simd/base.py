@@ -351,6 +351,54 @@ class StoreOp(IRDLOperation):
 
 
 @irdl_op_definition
+class PrefetchOp(IRDLOperation):
+    """A hint: the cache lines that a `simd.load` of `buffer[map(indices)]`
+    would read are fetched towards the core (`locality` 3: L1, 2: L2, 1: L3,
+    as LLVM's `llvm.prefetch`). It reads nothing into the program and never
+    faults, so its point may lie past the buffer's end."""
+
+    name = "simd.prefetch"
+    buffer = operand_def(MemRefType)
+    indices = var_operand_def(IndexType)
+    map = prop_def(AffineMapAttr)
+    locality = prop_def(IntegerAttr)
+    traits = traits_def(MemoryReadEffect())
+
+    def __init__(self, buffer: SSAValue, indices: Sequence[SSAValue],
+                 amap: AffineMap | None = None, locality: int = 2):
+        super().__init__(operands=[buffer, indices], properties={
+            "map": loop.default_map(amap, len(indices)),
+            "locality": IntegerAttr(locality, i64)})
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        loop.print_access(printer, self.buffer, self.indices, self.map.data)
+        printer.print_string(f" locality {self.locality.value.data}")
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.buffer.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> PrefetchOp:
+        base, idx, amap = loop.parse_access(parser)
+        parser.parse_keyword("locality")
+        locality = parser.parse_integer()
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        bt = parser.parse_type()
+        op = cls(parser.resolve_operand(base, bt), idx, amap, locality)
+        op.attributes |= attrs
+        return op
+
+    def verify_(self) -> None:
+        _verify_in_lane_loop(self)
+        loop.verify_access(self, self.buffer.type.get_num_dims(), self.indices, self.map.data)
+        if not 0 <= self.locality.value.data <= 3:
+            raise VerifyException(
+                f"simd.prefetch: locality {self.locality.value.data} is not 0 to 3")
+
+
+@irdl_op_definition
 class InBoundsOp(IRDLOperation):
     """Per-lane `loop.in_bounds`: lane l checks the point with iv replaced by iv + l."""
 

@@ -119,6 +119,10 @@ def _sitofp(em: GPUPhaseEmitter, op: simd.SIToFPOp) -> None:
     em.values[op.result] = em.b.add(llvm.SIToFPOp(em.value(op.input), f32))
 
 
+def _prefetch(em: GPUPhaseEmitter, op: simd.PrefetchOp) -> None:
+    """Nothing: a hint, which a thread's scalar access has no use for."""
+
+
 def _reduce(em: GPUPhaseEmitter, op: simd.ReduceOp) -> None:
     raise NotImplementedError("bs-lower-to-llvm{target=nvptx}: simd.reduce across threads")
 
@@ -129,6 +133,7 @@ GPU_LOWERINGS: dict[type[Operation], OpLowering] = {
     # one scalar access at this thread's point (padded: clamped address + select)
     simd.LoadOp: scalar._load,
     simd.StoreOp: scalar._store,
+    simd.PrefetchOp: _prefetch,
     simd.InBoundsOp: scalar._in_bounds,
     simd.SplatOp: _same,
     simd.IotaOp: _iota,
