@@ -15,7 +15,7 @@ import brainslug.pytorch as brainslug
 from brainslug.frontend_torch.kernel_sequence import StackSequence
 from brainslug.frontend_torch.weight_watch import PackedWeight
 from brainslug.pipeline.target import block_weights
-from brainslug.runtime.aligned import ALIGN, aligned_copy, aligned_empty
+from brainslug.runtime.aligned import ALIGN, HUGE_PAGE, aligned_copy, aligned_empty
 
 
 def _offset(a: np.ndarray) -> int:
@@ -31,6 +31,43 @@ def test_aligned_empty(shape: tuple[int, ...], dtype: type) -> None:
         assert _offset(a) == 0
         a[...] = 3  # the whole array is writable memory of its own
         assert np.all(a == 3)
+
+
+def _thp_eligible(address: int) -> bool | None:
+    """The `THPeligible` flag of the mapping that holds `address` (None where
+    the kernel does not report it)."""
+    try:
+        text = open("/proc/self/smaps").read()
+    except OSError:
+        return None
+    inside = False
+    for line in text.splitlines():
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= address < hi
+        elif inside and line.startswith("THPeligible:"):
+            return line.split()[1] == "1"
+    return None
+
+
+def test_large_buffers_start_on_a_huge_page_and_are_advised_to_use_them() -> None:
+    a = aligned_empty((3, HUGE_PAGE // 4 + 5))  # 3 huge pages and a bit
+    assert a.ctypes.data % HUGE_PAGE == 0 and a.flags.c_contiguous and a.flags.writeable
+    a[...] = 2.5
+    assert float(a.sum()) == 2.5 * a.size
+    small = aligned_empty((HUGE_PAGE // 8,))  # half a huge page: the heap
+    assert small.ctypes.data % ALIGN == 0
+    try:
+        mode = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        pytest.skip("no transparent huge pages on this system")
+    if "[never]" in mode:
+        pytest.skip("transparent huge pages are off on this system")
+    eligible = _thp_eligible(a.ctypes.data)
+    if eligible is None:
+        pytest.skip("/proc/self/smaps reports no THPeligible")
+    assert eligible
 
 
 def test_aligned_copy_keeps_values_and_copies_only_when_needed() -> None:
