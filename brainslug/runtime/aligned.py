@@ -11,7 +11,7 @@ A buffer of at least `HUGE_PAGE` bytes is mapped on its own, starting on a
 pages (`MADV_HUGEPAGE`; the system's `madvise` mode, the default, honours it).
 A network streams its weights once per call, and with 4 KiB pages each page
 costs a TLB walk: with the packed convolution weights in huge pages, resnet50
-ran 3.9% faster at batch 1 and 2.4% at batch 8 (the arena's activations in
+ran 3.2% faster at batch 1 and 1.3% at batch 8 (the arena's activations in
 huge pages as well added nothing measurable).
 """
 
