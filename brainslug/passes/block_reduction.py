@@ -384,11 +384,7 @@ def _prefetch_next_chunk(red: loop.ReduceOp, chunk: int) -> None:
     for op in list(red.body.walk()):
         if not isinstance(op, simd.LoadOp) or ci not in op.indices:
             continue
-        amap = op.map.data
-        n = amap.num_dims
-        dims: list[AffineExpr] = [AffineDimExpr(i) + chunk if x is ci else AffineDimExpr(i)
-                                  for i, x in enumerate(op.indices[:n])]
-        ahead = amap.replace_dims_and_symbols(dims, [], n, 0)
+        ahead = _shifted(op, ci, AffineConstantExpr(chunk), op.map.data.num_dims)
         op.parent_block().insert_op_before(simd.PrefetchOp(op.buffer, op.indices, ahead, 2), op)
 
 
@@ -401,20 +397,22 @@ def _offset_channels(red: loop.ReduceOp, offset: int | SSAValue, chunk: int) -> 
     for op in red.body.walk():
         if not isinstance(op, loop.LoadOp | simd.LoadOp) or ci not in op.indices:
             continue
-        amap = op.map.data
-        n = amap.num_dims
-        dims: list[AffineExpr] = [AffineDimExpr(i) for i in range(n)]
+        n = op.map.data.num_dims
         if isinstance(offset, int):
-            extra: AffineExpr = AffineConstantExpr(offset)
-            new_dims = n
+            op.map = AffineMapAttr(_shifted(op, ci, AffineConstantExpr(offset), n))
         else:
-            extra = AffineDimExpr(n) * chunk
-            new_dims = n + 1
+            op.map = AffineMapAttr(_shifted(op, ci, AffineDimExpr(n) * chunk, n + 1))
             op.operands = [*op.operands, offset]
-        for i, x in enumerate(op.indices[:n]):
-            if x is ci:
-                dims[i] = AffineDimExpr(i) + extra
-        op.map = AffineMapAttr(amap.replace_dims_and_symbols(dims, [], new_dims, 0))
+
+
+def _shifted(op: loop.LoadOp | simd.LoadOp, ci: SSAValue, extra: AffineExpr,
+             new_dims: int) -> AffineMap:
+    """`op`'s map with `ci + extra` wherever it reads the index `ci`, over
+    `new_dims` dims (one more where `extra` uses an added operand)."""
+    amap = op.map.data
+    dims: list[AffineExpr] = [AffineDimExpr(i) + extra if x is ci else AffineDimExpr(i)
+                              for i, x in enumerate(op.indices[:amap.num_dims])]
+    return amap.replace_dims_and_symbols(dims, [], new_dims, 0)
 
 
 @dataclass(frozen=True)
