@@ -138,6 +138,39 @@ def test_a_reshape_across_the_batch_dimension_runs_in_the_framework() -> None:
             assert (opt(x) - m(x)).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("conv", ["library", "brainslug"])
+def test_a_cat_of_a_cat_leaves_no_dead_node_to_the_framework(conv: str) -> None:
+    """Inception-v3's Mixed_7b/7c: cat([a, cat([b, c]), d]) of BN-ReLU
+    branches. The stack reads b and c in place of the inner cat, which then has
+    no reader: the plan must drop it, not run it on values the stack keeps
+    (strict mode raised `KeyError: ... used outside its stack`)."""
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = nn.ModuleList(nn.Conv2d(6, k, 1) for k in (3, 5, 7, 4))
+            self.bns = nn.ModuleList(nn.BatchNorm2d(k) for k in (3, 5, 7, 4))
+            for bn in self.bns:
+                bn.running_mean.uniform_(-0.5, 0.5)
+                bn.running_var.uniform_(0.5, 2.0)
+
+        def forward(self, x):
+            pairs = zip(self.convs, self.bns, strict=True)
+            a, b, c, d = (torch.relu(bn(linear(x))) for linear, bn in pairs)
+            return torch.cat([a, torch.cat([b, c], 1), d], 1)
+
+    torch.manual_seed(0)
+    m = Mixed().eval()
+    opt = brainslug.optimize(m, [0, 6, 11, 13], conv=conv)
+    assert opt.info.stacks and all(s.compiled for s in opt.info.stacks)
+    for batch in (1, 3):
+        x = torch.randn(batch, 6, 11, 13)
+        x[0, 1, 2, 3] = float("nan")
+        with torch.no_grad():
+            out, ref = opt(x), m(x)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
 def test_a_shape_read_of_a_stack_value_needs_no_cycle(tmp_path) -> None:
     """XCiT reads the shape of its patch embedding's tokens (a stack's value)
     to build the positional encoding that the same stack adds: the plan's

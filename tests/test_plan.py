@@ -16,7 +16,7 @@ from brainslug.plan.arena import plan_buffers
 from brainslug.plan.capture import Bound, Captured
 from brainslug.plan.compile import compile_stacks
 from brainslug.plan.report import PlanInfo, format_report
-from brainslug.plan.schedule import schedule
+from brainslug.plan.schedule import needed, schedule
 from brainslug.plan.stacks import StackBinding
 from brainslug.plan.targets import CpuTarget
 
@@ -101,6 +101,20 @@ def test_schedule_rejects_a_stack_value_that_is_not_an_output() -> None:
     inputs = {**GRAPH_INPUTS, "d": ["c", "b"]}
     with pytest.raises(KeyError, match="b is used outside its stack"):
         schedule(["x", *inputs], lambda n: inputs.get(n, []), [stack], {}, ["out"], ["x"])
+
+
+def test_a_node_only_a_stack_read_before_it_was_flattened_is_not_needed() -> None:
+    # inner = cat(b, c) was flattened into the stack's outer = cat(a, b, c): the
+    # stack reads b and c itself, so nothing needs `inner`, nor `b` outside it
+    inputs = {"a": ["x"], "b": ["x"], "inner": ["b", "c"], "c": ["x"],
+              "outer": ["a", "inner"], "out": ["outer"]}
+    stack = binding("s0", {"b", "outer"}, ["a", "c"], ["outer"])
+    live = needed(["out"], lambda n: inputs.get(n, []), [stack], {})
+    assert live == {"out", "outer", "a", "c", "x"}
+    roots = [n for n in inputs if n in live and n not in stack.members]
+    plan = schedule(["x", *inputs], lambda n: inputs.get(n, []), [stack], {}, roots, ["x"])
+    assert [st.stack.name if st.stack else st.node for st in plan.steps] == [
+        "a", "c", "s0", "out"]
 
 
 @pytest.mark.parametrize("view", [False, True])

@@ -19,7 +19,7 @@ from brainslug.frontend_torch.library_linear import ArenaLinear
 from brainslug.frontend_torch.linear_bias import LinearWithoutBias
 from brainslug.plan.arena import LIBRARY, Arena, plan_buffers
 from brainslug.plan.compile import CompiledStacks
-from brainslug.plan.schedule import schedule
+from brainslug.plan.schedule import needed, schedule
 
 FRESH_FUNCTIONS = {
     torch.conv2d, F.conv2d, F.linear, torch.addmm, torch.matmul, torch.cat, torch.concat,
@@ -139,9 +139,11 @@ def rewrite_graph(gm: fx.GraphModule, compiled: CompiledStacks,
             return [shape_reads[name][0]] if shape_reads[name][0] else []
         return [x.name for x in nodes[name].all_input_nodes]
 
+    live = needed([n for n, node in nodes.items() if not node.users], inputs_of, stacks,
+                  compiled.aliases)
     plan = schedule(
         list(nodes), inputs_of, stacks, compiled.aliases,
-        [n for n in nodes if n not in members and n not in compiled.aliases],
+        [n for n in nodes if n in live and n not in members and n not in compiled.aliases],
     )
     library_sizes = _arena_linears(gm, nodes, metas or {}) if any(
         hasattr(k, "use_arena") for k in kernels.values()) else {}

@@ -81,3 +81,30 @@ def schedule(
     for r in roots:
         place(r)
     return out
+
+
+def needed(
+    sinks: Sequence[str],
+    inputs_of: Callable[[str], Sequence[str]],
+    stacks: Sequence[StackBinding],
+    aliases: Mapping[str, str],
+) -> set[str]:
+    """The nodes that `sinks` need: what they read, directly or through the
+    stacks that compute it. A node whose readers are all stack members that
+    read something else instead (the inner `cat` that bs-form-stacks flattens
+    into the outer one) is not needed."""
+    member_of = {m: b for b in stacks for m in b.members}
+    seen: set[str] = set()
+    todo = list(sinks)
+    while todo:
+        name = todo.pop()
+        while name in aliases:
+            name = aliases[name]
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in member_of:
+            todo += [s for s in member_of[name].inputs if isinstance(s, str)]
+        else:
+            todo += inputs_of(name)
+    return seen
