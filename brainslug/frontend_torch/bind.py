@@ -195,7 +195,7 @@ def rewrite_graph(gm: fx.GraphModule, compiled: CompiledStacks,
     if arena_users:
         outputs = [x for n in nodes.values() if n.op == "output" for x in inputs_of(n.name)]
         buffers = plan_buffers(plan, inputs_of, lambda name: _fresh(nodes[name], gm), outputs,
-                               library_sizes)
+                               library_sizes, in_place=True)
         arena = Arena(buffers, allocate_f32)
         for name, k in arena_users.items():
             outs = len(next(b for b in stacks if b.name == name).outputs)

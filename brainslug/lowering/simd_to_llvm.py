@@ -352,17 +352,20 @@ def _store(em: PhaseEmitter, op: simd.StoreOp) -> None:
     if acc.buf.pieces is not None:
         raise NotImplementedError("bs-lower-to-llvm: a store into loop.pieces (read-only)")
     v = em.value(op.value)
+    mask = lane.mask
+    if op.guard is not None:  # (a uniform condition: a mask of it, no branch)
+        mask = b.and_(mask, b.splat(em.value(op.guard), em.lanes))
     if acc.contiguous is not None:
         ptr = b.gep(acc.buf.ptr, acc.contiguous, acc.buf.elem)
-        if lane.mask is None:
+        if mask is None:
             b.store(v, ptr)
         else:
             # (by its mangled name: xDSL's `llvm.masked_store` declares one
             # unmangled intrinsic, which a second vector width then mismatches)
             b.add(llvm.CallIntrinsicOp(f"llvm.masked.store.{type_suffix(v.type)}.p0",
-                                       [v, ptr, b.const(4, i32), lane.mask], []))
+                                       [v, ptr, b.const(4, i32), mask], []))
         return
-    mask = lane.mask if lane.mask is not None else b.const(1, VectorType(i1, [em.lanes]))
+    mask = mask if mask is not None else b.const(1, VectorType(i1, [em.lanes]))
     b.call(f"bs.scatter.{type_suffix(v.type)}", [v, acc.buf.ptr, acc.offsets(em), mask], None)
 
 

@@ -259,6 +259,24 @@ def _zero_nest(s: _Shape, part: SSAValue) -> loop.NestOp:
     return nest
 
 
+def _guard_stores(nest: loop.NestOp, inside: SSAValue, part: SSAValue | None) -> None:
+    """Guards the stores of `nest` but those of the partial sums by `inside`:
+    a row past the last recomputes the last, and only the last row's own
+    iteration writes it (a later write would find an in-place input consumed)."""
+    for st in [o for o in nest.walk() if isinstance(o, simd.StoreOp) and o.buffer is not part]:
+        guard = inside
+        block = st.parent_block()
+        assert block is not None
+        if st.guard is not None:
+            both = arith.AndIOp(st.guard, inside)
+            block.insert_op_before(both, st)
+            guard = both.result
+        new = simd.StoreOp(st.value, st.buffer, st.indices, st.map.data, guard)
+        new.attributes |= st.attributes
+        block.insert_op_before(new, st)
+        block.erase_op(st)
+
+
 def _chunk_nest(s: _Shape, outer_of: dict[SSAValue, SSAValue], band_iv: SSAValue,
                 part: SSAValue | None, which: str) -> loop.NestOp:
     """One sequential nest over the band's column blocks (and, adding to the
@@ -280,10 +298,14 @@ def _chunk_nest(s: _Shape, outer_of: dict[SSAValue, SSAValue], band_iv: SSAValue
     row = arith.AddiOp(base.result, hh)
     ops += [base, row]
     row_v: SSAValue = row.result
+    inside: SSAValue | None = None
     if s.rows % s.band:
-        clamp = arith.MinSIOp(row.result, index_constant(s.rows - 1, ops))
-        ops.append(clamp)
-        row_v = clamp.result
+        last = index_constant(s.rows - 1, ops)
+        clamp = arith.MinSIOp(row.result, last)
+        below = arith.CmpiOp(row.result, last, "sle")
+        ops += [clamp, below]
+        row_v, inside = clamp.result, below.result
+        inside.name_hint = "inside"
     row_v.name_hint = s.nest.ivs[s.row].name_hint
     vm: dict[SSAValue, SSAValue] = dict(outer_of)
     vm[s.nest.ivs[s.row]] = row_v
@@ -297,6 +319,8 @@ def _chunk_nest(s: _Shape, outer_of: dict[SSAValue, SSAValue], band_iv: SSAValue
     for op in ops:
         inner.body.block.add_op(op)
     inner.body.block.add_op(_chunk_loop(s, vm, part, hh, wb, kc, which))
+    if inside is not None:
+        _guard_stores(inner, inside, part)
     inner.body.block.add_op(loop.YieldOp())
     return inner
 

@@ -393,13 +393,15 @@ class RegisterTile(RewritePattern):
             return
         weights = _shared_bytes(red, row)
         if flat is None:
-            columns = [{row: r} for r in self._rows(nest, pos, p, ub, rewriter)]
+            rows, guards = self._rows(nest, pos, p, ub, rewriter)
+            columns = [{row: r} for r in rows]
         elif tile_rows:
-            nest, columns = _across_tile_rows(nest, pos, p, ub, rewriter)  # type: ignore[arg-type]
+            nest, columns, guards = _across_tile_rows(nest, pos, p, ub,  # type: ignore[arg-type]
+                                                      rewriter)
             row = nest.ivs[pos]
         else:
-            columns = self._across_rows(nest, pos, p, ub, above, flat,  # type: ignore[arg-type]
-                                        rewriter)
+            columns, guards = self._across_rows(nest, pos, p, ub, above,  # type: ignore[arg-type]
+                                                flat, rewriter)
         column_ivs = list(columns[0])
         block = v * self.lanes
         blocks = -(-(lane_ub - lane_lb) // block)
@@ -421,17 +423,18 @@ class RegisterTile(RewritePattern):
         # which dim holds the blocks of columns (bs-block-reduction reads it)
         nest.attributes[COLUMNS_ATTR] = IntegerAttr(nest.ivs.index(row), IndexType())
         new_lp = simd.LoopOp(lower, upper, vectors=v)
-        self._clone_body(lp, red, columns, new_lp)
+        self._clone_body(lp, red, columns, guards, new_lp)
         if packed:
             assert cb is not None
             _index_blocks(new_lp, packed, cb)
         rewriter.replace(lp, new_lp.with_attributes(dict(lp.attributes)))
 
     def _rows(self, nest: loop.NestOp, pos: int, p: int, extent: int,
-              rewriter: PatternRewriter) -> list[SSAValue]:
+              rewriter: PatternRewriter) -> tuple[list[SSAValue], list[SSAValue | None]]:
         """Blocks the nest dim `pos` by `p`; the column ivs of a block, clamped
         to the last column unless `p` divides the extent (then they are plainly
-        consecutive, and LLVM can share loads between columns and taps)."""
+        consecutive, and LLVM can share loads between columns and taps), and
+        each column's guard (`_guards`)."""
         upper = nest.upper_bounds()
         upper[pos] = -(-extent // p)
         static, _ = loop.split_bounds(upper)
@@ -442,24 +445,27 @@ class RegisterTile(RewritePattern):
         base = arith.MuliOp(block_iv, index_constant(p, ops))
         last = index_constant(extent - 1, ops)
         ops.append(base)
-        rows = []
+        rows: list[SSAValue] = []
+        guards: list[SSAValue | None] = []
         for k in range(p):
             add = arith.AddiOp(base.result, index_constant(k, ops))
             ops.append(add)
             col = add
+            guards.append(None)
             if extent % p:
                 col = arith.MinSIOp(add.result, last)
                 ops.append(col)
+                guards[-1] = _guard(k, add.result, last, ops)
             col.result.name_hint = f"col{k}"
             rows.append(col.result)
         first = nest.body.block.first_op
         assert first is not None
         rewriter.insert(ops, InsertPoint.before(first))
-        return rows
+        return rows, guards
 
     def _across_rows(self, nest: loop.NestOp, pos: int, p: int, columns: int, rows: int,
                      shape: tuple[int, int], rewriter: PatternRewriter
-                     ) -> list[dict[SSAValue, SSAValue]]:
+                     ) -> tuple[list[dict[SSAValue, SSAValue]], list[SSAValue | None]]:
         """Blocks the nest dims `pos - 1` (rows) and `pos` (columns) into rows
         of `shape[0]` blocks of `p` consecutive points of the row-major (row,
         column) space, `shape[1]` such rows; per column of a block, its row
@@ -477,16 +483,19 @@ class RegisterTile(RewritePattern):
         base = arith.MuliOp(block.result, index_constant(p, ops))
         ops += [first, block, base]
         last, width = index_constant(rows * columns - 1, ops), index_constant(columns, ops)
-        out = _block_points(base.result, p, last, width, (row_iv, block_iv), ops)
+        points, guards = _block_points(base.result, p, last, width, (row_iv, block_iv), ops,
+                                       exact=per_row * new_rows * p == rows * columns)
         first_op = nest.body.block.first_op
         assert first_op is not None
         rewriter.insert(ops, InsertPoint.before(first_op))
-        return out
+        return points, guards
 
     def _clone_body(self, lp: simd.LoopOp, red: loop.ReduceOp,
-                    columns: list[dict[SSAValue, SSAValue]], new_lp: simd.LoopOp) -> None:
+                    columns: list[dict[SSAValue, SSAValue]], guards: list[SSAValue | None],
+                    new_lp: simd.LoopOp) -> None:
         """Clones `lp`'s body into `new_lp` once per column, each substituting
-        its own ivs (`columns`) where the body depends on them."""
+        its own ivs (`columns`) where the body depends on them; a column's
+        stores take its guard."""
         maps: list[dict[SSAValue, SSAValue]] = [{**col, lp.iv: new_lp.iv} for col in columns]
         new_lp.iv.name_hint = lp.iv.name_hint
         varying: set[SSAValue] = set(columns[0])
@@ -504,7 +513,7 @@ class RegisterTile(RewritePattern):
                 epilogue.append(op)
             else:
                 _clone_per_column(op, maps, varying, new_lp.body.block)
-        _clone_columns_in_turn(epilogue, maps, varying, new_lp.body.block)
+        _clone_columns_in_turn(epilogue, maps, guards, varying, new_lp.body.block)
 
     def _tiled_reduce(self, red: loop.ReduceOp, maps: list[dict[SSAValue, SSAValue]],
                       varying: set[SSAValue]) -> loop.ReduceOp:
@@ -525,15 +534,28 @@ class RegisterTile(RewritePattern):
         return new
 
 
+def _guard(k: int, point: SSAValue, last: SSAValue, ops: list[Operation]) -> SSAValue | None:
+    """Whether column `k` of a block, at `point` before clamping, is not past
+    `last` (its stores are skipped where it is: the clamped column recomputes
+    the last point, which its own column writes; column 0 never is)."""
+    if k == 0:
+        return None
+    inside = arith.CmpiOp(point, last, "sle")
+    ops.append(inside)
+    inside.result.name_hint = f"inside{k}"
+    return inside.result
+
+
 def _block_points(first: SSAValue, p: int, last: SSAValue, width: SSAValue,
-                  ivs: tuple[SSAValue, SSAValue], ops: list[Operation]
-                  ) -> list[dict[SSAValue, SSAValue]]:
+                  ivs: tuple[SSAValue, SSAValue], ops: list[Operation], exact: bool = False
+                  ) -> tuple[list[dict[SSAValue, SSAValue]], list[SSAValue | None]]:
     """Per column of a block of `p` consecutive points of a row-major (row,
     column) space of rows `width` wide, from point `first`: the point (past
     `last` clamped to it) as a row and a column, in place of the nest's row
-    and column ivs `ivs`. The ops go to the end of `ops`."""
+    and column ivs `ivs`, and the column's guard (`_guard`; none where the
+    blocks cover the points `exact`ly). The ops go to the end of `ops`."""
     row_iv, column_iv = ivs
-    out = []
+    out, guards = [], []
     for k in range(p):
         point = arith.AddiOp(first, index_constant(k, ops))
         clamped = arith.MinSIOp(point.result, last)
@@ -543,7 +565,8 @@ def _block_points(first: SSAValue, p: int, last: SSAValue, width: SSAValue,
         ops += [point, clamped, r, r_start, c]
         r.result.name_hint, c.result.name_hint = f"row{k}", f"col{k}"
         out.append({row_iv: r.result, column_iv: c.result})
-    return out
+        guards.append(None if exact else _guard(k, point.result, last, ops))
+    return out, guards
 
 
 def _tile_step(lower: loop.Bound) -> int | None:
@@ -558,7 +581,8 @@ def _tile_step(lower: loop.Bound) -> int | None:
 
 
 def _across_tile_rows(nest: loop.NestOp, pos: int, p: int, columns: int,
-                      rewriter: PatternRewriter) -> tuple[loop.NestOp, list[dict[SSAValue, SSAValue]]]:
+                      rewriter: PatternRewriter
+                      ) -> tuple[loop.NestOp, list[dict[SSAValue, SSAValue]], list[SSAValue | None]]:
     """`_across_rows` for rows of dynamic bounds `[lo, hi)` (a depth-first
     tile's): a new nest whose dim `pos - 1` has one point and whose dim `pos`
     runs over the blocks of `p` consecutive points of the rows' row-major
@@ -583,9 +607,9 @@ def _across_tile_rows(nest: loop.NestOp, pos: int, p: int, columns: int,
     base = arith.MuliOp(block_iv, index_constant(p, ops))
     first = arith.AddiOp(start.result, base.result)
     ops += [base, first]
-    out = _block_points(first.result, p, last.result, width, (row_iv, block_iv), ops)
+    out, guards = _block_points(first.result, p, last.result, width, (row_iv, block_iv), ops)
     _take_body(nest, new, new.body.block.args, ops, rewriter)
-    return new, out
+    return new, out, guards
 
 
 def _clone_per_column(op: Operation, maps: list[dict[SSAValue, SSAValue]],
@@ -606,7 +630,8 @@ def _clone_per_column(op: Operation, maps: list[dict[SSAValue, SSAValue]],
 
 
 def _clone_columns_in_turn(ops: list[Operation], maps: list[dict[SSAValue, SSAValue]],
-                           varying: set[SSAValue], dst: Block) -> None:
+                           guards: list[SSAValue | None], varying: set[SSAValue],
+                           dst: Block) -> None:
     """Appends `ops` (those after the reduction) column by column: first the
     ones that don't depend on the column, once, then each column's whole chain.
     Cloned op by op across columns instead, every column's intermediates of a
@@ -621,11 +646,26 @@ def _clone_columns_in_turn(ops: list[Operation], maps: list[dict[SSAValue, SSAVa
             varying.update(op.results)
         else:
             _clone_per_column(op, maps, varying, dst)
-    for m in maps:
+    for m, guard in zip(maps, guards, strict=True):
         for op in per_column:
             new = op.clone(value_mapper=m)
+            if guard is not None and isinstance(new, simd.StoreOp):
+                new = _guarded(new, guard, dst)
             dst.add_op(new)
             m.update(zip(op.results, new.results, strict=True))
+
+
+def _guarded(store: simd.StoreOp, guard: SSAValue, dst: Block) -> simd.StoreOp:
+    """`store` (not yet in a block) that also needs `guard` (an `arith.andi`
+    of both guards goes to `dst` first)."""
+    if store.guard is not None:
+        both = arith.AndIOp(store.guard, guard)
+        dst.add_op(both)
+        guard = both.result
+    new = simd.StoreOp(store.value, store.buffer, store.indices, store.map.data, guard)
+    new.attributes |= store.attributes
+    store.erase(safe_erase=False)
+    return new
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ bs-form-stacks removed, and which stacks were compiled."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import StringAttr
@@ -24,6 +24,8 @@ class StackBinding:
     inputs: list[Source]                 # in kernel argument order
     outputs: list[str]                   # node names, in kernel output order
     output_shapes: list[tuple[int, ...]]  # -1 for the batch
+    in_place: dict[int, int] = field(default_factory=dict)
+    """Output index -> the input whose buffer it may overwrite (`in_place_inputs`)."""
 
     def output_sizes(self) -> list[tuple[int, bool]]:
         """(elements per batch item, or in all without a batch; whether it has
@@ -35,6 +37,33 @@ class StackBinding:
                 n *= d if d >= 0 else 1
             out.append((n, any(d < 0 for d in shape)))
         return out
+
+
+def in_place_inputs(op: nn.StackOp) -> dict[int, int]:
+    """Output index -> input index, where the output may be written into the
+    input's buffer: the output is an elementwise add (then any unary
+    elementwise ops) of which one operand is that input, of the output's own
+    type and read by nothing else (a residual add). Each output point then
+    reads the input at that point alone, once, before its write, so a kernel
+    that writes every point once (register blocks guard the stores of their
+    clamped columns and rows) consumes each input element before overwriting
+    it."""
+    args = {id(a): k for k, a in enumerate(op.body.block.args)}
+    out: dict[int, int] = {}
+    for j, v in enumerate(op.yield_op.values):
+        cur = v.owner
+        while (isinstance(cur, Operation) and nn.is_elementwise(cur) and len(cur.operands) == 1
+               and cur.results[0].type == v.type):
+            cur = cur.operands[0].owner
+        if not isinstance(cur, nn.AddOp) or cur.results[0].type != v.type:
+            continue
+        for x in (cur.lhs, cur.rhs):
+            k = args.get(id(x))
+            if (k is not None and x.type == v.type and x.has_one_use()
+                    and k not in out.values()):
+                out[j] = k
+                break
+    return out
 
 
 def node_of(v: SSAValue) -> str | None:
@@ -120,7 +149,8 @@ def describe(fn: func.FuncOp, sources: list[Source], default_layout: str = "NCHW
         bindings.append(StackBinding(
             op.stack_name_value,
             {o.attributes[NODE_ATTR].data for o in members if NODE_ATTR in o.attributes},
-            inputs, outs, [tuple(r.type.get_shape()) for r in op.outputs]))
+            inputs, outs, [tuple(r.type.get_shape()) for r in op.outputs],
+            in_place_inputs(op)))
     return infos, bindings
 
 

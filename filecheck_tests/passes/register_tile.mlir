@@ -8,7 +8,8 @@
 // columns share) and the simd.loop spans V vectors. The reduction gets P
 // results; the body and the epilogue are cloned per column, except what does
 // not depend on the column (the weight row, the per-channel bias). Columns past
-// the end clamp to the last one, 12.
+// the end clamp to the last one, 12, and recompute it: their stores are
+// guarded (`if %insideK`), so only column 12's own iteration writes it.
 
 // 1x1 convolution, 37 -> 53 channels, one row of 13 columns, with bias: with
 // 16 lanes V = 4 (53 channels in 64 lanes); 27 of the 32 registers are left
@@ -38,7 +39,8 @@ func.func @conv1x1(%x: memref<?x1x13x37xf32>, %wt: memref<1x1x37x53xf32>, %b: me
 // CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 1, 3) attributes {bs.columns = 2 : index} {
 // CHECK:           %[[BASE:.*]] = arith.muli %w, %{{.*}} : index
 // CHECK:           %col0 = arith.minsi %{{.*}}, %{{.*}} : index
-// CHECK:           %col4 = arith.minsi %{{.*}}, %{{.*}} : index
+// CHECK:           %col4 = arith.minsi %[[P4:.*]], %[[LAST:.*]] : index
+// CHECK-NEXT:      %inside4 = arith.cmpi sle, %[[P4]], %[[LAST]] : index
 // CHECK-NOT:       %col5
 // CHECK-NEXT:      simd.loop (%o) = (0) to (53) vectors 4 {
 // CHECK-NEXT:        %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 37) init 0.000000e+00 : f32 -> !simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32>, !simd.vec<f32> {
@@ -54,10 +56,10 @@ func.func @conv1x1(%x: memref<?x1x13x37xf32>, %wt: memref<1x1x37x53xf32>, %b: me
 //   each column's epilogue whole before the next one's: a long one (SiLU's
 //   exp) then keeps one column's values live, not every column's
 // CHECK-NEXT:        %[[Y0:.*]] = simd.addf %{{.*}}, %[[BIAS]] : !simd.vec<f32>
-// CHECK-NEXT:        simd.store %[[Y0]], %out[%n, %h, %col0, %o]
+// CHECK-NEXT:        simd.store %[[Y0]], %out[%n, %h, %col0, %o] : memref
 // CHECK-NEXT:        %[[Y1:.*]] = simd.addf %{{.*}}, %[[BIAS]] : !simd.vec<f32>
-// CHECK-NEXT:        simd.store %[[Y1]], %out[%n, %h, %col1, %o]
-// CHECK:             simd.store %{{.*}}, %out[%n, %h, %col4, %o]
+// CHECK-NEXT:        simd.store %[[Y1]], %out[%n, %h, %col1, %o] if %inside1 : memref
+// CHECK:             simd.store %{{.*}}, %out[%n, %h, %col4, %o] if %inside4 : memref
 
 // With 8 lanes and 16 registers (AVX2): V = 4 (32 lanes, two chunks for 53
 // channels) leaves 11 registers, P = 2 (columns 13 in 14).
@@ -72,6 +74,7 @@ func.func @conv1x1(%x: memref<?x1x13x37xf32>, %wt: memref<1x1x37x53xf32>, %b: me
 // BCAST-LABEL: func.func @conv1x1
 // BCAST:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 1, 2) attributes {bs.columns = 2 : index} {
 // BCAST:           %col6 = arith.minsi
+// BCAST-NEXT:      %inside6 = arith.cmpi sle
 // BCAST-NEXT:      simd.loop (%o) = (0) to (53) vectors 4 {
 
 // A 1x1 convolution over 13 rows of 13 columns, with broadcast-operands: 6
@@ -113,14 +116,18 @@ func.func @across_rows(%x: memref<?x13x13x37xf32>, %wt: memref<1x1x37x53xf32>, %
 // BCAST-NEXT:      %row0 = arith.divsi %[[C0]], %[[WIDTH:.*]] : index
 // BCAST-NEXT:      %[[S0:.*]] = arith.muli %row0, %[[WIDTH]] : index
 // BCAST-NEXT:      %col0 = arith.subi %[[C0]], %[[S0]] : index
+// BCAST:           %[[P1:.*]] = arith.addi %[[BASE]], %{{.*}} : index
+// BCAST:           %col1 = arith.subi
+// BCAST-NEXT:      %inside1 = arith.cmpi sle, %[[P1]], %[[LAST]] : index
 // BCAST:           %col5 = arith.subi
+// BCAST-NEXT:      %inside5 = arith.cmpi sle
 // BCAST-NOT:       %col6
 // BCAST-NEXT:      simd.loop (%o) = (0) to (53) vectors 4 {
 // BCAST-NEXT:        %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = loop.reduce add contract
 // BCAST-NEXT:          loop.load %x[%n, %row0, %col0, %o, %kh, %kw, %ci]
 // BCAST:               loop.load %x[%n, %row5, %col5, %o, %kh, %kw, %ci]
-// BCAST:             simd.store %{{.*}}, %out[%n, %row0, %col0, %o]
-// BCAST:             simd.store %{{.*}}, %out[%n, %row5, %col5, %o]
+// BCAST:             simd.store %{{.*}}, %out[%n, %row0, %col0, %o] : memref
+// BCAST:             simd.store %{{.*}}, %out[%n, %row5, %col5, %o] if %inside5 : memref
 
 // A 3x3 convolution's columns stay in their row (its taps then share a
 // row's checks and addresses): 13 rows of 13 columns, P = 5 (15 for 13), and

@@ -49,7 +49,8 @@ func.func @tile_rows(%x: memref<?x28x28x37xf32>, %wt: memref<1x1x37x64xf32>, %ou
 // CHECK:           %[[C0:.*]] = arith.minsi %{{.*}}, %[[LAST]] : index
 // CHECK-NEXT:      %row0 = arith.divsi %[[C0]], %[[W]] : index
 // CHECK:           %col5 = arith.subi
+// CHECK-NEXT:      %inside5 = arith.cmpi sle, %{{.*}}, %[[LAST]] : index
 // CHECK-NEXT:      simd.loop (%o) = (0) to (64) vectors 4 {
 // CHECK-NEXT:        %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = loop.reduce add contract
 // CHECK-NEXT:          loop.load %x[%n, %row0, %col0, %o, %kh, %kw, %ci]
-// CHECK:             simd.store %{{.*}}, %out[%n, %row5, %col5, %o]
+// CHECK:             simd.store %{{.*}}, %out[%n, %row5, %col5, %o] if %inside5 : memref

@@ -146,7 +146,7 @@ func.func @lanes(%x: memref<?x37x13x13xf32>, %p: memref<37xf32>, %out: memref<?x
 // GENERIC-NEXT:      %10 = "simd.select"(%lt, %as, %9) : (!simd.vec<i1>, !simd.vec<f32>, !simd.vec<f32>) -> !simd.vec<f32>
 // GENERIC:           %ge = "simd.cmpi"(%i7, %k) <{predicate = "sge"}> : (!simd.vec<index>, !simd.vec<index>) -> !simd.vec<i1>
 // GENERIC-NEXT:      %m0 = "simd.andi"(%ge, %ok) : (!simd.vec<i1>, !simd.vec<i1>) -> !simd.vec<i1>
-// GENERIC:           "simd.store"(%13, %out, %n, %c, %h, %w) <{map = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>}> : (!simd.vec<f32>, memref<?x37x13x13xf32>, index, index, index, index) -> ()
+// GENERIC:           "simd.store"(%13, %out, %n, %c, %h, %w) <{map = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>, operandSegmentSizes = array<i32: 1, 1, 4, 0>}> : (!simd.vec<f32>, memref<?x37x13x13xf32>, index, index, index, index) -> ()
 // GENERIC-NEXT:      "loop.yield"() : () -> ()
 // GENERIC:         "simd.loop"(%c0) <{lower = array<i64: -9223372036854775808>, upper = array<i64: 37>, operandSegmentSizes = array<i32: 1, 0>}> ({
 // GENERIC:           %sum = "simd.reduce"(%u) <{kind = "add"}> : (!simd.vec<f32>) -> f32

@@ -297,7 +297,7 @@ func.func @gap_reduce_type(%a: !simd.vec<f32>) {
 // a lane store writes the buffer's element type
 func.func @gap_store_type(%b: memref<37xf32>, %v: !simd.vec<i32>) {
   simd.loop (%j) = (0) to (37) {
-    "simd.store"(%v, %b, %j) <{map = affine_map<(d0) -> (d0)>}> : (!simd.vec<i32>, memref<37xf32>, index) -> ()
+    "simd.store"(%v, %b, %j) <{map = affine_map<(d0) -> (d0)>, operandSegmentSizes = array<i32: 1, 1, 1, 0>}> : (!simd.vec<i32>, memref<37xf32>, index) -> ()
   }
   func.return
 }

@@ -32,6 +32,7 @@ from xdsl.irdl import (
     irdl_attr_definition,
     irdl_op_definition,
     operand_def,
+    opt_operand_def,
     opt_prop_def,
     prop_def,
     region_def,
@@ -293,14 +294,22 @@ def _uses_lane(op: IRDLOperation, lane: SSAValue) -> bool:
 
 @irdl_op_definition
 class StoreOp(IRDLOperation):
-    """Lane l stores its element to `buffer[map(indices)]` with iv replaced by iv + l."""
+    """Lane l stores its element to `buffer[map(indices)]` with iv replaced by iv + l.
+
+    With `guard` (an i1), nothing is stored where it is false: a register
+    block's column clamped to the last point recomputes that point, and must
+    not write it again (its output may share a buffer with an input that the
+    first write has consumed: an in-place residual add).
+    """
 
     name = "simd.store"
     value = operand_def(VecType)
     buffer = operand_def(MemRefType)
     indices = var_operand_def(IndexType)
+    guard = opt_operand_def(i1)
     map = prop_def(AffineMapAttr)
     traits = traits_def(MemoryWriteEffect())
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
 
     def __init__(
         self,
@@ -308,9 +317,10 @@ class StoreOp(IRDLOperation):
         buffer: SSAValue,
         indices: Sequence[SSAValue],
         amap: AffineMap | None = None,
+        guard: SSAValue | None = None,
     ):
         super().__init__(
-            operands=[value, buffer, indices],
+            operands=[value, buffer, indices, [] if guard is None else [guard]],
             properties={"map": loop.default_map(amap, len(indices))},
         )
 
@@ -319,6 +329,9 @@ class StoreOp(IRDLOperation):
         printer.print_ssa_value(self.value)
         printer.print_string(", ")
         loop.print_access(printer, self.buffer, self.indices, self.map.data)
+        if self.guard is not None:
+            printer.print_string(" if ")
+            printer.print_ssa_value(self.guard)
         printer.print_op_attributes(self.attributes)
         printer.print_string(" : ")
         printer.print_attribute(self.buffer.type)
@@ -328,11 +341,15 @@ class StoreOp(IRDLOperation):
         val = parser.parse_unresolved_operand()
         parser.parse_punctuation(",")
         base, idx, amap = loop.parse_access(parser)
+        guard = None
+        if parser.parse_optional_keyword("if"):
+            guard = parser.resolve_operand(parser.parse_unresolved_operand(), i1)
         attrs = parser.parse_optional_attr_dict()
         parser.parse_punctuation(":")
         bt = parser.parse_type()
         elem = bt.element_type if isinstance(bt, MemRefType) else f32
-        op = cls(parser.resolve_operand(val, vec(elem)), parser.resolve_operand(base, bt), idx, amap)
+        op = cls(parser.resolve_operand(val, vec(elem)), parser.resolve_operand(base, bt), idx,
+                 amap, guard)
         op.attributes |= attrs
         return op
 

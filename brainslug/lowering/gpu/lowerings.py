@@ -119,6 +119,14 @@ def _sitofp(em: GPUPhaseEmitter, op: simd.SIToFPOp) -> None:
     em.values[op.result] = em.b.add(llvm.SIToFPOp(em.value(op.input), f32))
 
 
+def _store(em: GPUPhaseEmitter, op: simd.StoreOp) -> None:
+    """This thread's point, where the guard (if any) holds."""
+    if op.guard is None:
+        scalar._store(em, op)  # type: ignore[arg-type]
+    else:
+        em.b.if_then(em.value(op.guard), lambda: scalar._store(em, op))  # type: ignore[arg-type]
+
+
 def _prefetch(em: GPUPhaseEmitter, op: simd.PrefetchOp) -> None:
     """Nothing: a hint, which a thread's scalar access has no use for."""
 
@@ -132,7 +140,7 @@ GPU_LOWERINGS: dict[type[Operation], OpLowering] = {
     simd.ReduceLoopOp: _reduce_loop,
     # one scalar access at this thread's point (padded: clamped address + select)
     simd.LoadOp: scalar._load,
-    simd.StoreOp: scalar._store,
+    simd.StoreOp: _store,
     simd.PrefetchOp: _prefetch,
     simd.InBoundsOp: scalar._in_bounds,
     simd.SplatOp: _same,

@@ -1,0 +1,114 @@
+"""In-place residual adds: a stack whose output is `add(..., r)` (then
+elementwise ops) writes into the arena slot of `r` where `r` dies there; the
+register blocks' clamped columns and rows must not write a point twice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import brainslug.pytorch as brainslug
+from brainslug.ir.context import parse_module
+from brainslug.plan import arena
+from brainslug.plan.arena import plan_buffers
+from brainslug.plan.schedule import schedule
+from brainslug.plan.stacks import StackBinding, in_place_inputs
+
+T = "tensor<?x13x13x37xf32>"
+
+
+def _stack(body: str) -> object:
+    """The `nn.stack` of a function of two inputs `%y`, `%r` around `body`."""
+    module = parse_module(f"""
+func.func @f(%fy: {T}, %fr: {T}) -> {T} {{
+  %o = nn.stack "s" (%fy, %fr) : ({T}, {T}) -> ({T}) {{
+  ^bb0(%y: {T}, %r: {T}):
+{body}
+  }}
+  func.return %o : {T}
+}}""")
+    fn = next(iter(module.ops))
+    return next(o for o in fn.body.block.ops if o.name == "nn.stack")
+
+
+@pytest.mark.parametrize("body, expected", [
+    # a residual add, then ReLU: the output may take %r's buffer
+    ("    %c = nn.sigmoid %y : {T} -> {T}\n    %a = nn.add %c, %r : ({T}, {T}) -> {T}\n"
+     "    %b = nn.relu %a : {T} -> {T}\n    nn.yield %b : {T}", {0: 1}),
+    # %r read twice (by the add and by the multiply): not in place
+    ("    %c = nn.sigmoid %y : {T} -> {T}\n    %a = nn.add %c, %r : ({T}, {T}) -> {T}\n"
+     "    %b = nn.mul %a, %r : ({T}, {T}) -> {T}\n    nn.yield %b : {T}", {}),
+    # the add is not the last elementwise chain's root (a multiply is)
+    ("    %c = nn.sigmoid %y : {T} -> {T}\n    %a = nn.mul %c, %r : ({T}, {T}) -> {T}\n"
+     "    nn.yield %a : {T}", {}),
+])
+def test_in_place_inputs(body: str, expected: dict[int, int]) -> None:
+    op = _stack(body.replace("{T}", T))
+    assert in_place_inputs(op) == expected  # type: ignore[arg-type]
+
+
+def test_arena_gives_a_residual_output_its_dying_input_slot() -> None:
+    """s1 = add(q, p) may overwrite p: it does where p dies at s1; where a later
+    node still reads p, s1 gets a slot of its own."""
+    for later_reader in (False, True):
+        inputs = {"p": ["x"], "q": ["p"], "r": ["q", "p"], "out": ["r", "p"] if later_reader
+                  else ["r"]}
+        stacks = [StackBinding("s0", {"p"}, ["x"], ["p"], [(-1, 10)]),
+                  StackBinding("s1", {"r"}, ["q", "p"], ["r"], [(-1, 10)], in_place={0: 1})]
+        plan = schedule(["x", "p", "q", "r", "out"], lambda n, g=inputs: g.get(n, []), stacks,
+                        {}, ["out"], ["x"])
+        graph = {"q": ["p"], "out": inputs["out"]}
+        for in_place in (False, True):
+            a = plan_buffers(plan, lambda n, g=graph: g.get(n, []), lambda n: True, ["out"],
+                             in_place=in_place).assignment
+            shared = a.get(("s0", 0)) is not None and a.get(("s0", 0)) == a.get(("s1", 0))
+            assert shared is (in_place and not later_reader)
+
+
+class Residual(nn.Module):
+    """Two residual blocks, `relu(bn(conv(relu(bn(conv(x))))) + x)`, of 1x1
+    and 3x3 convolutions: 13x13 = 169 points are no multiple of a register
+    block's 6 (the last block clamps columns to the last point, which must be
+    written once), 37 channels no multiple of 16 lanes."""
+
+    def __init__(self, c: int = 37) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(c, c, k, padding=k // 2, bias=False)
+                                   for k in (1, 1, 3, 1))
+        self.bns = nn.ModuleList(nn.BatchNorm2d(c) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(x * 1.5)
+        for i in (0, 2):
+            y = torch.relu(self.bns[i](self.convs[i](x)))
+            x = torch.relu(self.bns[i + 1](self.convs[i + 1](y)) + x)
+        return x
+
+
+def test_in_place_residual_adds_match_separate_buffers(monkeypatch) -> None:
+    torch.manual_seed(0)
+    m = Residual().eval()
+    for bn in m.bns:
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    taken = []
+    real = arena._overwritable
+    monkeypatch.setattr(arena, "_overwritable",
+                        lambda *a, **k: (taken.append(s := real(*a, **k)), s)[1])
+    fast = brainslug.optimize(m, [0, 37, 13, 13], conv="brainslug")
+    assert sum(s is not None for s in taken) == 1  # (the second block is one stack)
+    monkeypatch.setattr(arena, "_overwritable", lambda *a, **k: None)
+    plain = brainslug.optimize(m, [0, 37, 13, 13], conv="brainslug")
+    for batch in (1, 3):
+        x = torch.randn(batch, 37, 13, 13)
+        x[0, 5, 12, 12] = float("nan")  # (the last point: where columns clamp)
+        x[-1, 3, 0, 0] = float("inf")
+        with torch.no_grad():
+            got, want, ref = fast(x), plain(x), m(x)
+            again = fast(x)
+        assert torch.equal(got.isnan(), ref.isnan())
+        assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(want))
+        assert torch.equal(torch.nan_to_num(again), torch.nan_to_num(got))
+        fin = ref.isfinite()
+        torch.testing.assert_close(got[fin], ref[fin], rtol=1e-4, atol=1e-4)
