@@ -18,15 +18,17 @@ from brainslug.plan.stacks import StackBinding, in_place_inputs
 T = "tensor<?x13x13x37xf32>"
 
 
-def _stack(body: str) -> object:
+def _stack(body: str, outputs: int = 1) -> object:
     """The `nn.stack` of a function of two inputs `%y`, `%r` around `body`."""
+    types = ", ".join([T] * outputs)
+    results = ", ".join(f"%o#{k}" for k in range(outputs))
     module = parse_module(f"""
-func.func @f(%fy: {T}, %fr: {T}) -> {T} {{
-  %o = nn.stack "s" (%fy, %fr) : ({T}, {T}) -> ({T}) {{
+func.func @f(%fy: {T}, %fr: {T}) -> ({types}) {{
+  %o:{outputs} = nn.stack "s" (%fy, %fr) : ({T}, {T}) -> ({types}) {{
   ^bb0(%y: {T}, %r: {T}):
 {body}
   }}
-  func.return %o : {T}
+  func.return {results} : {types}
 }}""")
     fn = next(iter(module.ops))
     return next(o for o in fn.body.block.ops if o.name == "nn.stack")
@@ -42,9 +44,14 @@ func.func @f(%fy: {T}, %fr: {T}) -> {T} {{
     # the add is not the last elementwise chain's root (a multiply is)
     ("    %c = nn.sigmoid %y : {T} -> {T}\n    %a = nn.mul %c, %r : ({T}, {T}) -> {T}\n"
      "    nn.yield %a : {T}", {}),
+    # the sum also feeds a LayerNorm (XCiT's `x + γ·y`, then norm): the norm's
+    # second pass would read %r again after the sum overwrote it
+    ("    %c = nn.sigmoid %y : {T} -> {T}\n    %a = nn.add %c, %r : ({T}, {T}) -> {T}\n"
+     "    %b = nn.layer_norm %a {eps = 1.0e-5 : f64} : {T} -> {T}\n"
+     "    nn.yield %b, %a : {T}, {T}", {}),
 ])
 def test_in_place_inputs(body: str, expected: dict[int, int]) -> None:
-    op = _stack(body.replace("{T}", T))
+    op = _stack(body.replace("{T}", T), outputs=body.split("nn.yield")[1].count("%"))
     assert in_place_inputs(op) == expected  # type: ignore[arg-type]
 
 

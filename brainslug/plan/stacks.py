@@ -43,11 +43,14 @@ def in_place_inputs(op: nn.StackOp) -> dict[int, int]:
     """Output index -> input index, where the output may be written into the
     input's buffer: the output is an elementwise add (then any unary
     elementwise ops) of which one operand is that input, of the output's own
-    type and read by nothing else (a residual add). Each output point then
-    reads the input at that point alone, once, before its write, so a kernel
-    that writes every point once (register blocks guard the stores of their
+    type and read by nothing else (a residual add), and the add's value flows
+    only through elementwise ops to the yield. Each output point then reads
+    the input at that point alone, once, before its write, so a kernel that
+    writes every point once (register blocks guard the stores of their
     clamped columns and rows) consumes each input element before overwriting
-    it."""
+    it. A norm, pool or convolution after the add would read it again in a
+    later pass or in a tile's halo, after the write (XCiT's `x + γ·y` then
+    LayerNorm), so such an add is not in place."""
     args = {id(a): k for k, a in enumerate(op.body.block.args)}
     out: dict[int, int] = {}
     for j, v in enumerate(op.yield_op.values):
@@ -55,7 +58,8 @@ def in_place_inputs(op: nn.StackOp) -> dict[int, int]:
         while (isinstance(cur, Operation) and nn.is_elementwise(cur) and len(cur.operands) == 1
                and cur.results[0].type == v.type):
             cur = cur.operands[0].owner
-        if not isinstance(cur, nn.AddOp) or cur.results[0].type != v.type:
+        if (not isinstance(cur, nn.AddOp) or cur.results[0].type != v.type
+                or not _flows_pointwise(cur)):
             continue
         for x in (cur.lhs, cur.rhs):
             k = args.get(id(x))
@@ -64,6 +68,23 @@ def in_place_inputs(op: nn.StackOp) -> dict[int, int]:
                 out[j] = k
                 break
     return out
+
+
+def _flows_pointwise(op: Operation) -> bool:
+    """Whether every op that reads `op`'s value, directly or not, is
+    elementwise or the stack's yield."""
+    todo, seen = [op], set()
+    while todo:
+        cur = todo.pop()
+        for use in (u for r in cur.results for u in r.uses):
+            user = use.operation
+            if isinstance(user, nn.YieldOp) or id(user) in seen:
+                continue
+            if not nn.is_elementwise(user):
+                return False
+            seen.add(id(user))
+            todo.append(user)
+    return True
 
 
 def node_of(v: SSAValue) -> str | None:
