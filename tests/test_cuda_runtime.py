@@ -194,6 +194,53 @@ def test_cuda_plan_on_the_emulator(monkeypatch: pytest.MonkeyPatch, batch: int) 
         close(gm(x).numpy(), model(x).numpy())
 
 
+@pytest.mark.parametrize("plan_ms, runs_from", [
+    ({1: 0.5}, 1),                          # faster at batch 1: kept
+    ({1: 2.0, 8: 9.0}, None),               # slower at 1 and at 8: the model runs
+    ({1: 2.0, 8: 7.0, 2: 2.5, 4: 3.5}, 4),  # pays from batch 4 (not at 2)
+])
+def test_cuda_plan_is_kept_only_where_it_measured_faster(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, plan_ms: dict[int, float], runs_from: int | None
+) -> None:
+    """Never slower than eager on the GPU either: optimize() of a CUDA model
+    times the plan against the model (here the kernels are emulated and the
+    timings given: the model 1 ms a batch item), as on the CPU."""
+    from brainslug.frontend_torch import speed
+
+    _emulated_plan(monkeypatch)
+    monkeypatch.setattr(cuda_kernel, "require_cuda_python", lambda: None)
+    # (the emulated kernels take CPU tensors)
+    monkeypatch.setattr(cuda_kernel.CudaBrainSlugModule, "check_input", lambda self, x: None)
+    monkeypatch.setenv("BRAINSLUG_SPEED_CHECK", "1")
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))
+    timed: list[int] = []
+
+    def medians(candidates, x, rounds=5, warmup=1):
+        batch = x.shape[0]
+        timed.append(batch)
+        with torch.no_grad():  # both candidates run, as when timed
+            candidates["plan"](x), candidates["model"](x)
+        return {"plan": plan_ms[batch] * 1e-3, "model": batch * 1e-3}
+
+    monkeypatch.setattr(speed, "medians", medians)
+    model = Net().eval()
+    opt = cuda_kernel.optimize_cuda(model, [0, 3, 15, 15], arch="sm_80")
+    assert set(timed) == set(plan_ms)
+    report = "\n".join(opt.info.notes)
+    if runs_from is None:
+        assert opt.plan is None and "measured slower than the model" in opt.info.fallbacks[0][1]
+    else:
+        assert opt.plan is not None and getattr(opt.info, "min_batch", 1) == runs_from
+        assert "the CUDA plan" in report
+    for batch in (1, 3, 4):
+        x = torch.randn(batch, 3, 15, 15)
+        with torch.no_grad():
+            close(opt(x).numpy(), model(x).numpy())
+    before = len(timed)  # a warm optimize() takes the verdict from the cache
+    again = cuda_kernel.optimize_cuda(model, [0, 3, 15, 15], arch="sm_80")
+    assert len(timed) == before and (again.plan is None) == (runs_from is None)
+
+
 # ---------------------------------------------------------------------- on a GPU
 
 

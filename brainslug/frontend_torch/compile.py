@@ -25,7 +25,7 @@ from brainslug.frontend_torch.shapes import memory_orders, propagate_shapes
 from brainslug.plan.compile import CompiledStacks, cached_record, compile_stacks
 from brainslug.plan.report import PlanInfo
 from brainslug.plan.stacks import StackBinding
-from brainslug.plan.targets import CpuTarget
+from brainslug.plan.targets import CpuTarget, Target
 
 Metas = dict[str, tuple[tuple[int, ...], torch.dtype]]
 
@@ -34,7 +34,7 @@ CHANNELS_LAST_NOTE = ("layout: NHWC (channels-last) activations; stacks are gene
 
 
 def plan_key_parts(gm: fx.GraphModule, shape: Spec | None, layout: str,
-                   target: CpuTarget) -> list[str]:
+                   target: Target) -> list[str]:
     """What determines a plan: the traced graph (its code and module tree,
     which shows every layer's hyperparameters), the names, shapes and dtypes of
     the parameters and buffers, the input shapes (all of them), the layout and the target.

@@ -12,7 +12,9 @@ and slows the plan's threads more than the model's. The verdict is kept in
 the kernel cache beside the plan, keyed like it, so a warm optimize()
 measures nothing. A timing taken while other optimize() calls run in the same
 process (they compile on the same cores) is not trusted to drop a plan and is
-not cached. `BRAINSLUG_SPEED_CHECK=0` turns it off.
+not cached. `BRAINSLUG_SPEED_CHECK=0` turns it off. A CUDA plan is measured
+the same way on its device, each call timed to the end of its kernels
+(`torch.cuda.synchronize`).
 
 A plan slower at batch 1 may still pay at larger batches (densenet121 at
 64x64: even at batch 1, 1.8x faster at batch 8), where per-call overhead
@@ -115,14 +117,18 @@ def medians(candidates: dict[str, Callable[..., object]],
     others (at least `MIN_ROUNDS`)."""
     times: dict[str, list[float]] = {k: [] for k in candidates}
     xs = x if isinstance(x, tuple) else (x,)
+    # on a GPU a call returns once its kernels are queued: time them to their end
+    sync = torch.cuda.synchronize if any(t.is_cuda for t in xs) else (lambda: None)
     with torch.no_grad():
         for _ in range(warmup):
             for f in candidates.values():
                 f(*xs)
         for r in range(rounds):
             for k in rotated(list(candidates), r):
+                sync()
                 t = time.perf_counter()
                 candidates[k](*xs)
+                sync()
                 times[k].append(time.perf_counter() - t)
             if r + 1 >= MIN_ROUNDS and _separated(times):
                 break
@@ -136,10 +142,12 @@ def _separated(times: dict[str, list[float]]) -> bool:
 
 
 def measure(plan: Callable[..., object], model: torch.nn.Module,
-            spec: list[int] | list[list[int]], key_parts: list[str]) -> Verdict | None:
+            spec: list[int] | list[list[int]], key_parts: list[str],
+            device: torch.device | None = None) -> Verdict | None:
     """The plan against the model on a random input of shape `spec` (one per
-    input where it gives several shapes); from the cache when measured
-    before. None when the model does not run on it."""
+    input where it gives several shapes) on `device` (the CPU by default);
+    from the cache when measured before. None when the model does not run on
+    it."""
     key = cache.key("speed", *key_parts)
     if (blob := cache.load(key)) is not None:
         try:
@@ -147,17 +155,18 @@ def measure(plan: Callable[..., object], model: torch.nn.Module,
         except (ValueError, TypeError):
             pass
     progress.note("measuring the plan against the model")
-    verdict = _measure_at(plan, model, spec, 1)
+    verdict = _measure_at(plan, model, spec, 1, device)
     if verdict is not None and not verdict.contended:
         cache.store(key, json.dumps(verdict.__dict__).encode())
     return verdict
 
 
 def _measure_at(plan: Callable[..., object], model: torch.nn.Module,
-                spec: list[int] | list[list[int]], batch: int) -> Verdict | None:
+                spec: list[int] | list[list[int]], batch: int,
+                device: torch.device | None = None) -> Verdict | None:
     """The plan against the model on random inputs of batch size `batch`
-    (where the spec's batch is free; else the spec's)."""
-    inputs = example_inputs(spec, batch)
+    (where the spec's batch is free; else the spec's) on `device`."""
+    inputs = [t.to(device) for t in example_inputs(spec, batch)]
     shapes = input_shapes(spec)
     batch = batch if any(s[0] == 0 for s in shapes) else int(inputs[0].shape[0])
     x = inputs[0] if len(inputs) == 1 else tuple(inputs)
@@ -188,7 +197,8 @@ batch 1 (a larger batch takes about that many times as long, per round)."""
 
 def from_batch(plan: Callable[..., object], model: torch.nn.Module,
                spec: list[int] | list[list[int]], key_parts: list[str],
-               at_one: Verdict) -> tuple[int | None, list[Verdict]]:
+               at_one: Verdict, device: torch.device | None = None
+               ) -> tuple[int | None, list[Verdict]]:
     """The smallest batch size from which the plan runs (it measured faster
     there and at every larger batch measured), or None, with the timings;
     for a plan slower at batch 1 (`at_one`). From the cache when measured
@@ -210,7 +220,7 @@ def from_batch(plan: Callable[..., object], model: torch.nn.Module,
             break  # slower at the largest batch: no smaller one pays
         if found is not None and batch > found:
             continue
-        v = _measure_at(plan, model, spec, batch)
+        v = _measure_at(plan, model, spec, batch, device)
         if v is None:
             return None, verdicts
         verdicts.append(v)
