@@ -119,3 +119,44 @@ def test_in_place_residual_adds_match_separate_buffers(monkeypatch) -> None:
         assert torch.equal(torch.nan_to_num(again), torch.nan_to_num(got))
         fin = ref.isfinite()
         torch.testing.assert_close(got[fin], ref[fin], rtol=1e-4, atol=1e-4)
+
+
+class BasicBlock(nn.Module):
+    """A 1×1 stem, then ResNet's basic block, `relu(bn(conv3x3(relu(bn(
+    conv3x3(x))))) + x)`, over 64 channels: the block's second sum (576
+    products) is chunked by bs-block-reduction, whose bands of rows clamp past
+    the last of 13 rows and recompute it. (A 1×1 head follows: a plan's
+    output is never in the arena.)"""
+
+    def __init__(self, c: int = 64) -> None:
+        super().__init__()
+        self.stem, self.head = nn.Conv2d(5, c, 1), nn.Conv2d(c, 3, 1)
+        self.convs = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1, bias=False) for _ in range(2))
+        self.bns = nn.ModuleList(nn.BatchNorm2d(c) for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        y = torch.relu(self.bns[0](self.convs[0](x)))
+        return self.head(torch.relu(self.bns[1](self.convs[1](y)) + x))
+
+
+def test_in_place_sum_after_a_banded_convolution(monkeypatch) -> None:
+    torch.manual_seed(0)
+    m = BasicBlock().eval()
+    for bn in m.bns:
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    taken = []
+    real = arena._overwritable
+    monkeypatch.setattr(arena, "_overwritable",
+                        lambda *a, **k: (taken.append(s := real(*a, **k)), s)[1])
+    fast = brainslug.optimize(m, [0, 5, 13, 13], conv="brainslug")
+    assert sum(s is not None for s in taken) == 1
+    monkeypatch.setattr(arena, "_overwritable", lambda *a, **k: None)
+    plain = brainslug.optimize(m, [0, 5, 13, 13], conv="brainslug")
+    for batch in (1, 3):
+        x = torch.randn(batch, 5, 13, 13)
+        with torch.no_grad():
+            got, want, ref = fast(x), plain(x), m(x)
+        assert torch.equal(got, want)
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)

@@ -77,6 +77,7 @@ from xdsl.pattern_rewriter import (
     RewritePattern,
     op_type_rewrite_pattern,
 )
+from xdsl.rewriter import Rewriter
 
 from brainslug.analysis.nests import MAX_CHUNK_TERMS, channel_chunk, value_operands
 from brainslug.dialects import loop, simd
@@ -264,17 +265,8 @@ def _guard_stores(nest: loop.NestOp, inside: SSAValue, part: SSAValue | None) ->
     a row past the last recomputes the last, and only the last row's own
     iteration writes it (a later write would find an in-place input consumed)."""
     for st in [o for o in nest.walk() if isinstance(o, simd.StoreOp) and o.buffer is not part]:
-        guard = inside
-        block = st.parent_block()
-        assert block is not None
-        if st.guard is not None:
-            both = arith.AndIOp(st.guard, inside)
-            block.insert_op_before(both, st)
-            guard = both.result
-        new = simd.StoreOp(st.value, st.buffer, st.indices, st.map.data, guard)
-        new.attributes |= st.attributes
-        block.insert_op_before(new, st)
-        block.erase_op(st)
+        ops, new = st.guarded_by(inside)
+        Rewriter.replace_op(st, [*ops, new], [])
 
 
 def _chunk_nest(s: _Shape, outer_of: dict[SSAValue, SSAValue], band_iv: SSAValue,

@@ -650,22 +650,12 @@ def _clone_columns_in_turn(ops: list[Operation], maps: list[dict[SSAValue, SSAVa
         for op in per_column:
             new = op.clone(value_mapper=m)
             if guard is not None and isinstance(new, simd.StoreOp):
-                new = _guarded(new, guard, dst)
+                ops_before, guarded = new.guarded_by(guard)
+                dst.add_ops(ops_before)
+                new.erase(safe_erase=False)
+                new = guarded
             dst.add_op(new)
             m.update(zip(op.results, new.results, strict=True))
-
-
-def _guarded(store: simd.StoreOp, guard: SSAValue, dst: Block) -> simd.StoreOp:
-    """`store` (not yet in a block) that also needs `guard` (an `arith.andi`
-    of both guards goes to `dst` first)."""
-    if store.guard is not None:
-        both = arith.AndIOp(store.guard, guard)
-        dst.add_op(both)
-        guard = both.result
-    new = simd.StoreOp(store.value, store.buffer, store.indices, store.map.data, guard)
-    new.attributes |= store.attributes
-    store.erase(safe_erase=False)
-    return new
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from xdsl.dialects import arith
 from xdsl.dialects.builtin import (
     AffineMapAttr,
     FloatAttr,
@@ -323,6 +324,18 @@ class StoreOp(IRDLOperation):
             operands=[value, buffer, indices, [] if guard is None else [guard]],
             properties={"map": loop.default_map(amap, len(indices))},
         )
+
+    def guarded_by(self, guard: SSAValue) -> tuple[list[Operation], StoreOp]:
+        """This store where `guard` also holds: the ops to insert in its place
+        (an `arith.andi` with its own guard, if it has one) and the new store."""
+        ops: list[Operation] = []
+        if self.guard is not None:
+            both = arith.AndIOp(self.guard, guard)
+            ops.append(both)
+            guard = both.result
+        new = StoreOp(self.value, self.buffer, self.indices, self.map.data, guard)
+        new.attributes |= self.attributes
+        return ops, new
 
     def print(self, printer: Printer) -> None:
         printer.print_string(" ")
