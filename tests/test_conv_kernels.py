@@ -209,6 +209,32 @@ def test_nan_and_inf_propagate_as_in_pytorch() -> None:
     assert (got[fin] - ref[fin]).abs().max().item() <= 1e-5 * max(1.0, ref[fin].abs().max().item())
 
 
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(2, 2),
+                                  nn.MaxPool2d(3, 2, ceil_mode=True)],
+                         ids=["3x3s2p1", "2x2s2", "3x3s2ceil"])
+def test_a_max_pool_ends_the_convolutions_stack(pool: nn.MaxPool2d) -> None:
+    """ResNet's stem (7×7/2, BN, ReLU, 3×3/2 max pool) and VGG's 2×2 pool: one
+    stack, the pool over the convolution's tiles in cache. 37 channels, odd
+    rows and columns, a NaN that must win its windows, an Inf, batch 1 and 3."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 37, 7, 2, 3, bias=False), random_bn(nn.BatchNorm2d(37)),
+                          nn.ReLU(), pool, nn.Conv2d(37, 5, 1)).eval()
+    opt = brainslug.optimize(model, [0, 3, 45, 39], conv="brainslug")
+    assert any(any("max_pool2d" in x for x in s.layers) and any("conv2d" in x for x in s.layers)
+               for s in opt.info.stacks if s.compiled)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 45, 39)
+        x[0, 1, 20, 17] = float("nan")
+        x[-1, 2, 44, 38] = float("inf")
+        with torch.no_grad():
+            ref, got = model(x), opt(x)
+        assert torch.isnan(got).any()
+        assert torch.equal(torch.isnan(ref), torch.isnan(got))
+        fin = torch.isfinite(ref)
+        assert (got[fin] - ref[fin]).abs().max().item() <= 1e-5 * max(
+            1.0, ref[fin].abs().max().item())
+
+
 def test_weight_changes_are_repacked() -> None:
     torch.manual_seed(3)
     model = nn.Sequential(nn.Conv2d(6, 17, 3, padding=1), nn.ReLU(),
