@@ -349,6 +349,23 @@ def test_cuda_bench_rows_format() -> None:
     assert "1.25 [1.10, 1.40]" in text and "error: boom" in text and "batch 64" in text
 
 
+def test_cuda_bench_says_when_the_plan_was_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan that measured slower at optimize() leaves the model as it is: the
+    bench row says so instead of timing the model under BrainSlug's name."""
+    import brainslug.pytorch as brainslug
+    from brainslug.bench.cuda import build
+    from brainslug.frontend_torch.module import BrainSlugModule
+    from brainslug.plan.report import PlanInfo
+
+    info = PlanInfo(capture="none", target="nvptx")
+    info.fallbacks.append(("<model>", "the CUDA plan measured slower than the model: it runs "
+                           "as it is"))
+    monkeypatch.setattr(brainslug, "optimize",
+                        lambda m, spec: BrainSlugModule(m, None, spec, info))
+    _, note = build("brainslug", Net().eval(), [0, 3, 15, 15])
+    assert note.startswith("the CUDA plan measured slower") and "SPEED_CHECK=0" in note
+
+
 def test_ptx_is_cached_on_disk(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     from brainslug.lowering.backends.nvptx import NVPTXBackend
 
