@@ -93,20 +93,28 @@ class Residual(nn.Module):
         return x
 
 
-def test_in_place_residual_adds_match_separate_buffers(monkeypatch) -> None:
-    torch.manual_seed(0)
-    m = Residual().eval()
-    for bn in m.bns:
+def in_place_and_separate(monkeypatch, m: nn.Module, shape: list[int],
+                          in_place: int) -> tuple[nn.Module, nn.Module]:
+    """Plans of `m` (its BN statistics randomized) with `in_place` stack
+    outputs in their residual's slot, and with separate buffers."""
+    for bn in m.bns:  # type: ignore[union-attr]
         bn.running_mean.uniform_(-0.5, 0.5)
         bn.running_var.uniform_(0.5, 2.0)
     taken = []
     real = arena._overwritable
     monkeypatch.setattr(arena, "_overwritable",
                         lambda *a, **k: (taken.append(s := real(*a, **k)), s)[1])
-    fast = brainslug.optimize(m, [0, 37, 13, 13], conv="brainslug")
-    assert sum(s is not None for s in taken) == 1  # (the second block is one stack)
+    fast = brainslug.optimize(m, shape, conv="brainslug")
+    assert sum(s is not None for s in taken) == in_place
     monkeypatch.setattr(arena, "_overwritable", lambda *a, **k: None)
-    plain = brainslug.optimize(m, [0, 37, 13, 13], conv="brainslug")
+    return fast, brainslug.optimize(m, shape, conv="brainslug")
+
+
+def test_in_place_residual_adds_match_separate_buffers(monkeypatch) -> None:
+    torch.manual_seed(0)
+    m = Residual().eval()
+    # (the second block's output is the plan's: never in the arena)
+    fast, plain = in_place_and_separate(monkeypatch, m, [0, 37, 13, 13], 1)
     for batch in (1, 3):
         x = torch.randn(batch, 37, 13, 13)
         x[0, 5, 12, 12] = float("nan")  # (the last point: where columns clamp)
@@ -143,17 +151,7 @@ class BasicBlock(nn.Module):
 def test_in_place_sum_after_a_banded_convolution(monkeypatch) -> None:
     torch.manual_seed(0)
     m = BasicBlock().eval()
-    for bn in m.bns:
-        bn.running_mean.uniform_(-0.5, 0.5)
-        bn.running_var.uniform_(0.5, 2.0)
-    taken = []
-    real = arena._overwritable
-    monkeypatch.setattr(arena, "_overwritable",
-                        lambda *a, **k: (taken.append(s := real(*a, **k)), s)[1])
-    fast = brainslug.optimize(m, [0, 5, 13, 13], conv="brainslug")
-    assert sum(s is not None for s in taken) == 1
-    monkeypatch.setattr(arena, "_overwritable", lambda *a, **k: None)
-    plain = brainslug.optimize(m, [0, 5, 13, 13], conv="brainslug")
+    fast, plain = in_place_and_separate(monkeypatch, m, [0, 5, 13, 13], 1)
     for batch in (1, 3):
         x = torch.randn(batch, 5, 13, 13)
         with torch.no_grad():
