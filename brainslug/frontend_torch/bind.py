@@ -139,8 +139,9 @@ def rewrite_graph(gm: fx.GraphModule, compiled: CompiledStacks,
             return [shape_reads[name][0]] if shape_reads[name][0] else []
         return [x.name for x in nodes[name].all_input_nodes]
 
-    live = needed([n for n, node in nodes.items() if not node.users], inputs_of, stacks,
-                  compiled.aliases)
+    # (every placeholder stays: the forward's signature is the model's)
+    live = needed([n for n, node in nodes.items() if not node.users or node.op == "placeholder"],
+                  inputs_of, stacks, compiled.aliases)
     plan = schedule(
         list(nodes), inputs_of, stacks, compiled.aliases,
         [n for n in nodes if n in live and n not in members and n not in compiled.aliases],
