@@ -164,20 +164,13 @@ def _kept_if_faster(opt: CudaBrainSlugModule, model: torch.nn.Module, spec: list
     against the model on the device; from the smallest batch where it pays,
     or not at all."""
     info = opt.info
-    verdict = speed.measure(opt, model, spec, key_parts, device)
-    if verdict is None or verdict.plan_pays or verdict.contended:
-        if verdict is not None:
-            info.notes.append(verdict.describe("the CUDA plan"))
+    judged = speed.judge(opt, model, spec, key_parts, "the CUDA plan", device)
+    if judged.keep:
+        if judged.min_batch is not None:
+            info.min_batch = judged.min_batch
+        info.notes += judged.notes
         return opt
-    start, larger = speed.from_batch(opt, model, spec, key_parts, verdict, device)
-    measured = [f"  {v.describe('the plan')}" for v in [verdict, *larger]]
-    if start is not None:
-        info.min_batch = start
-        info.notes += [f"the CUDA plan runs batches of {start} and more; smaller batches "
-                       f"run the model as it is (where the plan measured slower):", *measured]
-        return opt
-    slower = PlanInfo(capture=info.capture, target="nvptx",
-                      notes=["the CUDA plan measured slower than the model:", *measured])
+    slower = PlanInfo(capture=info.capture, target="nvptx", notes=judged.notes)
     slower.fallbacks.append(("<model>", "the CUDA plan measured slower than the model: it "
                              "runs as it is"))
     return CudaBrainSlugModule(model, None, spec, slower)

@@ -168,23 +168,16 @@ def _optimize(model: torch.nn.Module, shape: Sequence[int] | Sequence[Sequence[i
         if opt.plan is None or model.training or not speed.enabled() or convs == "brainslug":
             return opt  # (conv="brainslug" is the user's choice: not second-guessed)
         with compile_profile.stage("speed check"):
-            verdict = speed.measure(opt, model, spec, key_parts)
-        if verdict is None or verdict.plan_pays or verdict.contended:
-            if verdict is not None:
-                opt.info.notes.append(verdict.describe(f"the {layout} plan"))
-            opt.info.notes[:0] = measured
+            judged = speed.judge(opt, model, spec, key_parts, f"the {layout} plan")
+        if judged.keep:
+            if judged.min_batch is None:
+                opt.info.notes += judged.notes
+                opt.info.notes[:0] = measured
+            else:
+                opt.info.min_batch = judged.min_batch
+                opt.info.notes[:0] = [*measured, *judged.notes]
             return opt
-        with compile_profile.stage("speed check"):
-            start, larger = speed.from_batch(opt, model, spec, key_parts, verdict)
-        if start is not None:
-            opt.info.min_batch = start
-            opt.info.notes[:0] = [
-                *measured, f"the {layout} plan runs batches of {start} and more; smaller "
-                f"batches run the model as it is (where the plan measured slower):",
-                *(f"  {v.describe('the plan')}" for v in [verdict, *larger])]
-            return opt
-        measured.append(verdict.describe(f"the {layout} plan (slower, not used)"))
-        measured += [f"  {v.describe('the plan')}" for v in larger]
+        measured += judged.notes
     info = PlanInfo(capture=opt.info.capture, notes=measured)
     info.fallbacks.append(("<model>", "every plan measured slower than the model: it runs "
                            "as it is"))

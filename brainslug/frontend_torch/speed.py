@@ -230,3 +230,33 @@ def from_batch(plan: Callable[..., object], model: torch.nn.Module,
         cache.store(key, json.dumps({"from": found,
                                      "verdicts": [v.__dict__ for v in verdicts]}).encode())
     return found, verdicts
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Whether a plan runs (`keep`), from which batch size where not from 1
+    (`min_batch`), and the report's lines on its timings (`notes`)."""
+
+    keep: bool
+    min_batch: int | None
+    notes: list[str]
+
+
+def judge(plan: Callable[..., object], model: torch.nn.Module,
+          spec: list[int] | list[list[int]], key_parts: list[str], what: str,
+          device: torch.device | None = None) -> Judgement:
+    """The plan (named `what` in the notes) against the model on `device`:
+    kept where it measured faster at batch 1 (or could not be measured, or
+    the timing is not trusted to drop it), else from the smallest batch where
+    it pays (`from_batch`), else not used."""
+    verdict = measure(plan, model, spec, key_parts, device)
+    if verdict is None or verdict.plan_pays or verdict.contended:
+        return Judgement(True, None, [] if verdict is None else [verdict.describe(what)])
+    start, larger = from_batch(plan, model, spec, key_parts, verdict, device)
+    if start is not None:
+        return Judgement(True, start, [
+            f"{what} runs batches of {start} and more; smaller batches run the model as it "
+            f"is (where the plan measured slower):",
+            *(f"  {v.describe('the plan')}" for v in [verdict, *larger])])
+    return Judgement(False, None, [verdict.describe(f"{what} (slower, not used)"),
+                                   *(f"  {v.describe('the plan')}" for v in larger)])
