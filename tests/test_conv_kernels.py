@@ -644,3 +644,77 @@ def test_pointwise_register_blocks_of_six_run_across_rows() -> None:
     assert tile.shape(64, 12, None, True, 12) == (6, 4, None)  # 6 fit a row
     # V = 2 keeps the broadcasts' own limit, in a row
     assert tile.shape(32, 56, None, True, 56) == (8, 2, None)
+
+
+def test_spilling_register_blocks_split_the_row() -> None:
+    """With AVX-512, a block of 7 columns × 4 vectors spills one accumulator
+    per step; where blocks of 6 and of 5 cover the columns exactly, the row
+    runs as those instead (the 5s in a nest of their own)."""
+    from brainslug.passes.register_tile import RegisterTile
+
+    tile = RegisterTile(lanes=16, registers=32, max_vectors=4, cache=1 << 20,
+                        broadcast_operands=True)
+    assert tile.split(56, 7, 4, True) == ((6, 6), (5, 4))
+    assert tile.split(28, 7, 4, True) == ((6, 3), (5, 2))
+    assert tile.split(112, 7, 4, True) == ((6, 17), (5, 2))  # ResNet's stem
+    assert tile.split(42, 7, 4, True) == ((6, 7), (5, 0))  # 6 divides 42
+    assert tile.split(14, 7, 4, True) is None  # 6 + 4 + 4: tails of 4 don't pay
+    assert tile.split(13, 7, 4, True) is None
+    assert tile.split(7, 7, 4, True) is None  # one block, no row to split
+    assert tile.split(56, 6, 4, True) is None  # no spill
+    assert tile.split(56, 7, 4, False) is None  # no broadcast
+    no_fold = RegisterTile(lanes=16, registers=32, max_vectors=4, cache=1 << 20)
+    assert no_fold.split(56, 7, 4, True) is None
+
+
+SPLIT_ROWS = {
+    # (Cin, Cout, k, stride, pad, input side): 28 output columns, 3 x 6 + 2 x 5
+    "3x3": (37, 53, 3, 1, 1, 28),
+    "7x7/2 stem": (3, 64, 7, 2, 3, 56),
+    # chunked (bs-block-reduction bands both nests)
+    "chunked 3x3, 64 outputs": (96, 64, 3, 1, 1, 28),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SPLIT_ROWS))
+def test_split_rows_are_as_accurate_as_the_library(kind: str, monkeypatch, tmp_path) -> None:
+    from brainslug.passes import register_tile
+
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))  # compile, don't reuse
+    small_l2(kind, monkeypatch, tmp_path)
+    splits: list[object] = []
+    split = register_tile.RegisterTile.split
+
+    def spy(self, *args):  # type: ignore[no-untyped-def]
+        found = split(self, *args)
+        if found is not None:
+            splits.append(found)
+        return found
+
+    monkeypatch.setattr(register_tile.RegisterTile, "split", spy)
+    ci, co, k, s, p, side = SPLIT_ROWS[kind]
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(ci, co, k, s, p), random_bn(nn.BatchNorm2d(co)),
+                          nn.ReLU()).eval()
+    opt = brainslug.optimize(model, [0, ci, side, side], conv="brainslug")
+    assert compiled_convs(opt) == 1 and not opt.info.library, brainslug.report(opt)
+    assert ((6, 3), (5, 2)) in splits, splits
+    m64 = copy.deepcopy(model).double()
+    for batch in (1, 3):
+        x = torch.randn(batch, ci, side, side)
+        with torch.no_grad():
+            ref = m64(x.double())
+            lib = model(channels_last(x)).double()
+            got = opt(x).double()
+        e_lib, e_bs = (lib - ref).abs().max().item(), (got - ref).abs().max().item()
+        assert e_bs <= 1.5 * e_lib + 1e-7 * ref.abs().max().item(), (kind, batch, e_bs, e_lib)
+        assert (got - lib).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    # NaN in a column of the first nest's blocks, Inf in one of the tail's
+    x = torch.randn(2, ci, side, side)
+    x[0, 0, side // 2, 3 * s] = float("nan")
+    x[1, ci - 1, 1, side - 2] = float("inf")
+    with torch.no_grad():
+        got, lib = opt(x), model(channels_last(x))
+    assert torch.equal(got.isnan(), lib.isnan()) and torch.equal(got.isinf(), lib.isinf())
+    fine = ~lib.isnan() & ~lib.isinf()
+    assert got.isnan().any() and (got[fine] - lib[fine]).abs().max().item() <= 1e-4

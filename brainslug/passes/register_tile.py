@@ -14,7 +14,10 @@ block of P rows × V vectors of accumulators, as MLAS and oneDNN do:
 
 Where P does not divide the columns, those past the end are clamped to the
 last one: the last block recomputes and rewrites it with the same value
-instead of running a remainder loop. A 1x1 convolution's block may instead
+instead of running a remainder loop. Where the widest block would spill (7
+columns of 4 vectors with AVX-512), a row that blocks of 6 and of 5 columns
+cover exactly runs as those instead, the narrower ones in a second nest over
+the row's last columns (56 = 6 × 6 + 4 × 5), as MLAS ends its rows. A 1x1 convolution's block may instead
 take P consecutive points of the row-major (row, column) space, each column
 with its own row and column: 6 columns fit no row of 56, 28 or 14, but they
 fit those maps' points with 0.06%, 0.3% and 1% past the end. In a depth-first
@@ -52,10 +55,12 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.rewriter import InsertPoint
 
-from brainslug.analysis.nests import value_operands
+from brainslug.analysis.nests import substitute, value_operands
 from brainslug.dialects import loop, simd
 
 _ACCESSES = (loop.LoadOp, simd.LoadOp)
+_INDEXED_ACCESSES = (loop.LoadOp, loop.StoreOp, loop.InBoundsOp, simd.LoadOp,
+                     simd.StoreOp, simd.InBoundsOp)
 
 COLUMNS_ATTR = "bs.columns"
 """On a register-blocked nest: the position of the dim of column blocks."""
@@ -81,6 +86,13 @@ interleaved, in both orders: 0.87 of the time for 24→144 3×3 at 56×56,
 0.98 for 80→480 3×3 at 14×14; but 1.06 for 192→1152 5×5 at 7×7, whose 7
 columns then hold 14 accumulators instead of 28 (so fewer columns keep
 more vectors)."""
+
+
+TAIL_ACCUMULATORS = 20
+"""Fewest accumulators in a block of the narrower columns that end a split
+row (`RegisterTile.split`): 6 + 4 + 4 blocks of 4 vectors for 14 columns
+measured no faster than 7 + 7 (1.002), the 7×7/2 stem's 112 columns as 17 ×
+6 + 2 × 5 0.87 of the time against 18 × 6 + 4 0.91."""
 
 
 MIN_USED = 0.97
@@ -262,6 +274,47 @@ def _index_blocks(lp: simd.LoopOp, block: int, cb: SSAValue) -> None:
             break
 
 
+def _in_tile(op: Operation) -> bool:
+    """Whether `op` is inside a `loop.tile` (a depth-first tile's body)."""
+    parent = op.parent_op()
+    while parent is not None:
+        if isinstance(parent, loop.TileOp):
+            return True
+        parent = parent.parent_op()
+    return False
+
+
+def _set_extent(nest: loop.NestOp, pos: int, extent: int) -> int:
+    """Sets the static upper bound of `nest`'s dim `pos` to `extent`."""
+    upper = nest.upper_bounds()
+    upper[pos] = extent
+    nest.upper, _ = loop.split_bounds(upper)
+    return extent
+
+
+def _tail_nest(nest: loop.NestOp, pos: int, offset: int, extent: int) -> loop.NestOp | None:
+    """A copy of `nest` whose dim `pos` runs over `extent` columns from
+    `offset` (each access reads and writes column `offset + iv`); None where
+    some op other than an access (a load, store or bounds check) uses it."""
+    tail = nest.clone()
+    iv = tail.ivs[pos]
+    for use in iv.uses:
+        op = use.operation
+        if not isinstance(op, _INDEXED_ACCESSES):
+            tail.erase()
+            return None
+    for use in list(iv.uses):
+        op = use.operation
+        amap = op.map.data  # type: ignore[attr-defined]
+        dims: list[AffineExpr] = [AffineDimExpr(k) for k in range(amap.num_dims)]
+        for k, index in enumerate(op.indices):  # type: ignore[attr-defined]
+            if index is iv:
+                dims[k] = AffineDimExpr(k) + offset
+        op.map = AffineMapAttr(substitute(amap, dims, amap.num_dims))  # type: ignore[attr-defined]
+    _set_extent(tail, pos, extent)
+    return tail
+
+
 @dataclass
 class RegisterTile(RewritePattern):
     lanes: int
@@ -391,6 +444,71 @@ class RegisterTile(RewritePattern):
                                 packed // self.lanes if packed else None, broadcast, above)
         if p == 1 and v == 1 and not packed:
             return
+        # (not in a depth-first tile: MobileNet-V2's 28-column 1x1 convolutions
+        # in their chains' tiles, split, made it 1.1-1.3% slower at batch 8)
+        split = None
+        if flat is None and not _in_tile(nest):
+            split = self.split(ub, p, v, broadcast)  # type: ignore[arg-type]
+        if split is not None:
+            (p_main, main), (p_tail, tail_blocks) = split
+            tail = None
+            if tail_blocks:
+                tail = _tail_nest(nest, pos, main * p_main, tail_blocks * p_tail)
+            if not tail_blocks or tail is not None:
+                p = p_main
+            if tail is not None:
+                # the tail's columns follow the main blocks' (a nest of its own)
+                rewriter.insert(tail, InsertPoint.after(nest))
+                ub = _set_extent(nest, pos, main * p_main)
+                tail_lp = tail.body.block.first_op
+                assert isinstance(tail_lp, simd.LoopOp)
+                tail_red = _contraction(tail_lp)
+                assert tail_red is not None
+                self._tile(tail_lp, tail, tail_red, pos, p_tail, v, None, False,
+                           tail_blocks * p_tail, packed, rewriter)
+        self._tile(lp, nest, red, pos, p, v, flat, tile_rows, ub, packed,  # type: ignore[arg-type]
+                   rewriter, above)
+
+    def split(self, extent: int, p: int, v: int, broadcast: bool
+              ) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """For a block of `p` columns that spills (its accumulators, the V
+        weight vectors and the broadcast overfill the register file: P = 7
+        for V = 4), ((P, blocks), (P', blocks)) of columns that need no spill
+        and cover the `extent` columns exactly, P' < P, each block with at
+        least `TAIL_ACCUMULATORS`: the fewest blocks, then the larger P' (56 =
+        6 × 6 + 4 × 5, 28 = 3 × 6 + 2 × 5, 112 = 17 × 6 + 2 × 5; 42 = 7 × 6);
+        None where none fit (14, 13). As in MLAS's kernels, whose blocks of 6
+        × 4 vectors end a row with narrower ones. The spill of P = 7 costs
+        its inner loop 13% (llvm-mca), and measured (batch 8, 2 threads, both
+        compiled in one process, timed interleaved): 64→64 3×3 at 42×42
+        (where 6 and 7 both divide the columns) 0.955-0.961 of the time with
+        P = 6; 56×56 split 0.96-0.97; ResNet's 7×7/2 stem (112 columns)
+        0.87-0.91; resnet50 0.979."""
+        if not (broadcast and self.broadcast_operands) or extent <= p:
+            return None
+        free = self._columns(v, 1)
+        if p <= free:
+            return None
+        low = -(-TAIL_ACCUMULATORS // v)
+        best = None
+        for p_tail in range(free - 1, low - 1, -1):
+            for main in range(extent // free, 0, -1):
+                rest = extent - main * free
+                if rest % p_tail == 0:
+                    key = (main + rest // p_tail, -p_tail)
+                    if best is None or key < best[0]:
+                        best = (key, ((free, main), (p_tail, rest // p_tail)))
+                    break
+        return None if best is None else best[1]
+
+    def _tile(self, lp: simd.LoopOp, nest: loop.NestOp, red: loop.ReduceOp, pos: int,
+              p: int, v: int, flat: tuple[int, int] | None, tile_rows: bool, ub: int,
+              packed: int, rewriter: PatternRewriter, above: int | None = None) -> None:
+        """Blocks `lp` (the body of `nest`, whose dim `pos` has `ub` columns)
+        by `p` columns × `v` vectors; see `match_and_rewrite`."""
+        (lane_lb,), (lane_ub,) = lp.lower_bounds(), lp.upper_bounds()
+        assert isinstance(lane_lb, int) and isinstance(lane_ub, int)
+        row = nest.ivs[pos]
         weights = _shared_bytes(red, row)
         if flat is None:
             rows, guards = self._rows(nest, pos, p, ub, rewriter)

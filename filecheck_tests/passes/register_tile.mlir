@@ -162,6 +162,61 @@ func.func @taps_in_rows(%x: memref<?x13x13x37xf32>, %wt: memref<3x3x37x53xf32>, 
 // BCAST-NOT:       %row0
 // BCAST:           simd.loop (%o) = (0) to (53) vectors 4 {
 
+// With broadcast-operands a block of 7 columns × 4 vectors spills one
+// accumulator on every step (28 of them, the 4 weight vectors and the
+// broadcast: 33 registers). Where blocks that need no spill cover the row
+// exactly, the row is split instead: 28 columns as 3 blocks of 6 and a second
+// nest of 2 blocks of 5, whose accesses read and write columns 18 + ...;
+// neither clamps a column, so no store is guarded. Without broadcast-operands
+// no block spills (P = 4, which divides 28), and the row stays whole.
+func.func @split_row(%x: memref<?x3x28x37xf32>, %wt: memref<3x3x37x53xf32>, %b: memref<53xf32>, %out: memref<?x3x28x53xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x3x28x37xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 3, 28) {
+    simd.loop (%o) = (0) to (53) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (3, 3, 37) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4 - 1, d2 + d5 - 1, d6)> pad 0.000000e+00 : f32 : memref<?x3x28x37xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<3x3x37x53xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      %bv = simd.load %b[%o] : memref<53xf32>
+      %y = simd.addf %acc, %bv : !simd.vec<f32>
+      simd.store %y, %out[%n, %h, %w, %o] : memref<?x3x28x53xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @split_row
+// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 3, 7) attributes {bs.columns = 2 : index} {
+// CHECK:           %col3 = arith.addi
+// CHECK-NOT:     loop.nest
+// CHECK:         func.return
+
+// BCAST-LABEL: func.func @split_row
+// BCAST:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 3, 3) attributes {bs.columns = 2 : index} {
+// BCAST:           %[[BASE:.*]] = arith.muli %w, %{{.*}} : index
+// BCAST:           %col5 = arith.addi %[[BASE]], %{{.*}} : index
+// BCAST-NOT:       %col6
+// BCAST-NEXT:      simd.loop (%o) = (0) to (53) vectors 4 {
+// BCAST-NEXT:        %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = loop.reduce add contract
+// BCAST-NEXT:          loop.load %x[%n, %h, %col0, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, ((d1 + d4) + -1), ((d2 + d5) + -1), d6)>
+// BCAST-NOT:         if %inside
+// BCAST:             simd.store %{{.*}}, %out[%n, %h, %col5, %o] : memref
+// BCAST:         loop.nest (%n_1, %h_1, %w_1) = (0, 0, 0) to (%batch, 3, 2) attributes {bs.columns = 2 : index} {
+// BCAST:           %col4_1 = arith.addi
+// BCAST-NOT:       %col5_1
+// BCAST-NEXT:      simd.loop (%o_1) = (0) to (53) vectors 4 {
+// BCAST-NEXT:        %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = loop.reduce add contract
+// BCAST-NEXT:          loop.load %x[%n_1, %h_1, %col0_1, %o_1, %kh_1, %kw_1, %ci_1] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, ((d1 + d4) + -1), (((d2 + 18) + d5) + -1), d6)>
+// BCAST:             simd.load %b[%o_1] : memref<53xf32>
+// BCAST-NOT:         if %inside
+// BCAST:             simd.store %{{.*}}, %out[%n_1, %h_1, %col4_1, %o_1] map affine_map<(d0, d1, d2, d3) -> (d0, d1, (d2 + 18), d3)> : memref
+// BCAST-NOT:     loop.nest
+// BCAST:         func.return
+
 // A reduction without `contract` (an average pool) is not a contraction: unchanged.
 func.func @avg(%x: memref<?x13x13x37xf32>, %out: memref<?x13x13x37xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index
