@@ -81,7 +81,8 @@ from xdsl.rewriter import Rewriter
 
 from brainslug.analysis.nests import MAX_CHUNK_TERMS, channel_chunk, value_operands
 from brainslug.dialects import loop, simd
-from brainslug.passes.register_tile import COLUMNS_ATTR, index_constant
+from brainslug.passes.column_blocks import index_constant
+from brainslug.passes.register_tile import COLUMNS_ATTR
 
 MIN_REUSE = 4
 """Fewest column blocks that run through one chunk of weights."""

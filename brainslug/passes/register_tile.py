@@ -33,7 +33,6 @@ while all pixels use them, as oneDNN blocks output channels outside pixels).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xdsl.context import Context
@@ -57,12 +56,21 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.rewriter import InsertPoint
 
-from brainslug.analysis.nests import substitute, value_operands
+from brainslug.analysis.nests import value_operands
 from brainslug.dialects import loop, simd
+from brainslug.passes.column_blocks import (
+    across_tile_rows,
+    block_points,
+    column_guard,
+    in_tile,
+    index_constant,
+    set_extent,
+    tail_nest,
+    take_body,
+    tile_step,
+)
 
 _ACCESSES = (loop.LoadOp, simd.LoadOp)
-_INDEXED_ACCESSES = (loop.LoadOp, loop.StoreOp, loop.InBoundsOp, simd.LoadOp,
-                     simd.StoreOp, simd.InBoundsOp)
 
 COLUMNS_ATTR = "bs.columns"
 """On a register-blocked nest: the position of the dim of column blocks."""
@@ -133,13 +141,6 @@ def _contraction(lp: simd.LoopOp) -> loop.ReduceOp | None:
     return found
 
 
-def index_constant(k: int, ops: list[Operation]) -> SSAValue:
-    """An `index` constant `k`, appended to `ops`."""
-    c = arith.ConstantOp(IntegerAttr(k, IndexType()))
-    ops.append(c)
-    return c.result
-
-
 def _used_ivs(op: Operation, ivs: tuple[SSAValue, ...]) -> set[SSAValue]:
     used = op.map.data.used_dims()  # type: ignore[attr-defined]
     return {i for k, i in enumerate(op.indices) if k in used and i in ivs}  # type: ignore[attr-defined]
@@ -203,25 +204,8 @@ def _channel_blocks(nest: loop.NestOp, lb: int, ub: int, block: int, outer: bool
     upper = end
     if (ub - lb) % block:  # the last block is partial
         first.append(upper := arith.MinSIOp(end.result, k_ub.result))
-    _take_body(nest, new, kept, first, rewriter)
+    take_body(nest, new, kept, first, rewriter)
     return new, (lower.result, upper.result)
-
-
-def _take_body(nest: loop.NestOp, new: loop.NestOp, args: Sequence[SSAValue],
-               first: list[Operation], rewriter: PatternRewriter) -> None:
-    """Replaces `nest` by `new`, whose block gets `first` and then `nest`'s
-    body, with `nest`'s ivs as `args` (of `new`'s block)."""
-    new.attributes |= nest.attributes
-    old_block, block = nest.body.block, new.body.block
-    for old_arg, arg in zip(old_block.args, args, strict=True):
-        arg.name_hint = old_arg.name_hint
-        old_arg.replace_all_uses_with(arg)
-    for op in first:
-        block.add_op(op)
-    for op in list(old_block.ops):
-        op.detach()
-        block.add_op(op)
-    rewriter.replace(nest, new)
 
 
 def _lane_block(e: AffineExpr, lane: int) -> int | None:
@@ -274,47 +258,6 @@ def _index_blocks(lp: simd.LoopOp, block: int, cb: SSAValue) -> None:
             op.map = AffineMapAttr(AffineMap(n + 1, 0, results))
             op.operands = [*op.operands, cb]
             break
-
-
-def _in_tile(op: Operation) -> bool:
-    """Whether `op` is inside a `loop.tile` (a depth-first tile's body)."""
-    parent = op.parent_op()
-    while parent is not None:
-        if isinstance(parent, loop.TileOp):
-            return True
-        parent = parent.parent_op()
-    return False
-
-
-def _set_extent(nest: loop.NestOp, pos: int, extent: int) -> int:
-    """Sets the static upper bound of `nest`'s dim `pos` to `extent`."""
-    upper = nest.upper_bounds()
-    upper[pos] = extent
-    nest.upper, _ = loop.split_bounds(upper)
-    return extent
-
-
-def _tail_nest(nest: loop.NestOp, pos: int, offset: int, extent: int) -> loop.NestOp | None:
-    """A copy of `nest` whose dim `pos` runs over `extent` columns from
-    `offset` (each access reads and writes column `offset + iv`); None where
-    some op other than an access (a load, store or bounds check) uses it."""
-    tail = nest.clone()
-    iv = tail.ivs[pos]
-    for use in iv.uses:
-        op = use.operation
-        if not isinstance(op, _INDEXED_ACCESSES):
-            tail.erase()
-            return None
-    for use in list(iv.uses):
-        op = use.operation
-        amap = op.map.data  # type: ignore[attr-defined]
-        dims: list[AffineExpr] = [AffineDimExpr(k) for k in range(amap.num_dims)]
-        for k, index in enumerate(op.indices):  # type: ignore[attr-defined]
-            if index is iv:
-                dims[k] = AffineDimExpr(k) + offset
-        op.map = AffineMapAttr(substitute(amap, dims, amap.num_dims))  # type: ignore[attr-defined]
-    _set_extent(tail, pos, extent)
-    return tail
 
 
 @dataclass
@@ -440,13 +383,13 @@ class RegisterTile(RewritePattern):
             h_lb, h_ub = nest.lower_bounds()[pos - 1], nest.upper_bounds()[pos - 1]
             if h_lb == 0 and isinstance(h_ub, int):
                 above = h_ub
-            elif (step := _tile_step(h_lb)) is not None:
+            elif (step := tile_step(h_lb)) is not None:
                 above, tile_rows = step, True
         p, v, flat = self.shape(lane_ub - lane_lb, ub,  # type: ignore[arg-type]
                                 packed // self.lanes if packed else None, broadcast, above)
         if p == 1 and v == 1 and not packed:
             return
-        if flat is None and not _in_tile(nest):
+        if flat is None and not in_tile(nest):
             p, ub = self._split_row(nest, pos, p, v, ub, broadcast, packed,  # type: ignore[arg-type]
                                     rewriter)
         self._tile(lp, nest, red, pos, p, v, flat, tile_rows, ub, packed,  # type: ignore[arg-type]
@@ -457,7 +400,7 @@ class RegisterTile(RewritePattern):
         """(P, columns) of `nest`'s own blocks. Where `split` takes blocks of
         P and of P', those of P' are tiled here, in a copy of `nest` after it
         that runs over the row's last columns, and `nest` keeps the others.
-        Not in depth-first tiles (`_in_tile`, checked by the caller): split
+        Not in depth-first tiles (`in_tile`, checked by the caller): split
         there, MobileNet-V2's 28-column 1x1 convolutions made it 1.1-1.3%
         slower at batch 8."""
         split = self.split(extent, p, v, broadcast)
@@ -466,7 +409,7 @@ class RegisterTile(RewritePattern):
         (p_main, main), (p_tail, tail_blocks) = split
         if not tail_blocks:
             return p_main, extent
-        tail = _tail_nest(nest, pos, main * p_main, tail_blocks * p_tail)
+        tail = tail_nest(nest, pos, main * p_main, tail_blocks * p_tail)
         if tail is None:
             return p, extent
         rewriter.insert(tail, InsertPoint.after(nest))
@@ -476,7 +419,7 @@ class RegisterTile(RewritePattern):
         assert tail_red is not None
         self._tile(tail_lp, tail, tail_red, pos, p_tail, v, None, False, tail_blocks * p_tail,
                    packed, rewriter)
-        return p_main, _set_extent(nest, pos, main * p_main)
+        return p_main, set_extent(nest, pos, main * p_main)
 
     def split(self, extent: int, p: int, v: int, broadcast: bool
               ) -> tuple[tuple[int, int], tuple[int, int]] | None:
@@ -523,7 +466,7 @@ class RegisterTile(RewritePattern):
             rows, guards = self._rows(nest, pos, p, ub, rewriter)
             columns = [{row: r} for r in rows]
         elif tile_rows:
-            nest, columns, guards = _across_tile_rows(nest, pos, p, ub,  # type: ignore[arg-type]
+            nest, columns, guards = across_tile_rows(nest, pos, p, ub,  # type: ignore[arg-type]
                                                       rewriter)
             row = nest.ivs[pos]
         else:
@@ -561,7 +504,7 @@ class RegisterTile(RewritePattern):
         """Blocks the nest dim `pos` by `p`; the column ivs of a block, clamped
         to the last column unless `p` divides the extent (then they are plainly
         consecutive, and LLVM can share loads between columns and taps), and
-        each column's guard (`_guards`)."""
+        each column's guard (`column_blocks.column_guard`)."""
         upper = nest.upper_bounds()
         upper[pos] = -(-extent // p)
         static, _ = loop.split_bounds(upper)
@@ -582,7 +525,7 @@ class RegisterTile(RewritePattern):
             if extent % p:
                 col = arith.MinSIOp(add.result, last)
                 ops.append(col)
-                guards[-1] = _guard(k, add.result, last, ops)
+                guards[-1] = column_guard(k, add.result, last, ops)
             col.result.name_hint = f"col{k}"
             rows.append(col.result)
         first = nest.body.block.first_op
@@ -610,7 +553,7 @@ class RegisterTile(RewritePattern):
         base = arith.MuliOp(block.result, index_constant(p, ops))
         ops += [first, block, base]
         last, width = index_constant(rows * columns - 1, ops), index_constant(columns, ops)
-        points, guards = _block_points(base.result, p, last, width, (row_iv, block_iv), ops,
+        points, guards = block_points(base.result, p, last, width, (row_iv, block_iv), ops,
                                        exact=per_row * new_rows * p == rows * columns)
         first_op = nest.body.block.first_op
         assert first_op is not None
@@ -659,84 +602,6 @@ class RegisterTile(RewritePattern):
                 _clone_per_column(op, maps, varying, body)
         body.add_op(loop.YieldOp(*[m[term.values[0]] for m in maps]))
         return new
-
-
-def _guard(k: int, point: SSAValue, last: SSAValue, ops: list[Operation]) -> SSAValue | None:
-    """Whether column `k` of a block, at `point` before clamping, is not past
-    `last` (its stores are skipped where it is: the clamped column recomputes
-    the last point, which its own column writes; column 0 never is)."""
-    if k == 0:
-        return None
-    inside = arith.CmpiOp(point, last, "sle")
-    ops.append(inside)
-    inside.result.name_hint = f"inside{k}"
-    return inside.result
-
-
-def _block_points(first: SSAValue, p: int, last: SSAValue, width: SSAValue,
-                  ivs: tuple[SSAValue, SSAValue], ops: list[Operation], exact: bool = False
-                  ) -> tuple[list[dict[SSAValue, SSAValue]], list[SSAValue | None]]:
-    """Per column of a block of `p` consecutive points of a row-major (row,
-    column) space of rows `width` wide, from point `first`: the point (past
-    `last` clamped to it) as a row and a column, in place of the nest's row
-    and column ivs `ivs`, and the column's guard (`_guard`; none where the
-    blocks cover the points `exact`ly). The ops go to the end of `ops`."""
-    row_iv, column_iv = ivs
-    out, guards = [], []
-    for k in range(p):
-        point = arith.AddiOp(first, index_constant(k, ops))
-        clamped = arith.MinSIOp(point.result, last)
-        r = arith.DivSIOp(clamped.result, width)  # points are >= 0
-        r_start = arith.MuliOp(r.result, width)
-        c = arith.SubiOp(clamped.result, r_start.result)
-        ops += [point, clamped, r, r_start, c]
-        r.result.name_hint, c.result.name_hint = f"row{k}", f"col{k}"
-        out.append({row_iv: r.result, column_iv: c.result})
-        guards.append(None if exact else _guard(k, point.result, last, ops))
-    return out, guards
-
-
-def _tile_step(lower: loop.Bound) -> int | None:
-    """The step of a `loop.tile` dim whose iv is `lower` (a nest's lower
-    bound inside the tile: its extent is at most that step), else None."""
-    if isinstance(lower, int) or not isinstance(lower.owner, Block):
-        return None
-    tile = lower.owner.parent_op()
-    if not isinstance(tile, loop.TileOp):
-        return None
-    return tile.steps[lower.index]
-
-
-def _across_tile_rows(nest: loop.NestOp, pos: int, p: int, columns: int,
-                      rewriter: PatternRewriter
-                      ) -> tuple[loop.NestOp, list[dict[SSAValue, SSAValue]], list[SSAValue | None]]:
-    """`_across_rows` for rows of dynamic bounds `[lo, hi)` (a depth-first
-    tile's): a new nest whose dim `pos - 1` has one point and whose dim `pos`
-    runs over the blocks of `p` consecutive points of the rows' row-major
-    (row, column) space, `ceil((hi - lo) * columns / p)` of them; per column of
-    a block, its row and column, both past the last point clamped to it."""
-    lows, ups = nest.lower_bounds(), nest.upper_bounds()
-    lo, hi = lows[pos - 1], ups[pos - 1]
-    before: list[Operation] = []
-    width = index_constant(columns, before)
-    start = arith.MuliOp(lo, width)  # type: ignore[arg-type]
-    end = arith.MuliOp(hi, width)  # type: ignore[arg-type]
-    span = arith.SubiOp(end.result, start.result)
-    rounded = arith.AddiOp(span.result, index_constant(p - 1, before))
-    blocks = arith.DivSIOp(rounded.result, index_constant(p, before))
-    last = arith.SubiOp(end.result, index_constant(1, before))
-    before += [start, end, span, rounded, blocks, last]
-    rewriter.insert(before, InsertPoint.before(nest))
-    lows[pos - 1], ups[pos - 1], lows[pos], ups[pos] = 0, 1, 0, blocks.result
-    new = loop.NestOp(lows, ups, parallel=None)
-    row_iv, block_iv = new.body.block.args[pos - 1], new.body.block.args[pos]
-    ops: list[Operation] = []
-    base = arith.MuliOp(block_iv, index_constant(p, ops))
-    first = arith.AddiOp(start.result, base.result)
-    ops += [base, first]
-    out, guards = _block_points(first.result, p, last.result, width, (row_iv, block_iv), ops)
-    _take_body(nest, new, new.body.block.args, ops, rewriter)
-    return new, out, guards
 
 
 def _clone_per_column(op: Operation, maps: list[dict[SSAValue, SSAValue]],
