@@ -467,7 +467,7 @@ class RegisterTile(RewritePattern):
             columns = [{row: r} for r in rows]
         elif tile_rows:
             nest, columns, guards = across_tile_rows(nest, pos, p, ub,  # type: ignore[arg-type]
-                                                      rewriter)
+                                                     rewriter)
             row = nest.ivs[pos]
         else:
             columns, guards = self._across_rows(nest, pos, p, ub, above,  # type: ignore[arg-type]
