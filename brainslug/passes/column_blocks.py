@@ -56,7 +56,7 @@ def in_tile(op: Operation) -> bool:
 
 
 def set_extent(nest: loop.NestOp, pos: int, extent: int) -> int:
-    """Sets the static upper bound of `nest`'s dim `pos` to `extent`."""
+    """Sets the static upper bound of `nest`'s dim `pos` to `extent` (returned)."""
     upper = nest.upper_bounds()
     upper[pos] = extent
     nest.upper, _ = loop.split_bounds(upper)
@@ -67,13 +67,10 @@ def tail_nest(nest: loop.NestOp, pos: int, offset: int, extent: int) -> loop.Nes
     """A copy of `nest` whose dim `pos` runs over `extent` columns from
     `offset` (each access reads and writes column `offset + iv`); None where
     some op other than an access (a load, store or bounds check) uses it."""
+    if any(not isinstance(use.operation, _INDEXED_ACCESSES) for use in nest.ivs[pos].uses):
+        return None
     tail = nest.clone()
     iv = tail.ivs[pos]
-    for use in iv.uses:
-        op = use.operation
-        if not isinstance(op, _INDEXED_ACCESSES):
-            tail.erase()
-            return None
     for use in list(iv.uses):
         op = use.operation
         amap = op.map.data  # type: ignore[attr-defined]

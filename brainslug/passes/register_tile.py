@@ -505,10 +505,7 @@ class RegisterTile(RewritePattern):
         to the last column unless `p` divides the extent (then they are plainly
         consecutive, and LLVM can share loads between columns and taps), and
         each column's guard (`column_blocks.column_guard`)."""
-        upper = nest.upper_bounds()
-        upper[pos] = -(-extent // p)
-        static, _ = loop.split_bounds(upper)
-        nest.upper = static
+        set_extent(nest, pos, -(-extent // p))
         block_iv = nest.ivs[pos]
         ops: list[Operation] = []
 
@@ -541,10 +538,8 @@ class RegisterTile(RewritePattern):
         column) space, `shape[1]` such rows; per column of a block, its row
         and column, both past the last point clamped to it."""
         per_row, new_rows = shape
-        upper = nest.upper_bounds()
-        upper[pos - 1], upper[pos] = new_rows, per_row
-        static, _ = loop.split_bounds(upper)
-        nest.upper = static
+        set_extent(nest, pos - 1, new_rows)
+        set_extent(nest, pos, per_row)
         row_iv, block_iv = nest.ivs[pos - 1], nest.ivs[pos]
         ops: list[Operation] = []
 
