@@ -12,6 +12,7 @@ never touch memory and read the pad value.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from brainslug.analysis.generic_phases import WHOLE_CHUNKS
 from brainslug.analysis.ranges import inside_dims
 from brainslug.dialects import loop, simd
 from brainslug.lowering import pieces_to_llvm
-from brainslug.lowering.llvm_builder import ICMP, IVal, type_suffix
+from brainslug.lowering.llvm_builder import ICMP, PTR, IVal, type_suffix
 from brainslug.lowering.loop_to_llvm import lower_fma, reduce_step
 from brainslug.lowering.nn_to_loop.aten_vec import GELU_ERF_SCALE, MATH_IMPL, ONEDNN, SUBNORMAL_GRID
 from brainslug.lowering.phase_emitter import Buffer, LaneState, OpLowering, PhaseEmitter
@@ -292,6 +293,8 @@ def _load(em: PhaseEmitter, op: simd.LoadOp) -> None:
     vt = em.llvm_type(op.result.type)
     assert isinstance(vt, VectorType)
     mask = lane.mask
+    if op.pad is not None and _pad_row_load(em, op, acc, vt, mask):
+        return
     if op.pad is not None:
         check = [k for k, inside in enumerate(inside_dims(op)) if not inside]
         mask = b.and_(mask, lane_bounds(em, [acc.idx[k] for k in check],
@@ -323,6 +326,41 @@ def _load(em: PhaseEmitter, op: simd.LoadOp) -> None:
     em.values[op.result] = b.call(
         f"bs.gather.{type_suffix(vt)}", [acc.buf.ptr, acc.offsets(em), mask, passthru], vt
     )
+
+
+def _pad_row_load(em: PhaseEmitter, op: simd.LoadOp, acc: Access, vt: VectorType,
+                  mask: SSAValue | None) -> bool:
+    """A padded contiguous load whose point is the same for all lanes (a
+    channels-last pixel: only the channel follows the lane) reads a row of pad
+    values where the pixel lies outside: a select of addresses, not a mask per
+    load, so the load folds into its FMA and the row's condition leaves the
+    loop over the window's columns (a depthwise convolution's taps). On x86
+    and f32 only (as `loop.load`'s pad rows); False where it does not apply."""
+    if (acc.contiguous is None or acc.buf.pieces is not None or vt.element_type != f32
+            or em.scope.target.name != "x86-64"):
+        return False
+    check = [k for k, inside in enumerate(inside_dims(op)) if not inside]
+    idx = [acc.idx[k] for k in check]
+    if not all(isinstance(x, Lin) and x.coef == 0 for x in idx):
+        return False
+    b = em.b
+    inb = em.in_bounds([x.scalar for x in idx],  # type: ignore[union-attr]
+                       [acc.buf.dims[k] for k in check])
+    if inb is False:
+        em.values[op.result] = b.const(op.pad_value, vt)  # type: ignore[arg-type]
+        return True
+    # (no `inbounds`: the point may lie outside the buffer; then its address is unused)
+    ptr = b.gep(acc.buf.ptr, acc.contiguous, acc.buf.elem, inbounds=inb is True)
+    if inb is not True:
+        bits = struct.unpack("<I", struct.pack("<f", op.pad_value))[0]
+        ptr = b.call(f"bs.padrow.{bits:08x}.{em.lanes}", [inb, ptr], PTR)
+    if mask is None:
+        em.values[op.result] = b.load(ptr, vt)
+    else:
+        em.values[op.result] = b.intrinsic(
+            f"llvm.masked.load.{type_suffix(vt)}.p0",
+            [ptr, b.const(4, i32), mask, b.add_undef(vt)], vt, mangle=False)
+    return True
 
 
 CACHE_LINE = 64

@@ -77,3 +77,33 @@ func.func @conv3x3(%x: memref<?x7x7x6xf32>, %wt: memref<3x3x6x8xf32>, %out: memr
   }
   func.return
 }
+
+// A padded depthwise window load (channels last): the lanes are channels of
+// one pixel, so the point is the same for every lane and an outside pixel
+// selects a row of 16 pad values (one vector) instead of masking each load;
+// the full chunks load with no mask. The partial chunk of 21 channels keeps
+// its lane mask on the selected address.
+// CHECK-LABEL: llvm.func @depthwise_p0
+// CHECK:         %[[ROW:.*]] = llvm.call @bs.padrow.00000000.16(%{{.*}}, %{{.*}}) : (i1, !llvm.ptr) -> !llvm.ptr
+// CHECK-NEXT:    llvm.load %[[ROW]] {{.*}}: !llvm.ptr -> vector<16xf32>
+// CHECK:         %[[ROWM:.*]] = llvm.call @bs.padrow.00000000.16
+// CHECK-NEXT:    llvm.call_intrinsic "llvm.masked.load.v16f32.p0"(%[[ROWM]],
+// CHECK:       loop.kernel_info
+// AVX2-LABEL:  llvm.func @depthwise_p0
+// AVX2:          llvm.call @bs.padrow.00000000.8
+func.func @depthwise(%x: memref<?x5x5x21xf32>, %wt: memref<3x3x1x21xf32>, %out: memref<?x5x5x21xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %n = memref.dim %x, %c0 : memref<?x5x5x21xf32>
+  loop.nest parallel 1 (%i, %h, %w) = (0, 0, 0) to (%n, 5, 5) {
+    simd.loop (%c) = (0) to (21) {
+      %acc = loop.reduce add contract (%kh, %kw) = (0, 0) to (3, 3) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = simd.load %x[%i, %h, %w, %c, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1 + d4 - 1, d2 + d5 - 1, d3)> pad 0.0 : f32 : memref<?x5x5x21xf32>
+        %wv = simd.load %wt[%kh, %kw, %c] map affine_map<(d0, d1, d2) -> (d0, d1, 0, d2)> : memref<3x3x1x21xf32>
+        %m = simd.mulf %xv, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%i, %h, %w, %c] : memref<?x5x5x21xf32>
+    }
+  }
+  func.return
+}
