@@ -716,3 +716,53 @@ def test_split_rows_are_as_accurate_as_the_library(kind: str, monkeypatch, tmp_p
     assert torch.equal(got.isnan(), lib.isnan()) and torch.equal(got.isinf(), lib.isinf())
     fine = ~lib.isnan() & ~lib.isinf()
     assert got.isnan().any() and (got[fine] - lib[fine]).abs().max().item() <= 1e-4
+
+
+DEPTHWISE_WINDOWS = {
+    # name: (channels, k, stride, side); rows of several register blocks, so
+    # that some blocks' windows lie inside the image and some meet its border
+    "depthwise 3x3": (37, 3, 1, 61),
+    "depthwise 3x3/2": (37, 3, 2, 61),
+    "depthwise 5x5": (21, 5, 1, 47),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DEPTHWISE_WINDOWS))
+def test_depthwise_windows_inside_the_image_skip_the_padding(kind: str, monkeypatch,
+                                                             tmp_path) -> None:
+    """A depthwise convolution's taps run in two versions: unchecked where the
+    block's whole window lies inside the image, checked at the border. Both
+    are as accurate as the library, and a NaN inside and an Inf on the border
+    propagate as in PyTorch."""
+    from brainslug.lowering import simd_to_llvm
+
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))  # compile, don't reuse
+    monkeypatch.setenv("BRAINSLUG_COMPILE_WORKERS", "1")  # (the spy sees the lowering)
+    versioned: list[int] = []
+    inside = simd_to_llvm._window_inside
+
+    def spy(*args):  # type: ignore[no-untyped-def]
+        cond, ids = inside(*args)
+        if ids and not isinstance(cond, bool):
+            versioned.append(len(ids))
+        return cond, ids
+
+    monkeypatch.setattr(simd_to_llvm, "_window_inside", spy)
+    c, k, s, side = DEPTHWISE_WINDOWS[kind]
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(c, c, k, s, k // 2, groups=c), random_bn(nn.BatchNorm2d(c)),
+                          nn.ReLU()).eval()
+    opt = brainslug.optimize(model, [0, c, side, side], conv="brainslug")
+    assert compiled_convs(opt) == 1 and not opt.info.library, brainslug.report(opt)
+    assert versioned, "no window was versioned"
+    assert_as_accurate_as_the_library(model, opt, c, side, kind)
+    x = torch.randn(2, c, side, side)
+    x[0, 3, side // 2, side // 2] = float("nan")
+    x[1, c - 1, 0, side - 1] = float("inf")
+    x[1, 0, side - 1, 0] = float("-inf")
+    with torch.no_grad():
+        got, lib = opt(x), model(channels_last(x))
+    assert torch.equal(got.isnan(), lib.isnan()) and torch.equal(got.isinf(), lib.isinf())
+    fine = torch.isfinite(lib)
+    assert got.isnan().any() and got.isinf().any()
+    assert (got[fine] - lib[fine]).abs().max().item() <= 1e-5 * max(1.0, lib[fine].abs().max().item())

@@ -261,8 +261,9 @@ def reduce_step(em: PhaseEmitter, kind: str, acc: SSAValue, v: SSAValue) -> SSAV
     return b.add(llvm.SelectOp(take, v, acc))
 
 
-def _reduce(em: PhaseEmitter, op: loop.ReduceOp) -> None:
-    lbs, ubs = em.domain(op)
+def reduce_loops(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: list[IVal]
+                 ) -> list[SSAValue]:
+    """The loops of a `loop.reduce` over the box `lbs`..`ubs`: its results."""
     inits = [em.b.const(op.init_value, em.llvm_type(r.type)) for r in op.accumulators]
     kind = op.kind_name
     term = op.body.block.last_op
@@ -286,8 +287,12 @@ def _reduce(em: PhaseEmitter, op: loop.ReduceOp) -> None:
                 out.append(em.b.intrinsic("llvm.fma", [a, c, acc]))
         return out
 
-    results = em.loops(lbs, ubs, [1] * len(lbs), body, inits)
-    for r, v in zip(op.accumulators, results, strict=True):
+    return em.loops(lbs, ubs, [1] * len(lbs), body, inits)
+
+
+def _reduce(em: PhaseEmitter, op: loop.ReduceOp) -> None:
+    lbs, ubs = em.domain(op)
+    for r, v in zip(op.accumulators, reduce_loops(em, op, lbs, ubs), strict=True):
         em.values[r] = v
 
 

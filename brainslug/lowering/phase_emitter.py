@@ -130,6 +130,9 @@ class PhaseEmitter:
         self.values: dict[SSAValue, IVal] = {}
         self.bufs: dict[SSAValue, Buffer] = {}
         self.lane: LaneState | None = None
+        self.inside: set[int] = set()
+        """Padded loads (`id`) whose points all lie inside their buffers where
+        they are emitted now (a window's interior version)."""
         self.sig = sig
         """The phase's generic signature: extents come from its parameter block."""
         if sig is not None:

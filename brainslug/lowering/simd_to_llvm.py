@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from xdsl.dialects import arith, llvm
 from xdsl.dialects.builtin import FloatAttr, IntegerAttr, StringAttr, VectorType, f32, i1, i32, i64
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Block, Operation, SSAValue
 from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
 from xdsl.ir.affine.affine_expr import AffineDimExpr
 
@@ -27,7 +27,7 @@ from brainslug.analysis.ranges import inside_dims
 from brainslug.dialects import loop, simd
 from brainslug.lowering import pieces_to_llvm
 from brainslug.lowering.llvm_builder import ICMP, PTR, IVal, type_suffix
-from brainslug.lowering.loop_to_llvm import lower_fma, reduce_step
+from brainslug.lowering.loop_to_llvm import lower_fma, reduce_loops, reduce_step
 from brainslug.lowering.nn_to_loop.aten_vec import GELU_ERF_SCALE, MATH_IMPL, ONEDNN, SUBNORMAL_GRID
 from brainslug.lowering.phase_emitter import Buffer, LaneState, OpLowering, PhaseEmitter
 
@@ -293,9 +293,10 @@ def _load(em: PhaseEmitter, op: simd.LoadOp) -> None:
     vt = em.llvm_type(op.result.type)
     assert isinstance(vt, VectorType)
     mask = lane.mask
-    if op.pad is not None and _pad_row_load(em, op, acc, vt, mask):
+    padded = op.pad is not None and id(op) not in em.inside
+    if padded and _pad_row_load(em, op, acc, vt, mask):
         return
-    if op.pad is not None:
+    if padded:
         check = [k for k, inside in enumerate(inside_dims(op)) if not inside]
         mask = b.and_(mask, lane_bounds(em, [acc.idx[k] for k in check],
                                         [acc.buf.dims[k] for k in check]))
@@ -311,7 +312,7 @@ def _load(em: PhaseEmitter, op: simd.LoadOp) -> None:
         return
     if acc.contiguous is not None:
         # no `inbounds`: a padded access may point outside the buffer (masked off)
-        ptr = b.gep(acc.buf.ptr, acc.contiguous, acc.buf.elem, inbounds=op.pad is None)
+        ptr = b.gep(acc.buf.ptr, acc.contiguous, acc.buf.elem, inbounds=not padded)
         if mask is None:
             em.values[op.result] = b.load(ptr, vt)
         else:
@@ -361,6 +362,114 @@ def _pad_row_load(em: PhaseEmitter, op: simd.LoadOp, acc: Access, vt: VectorType
             f"llvm.masked.load.{type_suffix(vt)}.p0",
             [ptr, b.const(4, i32), mask, b.add_undef(vt)], vt, mangle=False)
     return True
+
+
+def _linear_in(e: AffineExpr, dims: set[int]) -> bool:
+    """Whether `e` is linear in `dims`: they appear only in sums and in
+    products with factors that use no dim (constants, symbols)."""
+    used = {x.position for x in e.dfs() if isinstance(x, AffineDimExpr)}
+    if not used & dims or isinstance(e, AffineDimExpr):
+        return True
+    if not isinstance(e, AffineBinaryOpExpr):
+        return False
+    if e.kind == AffineBinaryOpKind.Add:
+        return _linear_in(e.lhs, dims) and _linear_in(e.rhs, dims)
+    if e.kind == AffineBinaryOpKind.Mul:
+        for f, g in ((e.lhs, e.rhs), (e.rhs, e.lhs)):
+            if not any(isinstance(x, AffineDimExpr) for x in f.dfs()):
+                return _linear_in(g, dims)
+    return False
+
+
+def _window_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: list[IVal]
+                   ) -> tuple[SSAValue | bool, list[int]]:
+    """(whether every point of the padded vector loads of `op`'s body lies
+    inside its buffer over the whole box `lbs`..`ubs`, those loads' ids) for
+    the loads whose checked indices are the same in every lane and linear in
+    the reduction's ivs (a channels-last window: the pixel is checked, not
+    the channel). A linear index takes its least and greatest values at the
+    box's corners, so those are checked."""
+    b = em.b
+    ivs = {iv: k for k, iv in enumerate(op.ivs)}
+    lane = op.parent_op()
+    while lane is not None and not isinstance(lane, simd.LoopOp):
+        lane = lane.parent_op()
+    cond: SSAValue | bool = True
+    ids: list[int] = []
+    for ld in op.body.walk():
+        if lane is None or not isinstance(ld, simd.LoadOp) or ld.pad is None:
+            continue
+        if any(x not in ivs and _defined_in(x, op) for x in ld.indices):
+            continue
+        results = em.map_results(ld)
+        checked = [k for k, inside in enumerate(inside_dims(ld)) if not inside]
+        box = {p for p, x in enumerate(ld.indices) if x in ivs}
+        lane_pos = {p for p, x in enumerate(ld.indices) if x is lane.iv}
+        if any(lane_pos & results[k].used_dims() or not _linear_in(results[k], box)
+               for k in checked):
+            continue
+        buf = em.buffer(ld.buffer)
+        for k in checked:
+            e = results[k]
+            used = sorted(box & e.used_dims())
+            corners = []
+            for bits in range(1 << len(used)):
+                dims: list[IVal] = [0 if p in lane_pos or p in box else em.ival(x)
+                                    for p, x in enumerate(ld.indices)]
+                for j, p in enumerate(used):
+                    d = ivs[ld.indices[p]]
+                    dims[p] = b.isub(ubs[d], 1) if bits >> j & 1 else lbs[d]
+                corners.append(em.affine(e, dims))
+            inb = em.in_bounds(corners, [buf.dims[k]] * len(corners))
+            if inb is False:
+                return False, []
+            if inb is not True:
+                cond = inb if cond is True else b.and_(cond, inb)  # type: ignore[arg-type]
+        ids.append(id(ld))
+    return cond, ids
+
+
+def _defined_in(x: SSAValue, op: Operation) -> bool:
+    """Whether `x` is defined inside `op`'s regions."""
+    owner = x.owner
+    parent = owner.parent_op() if isinstance(owner, Block) else owner.parent_op()  # type: ignore[union-attr]
+    while parent is not None:
+        if parent is op:
+            return True
+        parent = parent.parent_op()
+    return False
+
+
+def windowed_reduce(em: PhaseEmitter, op: loop.ReduceOp) -> None:
+    """A `loop.reduce` whose body reads a padded channels-last window (a
+    depthwise convolution's taps, a pool's) in two versions (the x86 backend's
+    lowering of `loop.reduce`): where the whole window lies inside the image
+    (each index checked at the box's corners), its loads take no padding
+    checks; else they do. The interior blocks of a row then load and FMA only."""
+    lbs, ubs = em.domain(op)
+    inside, ids = _window_inside(em, op, lbs, ubs)
+    if not ids or inside is False:
+        results = reduce_loops(em, op, lbs, ubs)
+    elif inside is True:
+        em.inside.update(ids)
+        results = reduce_loops(em, op, lbs, ubs)
+        em.inside.difference_update(ids)
+    else:
+        b = em.b
+        types = [em.llvm_type(r.type) for r in op.accumulators]
+        interior, border, merge = b.new_block(), b.new_block(), b.new_block(types)
+        b.add(llvm.CondBrOp(inside, interior, [], border, []))
+        b.block = interior
+        em.inside.update(ids)
+        out = reduce_loops(em, op, lbs, ubs)
+        em.inside.difference_update(ids)
+        b.add(llvm.BrOp(merge, *out))
+        b.block = border
+        b.add(llvm.BrOp(merge, *reduce_loops(em, op, lbs, ubs)))
+        b.block = merge
+        results = list(merge.args)
+    for r, v in zip(op.accumulators, results, strict=True):
+        em.values[r] = v
 
 
 CACHE_LINE = 64

@@ -79,11 +79,24 @@ func.func @conv3x3(%x: memref<?x7x7x6xf32>, %wt: memref<3x3x6x8xf32>, %out: memr
 }
 
 // A padded depthwise window load (channels last): the lanes are channels of
-// one pixel, so the point is the same for every lane and an outside pixel
-// selects a row of 16 pad values (one vector) instead of masking each load;
-// the full chunks load with no mask. The partial chunk of 21 channels keeps
-// its lane mask on the selected address.
+// one pixel, so the point is the same for every lane. The reduction over the
+// taps runs in two versions: where its corners (and so the whole window) lie
+// inside the image, the loads take no check; else an outside pixel selects a
+// row of 16 pad values (one vector) instead of masking each load. The partial
+// chunk of 21 channels keeps its lane mask on the selected address.
 // CHECK-LABEL: llvm.func @depthwise_p0
+// CHECK:         llvm.icmp "ult"
+// CHECK:         llvm.and %{{.*}}, %{{.*}} : i1
+// CHECK:         llvm.cond_br %{{.*}}, ^[[INTERIOR:bb[0-9]+]], ^[[BORDER:bb[0-9]+]]
+// CHECK:       ^[[INTERIOR]]:
+// CHECK-NEXT:    llvm.br ^[[INTERIOR_TAPS:bb[0-9]+]](
+// CHECK:       ^[[BORDER]]:
+// CHECK-NEXT:    llvm.br ^[[BORDER_TAPS:bb[0-9]+]](
+// CHECK:       ^[[INTERIOR_TAPS]](
+// CHECK-NOT:     padrow
+// CHECK:         llvm.load %{{.*}} -> vector<16xf32>
+// CHECK-NOT:     padrow
+// CHECK:       ^[[BORDER_TAPS]](
 // CHECK:         %[[ROW:.*]] = llvm.call @bs.padrow.00000000.16(%{{.*}}, %{{.*}}) : (i1, !llvm.ptr) -> !llvm.ptr
 // CHECK-NEXT:    llvm.load %[[ROW]] {{.*}}: !llvm.ptr -> vector<16xf32>
 // CHECK:         %[[ROWM:.*]] = llvm.call @bs.padrow.00000000.16

@@ -27,6 +27,7 @@ from xdsl.backend.llvm.convert import convert_module
 from xdsl.dialects import llvm as xllvm
 from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
 
+from brainslug.dialects import loop
 from brainslug.lowering.llvm_helpers import (
     F32,
     I32,
@@ -41,7 +42,7 @@ from brainslug.lowering.llvm_helpers import (
 )
 from brainslug.lowering.loop_to_llvm import LOOP_LOWERINGS
 from brainslug.lowering.phase_emitter import TargetParams
-from brainslug.lowering.simd_to_llvm import SIMD_LOWERINGS
+from brainslug.lowering.simd_to_llvm import SIMD_LOWERINGS, windowed_reduce
 
 TARGET = "x86-64"
 
@@ -255,7 +256,8 @@ class X86Backend:
         props: list[tuple[str, ArrayAttr | StringAttr]] = [("target_cpu", StringAttr(self.cpu))]
         if passthrough:
             props.append(("passthrough", ArrayAttr(passthrough)))
-        return TargetParams(TARGET, self.lanes, {**LOOP_LOWERINGS, **SIMD_LOWERINGS}, tuple(props),
+        lowerings = {**LOOP_LOWERINGS, **SIMD_LOWERINGS, loop.ReduceOp: windowed_reduce}
+        return TargetParams(TARGET, self.lanes, lowerings, tuple(props),  # type: ignore[arg-type]
                             helper_variants=AVX512_HELPERS if self.lanes == 16 else {},
                             rolled_runs=True, generic_allocas=True,
                             flush_denormals=self.flush_denormals)
