@@ -718,21 +718,23 @@ def test_split_rows_are_as_accurate_as_the_library(kind: str, monkeypatch, tmp_p
     assert got.isnan().any() and (got[fine] - lib[fine]).abs().max().item() <= 1e-4
 
 
-DEPTHWISE_WINDOWS = {
-    # name: (channels, k, stride, side); rows of several register blocks, so
-    # that some blocks' windows lie inside the image and some meet its border
-    "depthwise 3x3": (37, 3, 1, 61),
-    "depthwise 3x3/2": (37, 3, 2, 61),
-    "depthwise 5x5": (21, 5, 1, 47),
+PADDED_WINDOWS = {
+    # name: (Cin, Cout, k, stride, groups, side); rows of several register
+    # blocks, so that some blocks' windows lie inside the image and some meet
+    # its border. Depthwise: vector loads; stems: scalar ones over 3 channels
+    "depthwise 3x3": (37, 37, 3, 1, 37, 61),
+    "depthwise 3x3/2": (37, 37, 3, 2, 37, 61),
+    "depthwise 5x5": (21, 21, 5, 1, 21, 47),
+    "stem 3x3/2": (3, 37, 3, 2, 1, 61),
+    "stem 7x7/2": (3, 64, 7, 2, 1, 61),
 }
 
 
-@pytest.mark.parametrize("kind", sorted(DEPTHWISE_WINDOWS))
-def test_depthwise_windows_inside_the_image_skip_the_padding(kind: str, monkeypatch,
-                                                             tmp_path) -> None:
-    """A depthwise convolution's taps run in two versions: unchecked where the
-    block's whole window lies inside the image, checked at the border. Both
-    are as accurate as the library, and a NaN inside and an Inf on the border
+@pytest.mark.parametrize("kind", sorted(PADDED_WINDOWS))
+def test_windows_inside_the_image_skip_the_padding(kind: str, monkeypatch, tmp_path) -> None:
+    """A padded window's taps run in two versions: unchecked where the block's
+    whole window lies inside the image, checked at the border. Both are as
+    accurate as the library, and a NaN inside and Infs on the border
     propagate as in PyTorch."""
     from brainslug.lowering import simd_to_llvm
 
@@ -748,17 +750,17 @@ def test_depthwise_windows_inside_the_image_skip_the_padding(kind: str, monkeypa
         return cond, ids
 
     monkeypatch.setattr(simd_to_llvm, "_window_inside", spy)
-    c, k, s, side = DEPTHWISE_WINDOWS[kind]
+    ci, co, k, s, g, side = PADDED_WINDOWS[kind]
     torch.manual_seed(4)
-    model = nn.Sequential(nn.Conv2d(c, c, k, s, k // 2, groups=c), random_bn(nn.BatchNorm2d(c)),
+    model = nn.Sequential(nn.Conv2d(ci, co, k, s, k // 2, groups=g), random_bn(nn.BatchNorm2d(co)),
                           nn.ReLU()).eval()
-    opt = brainslug.optimize(model, [0, c, side, side], conv="brainslug")
+    opt = brainslug.optimize(model, [0, ci, side, side], conv="brainslug")
     assert compiled_convs(opt) == 1 and not opt.info.library, brainslug.report(opt)
     assert versioned, "no window was versioned"
-    assert_as_accurate_as_the_library(model, opt, c, side, kind)
-    x = torch.randn(2, c, side, side)
-    x[0, 3, side // 2, side // 2] = float("nan")
-    x[1, c - 1, 0, side - 1] = float("inf")
+    assert_as_accurate_as_the_library(model, opt, ci, side, kind)
+    x = torch.randn(2, ci, side, side)
+    x[0, 1, side // 2, side // 2] = float("nan")
+    x[1, ci - 1, 0, side - 1] = float("inf")
     x[1, 0, side - 1, 0] = float("-inf")
     with torch.no_grad():
         got, lib = opt(x), model(channels_last(x))

@@ -304,7 +304,7 @@ def _load(em: PhaseEmitter, op: loop.LoadOp) -> None:
         em.values[op.result] = _pieces_load(em, op, buf, idx, t)
         return
     off = em.offset(buf, idx)
-    if op.pad is None:
+    if op.pad is None or id(op) in em.inside:
         em.values[op.result] = b.load(b.gep(buf.ptr, off, buf.elem), t)
         return
     pad = b.const(op.pad_value, t)  # type: ignore[arg-type]

@@ -381,14 +381,24 @@ def _linear_in(e: AffineExpr, dims: set[int]) -> bool:
     return False
 
 
+FEW_CHANNELS = 4
+"""A window of scalar (broadcast) loads runs in two versions only where each
+tap sums at most this many channels (a stem's RGB): its pad-row select, once
+per pixel and tap, is then a large share of the work. Batch 8, new/old:
+MobileNet's 3×3/2 stem 0.70 (batch 1: 0.52), ResNet's 7×7/2 stem 0.86-0.95;
+resnet50's 3×3 convolutions, whose taps sum chunks of 16 channels, 0.99-1.02
+(so they keep one version, and their compile time)."""
+
+
 def _window_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: list[IVal]
                    ) -> tuple[SSAValue | bool, list[int]]:
-    """(whether every point of the padded vector loads of `op`'s body lies
-    inside its buffer over the whole box `lbs`..`ubs`, those loads' ids) for
-    the loads whose checked indices are the same in every lane and linear in
-    the reduction's ivs (a channels-last window: the pixel is checked, not
-    the channel). A linear index takes its least and greatest values at the
-    box's corners, so those are checked."""
+    """(whether every point of the padded loads of `op`'s body lies inside
+    its buffer over the whole box `lbs`..`ubs`, those loads' ids) for the
+    vector loads whose checked indices are the same in every lane (a
+    channels-last window: the pixel is checked, not the channel) and, where
+    each tap sums `FEW_CHANNELS` at most, the scalar ones; their checked
+    indices must be linear in the reduction's ivs. A linear index takes its
+    least and greatest values at the box's corners, so those are checked."""
     b = em.b
     ivs = {iv: k for k, iv in enumerate(op.ivs)}
     lane = op.parent_op()
@@ -396,15 +406,19 @@ def _window_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: li
         lane = lane.parent_op()
     cond: SSAValue | bool = True
     ids: list[int] = []
+    first, last = op.lower_bounds()[-1], op.upper_bounds()[-1]
+    few_channels = (isinstance(first, int) and isinstance(last, int)
+                    and last - first <= FEW_CHANNELS)
     for ld in op.body.walk():
-        if lane is None or not isinstance(ld, simd.LoadOp) or ld.pad is None:
+        if not isinstance(ld, simd.LoadOp | loop.LoadOp) or ld.pad is None or (
+                isinstance(ld, loop.LoadOp) and not few_channels):
             continue
         if any(x not in ivs and _defined_in(x, op) for x in ld.indices):
             continue
         results = em.map_results(ld)
         checked = [k for k, inside in enumerate(inside_dims(ld)) if not inside]
         box = {p for p, x in enumerate(ld.indices) if x in ivs}
-        lane_pos = {p for p, x in enumerate(ld.indices) if x is lane.iv}
+        lane_pos = {p for p, x in enumerate(ld.indices) if lane is not None and x is lane.iv}
         if any(lane_pos & results[k].used_dims() or not _linear_in(results[k], box)
                for k in checked):
             continue

@@ -120,3 +120,39 @@ func.func @depthwise(%x: memref<?x5x5x21xf32>, %wt: memref<3x3x1x21xf32>, %out: 
   }
   func.return
 }
+
+// A stem's taps sum 3 channels (at most FEW_CHANNELS), so its scalar window
+// runs in two versions too: the interior's broadcasts load with no select;
+// the border's select a row of 3 pad values. (The 3x3 convolution above,
+// whose taps sum 6 channels, keeps one version with its pad rows.)
+// CHECK-LABEL: llvm.func @stem_p0
+// CHECK:         llvm.icmp "ult"
+// CHECK:         llvm.and %{{.*}}, %{{.*}} : i1
+// CHECK:         llvm.cond_br %{{.*}}, ^[[INTERIOR:bb[0-9]+]], ^[[BORDER:bb[0-9]+]]
+// CHECK:       ^[[INTERIOR]]:
+// CHECK-NEXT:    llvm.br ^[[INTERIOR_TAPS:bb[0-9]+]](
+// CHECK:       ^[[BORDER]]:
+// CHECK-NEXT:    llvm.br ^[[BORDER_TAPS:bb[0-9]+]](
+// CHECK:       ^[[INTERIOR_TAPS]](
+// CHECK-NOT:     padrow
+// CHECK:         llvm.load %{{.*}} -> f32
+// CHECK-NOT:     padrow
+// CHECK:       ^[[BORDER_TAPS]](
+// CHECK:         llvm.call @bs.padrow.00000000.3(
+func.func @stem(%x: memref<?x9x9x3xf32>, %wt: memref<3x3x3x8xf32>, %out: memref<?x5x5x8xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %n = memref.dim %x, %c0 : memref<?x9x9x3xf32>
+  loop.nest parallel 1 (%i, %h, %w) = (0, 0, 0) to (%n, 5, 5) {
+    simd.loop (%o) = (0) to (8) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (3, 3, 3) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%i, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 * 2 + d4 - 1, d2 * 2 + d5 - 1, d6)> pad 0.0 : f32 : memref<?x9x9x3xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<3x3x3x8xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%i, %h, %w, %o] : memref<?x5x5x8xf32>
+    }
+  }
+  func.return
+}
