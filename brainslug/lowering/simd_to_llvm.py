@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 from xdsl.dialects import arith, llvm
 from xdsl.dialects.builtin import FloatAttr, IntegerAttr, StringAttr, VectorType, f32, i1, i32, i64
-from xdsl.ir import Block, Operation, SSAValue
+from xdsl.ir import Operation, SSAValue
 from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineExpr
 from xdsl.ir.affine.affine_expr import AffineDimExpr
 
 from brainslug.analysis.generic_phases import WHOLE_CHUNKS
 from brainslug.analysis.ranges import inside_dims
+from brainslug.analysis.windows import defined_in, linear_in, never_inside
 from brainslug.dialects import loop, simd
 from brainslug.lowering import pieces_to_llvm
 from brainslug.lowering.llvm_builder import ICMP, PTR, IVal, type_suffix
@@ -364,23 +365,6 @@ def _pad_row_load(em: PhaseEmitter, op: simd.LoadOp, acc: Access, vt: VectorType
     return True
 
 
-def _linear_in(e: AffineExpr, dims: set[int]) -> bool:
-    """Whether `e` is linear in `dims`: they appear only in sums and in
-    products with factors that use no dim (constants, symbols)."""
-    used = {x.position for x in e.dfs() if isinstance(x, AffineDimExpr)}
-    if not used & dims or isinstance(e, AffineDimExpr):
-        return True
-    if not isinstance(e, AffineBinaryOpExpr):
-        return False
-    if e.kind == AffineBinaryOpKind.Add:
-        return _linear_in(e.lhs, dims) and _linear_in(e.rhs, dims)
-    if e.kind == AffineBinaryOpKind.Mul:
-        for f, g in ((e.lhs, e.rhs), (e.rhs, e.lhs)):
-            if not any(isinstance(x, AffineDimExpr) for x in f.dfs()):
-                return _linear_in(g, dims)
-    return False
-
-
 FEW_CHANNELS = 4
 """A window of scalar (broadcast) loads runs in two versions only where each
 tap sums at most this many channels (a stem's RGB): its pad-row select, once
@@ -404,24 +388,30 @@ def _window_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: li
     lane = op.parent_op()
     while lane is not None and not isinstance(lane, simd.LoopOp):
         lane = lane.parent_op()
-    cond: SSAValue | bool = True
-    ids: list[int] = []
     first, last = op.lower_bounds()[-1], op.upper_bounds()[-1]
     few_channels = (isinstance(first, int) and isinstance(last, int)
                     and last - first <= FEW_CHANNELS)
+    loads: list[tuple[Operation, list[int]]] = []
     for ld in op.body.walk():
         if not isinstance(ld, simd.LoadOp | loop.LoadOp) or ld.pad is None or (
                 isinstance(ld, loop.LoadOp) and not few_channels):
             continue
-        if any(x not in ivs and _defined_in(x, op) for x in ld.indices):
+        if any(x not in ivs and defined_in(x, op) for x in ld.indices):
             continue
         results = em.map_results(ld)
         checked = [k for k, inside in enumerate(inside_dims(ld)) if not inside]
         box = {p for p, x in enumerate(ld.indices) if x in ivs}
         lane_pos = {p for p, x in enumerate(ld.indices) if lane is not None and x is lane.iv}
-        if any(lane_pos & results[k].used_dims() or not _linear_in(results[k], box)
-               for k in checked):
-            continue
+        if not any(lane_pos & results[k].used_dims() or not linear_in(results[k], box)
+                   for k in checked):
+            loads.append((ld, checked))
+    if not loads or never_inside(op, loads):
+        return False, []
+    cond: SSAValue | bool = True
+    for ld, checked in loads:
+        results = em.map_results(ld)
+        box = {p for p, x in enumerate(ld.indices) if x in ivs}
+        lane_pos = {p for p, x in enumerate(ld.indices) if lane is not None and x is lane.iv}
         buf = em.buffer(ld.buffer)
         for k in checked:
             e = results[k]
@@ -439,19 +429,7 @@ def _window_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: li
                 return False, []
             if inb is not True:
                 cond = inb if cond is True else b.and_(cond, inb)  # type: ignore[arg-type]
-        ids.append(id(ld))
-    return cond, ids
-
-
-def _defined_in(x: SSAValue, op: Operation) -> bool:
-    """Whether `x` is defined inside `op`'s regions."""
-    owner = x.owner
-    parent = owner.parent_op() if isinstance(owner, Block) else owner.parent_op()  # type: ignore[union-attr]
-    while parent is not None:
-        if parent is op:
-            return True
-        parent = parent.parent_op()
-    return False
+    return cond, [id(ld) for ld, _ in loads]
 
 
 def windowed_reduce(em: PhaseEmitter, op: loop.ReduceOp) -> None:
