@@ -391,7 +391,8 @@ def _window_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: li
     first, last = op.lower_bounds()[-1], op.upper_bounds()[-1]
     few_channels = (isinstance(first, int) and isinstance(last, int)
                     and last - first <= FEW_CHANNELS)
-    loads: list[tuple[Operation, list[int]]] = []
+    lane_iv = lane.iv if lane is not None else None
+    found: list[tuple[Operation, list[int], set[int]]] = []  # (load, checked dims, box dims)
     for ld in op.body.walk():
         if not isinstance(ld, simd.LoadOp | loop.LoadOp) or ld.pad is None or (
                 isinstance(ld, loop.LoadOp) and not few_channels):
@@ -401,24 +402,23 @@ def _window_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: li
         results = em.map_results(ld)
         checked = [k for k, inside in enumerate(inside_dims(ld)) if not inside]
         box = {p for p, x in enumerate(ld.indices) if x in ivs}
-        lane_pos = {p for p, x in enumerate(ld.indices) if lane is not None and x is lane.iv}
-        if not any(lane_pos & results[k].used_dims() or not linear_in(results[k], box)
+        lanes = {p for p, x in enumerate(ld.indices) if x is lane_iv}
+        if not any(lanes & results[k].used_dims() or not linear_in(results[k], box)
                    for k in checked):
-            loads.append((ld, checked))
-    if not loads or never_inside(op, loads):
+            found.append((ld, checked, box))
+    if not found or never_inside(op, [(ld, checked) for ld, checked, _ in found]):
         return False, []
     cond: SSAValue | bool = True
-    for ld, checked in loads:
+    for ld, checked, box in found:
         results = em.map_results(ld)
-        box = {p for p, x in enumerate(ld.indices) if x in ivs}
-        lane_pos = {p for p, x in enumerate(ld.indices) if lane is not None and x is lane.iv}
         buf = em.buffer(ld.buffer)
         for k in checked:
             e = results[k]
             used = sorted(box & e.used_dims())
             corners = []
             for bits in range(1 << len(used)):
-                dims: list[IVal] = [0 if p in lane_pos or p in box else em.ival(x)
+                # (`e` does not use the lane; the taps take the corner's values below)
+                dims: list[IVal] = [0 if x is lane_iv or p in box else em.ival(x)
                                     for p, x in enumerate(ld.indices)]
                 for j, p in enumerate(used):
                     d = ivs[ld.indices[p]]
@@ -429,7 +429,7 @@ def _window_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: li
                 return False, []
             if inb is not True:
                 cond = inb if cond is True else b.and_(cond, inb)  # type: ignore[arg-type]
-    return cond, [id(ld) for ld, _ in loads]
+    return cond, [id(ld) for ld, _, _ in found]
 
 
 def windowed_reduce(em: PhaseEmitter, op: loop.ReduceOp) -> None:
