@@ -675,11 +675,15 @@ def test_spilling_register_blocks_split_the_row() -> None:
 
 
 SPLIT_ROWS = {
-    # (Cin, Cout, k, stride, pad, input side): 28 output columns, 3 x 6 + 2 x 5
-    "3x3": (37, 53, 3, 1, 1, 28),
-    "7x7/2 stem": (3, 64, 7, 2, 3, 56),
+    # (Cin, Cout, k, stride, pad, input side, a max pool after it): 28 output
+    # columns, 3 x 6 + 2 x 5
+    "3x3": (37, 53, 3, 1, 1, 28, False),
+    "7x7/2 stem": (3, 64, 7, 2, 3, 56, False),
     # chunked (bs-block-reduction bands both nests)
-    "chunked 3x3, 64 outputs": (96, 64, 3, 1, 1, 28),
+    "chunked 3x3, 64 outputs": (96, 64, 3, 1, 1, 28, False),
+    # in depth-first tiles, the pool's
+    "7x7/2 stem, tiled with its max pool": (3, 64, 7, 2, 3, 56, True),
+    "3x3, tiled with a 2x2 max pool": (37, 64, 3, 1, 1, 28, True),
 }
 
 
@@ -699,13 +703,17 @@ def test_split_rows_are_as_accurate_as_the_library(kind: str, monkeypatch, tmp_p
         return found
 
     monkeypatch.setattr(register_tile.RegisterTile, "split", spy)
-    ci, co, k, s, p, side = SPLIT_ROWS[kind]
+    ci, co, k, s, p, side, pool = SPLIT_ROWS[kind]
     torch.manual_seed(2)
+    pools = [nn.MaxPool2d(3, 2, 1) if k == 7 else nn.MaxPool2d(2, 2)] if pool else []
     model = nn.Sequential(nn.Conv2d(ci, co, k, s, p), random_bn(nn.BatchNorm2d(co)),
-                          nn.ReLU()).eval()
+                          nn.ReLU(), *pools).eval()
     opt = brainslug.optimize(model, [0, ci, side, side], conv="brainslug")
     assert compiled_convs(opt) == 1 and not opt.info.library, brainslug.report(opt)
     assert ((6, 3), (5, 2)) in splits, splits
+    if pool:  # one stack: the pool runs over the convolution's tiles
+        assert any(any("max_pool2d" in x for x in st.layers) for st in opt.info.stacks
+                   if st.compiled), brainslug.report(opt)
     assert_as_accurate_as_the_library(model, opt, ci, side, kind)
     # NaN in a column of the first nest's blocks, Inf in one of the tail's
     x = torch.randn(2, ci, side, side)
