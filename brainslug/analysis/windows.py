@@ -38,7 +38,9 @@ _INDEX_OPS = {
 
 def linear_in(e: AffineExpr, dims: set[int]) -> bool:
     """Whether `e` is linear in `dims`: they appear only in sums and in
-    products with factors that use no dim (constants, symbols)."""
+    products with factors that use no dim (constants, symbols). Unlike
+    `nests.linear_form`, the other dims may appear anyhow (a divided column)
+    and a generic phase's offsets may be symbols."""
     used = {x.position for x in e.dfs() if isinstance(x, AffineDimExpr)}
     if not used & dims or isinstance(e, AffineDimExpr):
         return True
@@ -104,44 +106,47 @@ def never_inside(op: loop.ReduceOp, loads: list[tuple[Operation, list[int]]]) ->
         for k in checked:
             by_dim.setdefault(k, []).append(ld)
     for k, group in by_dim.items():
+        windows = [_window(ld, k, box) for ld in group]
         roots: set[SSAValue] = set()
-        known = True
-        for ld in group:
-            extent = ld.buffer.type.get_shape()[k]  # type: ignore[attr-defined]
-            e = ld.map.data.results[k]  # type: ignore[attr-defined]
-            outer = [ld.indices[p] for p in e.used_dims()  # type: ignore[attr-defined]
-                     if ld.indices[p] not in box]  # type: ignore[attr-defined]
-            known = known and extent > 0 and all(_roots(x, roots) for x in outer)
+        if not all(extent > 0 and all(_roots(x, roots) for _, x in outer)
+                   for _, extent, outer, _ in windows):
+            continue
         ranges = {r: value_range(r) for r in roots}
-        if not known or any(v is None for v in ranges.values()):
+        if any(v is None for v in ranges.values()):
             continue
         spans = [range(lo, hi + 1) for lo, hi in ranges.values()]  # type: ignore[misc]
         if math.prod(len(s) for s in spans) > MAX_TRIALS:
             continue
-        if not any(_corners_inside(group, k, box, dict(zip(ranges, values, strict=True)))
+        if not any(all(_inside(w, dict(zip(ranges, values, strict=True))) for w in windows)
                    for values in itertools.product(*spans)):
             return True
     return False
 
 
-def _corners_inside(group: list[Operation], k: int, box: dict[SSAValue, tuple[int, int]],
-                    fixed: dict[SSAValue, int]) -> bool:
-    """Whether dim `k` of every load in `group` is inside its buffer at every
-    corner of the reduction's `box`, with the nest ivs at `fixed`."""
-    for ld in group:
-        extent = ld.buffer.type.get_shape()[k]  # type: ignore[attr-defined]
-        e = ld.map.data.results[k]  # type: ignore[attr-defined]
-        indices = ld.indices  # type: ignore[attr-defined]
-        used = sorted(e.used_dims())
-        in_box = [p for p in used if indices[p] in box]
-        dims = [0] * len(indices)
-        for p in used:
-            if indices[p] not in box:
-                dims[p] = _value(indices[p], fixed)
-        for corner in itertools.product(*((box[indices[p]][0], box[indices[p]][1])
-                                          for p in in_box)):
-            for p, v in zip(in_box, corner, strict=True):
-                dims[p] = v
-            if not 0 <= e.eval(dims, []) < extent:
-                return False
+_Window = tuple[AffineExpr, int, list[tuple[int, SSAValue]], list[tuple[int, int, int]]]
+"""A load's checked index: (expression, extent, (position, outer index), and
+(position, lower, upper) of each tap it uses)."""
+
+
+def _window(ld: Operation, k: int, box: dict[SSAValue, tuple[int, int]]) -> _Window:
+    e = ld.map.data.results[k]  # type: ignore[attr-defined]
+    indices = ld.indices  # type: ignore[attr-defined]
+    used = sorted(e.used_dims())
+    return (e, ld.buffer.type.get_shape()[k],  # type: ignore[attr-defined]
+            [(p, indices[p]) for p in used if indices[p] not in box],
+            [(p, *box[indices[p]]) for p in used if indices[p] in box])
+
+
+def _inside(w: _Window, fixed: dict[SSAValue, int]) -> bool:
+    """Whether the checked index `w` is inside its extent at every corner of
+    the taps' box, with the nest ivs at `fixed`."""
+    e, extent, outer, taps = w
+    dims = [0] * (max([p for p, _ in outer] + [p for p, _, _ in taps], default=-1) + 1)
+    for p, x in outer:
+        dims[p] = _value(x, fixed)
+    for corner in itertools.product(*((lo, hi) for _, lo, hi in taps)):
+        for (p, _, _), v in zip(taps, corner, strict=True):
+            dims[p] = v
+        if not 0 <= e.eval(dims, []) < extent:
+            return False
     return True

@@ -317,12 +317,11 @@ def _load(em: PhaseEmitter, op: loop.LoadOp) -> None:
     elif em.scope.target.name == "x86-64" and t == f32:
         # an out-of-bounds point reads constant memory holding the pad value: a
         # select of addresses, so a broadcast of the value folds into the load
-        bits = struct.unpack("<I", struct.pack("<f", op.pad_value))[0]
         row = _pad_row(em, op, buf, check)
         if row is None:
             # (no `inbounds`: the point may lie outside the buffer; then its address is unused)
             addr = b.gep(buf.ptr, off, buf.elem, inbounds=False)
-            ptr = b.call(f"bs.padcell.{bits:08x}", [inb, addr], PTR)
+            ptr = pad_select(em, op.pad_value, None, inb, addr)
         else:
             # the channel index selects within a row of pad values: the select
             # depends on the pixel and tap alone, and leaves the reduction over
@@ -331,7 +330,7 @@ def _load(em: PhaseEmitter, op: loop.LoadOp) -> None:
             dims = [em.ival(x) for x in op.indices]
             head = b.gep(buf.ptr, em.offset(buf, [*idx[:-1], em.affine(head_e, dims)]),
                          buf.elem, inbounds=False)
-            base = b.call(f"bs.padrow.{bits:08x}.{span}", [inb, head], PTR)
+            base = pad_select(em, op.pad_value, span, inb, head)
             ptr = b.gep(base, em.affine(tail_e, dims), buf.elem, inbounds=False)
         em.values[op.result] = b.load(ptr, t)
     else:
@@ -339,6 +338,16 @@ def _load(em: PhaseEmitter, op: loop.LoadOp) -> None:
         safe = b.add(llvm.SelectOp(inb, b.ssa(off), b.const(0)))
         v = b.load(b.gep(buf.ptr, safe, buf.elem), t)
         em.values[op.result] = b.add(llvm.SelectOp(inb, v, pad))
+
+
+def pad_select(em: PhaseEmitter, value: float, length: int | None, inside: SSAValue,
+               ptr: SSAValue) -> SSAValue:
+    """`ptr` where `inside`, else the address of constant memory holding the
+    f32 pad `value`: a cell, or a row of `length` of them (`bs.padcell`,
+    `bs.padrow`), so a padded load is a select of addresses, not of values."""
+    bits = struct.unpack("<I", struct.pack("<f", value))[0]
+    name = f"bs.padcell.{bits:08x}" if length is None else f"bs.padrow.{bits:08x}.{length}"
+    return em.b.call(name, [inside, ptr], PTR)
 
 
 PAD_ROW_MAX = 16384

@@ -12,7 +12,6 @@ never touch memory and read the pad value.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,8 +26,8 @@ from brainslug.analysis.ranges import inside_dims
 from brainslug.analysis.windows import defined_in, linear_in, never_inside
 from brainslug.dialects import loop, simd
 from brainslug.lowering import pieces_to_llvm
-from brainslug.lowering.llvm_builder import ICMP, PTR, IVal, type_suffix
-from brainslug.lowering.loop_to_llvm import lower_fma, reduce_loops, reduce_step
+from brainslug.lowering.llvm_builder import ICMP, IVal, type_suffix
+from brainslug.lowering.loop_to_llvm import lower_fma, pad_select, reduce_loops, reduce_step
 from brainslug.lowering.nn_to_loop.aten_vec import GELU_ERF_SCALE, MATH_IMPL, ONEDNN, SUBNORMAL_GRID
 from brainslug.lowering.phase_emitter import Buffer, LaneState, OpLowering, PhaseEmitter
 
@@ -354,8 +353,7 @@ def _pad_row_load(em: PhaseEmitter, op: simd.LoadOp, acc: Access, vt: VectorType
     # (no `inbounds`: the point may lie outside the buffer; then its address is unused)
     ptr = b.gep(acc.buf.ptr, acc.contiguous, acc.buf.elem, inbounds=inb is True)
     if inb is not True:
-        bits = struct.unpack("<I", struct.pack("<f", op.pad_value))[0]
-        ptr = b.call(f"bs.padrow.{bits:08x}.{em.lanes}", [inb, ptr], PTR)
+        ptr = pad_select(em, op.pad_value, em.lanes, inb, ptr)
     if mask is None:
         em.values[op.result] = b.load(ptr, vt)
     else:
@@ -392,7 +390,8 @@ def _window_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: li
     few_channels = (isinstance(first, int) and isinstance(last, int)
                     and last - first <= FEW_CHANNELS)
     lane_iv = lane.iv if lane is not None else None
-    found: list[tuple[Operation, list[int], set[int]]] = []  # (load, checked dims, box dims)
+    # (load, its map's results, its checked dims, the positions of the taps)
+    found: list[tuple[Operation, tuple[AffineExpr, ...], list[int], set[int]]] = []
     for ld in op.body.walk():
         if not isinstance(ld, simd.LoadOp | loop.LoadOp) or ld.pad is None or (
                 isinstance(ld, loop.LoadOp) and not few_channels):
@@ -405,12 +404,11 @@ def _window_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: li
         lanes = {p for p, x in enumerate(ld.indices) if x is lane_iv}
         if not any(lanes & results[k].used_dims() or not linear_in(results[k], box)
                    for k in checked):
-            found.append((ld, checked, box))
-    if not found or never_inside(op, [(ld, checked) for ld, checked, _ in found]):
+            found.append((ld, results, checked, box))
+    if not found or never_inside(op, [(ld, checked) for ld, _, checked, _ in found]):
         return False, []
     cond: SSAValue | bool = True
-    for ld, checked, box in found:
-        results = em.map_results(ld)
+    for ld, results, checked, box in found:
         buf = em.buffer(ld.buffer)
         for k in checked:
             e = results[k]
@@ -429,7 +427,7 @@ def _window_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: li
                 return False, []
             if inb is not True:
                 cond = inb if cond is True else b.and_(cond, inb)  # type: ignore[arg-type]
-    return cond, [id(ld) for ld, _, _ in found]
+    return cond, [id(ld) for ld, _, _, _ in found]
 
 
 def windowed_reduce(em: PhaseEmitter, op: loop.ReduceOp) -> None:
@@ -440,22 +438,25 @@ def windowed_reduce(em: PhaseEmitter, op: loop.ReduceOp) -> None:
     checks; else they do. The interior blocks of a row then load and FMA only."""
     lbs, ubs = em.domain(op)
     inside, ids = _window_inside(em, op, lbs, ubs)
+
+    def interior() -> list[SSAValue]:
+        em.inside.update(ids)
+        try:
+            return reduce_loops(em, op, lbs, ubs)
+        finally:
+            em.inside.difference_update(ids)
+
     if not ids or inside is False:
         results = reduce_loops(em, op, lbs, ubs)
     elif inside is True:
-        em.inside.update(ids)
-        results = reduce_loops(em, op, lbs, ubs)
-        em.inside.difference_update(ids)
+        results = interior()
     else:
         b = em.b
         types = [em.llvm_type(r.type) for r in op.accumulators]
-        interior, border, merge = b.new_block(), b.new_block(), b.new_block(types)
-        b.add(llvm.CondBrOp(inside, interior, [], border, []))
-        b.block = interior
-        em.inside.update(ids)
-        out = reduce_loops(em, op, lbs, ubs)
-        em.inside.difference_update(ids)
-        b.add(llvm.BrOp(merge, *out))
+        inner, border, merge = b.new_block(), b.new_block(), b.new_block(types)
+        b.add(llvm.CondBrOp(inside, inner, [], border, []))
+        b.block = inner
+        b.add(llvm.BrOp(merge, *interior()))
         b.block = border
         b.add(llvm.BrOp(merge, *reduce_loops(em, op, lbs, ubs)))
         b.block = merge
