@@ -12,6 +12,7 @@ import torch  # noqa: F401  (loads its libgomp)
 from brainslug.runtime.threads import loaded_libgomp
 
 SCRIPT = r"""
+import ctypes
 import torch
 from torch import nn
 import brainslug.pytorch as brainslug
@@ -24,6 +25,16 @@ opt = brainslug.optimize(model, [0, 5, 61, 61], conv="brainslug")
 teams = []
 run = threads.OmpPool.run
 threads.OmpPool.run = lambda self, fn, n=None, args=None: teams.append(n) or run(self, fn, n, args)
+run_phases = threads.OmpPool.run_phases
+
+
+def spy_phases(self, entries, count):  # rows {function, args, threads}: the parallel ones
+    rows = (ctypes.c_int64 * (3 * count)).from_address(entries)
+    teams.extend(rows[3 * k + 2] for k in range(count) if rows[3 * k + 2] > 1)
+    run_phases(self, entries, count)
+
+
+threads.OmpPool.run_phases = spy_phases
 x = torch.randn(3, 5, 61, 61)
 for n in (1, 2, 1):
     torch.set_num_threads(n)

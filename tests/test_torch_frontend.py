@@ -168,7 +168,7 @@ def test_bad_layout_option() -> None:
 def test_plan_runs_stacks_and_library_calls(small) -> None:
     _, opt = small
     code = opt.plan.code
-    assert "bs_stack" in code  # stacks are kernel calls
+    assert "bs_run" in code  # stacks are native kernel runs
     assert "flip" in code  # layers BrainSlug does not map stay PyTorch's
     for c in opt.info.convs:  # a convolution is compiled or a library call, as chosen
         assert (c.node in code) == (c.runs == "library"), (c, code)

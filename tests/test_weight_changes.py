@@ -73,6 +73,8 @@ def test_plan_follows_weight_changes(options: dict) -> None:
     m.pw[0].weight.data = m.pw[0].weight.data * 0.5 + 0.01  # a new tensor through .data
     m.dw[1].running_mean.data.copy_(torch.rand(16))        # same tensor, bypassing _version
     _close(opt, m)
+    m.stem[0].weight.data.mul_(-0.75)  # a packed weight in place, bypassing _version
+    _close(opt, m)
 
 
 @pytest.mark.parametrize("options", MODES, ids=lambda o: ",".join(f"{k}={v}" for k, v in

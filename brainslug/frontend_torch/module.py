@@ -69,6 +69,7 @@ class BrainSlugModule(torch.nn.Module):
         self._holders = watch_plan(plan, original) if plan is not None else []
         self.max_batch_sizes = MAX_BATCH_SIZES
         self._batches: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._last_batch = -1  # (the most recent of `_batches`)
         self.train(original.training)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -121,6 +122,7 @@ class BrainSlugModule(torch.nn.Module):
         for b in list(self._batches):
             if batches is None or b in batches:
                 self._batches.pop(b, None)
+        self._last_batch = -1
 
     def buffer_bytes(self) -> int:
         """Bytes of activation and scratch buffers the plan holds, all threads."""
@@ -134,6 +136,7 @@ class BrainSlugModule(torch.nn.Module):
     def _seen_batch(self, b: int) -> None:
         """Keeps the buffers of the last `max_batch_sizes` batch sizes."""
         recent = self._batches
+        self._last_batch = b
         if b in recent:
             recent.move_to_end(b)
             return
@@ -224,7 +227,8 @@ class BrainSlugModule(torch.nn.Module):
         if kwargs:
             args = self._positional(args, kwargs)
         batch = self.check_inputs(args)
-        if torch.is_grad_enabled() and not self._warned_grad and (
+        grad = torch.is_grad_enabled()
+        if grad and not self._warned_grad and (
             any(x.requires_grad for x in args)
             or any(p.requires_grad for p in self.original.parameters())
         ):
@@ -235,11 +239,17 @@ class BrainSlugModule(torch.nn.Module):
             return self.original(*args)
         if ForkedChild.pending:
             after_fork()
-        self._seen_batch(batch)
+        if batch != self._last_batch:
+            self._seen_batch(batch)
+        if not grad:  # (entering no_grad costs about 1 µs)
+            return self._run_plan(args)
         with torch.no_grad():
-            for refresh in self._refresh:
-                refresh()
-            return self.plan.forward(*args)  # (no module hooks: a call's overhead counts)
+            return self._run_plan(args)
+
+    def _run_plan(self, args: tuple[Any, ...]) -> Any:
+        for refresh in self._refresh:
+            refresh()
+        return self.plan.forward(*args)  # (no module hooks: a call's overhead counts)
 
     def _positional(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """The call's inputs in the order of the forward's parameters (inputs

@@ -184,6 +184,9 @@ def _measure_at(plan: Callable[..., object], model: torch.nn.Module,
             m = {k: min(m[k], again[k]) for k in m}
     except Exception:  # a model that needs other inputs than random ones: keep the plan
         return None
+    finally:  # (the buffers the plan kept for this batch size: made again when used)
+        if (release := getattr(plan, "release_buffers", None)) is not None:
+            release([batch])
     return Verdict(m["plan"], m["model"], batch, contended or others_running())
 
 

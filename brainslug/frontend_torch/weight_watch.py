@@ -10,6 +10,7 @@ sampled elements is missed; the owners offer `repack()` for that.
 
 from __future__ import annotations
 
+import operator
 import threading
 import weakref
 from typing import Any, NamedTuple
@@ -133,3 +134,60 @@ class ParamView:
 
     def current(self) -> torch.Tensor:
         return self.param.detach().reshape(self.shape).contiguous()
+
+
+class _GroupState(NamedTuple):
+    """What a `PackedGroup` saw when it last packed."""
+
+    params: list[torch.Tensor]
+    versions: list[int]
+    ptrs: list[int]
+    packed: list[torch.Tensor]
+    samples: Any  # runtime.samples.Samples, or None: every weight checks itself
+
+
+_param = operator.attrgetter("param")
+_version = operator.attrgetter("_version")
+_packed = operator.attrgetter("_packed")
+_data_ptr = torch.Tensor.data_ptr
+
+
+class PackedGroup:
+    """`PackedWeight`s read by one native run, checked together: the
+    parameters' identity, `_version` and `data_ptr()` in bulk, and all their
+    fingerprint samples in one native pass (`runtime.samples`). Where anything
+    differs, each weight's own `current()` repacks what changed.
+
+    One check per weight in Python cost 5-9 µs a weight after a large run had
+    evicted it from cache: 0.46 ms a call of resnet50 at batch 1."""
+
+    def __init__(self, weights: list[PackedWeight]):
+        self.weights = weights
+        self._state: _GroupState | None = None
+
+    def current(self) -> list[torch.Tensor]:
+        """Every weight's packed copy as its parameter is now (see `PackedWeight`)."""
+        st = self._state
+        if st is not None and st.samples is not None:
+            params = list(map(_param, self.weights))
+            if (all(map(operator.is_, params, st.params))
+                    and list(map(_version, params)) == st.versions
+                    and list(map(_data_ptr, params)) == st.ptrs
+                    and all(map(operator.is_, map(_packed, self.weights), st.packed))
+                    and not st.samples.changed()):
+                return st.packed
+        packed = [w.current() for w in self.weights]
+        self._state = self._remember(packed)
+        return packed
+
+    def _remember(self, packed: list[torch.Tensor]) -> _GroupState:
+        from brainslug.runtime.samples import Samples
+
+        params = list(map(_param, self.weights))
+        seen = [w._watch._seen for w in self.weights]
+        samples = None
+        if all(s is not None and s.src() is p and s.np.dtype.itemsize == 4
+               for s, p in zip(seen, params, strict=True)):
+            samples = Samples([s.np for s in seen], [s.sel for s in seen])  # type: ignore[union-attr]
+        return _GroupState(params, list(map(_version, params)), list(map(_data_ptr, params)),
+                           packed, samples)

@@ -57,6 +57,7 @@ class PhaseProgram:
                      for addr, offset in zip(runner.phase_addrs, runner.phase_offsets, strict=True)]
         self._entries = np.zeros((len(rows), 3), np.int64)
         self._entries[:, :2] = rows
+        self._table = (self._entries.ctypes.data, len(self._entries))  # (ctypes.data: 0.8 µs)
         self._size = -1  # the pool size the thread counts are for
 
     def pointer_index(self, call: int, buffer: int) -> int:
@@ -90,7 +91,7 @@ class PhaseProgram:
                 return False
             if self.pool.size != self._size:
                 self._thread_counts()
-            self.pool.run_phases(self._entries.ctypes.data, len(self._entries))
+            self.pool.run_phases(*self._table)
             return True
         finally:
             for r in taken:
