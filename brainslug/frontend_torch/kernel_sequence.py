@@ -127,7 +127,9 @@ class _Prepared:
                                    memory_format=torch.channels_last)
             else:
                 view = physical_view(torch.empty(o.dims, dtype=torch.float32), o.inverse)
-            flat[o.at] = view.data_ptr()
+            ptr = view.data_ptr()
+            for at in o.at:
+                flat[at] = ptr
             results[o.index] = view
         if not self.program.run():
             return None
@@ -174,6 +176,7 @@ def _by_kernel(outputs: list[_Output]) -> list[tuple[StackKernel, list[_Output]]
 
 FROM_CHANNELS_LAST = inverse_order(CHANNELS_LAST)
 _runner = operator.attrgetter("runner")
+_shape = operator.attrgetter("shape")
 _data_ptr = torch.Tensor.data_ptr
 
 
@@ -209,8 +212,11 @@ class StackSequence(torch.nn.Module):
         """Drops the prepared runs (their fills point at released scratch)."""
         self._prepared = {}
 
+    def __call__(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.forward(*args)  # (the plan's own module: no hooks, 1 µs less a call)
+
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        key = tuple(a.shape for a in args)
+        key = tuple(map(_shape, args))
         prepared = self._prepared.get(key)
         if prepared is not None and prepared.replacements != replacements():
             self._prepared.pop(key, None)  # (another thread may have dropped it)
