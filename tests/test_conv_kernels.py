@@ -629,6 +629,64 @@ def test_a_family_of_convolutions_follows_its_timed_members(monkeypatch, tmp_pat
     assert got == {"c1": "brainslug", "c3": "library"}
 
 
+def test_pointwise_weights_pack_in_blocks_of_three_vectors_where_they_pad_least() -> None:
+    """A pointwise convolution's weight is packed in blocks of 3 vectors (48
+    channels on AVX-512) where that pads least, the larger block on a tie; a
+    convolution with taps keeps blocks of 1, 2 or 4 vectors."""
+    from brainslug.pipeline.target import conv_weight_block
+
+    pointwise = {144: 48, 240: 48, 672: 48, 96: 48, 136: 48, 1152: 64, 384: 64,
+                 160: 32, 80: 16, 150: 32, 40: 0, 48: 0}
+    for channels, block in pointwise.items():
+        assert conv_weight_block(channels, 16, three=True) == block, channels
+    taps = {144: 16, 96: 32, 240: 16, 136: 16, 1152: 64}
+    for channels, block in taps.items():
+        assert conv_weight_block(channels, 16) == block, channels
+    assert conv_weight_block(144, 8, max_vectors=2, three=True) == 16  # (V <= 2)
+
+
+@pytest.mark.parametrize("side", [13, 16])
+@pytest.mark.parametrize("out_channels", [144, 136])
+def test_blocks_of_three_vectors_are_as_accurate_as_the_library(out_channels: int,
+                                                                side: int) -> None:
+    """Register blocks of 3 vectors (their accumulators carried as 3 machine
+    vectors, joined for the epilogue): 144 channels in 3 blocks of 48; 136
+    with a last block of 40 (its third vector masked at 8 lanes); 13 columns
+    (blocks of 8 and 5, the stores of the missing columns guarded) and 16.
+    A BN + SiLU epilogue and a residual add; NaN and Inf as in PyTorch."""
+    from brainslug.frontend_torch.kernel_module import StackKernel
+    from brainslug.frontend_torch.weight_watch import PackedWeight
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(37, out_channels, 1)
+            self.bn = random_bn(nn.BatchNorm2d(out_channels))
+            self.skip = nn.Conv2d(37, out_channels, 1, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.silu(self.bn(self.conv(x))) + self.skip(x)
+
+    torch.manual_seed(0)
+    model = Block().eval()
+    opt = brainslug.optimize(model, [0, 37, side, side], conv="brainslug")
+    assert compiled_convs(opt) == 2 and not opt.info.library, brainslug.report(opt)
+    blocks = {b.block for k in opt.plan.modules() if isinstance(k, StackKernel)
+              for b in k._bound if isinstance(b, PackedWeight)}
+    assert blocks == {48}, blocks
+    assert_as_accurate_as_the_library(model, opt, 37, side, f"{out_channels} at {side}")
+    x = torch.randn(3, 37, side, side)
+    x[0, 5, 2, 3] = float("nan")
+    x[2, 0, side - 1, side - 2] = float("inf")
+    with torch.no_grad():
+        ref, got = model(x), opt(x)
+    assert torch.equal(ref.isnan(), got.isnan())
+    finite = ref.isfinite()
+    assert torch.equal(ref[~finite].nan_to_num(), got[~finite].nan_to_num())
+    assert (got[finite] - ref[finite]).abs().max().item() <= 1e-4 * max(
+        1.0, ref[finite].abs().max().item())
+
+
 def test_pointwise_register_blocks_of_six_run_across_rows() -> None:
     """With AVX-512's 32 registers, 4 vectors of outputs and a broadcast, 6
     columns need no spill: a 1x1 convolution takes 6 where they fit the

@@ -150,7 +150,8 @@ def _blocked(hwio: np.ndarray, lanes4: int) -> np.ndarray | None:
     """An HWIO kernel blocked by output channels, `[O/B, KH, KW, I, B]` (zeros
     past O; B from `conv_weight_block` for register blocks of up to `lanes4`
     lanes), when it has more than one block of them; else None."""
-    block = conv_weight_block(hwio.shape[3], lanes4 // 4) if lanes4 else 0
+    block = conv_weight_block(hwio.shape[3], lanes4 // 4,
+                              three=hwio.shape[:2] == (1, 1)) if lanes4 else 0
     return block_weights(hwio, block) if block else None
 
 

@@ -146,9 +146,10 @@ class GraphBuilder:
         """A convolution's OIHW weight as the argument of a compiled
         channels-last convolution (packed at run time, repacked on change):
         blocked by output channels (`conv_weight_block`, for register blocks of
-        up to `conv_block` lanes) when there is more than one block of them
-        (and no groups), else HWIO."""
-        block = conv_weight_block(tensor.shape[0], self.conv_block // 4) \
+        up to `conv_block` lanes, of 3 vectors for a pointwise one) when there
+        is more than one block of them (and no groups), else HWIO."""
+        block = conv_weight_block(tensor.shape[0], self.conv_block // 4,
+                                  three=tuple(tensor.shape[2:]) == (1, 1)) \
             if groups == 1 and self.conv_block else 0
         key = ("packed", block, id(tensor))
         if key not in self.param_args:

@@ -291,6 +291,28 @@ class LLVMBuilder:
             llvm.ShuffleVectorOp(ins, ins, DenseArrayBase.from_list(i32, [0] * lanes), vt)
         )
 
+    def lanes_of(self, v: SSAValue, start: int, count: int) -> SSAValue:
+        """Lanes `start`..`start + count` of vector `v`, as a vector of `count`."""
+        assert isinstance(vt := v.type, VectorType)
+        return self.add(llvm.ShuffleVectorOp(
+            v, v, DenseArrayBase.from_list(i32, list(range(start, start + count))),
+            VectorType(vt.element_type, [count])))
+
+    def concat(self, parts: Sequence[SSAValue]) -> SSAValue:
+        """The vectors `parts` (of one lane count each) one after the other."""
+        out = parts[0]
+        for part in parts[1:]:
+            assert isinstance(ot := out.type, VectorType) and isinstance(pt := part.type, VectorType)
+            n, m = ot.get_shape()[0], pt.get_shape()[0]
+            if m < n:  # (shufflevector takes operands of one type: repeat the part's lanes)
+                part = self.add(llvm.ShuffleVectorOp(
+                    part, part, DenseArrayBase.from_list(i32, [k % m for k in range(n)]),
+                    VectorType(pt.element_type, [n])))
+            out = self.add(llvm.ShuffleVectorOp(
+                out, part, DenseArrayBase.from_list(i32, list(range(n + m))),
+                VectorType(ot.element_type, [n + m])))
+        return out
+
     def add_undef(self, vt: Attribute) -> SSAValue:
         key = (vt, "undef")
         if (v := self._consts.get(key)) is None:

@@ -25,7 +25,7 @@ from xdsl.dialects.builtin import (
     i1,
     i64,
 )
-from xdsl.ir import Attribute, Block, Operation, SSAValue
+from xdsl.ir import Attribute, Block, BlockArgument, Operation, SSAValue
 from xdsl.ir.affine import (
     AffineBinaryOpExpr,
     AffineBinaryOpKind,
@@ -38,7 +38,7 @@ from brainslug.analysis.ranges import inside_dims, value_range
 from brainslug.dialects import loop, simd
 from brainslug.lowering import pieces_to_llvm
 from brainslug.lowering.llvm_builder import PTR, IVal
-from brainslug.lowering.phase_emitter import Buffer, OpLowering, PhaseEmitter
+from brainslug.lowering.phase_emitter import Buffer, LaneState, OpLowering, PhaseEmitter
 
 
 def _trunc_div(a: int, b: int) -> int:
@@ -264,6 +264,8 @@ def reduce_step(em: PhaseEmitter, kind: str, acc: SSAValue, v: SSAValue) -> SSAV
 def reduce_loops(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: list[IVal]
                  ) -> list[SSAValue]:
     """The loops of a `loop.reduce` over the box `lbs`..`ubs`: its results."""
+    if (parts := _vector_parts(em, op)) > 1:
+        return _reduce_loops_in_parts(em, op, lbs, ubs, parts)
     inits = [em.b.const(op.init_value, em.llvm_type(r.type)) for r in op.accumulators]
     kind = op.kind_name
     term = op.body.block.last_op
@@ -288,6 +290,81 @@ def reduce_loops(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: list
         return out
 
     return em.loops(lbs, ubs, [1] * len(lbs), body, inits)
+
+
+def _vector_parts(em: PhaseEmitter, op: loop.ReduceOp) -> int:
+    """V where the reduction is a register block's of V vectors whose lanes
+    together are no power of two (V = 3: 48 lanes), and its body reads no
+    vector from outside; else 1. LLVM legalizes a loop-carried `<48 x float>`
+    in 128-bit pieces (the loop fills with inserts and spills), while three
+    `<16 x float>` accumulators, joined after the loop, compile clean."""
+    block = op.parent_op()
+    while block is not None and not isinstance(block, simd.LoopOp):
+        block = block.parent_op()
+    if block is None or em.lane is None or (v := block.num_vectors) <= 1 \
+            or em.lanes % v or not em.lanes & (em.lanes - 1):
+        return 1
+    if not all(isinstance(r.type, simd.VecType) for r in op.accumulators):
+        return 1
+    inside = set(op.body.walk())
+    for inner in inside:
+        for x in inner.operands:
+            if isinstance(x.type, simd.VecType) and x.owner not in inside \
+                    and not (isinstance(x, BlockArgument) and x.block.parent_op() in inside):
+                return 1
+    return v
+
+
+def _reduce_loops_in_parts(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal],
+                           ubs: list[IVal], parts: int) -> list[SSAValue]:
+    """`reduce_loops` with each accumulator carried as `parts` vectors: the
+    body is emitted once per part, on its lanes, and the parts are joined
+    after the loops."""
+    lane = em.lane
+    assert lane is not None
+    whole, b = em.lanes, em.b
+    width = whole // parts
+    kind = op.kind_name
+    term = op.body.block.last_op
+    assert isinstance(term, loop.YieldOp)
+    products = [
+        v.owner if op.contracts and isinstance(v.owner, arith.MulfOp | simd.MulfOp) else None
+        for v in term.values
+    ]
+    starts = [b.iadd(lane.w, p * width) for p in range(parts)]
+    masks = [None if lane.mask is None else b.lanes_of(lane.mask, p * width, width)
+             for p in range(parts)]
+    em.lanes = width
+    try:
+        inits = [b.const(op.init_value, em.llvm_type(r.type))
+                 for r in op.accumulators for _ in range(parts)]
+
+        def body(ivs: list[IVal], carried: list[SSAValue]) -> list[SSAValue]:
+            for x, v in zip(op.ivs, ivs, strict=True):
+                em.values[x] = v
+            steps: list[list[SSAValue | tuple[SSAValue, SSAValue]]] = []
+            for p in range(parts):
+                em.lane = LaneState(lane.iv, starts[p], masks[p])
+                em.values[lane.iv] = starts[p]
+                values = em.emit_block(op.body.block)
+                steps.append([v if prod is None else (em.value(prod.operands[0]),
+                                                      em.value(prod.operands[1]))
+                              for v, prod in zip(values, products, strict=True)])
+            # accumulator by accumulator, all parts of each: a broadcast operand
+            # is then used at once by every part (not held across the others)
+            out = []
+            for k in range(len(products)):
+                for p in range(parts):
+                    acc, step = carried[k * parts + p], steps[p][k]
+                    out.append(b.intrinsic("llvm.fma", [*step, acc]) if isinstance(step, tuple)
+                               else reduce_step(em, kind, acc, step))
+            return out
+
+        results = em.loops(lbs, ubs, [1] * len(lbs), body, inits)
+    finally:
+        em.lanes, em.lane = whole, lane
+        em.values[lane.iv] = lane.w
+    return [b.concat(results[k * parts:(k + 1) * parts]) for k in range(len(op.accumulators))]
 
 
 def _reduce(em: PhaseEmitter, op: loop.ReduceOp) -> None:

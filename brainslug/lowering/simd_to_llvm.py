@@ -315,18 +315,36 @@ def _load(em: PhaseEmitter, op: simd.LoadOp) -> None:
         ptr = b.gep(acc.buf.ptr, acc.contiguous, acc.buf.elem, inbounds=not padded)
         if mask is None:
             em.values[op.result] = b.load(ptr, vt)
-        else:
-            em.values[op.result] = b.intrinsic(
-                f"llvm.masked.load.{type_suffix(vt)}.p0",
-                [ptr, b.const(4, i32), mask, passthru],
-                vt,
+            return
+        parts = []
+        for width, start in _machine_parts(em):  # (a <48 x i1> mask legalizes lane by lane)
+            pt = vt if width == em.lanes else VectorType(vt.element_type, [width])
+            whole = width == em.lanes
+            parts.append(b.intrinsic(
+                f"llvm.masked.load.{type_suffix(pt)}.p0",
+                [ptr if not start else b.gep(ptr, start, acc.buf.elem, inbounds=not padded),
+                 b.const(4, i32), mask if whole else b.lanes_of(mask, start, width),
+                 passthru if whole else b.lanes_of(passthru, start, width)],
+                pt,
                 mangle=False,
-            )
+            ))
+        em.values[op.result] = b.concat(parts)
         return
     mask = mask if mask is not None else b.const(1, VectorType(i1, [em.lanes]))
     em.values[op.result] = b.call(
         f"bs.gather.{type_suffix(vt)}", [acc.buf.ptr, acc.offsets(em), mask, passthru], vt
     )
+
+
+def _machine_parts(em: PhaseEmitter) -> list[tuple[int, int]]:
+    """(lanes, first lane) of the machine vectors a masked access of `em.lanes`
+    is made of: one where the lanes are a power of two, else one per vector of
+    the target (a register block of 3 vectors)."""
+    width = em.scope.target.lanes
+    lanes = em.lanes
+    if not lanes & (lanes - 1) or lanes % width:
+        return [(lanes, 0)]
+    return [(width, start) for start in range(0, lanes, width)]
 
 
 def _pad_row_load(em: PhaseEmitter, op: simd.LoadOp, acc: Access, vt: VectorType,
@@ -499,11 +517,16 @@ def _store(em: PhaseEmitter, op: simd.StoreOp) -> None:
         ptr = b.gep(acc.buf.ptr, acc.contiguous, acc.buf.elem)
         if mask is None:
             b.store(v, ptr)
-        else:
+            return
+        for width, start in _machine_parts(em):  # (a <48 x i1> mask legalizes lane by lane)
+            part = v if width == em.lanes else b.lanes_of(v, start, width)
+            at = ptr if not start else b.gep(ptr, start, acc.buf.elem)
             # (by its mangled name: xDSL's `llvm.masked_store` declares one
             # unmangled intrinsic, which a second vector width then mismatches)
-            b.add(llvm.CallIntrinsicOp(f"llvm.masked.store.{type_suffix(v.type)}.p0",
-                                       [v, ptr, b.const(4, i32), mask], []))
+            b.add(llvm.CallIntrinsicOp(
+                f"llvm.masked.store.{type_suffix(part.type)}.p0",
+                [part, at, b.const(4, i32),
+                 mask if width == em.lanes else b.lanes_of(mask, start, width)], []))
         return
     mask = mask if mask is not None else b.const(1, VectorType(i1, [em.lanes]))
     b.call(f"bs.scatter.{type_suffix(v.type)}", [v, acc.buf.ptr, acc.offsets(em), mask], None)

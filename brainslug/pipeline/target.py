@@ -88,20 +88,25 @@ def vector_lanes(target: str, cpu: str = "host") -> int:
     return X86Backend(cpu).lanes
 
 
-def conv_weight_block(out_channels: int, lanes: int, max_vectors: int = 4) -> int:
+def conv_weight_block(out_channels: int, lanes: int, max_vectors: int = 4,
+                      three: bool = False) -> int:
     """Output channels per block of a compiled convolution's packed weight:
-    V vectors of `lanes`, V a power of two up to `max_vectors`, the V that pads
-    the channels least (the larger on a tie); 0 when one block holds them all
+    V vectors of `lanes`, V in 1, 2, 4 up to `max_vectors` (and 3 where
+    `three`: a pointwise convolution, whose register block of 8 columns × 3
+    vectors feeds each broadcast input to 3 FMAs), the V that pads the
+    channels least (the larger on a tie); 0 when one block holds them all
     (the weight then stays HWIO). 96 channels on 16 lanes: blocks of 32 (three
-    full ones), not of 64 (the second half empty)."""
+    full ones), not of 64 (the second half empty); pointwise, of 48. 144
+    channels pointwise: blocks of 48, not 9 blocks of 16 (a register block of
+    one vector loads a weight vector per FMA)."""
     best = 0
-    v = max_vectors
-    while v >= 1:
+    for v in (4, 3, 2, 1):
+        if v > max_vectors or (v == 3 and not three):
+            continue
         block = v * lanes
         waste = -(-out_channels // block) * block - out_channels
         if not best or waste < (-(-out_channels // best) * best - out_channels):
             best = block
-        v //= 2
     return best if out_channels > best else 0
 
 
