@@ -261,20 +261,22 @@ def reduce_step(em: PhaseEmitter, kind: str, acc: SSAValue, v: SSAValue) -> SSAV
     return b.add(llvm.SelectOp(take, v, acc))
 
 
+def _products(op: loop.ReduceOp) -> list[Operation | None]:
+    """Per yielded value, the product a*b that accumulates as fma(a, b, acc)
+    (with `contract`), else None."""
+    term = op.body.block.last_op
+    assert isinstance(term, loop.YieldOp)
+    return [v.owner if op.contracts and isinstance(v.owner, arith.MulfOp | simd.MulfOp)
+            else None for v in term.values]
+
+
 def reduce_loops(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: list[IVal]
                  ) -> list[SSAValue]:
     """The loops of a `loop.reduce` over the box `lbs`..`ubs`: its results."""
     if (parts := _vector_parts(em, op)) > 1:
         return _reduce_loops_in_parts(em, op, lbs, ubs, parts)
     inits = [em.b.const(op.init_value, em.llvm_type(r.type)) for r in op.accumulators]
-    kind = op.kind_name
-    term = op.body.block.last_op
-    assert isinstance(term, loop.YieldOp)
-    # with `contract`, a yielded product a*b accumulates as fma(a, b, acc)
-    products = [
-        v.owner if op.contracts and isinstance(v.owner, arith.MulfOp | simd.MulfOp) else None
-        for v in term.values
-    ]
+    kind, products = op.kind_name, _products(op)
 
     def body(ivs: list[IVal], carried: list[SSAValue]) -> list[SSAValue]:
         for x, v in zip(op.ivs, ivs, strict=True):
@@ -324,13 +326,7 @@ def _reduce_loops_in_parts(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal],
     assert lane is not None
     whole, b = em.lanes, em.b
     width = whole // parts
-    kind = op.kind_name
-    term = op.body.block.last_op
-    assert isinstance(term, loop.YieldOp)
-    products = [
-        v.owner if op.contracts and isinstance(v.owner, arith.MulfOp | simd.MulfOp) else None
-        for v in term.values
-    ]
+    kind, products = op.kind_name, _products(op)
     starts = [b.iadd(lane.w, p * width) for p in range(parts)]
     masks = [None if lane.mask is None else b.lanes_of(lane.mask, p * width, width)
              for p in range(parts)]
