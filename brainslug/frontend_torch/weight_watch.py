@@ -143,7 +143,7 @@ class _GroupState(NamedTuple):
     versions: list[int]
     ptrs: list[int]
     packed: list[torch.Tensor]
-    samples: Any  # runtime.samples.Samples, or None: every weight checks itself
+    samples: Any  # runtime.samples.Samples: the fingerprints
 
 
 _param = operator.attrgetter("param")
@@ -164,11 +164,12 @@ class PackedGroup:
     def __init__(self, weights: list[PackedWeight]):
         self.weights = weights
         self._state: _GroupState | None = None
+        self._bulk = True  # (False: a weight can't be sampled natively)
 
     def current(self) -> list[torch.Tensor]:
         """Every weight's packed copy as its parameter is now (see `PackedWeight`)."""
         st = self._state
-        if st is not None and st.samples is not None:
+        if st is not None:
             params = list(map(_param, self.weights))
             if (all(map(operator.is_, params, st.params))
                     and list(map(_version, params)) == st.versions
@@ -177,17 +178,21 @@ class PackedGroup:
                     and not st.samples.changed()):
                 return st.packed
         packed = [w.current() for w in self.weights]
-        self._state = self._remember(packed)
+        if self._bulk:
+            self._state = self._remember(packed)
+            self._bulk = self._state is not None
         return packed
 
-    def _remember(self, packed: list[torch.Tensor]) -> _GroupState:
+    def _remember(self, packed: list[torch.Tensor]) -> _GroupState | None:
+        """The state to check in bulk; None where a weight's samples are not
+        32-bit words (each weight then checks itself, on every call)."""
         from brainslug.runtime.samples import Samples
 
         params = list(map(_param, self.weights))
         seen = [w._watch._seen for w in self.weights]
-        samples = None
-        if all(s is not None and s.src() is p and s.np.dtype.itemsize == 4
-               for s, p in zip(seen, params, strict=True)):
-            samples = Samples([s.np for s in seen], [s.sel for s in seen])  # type: ignore[union-attr]
+        if not all(s is not None and s.src() is p and s.np.dtype.itemsize == 4
+                   for s, p in zip(seen, params, strict=True)):
+            return None
+        samples = Samples([s.np for s in seen], [s.sel for s in seen])  # type: ignore[union-attr]
         return _GroupState(params, list(map(_version, params)), list(map(_data_ptr, params)),
                            packed, samples)
