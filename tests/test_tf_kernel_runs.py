@@ -83,3 +83,48 @@ def test_a_tensorflow_op_between_stacks_splits_the_run() -> None:
     for batch in (2, 1, 2):
         x = tf.random.normal([batch, 13, 11, 5], seed=batch)
         _close(opt(x), model(x, training=False))
+
+
+def test_arena_pointers_are_set_once_per_thread_storage(monkeypatch) -> None:
+    """A run points its slots at a thread's arena storage once; later calls
+    set only the inputs' and fresh outputs' pointers. Each thread's storage,
+    and each batch size's, gets its own pointers and the right results."""
+    import threading
+
+    from brainslug.frontend_tf import kernel_runs
+
+    model = _model()
+    opt = brainslug.optimize(model, [0, 13, 11, 5], conv="brainslug")
+    built = []
+    init = kernel_runs._Fixed.__init__
+
+    def counted(self, *a, **k):
+        built.append(threading.get_ident())
+        init(self, *a, **k)
+
+    monkeypatch.setattr(kernel_runs._Fixed, "__init__", counted)
+    xs = {b: tf.random.normal([b, 13, 11, 5], seed=10 + b) for b in (2, 3)}
+    refs = {b: model(x, training=False) for b, x in xs.items()}
+    for _ in range(2):
+        _close(opt(xs[2]), refs[2])  # prepares, then runs natively
+    assert len(built) == 1
+    for _ in range(3):
+        _close(opt(xs[2]), refs[2])
+    assert len(built) == 1  # the same storage: no new pointers
+    for _ in range(2):
+        _close(opt(xs[3]), refs[3])  # another batch size: its own storage
+    _close(opt(xs[2]), refs[2])
+    assert len(built) == 2  # (a batch size's run keeps its own pointers)
+
+    got = {}
+
+    def other() -> None:
+        for _ in range(3):
+            got["y"] = opt(xs[2]).numpy()
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    _close(got["y"], refs[2])
+    assert t.ident in built
+    _close(opt(xs[2]), refs[2])  # this thread's storage again

@@ -20,14 +20,63 @@ import numpy as np
 
 from brainslug.runtime.sequence import PhaseProgram
 
+Source = tuple[str, Any, Any]
+"""What one pointer of a run's slots holds: ("in", value name, shape), an
+input from before the run; ("out", stack of the run, output index)."""
+
 
 @dataclass
+class _Fixed:
+    """A run's pointers into one thread's arena storage for a batch size:
+    the slot values with every arena output's pointer set, and the arena
+    views of the outputs read after the run."""
+
+    store: Sequence[np.ndarray]
+    values: np.ndarray
+    views: dict[tuple[int, int], np.ndarray]
+
+
 class _Prepared:
-    program: PhaseProgram
-    index: np.ndarray
-    external: list[list[tuple[str, tuple[int, ...]]]]  # per stack: (value, shape)
-    internal: list[list[tuple[int, int]]]  # per stack: (stack of the run, output)
-    outputs: list[list[tuple[tuple[int, ...], int | None]]]  # per stack: (dims, arena slot)
+    """A run at one set of input shapes: the program, and where each pointer
+    that may change between calls goes in its slots. The arena outputs'
+    pointers are set once per storage (`_Fixed`); a call sets the inputs'
+    and the fresh outputs' pointers only."""
+
+    def __init__(self, program: PhaseProgram, index: np.ndarray, sources: list[Source],
+                 outputs: list[list[tuple[tuple[int, ...], int | None]]],
+                 published: list[tuple[str, int, int]]):
+        self.program, self.index, self.outputs = program, index, outputs
+        self.sources = sources
+        self.published = published  # (value, stack, output) read after the run
+        at: dict[Any, list[int]] = {}
+        for k, (kind, a, b) in enumerate(sources):
+            at.setdefault((kind, a, b), []).append(k)
+        self.inputs = [(a, b, np.asarray(ks, np.int64))
+                       for (kind, a, b), ks in at.items() if kind == "in"]
+        self.fresh = [(outputs[a][b][0], (a, b), np.asarray(ks, np.int64))
+                      for (kind, a, b), ks in at.items()
+                      if kind == "out" and outputs[a][b][1] is None]
+        self._fixed: _Fixed | None = None
+
+    def fixed(self, store: Sequence[np.ndarray]) -> _Fixed:
+        """The arena pointers and views for `store` (one thread's storage of
+        one batch size: the same list on every call of that thread)."""
+        f = self._fixed
+        if f is not None and f.store is store:
+            return f
+        values = np.zeros(len(self.sources), np.int64)
+        views: dict[tuple[int, int], np.ndarray] = {}
+        for k, (kind, a, b) in enumerate(self.sources):
+            if kind == "out" and (slot := self.outputs[a][b][1]) is not None:
+                dims = self.outputs[a][b][0]
+                view = views.get((a, b))
+                if view is None:
+                    view = views[(a, b)] = store[slot][: math.prod(dims)].reshape(dims)
+                values[k] = view.__array_interface__["data"][0]
+        f = _Fixed(store, values, views)
+        if self._fixed is None or self._fixed.store is not store:
+            self._fixed = f  # (threads: the last storage used; the others build theirs)
+        return f
 
 
 class KernelRun:
@@ -39,12 +88,14 @@ class KernelRun:
         self.needed = needed  # outputs read after the run
         self._made = {s.stack.outputs[j]: (i, j) for i, s in enumerate(self.steps)
                       for j in range(len(s.stack.outputs))}
+        self._inputs = list(dict.fromkeys(
+            i for s in self.steps for i in s.stack.inputs
+            if isinstance(i, str) and i not in self._made))  # read from before the run
         self._prepared: dict[tuple[Any, ...], _Prepared | None] = {}
         self._lock = threading.Lock()
 
     def _key(self, env: dict[str, Any], batch: int) -> tuple[Any, ...]:
-        return (batch, *(tuple(env[i].shape) for s in self.steps for i in s.stack.inputs
-                         if isinstance(i, str) and i not in self._made))
+        return (batch, *(tuple(env[i].shape) for i in self._inputs))
 
     def __call__(self, env: dict[str, Any], batch: int, store: Sequence[np.ndarray],
                  to_tf: Callable[[np.ndarray], Any],
@@ -56,29 +107,25 @@ class KernelRun:
         if prepared is None or not self._lock.acquire(blocking=False):
             return False
         try:
-            values: list[int] = []
-            arrays: list[list[np.ndarray]] = []
-            for ext, internal, outs in zip(prepared.external, prepared.internal,
-                                           prepared.outputs, strict=True):
-                for name, shape in ext:
-                    a = np.asarray(env[name])
-                    if not a.flags.c_contiguous or a.shape != shape or a.dtype != np.float32:
-                        return False
-                    values.append(a.__array_interface__["data"][0])
-                values += [arrays[p][o].__array_interface__["data"][0] for p, o in internal]
-                made = [empty(dims) if slot is None else
-                        store[slot][: math.prod(dims)].reshape(dims) for dims, slot in outs]
-                values += [a.__array_interface__["data"][0] for a in made]
-                arrays.append(made)
-            prepared.program.values(prepared.index, values)
+            fixed = prepared.fixed(store)
+            values = fixed.values.copy()
+            for name, shape, at in prepared.inputs:
+                a = np.asarray(env[name])
+                if not a.flags.c_contiguous or a.shape != shape or a.dtype != np.float32:
+                    return False
+                values[at] = a.__array_interface__["data"][0]
+            made: dict[tuple[int, int], np.ndarray] = {}
+            for dims, key, at in prepared.fresh:
+                a = made[key] = empty(dims)
+                values[at] = a.__array_interface__["data"][0]
+            prepared.program.values(prepared.index, values)  # type: ignore[arg-type]
             if not prepared.program.run():
                 return False
         finally:
             self._lock.release()
-        for s, made in zip(self.steps, arrays, strict=True):
-            for o, a in zip(s.stack.outputs, made, strict=True):
-                if o in self.needed:
-                    env[o] = to_tf(a)
+        for name, i, j in prepared.published:
+            a = made.get((i, j))
+            env[name] = to_tf(fixed.views[(i, j)] if a is None else a)
         return True
 
     def prepare(self, env: dict[str, Any], batch: int, fills: dict[tuple, Any],
@@ -91,7 +138,8 @@ class KernelRun:
             return
         self._prepared[key] = None
         calls, index = [], []
-        external, internal, outputs = [], [], []
+        sources: list[Source] = []
+        outputs: list[list[tuple[tuple[int, ...], int | None]]] = []
         for i, s in enumerate(self.steps):
             st = s.stack
             bufs = [np.asarray(env[x]) if isinstance(x, str) else x.value for x in st.inputs]
@@ -101,18 +149,17 @@ class KernelRun:
                     not b.flags.c_contiguous for b in bufs):
                 return
             calls.append((s.runner, fill, batch))
-            ext, inside, order = [], [], []
+            order = []
             for j, x in enumerate(st.inputs):
                 if isinstance(x, str) and x not in self._made:
-                    ext.append((x, tuple(bufs[j].shape)))
+                    sources.append(("in", x, tuple(bufs[j].shape)))
                     order.append(j)
             for j, x in enumerate(st.inputs):
                 if isinstance(x, str) and x in self._made:
-                    inside.append(self._made[x])
+                    sources.append(("out", *self._made[x]))
                     order.append(j)
+            sources += [("out", i, j) for j in range(len(dims))]
             order += range(len(bufs), len(bufs) + len(dims))
-            external.append(ext)
-            internal.append(inside)
             outputs.append([(d, assignment.get((st.name, j))) for j, d in enumerate(dims)])
             index.append((i, order, bufs))
         try:
@@ -126,8 +173,10 @@ class KernelRun:
                     program.values(np.asarray([program.pointer_index(i, j)]),
                                    [bufs[j].__array_interface__["data"][0]])
             flat += [program.pointer_index(i, j) for j in order]
-        self._prepared[key] = _Prepared(program, np.asarray(flat, np.int64), external,
-                                        internal, outputs)
+        published = [(o, i, j) for i, s in enumerate(self.steps)
+                     for j, o in enumerate(s.stack.outputs) if o in self.needed]
+        self._prepared[key] = _Prepared(program, np.asarray(flat, np.int64), sources,
+                                        outputs, published)
 
 
 def kernel_runs(steps: Sequence[Any], outputs: Sequence[str],
