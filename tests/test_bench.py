@@ -5,6 +5,7 @@ the command line (the hidden --hw option)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from brainslug.bench import (
     BuildContext,
     Contender,
     Skip,
+    balanced_orders,
     bench_model,
     compare,
     summarize,
@@ -99,10 +101,27 @@ def test_time_interleaved_order_and_failure() -> None:
         {"A": make("A", 1.0), "B": make("B", 2.0), "C": flaky}, rounds=3, warmup=1, clock=clock
     )
     # warm-up A B C, then round 1 A B C, round 2 B C(raises) A, round 3 A B
-    # (C A B without C): each round starts one later
+    # (C A B without C): the first three of `balanced_orders(3)`
     assert log == ["A", "B", "C", "A", "B", "C", "B", "C", "A", "A", "B"]
     assert times == {"A": [1.0, 1.0, 1.0], "B": [2.0, 2.0, 2.0]}
     assert errors == {"C": "RuntimeError: boom"}
+
+
+@pytest.mark.parametrize("n", range(1, 10))
+def test_balanced_orders_vary_each_contenders_predecessor_evenly(n: int) -> None:
+    orders = balanced_orders(n)
+    assert all(sorted(o) == list(range(n)) for o in orders)
+    pairs: dict[tuple[int, int], int] = {}
+    for o in orders:
+        for a, b in itertools.pairwise(o):
+            pairs[(a, b)] = pairs.get((a, b), 0) + 1
+    if n > 2:  # every ordered pair, equally often
+        assert len(pairs) == n * (n - 1) and len(set(pairs.values())) == 1
+    rounds = [x for _ in range(3) for o in orders for x in o]
+    if n > 1:  # never the same twice in a row, across rounds too
+        assert all(a != b for a, b in itertools.pairwise(rounds))
+    if n == 3:
+        assert orders[:3] == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
 
 
 def test_compare() -> None:

@@ -27,6 +27,7 @@ _EXPORTS = {
     "capture_stack_calls": "roofline",
     "copy_bandwidth": "roofline",
     "roofline": "roofline",
+    "balanced_orders": "stats",
     "summarize": "stats",
     "time_interleaved": "stats",
 }
@@ -44,6 +45,7 @@ __all__ = [
     "BuildContext",
     "Contender",
     "Skip",
+    "balanced_orders",
     "bench_model",
     "capture_stack_calls",
     "compare",

@@ -1,11 +1,15 @@
 """Interleaved timing and its statistics.
 
 The machines are shared and noisy, so absolute times from different runs are
-never compared. Every contender runs in one process, interleaved A B C A B C …
-after a warm-up; each round gives one time per contender, and the ratio of a
+never compared. Every contender runs in one process, interleaved after a
+warm-up; each round gives one time per contender, and the ratio of a
 contender to the baseline is taken per round (both ran within milliseconds of
 each other, under the same load). The report is the median of those ratios,
 with their min and max.
+
+A call's time depends on what ran just before it (what that left in the
+caches, or a library convolution before it: up to 2x slower on one machine),
+so the rounds vary each contender's predecessor evenly (`balanced_orders`).
 """
 
 from __future__ import annotations
@@ -67,6 +71,38 @@ def summarize(
     return out
 
 
+def balanced_orders(n: int) -> list[list[int]]:
+    """Orders of `n` contenders for successive rounds in which each one runs
+    directly after each other one equally often: a Williams design (a Latin
+    square balanced for the effect of the predecessor; n orders for even n,
+    2n for odd n), chained so that no order starts with the contender the one
+    before it ended with (a repeat would find its own data in the caches).
+    Two contenders keep one order, A B A B …: either reverse would repeat one.
+
+    A plain rotation (A B C, B C A, C A B) gives every contender the same
+    predecessor in every round: in resnet50's bench, `brainslug_convs`, run
+    right after `brainslug_library` on the same model, measured 0.91-0.98 of
+    the time of the default plan that ran after ONNX Runtime, while the two
+    plans timed alone were within 0.994-1.003 of each other."""
+    if n <= 2:
+        return [list(range(n))]
+    base, lo, hi = [0], 1, n - 1
+    while len(base) < n:  # 0, 1, n-1, 2, n-2, …
+        base.append(lo)
+        lo += 1
+        if len(base) < n:
+            base.append(hi)
+            hi -= 1
+    rows = [[(b + i) % n for b in base] for i in range(n)]
+    if n % 2:
+        rows += [row[::-1] for row in rows]
+    out = [rows.pop(0)]
+    while rows:
+        k = next((i for i, row in enumerate(rows) if row[0] != out[-1][-1]), 0)
+        out.append(rows.pop(k))
+    return out
+
+
 def rotated(names: list[str], r: int) -> list[str]:
     """`names` starting at position r (mod their count): round r's order."""
     k = r % len(names) if names else 0
@@ -79,9 +115,9 @@ def time_interleaved(
     warmup: int,
     clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """Runs the functions A B C, B C A, C A B, … (each round starts one later:
-    a call's time depends on what ran just before it, and on this machine the
-    one after a library convolution ran up to 2x slower) and times every call.
+    """Runs the functions in rounds, each in the next of `balanced_orders`
+    (every function comes directly after every other one equally often), and
+    times every call.
 
     Returns (times in seconds per name and round, errors): a function that
     raises is reported in `errors` (name -> message) and dropped from the
@@ -104,8 +140,10 @@ def time_interleaved(
         for name, f in list(live.items()):
             call(name, f)
     times: dict[str, list[float]] = {name: [] for name in live}
+    names = list(live)
+    orders = balanced_orders(len(names))
     for r in range(rounds):
-        for name in rotated(list(live), r):
+        for name in (names[i] for i in orders[r % len(orders)]):
             if name not in live:
                 continue
             t = call(name, live[name])
