@@ -73,10 +73,8 @@ class _Prepared:
                 if view is None:
                     view = views[(a, b)] = store[slot][: math.prod(dims)].reshape(dims)
                 values[k] = view.__array_interface__["data"][0]
-        f = _Fixed(store, values, views)
-        if self._fixed is None or self._fixed.store is not store:
-            self._fixed = f  # (threads: the last storage used; the others build theirs)
-        return f
+        self._fixed = _Fixed(store, values, views)  # (threads: the last storage used)
+        return self._fixed
 
 
 class KernelRun:
@@ -118,7 +116,7 @@ class KernelRun:
             for dims, key, at in prepared.fresh:
                 a = made[key] = empty(dims)
                 values[at] = a.__array_interface__["data"][0]
-            prepared.program.values(prepared.index, values)  # type: ignore[arg-type]
+            prepared.program.values(prepared.index, values)
             if not prepared.program.run():
                 return False
         finally:

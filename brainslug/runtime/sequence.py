@@ -65,7 +65,7 @@ class PhaseProgram:
         its buffer `buffer` (ABI order: arguments, then scratch)."""
         return self._starts[call] + self.runners[call].abi.layout[buffer].pointer
 
-    def values(self, index: np.ndarray, values: Sequence[int]) -> None:
+    def values(self, index: np.ndarray, values: Sequence[int] | np.ndarray) -> None:
         """Sets `flat[index[i]] = values[i]` (pointers that may change between runs)."""
         self.flat[index] = values
 
