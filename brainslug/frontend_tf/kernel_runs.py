@@ -20,6 +20,12 @@ import numpy as np
 
 from brainslug.runtime.sequence import PhaseProgram
 
+
+def pointer(a: np.ndarray) -> int:
+    """The address of an array's data."""
+    return a.__array_interface__["data"][0]
+
+
 Source = tuple[str, Any, Any]
 """What one pointer of a run's slots holds: ("in", value name, shape), an
 input from before the run; ("out", stack of the run, output index)."""
@@ -72,7 +78,7 @@ class _Prepared:
                 view = views.get((a, b))
                 if view is None:
                     view = views[(a, b)] = store[slot][: math.prod(dims)].reshape(dims)
-                values[k] = view.__array_interface__["data"][0]
+                values[k] = pointer(view)
         self._fixed = _Fixed(store, values, views)  # (threads: the last storage used)
         return self._fixed
 
@@ -111,11 +117,11 @@ class KernelRun:
                 a = np.asarray(env[name])
                 if not a.flags.c_contiguous or a.shape != shape or a.dtype != np.float32:
                     return False
-                values[at] = a.__array_interface__["data"][0]
+                values[at] = pointer(a)
             made: dict[tuple[int, int], np.ndarray] = {}
             for dims, key, at in prepared.fresh:
                 a = made[key] = empty(dims)
-                values[at] = a.__array_interface__["data"][0]
+                values[at] = pointer(a)
             prepared.program.values(prepared.index, values)
             if not prepared.program.run():
                 return False
@@ -169,7 +175,7 @@ class KernelRun:
             for j, x in enumerate(self.steps[i].stack.inputs):  # bound arrays: set once
                 if not isinstance(x, str):
                     program.values(np.asarray([program.pointer_index(i, j)]),
-                                   [bufs[j].__array_interface__["data"][0]])
+                                   [pointer(bufs[j])])
             flat += [program.pointer_index(i, j) for j in order]
         published = [(o, i, j) for i, s in enumerate(self.steps)
                      for j, o in enumerate(s.stack.outputs) if o in self.needed]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from brainslug.frontend_tf.kernel_runs import kernel_runs
+from brainslug.frontend_tf.kernel_runs import kernel_runs, pointer
 from brainslug.frontend_tf.optimize import Plan, Step
 from brainslug.plan.arena import Arena
 from brainslug.plan.report import PlanInfo
@@ -27,10 +27,6 @@ from brainslug.runtime.aligned import aligned_copy, aligned_empty
 def to_tf(a: np.ndarray) -> tf.Tensor:
     """A tf.Tensor on the memory of `a` (DLPack, zero-copy)."""
     return tf.experimental.dlpack.from_dlpack(a.__dlpack__())
-
-
-def _pointer(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
 
 
 class FastCalls:
@@ -46,7 +42,7 @@ class FastCalls:
         k = (key, batch, *(b.shape for b in bufs))
         fill = self.fills.get(k)
         if fill is not None and all(b.flags.c_contiguous for b in bufs) and \
-                runner.call_pointers([_pointer(b) for b in bufs], fill, batch):
+                runner.call_pointers([pointer(b) for b in bufs], fill, batch):
             return
         runner(bufs, batch)
         if hasattr(runner, "call_pointers"):  # (new, or refused: scratch released since)
