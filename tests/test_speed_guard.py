@@ -131,6 +131,25 @@ def test_real_timing_runs_both() -> None:
     assert set(seen) == {"plan", "model"} and all(t > 0 for t in seen.values())
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_candidates_alternate_and_never_run_twice_in_a_row(n: int, monkeypatch) -> None:
+    monkeypatch.setattr(speed, "_separated", lambda times: False)  # all rounds
+    calls: list[str] = []
+
+    def candidate(name: str):
+        return lambda x: calls.append(name)
+
+    names = ["plan", "model", "other"][:n]
+    speed.medians({k: candidate(k) for k in names}, torch.randn(1, 3, 5, 5), rounds=6, warmup=1)
+    assert all(a != b for a, b in zip(calls, calls[1:], strict=False)), calls
+    assert all(calls.count(k) == 7 for k in names)
+    # each candidate follows each other one as often, to one (after the warm-up)
+    timed = calls[n:]
+    pairs = list(zip(timed, timed[1:], strict=False))
+    counts = [pairs.count((a, b)) for a in names for b in names if a != b]
+    assert max(counts) - min(counts) <= 1, pairs
+
+
 def test_close_medians_are_measured_again_for_longer(measured, monkeypatch) -> None:
     """Within CLOSE of each other, a second, longer measurement decides."""
     seen: list[int] = []

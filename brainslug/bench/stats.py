@@ -103,12 +103,6 @@ def balanced_orders(n: int) -> list[list[int]]:
     return out
 
 
-def rotated(names: list[str], r: int) -> list[str]:
-    """`names` starting at position r (mod their count): round r's order."""
-    k = r % len(names) if names else 0
-    return names[k:] + names[:k]
-
-
 def time_interleaved(
     fns: Mapping[str, Callable[[], Any]],
     rounds: int,

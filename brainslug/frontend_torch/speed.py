@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from brainslug.bench.stats import rotated
+from brainslug.bench.stats import balanced_orders
 from brainslug.frontend_torch.graph import example_inputs, input_shapes
 from brainslug.plan import progress
 from brainslug.runtime import cache
@@ -111,10 +111,12 @@ def medians(candidates: dict[str, Callable[..., object]],
             x: torch.Tensor | tuple[torch.Tensor, ...],
             rounds: int = ROUNDS, warmup: int = WARMUP) -> dict[str, float]:
     """Median seconds of each candidate on `x` (a tuple: the inputs of a model
-    of several), timed interleaved after `warmup` calls (each round in another
-    order, `bench.stats.rotated`), for `rounds` rounds,
+    of several), timed interleaved after `warmup` calls, for `rounds` rounds,
     or fewer once every time of one candidate is below every time of the
-    others (at least `MIN_ROUNDS`)."""
+    others (at least `MIN_ROUNDS`). The rounds take `bench.stats.balanced_orders`:
+    each candidate runs right after each other one equally often and never
+    twice in a row (plan and model alternate), so that neither finds its own
+    data in the caches more often than the other."""
     times: dict[str, list[float]] = {k: [] for k in candidates}
     xs = x if isinstance(x, tuple) else (x,)
     # on a GPU a call returns once its kernels are queued: time them to their end
@@ -123,8 +125,10 @@ def medians(candidates: dict[str, Callable[..., object]],
         for _ in range(warmup):
             for f in candidates.values():
                 f(*xs)
+        names = list(candidates)
+        orders = balanced_orders(len(names))
         for r in range(rounds):
-            for k in rotated(list(candidates), r):
+            for k in (names[i] for i in orders[r % len(orders)]):
                 sync()
                 t = time.perf_counter()
                 candidates[k](*xs)
