@@ -24,6 +24,10 @@ KINDS = {
     "7x7/2 stem": (3, 29, 7, 2, 3, 1, 1),
     "dilated": (21, 19, 3, 1, 2, 2, 1),
     "grouped": (36, 52, 3, 1, 1, 1, 4),
+    # groups of whole vectors: blocks of channels within a group broadcast
+    # its input (32 outputs per group: V = 2; 16 per group, stride 2: V = 1)
+    "grouped, 32 per group": (63, 96, 3, 1, 1, 1, 3),
+    "grouped/2, 16 per group": (45, 80, 3, 2, 1, 1, 5),
     "depthwise 3x3": (37, 37, 3, 1, 1, 1, 37),
     "depthwise 3x3/2": (37, 37, 3, 2, 1, 1, 37),
     "depthwise 5x5": (37, 37, 5, 1, 2, 1, 37),
@@ -39,6 +43,8 @@ KINDS = {
     "chunked 3x3, 64 outputs": (96, 64, 3, 1, 1, 1, 1),
     # each block's weights fit, all of them do not: blocks outside the pixels
     "blocked pointwise": (128, 520, 1, 1, 0, 1, 1),
+    # groups of 64 inputs and outputs: each group's sum in chunks of 16
+    "chunked grouped 3x3": (128, 128, 3, 1, 1, 1, 2),
 }
 
 
@@ -106,7 +112,7 @@ def test_each_kind_is_as_accurate_as_the_library(kind: str, monkeypatch, tmp_pat
 
 @pytest.mark.parametrize("kind", ["chunked pointwise", "chunked pointwise, short last chunk",
                                   "chunked 3x3", "chunked 3x3, 64 outputs",
-                                  "blocked pointwise"])
+                                  "blocked pointwise", "chunked grouped 3x3"])
 def test_chunked_channel_sums_take_the_blocked_path(kind: str, monkeypatch, tmp_path) -> None:
     """The chunked kinds above do run through bs-block-reduction (else their
     accuracy test would not test it), and agree with one long sum."""
@@ -137,6 +143,46 @@ def test_chunked_channel_sums_take_the_blocked_path(kind: str, monkeypatch, tmp_
     with torch.no_grad():
         got, ref = opt(x), whole(x)
     assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item()), seen
+
+
+@pytest.mark.parametrize("kind, broadcast", [("grouped, 32 per group", True),
+                                             ("grouped/2, 16 per group", True),
+                                             ("chunked grouped 3x3", True),
+                                             ("grouped", False)])
+def test_groups_of_whole_vectors_broadcast_their_input(kind: str, broadcast: bool, monkeypatch,
+                                                       tmp_path) -> None:
+    """A grouped convolution whose groups hold whole vectors of output
+    channels reads its input as one broadcast per block of channels (13
+    channels per group stay a gather); its results match PyTorch's
+    channels-last convolution, NaN and Inf included, at batch 1 and 3."""
+    from brainslug.passes import register_tile
+
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))  # compile, don't reuse
+    monkeypatch.setenv("BRAINSLUG_COMPILE_WORKERS", "1")  # (the spy sees the pass)
+    groups_seen: list[int] = []
+    real = register_tile.broadcast_group_loads
+
+    def spy(lp, group, block, cb):  # type: ignore[no-untyped-def]
+        groups_seen.append(group)
+        real(lp, group, block, cb)
+
+    monkeypatch.setattr(register_tile, "broadcast_group_loads", spy)
+    ci, co, k, s, p, d, g = KINDS[kind]
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(ci, co, k, s, p, d, g), random_bn(nn.BatchNorm2d(co)),
+                          nn.ReLU()).eval()
+    opt = brainslug.optimize(model, [0, ci, 15, 15], conv="brainslug")
+    assert compiled_convs(opt) == 1 and not opt.info.library, brainslug.report(opt)
+    assert groups_seen == ([co // g] * len(groups_seen) if broadcast else []) and (
+        bool(groups_seen) == broadcast), groups_seen
+    for batch in (1, 3):
+        x = torch.randn(batch, ci, 15, 15)
+        x[0, ci - 1, 7, 7] = float("nan")
+        x[-1, 0, 0, 14] = float("inf")
+        with torch.no_grad():
+            ref, got = model(channels_last(x)), opt(x)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, equal_nan=True)
+        assert torch.equal(got.isnan(), ref.isnan()) and torch.equal(got.isinf(), ref.isinf())
 
 
 def test_weights_that_fit_l2_stay_one_sum(monkeypatch, tmp_path) -> None:

@@ -69,7 +69,14 @@ from xdsl.dialects.builtin import (
     f32,
 )
 from xdsl.ir import Operation, SSAValue
-from xdsl.ir.affine import AffineConstantExpr, AffineDimExpr, AffineExpr, AffineMap
+from xdsl.ir.affine import (
+    AffineBinaryOpExpr,
+    AffineBinaryOpKind,
+    AffineConstantExpr,
+    AffineDimExpr,
+    AffineExpr,
+    AffineMap,
+)
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
     PatternRewriter,
@@ -211,10 +218,19 @@ def _blocks_exceed(nest: loop.NestOp, red: loop.ReduceOp, pixels: tuple[int, int
 
 
 def _last_dim(op: loop.LoadOp | simd.LoadOp) -> int:
-    """Position of the operand that the map's last result is, when it is a plain
-    dim (else -1: no operand is)."""
+    """Position of the operand that the map's last result is, or adds to an
+    offset that does not read it (a grouped convolution's input channel:
+    `group * I + i`); else -1."""
     e = op.map.data.results[-1]
-    return e.position if isinstance(e, AffineDimExpr) else -1
+    if isinstance(e, AffineDimExpr):
+        return e.position
+    if isinstance(e, AffineBinaryOpExpr) and e.kind == AffineBinaryOpKind.Add:
+        for dim, rest in ((e.lhs, e.rhs), (e.rhs, e.lhs)):
+            if isinstance(dim, AffineDimExpr) and not any(
+                    isinstance(x, AffineDimExpr) and x.position == dim.position
+                    for x in rest.dfs()):
+                return dim.position
+    return -1
 
 
 def _rewrite(s: _Shape) -> loop.NestOp:

@@ -175,3 +175,30 @@ func.func @conv3x3(%x: memref<?x13x13x48xf32>, %wt: memref<3x3x48x64xf32>, %out:
 // CHECK:               loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (3, 3, 16)
 // CHECK-NOT:           simd.prefetch
 // CHECK:           func.return
+
+// A grouped 3x3 convolution (2 groups of 48 -> 32 channels) reads its input
+// channel `cb * 48 + ci` once bs-register-tile has blocked it by group: an
+// offset plus the sum's last iv, chunked as without groups (the offset stays,
+// the chunk's channels add to `ci`).
+func.func @grouped3x3(%x: memref<?x13x13x96xf32>, %wt: memref<3x3x48x64xf32>, %out: memref<?x11x11x64xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x13x13x96xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 11, 11) {
+    simd.loop (%o) = (0) to (64) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (3, 3, 48) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = simd.load %x[%n, %o, %h, %w, %ci, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d2 + d5, d3 + d6, (d1 floordiv 32) * 48 + d4)> : memref<?x13x13x96xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<3x3x48x64xf32>
+        %m = simd.mulf %xv, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %o] : memref<?x11x11x64xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @grouped3x3
+// CHECK:           loop.nest (%chunk, %{{.*}}, %{{.*}}) = (0, 0, 0) to (2,
+// CHECK:               loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (3, 3, 16)
+// CHECK-NEXT:            loop.load %x[{{.*}}, %cb, %chunk] map affine_map<{{.*}} -> ({{.*}}, ((d7 * 48) + (d4 + (d8 * 16))))>
+// CHECK:           func.return

@@ -295,6 +295,40 @@ func.func @packed_whole(%x: memref<?x13x13x37xf32>, %wt: memref<2x1x1x37x64xf32>
 // CHECK-NOT:       arith.minsi %[[HI]]
 // CHECK:           simd.loop (%o) = (%[[LO]]) to (%[[HI]]) vectors 4 {
 
+// A grouped 1x1 convolution, 2 groups of 21 -> 32 channels: vectorized, its
+// input load reads channel `(o floordiv 32) * 21 + ci`, so the lanes of a
+// vector may lie in two groups. Blocks of 2 vectors (V * 16 divides the 32
+// channels of a group; 4 would not) are a channel dim `cb` whose lanes all lie
+// in group `cb`: the input becomes one scalar load of `cb * 21 + ci`,
+// broadcast, as without groups.
+func.func @grouped(%x: memref<?x13x13x42xf32>, %wt: memref<1x1x21x64xf32>, %out: memref<?x13x13x64xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x13x13x42xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+    simd.loop (%o) = (0) to (64) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 21) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = simd.load %x[%n, %o, %h, %w, %ci, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d2 + d5, d3 + d6, (d1 floordiv 32) * 21 + d4)> : memref<?x13x13x42xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<1x1x21x64xf32>
+        %m = simd.mulf %xv, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %o] : memref<?x13x13x64xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @grouped
+// CHECK:         loop.nest (%n, %h, %w, %cb) = (0, 0, 0, 0) to (%batch, 13, {{[0-9]+}}, 2) attributes {bs.columns = 2 : index} {
+// CHECK:           %[[LO:.*]] = arith.addi %{{.*}}, %{{.*}} : index
+// CHECK-NEXT:      %[[HI:.*]] = arith.addi %[[LO]], %{{.*}} : index
+// CHECK:           simd.loop (%o) = (%[[LO]]) to (%[[HI]]) vectors 2 {
+// CHECK-NEXT:        loop.reduce add contract
+// CHECK-NEXT:          %[[X0:.*]] = loop.load %x[%n, %o, %h, %col0, %ci, %kh, %kw, %cb] map affine_map<(d0, d1, d2, d3, d4, d5, d6, d7) -> (d0, (d2 + d5), (d3 + d6), ((d7 * 21) + d4))>
+// CHECK-NEXT:          simd.splat %[[X0]] : f32
+// CHECK-NOT:           simd.load %x
+// CHECK:               simd.load %wt[%kh, %kw, %ci, %o]
+
 // 37 -> 24 channels over 56 columns: V = 2. Each broadcast feeds only two
 // FMAs, so LLVM keeps it in a register rather than folding it into them:
 // at most REGISTER_BROADCAST_ACCUMULATORS = 20 accumulators, P = 8 (56 = 7 x 8),
