@@ -330,6 +330,7 @@ _METHODS: dict[str, ops.OpSpec] = {
     "rsqrt": ops.RSQRT,
     "reciprocal": ops.RECIPROCAL,
     "roll": ops.ROLL,
+    "softmax": ops.SOFTMAX,
 }
 """Tensor methods by name; `x.name_()` is the in-place form of `x.name()`."""
 

@@ -673,9 +673,16 @@ def _interpolate(c: Call) -> Operation:
     spatial = shape[2:]
     if math.prod(spatial) >= 2**24:
         raise Unmapped("nearest resampling of more than 2^24 points per channel")
+    size = c["size"]
+    if any(isinstance(v, fx.Node) for v in (size if isinstance(size, list | tuple) else [size])):
+        # computed from shapes (`size=x.shape[-2:]`): the traced result's
+        # extents, which the plan keeps for every batch size
+        if any(d < 0 for d in out[2:]):
+            raise Unmapped("an interpolation size that varies with the batch size")
+        size = tuple(out[2:])
     coded = torch.arange(math.prod(spatial), dtype=torch.float32).reshape(1, 1, *spatial)
     src = torch.nn.functional.interpolate(
-        coded, size=c["size"], scale_factor=c["scale_factor"], mode=mode,
+        coded, size=size, scale_factor=c["scale_factor"], mode=mode,
         recompute_scale_factor=c["recompute_scale_factor"])[0, 0].long()
     maps = [(1, 0, 1)] * len(shape)
     for k in range(len(spatial)):
