@@ -145,3 +145,40 @@ def test_reference_group_norm() -> None:
     got = eval_layer(op, [x, w])
     want = F.group_norm(x.permute(0, 3, 1, 2), 4, w, None, 1e-5).permute(0, 2, 3, 1)
     assert torch.allclose(got, want, atol=1e-6)
+
+
+class ExportedAttention(torch.nn.Module):
+    """Attention that torch.fx can't trace (control flow on the input's rank),
+    so torch.export captures it: its ATen matrix ops stay library calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(24)
+        self.qkv = torch.nn.Linear(24, 72)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.flatten(2).transpose(1, 2)
+        q, k, v = self.qkv(self.norm(x)).reshape(x.shape[0], -1, 3, 2, 12).permute(
+            2, 0, 3, 1, 4).unbind(0)
+        a = F.scaled_dot_product_attention(q, k, v)
+        s = (q @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        return x + (a + s).transpose(1, 2).reshape(x.shape[0], -1, 24)
+
+
+def test_exported_matrix_work_is_library_calls_not_fallbacks() -> None:
+    torch.manual_seed(3)
+    m = ExportedAttention().eval()
+    with torch.no_grad():
+        m.norm.weight.uniform_(0.5, 1.5)
+        m.norm.bias.uniform_(-0.2, 0.2)
+    opt = brainslug.optimize(m, [0, 24, 5, 7])
+    rep = brainslug.report(opt)
+    assert opt.info.capture == "torch.export", rep
+    assert "Fallbacks: none" in rep, rep
+    assert "scaled_dot_product_attention" in rep and "matmul" in rep, rep
+    for batch in (1, 3):
+        x = torch.randn(batch, 24, 5, 7)
+        with torch.no_grad():
+            ref, out = m(x), opt(x)
+        assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())

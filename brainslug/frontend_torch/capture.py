@@ -134,6 +134,9 @@ _MATRIX_FUNCTIONS = {torch.matmul, torch.bmm, torch.einsum, torch.baddbmm, torch
                      F.multi_head_attention_forward}
 """Matrix work: library calls by design (issue: the framework keeps its GEMMs
 and its fused attention), not fallbacks."""
+_MATRIX_ATEN = {"matmul", "bmm", "mm", "addmm", "baddbmm", "einsum",
+                "scaled_dot_product_attention"}
+"""The same in a torch.export graph: ATen ops by packet name (any overload)."""
 _VIEW_FUNCTIONS = {torch.swapaxes, torch.swapdims, torch.unsqueeze, torch.squeeze,
                    torch.chunk, torch.split, torch.unbind, torch.narrow}
 _VIEW_METHODS = {"unsqueeze", "squeeze", "expand", "expand_as", "swapaxes", "swapdims",
@@ -177,6 +180,8 @@ def _reads_any_order(n: fx.Node, modules: Mapping[str, tnn.Module]) -> bool:
     if n.op == "call_method":
         return n.target in _READS_ANY_ORDER_METHODS
     if n.op == "call_function":
+        if isinstance(n.target, torch._ops.OpOverload):
+            return n.target.overloadpacket.__name__ in _MATRIX_ATEN
         return n.target in _READS_ANY_ORDER_FUNCTIONS or n.target in _MATRIX_FUNCTIONS
     if n.op == "call_module":
         return isinstance(modules.get(str(n.target)), tnn.Linear | tnn.MultiheadAttention)
@@ -452,6 +457,8 @@ def _map_aten(b: GraphBuilder, n: fx.Node) -> Operation | ops.Ordered:
     packet = op.overloadpacket.__name__
     in_place = packet.endswith("_") and not packet.startswith("_")
     spec = _ATEN.get(f"{packet.removesuffix('_') if in_place else packet}.{op._overloadname}")
+    if spec is None and packet in _MATRIX_ATEN:
+        raise LibraryCall(f"matrix work ({packet}) in the framework")
     if spec is None:
         raise Unmapped(f"aten op {op}")
     named = {a.name: v for a, v in zip(op._schema.arguments, n.args, strict=False)} | n.kwargs
