@@ -619,7 +619,7 @@ def test_bench_cli_tf(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["conv", "strided", "dilated", "depthwise", "separable",
-                                  "wide"])
+                                  "wide", "grouped"])
 def test_compiled_convolutions_match_tensorflow(kind):
     """conv="brainslug": each convolution kind in BrainSlug's kernels with its
     bias, batch norm and activation, on odd sizes, at batch 1 and 3."""
@@ -630,6 +630,9 @@ def test_compiled_convolutions_match_tensorflow(kind):
         "depthwise": lambda: L.DepthwiseConv2D(3, padding="same"),
         "separable": lambda: L.SeparableConv2D(21, 3, padding="same"),
         "wide": lambda: L.Conv2D(150, 1),  # weights blocked by 64 output channels
+        # 2 groups of 19 -> 32 channels (after a 1x1 to 38): blocks of 2 vectors
+        # within a group, the input broadcast
+        "grouped": lambda: lambda x: L.Conv2D(64, 3, padding="same", groups=2)(L.Conv2D(38, 1)(x)),
     }[kind]
     model = functional(conv(), L.BatchNormalization(), L.ReLU(6.0))
     opt = check(model, [0, H, W, C], conv="brainslug")
