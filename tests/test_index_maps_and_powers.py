@@ -199,3 +199,37 @@ def test_l2_normalize_within_bounds_of_eager_and_float64(layout: str) -> None:
         ours = (out.double() - exact).abs()[fin].max().item()
         theirs = (ref.double() - exact).abs()[fin].max().item()
         assert ours <= 2 * theirs + 1e-7, (ours, theirs)
+
+
+class Affines(nn.Module):
+    """`torch.addcmul` as ResMLP's affine layers use it (parameters beta +
+    alpha * x over tokens), and of three tensors after a convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(5, 7, 3)
+        self.alpha = nn.Parameter(torch.rand(7) + 0.5)
+        self.beta = nn.Parameter(torch.randn(7))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.conv(x)
+        gated = torch.addcmul(y, torch.sigmoid(y), y - 1.0)
+        tokens = y.flatten(2).transpose(1, 2)
+        return gated, torch.addcmul(self.beta, self.alpha, tokens.sigmoid()).addcmul(tokens, tokens)
+
+
+def test_addcmul_is_one_fused_multiply_add_bit_for_bit() -> None:
+    """PyTorch's addcmul is `fma(t1, t2, input)` (its kernels are compiled with
+    contraction), and so is `nn.addcmul`: bit for bit, NaN and Inf included."""
+    torch.manual_seed(1)
+    m = Affines().eval()
+    opt = brainslug.optimize(m, [0, 5, 13, 11], conv="library")
+    rep = brainslug.report(opt)
+    assert "Fallbacks: none" in rep and rep.count("nn.addcmul") == 3, rep
+    for batch in (1, 3):
+        x = _special(torch.randn(batch, 5, 13, 11) * 3)
+        with torch.no_grad():
+            ref = m(x.contiguous(memory_format=torch.channels_last))
+            out = opt(x)
+        for o, r in zip(out, ref, strict=True):
+            assert _same(o, r), (o - r).abs().nan_to_num().max()

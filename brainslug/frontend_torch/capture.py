@@ -126,6 +126,7 @@ _FUNCTIONS: dict[Any, ops.OpSpec] = {
     torch.pow: ops.POW, operator.pow: ops.POW, torch.square: ops.SQUARE,
     torch.sqrt: ops.SQRT, torch.rsqrt: ops.RSQRT, torch.reciprocal: ops.RECIPROCAL,
     torch.roll: ops.ROLL, F.interpolate: ops.INTERPOLATE, F.normalize: ops.NORMALIZE,
+    torch.addcmul: ops.ADDCMUL,
 }
 _IN_PLACE_FUNCTIONS: dict[Any, ops.OpSpec] = {operator.iadd: ops.ADD, operator.imul: ops.MUL}
 
@@ -336,6 +337,7 @@ _METHODS: dict[str, ops.OpSpec] = {
     "reciprocal": ops.RECIPROCAL,
     "roll": ops.ROLL,
     "softmax": ops.SOFTMAX,
+    "addcmul": ops.ADDCMUL,
 }
 """Tensor methods by name; `x.name_()` is the in-place form of `x.name()`."""
 
@@ -364,6 +366,7 @@ _ATEN: dict[str, ops.OpSpec] = {
     "add.Tensor": ops.ADD,
     "mul.Tensor": ops.MUL,
     "softmax.int": ops.SOFTMAX,
+    "addcmul.default": ops.ADDCMUL,
     "_softmax.default": ops.SOFTMAX,
     "layer_norm.default": ops.LAYER_NORM,
     "permute.default": ops.PERMUTE,

@@ -566,6 +566,34 @@ def _div(c: Call) -> Operation:
     return _binary(nn.DivOp)(c)  # x / c: PyTorch divides by float32(c)
 
 
+def _addcmul(c: Call) -> Operation:
+    """`addcmul(input, t1, t2)`: PyTorch's kernel computes `input + value * t1
+    * t2`, which the compiler contracts to `fma(value * t1, t2, input)` (value
+    1: `nn.addcmul`, one rounding). Parameters (ResMLP's affine layers) are
+    broadcast against the tensor operand."""
+    v = c["value"]
+    if isinstance(v, bool) or v != 1:
+        raise Unmapped("addcmul with a value other than 1")
+    names = ("input", "tensor1", "tensor2")
+    tensors = [k for k in names if c.parameter(k) is None and c.is_tensor(k)]
+    if not tensors:
+        raise Unmapped("addcmul of parameters only")
+    like = c.tensor(tensors[0])
+    operands = []
+    for k in names:
+        p = c.parameter(k)
+        if p is not None:
+            operands.append(c.b.param_like(p, _param_name(c, k), like))
+            continue
+        if not c.is_tensor(k):
+            raise Unmapped("addcmul of a number")
+        x = c.tensor(k)
+        if rank(x) != rank(like) or c.b.order(x) != c.b.order(like):
+            raise Unmapped("addcmul of tensors of different ranks or memory orders")
+        operands.append(x)
+    return nn.AddcmulOp(*operands)
+
+
 def _number_over_tensor(c: Call) -> Operation:
     """`c / x`: PyTorch's `Tensor.__rtruediv__` is `x.reciprocal() * c`."""
     v = c["input"]
@@ -791,6 +819,7 @@ SQRT = _spec("sqrt(input)", _power(0.5))
 RSQRT = _spec("rsqrt(input)", _power(-0.5))
 RECIPROCAL = _spec("reciprocal(input)", _power(-1.0))
 SQUARE = _spec("square(input)", _power(2.0))
+ADDCMUL = _spec("addcmul(input, tensor1, tensor2, *, value=1)", _addcmul)
 NORMALIZE = _spec("normalize(input, p=2.0, dim=1, eps=1e-12, out=None)", _normalize)
 ROLL = _spec("roll(input, shifts, dims=None)", _roll)
 INTERPOLATE = _spec("interpolate(input, size=None, scale_factor=None, mode='nearest', "

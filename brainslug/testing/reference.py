@@ -222,6 +222,8 @@ def eval_layer(op: Operation, args: list[Any]) -> Any:
         return args[0] - args[1]
     if isinstance(op, nn.DivOp):
         return args[0] / args[1]
+    if isinstance(op, nn.AddcmulOp):
+        return torch.addcmul(*args)
     if isinstance(op, nn.CatOp):
         return torch.cat(args, op.axis_value)
     if isinstance(op, nn.FlattenOp):

@@ -83,6 +83,7 @@ func.func @binary(%x: tensor<?x37x13x13xf32>, %c: tensor<1x37x1x1xf32>, %v: tens
   %3 = nn.mul %c, %r : (tensor<1x37x1x1xf32>, tensor<13xf32>) -> tensor<1x37x1x13xf32>
   %4 = nn.sub %x, %c : (tensor<?x37x13x13xf32>, tensor<1x37x1x1xf32>) -> tensor<?x37x13x13xf32>
   %5 = nn.div %v, %x : (tensor<37x1x1xf32>, tensor<?x37x13x13xf32>) -> tensor<?x37x13x13xf32>
+  %6 = nn.addcmul %c, %v, %x : (tensor<1x37x1x1xf32>, tensor<37x1x1xf32>, tensor<?x37x13x13xf32>) -> tensor<?x37x13x13xf32>
   func.return
 }
 
@@ -93,6 +94,7 @@ func.func @binary(%x: tensor<?x37x13x13xf32>, %c: tensor<1x37x1x1xf32>, %v: tens
 // CHECK-NEXT:    %3 = nn.mul %c, %r : (tensor<1x37x1x1xf32>, tensor<13xf32>) -> tensor<1x37x1x13xf32>
 // CHECK-NEXT:    %4 = nn.sub %x, %c : (tensor<?x37x13x13xf32>, tensor<1x37x1x1xf32>) -> tensor<?x37x13x13xf32>
 // CHECK-NEXT:    %5 = nn.div %v, %x : (tensor<37x1x1xf32>, tensor<?x37x13x13xf32>) -> tensor<?x37x13x13xf32>
+// CHECK-NEXT:    %6 = nn.addcmul %c, %v, %x : (tensor<1x37x1x1xf32>, tensor<37x1x1xf32>, tensor<?x37x13x13xf32>) -> tensor<?x37x13x13xf32>
 
 func.func @pool(%x: tensor<?x37x13x13xf32>, %xh: tensor<?x13x13x37xf32>) {
   %0 = nn.max_pool2d %x {kernel = array<i64: 2, 2>, strides = array<i64: 2, 2>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, ceil_mode = true, layout = "NCHW"} : tensor<?x37x13x13xf32> -> tensor<?x37x7x7xf32>

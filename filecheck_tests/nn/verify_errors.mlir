@@ -232,6 +232,16 @@ func.func @f(%x: tensor<?x37x13x13xf32>, %y: tensor<37xf32>) {
 
 // -----
 
+func.func @f(%x: tensor<?x37x13x13xf32>, %a: tensor<37xf32>) {
+  %0 = nn.addcmul %x, %x, %a : (tensor<?x37x13x13xf32>, tensor<?x37x13x13xf32>, tensor<37xf32>) -> tensor<?x37x13x13xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.addcmul: operands lhs [?, 37, 13, 13] and rhs [37] do not broadcast: extents 13 and 37 on result axis 3
+
+// -----
+
 func.func @f(%x: tensor<?x37x13x13xf32>, %y: tensor<1x37x1x1xf32>) {
   %0 = nn.mul %x, %y : (tensor<?x37x13x13xf32>, tensor<1x37x1x1xf32>) -> tensor<1x37x13x13xf32>
   func.return

@@ -14,3 +14,17 @@ func.func @normalize(%x: tensor<?x5x7x3xf32>, %m: tensor<1x1x1x3xf32>, %d: tenso
 // CHECK-NEXT:      %[[C:.+]] = arith.subf %[[X]], %[[M]] : f32
 // CHECK:           %[[D:.+]] = loop.load %d[{{.*}}] map affine_map<(d0, d1, d2, d3) -> (0, 0, 0, d3)>
 // CHECK-NEXT:      %{{.+}} = arith.divf %{{.+}}, %[[D]] : f32
+
+// nn.addcmul is `input + tensor1 * tensor2` rounded once: a `math.fma` of the
+// product's operands and the addend, each read through its broadcast map.
+func.func @affine(%x: tensor<?x9x7xf32>, %alpha: tensor<7xf32>, %beta: tensor<7xf32>) -> tensor<?x9x7xf32> {
+  %y = nn.addcmul %beta, %alpha, %x : (tensor<7xf32>, tensor<7xf32>, tensor<?x9x7xf32>) -> tensor<?x9x7xf32>
+  func.return %y : tensor<?x9x7xf32>
+}
+
+// CHECK-LABEL: func.func @stack1(
+// CHECK:           %[[B:.+]] = loop.load %beta[{{.*}}] map affine_map<(d0, d1, d2) -> (d2)>
+// CHECK-NEXT:      %[[A:.+]] = loop.load %alpha[{{.*}}] map affine_map<(d0, d1, d2) -> (d2)>
+// CHECK-NEXT:      %[[X:.+]] = loop.load %x
+// CHECK-NEXT:      %[[Y:.+]] = math.fma %[[A]], %[[X]], %[[B]] : f32
+// CHECK-NEXT:      loop.store %[[Y]]

@@ -56,6 +56,7 @@ from brainslug.dialects.nn.batch_norm import BatchNormOp
 from brainslug.dialects.nn.conv import Conv2dOp, LinearOp
 from brainslug.dialects.nn.elementwise import (
     POW_EXPONENTS,
+    AddcmulOp,
     AddOp,
     ClampOp,
     DivOp,
@@ -116,6 +117,7 @@ NN = Dialect(
         AddOp,
         MulOp,
         SubOp,
+        AddcmulOp,
         DivOp,
         PowOp,
         MaxPool2dOp,
@@ -171,6 +173,7 @@ __all__ = [
     "MemoryBound",
     "MulOp",
     "SubOp",
+    "AddcmulOp",
     "DivOp",
     "PadOp",
     "PermuteOp",

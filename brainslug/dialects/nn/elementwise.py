@@ -1,5 +1,5 @@
 """The elementwise layers: activations, dropout and identity (unary), add and
-mul (binary, with broadcasting)."""
+mul (binary, with broadcasting), addcmul (ternary, with broadcasting)."""
 
 from __future__ import annotations
 
@@ -385,3 +385,38 @@ class DivOp(_BinaryOp):
     """`lhs / rhs` with broadcasting (IEEE division, not a reciprocal)."""
 
     name = "nn.div"
+
+
+@irdl_op_definition
+class AddcmulOp(IRDLOperation):
+    """`input + tensor1 * tensor2` rounded once (a fused multiply-add), with
+    broadcasting of all three: PyTorch's `addcmul` with value 1, whose vector
+    and scalar CPU kernels the compiler contracts to FMAs."""
+
+    name = "nn.addcmul"
+
+    input = operand_def(TensorType)
+    tensor1 = operand_def(TensorType)
+    tensor2 = operand_def(TensorType)
+    output = result_def(TensorType)
+
+    assembly_format = ("$input `,` $tensor1 `,` $tensor2 attr-dict `:` "
+                       "functional-type(operands, results)")
+    traits = traits_def(Pure(), MemoryBound(), Elementwise())
+
+    def __init__(self, input: Operand, tensor1: Operand, tensor2: Operand, *,
+                 result_type: Attribute | None = None):
+        if result_type is None:
+            result_type = self.infer_type(type_of(input), type_of(tensor1), type_of(tensor2))
+        super().__init__(operands=[input, tensor1, tensor2], result_types=[result_type])
+
+    @classmethod
+    def infer_type(cls, *types: Attribute) -> TensorType:
+        shapes = [tensor_shape(cls.name, what, t)
+                  for what, t in zip(("input", "tensor1", "tensor2"), types, strict=True)]
+        return make_tensor(broadcast_shapes(broadcast_shapes(shapes[0], shapes[1], cls.name),
+                                            shapes[2], cls.name))
+
+    def verify_(self) -> None:
+        inferred = self.infer_type(self.input.type, self.tensor1.type, self.tensor2.type)
+        check_result_type(self.name, self.output.type, inferred)

@@ -219,7 +219,22 @@ def lower_binary(kb: KernelBuilder, op: Operation, buf: Buffers, out: SSAValue) 
     kb.nest(shape, body)
 
 
+def lower_addcmul(kb: KernelBuilder, op: nn.AddcmulOp, buf: Buffers, out: SSAValue) -> None:
+    """`input + tensor1 * tensor2` as one `math.fma` per point, each operand
+    read through its broadcast map."""
+    shape = out.type.get_shape()
+    operands = [buf[v] for v in op.operands]
+    maps = [broadcast_map(v.type.get_shape(), shape) for v in operands]
+
+    def body(e: Emitter, ivs: list[SSAValue]) -> None:
+        x, t1, t2 = (e.load(v, ivs, m) for v, m in zip(operands, maps, strict=True))
+        e.store(e.fma(t1, t2, x), out, ivs)
+
+    kb.nest(shape, body)
+
+
 LOWERINGS: dict[type[Operation], LayerLowering] = {
     **dict.fromkeys(UNARY_FORMULAS, lower_unary),
     **dict.fromkeys(_BINARY, lower_binary),
+    nn.AddcmulOp: lower_addcmul,  # type: ignore[dict-item]
 }
