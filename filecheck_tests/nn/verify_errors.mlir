@@ -238,7 +238,7 @@ func.func @f(%x: tensor<?x37x13x13xf32>, %a: tensor<37xf32>) {
 }
 
 // CHECK: {{// -+}}
-// CHECK-NEXT: nn.addcmul: operands lhs [?, 37, 13, 13] and rhs [37] do not broadcast: extents 13 and 37 on result axis 3
+// CHECK-NEXT: nn.addcmul: operands tensor1 [?, 37, 13, 13] and tensor2 [37] do not broadcast: extents 13 and 37 on result axis 3
 
 // -----
 

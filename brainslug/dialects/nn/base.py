@@ -210,8 +210,10 @@ def meet(op_name: str, msg: str, a: int, b: int) -> int:
     raise verify_error(op_name, msg)
 
 
-def broadcast_shapes(lhs: Sequence[int], rhs: Sequence[int], op_name: str = "broadcast") -> Shape:
-    """Numpy-style broadcast of two shapes (right-aligned).
+def broadcast_shapes(lhs: Sequence[int], rhs: Sequence[int], op_name: str = "broadcast",
+                     names: tuple[str, str] = ("lhs", "rhs")) -> Shape:
+    """Numpy-style broadcast of two shapes (right-aligned); `names` name them
+    in the diagnostic.
 
     Extents must be equal or one of them 1. A static 1 against `?` gives `?`;
     a static extent other than 1 against `?` gives that extent.
@@ -232,7 +234,7 @@ def broadcast_shapes(lhs: Sequence[int], rhs: Sequence[int], op_name: str = "bro
         else:
             raise verify_error(
                 op_name,
-                f"operands lhs {format_shape(lhs)} and rhs {format_shape(rhs)} do not "
+                f"operands {names[0]} {format_shape(lhs)} and {names[1]} {format_shape(rhs)} do not "
                 f"broadcast: extents {x} and {y} on result axis {i}",
             )
     return tuple(out)

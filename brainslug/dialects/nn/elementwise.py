@@ -414,8 +414,9 @@ class AddcmulOp(IRDLOperation):
     def infer_type(cls, *types: Attribute) -> TensorType:
         shapes = [tensor_shape(cls.name, what, t)
                   for what, t in zip(("input", "tensor1", "tensor2"), types, strict=True)]
-        return make_tensor(broadcast_shapes(broadcast_shapes(shapes[0], shapes[1], cls.name),
-                                            shapes[2], cls.name))
+        product = broadcast_shapes(shapes[1], shapes[2], cls.name, ("tensor1", "tensor2"))
+        return make_tensor(broadcast_shapes(shapes[0], product, cls.name,
+                                            ("input", "tensor1 * tensor2")))
 
     def verify_(self) -> None:
         inferred = self.infer_type(self.input.type, self.tensor1.type, self.tensor2.type)
