@@ -233,3 +233,38 @@ def test_addcmul_is_one_fused_multiply_add_bit_for_bit() -> None:
             out = opt(x)
         for o, r in zip(out, ref, strict=True):
             assert _same(o, r), (o - r).abs().nan_to_num().max()
+
+
+class Sums(nn.Module):
+    """SKNet's and ResNeSt's sums over their branches (a radix dim), a spatial
+    sum with keepdim, and `torch.sum` over channels, around a convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(5, 14, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = torch.relu(self.conv(x))
+        radix = y.reshape(y.shape[0], 2, 7, *y.shape[2:]).sum(dim=1)
+        return radix * 0.5, y.sum((2, 3), keepdim=True) - 1.0, torch.sum(y.sigmoid(), 1)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_sums_compile_within_bounds_of_eager(layout: str) -> None:
+    torch.manual_seed(2)
+    m = Sums().eval()
+    opt = brainslug.optimize(m, [0, 5, 13, 11], conv="library", layout=layout)
+    rep = brainslug.report(opt)
+    assert rep.count("nn.sum") == 3, rep
+    assert " sum" not in rep.split("Fallbacks", 1)[1], rep
+    for batch in (1, 3):
+        x = _special(torch.randn(batch, 5, 13, 11) * 3)
+        with torch.no_grad():
+            xs = x.contiguous(memory_format=torch.channels_last) if layout == "NHWC" else x
+            ref, out = m(xs), opt(x)
+        for o, r in zip(out, ref, strict=True):
+            ok = r.isfinite()
+            assert _same(o[~ok], r[~ok]), (o, r)  # NaN and the infinities as PyTorch's
+            if ok.any():
+                scale = max(1.0, r[ok].abs().max().item())
+                assert (o[ok] - r[ok]).abs().max().item() <= 1e-6 * scale

@@ -52,6 +52,7 @@ from brainslug.dialects.nn import (
     SiluOp,
     SoftmaxOp,
     StackOp,
+    SumOp,
     TanhOp,
     YieldOp,
     broadcast_shapes,
@@ -719,6 +720,12 @@ def test_mean_matches_torch(dims, keepdim):
     assert shape_of(op.output.type) == expected
     assert op.keepdim_value is keepdim and all(d >= 0 for d in op.dims_values)
     op.verify()
+
+
+def test_sum_infers_like_mean():
+    assert SumOp(value(N, C, H, W), [1]).output.type == t(N, H, W)
+    with pytest.raises(VerifyException, match="nn.sum: dims must not be empty"):
+        SumOp(value(N, C, H, W), [])
 
 
 def test_mean_dynamic_and_errors():

@@ -301,15 +301,22 @@ def _flatten(c: Call) -> Ordered:
     return _with_order(nn.FlattenOp(x, p0, p1), result)
 
 
-def _mean(c: Call) -> Ordered:
-    x, dims, keep = c.tensor("input"), c["dim"], c["keepdim"]
-    if dims is None or c["dtype"] is not None:
-        raise Unmapped("mean over all dimensions")
-    dims = [dims] if isinstance(dims, int) else list(dims)
-    dims = sorted({d % rank(x) for d in dims})
-    order = c.b.order(x)
-    kept = order if keep else tuple(k - sum(d < k for d in dims) for k in order if k not in dims)
-    return _with_order(nn.MeanOp(x, sorted(c.b.axis(x, d) for d in dims), bool(keep)), kept)
+def _reduce_dims(op: type[nn.MeanOp] | type[nn.SumOp], what: str) -> Callable[[Call], Ordered]:
+    """mean or sum over the given dims (not all: the batch stays)."""
+
+    def build(c: Call) -> Ordered:
+        x, dims, keep = c.tensor("input"), c["dim"], c["keepdim"]
+        if dims is None or (isinstance(dims, list | tuple) and not dims) or \
+                c["dtype"] is not None:
+            raise Unmapped(f"{what} over all dimensions")
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        dims = sorted({d % rank(x) for d in dims})
+        order = c.b.order(x)
+        kept = order if keep else tuple(k - sum(d < k for d in dims) for k in order
+                                        if k not in dims)
+        return _with_order(op(x, sorted(c.b.axis(x, d) for d in dims), bool(keep)), kept)
+
+    return build
 
 
 def _reshape(c: Call) -> Ordered:
@@ -791,7 +798,8 @@ AVG_POOL2D = _spec("avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_
                   "count_include_pad=True, divisor_override=None)", _avg_pool2d)
 ADAPTIVE_AVG_POOL2D = _spec("adaptive_avg_pool2d(input, output_size)", _adaptive_avg_pool2d)
 FLATTEN = _spec("flatten(input, start_dim=0, end_dim=-1)", _flatten)
-MEAN = _spec("mean(input, dim=None, keepdim=False, *, dtype=None)", _mean)
+MEAN = _spec("mean(input, dim=None, keepdim=False, *, dtype=None)", _reduce_dims(nn.MeanOp, "mean"))
+SUM = _spec("sum(input, dim=None, keepdim=False, *, dtype=None)", _reduce_dims(nn.SumOp, "sum"))
 RESHAPE = _spec("reshape(input, *shape)", _reshape)
 RESHAPE_AS = _spec("reshape_as(input, other)", _reshape)
 CONTIGUOUS = _spec("contiguous(input, memory_format=None)", _contiguous)

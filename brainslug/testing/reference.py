@@ -246,6 +246,8 @@ def eval_layer(op: Operation, args: list[Any]) -> Any:
         return x.permute(*op.dims_values).contiguous()
     if isinstance(op, nn.MeanOp):
         return x.mean(list(op.dims_values), keepdim=op.keepdim_value)
+    if isinstance(op, nn.SumOp):
+        return x.sum(list(op.dims_values), keepdim=op.keepdim_value)
     if isinstance(op, nn.SoftmaxOp):
         if op.impl_value == "eigen":  # TensorFlow's: the max skips NaN, a NaN sums as +inf
             axis = op.axis_value

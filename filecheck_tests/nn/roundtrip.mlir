@@ -130,6 +130,7 @@ func.func @shape(%x: tensor<?x37x13x13xf32>, %y: tensor<?x16x13x13xf32>, %p: ten
   %10 = nn.roll %x {shifts = array<i64: 0, 0, 3, 12>} : tensor<?x37x13x13xf32> -> tensor<?x37x13x13xf32>
   %11 = nn.resize_nearest %x {scale = array<i64: 1, 1, 1, 2>, offset = array<i64: 0, 0, 0, 1>, divisor = array<i64: 1, 1, 3, 1>} : tensor<?x37x13x13xf32> -> tensor<?x37x39x6xf32>
   %12 = nn.pow %x {exponent = -5.000000e-01 : f64} : tensor<?x37x13x13xf32> -> tensor<?x37x13x13xf32>
+  %13 = nn.sum %x {dims = array<i64: 1>, keepdim = false} : tensor<?x37x13x13xf32> -> tensor<?x13x13xf32>
   func.return
 }
 
@@ -147,6 +148,7 @@ func.func @shape(%x: tensor<?x37x13x13xf32>, %y: tensor<?x16x13x13xf32>, %p: ten
 // CHECK-NEXT:    %10 = nn.roll %x {shifts = array<i64: 0, 0, 3, 12>} : tensor<?x37x13x13xf32> -> tensor<?x37x13x13xf32>
 // CHECK-NEXT:    %11 = nn.resize_nearest %x {scale = array<i64: 1, 1, 1, 2>, offset = array<i64: 0, 0, 0, 1>, divisor = array<i64: 1, 1, 3, 1>} : tensor<?x37x13x13xf32> -> tensor<?x37x39x6xf32>
 // CHECK-NEXT:    %12 = nn.pow %x {exponent = -5.000000e-01 : f64} : tensor<?x37x13x13xf32> -> tensor<?x37x13x13xf32>
+// CHECK-NEXT:    %13 = nn.sum %x {dims = array<i64: 1>, keepdim = false} : tensor<?x37x13x13xf32> -> tensor<?x13x13xf32>
 
 func.func @norm(%x: tensor<?x13x37xf32>, %w: tensor<37xf32>, %b: tensor<37xf32>) {
   %0 = nn.layer_norm %x weight %w : tensor<37xf32> bias %b : tensor<37xf32> {eps = 1.000000e-05 : f64} : tensor<?x13x37xf32> -> tensor<?x13x37xf32>

@@ -28,3 +28,15 @@ func.func @affine(%x: tensor<?x9x7xf32>, %alpha: tensor<7xf32>, %beta: tensor<7x
 // CHECK-NEXT:      %[[X:.+]] = loop.load %x
 // CHECK-NEXT:      %[[Y:.+]] = math.fma %[[A]], %[[X]], %[[B]] : f32
 // CHECK-NEXT:      loop.store %[[Y]]
+
+// nn.sum is nn.mean's sum in row-major order, not divided.
+func.func @radix_sum(%x: tensor<?x2x5x7xf32>) -> tensor<?x5x7xf32> {
+  %y = nn.sum %x {dims = array<i64: 1>, keepdim = false} : tensor<?x2x5x7xf32> -> tensor<?x5x7xf32>
+  func.return %y : tensor<?x5x7xf32>
+}
+
+// CHECK-LABEL: func.func @stack2(
+// CHECK:           %[[S:.+]] = loop.reduce add (%{{.+}}) = (0) to (2) init 0.000000e+00 : f32 -> f32 {
+// CHECK:           }
+// CHECK-NOT:       arith.divf
+// CHECK-NEXT:      loop.store %[[S]]

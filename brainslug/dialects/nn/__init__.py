@@ -91,6 +91,7 @@ from brainslug.dialects.nn.shape import (
     PermuteOp,
     ReshapeOp,
     SoftmaxOp,
+    SumOp,
 )
 from brainslug.dialects.nn.stack import OPERAND_OF_NEXT, LibraryOp, StackOp, YieldOp
 
@@ -132,6 +133,7 @@ NN = Dialect(
         ResizeNearestOp,
         ResizeBilinearOp,
         MeanOp,
+        SumOp,
         SoftmaxOp,
         LibraryOp,
         StackOp,
@@ -170,6 +172,7 @@ __all__ = [
     "LinearOp",
     "MaxPool2dOp",
     "MeanOp",
+    "SumOp",
     "MemoryBound",
     "MulOp",
     "SubOp",

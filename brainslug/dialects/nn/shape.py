@@ -396,18 +396,9 @@ class PadOp(IRDLOperation):
         check_result_type(self.name, self.output.type, inferred)
 
 
-@irdl_op_definition
-class MeanOp(IRDLOperation, WithImpl):
-    """Mean over `dims` (stored non-negative, unique), keeping them if `keepdim`.
-
-    The sum runs over the reduced points in row-major order. `impl = "eigen"`
-    is TensorFlow's CPU order for a mean that keeps the innermost dim (Eigen's
-    `InnerMostDimPreserver` on packets of 8 outputs): over 16 or more points,
-    an output in a whole packet sums four interleaved partial sums (points
-    j = 4q + r), adds them as ((s0 + s1) + s2) + s3, then the last j % 4 points
-    in order; other outputs sum in order. See `nn_to_loop.lower_mean`."""
-
-    name = "nn.mean"
+class _ReduceDimsOp(IRDLOperation, WithImpl):
+    """Base of mean and sum over `dims` (stored non-negative, unique), keeping
+    them if `keepdim`."""
 
     input = operand_def(TensorType)
     output = result_def(TensorType)
@@ -477,6 +468,27 @@ class MeanOp(IRDLOperation, WithImpl):
         if self.impl_value == Impl.EIGEN and rank - 1 in self.dims_values:
             raise verify_error(self.name, 'impl "eigen" keeps the innermost dim, which dims reduce')
 
+
+@irdl_op_definition
+class MeanOp(_ReduceDimsOp):
+    """Mean over `dims` (stored non-negative, unique), keeping them if `keepdim`.
+
+    The sum runs over the reduced points in row-major order. `impl = "eigen"`
+    is TensorFlow's CPU order for a mean that keeps the innermost dim (Eigen's
+    `InnerMostDimPreserver` on packets of 8 outputs): over 16 or more points,
+    an output in a whole packet sums four interleaved partial sums (points
+    j = 4q + r), adds them as ((s0 + s1) + s2) + s3, then the last j % 4 points
+    in order; other outputs sum in order. See `nn_to_loop.lower_mean`."""
+
+    name = "nn.mean"
+
+
+@irdl_op_definition
+class SumOp(_ReduceDimsOp):
+    """Sum over `dims` (stored non-negative, unique), keeping them if
+    `keepdim`: `nn.mean`'s sum, in its order, not divided."""
+
+    name = "nn.sum"
 
 @irdl_op_definition
 class SoftmaxOp(IRDLOperation, WithImpl):

@@ -30,8 +30,10 @@ from brainslug.lowering.nn_to_loop.eigen import (
 )
 
 
-def lower_mean(kb: KernelBuilder, op: nn.MeanOp, buf: Buffers, out: SSAValue) -> None:
-    """The sum over `dims` in row-major order (or Eigen's), divided by its count."""
+def lower_mean(kb: KernelBuilder, op: nn.MeanOp | nn.SumOp, buf: Buffers,
+               out: SSAValue) -> None:
+    """The sum over `dims` in row-major order (or Eigen's), divided by its count
+    for a mean."""
     x = buf[op.input]
     in_shape = x.type.get_shape()
     rank = len(in_shape)
@@ -51,7 +53,8 @@ def lower_mean(kb: KernelBuilder, op: nn.MeanOp, buf: Buffers, out: SSAValue) ->
     count = 1
     for k in dims:
         if in_shape[k] < 0:
-            raise UnsupportedLayer("mean over the dynamic batch dimension")
+            what = "mean" if isinstance(op, nn.MeanOp) else "sum"
+            raise UnsupportedLayer(f"{what} over the dynamic batch dimension")
         count *= in_shape[k]
 
     eigen = op.impl_value == "eigen" and count >= EIGEN_MEAN_MIN_POINTS
@@ -65,7 +68,7 @@ def lower_mean(kb: KernelBuilder, op: nn.MeanOp, buf: Buffers, out: SSAValue) ->
         if eigen:
             s = eigen_mean_sum(e, op, x, ivs, s, kept, dims, count)
         assert s is not None
-        e.store(e.div(s, e.f(float(count))), out, ivs)
+        e.store(e.div(s, e.f(float(count))) if isinstance(op, nn.MeanOp) else s, out, ivs)
 
     kb.nest(out_shape, body)
 
@@ -276,6 +279,7 @@ def lower_l2_normalize(kb: KernelBuilder, op: nn.L2NormalizeOp, buf: Buffers,
 
 LOWERINGS: dict[type[Operation], LayerLowering] = {
     nn.MeanOp: lower_mean,
+    nn.SumOp: lower_mean,
     nn.SoftmaxOp: lower_softmax,
     nn.LayerNormOp: lower_layer_norm,
     nn.GroupNormOp: lower_group_norm,
