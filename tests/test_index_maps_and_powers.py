@@ -268,3 +268,38 @@ def test_sums_compile_within_bounds_of_eager(layout: str) -> None:
             if ok.any():
                 scale = max(1.0, r[ok].abs().max().item())
                 assert (o[ok] - r[ok]).abs().max().item() <= 1e-6 * scale
+
+
+class SplitAttentionTail(nn.Module):
+    """ResNeSt's block after its split attention: a branch sum, `contiguous()`
+    (a conversion of memory order in the plan) and three Identity modules
+    before the next convolution. The last Identity's node names both a removed
+    layer and the conversion the frontend makes for it; the plan used to
+    alias it to its input and raise in scheduling (optimize() then left the
+    whole model to PyTorch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(4, 16, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 1)
+        self.bn2, self.drop, self.act2 = nn.Identity(), nn.Identity(), nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.c1(x))
+        b, rc, h, w = y.shape
+        out = y.reshape((b, 2, rc // 2, h, w)).sum(dim=1)
+        return self.c2(self.act2(self.drop(self.bn2(out.contiguous()))))
+
+
+def test_an_identity_whose_node_the_plan_converts_is_no_alias(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("BRAINSLUG_STRICT", "1")  # a scheduling error raises
+    monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))  # plan, not a cached one
+    torch.manual_seed(3)
+    m = SplitAttentionTail().eval()
+    opt = brainslug.optimize(m, [0, 4, 9, 9])
+    assert opt.plan is not None and "Fallbacks: none" in brainslug.report(opt)
+    for batch in (1, 3):
+        x = torch.randn(batch, 4, 9, 9)
+        with torch.no_grad():
+            ref, out = m(x), opt(x)
+        assert (out - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())

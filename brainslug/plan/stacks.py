@@ -177,11 +177,18 @@ def describe(fn: func.FuncOp, sources: list[Source], default_layout: str = "NCHW
 
 def removed_aliases(fn: func.FuncOp, sources: list[Source]) -> dict[str, str]:
     """Nodes of dropout/identity layers (bs-form-stacks removes them) -> the
-    node whose value they pass on."""
+    node whose value they pass on. A node whose value a later op of its own
+    defines (an identity whose result the frontend then converts to another
+    memory order: ResNeSt's `act2` after its `contiguous()`) is no alias: its
+    value is that op's."""
     args = list(fn.body.block.args)
+    last = {op.attributes[NODE_ATTR].data: op for op in fn.body.block.ops
+            if NODE_ATTR in op.attributes}
     out = {}
     for op in fn.body.block.ops:
         if not (nn.is_removable(op) and NODE_ATTR in op.attributes):
+            continue
+        if last[op.attributes[NODE_ATTR].data] is not op:
             continue
         v = op.operands[0]
         src = sources[args.index(v)] if v in args else node_of(v)
