@@ -12,7 +12,7 @@ from xdsl.ir import Block
 
 import brainslug.pytorch as brainslug
 from brainslug.dialects import nn as bsnn
-from brainslug.frontend_torch.op_specs import nearest_map
+from brainslug.frontend_torch.resample_specs import nearest_map
 from brainslug.testing.reference import eval_layer
 
 
