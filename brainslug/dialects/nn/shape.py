@@ -478,7 +478,7 @@ class MeanOp(_ReduceDimsOp):
     `InnerMostDimPreserver` on packets of 8 outputs): over 16 or more points,
     an output in a whole packet sums four interleaved partial sums (points
     j = 4q + r), adds them as ((s0 + s1) + s2) + s3, then the last j % 4 points
-    in order; other outputs sum in order. See `nn_to_loop.lower_mean`."""
+    in order; other outputs sum in order. See `nn_to_loop.lower_reduce_dims`."""
 
     name = "nn.mean"
 

@@ -151,7 +151,7 @@ def in_eigen_tail(e: Emitter, shape: Sequence[int], ivs: Sequence[SSAValue]) -> 
     return e.emit(arith.CmpiOp(flat, start, "sge"))
 
 
-def eigen_mean_sum(e: Emitter, op: nn.MeanOp, x: SSAValue, ivs: list[SSAValue],
+def eigen_mean_sum(e: Emitter, op: nn.MeanOp | nn.SumOp, x: SSAValue, ivs: list[SSAValue],
                    in_order: SSAValue | None, kept: list[int], dims: list[int],
                    count: int) -> SSAValue:
     """The sum of TensorFlow's mean (`nn.mean {impl = "eigen"}`) at an output

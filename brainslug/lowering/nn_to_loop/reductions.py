@@ -30,8 +30,8 @@ from brainslug.lowering.nn_to_loop.eigen import (
 )
 
 
-def lower_mean(kb: KernelBuilder, op: nn.MeanOp | nn.SumOp, buf: Buffers,
-               out: SSAValue) -> None:
+def lower_reduce_dims(kb: KernelBuilder, op: nn.MeanOp | nn.SumOp, buf: Buffers,
+                      out: SSAValue) -> None:
     """The sum over `dims` in row-major order (or Eigen's), divided by its count
     for a mean."""
     x = buf[op.input]
@@ -278,8 +278,8 @@ def lower_l2_normalize(kb: KernelBuilder, op: nn.L2NormalizeOp, buf: Buffers,
 
 
 LOWERINGS: dict[type[Operation], LayerLowering] = {
-    nn.MeanOp: lower_mean,
-    nn.SumOp: lower_mean,
+    nn.MeanOp: lower_reduce_dims,
+    nn.SumOp: lower_reduce_dims,
     nn.SoftmaxOp: lower_softmax,
     nn.LayerNormOp: lower_layer_norm,
     nn.GroupNormOp: lower_group_norm,
