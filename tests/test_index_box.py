@@ -61,3 +61,33 @@ def test_parts_follow_weight_changes() -> None:
         m.lin.bias.add_(0.25)
         for got, ref in zip(opt(x), m(x), strict=True):
             torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+
+class ExportedParts(Parts):
+    """`Parts` behind a branch on a size, which torch.fx can't trace: torch.export
+    writes its indices as ATen `select.int` and `slice.Tensor` (a slice over a
+    whole dim included)."""
+
+    def forward(self, x: torch.Tensor):
+        if x.shape[1] < 3:
+            x = x * 2.0
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_aten_slices_and_selects_are_parts_too(batch: int) -> None:
+    torch.manual_seed(0)
+    m = ExportedParts().eval()
+    opt = brainslug.optimize(m, [0, 7, 3, 5, 9])
+    assert "capture: torch.export" in brainslug.report(opt)
+    assert not opt.info.fallbacks, opt.info.fallbacks
+    compiled, _ = _nodes(opt.info)
+    assert any(n.startswith("select") for n in compiled), compiled
+    assert any(n.startswith("slice") for n in compiled), compiled
+    x = torch.randn(batch, 7, 3, 5, 9)
+    x[0, 1, 1, 2, 3] = float("nan")
+    x[-1, 3, 2, 4, 8] = float("inf")
+    with torch.no_grad():
+        for got, ref in zip(opt(x), m(x), strict=True):
+            assert got.shape == ref.shape
+            torch.testing.assert_close(got, ref, rtol=0, atol=0, equal_nan=True)

@@ -28,6 +28,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Operation, Region, SSAValue
 
 from brainslug.dialects import nn
+from brainslug.frontend_torch import batch_split
 from brainslug.frontend_torch import op_specs as ops
 from brainslug.frontend_torch.graph_builder import (
     NCHW_TO_NHWC,
@@ -39,7 +40,7 @@ from brainslug.frontend_torch.graph_builder import (
     default_order,
     rank,
 )
-from brainslug.frontend_torch.index_box import index_box_args
+from brainslug.frontend_torch.index_box import index_box_args, index_of, takes_whole
 from brainslug.frontend_torch.shapes import propagate_shapes
 from brainslug.plan.capture import NODE_ATTR
 
@@ -132,7 +133,7 @@ _IN_PLACE_FUNCTIONS: dict[Any, ops.OpSpec] = {operator.iadd: ops.ADD, operator.i
 
 _MATRIX_FUNCTIONS = {torch.matmul, torch.bmm, torch.einsum, torch.baddbmm, torch.addmm,
                      operator.matmul, F.scaled_dot_product_attention,
-                     F.multi_head_attention_forward}
+                     F.multi_head_attention_forward, batch_split.attention}
 """Matrix work: library calls by design (issue: the framework keeps its GEMMs
 and its fused attention), not fallbacks."""
 _MATRIX_ATEN = {"matmul", "bmm", "mm", "addmm", "baddbmm", "einsum",
@@ -380,6 +381,8 @@ _ATEN: dict[str, ops.OpSpec] = {
     "rsqrt.default": ops.RSQRT,
     "reciprocal.default": ops.RECIPROCAL,
     "roll.default": ops.ROLL,
+    "contiguous.default": ops.CONTIGUOUS,
+    "pad.default": ops.PAD,
 }
 """ATen overloads (`packet.overload`) by op; `packet_` is the in-place form of `packet`."""
 
@@ -427,6 +430,12 @@ def _map_function(b: GraphBuilder, n: fx.Node) -> Operation | ops.Ordered:
     """A function call (torch, torch.nn.functional, operator) with its own arguments."""
     f = n.target
     if isinstance(f, torch._ops.OpOverload):
+        if (indexed := index_of(n)) is not None:
+            if takes_whole(b, *indexed):
+                return _build(b, n, ops.IDENTITY, (indexed[0],), {})
+            if (box := index_box_args(b, n, _reads_any_order)) is not None:
+                return _build(b, n, ops.INDEX_BOX, box, {})
+            raise LibraryCall("a view (basic indexing, no copy)")
         return _map_aten(b, n)
     if f in _IN_PLACE_FUNCTIONS:
         return _build(b, n, _IN_PLACE_FUNCTIONS[f], n.args, n.kwargs, in_place=True)

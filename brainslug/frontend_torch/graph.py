@@ -17,8 +17,10 @@ from typing import Any
 import torch
 import torch.fx as fx
 
+from brainslug.frontend_torch.batch_split import split_merged_batch
 from brainslug.frontend_torch.capture import Capture, capture
 from brainslug.frontend_torch.shapes import propagate_shapes
+from brainslug.frontend_torch.static_sizes import fold_static_sizes
 from brainslug.frontend_torch.tracing import export, trace
 from brainslug.plan.capture import Bound, Captured
 
@@ -158,29 +160,41 @@ def trace_model(model: torch.nn.Module, spec: Spec, device: torch.device | None 
         else contextlib.nullcontext()
     try:
         with ctx:
-            return export(model, spec), "torch.export", notes
+            gm = export(model, spec)
     except Exception as e2:
         return None, "none", [*notes, f"neither torch.fx nor torch.export could capture it: "
                               f"{type(e2).__name__}: {e2}"]
+    return gm, "torch.export", notes + _split_batch(gm, spec)
 
 
 def _traced_through(gm: fx.GraphModule, model: torch.nn.Module, spec: Spec) -> list[str]:
     """Trace through the calls that torchvision wraps for fx where the plan's
-    static shapes decide their branches (Swin's window attention); notes."""
+    static shapes decide their branches (Swin's window attention), and hold
+    values that merge the batch with other dims split; notes."""
     from brainslug.frontend_torch.window_attention import (
         inline_window_attention,
         wraps_window_attention,
     )
 
-    if not wraps_window_attention(gm):
-        return []
-    try:
-        metas = propagate_shapes(gm, input_shapes(spec))
-    except Exception:  # the model does not run on the spec: capture says so
-        return []
-    done = inline_window_attention(gm, metas, model)
-    return [f"{len(done)} calls of torchvision's shifted_window_attention traced through "
-            f"for H x W of the plan"] if done else []
+    notes = []
+    if wraps_window_attention(gm):
+        try:
+            metas = propagate_shapes(gm, input_shapes(spec))
+        except Exception:  # the model does not run on the spec: capture says so
+            return []
+        if done := inline_window_attention(gm, metas, model):
+            notes.append(f"{len(done)} calls of torchvision's shifted_window_attention "
+                         f"traced through for H x W of the plan")
+    if folded := fold_static_sizes(gm, input_shapes(spec)):
+        notes.append(f"{folded} size computations that don't follow the batch folded "
+                     f"to constants")
+    return notes + _split_batch(gm, spec)
+
+
+def _split_batch(gm: fx.GraphModule, spec: Spec) -> list[str]:
+    split = split_merged_batch(gm, input_shapes(spec))
+    return [f"{split} values that merge the batch with other dims (windows, heads) held "
+            f"with the batch as a dim of its own"] if split else []
 
 
 def capture_on_device(

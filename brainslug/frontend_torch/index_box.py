@@ -40,6 +40,46 @@ def _computed_on(n: fx.Node, modules: Mapping[str, nn.Module],
     return False
 
 
+def index_of(n: fx.Node) -> tuple[Any, Any] | None:
+    """(x, index) of `x[index]`, or of ATen's `slice.Tensor` and `select.int`
+    (torch.export's form of it) as the same index; None for other calls."""
+    if n.op != "call_function":
+        return None
+    if n.target is operator.getitem and len(n.args) == 2:
+        return n.args[0], n.args[1]
+    if n.kwargs or not isinstance(n.target, torch._ops.OpOverload):
+        return None
+    name = f"{n.target.overloadpacket.__name__}.{n.target._overloadname}"
+    if name == "slice.Tensor" and 1 <= len(n.args) <= 5:
+        x, dim, start, end, step = (*n.args, *(0, None, None, 1)[len(n.args) - 1:])
+        if isinstance(dim, int) and dim >= 0:
+            return x, (*[slice(None)] * dim, slice(start, end, step))
+    if name == "select.int" and len(n.args) == 3 and isinstance(n.args[1], int) \
+            and n.args[1] >= 0:
+        x, dim, i = n.args
+        return x, (*[slice(None)] * dim, i)
+    return None
+
+
+def takes_whole(b: GraphBuilder, x: Any, idx: Any) -> bool:
+    """Whether `x[idx]` is `x` (every entry a slice over its whole dim, as
+    torch.export writes `x[:, :h]` for a dim of h: `slice(x, 0, 0, 2**63 - 1)`)."""
+    if not (isinstance(x, fx.Node) and x.name in b.metas):
+        return False
+    items = idx if isinstance(idx, tuple) else (idx,)
+    shape = b.logical_shape(x)
+    if len(items) > len(shape):
+        return False
+    for item, extent in zip(items, shape, strict=False):
+        if not (isinstance(item, slice) and item.step in (None, 1)
+                and item.start in (None, 0) and all(isinstance(v, int | None) for v in (
+                    item.start, item.stop))):
+            return False
+        if item.stop is not None and item.stop < (2**62 if extent < 0 else extent):
+            return False
+    return True
+
+
 def index_box_args(b: GraphBuilder, n: fx.Node,
                    reads_in_place: Callable[[fx.Node, Mapping[str, nn.Module]], bool],
                    ) -> tuple[Any, ...] | None:
@@ -47,7 +87,10 @@ def index_box_args(b: GraphBuilder, n: fx.Node,
     slices over static dims of a tensor the plan holds (the batch dim whole),
     where a reader computes with the result; else None (PyTorch's view: its
     readers are matrix work, which reads it in place)."""
-    x, idx = n.args[0], n.args[1]
+    indexed = index_of(n)
+    if indexed is None:
+        return None
+    x, idx = indexed
     if not (isinstance(x, fx.Node) and x.name in b.values and x.name in b.metas):
         return None
     items = list(idx) if isinstance(idx, tuple) else [idx]
