@@ -225,7 +225,7 @@ class MergedForALibrary(nn.Module):
         self.rnn = nn.LSTM(C, 7, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = self.norm(x).permute(0, 2, 1, 3).reshape(-1, H, C)  # (B * W, H, C)
+        rows = self.norm(x).permute(0, 2, 1, 3).flatten(0, 1)  # (B * W, H, C)
         return self.rnn(rows)[0].reshape(-1, W, H, 7) + 1.0
 
 

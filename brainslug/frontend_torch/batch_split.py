@@ -168,6 +168,8 @@ class _Split:
                 self.batch_dim[name] = (grown[0], s1[grown[0]])
         self.held: dict[fx.Node, Held] = {}
         self.held_tuples: dict[fx.Node, Held] = {}  # chunk, split, unbind: each element's
+        self.made_split: set[fx.Node] = set()  # reshapes whose result is held split
+        self.merges: list[fx.Node] = []  # flatten(at, at + 1) before a reader
 
     def h(self, a: Any) -> Held | None:
         return self.held.get(a) if isinstance(a, fx.Node) else None
@@ -201,13 +203,27 @@ class _Split:
             if not self._rewrite(n):
                 for a in inputs:
                     self._merge_input(n, a)
+        self._unsplit_merged_at_once()
         return len(self.held)
+
+    def _unsplit_merged_at_once(self) -> None:
+        """A reshape whose one reader takes its result merged stays the
+        reshape it was (LeViT's batch norm over tokens, an LSTM over rows)."""
+        for m in list(self.merges):
+            src = m.args[0]
+            if src in self.made_split and len(src.users) == 1:
+                at, _ = self.held.pop(src)
+                s = self.shape[src.name]
+                src.args = (src.args[0], *s[:at], -1, *s[at + 1:])
+                m.replace_all_uses_with(src)
+                self.graph.erase_node(m)
 
     def _merge_input(self, n: fx.Node, a: fx.Node) -> None:
         at = self.held[a][0]
         with self.graph.inserting_before(n):
             merged = self.graph.call_method("flatten", (a, at, at + 1))
         n.replace_input_with(a, merged)
+        self.merges.append(merged)
 
     def _is_reshape(self, n: fx.Node) -> bool:
         return bool(n.args) and isinstance(n.args[0], fx.Node) and (
@@ -224,6 +240,7 @@ class _Split:
         n.args = (n.args[0], *s[:at], -1, *((f,) if f > 1 else ()), *s[at + 1:])
         if f > 1:
             self.held[n] = (at, f)
+            self.made_split.add(n)
 
     def _repeated(self, n: fx.Node) -> None:
         """`x.repeat_interleave(f, dim=b)` of the batch dim b of x: each sample

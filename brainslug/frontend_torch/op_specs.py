@@ -285,12 +285,16 @@ def _flatten(c: Call) -> Ordered:
     r = rank(x)
     lo, hi = c["start_dim"] % max(r, 1), c["end_dim"] % max(r, 1)
     order, shape = c.b.order(x), c.b.logical_shape_of(x)
-    if lo == 0 and any(shape[k] != 1 for k in range(1, hi + 1)):
-        raise Unmapped("flatten merges the batch dimension with others")
     where = sorted(order.index(k) for k in range(lo, hi + 1))
     p0, p1 = where[0], where[-1]
     moving = [k for k in order[p0:p1 + 1] if shape[k] != 1]
-    if where != list(range(p0, p1 + 1)) or moving != sorted(moving):
+    copies = where != list(range(p0, p1 + 1)) or moving != sorted(moving)
+    if lo == 0 and any(shape[k] != 1 for k in range(1, hi + 1)):
+        if not copies:
+            raise LibraryCall("a view that merges the batch with other dims (PyTorch's, "
+                              "no copy)")
+        raise Unmapped("flatten merges the batch dimension with others")
+    if copies:
         # PyTorch copies to row-major first: so do we
         x = c.b.in_order(x, tuple(range(r)), c.node)
         order, p0, p1 = tuple(range(r)), lo, hi
