@@ -28,6 +28,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Operation, Region, SSAValue
 
 from brainslug.dialects import nn
+from brainslug.frontend_torch import assembly_specs as assembly
 from brainslug.frontend_torch import batch_split
 from brainslug.frontend_torch import op_specs as ops
 from brainslug.frontend_torch.graph_builder import (
@@ -128,6 +129,7 @@ _FUNCTIONS: dict[Any, ops.OpSpec] = {
     torch.sqrt: ops.SQRT, torch.rsqrt: ops.RSQRT, torch.reciprocal: ops.RECIPROCAL,
     torch.roll: ops.ROLL, F.interpolate: ops.INTERPOLATE, F.normalize: ops.NORMALIZE,
     torch.addcmul: ops.ADDCMUL,
+    torch.stack: assembly.STACK, operator.neg: assembly.NEG, torch.neg: assembly.NEG,
 }
 _IN_PLACE_FUNCTIONS: dict[Any, ops.OpSpec] = {operator.iadd: ops.ADD, operator.imul: ops.MUL}
 
@@ -340,6 +342,9 @@ _METHODS: dict[str, ops.OpSpec] = {
     "roll": ops.ROLL,
     "softmax": ops.SOFTMAX,
     "addcmul": ops.ADDCMUL,
+    "neg": assembly.NEG,
+    "to": assembly.TO,
+    "type_as": assembly.TYPE_AS,
 }
 """Tensor methods by name; `x.name_()` is the in-place form of `x.name()`."""
 
@@ -383,6 +388,10 @@ _ATEN: dict[str, ops.OpSpec] = {
     "roll.default": ops.ROLL,
     "contiguous.default": ops.CONTIGUOUS,
     "pad.default": ops.PAD,
+    "stack.default": assembly.STACK,
+    "neg.default": assembly.NEG,
+    "to.dtype": assembly.TO,
+    "type_as.default": assembly.TYPE_AS,
 }
 """ATen overloads (`packet.overload`) by op; `packet_` is the in-place form of `packet`."""
 

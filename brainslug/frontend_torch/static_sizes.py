@@ -15,6 +15,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 import torch.fx as fx
 
 from brainslug.frontend_torch.shapes import _meta_run
@@ -44,7 +45,7 @@ def _constant(v: Any) -> bool:
     """A value a node argument may hold: an int or float, or a tuple of them."""
     if isinstance(v, tuple):
         return all(_constant(x) for x in v)
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    return isinstance(v, int | float | torch.dtype) and not isinstance(v, bool)
 
 
 def _arg(values: dict[fx.Node, Any], a: Any) -> Any:
@@ -56,10 +57,10 @@ def _arg(values: dict[fx.Node, Any], a: Any) -> Any:
     return a
 
 
-def _evaluate(n: fx.Node, values: dict[fx.Node, Any], shapes: dict[str, tuple[Any, ...]]
-              ) -> Any:
-    """`n`'s value where it is size arithmetic, with `DYNAMIC` for what follows
-    the batch; `_UNKNOWN` otherwise."""
+def _evaluate(n: fx.Node, values: dict[fx.Node, Any], shapes: dict[str, tuple[Any, ...]],
+              dtypes: dict[str, Any]) -> Any:
+    """`n`'s value where it is size arithmetic (or a tensor's dtype), with
+    `DYNAMIC` for what follows the batch; `_UNKNOWN` otherwise."""
     args = [_arg(values, a) for a in n.args]
     if n.op == "call_function" and n.target is getattr and len(n.args) == 2:
         x, name = n.args
@@ -68,6 +69,8 @@ def _evaluate(n: fx.Node, values: dict[fx.Node, Any], shapes: dict[str, tuple[An
                 return shapes[x.name]
             if name == "ndim":
                 return len(shapes[x.name])
+            if name == "dtype":
+                return dtypes[x.name]
         return _UNKNOWN
     if n.op == "call_method" and n.target in ("size", "dim") and not n.kwargs:
         x = n.args[0]
@@ -113,6 +116,7 @@ def fold_static_sizes(gm: fx.GraphModule, example_shapes: Sequence[Sequence[int]
     except Exception:
         return 0
     shapes: dict[str, tuple[Any, ...]] = {}
+    dtypes = {name: dtype for name, (_, dtype) in runs[0].items()}
     for name, (s1, _) in runs[0].items():
         s2 = runs[-1].get(name, (s1,))[0]
         if len(s1) == len(s2):
@@ -120,7 +124,7 @@ def fold_static_sizes(gm: fx.GraphModule, example_shapes: Sequence[Sequence[int]
     values: dict[fx.Node, Any] = {}
     for n in gm.graph.nodes:
         if n.op in ("call_function", "call_method"):
-            v = _evaluate(n, values, shapes)
+            v = _evaluate(n, values, shapes, dtypes)
             if v is not _UNKNOWN:
                 values[n] = v
     folded = 0

@@ -189,11 +189,6 @@ class FlattenOp(IRDLOperation):
                 n, f"start_dim {start_dim} comes after end_dim {end_dim} (rank {len(x)})"
             )
         merged = x[start : end + 1]
-        if any(d < 0 for d in merged) and any(d > 1 for d in merged):
-            raise verify_error(
-                n, f"flattening dims {start}..{end} of {format_shape(x)} merges the dynamic "
-                "(batch) extent with others: the batch must stay a dim of its own"
-            )
         extent = DYN if any(d < 0 for d in merged) else math.prod(merged)
         return make_tensor((*x[:start], extent, *x[end + 1 :]))
 
