@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import torch
 import torch.fx as fx
-from xdsl.dialects.builtin import StringAttr
 
 from brainslug.dialects import nn
 from brainslug.frontend_torch.graph_builder import Unmapped, rank
 from brainslug.frontend_torch.op_specs import Call, OpSpec, Ordered
-from brainslug.plan.capture import NODE_ATTR
 
 
 def _stack(c: Call) -> Ordered:
@@ -33,11 +31,7 @@ def _stack(c: Call) -> Ordered:
         v = c.b.in_order(v, tuple(range(r)), c.node)
         shape = list(v.type.get_shape())
         shape.insert(dim, 1)
-        op = nn.ReshapeOp(v, nn.make_tensor(shape))
-        op.attributes[NODE_ATTR] = StringAttr(c.node.name)
-        c.b.block.add_op(op)
-        c.b.orders[op.results[0]] = row_major
-        parts.append(op.results[0])
+        parts.append(c.b.add_part(nn.ReshapeOp(v, nn.make_tensor(shape)), c.node, row_major))
     return Ordered(nn.CatOp(parts, dim), row_major)
 
 

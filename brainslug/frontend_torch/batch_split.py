@@ -154,7 +154,7 @@ class _Split:
     """The rewrite of one graph: which nodes hold a split value, and where."""
 
     def __init__(self, gm: fx.GraphModule, one: dict[str, Any], two: dict[str, Any]) -> None:
-        self.gm, self.graph = gm, gm.graph
+        self.graph = gm.graph
         self.modules = dict(gm.named_modules())
         self.shape: dict[str, Shape] = {}
         self.batch_dim: dict[str, Held] = {}  # tensors with one dim that follows the batch

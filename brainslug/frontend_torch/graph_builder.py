@@ -249,11 +249,16 @@ class GraphBuilder:
         if rank(v) and order[0] != have[0]:
             raise Unmapped(f"a memory order {have} whose outermost dim is not the batch")
         op = nn.PermuteOp(v, [have.index(k) for k in order])
-        op.attributes[NODE_ATTR] = StringAttr(node.name)
         if for_reader:
             op.attributes[nn.OPERAND_OF_NEXT] = UnitAttr()
+        return self.add_part(op, node, order)
+
+    def add_part(self, op: Operation, node: fx.Node, order: Sequence[int]) -> SSAValue:
+        """Add `op`, a step of node `node` before the op that makes its value
+        (an operand's permute or reshape); its result, stored in `order`."""
+        op.attributes[NODE_ATTR] = StringAttr(node.name)
         self.block.add_op(op)
-        self.orders[op.results[0]] = order
+        self.orders[op.results[0]] = tuple(order)
         return op.results[0]
 
     def store_result_in(self, node: fx.Node, order: Sequence[int]) -> None:
