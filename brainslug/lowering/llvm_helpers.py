@@ -29,6 +29,8 @@ Helpers, for a vector type `vN<T>` of N lanes:
 - `bs.exp_sleef_u10_scalef.vNf32(v)`: the same with AVX-512's `vscalefps` (16k lanes)
 - `bs.mul_subnormal.vNf32(x, y)`: `fmul`'s product, where it or x is subnormal computed
   on the integer grid of the subnormals (`llvm_subnormal`)
+- `bs.tanh_sleef_u10.vNf32(v)`: Sleef's `tanhf_u10` (PyTorch's vector tanh), in vector
+  code (`llvm_sleef_tanh`)
 - `bs.erf_aten.vNf32(v)`: PyTorch's own `Vectorized<float>::erf`, in vector code
 - `bs.padcell.<hex>(i1 inside, ptr p) -> ptr`: `p` when inside, else the address
   of a constant float whose bits are <hex> (a padded load reads it instead of
@@ -47,6 +49,7 @@ from collections.abc import Callable, Mapping
 
 from llvmlite import ir
 
+from brainslug.lowering.llvm_sleef_tanh import sleef_tanhf_u10
 from brainslug.lowering.llvm_subnormal import ldexp_rounded, ldexp_sleef, mul_subnormal
 
 HelperBody = Callable[[ir.IRBuilder, ir.Function, list[str]], ir.Value | None]
@@ -513,6 +516,10 @@ def _exp_sleef_u10_scalef(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) ->
     return sleef_expf_u10_scalef(b, fn.args[0])
 
 
+def _tanh_sleef_u10(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
+    return sleef_tanhf_u10(b, fn.args[0])
+
+
 def _erf_aten(b: ir.IRBuilder, fn: ir.Function, parts: list[str]) -> ir.Value:
     return aten_erf(b, fn.args[0])
 
@@ -559,6 +566,7 @@ GENERIC_HELPERS: dict[str, HelperBody] = {
     "exp_sleef_u10": _exp_sleef_u10,
     "exp_sleef_u10_normal": _exp_sleef_u10_normal,
     "exp_sleef_u10_scalef": _exp_sleef_u10_scalef,
+    "tanh_sleef_u10": _tanh_sleef_u10,
     "erf_aten": _erf_aten,
     "erf_onednn": _erf_onednn,
     "fcmp": _fcmp,

@@ -146,13 +146,14 @@ LANE_FUNCTIONS = {
     "exp_libm": per_lane_unless_all_nan("expf"),
     "erf_onednn": _erf_onednn,
     "tanh": per_lane("tanhf"),
+    "tanh_libm": per_lane_unless_all_nan("tanhf"),
     "erf": per_lane("erff"),
     "fmax": _fmax,
 }
 """x86 bodies of `bs.*` helpers: libm per lane (exp/log/sqrt use LLVM
-intrinsics; `bs.exp_libm` skips vectors that are all NaN), and the max step on
+intrinsics; `bs.exp_libm` and `bs.tanh_libm` skip vectors that are all NaN), and the max step on
 `maxps`, oneDNN's GELU erf with its table lookups on `vpermi2ps`. PyTorch's
-vector exp (`bs.exp_sleef_u10`) is a generic helper."""
+vector exp and tanh (`bs.exp_sleef_u10`, `bs.tanh_sleef_u10`) are generic helpers."""
 
 
 @functools.cache

@@ -9,7 +9,14 @@ two differ in their exp: the vector one is Sleef's `expf_u10`
 (`std::exp`). For sigmoid (UnaryOpsKernel.cpp) and SiLU (Activation.cpp):
 
 - sigmoid: vector `((0 - x).exp() + 1).reciprocal()`, scalar `1 / (1 + std::exp(-x))`;
-- SiLU: vector `x / (1 + x.neg().exp())`, scalar `x / (1 + std::exp(-x))`.
+- SiLU: vector `x / (1 + x.neg().exp())`, scalar `x / (1 + std::exp(-x))`;
+- GELU's tanh form (`GeluKernelImpl`, for every layout): `(0.5 * x) * (1 + tanh(inner))`
+  with `inner = beta * fma(kappa, x**3, x)` (GCC contracts `x + kappa * x_cube`),
+  its vector tanh Sleef's `tanhf_u10` (`Vectorized<float>::tanh`), its scalar one
+  libm's `tanhf`.
+
+`torch.tanh` itself is MKL's `vsTanh` (VML_HA, `at::vml`), which is closed;
+`nn.tanh` takes Sleef's tanh, 1 ULP as MKL's, in vector code.
 
 Here `aten_exp` is the vector exp (a `math.exp` marked `MATH_IMPL = SLEEF_U10`,
 which the x86 vector lowering computes as Sleef does; scalar nests and the GPU
@@ -17,8 +24,9 @@ call libm/libdevice as for any exp) and `aten_tail_formula` the scalar lambda
 (its exp marked `LIBM`: expf per lane, no call for a vector that is all NaN),
 which `lower_unary` selects on the flattened tensor's last `numel % 32` elements
 and feeds NaN elsewhere.
-This models one chunk: PyTorch also splits tensors of 32768 elements or more
-across its threads, with a scalar tail at the end of each thread's chunk.
+This models one chunk, as PyTorch computes on one thread: with T threads it
+splits a tensor into up to T chunks (sigmoid and SiLU from 32768 elements, GELU above
+16384), each with a scalar tail of its own, so its own result depends on T.
 
 GELU (approximate="none") on a contiguous float tensor of two or more elements
 does not reach `GeluKernelImpl`: PyTorch's `gelu_out_cpu` (native/Activation.cpp)
@@ -108,6 +116,40 @@ def libm_exp(e: Emitter, x: SSAValue) -> SSAValue:
     return _exp(e, x, LIBM)
 
 
+def _tanh(e: Emitter, x: SSAValue, impl: str) -> SSAValue:
+    op = math.TanhOp(x)
+    op.attributes[MATH_IMPL] = StringAttr(impl)
+    return e.emit(op)
+
+
+def aten_tanh(e: Emitter, x: SSAValue) -> SSAValue:
+    """PyTorch's vector tanh, `Vectorized<float>::tanh` (Sleef's `tanhf_u10`)."""
+    return _tanh(e, x, SLEEF_U10)
+
+
+def libm_tanh(e: Emitter, x: SSAValue) -> SSAValue:
+    """`std::tanh` on a float: libm's `tanhf` (none for an all-NaN vector)."""
+    return _tanh(e, x, LIBM)
+
+
+GELU_TANH_BETA = struct.unpack(
+    "f", struct.pack("f", pymath.sqrt(2.0) * (2.0 / pymath.sqrt(pymath.pi)) * 0.5))[0]
+"""float32(M_SQRT2 * M_2_SQRTPI * 0.5), the scale of GELU's tanh form."""
+GELU_TANH_KAPPA = struct.unpack("f", struct.pack("f", 0.044715))[0]
+"""float32(0.044715), the cube's coefficient of GELU's tanh form."""
+
+
+def gelu_tanh(tanh: Exp) -> Formula:
+    """PyTorch's GELU, tanh form: `(0.5 * x) * (1 + tanh(beta * fma(kappa, x * x * x, x)))`."""
+
+    def formula(e: Emitter, x: SSAValue) -> SSAValue:
+        cube = e.mul(e.mul(x, x), x)
+        inner = e.mul(e.f(GELU_TANH_BETA), e.fma(e.f(GELU_TANH_KAPPA), cube, x))
+        return e.mul(e.mul(e.f(0.5), x), e.add(e.f(1.0), tanh(e, inner)))
+
+    return formula
+
+
 def logistic(exp: Exp) -> Formula:
     """PyTorch's sigmoid `1 / (1 + exp(-x))` with the given exp."""
     return lambda e, x: e.div(e.f(1.0), e.add(e.f(1.0), exp(e, e.emit(arith.NegfOp(x)))))
@@ -133,6 +175,8 @@ def aten_tail_formula(op: Operation) -> Formula | None:
         return logistic(libm_exp)
     if isinstance(op, nn.SiluOp) and op.impl_value is None:
         return silu(libm_exp)
+    if isinstance(op, nn.GeluOp) and op.impl_value is None and op.approximate_value == "tanh":
+        return gelu_tanh(libm_tanh)
     return None
 
 

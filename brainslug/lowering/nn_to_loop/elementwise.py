@@ -22,6 +22,8 @@ from brainslug.lowering.nn_to_loop.aten_vec import (
     MATH_IMPL,
     aten_exp_addend,
     aten_tail_formula,
+    aten_tanh,
+    gelu_tanh,
     in_aten_tail,
     logistic,
     onednn_gelu,
@@ -81,7 +83,7 @@ def _sigmoid(op: nn.SigmoidOp) -> Formula:
 
 
 def _tanh(op: nn.TanhOp) -> Formula:
-    return lambda e, x: e.emit(math.TanhOp(x))
+    return aten_tanh
 
 
 def _silu(op: nn.SiluOp) -> Formula:
@@ -100,17 +102,19 @@ def _hardsigmoid(op: nn.HardsigmoidOp) -> Formula:
 
 def _gelu(op: nn.GeluOp) -> Formula:
     if op.approximate_value == "tanh":
+        if op.impl_value is None:
+            return gelu_tanh(aten_tanh)
         beta = pymath.sqrt(2.0) * (2.0 / pymath.sqrt(pymath.pi)) * 0.5
         kappa = 0.044715
 
-        def gelu_tanh(e: Emitter, x: SSAValue) -> SSAValue:
+        def tf_gelu_tanh(e: Emitter, x: SSAValue) -> SSAValue:
             # 0.5 * x * (1 + tanh(u)) is x / (1 + exp(-2u)): the vector exp
             # (1 ULP), and none of the cancellation of 1 + tanh(u) at u < 0
             cube = e.mul(e.mul(x, x), x)
             inner = e.mul(e.f(beta), e.add(x, e.mul(e.f(kappa), cube)))
             return e.div(x, e.add(e.f(1.0), aten_exp_addend(e, e.mul(e.f(-2.0), inner))))
 
-        return gelu_tanh
+        return tf_gelu_tanh
 
     if op.impl_value == "eigen":
         return _tf_gelu
