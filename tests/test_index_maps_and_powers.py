@@ -13,6 +13,7 @@ from xdsl.ir import Block
 import brainslug.pytorch as brainslug
 from brainslug.dialects import nn as bsnn
 from brainslug.frontend_torch.resample_specs import nearest_map
+from brainslug.testing.library_reference import with_plan_libraries
 from brainslug.testing.reference import eval_layer
 
 
@@ -85,7 +86,7 @@ def test_roll_resample_and_powers_bit_for_bit(model: type[nn.Module], shape: lis
         with torch.no_grad():
             # the library convolution of an input in the plan's layout
             xs = x.contiguous(memory_format=torch.channels_last) if layout == "NHWC" else x
-            ref = m(xs)
+            ref = with_plan_libraries(m, opt)(xs)
             out = opt(x)
         for o, r in zip(out if isinstance(out, tuple) else (out,),
                         ref if isinstance(ref, tuple) else (ref,), strict=True):
@@ -229,7 +230,7 @@ def test_addcmul_is_one_fused_multiply_add_bit_for_bit() -> None:
     for batch in (1, 3):
         x = _special(torch.randn(batch, 5, 13, 11) * 3)
         with torch.no_grad():
-            ref = m(x.contiguous(memory_format=torch.channels_last))
+            ref = with_plan_libraries(m, opt)(x.contiguous(memory_format=torch.channels_last))
             out = opt(x)
         for o, r in zip(out, ref, strict=True):
             assert _same(o, r), (o - r).abs().nan_to_num().max()

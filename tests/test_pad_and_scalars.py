@@ -11,6 +11,7 @@ from xdsl.ir import Block
 
 import brainslug.pytorch as brainslug
 from brainslug.dialects import nn as bsnn
+from brainslug.testing.library_reference import with_plan_libraries
 from brainslug.testing.reference import eval_layer
 
 
@@ -55,7 +56,8 @@ def test_pad_crop_and_division_bit_for_bit(model: type[nn.Module], shape: list[i
         x = _special(torch.randn(batch, *shape) * 3)
         with torch.no_grad():
             # the library convolution of a channels-last input, as in the plan
-            ref = m(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
+            ref = with_plan_libraries(m, opt)(
+                x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
             out = opt(x)
         assert out.shape == ref.shape
         assert torch.equal(out.isnan(), ref.isnan())
