@@ -118,18 +118,22 @@ class GraphBuilder:
             self.param_args[key] = self.arg(tensor_type(shape, tensor.dtype), tensor, name)
         return self.param_args[key]
 
-    def param_like(self, tensor: torch.Tensor, name: str, like: SSAValue) -> SSAValue:
-        """`tensor` (a parameter) as an operand broadcast against `like`: where
-        `like` has a higher rank or another memory order, the argument is the
-        view of `tensor` in `like`'s physical order (`ParamView`); Unmapped
-        where no view of its memory has that order."""
+    def param_like(self, tensor: torch.Tensor, name: str, like: SSAValue,
+                   shape: Sequence[int] | None = None) -> SSAValue:
+        """`tensor` (a parameter, seen with logical `shape` where a view gives it
+        one with other unit dims) as an operand broadcast against `like`: where
+        `like` has a higher rank or another memory order, or a view reshapes
+        it, the argument is the view of `tensor` in `like`'s physical order
+        (`ParamView`); Unmapped where no view of its memory has that order."""
         r, order = rank(like), self.order(like)
-        if tensor.dim() > r:
+        logical = list(tensor.shape if shape is None else shape)
+        if len(logical) > r:
             raise Unmapped("a parameter of higher rank than the tensor it broadcasts to")
-        if (tensor.dim() == r and order == default_order(r, self.layout)) or (
-                tensor.dim() < 4 and order == tuple(range(r))):
+        if logical == list(tensor.shape) and (
+                (tensor.dim() == r and order == default_order(r, self.layout))
+                or (tensor.dim() < 4 and order == tuple(range(r)))):
             return self.param(tensor, name)  # numpy broadcasting
-        ext = [1] * (r - tensor.dim()) + list(tensor.shape)
+        ext = [1] * (r - len(logical)) + logical
         moving = [k for k in order if ext[k] != 1]
         if moving != sorted(moving):
             raise Unmapped("a parameter whose memory order differs from the tensor's")

@@ -29,6 +29,7 @@ from brainslug.frontend_torch.graph_builder import (
     rank,
     stride_order,
 )
+from brainslug.frontend_torch.param_views import unit_view_of_parameter
 from brainslug.frontend_torch.resample_specs import interpolate
 from brainslug.plan.capture import NODE_ATTR
 
@@ -84,6 +85,19 @@ class Call:
                 obj = getattr(obj, part)
             v = obj
         return v if isinstance(v, torch.Tensor) else None
+
+    def broadcast_parameter(self, name: str) -> tuple[torch.Tensor, tuple[int, ...]] | None:
+        """The model's own tensor passed as argument `name`, directly or through
+        views that only add or drop unit dims (`param_views`), with the shape
+        the argument has; else None."""
+        if (t := self.parameter(name)) is not None:
+            return t, tuple(t.shape)
+        v = self.args[name]
+        if not isinstance(v, fx.Node) or v.name not in self.b.metas:
+            return None
+        shape = self.b.logical_shape(v)
+        t = unit_view_of_parameter(self.b.gm, v, shape)
+        return None if t is None else (t, shape)
 
     def tensor(self, name: str) -> SSAValue:
         """The IR value of a tensor argument: an fx node's, or a module's own tensor
@@ -533,13 +547,13 @@ def _binary(ctor: Callable[[SSAValue, SSAValue], Operation]) -> Callable[[Call],
     def build(c: Call) -> Operation:
         if not (c.is_tensor("input") and c.is_tensor("other")):
             return _with_scalar(c, ctor)
-        a, b = c.parameter("input"), c.parameter("other")
+        a, b = c.broadcast_parameter("input"), c.broadcast_parameter("other")
         if a is not None and b is None:
             y = c.tensor("other")
-            return ctor(c.b.param_like(a, _param_name(c, "input"), y), y)
+            return ctor(c.b.param_like(a[0], _param_name(c, "input"), y, a[1]), y)
         x = c.tensor("input")
         if b is not None and a is None:
-            return ctor(x, c.b.param_like(b, _param_name(c, "other"), x))
+            return ctor(x, c.b.param_like(b[0], _param_name(c, "other"), x, b[1]))
         y = c.tensor("other")
         if rank(x) == rank(y) and c.b.order(x) == c.b.order(y):
             return ctor(x, y)
@@ -586,15 +600,15 @@ def _addcmul(c: Call) -> Operation:
     if isinstance(v, bool) or v != 1:
         raise Unmapped("addcmul with a value other than 1")
     names = ("input", "tensor1", "tensor2")
-    tensors = [k for k in names if c.parameter(k) is None and c.is_tensor(k)]
+    tensors = [k for k in names if c.broadcast_parameter(k) is None and c.is_tensor(k)]
     if not tensors:
         raise Unmapped("addcmul of parameters only")
     like = c.tensor(tensors[0])
     operands = []
     for k in names:
-        p = c.parameter(k)
+        p = c.broadcast_parameter(k)
         if p is not None:
-            operands.append(c.b.param_like(p, _param_name(c, k), like))
+            operands.append(c.b.param_like(p[0], _param_name(c, k), like, p[1]))
             continue
         if not c.is_tensor(k):
             raise Unmapped("addcmul of a number")

@@ -20,6 +20,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from brainslug.frontend_torch.param_views import is_unit_index
 from brainslug.frontend_torch.weight_watch import WeightWatch
 
 _IN_PLACE_FUNCTIONS = {"iadd", "isub", "imul", "itruediv", "setitem"}
@@ -87,6 +88,16 @@ def _name(n: fx.Node) -> str:
     return getattr(n.target, "__name__", str(n.target))
 
 
+def _is_view(n: fx.Node) -> bool:
+    """A call that costs nothing worth caching: `_VIEWS`, and `x[:, None]`-style
+    indexing (whole slices and new unit dims)."""
+    if n.op == "call_module":
+        return False
+    if _name(n) == "getitem":
+        return len(n.args) == 2 and is_unit_index(n.args[1])
+    return _name(n) in _VIEWS
+
+
 def cache_weight_derived(gm: fx.GraphModule) -> list[str]:
     """Each tensor that `gm` computes on the CPU from get_attr tensors alone,
     by more than views, and that a node depending on the input reads becomes a
@@ -107,8 +118,7 @@ def cache_weight_derived(gm: fx.GraphModule) -> list[str]:
     for n in frontier:
         members = _ancestors(n)
         if any(_in_place(u) for m in members for u in m.users) or all(
-                m.op == "get_attr" or (m.op != "call_module" and _name(m) in _VIEWS)
-                for m in members):
+                m.op == "get_attr" or _is_view(m) for m in members):
             continue
         sources = [m for m in nodes if m in members and m.op == "get_attr"]
         tensors = [attr_at(gm, str(s.target)) for s in sources]
