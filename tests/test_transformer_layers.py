@@ -123,6 +123,28 @@ def test_group_norm_as_accurate_as_pytorch(channels: int, groups: int, affine: b
         assert e_bs <= 2 * e_pt + 1e-7 * scale, (e_bs, e_pt)
 
 
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_group_norm_of_a_large_group_as_accurate_as_pytorch(layout: str) -> None:
+    """PoolFormer's GroupNorm(1, C): a group of C·H·W = 123,120 points whose mean
+    is far from 0. The sums run dim by dim (a sum of sums of rows); one running
+    sum over the whole group was 50 times further from float64 than PyTorch."""
+    torch.manual_seed(5)
+    m = GroupNormNet(48, 1).eval()
+    opt = brainslug.optimize(m, [0, 5, 57, 45], conv="library", layout=layout)
+    assert "nn.group_norm" in brainslug.report(opt)
+    m64 = GroupNormNet(48, 1).double().eval()
+    m64.load_state_dict(m.state_dict())
+    for batch in (1, 2):
+        x = torch.randn(batch, 5, 57, 45) * 3 + 4
+        with torch.no_grad():
+            ref, out, r64 = m(x), opt(x), m64(x.double())
+        scale = max(1.0, r64.abs().max().item())
+        assert (out - ref).abs().max().item() <= 1e-5 * scale
+        e_bs = (out.double() - r64).abs().max().item()
+        e_pt = (ref.double() - r64).abs().max().item()
+        assert e_bs <= 2 * e_pt + 1e-7 * scale, (e_bs, e_pt)
+
+
 def test_group_norm_of_a_sequence() -> None:
     """Group norm of a rank-3 [N, C, L] tensor, after a scalar multiply."""
     class Seq(torch.nn.Module):

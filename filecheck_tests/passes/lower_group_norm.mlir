@@ -2,7 +2,8 @@
 
 // nn.group_norm over 3 groups of 4 channels of a channels-last tensor: the
 // mean and the variance (a second pass) per batch item and group, each a
-// reduction over the group's channels and every spatial point; then per
+// reduction over the group's channels and every spatial point, one dim at a
+// time (a sum of sums of rows, for large groups' accuracy); then per
 // channel scale = rstd * w and shift = -scale * mean + b (the group by a
 // floordiv), and y = x * scale + shift.
 func.func @gn(%x: tensor<?x7x5x12xf32>, %w: tensor<12xf32>, %b: tensor<12xf32>) -> tensor<?x7x5x12xf32> {
@@ -14,8 +15,10 @@ func.func @gn(%x: tensor<?x7x5x12xf32>, %w: tensor<12xf32>, %b: tensor<12xf32>) 
 // CHECK:         %mean = memref.alloc(%batch) : memref<?x1x1x3xf32>
 // CHECK:         %scale = memref.alloc(%batch) : memref<?x1x1x12xf32>
 // CHECK:         loop.nest ({{.*}}) = (0, 0, 0, 0) to (%batch, 1, 1, 3) {
-// CHECK-NEXT:      loop.reduce add ({{.*}}) = (0, 0, 0) to (7, 5, 4)
-// CHECK-NEXT:        loop.load %x[{{.*}}] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d4, d5, ((d3 * 4) + d6))>
+// CHECK-NEXT:      loop.reduce add (%g0) = (0) to (7)
+// CHECK-NEXT:        loop.reduce add (%g1) = (0) to (5)
+// CHECK-NEXT:          loop.reduce add (%g2) = (0) to (4)
+// CHECK-NEXT:            loop.load %x[{{.*}}] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d4, d5, ((d3 * 4) + d6))>
 // CHECK:           arith.divf %{{.+}}, %{{.+}} : f32
 // CHECK-NEXT:      loop.store %{{.+}}, %mean
 // CHECK:           arith.subf

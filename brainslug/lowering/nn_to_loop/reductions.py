@@ -4,6 +4,7 @@ softmax, layer and group norm, and L2 normalisation."""
 from __future__ import annotations
 
 import math as pymath
+from collections.abc import Callable
 
 from xdsl.dialects import arith, math
 from xdsl.dialects.builtin import MemRefType, StringAttr, UnitAttr, f32
@@ -216,8 +217,22 @@ def lower_group_norm(kb: KernelBuilder, op: nn.GroupNormOp, buf: Buffers,
     channel = AffineMap(rank, 0, (d(a),))
     per_channel = AffineMap(rank, 0, tuple(d(k) if k in (0, a) else cst(0) for k in range(rank)))
 
+    def box_sum(e: Emitter, term: Callable[[Emitter, list[SSAValue]], SSAValue]) -> SSAValue:
+        """The sum over the box, one dim at a time (a sum of sums of rows): a
+        group holds up to C·H·W points (GroupNorm(1, C) is PoolFormer's norm),
+        and one running sum over all of them loses digits to every add."""
+
+        def level(r: Emitter, k: int, w: list[SSAValue]) -> SSAValue:
+            name = (f"g{k}",)
+            if k == len(box) - 1:
+                return r.reduce("add", 0.0, [box[k]], lambda q, v: term(q, [*w, *v]), names=name)
+            return r.reduce("add", 0.0, [box[k]], lambda q, v: level(q, k + 1, [*w, *v]),
+                            names=name)
+
+        return level(e, 0, [])
+
     def mean_body(e: Emitter, ivs: list[SSAValue]) -> None:
-        s = e.reduce("add", 0.0, box, lambda r, w: r.load(x, [*ivs, *w], xmap))
+        s = box_sum(e, lambda r, w: r.load(x, [*ivs, *w], xmap))
         e.store(e.div(s, e.f(count)), mean, ivs)
 
     def rstd_body(e: Emitter, ivs: list[SSAValue]) -> None:
@@ -227,7 +242,7 @@ def lower_group_norm(kb: KernelBuilder, op: nn.GroupNormOp, buf: Buffers,
             c = r.sub(r.load(x, [*ivs, *w], xmap), m)
             return r.mul(c, c)
 
-        var = e.div(e.reduce("add", 0.0, box, term), e.f(count))
+        var = e.div(box_sum(e, term), e.f(count))
         e.store(e.div(e.f(1.0), e.emit(math.SqrtOp(e.add(var, e.f(op.eps_value))))), rstd, ivs)
 
     def scale_body(e: Emitter, ivs: list[SSAValue]) -> None:
