@@ -664,6 +664,27 @@ def _power(exponent: float | None = None) -> Callable[[Call], Operation]:
     return build
 
 
+def _norm(c: Call) -> Ordered:
+    """The 2-norm over given dims (`x.norm(p=2, dim)`, `torch.linalg.vector_norm`,
+    ConvNeXt-V2's global response norm): `sqrt(sum(x * x))`, the sum in
+    `nn.sum`'s order (a reduction's rounding, not PyTorch's norm kernel's)."""
+    p = c["ord"] if "ord" in c.args else c["p"]
+    if p not in (2, 2.0, "fro") or c["dtype"] is not None or c.args.get("out") is not None:
+        raise Unmapped(f"norm with p={p!r}" if p not in (2, 2.0, "fro") else "norm to a dtype or out=")
+    x, dims, keep = c.tensor("input"), c["dim"], c["keepdim"]
+    if dims is None or (isinstance(dims, list | tuple) and not dims):
+        raise Unmapped("norm over all dimensions")
+    dims = sorted({d % rank(x) for d in ([dims] if isinstance(dims, int) else dims)})
+    if 0 in dims:
+        raise Unmapped("norm over the batch dim")
+    order = c.b.order(x)
+    square = c.b.add_part(nn.MulOp(x, x), c.node, order)
+    kept = order if keep else tuple(k - sum(d < k for d in dims) for k in order if k not in dims)
+    total = c.b.add_part(nn.SumOp(square, sorted(c.b.axis(x, d) for d in dims), bool(keep)),
+                         c.node, kept)
+    return _with_order(nn.PowOp(total, 0.5), kept)
+
+
 def _normalize(c: Call) -> Operation:
     """`F.normalize` with p = 2 along one dim."""
     x = c.tensor("input")
@@ -757,6 +778,8 @@ RSQRT = _spec("rsqrt(input)", _power(-0.5))
 RECIPROCAL = _spec("reciprocal(input)", _power(-1.0))
 SQUARE = _spec("square(input)", _power(2.0))
 ADDCMUL = _spec("addcmul(input, tensor1, tensor2, *, value=1)", _addcmul)
+NORM = _spec("norm(input, p='fro', dim=None, keepdim=False, out=None, dtype=None)", _norm)
+VECTOR_NORM = _spec("vector_norm(input, ord=2, dim=None, keepdim=False, *, dtype=None)", _norm)
 NORMALIZE = _spec("normalize(input, p=2.0, dim=1, eps=1e-12, out=None)", _normalize)
 ROLL = _spec("roll(input, shifts, dims=None)", _roll)
 INTERPOLATE = _spec("interpolate(input, size=None, scale_factor=None, mode='nearest', "
