@@ -92,10 +92,14 @@ ATEN_VEC_STEP = 32
 Exp = Callable[[Emitter, SSAValue], SSAValue]
 
 
-def _exp(e: Emitter, x: SSAValue, impl: str) -> SSAValue:
-    op = math.ExpOp(x)
+def _marked(e: Emitter, op: Operation, impl: str) -> SSAValue:
+    """`op` (a `math` function) emitted with the function it reproduces (`MATH_IMPL`)."""
     op.attributes[MATH_IMPL] = StringAttr(impl)
     return e.emit(op)
+
+
+def _exp(e: Emitter, x: SSAValue, impl: str) -> SSAValue:
+    return _marked(e, math.ExpOp(x), impl)
 
 
 def aten_exp(e: Emitter, x: SSAValue) -> SSAValue:
@@ -116,20 +120,14 @@ def libm_exp(e: Emitter, x: SSAValue) -> SSAValue:
     return _exp(e, x, LIBM)
 
 
-def _tanh(e: Emitter, x: SSAValue, impl: str) -> SSAValue:
-    op = math.TanhOp(x)
-    op.attributes[MATH_IMPL] = StringAttr(impl)
-    return e.emit(op)
-
-
 def aten_tanh(e: Emitter, x: SSAValue) -> SSAValue:
     """PyTorch's vector tanh, `Vectorized<float>::tanh` (Sleef's `tanhf_u10`)."""
-    return _tanh(e, x, SLEEF_U10)
+    return _marked(e, math.TanhOp(x), SLEEF_U10)
 
 
 def libm_tanh(e: Emitter, x: SSAValue) -> SSAValue:
     """`std::tanh` on a float: libm's `tanhf` (none for an all-NaN vector)."""
-    return _tanh(e, x, LIBM)
+    return _marked(e, math.TanhOp(x), LIBM)
 
 
 GELU_TANH_BETA = struct.unpack(
@@ -163,9 +161,8 @@ def silu(exp: Exp) -> Formula:
 def onednn_gelu(e: Emitter, x: SSAValue) -> SSAValue:
     """oneDNN's GELU `(x * (1 + erf(x / sqrt 2))) * 0.5` (PyTorch's exact GELU on
     contiguous tensors)."""
-    op = math.ErfOp(e.mul(x, e.f(GELU_ERF_SCALE)))
-    op.attributes[MATH_IMPL] = StringAttr(ONEDNN)
-    return e.mul(e.mul(x, e.add(e.f(1.0), e.emit(op))), e.f(0.5))
+    s = e.mul(x, e.f(GELU_ERF_SCALE))
+    return e.mul(e.mul(x, e.add(e.f(1.0), _marked(e, math.ErfOp(s), ONEDNN))), e.f(0.5))
 
 
 def aten_tail_formula(op: Operation) -> Formula | None:
