@@ -15,7 +15,8 @@ product can be slower (6% at 6272×192 by 192×768).
   packed on the first such call.
 - **Accuracy.** The packed GEMM sums each output in MKL's own order. From 16
   rows on its largest error against float64 is the library's own (ratio 1.00
-  on ViT-B's shapes, and bit for bit with 768 inputs); below 16 rows
+  on ViT-B's shapes, and bit for bit with 768 inputs on an Intel Xeon and an
+  AMD EPYC Zen 4, not with 9); below 16 rows
   ``F.linear`` takes a more accurate path (the packed one was up to 3.9×
   worse there).
 - **Memory.** MKL's packed weight is 2.2 (ViT-B) to 4 (ConvNeXt-T's small
