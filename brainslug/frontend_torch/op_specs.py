@@ -29,7 +29,7 @@ from brainslug.frontend_torch.graph_builder import (
     rank,
     stride_order,
 )
-from brainslug.frontend_torch.param_views import unit_view_of_parameter
+from brainslug.frontend_torch.param_views import attr_at, unit_view_of_parameter
 from brainslug.frontend_torch.resample_specs import interpolate
 from brainslug.plan.capture import NODE_ATTR
 
@@ -80,10 +80,7 @@ class Call:
         `get_attr` node), else None."""
         v = self.args[name]
         if isinstance(v, fx.Node) and v.op == "get_attr":
-            obj: Any = self.b.gm
-            for part in str(v.target).split("."):
-                obj = getattr(obj, part)
-            v = obj
+            v = attr_at(self.b.gm, str(v.target))
         return v if isinstance(v, torch.Tensor) else None
 
     def broadcast_parameter(self, name: str) -> tuple[torch.Tensor, tuple[int, ...]] | None:
@@ -319,6 +316,13 @@ def _flatten(c: Call) -> Ordered:
     return _with_order(nn.FlattenOp(x, p0, p1), result)
 
 
+def _reduced_order(order: Sequence[int], dims: Sequence[int], keep: bool) -> tuple[int, ...]:
+    """The memory order of a reduction's result over `dims` of a value stored in `order`."""
+    if keep:
+        return tuple(order)
+    return tuple(k - sum(d < k for d in dims) for k in order if k not in dims)
+
+
 def _reduce_dims(op: type[nn.MeanOp] | type[nn.SumOp], what: str) -> Callable[[Call], Ordered]:
     """mean or sum over the given dims (not all: the batch stays)."""
 
@@ -329,9 +333,7 @@ def _reduce_dims(op: type[nn.MeanOp] | type[nn.SumOp], what: str) -> Callable[[C
             raise Unmapped(f"{what} over all dimensions")
         dims = [dims] if isinstance(dims, int) else list(dims)
         dims = sorted({d % rank(x) for d in dims})
-        order = c.b.order(x)
-        kept = order if keep else tuple(k - sum(d < k for d in dims) for k in order
-                                        if k not in dims)
+        kept = _reduced_order(c.b.order(x), dims, keep)
         return _with_order(op(x, sorted(c.b.axis(x, d) for d in dims), bool(keep)), kept)
 
     return build
@@ -679,7 +681,7 @@ def _norm(c: Call) -> Ordered:
         raise Unmapped("norm over the batch dim")
     order = c.b.order(x)
     square = c.b.add_part(nn.MulOp(x, x), c.node, order)
-    kept = order if keep else tuple(k - sum(d < k for d in dims) for k in order if k not in dims)
+    kept = _reduced_order(order, dims, keep)
     total = c.b.add_part(nn.SumOp(square, sorted(c.b.axis(x, d) for d in dims), bool(keep)),
                          c.node, kept)
     return _with_order(nn.PowOp(total, 0.5), kept)

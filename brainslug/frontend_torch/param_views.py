@@ -44,11 +44,11 @@ def _source(n: fx.Node) -> fx.Node | None:
     return src if isinstance(src, fx.Node) else None
 
 
-def _attribute(gm: fx.GraphModule, target: str) -> Any:
-    obj: Any = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
+def attr_at(root: Any, path: str) -> Any:
+    """`root.a.b.c` for the dotted `path` "a.b.c" (what a get_attr node reads)."""
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root
 
 
 def unit_view_of_parameter(gm: fx.GraphModule, n: Any,
@@ -65,7 +65,7 @@ def unit_view_of_parameter(gm: fx.GraphModule, n: Any,
         node = src
     if node is n:
         return None
-    t = _attribute(gm, str(node.target))
+    t = attr_at(gm, str(node.target))
     if not isinstance(t, torch.Tensor):
         return None
     if [d for d in t.shape if d != 1] != [d for d in shape if d != 1]:

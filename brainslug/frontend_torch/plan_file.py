@@ -34,7 +34,7 @@ from torch.fx.node import _get_qualified_name
 
 from brainslug.frontend_torch.bind import allocate_f32
 from brainslug.frontend_torch.kernel_module import StackKernel
-from brainslug.frontend_torch.weight_derived import attr_at
+from brainslug.frontend_torch.param_views import attr_at
 from brainslug.plan.arena import Arena
 from brainslug.plan.loaded import load_kernels
 from brainslug.plan.report import PlanInfo

@@ -20,7 +20,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from brainslug.frontend_torch.param_views import is_unit_index
+from brainslug.frontend_torch.param_views import attr_at, is_unit_index
 from brainslug.frontend_torch.weight_watch import WeightWatch
 
 _IN_PLACE_FUNCTIONS = {"iadd", "isub", "imul", "itruediv", "setitem"}
@@ -156,13 +156,6 @@ def _ancestors(n: fx.Node) -> set[fx.Node]:
             out.add(m)
             todo.extend(m.all_input_nodes)
     return out
-
-
-def attr_at(root: Any, path: str) -> Any:
-    """`root.a.b.c` for the dotted `path` "a.b.c" (what a get_attr node reads)."""
-    for part in path.split("."):
-        root = getattr(root, part)
-    return root
 
 
 def _subgraph(gm: fx.GraphModule, members: set[fx.Node], sources: list[fx.Node],

@@ -30,7 +30,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from brainslug.frontend_torch.weight_derived import attr_at
+from brainslug.frontend_torch.param_views import attr_at
 
 
 def _shifted_window_attention() -> Any:
