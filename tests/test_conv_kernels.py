@@ -38,12 +38,14 @@ KINDS = {
     # chunks of 128 channels and a last one of the 44 left
     "chunked pointwise, short last chunk": (300, 77, 1, 1, 0, 1, 1),
     "chunked 3x3": (96, 13, 3, 1, 1, 1, 1),
-    # chunks of 16 channels whose weights exceed the L1 chunk (9 x 16 x 64
-    # lanes x 4 bytes): a whole sum was 2-3 times less accurate than oneDNN's
+    # chunks of 16 channels would exceed the L1 chunk (9 x 16 x 64 lanes x 4
+    # bytes): chunks of one row of taps and 48 channels, two per row (a whole
+    # sum was 2-3 times less accurate than oneDNN's)
     "chunked 3x3, 64 outputs": (96, 64, 3, 1, 1, 1, 1),
     # each block's weights fit, all of them do not: blocks outside the pixels
     "blocked pointwise": (128, 520, 1, 1, 0, 1, 1),
-    # groups of 64 inputs and outputs: each group's sum in chunks of 16
+    # groups of 64 inputs and outputs: each group's sum in chunks of one row
+    # of taps
     "chunked grouped 3x3": (128, 128, 3, 1, 1, 1, 2),
 }
 

@@ -386,7 +386,7 @@ FEW_CHANNELS = 4
 tap sums at most this many channels (a stem's RGB): its pad-row select, once
 per pixel and tap, is then a large share of the work. Batch 8, new/old:
 MobileNet's 3×3/2 stem 0.70 (batch 1: 0.52), ResNet's 7×7/2 stem 0.86-0.95;
-resnet50's 3×3 convolutions, whose taps sum chunks of 16 channels, 0.99-1.02
+resnet50's 3×3 convolutions, whose taps sum 16 or more channels, 0.99-1.02
 (so they keep one version, and their compile time)."""
 
 

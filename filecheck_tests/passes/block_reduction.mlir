@@ -148,10 +148,11 @@ func.func @blocks(%x: memref<?x13x13x64xf32>, %wt: memref<4x1x1x64x64xf32>, %out
 // CHECK:             simd.store %{{.*}}, %out[%n, %row0, %col0, %o]
 // CHECK-NOT:       loop.nest
 
-// A 3x3 sum is chunked by 16 channels (36 KiB of weights for 64 outputs),
-// without prefetches: each step already reads four lines of weights for its
-// FMAs, and four prefetches more slowed such kernels by 4-10% where the
-// weights were cached.
+// A 3x3 sum whose chunks of 16 channels would not fit (36 KiB of weights for
+// 64 outputs) is chunked by rows of taps (3 x 48 channels), without
+// prefetches: each step already reads four lines of weights for its FMAs, and
+// four prefetches more slowed such kernels by 4-10% where the weights were
+// cached.
 func.func @conv3x3(%x: memref<?x13x13x48xf32>, %wt: memref<3x3x48x64xf32>, %out: memref<?x11x11x64xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index
   %batch = memref.dim %x, %c0 : memref<?x13x13x48xf32>
@@ -172,14 +173,14 @@ func.func @conv3x3(%x: memref<?x13x13x48xf32>, %wt: memref<3x3x48x64xf32>, %out:
 
 // CHECK-LABEL: func.func @conv3x3
 // CHECK:           loop.nest (%chunk, %{{.*}}, %{{.*}}) = (0, 0, 0) to (2,
-// CHECK:               loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (3, 3, 16)
+// CHECK:               loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 3, 48)
 // CHECK-NOT:           simd.prefetch
 // CHECK:           func.return
 
 // A grouped 3x3 convolution (2 groups of 48 -> 32 channels) reads its input
 // channel `cb * 48 + ci` once bs-register-tile has blocked it by group: an
 // offset plus the sum's last iv, chunked as without groups (the offset stays,
-// the chunk's channels add to `ci`).
+// the chunk's row of taps adds to `kh`).
 func.func @grouped3x3(%x: memref<?x13x13x96xf32>, %wt: memref<3x3x48x64xf32>, %out: memref<?x11x11x64xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index
   %batch = memref.dim %x, %c0 : memref<?x13x13x96xf32>
@@ -199,6 +200,43 @@ func.func @grouped3x3(%x: memref<?x13x13x96xf32>, %wt: memref<3x3x48x64xf32>, %o
 
 // CHECK-LABEL: func.func @grouped3x3
 // CHECK:           loop.nest (%chunk, %{{.*}}, %{{.*}}) = (0, 0, 0) to (2,
-// CHECK:               loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (3, 3, 16)
-// CHECK-NEXT:            loop.load %x[{{.*}}, %cb, %chunk] map affine_map<{{.*}} -> ({{.*}}, ((d7 * 48) + (d4 + (d8 * 16))))>
+// CHECK:               loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 3, 48)
+// CHECK-NEXT:            loop.load %x[{{.*}}, %cb, %chunk] map affine_map<{{.*}} -> (d0, (d2 + (d5 + d8)), (d3 + d6), ((d7 * 48) + d4))>
 // CHECK:           func.return
+
+// A 3x3 sum whose chunks of 16 channels would not fit either (9 x 16 x 64
+// lanes x 4 bytes = 36 KiB) takes chunks of one row of taps: 3 x 48 channels
+// (144 products; 48 is the largest divisor of 96 with at most 256), six in
+// all. Chunk k reads the taps' row k floordiv 2 and channels (k mod 2) * 48
+// on; the last reads row 2 and channels 48 on. Each step of a chunk then runs
+// over 48 channels of one tap, where chunks of 16 channels of all nine taps
+// set up a tap (its input rows and padding) every 16 steps.
+func.func @tap_rows(%x: memref<?x13x13x96xf32>, %wt: memref<3x3x96x64xf32>, %out: memref<?x13x13x64xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x13x13x96xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+    simd.loop (%o) = (0) to (64) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (3, 3, 96) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4 - 1, d2 + d5 - 1, d6)> pad 0.0 : f32 : memref<?x13x13x96xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<3x3x96x64xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %o] : memref<?x13x13x64xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @tap_rows
+// CHECK:           loop.nest (%chunk, %r_1, %w) = (0, 0, 0) to (5, 2, 2) {
+// CHECK:               loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 3, 48)
+// CHECK-NEXT:            loop.load %x[%n, %h, %col0, %o, %kh, %kw, %ci, %chunk] map affine_map<(d0, d1, d2, d3, d4, d5, d6, d7) -> (d0, ((d1 + (d4 + (d7 floordiv 2))) + -1), ((d2 + d5) + -1), (d6 + ((d7 mod 2) * 48)))>
+// CHECK:                 simd.load %wt[%kh, %kw, %ci, %o, %chunk] map affine_map<(d0, d1, d2, d3, d4) -> ((d0 + (d4 floordiv 2)), d1, (d2 + ((d4 mod 2) * 48)), d3)>
+// CHECK:               simd.store %{{.*}}, %partial[%r_1, %w, %o]
+// CHECK:           loop.nest (%r_2, %w_1) = (0, 0) to (2, 2) {
+// CHECK:               loop.reduce add contract (%{{.*}}, %{{.*}}, %{{.*}}) = (0, 0, 0) to (1, 3, 48)
+// CHECK-NEXT:            loop.load %x[{{.*}}] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, ((d1 + (d4 + 2)) + -1), ((d2 + d5) + -1), (d6 + 48))>
+// CHECK:                 simd.load %wt[{{.*}}] map affine_map<(d0, d1, d2, d3) -> ((d0 + 2), d1, (d2 + 48), d3)>
+// CHECK:               simd.store %{{.*}}, %out[%n, %h_1, %col0_1, %o_1]
