@@ -38,9 +38,8 @@ KINDS = {
     # chunks of 128 channels and a last one of the 44 left
     "chunked pointwise, short last chunk": (300, 77, 1, 1, 0, 1, 1),
     "chunked 3x3": (96, 13, 3, 1, 1, 1, 1),
-    # chunks of 16 channels would exceed the L1 chunk (9 x 16 x 64 lanes x 4
-    # bytes): chunks of one row of taps and 48 channels, two per row (a whole
-    # sum was 2-3 times less accurate than oneDNN's)
+    # chunks of one row of taps and 48 channels, two per row (a whole sum was
+    # 2-3 times less accurate than oneDNN's)
     "chunked 3x3, 64 outputs": (96, 64, 3, 1, 1, 1, 1),
     # each block's weights fit, all of them do not: blocks outside the pixels
     "blocked pointwise": (128, 520, 1, 1, 0, 1, 1),
@@ -129,7 +128,8 @@ def test_chunked_channel_sums_take_the_blocked_path(kind: str, monkeypatch, tmp_
     def spy(self, nest):  # type: ignore[no-untyped-def]
         found = shape(self, nest)
         if found is not None:
-            seen.append(f"{found.chunks} chunks of {found.chunk}, the last of {found.last}")
+            seen.append(f"{found.chunks} chunks of {found.chunk}, the last of {found.last}, "
+                        f"{found.tap_rows} rows of taps")
         return found
 
     monkeypatch.setattr(block_reduction.BlockReduction, "shape", spy)
@@ -138,6 +138,8 @@ def test_chunked_channel_sums_take_the_blocked_path(kind: str, monkeypatch, tmp_
     model = nn.Sequential(nn.Conv2d(ci, co, k, s, p, d, g)).eval()
     opt = brainslug.optimize(model, [0, ci, 13, 13], conv="brainslug")
     assert seen, "the channel sum was not chunked"
+    if k > 1:  # a sum over taps: each chunk one row of taps (`tap_row_chunk`)
+        assert all(text.endswith(f"{k} rows of taps") for text in seen), seen
     monkeypatch.setattr(block_reduction.BlockReduction, "shape", lambda self, nest: None)
     monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path / "whole"))
     whole = brainslug.optimize(copy.deepcopy(model), [0, ci, 13, 13], conv="brainslug")

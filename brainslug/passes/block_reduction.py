@@ -20,6 +20,11 @@ dims and bands of R rows, with a buffer of partial sums for the band (a
   buffer's and runs the epilogue (bias, batch norm, activations, residual)
   and the stores, as before.
 
+A sum over several rows of taps (a 3×3 convolution's) is chunked by rows of
+taps instead, each chunk one row and Kc channels (`tap_row_chunk`: a 3×3 sum
+over 64 channels in three chunks of 3 × 64 products), so that each tap's
+steps run over many channels.
+
 Kc depends on the taps and the register block, not on the channel count, so
 a network's convolutions that differ only in their input channels (DenseNet's
 1×1 ones: 160 to 992 channels, in chunks of 128 and a last of 32 to 128) have
@@ -32,7 +37,7 @@ Every chunk sums from zero, and the chunk sums are added in order: a sum of
 many products is rounded like the libraries' blocked sums (`channel_chunk`
 keeps a chunk to at most 256 products), more accurately than one long sum.
 So a long sum is chunked even where no chunk's weights fit the cache (a 3×3
-convolution's 16 channels, 36 KiB for a block of 64 outputs).
+convolution's row of taps and 64 channels, 48 KiB for a block of 64 outputs).
 A band's rows past the last one clamp to it and recompute it, as register
 blocks do with columns.
 
@@ -168,9 +173,9 @@ class BlockReduction(RewritePattern):
         lane_bytes = 4 * self.lanes * lp.num_vectors
         chunk = channel_chunk(channels, taps, lane_bytes, self.cache)  # type: ignore[arg-type]
         tap_rows = 1
-        if chunk and taps * chunk * lane_bytes > self.cache and len(ups) > 2:
-            # no chunk's weights fit: chunks of one row of taps, whose steps
-            # each run over many channels
+        if chunk and taps > 1 and len(ups) > 2:
+            # a sum over taps: chunks of one row of taps, whose steps each run
+            # over many channels
             if row_chunk := tap_row_chunk(channels, math.prod(ups[1:-1])):  # type: ignore[arg-type]
                 chunk, tap_rows = row_chunk, ups[0]  # type: ignore[assignment]
         row = col - 1
@@ -466,10 +471,14 @@ def tap_row_chunk(channels: int, row_taps: int) -> int:
 
     Chunks of every tap and a few channels (16 of a 3×3 sum's) run each tap's
     steps over those few channels, and each tap costs its own set-up (its
-    input rows and padding): on a Zen 4 core, whose 32 KiB L1 holds no such
-    chunk's 36 KiB of weights for 64 outputs, resnet50's 3×3 convolutions ran
-    at 0.84-0.90 of oneDNN's speed at batch 8, and with tap-row chunks at
-    0.94-0.97 (one sum: 0.89-0.97)."""
+    input rows and padding) and loop exit. On a Zen 4 core (one thread, batch
+    8, against oneDNN): resnet50's 3×3 convolutions, whose 16-channel chunks
+    (36 KiB of weights for 64 outputs) overfill its 32 KiB L1, ran at
+    0.84-0.90 of oneDNN's speed, and at 0.92-0.96 in chunks of tap rows;
+    densenet121's 128→32 ones, whose 16-channel chunks fit (18 KiB), at
+    0.85-0.92, and at 0.94-0.97 in chunks of tap rows (24 KiB, which don't).
+    Chunks of tap rows and 32 channels instead of 64 were slower again
+    (0.84-0.89): the steps' count matters more than the weights' cache."""
     best = 0
     for d in range(1, channels + 1):
         if channels % d == 0 and row_taps * d <= MAX_CHUNK_TERMS:

@@ -148,8 +148,7 @@ func.func @blocks(%x: memref<?x13x13x64xf32>, %wt: memref<4x1x1x64x64xf32>, %out
 // CHECK:             simd.store %{{.*}}, %out[%n, %row0, %col0, %o]
 // CHECK-NOT:       loop.nest
 
-// A 3x3 sum whose chunks of 16 channels would not fit (36 KiB of weights for
-// 64 outputs) is chunked by rows of taps (3 x 48 channels), without
+// A 3x3 sum is chunked by rows of taps (3 x 48 channels), without
 // prefetches: each step already reads four lines of weights for its FMAs, and
 // four prefetches more slowed such kernels by 4-10% where the weights were
 // cached.
@@ -204,8 +203,7 @@ func.func @grouped3x3(%x: memref<?x13x13x96xf32>, %wt: memref<3x3x48x64xf32>, %o
 // CHECK-NEXT:            loop.load %x[{{.*}}, %cb, %chunk] map affine_map<{{.*}} -> (d0, (d2 + (d5 + d8)), (d3 + d6), ((d7 * 48) + d4))>
 // CHECK:           func.return
 
-// A 3x3 sum whose chunks of 16 channels would not fit either (9 x 16 x 64
-// lanes x 4 bytes = 36 KiB) takes chunks of one row of taps: 3 x 48 channels
+// A 3x3 sum over 96 channels takes chunks of one row of taps and 48 channels
 // (144 products; 48 is the largest divisor of 96 with at most 256), six in
 // all. Chunk k reads the taps' row k floordiv 2 and channels (k mod 2) * 48
 // on; the last reads row 2 and channels 48 on. Each step of a chunk then runs
