@@ -203,20 +203,20 @@ func.func @grouped3x3(%x: memref<?x13x13x96xf32>, %wt: memref<3x3x48x64xf32>, %o
 // CHECK-NEXT:            loop.load %x[{{.*}}, %cb, %chunk] map affine_map<{{.*}} -> (d0, (d2 + (d5 + d8)), (d3 + d6), ((d7 * 48) + d4))>
 // CHECK:           func.return
 
-// A 3x3 sum over 96 channels takes chunks of one row of taps and 48 channels
-// (144 products; 48 is the largest divisor of 96 with at most 256), six in
-// all. Chunk k reads the taps' row k floordiv 2 and channels (k mod 2) * 48
-// on; the last reads row 2 and channels 48 on. Each step of a chunk then runs
-// over 48 channels of one tap, where chunks of 16 channels of all nine taps
+// A 3x3 sum over 192 channels takes chunks of one row of taps and 96 channels
+// (288 products; 96 is the largest divisor of 192 with at most 384), six in
+// all. Chunk k reads the taps' row k floordiv 2 and channels (k mod 2) * 96
+// on; the last reads row 2 and channels 96 on. Each step of a chunk then runs
+// over 96 channels of one tap, where chunks of 16 channels of all nine taps
 // set up a tap (its input rows and padding) every 16 steps.
-func.func @tap_rows(%x: memref<?x13x13x96xf32>, %wt: memref<3x3x96x64xf32>, %out: memref<?x13x13x64xf32>) attributes {bs.kernel} {
+func.func @tap_rows(%x: memref<?x13x13x192xf32>, %wt: memref<3x3x192x64xf32>, %out: memref<?x13x13x64xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index
-  %batch = memref.dim %x, %c0 : memref<?x13x13x96xf32>
+  %batch = memref.dim %x, %c0 : memref<?x13x13x192xf32>
   loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
     simd.loop (%o) = (0) to (64) {
-      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (3, 3, 96) init 0.0 : f32 -> !simd.vec<f32> {
-        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4 - 1, d2 + d5 - 1, d6)> pad 0.0 : f32 : memref<?x13x13x96xf32>
-        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<3x3x96x64xf32>
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (3, 3, 192) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4 - 1, d2 + d5 - 1, d6)> pad 0.0 : f32 : memref<?x13x13x192xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<3x3x192x64xf32>
         %s = simd.splat %xv : f32
         %m = simd.mulf %s, %wv : !simd.vec<f32>
         loop.yield %m : !simd.vec<f32>
@@ -229,12 +229,12 @@ func.func @tap_rows(%x: memref<?x13x13x96xf32>, %wt: memref<3x3x96x64xf32>, %out
 
 // CHECK-LABEL: func.func @tap_rows
 // CHECK:           loop.nest (%chunk, %r_1, %w) = (0, 0, 0) to (5, 2, 2) {
-// CHECK:               loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 3, 48)
-// CHECK-NEXT:            loop.load %x[%n, %h, %col0, %o, %kh, %kw, %ci, %chunk] map affine_map<(d0, d1, d2, d3, d4, d5, d6, d7) -> (d0, ((d1 + (d4 + (d7 floordiv 2))) + -1), ((d2 + d5) + -1), (d6 + ((d7 mod 2) * 48)))>
-// CHECK:                 simd.load %wt[%kh, %kw, %ci, %o, %chunk] map affine_map<(d0, d1, d2, d3, d4) -> ((d0 + (d4 floordiv 2)), d1, (d2 + ((d4 mod 2) * 48)), d3)>
+// CHECK:               loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 3, 96)
+// CHECK-NEXT:            loop.load %x[%n, %h, %col0, %o, %kh, %kw, %ci, %chunk] map affine_map<(d0, d1, d2, d3, d4, d5, d6, d7) -> (d0, ((d1 + (d4 + (d7 floordiv 2))) + -1), ((d2 + d5) + -1), (d6 + ((d7 mod 2) * 96)))>
+// CHECK:                 simd.load %wt[%kh, %kw, %ci, %o, %chunk] map affine_map<(d0, d1, d2, d3, d4) -> ((d0 + (d4 floordiv 2)), d1, (d2 + ((d4 mod 2) * 96)), d3)>
 // CHECK:               simd.store %{{.*}}, %partial[%r_1, %w, %o]
 // CHECK:           loop.nest (%r_2, %w_1) = (0, 0) to (2, 2) {
-// CHECK:               loop.reduce add contract (%{{.*}}, %{{.*}}, %{{.*}}) = (0, 0, 0) to (1, 3, 48)
-// CHECK-NEXT:            loop.load %x[{{.*}}] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, ((d1 + (d4 + 2)) + -1), ((d2 + d5) + -1), (d6 + 48))>
-// CHECK:                 simd.load %wt[{{.*}}] map affine_map<(d0, d1, d2, d3) -> ((d0 + 2), d1, (d2 + 48), d3)>
+// CHECK:               loop.reduce add contract (%{{.*}}, %{{.*}}, %{{.*}}) = (0, 0, 0) to (1, 3, 96)
+// CHECK-NEXT:            loop.load %x[{{.*}}] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, ((d1 + (d4 + 2)) + -1), ((d2 + d5) + -1), (d6 + 96))>
+// CHECK:                 simd.load %wt[{{.*}}] map affine_map<(d0, d1, d2, d3) -> ((d0 + 2), d1, (d2 + 96), d3)>
 // CHECK:               simd.store %{{.*}}, %out[%n, %h_1, %col0_1, %o_1]
