@@ -365,7 +365,7 @@ def test_auto_times_each_convolution_and_caches_the_choice(monkeypatch, tmp_path
     ours = {c.node for c in opt.info.convs if c.runs == "brainslug"}
     assert compiled_convs(opt) == len(ours)
     text = brainslug.report(opt)
-    assert "Convolutions: " in text
+    assert "Convolutions and linear layers: " in text
     for c in opt.info.convs:
         assert f"{c.runs} " in text
     assert ("at batch 8: " in text) == any(c.more for c in timed)

@@ -437,6 +437,26 @@ def test_linear():
         LinearOp(value(N, C), value(10, C), value(9))
 
 
+def test_linear_with_a_packed_weight():
+    """[1, 1, K, O] (a 1x1 convolution's HWIO), or blocked by output features
+    [ceil(O/B), 1, 1, K, B]: O then comes from the result type or the bias."""
+    op = LinearOp(value(N, 5, C), value(1, 1, C, 53))
+    assert op.output.type == t(N, 5, 53) and op.packed
+    op.verify()
+    op = LinearOp(value(N, 5, C), value(4, 1, 1, C, 16), result_type=t(N, 5, 53))
+    op.verify()
+    assert LinearOp(value(N, 5, C), value(4, 1, 1, C, 16), value(53)).output.type == \
+        t(N, 5, 53)
+    with pytest.raises(VerifyException, match="53 output features do not fill 3 blocks of 16"):
+        LinearOp(value(N, 5, C), value(3, 1, 1, C, 16), result_type=t(N, 5, 53)).verify()
+    with pytest.raises(VerifyException, match="needs the result type or a bias"):
+        LinearOp(value(N, 5, C), value(4, 1, 1, C, 16))
+    with pytest.raises(VerifyException, match=r"a packed weight is \[1, 1, K, O\]"):
+        LinearOp(value(N, 5, C), value(3, 3, C, 53))
+    with pytest.raises(VerifyException, match="input has 37 features, weight expects 36"):
+        LinearOp(value(N, 5, C), value(1, 1, 36, 53))
+
+
 # ---------------------------------------------------------------------------
 # Batch norm
 # ---------------------------------------------------------------------------

@@ -146,7 +146,8 @@ def rewrite_graph(gm: fx.GraphModule, compiled: CompiledStacks,
         list(nodes), inputs_of, stacks, compiled.aliases,
         [n for n in nodes if n in live and n not in members and n not in compiled.aliases],
     )
-    library_sizes = _arena_linears(gm, nodes, metas or {}) if any(
+    library_sizes = {name: size for name, size in _arena_linears(gm, nodes, metas or {}).items()
+                     if name not in members} if any(
         hasattr(k, "use_arena") for k in kernels.values()) else {}
     graph = fx.Graph()
     graph._codegen = copy.deepcopy(gm.graph._codegen)  # pytree in/out specs (torch.export)

@@ -517,6 +517,7 @@ def capture(
     compile_convs: bool | Collection[str] = False,
     conv_block: int = 0,
     orders: dict[str, Order] | None = None,
+    compile_linears: bool | Collection[str] = False,
 ) -> Capture:
     """Build the graph function `@forward` of a traced module.
 
@@ -528,10 +529,11 @@ def capture(
     weights blocked by `conv_block` output channels where there are more).
     `orders` (`memory_orders`) are the memory orders of the results that
     PyTorch computes; each value is typed as it is stored, so that a permute
-    of a channels-last tensor is a row-major one, not a copy."""
+    of a channels-last tensor is a row-major one, not a copy. Linear layers are
+    compiled where `compile_linears` (True, or the fx names of some) says."""
     know_torchvision()
     metas = metas if metas is not None else propagate_shapes(gm, example_shapes)
-    b = GraphBuilder(gm, metas, layout, compile_convs, conv_block, orders)
+    b = GraphBuilder(gm, metas, layout, compile_convs, conv_block, orders, compile_linears)
     modules = dict(gm.named_modules())
     outputs: list[SSAValue] = []
     # nodes computed from the inputs; the others (a relative position bias

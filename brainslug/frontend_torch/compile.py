@@ -93,6 +93,7 @@ def compile_plan(
     threads: int | None = None,
     convs: bool | Collection[str] = False,
     only_convs: bool = False,
+    linears: bool | Collection[str] = False,
 ) -> tuple[fx.GraphModule, PlanInfo, CompiledStacks]:
     """Capture, compile, rewrite: the optimized graph, its report and its
     compiled stacks (their IR, and the kernels as a saved plan stores them).
@@ -104,18 +105,20 @@ def compile_plan(
     on entry, so that PyTorch's convolutions run channels-last too. With
     `convs` (NHWC only: True, or the fx names of some), convolutions are
     compiled with their epilogues; `only_convs` compiles only their stacks (a
-    plan that times them)."""
+    plan that times them). With `linears` (True, or the fx names of some, in
+    any layout), linear layers are compiled as pointwise convolutions are."""
     t0 = time.perf_counter()
     if layout != "NHWC":
         convs = False
-    target = CpuTarget(cpu, threads, bool(convs))
+    target = CpuTarget(cpu, threads, bool(convs) or bool(linears))
     key = record = None
     orders: dict[str, Order] = {}
     examples = input_shapes(shape)
     if metas is None:
         compiled = ",".join(sorted(convs)) if not isinstance(convs, bool) else str(convs)
+        lin = ",".join(sorted(linears)) if not isinstance(linears, bool) else str(linears)
         key, record = cached_record([*plan_key_parts(gm, shape, layout, target), compiled,
-                                     f"only_convs={only_convs}"])
+                                     f"only_convs={only_convs}", f"linears={lin}"])
         found = _metas_from_json(record.frontend) if record is not None else None
         if found is None:
             record = None
@@ -131,7 +134,7 @@ def compile_plan(
         lambda g: memory_orders(g, examples, layout == "NHWC")) if cold else None)
     # a register block of 4 vectors reads one block of packed weights
     cap = capture(gm, examples, metas, layout, convs,
-                  conv_block=4 * target.backend.lanes, orders=orders)
+                  conv_block=4 * target.backend.lanes, orders=orders, compile_linears=linears)
     stacks = compile_stacks(captured(cap), target, key=key, record=record,
                             frontend_data=_metas_to_json(metas, orders),
                             only=_has_conv if only_convs else None)
@@ -158,7 +161,8 @@ def _batched(binding: StackBinding, metas: Metas) -> list[bool]:
 
 
 def _has_conv(stack: Any) -> bool:
-    return any(op.name == "nn.conv2d" for op in stack.body.walk())
+    return any(op.name == "nn.conv2d" or (op.name == "nn.linear" and op.packed)
+               for op in stack.body.walk())
 
 
 def _shapes(gm: fx.GraphModule, shape: Spec | None) -> Metas:

@@ -40,7 +40,9 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+from torch.nn import Linear
 
+from brainslug.dialects import nn
 from brainslug.frontend_torch.capture import capture
 from brainslug.frontend_torch.compile import compile_plan
 from brainslug.frontend_torch.graph import Spec, input_shapes
@@ -96,6 +98,10 @@ faster by more than that at batch 8. Of the 63 such convolutions of
 densenet121, resnet50, mobilenet_v2 and efficientnet_b0, timed at both, none
 changed side with batch 8 counted (two of efficientnet_b0's ran 1.45 times
 slower at batch 1 and even at 8); densenet121's 9 of 13 skip batch 8."""
+COMPUTE = ("nn.conv2d", "nn.linear")
+"""The layers that `conv="auto"` times: convolutions, and linear layers (which
+BrainSlug computes as pointwise convolutions over their rows)."""
+
 MAX_TIMED = 64
 """Convolutions compiled and timed at most, those with the largest outputs first
 (the largest epilogue passes saved): compiling is most of a cold optimize()."""
@@ -156,7 +162,7 @@ def _conv_stacks(info: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
     out = {}
     for s in info.stacks:
         nodes = s.layer_ops()
-        convs = [n for n, op in nodes if op == "nn.conv2d"]
+        convs = [n for n, op in nodes if op in COMPUTE]
         if s.compiled and len(convs) == 1:
             out[s.name] = (convs[0], tuple(op for _, op in nodes))
     return out
@@ -176,14 +182,15 @@ def candidates(gm: fx.GraphModule, spec: Spec
     )
     from brainslug.plan.capture import NODE_ATTR
 
-    cap = capture(gm, input_shapes(spec), _shapes(gm, spec), "NHWC", compile_convs=True)
+    cap = capture(gm, input_shapes(spec), _shapes(gm, spec), "NHWC", compile_convs=True,
+                  compile_linears=True)
     block = captured(cap).function.body.block
     remove_identities(block)
     decided, worth = [], []
     families: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
     for chain in conv_epilogue_chains(block):
         node = chain[0].attributes[NODE_ATTR].data  # type: ignore[attr-defined]
-        if one_pixel(chain[0]):
+        if isinstance(chain[0], nn.Conv2dOp) and one_pixel(chain[0]):
             decided.append(ConvChoice(node, "brainslug", why=ONE_PIXEL))
         else:  # the pass saved is one over the output
             worth.append((-math.prod(chain[-1].results[0].type.get_shape()[1:]), node))
@@ -203,7 +210,7 @@ def _family(chain: list[Any]) -> tuple[tuple[Any, ...], int] | None:
     channels): DenseNet's 1×1 convolutions of one dense block differ only in
     how many channels the block has gathered. None for a grouped one."""
     conv = chain[0]
-    if conv.groups_value != 1:
+    if not isinstance(conv, nn.Conv2dOp) or conv.groups_value != 1:
         return None
     return (str(conv.operands[1].type.get_shape()[:2]), str(conv.properties),
             str(chain[-1].results[0].type), tuple(op.name for op in chain)), \
@@ -256,7 +263,7 @@ def _measure(pending: Pending, gm: fx.GraphModule, spec: Spec, plan: fx.GraphMod
         with compile_profile.stage("convolution choice: trial compile"):
             trial, trial_info, _ = compile_plan(gm, spec, cpu=cpu, layout="NHWC",
                                                 threads=threads, convs=chained,
-                                                only_convs=True)
+                                                only_convs=True, linears=chained)
         with compile_profile.stage("convolution choice: timing"):
             choices += _time(gm, spec, trial, trial_info, chained)
     timed = {c.node for c in choices}
@@ -270,6 +277,7 @@ def _time(gm: fx.GraphModule, spec: Spec, plan: Any, info: Any,
     """The kernels in `plan` of the convolutions `nodes_timed` against the
     library plan's work (see the module's docstring)."""
     from brainslug.frontend_torch.library_conv import PackedConv2d
+    from brainslug.frontend_torch.library_linear import PackedLinear
 
     stacks = {name: s for name, s in _conv_stacks(info).items() if s[0] in nodes_timed}
     kernels = {k.stack_name: k for k in plan.modules() if getattr(k, "is_stack_kernel", False)
@@ -287,7 +295,7 @@ def _time(gm: fx.GraphModule, spec: Spec, plan: Any, info: Any,
         calls = [timing_inputs(kernel, b, pool) for b in batches]
         conv = gm.get_submodule(str(node.target)) if node is not None and \
             node.op == "call_module" else None
-        if conv is None or not all(calls) or not isinstance(conv, torch.nn.Conv2d):
+        if conv is None or not all(calls) or not isinstance(conv, torch.nn.Conv2d | Linear):
             choices.append(ConvChoice(node_name, "brainslug", why="not a module call"))
             continue
         sig = (tuple(a.shape for a in calls[0]), repr(conv), ops)  # type: ignore[index]
@@ -295,7 +303,8 @@ def _time(gm: fx.GraphModule, spec: Spec, plan: Any, info: Any,
             if time.perf_counter() - start > BUDGET_SECONDS:
                 choices.append(ConvChoice(node_name, "library", why="timing budget spent"))
                 continue
-            packed = PackedConv2d(conv)
+            packed = PackedConv2d(conv) if isinstance(conv, torch.nn.Conv2d) else \
+                PackedLinear(conv)
             measured[sig] = _timed(kernel, packed, calls, ops)  # type: ignore[arg-type]
             if not _brainslug_wins(measured[sig], ops):
                 # the plan has the kernel: sending it back costs compiling the plan
@@ -370,7 +379,7 @@ def random_pool(size: int) -> torch.Tensor:
 
 def _favored(lib: float, ops: tuple[str, ...]) -> float:
     """The library side's time as BrainSlug's kernel is held against it."""
-    epilogue = set(ops[ops.index("nn.conv2d") + 1:])
+    epilogue = set(ops[_compute_at(ops) + 1:])
     ratio = (BARE_FAVOR_RATIO if not epilogue else FAVOR_RATIO if epilogue <= POST_OPS
              else EPILOGUE_FAVOR_RATIO)
     return lib * ratio + FAVOR_SECONDS
@@ -389,7 +398,34 @@ def _brainslug_wins(times: list[tuple[int, float, float]], ops: tuple[str, ...])
     return sum(math.log(bs / _favored(lib, ops)) for _, bs, lib in times) <= 0
 
 
-def _library_call(conv: torch.nn.Conv2d, args: tuple[torch.Tensor, ...],
+def _compute_at(ops: tuple[str, ...]) -> int:
+    """Position of the convolution or linear layer in a stack's layer ops."""
+    return next(k for k, op in enumerate(ops) if op in COMPUTE)
+
+
+def _linear_library_call(linear: Any, args: tuple[torch.Tensor, ...],
+                         ops: tuple[str, ...]) -> Callable[[torch.Tensor], Any]:
+    """The library plan's work for one linear layer with this epilogue: the
+    layer (MKL, prepacked: `linear` is a `PackedLinear`) on the rows of its
+    input, and one pass over its result (with a residual) where it has an
+    epilogue. `args` are the kernel's activations, the input the largest of
+    those with the layer's input features, a residual one of its result's
+    shape."""
+    epilogue = set(ops[_compute_at(ops) + 1:])
+    x_at = max((i for i, a in enumerate(args) if a.shape[-1] == linear.in_features),
+               key=lambda i: args[i].numel())
+    x = args[x_at]
+    rest = [a for i, a in enumerate(args) if i != x_at and a.shape[-1] == linear.out_features
+            and a.shape[:-1] == x.shape[:-1]]
+    if not epilogue:
+        return lambda _: linear(x)
+    if rest:
+        residual = rest[0]
+        return lambda _: torch.add(linear(x), residual)
+    return lambda _: torch.relu(linear(x))
+
+
+def _library_call(conv: Any, args: tuple[torch.Tensor, ...],
                   ops: tuple[str, ...]) -> Callable[[torch.Tensor], Any]:
     """The library plan's work for one convolution with this prologue and
     epilogue: a pass for the prologue (BrainSlug takes one only where the
@@ -402,6 +438,8 @@ def _library_call(conv: torch.nn.Conv2d, args: tuple[torch.Tensor, ...],
     kernel's activations (the convolution's input, a scale, a residual: told
     apart by their shapes), and the first argument of the call is ignored
     (the convolution's input is among `args`)."""
+    if "nn.linear" in ops:
+        return _linear_library_call(conv, args, ops)
     at = ops.index("nn.conv2d")
     prologue, epilogue = ops[:at], set(ops[at + 1:])
     pieces = prologue[:1] == ("nn.cat",)

@@ -89,7 +89,8 @@ class GraphBuilder:
 
     def __init__(self, gm: fx.GraphModule, metas: dict[str, Any], layout: str = "NCHW",
                  compile_convs: bool | Collection[str] = False, conv_block: int = 0,
-                 memory_orders: dict[str, Order] | None = None):
+                 memory_orders: dict[str, Order] | None = None,
+                 compile_linears: bool | Collection[str] = False):
         self.gm = gm
         self.metas = metas
         self.layout = layout
@@ -98,6 +99,7 @@ class GraphBuilder:
         # the memory order of every IR value (default_order where absent)
         self.orders: dict[SSAValue, Order] = {}
         self.compile_convs = compile_convs if layout == "NHWC" else False
+        self.compile_linears = compile_linears  # (in any layout: rows of features)
         self.conv_block = conv_block
         self.block = Block()
         self.args: list[fx.Node | torch.Tensor] = []
@@ -147,13 +149,14 @@ class GraphBuilder:
                                             name)  # type: ignore[arg-type]
         return self.param_args[key]
     def conv_weight(self, tensor: torch.Tensor, name: str, groups: int) -> SSAValue:
-        """A convolution's OIHW weight as the argument of a compiled
-        channels-last convolution (packed at run time, repacked on change):
+        """A convolution's OIHW weight (or a linear layer's [O, K]) as the
+        argument of a compiled channels-last convolution (packed at run time,
+        repacked on change):
         blocked by output channels (`conv_weight_block`, for register blocks of
         up to `conv_block` lanes, of 3 vectors for a pointwise one) when there
         is more than one block of them (and no groups), else HWIO."""
         block = conv_weight_block(tensor.shape[0], self.conv_block // 4,
-                                  three=tuple(tensor.shape[2:]) == (1, 1)) \
+                                  three=tensor.dim() == 2 or tuple(tensor.shape[2:]) == (1, 1)) \
             if groups == 1 and self.conv_block else 0
         key = ("packed", block, id(tensor))
         if key not in self.param_args:
@@ -230,6 +233,12 @@ class GraphBuilder:
             raise Unmapped(f"a layer that sees the memory order, on a tensor stored in "
                            f"order {self.order(v)}")
         return "NCHW"
+
+    def compiles_linear(self, node: str) -> bool:
+        """Whether the linear layer at fx node `node` is compiled:
+        `compile_linears` is True (all of them) or names it."""
+        wanted = self.compile_linears
+        return wanted is True or (not isinstance(wanted, bool) and node in wanted)
 
     def library_conv(self, node: str) -> None:
         """LibraryCall unless the convolution at fx node `node` is compiled:

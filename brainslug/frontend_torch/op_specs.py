@@ -220,6 +220,13 @@ def _linear(c: Call) -> Operation:
     if not c.b.row_major(x):
         raise LibraryCall("linear of a tensor that is not row-major (PyTorch reads its strides)")
     bias = c.optional_tensor("bias")  # before the weight, as in `_conv2d`
+    w = c.args["weight"]
+    if c.b.compiles_linear(c.node.name) and isinstance(w, torch.Tensor) and w.dim() == 2 \
+            and rank(x) >= 3:
+        # compiled where each batch item has rows (tokens, pixels) to block in
+        # registers: the weight packed as a 1x1 convolution's, bound to the parameter
+        weight = c.b.conv_weight(w, f"{c.node.target}.weight", 1)
+        return nn.LinearOp(x, weight, bias, result_type=c.b.result_type(c.node))
     return nn.LinearOp(x, c.tensor("weight"), bias)
 
 

@@ -256,7 +256,8 @@ def _plan(model: torch.nn.Module, spec: Spec, layout: str, threads: int | None,
     pack = layout == "NHWC" and options.get("pack_convolutions", True)
     info.convs = choices or [
         ConvChoice(name, "brainslug", why="conv='brainslug'")
-        for s in info.stacks if s.compiled for name, op in s.layer_ops() if op == "nn.conv2d"]
+        for s in info.stacks if s.compiled for name, op in s.layer_ops()
+        if op in ("nn.conv2d", "nn.linear")]
     if pack:
         from brainslug.frontend_torch.library_conv import PackedConv2d, pack_graph_convolutions
 
@@ -293,8 +294,9 @@ def _compile(gm: Any, spec: Spec, layout: str, threads: int | None, options: dic
              compiled: bool | set[str], post_ops: list[str],
              stage: str = "plan: stacks formed and compiled"
              ) -> tuple[Any, PlanInfo, Any, list[str], list[str]]:
-    """The plan of `gm` with the convolutions `compiled` (the others in the
-    library, with oneDNN's post-ops where they apply): the rewritten graph, its
+    """The plan of `gm` with the convolutions and linear layers `compiled` (the
+    others in the library, convolutions with oneDNN's post-ops where they
+    apply): the rewritten graph, its
     report, its stacks, what keys its speed verdict, and notes. `gm` keeps the
     post-ops, and `post_ops` their convolutions: a later call with fewer
     convolutions compiled adds those of the others."""
@@ -321,5 +323,5 @@ def _compile(gm: Any, spec: Spec, layout: str, threads: int | None, options: dic
                  ",".join(sorted(compiled)) if isinstance(compiled, set) else str(compiled)]
     with gc_paused(), compile_profile.stage(stage):
         new_gm, info, stacks = compile_plan(gm, spec, cpu=cpu, layout=layout, threads=threads,
-                                            convs=compiled)
+                                            convs=compiled, linears=compiled)
     return new_gm, info, stacks, key_parts, notes

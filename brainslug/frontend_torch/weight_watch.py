@@ -71,7 +71,8 @@ class WeightWatch:
 
 
 class PackedWeight:
-    """A convolution's OIHW weight in the order a compiled kernel reads it,
+    """A convolution's OIHW weight (or a linear layer's [O, K], as [O, K, 1,
+    1]) in the order a compiled kernel reads it,
     repacked on first use after the parameter changes: HWIO `[KH, KW, I, O]`
     (output channels contiguous), or with `block` B, blocked by output
     channels `[ceil(O/B), KH, KW, I, B]` (zeros past O), so that a register
@@ -84,7 +85,7 @@ class PackedWeight:
     def __init__(self, param: torch.Tensor, block: int = 0):
         self.param = param
         self.block = block
-        o, i, kh, kw = param.shape
+        o, i, kh, kw = param.shape if param.dim() == 4 else (*param.shape, 1, 1)
         self.shape: tuple[int, ...] = (kh, kw, i, o) if not block else (
             -(-o // block), kh, kw, i, block)
         self._packed: torch.Tensor | None = None
@@ -92,7 +93,10 @@ class PackedWeight:
         self._lock = threading.Lock()
 
     def pack(self, w: torch.Tensor) -> torch.Tensor:
-        hwio = w.detach().permute(2, 3, 1, 0).contiguous()
+        w = w.detach()
+        if w.dim() == 2:  # a linear layer's [O, K]: a 1x1 convolution's
+            w = w[:, :, None, None]
+        hwio = w.permute(2, 3, 1, 0).contiguous()
         if not self.block:
             return hwio
         from brainslug.pipeline.target import block_weights

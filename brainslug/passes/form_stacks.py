@@ -302,9 +302,12 @@ def build_stack(name: str, members: list[Operation]) -> nn.StackOp:
 
 
 def _compiled_conv(op: Operation) -> bool:
-    """A channels-last convolution that BrainSlug compiles (with its epilogue)."""
-    return (isinstance(op, nn.Conv2dOp) and op.layout_value == "NHWC"
-            and stackable(op, include_compute=True) is None)
+    """A channels-last convolution, or a linear layer with a packed weight (a
+    pointwise convolution over its rows), that BrainSlug compiles (with its
+    epilogue)."""
+    return ((isinstance(op, nn.Conv2dOp) and op.layout_value == "NHWC")
+            or (isinstance(op, nn.LinearOp) and op.packed)) and \
+        stackable(op, include_compute=True) is None
 
 
 def _reads_permuted_operand(op: Operation) -> bool:
@@ -316,15 +319,18 @@ def _reads_permuted_operand(op: Operation) -> bool:
 def _epilogue_step(op: Operation, value: SSAValue) -> bool:
     """`op` applies a pointwise layer to `value` (the convolution's running
     result) that can join it in registers: batch norm, an activation, or an
-    add/mul with a tensor of the same shape."""
+    add/mul with a tensor of the same shape or a vector of its channels (the
+    innermost dim: a linear layer's bias that the stack adds, a layer scale)."""
     if not (nn.is_elementwise(op) or isinstance(op, nn.BatchNormOp)):
         return False
     if isinstance(op, nn.BatchNormOp) and op.operands[0] is not value:
         return False
     if _reads_permuted_operand(op):
         return False  # its permuted operand goes with it: a stack of their own
+    channels = value.type.get_shape()[-1:]  # type: ignore[attr-defined]
     return (stackable(op) is None and all(r.type == value.type for r in op.results)
-            and all(o.type == value.type for o in op.operands if o is not value
+            and all(o.type == value.type or o.type.get_shape() == channels  # type: ignore[attr-defined]
+                    for o in op.operands if o is not value
                     and not isinstance(op, nn.BatchNormOp)))
 
 
@@ -488,7 +494,7 @@ def conv_epilogue_chains(block: Block, chain_bytes: int = 0,
         if chain_bytes and chains and _joins(chain, chains[-1], chain_bytes):
             chains[-1] += chain
         else:
-            if prologues:
+            if prologues and isinstance(op, nn.Conv2dOp):
                 chain = _prologue(op, block, claimed) + chain
             chains.append(chain)
         claimed.update(chain)

@@ -46,7 +46,8 @@ class PlanInfo:
 
 @dataclass
 class ConvChoice:
-    """Who runs one convolution (with its epilogue), and the times that decided."""
+    """Who runs one convolution or linear layer (with its epilogue), and the
+    times that decided."""
 
     node: str
     runs: str                    # "brainslug" or "library"
@@ -97,8 +98,8 @@ def format_report(info: PlanInfo, title: str = "BrainSlug plan") -> str:
     if info.convs:
         ours = sum(c.runs == "brainslug" for c in info.convs)
         lines.append("")
-        lines.append(f"Convolutions: {ours} of {len(info.convs)} in BrainSlug's kernels "
-                     f"(with their epilogues)")
+        lines.append(f"Convolutions and linear layers: {ours} of {len(info.convs)} in "
+                     f"BrainSlug's kernels (with their epilogues)")
         for c in info.convs:
             times = ""
             if c.brainslug_ms is not None and c.library_ms is not None:

@@ -123,8 +123,9 @@ def macs_per_item(op: Operation) -> int:
         else:
             per_output = w[0] * w[1] * w[2]  # HWIO
         return per_output * _per_item(op.output.type.get_shape())
-    if isinstance(op, nn.LinearOp):
-        return op.weight.type.get_shape()[-1] * _per_item(op.output.type.get_shape())
+    if isinstance(op, nn.LinearOp):  # [O, K], or packed [.., K, O] / [.., K, B]
+        k = op.weight.type.get_shape()[-2 if op.packed else -1]
+        return k * _per_item(op.output.type.get_shape())
     return 0
 
 

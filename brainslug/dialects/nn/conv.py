@@ -214,7 +214,12 @@ class Conv2dOp(PropertyAccessors, IRDLOperation):
 
 @irdl_op_definition
 class LinearOp(IRDLOperation):
-    """`y = x W^T + b`: input `[..., K]`, weight `[O, K]`, bias `[O]`."""
+    """`y = x W^T + b`: input `[..., K]`, weight `[O, K]`, bias `[O]`.
+
+    A linear layer that BrainSlug computes takes its weight packed as a 1×1
+    convolution's: `[1, 1, K, O]`, or blocked by output channels `[ceil(O/B),
+    1, 1, K, B]` (zeros past O; O then comes from the result type), so that
+    bs-register-tile blocks it as it does a pointwise convolution."""
 
     name = "nn.linear"
 
@@ -253,26 +258,46 @@ class LinearOp(IRDLOperation):
         input_type: Attribute,
         weight_type: Attribute,
         bias_type: Attribute | None = None,
+        out_features: int | None = None,
     ) -> TensorType:
+        """The result type; a blocked weight needs `out_features` (from the
+        declared result) or a bias."""
         n = cls.name
         x = tensor_shape(n, "input", input_type)
         if not x:
             raise verify_error(n, "input must have rank >= 1, got rank 0")
-        w = ranked_shape(n, "weight", weight_type, (2,))
-        if x[-1] >= 0 and w[1] >= 0 and x[-1] != w[1]:
-            raise verify_error(
-                n, f"input has {x[-1]} features, weight expects {w[1]} (K of [O, K])"
-            )
+        w = ranked_shape(n, "weight", weight_type, (2, 4, 5))
+        k, o = (w[1], w[0]) if len(w) == 2 else (w[-2], w[-1] if len(w) == 4 else out_features)
+        if len(w) > 2 and tuple(w[-4 if len(w) == 4 else 1:][:2]) != (1, 1):
+            raise verify_error(n, f"a packed weight is [1, 1, K, O] or [O/B, 1, 1, K, B], "
+                                  f"got {list(w)}")
+        if x[-1] >= 0 and k >= 0 and x[-1] != k:
+            raise verify_error(n, f"input has {x[-1]} features, weight expects {k}")
         if bias_type is not None:
             b = ranked_shape(n, "bias", bias_type, (1,))
-            msg = f"bias has length {b[0]}, weight has {w[0]} output features"
-            meet(n, msg, b[0], w[0])
-        return make_tensor((*x[:-1], w[0]))
+            if o is None:
+                o = b[0]
+            msg = f"bias has length {b[0]}, weight has {o} output features"
+            meet(n, msg, b[0], o)
+        if o is None:
+            raise verify_error(n, "a blocked weight needs the result type or a bias")
+        if len(w) == 5 and o >= 0 and w[0] >= 0 and not (
+                (w[0] - 1) * w[4] < o <= w[0] * w[4]):
+            raise verify_error(n, f"{o} output features do not fill {w[0]} blocks of {w[4]}")
+        return make_tensor((*x[:-1], o))
 
     def verify_(self) -> None:
+        t = self.output.type
+        declared = t.get_shape()[-1] if isinstance(t, TensorType) and t.get_shape() else None
         inferred = self.infer_type(
             self.input.type,
             self.weight.type,
             None if self.bias is None else self.bias.type,
+            declared,
         )
         check_result_type(self.name, self.output.type, inferred)
+
+    @property
+    def packed(self) -> bool:
+        """The weight is packed as a 1×1 convolution's (BrainSlug computes it)."""
+        return len(self.weight.type.get_shape()) > 2  # type: ignore[attr-defined]

@@ -91,6 +91,9 @@ def lower_linear(kb: KernelBuilder, op: nn.LinearOp, buf: Buffers, out: SSAValue
     bias = buf[op.bias] if op.bias is not None else None
     shape = out.type.get_shape()
     r = len(shape)
+    if op.packed:
+        _lower_packed_linear(kb, x, w, bias, out)
+        return
     k = w.type.get_shape()[1]
     xmap = AffineMap(r + 1, 0, (*[d(i) for i in range(r - 1)], d(r)))
     wmap = AffineMap(r + 1, 0, (d(r - 1), d(r)))
@@ -98,6 +101,37 @@ def lower_linear(kb: KernelBuilder, op: nn.LinearOp, buf: Buffers, out: SSAValue
     def body(e: Emitter, ivs: list[SSAValue]) -> None:
         s = e.reduce("add", 0.0, [k], lambda q, red: q.mul(q.load(x, [*ivs, *red], xmap),
                                                             q.load(w, [*ivs, *red], wmap)))
+        if bias is not None:
+            s = e.add(s, e.load(bias, [ivs[-1]]))
+        e.store(s, out, ivs)
+
+    kb.nest(shape, body)
+
+
+def _lower_packed_linear(kb: KernelBuilder, x: SSAValue, w: SSAValue, bias: SSAValue | None,
+                         out: SSAValue) -> None:
+    """A linear layer whose weight is packed as a 1×1 convolution's: the nest
+    and the sum over (kh, kw, i) = (1, 1, K) of a pointwise channels-last
+    convolution, the points being the rows of `[..., K]`."""
+    shape = out.type.get_shape()
+    r = len(shape)
+    wshape = w.type.get_shape()
+    k = wshape[-2]
+    # (rows..., o, i, kh, kw) -> input / weight indices
+    xmap = AffineMap(r + 3, 0, (*[d(i) for i in range(r - 1)], d(r)))
+    if len(wshape) == 5:
+        block = wshape[-1]
+        wmap = AffineMap(r + 3, 0, (d(r - 1) // block, d(r + 1), d(r + 2), d(r),
+                                    d(r - 1) % block))
+    else:
+        wmap = AffineMap(r + 3, 0, (d(r + 1), d(r + 2), d(r), d(r - 1)))
+
+    def body(e: Emitter, ivs: list[SSAValue]) -> None:
+        def term(q: Emitter, red: list[SSAValue]) -> SSAValue:
+            idx = [*ivs, red[2], red[0], red[1]]
+            return q.mul(q.load(x, idx, xmap), q.load(w, idx, wmap))
+
+        s = e.reduce("add", 0.0, [1, 1, k], term, contract=True, names=("kh", "kw", "ci"))
         if bias is not None:
             s = e.add(s, e.load(bias, [ivs[-1]]))
         e.store(s, out, ivs)
