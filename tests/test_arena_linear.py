@@ -39,7 +39,7 @@ def test_results_and_held_outputs(rows: int, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("BRAINSLUG_SPEED_CHECK", "0")
     torch.manual_seed(0)
     m = Mlp().eval()
-    opt = brainslug.optimize(m, [0, rows, 37])
+    opt = brainslug.optimize(m, [0, rows, 37], conv="library")
     arena = _arena_modules(opt)
     assert len(arena) == 6
     in_slots = [a for a in arena if a._slot is not None]
@@ -77,7 +77,7 @@ def test_linear_into_is_f_linear_bit_for_bit() -> None:
 def test_weight_changes_follow() -> None:
     torch.manual_seed(2)
     m = Mlp().eval()
-    opt = brainslug.optimize(m, [0, 1100, 37])
+    opt = brainslug.optimize(m, [0, 1100, 37], conv="library")
     assert any(isinstance(a.linear, PackedLinear) for a in _arena_modules(opt))
     with torch.no_grad():
         m.fc1.weight.mul_(-1.5)

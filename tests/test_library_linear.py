@@ -129,7 +129,7 @@ class _Mlp(nn.Module):
 def test_optimize_packs_linear_layers_unless_asked_not_to() -> None:
     torch.manual_seed(3)
     model = _Mlp().eval()
-    opt = brainslug.optimize(model, [0, 37, 53])
+    opt = brainslug.optimize(model, [0, 37, 53], conv="library")
     layers = [m for m in opt.modules() if isinstance(m, PackedLinear)]
     assert len(layers) == 2 and all(m.packed for m in layers)
     assert "2 of 2 library linear layers run on MKL" in brainslug.report(opt)
