@@ -122,6 +122,27 @@ func.func @f(%x: tensor<?x37xf32>, %w: tensor<10x37xf32>, %b: tensor<37xf32>) {
 
 // -----
 
+// A packed weight is a 1x1 convolution's: [1, 1, K, O] or [O/B, 1, 1, K, B].
+func.func @f(%x: tensor<?x5x37xf32>, %w: tensor<3x3x37x53xf32>) {
+  %0 = nn.linear %x, %w : (tensor<?x5x37xf32>, tensor<3x3x37x53xf32>) -> tensor<?x5x53xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.linear: a packed weight is [1, 1, K, O] or [O/B, 1, 1, K, B], got [3, 3, 37, 53]
+
+// -----
+
+func.func @f(%x: tensor<?x5x37xf32>, %w: tensor<3x1x1x37x16xf32>) {
+  %0 = nn.linear %x, %w : (tensor<?x5x37xf32>, tensor<3x1x1x37x16xf32>) -> tensor<?x5x53xf32>
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: nn.linear: 53 output features do not fill 3 blocks of 16
+
+// -----
+
 func.func @f(%x: tensor<?x37x13x13xf32>, %p: tensor<37xf32>, %q: tensor<36xf32>) {
   %0 = nn.batch_norm %x weight %p bias %p mean %q var %p {eps = 1.0e-05 : f64, layout = "NCHW"} : (tensor<?x37x13x13xf32>, tensor<37xf32>, tensor<37xf32>, tensor<36xf32>, tensor<37xf32>) -> tensor<?x37x13x13xf32>
   func.return

@@ -272,7 +272,8 @@ class LinearOp(IRDLOperation):
             raise verify_error(n, f"a packed weight is [1, 1, K, O] or [O/B, 1, 1, K, B], "
                                   f"got {list(w)}")
         if x[-1] >= 0 and k >= 0 and x[-1] != k:
-            raise verify_error(n, f"input has {x[-1]} features, weight expects {k}")
+            of = "[O, K]" if len(w) == 2 else "a packed [.., K, O]"
+            raise verify_error(n, f"input has {x[-1]} features, weight expects {k} (K of {of})")
         if bias_type is not None:
             b = ranked_shape(n, "bias", bias_type, (1,))
             if o is None:
