@@ -147,3 +147,37 @@ def test_auto_times_each_linear_against_the_library(monkeypatch, tmp_path) -> No
     with torch.no_grad():
         ref, got = model(x), opt(x)
     assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise convolution, then LayerNorm and the MLP on [N, H, W, C] (a
+    permuted channels-last tensor, row-major), a layer scale, a residual."""
+
+    def __init__(self, c: int = 37) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm, self.mlp = nn.LayerNorm(c), Mlp(c, 4 * c)
+        self.scale = nn.Parameter(torch.rand(c) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.mlp.fc2(self.mlp.act(self.mlp.fc1(self.norm(y)))) * self.scale
+        return x + y.permute(0, 3, 1, 2)
+
+
+def test_linears_over_pixels_in_a_channels_last_plan() -> None:
+    """In an NHWC plan a rank-4 [N, H, W, C] tensor that a permute made
+    row-major keeps its order through the compiled linear layers (their
+    results were typed channels-last before, and the layers stayed MKL's)."""
+    torch.manual_seed(7)
+    model = ConvNeXtBlock().eval()
+    opt = brainslug.optimize(model, [0, 37, 11, 11], conv="brainslug")
+    text = brainslug.report(opt)
+    assert "bs_no_bias_mlp_fc1: brainslug" in text and "bs_no_bias_mlp_fc2: brainslug" in text, \
+        text
+    assert not any(op == "nn.linear" for _, op in opt.info.library), opt.info.library
+    for batch in (1, 3):
+        x = torch.randn(batch, 37, 11, 11)
+        with torch.no_grad():
+            ref, got = model(x), opt(x)
+        assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())

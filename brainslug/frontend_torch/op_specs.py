@@ -226,7 +226,7 @@ def _linear(c: Call) -> Operation:
         # compiled where each batch item has rows (tokens, pixels) to block in
         # registers: the weight packed as a 1x1 convolution's, bound to the parameter
         weight = c.b.conv_weight(w, f"{c.node.target}.weight", 1)
-        return nn.LinearOp(x, weight, bias, result_type=c.b.result_type(c.node))
+        return nn.LinearOp(x, weight, bias, result_type=c.b.result_type(c.node, c.b.order(x)))
     return nn.LinearOp(x, c.tensor("weight"), bias)
 
 
