@@ -181,3 +181,22 @@ def test_linears_over_pixels_in_a_channels_last_plan() -> None:
         with torch.no_grad():
             ref, got = model(x), opt(x)
         assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def test_saved_plans_keep_their_compiled_linears(tmp_path) -> None:
+    """brainslug.save/load: the loaded plan runs the same kernels (the same
+    result, bit for bit) and its packed weights follow the loaded model's."""
+    torch.manual_seed(8)
+    model = Mlp().eval()
+    opt = brainslug.optimize(model, [0, 13, 37], conv="brainslug")
+    x = torch.randn(2, 13, 37)
+    path = tmp_path / "mlp.bslug"
+    brainslug.save(opt, path)
+    back = brainslug.load(path)
+    assert "bs_no_bias_fc1: brainslug" in brainslug.report(back)
+    with torch.no_grad():
+        assert torch.equal(back(x), opt(x))
+        back.original.fc1.weight.mul_(1.5)
+        ref = Mlp().eval()
+        ref.load_state_dict(back.original.state_dict())
+        assert (back(x) - ref(x)).abs().max().item() <= 1e-5
