@@ -84,6 +84,11 @@ def rank(v: SSAValue) -> int:
     return len(v.type.get_shape())
 
 
+def _names(wanted: bool | Collection[str], node: str) -> bool:
+    """Whether `wanted` (True: all, False: none, else fx node names) takes `node`."""
+    return wanted is True or (not isinstance(wanted, bool) and node in wanted)
+
+
 class GraphBuilder:
     """Emits IR for fx nodes into the graph function's block."""
 
@@ -237,16 +242,14 @@ class GraphBuilder:
     def compiles_linear(self, node: str) -> bool:
         """Whether the linear layer at fx node `node` is compiled:
         `compile_linears` is True (all of them) or names it."""
-        wanted = self.compile_linears
-        return wanted is True or (not isinstance(wanted, bool) and node in wanted)
+        return _names(self.compile_linears, node)
 
     def library_conv(self, node: str) -> None:
         """LibraryCall unless the convolution at fx node `node` is compiled:
         `compile_convs` is True (all of them) or names it."""
         if self.layout != "NHWC":
             return
-        wanted = self.compile_convs
-        if wanted is True or (not isinstance(wanted, bool) and node in wanted):
+        if _names(self.compile_convs, node):
             return
         raise LibraryCall("channels-last convolution in PyTorch", NCHW_TO_NHWC)
 

@@ -443,7 +443,7 @@ def _prefetch_next_chunk(red: loop.ReduceOp, chunk: int) -> None:
     for op in list(red.body.walk()):
         if not isinstance(op, simd.LoadOp) or ci not in op.indices:
             continue
-        ahead = _shifted(op, ci, AffineConstantExpr(chunk), op.map.data.num_dims)
+        ahead = _shifted(op, {ci: AffineConstantExpr(chunk)}, op.map.data.num_dims)
         op.parent_block().insert_op_before(simd.PrefetchOp(op.buffer, op.indices, ahead, 2), op)
 
 
@@ -466,7 +466,7 @@ def _offset_chunk(red: loop.ReduceOp, s: _Shape, k: int | SSAValue) -> None:
         if not shifts:
             continue
         extra = not isinstance(k, int)
-        op.map = AffineMapAttr(_shifted_by(op, shifts, n + extra))
+        op.map = AffineMapAttr(_shifted(op, shifts, n + extra))
         if extra:
             op.operands = [*op.operands, k]
 
@@ -494,16 +494,11 @@ def tap_row_chunk(channels: int, row_taps: int) -> int:
     return best if best >= min(MIN_CHUNK, channels) else 0
 
 
-def _shifted(op: loop.LoadOp | simd.LoadOp, ci: SSAValue, extra: AffineExpr,
+def _shifted(op: loop.LoadOp | simd.LoadOp, shifts: dict[SSAValue, AffineExpr],
              new_dims: int) -> AffineMap:
-    """`op`'s map with `ci + extra` wherever it reads the index `ci`, over
-    `new_dims` dims (one more where `extra` uses an added operand)."""
-    return _shifted_by(op, {ci: extra}, new_dims)
-
-
-def _shifted_by(op: loop.LoadOp | simd.LoadOp, shifts: dict[SSAValue, AffineExpr],
-                new_dims: int) -> AffineMap:
-    """`op`'s map with `iv + shifts[iv]` wherever it reads an index in `shifts`."""
+    """`op`'s map with `iv + shifts[iv]` wherever it reads an index in
+    `shifts`, over `new_dims` dims (one more where a shift uses an added
+    operand)."""
     amap = op.map.data
     dims: list[AffineExpr] = [AffineDimExpr(i) + shifts[x] if x in shifts else AffineDimExpr(i)
                               for i, x in enumerate(op.indices[:amap.num_dims])]

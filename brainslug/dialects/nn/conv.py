@@ -267,10 +267,14 @@ class LinearOp(IRDLOperation):
         if not x:
             raise verify_error(n, "input must have rank >= 1, got rank 0")
         w = ranked_shape(n, "weight", weight_type, (2, 4, 5))
-        k, o = (w[1], w[0]) if len(w) == 2 else (w[-2], w[-1] if len(w) == 4 else out_features)
-        if len(w) > 2 and tuple(w[-4 if len(w) == 4 else 1:][:2]) != (1, 1):
-            raise verify_error(n, f"a packed weight is [1, 1, K, O] or [O/B, 1, 1, K, B], "
-                                  f"got {list(w)}")
+        if len(w) == 2:  # PyTorch's [O, K]
+            o, k = w
+        else:  # packed: [1, 1, K, O], or [O/B, 1, 1, K, B] (O from the result or bias)
+            taps = w[:2] if len(w) == 4 else w[1:3]
+            if tuple(taps) != (1, 1):
+                raise verify_error(n, f"a packed weight is [1, 1, K, O] or [O/B, 1, 1, K, B], "
+                                      f"got {list(w)}")
+            k, o = w[-2], w[-1] if len(w) == 4 else out_features
         if x[-1] >= 0 and k >= 0 and x[-1] != k:
             of = "[O, K]" if len(w) == 2 else "a packed [.., K, O]"
             raise verify_error(n, f"input has {x[-1]} features, weight expects {k} (K of {of})")

@@ -89,11 +89,11 @@ def lower_conv2d(kb: KernelBuilder, op: nn.Conv2dOp, buf: Buffers, out: SSAValue
 def lower_linear(kb: KernelBuilder, op: nn.LinearOp, buf: Buffers, out: SSAValue) -> None:
     x, w = buf[op.input], buf[op.weight]
     bias = buf[op.bias] if op.bias is not None else None
-    shape = out.type.get_shape()
-    r = len(shape)
     if op.packed:
         _lower_packed_linear(kb, x, w, bias, out)
         return
+    shape = out.type.get_shape()
+    r = len(shape)
     k = w.type.get_shape()[1]
     xmap = AffineMap(r + 1, 0, (*[d(i) for i in range(r - 1)], d(r)))
     wmap = AffineMap(r + 1, 0, (d(r - 1), d(r)))
