@@ -430,6 +430,10 @@ class ReduceKind(StrEnum):
     MAX = auto()
 
 
+MAX_UNROLLED_STEPS = 64
+"""Most steps a `loop.reduce` unrolls (`unroll`)."""
+
+
 @irdl_op_definition
 class ReduceOp(_DomainOp):
     """Combines the values its body yields over a box of window/reduction ivs.
@@ -439,7 +443,10 @@ class ReduceOp(_DomainOp):
     results are independent accumulators over one domain (a register tile);
     the body yields one value per result. `contract` lets an `add` whose
     yielded value is a product accumulate it with one fused multiply-add (one
-    rounding instead of two, as the libraries' convolutions do).
+    rounding instead of two, as the libraries' convolutions do). `unroll k`
+    asks the lowering for straight-line code over the dims from `k` on (a
+    window's taps along a row: neighbouring columns then share their loads);
+    the order of the steps is unchanged.
     """
 
     name = "loop.reduce"
@@ -452,6 +459,7 @@ class ReduceOp(_DomainOp):
     )
     init = prop_def(FloatAttr)
     contract = opt_prop_def(UnitAttr)
+    unroll = opt_prop_def(IntegerAttr[IndexType])
     accumulators = var_result_def()
     body = region_def("single_block")
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
@@ -466,12 +474,15 @@ class ReduceOp(_DomainOp):
         body: Region | None = None,
         result_type: Attribute | Sequence[Attribute] = f32,
         contract: bool = False,
+        unroll: int | None = None,
     ):
         props, operands = _domain_props(lower, upper, None)
         props["kind"] = StringAttr(str(kind))
         props["init"] = FloatAttr(init, f32)
         if contract:
             props["contract"] = UnitAttr()
+        if unroll is not None:
+            props["unroll"] = IntegerAttr(unroll, IndexType())
         types = [result_type] if isinstance(result_type, Attribute) else list(result_type)
         super().__init__(
             operands=operands,
@@ -499,10 +510,17 @@ class ReduceOp(_DomainOp):
     def contracts(self) -> bool:
         return self.contract is not None
 
+    @property
+    def unrolled_from(self) -> int | None:
+        """The first of the dims the lowering unrolls, if any."""
+        return None if self.unroll is None else self.unroll.value.data
+
     def print(self, printer: Printer) -> None:
         printer.print_string(f" {self.kind.data} ")
         if self.contracts:
             printer.print_string("contract ")
+        if self.unroll is not None:
+            printer.print_string(f"unroll {self.unroll.value.data} ")
         print_domain(printer, self.ivs, self.lower_bounds(), self.upper_bounds())
         printer.print_string(" init ")
         printer.print_attribute(self.init)
@@ -514,6 +532,9 @@ class ReduceOp(_DomainOp):
     def parse(cls, parser: Parser) -> ReduceOp:
         kind = parser.parse_identifier()
         contract = parser.parse_optional_keyword("contract") is not None
+        unroll = None
+        if parser.parse_optional_keyword("unroll") is not None:
+            unroll = parser.parse_integer(allow_boolean=False, allow_negative=False)
         ivs, lower, upper = parse_domain(parser)
         parser.parse_keyword("init")
         init = parser.parse_attribute()
@@ -524,7 +545,7 @@ class ReduceOp(_DomainOp):
         while parser.parse_optional_punctuation(",") is not None:
             types.append(parser.parse_type())
         attrs, body = cls.parse_body(parser, ivs)
-        op = cls(kind, init.value.data, lower, upper, body, types, contract)
+        op = cls(kind, init.value.data, lower, upper, body, types, contract, unroll)
         return op.with_attributes(attrs)
 
     def verify_(self) -> None:
@@ -537,6 +558,20 @@ class ReduceOp(_DomainOp):
                 raise VerifyException(f"loop.reduce: reduces f32 values, got {r.type}")
         if self.contracts and self.kind_name != ReduceKind.ADD:
             raise VerifyException("loop.reduce: only an add reduction contracts")
+        if (first := self.unrolled_from) is not None:
+            lower, upper = self.lower_bounds(), self.upper_bounds()
+            if first >= len(lower):
+                raise VerifyException(
+                    f"loop.reduce: unroll {first} names no dim of its {len(lower)}")
+            steps = 1
+            for lb, ub in zip(lower[first:], upper[first:], strict=True):
+                if not isinstance(lb, int) or not isinstance(ub, int):
+                    raise VerifyException(
+                        "loop.reduce: the dims it unrolls need static bounds")
+                steps *= max(0, ub - lb)
+            if steps > MAX_UNROLLED_STEPS:
+                raise VerifyException(
+                    f"loop.reduce: unrolls {steps} steps, at most {MAX_UNROLLED_STEPS}")
         term = self.body.block.last_op
         n = len(self.accumulators)
         if not isinstance(term, YieldOp) or len(term.values) != n:

@@ -291,7 +291,7 @@ def reduce_loops(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: list
                 out.append(em.b.intrinsic("llvm.fma", [a, c, acc]))
         return out
 
-    return em.loops(lbs, ubs, [1] * len(lbs), body, inits)
+    return em.loops(lbs, ubs, [1] * len(lbs), body, inits, op.unrolled_from)
 
 
 def _vector_parts(em: PhaseEmitter, op: loop.ReduceOp) -> int:
@@ -356,7 +356,7 @@ def _reduce_loops_in_parts(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal],
                                else reduce_step(em, kind, acc, step))
             return out
 
-        results = em.loops(lbs, ubs, [1] * len(lbs), body, inits)
+        results = em.loops(lbs, ubs, [1] * len(lbs), body, inits, op.unrolled_from)
     finally:
         em.lanes, em.lane = whole, lane
         em.values[lane.iv] = lane.w

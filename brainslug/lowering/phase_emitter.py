@@ -423,8 +423,11 @@ class PhaseEmitter:
         steps: Sequence[int],
         body: Callable[[list[IVal], list[SSAValue]], list[SSAValue]],
         init: Sequence[SSAValue] = (),
+        unrolled_from: int | None = None,
     ) -> list[SSAValue]:
-        """Nested loops over a box, carrying `init` through all of them."""
+        """Nested loops over a box, carrying `init` through all of them; the
+        dims from `unrolled_from` on, where their bounds are static, as
+        straight-line code (their ivs constants)."""
 
         def rec(d: int, ivs: list[IVal], carried: list[SSAValue]) -> list[SSAValue]:
             if d == len(lbs):
@@ -435,6 +438,10 @@ class PhaseEmitter:
                     return carried
                 if ub - lb <= s:
                     return rec(d + 1, [*ivs, lb], carried)
+                if unrolled_from is not None and d >= unrolled_from:
+                    for iv in range(lb, ub, s):
+                        carried = rec(d + 1, [*ivs, iv], carried)
+                    return carried
             _, out = self.b.loop(lb, ub, s, lambda iv, c: rec(d + 1, [*ivs, iv], c), carried)
             return out
 

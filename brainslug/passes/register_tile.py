@@ -29,6 +29,11 @@ When the weights are larger than the cache budget, the blocks of V*W channels
 become the outermost nest dimension (each block's weights then stay in cache
 while all pixels use them, as oneDNN blocks output channels outside pixels).
 
+A depthwise window's row of taps (kw of a 3×3, 5×5 or 7×7) is unrolled
+(`loop.reduce unroll`) in blocks of one vector and up to 8 columns, all of
+them consecutive: column j's tap k then reads what column j+1's tap k-1 reads,
+and LLVM loads each input vector once per row of taps (`row_taps`).
+
 A grouped convolution whose groups hold whole vectors of output channels (16
 or more with AVX-512) takes blocks of V vectors within a group (V*W divides
 the group), each block a nest dimension whose input is one broadcast per step,
@@ -96,8 +101,9 @@ accumulators); 32→16 at 112×112: P = 16 1.26 ms, 28 1.54 ms."""
 WINDOW_VECTORS = 2
 """At most this many vectors in a block whose columns read vectors, not a
 broadcast scalar (a depthwise convolution: each tap loads every column's
-input and one weight row), where the columns fill such a block (14 of them
-with 32 registers). With V = 4, LLVM hoists a window's loads of all taps
+input and one weight row) and whose row of taps stays a loop (more taps than
+`UNROLLED_TAPS`), where the columns fill such a block (14 of them with 32
+registers). With V = 4, LLVM hoists a window's loads of all taps
 ahead of their FMAs and spills them; with V = 2 the loads fold into the
 FMAs. Expand, BN, SiLU, depthwise, BN, SiLU at batch 8 (EfficientNet's
 chains), V = 2 against V = 4, both compiled in one process and timed
@@ -105,6 +111,25 @@ interleaved, in both orders: 0.87 of the time for 24→144 3×3 at 56×56,
 0.98 for 80→480 3×3 at 14×14; but 1.06 for 192→1152 5×5 at 7×7, whose 7
 columns then hold 14 accumulators instead of 28 (so fewer columns keep
 more vectors)."""
+
+
+UNROLLED_TAPS = 7
+"""Most steps of a window's row of taps (times the channels it sums per tap)
+that a register block unrolls (`loop.reduce unroll`): the columns of a block
+and the taps of a row then read the same input vectors (column j's tap k is
+column j+1's tap k-1), and LLVM loads each once per row of taps instead of
+once per tap, with one padding check instead of three."""
+
+ROW_TAP_COLUMNS = 8
+"""Most columns of a block of one vector whose window's row of taps is
+unrolled (`UNROLLED_TAPS`). Depthwise convolutions at batch 8, 2 threads
+(`bench.convs` timing, GFLOP/s): 192 channels 3×3 at 28×28 126 with 7
+columns unrolled against 67-71 with 14 columns of 2 vectors as loops; 480
+channels 5×5 at 14×14 178 against 104. Blocks of up to 16 columns (14 for
+these rows) ran at 0.7-0.95 of 8's on 5×5 windows, stride 2 and 32 channels
+at 112×112; up to 20 slower still. Whole networks, both plans in one process,
+timed interleaved: efficientnet_b0 0.91 of the time at batch 8 and 0.95 at
+batch 1, mobilenet_v2 0.96 and 0.94, convnext_tiny (7×7) 0.99."""
 
 
 TAIL_ACCUMULATORS = 20
@@ -173,6 +198,42 @@ def row_dim(nest: loop.NestOp, red: loop.ReduceOp) -> int | None:
     return None
 
 
+def row_taps(red: loop.ReduceOp, row: SSAValue) -> int | None:
+    """The dim of `red` from which a register block unrolls it: the taps along
+    the row of columns (a window's kw) where every vector load that reads the
+    row reads it at the column plus that tap, and the tap's steps times those
+    of the dims after it are static and at most `UNROLLED_TAPS`; else None."""
+    loads = [op for op in red.body.walk() if isinstance(op, simd.LoadOp)
+             and _reads(op, row)]
+    if not loads:
+        return None
+    lbs, ubs = red.lower_bounds(), red.upper_bounds()
+    for d in reversed(range(len(red.ivs))):
+        steps = [ub - lb for lb, ub in zip(lbs[d:], ubs[d:], strict=True)
+                 if isinstance(lb, int) and isinstance(ub, int)]
+        if len(steps) != len(red.ivs) - d or math.prod(steps) > UNROLLED_TAPS:
+            return None
+        if steps[0] > 1 and all(_reads_at_tap(ld, row, red.ivs[d]) for ld in loads):
+            return d
+    return None
+
+
+def _reads(load: simd.LoadOp, iv: SSAValue) -> bool:
+    """Whether some index of `load` uses `iv`."""
+    return bool(_positions(load, iv) & load.map.data.used_dims())
+
+
+def _positions(load: simd.LoadOp, iv: SSAValue) -> set[int]:
+    return {k for k, x in enumerate(load.indices) if x is iv}
+
+
+def _reads_at_tap(load: simd.LoadOp, row: SSAValue, tap: SSAValue) -> bool:
+    """Whether every index of `load` that uses the `row` also uses the `tap`."""
+    at_row, at_tap = _positions(load, row), _positions(load, tap)
+    uses = [e.used_dims() for e in load.map.data.results]
+    return all(u & at_tap for u in uses if u & at_row)
+
+
 def _varies(op: Operation, varying: set[SSAValue]) -> bool:
     return any(v in varying for v in value_operands(op)) or any(
         v in varying for r in op.regions for o in r.walk() for v in value_operands(o)
@@ -203,12 +264,14 @@ class RegisterTile(RewritePattern):
 
     def shape(self, lanes_extent: int, rows_extent: int,
               vectors: int | None = None, broadcast: bool = True,
-              rows_above: int | None = None) -> tuple[int, int, tuple[int, int] | None]:
+              rows_above: int | None = None, unrolled: int = 0
+              ) -> tuple[int, int, tuple[int, int] | None]:
         """(P columns, V vectors, and for blocks that run across rows their
         (blocks per row, rows), else None) for a lane extent and a column
         extent; `rows_above`: the extent of the dim of rows above the columns
         where a block may run across rows (a single tap's sum; in a depth-first
-        tile, its step), else None.
+        tile, its step), else None; `unrolled`: the steps of a window's row of
+        taps that the block unrolls (`row_tap_block`), else 0.
 
         V: as many vectors as the channels fill, a power of two (LLVM splits
         those cleanly), at most `max-vectors` (`WINDOW_VECTORS` where the
@@ -231,6 +294,8 @@ class RegisterTile(RewritePattern):
         `REGISTER_BROADCAST_ACCUMULATORS` where V <= 2 columns `broadcast` a
         scalar input; among those, the P that wastes the fewest columns past
         the end (then the larger)."""
+        if unrolled:
+            return self.row_tap_block(rows_extent, unrolled), 1, None
         v = 1
         most = self.max_vectors
         if not broadcast and rows_extent >= self._columns(WINDOW_VECTORS, 1):
@@ -275,6 +340,18 @@ class RegisterTile(RewritePattern):
             return rows_extent, v, None
         best = max(range(low, top + 1), key=lambda p: (used(p), p))
         return best, v, None
+
+    def row_tap_block(self, extent: int, steps: int) -> int:
+        """P for a block of one vector whose window's row of `steps` taps is
+        unrolled: one accumulator per column beside the row's weights and two
+        inputs in flight, at most `ROW_TAP_COLUMNS`; the largest such P that
+        divides the columns, down to half of the most (a block's columns are
+        then consecutive, which the shared loads need), else the most (the
+        row's last columns then take a block of their own, `split`)."""
+        most = max(1, min(ROW_TAP_COLUMNS, self.registers - steps - 2))
+        if extent <= most:
+            return extent
+        return next((p for p in range(most, (most - 1) // 2, -1) if extent % p == 0), most)
 
     def _columns(self, vectors: int, spare: int) -> int:
         """The most columns whose accumulators fit the register file beside
@@ -328,19 +405,24 @@ class RegisterTile(RewritePattern):
             vectors = 1
             while vectors * 2 <= self.max_vectors and group % (vectors * 2 * self.lanes) == 0:
                 vectors *= 2
+        unroll = None if broadcast or packed else row_taps(red, row)
+        unrolled = 0
+        if unroll is not None:
+            unrolled = math.prod(ub - lb for lb, ub in zip(  # type: ignore[operator]
+                red.lower_bounds()[unroll:], red.upper_bounds()[unroll:], strict=True))
         p, v, flat = self.shape(lane_ub - lane_lb, ub,  # type: ignore[arg-type]
-                                vectors, broadcast, above)
+                                vectors, broadcast, above, unrolled)
         if p == 1 and v == 1 and not packed and not group:
             return
         if flat is None and (not in_tile(nest) or _taps(red) > 1):
             p, ub = self._split_row(nest, pos, p, v, ub, broadcast, packed,  # type: ignore[arg-type]
-                                    rewriter, group)
+                                    rewriter, group, unroll)
         self._tile(lp, nest, red, pos, p, v, flat, tile_rows, ub, packed,  # type: ignore[arg-type]
-                   rewriter, above, group)
+                   rewriter, above, group, unroll)
 
     def _split_row(self, nest: loop.NestOp, pos: int, p: int, v: int, extent: int,
                    broadcast: bool, packed: int, rewriter: PatternRewriter,
-                   group: int = 0) -> tuple[int, int]:
+                   group: int = 0, unroll: int | None = None) -> tuple[int, int]:
         """(P, columns) of `nest`'s own blocks. Where `split` takes blocks of
         P and of P', those of P' are tiled here, in a copy of `nest` after it
         that runs over the row's last columns, and `nest` keeps the others.
@@ -350,7 +432,7 @@ class RegisterTile(RewritePattern):
         tiled with the max pool after it, ran its stack in 0.64 of the time
         at batch 1 and 8 split (resnet50: 0.986 and 0.978; vgg11, whose 3×3
         convolutions are tiled with their pools: 0.964 and 0.927)."""
-        split = self.split(extent, p, v, broadcast)
+        split = self.split(extent, p, v, broadcast, unroll is not None)
         if split is None:
             return p, extent
         (p_main, main), (p_tail, tail_blocks) = split
@@ -365,10 +447,10 @@ class RegisterTile(RewritePattern):
         tail_red = _contraction(tail_lp)
         assert tail_red is not None
         self._tile(tail_lp, tail, tail_red, pos, p_tail, v, None, False, tail_blocks * p_tail,
-                   packed, rewriter, group=group)
+                   packed, rewriter, group=group, unroll=unroll)
         return p_main, set_extent(nest, pos, main * p_main)
 
-    def split(self, extent: int, p: int, v: int, broadcast: bool
+    def split(self, extent: int, p: int, v: int, broadcast: bool, row_taps: bool = False
               ) -> tuple[tuple[int, int], tuple[int, int]] | None:
         """For a block of `p` columns that spills (its accumulators, the V
         weight vectors and the broadcast overfill the register file: P = 7
@@ -382,7 +464,12 @@ class RegisterTile(RewritePattern):
         compiled in one process, timed interleaved): 64→64 3×3 at 42×42
         (where 6 and 7 both divide the columns) 0.955-0.961 of the time with
         P = 6; 56×56 split 0.96-0.97; ResNet's 7×7/2 stem (112 columns)
-        0.87-0.91; resnet50 0.979-0.998 (four runs; their noise is ±2%)."""
+        0.87-0.91; resnet50 0.979-0.998 (four runs; their noise is ±2%).
+        With `row_taps` (an unrolled window, `row_tap_block`), where P does
+        not divide the columns: the blocks of P and one of the rest."""
+        if row_taps:
+            rest = extent % p
+            return ((p, extent // p), (rest, 1)) if rest and extent > p else None
         if not (broadcast and self.broadcast_operands) or extent <= p:
             return None
         free = self._columns(v, 1)
@@ -403,11 +490,12 @@ class RegisterTile(RewritePattern):
     def _tile(self, lp: simd.LoopOp, nest: loop.NestOp, red: loop.ReduceOp, pos: int,
               p: int, v: int, flat: tuple[int, int] | None, tile_rows: bool, ub: int,
               packed: int, rewriter: PatternRewriter, above: int | None = None,
-              group: int = 0) -> None:
+              group: int = 0, unroll: int | None = None) -> None:
         """Blocks `lp` (the body of `nest`, whose dim `pos` has `ub` columns)
         by `p` columns × `v` vectors; see `match_and_rewrite`. With `group`
         (output channels per group, a multiple of `v` vectors) every block of
-        channels lies in one group."""
+        channels lies in one group. `unroll`: the reduction's dims from this
+        one on unroll (`row_taps`)."""
         (lane_lb,), (lane_ub,) = lp.lower_bounds(), lp.upper_bounds()
         assert isinstance(lane_lb, int) and isinstance(lane_ub, int)
         row = nest.ivs[pos]
@@ -443,7 +531,7 @@ class RegisterTile(RewritePattern):
         # which dim holds the blocks of columns (bs-block-reduction reads it)
         nest.attributes[COLUMNS_ATTR] = IntegerAttr(nest.ivs.index(row), IndexType())
         new_lp = simd.LoopOp(lower, upper, vectors=v)
-        self._clone_body(lp, red, columns, guards, new_lp)
+        self._clone_body(lp, red, columns, guards, new_lp, unroll)
         if packed:
             assert cb is not None
             index_blocks(new_lp, packed, cb)
@@ -510,7 +598,7 @@ class RegisterTile(RewritePattern):
 
     def _clone_body(self, lp: simd.LoopOp, red: loop.ReduceOp,
                     columns: list[dict[SSAValue, SSAValue]], guards: list[SSAValue | None],
-                    new_lp: simd.LoopOp) -> None:
+                    new_lp: simd.LoopOp, unroll: int | None = None) -> None:
         """Clones `lp`'s body into `new_lp` once per column, each substituting
         its own ivs (`columns`) where the body depends on them; a column's
         stores take its guard."""
@@ -520,7 +608,7 @@ class RegisterTile(RewritePattern):
         epilogue: list[Operation] = []
         for op in lp.body.block.ops:
             if op is red:
-                new = self._tiled_reduce(red, maps, varying)
+                new = self._tiled_reduce(red, maps, varying, unroll)
                 new_lp.body.block.add_op(new)
                 for m, acc in zip(maps, new.accumulators, strict=True):
                     m[red.result] = acc
@@ -534,10 +622,10 @@ class RegisterTile(RewritePattern):
         _clone_columns_in_turn(epilogue, maps, guards, varying, new_lp.body.block)
 
     def _tiled_reduce(self, red: loop.ReduceOp, maps: list[dict[SSAValue, SSAValue]],
-                      varying: set[SSAValue]) -> loop.ReduceOp:
+                      varying: set[SSAValue], unroll: int | None = None) -> loop.ReduceOp:
         new = loop.ReduceOp(red.kind_name, red.init_value, red.lower_bounds(),
                             red.upper_bounds(), result_type=[red.result.type] * len(maps),
-                            contract=True)
+                            contract=True, unroll=unroll)
         body = new.body.block
         for old_arg, arg in zip(red.body.block.args, body.args, strict=True):
             arg.name_hint = old_arg.name_hint

@@ -143,6 +143,27 @@ func.func @tiles(%x: memref<?x37x13x13xf32>, %out: memref<?x13x13x37xf32>) attri
 // GENERIC-NEXT:      "loop.yield"() : () -> ()
 // GENERIC-NEXT:    }) : () -> ()
 
+// A contracting reduction that unrolls its dims from %kw on (`unroll 1`).
+func.func @row_taps(%x: memref<?x9x9x37xf32>, %wt: memref<3x3x37xf32>, %out: memref<?x7x7x37xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x9x9x37xf32>
+  loop.nest (%n, %h, %w, %c) = (0, 0, 0, 0) to (%batch, 7, 7, 37) {
+    %s = loop.reduce add contract unroll 1 (%kh, %kw) = (0, 0) to (3, 3) init 0.0 : f32 -> f32 {
+      %v = loop.load %x[%n, %h, %w, %c, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1 + d4, d2 + d5, d3)> : memref<?x9x9x37xf32>
+      %k = loop.load %wt[%kh, %kw, %c] : memref<3x3x37xf32>
+      %p = arith.mulf %v, %k : f32
+      loop.yield %p : f32
+    }
+    loop.store %s, %out[%n, %h, %w, %c] : f32, memref<?x7x7x37xf32>
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @row_taps
+// CHECK:         %s = loop.reduce add contract unroll 1 (%kh, %kw) = (0, 0) to (3, 3) init 0.000000e+00 : f32 -> f32 {
+// GENERIC-LABEL: "func.func"() <{sym_name = "row_taps"
+// GENERIC:         "loop.reduce"() <{lower = array<i64: 0, 0>, upper = array<i64: 3, 3>, kind = "add", init = 0.000000e+00 : f32, contract, unroll = 1 : index, operandSegmentSizes = array<i32: 0, 0>}> ({
+
 // kernel_info lives at module level, next to the lowered kernel
 loop.kernel_info {num_args = 2 : i64, parallel = array<i64: 1, 4>, scratch_dims = array<i64>, kernel = "kern", phases = ["kern_p0", "kern_p1"], buffers = [memref<?x37x13x13xf32>, memref<37xf32>], work = array<i64: 37, 1813>, target = "x86-64"}
 

@@ -477,3 +477,51 @@ func.func @f(%a: memref<?x3x16xf32>, %x: memref<?x3x16xf32>, %b: memref<?x3x16xf
 
 // CHECK: {{// -+}}
 // CHECK-NEXT: loop.pieces reads consecutive arguments of its kernel
+
+// -----
+
+// `unroll` names one of the reduction's dims
+func.func @f() {
+  loop.nest (%i) = (0) to (37) {
+    %m = loop.reduce add unroll 2 (%kh, %kw) = (0, 0) to (3, 3) init 0.0 : f32 -> f32 {
+      %z = arith.constant 0.0 : f32
+      loop.yield %z : f32
+    }
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.reduce: unroll 2 names no dim of its 2
+
+// -----
+
+// the dims it unrolls have static bounds
+func.func @f(%n: index) {
+  loop.nest (%i) = (0) to (37) {
+    %m = loop.reduce add unroll 1 (%kh, %kw) = (0, 0) to (3, %n) init 0.0 : f32 -> f32 {
+      %z = arith.constant 0.0 : f32
+      loop.yield %z : f32
+    }
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.reduce: the dims it unrolls need static bounds
+
+// -----
+
+// at most MAX_UNROLLED_STEPS steps
+func.func @f() {
+  loop.nest (%i) = (0) to (37) {
+    %m = loop.reduce add unroll 0 (%kh, %kw) = (0, 0) to (9, 9) init 0.0 : f32 -> f32 {
+      %z = arith.constant 0.0 : f32
+      loop.yield %z : f32
+    }
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.reduce: unrolls 81 steps, at most 64

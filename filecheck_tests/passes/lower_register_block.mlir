@@ -93,3 +93,43 @@ func.func @whole_static(%x: memref<2x37xf32>, %w: memref<37x64xf32>, %y: memref<
 // CHECK-NOT:     llvm.masked
 // CHECK-NOT:     llvm.call_intrinsic "llvm.fma.v32f32"
 // CHECK:         loop.kernel_info {{{.*}}kernel = "whole_static"
+
+// `unroll 1`: the reduction's dims from %kw on are straight-line code (a
+// window's row of taps), one loop over %kh is left; each column still
+// accumulates its taps in order, kw = 0, 1, 2, one FMA each.
+func.func @row_taps(%x: memref<?x6x6x16xf32>, %wt: memref<3x3x16xf32>, %out: memref<?x4x4x16xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x6x6x16xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 4, 2) {
+    %c2 = arith.constant 2 : index
+    %c1 = arith.constant 1 : index
+    %base = arith.muli %w, %c2 : index
+    %col1 = arith.addi %base, %c1 : index
+    simd.loop (%c) = (0) to (16) vectors 1 {
+      %a0, %a1 = loop.reduce add contract unroll 1 (%kh, %kw) = (0, 0) to (3, 3) init 0.0 : f32 -> !simd.vec<f32>, !simd.vec<f32> {
+        %x0 = simd.load %x[%n, %h, %base, %c, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1 + d4, d2 + d5, d3)> : memref<?x6x6x16xf32>
+        %x1 = simd.load %x[%n, %h, %col1, %c, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1 + d4, d2 + d5, d3)> : memref<?x6x6x16xf32>
+        %wv = simd.load %wt[%kh, %kw, %c] : memref<3x3x16xf32>
+        %m0 = simd.mulf %x0, %wv : !simd.vec<f32>
+        %m1 = simd.mulf %x1, %wv : !simd.vec<f32>
+        loop.yield %m0, %m1 : !simd.vec<f32>, !simd.vec<f32>
+      }
+      simd.store %a0, %out[%n, %h, %base, %c] : memref<?x4x4x16xf32>
+      simd.store %a1, %out[%n, %h, %col1, %c] : memref<?x4x4x16xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: llvm.func @row_taps_p0
+// CHECK:         ^[[LOOP:bb[0-9]+]](%{{.*}}: i64, %[[A0:.*]]: vector<16xf32>, %[[A1:.*]]: vector<16xf32>):
+// CHECK:         %[[S0:.*]] = llvm.call_intrinsic "llvm.fma.v16f32"(%{{.*}}, %{{.*}}, %[[A0]])
+// CHECK-NEXT:    %[[S1:.*]] = llvm.call_intrinsic "llvm.fma.v16f32"(%{{.*}}, %{{.*}}, %[[A1]])
+// CHECK-NOT:     llvm.br
+// CHECK:         %[[T0:.*]] = llvm.call_intrinsic "llvm.fma.v16f32"(%{{.*}}, %{{.*}}, %[[S0]])
+// CHECK-NEXT:    %[[T1:.*]] = llvm.call_intrinsic "llvm.fma.v16f32"(%{{.*}}, %{{.*}}, %[[S1]])
+// CHECK-NOT:     llvm.br
+// CHECK:         %[[U0:.*]] = llvm.call_intrinsic "llvm.fma.v16f32"(%{{.*}}, %{{.*}}, %[[T0]])
+// CHECK-NEXT:    %[[U1:.*]] = llvm.call_intrinsic "llvm.fma.v16f32"(%{{.*}}, %{{.*}}, %[[T1]])
+// CHECK-NEXT:    %[[NEXT:.*]] = llvm.add
+// CHECK-NEXT:    llvm.br ^[[LOOP]](%[[NEXT]], %[[U0]], %[[U1]] : i64, vector<16xf32>, vector<16xf32>)

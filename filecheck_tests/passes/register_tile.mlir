@@ -358,9 +358,12 @@ func.func @conv1x1_narrow(%x: memref<?x3x56x37xf32>, %wt: memref<1x1x37x24xf32>,
 // BCAST:           simd.loop (%o) = (0) to (24) vectors 2 {
 
 // A depthwise 3×3 window: each column loads its own input vectors (no
-// broadcast), so a block holds at most WINDOW_VECTORS = 2 vectors of
-// channels (V = 4 spills the window's hoisted loads) and 14 columns (28
-// accumulators, two weight vectors and a spare register).
+// broadcast), and column j's tap kw reads what column j+1's tap kw-1 reads.
+// The block unrolls the row of taps (`unroll 1`: %kw on), so the lowering
+// loads each input vector once per row of taps. A block is one vector of
+// channels and at most ROW_TAP_COLUMNS = 8 columns, the largest number down
+// to 4 that divides the row (56 = 7 × 8: every column a plain `addi`, with no
+// clamp, as the shared loads need).
 func.func @depthwise(%x: memref<?x58x58x144xf32>, %wt: memref<3x3x144xf32>, %out: memref<?x56x56x144xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index
   %batch = memref.dim %x, %c0 : memref<?x58x58x144xf32>
@@ -378,30 +381,65 @@ func.func @depthwise(%x: memref<?x58x58x144xf32>, %wt: memref<3x3x144xf32>, %out
   func.return
 }
 
+// CHECK-LABEL: func.func @depthwise
+// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 56, 7) attributes {bs.columns = 2 : index} {
+// CHECK:           %col7 = arith.addi
+// CHECK-NOT:       arith.minsi
+// CHECK-NEXT:      simd.loop (%c) = (0) to (144) vectors 1 {
+// CHECK-NEXT:        {{(%[0-9]+, ){7}%[0-9]+}} = loop.reduce add contract unroll 1 (%kh, %kw) = (0, 0) to (3, 3)
 // BCAST-LABEL: func.func @depthwise
-// BCAST:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 56, 4) attributes {bs.columns = 2 : index} {
-// BCAST:           simd.loop (%c) = (0) to (144) vectors 2 {
-// BCAST-NEXT:        {{(%[0-9]+, ){13}%[0-9]+}} = loop.reduce add contract (%kh, %kw)
+// BCAST:         loop.reduce add contract unroll 1 (%kh, %kw)
 
-// Fewer columns than such a block (a 7×7 map) keep 4 vectors: 7 columns × 4
-// vectors hold 28 accumulators, where 2 vectors would hold 14.
-func.func @depthwise_narrow(%x: memref<?x9x9x192xf32>, %wt: memref<3x3x192xf32>, %out: memref<?x7x7x192xf32>) attributes {bs.kernel} {
+// A row that no such block divides (13 columns) takes blocks of 8 and, in a
+// second nest over its last columns, one block of the 5 left: again no clamp.
+func.func @depthwise_tail(%x: memref<?x15x15x40xf32>, %wt: memref<3x3x40xf32>, %out: memref<?x13x13x40xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index
-  %batch = memref.dim %x, %c0 : memref<?x9x9x192xf32>
-  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 7, 7) {
-    simd.loop (%c) = (0) to (192) {
+  %batch = memref.dim %x, %c0 : memref<?x15x15x40xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 13) {
+    simd.loop (%c) = (0) to (40) {
       %acc = loop.reduce add contract (%kh, %kw) = (0, 0) to (3, 3) init 0.0 : f32 -> !simd.vec<f32> {
-        %xv = simd.load %x[%n, %h, %w, %c, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1 + d4, d2 + d5, d3)> : memref<?x9x9x192xf32>
-        %wv = simd.load %wt[%kh, %kw, %c] : memref<3x3x192xf32>
+        %xv = simd.load %x[%n, %h, %w, %c, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1 + d4, d2 + d5, d3)> : memref<?x15x15x40xf32>
+        %wv = simd.load %wt[%kh, %kw, %c] : memref<3x3x40xf32>
         %m = simd.mulf %xv, %wv : !simd.vec<f32>
         loop.yield %m : !simd.vec<f32>
       }
-      simd.store %acc, %out[%n, %h, %w, %c] : memref<?x7x7x192xf32>
+      simd.store %acc, %out[%n, %h, %w, %c] : memref<?x13x13x40xf32>
     }
   }
   func.return
 }
 
-// BCAST-LABEL: func.func @depthwise_narrow
-// BCAST:         simd.loop (%c) = (0) to (192) vectors 4 {
-// BCAST-NEXT:      {{(%[0-9]+, ){6}%[0-9]+}} = loop.reduce add contract (%kh, %kw)
+// CHECK-LABEL: func.func @depthwise_tail
+// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 13, 1) attributes {bs.columns = 2 : index} {
+// CHECK-NOT:       arith.minsi
+// CHECK:           {{(%[0-9]+, ){7}%[0-9]+}} = loop.reduce add contract unroll 1 (%kh, %kw)
+// CHECK:         loop.nest (%n_1, %h_1, %w_1) = (0, 0, 0) to (%batch, 13, 1) attributes {bs.columns = 2 : index} {
+// CHECK-NOT:       arith.minsi
+// CHECK:           {{(%[0-9]+, ){4}%[0-9]+}} = loop.reduce add contract unroll 1 (%kh_1, %kw_1)
+// CHECK-NEXT:        simd.load %x[%n_1, %h_1, %col0_1, %c_1, %kh_1, %kw_1] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, (d1 + d4), ((d2 + 8) + d5), d3)>
+
+// A row of more taps than UNROLLED_TAPS = 7 (a 1×9 window) stays a loop, in
+// blocks of at most WINDOW_VECTORS = 2 vectors (V = 4 spills the window's
+// hoisted loads) and 14 columns (28 accumulators, two weight vectors and a
+// spare register).
+func.func @wide_window(%x: memref<?x8x64x144xf32>, %wt: memref<1x9x144xf32>, %out: memref<?x8x56x144xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x8x64x144xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 8, 56) {
+    simd.loop (%c) = (0) to (144) {
+      %acc = loop.reduce add contract (%kh, %kw) = (0, 0) to (1, 9) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = simd.load %x[%n, %h, %w, %c, %kh, %kw] map affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d1 + d4, d2 + d5, d3)> : memref<?x8x64x144xf32>
+        %wv = simd.load %wt[%kh, %kw, %c] : memref<1x9x144xf32>
+        %m = simd.mulf %xv, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %c] : memref<?x8x56x144xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @wide_window
+// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 8, 4) attributes {bs.columns = 2 : index} {
+// CHECK:           simd.loop (%c) = (0) to (144) vectors 2 {
+// CHECK-NEXT:        {{(%[0-9]+, ){13}%[0-9]+}} = loop.reduce add contract (%kh, %kw)
