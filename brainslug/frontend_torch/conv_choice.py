@@ -48,6 +48,7 @@ from brainslug.frontend_torch.compile import compile_plan
 from brainslug.frontend_torch.graph import Spec, input_shapes
 from brainslug.frontend_torch.kernel_module import inverse_order, physical_view
 from brainslug.frontend_torch.speed import medians
+from brainslug.passes.form_stacks import COMPUTE_OPS
 from brainslug.plan import compile_profile, progress
 from brainslug.plan.report import ConvChoice
 from brainslug.runtime import cache
@@ -98,9 +99,9 @@ faster by more than that at batch 8. Of the 63 such convolutions of
 densenet121, resnet50, mobilenet_v2 and efficientnet_b0, timed at both, none
 changed side with batch 8 counted (two of efficientnet_b0's ran 1.45 times
 slower at batch 1 and even at 8); densenet121's 9 of 13 skip batch 8."""
-COMPUTE = ("nn.conv2d", "nn.linear")
-"""The layers that `conv="auto"` times: convolutions, and linear layers (which
-BrainSlug computes as pointwise convolutions over their rows)."""
+COMPUTE = tuple(op.name for op in COMPUTE_OPS)
+"""The layers that `conv="auto"` times, by op name: convolutions, and linear
+layers (which BrainSlug computes as pointwise convolutions over their rows)."""
 
 MAX_TIMED = 64
 """Convolutions compiled and timed at most, those with the largest outputs first

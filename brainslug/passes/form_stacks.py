@@ -28,6 +28,8 @@ VIEW_OPS = (nn.FlattenOp, nn.ReshapeOp)
 
 
 COMPUTE_OPS = (nn.Conv2dOp, nn.LinearOp)
+"""The compute-bound layers a stack may take with their epilogues (convolutions,
+and linear layers: pointwise convolutions over their rows)."""
 
 
 def stackable(op: Operation, include_compute: bool = False) -> str | None:
@@ -301,7 +303,7 @@ def build_stack(name: str, members: list[Operation]) -> nn.StackOp:
     return stack
 
 
-def _compiled_conv(op: Operation) -> bool:
+def _compiled_contraction(op: Operation) -> bool:
     """A channels-last convolution, or a linear layer with a packed weight (a
     pointwise convolution over its rows), that BrainSlug compiles (with its
     epilogue)."""
@@ -478,7 +480,7 @@ def conv_epilogue_chains(block: Block, chain_bytes: int = 0,
     chains: list[list[Operation]] = []
     claimed: set[Operation] = set()  # a residual add joins the first chain that reaches it
     for op in block.ops:
-        if not _compiled_conv(op):
+        if not _compiled_contraction(op):
             continue
         chain, value = [op], op.results[0]
         while value.has_one_use():
