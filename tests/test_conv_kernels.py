@@ -852,12 +852,12 @@ def test_windows_inside_the_image_skip_the_padding(kind: str, monkeypatch, tmp_p
     whole window lies inside the image, checked at the border. Both are as
     accurate as the library, and a NaN inside and Infs on the border
     propagate as in PyTorch."""
-    from brainslug.lowering import simd_to_llvm
+    from brainslug.lowering import windowed_reduce
 
     monkeypatch.setenv("BRAINSLUG_CACHE_DIR", str(tmp_path))  # compile, don't reuse
     monkeypatch.setenv("BRAINSLUG_COMPILE_WORKERS", "1")  # (the spy sees the lowering)
     versioned: list[int] = []
-    inside = simd_to_llvm._window_inside
+    inside = windowed_reduce._window_inside
 
     def spy(*args):  # type: ignore[no-untyped-def]
         cond, ids = inside(*args)
@@ -865,7 +865,7 @@ def test_windows_inside_the_image_skip_the_padding(kind: str, monkeypatch, tmp_p
             versioned.append(len(ids))
         return cond, ids
 
-    monkeypatch.setattr(simd_to_llvm, "_window_inside", spy)
+    monkeypatch.setattr(windowed_reduce, "_window_inside", spy)
     ci, co, k, s, g, side = PADDED_WINDOWS[kind]
     torch.manual_seed(4)
     model = nn.Sequential(nn.Conv2d(ci, co, k, s, k // 2, groups=g), random_bn(nn.BatchNorm2d(co)),

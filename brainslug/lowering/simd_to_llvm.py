@@ -23,11 +23,14 @@ from xdsl.ir.affine.affine_expr import AffineDimExpr
 
 from brainslug.analysis.generic_phases import WHOLE_CHUNKS
 from brainslug.analysis.ranges import inside_dims
-from brainslug.analysis.windows import defined_in, linear_in, never_inside
 from brainslug.dialects import loop, simd
 from brainslug.lowering import pieces_to_llvm
 from brainslug.lowering.llvm_builder import ICMP, IVal, type_suffix
-from brainslug.lowering.loop_to_llvm import lower_fma, pad_select, reduce_loops, reduce_step
+from brainslug.lowering.loop_to_llvm import (
+    lower_fma,
+    pad_select,
+    reduce_step,
+)
 from brainslug.lowering.nn_to_loop.aten_vec import GELU_ERF_SCALE, MATH_IMPL, ONEDNN, SUBNORMAL_GRID
 from brainslug.lowering.phase_emitter import Buffer, LaneState, OpLowering, PhaseEmitter
 
@@ -379,108 +382,6 @@ def _pad_row_load(em: PhaseEmitter, op: simd.LoadOp, acc: Access, vt: VectorType
             f"llvm.masked.load.{type_suffix(vt)}.p0",
             [ptr, b.const(4, i32), mask, b.add_undef(vt)], vt, mangle=False)
     return True
-
-
-FEW_CHANNELS = 4
-"""A window of scalar (broadcast) loads runs in two versions only where each
-tap sums at most this many channels (a stem's RGB): its pad-row select, once
-per pixel and tap, is then a large share of the work. Batch 8, new/old:
-MobileNet's 3×3/2 stem 0.70 (batch 1: 0.52), ResNet's 7×7/2 stem 0.86-0.95;
-resnet50's 3×3 convolutions, whose taps sum 16 or more channels, 0.99-1.02
-(so they keep one version, and their compile time)."""
-
-
-def _window_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: list[IVal]
-                   ) -> tuple[SSAValue | bool, list[int]]:
-    """(whether every point of the padded loads of `op`'s body lies inside
-    its buffer over the whole box `lbs`..`ubs`, those loads' ids) for the
-    vector loads whose checked indices are the same in every lane (a
-    channels-last window: the pixel is checked, not the channel) and, where
-    each tap sums `FEW_CHANNELS` at most, the scalar ones; their checked
-    indices must be linear in the reduction's ivs. A linear index takes its
-    least and greatest values at the box's corners, so those are checked."""
-    b = em.b
-    ivs = {iv: k for k, iv in enumerate(op.ivs)}
-    lane = op.parent_op()
-    while lane is not None and not isinstance(lane, simd.LoopOp):
-        lane = lane.parent_op()
-    first, last = op.lower_bounds()[-1], op.upper_bounds()[-1]
-    few_channels = (isinstance(first, int) and isinstance(last, int)
-                    and last - first <= FEW_CHANNELS)
-    lane_iv = lane.iv if lane is not None else None
-    # (load, its map's results, its checked dims, the positions of the taps)
-    found: list[tuple[Operation, tuple[AffineExpr, ...], list[int], set[int]]] = []
-    for ld in op.body.walk():
-        if not isinstance(ld, simd.LoadOp | loop.LoadOp) or ld.pad is None or (
-                isinstance(ld, loop.LoadOp) and not few_channels):
-            continue
-        if any(x not in ivs and defined_in(x, op) for x in ld.indices):
-            continue
-        results = em.map_results(ld)
-        checked = [k for k, inside in enumerate(inside_dims(ld)) if not inside]
-        box = {p for p, x in enumerate(ld.indices) if x in ivs}
-        lanes = {p for p, x in enumerate(ld.indices) if x is lane_iv}
-        if not any(lanes & results[k].used_dims() or not linear_in(results[k], box)
-                   for k in checked):
-            found.append((ld, results, checked, box))
-    if not found or never_inside(op, [(ld, checked) for ld, _, checked, _ in found]):
-        return False, []
-    cond: SSAValue | bool = True
-    for ld, results, checked, box in found:
-        buf = em.buffer(ld.buffer)
-        for k in checked:
-            e = results[k]
-            used = sorted(box & e.used_dims())
-            corners = []
-            for bits in range(1 << len(used)):
-                # (`e` does not use the lane; the taps take the corner's values below)
-                dims: list[IVal] = [0 if x is lane_iv or p in box else em.ival(x)
-                                    for p, x in enumerate(ld.indices)]
-                for j, p in enumerate(used):
-                    d = ivs[ld.indices[p]]
-                    dims[p] = b.isub(ubs[d], 1) if bits >> j & 1 else lbs[d]
-                corners.append(em.affine(e, dims))
-            inb = em.in_bounds(corners, [buf.dims[k]] * len(corners))
-            if inb is False:
-                return False, []
-            if inb is not True:
-                cond = inb if cond is True else b.and_(cond, inb)  # type: ignore[arg-type]
-    return cond, [id(ld) for ld, _, _, _ in found]
-
-
-def windowed_reduce(em: PhaseEmitter, op: loop.ReduceOp) -> None:
-    """A `loop.reduce` whose body reads a padded channels-last window (a
-    depthwise convolution's taps, a pool's) in two versions (the x86 backend's
-    lowering of `loop.reduce`): where the whole window lies inside the image
-    (each index checked at the box's corners), its loads take no padding
-    checks; else they do. The interior blocks of a row then load and FMA only."""
-    lbs, ubs = em.domain(op)
-    inside, ids = _window_inside(em, op, lbs, ubs)
-
-    def interior() -> list[SSAValue]:
-        em.inside.update(ids)
-        try:
-            return reduce_loops(em, op, lbs, ubs)
-        finally:
-            em.inside.difference_update(ids)
-
-    if not ids or inside is False:
-        results = reduce_loops(em, op, lbs, ubs)
-    elif inside is True:
-        results = interior()
-    else:
-        b = em.b
-        types = [em.llvm_type(r.type) for r in op.accumulators]
-        inner, border, merge = b.new_block(), b.new_block(), b.new_block(types)
-        b.add(llvm.CondBrOp(inside, inner, [], border, []))
-        b.block = inner
-        b.add(llvm.BrOp(merge, *interior()))
-        b.block = border
-        b.add(llvm.BrOp(merge, *reduce_loops(em, op, lbs, ubs)))
-        b.block = merge
-        results = list(merge.args)
-    for r, v in zip(op.accumulators, results, strict=True):
-        em.values[r] = v
 
 
 CACHE_LINE = 64

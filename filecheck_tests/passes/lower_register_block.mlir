@@ -133,3 +133,46 @@ func.func @row_taps(%x: memref<?x6x6x16xf32>, %wt: memref<3x3x16xf32>, %out: mem
 // CHECK-NEXT:    %[[U1:.*]] = llvm.call_intrinsic "llvm.fma.v16f32"(%{{.*}}, %{{.*}}, %[[T1]])
 // CHECK-NEXT:    %[[NEXT:.*]] = llvm.add
 // CHECK-NEXT:    llvm.br ^[[LOOP]](%[[NEXT]], %[[U0]], %[[U1]] : i64, vector<16xf32>, vector<16xf32>)
+
+// A register block's chunk of one row of taps (%r, fixed inside the sum):
+// where that row lies above or below the image for every column (`or` of each
+// column's check of the indices the sum does not move), the columns would all
+// sum the same 0·w products, so one column's sum (one FMA per step, the
+// weights still read) stands for both, bit for bit, NaN from a non-finite
+// weight included.
+func.func @padded_tap_row(%x: memref<?x5x4x16xf32>, %wt: memref<3x3x16x16xf32>, %out: memref<?x5x3x2x16xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x5x4x16xf32>
+  loop.nest (%n, %h, %r) = (0, 0, 0) to (%batch, 5, 3) {
+    %c1 = arith.constant 1 : index
+    simd.loop (%o) = (0) to (16) vectors 1 {
+      %a0, %a1 = loop.reduce add contract (%kw, %ci) = (0, 0) to (3, 16) init 0.0 : f32 -> !simd.vec<f32>, !simd.vec<f32> {
+        %x0 = loop.load %x[%n, %h, %r, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4) -> (d0, d1 + d2 - 1, d3 - 1, d4)> pad 0.0 : f32 : memref<?x5x4x16xf32>
+        %x1 = loop.load %x[%n, %h, %r, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4) -> (d0, d1 + d2 - 1, d3, d4)> pad 0.0 : f32 : memref<?x5x4x16xf32>
+        %w = simd.load %wt[%r, %kw, %ci, %o] : memref<3x3x16x16xf32>
+        %s0 = simd.splat %x0 : f32
+        %s1 = simd.splat %x1 : f32
+        %m0 = simd.mulf %s0, %w : !simd.vec<f32>
+        %m1 = simd.mulf %s1, %w : !simd.vec<f32>
+        loop.yield %m0, %m1 : !simd.vec<f32>, !simd.vec<f32>
+      }
+      simd.store %a0, %out[%n, %h, %r, %c0, %o] : memref<?x5x3x2x16xf32>
+      simd.store %a1, %out[%n, %h, %r, %c1, %o] : memref<?x5x3x2x16xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: llvm.func @padded_tap_row_p0
+// CHECK:         %[[SOME:.*]] = llvm.or %{{.*}}, %{{.*}} : i1
+// CHECK-NEXT:    llvm.cond_br %[[SOME]], ^[[WORK:bb[0-9]+]], ^[[PAD:bb[0-9]+]]
+// CHECK:       ^[[WORK]]:
+// CHECK-NEXT:    llvm.br ^{{bb[0-9]+}}(%{{.*}}, %[[ZERO:[0-9]+]], %[[ZERO]] : i64, vector<16xf32>, vector<16xf32>)
+// CHECK-NEXT:  ^[[PAD]]:
+// CHECK-NEXT:    llvm.br ^[[ONE:bb[0-9]+]](%{{.*}}, %[[ZERO]] : i64, vector<16xf32>)
+// CHECK-NEXT:  ^[[DONE:bb[0-9]+]](%{{.*}}: vector<16xf32>, %{{.*}}: vector<16xf32>):
+// CHECK:       ^[[ONE]](%{{.*}}: i64, %[[SUM:[0-9]+]]: vector<16xf32>):
+// CHECK:         llvm.br ^[[DONE]](%[[SUM]], %[[SUM]] : vector<16xf32>, vector<16xf32>)
+// CHECK:         %[[STEP:[0-9]+]] = llvm.call_intrinsic "llvm.fma.v16f32"
+// CHECK-NOT:     llvm.call_intrinsic "llvm.fma
+// CHECK:         llvm.br ^{{bb[0-9]+}}(%{{.*}}, %[[STEP]] : i64, vector<16xf32>)

@@ -42,7 +42,8 @@ from brainslug.lowering.llvm_helpers import (
 )
 from brainslug.lowering.loop_to_llvm import LOOP_LOWERINGS
 from brainslug.lowering.phase_emitter import TargetParams
-from brainslug.lowering.simd_to_llvm import SIMD_LOWERINGS, windowed_reduce
+from brainslug.lowering.simd_to_llvm import SIMD_LOWERINGS
+from brainslug.lowering.windowed_reduce import windowed_reduce
 
 TARGET = "x86-64"
 
