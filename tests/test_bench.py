@@ -445,3 +445,35 @@ def test_cli_compile_time_json(tmp_path, capsys) -> None:
 def test_cli_compile_time_is_for_torch_on_the_cpu() -> None:
     assert main(["--models", "resnet18", "--compile-time", "--stacks"]) == 2
     assert main(["--framework", "tf", "--models", "ResNet50", "--compile-time"]) == 2
+
+
+def test_roofline_runs_an_in_place_stack_in_place() -> None:
+    """A stack that the plan runs in place (a residual add over its operand's
+    buffer) is timed in place: its captured output is its residual's copy, not
+    a fresh buffer that would add a stream of writes."""
+    import brainslug.pytorch as brainslug
+    from brainslug.bench.roofline import capture_stack_calls
+
+    class Residual(nn.Module):  # a bottleneck: `y` dies at the add, read pointwise
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(21, 21, 1)
+            self.b = nn.Conv2d(21, 13, 3, padding=1)
+            self.c = nn.Conv2d(13, 21, 1)
+            self.d = nn.Conv2d(21, 5, 1)  # (the model's output is never in place)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.a(x))
+            return self.d(torch.relu(self.c(torch.relu(self.b(y))) + y))
+
+    model = Residual().eval()
+    opt = brainslug.optimize(model, [0, 21, 9, 9], conv="brainslug")
+    x = torch.randn(2, 21, 9, 9)
+    calls = capture_stack_calls(opt, x)
+    in_place = [c for c in calls
+                if any(o is i for o in c.buffers[-c.num_outputs:]
+                       for i in c.buffers[:-c.num_outputs])]
+    others = [c for c in calls if c not in in_place]
+    assert in_place and others, [c.name for c in calls]
+    for c in calls:
+        c()  # runs on its captured buffers

@@ -109,7 +109,10 @@ def capture_stack_calls(opt: Any, x: torch.Tensor) -> list[StackCall]:
     """Runs `opt(x)` once and records every stack kernel call, in call order.
 
     Inputs are copied at the call (the arena reuses buffers later in the
-    pass); outputs get fresh buffers of the same shape."""
+    pass); outputs get fresh buffers of the same shape, but an output that the
+    plan writes over one of the stack's inputs (an in-place residual add) is
+    written over that input's copy, as in the pass (a fresh buffer would add
+    a second stream and its write-allocate reads)."""
     calls: list[StackCall] = []
     kernels = stack_kernels(opt)
     originals = [k.runner for _, k in kernels]
@@ -119,7 +122,10 @@ def capture_stack_calls(opt: Any, x: torch.Tensor) -> list[StackCall]:
 
         def record(buffers: list[Any], batch: int) -> None:
             n_in = len(buffers) - n_out
-            copied = [_clone(b) for b in buffers[:n_in]] + [_fresh(b) for b in buffers[n_in:]]
+            inputs = [_clone(b) for b in buffers[:n_in]]
+            at = {_data_ptr(b): k for k, b in enumerate(buffers[:n_in])}
+            copied = inputs + [inputs[at[_data_ptr(b)]] if _data_ptr(b) in at else _fresh(b)
+                               for b in buffers[n_in:]]
             calls.append(StackCall(getattr(k, "stack_name", "?"), runner, copied, n_out, batch))
             runner(buffers, batch)
 
