@@ -261,7 +261,7 @@ def reduce_step(em: PhaseEmitter, kind: str, acc: SSAValue, v: SSAValue) -> SSAV
     return b.add(llvm.SelectOp(take, v, acc))
 
 
-def _products(op: loop.ReduceOp) -> list[Operation | None]:
+def contracted_products(op: loop.ReduceOp) -> list[Operation | None]:
     """Per yielded value, the product a*b that accumulates as fma(a, b, acc)
     (with `contract`), else None."""
     term = op.body.block.last_op
@@ -276,7 +276,7 @@ def reduce_loops(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: list
     if (parts := _vector_parts(em, op)) > 1:
         return _reduce_loops_in_parts(em, op, lbs, ubs, parts)
     inits = [em.b.const(op.init_value, em.llvm_type(r.type)) for r in op.accumulators]
-    kind, products = op.kind_name, _products(op)
+    kind, products = op.kind_name, contracted_products(op)
 
     def body(ivs: list[IVal], carried: list[SSAValue]) -> list[SSAValue]:
         for x, v in zip(op.ivs, ivs, strict=True):
@@ -326,7 +326,7 @@ def _reduce_loops_in_parts(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal],
     assert lane is not None
     whole, b = em.lanes, em.b
     width = whole // parts
-    kind, products = op.kind_name, _products(op)
+    kind, products = op.kind_name, contracted_products(op)
     starts = [b.iadd(lane.w, p * width) for p in range(parts)]
     masks = [None if lane.mask is None else b.lanes_of(lane.mask, p * width, width)
              for p in range(parts)]

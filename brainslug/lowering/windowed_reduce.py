@@ -20,7 +20,7 @@ from brainslug.analysis.ranges import inside_dims
 from brainslug.analysis.windows import defined_in, linear_in, never_inside
 from brainslug.dialects import loop, simd
 from brainslug.lowering.llvm_builder import IVal
-from brainslug.lowering.loop_to_llvm import _products, reduce_loops
+from brainslug.lowering.loop_to_llvm import contracted_products, reduce_loops
 from brainslug.lowering.phase_emitter import PhaseEmitter
 
 FEW_CHANNELS = 4
@@ -114,7 +114,7 @@ def _reads_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: lis
     None where this does not apply."""
     if op.kind_name != loop.ReduceKind.ADD or not op.contracts:
         return None
-    products = _products(op)
+    products = contracted_products(op)
     if not products or any(p is None for p in products):
         return None
     fixed = {iv: lb for iv, lb, ub in zip(op.ivs, lbs, ubs, strict=True)
@@ -160,7 +160,7 @@ def _one_column(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: list[
     one's, bit for bit (0 where the weights are finite, NaN where one is not).
     The other columns' loads are dead code."""
     b = em.b
-    product = _products(op)[0]
+    product = contracted_products(op)[0]
     assert product is not None
 
     def body(ivs: list[IVal], carried: list[SSAValue]) -> list[SSAValue]:
