@@ -32,6 +32,14 @@ resnet50's 3×3 convolutions, whose taps sum 16 or more channels, 0.99-1.02
 (so they keep one version, and their compile time)."""
 
 
+def _lane_loop(op: Operation) -> simd.LoopOp | None:
+    """The `simd.loop` around `op`, if any."""
+    lane = op.parent_op()
+    while lane is not None and not isinstance(lane, simd.LoopOp):
+        lane = lane.parent_op()
+    return lane
+
+
 def _window_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: list[IVal]
                    ) -> tuple[SSAValue | bool, list[int]]:
     """(whether every point of the padded loads of `op`'s body lies inside
@@ -43,9 +51,7 @@ def _window_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: li
     least and greatest values at the box's corners, so those are checked."""
     b = em.b
     ivs = {iv: k for k, iv in enumerate(op.ivs)}
-    lane = op.parent_op()
-    while lane is not None and not isinstance(lane, simd.LoopOp):
-        lane = lane.parent_op()
+    lane = _lane_loop(op)
     first, last = op.lower_bounds()[-1], op.upper_bounds()[-1]
     few_channels = (isinstance(first, int) and isinstance(last, int)
                     and last - first <= FEW_CHANNELS)
@@ -120,9 +126,7 @@ def _reads_inside(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: lis
     fixed = {iv: lb for iv, lb, ub in zip(op.ivs, lbs, ubs, strict=True)
              if isinstance(lb, int) and isinstance(ub, int) and ub - lb == 1}
     moving = set(op.ivs) - set(fixed)
-    lane = op.parent_op()
-    while lane is not None and not isinstance(lane, simd.LoopOp):
-        lane = lane.parent_op()
+    lane = _lane_loop(op)
     if lane is not None:
         moving.add(lane.iv)
     some: SSAValue | bool = False
