@@ -101,13 +101,16 @@ def _covers(prod: loop.NestOp, k: int, dim: LeadDim, lo: loop.Bound, hi: loop.Bo
 
 def plan_tiles(dims: list[LeadDim], nest: loop.NestOp, shape: Sequence[int],
                budget: int, whole: bool = True, split: bool = False,
-               others: Sequence[Sequence[int]] = ()) -> tuple[int, list[int]]:
+               others: Sequence[Sequence[int]] = (),
+               window_budget: int | None = None) -> tuple[int, list[int]]:
     """(tiled, steps): dims [0, tiled) run in the tile loop with these steps, the
     other leading dims whole (with `whole=False` every dim is in the loop).
     Grows from the innermost dim while a tile of the scratch buffer and of
     `others` (the shapes of the other buffers that the chain reads and writes
-    along the same leading dims) fits in `budget` bytes; with `split`, direct
-    dims stay one point per tile (more tiles: GPU blocks)."""
+    along the same leading dims) fits in `budget` bytes, or `window_budget`
+    (default `budget`) along a windowed dim, where each tile recomputes its
+    halo; with `split`, direct dims stay one point per tile (more tiles: GPU
+    blocks)."""
     t = len(dims)
     inner = 4 * sum(math.prod(max(e, 1) for e in s[t:]) for s in (shape, *others))
     budget = max(budget, inner)
@@ -121,7 +124,8 @@ def plan_tiles(dims: list[LeadDim], nest: loop.NestOp, shape: Sequence[int],
         if split and not d.windowed:
             tiled = max(tiled, k + 1)
             continue
-        fit = max(1, (budget // inner - (d.hi - d.lo + 1)) // d.stride + 1)
+        room = max(window_budget or budget, budget) if d.windowed else budget
+        fit = max(1, (room // inner - (d.hi - d.lo + 1)) // d.stride + 1)
         if static and fit >= ub - lb and k > 0:
             outer = lower[k - 1], upper[k - 1]
             if (d.windowed and k == 1 and not all(isinstance(b, int) for b in outer)

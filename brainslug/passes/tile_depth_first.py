@@ -19,7 +19,9 @@ find the halo filled and need no bounds check along that dim.
 
 Tiles grow from the innermost leading dim outwards while a tile of the scratch
 buffer fits in the `cache` budget (set by the driver: half of the L2 on a CPU,
-a share of shared memory on a GPU). Dims that a tile
+a share of shared memory on a GPU), or along a windowed dim in `window-cache`
+(the whole L2 on a CPU): there every tile recomputes its halo, and a 5×5
+depthwise window over 7 rows tiled by 2 computes its producer's rows 2.6 times. Dims that a tile
 covers whole stay out of the tile loop and keep static bounds.
 """
 
@@ -219,8 +221,10 @@ def _hoist(ops: list[Operation], above: Operation, rewriter: PatternRewriter) ->
 class TileChain(RewritePattern):
     """Tile a producer nest and its adjacent reader nests over leading dims."""
 
-    def __init__(self, budget: int, halo: bool = True, split: bool = False):
+    def __init__(self, budget: int, halo: bool = True, split: bool = False,
+                 window_budget: int | None = None):
         self.budget = budget
+        self.window_budget = window_budget
         self.halo = halo
         self.split = split
 
@@ -260,7 +264,8 @@ class TileChain(RewritePattern):
         shape = list(buf.type.get_shape())
         others = _along(chain, buf, shape[:len(dims)])
         tiled, steps = plan_tiles(dims, chain[len(producers)], shape, self.budget,
-                                  whole=self.halo, split=self.split, others=others)
+                                  whole=self.halo, split=self.split, others=others,
+                                  window_budget=self.window_budget)
         if not _cross_reads_direct(chain, buf, tiled):
             return
         _hoist(hoist, producers[0], rewriter)
@@ -429,8 +434,13 @@ class TileDepthFirstPass(ModulePass):
     """Direct dims (N, C in NCHW) one point per tile, windowed dims grown to the
     budget: more, smaller tiles (on the GPU a tile is a block)."""
 
+    window_cache: int = 0
+    """Bytes a tile may fill along a windowed dim, where each tile recomputes
+    its halo (0: `cache`)."""
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        PatternRewriteWalker(TileChain(self.cache, self.halo, self.split),
+        PatternRewriteWalker(TileChain(self.cache, self.halo, self.split,
+                                       self.window_cache or None),
                              apply_recursively=False).rewrite_module(op)
         if self.halo:
             PatternRewriteWalker(JoinTile(), apply_recursively=False).rewrite_module(op)

@@ -15,6 +15,7 @@ from brainslug.pipeline.target import (
     l2_cache_bytes,
     tile_budget,
     vector_lanes,
+    window_tile_budget,
 )
 
 
@@ -38,7 +39,8 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     from brainslug.passes.vectorize import VectorizePass
 
     # on a GPU a tile is a block, its scratch shared memory: more, smaller tiles
-    tiling = TileDepthFirstPass(cache=tile_budget(target), split=is_gpu(target))
+    tiling = TileDepthFirstPass(cache=tile_budget(target), split=is_gpu(target),
+                                window_cache=window_tile_budget(target))
     passes: list[ModulePass] = [
         form_stacks_pass(target, compute),
         LowerNNToLoopPass(piece_tables=not is_gpu(target)),

@@ -1,5 +1,6 @@
 // RUN: bs-opt %s -p 'bs-form-stacks{conv-epilogues=true conv-chains=1024},bs-lower-nn-to-loop,bs-fuse{overlap=tile},bs-reorder,bs-fuse{overlap=tile},bs-tile-depth-first{cache=4096}' | filecheck %s
 // RUN: bs-opt %s -p 'bs-form-stacks{conv-epilogues=true conv-chains=1024},bs-lower-nn-to-loop,bs-fuse{overlap=tile},bs-reorder,bs-fuse{overlap=tile},bs-tile-depth-first{cache=1000000}' | filecheck %s --check-prefix=ITEM
+// RUN: bs-opt %s -p 'bs-form-stacks{conv-epilogues=true conv-chains=1024},bs-lower-nn-to-loop,bs-fuse{overlap=tile},bs-reorder,bs-fuse{overlap=tile},bs-tile-depth-first{cache=4096 window-cache=16384}' | filecheck %s --check-prefix=WINDOW
 
 // MobileNet's expand → depthwise pair in one stack (bs-form-stacks with
 // conv-chains) runs depth-first: each tile computes the 1×1 convolution's
@@ -9,6 +10,9 @@
 // Halo points outside the image get the depthwise convolution's pad value.
 // With a large budget (the ITEM lines), where one tile would hold an item whole, its rows are
 // cut in two tiles (ITEM_TILES), so that two threads share an item at batch 1.
+// With a larger budget along windowed dims (window-cache, the WINDOW lines),
+// where every tile recomputes its halo rows, the tiles take 5 rows, not 1: the
+// 1×1 convolution computes 7 rows per 5 instead of 3 per 1.
 func.func @expand_depthwise(%x: tensor<?x9x9x8xf32>, %we: tensor<1x1x8x24xf32>, %wd: tensor<3x3x1x24xf32>) -> tensor<?x9x9x24xf32> {
   %e = nn.conv2d %x, %we {strides = array<i64: 1, 1>, padding = array<i64: 0, 0, 0, 0>, dilation = array<i64: 1, 1>, groups = 1 : i64, layout = "NHWC"} : (tensor<?x9x9x8xf32>, tensor<1x1x8x24xf32>) -> tensor<?x9x9x24xf32>
   %er = nn.relu %e : tensor<?x9x9x24xf32> -> tensor<?x9x9x24xf32>
@@ -20,6 +24,8 @@ func.func @expand_depthwise(%x: tensor<?x9x9x8xf32>, %we: tensor<1x1x8x24xf32>, 
 // CHECK-NOT:    memref.alloc()
 // CHECK:        loop.tile (%[[N:.*]], %[[ROW:.*]]) = (0, 0) to (%batch, 9) step (1, 1) {
 // CHECK-NEXT:     %[[TILE:.*]] = memref.alloca() : memref<1x3x11x24xf32>
+// WINDOW:       loop.tile (%{{.*}}, %{{.*}}) = (0, 0) to (%batch, 9) step (1, 5) {
+// WINDOW-NEXT:    memref.alloca() : memref<1x7x11x24xf32>
 // CHECK:          loop.nest
 // CHECK-NEXT:       loop.reduce add contract (%{{.*}}, %{{.*}}, %{{.*}}) = (0, 0, 0) to (1, 1, 8)
 // CHECK-NEXT:         loop.load %x
