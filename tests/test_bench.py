@@ -318,6 +318,64 @@ def test_cli_stacks_json(tmp_path, capsys) -> None:
         compute_s = s["flops"] / (doc["peak_gflops"] * 1e9) if s["flops"] else 0.0
         roof_s = max(s["bytes"] / (doc["copy_gbps"] * 1e9), compute_s)
         assert s["roof_fraction"] == pytest.approx(roof_s / (s["ms"] / 1e3))
+        assert s["fma_roof_fraction"] == s["roof_fraction"]  # squeezenet has no SiLU
+        assert s["math"] == {} and s["math_ms"] == 0.0
+
+
+def test_stack_math_counts_the_activations_elements() -> None:
+    """The report's `math` of a stack: elements per batch item of its SiLU,
+    sigmoid, tanh and GELU layers by kind (GELU's tanh form apart); none for
+    ReLU."""
+    import brainslug.pytorch as brainslug
+
+    m = torch.nn.Sequential(
+        torch.nn.Conv2d(6, 10, 3, stride=2, padding=1, bias=False),
+        torch.nn.BatchNorm2d(10), torch.nn.SiLU(), torch.nn.ReLU(),
+        torch.nn.GELU(approximate="tanh"), torch.nn.GELU(), torch.nn.SiLU(),
+    ).eval()
+    opt = brainslug.optimize(m, [0, 6, 13, 11], conv="brainslug", layout="NHWC")
+    (stack,) = opt.info.stacks
+    n = 10 * 7 * 6
+    assert stack.math == {"nn.silu": 2 * n, "nn.gelu:tanh": n, "nn.gelu": n}
+
+
+def test_roofline_counts_vector_math_in_the_roof(monkeypatch) -> None:
+    """A stack's roof is max(memory time, flops / peak + its activations'
+    elements at their measured cost / threads); "FMA roof" leaves the cost
+    out."""
+    import brainslug.bench.roofline as roofline
+    import brainslug.pytorch as brainslug
+
+    monkeypatch.setattr(roofline, "seconds_per_element", lambda kind: 1e-9)
+    monkeypatch.setattr(roofline, "math_seconds",
+                        lambda elements, threads: sum(elements.values()) * 1e-9 / threads)
+    m = torch.nn.Sequential(
+        torch.nn.Conv2d(6, 10, 3, padding=1, bias=False), torch.nn.BatchNorm2d(10),
+        torch.nn.SiLU(),
+    ).eval()
+    opt = brainslug.optimize(m, [0, 6, 13, 11], conv="brainslug", layout="NHWC")
+    doc = roofline.roofline(opt, torch.randn(3, 6, 13, 11), repeats=3, copy_bytes=1 << 20)
+    (s,) = doc["stacks"]
+    assert s["math"] == {"nn.silu": 3 * 10 * 13 * 11}
+    assert doc["math_ns_per_element"] == {"nn.silu": pytest.approx(1.0)}
+    threads = torch.get_num_threads()
+    math_s = 3 * 10 * 13 * 11 * 1e-9 / threads
+    assert s["math_ms"] == pytest.approx(math_s * 1e3)
+    memory_s = s["bytes"] / (doc["copy_gbps"] * 1e9)
+    fma_s = s["flops"] / (doc["peak_gflops"] * 1e9)
+    assert s["roof_fraction"] == pytest.approx(max(memory_s, fma_s + math_s) / (s["ms"] / 1e3))
+    assert s["fma_roof_fraction"] == pytest.approx(max(memory_s, fma_s) / (s["ms"] / 1e3))
+    text = roofline.format_roofline(doc, "t")
+    assert "math ms" in text and "FMA roof" in text and "silu 1.000" in text
+
+
+def test_math_seconds_divides_the_elements_cost_among_threads() -> None:
+    from brainslug.bench.math_rate import math_seconds
+
+    cost = {"nn.silu": 2e-10, "nn.gelu": 3e-10}.__getitem__
+    assert math_seconds({"nn.silu": 1000, "nn.gelu": 10}, 2, cost) == pytest.approx(
+        (1000 * 2e-10 + 10 * 3e-10) / 2)
+    assert math_seconds({}, 2, cost) == 0.0
 
 
 @pytest.mark.parametrize("groups", [1, 2])

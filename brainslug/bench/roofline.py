@@ -3,9 +3,12 @@ against the roof.
 
 A stack of pointwise layers is memory-bound, so the question is how close it
 gets to what the machine can move; one that computes convolutions may be bound
-by the FMA units instead. Its roof is the longer of bytes / copy bandwidth and
-flops / measured FMA peak (`peak.peak_gflops` on the threads the plan uses),
-and "of roof" is that time over the time taken. The copy bandwidth is measured in the same
+by the FMA units instead, and one with exact activations by their arithmetic.
+Its roof is the longer of bytes / copy bandwidth and its compute time:
+flops / measured FMA peak (`peak.peak_gflops` on the threads the plan uses)
+plus the elements of its SiLU, sigmoid, tanh and GELU layers at their
+measured cost (`math_rate`, on as many threads); "of roof" is that time over
+the time taken, and "FMA roof" the same without the activations' cost. The copy bandwidth is measured in the same
 run (`torch.Tensor.copy_` of a 256 MiB buffer, bytes read + written per second,
 median of several, half before and half after the stacks); each `StackKernel`
 of the optimized model is timed alone on the inputs it got during one real
@@ -29,6 +32,7 @@ from typing import Any
 
 import torch
 
+from brainslug.bench.math_rate import math_seconds, seconds_per_element
 from brainslug.bench.peak import peak_gflops
 from brainslug.bench.stats import median
 
@@ -77,6 +81,9 @@ class StackResult:
     batch: int = 0
     flops: int = 0  # of its convolutions and linears, for the whole batch
     roof_fraction: float | None = None  # time at the roof / measured time
+    math: dict[str, int] | None = None  # elements of vector math by kind, whole batch
+    math_ms: float = 0.0  # their time at the measured cost
+    fma_roof_fraction: float | None = None  # the roof without the math, / measured time
 
 
 def _nbytes(b: Any) -> int:
@@ -224,6 +231,7 @@ def roofline(
     infos = getattr(getattr(opt, "info", None), "stacks", [])
     layers = {s.name: s.layers for s in infos}
     flops = {s.name: s.flops for s in infos}
+    math = {s.name: s.math for s in infos}
     with torch.no_grad():
         opt(x)  # warm: arena, scratch, thread pool
     calls = capture_stack_calls(opt, x)
@@ -246,22 +254,30 @@ def roofline(
                 model=model_name,
                 batch=int(x.shape[0]),
                 flops=flops.get(c.name, 0) * c.batch,
+                math={k: n * c.batch for k, n in math.get(c.name, {}).items()},
             )
         )
     flush_bytes = flush.buffer.numel() * 4
     del flush
     bw += copy_bandwidth(copy_bytes)
     copy_gbps = median(bw)
-    peak = peak_gflops(torch.get_num_threads()) if any(s.flops for s in stacks) else None
+    threads = torch.get_num_threads()
+    peak = peak_gflops(threads) if any(s.flops for s in stacks) else None
     for s in stacks:
         s.copy_fraction = s.gbps / copy_gbps
-        roof_s = max(s.bytes / (copy_gbps * 1e9), s.flops / (peak * 1e9) if peak else 0.0)
-        s.roof_fraction = roof_s / (s.ms / 1e3)
+        memory_s = s.bytes / (copy_gbps * 1e9)
+        fma_s = s.flops / (peak * 1e9) if peak else 0.0
+        math_s = math_seconds(s.math or {}, threads)
+        s.math_ms = math_s * 1e3
+        s.roof_fraction = max(memory_s, fma_s + math_s) / (s.ms / 1e3)
+        s.fma_roof_fraction = max(memory_s, fma_s) / (s.ms / 1e3)
     with torch.no_grad():
         forward_s = time_call(lambda: opt(x), max(3, repeats // 2), min_time=0.0)
     return {
         "copy_gbps": copy_gbps,
         "peak_gflops": peak,
+        "math_ns_per_element": {k: seconds_per_element(k) * 1e9
+                                for k in sorted({k for s in stacks for k in s.math or {}})},
         "copy_gbps_samples": bw,
         "forward_ms": forward_s * 1e3,
         "flush_bytes": flush_bytes,
@@ -284,12 +300,20 @@ def format_roofline(doc: dict[str, Any], title: str) -> str:
     ]
     if doc.get("peak_gflops"):
         lines.append(
-            f"FMA peak: {doc['peak_gflops']:.0f} GFLOP/s (measured); \"of roof\": the time at "
-            f"the roof, max(bytes / copy bandwidth, flops / peak), over the time taken"
+            f"FMA peak: {doc['peak_gflops']:.0f} GFLOP/s (measured); \"FMA roof\": the time at "
+            f"max(bytes / copy bandwidth, flops / peak) over the time taken"
+        )
+    costs = doc.get("math_ns_per_element") or {}
+    if costs:
+        lines.append(
+            "vector math, ns per element on one thread (measured): "
+            + ", ".join(f"{k.removeprefix('nn.')} {v:.3f}" for k, v in costs.items())
+            + "; \"math ms\": the stack's at that cost; \"of roof\": the time at "
+            "max(bytes / copy bandwidth, flops / peak + math) over the time taken"
         )
     lines.append(
         f"{'stack':10s} {'ms':>8s} {'MiB':>8s} {'GB/s':>7s} {'of copy':>8s} {'GFLOP/s':>8s} "
-        f"{'of roof':>8s} {'hot GB/s':>9s}  layers"
+        f"{'math ms':>8s} {'FMA roof':>8s} {'of roof':>8s} {'hot GB/s':>9s}  layers"
     )
 
     def pct(x: float | None) -> str:
@@ -298,18 +322,24 @@ def format_roofline(doc: dict[str, Any], title: str) -> str:
     for s in stacks:
         short = ", ".join(x.split(": ")[-1].removeprefix("nn.") for x in s["layers"])
         gf = f"{s['flops'] / s['ms'] / 1e6:.1f}" if s.get("flops") else "-"
+        mm = f"{s['math_ms']:.3f}" if s.get("math_ms") else "-"
         lines.append(
             f"{s['name']:10s} {s['ms']:8.3f} {s['bytes'] / 2**20:8.2f} "
-            f"{s['gbps']:7.2f} {pct(s['copy_fraction']):>8s} {gf:>8s} "
-            f"{pct(s.get('roof_fraction')):>8s} {s['gbps_hot']:9.2f}  {short}"
+            f"{s['gbps']:7.2f} {pct(s['copy_fraction']):>8s} {gf:>8s} {mm:>8s} "
+            f"{pct(s.get('fma_roof_fraction')):>8s} {pct(s.get('roof_fraction')):>8s} "
+            f"{s['gbps_hot']:9.2f}  {short}"
         )
     if stacks and total_ms > 0:
         gbps = total_b / (total_ms / 1e3) / 1e9
-        roof_ms = sum(s["ms"] * s["roof_fraction"] for s in stacks
-                      if s.get("roof_fraction") is not None)
+        def share(key: str) -> str:
+            roof = sum(s["ms"] * s[key] for s in stacks if s.get(key) is not None)
+            return f"{roof / total_ms * 100:7.0f}%"
+
+        math_ms = sum(s.get("math_ms") or 0.0 for s in stacks)
         lines.append(
             f"{'all':10s} {total_ms:8.3f} {total_b / 2**20:8.2f} {gbps:7.2f} "
-            f"{gbps / doc['copy_gbps'] * 100:7.0f}% {'':8s} {roof_ms / total_ms * 100:7.0f}% "
+            f"{gbps / doc['copy_gbps'] * 100:7.0f}% {'':8s} {math_ms:8.3f} "
+            f"{share('fma_roof_fraction')} {share('roof_fraction')} "
             f"{'':9s}  ({len(stacks)} stacks; the whole forward pass takes "
             f"{doc['forward_ms']:.3f} ms)"
         )

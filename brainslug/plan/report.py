@@ -21,6 +21,7 @@ class StackInfo:
     compiled: bool = True
     reason: str = ""
     flops: int = 0               # per batch item: 2 per multiply-add of its convolutions and linears
+    math: dict[str, int] = field(default_factory=dict)  # per batch item: elements of exp/erf/tanh math, by kind
 
     def layer_ops(self) -> list[tuple[str, str]]:
         """(framework node, nn op name) of each layer."""

@@ -129,6 +129,31 @@ def macs_per_item(op: Operation) -> int:
     return 0
 
 
+MATH_OPS = ("nn.silu", "nn.sigmoid", "nn.tanh", "nn.gelu")
+"""`nn` ops whose lowering computes exp, erf or tanh per element (their cost,
+for the roofline: `bench.math_rate`)."""
+
+
+def math_kind(op: Operation) -> str | None:
+    """The math cost kind of a layer: its op name, "nn.gelu:tanh" for GELU's
+    tanh form; None for a layer without vector math."""
+    if op.name not in MATH_OPS:
+        return None
+    approximate = op.properties.get("approximate")
+    if isinstance(approximate, StringAttr) and approximate.data == "tanh":
+        return f"{op.name}:tanh"
+    return op.name
+
+
+def math_per_item(members: list[Operation]) -> dict[str, int]:
+    """Elements per batch item that the layers compute with vector math, by kind."""
+    counts: dict[str, int] = {}
+    for o in members:
+        if (kind := math_kind(o)) is not None:
+            counts[kind] = counts.get(kind, 0) + _per_item(o.results[0].type.get_shape())
+    return counts
+
+
 def _layout_of(ops, default: str) -> str:
     for o in ops:
         if lay := getattr(o, "layout_value", None):
@@ -167,7 +192,8 @@ def describe(fn: func.FuncOp, sources: list[Source], default_layout: str = "NCHW
             [f"{o.attributes[NODE_ATTR].data}: {o.name}" for o in members],
             [s.name if isinstance(s, Bound) else s for s in inputs],
             outs, _layout_of(members, default_layout), unfused, fused,
-            flops=2 * sum(macs_per_item(o) for o in members)))
+            flops=2 * sum(macs_per_item(o) for o in members),
+            math=math_per_item(members)))
         bindings.append(StackBinding(
             op.stack_name_value,
             {o.attributes[NODE_ATTR].data for o in members if NODE_ATTR in o.attributes},
