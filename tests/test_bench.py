@@ -282,7 +282,7 @@ def test_cli_models_json(tmp_path, capsys) -> None:
 def test_cli_stacks_json(tmp_path, capsys) -> None:
     import brainslug.pytorch as brainslug
     from brainslug.bench import load_model
-    from brainslug.bench.roofline import stack_kernels
+    from brainslug.bench.stack_calls import stack_kernels
 
     out = tmp_path / "st.json"
     rc = main(
@@ -510,7 +510,7 @@ def test_roofline_runs_an_in_place_stack_in_place() -> None:
     buffer) is timed in place: its captured output is its residual's copy, not
     a fresh buffer that would add a stream of writes."""
     import brainslug.pytorch as brainslug
-    from brainslug.bench.roofline import capture_stack_calls
+    from brainslug.bench.stack_calls import capture_stack_calls
 
     class Residual(nn.Module):  # a bottleneck: `y` dies at the add, read pointwise
         def __init__(self) -> None:

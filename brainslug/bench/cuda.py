@@ -215,7 +215,8 @@ def roofline(opt: Any, x: Any, model_name: str, repeats: int) -> dict[str, Any]:
     cold (after writing an L2-flushing buffer) and hot (median of back-to-back calls)."""
     import torch
 
-    from brainslug.bench.roofline import StackResult, capture_stack_calls
+    from brainslug.bench.roofline import StackResult
+    from brainslug.bench.stack_calls import capture_stack_calls
     from brainslug.bench.stats import median
 
     layers = {s.name: s.layers for s in getattr(getattr(opt, "info", None), "stacks", [])}

@@ -43,7 +43,7 @@ def _activation(kind: str) -> torch.nn.Module:
 def _stack_call(kind: str) -> Callable[[], None] | None:
     """One hot call of the compiled stack "batch norm, `kind`" on `SHAPE`."""
     import brainslug.pytorch as brainslug
-    from brainslug.bench.roofline import capture_stack_calls
+    from brainslug.bench.stack_calls import capture_stack_calls
 
     gen = torch.Generator().manual_seed(0)
     bn = torch.nn.BatchNorm2d(SHAPE[1])
@@ -62,7 +62,7 @@ def _stack_call(kind: str) -> Callable[[], None] | None:
 def seconds_per_element(kind: str) -> float:
     """Seconds of one thread per element of `kind`'s math (0.0 where the
     stacks did not compile, or the difference is not positive)."""
-    from brainslug.bench.roofline import time_call
+    from brainslug.bench.stack_calls import time_call
 
     def best(call: Callable[[], None]) -> float:
         return min(time_call(call, repeats=9, min_time=0.002) for _ in range(3))

@@ -190,12 +190,11 @@ def roofline(opt: Any, x: Any, *, model_name: str = "", repeats: int = 7,
     """The roofline document of `brainslug.bench.roofline` for a Keras plan."""
     from brainslug.bench.roofline import (
         CacheFlusher,
-        StackCall,
         StackResult,
         copy_bandwidth,
-        time_call,
         time_call_cold,
     )
+    from brainslug.bench.stack_calls import StackCall, time_call
 
     layers = {s.name: s.layers for s in opt.info.stacks}
     opt(x)
