@@ -367,6 +367,32 @@ def test_roofline_counts_vector_math_in_the_roof(monkeypatch) -> None:
     assert s["fma_roof_fraction"] == pytest.approx(max(memory_s, fma_s) / (s["ms"] / 1e3))
     text = roofline.format_roofline(doc, "t")
     assert "math ms" in text and "FMA roof" in text and "silu 1.000" in text
+    assert s["ms_in_pass"] > 0
+    assert s["in_pass_roof_fraction"] == pytest.approx(
+        max(memory_s, fma_s + math_s) / (s["ms_in_pass"] / 1e3))
+    assert "in pass" in text
+
+
+def test_time_in_pass_times_every_stack_call_in_a_real_pass() -> None:
+    """One median time per stack call of a forward pass, in call order, taken
+    while the plan runs as it does (its runners are restored after)."""
+    import brainslug.pytorch as brainslug
+    from brainslug.bench.stack_calls import capture_stack_calls, stack_kernels, time_in_pass
+
+    m = torch.nn.Sequential(
+        torch.nn.Conv2d(6, 10, 3, padding=1, bias=False), torch.nn.BatchNorm2d(10),
+        torch.nn.SiLU(), torch.nn.MaxPool2d(2), torch.nn.Conv2d(10, 7, 1),
+        torch.nn.ReLU(),
+    ).eval()
+    opt = brainslug.optimize(m, [0, 6, 13, 11], conv="brainslug", layout="NHWC")
+    x = torch.randn(2, 6, 13, 11)
+    runners = [k.runner for _, k in stack_kernels(opt)]
+    times = time_in_pass(opt, x, rounds=3)
+    assert len(times) == len(capture_stack_calls(opt, x)) >= 1
+    assert all(t > 0 for t in times)
+    assert [k.runner for _, k in stack_kernels(opt)] == runners
+    with torch.no_grad():
+        assert torch.allclose(opt(x), m(x), atol=1e-5)
 
 
 def test_math_seconds_divides_the_elements_cost_among_threads() -> None:

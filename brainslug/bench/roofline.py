@@ -34,7 +34,7 @@ import torch
 
 from brainslug.bench.math_rate import math_seconds, seconds_per_element
 from brainslug.bench.peak import peak_gflops
-from brainslug.bench.stack_calls import capture_stack_calls, time_call
+from brainslug.bench.stack_calls import capture_stack_calls, time_call, time_in_pass
 from brainslug.bench.stats import median
 
 
@@ -55,6 +55,8 @@ class StackResult:
     math: dict[str, int] | None = None  # elements of vector math by kind, whole batch
     math_ms: float = 0.0  # their time at the measured cost
     fma_roof_fraction: float | None = None  # the roof without the math, / measured time
+    ms_in_pass: float | None = None  # median time inside real forward passes
+    in_pass_roof_fraction: float | None = None  # time at the roof / ms_in_pass
 
 
 def last_level_cache_bytes() -> int:
@@ -127,10 +129,11 @@ def roofline(
     with torch.no_grad():
         opt(x)  # warm: arena, scratch, thread pool
     calls = capture_stack_calls(opt, x)
+    in_pass = time_in_pass(opt, x, max(3, repeats))
     bw = copy_bandwidth(copy_bytes)
     flush = CacheFlusher()
     stacks = []
-    for c in calls:
+    for k, c in enumerate(calls):
         cold = time_call_cold(c, flush, repeats)
         hot = time_call(c, repeats)
         stacks.append(
@@ -146,7 +149,8 @@ def roofline(
                 model=model_name,
                 batch=int(x.shape[0]),
                 flops=flops.get(c.name, 0) * c.batch,
-                math={k: n * c.batch for k, n in math.get(c.name, {}).items()},
+                math={kind: n * c.batch for kind, n in math.get(c.name, {}).items()},
+                ms_in_pass=in_pass[k] * 1e3 if k < len(in_pass) else None,
             )
         )
     flush_bytes = flush.buffer.numel() * 4
@@ -161,8 +165,11 @@ def roofline(
         fma_s = s.flops / (peak * 1e9) if peak else 0.0
         math_s = math_seconds(s.math or {}, threads)
         s.math_ms = math_s * 1e3
-        s.roof_fraction = max(memory_s, fma_s + math_s) / (s.ms / 1e3)
+        roof_s = max(memory_s, fma_s + math_s)
+        s.roof_fraction = roof_s / (s.ms / 1e3)
         s.fma_roof_fraction = max(memory_s, fma_s) / (s.ms / 1e3)
+        if s.ms_in_pass:
+            s.in_pass_roof_fraction = roof_s / (s.ms_in_pass / 1e3)
     with torch.no_grad():
         forward_s = time_call(lambda: opt(x), max(3, repeats // 2), min_time=0.0)
     return {
@@ -204,8 +211,13 @@ def format_roofline(doc: dict[str, Any], title: str) -> str:
             "max(bytes / copy bandwidth, flops / peak + math) over the time taken"
         )
     lines.append(
+        "\"in pass\": the stack's median time inside real forward passes (its inputs where "
+        "the layers before it left them), and the roof over that time"
+    )
+    lines.append(
         f"{'stack':10s} {'ms':>8s} {'MiB':>8s} {'GB/s':>7s} {'of copy':>8s} {'GFLOP/s':>8s} "
-        f"{'math ms':>8s} {'FMA roof':>8s} {'of roof':>8s} {'hot GB/s':>9s}  layers"
+        f"{'math ms':>8s} {'FMA roof':>8s} {'of roof':>8s} {'in pass':>8s} {'of roof':>8s} "
+        f"{'hot GB/s':>9s}  layers"
     )
 
     def pct(x: float | None) -> str:
@@ -215,10 +227,12 @@ def format_roofline(doc: dict[str, Any], title: str) -> str:
         short = ", ".join(x.split(": ")[-1].removeprefix("nn.") for x in s["layers"])
         gf = f"{s['flops'] / s['ms'] / 1e6:.1f}" if s.get("flops") else "-"
         mm = f"{s['math_ms']:.3f}" if s.get("math_ms") else "-"
+        ip = f"{s['ms_in_pass']:.3f}" if s.get("ms_in_pass") else "-"
         lines.append(
             f"{s['name']:10s} {s['ms']:8.3f} {s['bytes'] / 2**20:8.2f} "
             f"{s['gbps']:7.2f} {pct(s['copy_fraction']):>8s} {gf:>8s} {mm:>8s} "
             f"{pct(s.get('fma_roof_fraction')):>8s} {pct(s.get('roof_fraction')):>8s} "
+            f"{ip:>8s} {pct(s.get('in_pass_roof_fraction')):>8s} "
             f"{s['gbps_hot']:9.2f}  {short}"
         )
     if stacks and total_ms > 0:
@@ -228,10 +242,15 @@ def format_roofline(doc: dict[str, Any], title: str) -> str:
             return f"{roof / total_ms * 100:7.0f}%"
 
         math_ms = sum(s.get("math_ms") or 0.0 for s in stacks)
+        in_pass_ms = sum(s.get("ms_in_pass") or 0.0 for s in stacks)
+        roof_ms = sum(s["ms"] * s["roof_fraction"] for s in stacks
+                      if s.get("roof_fraction") is not None)
+        in_pass = f"{roof_ms / in_pass_ms * 100:7.0f}%" if in_pass_ms else f"{'-':>8s}"
         lines.append(
             f"{'all':10s} {total_ms:8.3f} {total_b / 2**20:8.2f} {gbps:7.2f} "
             f"{gbps / doc['copy_gbps'] * 100:7.0f}% {'':8s} {math_ms:8.3f} "
             f"{share('fma_roof_fraction')} {share('roof_fraction')} "
+            f"{in_pass_ms:8.3f} {in_pass} "
             f"{'':9s}  ({len(stacks)} stacks; the whole forward pass takes "
             f"{doc['forward_ms']:.3f} ms)"
         )

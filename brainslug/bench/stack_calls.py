@@ -120,3 +120,39 @@ def time_call(fn: Callable[[], Any], repeats: int = 7, min_time: float = 0.005) 
             fn()
         samples.append((time.perf_counter() - t0) / inner)
     return median(samples)
+
+
+def time_in_pass(opt: Any, x: torch.Tensor, rounds: int = 7) -> list[float]:
+    """Median seconds of each stack kernel call, in call order, inside `rounds`
+    real forward passes of `opt` on `x`: each finds the caches as the layers
+    before it leave them (a stack that reads what the one before it wrote
+    finds it in the L2 or L3, which a single call after a cache flush does not)."""
+    kernels = stack_kernels(opt)
+    originals = [k.runner for _, k in kernels]
+    samples: list[list[float]] = []
+    position = [0]
+
+    def timed(runner: Any) -> Callable[[list[Any], int], None]:
+        def call(buffers: list[Any], batch: int) -> None:
+            t0 = time.perf_counter()
+            runner(buffers, batch)
+            dt = time.perf_counter() - t0
+            k = position[0]
+            position[0] += 1
+            if k == len(samples):
+                samples.append([])
+            samples[k].append(dt)
+
+        return call
+
+    try:
+        for (_, k), r in zip(kernels, originals, strict=True):
+            k.runner = timed(r)
+        with torch.no_grad():
+            for _ in range(rounds):
+                position[0] = 0
+                opt(x)
+    finally:
+        for (_, k), r in zip(kernels, originals, strict=True):
+            k.runner = r
+    return [median(s) for s in samples]
