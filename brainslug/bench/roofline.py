@@ -126,6 +126,8 @@ def roofline(
     layers = {s.name: s.layers for s in infos}
     flops = {s.name: s.flops for s in infos}
     math = {s.name: s.math for s in infos}
+    for kind in sorted({k for s in infos for k in s.math}):
+        seconds_per_element(kind)  # (cached) before the model's thread pools run
     with torch.no_grad():
         opt(x)  # warm: arena, scratch, thread pool
     calls = capture_stack_calls(opt, x)
