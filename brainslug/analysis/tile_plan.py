@@ -102,7 +102,8 @@ def _covers(prod: loop.NestOp, k: int, dim: LeadDim, lo: loop.Bound, hi: loop.Bo
 def plan_tiles(dims: list[LeadDim], nest: loop.NestOp, shape: Sequence[int],
                budget: int, whole: bool = True, split: bool = False,
                others: Sequence[Sequence[int]] = (),
-               window_budget: int | None = None) -> tuple[int, list[int]]:
+               window_budget: int | None = None,
+               item_tiles: int | None = None) -> tuple[int, list[int]]:
     """(tiled, steps): dims [0, tiled) run in the tile loop with these steps, the
     other leading dims whole (with `whole=False` every dim is in the loop).
     Grows from the innermost dim while a tile of the scratch buffer and of
@@ -110,7 +111,9 @@ def plan_tiles(dims: list[LeadDim], nest: loop.NestOp, shape: Sequence[int],
     along the same leading dims) fits in `budget` bytes, or `window_budget`
     (default `budget`) along a windowed dim, where each tile recomputes its
     halo; with `split`, direct dims stay one point per tile (more tiles: GPU
-    blocks)."""
+    blocks). A batch item that one tile would hold whole is cut in
+    `item_tiles` tiles along its rows (default `ITEM_TILES`)."""
+    item_tiles = ITEM_TILES if item_tiles is None else item_tiles
     t = len(dims)
     inner = 4 * sum(math.prod(max(e, 1) for e in s[t:]) for s in (shape, *others))
     budget = max(budget, inner)
@@ -129,8 +132,8 @@ def plan_tiles(dims: list[LeadDim], nest: loop.NestOp, shape: Sequence[int],
         if static and fit >= ub - lb and k > 0:
             outer = lower[k - 1], upper[k - 1]
             if (d.windowed and k == 1 and not all(isinstance(b, int) for b in outer)
-                    and ub - lb >= 2 * ITEM_TILES):
-                steps[k] = -(-(ub - lb) // ITEM_TILES)
+                    and item_tiles > 1 and ub - lb >= 2 * item_tiles):
+                steps[k] = -(-(ub - lb) // item_tiles)
                 tiled = max(tiled, k + 1)
                 break
             steps[k] = ub - lb
@@ -144,12 +147,37 @@ def plan_tiles(dims: list[LeadDim], nest: loop.NestOp, shape: Sequence[int],
     return tiled, steps[:tiled]
 
 
+def recomputed(d: LeadDim, extent: int, step: int, rows: int) -> float:
+    """The producer rows that tiles of `step` reader points along `d` compute
+    (halos and all, clipped to the producer's `rows`), over those of one tile
+    of all `extent` points."""
+
+    def computed(s: int) -> int:
+        total = 0
+        for t in range(0, extent, s):
+            lo = max(0, t * d.stride + d.lo)
+            hi = min(rows - 1, (min(t + s, extent) - 1) * d.stride + d.hi)
+            total += max(0, hi - lo + 1)
+        return total
+
+    return computed(step) / max(1, computed(extent))
+
+
 ITEM_TILES = 2
 """Tiles per batch item along a windowed dim 1 (NHWC rows) where one tile would
 hold the item whole: at batch 1 the two threads then share the item, at the
 cost of one more halo. mobilenet_v2 with its blocks at 28×28 and 14×14
 chained, two tiles per item against one: 1.03× [0.77, 1.27] at batch 1,
 0.99× at batch 8 (noisy; one thread per item is the worse case in principle)."""
+
+ITEM_PAIR_RECOMPUTE = 1.2
+"""Where the `ITEM_TILES` tiles of an item recompute at least this many times
+the producer rows of one whole tile (`recomputed`), bs-tile-depth-first keeps
+both tilings (`loop.tile ... items few` and `items many`) and each call runs
+the one that fits its batch. efficientnet_b0's 5×5 depthwise chains at 7×7
+(1.57) and 14×14 (1.29), and its 3×3 at 7×7 (1.29): batch 8 took 0.957 of
+the time with those items whole (0.938 with every item whole, which at
+batch 1 leaves a thread idle: 1.13 of the time)."""
 
 BALANCE_QUANTUM = 4
 """Fewer than `BALANCE_BELOW` tiles along a dim are made a multiple of this

@@ -272,17 +272,33 @@ class NestOp(_LoopOp):
         self.verify_loop()
 
 
+class ItemCount(StrEnum):
+    """When a `loop.tile` with `items` runs: its first dim (the batch) has
+    fewer points than the threads that run it (`few`), or at least as many
+    (`many`)."""
+
+    FEW = auto()
+    MANY = auto()
+
+
 @irdl_op_definition
 class TileOp(_LoopOp):
     """Depth-first tile loop: each tile runs every op of the body on its block.
 
     `step` gives the tile size per dimension; the body's nests are bounded by the
     tile ivs. Scratch buffers for intermediate results are `memref.alloca`s in
-    the body, sized for one tile.
+    the body, sized for one tile. With `items few` (`many`) the tile loop runs
+    only when its first dim has fewer points than threads run it (at least as
+    many), and does nothing otherwise: two tilings of one chain, one cutting a
+    batch item into tiles so that the threads share it, one taking items whole
+    (no halo recomputed), of which each call runs one.
     """
 
     name = "loop.tile"
     step = prop_def(DenseArrayBase)
+    items = opt_prop_def(
+        StrEnumConstraint(ItemCount, "loop.tile: unknown items '{value}', expected one of {members}")
+    )
 
     def __init__(
         self,
@@ -291,11 +307,14 @@ class TileOp(_LoopOp):
         step: Sequence[int],
         body: Region | None = None,
         parallel: int | None = None,
+        items: ItemCount | str | None = None,
     ):
         props, operands = _domain_props(lower, upper, None)
         props["step"] = DenseArrayBase.from_list(i64, list(step))
         if parallel is not None:
             props["parallel"] = IntegerAttr(parallel, i64)
+        if items is not None:
+            props["items"] = StringAttr(str(items))
         super().__init__(
             operands=operands, regions=[_new_body(len(lower), body)], properties=props
         )
@@ -304,11 +323,17 @@ class TileOp(_LoopOp):
     def steps(self) -> tuple[int, ...]:
         return self.step.get_values()
 
+    @property
+    def item_count(self) -> ItemCount | None:
+        return None if self.items is None else ItemCount(self.items.data)
+
     def print(self, printer: Printer) -> None:
         self.print_domain(printer)
         printer.print_string(" step (")
         printer.print_list(self.steps, lambda s: printer.print_string(str(s)))
         printer.print_string(")")
+        if self.items is not None:
+            printer.print_string(f" items {self.items.data}")
         self.print_body(printer)
 
     @classmethod
@@ -318,13 +343,16 @@ class TileOp(_LoopOp):
         step = parser.parse_comma_separated_list(
             Parser.Delimiter.PAREN, lambda: parser.parse_integer(allow_boolean=False)
         )
+        items = parser.parse_identifier() if parser.parse_optional_keyword("items") else None
         attrs, body = cls.parse_body(parser, ivs)
-        return cls(lower, upper, step, body, parallel).with_attributes(attrs)
+        return cls(lower, upper, step, body, parallel, items).with_attributes(attrs)
 
     def verify_(self) -> None:
         super().verify_()
         if len(self.steps) != len(self.ivs) or any(s < 1 for s in self.steps):
             raise VerifyException("loop.tile: needs one positive step per dimension")
+        if self.items is not None and not self.ivs:
+            raise VerifyException("loop.tile: items needs a first dim to count")
         self.verify_loop()
 
 

@@ -152,10 +152,24 @@ class PhaseEmitter:
             b.before_return = lambda: b.call("bs.mxcsr_set", [saved], None)
         lbs, ubs = self.domain(op)
         steps = list(op.steps) if isinstance(op, loop.TileOp) else [1] * len(lbs)
+        rule = op.item_count if isinstance(op, loop.TileOp) else None
+        if rule is None:
+            self._domain(lbs, ubs, steps)
+        else:  # one of two tilings: this one where the batch is few (many) for the threads
+            items = b.isub(ubs[0], lbs[0])
+            b.if_then(b.icmp("slt" if rule == loop.ItemCount.FEW else "sge", items, nth),
+                      lambda: self._domain(lbs, ubs, steps))
+        return b.finish()
+
+    def _domain(self, lbs: list[IVal], ubs: list[IVal], steps: list[int]) -> None:
+        """The phase's loops over its domain, its first `parallel` dims shared
+        among the threads."""
+        op, b = self.phase, self.b
+        tid, nth, _ = b.args
         k = op.num_parallel
         if k == 0:
             b.if_then(b.icmp("eq", tid, 0), lambda: self.loops(lbs, ubs, steps, self._body))
-            return b.finish()
+            return
         exts = []
         for lb, ub, s in zip(lbs[:k], ubs[:k], steps[:k], strict=True):
             n = b.isub(ub, lb)
@@ -179,7 +193,7 @@ class PhaseEmitter:
                 return []
 
             b.loop(start, end, 1, flat1)
-            return b.finish()
+            return
         # The flat range in runs along the innermost parallel dim: delinearize the
         # first point once, run the innermost dim as a plain loop to the end of
         # its row (or of the range), then step an odometer over the outer dims.
@@ -232,7 +246,6 @@ class PhaseEmitter:
 
         # an empty range may have a zero extent: never divide by it
         b.if_then(b.icmp("ult", start, end), runs)
-        return b.finish()
 
     def _body(self, ivs: Sequence[IVal], carried: list[SSAValue]) -> list[SSAValue]:
         for x, v in zip(self.phase.ivs, ivs, strict=True):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import arith, memref
-from xdsl.dialects.builtin import FloatAttr, IndexType, IntegerAttr, ModuleOp, f32
+from xdsl.dialects.builtin import FloatAttr, IndexType, IntegerAttr, ModuleOp, StringAttr, f32
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.ir.affine import AffineDimExpr, AffineMap
 from xdsl.passes import ModulePass
@@ -47,11 +47,13 @@ from xdsl.rewriter import InsertPoint
 from brainslug.analysis import nests as nu
 from brainslug.analysis.tile_plan import (
     DIRECT,
+    ITEM_PAIR_RECOMPUTE,
     Access,
     LeadDim,
     lead_dim,
     lead_dims,
     plan_tiles,
+    recomputed,
 )
 from brainslug.dialects import loop, loop_kernels
 
@@ -222,9 +224,10 @@ class TileChain(RewritePattern):
     """Tile a producer nest and its adjacent reader nests over leading dims."""
 
     def __init__(self, budget: int, halo: bool = True, split: bool = False,
-                 window_budget: int | None = None):
+                 window_budget: int | None = None, item_pairs: bool = False):
         self.budget = budget
         self.window_budget = window_budget
+        self.item_pairs = item_pairs
         self.halo = halo
         self.split = split
 
@@ -263,14 +266,31 @@ class TileChain(RewritePattern):
             return
         shape = list(buf.type.get_shape())
         others = _along(chain, buf, shape[:len(dims)])
-        tiled, steps = plan_tiles(dims, chain[len(producers)], shape, self.budget,
-                                  whole=self.halo, split=self.split, others=others,
+        reader = chain[len(producers)]
+        tiled, steps = plan_tiles(dims, reader, shape, self.budget, whole=self.halo,
+                                  split=self.split, others=others,
                                   window_budget=self.window_budget)
         if not _cross_reads_direct(chain, buf, tiled):
             return
+        tilings = [(tiled, steps, None)]
+        if self.item_pairs and not self.split:
+            whole_tiled, whole_steps = plan_tiles(
+                dims, reader, shape, self.budget, whole=self.halo, others=others,
+                window_budget=self.window_budget, item_tiles=1)
+            extent = reader.upper_bounds()[1] if tiled > 1 else None
+            if (whole_steps != steps and isinstance(extent, int)
+                    and isinstance(start := reader.lower_bounds()[1], int)
+                    and recomputed(dims[1], extent - start, steps[1], shape[1])
+                    >= ITEM_PAIR_RECOMPUTE
+                    and _cross_reads_direct(chain, buf, whole_tiled)):
+                tilings = [(tiled, steps, loop.ItemCount.FEW),
+                           (whole_tiled, whole_steps, loop.ItemCount.MANY)]
         _hoist(hoist, producers[0], rewriter)
-        rewriter.insert(self._tile(buf, chain, len(producers), dims, tiled, steps, shape, pads),
-                        InsertPoint.before(chain[0]))
+        for t, st, items in tilings:
+            tile = self._tile(buf, chain, len(producers), dims, t, st, shape, pads)
+            if items is not None:
+                tile.items = StringAttr(str(items))
+            rewriter.insert(tile, InsertPoint.before(chain[0]))
         for nest in chain:
             rewriter.erase(nest)
         rewriter.erase(op)
@@ -354,38 +374,68 @@ class JoinTile(RewritePattern):
             return
         buf = op.memref
         stores = nu.stores_to(buf)
-        if len(stores) != 1:
+        if not 1 <= len(stores) <= 2:
             return
-        prod = nu.top_nest(stores[0])
-        tile = prod.parent_op() if prod is not None else None
-        if (prod is None or stores[0].parent_op() is not prod
-                or not isinstance(tile, loop.TileOp) or tile.parent_op() is not fn
-                or prod is not _last_nest(tile)):
-            return
+        # the tile that writes `buf`, or both tilings of a pair (`items`)
+        tiles: list[tuple[loop.TileOp, loop.NestOp]] = []
+        for store in stores:
+            prod = nu.top_nest(store)
+            tile = prod.parent_op() if prod is not None else None
+            if (prod is None or store.parent_op() is not prod
+                    or not isinstance(tile, loop.TileOp) or tile.parent_op() is not fn
+                    or prod is not _last_nest(tile)):
+                return
+            tiles.append((tile, prod))
+        if len(tiles) == 2:
+            if tiles[1][0].next_op is tiles[0][0]:
+                tiles.reverse()
+            if not _pair(tiles[0][0], tiles[1][0]):
+                return
         readers = {nu.top_nest(ld) for ld in nu.loads_of(buf)}
         if not readers or None in readers or any(r.parent_op() is not fn for r in readers):
             return
-        inside = [n for n in tile.body.block.ops if isinstance(n, loop.NestOp)]
-        found = _adjacent_readers(tile, readers, inside)
+        last = tiles[-1][0]
+        inside = [n for n in last.body.block.ops if isinstance(n, loop.NestOp)]
+        found = _adjacent_readers(last, readers, inside)
         if found is None:
             return
         chain, hoist = found
+        if not all(self._joins(tile, prod, chain, buf) for tile, prod in tiles):
+            return
+        _hoist(hoist, tiles[0][0], rewriter)
+        for tile, prod in tiles:
+            self._join(tile, prod, chain, buf, rewriter)
+        for nest in chain:
+            rewriter.erase(nest)
+        rewriter.erase(op)
+
+    @staticmethod
+    def _joins(tile: loop.TileOp, prod: loop.NestOp, chain: list[loop.NestOp],
+               buf: SSAValue) -> bool:
+        """Whether `chain` can join `tile`, whose last nest `prod` writes `buf`."""
+        (store,) = [s for s in nu.stores_to(buf) if nu.top_nest(s) is prod]
         tiled = len(tile.steps)
         tlo, thi = tile.lower_bounds(), tile.upper_bounds()
-        if any(lead_dim(stores[0], k, prod) != DIRECT for k in range(tiled)):
-            return
+        if any(lead_dim(store, k, prod) != DIRECT for k in range(tiled)):
+            return False
         for nest in chain:
             lo, hi = nest.lower_bounds(), nest.upper_bounds()
             if len(nest.ivs) < tiled or not all(
                     nu.same_bound(lo[k], tlo[k]) and nu.same_bound(hi[k], thi[k])
                     for k in range(tiled)):
-                return
+                return False
             if any(lead_dim(ld, k, nest) != DIRECT for ld in nu.loads_of(buf)
                    if nu.top_nest(ld) is nest for k in range(tiled)):
-                return
-        if not _cross_reads_direct([*inside, *chain], buf, tiled):
-            return
-        _hoist(hoist, tile, rewriter)
+                return False
+        inside = [n for n in tile.body.block.ops if isinstance(n, loop.NestOp)]
+        return _cross_reads_direct([*inside, *chain], buf, tiled)
+
+    @staticmethod
+    def _join(tile: loop.TileOp, prod: loop.NestOp, chain: list[loop.NestOp],
+              buf: SSAValue, rewriter: PatternRewriter) -> None:
+        """Copies of the `chain` nests at the end of `tile`, on its block, reading
+        `buf` from a tile-sized scratch that `prod` writes."""
+        tiled = len(tile.steps)
         shape = list(buf.type.get_shape())  # type: ignore[attr-defined]
         scratch = memref.AllocaOp.get(buf.type.element_type,  # type: ignore[attr-defined]
                                       shape=[*tile.steps, *shape[tiled:]])
@@ -403,9 +453,12 @@ class JoinTile(RewritePattern):
         for nest in [prod, *moved]:
             for acc in [o for o in nest.walk() if isinstance(o, Access) and o.buffer is buf]:
                 rewriter.replace(acc, _shift(acc, [DIRECT] * tiled, start, scratch.memref, False))
-        for nest in chain:
-            rewriter.erase(nest)
-        rewriter.erase(op)
+
+
+def _pair(first: loop.TileOp, second: loop.TileOp) -> bool:
+    """Whether two tiles are the `few` and `many` tilings of one chain, in order."""
+    return (first.item_count == loop.ItemCount.FEW and second.item_count == loop.ItemCount.MANY
+            and first.next_op is second)
 
 
 def _last_nest(tile: loop.TileOp) -> loop.NestOp | None:
@@ -438,9 +491,14 @@ class TileDepthFirstPass(ModulePass):
     """Bytes a tile may fill along a windowed dim, where each tile recomputes
     its halo (0: `cache`)."""
 
+    item_pairs: bool = False
+    """Where cutting a batch item into tiles (so that threads share it at
+    batch 1) recomputes many halo rows, keep a second tiling with items whole
+    (`loop.tile ... items few` / `items many`; not with `split`)."""
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         PatternRewriteWalker(TileChain(self.cache, self.halo, self.split,
-                                       self.window_cache or None),
+                                       self.window_cache or None, self.item_pairs),
                              apply_recursively=False).rewrite_module(op)
         if self.halo:
             PatternRewriteWalker(JoinTile(), apply_recursively=False).rewrite_module(op)

@@ -40,7 +40,8 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
 
     # on a GPU a tile is a block, its scratch shared memory: more, smaller tiles
     tiling = TileDepthFirstPass(cache=tile_budget(target), split=is_gpu(target),
-                                window_cache=window_tile_budget(target))
+                                window_cache=window_tile_budget(target),
+                                item_pairs=not is_gpu(target))
     passes: list[ModulePass] = [
         form_stacks_pass(target, compute),
         LowerNNToLoopPass(piece_tables=not is_gpu(target)),

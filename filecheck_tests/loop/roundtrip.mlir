@@ -85,7 +85,7 @@ func.func @kern(%x: memref<?x37x13x13xf32>, %p: memref<37xf32>, %out: memref<?x3
 func.func @tiles(%x: memref<?x37x13x13xf32>, %out: memref<?x13x13x37xf32>) attributes {bs.kernel} {
   %c0 = arith.constant 0 : index
   %batch = memref.dim %x, %c0 : memref<?x37x13x13xf32>
-  loop.tile parallel 1 (%tn, %tc) = (0, 0) to (%batch, 37) step (1, 5) attributes {note = "t"} {
+  loop.tile parallel 1 (%tn, %tc) = (0, 0) to (%batch, 37) step (1, 5) items few attributes {note = "t"} {
     %s = memref.alloca() : memref<1x5x13x13xf32>
     %c5 = arith.constant 5 : index
     %e = arith.addi %tc, %c5 : index
@@ -112,7 +112,7 @@ func.func @tiles(%x: memref<?x37x13x13xf32>, %out: memref<?x13x13x37xf32>) attri
 }
 
 // CHECK-LABEL: func.func @tiles
-// CHECK:         loop.tile parallel 1 (%tn, %tc) = (0, 0) to (%batch, 37) step (1, 5) attributes {note = "t"} {
+// CHECK:         loop.tile parallel 1 (%tn, %tc) = (0, 0) to (%batch, 37) step (1, 5) items few attributes {note = "t"} {
 // CHECK-NEXT:      %s = memref.alloca() : memref<1x5x13x13xf32>
 // CHECK:           %nb = arith.addi %tn, %c1 : index
 // CHECK-NEXT:      loop.nest (%n, %c, %h, %w) = (%tn, %tc, 0, 0) to (%nb, %ub, 13, 13) {
@@ -133,7 +133,7 @@ func.func @tiles(%x: memref<?x37x13x13xf32>, %out: memref<?x13x13x37xf32>) attri
 // CHECK-NEXT:    func.return
 
 // GENERIC-LABEL: "func.func"() <{sym_name = "tiles"
-// GENERIC:         "loop.tile"(%batch) <{lower = array<i64: 0, 0>, upper = array<i64: -9223372036854775808, 37>, step = array<i64: 1, 5>, parallel = 1 : i64, operandSegmentSizes = array<i32: 0, 1>}> ({
+// GENERIC:         "loop.tile"(%batch) <{lower = array<i64: 0, 0>, upper = array<i64: -9223372036854775808, 37>, step = array<i64: 1, 5>, parallel = 1 : i64, items = "few", operandSegmentSizes = array<i32: 0, 1>}> ({
 // GENERIC:           "loop.nest"(%tn, %tc, %nb, %ub) <{lower = array<i64: -9223372036854775808, -9223372036854775808, 0, 0>, upper = array<i64: -9223372036854775808, -9223372036854775808, 13, 13>, operandSegmentSizes = array<i32: 2, 2>}> ({
 // GENERIC:             "loop.reduce"(%lo, %{{.+}}) <{lower = array<i64: -9223372036854775808>, upper = array<i64: -9223372036854775808>, kind = "add", init = 0.000000e+00 : f32, operandSegmentSizes = array<i32: 1, 1>}> ({
 // GENERIC:           }) {bs.scalar = "why"} : (index, index, index, index) -> ()

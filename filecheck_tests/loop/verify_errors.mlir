@@ -78,6 +78,30 @@ func.func @f() {
 
 // -----
 
+// `items` is few or many
+func.func @f() {
+  loop.tile (%t) = (0) to (37) step (1) items some {
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.tile: unknown items 'some', expected one of ('few', 'many')
+
+// -----
+
+// `items` counts the points of the first dim
+func.func @f() {
+  loop.tile () = () to () step () items few {
+  }
+  func.return
+}
+
+// CHECK: {{// -+}}
+// CHECK-NEXT: loop.tile: items needs a first dim to count
+
+// -----
+
 // a reduce kind the backends don't know
 func.func @f() {
   loop.nest (%i) = (0) to (37) {
