@@ -21,8 +21,11 @@ Tiles grow from the innermost leading dim outwards while a tile of the scratch
 buffer fits in the `cache` budget (set by the driver: half of the L2 on a CPU,
 a share of shared memory on a GPU), or along a windowed dim in `window-cache`
 (the whole L2 on a CPU): there every tile recomputes its halo, and a 5×5
-depthwise window over 7 rows tiled by 2 computes its producer's rows 2.6 times. Dims that a tile
-covers whole stay out of the tile loop and keep static bounds.
+depthwise window over 7 rows tiled by 2 computes its producer's rows 2.6
+times. Dims that a tile covers whole stay out of the tile loop and keep static
+bounds. With `item-pairs`, a chain whose items would be cut in tiles that
+recompute many halo rows is tiled twice, `items few` and `items many`
+(`loop.tile`), and the project convolution after it joins both.
 """
 
 from __future__ import annotations
