@@ -16,6 +16,7 @@ from collections.abc import Callable
 from xdsl.dialects import arith, func, llvm, memref
 from xdsl.dialects import math as xmath
 from xdsl.dialects.builtin import (
+    DenseArrayBase,
     FloatAttr,
     IndexType,
     IntegerAttr,
@@ -23,6 +24,7 @@ from xdsl.dialects.builtin import (
     VectorType,
     f32,
     i1,
+    i32,
     i64,
 )
 from xdsl.ir import Attribute, Block, BlockArgument, Operation, SSAValue
@@ -273,8 +275,9 @@ def contracted_products(op: loop.ReduceOp) -> list[Operation | None]:
 def reduce_loops(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: list[IVal]
                  ) -> list[SSAValue]:
     """The loops of a `loop.reduce` over the box `lbs`..`ubs`: its results."""
-    if (parts := _vector_parts(em, op)) > 1:
-        return _reduce_loops_in_parts(em, op, lbs, ubs, parts)
+    parts, last = _vector_parts(em, op)
+    if parts > 1:
+        return _reduce_loops_in_parts(em, op, lbs, ubs, parts, last)
     inits = [em.b.const(op.init_value, em.llvm_type(r.type)) for r in op.accumulators]
     kind, products = op.kind_name, contracted_products(op)
 
@@ -294,52 +297,69 @@ def reduce_loops(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal], ubs: list
     return em.loops(lbs, ubs, [1] * len(lbs), body, inits, op.unrolled_from)
 
 
-def _vector_parts(em: PhaseEmitter, op: loop.ReduceOp) -> int:
-    """V where the reduction is a register block's of V vectors whose lanes
-    together are no power of two (V = 3: 48 lanes), and its body reads no
-    vector from outside; else 1. LLVM legalizes a loop-carried `<48 x float>`
-    in 128-bit pieces (the loop fills with inserts and spills), while three
-    `<16 x float>` accumulators, joined after the loop, compile clean."""
+def _vector_parts(em: PhaseEmitter, op: loop.ReduceOp) -> tuple[int, int]:
+    """(V, lanes of the last part) where the reduction is a register block's of
+    V vectors whose lanes together are no power of two (V = 3: 48 lanes), or
+    whose last vector has at most half its lanes active in its only chunk (24
+    channels in 2 vectors: 16 + 8), and its body reads no vector from outside;
+    else (1, 0). LLVM legalizes a loop-carried `<48 x float>` in 128-bit
+    pieces (the loop fills with inserts and spills), while three `<16 x float>`
+    accumulators, joined after the loop, compile clean; and a last part of 8
+    lanes is a `<8 x float>` FMA, which on a CPU whose 512-bit FMAs take both
+    256-bit halves (Zen 4) costs half of a full vector's."""
     block = op.parent_op()
     while block is not None and not isinstance(block, simd.LoopOp):
         block = block.parent_op()
-    if block is None or em.lane is None or (v := block.num_vectors) <= 1 \
-            or em.lanes % v or not em.lanes & (em.lanes - 1):
-        return 1
+    if block is None or em.lane is None or (v := block.num_vectors) <= 1 or em.lanes % v:
+        return 1, 0
+    width = em.lanes // v
+    last = width
+    (lb,), (ub,) = block.lower_bounds(), block.upper_bounds()
+    if isinstance(lb, int) and isinstance(ub, int) and 0 < ub - lb <= em.lanes:
+        tail = ub - lb - (v - 1) * width  # the active lanes of the last vector
+        if 0 < tail <= width // 2:
+            last = max(4, 1 << (tail - 1).bit_length())
+    if last == width and not em.lanes & (em.lanes - 1):
+        return 1, 0
     if not all(isinstance(r.type, simd.VecType) for r in op.accumulators):
-        return 1
+        return 1, 0
     inside = set(op.body.walk())
     for inner in inside:
         for x in inner.operands:
             if isinstance(x.type, simd.VecType) and x.owner not in inside \
                     and not (isinstance(x, BlockArgument) and x.block.parent_op() in inside):
-                return 1
-    return v
+                return 1, 0
+    return v, last
 
 
 def _reduce_loops_in_parts(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal],
-                           ubs: list[IVal], parts: int) -> list[SSAValue]:
-    """`reduce_loops` with each accumulator carried as `parts` vectors: the
-    body is emitted once per part, on its lanes, and the parts are joined
-    after the loops."""
+                           ubs: list[IVal], parts: int, last: int) -> list[SSAValue]:
+    """`reduce_loops` with each accumulator carried as `parts` vectors, the
+    last of `last` lanes: the body is emitted once per part, on its lanes, and
+    the parts are joined after the loops (a narrow last part widened, its
+    extra lanes inactive)."""
     lane = em.lane
     assert lane is not None
     whole, b = em.lanes, em.b
     width = whole // parts
+    widths = [width] * (parts - 1) + [last]
     kind, products = op.kind_name, contracted_products(op)
     starts = [b.iadd(lane.w, p * width) for p in range(parts)]
-    masks = [None if lane.mask is None else b.lanes_of(lane.mask, p * width, width)
+    masks = [None if lane.mask is None else b.lanes_of(lane.mask, p * width, widths[p])
              for p in range(parts)]
-    em.lanes = width
     try:
-        inits = [b.const(op.init_value, em.llvm_type(r.type))
-                 for r in op.accumulators for _ in range(parts)]
+        inits = []
+        for r in op.accumulators:
+            for p in range(parts):
+                em.lanes = widths[p]
+                inits.append(b.const(op.init_value, em.llvm_type(r.type)))
 
         def body(ivs: list[IVal], carried: list[SSAValue]) -> list[SSAValue]:
             for x, v in zip(op.ivs, ivs, strict=True):
                 em.values[x] = v
             steps: list[list[SSAValue | tuple[SSAValue, SSAValue]]] = []
             for p in range(parts):
+                em.lanes = widths[p]
                 em.lane = LaneState(lane.iv, starts[p], masks[p])
                 em.values[lane.iv] = starts[p]
                 values = em.emit_block(op.body.block)
@@ -360,6 +380,12 @@ def _reduce_loops_in_parts(em: PhaseEmitter, op: loop.ReduceOp, lbs: list[IVal],
     finally:
         em.lanes, em.lane = whole, lane
         em.values[lane.iv] = lane.w
+    if last < width:  # (the last part's lanes repeated up to a full vector)
+        for k in range(len(op.accumulators)):
+            r = results[k * parts + parts - 1]
+            results[k * parts + parts - 1] = b.add(llvm.ShuffleVectorOp(
+                r, r, DenseArrayBase.from_list(i32, [j % last for j in range(width)]),
+                VectorType(r.type.element_type, [width])))  # type: ignore[attr-defined]
     return [b.concat(results[k * parts:(k + 1) * parts]) for k in range(len(op.accumulators))]
 
 
