@@ -13,12 +13,14 @@ from torch import nn
 import brainslug.lowering.loop_to_llvm as loop_to_llvm
 import brainslug.pytorch as brainslug
 
-SHAPES = [  # cin, cout, kernel, stride, groups, size: 2 vectors, the last of 4 to 8 lanes
+SHAPES = [  # cin, cout, kernel, stride, groups, size: 2 or 3 vectors, the last of 4 to 8 lanes
     (144, 24, 1, 1, 1, 19),
     (37, 24, 3, 1, 1, 13),
     (29, 20, 3, 2, 1, 15),
     (33, 21, 1, 1, 1, 11),
     (48, 24, 3, 1, 2, 9),
+    (144, 40, 1, 1, 1, 11),  # 3 vectors (bs-register-tile's V for 33-48 channels)
+    (23, 36, 1, 1, 1, 9),  # 3 vectors, the last of 4 lanes
 ]
 
 

@@ -139,6 +139,13 @@ measured no faster than 7 + 7 (1.002), the 7×7/2 stem's 112 columns as 17 ×
 6 + 2 × 5 0.87 of the time against 18 × 6 + 4 0.91."""
 
 
+THREE_VECTORS = True
+"""Blocks whose columns broadcast their input take 3 vectors where the channels
+fill 3 (33-48 with 16 lanes), not 4: the lowering carries 3 parts, the last as
+narrow as its active lanes (`loop_to_llvm._vector_parts`), where a fourth
+vector would be all padding and cost as much as a full one."""
+
+
 MIN_USED = 0.97
 """Least fraction of the computed points that are real points (the rest are
 past the end, clamped) for which a register block takes the most columns
@@ -274,8 +281,8 @@ class RegisterTile(RewritePattern):
         taps that the block unrolls (`row_tap_block`), else 0.
 
         V: as many vectors as the channels fill, a power of two (LLVM splits
-        those cleanly), at most `max-vectors` (`WINDOW_VECTORS` where the
-        columns read vectors, not a `broadcast`). P: the accumulators, the V
+        those cleanly) or 3 (`THREE_VECTORS`), at most `max-vectors`
+        (`WINDOW_VECTORS` where the columns read vectors, not a `broadcast`). P: the accumulators, the V
         weight vectors and a broadcast fit the register file. The broadcast
         takes no register only where one FMA takes it as a memory operand (V
         = 1 with `broadcast-operands`): LLVM folds a load into one use only, so
@@ -302,6 +309,9 @@ class RegisterTile(RewritePattern):
             most = min(most, WINDOW_VECTORS)  # (fewer columns keep more vectors)
         while v * 2 <= most and v * self.lanes < lanes_extent:
             v *= 2
+        if THREE_VECTORS and broadcast and v == 4 and 3 <= most \
+                and lanes_extent <= 3 * self.lanes:
+            v = 3
         if vectors is not None:  # the weights are packed in blocks of V vectors
             v = vectors
 

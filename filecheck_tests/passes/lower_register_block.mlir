@@ -68,6 +68,35 @@ func.func @narrow_tail(%x: memref<2x37xf32>, %w: memref<37x24xf32>, %y: memref<2
 // CHECK:         llvm.masked.store.v32f32.p0
 // CHECK:         loop.kernel_info {{{.*}}kernel = "narrow_tail"
 
+// 40 channels in a block of 3 vectors (bs-register-tile's V for 33-48
+// channels): two full parts and a last of 8 lanes, widened and joined after
+// the sum, then stored 16 lanes at a time.
+func.func @narrow_tail3(%x: memref<2x37xf32>, %w: memref<37x40xf32>, %y: memref<2x40xf32>) attributes {bs.kernel} {
+  loop.nest parallel 1 (%i) = (0) to (1) {
+    %c0 = arith.constant 0 : index
+    simd.loop (%o) = (0) to (40) vectors 3 {
+      %a = loop.reduce add contract (%k) = (0) to (37) init 0.0 : f32 -> !simd.vec<f32> {
+        %x0 = loop.load %x[%c0, %k] : memref<2x37xf32>
+        %wv = simd.load %w[%k, %o] : memref<37x40xf32>
+        %s0 = simd.splat %x0 : f32
+        %m0 = simd.mulf %s0, %wv : !simd.vec<f32>
+        loop.yield %m0 : !simd.vec<f32>
+      }
+      simd.store %a, %y[%c0, %o] : memref<2x40xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: llvm.func @narrow_tail3_p0
+// CHECK:         llvm.call_intrinsic "llvm.fma.v16f32"(%{{.*}}, %{{.*}}, %{{.*}}) : (vector<16xf32>, vector<16xf32>, vector<16xf32>) -> vector<16xf32>
+// CHECK-NEXT:    llvm.call_intrinsic "llvm.fma.v16f32"(%{{.*}}, %{{.*}}, %{{.*}}) : (vector<16xf32>, vector<16xf32>, vector<16xf32>) -> vector<16xf32>
+// CHECK-NEXT:    llvm.call_intrinsic "llvm.fma.v8f32"(%{{.*}}, %{{.*}}, %{{.*}}) : (vector<8xf32>, vector<8xf32>, vector<8xf32>) -> vector<8xf32>
+// CHECK-NOT:     llvm.call_intrinsic "llvm.fma
+// CHECK:         llvm.shufflevector {{.*}} [0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7] : vector<8xf32>
+// CHECK:         llvm.masked.store.v16f32.p0
+// CHECK:         loop.kernel_info {{{.*}}kernel = "narrow_tail3"
+
 // A block of channels whose upper bound is `lower + 32` (bs-register-tile's
 // blocks where they divide the channels) is whole: no masked chunk.
 func.func @whole_block(%x: memref<2x37xf32>, %w: memref<37x64xf32>, %y: memref<2x64xf32>) attributes {bs.kernel} {

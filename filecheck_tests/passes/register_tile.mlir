@@ -443,3 +443,36 @@ func.func @wide_window(%x: memref<?x8x64x144xf32>, %wt: memref<1x9x144xf32>, %ou
 // CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 8, 4) attributes {bs.columns = 2 : index} {
 // CHECK:           simd.loop (%c) = (0) to (144) vectors 2 {
 // CHECK-NEXT:        {{(%[0-9]+, ){13}%[0-9]+}} = loop.reduce add contract (%kh, %kw)
+
+// 40 output channels fill 3 vectors of 16 lanes, not 4: the lowering carries
+// 3 parts, the last as 8 lanes (a fourth vector would be all padding, and its
+// FMAs as dear as the others'). V = 3 leaves 28 registers: P = 9 columns at
+// most, and 7 waste the fewest for 13. With 8 lanes (AVX2) 40 channels are 5
+// vectors: V = 4.
+func.func @three_vectors(%x: memref<?x1x13x37xf32>, %wt: memref<1x1x37x40xf32>, %out: memref<?x1x13x40xf32>) attributes {bs.kernel} {
+  %c0 = arith.constant 0 : index
+  %batch = memref.dim %x, %c0 : memref<?x1x13x37xf32>
+  loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 1, 13) {
+    simd.loop (%o) = (0) to (40) {
+      %acc = loop.reduce add contract (%kh, %kw, %ci) = (0, 0, 0) to (1, 1, 37) init 0.0 : f32 -> !simd.vec<f32> {
+        %xv = loop.load %x[%n, %h, %w, %o, %kh, %kw, %ci] map affine_map<(d0, d1, d2, d3, d4, d5, d6) -> (d0, d1 + d4, d2 + d5, d6)> : memref<?x1x13x37xf32>
+        %wv = simd.load %wt[%kh, %kw, %ci, %o] map affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)> : memref<1x1x37x40xf32>
+        %s = simd.splat %xv : f32
+        %m = simd.mulf %s, %wv : !simd.vec<f32>
+        loop.yield %m : !simd.vec<f32>
+      }
+      simd.store %acc, %out[%n, %h, %w, %o] : memref<?x1x13x40xf32>
+    }
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @three_vectors
+// CHECK:         loop.nest (%n, %h, %w) = (0, 0, 0) to (%batch, 1, 2) attributes {bs.columns = 2 : index} {
+// CHECK:           %col6 = arith.minsi
+// CHECK-NOT:       %col7
+// CHECK:           simd.loop (%o) = (0) to (40) vectors 3 {
+// AVX2-LABEL:  func.func @three_vectors
+// AVX2:          simd.loop (%o) = (0) to (40) vectors 4 {
+// BCAST-LABEL: func.func @three_vectors
+// BCAST:         simd.loop (%o) = (0) to (40) vectors 3 {
