@@ -61,6 +61,12 @@ def _lane_blocks():
     return LaneBlocksPass
 
 
+def _prefetch_tiles():
+    from brainslug.passes.prefetch_tiles import PrefetchTilesPass
+
+    return PrefetchTilesPass
+
+
 def _merge_siblings():
     from brainslug.passes.merge_siblings import MergeSiblingsPass
 
@@ -107,6 +113,7 @@ ALL_PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "bs-register-tile": _register_tile,
     "bs-block-reduction": _block_reduction,
     "bs-lane-blocks": _lane_blocks,
+    "bs-prefetch-tiles": _prefetch_tiles,
     "bs-merge-siblings": _merge_siblings,
     "bs-parallelize": _parallelize,
     "bs-dedup-kernels": _dedup,
@@ -126,6 +133,8 @@ PASS_SUMMARIES: dict[str, str] = {
     "{lanes=16 registers=32 max-vectors=4 cache=524288 broadcast-operands=false}",
     "bs-block-reduction": "split register-blocked channel sums into chunks whose weights stay "
     "in L1, run over bands of rows {lanes=16 cache=32768 band-bytes=65536}",
+    "bs-prefetch-tiles": "register-blocked sums of depth-first tiles prefetch the next tile's "
+    "prologue input into L2",
     "bs-merge-siblings": "merge independent adjacent nests over the same domain (cat pieces)",
     "bs-parallelize": "mark the outer parallel dims of each top-level nest for threads/grid",
     "bs-dedup-kernels": "let stacks with identical kernels share one compiled kernel",

@@ -18,6 +18,10 @@ from brainslug.pipeline.target import (
     window_tile_budget,
 )
 
+PREFETCH_TILES = True
+"""Whether compiled convolutions' depth-first tiles prefetch the next tile's
+prologue input (bs-prefetch-tiles, on a CPU)."""
+
 
 def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True,
                    compute: bool = False) -> list[ModulePass]:
@@ -27,13 +31,16 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
     with its pointwise epilogue: a second bs-fuse after bs-reorder merges a convolution with its
     epilogue (both then run in memory order), bs-register-tile blocks it
     in registers for the target's vector width, and bs-block-reduction sums
-    its input channels in chunks whose weights stay in L1."""
+    its input channels in chunks whose weights stay in L1, and on a CPU
+    bs-prefetch-tiles makes a tile's sum prefetch the next tile's prologue
+    input."""
     from brainslug.lowering.nn_to_loop import LowerNNToLoopPass
     from brainslug.passes.dedup_kernels import DedupKernelsPass
     from brainslug.passes.fuse import FusePass
     from brainslug.passes.lane_blocks import LaneBlocksPass
     from brainslug.passes.merge_siblings import MergeSiblingsPass
     from brainslug.passes.parallelize import ParallelizePass
+    from brainslug.passes.prefetch_tiles import PrefetchTilesPass
     from brainslug.passes.reorder import ReorderPass
     from brainslug.passes.tile_depth_first import TileDepthFirstPass
     from brainslug.passes.vectorize import VectorizePass
@@ -56,6 +63,7 @@ def default_passes(target: str = "x86-64", cpu: str = "host", lower: bool = True
         *(register_tiling(target, cpu) if compute else []),
         # on a CPU, pools and means over rows read several adjacent vectors a step
         *([] if is_gpu(target) else [LaneBlocksPass(vector_lanes(target, cpu))]),
+        *([PrefetchTilesPass()] if compute and PREFETCH_TILES and not is_gpu(target) else []),
         MergeSiblingsPass(),
         ParallelizePass(),
         DedupKernelsPass(),
