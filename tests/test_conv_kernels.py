@@ -682,14 +682,15 @@ def test_a_family_of_convolutions_follows_its_timed_members(monkeypatch, tmp_pat
 def test_pointwise_weights_pack_in_blocks_of_three_vectors_where_they_pad_least() -> None:
     """A pointwise convolution's weight is packed in blocks of 3 vectors (48
     channels on AVX-512) where that pads least, the larger block on a tie; a
-    convolution with taps keeps blocks of 1, 2 or 4 vectors."""
+    convolution with taps keeps blocks of 1, 2 or 4 vectors; 33-40 channels
+    stay unpacked (one register block of 3 vectors, the last half a vector)."""
     from brainslug.pipeline.target import conv_weight_block
 
     pointwise = {144: 48, 240: 48, 672: 48, 96: 48, 136: 48, 1152: 64, 384: 64,
                  160: 32, 80: 16, 150: 32, 40: 0, 48: 0}
     for channels, block in pointwise.items():
         assert conv_weight_block(channels, 16, three=True) == block, channels
-    taps = {144: 16, 96: 32, 240: 16, 136: 16, 1152: 64}
+    taps = {144: 16, 96: 32, 240: 16, 136: 16, 1152: 64, 40: 0, 36: 0, 33: 0, 41: 16, 48: 16, 56: 0}
     for channels, block in taps.items():
         assert conv_weight_block(channels, 16) == block, channels
     assert conv_weight_block(144, 8, max_vectors=2, three=True) == 16  # (V <= 2)

@@ -21,6 +21,8 @@ SHAPES = [  # cin, cout, kernel, stride, groups, size: 2 or 3 vectors, the last 
     (48, 24, 3, 1, 2, 9),
     (144, 40, 1, 1, 1, 11),  # 3 vectors (bs-register-tile's V for 33-48 channels)
     (23, 36, 1, 1, 1, 9),  # 3 vectors, the last of 4 lanes
+    (20, 36, 3, 1, 1, 13),  # taps: HWIO weights, one block of 3 vectors
+    (24, 40, 3, 2, 1, 15),
 ]
 
 

@@ -107,7 +107,16 @@ def conv_weight_block(out_channels: int, lanes: int, max_vectors: int = 4,
     (the weight then stays HWIO). 96 channels on 16 lanes: blocks of 32 (three
     full ones), not of 64 (the second half empty); pointwise, of 48. 144
     channels pointwise: blocks of 48, not 9 blocks of 16 (a register block of
-    one vector loads a weight vector per FMA)."""
+    one vector loads a weight vector per FMA). 33 to 40 channels on 16 lanes
+    (with taps too) stay HWIO: bs-register-tile takes them in one block of 3
+    vectors whose last is half a vector (`<8 x float>`), where 3 packed blocks
+    of one vector each broadcast every input 3 times and the last wastes
+    half its FMA. 3x3 at batch 8, 2 threads, against the library, packed ->
+    HWIO: 20->36 at 28x28 0.92-0.99 -> 1.33-1.37, 24->40 stride 2 at 56x56
+    0.94-1.17 -> 1.37-1.49, 40->40 at 28x28 0.88-1.03 -> 1.08-1.10; but
+    48->48 0.83-0.92 -> 0.81-0.84, so 41-48 channels keep their blocks."""
+    if 3 <= max_vectors and 2 * lanes < out_channels <= 2 * lanes + lanes // 2:
+        return 0
     best = 0
     for v in (4, 3, 2, 1):
         if v > max_vectors or (v == 3 and not three):
