@@ -99,6 +99,18 @@ def assert_as_accurate_as_the_library(model: nn.Module, opt: nn.Module, ci: int,
         assert (got - lib).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
 
 
+def assert_same_bits(a: nn.Module, b: nn.Module, ci: int, side: int) -> None:
+    """At batch 1 and 3, with a NaN and an Inf in the input: `a` and `b` give
+    the same bits (two lowerings that sum the same products in the same order)."""
+    for batch in (1, 3):
+        x = torch.randn(batch, ci, side, side)
+        x[0, 1, 2, 3] = float("nan")
+        x[-1, 2, 0, 1] = float("inf")
+        with torch.no_grad():
+            got, want = a(x), b(x)
+        assert torch.allclose(got, want, rtol=0, atol=0, equal_nan=True), batch
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_each_kind_is_as_accurate_as_the_library(kind: str, monkeypatch, tmp_path) -> None:
     small_l2(kind, monkeypatch, tmp_path)

@@ -34,6 +34,7 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.rewriter import InsertPoint
 
+from brainslug.analysis import nests as nu
 from brainslug.dialects import loop, simd
 from brainslug.passes.register_tile import COLUMNS_ATTR
 
@@ -78,9 +79,9 @@ def _columns(pro: loop.NestOp, total: loop.NestOp, pos: int) -> int | None:
                       total.upper_bounds())
     if len(pl) != len(sl) or pos >= len(pl):
         return None
-    for k, (a, b, c, d) in enumerate(zip(pl, pu, sl, su, strict=True)):
-        if k != pos and (a is not c or b is not d) and (a, b) != (c, d):
-            return None
+    if not all(nu.same_bound(pl[k], sl[k]) and nu.same_bound(pu[k], su[k])
+               for k in range(len(pl)) if k != pos):
+        return None
     extent, blocks = pu[pos], su[pos]
     if pl[pos] != 0 or sl[pos] != 0 or not isinstance(extent, int) \
             or not isinstance(blocks, int) or blocks < 1:
